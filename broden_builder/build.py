@@ -1,0 +1,392 @@
+"""Build a Broden store from a recipe.
+
+Pass 1 (parallel, resumable): each source image is resolved at native resolution; its
+label statistics are counted there; the image is squashed to the store size and written;
+the label planes (still in source codes) are resized to the segmentation size and staged.
+Unify: the native statistics of all sources decide the global vocabulary and numbering.
+Pass 2 (parallel, resumable): staged planes are renumbered and written as PNGs.
+Finally the CSV tables are written, index.csv last.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from . import __version__
+from .color import color_codes, color_vocabulary
+from .recipe import Recipe
+from .resize import resize_image, resize_labels
+from .sources import BadSourceItem, ImageRecord, Source, SourceMissingError, get_source_class
+from .store.statistics import layer_fractions as native_fractions
+from .store.atomic import atomic_write_bytes, atomic_write_text
+from .store.writer import STAGING, LabelSpec, StoreWriter
+from .unify import SourceLabel, Vocabulary, unify
+
+log = logging.getLogger(__name__)
+
+COLOR_SOURCE = "color"
+
+
+class BuildError(RuntimeError):
+    """The build cannot go on (missing sources, strict-mode failures)."""
+
+
+@dataclass
+class BuildReport:
+    """What a build did: images written, skipped (with reasons), labels kept and dropped."""
+
+    images: int = 0
+    skipped: list = field(default_factory=list)  # (file or record, reason)
+    missing_sources: list = field(default_factory=list)
+    kept: dict = field(default_factory=dict)  # source -> category -> count
+    dropped: dict = field(default_factory=dict)
+    categories: dict = field(default_factory=dict)  # category -> label count
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        lines = [f"{self.images} images written in {self.seconds:.1f} s"]
+        if self.missing_sources:
+            lines.append("missing sources (skipped): " + ", ".join(self.missing_sources))
+        if self.skipped:
+            lines.append(f"{len(self.skipped)} source images skipped:")
+            lines += [f"  {where}: {why}" for where, why in self.skipped[:20]]
+            if len(self.skipped) > 20:
+                lines.append(f"  ... and {len(self.skipped) - 20} more")
+        lines.append("labels per category: " + ", ".join(f"{c} {n}" for c, n in self.categories.items()))
+        for src in sorted(set(self.kept) | set(self.dropped)):
+            cats = sorted(set(self.kept.get(src, {})) | set(self.dropped.get(src, {})))
+            parts = [f"{c} kept {self.kept.get(src, {}).get(c, 0)} dropped {self.dropped.get(src, {}).get(c, 0)}" for c in cats]
+            lines.append(f"  {src}: " + "; ".join(parts))
+        return "\n".join(lines)
+
+
+def instantiate_sources(recipe: Recipe) -> list:
+    """Create the Source objects of a recipe (unknown types raise KeyError naming the known ones)."""
+    out = []
+    seen = set()
+    for entry in recipe.sources:
+        cls = get_source_class(entry["type"])
+        src = cls(entry, image_size=recipe.size, segmentation_size=recipe.segmentation_size)
+        if src.key in seen:
+            raise BuildError(f"two sources share the prefix {src.key!r}; give one a distinct 'prefix'")
+        seen.add(src.key)
+        out.append(src)
+    return out
+
+
+# --------------------------------------------------------------------------- workers
+_W: dict = {}
+
+
+def _init_worker(state: dict) -> None:
+    _W.clear()
+    _W.update(state)
+
+
+def _stage_path(root: Path, image: str) -> Path:
+    return root / STAGING / "native" / (hashlib.sha1(image.encode("utf-8")).hexdigest() + ".npz")
+
+
+def _image_name(src: Source, rec: ImageRecord) -> str:
+    return f"{src.prefix}/{rec.basename}.jpg"
+
+
+def _load_stage(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        planes = {k[2:]: z[k] for k in z.files if k.startswith("p_")}
+    meta["planes"] = planes
+    return meta
+
+
+def _stage_one(task: tuple):
+    """Pass 1 for one image. Returns (image, stats) or (image, None, reason) when skipped."""
+    si, rec = task
+    src: Source = _W["sources"][si]
+    root: Path = _W["root"]
+    image = _image_name(src, rec)
+    stage = _stage_path(root, image)
+    if stage.exists():
+        meta = _load_stage(stage)
+        return image, meta["stats"], None
+    try:
+        res = src.resolve(rec)
+        rgb = np.asarray(res.image)
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise BadSourceItem(f"image is not H x W x 3 uint8 (shape {rgb.shape}, {rgb.dtype})")
+        h, w = rgb.shape[:2]
+        pixel = {c: [np.asarray(l) for l in layers] for c, layers in res.pixel.items()}
+        if _W["color"]:
+            pixel["color"] = [color_codes(rgb)]
+        for c, layers in pixel.items():
+            for k, l in enumerate(layers):
+                if l.shape != (h, w):
+                    raise BadSourceItem(f"{c} layer {k + 1} is {l.shape[1]}x{l.shape[0]}, the image is {w}x{h}")
+                if l.size and l.min() < 0:
+                    raise BadSourceItem(f"{c} layer {k + 1} holds negative label codes")
+    except BadSourceItem as e:
+        return image, None, str(e)
+    stats = {}
+    for c, layers in pixel.items():
+        fr = native_fractions(layers)
+        if fr:
+            stats[c] = {str(k): v for k, v in fr.items()}
+    image_level = {c: sorted({int(x) for x in codes if int(x) > 0}) for c, codes in res.image_level.items()}
+    for c, codes in image_level.items():
+        if codes:
+            stats[c] = {str(k): 1.0 for k in codes}
+    writer = StoreWriter(root, jpeg_quality=_W["jpeg_quality"])
+    writer.write_image(image, resize_image(rgb, _W["size"]))
+    seg = _W["seg"]
+    arrays = {}
+    for c, layers in pixel.items():
+        small = [resize_labels(l, seg) for l in layers]
+        small = [l for l in small if l.any()]
+        if small:
+            arrays["p_" + c] = np.stack(small).astype(np.int32)
+    meta = {"stats": stats, "image_level": image_level, "native_shape": [h, w]}
+    buf = io.BytesIO()
+    np.savez_compressed(buf, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
+    atomic_write_bytes(stage, buf.getvalue())
+    return image, stats, None
+
+
+def _write_one(task: tuple):
+    """Pass 2 for one image: renumber the staged planes and write the row."""
+    si, rec = task
+    src: Source = _W["sources"][si]
+    root: Path = _W["root"]
+    image = _image_name(src, rec)
+    stage = _stage_path(root, image)
+    if not stage.exists():
+        return image, False
+    writer = StoreWriter(root, image_level_categories=_W["image_level"], jpeg_quality=_W["jpeg_quality"])
+    if writer.has_row(image):
+        return image, True
+    meta = _load_stage(stage)
+    lookups = _W["lookups"]
+    pixel = {}
+    for c, stack in meta["planes"].items():
+        skey = COLOR_SOURCE if c == "color" else src.key
+        table = lookups.get((skey, c))
+        if table is None:
+            continue
+        codes = np.minimum(stack, len(table) - 1)
+        mapped = table[codes]
+        pixel[c] = [m for m in mapped]
+    levels = {}
+    for c, codes in meta["image_level"].items():
+        table = lookups.get((src.key, c))
+        if table is None:
+            continue
+        levels[c] = [int(table[x]) for x in codes if x < len(table) and table[x]]
+    size, seg = _W["size"], _W["seg"]
+    writer.write_row(image, _W["recipe"].split_of(image), (size, size), (seg, seg), pixel, levels)
+    return image, True
+
+
+def _run(tasks: list, fn, state: dict, workers: int, desc: str, quiet: bool):
+    from tqdm.auto import tqdm
+
+    if workers <= 1:
+        _init_worker(state)
+        for t in tqdm(tasks, desc=desc, disable=quiet, unit="img"):
+            yield fn(t)
+        return
+    ctx = mp.get_context("spawn" if os.name == "nt" else "fork")
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(state,)) as pool:
+        for r in tqdm(pool.imap(fn, tasks, chunksize=8), total=len(tasks), desc=desc, disable=quiet, unit="img"):
+            yield r
+
+
+# --------------------------------------------------------------------------- build
+def gather_records(sources: Sequence[Source]) -> list:
+    """(source index, record) for every image, checking that store names are unique."""
+    tasks, names = [], {}
+    for si, src in enumerate(sources):
+        for rec in src.records():
+            name = _image_name(src, rec)
+            if name in names:
+                raise BuildError(f"two source images map to the same store name {name!r}")
+            names[name] = si
+            tasks.append((si, rec))
+    return tasks
+
+
+def source_labels_from_stats(sources: Sequence[Source], per_image: dict, with_color: bool) -> list:
+    """Sum native per-image stats into SourceLabel entries (names from each source's vocabulary)."""
+    freq: dict = defaultdict(int)
+    cov: dict = defaultdict(float)
+    for image, (si, stats) in per_image.items():
+        skey = sources[si].key
+        for c, fr in stats.items():
+            k0 = COLOR_SOURCE if c == "color" else skey
+            for code, v in fr.items():
+                freq[(k0, c, int(code))] += 1
+                cov[(k0, c, int(code))] += v
+    vocabs = {src.key: src.vocabulary() for src in sources}
+    if with_color:
+        vocabs[COLOR_SOURCE] = {"color": color_vocabulary()}
+    out = []
+    for (skey, c, code), n in sorted(freq.items()):
+        names = vocabs.get(skey, {}).get(c, {}).get(code)
+        if names is None:
+            log.warning("%s: %s code %d has no name in the source vocabulary; dropped", skey, c, code)
+            continue
+        if isinstance(names, str):
+            names = (names,)
+        out.append(SourceLabel(skey, c, code, tuple(names), n, cov[(skey, c, code)]))
+    return out
+
+
+def vocabulary_digest(vocab: Vocabulary) -> str:
+    items = sorted((list(k), v) for k, v in vocab.mapping.items())
+    return hashlib.sha256(json.dumps(items).encode()).hexdigest()
+
+
+def build_store(
+    recipe: Recipe,
+    out: Path,
+    workers: int = 1,
+    allow_missing: bool = False,
+    strict: bool = False,
+    quiet: bool = False,
+    sources: Optional[Sequence[Source]] = None,
+) -> BuildReport:
+    """Build (or resume building) the store described by ``recipe`` into ``out``."""
+    t0 = time.time()
+    out = Path(out)
+    report = BuildReport()
+    sources = list(sources) if sources is not None else instantiate_sources(recipe)
+    present = []
+    problems = []
+    for src in sources:
+        try:
+            src.check()
+            present.append(src)
+        except SourceMissingError as e:
+            problems.append(f"{src.type_name} ({src.key}): {e}")
+            report.missing_sources.append(src.key)
+    if problems and not allow_missing:
+        raise BuildError("missing sources:\n  " + "\n  ".join(problems) + "\n(use --allow-missing to build from the sources that are present)")
+    for p in problems:
+        log.warning("skipping missing source %s", p)
+    sources = present
+    if not sources:
+        raise BuildError("no source is available to build from")
+    if (out / "index.csv").exists():
+        (out / "index.csv").unlink()  # the store is being rebuilt: never leave it looking complete
+    out.mkdir(parents=True, exist_ok=True)
+    tasks = gather_records(sources)
+    image_level = set()
+    for s in sources:
+        image_level |= set(s.image_level_categories())
+    state = {"sources": sources, "root": out, "color": recipe.color, "size": recipe.size,
+             "seg": recipe.segmentation_size, "jpeg_quality": recipe.jpeg_quality, "recipe": recipe,
+             "image_level": frozenset(image_level)}
+    per_image = {}
+    kept_tasks = []
+    for (image, stats, reason), task in zip(_run(tasks, _stage_one, state, workers, "resolve", quiet), tasks):
+        if stats is None:
+            msg = f"{image}: {reason}"
+            if strict:
+                raise BuildError(f"strict mode: {msg}")
+            log.warning("skipped %s", msg)
+            report.skipped.append((image, reason))
+            continue
+        per_image[image] = (task[0], stats)
+        kept_tasks.append(task)
+    labels = source_labels_from_stats(sources, per_image, recipe.color)
+    vocab = unify(labels, recipe.min_frequency, recipe.min_coverage)
+    digest = vocabulary_digest(vocab)
+    digest_path = out / STAGING / "vocabulary.sha256"
+    if digest_path.exists() and digest_path.read_text().strip() != digest:
+        shutil.rmtree(out / STAGING / "rows", ignore_errors=True)
+    atomic_write_text(digest_path, digest)
+    lookups = {}
+    maxcode: dict = defaultdict(int)
+    for (s, c, code) in vocab.mapping:
+        maxcode[(s, c)] = max(maxcode[(s, c)], code)
+    for (s, c), m in maxcode.items():
+        lookups[(s, c)] = vocab.lookup(s, c, m)
+    state["lookups"] = lookups
+    for _ in _run(kept_tasks, _write_one, state, workers, "write", quiet):
+        pass
+    writer = StoreWriter(out, image_level_categories=image_level, jpeg_quality=recipe.jpeg_quality)
+    specs = [LabelSpec(g.number, g.name, tuple(g.syns), g.primary_category()) for g in vocab.labels]
+    for g in vocab.labels:
+        for m in g.members:
+            report.kept.setdefault(m.source, {}).setdefault(m.category, 0)
+            report.kept[m.source][m.category] += 1
+    for g in vocab.dropped:
+        for m in g.members:
+            report.dropped.setdefault(m.source, {}).setdefault(m.category, 0)
+            report.dropped[m.source][m.category] += 1
+    report.categories = vocab.category_counts()
+    report.images = len(kept_tasks)
+    info = build_info(recipe, sources, report)
+    writer.finalize(specs, info, render_readme(recipe, sources, report, info))
+    report.seconds = time.time() - t0
+    return report
+
+
+def build_date() -> str:
+    """UTC build date; SOURCE_DATE_EPOCH (reproducible builds) overrides the clock."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    ts = time.gmtime(int(epoch)) if epoch else time.gmtime()
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", ts)
+
+
+def build_info(recipe: Recipe, sources: Sequence[Source], report: BuildReport) -> dict:
+    import platform
+
+    return {
+        "format": "broden",
+        "tool": "broden-dissect",
+        "tool_version": __version__,
+        "date": build_date(),
+        "recipe": recipe.to_dict(),
+        "recipe_path": recipe.path,
+        "sources": [s.provenance() for s in sources],
+        "missing_sources": report.missing_sources,
+        "skipped_images": len(report.skipped),
+        "image_size": recipe.size,
+        "segmentation_size": recipe.segmentation_size,
+        "numbering": "by native-resolution frequency, then coverage",
+        "versions": {"python": platform.python_version(), "numpy": np.__version__},
+    }
+
+
+def render_readme(recipe: Recipe, sources: Sequence[Source], report: BuildReport, info: dict) -> str:
+    lines = [
+        f"Broden-format store '{recipe.name}', built by broden-dissect {__version__} on {info['date']}.",
+        f"Images {recipe.size}x{recipe.size}, segmentations {recipe.segmentation_size}x{recipe.segmentation_size}.",
+        f"Labels kept when in >= {recipe.min_frequency} images and covering >= {recipe.min_coverage} images.",
+        f"Colour labels: {'yes' if recipe.color else 'no'}. Splits: {dict(recipe.splits)}.",
+        f"{report.images} images; labels per category: " + ", ".join(f"{c} {n}" for c, n in report.categories.items()),
+        "",
+        "Sources:",
+    ]
+    for s in sources:
+        lines.append(f"- {s.type_name} (images/{s.prefix}/)")
+        if s.license:
+            lines.append(f"  licence/terms: {s.license}")
+        if s.citation:
+            lines.append(f"  cite: {s.citation}")
+    if recipe.color:
+        lines.append("- colour names: van de Weijer et al., Learning Color Names for Real-World Applications, IEEE TIP 2009")
+    lines.append("")
+    lines.append("Machine-readable provenance: build.json.")
+    return "\n".join(lines) + "\n"

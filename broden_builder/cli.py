@@ -1,0 +1,128 @@
+"""The ``broden`` command: build, validate and inspect Broden stores."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from . import __version__
+
+
+def _cmd_build(args) -> int:
+    from .build import BuildError, build_store
+    from .recipe import RecipeError, load_recipe
+
+    try:
+        recipe = load_recipe(args.recipe)
+    except RecipeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        report = build_store(recipe, Path(args.out), workers=args.workers, allow_missing=args.allow_missing,
+                             strict=args.strict, quiet=args.quiet)
+    except BuildError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    print(f"store written to {args.out}")
+    return 0
+
+
+def _cmd_validate(args) -> int:
+    from .store.validate import validate_store
+
+    problems = validate_store(args.store, check_images=not args.fast, progress=not args.quiet)
+    errors = [p for p in problems if p.severity == "error"]
+    for p in problems:
+        print(p)
+    if errors:
+        print(f"{args.store}: INVALID ({len(errors)} error(s), {len(problems) - len(errors)} warning(s))")
+        return 1
+    print(f"{args.store}: valid ({len(problems)} warning(s))")
+    return 0
+
+
+def _cmd_stats(args) -> int:
+    from .store.errors import StoreFormatError
+    from .store.validate import store_stats
+
+    try:
+        stats = store_stats(args.store)
+    except StoreFormatError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(stats, indent=2))
+        return 0
+    splits = ", ".join(f"{k} {v}" for k, v in sorted(stats["splits"].items()))
+    print(f"{args.store}: {stats['images']} images ({splits})")
+    print(f"{'category':<12}{'level':<7}{'labels':>7}  images per split")
+    for cat, c in stats["categories"].items():
+        per = ", ".join(f"{k} {v}" for k, v in sorted(c["images"].items()))
+        print(f"{cat:<12}{c['level']:<7}{c['labels']:>7}  {per}")
+    return 0
+
+
+def _cmd_find(args) -> int:
+    from .store.reader import BrodenStore
+
+    store = BrodenStore(args.store)
+    try:
+        lab = store.label(args.concept)
+    except KeyError as e:
+        print(f"error: {e.args[0]}", file=sys.stderr)
+        return 1
+    hits = store.images_with_label(lab.number, split=args.split)
+    print(f"# {lab.name} (label {lab.number}, {', '.join(lab.categories)}): {len(hits)} image(s)")
+    for i in hits[: args.limit] if args.limit else hits:
+        print(store.rows[i].image)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="broden", description="Build, validate and inspect Broden-format concept datasets.")
+    p.add_argument("--version", action="version", version=f"broden-dissect {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="build a store from a recipe (resumes an interrupted build)")
+    b.add_argument("recipe", help="recipe YAML")
+    b.add_argument("--out", required=True, help="store directory")
+    b.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    b.add_argument("--allow-missing", action="store_true", help="build from the sources that are present")
+    b.add_argument("--strict", action="store_true", help="fail on the first unusable source image instead of skipping it")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    b.set_defaults(func=_cmd_build)
+
+    v = sub.add_parser("validate", help="check every file of a store; exit 1 when invalid")
+    v.add_argument("store")
+    v.add_argument("--fast", action="store_true", help="do not decode the JPEG images")
+    v.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    v.set_defaults(func=_cmd_validate)
+
+    s = sub.add_parser("stats", help="counts per category and split")
+    s.add_argument("store")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_cmd_stats)
+
+    f = sub.add_parser("find", help="which images contain a concept (name, synonym or number)")
+    f.add_argument("store")
+    f.add_argument("concept")
+    f.add_argument("--split", default=None)
+    f.add_argument("--limit", type=int, default=0)
+    f.set_defaults(func=_cmd_find)
+
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Build recipes: YAML files turned into a frozen, validated configuration."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+import yaml
+
+_KEYS = {"name", "size", "segmentation_size", "min_frequency", "min_coverage", "splits", "color",
+         "sources", "jpeg_quality", "description"}
+
+
+class RecipeError(ValueError):
+    """A recipe is malformed; names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A build recipe. ``sources`` is a tuple of source entries ``{type: NAME, ...}``."""
+
+    name: str = "broden"
+    size: int = 224
+    segmentation_size: int = 112
+    min_frequency: int = 10
+    min_coverage: float = 0.5
+    splits: tuple = (("train", 0.7), ("val", 0.3))
+    color: bool = True
+    jpeg_quality: int = 92
+    sources: tuple = ()
+    description: str = ""
+    path: Optional[str] = None
+
+    @property
+    def train_fraction(self) -> float:
+        return dict(self.splits).get("train", 0.0)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name, "size": self.size, "segmentation_size": self.segmentation_size,
+            "min_frequency": self.min_frequency, "min_coverage": self.min_coverage,
+            "splits": dict(self.splits), "color": self.color, "jpeg_quality": self.jpeg_quality,
+            "sources": [dict(s) for s in self.sources], "description": self.description,
+        }
+
+    def split_of(self, image_path: str) -> str:
+        """Deterministic split from md5 of the image path: cumulative fractions in recipe order."""
+        from .store.format import split_hash
+
+        h = split_hash(image_path)
+        acc = 0.0
+        names = [n for n, _ in self.splits]
+        for name, frac in self.splits:
+            acc += frac
+            if h <= acc:
+                return name
+        return names[-1]
+
+
+def recipe_from_dict(data: Mapping[str, Any], origin: str = "<recipe>", base_dir: Optional[Path] = None) -> Recipe:
+    """Validate a mapping and build a Recipe; relative source paths resolve against ``base_dir``."""
+    if not isinstance(data, Mapping):
+        raise RecipeError(f"{origin}: a recipe must be a mapping, got {type(data).__name__}")
+    unknown = set(data) - _KEYS
+    if unknown:
+        raise RecipeError(f"{origin}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_KEYS)}")
+
+    def num(key, typ, default, minimum=None):
+        v = data.get(key, default)
+        try:
+            v = typ(v)
+        except (TypeError, ValueError):
+            raise RecipeError(f"{origin}: {key} must be a {typ.__name__}, got {data.get(key)!r}") from None
+        if minimum is not None and v < minimum:
+            raise RecipeError(f"{origin}: {key} must be >= {minimum}, got {v}")
+        return v
+
+    size = num("size", int, 224, 1)
+    seg = num("segmentation_size", int, max(1, size // 2), 1)
+    splits = data.get("splits", {"train": 0.7, "val": 0.3})
+    if isinstance(splits, (int, float)):
+        splits = {"train": float(splits), "val": 1.0 - float(splits)}
+    if not isinstance(splits, Mapping) or not splits:
+        raise RecipeError(f"{origin}: splits must map split names to fractions, got {splits!r}")
+    try:
+        split_items = tuple((str(k), float(v)) for k, v in splits.items())
+    except (TypeError, ValueError):
+        raise RecipeError(f"{origin}: split fractions must be numbers, got {splits!r}") from None
+    if abs(sum(v for _, v in split_items) - 1.0) > 1e-6 or any(v < 0 for _, v in split_items):
+        raise RecipeError(f"{origin}: split fractions must be >= 0 and sum to 1, got {dict(split_items)}")
+    sources = data.get("sources", [])
+    if not isinstance(sources, list):
+        raise RecipeError(f"{origin}: sources must be a list of {{type: NAME, ...}} entries")
+    norm = []
+    for i, s in enumerate(sources):
+        if not isinstance(s, Mapping) or "type" not in s:
+            raise RecipeError(f"{origin}: sources[{i}] must be a mapping with a 'type', got {s!r}")
+        s = dict(s)
+        for k in ("path", "annotations", "images", "masks", "labels"):
+            if k in s and isinstance(s[k], str) and base_dir is not None:
+                p = Path(s[k]).expanduser()
+                if not p.is_absolute():
+                    s[k] = str((base_dir / p))
+        norm.append(s)
+    return Recipe(
+        name=str(data.get("name", "broden")),
+        size=size,
+        segmentation_size=seg,
+        min_frequency=num("min_frequency", int, 10, 0),
+        min_coverage=num("min_coverage", float, 0.5, 0),
+        splits=split_items,
+        color=bool(data.get("color", True)),
+        jpeg_quality=num("jpeg_quality", int, 92, 1),
+        sources=tuple(norm),
+        description=str(data.get("description", "")),
+        path=origin,
+    )
+
+
+def load_recipe(path: Union[str, Path], overrides: Optional[Mapping[str, Any]] = None) -> Recipe:
+    """Read a YAML recipe. Relative source paths resolve against the current directory."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: recipe file not found") from None
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{path}: invalid YAML ({e})") from None
+    data = dict(data or {})
+    data.update(overrides or {})
+    return recipe_from_dict(data, origin=str(path), base_dir=Path.cwd())

@@ -1,0 +1,70 @@
+"""Source registry: recipe ``type`` name -> Source class (built-ins and entry point ``broden_builder.sources``)."""
+from __future__ import annotations
+
+import importlib
+from typing import Callable, Type
+
+from .base import BadSourceItem, ImageRecord, Resolved, Source, SourceMissingError
+
+_REGISTRY: dict = {}
+#: Built-in sources, imported on first use so optional dependencies stay optional.
+_BUILTIN = {
+    "synthetic": "broden_builder.sources.synthetic",
+}
+ENTRY_POINT_GROUP = "broden_builder.sources"
+
+
+def register_source(name: str) -> Callable[[Type[Source]], Type[Source]]:
+    """Class decorator registering a Source under a recipe ``type`` name."""
+
+    def deco(cls: Type[Source]) -> Type[Source]:
+        cls.type_name = cls.type_name or name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def register_builtin(name: str, module: str) -> None:
+    """Declare a built-in source module, imported lazily."""
+    _BUILTIN[name] = module
+
+
+def _entry_points():
+    from importlib.metadata import entry_points
+
+    eps = entry_points()
+    if hasattr(eps, "select"):
+        return list(eps.select(group=ENTRY_POINT_GROUP))
+    return list(eps.get(ENTRY_POINT_GROUP, []))  # pragma: no cover (old Python)
+
+
+def get_source_class(name: str) -> Type[Source]:
+    """The Source class for a recipe ``type``; raises KeyError listing the known names."""
+    if name not in _REGISTRY and name in _BUILTIN:
+        importlib.import_module(_BUILTIN[name])
+    if name not in _REGISTRY:
+        for ep in _entry_points():
+            if ep.name == name:
+                cls = ep.load()
+                _REGISTRY[name] = cls
+                cls.type_name = cls.type_name or name
+                break
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown source type {name!r}; known: {', '.join(available_sources())}")
+    return _REGISTRY[name]
+
+
+def available_sources() -> list:
+    names = set(_REGISTRY) | set(_BUILTIN)
+    try:
+        names |= {ep.name for ep in _entry_points()}
+    except Exception:  # pragma: no cover
+        pass
+    return sorted(names)
+
+
+__all__ = [
+    "BadSourceItem", "ImageRecord", "Resolved", "Source", "SourceMissingError",
+    "register_source", "register_builtin", "get_source_class", "available_sources",
+]

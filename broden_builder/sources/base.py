@@ -1,0 +1,105 @@
+"""The source interface: cheap picklable metadata per image, and a pure resolver into label planes.
+
+A source turns one public dataset (or the user's own) into rows of a Broden store.
+``records()`` lists the images with just enough metadata to find them again (cheap,
+picklable, done in the parent process); ``resolve(record)`` loads the image and its
+labels at native resolution (pure, run in worker processes). Labels are *source
+codes*: small integers in the source's own vocabulary, ``vocabulary()[category][code]``
+giving the names (preferred name first, then synonyms). The unifier maps them to
+global numbers.
+
+Third-party sources subclass :class:`Source`, set ``type_name`` and register with
+:func:`broden_builder.sources.register_source` or the entry-point group
+``broden_builder.sources``.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+
+class SourceMissingError(FileNotFoundError):
+    """The source's files are not where the recipe says; the message says how to get them."""
+
+
+class BadSourceItem(ValueError):
+    """One image of a source cannot be used (corrupt file, bad label). Names the file; the build skips it."""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """Cheap, picklable metadata of one source image.
+
+    ``basename`` names the image in the store (``images/<prefix>/<basename>.jpg``);
+    ``meta`` holds whatever the resolver needs (paths, ids), all picklable.
+    """
+
+    basename: str
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Resolved:
+    """An image with its labels at native resolution, in source codes.
+
+    ``pixel[category]`` is a list of H x W integer layers (0 = unlabeled), dominant layer
+    first, all the size of ``image``; ``image_level[category]`` lists codes for the whole image.
+    """
+
+    image: np.ndarray
+    pixel: dict = field(default_factory=dict)
+    image_level: dict = field(default_factory=dict)
+
+
+class Source(ABC):
+    """Base class of all sources. Subclasses must be picklable (they are sent to worker processes once)."""
+
+    #: The ``type`` used in recipes.
+    type_name: str = ""
+    #: Folder under images/ in the store (defaults to type_name).
+    prefix: str = ""
+    #: Licence / terms and citation, recorded in the store's provenance.
+    license: str = ""
+    citation: str = ""
+
+    def __init__(self, config: Mapping[str, Any], image_size: int = 224, segmentation_size: int = 112):
+        self.config = dict(config)
+        self.image_size = image_size
+        self.segmentation_size = segmentation_size
+        self.prefix = self.config.get("prefix") or self.prefix or self.type_name
+
+    @property
+    def key(self) -> str:
+        """Identifies the source in a build (unique among a recipe's sources)."""
+        return self.prefix
+
+    def check(self) -> None:
+        """Raise SourceMissingError, with instructions, when the source's files are absent."""
+
+    @abstractmethod
+    def vocabulary(self) -> dict:
+        """category -> {code: (preferred name, synonym, ...)}."""
+
+    @abstractmethod
+    def records(self) -> list:
+        """The list of ImageRecord, in a deterministic order."""
+
+    @abstractmethod
+    def resolve(self, record: ImageRecord) -> Resolved:
+        """Load the image and its labels (raise BadSourceItem naming the file when unusable)."""
+
+    def image_level_categories(self) -> frozenset:
+        """Categories this source labels per image rather than per pixel."""
+        return frozenset({"scene", "texture"})
+
+    def provenance(self) -> dict:
+        """Version, paths and checksums to record in build.json."""
+        return {"type": self.type_name, "prefix": self.prefix, "config": self.config,
+                "license": self.license, "citation": self.citation}
+
+    def plan_statistics(self) -> Optional[dict]:
+        """Optional: {(category, code): (images, coverage)} from metadata alone, for ``broden build --plan``."""
+        return None

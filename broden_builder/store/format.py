@@ -1,0 +1,101 @@
+"""Constants and small pure helpers of the Broden store format.
+
+See BRODEN_FORMAT.md (shared with the project) for the facts these encode.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Iterable, Sequence
+
+import numpy as np
+
+INDEX_FIXED_COLUMNS = ("image", "split", "ih", "iw", "sh", "sw")
+LABEL_COLUMNS = ("number", "name", "category", "frequency", "coverage", "syns")
+CATEGORY_COLUMNS = ("name", "first", "last", "count", "frequency")
+CATEGORY_MAP_COLUMNS = ("code", "number", "name", "frequency", "coverage")
+
+#: The six categories of Broden, in the order of the released index.csv.
+BRODEN_CATEGORIES = ("color", "object", "part", "material", "scene", "texture")
+#: Categories whose labels apply to the whole image (numbers in index.csv cells).
+DEFAULT_IMAGE_LEVEL = frozenset({"scene", "texture"})
+
+SPLITS = ("train", "val")
+
+
+def split_hash(image_path: str) -> float:
+    """The original deterministic split key: first 8 bytes of md5 as big-endian / 2**64."""
+    digest = hashlib.md5(image_path.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def split_for(image_path: str, train_fraction: float = 0.7) -> str:
+    """'train' when split_hash(image_path) <= train_fraction, else 'val'."""
+    return "train" if split_hash(image_path) <= train_fraction else "val"
+
+
+def decode_label_png(rgb: np.ndarray) -> np.ndarray:
+    """Decode an H x W x 3 (or x 4) uint8 array into int32 labels R + 256 * G."""
+    if rgb.ndim == 2:  # a greyscale PNG: the value is the label
+        return rgb.astype(np.int32)
+    return rgb[..., 0].astype(np.int32) + 256 * rgb[..., 1].astype(np.int32)
+
+
+def encode_label_png(labels: np.ndarray) -> np.ndarray:
+    """Encode non-negative int labels (< 65536) as H x W x 3 uint8 with R + 256 * G, B = 0."""
+    labels = np.asarray(labels)
+    if labels.size and (labels.min() < 0 or labels.max() > 65535):
+        raise ValueError(f"label values must lie in 0..65535, got {labels.min()}..{labels.max()}")
+    out = np.zeros(labels.shape + (3,), dtype=np.uint8)
+    out[..., 0] = labels % 256
+    out[..., 1] = labels // 256
+    return out
+
+
+def join_cell(items: Iterable[object]) -> str:
+    """Join cell items with ';' (the format's separator)."""
+    return ";".join(str(x) for x in items)
+
+
+def split_cell(cell: str) -> list[str]:
+    """Split a ';'-joined cell into its non-empty items."""
+    return [x for x in (cell or "").split(";") if x.strip() != ""]
+
+
+_CAT_ITEM = re.compile(r"^\s*([^()]+?)\s*\(\s*(\d+)\s*\)\s*$")
+
+
+def parse_category_cell(cell: str) -> dict[str, int]:
+    """Parse label.csv's category cell 'material(36);object(3)' into {'material': 36, 'object': 3}."""
+    out: dict[str, int] = {}
+    for item in split_cell(cell):
+        m = _CAT_ITEM.match(item)
+        if not m:
+            raise ValueError(f"malformed category item {item!r} (expected 'name(count)')")
+        out[m.group(1)] = int(m.group(2))
+    return out
+
+
+def format_category_cell(counts: dict[str, int]) -> str:
+    """Format {'material': 36, 'object': 3} as 'material(36);object(3)', most images first."""
+    items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ";".join(f"{name}({count})" for name, count in items)
+
+
+def format_coverage(value: float) -> str:
+    """Coverage is printed with %f in the released files."""
+    return "%f" % value
+
+
+def layer_filename(basename: str, category: str, layer: int, n_layers: int) -> str:
+    """Segmentation file name: '<base>_<cat>.png', or '<base>_<cat>_<k>.png' (k from 1) for several layers."""
+    if n_layers <= 1:
+        return f"{basename}_{category}.png"
+    return f"{basename}_{category}_{layer + 1}.png"
+
+
+def order_categories(first_numbers: dict[str, int], known: Sequence[str] = BRODEN_CATEGORIES) -> list[str]:
+    """Order categories by their smallest global label number (ties and empty ones by the Broden order)."""
+    rank = {c: i for i, c in enumerate(known)}
+    big = 1 << 62
+    return sorted(first_numbers, key=lambda c: (first_numbers[c] or big, rank.get(c, len(rank)), c))

@@ -1,0 +1,376 @@
+"""Read a Broden-format store: the original broden1_* archives and the stores this toolkit writes.
+
+Example::
+
+    from broden_builder import BrodenStore
+    store = BrodenStore("broden1_224")
+    row = store.rows[0]
+    rgb = store.load_image(0)                 # H x W x 3 uint8
+    layers = store.pixel_layers(0, "object")  # list of H x W int32 global label numbers
+    scenes = store.image_labels(0, "scene")   # list of global label numbers (0 dropped)
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional, Sequence, Union
+
+import numpy as np
+from PIL import Image
+
+from .errors import StoreFormatError
+from .format import (
+    CATEGORY_COLUMNS,
+    CATEGORY_MAP_COLUMNS,
+    DEFAULT_IMAGE_LEVEL,
+    INDEX_FIXED_COLUMNS,
+    LABEL_COLUMNS,
+    decode_label_png,
+    parse_category_cell,
+    split_cell,
+)
+
+
+@dataclass(frozen=True)
+class Label:
+    """One row of label.csv."""
+
+    number: int
+    name: str
+    categories: dict  # category -> image count, most images first
+    frequency: int
+    coverage: float
+    syns: tuple = ()
+
+
+@dataclass(frozen=True)
+class CategoryInfo:
+    """One row of category.csv."""
+
+    name: str
+    first: int
+    last: int
+    count: int
+    frequency: int
+
+
+@dataclass(frozen=True)
+class CategoryLabel:
+    """One row of c_<category>.csv."""
+
+    code: int
+    number: int
+    name: str
+    frequency: int
+    coverage: float
+
+
+class IndexRow:
+    """One row of index.csv. ``cells`` maps category -> tuple of raw ';'-split items."""
+
+    __slots__ = ("index", "image", "split", "ih", "iw", "sh", "sw", "cells")
+
+    def __init__(self, index, image, split, ih, iw, sh, sw, cells):
+        self.index = index
+        self.image = image
+        self.split = split
+        self.ih, self.iw, self.sh, self.sw = ih, iw, sh, sw
+        self.cells = cells
+
+    def __repr__(self) -> str:
+        return f"IndexRow({self.index}, {self.image!r}, {self.split!r})"
+
+
+def read_csv_file(path: Path) -> tuple[list[str], list[list[str]]]:
+    """Read a CSV (CRLF or LF, optional UTF-8 BOM); return (header, rows). Raises StoreFormatError."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise StoreFormatError(path, "file is missing") from None
+    except UnicodeDecodeError as e:
+        raise StoreFormatError(path, f"not UTF-8 text ({e})") from None
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as e:
+        raise StoreFormatError(path, f"malformed CSV ({e})") from None
+    if not rows:
+        raise StoreFormatError(path, "empty file (no header)")
+    header = [h.strip() for h in rows[0]]
+    return header, [r for r in rows[1:] if r and any(c.strip() for c in r)]
+
+
+def _int(path: Path, row: int, column: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise StoreFormatError(path, f"column {column!r}: {value!r} is not an integer", row) from None
+
+
+def _float(path: Path, row: int, column: str, value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise StoreFormatError(path, f"column {column!r}: {value!r} is not a number", row) from None
+
+
+def _require_columns(path: Path, header: Sequence[str], required: Sequence[str], optional: Sequence[str] = ()) -> None:
+    missing = [c for c in required if c not in header and c not in optional]
+    if missing:
+        raise StoreFormatError(path, f"malformed header {header}: missing column(s) {missing}", 0)
+
+
+class BrodenStore:
+    """A Broden store on disk. Opening reads only the CSV tables; images and PNGs load on demand."""
+
+    def __init__(self, root: Union[str, Path]):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise StoreFormatError(self.root, "store directory does not exist")
+        self.build_info: dict = self._read_build_json()
+        self.labels: list[Label] = self._read_labels()
+        self.label_by_number: dict[int, Label] = {l.number: l for l in self.labels}
+        self.label_by_name: dict[str, Label] = {l.name: l for l in self.labels}
+        self.category_info: dict[str, CategoryInfo] = self._read_categories()
+        self.categories: list[str] = []
+        self.rows: list[IndexRow] = self._read_index()
+        self.category_maps: dict[str, list[CategoryLabel]] = {c: self._read_category_map(c) for c in self.categories}
+        self.image_level_categories: frozenset = self._infer_image_level()
+
+    # ------------------------------------------------------------------ tables
+    def _read_build_json(self) -> dict:
+        path = self.root / "build.json"
+        if not path.exists():
+            return {}
+        try:
+            return json.loads(path.read_text("utf-8"))
+        except ValueError as e:
+            raise StoreFormatError(path, f"not valid JSON ({e})") from None
+
+    def _read_labels(self) -> list[Label]:
+        path = self.root / "label.csv"
+        header, rows = read_csv_file(path)
+        _require_columns(path, header, LABEL_COLUMNS, optional=("syns",))
+        col = {name: i for i, name in enumerate(header)}
+        out = []
+        for r, row in enumerate(rows, start=1):
+            get = lambda c: row[col[c]].strip() if c in col and col[c] < len(row) else ""
+            number = _int(path, r, "number", get("number"))
+            if number < 1:
+                raise StoreFormatError(path, f"label number {number} must be >= 1 (0 means unlabeled)", r)
+            try:
+                cats = parse_category_cell(get("category"))
+            except ValueError as e:
+                raise StoreFormatError(path, f"column 'category': {e}", r) from None
+            out.append(
+                Label(
+                    number=number,
+                    name=get("name"),
+                    categories=cats,
+                    frequency=_int(path, r, "frequency", get("frequency")),
+                    coverage=_float(path, r, "coverage", get("coverage")),
+                    syns=tuple(split_cell(get("syns"))),
+                )
+            )
+        return out
+
+    def _read_categories(self) -> dict[str, CategoryInfo]:
+        path = self.root / "category.csv"
+        if not path.exists():
+            return {}
+        header, rows = read_csv_file(path)
+        _require_columns(path, header, CATEGORY_COLUMNS)
+        col = {name: i for i, name in enumerate(header)}
+        out = {}
+        for r, row in enumerate(rows, start=1):
+            get = lambda c: row[col[c]].strip() if col[c] < len(row) else ""
+            info = CategoryInfo(
+                name=get("name"),
+                first=_int(path, r, "first", get("first")),
+                last=_int(path, r, "last", get("last")),
+                count=_int(path, r, "count", get("count")),
+                frequency=_int(path, r, "frequency", get("frequency")),
+            )
+            out[info.name] = info
+        return out
+
+    def _read_category_map(self, category: str) -> list[CategoryLabel]:
+        path = self.root / f"c_{category}.csv"
+        if not path.exists():
+            return []
+        header, rows = read_csv_file(path)
+        _require_columns(path, header, CATEGORY_MAP_COLUMNS)
+        col = {name: i for i, name in enumerate(header)}
+        out = []
+        for r, row in enumerate(rows, start=1):
+            get = lambda c: row[col[c]].strip() if col[c] < len(row) else ""
+            out.append(
+                CategoryLabel(
+                    code=_int(path, r, "code", get("code")),
+                    number=_int(path, r, "number", get("number")),
+                    name=get("name"),
+                    frequency=_int(path, r, "frequency", get("frequency")),
+                    coverage=_float(path, r, "coverage", get("coverage")),
+                )
+            )
+        return out
+
+    def _read_index(self) -> list[IndexRow]:
+        path = self.root / "index.csv"
+        header, rows = read_csv_file(path)
+        if list(header[: len(INDEX_FIXED_COLUMNS)]) != list(INDEX_FIXED_COLUMNS):
+            raise StoreFormatError(path, f"malformed header {header}: must start with {','.join(INDEX_FIXED_COLUMNS)}", 0)
+        cats = [h for h in header[len(INDEX_FIXED_COLUMNS):] if h]
+        self.categories = cats
+        ncat = len(cats)
+        base = len(INDEX_FIXED_COLUMNS)
+        out = []
+        for r, row in enumerate(rows, start=1):
+            if len(row) < base:
+                raise StoreFormatError(path, f"row has {len(row)} columns, expected at least {base}", r)
+            try:
+                ih, iw, sh, sw = int(row[2]), int(row[3]), int(row[4]), int(row[5])
+            except ValueError:
+                raise StoreFormatError(path, f"sizes {row[2:6]} are not integers", r) from None
+            cells = {}
+            for j in range(ncat):
+                k = base + j
+                v = row[k] if k < len(row) else ""
+                cells[cats[j]] = tuple(x for x in v.split(";") if x) if v else ()
+            out.append(IndexRow(r - 1, row[0], row[1], ih, iw, sh, sw, cells))
+        return out
+
+    def _infer_image_level(self) -> frozenset:
+        recorded = self.build_info.get("image_level_categories")
+        if recorded is not None:
+            return frozenset(recorded)
+        out = set()
+        for cat in self.categories:
+            kind = None
+            for row in self.rows:
+                items = row.cells[cat]
+                if items:
+                    kind = "pixel" if items[0].lower().endswith(".png") else "image"
+                    break
+            if kind == "image" or (kind is None and cat in DEFAULT_IMAGE_LEVEL):
+                out.add(cat)
+        return frozenset(out)
+
+    # ------------------------------------------------------------------ access
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[IndexRow]:
+        return iter(self.rows)
+
+    @property
+    def pixel_categories(self) -> list[str]:
+        return [c for c in self.categories if c not in self.image_level_categories]
+
+    def image_path(self, i: int) -> Path:
+        return self.root / "images" / self.rows[i].image
+
+    def load_image(self, i: int) -> np.ndarray:
+        """The image of row ``i`` as H x W x 3 uint8 RGB."""
+        path = self.image_path(i)
+        try:
+            with Image.open(path) as im:
+                return np.asarray(im.convert("RGB"))
+        except (OSError, ValueError) as e:
+            raise StoreFormatError(path, f"cannot read image of index.csv row {i + 1} ({e})") from None
+
+    def load_label_png(self, relpath: str, row: Optional[int] = None) -> np.ndarray:
+        """Decode one segmentation PNG (path relative to images/) into int32 global numbers."""
+        path = self.root / "images" / relpath
+        try:
+            with Image.open(path) as im:
+                im.load()
+                arr = np.asarray(im.convert("RGB") if im.mode not in ("RGB", "L", "I;16", "I") else im)
+        except (OSError, ValueError) as e:
+            raise StoreFormatError(path, f"cannot read segmentation{'' if row is None else f' of index.csv row {row + 1}'} ({e})") from None
+        return decode_label_png(arr)
+
+    def pixel_layers(self, i: int, category: str) -> list[np.ndarray]:
+        """The pixel layers of ``category`` for row ``i`` (each sh x sw int32; 0 = unlabeled)."""
+        if category in self.image_level_categories:
+            raise ValueError(f"category {category!r} is image-level; use image_labels()")
+        return [self.load_label_png(p, i) for p in self.rows[i].cells[category]]
+
+    def image_labels(self, i: int, category: str) -> list[int]:
+        """The image-level label numbers of ``category`` for row ``i`` (0, 'no label', dropped)."""
+        if category not in self.image_level_categories:
+            raise ValueError(f"category {category!r} is a pixel category; use pixel_layers()")
+        out = []
+        for item in self.rows[i].cells[category]:
+            try:
+                n = int(item)
+            except ValueError:
+                raise StoreFormatError(self.root / "index.csv", f"column {category!r}: {item!r} is not a label number", i + 1) from None
+            if n != 0 and n not in out:
+                out.append(n)
+        return out
+
+    def segmentation(self, i: int, categories: Optional[Sequence[str]] = None) -> dict:
+        """All labels of row ``i``: category -> list of layers (pixel) or list of numbers (image-level)."""
+        out = {}
+        for cat in categories or self.categories:
+            out[cat] = self.image_labels(i, cat) if cat in self.image_level_categories else self.pixel_layers(i, cat)
+        return out
+
+    def label(self, key: Union[int, str]) -> Label:
+        """Look a label up by number or by name (or synonym)."""
+        if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
+            n = int(key)
+            if n not in self.label_by_number:
+                raise KeyError(f"no label number {n} in {self.root / 'label.csv'}")
+            return self.label_by_number[n]
+        if key in self.label_by_name:
+            return self.label_by_name[key]
+        for lab in self.labels:
+            if key in lab.syns:
+                return lab
+        raise KeyError(f"no label named {key!r} in {self.root / 'label.csv'}")
+
+    def primary_category(self, number: int) -> str:
+        """The category where the label covers most (from c_*.csv coverage; falls back to most images)."""
+        best, best_cov = None, -1.0
+        for cat, entries in self.category_maps.items():
+            for e in entries:
+                if e.number == number and e.coverage > best_cov:
+                    best, best_cov = cat, e.coverage
+        if best is None:
+            cats = self.label_by_number[number].categories
+            best = next(iter(cats)) if cats else ""
+        return best
+
+    def images_with_label(self, key: Union[int, str], split: Optional[str] = None) -> list[int]:
+        """Row indices of images that carry the label (scans the PNGs of pixel categories)."""
+        lab = self.label(key)
+        hits = []
+        for row in self.rows:
+            if split and row.split != split:
+                continue
+            for cat in lab.categories or self.categories:
+                if cat not in self.categories:
+                    continue
+                if cat in self.image_level_categories:
+                    if lab.number in self.image_labels(row.index, cat):
+                        hits.append(row.index)
+                        break
+                elif any((layer == lab.number).any() for layer in self.pixel_layers(row.index, cat)):
+                    hits.append(row.index)
+                    break
+        return hits
+
+    def fingerprint(self) -> str:
+        """sha256 over index.csv, label.csv and category.csv: identifies the store's content tables."""
+        h = hashlib.sha256()
+        for name in ("index.csv", "label.csv", "category.csv"):
+            p = self.root / name
+            if p.exists():
+                h.update(name.encode())
+                h.update(p.read_bytes())
+        return h.hexdigest()

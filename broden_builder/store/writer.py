@@ -1,0 +1,229 @@
+"""Write a Broden store: rows (image + label PNGs) as they come, the CSV tables last.
+
+Resumable: each finished row leaves a small JSON record under ``.staging/rows``; a
+restarted build skips rows whose record exists. ``index.csv`` is written last, so a
+store without it is visibly incomplete.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from .atomic import atomic_write_bytes, atomic_write_jpeg, atomic_write_png, atomic_write_text
+from .format import (
+    CATEGORY_COLUMNS,
+    CATEGORY_MAP_COLUMNS,
+    INDEX_FIXED_COLUMNS,
+    LABEL_COLUMNS,
+    encode_label_png,
+    format_category_cell,
+    format_coverage,
+    join_cell,
+    layer_filename,
+    order_categories,
+    split_hash,
+)
+from .statistics import LabelTally, layer_fractions
+
+STAGING = ".staging"
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """A global label to be written: number, name, synonyms, and the category to show if it has no data."""
+
+    number: int
+    name: str
+    syns: tuple = ()
+    category: str = ""
+
+
+@dataclass
+class RowRecord:
+    """What the writer keeps per written row (JSON-serialisable)."""
+
+    image: str
+    split: str
+    ih: int
+    iw: int
+    sh: int
+    sw: int
+    cells: dict  # category -> list of items (png paths or numbers)
+    pixel_fractions: dict = field(default_factory=dict)  # category -> {label: fraction}
+    image_level: dict = field(default_factory=dict)  # category -> [numbers]
+    split_key: float = 0.0
+
+    def to_json(self) -> str:
+        d = dict(self.__dict__)
+        d["pixel_fractions"] = {c: {str(k): v for k, v in f.items()} for c, f in self.pixel_fractions.items()}
+        return json.dumps(d, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RowRecord":
+        d = json.loads(text)
+        d["pixel_fractions"] = {c: {int(k): v for k, v in f.items()} for c, f in d["pixel_fractions"].items()}
+        return cls(**d)
+
+
+def _csv_text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf, dialect="excel")  # excel dialect: CRLF line ends, minimal quoting
+    w.writerow(header)
+    for row in rows:
+        w.writerow(row)
+    return buf.getvalue()
+
+
+class StoreWriter:
+    """Writes rows into ``root/images`` and, on ``finalize``, the CSV tables, README.txt and build.json."""
+
+    def __init__(self, root: Union[str, Path], image_level_categories: Iterable[str] = ("scene", "texture"), jpeg_quality: int = 92):
+        self.root = Path(root)
+        self.image_level = frozenset(image_level_categories)
+        self.jpeg_quality = jpeg_quality
+        self.staging = self.root / STAGING / "rows"
+        self.staging.mkdir(parents=True, exist_ok=True)
+        (self.root / "images").mkdir(parents=True, exist_ok=True)
+
+    # ----------------------------------------------------------------- rows
+    def _record_path(self, image: str) -> Path:
+        return self.staging / (hashlib.sha1(image.encode("utf-8")).hexdigest() + ".json")
+
+    def has_row(self, image: str) -> bool:
+        """True when the row for ``image`` (path relative to images/) was completely written before."""
+        return self._record_path(image).exists()
+
+    def write_image(self, image: str, rgb: np.ndarray) -> None:
+        atomic_write_jpeg(self.root / "images" / image, rgb, quality=self.jpeg_quality)
+
+    def write_row(
+        self,
+        image: str,
+        split: str,
+        image_shape: tuple,
+        seg_shape: tuple,
+        pixel: Mapping[str, Sequence[np.ndarray]],
+        image_level: Mapping[str, Sequence[int]],
+        rgb: Optional[np.ndarray] = None,
+    ) -> RowRecord:
+        """Write one row. ``pixel`` layers hold global numbers at segmentation size; all-zero layers are dropped.
+
+        ``rgb`` (already at store size) is written as the JPEG unless None (then it must already be in place).
+        """
+        if rgb is not None:
+            self.write_image(image, rgb)
+        ih, iw = int(image_shape[0]), int(image_shape[1])
+        base = image[:-4] if image.lower().endswith(".jpg") else image.rsplit(".", 1)[0]
+        cells: dict = {}
+        fractions: dict = {}
+        sh, sw = int(seg_shape[0]), int(seg_shape[1])
+        for cat, layers in pixel.items():
+            kept = [np.asarray(l) for l in layers if np.any(l)]
+            paths = []
+            for k, layer in enumerate(kept):
+                if layer.shape != (sh, sw):
+                    raise ValueError(f"{image}: {cat} layer {k + 1} is {layer.shape}, expected segmentation size {(sh, sw)}")
+                rel = layer_filename(base, cat, k, len(kept))
+                atomic_write_png(self.root / "images" / rel, encode_label_png(layer))
+                paths.append(rel)
+            cells[cat] = paths
+            if kept:
+                fractions[cat] = layer_fractions(kept)
+        levels = {}
+        for cat, nums in image_level.items():
+            uniq = []
+            for n in nums:
+                n = int(n)
+                if n and n not in uniq:
+                    uniq.append(n)
+            cells[cat] = uniq
+            levels[cat] = uniq
+        rec = RowRecord(image, split, ih, iw, int(sh), int(sw), cells, fractions, levels, split_hash(image))
+        atomic_write_text(self._record_path(image), rec.to_json())
+        return rec
+
+    def records(self) -> list[RowRecord]:
+        return [RowRecord.from_json(p.read_text("utf-8")) for p in sorted(self.staging.glob("*.json"))]
+
+    # ----------------------------------------------------------------- tables
+    def finalize(
+        self,
+        labels: Sequence[LabelSpec],
+        build_info: Mapping,
+        readme: str,
+        records: Optional[Sequence[RowRecord]] = None,
+        keep_staging: bool = False,
+    ) -> None:
+        """Write label.csv, category.csv, c_*.csv, README.txt, build.json, then index.csv (last).
+
+        Statistics are computed from the rows written. Rows are ordered by the split key (md5 of the path).
+        """
+        records = list(self.records() if records is None else records)
+        records.sort(key=lambda r: (r.split_key, r.image))
+        tally = LabelTally()
+        for r in records:
+            for cat, fr in r.pixel_fractions.items():
+                tally.add_pixel(cat, fr)
+            for cat, nums in r.image_level.items():
+                tally.add_image_level(cat, nums)
+        tables = compute_tables(labels, tally)
+        categories = tables["categories"]
+        for cat in sorted({c for r in records for c in r.cells}):
+            if cat not in categories:
+                categories.append(cat)
+        atomic_write_text(self.root / "label.csv", _csv_text(LABEL_COLUMNS, tables["label_rows"]))
+        atomic_write_text(self.root / "category.csv", _csv_text(CATEGORY_COLUMNS, tables["category_rows"]))
+        for cat in categories:
+            atomic_write_text(self.root / f"c_{cat}.csv", _csv_text(CATEGORY_MAP_COLUMNS, tables["map_rows"].get(cat, [])))
+        info = dict(build_info)
+        info["categories"] = categories
+        info["image_level_categories"] = sorted(c for c in categories if c in self.image_level)
+        info["statistics"] = "computed from the written label planes"
+        atomic_write_text(self.root / "README.txt", readme)
+        atomic_write_text(self.root / "build.json", json.dumps(info, indent=2, sort_keys=True) + "\n")
+        index_rows = []
+        for r in records:
+            index_rows.append(
+                [r.image, r.split, r.ih, r.iw, r.sh, r.sw] + [join_cell(r.cells.get(c, [])) for c in categories]
+            )
+        atomic_write_text(self.root / "index.csv", _csv_text(list(INDEX_FIXED_COLUMNS) + categories, index_rows))
+        if not keep_staging:
+            shutil.rmtree(self.root / STAGING, ignore_errors=True)
+
+
+def compute_tables(labels: Sequence[LabelSpec], tally: LabelTally) -> dict:
+    """Rows of label.csv, category.csv and c_*.csv from a LabelTally, plus the category order."""
+    per_label: dict = {}
+    for (cat, num), n in tally.images.items():
+        per_label.setdefault(num, {})[cat] = (n, tally.coverage[(cat, num)])
+    label_rows = []
+    first: dict = {}
+    for spec in sorted(labels, key=lambda s: s.number):
+        stats = per_label.get(spec.number, {})
+        counts = {c: v[0] for c, v in stats.items()}
+        if not counts and spec.category:
+            counts = {spec.category: 0}
+        freq = sum(v[0] for v in stats.values())
+        cov = sum(v[1] for v in stats.values())
+        label_rows.append([spec.number, spec.name, format_category_cell(counts), freq, format_coverage(cov), join_cell(spec.syns)])
+        for c in counts:
+            first[c] = min(first.get(c, spec.number), spec.number)
+    categories = order_categories(first)
+    category_rows = []
+    map_rows: dict = {}
+    for cat in categories:
+        members = [(s.number, s.name) + per_label.get(s.number, {}).get(cat, (0, 0.0)) for s in labels
+                   if cat in per_label.get(s.number, {}) or (not per_label.get(s.number) and s.category == cat)]
+        members.sort(key=lambda m: (-m[2], -m[3], m[0]))
+        map_rows[cat] = [[code, num, name, n, format_coverage(cov)] for code, (num, name, n, cov) in enumerate(members, start=1)]
+        nums = [m[0] for m in members]
+        category_rows.append([cat, min(nums), max(nums), len(nums), sum(m[2] for m in members)])
+    return {"label_rows": label_rows, "category_rows": category_rows, "map_rows": map_rows, "categories": categories}
