@@ -1,0 +1,38 @@
+"""Shared fixtures: the real-data folder and small synthetic stores."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REALDATA = REPO.parent / "shared" / "realdata"
+
+
+@pytest.fixture(scope="session")
+def realdata() -> Path:
+    """../shared/realdata (real source files); skips when absent."""
+    if not REALDATA.is_dir():
+        pytest.skip(f"real source files not available: {REALDATA} is absent (they are never committed)")
+    return REALDATA
+
+
+def build_synthetic(out: Path, count: int = 60, seed: int = 0, size: int = 64, seg: int = 32, workers: int = 1, **extra):
+    """Build a small synthetic store (min_frequency 1, so every concept survives)."""
+    from broden_builder.build import build_store
+    from broden_builder.recipe import recipe_from_dict
+
+    recipe = recipe_from_dict({
+        "name": "test-synthetic", "size": size, "segmentation_size": seg, "min_frequency": extra.pop("min_frequency", 1),
+        "min_coverage": extra.pop("min_coverage", 0.0), "color": extra.pop("color", True),
+        "sources": [{"type": "synthetic", "count": count, "seed": seed}],
+    })
+    return build_store(recipe, out, workers=workers, quiet=True, **extra)
+
+
+@pytest.fixture(scope="session")
+def synthetic_store(tmp_path_factory) -> Path:
+    """A 60-image synthetic store at 64/32 (read-only: copy it before changing anything)."""
+    out = tmp_path_factory.mktemp("synthetic") / "store"
+    build_synthetic(out)
+    return out
