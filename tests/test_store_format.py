@@ -133,3 +133,49 @@ def test_our_store_uses_crlf_excel_csv(synthetic_store):
     raw = (synthetic_store / "index.csv").read_bytes()
     assert raw.startswith(b"image,split,ih,iw,sh,sw,")
     assert b"\r\n" in raw and raw.count(b"\n") == raw.count(b"\r\n")
+
+
+def test_reads_the_original_archive_layout(tmp_path):
+    """A store laid out like broden1_224: six columns in the released order, part layers _part_1/_part_2,
+    image-level cells with several numbers and a stray 0, files written by csv with CRLF."""
+    import csv
+    from PIL import Image
+
+    root = tmp_path / "broden1_224"
+    img_dir = root / "images" / "ade20k"
+    img_dir.mkdir(parents=True)
+    Image.fromarray(np.full((224, 224, 3), 90, np.uint8)).save(img_dir / "ADE_train_00000001.jpg")
+    p1 = np.zeros((112, 112), np.int32)
+    p1[:10, :10] = 300
+    p2 = np.zeros((112, 112), np.int32)
+    p2[50:, 50:] = 7
+    Image.fromarray(encode_label_png(p1)).save(img_dir / "ADE_train_00000001_part_1.png")
+    Image.fromarray(encode_label_png(p2)).save(img_dir / "ADE_train_00000001_part_2.png")
+
+    def write(name, header, rows):
+        with open(root / name, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(header)
+            w.writerows(rows)
+
+    write("index.csv", ["image", "split", "ih", "iw", "sh", "sw", "color", "object", "part", "material", "scene", "texture"],
+          [["ade20k/ADE_train_00000001.jpg", "train", 224, 224, 112, 112, "", "",
+            "ade20k/ADE_train_00000001_part_1.png;ade20k/ADE_train_00000001_part_2.png", "", "0;5", ""]])
+    write("label.csv", ["number", "name", "category", "frequency", "coverage", "syns"],
+          [[5, "street-s", "scene(1)", 1, "1.000000", ""], [7, "wheel", "part(1)", 1, "0.3", ""], [300, "handle", "part(1)", 1, "0.01", "grip;haft"]])
+    write("category.csv", ["name", "first", "last", "count", "frequency"], [["scene", 5, 5, 1, 1], ["part", 7, 300, 2, 2]])
+    write("c_scene.csv", ["code", "number", "name", "frequency", "coverage"], [[1, 5, "street-s", 1, "1.0"]])
+    write("c_part.csv", ["code", "number", "name", "frequency", "coverage"], [[1, 7, "wheel", 1, "0.3"], [2, 300, "handle", 1, "0.01"]])
+    s = BrodenStore(root)
+    assert s.categories == ["color", "object", "part", "material", "scene", "texture"]
+    assert s.image_level_categories == {"scene", "texture"}
+    layers = s.pixel_layers(0, "part")
+    assert [l[0, 0] for l in layers] == [300, 0] and layers[1][60, 60] == 7
+    assert s.image_labels(0, "scene") == [5]
+    assert s.image_labels(0, "texture") == [] and s.pixel_layers(0, "color") == []
+    assert s.label("grip").number == 300
+    assert s.images_with_label("wheel") == [0] and s.images_with_label("street-s") == [0]
+    from broden_builder.store.validate import validate_store
+    problems = validate_store(root)
+    assert [p for p in problems if p.severity == "error"] == []
+    assert any("label 0" in p.message for p in problems)  # reported as a warning

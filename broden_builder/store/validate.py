@@ -75,7 +75,9 @@ def validate_store(root: Union[str, Path], check_images: bool = True, progress: 
     for cat in store.categories:
         path = root / f"c_{cat}.csv"
         if not path.exists():
-            problems.append(Problem(f"c_{cat}.csv", None, f"file is missing (category {cat!r} is a column of index.csv)"))
+            used = any(r.cells[cat] for r in store.rows)
+            problems.append(Problem(f"c_{cat}.csv", None, f"file is missing (category {cat!r} is a column of index.csv"
+                                    + (")" if used else ", with no data)"), "error" if used else "warning"))
             continue
         _check_header(root, f"c_{cat}.csv", CATEGORY_MAP_COLUMNS, problems)
         codes = Counter(e.code for e in store.category_maps[cat])
