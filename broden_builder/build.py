@@ -72,12 +72,23 @@ class BuildReport:
         return "\n".join(lines)
 
 
-def instantiate_sources(recipe: Recipe) -> list:
-    """Create the Source objects of a recipe (unknown types raise KeyError naming the known ones)."""
+def instantiate_sources(recipe: Recipe, unavailable: Optional[list] = None) -> list:
+    """Create the Source objects of a recipe (unknown types raise KeyError naming the known ones).
+
+    With a list ``unavailable``, a source whose type cannot be loaded (unknown, or its module
+    missing or failing to import) is left out and ``(type, reason)`` appended there instead.
+    """
     out = []
     seen = set()
     for entry in recipe.sources:
-        cls = get_source_class(entry["type"])
+        try:
+            cls = get_source_class(entry["type"])
+        except (KeyError, ImportError) as e:
+            if unavailable is None:
+                raise
+            reason = e.args[0] if isinstance(e, KeyError) and e.args else f"{type(e).__name__}: {e}"
+            unavailable.append((str(entry["type"]), f"cannot load source type {entry['type']!r}: {reason}"))
+            continue
         src = cls(entry, image_size=recipe.size, segmentation_size=recipe.segmentation_size)
         if src.key in seen:
             raise BuildError(f"two sources share the prefix {src.key!r}; give one a distinct 'prefix'")
@@ -264,14 +275,25 @@ def build_store(
     strict: bool = False,
     quiet: bool = False,
     sources: Optional[Sequence[Source]] = None,
+    download=None,
 ) -> BuildReport:
-    """Build (or resume building) the store described by ``recipe`` into ``out``."""
+    """Build (or resume building) the store described by ``recipe`` into ``out``.
+
+    ``download`` (a broden_builder.download.DownloadOptions) fetches and extracts missing
+    downloadable sources first (None: never download); download failures raise DownloadError.
+    """
     t0 = time.time()
     out = Path(out)
     report = BuildReport()
-    sources = list(sources) if sources is not None else instantiate_sources(recipe)
+    unavailable: list = []
+    sources = list(sources) if sources is not None else instantiate_sources(recipe, unavailable)
+    if download is not None:
+        from .download.prepare import prepare_sources
+
+        prepare_sources(sources, download, allow_missing=allow_missing)
     present = []
-    problems = []
+    problems = [f"{t}: {why}" for t, why in unavailable]
+    report.missing_sources.extend(t for t, _ in unavailable)
     for src in sources:
         try:
             src.check()

@@ -20,10 +20,23 @@ def _cmd_build(args) -> int:
     except RecipeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.plan:
+        from .plan import plan_recipe
+
+        plan = plan_recipe(recipe)
+        print(json.dumps(plan.to_json(), indent=2) if args.json else plan.summary())
+        return 0
+    if not args.out:
+        print("error: --out is required (unless --plan)", file=sys.stderr)
+        return 2
     try:
+        from .download.cli import options_from_args
+        from .download.transfer import DownloadError
+        from .sources import SourceDataError, SourceMissingError
+
         report = build_store(recipe, Path(args.out), workers=args.workers, allow_missing=args.allow_missing,
-                             strict=args.strict, quiet=args.quiet)
-    except BuildError as e:
+                             strict=args.strict, quiet=args.quiet, download=options_from_args(args))
+    except (BuildError, DownloadError, SourceDataError, SourceMissingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(report.summary())
@@ -66,6 +79,24 @@ def _cmd_stats(args) -> int:
     return 0
 
 
+def _cmd_add(args) -> int:
+    from .extend import ExtendError, add_source, load_source_entry
+    from .recipe import RecipeError
+    from .sources import SourceDataError, SourceMissingError
+    from .store.errors import StoreFormatError
+
+    try:
+        entry = load_source_entry(args.source)
+        report = add_source(args.store, entry, origin=args.source, workers=args.workers, quiet=args.quiet,
+                            strict=not args.skip_bad, on_collision=args.on_collision)
+    except (ExtendError, RecipeError, SourceDataError, SourceMissingError, StoreFormatError, KeyError) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+        print(f"{args.store}: unchanged", file=sys.stderr)
+        return 1
+    print(report.summary())
+    return 0
+
+
 def _cmd_find(args) -> int:
     from .store.reader import BrodenStore
 
@@ -90,12 +121,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("build", help="build a store from a recipe (resumes an interrupted build)")
     b.add_argument("recipe", help="recipe YAML")
-    b.add_argument("--out", required=True, help="store directory")
+    b.add_argument("--out", help="store directory (required unless --plan)")
+    b.add_argument("--plan", action="store_true", help="report the vocabulary a build would produce, from metadata alone")
+    b.add_argument("--json", action="store_true", help="with --plan: print the plan as JSON")
     b.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     b.add_argument("--allow-missing", action="store_true", help="build from the sources that are present")
     b.add_argument("--strict", action="store_true", help="fail on the first unusable source image instead of skipping it")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    from .download.cli import add_download_arguments, add_download_commands
+
+    add_download_arguments(b)
     b.set_defaults(func=_cmd_build)
+    add_download_commands(sub)
 
     v = sub.add_parser("validate", help="check every file of a store; exit 1 when invalid")
     v.add_argument("store")
@@ -107,6 +144,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("store")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_cmd_stats)
+
+    a = sub.add_parser("add", help="extend a store with one more source (existing labels and rows are kept)")
+    a.add_argument("store", help="store directory (a finished store)")
+    a.add_argument("--source", required=True, help="YAML file holding one source entry, written as in a recipe")
+    a.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    a.add_argument("--skip-bad", action="store_true", help="leave unusable images out instead of refusing")
+    a.add_argument("--on-collision", choices=("merge", "error"), default=None,
+                   help="a new label named like an existing label of another category: merge (default, reported) or refuse")
+    a.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    a.set_defaults(func=_cmd_add)
 
     f = sub.add_parser("find", help="which images contain a concept (name, synonym or number)")
     f.add_argument("store")

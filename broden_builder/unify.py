@@ -40,6 +40,10 @@ PREFERRED_NAMES: dict = {
     "couch": "sofa",
     "tv": "television",
     "television receiver": "television",
+    # Pascal-Context / Pascal-Part spellings (helper 4B)
+    "handle bar": "handlebar",  # bicycle part (part2ind.m comment) = motorbike part 'handlebar'
+    "fire place": "fireplace",
+    "fridge": "refrigerator",
 }
 
 #: Synonyms too ambiguous to merge on (a car is not a 'machine'; 'plant' the flora is not a factory).
@@ -47,6 +51,19 @@ MERGE_BLACKLIST: frozenset = frozenset({
     "machine", "plant", "building", "structure", "device", "object", "thing", "stuff", "unit",
     "set", "board", "case", "top", "base", "body", "stand", "cover", "frame", "support", "part",
     "piece", "area", "ground", "surface", "material", "other",
+    # ADE20K synonyms that would swallow a Pascal name of another meaning (helper 4B):
+    "wheel",    # 'bicycle, bike, wheel, cycle' and 'steering wheel, wheel' vs the part 'wheel'
+    "coach",    # 'bus, autobus, coach, ...' vs the train part 'coach' (a railway carriage)
+    "screen",   # 'blind, screen', 'screen door, screen' vs the tvmonitor part / Context 'screen'
+    "pot", "can", "stool",  # 'toilet, can, commode, crapper, pot, potty, stool, throne'
+    "dog",      # 'andiron, firedog, dog, dog-iron' vs the animal
+    "cake",     # 'patty, cake'
+    "card",     # 'poster, posting, placard, notice, bill, card'
+    "drop",     # 'cliff, drop, drop-off' vs Context 'drop' (of liquid)
+    "globe",    # 'ball, globe, orb' vs Context 'globe'
+    "lid",      # 'hat, chapeau, lid'
+    "paper",    # 'newspaper, paper' (Context has both 'paper' and 'newspaper')
+    "counter",  # 'buffet, counter, sideboard'
 })
 
 
@@ -176,19 +193,32 @@ def unify(
     """Merge, filter and number source labels. Deterministic for the same input.
 
     ``reserved`` (name -> number) fixes numbers of labels that already exist (``broden add``):
-    they keep their numbers and new labels are numbered after the largest reserved one.
+    each reserved name is its own label that keeps its name and number whatever the
+    frequencies; a source label whose first name is reserved joins that label and claims
+    its other names (so the existing labels' synonyms are honoured), before any other
+    source label is merged. New labels are numbered after the largest reserved one.
+    Reserved labels that no source label joins are left out of the result.
     """
     black = frozenset(blacklist)
+    reserved = dict(reserved or {})
     items = [sl for sl in source_labels if sl.frequency > 0 or reserved]
     for sl in items:
-        sl.names = prepare_names(sl.names, sl.category, preferred)
+        own = prepare_names(sl.names, sl.category, {})
+        # an existing (reserved) label keeps its own first name; others get the preferred-name table
+        sl.names = own if own and own[0] in reserved else prepare_names(sl.names, sl.category, preferred)
     items = [sl for sl in items if sl.names]
-    items.sort(key=lambda s: (-s.frequency, -s.coverage, s.source, s.category, s.code))
+    items.sort(key=lambda s: (s.names[0] not in reserved, reserved.get(s.names[0], 0),
+                              -s.frequency, -s.coverage, s.source, s.category, s.code))
     claimed: dict = {}
     merged: list = []
+    for name in sorted(reserved, key=lambda n: reserved[n]):
+        claimed[name] = GlobalLabel(name=name)
+        merged.append(claimed[name])
     for sl in items:
-        target = None
+        target = claimed[sl.names[0]] if sl.names[0] in reserved else None
         for i, n in enumerate(sl.names):
+            if target is not None:
+                break
             if (i > 0 and n in black) or n not in claimed:
                 continue
             target = claimed[n]
@@ -204,11 +234,13 @@ def unify(
     for g in merged:
         syns = []
         for m in g.members:
-            for n in m.names:
+            for i, n in enumerate(m.names):
+                if i > 0 and n in black:
+                    continue  # a confusing synonym is neither merged on nor listed
                 if n != g.name and n not in syns:
                     syns.append(n)
         g.syns = syns
-    reserved = dict(reserved or {})
+    merged = [g for g in merged if g.members]
     kept, dropped = [], []
     for g in merged:
         if g.name in reserved or (g.frequency >= min_frequency and g.coverage >= min_coverage):

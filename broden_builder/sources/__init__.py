@@ -4,12 +4,19 @@ from __future__ import annotations
 import importlib
 from typing import Callable, Type
 
-from .base import BadSourceItem, ImageRecord, Resolved, Source, SourceMissingError
+from .base import BadSourceItem, ImageRecord, Resolved, Source, SourceDataError, SourceMissingError
 
 _REGISTRY: dict = {}
 #: Built-in sources, imported on first use so optional dependencies stay optional.
 _BUILTIN = {
     "synthetic": "broden_builder.sources.synthetic",
+    "ade20k": "broden_builder.sources.ade20k",
+    "pascal": "broden_builder.sources.pascal",
+    "dtd": "broden_builder.sources.dtd",
+    "opensurfaces": "broden_builder.sources.opensurfaces",
+    "coco": "broden_builder.sources.coco",
+    "hf": "broden_builder.sources.hf",
+    "folder": "broden_builder.sources.folder",
 }
 ENTRY_POINT_GROUP = "broden_builder.sources"
 
@@ -65,6 +72,6 @@ def available_sources() -> list:
 
 
 __all__ = [
-    "BadSourceItem", "ImageRecord", "Resolved", "Source", "SourceMissingError",
+    "BadSourceItem", "ImageRecord", "Resolved", "Source", "SourceDataError", "SourceMissingError",
     "register_source", "register_builtin", "get_source_class", "available_sources",
 ]

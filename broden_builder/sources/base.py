@@ -29,6 +29,12 @@ class BadSourceItem(ValueError):
     """One image of a source cannot be used (corrupt file, bad label). Names the file; the build skips it."""
 
 
+class SourceDataError(ValueError):
+    """The source's annotations or configuration are wrong (a record points to a missing image,
+    a polygon has fewer than 3 points, a mask value has no name). Names the file and the record;
+    the build stops instead of skipping, since every image would be affected alike."""
+
+
 @dataclass(frozen=True)
 class ImageRecord:
     """Cheap, picklable metadata of one source image.
@@ -55,7 +61,12 @@ class Resolved:
 
 
 class Source(ABC):
-    """Base class of all sources. Subclasses must be picklable (they are sent to worker processes once)."""
+    """Base class of all sources. Subclasses must be picklable (they are sent to worker processes once).
+
+    Third-party sources subclass it, implement vocabulary(), records() and resolve(), and
+    register under the entry-point group ``broden_builder.sources``; docs/plugins.md has a
+    worked example.
+    """
 
     #: The ``type`` used in recipes.
     type_name: str = ""

@@ -1,0 +1,409 @@
+"""``broden add``: extend an existing store with one more source, renumbering nothing.
+
+Contract:
+- every existing label keeps its number and name; new labels take numbers after the
+  largest existing one (the unifier's ``reserved`` mode); new source labels that share a
+  name (or an existing synonym) with an existing label join it, following the usual
+  synonym rules. A join across categories ("mouse" the device into "mouse" the animal)
+  is reported as a possible clash of senses; ``on_collision: error`` refuses instead.
+- existing rows are not touched: their index.csv lines keep their bytes (when the source
+  brings a new category, each old line only gains one empty trailing cell per new
+  column, so that CSV readers keyed by header still work), their images and PNGs are
+  not rewritten, and new rows are appended after them (row numbers stay valid).
+- category codes (c_<category>.csv) of existing labels are kept; new labels are appended.
+- statistics are recomputed from the label planes (the existing ones read back, the new
+  ones as written) and, with build.json (which gains an ``additions`` entry), README.txt
+  and index.csv, committed in one step: everything is first written under
+  ``<store>/.broden-add/``; a ``COMMIT`` marker then makes the change final, and an
+  interrupted commit is completed by the next ``broden add`` (or :func:`recover`).
+  Until the marker exists the store is unchanged.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+import yaml
+
+from . import __version__
+from .build import (COLOR_SOURCE, _run, _stage_one, _write_one, build_date, gather_records, instantiate_sources,
+                    source_labels_from_stats)
+from .recipe import recipe_from_dict
+from .store.atomic import atomic_write_text
+from .store.format import INDEX_FIXED_COLUMNS, join_cell
+from .store.reader import BrodenStore
+from .store.statistics import LabelTally, layer_fractions
+from .store.writer import LabelSpec, StoreWriter, compute_tables
+from .unify import SourceLabel, unify
+
+log = logging.getLogger(__name__)
+
+WORK = ".broden-add"
+STORE_SOURCE = "\x00store"  # source key of the existing labels inside the unifier (cannot clash with a prefix)
+
+
+class ExtendError(RuntimeError):
+    """``broden add`` refuses (the message says why); the store is left as it was."""
+
+
+@dataclass
+class AddReport:
+    """What ``broden add`` did."""
+
+    images: int = 0
+    skipped: list = field(default_factory=list)
+    new_labels: list = field(default_factory=list)  # (number, name, category)
+    joined: list = field(default_factory=list)  # (number, name, category, via name)
+    collisions: list = field(default_factory=list)  # messages
+    new_categories: list = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        lines = [f"{self.images} images added in {self.seconds:.1f} s"]
+        if self.new_categories:
+            lines.append("new categories: " + ", ".join(self.new_categories))
+        lines.append(f"{len(self.new_labels)} new label(s)" + (": " + ", ".join(f"{n} {nm} ({c})" for n, nm, c in self.new_labels[:30]) if self.new_labels else ""))
+        if self.joined:
+            lines.append(f"{len(self.joined)} source label(s) joined existing labels: "
+                         + ", ".join(f"{nm}->{n}" for n, nm, _, _ in self.joined[:30]))
+        for c in self.collisions:
+            lines.append(f"warning: {c}")
+        for where, why in self.skipped[:20]:
+            lines.append(f"skipped {where}: {why}")
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- input
+def load_source_entry(path: Union[str, Path]) -> dict:
+    """Read a YAML file holding one source entry ({type: ..., ...}; a one-item list or {sources: [...]} works too)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise ExtendError(f"{path}: source file not found") from None
+    except yaml.YAMLError as e:
+        raise ExtendError(f"{path}: invalid YAML ({e})") from None
+    if isinstance(data, Mapping) and "sources" in data and "type" not in data:
+        data = data["sources"]
+    if isinstance(data, list):
+        if len(data) != 1:
+            raise ExtendError(f"{path}: holds {len(data)} source entries; 'broden add' takes exactly one")
+        data = data[0]
+    if not isinstance(data, Mapping) or "type" not in data:
+        raise ExtendError(f"{path}: expected one source entry, a mapping with a 'type' (e.g. type: coco), got {data!r}")
+    return dict(data)
+
+
+def store_recipe_dict(store: BrodenStore) -> dict:
+    """The build parameters of an existing store (build.json, or inferred for original archives)."""
+    rec = dict(store.build_info.get("recipe") or {})
+    rec.pop("sources", None)
+    rec.pop("dissect", None)
+    if not rec:
+        if not store.rows:
+            raise ExtendError(f"{store.root}: no build.json and no rows to infer the image size from")
+        r0 = store.rows[0]
+        rec = {"name": store.root.name, "size": r0.ih, "segmentation_size": r0.sh, "color": "color" in store.categories}
+    return rec
+
+
+def tally_store(store: BrodenStore, quiet: bool = True) -> LabelTally:
+    """Statistics of the existing rows, read from their label planes (as validate_store counts them)."""
+    from tqdm.auto import tqdm
+
+    tally = LabelTally()
+    for row in tqdm(store.rows, desc="read store", disable=quiet, unit="img"):
+        for cat in store.categories:
+            if cat in store.image_level_categories:
+                tally.add_image_level(cat, store.image_labels(row.index, cat))
+            else:
+                layers = store.pixel_layers(row.index, cat)
+                if layers:
+                    tally.add_pixel(cat, layer_fractions(layers))
+    return tally
+
+
+# ----------------------------------------------------------------------------- commit
+def recover(root: Union[str, Path]) -> bool:
+    """Finish an interrupted commit (COMMIT marker present) or drop an uncommitted one. True when one was finished."""
+    root = Path(root)
+    work = root / WORK
+    if not work.exists():
+        return False
+    marker = work / "COMMIT"
+    if not marker.exists():
+        shutil.rmtree(work, ignore_errors=True)
+        return False
+    plan = json.loads(marker.read_text("utf-8"))
+    for rel in plan["images"]:
+        src, dst = work / "images" / rel, root / "images" / rel
+        if src.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
+    for name in plan["tables"]:  # index.csv is last
+        src = work / "tables" / name
+        if src.exists():
+            os.replace(src, root / name)
+    shutil.rmtree(work, ignore_errors=True)
+    return True
+
+
+def _commit(root: Path, work: Path, tables: dict, images: list) -> None:
+    tdir = work / "tables"
+    order = sorted(n for n in tables if n != "index.csv") + ["index.csv"]
+    for name in order:
+        atomic_write_text(tdir / name, tables[name])
+    atomic_write_text(work / "COMMIT", json.dumps({"tables": order, "images": images}))
+    recover(root)
+
+
+# ----------------------------------------------------------------------------- add
+def add_source(
+    store_dir: Union[str, Path],
+    entry: Mapping[str, Any],
+    origin: str = "<source>",
+    workers: int = 1,
+    quiet: bool = False,
+    strict: bool = True,
+    on_collision: Optional[str] = None,
+) -> AddReport:
+    """Extend the store at ``store_dir`` with the images of one source entry (see the module docstring)."""
+    t0 = time.time()
+    root = Path(store_dir)
+    if not (root / "index.csv").is_file():
+        raise ExtendError(f"{root}: not a finished store (no index.csv)")
+    if recover(root):
+        log.warning("%s: completed an interrupted 'broden add'", root)
+    store = BrodenStore(root)
+    on_collision = on_collision or str(entry.get("on_collision", "merge"))
+    if on_collision not in ("merge", "error"):
+        raise ExtendError(f"{origin}: on_collision must be 'merge' or 'error', got {on_collision!r}")
+    base = store_recipe_dict(store)
+    recipe = recipe_from_dict({**base, "sources": [dict(entry)]}, origin=origin, base_dir=Path.cwd())
+    (src,) = instantiate_sources(recipe)
+    src.check()
+    report = AddReport()
+
+    # categories: a category keeps its kind (pixel or image-level)
+    vocab_src = src.vocabulary()
+    src_image_level = set(src.image_level_categories())
+    cats_new = [c for c in vocab_src if c not in store.categories]
+    for c in vocab_src:
+        if c in store.categories and (c in src_image_level) != (c in store.image_level_categories):
+            kind = "image-level" if c in store.image_level_categories else "pixel"
+            raise ExtendError(f"{origin}: category {c!r} is {kind} in {root}, but this source labels it "
+                              f"{'per image' if c in src_image_level else 'per pixel'}; choose another category")
+    if recipe.color and "color" not in store.categories:
+        recipe = recipe_from_dict({**recipe.to_dict(), "color": False}, origin=origin)
+    tasks = gather_records([src])
+    existing = {r.image for r in store.rows}
+    clash = [f"{src.prefix}/{rec.basename}.jpg" for _, rec in tasks if f"{src.prefix}/{rec.basename}.jpg" in existing]
+    if clash:
+        raise ExtendError(f"{origin}: {len(clash)} image(s) are already in {root} (e.g. images/{clash[0]}); "
+                          f"give the source a distinct 'prefix' or leave those images out")
+    if not tasks:
+        raise ExtendError(f"{origin}: the source lists no images")
+
+    work = root / WORK
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        image_level = set(store.image_level_categories) | {c for c in vocab_src if c in src_image_level}
+        state = {"sources": [src], "root": work, "color": recipe.color, "size": recipe.size,
+                 "seg": recipe.segmentation_size, "jpeg_quality": recipe.jpeg_quality, "recipe": recipe,
+                 "image_level": frozenset(image_level)}
+        per_image, kept = {}, []
+        for (image, stats, reason), task in zip(_run(tasks, _stage_one, state, workers, "resolve", quiet), tasks):
+            if stats is None:
+                if strict:
+                    raise ExtendError(f"{origin}: {image}: {reason} (the store is unchanged; --skip-bad leaves such images out)")
+                report.skipped.append((image, reason))
+                continue
+            per_image[image] = (0, stats)
+            kept.append(task)
+        if not kept:
+            raise ExtendError(f"{origin}: no usable image")
+        vocab = _unify_with_store(store, src, per_image, recipe, origin, on_collision, report)
+        lookups = {}
+        maxcode: dict = {}
+        for (s, c, code) in vocab.mapping:
+            if s != STORE_SOURCE:
+                maxcode[(s, c)] = max(maxcode.get((s, c), 0), code)
+        for (s, c), m in maxcode.items():
+            lookups[(s, c)] = vocab.lookup(s, c, m)
+        state["lookups"] = lookups
+        for _ in _run(kept, _write_one, state, workers, "write", quiet):
+            pass
+        records = sorted(StoreWriter(work).records(), key=lambda r: (r.split_key, r.image))
+        tally = tally_store(store, quiet)
+        for r in records:
+            for cat, fr in r.pixel_fractions.items():
+                tally.add_pixel(cat, fr)
+            for cat, nums in r.image_level.items():
+                tally.add_image_level(cat, nums)
+        specs = _label_specs(store, vocab)
+        tables = compute_tables(specs, tally)
+        categories = list(store.categories) + [c for c in tables["categories"] if c not in store.categories]
+        for cat in sorted({c for r in records for c in r.cells}):
+            if cat not in categories:
+                categories.append(cat)
+        report.new_categories = [c for c in categories if c not in store.categories]
+        out = {
+            "label.csv": _csv(("number", "name", "category", "frequency", "coverage", "syns"), tables["label_rows"]),
+            "category.csv": _csv(("name", "first", "last", "count", "frequency"),
+                                 [r for c in categories for r in tables["category_rows"] if r[0] == c]),
+        }
+        for cat in categories:
+            out[f"c_{cat}.csv"] = _csv(("code", "number", "name", "frequency", "coverage"),
+                                       _stable_codes(store, cat, tables["map_rows"].get(cat, [])))
+        out["index.csv"] = _extended_index(root / "index.csv", store.categories, categories, records)
+        report.images = len(records)
+        report.seconds = time.time() - t0
+        info = _updated_info(store, src, recipe, origin, report, categories, image_level)
+        out["build.json"] = json.dumps(info, indent=2, sort_keys=True) + "\n"
+        out["README.txt"] = _updated_readme(root, src, report, info)
+        images = sorted(p.relative_to(work / "images").as_posix() for p in (work / "images").rglob("*") if p.is_file())
+        for rel in images:
+            if (root / "images" / rel).exists():
+                raise ExtendError(f"{origin}: images/{rel} already exists in {root}; refusing to overwrite it")
+        _commit(root, work, out, images)
+    except BaseException:
+        if not (work / "COMMIT").exists():
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    report.seconds = time.time() - t0
+    return report
+
+
+def _unify_with_store(store: BrodenStore, src, per_image: dict, recipe, origin: str, on_collision: str, report: AddReport):
+    """Unify the new source's labels with the existing ones held at their numbers; report joins and clashes."""
+    new_labels = source_labels_from_stats([src], per_image, recipe.color)
+    old = []
+    for lab in store.labels:
+        cat = store.primary_category(lab.number) or next(iter(lab.categories), "")
+        old.append(SourceLabel(STORE_SOURCE, cat, lab.number, (lab.name,) + tuple(lab.syns), max(lab.frequency, 1), lab.coverage))
+    reserved = {lab.name: lab.number for lab in store.labels}
+    vocab = unify(old + new_labels, recipe.min_frequency, recipe.min_coverage, reserved=reserved)
+    by_number = {g.number: g for g in vocab.labels}
+    for lab in store.labels:
+        g = by_number.get(lab.number)
+        if g is None or g.name != lab.name or not any(m.source == STORE_SOURCE and m.code == lab.number for m in g.members):
+            raise ExtendError(f"{origin}: adding this source would change existing label {lab.number} ({lab.name!r}) "
+                              f"of {store.root}; refusing (existing numbers never change)")
+    if vocab.labels and max(g.number for g in vocab.labels) > 65535:
+        raise ExtendError(f"{origin}: label numbers would exceed 65535, the most a segmentation PNG can hold")
+    for g in vocab.labels:
+        olds = [m for m in g.members if m.source == STORE_SOURCE]
+        news = [m for m in g.members if m.source != STORE_SOURCE]
+        if not olds:
+            report.new_labels.append((g.number, g.name, g.primary_category()))
+            continue
+        old_cats = set(store.label_by_number[g.number].categories)
+        for m in news:
+            via = next((n for n in m.names if n == g.name or n in store.label_by_number[g.number].syns), m.names[0])
+            report.joined.append((g.number, m.names[0], m.category, via))
+            if m.category not in old_cats and m.source != COLOR_SOURCE:
+                msg = (f"{origin}: {m.category} label {m.names[0]!r} (source code {m.code}) has the name {via!r} of existing "
+                       f"label {g.number} ({g.name!r}, {', '.join(sorted(old_cats))}): it joins that label, following the "
+                       f"synonym rules; if it means something else, rename it (rename: {{{m.names[0]}: NEW NAME}})")
+                if on_collision == "error":
+                    raise ExtendError(msg.replace("it joins that label, following the synonym rules; ", "refusing (on_collision: error); "))
+                log.warning("%s", msg)
+                report.collisions.append(msg)
+    return vocab
+
+
+def _label_specs(store: BrodenStore, vocab) -> list:
+    specs = []
+    for g in vocab.labels:
+        old = store.label_by_number.get(g.number)
+        if old is not None:
+            syns = list(old.syns) + [n for n in g.syns if n not in old.syns and n != old.name]
+            cat = store.primary_category(old.number) or next(iter(old.categories), "")
+            specs.append(LabelSpec(g.number, old.name, tuple(syns), cat))
+        else:
+            specs.append(LabelSpec(g.number, g.name, tuple(g.syns), g.primary_category()))
+    return specs
+
+
+def _stable_codes(store: BrodenStore, cat: str, rows: list) -> list:
+    """c_<cat>.csv rows with the existing labels' codes kept and new labels appended."""
+    old = {e.number: e.code for e in store.category_maps.get(cat, [])}
+    kept = sorted((r for r in rows if r[1] in old), key=lambda r: old[r[1]])
+    new = [r for r in rows if r[1] not in old]
+    out = [[old[r[1]]] + list(r[1:]) for r in kept]
+    nxt = max(old.values(), default=0)
+    for r in new:
+        nxt += 1
+        out.append([nxt] + list(r[1:]))
+    return sorted(out, key=lambda r: r[0])
+
+
+def _csv(header, rows) -> str:
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf, dialect="excel")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _extended_index(path: Path, old_cats: list, categories: list, records: list) -> str:
+    """index.csv: the old bytes (lines padded with one empty cell per new column), then the new rows."""
+    text = path.read_bytes().decode("utf-8")
+    newline = "\r\n" if "\r\n" in text else "\n"
+    lines = text.splitlines(keepends=False) if text else []
+    extra = len(categories) - len(old_cats)
+    body = lines[:]
+    if extra:
+        hdr = io.StringIO(newline="")
+        csv.writer(hdr, dialect="excel", lineterminator="").writerow(list(INDEX_FIXED_COLUMNS) + categories)
+        body = [hdr.getvalue()] + [ln + "," * extra if ln else ln for ln in lines[1:]]
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf, dialect="excel", lineterminator=newline)
+    for r in records:
+        w.writerow([r.image, r.split, r.ih, r.iw, r.sh, r.sw] + [join_cell(r.cells.get(c, [])) for c in categories])
+    return newline.join(body) + newline + buf.getvalue()
+
+
+def _updated_info(store: BrodenStore, src, recipe, origin: str, report: AddReport, categories: list, image_level: set) -> dict:
+    info = dict(store.build_info)
+    info.setdefault("format", "broden")
+    info["categories"] = categories
+    info["image_level_categories"] = sorted(c for c in categories if c in image_level)
+    info.setdefault("sources", [])
+    info["sources"] = list(info["sources"]) + [src.provenance()]
+    info["additions"] = list(info.get("additions", [])) + [{
+        "date": build_date(),
+        "tool_version": __version__,
+        "source_file": origin,
+        "source": src.provenance(),
+        "images": report.images,
+        "skipped_images": len(report.skipped),
+        "new_labels": [{"number": n, "name": nm, "category": c} for n, nm, c in report.new_labels],
+        "joined_existing": [{"number": n, "name": nm, "category": c, "via": v} for n, nm, c, v in report.joined],
+        "collisions": report.collisions,
+        "new_categories": report.new_categories,
+        "min_frequency": recipe.min_frequency,
+        "min_coverage": recipe.min_coverage,
+    }]
+    return info
+
+
+def _updated_readme(root: Path, src, report: AddReport, info: dict) -> str:
+    p = root / "README.txt"
+    text = p.read_text("utf-8") if p.exists() else ""
+    lines = [f"Extended on {info['additions'][-1]['date']} by broden-dissect {__version__} with "
+             f"{src.type_name} (images/{src.prefix}/): {report.images} images, {len(report.new_labels)} new labels"
+             + (f", new categories {', '.join(report.new_categories)}" if report.new_categories else "") + "."]
+    if src.license:
+        lines.append(f"  licence/terms: {src.license}")
+    if src.citation:
+        lines.append(f"  cite: {src.citation}")
+    return text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n"

@@ -1,0 +1,206 @@
+"""The Python API: dissect layers of any ``nn.Module`` on a Broden store.
+
+Example::
+
+    import torchvision
+    from dissect import Dissection
+
+    model = torchvision.models.resnet18(weights="IMAGENET1K_V1")
+    result = Dissection(model, ["layer3", "layer4"], "broden1_224", batch_size=64).run(out="out")
+    rows = result.table()              # one dict per unit and layer (pandas: pd.DataFrame(rows))
+    result.iou("layer4")               # float32 [units, labels]; columns: result.labels("layer4")
+    result.thresholds("layer4")        # float32 [units]: each unit's activation threshold T_k
+    result.detectors("layer4")[:5]     # the best detector units, as table rows
+    result.report()                    # out/index.html and out/<layer>/report.html
+
+Settings are the fields of :class:`dissect.runner.DissectConfig` (``quantile``, ``iou_threshold``,
+``union``, ``categories``, ``top_k``, ``split``, ``input_size``, ``mean``, ``std``, ``upsample``,
+``batch_size``, ``workers``, ``device``, ...), passed as keywords.
+"""
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import Iterator, Optional, Sequence, Union
+
+import numpy as np
+
+
+def _config(config, settings: dict):
+    from .runner import DissectConfig
+
+    known = {f.name for f in fields(DissectConfig)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise TypeError(f"unknown setting(s) {unknown}; known: {sorted(known)}")
+    base = config if config is not None else DissectConfig()
+    return base.replace(**settings) if settings else base
+
+
+def _is_rank0() -> bool:
+    try:
+        import torch.distributed as dist
+
+        return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    except Exception:  # pragma: no cover
+        return True
+
+
+class DissectionResult:
+    """The results of one dissection: ``{layer: LayerResult}`` plus table/array accessors.
+
+    Every accessor takes the layer name; it may be left out when there is only one layer.
+    """
+
+    def __init__(self, layers: dict, out: Optional[Union[str, Path]] = None, store=None):
+        self.layers = dict(layers)
+        self.out = Path(out) if out is not None else None
+        self.store = store
+
+    # -------------------------------------------------------------- mapping
+    def __getitem__(self, layer: str):
+        return self.layers[self._name(layer)]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __repr__(self) -> str:
+        return f"DissectionResult({', '.join(r.summary_line() for r in self.layers.values())})"
+
+    def _name(self, layer: Optional[str]) -> str:
+        if layer is None:
+            if len(self.layers) != 1:
+                raise ValueError(f"several layers were dissected {list(self.layers)}: name one")
+            return next(iter(self.layers))
+        if layer not in self.layers:
+            raise KeyError(f"layer {layer!r} was not dissected; layers: {list(self.layers)}")
+        return layer
+
+    # -------------------------------------------------------------- tables and arrays
+    def table(self, layer: Optional[str] = None) -> list:
+        """Per-unit records (unit_index order; all layers when ``layer`` is None and several exist).
+
+        Keys: ``layer, unit`` (1-based), ``unit_index`` (0-based), ``label, number, category, iou,
+        detector, threshold``, then for every category ``<cat>-label, <cat>-iou, <cat>-truth,
+        <cat>-activation, <cat>-intersect`` (the tally.csv columns). ``pandas.DataFrame(rows)`` works.
+        """
+        names = list(self.layers) if layer is None and len(self.layers) > 1 else [self._name(layer)]
+        rows = []
+        for name in names:
+            for u in self.layers[name].units:
+                row = {"layer": name}
+                row.update({k: u[k] for k in ("unit", "unit_index", "label", "number", "category", "iou",
+                                              "detector", "threshold") if k in u})
+                for cat, pc in (u.get("per_category") or {}).items():
+                    for key in ("label", "iou", "truth", "activation", "intersect"):
+                        row[f"{cat}-{key}"] = pc.get(key)
+                rows.append(row)
+        return rows
+
+    def to_dataframe(self, layer: Optional[str] = None):
+        """:meth:`table` as a pandas DataFrame (needs pandas)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.table(layer))
+
+    def detectors(self, layer: Optional[str] = None) -> list:
+        """Table rows of the detector units, best IoU first."""
+        return sorted((r for r in self.table(layer) if r.get("detector")), key=lambda r: (-r["iou"], r["layer"], r["unit_index"]))
+
+    def iou(self, layer: Optional[str] = None) -> np.ndarray:
+        """float32 [units, labels]: every unit's IoU with every label (columns: :meth:`labels`)."""
+        return self[self._name(layer)].iou
+
+    def thresholds(self, layer: Optional[str] = None) -> np.ndarray:
+        """float32 [units]: the activation threshold T_k of every unit."""
+        return self[self._name(layer)].thresholds
+
+    def labels(self, layer: Optional[str] = None) -> list:
+        """The IoU matrix columns: ``[{"number", "name", "category"}, ...]``."""
+        return self[self._name(layer)].labels
+
+    def summary(self) -> dict:
+        """``{layer: {"units", "detectors", "per_category", "unique_detectors"}}``."""
+        return {n: r.summary for n, r in self.layers.items()}
+
+    # -------------------------------------------------------------- report / load
+    def report(self, out: Optional[Union[str, Path]] = None, store=None, quiet: bool = True, **kwargs) -> Path:
+        """Write the HTML report of the results folder (default: where :meth:`Dissection.run` wrote); return index.html."""
+        from .report import write_reports
+
+        out = Path(out) if out is not None else self.out
+        if out is None:
+            raise ValueError("these results were not written to a folder: run(out=...) first, or pass out=")
+        return write_reports(out, store=store if store is not None else self.store, quiet=quiet, **kwargs)
+
+    @classmethod
+    def load(cls, out: Union[str, Path], load_maps: bool = False) -> "DissectionResult":
+        """Read every ``out/<layer>/`` written by ``dissect run``/``score`` (or :meth:`Dissection.run`)."""
+        from .report.layerdata import find_layer_folders
+        from .results import load_result
+
+        layers = {}
+        for folder in find_layer_folders(out):
+            res = load_result(folder, load_maps=load_maps)
+            layers[res.layer] = res
+        if not layers:
+            raise FileNotFoundError(f"{out}: no dissection results (no <layer>/result.json)")
+        return cls(layers, out)
+
+
+class Dissection:
+    """Dissect ``layers`` of ``model`` on the Broden store at ``store``.
+
+    ``model``: an ``nn.Module`` (put in eval mode; moved to the chosen device) or a
+    :class:`dissect.models.LoadedModel`. ``layers``: module names as ``dict(model.named_modules())``
+    spells them (``"layer4"``, ``"features.28"``); ``dissect layers --model ...`` lists them.
+    ``store``: a store folder or a :class:`broden_builder.BrodenStore`. ``config``: a
+    :class:`dissect.runner.DissectConfig`; keyword settings override its fields.
+
+    Example::
+
+        from dissect import Dissection
+        d = Dissection(model, ["layer4"], "broden1_224", union="original", quantile=0.005)
+        result = d.run(out="out")      # writes out/layer4/ and the report
+        result.table()[0]              # {'layer': 'layer4', 'unit': 1, 'label': ..., 'iou': ...}
+    """
+
+    def __init__(self, model, layers: Union[str, Sequence[str]], store, config=None, **settings):
+        self.model = model
+        self.layers = [layers] if isinstance(layers, str) else list(layers)
+        self.store = store
+        self.config = _config(config, settings)
+
+    def run(self, out: Optional[Union[str, Path]] = None, report: bool = True) -> DissectionResult:
+        """Run the network over the store once and score every layer.
+
+        With ``out``, results go to ``out/<layer>/`` (resumable: rerunning continues an
+        interrupted run) and, with ``report=True``, the HTML report to ``out/index.html``.
+        """
+        from .runner import dissect_model
+
+        layers = dissect_model(self.model, self.layers, self.store, self.config, out=out)
+        result = DissectionResult(layers, out, self.store)
+        if out is not None and report and _is_rank0():
+            result.report(quiet=self.config.quiet)
+        return result
+
+    @staticmethod
+    def score(activations, store, name: str = "activations", out: Optional[Union[str, Path]] = None,
+              report: bool = True, config=None, **settings) -> DissectionResult:
+        """Score activations computed elsewhere ([N, units, h, w] in index.csv order; array, tensor, .npy or .pt).
+
+        Example::
+
+            result = Dissection.score("feats.npy", "broden1_224", name="mylayer", out="out")
+        """
+        from .runner import score_activations
+
+        res = score_activations(activations, store, _config(config, settings), out=out, name=name)
+        result = DissectionResult({name: res}, out, store)
+        if out is not None and report and _is_rank0():
+            result.report()
+        return result

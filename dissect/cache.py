@@ -1,0 +1,93 @@
+"""A compact on-disk activation cache (numpy memmap) with a key sidecar that is always checked.
+
+``<dir>/<name>.npy`` holds [N, U, h, w] (float16 or float32) in the rows of one shard;
+``<dir>/<name>.json`` holds {"key": {...}, "shape", "dtype", "complete"}. A cache is reused
+only when the recorded key equals the requested one field for field; otherwise it is
+rebuilt and the differing fields are logged (never silently reused).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from broden_builder.store.atomic import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text) or "_"
+
+
+class ActivationCache:
+    """One layer's activations for one shard of images."""
+
+    def __init__(self, directory: Path, name: str, key: dict):
+        self.dir = Path(directory)
+        self.name = safe_name(name)
+        self.key = json.loads(json.dumps(key, sort_keys=True))  # normalise (tuples -> lists)
+        self.path = self.dir / f"{self.name}.npy"
+        self.sidecar = self.dir / f"{self.name}.json"
+        self.array: Optional[np.memmap] = None
+
+    def _meta(self) -> Optional[dict]:
+        if not self.sidecar.is_file() or not self.path.is_file():
+            return None
+        try:
+            return json.loads(self.sidecar.read_text("utf-8"))
+        except ValueError:
+            return None
+
+    def matches(self, require_complete: bool) -> bool:
+        """True when the files on disk were made for exactly this key (and are complete, if asked)."""
+        meta = self._meta()
+        if meta is None:
+            return False
+        if meta.get("key") != self.key:
+            old = meta.get("key") or {}
+            diff = sorted(k for k in set(old) | set(self.key) if old.get(k) != self.key.get(k))
+            log.warning("activation cache %s was made with different %s; not reusing it", self.path, ", ".join(diff))
+            return False
+        return bool(meta.get("complete")) or not require_complete
+
+    def create(self, shape: tuple, dtype: str) -> np.memmap:
+        """A new (or, when the key matches, the existing) writable memmap of ``shape``."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        meta = self._meta()
+        reuse = meta is not None and meta.get("key") == self.key and tuple(meta.get("shape", ())) == tuple(shape) \
+            and meta.get("dtype") == dtype
+        if reuse:
+            self.array = np.lib.format.open_memmap(self.path, mode="r+")
+        else:
+            self._write_meta(shape, dtype, complete=False)
+            self.array = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.dtype(dtype), shape=tuple(shape))
+        return self.array
+
+    def open_read(self) -> np.memmap:
+        self.array = np.load(self.path, mmap_mode="r")
+        return self.array
+
+    def _write_meta(self, shape: tuple, dtype: str, complete: bool) -> None:
+        atomic_write_text(self.sidecar, json.dumps({"key": self.key, "shape": list(shape), "dtype": dtype,
+                                                    "complete": complete}, indent=1, sort_keys=True))
+
+    def flush(self) -> None:
+        if self.array is not None and hasattr(self.array, "flush"):
+            self.array.flush()
+
+    def mark_complete(self) -> None:
+        self.flush()
+        self._write_meta(tuple(self.array.shape), str(self.array.dtype), complete=True)
+
+    def remove(self) -> None:
+        self.array = None
+        for p in (self.path, self.sidecar):
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass

@@ -1,0 +1,166 @@
+"""Write the static report: ``O/<layer>/report.html`` per layer and ``O/index.html`` over all layers.
+
+Images and plots go beside the pages (``O/<layer>/report_files/``, ``O/report_files/``); the
+pages load nothing from the network.
+"""
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+from tqdm import tqdm
+
+from broden_builder.store.atomic import atomic_write_bytes, atomic_write_text, encode_image
+
+from . import html
+from .layerdata import LayerData, ReportInputError, find_layer_folders, read_layer
+from .masks import unit_strip
+from .summary import layer_summary, summary_line
+
+log = logging.getLogger(__name__)
+
+PAGE = "report.html"
+INDEX = "index.html"
+FILES = "report_files"
+
+
+def _open_store(store, result: dict, out_dir: Path):
+    """A BrodenStore for the images: the one given, else the path recorded in result.json; None if absent."""
+    from broden_builder import BrodenStore, StoreFormatError
+
+    if store is not None and not isinstance(store, (str, Path)):
+        return store
+    candidates = [Path(store)] if store is not None else []
+    if store is None:
+        recorded = (result.get("store") or {}).get("path")
+        if recorded:
+            candidates += [Path(recorded), out_dir / recorded]
+    for c in candidates:
+        if (c / "index.csv").exists():
+            try:
+                return BrodenStore(c)
+            except StoreFormatError as e:
+                log.warning("cannot open store %s for report images: %s", c, e)
+                return None
+    if store is not None:
+        raise ReportInputError(f"{store}: not a Broden store (no index.csv)")
+    log.warning("store %s not found: the report shows no images", candidates[0] if candidates else "(not recorded)")
+    return None
+
+
+def _check_fingerprint(store, result: dict) -> None:
+    want = (result.get("store") or {}).get("fingerprint")
+    if want and hasattr(store, "fingerprint"):
+        have = store.fingerprint() if callable(store.fingerprint) else store.fingerprint
+        if have != want:
+            log.warning("store %s differs from the one dissected (fingerprint %s, result has %s): "
+                        "the images shown may not be the ones scored", store.root, have[:12], want[:12])
+
+
+def write_layer_report(layer: Union[LayerData, str, Path], store=None, thumb: int = 112,
+                       images_per_unit: Optional[int] = None, quiet: bool = True,
+                       index_href: Optional[str] = "../" + INDEX, _store_cache: Optional[dict] = None) -> Path:
+    """Write ``<layer folder>/report.html`` (+ ``report_files/``); return the page's path.
+
+    ``store``: a BrodenStore or its path; by default the path recorded in result.json.
+    ``images_per_unit``: show at most this many of the stored top-k images (default: all).
+    """
+    data = layer if isinstance(layer, LayerData) else read_layer(layer)
+    folder = data.folder
+    files = folder / FILES
+    files.mkdir(parents=True, exist_ok=True)
+    categories = data.categories
+    thr = float((data.result.get("settings") or {}).get("iou_threshold", 0.04) or 0.04)
+    summ = layer_summary(data.units, categories, thr)
+    strips = {}
+    if data.maps is not None:
+        key = str(store) if store is None or isinstance(store, (str, Path)) else id(store)
+        cache = _store_cache if _store_cache is not None else {}
+        if key not in cache:
+            cache[key] = _open_store(store, data.result, folder.parent)
+            if cache[key] is not None:
+                _check_fingerprint(cache[key], data.result)
+        st = cache[key]
+        if st is not None:
+            load = lru_cache(maxsize=512)(st.load_image)
+            k = data.maps.shape[1] if images_per_unit is None else min(images_per_unit, data.maps.shape[1])
+            for u in tqdm(data.units, desc=f"report {data.name}", disable=quiet, unit="unit"):
+                i = int(u["unit_index"])
+                rows = [(int(r), j) for j, r in enumerate(data.topk_indices[i, :k]) if r >= 0]
+                if any(r >= len(st) for r, _ in rows):
+                    raise ReportInputError(f"{folder / 'topk.npz'}: unit {i + 1} names image row "
+                                           f"{max(r for r, _ in rows)} but the store has {len(st)} rows")
+                strip = unit_strip([load(r) for r, _ in rows], [data.maps[i, j] for _, j in rows],
+                                   float(data.thresholds[i]), thumb=thumb)
+                name = f"unit_{i + 1:04d}.jpg"
+                atomic_write_bytes(files / name, encode_image(strip, "JPEG", quality=88, subsampling=0))  # no chroma subsampling: thin outlines stay crisp
+                strips[i] = (html.href(FILES, name), strip.shape[1], strip.shape[0])
+    plot = None
+    try:
+        from .plots import detector_bars
+
+        detector_bars({c: summ["concepts"].get(c, {}) for c in categories}, files / "detectors",
+                      title=f"{data.name}: detectors per concept")
+        plot = html.href(FILES, "detectors.svg")
+    except ImportError as e:
+        log.warning("no plots: %s", e)
+    page = folder / PAGE
+    atomic_write_text(page, html.layer_page(data.name, data.result, data.sorted_units(), categories, summ,
+                                            strips, plot, index_href))
+    return page
+
+
+def write_index(out_dir, layers: Sequence[LayerData], title: str = "Network Dissection") -> Path:
+    """Write ``out_dir/index.html`` linking every layer page, with the cross-layer plot."""
+    out_dir = Path(out_dir)
+    categories: list = []
+    for d in layers:
+        categories += [c for c in d.categories if c not in categories]
+    rows = []
+    for d in layers:
+        thr = float((d.result.get("settings") or {}).get("iou_threshold", 0.04) or 0.04)
+        summ = layer_summary(d.units, categories, thr)
+        rows.append((d.name, html.href(d.folder.name, PAGE), summ, d.result))
+    plot = None
+    if layers:
+        try:
+            from .plots import layer_lines
+
+            unique = {c: [r[2]["unique"].get(c, 0) for r in rows] for c in categories}
+            layer_lines([r[0] for r in rows], unique, out_dir / FILES / "unique_detectors",
+                        title="unique detectors per layer")
+            plot = html.href(FILES, "unique_detectors.svg")
+        except ImportError as e:
+            log.warning("no plots: %s", e)
+    page = out_dir / INDEX
+    atomic_write_text(page, html.index_page(rows, categories, plot, title))
+    return page
+
+
+def write_reports(out_dir, store=None, thumb: int = 112, images_per_unit: Optional[int] = None,
+                  quiet: bool = True, layers: Optional[Sequence[str]] = None) -> Path:
+    """Write every layer's page and the index for a results folder; return the index page's path.
+
+    ``out_dir``: the ``--out`` folder of ``dissect run``/``score`` (one subfolder per layer).
+    ``store``: a BrodenStore or its path for the images; by default each result's recorded path.
+    ``layers``: only these layer subfolders' pages are (re)written; the index covers all of them.
+
+    Example::
+
+        from dissect.report import write_reports
+        page = write_reports("out")            # out/index.html, out/<layer>/report.html
+    """
+    out_dir = Path(out_dir)
+    folders = find_layer_folders(out_dir)
+    if not folders:
+        raise ReportInputError(f"{out_dir}: no layer results found (no <layer>/result.json)")
+    datas = [read_layer(f) for f in folders]
+    cache: dict = {}
+    for d in datas:
+        if layers is None or d.folder.name in layers or d.name in layers:
+            write_layer_report(d, store, thumb, images_per_unit, quiet, _store_cache=cache)
+            log.info(summary_line(d.name, layer_summary(d.units, d.categories)))
+    return write_index(out_dir, datas)

@@ -1,0 +1,299 @@
+"""Tally: intersection, ground-truth and activation counts of unit masks against labels.
+
+Vectorised: the mask entries (image, unit, pixel) are joined with the per-pixel label
+columns and counted with one bincount over packed (unit, label) indices; image-level labels
+use per-(image, unit) mask sizes. Nothing loops over units or labels in Python.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Sequence
+
+import torch
+
+from .segbatch import SegBatch
+from .upsample import SEPARABLE, bands, interp_rows, plane_taps, relative_margin, upsample
+
+UNIONS = ("original", "lite", "all")
+
+# bound on (mask entries x label layers) joined at once; larger batches are split by image
+_MAX_JOIN = 1 << 24
+
+
+class Tally:
+    """Integer counts for IoU under all three union rules (see BRODEN_FORMAT.md, last section).
+
+    ``labels``: global label numbers in column order. ``categories``: the categories tallied
+    (columns of A_original / A_lite). ``primary_category[number]`` must be one of them.
+    Counts (int64): I[U, L], G[L], A_original[U, C], A_lite[U, C], A_all[U], images.
+    A label counts once per pixel even if several layers or categories carry it; image-level
+    labels cover the whole plane; label 0 and numbers not in ``labels`` are ignored.
+    """
+
+    def __init__(self, labels: Sequence[int], categories: Sequence[str], image_level_categories: Iterable[str],
+                 primary_category: Mapping[int, str], device="cpu", units: int = None):
+        self.labels = [int(n) for n in labels]
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError("Tally labels contain duplicate numbers")
+        if any(n < 1 for n in self.labels):
+            raise ValueError(f"Tally labels must be >= 1 (0 means unlabeled): {[n for n in self.labels if n < 1][:5]}")
+        self.categories = list(categories)
+        self.image_level_categories = [c for c in self.categories if c in set(image_level_categories)]
+        self.pixel_categories = [c for c in self.categories if c not in set(self.image_level_categories)]
+        cat_index = {c: i for i, c in enumerate(self.categories)}
+        prim = []
+        for n in self.labels:
+            c = primary_category.get(n) if hasattr(primary_category, "get") else primary_category[n]
+            if c not in cat_index:
+                raise ValueError(f"label {n}: primary category {c!r} is not one of the tallied categories {self.categories}")
+            prim.append(cat_index[c])
+        self.primary = [self.categories[i] for i in prim]
+        self.device = torch.device(device)
+        self.units = units
+        maxn = max(self.labels, default=0)
+        self._lut = torch.full((maxn + 1,), -1, dtype=torch.long)
+        self._lut[torch.tensor(self.labels, dtype=torch.long)] = torch.arange(len(self.labels))
+        self._prim = torch.tensor(prim, dtype=torch.long)
+        self._lut, self._prim = self._lut.to(self.device), self._prim.to(self.device)
+        self.images = 0
+        self.I = self.G = self.A_original = self.A_lite = self.A_all = None
+        if units is not None:
+            self._alloc(units)
+
+    # ------------------------------------------------------------------ setup
+    @property
+    def n_labels(self) -> int:
+        return len(self.labels)
+
+    def _alloc(self, units: int) -> None:
+        L, C, d = self.n_labels, len(self.categories), self.device
+        z = lambda *s: torch.zeros(s, dtype=torch.long, device=d)
+        self.units = units
+        self.I, self.G = z(units, L), z(L)
+        self.A_original, self.A_lite, self.A_all = z(units, C), z(units, C), z(units)
+
+    def _columns(self, numbers: torch.Tensor) -> torch.Tensor:
+        """Global numbers -> column indices (-1 for 0, negatives and numbers not tallied)."""
+        numbers = numbers.to(self.device, torch.long)
+        maxn = self._lut.numel() - 1
+        safe = torch.where((numbers < 0) | (numbers > maxn), torch.zeros_like(numbers), numbers)
+        return self._lut[safe]
+
+    def _check_seg(self, seg: SegBatch, b: int, size: tuple) -> None:
+        for c in self.pixel_categories:
+            if c not in seg.pixel:
+                where = "image-level" if c in seg.image_level else "missing"
+                raise ValueError(f"SegBatch: pixel category {c!r} is {where} (pixel categories given: {list(seg.pixel)})")
+            t = seg.pixel[c]
+            if t.dim() != 4 or t.shape[0] != b or tuple(t.shape[2:]) != size:
+                raise ValueError(f"SegBatch: category {c!r} has shape {tuple(t.shape)}, expected [{b}, layers, {size[0]}, {size[1]}]")
+        for c in self.image_level_categories:
+            if c not in seg.image_level:
+                where = "a pixel category" if c in seg.pixel else "missing"
+                raise ValueError(f"SegBatch: image-level category {c!r} is {where} (image-level given: {list(seg.image_level)})")
+            t = seg.image_level[c]
+            if t.dim() != 2 or t.shape[0] != b:
+                raise ValueError(f"SegBatch: image-level category {c!r} has shape {tuple(t.shape)}, expected [{b}, K]")
+
+    # ------------------------------------------------------------------ counting
+    def _check_batch(self, B: int, U: int, thresholds: torch.Tensor, seg: SegBatch, size: tuple) -> None:
+        if self.I is None:
+            self._alloc(U)
+        if U != self.units:
+            raise ValueError(f"activations have {U} units, the tally has {self.units}")
+        if thresholds.numel() != U:
+            raise ValueError(f"{thresholds.numel()} thresholds for {U} units")
+        self._check_seg(seg, B, size)
+
+    def add(self, acts_up: torch.Tensor, thresholds: torch.Tensor, seg: SegBatch) -> None:
+        """Count one batch: acts_up [B, U, sh, sw] (already upsampled), thresholds [U]; mask = act > T."""
+        if acts_up.dim() != 4:
+            raise ValueError(f"upsampled activations must be [B, U, sh, sw], got shape {tuple(acts_up.shape)}")
+        B, U, sh, sw = acts_up.shape
+        self._check_batch(B, U, thresholds, seg, (sh, sw))
+        d, S = self.device, sh * sw
+        T = thresholds.detach().to(d, acts_up.dtype).reshape(1, U, 1)
+        acts_up = acts_up.detach().to(d).reshape(B, U, S)
+        # bound the size of the nonzero() output: at most _MAX_JOIN mask cells per chunk of images
+        step = max(1, _MAX_JOIN // (U * S))
+        ent_bu, ent_p = [], []
+        for b0 in range(0, B, step):
+            flat = (acts_up[b0: b0 + step] > T).reshape(-1).nonzero().squeeze(1)
+            ent_bu.append(flat // S + b0 * U)
+            ent_p.append(flat % S)
+        self._accumulate(B, U, S, seg, torch.cat(ent_bu), torch.cat(ent_p))
+
+    def add_activations(self, acts: torch.Tensor, thresholds: torch.Tensor, seg: SegBatch, mode: str = "bilinear",
+                        field=None, input_size=None, size=None) -> None:
+        """Count one batch from layer-resolution acts [B, U, h, w]: exactly the counts of
+        ``add(upsample(acts, seg size, mode, field, input_size), thresholds, seg)``, but
+        upsampling only where the mask can be set. Two-tap interpolation (bilinear, nearest,
+        field) splits the plane into tiles that each depend on a 2 x 2 block of cells; a tile
+        whose cells are all below T (less a rounding margin) has no mask pixel, so only the
+        other tiles are evaluated, with the same arithmetic as upsample(). ``size`` (sh, sw) is
+        needed only when the batch has no pixel category. bicubic falls back to add()."""
+        if acts.dim() != 4:
+            raise ValueError(f"activations must be [B, U, h, w], got shape {tuple(acts.shape)}")
+        size = seg.size or (tuple(size) if size is not None else None)
+        if size is None:
+            raise ValueError("SegBatch has no pixel category: pass size=(sh, sw) to add_activations")
+        if mode not in SEPARABLE:
+            return self.add(upsample(acts, size, mode, field=field, input_size=input_size), thresholds, seg)
+        B, U, h, w = acts.shape
+        self._check_batch(B, U, thresholds, seg, tuple(size))
+        d, SH, SW = self.device, int(size[0]), int(size[1])
+        acts = acts.detach().to(d)
+        T = thresholds.detach().to(d, acts.dtype).reshape(U)
+        rows, cols = plane_taps((h, w), (SH, SW), mode, field, input_size)
+        # cells that may set a mask pixel, with a margin for rounding in the interpolation
+        maps = acts.reshape(B * U, h, w)
+        scale = maps.abs().amax(dim=(1, 2)).clamp(min=1e-30) * relative_margin(acts.dtype)
+        hot = maps > (T.repeat(B) - scale).view(-1, 1, 1)
+        sel = hot.reshape(B * U, -1).any(1).nonzero().squeeze(1)  # maps with any hot cell
+        empty = torch.empty(0, dtype=torch.long, device=d)
+        if sel.numel() == 0:
+            return self._accumulate(B, U, SH * SW, seg, empty, empty)
+        by0, by1, ymem = (t.to(d) for t in bands(rows))
+        bx0, bx1, xmem = (t.to(d) for t in bands(cols))
+        hs = hot[sel]
+        hrow = hs[:, by0, :] | hs[:, by1, :]  # [P, nby, w]
+        htile = hrow[:, :, bx0] | hrow[:, :, bx1]  # [P, nby, nbx]
+        r = interp_rows(maps[sel], rows)  # [P, SH, w], as in upsample()
+        cw0 = cols.w0.to(d, acts.dtype)
+        cw1 = cols.w1.to(d, acts.dtype)
+        ci0, ci1 = cols.i0.to(d), cols.i1.to(d)
+        tp, ty, tx = htile.nonzero(as_tuple=True)
+        my, mx = ymem.shape[1], xmem.shape[1]
+        step = max(1, _MAX_JOIN // (my * mx))
+        ent_bu, ent_p = [], []
+        for t0 in range(0, tp.numel(), step):
+            p_, y_, x_ = tp[t0: t0 + step], ymem[ty[t0: t0 + step]], xmem[tx[t0: t0 + step]]  # [n], [n, my], [n, mx]
+            yc, xc = y_.clamp(min=0), x_.clamp(min=0)
+            rr = r[p_.view(-1, 1, 1), yc.unsqueeze(2), ci0[xc].unsqueeze(1)] * cw0[xc].unsqueeze(1) \
+                + r[p_.view(-1, 1, 1), yc.unsqueeze(2), ci1[xc].unsqueeze(1)] * cw1[xc].unsqueeze(1)
+            pair = sel[p_]
+            m = (rr > T[pair % U].view(-1, 1, 1)) & (y_ >= 0).unsqueeze(2) & (x_ >= 0).unsqueeze(1)
+            k, iy, ix = m.nonzero(as_tuple=True)
+            ent_bu.append(pair[k])
+            ent_p.append(yc[k, iy] * SW + xc[k, ix])
+        self._accumulate(B, U, SH * SW, seg, torch.cat(ent_bu) if ent_bu else empty, torch.cat(ent_p) if ent_p else empty)
+
+    def _accumulate(self, B: int, U: int, S: int, seg: SegBatch, ent_bu: torch.Tensor, ent_p: torch.Tensor) -> None:
+        """Count a batch given its mask cells: entry i is image/unit ent_bu[i] = b * U + u at pixel ent_p[i]."""
+        d, L, C = self.device, self.n_labels, len(self.categories)
+        mcount = torch.bincount(ent_bu, minlength=B * U).view(B, U)  # mask size per (image, unit)
+
+        # image-level labels: Z[b, l] (deduplicated by scatter); column L means "none"
+        Z = torch.zeros(B, L + 1, dtype=torch.bool, device=d)
+        for c in self.image_level_categories:
+            cols = self._columns(seg.image_level[c])
+            Z.scatter_(1, torch.where(cols < 0, L, cols), True)
+        Z[:, L] = False
+
+        # pixel labels: [B, K, S] columns, L = none; after this, one entry per (pixel, label)
+        layers = [self._columns(seg.pixel[c].reshape(B, -1, S)) for c in self.pixel_categories if seg.pixel[c].shape[1]]
+        pix = torch.cat(layers, 1) if layers else torch.empty(B, 0, S, dtype=torch.long, device=d)
+        pix = torch.where(pix < 0, L, pix)
+        K = pix.shape[1]
+        if K:
+            # a label carried image-wide already covers every pixel of that image
+            covered = torch.gather(Z, 1, pix.reshape(B, K * S)).reshape(B, K, S)
+            pix = pix.masked_fill(covered, L)
+            if K > 1:
+                pix = pix.sort(dim=1).values
+                dup = torch.zeros_like(pix, dtype=torch.bool)
+                dup[:, 1:] = pix[:, 1:] == pix[:, :-1]
+                pix = pix.masked_fill(dup, L).sort(dim=1).values
+            kmax = int((pix < L).sum(1).max())  # labels per pixel at most; drop the all-empty tail
+            pix = pix[:, :kmax]
+            K = kmax
+        Z = Z[:, :L]
+
+        valid = pix < L
+        pvals = pix[valid]
+        self.G += torch.bincount(pvals, minlength=L + 1)[:L]
+        zb, zl = Z.nonzero(as_tuple=True)
+        self.G.index_add_(0, zl, torch.full_like(zl, S))
+        self.A_all += mcount.sum(0)
+
+        # categories present per image (by the primary category of the labels carried)
+        has_img = torch.bincount(zb * C + self._prim[zl], minlength=B * C).view(B, C) > 0
+        pb = valid.nonzero(as_tuple=True)[0]
+        has_pix = torch.bincount(pb * C + self._prim[pvals], minlength=B * C).view(B, C) > 0
+        self.A_original += (mcount.unsqueeze(2) * (has_img | has_pix).unsqueeze(1)).sum(0)
+
+        # image-level intersections: the whole mask of (b, u) meets label l
+        self.I.index_add_(1, zl, mcount[zb].t().contiguous())
+
+        # pixel-level intersections and the "lite" presence flags
+        inside = has_img.unsqueeze(1).expand(B, U, C).clone()
+        if K and ent_bu.numel():
+            pixT = pix.transpose(1, 2).reshape(B * S, K)  # labels of flat pixel b * S + p
+            step = max(1, _MAX_JOIN // K)
+            for i0 in range(0, ent_bu.numel(), step):  # bounded memory for dense masks
+                bu, p = ent_bu[i0: i0 + step], ent_p[i0: i0 + step]
+                labs = pixT[(bu // U) * S + p]  # [n, K]
+                ok = labs < L
+                ll = labs[ok]
+                uu = (bu % U).unsqueeze(1).expand(-1, K)[ok]
+                self.I += torch.bincount(uu * L + ll, minlength=U * L).view(U, L)
+                bb = bu.unsqueeze(1).expand(-1, K)[ok]
+                inside |= (torch.bincount(bb * C + self._prim[ll], minlength=B * U * C) > 0).view(B, U, C)
+        self.A_lite += (mcount.unsqueeze(2) * inside).sum(0)
+        self.images += B
+
+    # ------------------------------------------------------------------ results
+    def activation(self, union: str = "original") -> torch.Tensor:
+        """A per (unit, category) [U, C] for the union rule (for 'all' every column is A_all)."""
+        if union not in UNIONS:
+            raise ValueError(f"union must be one of {UNIONS}, got {union!r}")
+        if self.I is None:
+            raise ValueError("Tally has seen no images")
+        if union == "original":
+            return self.A_original
+        if union == "lite":
+            return self.A_lite
+        return self.A_all.unsqueeze(1).expand(-1, len(self.categories))
+
+    def iou(self, union: str = "original") -> torch.Tensor:
+        """IoU [U, L] (float64) = I / (A_primary + G - I), 0 where the union is 0."""
+        A = self.activation(union)[:, self._prim]  # [U, L]
+        I = self.I
+        den = (A + self.G.unsqueeze(0) - I).double()
+        return torch.where(den > 0, I.double() / den.clamp(min=1), torch.zeros_like(den))
+
+    def merge(self, other: "Tally") -> None:
+        """Add another shard's counts (same labels and categories)."""
+        if (other.labels, other.categories, other.primary) != (self.labels, self.categories, self.primary):
+            raise ValueError("cannot merge Tally objects over different labels, categories or primary categories")
+        if other.I is None:
+            return
+        if self.I is None:
+            self._alloc(other.units)
+        if other.units != self.units:
+            raise ValueError(f"cannot merge a Tally of {other.units} units into one of {self.units}")
+        for name in ("I", "G", "A_original", "A_lite", "A_all"):
+            getattr(self, name).add_(getattr(other, name).to(self.device))
+        self.images += other.images
+
+    def state_dict(self) -> dict:
+        t = lambda x: None if x is None else x.cpu()
+        return {"labels": list(self.labels), "categories": list(self.categories), "primary": list(self.primary),
+                "units": self.units, "images": self.images, "I": t(self.I), "G": t(self.G),
+                "A_original": t(self.A_original), "A_lite": t(self.A_lite), "A_all": t(self.A_all)}
+
+    def load_state_dict(self, d: dict) -> None:
+        if (list(d["labels"]), list(d["categories"]), list(d["primary"])) != (self.labels, self.categories, self.primary):
+            raise ValueError("Tally state is for different labels, categories or primary categories")
+        self.units, self.images = d["units"], int(d["images"])
+        for name in ("I", "G", "A_original", "A_lite", "A_all"):
+            x = d[name]
+            setattr(self, name, None if x is None else x.to(self.device, torch.long))
+
+    def to(self, device) -> "Tally":
+        self.device = torch.device(device)
+        self._lut, self._prim = self._lut.to(self.device), self._prim.to(self.device)
+        for name in ("I", "G", "A_original", "A_lite", "A_all"):
+            x = getattr(self, name)
+            if x is not None:
+                setattr(self, name, x.to(self.device))
+        return self

@@ -1,0 +1,198 @@
+"""Static HTML reports: masks against a plain numpy reference, pages over a fabricated results folder."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from report_fixture import LAYER_A, LAYER_B, fabricate
+
+from dissect.report import ReportInputError, write_reports
+from dissect.report.masks import overlay, unit_mask, unit_strip, upsample_map
+
+
+def ref_bilinear(a: np.ndarray, oh: int, ow: int) -> np.ndarray:
+    """Plain loops: bilinear with half-pixel centres (align_corners=False), edges clamped."""
+    ih, iw = a.shape
+    out = np.zeros((oh, ow), np.float64)
+    for y in range(oh):
+        sy = max((y + 0.5) * ih / oh - 0.5, 0.0)
+        y0 = min(int(np.floor(sy)), ih - 1)
+        y1 = min(y0 + 1, ih - 1)
+        wy = sy - y0
+        for x in range(ow):
+            sx = max((x + 0.5) * iw / ow - 0.5, 0.0)
+            x0 = min(int(np.floor(sx)), iw - 1)
+            x1 = min(x0 + 1, iw - 1)
+            wx = sx - x0
+            out[y, x] = ((1 - wy) * ((1 - wx) * a[y0, x0] + wx * a[y0, x1])
+                         + wy * ((1 - wx) * a[y1, x0] + wx * a[y1, x1]))
+    return out
+
+
+def ref_overlay(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    out = rgb.astype(np.float64)
+    h, w = mask.shape
+    for y in range(h):
+        for x in range(w):
+            if not mask[y, x]:
+                out[y, x] = out[y, x] * 0.3 + 44.8
+            else:
+                nb = [(y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)]
+                if any(not (0 <= a < h and 0 <= b < w) or not mask[a, b] for a, b in nb):
+                    out[y, x] = (255, 230, 0)
+    return np.clip(np.floor(out + 0.5), 0, 255).astype(np.uint8)
+
+
+def test_upsample_and_mask_match_reference():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(5, 7)).astype(np.float32)
+    ref = ref_bilinear(a, 23, 31)
+    assert np.allclose(upsample_map(a, 23, 31), ref, atol=1e-5)
+    t = float(np.quantile(ref, 0.8))
+    m = unit_mask(a, t, 23, 31)
+    away = np.abs(ref - t) > 1e-4  # ignore float ties at the threshold
+    assert np.array_equal(m[away], (ref > t)[away])
+    assert 0 < m.sum() < m.size
+
+
+def test_overlay_hand_example():
+    rgb = np.full((5, 5, 3), 100, np.uint8)
+    mask = np.zeros((5, 5), bool)
+    mask[1:4, 1:4] = True
+    out = overlay(rgb, mask)
+    assert tuple(out[2, 2]) == (100, 100, 100)  # interior untouched
+    assert tuple(out[1, 1]) == (255, 230, 0)  # boundary outlined
+    assert tuple(out[0, 0]) == (75, 75, 75)  # 100 * 0.3 + 44.8 = 74.8
+    assert np.array_equal(out, ref_overlay(rgb, mask))
+
+
+def test_unit_strip_layout_and_content():
+    rng = np.random.default_rng(1)
+    imgs = [rng.integers(0, 255, (20, 20, 3), dtype=np.uint8), rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)]
+    maps = [rng.normal(size=(4, 4)).astype(np.float32), rng.normal(size=(4, 6)).astype(np.float32)]
+    strip = unit_strip(imgs, maps, 0.3, thumb=20, gap=2)
+    assert strip.shape == (20, 20 + 2 + 30, 3)
+    assert np.all(strip[:, 20:22] == 255)
+    for img, act, x0 in zip(imgs, maps, (0, 22)):
+        mask = ref_bilinear(act, *img.shape[:2]) > 0.3
+        ref = ref_overlay(img, mask)
+        assert np.array_equal(strip[:, x0:x0 + img.shape[1]], ref)
+
+
+@pytest.fixture(scope="module")
+def report_dir(synthetic_store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "O"
+    from broden_builder import BrodenStore
+
+    n = len(BrodenStore(synthetic_store))
+    arrays = fabricate(out, synthetic_store, n)
+    index = write_reports(out)
+    return out, index, arrays, synthetic_store
+
+
+def _units_in_page(page: Path) -> list:
+    return [int(x) for x in re.findall(r'<section class="unit"[^>]*data-unit="(\d+)"', page.read_text("utf-8"))]
+
+
+def test_pages_sorted_by_iou_and_offline(report_dir):
+    out, index, _, _ = report_dir
+    assert index == out / "index.html"
+    for layer, spec in (("layer2", LAYER_A), ("layer10", LAYER_B)):
+        page = out / layer / "report.html"
+        text = page.read_text("utf-8")
+        # hand-sorted: best IoU first
+        expected = [i + 1 for i, _ in sorted(enumerate(spec), key=lambda t: (-t[1][2], t[0]))]
+        assert _units_in_page(page) == expected
+        assert not re.search(r"https?://|<link\b|@import|//cdn", text), "page must load nothing from the network"
+        for src in re.findall(r'src="([^"]+)"', text):
+            assert (page.parent / src).is_file(), src
+        for stem in ("detectors.svg", "detectors.png"):
+            assert (out / layer / "report_files" / stem).stat().st_size > 500
+        assert 'id="cat"' in text and 'id="q"' in text
+        for lab, cat, _, _ in spec:
+            assert f'data-category="{cat}" data-label="{lab}"' in text
+    assert _units_in_page(out / "layer2" / "report.html") == [2, 1, 4, 5, 3, 6]
+
+
+def test_index_page_counts_and_layer_order(report_dir):
+    out, index, _, _ = report_dir
+    text = index.read_text("utf-8")
+    links = re.findall(r'<a href="([^"]+)">', text)
+    assert links == ["layer2/report.html", "layer10/report.html"]  # natural order
+    row = re.search(r'<tr><td><a href="layer2/report.html">.*?</tr>', text).group(0)
+    cells = re.findall(r"<td>([^<]*)</td>", row)
+    # units, detectors, then color, object, part, material, scene, texture: detectors / unique concepts
+    assert cells == ["6", "4", "1 / 1", "2 / 1", "0 / 0", "1 / 1", "0 / 0", "0 / 0"]
+    row = re.search(r'<tr><td><a href="layer10/report.html">.*?</tr>', text).group(0)
+    assert re.findall(r"<td>([^<]*)</td>", row) == ["4", "4", "1 / 1", "2 / 1", "1 / 1", "0 / 0", "0 / 0", "0 / 0"]
+    for ext in ("svg", "png"):
+        assert (out / "report_files" / f"unique_detectors.{ext}").stat().st_size > 500
+    svg = (out / "report_files" / "unique_detectors.svg").read_text("utf-8")
+    assert "layer2" in svg and "layer10" in svg
+
+
+def test_strip_images_show_masked_top_images(report_dir):
+    out, _, arrays, store_path = report_dir
+    from broden_builder import BrodenStore
+
+    store = BrodenStore(store_path)
+    a = arrays["layer2"]
+    for unit in (0, 3):
+        strip = np.asarray(Image.open(out / "layer2" / "report_files" / f"unit_{unit + 1:04d}.jpg").convert("RGB"))
+        x = 0
+        for j, row in enumerate(a["indices"][unit]):
+            rgb = np.asarray(Image.open(store.root / "images" / store.rows[int(row)].image).convert("RGB"))
+            mask = ref_bilinear(a["maps"][unit, j].astype(np.float32), *rgb.shape[:2]) > a["thresholds"][unit]
+            ref = np.asarray(Image.fromarray(ref_overlay(rgb, mask)).resize((112, 112), Image.BILINEAR))
+            tile = strip[:, x:x + 112].astype(float)
+            assert np.abs(tile - ref).mean() < 6, (unit, j)  # JPEG noise only
+            x += 114
+        assert strip.shape[1] == 3 * 112 + 2 * 2
+
+
+def test_detector_bars_svg_has_concepts(tmp_path):
+    from dissect.report.plots import detector_bars
+
+    paths = detector_bars({"object": {"disc": 3, "square": 1}, "color": {"red-c": 2}, "part": {}}, tmp_path / "d")
+    assert [p.name for p in paths] == ["d.svg", "d.png"]
+    svg = paths[0].read_text("utf-8")
+    # bars: disc (3) before square (1); category headers with counts of concepts
+    assert svg.index("disc") < svg.index("square") and "red-c" in svg
+    assert "object (2)" in svg and "color (1)" in svg and "part (" not in svg
+    with Image.open(paths[1]) as im:
+        assert im.format == "PNG" and im.size[0] > 100
+
+
+def test_bad_results_folder_errors(tmp_path, synthetic_store):
+    with pytest.raises(ReportInputError, match="no layer results"):
+        write_reports(tmp_path)
+    from report_fixture import fabricate_layer
+
+    fabricate_layer(tmp_path, "bad", synthetic_store, 10, LAYER_B, k=2)
+    doc = json.loads((tmp_path / "bad" / "result.json").read_text())
+    del doc["units"][1]["iou"]
+    (tmp_path / "bad" / "result.json").write_text(json.dumps(doc))
+    with pytest.raises(ReportInputError, match=r"result\.json: units\[1\] lacks 'iou'"):
+        write_reports(tmp_path)
+    fabricate_layer(tmp_path, "bad", synthetic_store, 10, LAYER_B, k=2)
+    z = dict(np.load(tmp_path / "bad" / "topk.npz"))
+    z["indices"][2, 1] = 10_000
+    np.savez(tmp_path / "bad" / "topk.npz", **z)
+    with pytest.raises(ReportInputError, match=r"topk\.npz: unit 3 names image row 10000"):
+        write_reports(tmp_path)
+
+
+def test_missing_store_writes_page_without_images(tmp_path, caplog):
+    fabricate_layer_args = (tmp_path, "l1", tmp_path / "nowhere", 10, LAYER_B)
+    from report_fixture import fabricate_layer
+
+    fabricate_layer(*fabricate_layer_args, k=2)
+    write_reports(tmp_path)
+    text = (tmp_path / "l1" / "report.html").read_text("utf-8")
+    assert "unit_0001.jpg" not in text and _units_in_page(tmp_path / "l1" / "report.html") == [1, 4, 3, 2]
+    assert any("not found" in r.getMessage() for r in caplog.records)

@@ -1,0 +1,105 @@
+"""Load the report pages in headless Chromium: no console errors, no broken images, a screenshot.
+
+Needs Debian's ``chromium`` (``make test`` installs it when apt is available); skips otherwise.
+The screenshot goes to pytest's tmp dir (never into git).
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from report_fixture import fabricate
+
+from dissect.report import write_reports
+
+CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (Debian: apt-get install -y chromium)")
+
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+         "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000"]
+
+
+def chromium(profile: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def console_errors(stderr: str) -> list:
+    """Page console errors / uncaught exceptions / failed loads that Chromium logs to stderr."""
+    bad = []
+    for line in stderr.splitlines():
+        if "CONSOLE" in line and re.search(r"Uncaught|Error|error|Failed to load", line):
+            bad.append(line)
+        elif re.search(r"net::ERR_|Not allowed to load local resource", line):
+            bad.append(line)
+    return bad
+
+
+@pytest.fixture(scope="module")
+def pages(synthetic_store, tmp_path_factory):
+    from broden_builder import BrodenStore
+
+    out = tmp_path_factory.mktemp("browser") / "O"
+    fabricate(out, synthetic_store, len(BrodenStore(synthetic_store)))
+    write_reports(out)
+    return out
+
+
+def _dump(page: Path, profile: Path) -> str:
+    res = chromium(profile, "--dump-dom", page.as_uri())
+    assert res.returncode == 0, res.stderr[-3000:]
+    errors = console_errors(res.stderr)
+    assert not errors, "console errors:\n" + "\n".join(errors)
+    return res.stdout
+
+
+@pytest.mark.parametrize("rel", ["index.html", "layer2/report.html", "layer10/report.html"])
+def test_page_loads_without_errors_or_broken_images(pages, rel, tmp_path):
+    dom = _dump(pages / rel, tmp_path / "profile")
+    html_tag = re.search(r"<html[^>]*>", dom).group(0)
+    assert 'data-ready="ok"' in html_tag, f"images did not all load: {html_tag}"
+    assert "data-js-errors" not in html_tag, html_tag
+    n = int(re.search(r'data-images="(\d+)"', html_tag).group(1))
+    assert n == len(re.findall(r"<img\b", dom)) and n >= 1
+    if rel != "index.html":
+        # the filter script ran: it wrote the count of units shown
+        assert re.search(r'<span id="count">\d+ of \d+ units shown</span>', dom)
+
+
+def test_broken_image_is_detected(pages, tmp_path):
+    """The check itself can fail: a page with a missing image is reported as broken."""
+    page = pages / "layer2" / "report.html"
+    broken = page.with_name("broken.html")
+    broken.write_text(page.read_text("utf-8").replace("unit_0001.jpg", "missing.jpg"), "utf-8")
+    res = chromium(tmp_path / "profile", "--dump-dom", broken.as_uri())
+    html_tag = re.search(r"<html[^>]*>", res.stdout).group(0)
+    assert 'data-ready="broken"' in html_tag and "missing.jpg" in html_tag
+
+
+def test_filter_by_category_and_search(pages, tmp_path):
+    page = pages / "layer2" / "report.html"
+    dom = _dump(Path(str(page)), tmp_path / "p1")
+    # hash parameters pre-set the filter: object units whose label contains "dis"
+    res = chromium(tmp_path / "p2", "--dump-dom", page.as_uri() + "#cat=object&q=dis")
+    shown = re.findall(r'<section class="unit"(?![^>]*hidden)[^>]*data-unit="(\d+)"', res.stdout)
+    assert shown == ["1", "5"], shown
+    res = chromium(tmp_path / "p3", "--dump-dom", page.as_uri() + "#q=RED")
+    shown = re.findall(r'<section class="unit"(?![^>]*hidden)[^>]*data-unit="(\d+)"', res.stdout)
+    assert shown == ["2"], shown
+    assert len(re.findall(r'<section class="unit"', dom)) == 6
+
+
+def test_screenshot(pages, tmp_path):
+    shot = tmp_path / "layer2.screenshot.png"
+    res = chromium(tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,1600", (pages / "layer2" / "report.html").as_uri())
+    assert res.returncode == 0 and shot.is_file(), res.stderr[-3000:]
+    with Image.open(shot) as im:
+        assert im.size == (1280, 1600)
+        extrema = im.convert("L").getextrema()
+    assert extrema[0] < 100 < extrema[1], "screenshot is blank"
