@@ -44,6 +44,10 @@ PREFERRED_NAMES: dict = {
     "handle bar": "handlebar",  # bicycle part (part2ind.m comment) = motorbike part 'handlebar'
     "fire place": "fireplace",
     "fridge": "refrigerator",
+    # from the cross-name merges on the real ADE 2016 index + Pascal tables (helper 5b, benches/list_merges.py)
+    "cell phone": "cellphone",  # Pascal-Context 'cell phone' = ADE 'cellular telephone, ..., cellphone, ...'
+    "flood": "floodlight",      # ADE 'flood, floodlight, flood lamp, photoflood': the lamp, not water
+    "plaything": "toy",         # ADE 'plaything, toy' = Pascal-Context 'toy'
 }
 
 #: Synonyms too ambiguous to merge on (a car is not a 'machine'; 'plant' the flora is not a factory).
@@ -64,6 +68,20 @@ MERGE_BLACKLIST: frozenset = frozenset({
     "lid",      # 'hat, chapeau, lid'
     "paper",    # 'newspaper, paper' (Context has both 'paper' and 'newspaper')
     "counter",  # 'buffet, counter, sideboard'
+    # found on the real ADE 2016 index (helper 5b, benches/list_merges.py; scenes of the images in brackets):
+    "plane",     # 'airplane, aeroplane, plane' vs the part 'plane' (art studio: a tool or a flat face)
+    "alarm",     # 'alarm clock, alarm' (bedrooms) vs 'alarm, warning device, alarm system' (streets)
+    "carriage",  # 'baby buggy, baby carriage, carriage, ...' vs 'carriage' (streets: horse-drawn)
+    "hoop",      # 'basket, basketball hoop, hoop' vs the part 'hoop' (wine cellars: barrel hoops)
+    "shell", "shield",  # 'carapace, shell, cuticle, shield' vs 'shell, case, casing' and 'shield'
+    "cell",      # 'cellular telephone, ..., cell, ...' vs 'cell' (jail cells)
+    "console",   # 'console table, console' vs 'console' (cockpits, editing rooms)
+    "mantle",    # 'curtain, drape, drapery, mantle, pall' vs 'mantle' (living rooms: the mantelpiece)
+    "plug",      # 'fireplug, fire hydrant, plug' vs 'plug' (bathrooms, kitchens)
+    "hutch",     # 'hovel, hut, hutch, shack, shanty' vs 'hutch' (a cupboard; a rabbit hutch)
+    "boiler",    # 'kettle, boiler' vs 'boiler' (basements, furnace rooms)
+    "throne",    # 'toilet, can, commode, ..., throne' vs 'throne' (throne rooms)
+    "press",     # 'wardrobe, closet, press' vs 'press' (a workroom machine)
 })
 
 

@@ -52,8 +52,12 @@ def index_rows():
     return names, rows
 
 
-def make_2016(tmp: Path, names: list, rows: list, extra=None) -> dict:
-    """Generated JPEG + seg + parts under the real folder names of ROWS; returns {stem: (objects, parts levels)}."""
+def make_2016(tmp: Path, names: list, rows: list, extra=None, picks=ROWS) -> dict:
+    """Generated JPEG + seg + parts under the real folder names of the index rows ``picks``
+    (default ROWS); returns {stem: (objects, parts, scene)}.
+
+    ``extra``: exact ``objectnames`` entries painted as 3-row bands (rows 10 + 3j, left half) in every image.
+    """
     rel = tmp / "ADE20K_2016_07_26"
     rel.mkdir(parents=True)
     (rel / "index_ade20k.mat").symlink_to(INDEX)
@@ -61,7 +65,7 @@ def make_2016(tmp: Path, names: list, rows: list, extra=None) -> dict:
     wall = names.index(next(n for n in names if n.split(",")[0].strip() == "wall")) + 1
     rng = np.random.default_rng(0)
     truth = {}
-    for k, r in enumerate(ROWS):
+    for k, r in enumerate(picks):
         fn, folder, scene = rows[r]
         d = tmp / folder
         d.mkdir(parents=True, exist_ok=True)
@@ -71,6 +75,8 @@ def make_2016(tmp: Path, names: list, rows: list, extra=None) -> dict:
         obj[:, : w // 2] = wall
         obj[h // 2 :, w // 2 :] = door
         obj[:5, :5] = 300 + k  # a class > 255 (uses R)
+        for j, full in enumerate(extra or ()):
+            obj[10 + 3 * j : 13 + 3 * j, : w // 2] = names.index(full) + 1
         Image.fromarray(encode(obj)).save(d / fn.replace(".jpg", "_seg.png"))
         parts = []
         if k < 2:

@@ -496,6 +496,19 @@ def test_same_archive_name_in_two_folders(toy, tmp_path, http_server):
     assert (toy["path"] / "part" / "labels.txt").read_bytes() == b"part"
     assert sorted(p.name for p in (toy["path"] / ".extracted").iterdir()) == [
         "ctx__trainval.tar.gz.json", "part__trainval.tar.gz.json"]
+    # each marker records its own archive: a second run extracts neither again (a shared marker
+    # named 'trainval.tar.gz.json' would hold only the last archive's sha256 and redo the other)
+    for s in ("ctx", "part"):
+        (toy["path"] / s / "labels.txt").unlink()
+    src.extract_all(progress=False)
+    assert not (toy["path"] / "ctx" / "labels.txt").exists() and not (toy["path"] / "part" / "labels.txt").exists()
+    assert not list(toy["path"].glob(".extracting-*"))
+    # the marker is keyed by the resource filename, so a changed archive in one folder is redone alone
+    _tar(http_server.root / "ctx" / "trainval.tar.gz", [({"name": "ctx/labels.txt"}, b"context v2")])
+    src.extract_all([http_server.root / "ctx" / "trainval.tar.gz", toy["path"] / ".downloads" / "part" / "trainval.tar.gz"],
+                    progress=False)
+    assert (toy["path"] / "ctx" / "labels.txt").read_bytes() == b"context v2"
+    assert not (toy["path"] / "part" / "labels.txt").exists()
 
 
 def test_checksums_register_refuses_corrupt_archive(toy, tmp_path, http_server):

@@ -47,8 +47,11 @@ def photo(pk, correct=True, special=False) -> dict:
             "flickr_user": None, "flickr_id": None, "license": None}
 
 
-def make_release(root: Path, www: Path) -> dict:
-    """The release tables under root/opensurfaces/, photos under www; returns the oracle material maps."""
+def make_release(root: Path, www: Path, extra_shapes=()) -> dict:
+    """The release tables under root/opensurfaces/, photos under www; returns the oracle material maps.
+
+    ``extra_shapes`` (``shape(...)`` dicts) are added to the table; the returned oracle leaves them out.
+    """
     table = real_table()
     subs = [{"pk": int(r["substance_id"]), "name": r["substance_name"], "fail": False} for r in table]
     subs.append({"pk": 99, "name": "Aaa rejected", "fail": True})
@@ -64,7 +67,7 @@ def make_release(root: Path, www: Path) -> dict:
         shape(6, 102, 99, (5, 5, 20, 20), nv=4),                # failed substance: drawn as 0
         shape(7, 103, glass, (30, 20, 59, 39), nv=4),
         shape(8, 104, glass, (0, 0, 59, 39), nv=4),             # photo dropped
-    ]
+    ] + list(extra_shapes)
     d = root / "opensurfaces"
     d.mkdir(parents=True)
     (d / "photos.photo.json").write_text(json.dumps(fixture("photos.photo", photos)))

@@ -526,12 +526,12 @@ def _files(folder: Path, prefix: str = "") -> dict:
     return {prefix + p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture
-def served(tmp_path, http_server):  # noqa: F811
-    """Archives laid out like the real ones, served under the mirror layout; a checksums file per source."""
-    gen = tmp_path / "gen"
-    make_pascal(gen / "pascal", ids=[f"2008_{i:06d}" for i in range(1, 9)], size=(36, 48))
-    make_dtd(gen / "dtdsrc")
+def serve_pascal_dtd(gen: Path, server_root: Path, out_dir: Path) -> dict:
+    """Tar the folders made by make_pascal (gen/pascal) and make_dtd (gen/dtdsrc) like the real archives,
+    put them under ``server_root`` in the mirror layout (host/path of URLS) and write one checksums
+    file per source into ``out_dir``; returns {"tsv": {source: path}, "rows": {filename: (size, sha256)}}."""
+    from urllib.parse import urlsplit
+
     pas = gen / "pascal"
     archives = {
         "VOCtrainval_03-May-2010.tar": (_files(pas / "VOCdevkit", "VOCdevkit/"), False),
@@ -543,19 +543,29 @@ def served(tmp_path, http_server):  # noqa: F811
         "dtd-r1.0.1.tar.gz": (_files(gen / "dtdsrc" / "dtd", "dtd/"), True),
     }
     rows = {}
-    from urllib.parse import urlsplit
-
     for fname, (members, gz) in archives.items():
         u = urlsplit(URLS[fname])
-        data = _tar(http_server.root / (u.netloc + u.path).lstrip("/"), members, gz)
+        data = _tar(server_root / (u.netloc + u.path).lstrip("/"), members, gz)
         rows[fname] = (len(data), hashlib.sha256(data).hexdigest())
     tsv = {}
     for src, names in (("pascal", [n for n in URLS if not n.startswith("dtd")]), ("dtd", ["dtd-r1.0.1.tar.gz"])):
-        p = tmp_path / f"{src}.tsv"
+        p = out_dir / f"{src}.tsv"
         p.write_text("".join(f"{URLS[n]}\t{rows[n][0]}\t{rows[n][1]}\t{n}\n" for n in names))
         tsv[src] = p
-    return {"server": http_server, "tsv": tsv, "rows": rows, "url_path": {n: urlsplit(u).netloc + urlsplit(u).path
-                                                                           for n, u in URLS.items()}}
+    return {"tsv": tsv, "rows": rows}
+
+
+@pytest.fixture
+def served(tmp_path, http_server):  # noqa: F811
+    """Archives laid out like the real ones, served under the mirror layout; a checksums file per source."""
+    from urllib.parse import urlsplit
+
+    gen = tmp_path / "gen"
+    make_pascal(gen / "pascal", ids=[f"2008_{i:06d}" for i in range(1, 9)], size=(36, 48))
+    make_dtd(gen / "dtdsrc")
+    info = serve_pascal_dtd(gen, http_server.root, tmp_path)
+    return {"server": http_server, "tsv": info["tsv"], "rows": info["rows"],
+            "url_path": {n: urlsplit(u).netloc + urlsplit(u).path for n, u in URLS.items()}}
 
 
 def _recipe(tmp_path: Path, extra: str = "") -> Path:
