@@ -1,10 +1,11 @@
-"""The ``dissect`` command: ``dissect run``, ``dissect score``, ``dissect layers``.
+"""The ``dissect`` command: ``dissect run``, ``dissect score``, ``dissect layers``, ``dissect report``.
 
 Examples::
 
     dissect run --store broden1_224 --model resnet18 --weights IMAGENET1K_V1 --layer layer4 --out out/
     dissect score --store broden1_224 --activations feats.npy --out out/
     dissect layers --model resnet18 --input-size 224
+    dissect report out/                                   # out/index.html + out/<layer>/report.html
     torchrun --nproc_per_node 4 -m dissect.cli run ...   # shards images over 4 processes
 
 Exit status: 0 on success, 2 on bad input (the message names the file, layer or value).
@@ -75,6 +76,7 @@ def _add_shared(p: argparse.ArgumentParser) -> None:
                    help="save the statistics every N batches so a killed run resumes (0 = never; default 50)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.add_argument("--verbose", action="store_true", help="log progress details")
+    g.add_argument("--no-report", action="store_true", help="do not write the HTML report (dissect report OUT writes it later)")
     p.set_defaults(_mean=IMAGENET_MEAN, _std=IMAGENET_STD)
 
 
@@ -130,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     layers.add_argument("--input-size", type=_size, default=None, metavar="SIZE|HxW",
                         help="dummy input size (default: the store's image size, else 224)")
     layers.add_argument("--device", default="cpu", help="device for the dummy pass (default cpu)")
+
+    report = sub.add_parser("report", help="write the HTML report (OUT/index.html, OUT/<layer>/report.html)")
+    report.add_argument("out", help="results folder of dissect run/score (holds <layer>/result.json)")
+    report.add_argument("--store", default=None, help="store for the images (default: the path recorded in each result)")
+    report.add_argument("--thumb", type=int, default=112, help="height of the image thumbnails in pixels (default 112)")
+    report.add_argument("--images", type=int, default=None, help="top images shown per unit (default: all kept)")
+    report.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
@@ -162,7 +171,23 @@ def _cmd_run(args) -> int:
         for res in results.values():
             print(res.summary_line())
         print(f"results in {Path(args.out)}")
+        _report(args, [res.layer for res in results.values()])
     return 0
+
+
+def _report(args, layers) -> None:
+    """Write the HTML report for these layers (and the index over all of OUT) unless --no-report."""
+    if args.no_report:
+        return
+    from .report import write_reports
+
+    try:
+        index = write_reports(args.out, store=args.store, quiet=args.quiet, layers=layers)
+    except Exception as e:  # the results are written; a report problem must not hide them
+        print(f"dissect {args.command}: warning: report not written ({type(e).__name__}: {e}); "
+              f"retry with: dissect report {args.out}", file=sys.stderr)
+        return
+    print(f"report: {index}")
 
 
 def _cmd_score(args) -> int:
@@ -175,6 +200,7 @@ def _cmd_score(args) -> int:
     if info.rank == 0:
         print(res.summary_line().replace(f"{res.layer}:", f"{name}:", 1))
         print(f"results in {Path(args.out) / name}")
+        _report(args, [name, res.layer])
     return 0
 
 
@@ -208,6 +234,14 @@ def _cmd_layers(args) -> int:
     return 0
 
 
+def _cmd_report(args) -> int:
+    from .report import write_reports
+
+    index = write_reports(args.out, store=args.store, thumb=args.thumb, images_per_unit=args.images, quiet=args.quiet)
+    print(f"report: {index}")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -219,10 +253,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .models import ModelLoadError
     from .runner import DissectError
 
-    handlers = {"run": _cmd_run, "score": _cmd_score, "layers": _cmd_layers}
+    from .report import ReportInputError
+
+    handlers = {"run": _cmd_run, "score": _cmd_score, "layers": _cmd_layers, "report": _cmd_report}
     try:
         return handlers[args.command](args)
-    except (DissectError, ModelLoadError, UnknownLayerError, StoreFormatError, FileNotFoundError, ValueError) as e:
+    except (DissectError, ModelLoadError, UnknownLayerError, StoreFormatError, ReportInputError, FileNotFoundError,
+            ValueError) as e:
         print(f"dissect {args.command}: error: {e}", file=sys.stderr)
         return 2
     finally:

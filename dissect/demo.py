@@ -11,11 +11,9 @@ import logging
 import os
 import sys
 import time
-from collections import OrderedDict
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -26,11 +24,11 @@ DEMO_LAYERS = ("block2", "block4")
 
 REAL_BRODEN_HELP = """\
 The same on real Broden and real weights:
-  broden build recipes/broden.yaml --out broden1_224     # see README: sources, downloads, licences
+  broden build recipes/broden1_224.yaml --out broden1_224 --workers 8   # README: sources, downloads, licences
   dissect layers --model resnet18 --store broden1_224
   dissect run --store broden1_224 --model resnet18 --weights IMAGENET1K_V1 \\
       --layer layer3 --layer layer4 --out out_resnet18
-  dissect report out_resnet18                              # (run already writes it)
+  # out_resnet18/index.html is the report (dissect report out_resnet18 rewrites it)
 or from Python:
   from dissect import Dissection
   result = Dissection(model, ["layer3", "layer4"], "broden1_224").run(out="out_resnet18")
@@ -38,20 +36,22 @@ or from Python:
 
 
 class SceneNet(nn.Module):
-    """A small CNN: four conv blocks (conv-BN-ReLU, pooling in the first three), global pooling, linear."""
+    """A small CNN: conv blocks (conv-BN-ReLU; the first with stride 2, the middle ones max-pooled),
+    global average pooling and a linear classifier. Block outputs are named ``block1``, ``block2``, ...
+    """
 
     def __init__(self, classes: int, widths: Sequence[int] = (32, 64, 96, 128)):
         super().__init__()
-        blocks, c_in = [], 3
+        c_in = 3
+        self.names = []
         for i, w in enumerate(widths):
-            layers = [nn.Conv2d(c_in, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=False)]
-            if i < len(widths) - 1:
+            layers = [nn.Conv2d(c_in, w, 3, stride=2 if i == 0 else 1, padding=1, bias=False), nn.BatchNorm2d(w),
+                      nn.ReLU(inplace=False)]
+            if 0 < i < len(widths) - 1:
                 layers.append(nn.MaxPool2d(2))
-            blocks.append((f"block{i + 1}", nn.Sequential(*layers)))
+            self.add_module(f"block{i + 1}", nn.Sequential(*layers))
+            self.names.append(f"block{i + 1}")
             c_in = w
-        for name, block in blocks:
-            self.add_module(name, block)
-        self.names = [n for n, _ in blocks]
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(c_in, classes)
 
@@ -61,28 +61,29 @@ class SceneNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
-def demo_recipe(images: int, size: int, seg: int, seed: int = 0):
-    """recipes/synthetic.yaml's settings (1,000 images at 224/112 by default) as a Recipe."""
+def demo_recipe(images: int, size: int, seg: int, seed: int = 0, min_frequency: int = 10):
+    """recipes/synthetic.yaml's settings (its 1,000 images; the size is the demo's choice) as a Recipe."""
     from broden_builder.recipe import recipe_from_dict
 
     return recipe_from_dict({
-        "name": "synthetic", "size": size, "segmentation_size": seg, "min_frequency": 10, "min_coverage": 0.5,
+        "name": "synthetic", "size": size, "segmentation_size": seg, "min_frequency": min_frequency, "min_coverage": 0.5 if min_frequency >= 10 else 0.0,
         "splits": {"train": 0.7, "val": 0.3}, "color": True,
         "description": "Synthetic scenes with labels in all six categories (demo, tests, benchmarks).",
         "sources": [{"type": "synthetic", "count": images, "seed": seed}],
     }, origin="dissect.demo")
 
 
-def build_demo_store(path: Path, images: int, size: int, seg: int, workers: int, quiet: bool):
+def build_demo_store(path: Path, images: int, size: int, seg: int, workers: int, quiet: bool, min_frequency: int = 10):
     """Build the synthetic store at ``path``, or reuse it when a complete one with the same recipe is there."""
     from broden_builder import BrodenStore
     from broden_builder.build import build_store
 
-    recipe = demo_recipe(images, size, seg)
+    recipe = demo_recipe(images, size, seg, min_frequency=min_frequency)
     if (path / "index.csv").exists():
         try:
             st = BrodenStore(path)
-            if st.build_info.get("recipe", {}).get("sources") == recipe.to_dict()["sources"] and \
+            want = recipe.to_dict()
+            if all(st.build_info.get("recipe", {}).get(k) == want[k] for k in ("sources", "min_frequency", "min_coverage")) and \
                     st.build_info.get("image_size") == size and st.build_info.get("segmentation_size") == seg:
                 return st, True
         except Exception:  # an unreadable old store: rebuild it
@@ -173,21 +174,34 @@ def summary_table(results: dict, categories: Sequence[str]) -> str:
     return "\n".join(lines) + "\n(detector units per category; in brackets: distinct concepts among them)"
 
 
+def best_per_category(res, categories: Sequence[str]) -> str:
+    """The best unit of each category (detector or not): ``object: unit 12 disc 0.051*`` (* = detector)."""
+    thr = float(res.settings.get("iou_threshold", 0.04))
+    parts = []
+    for c in categories:
+        best = max(res.units, key=lambda u: (u["per_category"].get(c, {}).get("iou", 0.0), -u["unit_index"]))
+        pc = best["per_category"].get(c, {})
+        if pc.get("label"):
+            parts.append(f"{c}: unit {best['unit']} {pc['label']} {pc['iou']:.3f}{'*' if pc['iou'] >= thr else ''}")
+    return "; ".join(parts)
+
+
 def top_detectors(res, n: int = 8) -> str:
     det = sorted((u for u in res.units if u["detector"]), key=lambda u: (-u["iou"], u["unit_index"]))[:n]
     return ", ".join(f"unit {u['unit']} {u['label']} ({u['category']}, {u['iou']:.2f})" for u in det) or "none"
 
 
-def run_demo(out: Path, images: int = 1000, size: int = 224, seg: int = 112, input_size: int = 112,
-             epochs: int = 6, layers: Sequence[str] = DEMO_LAYERS, widths: Sequence[int] = (32, 64, 96, 128),
-             workers: int = 2, seed: int = 0, quiet: bool = False, top_k: int = 8, say=print) -> dict:
+def run_demo(out: Path, images: int = 1000, size: int = 112, seg: int = 56, input_size: int = 112,
+             epochs: int = 14, layers: Sequence[str] = DEMO_LAYERS, widths: Sequence[int] = (32, 64, 96, 128),
+             workers: int = 2, seed: int = 0, quiet: bool = False, top_k: int = 8, min_frequency: int = 10,
+             say=print) -> dict:
     """The whole demo; returns {"store", "results" {layer: LayerResult}, "index", "accuracy", "timings"}."""
     from dissect.api import Dissection
 
     out = Path(out)
     timings = {}
     t = time.perf_counter()
-    store, reused = build_demo_store(out / "store", images, size, seg, workers, quiet)
+    store, reused = build_demo_store(out / "store", images, size, seg, workers, quiet, min_frequency)
     timings["store"] = time.perf_counter() - t
     say(f"[1/4] synthetic store: {len(store)} images at {size}/{seg} in {out / 'store'}"
         + (" (reused)" if reused else f" (built in {timings['store']:.0f} s)"))
@@ -222,6 +236,8 @@ def run_demo(out: Path, images: int = 1000, size: int = 224, seg: int = 112, inp
     say(summary_table(result.layers, list(store.categories)))
     for name, res in result.layers.items():
         say(f"best detectors of {name}: {top_detectors(res)}")
+    for name, res in result.layers.items():
+        say(f"best unit per category in {name} (* = detector): {best_per_category(res, list(store.categories))}")
     say("")
     say(f"open the report: {index.resolve()}")
     return {"store": store, "results": result.layers, "index": index, "accuracy": acc, "timings": timings}
@@ -231,10 +247,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m dissect.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     p.add_argument("--images", type=int, default=1000, help="synthetic images (default 1000)")
-    p.add_argument("--size", type=int, default=224, help="store image size (default 224)")
-    p.add_argument("--seg", type=int, default=112, help="store segmentation size (default 112)")
+    p.add_argument("--size", type=int, default=112,
+                   help="store image size (default 112; recipes/synthetic.yaml's 224/112 works too but tallies 4x more pixels)")
+    p.add_argument("--seg", type=int, default=56, help="store segmentation size (default 56)")
     p.add_argument("--input-size", type=int, default=112, help="network input size (default 112)")
-    p.add_argument("--epochs", type=int, default=6, help="training epochs (default 6, about a minute on 2 cores)")
+    p.add_argument("--epochs", type=int, default=14, help="training epochs (default 14: 1-2 minutes on 2 free cores)")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="processes for the store build")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the CPU count, at most 8)")
     p.add_argument("--seed", type=int, default=0)
@@ -243,7 +260,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads or max(1, min(8, os.cpu_count() or 1)))
     t0 = time.perf_counter()
-    run_demo(Path(args.out), images=args.images, size=args.size, seg=args.seg, input_size=args.input_size,
+    from dissect import demo  # the importable module, so result.json names dissect.demo.SceneNet, not __main__
+
+    demo.run_demo(Path(args.out), images=args.images, size=args.size, seg=args.seg, input_size=args.input_size,
              epochs=args.epochs, workers=args.workers, seed=args.seed, quiet=args.quiet)
     print(f"demo finished in {time.perf_counter() - t0:.0f} s")
     print()

@@ -47,7 +47,7 @@ from .hooks import as_feature_map, get_layer, output_layers, run_layers
 from .models import LoadedModel
 from .outputs import build_layer_result, write_layer_result
 from .results import LayerResult
-from .stats import UNIONS, Tally, TopKImages, TopQuantile, upsample
+from .stats import UNIONS, Tally, TopKImages, TopQuantile
 
 log = logging.getLogger(__name__)
 
@@ -360,8 +360,8 @@ class _Engine:
             seg = batch["seg"].to(self.device)
             for n in self.names:
                 a = batch["acts"][n].to(self.device, non_blocking=True)
-                up = upsample(a, self.seg_size, mode=self.cfg.upsample)
-                self.tally[n].add(up, thr[n], seg)
+                # upsamples only the tiles where the mask can be set: the counts of add(upsample(a))
+                self.tally[n].add_activations(a, thr[n], seg, mode=self.cfg.upsample, size=self.seg_size)
             self.after_batch(2, b)
             b += 1
             bar.update(1)

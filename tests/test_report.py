@@ -196,3 +196,32 @@ def test_missing_store_writes_page_without_images(tmp_path, caplog):
     text = (tmp_path / "l1" / "report.html").read_text("utf-8")
     assert "unit_0001.jpg" not in text and _units_in_page(tmp_path / "l1" / "report.html") == [1, 4, 3, 2]
     assert any("not found" in r.getMessage() for r in caplog.records)
+
+
+def test_cli_report(tmp_path, synthetic_store, capsys):
+    from report_fixture import fabricate_layer
+
+    from dissect.cli import main
+
+    fabricate_layer(tmp_path / "O", "conv", synthetic_store, 10, LAYER_B, k=2)
+    assert main(["report", str(tmp_path / "O"), "--store", str(synthetic_store), "--thumb", "40", "--quiet"]) == 0
+    assert f"report: {tmp_path / 'O' / 'index.html'}" in capsys.readouterr().out
+    with Image.open(tmp_path / "O" / "conv" / "report_files" / "unit_0001.jpg") as im:
+        assert im.size == (40 * 2 + 2, 40)
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_run_writes_report_by_default(tmp_path, synthetic_store, capsys):
+    from dissect.cli import main
+
+    (tmp_path / "net.py").write_text(
+        "import torch\nfrom torch import nn\n\ndef build():\n    torch.manual_seed(0)\n"
+        "    return nn.Sequential(nn.Conv2d(3, 4, 3, stride=4, padding=1), nn.ReLU())\n", "utf-8")
+    args = ["run", "--store", str(synthetic_store), "--model", f"{tmp_path / 'net.py'}:build", "--layer", "0",
+            "--device", "cpu", "--workers", "0", "--quiet", "--top-k", "2", "--checkpoint-every", "0"]
+    assert main(args + ["--out", str(tmp_path / "O")]) == 0
+    assert f"report: {tmp_path / 'O' / 'index.html'}" in capsys.readouterr().out
+    assert _units_in_page(tmp_path / "O" / "0" / "report.html") != []
+    assert main(args + ["--out", str(tmp_path / "P"), "--no-report"]) == 0
+    assert not (tmp_path / "P" / "index.html").exists() and (tmp_path / "P" / "0" / "result.json").is_file()

@@ -349,3 +349,33 @@ def test_upsample_bilinear_hand_values_and_field_mode():
     torch.testing.assert_close(f, upsample(a, (112, 112)), rtol=0, atol=1e-12)
     with pytest.raises(ValueError, match="needs field"):
         upsample(a, (112, 112), mode="field")
+
+
+# --------------------------------------------------------------------------- add_activations
+@pytest.mark.parametrize("mode,size", [("bilinear", (6, 5)), ("bilinear", (16, 11)), ("nearest", (9, 10)), ("field", (12, 12))])
+def test_add_activations_equals_add_of_upsampled(mode, size):
+    """The tiled fast path gives exactly the counts of add(upsample(acts)) and of the reference."""
+    acts_up_unused, thr_unused, segs, labels, primary, categories, image_level = random_case(31, B=4, size=size)
+    rng = np.random.default_rng(5)
+    acts = rng.standard_normal((4, 6, 3, 4)).astype(np.float32)
+    acts[0, 2] = 0.5   # a flat map exactly at its threshold: no pixel passes
+    acts[1, 3, 1, 2] = 7.0
+    kw = {"field": (2.0, 4.0), "input_size": (16, 16)} if mode == "field" else {}
+    up = upsample(torch.from_numpy(acts), size, mode, **kw)
+    thr = np.quantile(up.numpy().transpose(1, 0, 2, 3).reshape(6, -1), 0.9, axis=1).astype(np.float32)
+    thr[2] = 0.5
+    thr[4] = up[:, 4].max().item()  # equal to the largest upsampled value: empty mask
+    seg = to_segbatch(segs, categories, image_level, size)
+    ref = reference_counts(up.numpy(), thr, segs, labels, primary, categories, image_level)
+    fast = make_tally(labels, primary, categories, image_level)
+    fast.add_activations(torch.from_numpy(acts), torch.from_numpy(thr), seg, mode, **kw)
+    assert_counts(fast, ref)
+    assert fast.A_all[4] == 0
+
+
+def test_upsample_modes_agree_with_torch():
+    import torch.nn.functional as F
+    a = torch.randn(2, 3, 7, 5)
+    torch.testing.assert_close(upsample(a, (112, 80)), F.interpolate(a, (112, 80), mode="bilinear", align_corners=False),
+                               rtol=0, atol=1e-5)
+    assert torch.equal(upsample(a, (15, 11), "nearest"), F.interpolate(a, (15, 11), mode="nearest"))

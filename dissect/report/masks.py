@@ -1,7 +1,7 @@
 """Unit masks drawn over images: threshold the upsampled activation map at the unit's T_k."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch

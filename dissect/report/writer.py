@@ -10,7 +10,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-import numpy as np
 from tqdm import tqdm
 
 from broden_builder.store.atomic import atomic_write_bytes, atomic_write_text, encode_image
@@ -77,7 +76,10 @@ def write_layer_report(layer: Union[LayerData, str, Path], store=None, thumb: in
     summ = layer_summary(data.units, categories, thr)
     strips = {}
     if data.maps is not None:
-        key = str(store) if store is None or isinstance(store, (str, Path)) else id(store)
+        if store is None:  # each result names its own store
+            key = ("recorded", str((data.result.get("store") or {}).get("path")))
+        else:
+            key = ("given", str(store) if isinstance(store, (str, Path)) else id(store))
         cache = _store_cache if _store_cache is not None else {}
         if key not in cache:
             cache[key] = _open_store(store, data.result, folder.parent)

@@ -11,7 +11,7 @@ from typing import Iterable, Mapping, Sequence
 import torch
 
 from .segbatch import SegBatch
-from .upsample import SEPARABLE, bands, interp_rows, plane_taps, relative_margin, upsample
+from .upsample import SEPARABLE, bands, plane_taps, relative_margin, upsample
 
 UNIONS = ("original", "lite", "all")
 
@@ -157,23 +157,28 @@ class Tally:
         hs = hot[sel]
         hrow = hs[:, by0, :] | hs[:, by1, :]  # [P, nby, w]
         htile = hrow[:, :, bx0] | hrow[:, :, bx1]  # [P, nby, nbx]
-        r = interp_rows(maps[sel], rows)  # [P, SH, w], as in upsample()
-        cw0 = cols.w0.to(d, acts.dtype)
-        cw1 = cols.w1.to(d, acts.dtype)
-        ci0, ci1 = cols.i0.to(d), cols.i1.to(d)
+        # each tile (map, row band, column band) reads one 2 x 2 block of cells; its values are
+        # computed exactly as upsample() does: rows first, then columns
+        rw0, rw1 = rows.w0.to(d, acts.dtype), rows.w1.to(d, acts.dtype)
+        cw0, cw1 = cols.w0.to(d, acts.dtype), cols.w1.to(d, acts.dtype)
         tp, ty, tx = htile.nonzero(as_tuple=True)
         my, mx = ymem.shape[1], xmem.shape[1]
         step = max(1, _MAX_JOIN // (my * mx))
+        cells = maps.reshape(B * U, h * w)
         ent_bu, ent_p = [], []
         for t0 in range(0, tp.numel(), step):
-            p_, y_, x_ = tp[t0: t0 + step], ymem[ty[t0: t0 + step]], xmem[tx[t0: t0 + step]]  # [n], [n, my], [n, mx]
+            p_, by, bx = sel[tp[t0: t0 + step]], ty[t0: t0 + step], tx[t0: t0 + step]
+            y_, x_ = ymem[by], xmem[bx]  # [n, my], [n, mx] output rows / columns, -1 = padding
             yc, xc = y_.clamp(min=0), x_.clamp(min=0)
-            rr = r[p_.view(-1, 1, 1), yc.unsqueeze(2), ci0[xc].unsqueeze(1)] * cw0[xc].unsqueeze(1) \
-                + r[p_.view(-1, 1, 1), yc.unsqueeze(2), ci1[xc].unsqueeze(1)] * cw1[xc].unsqueeze(1)
-            pair = sel[p_]
-            m = (rr > T[pair % U].view(-1, 1, 1)) & (y_ >= 0).unsqueeze(2) & (x_ >= 0).unsqueeze(1)
+            cm = cells[p_]  # [n, h * w]
+            r0 = (cm.gather(1, (by0[by] * w + bx0[bx]).unsqueeze(1)) * rw0[yc]
+                  + cm.gather(1, (by1[by] * w + bx0[bx]).unsqueeze(1)) * rw1[yc])  # [n, my]: column i0x
+            r1 = (cm.gather(1, (by0[by] * w + bx1[bx]).unsqueeze(1)) * rw0[yc]
+                  + cm.gather(1, (by1[by] * w + bx1[bx]).unsqueeze(1)) * rw1[yc])  # column i1x
+            rr = r0.unsqueeze(2) * cw0[xc].unsqueeze(1) + r1.unsqueeze(2) * cw1[xc].unsqueeze(1)
+            m = (rr > T[p_ % U].view(-1, 1, 1)) & (y_ >= 0).unsqueeze(2) & (x_ >= 0).unsqueeze(1)
             k, iy, ix = m.nonzero(as_tuple=True)
-            ent_bu.append(pair[k])
+            ent_bu.append(p_[k])
             ent_p.append(yc[k, iy] * SW + xc[k, ix])
         self._accumulate(B, U, SH * SW, seg, torch.cat(ent_bu) if ent_bu else empty, torch.cat(ent_p) if ent_p else empty)
 
@@ -208,17 +213,16 @@ class Tally:
             K = kmax
         Z = Z[:, :L]
 
-        valid = pix < L
-        pvals = pix[valid]
-        self.G += torch.bincount(pvals, minlength=L + 1)[:L]
+        self.G += torch.bincount(pix.reshape(-1), minlength=L + 1)[:L]
         zb, zl = Z.nonzero(as_tuple=True)
         self.G.index_add_(0, zl, torch.full_like(zl, S))
         self.A_all += mcount.sum(0)
 
         # categories present per image (by the primary category of the labels carried)
         has_img = torch.bincount(zb * C + self._prim[zl], minlength=B * C).view(B, C) > 0
-        pb = valid.nonzero(as_tuple=True)[0]
-        has_pix = torch.bincount(pb * C + self._prim[pvals], minlength=B * C).view(B, C) > 0
+        primx = torch.cat([self._prim, self._prim.new_tensor([C])])  # column L ("none") -> slot C
+        key = primx[pix] + (torch.arange(B, device=d) * (C + 1)).view(B, 1, 1)
+        has_pix = (torch.bincount(key.reshape(-1), minlength=B * (C + 1)).view(B, C + 1) > 0)[:, :C]
         self.A_original += (mcount.unsqueeze(2) * (has_img | has_pix).unsqueeze(1)).sum(0)
 
         # image-level intersections: the whole mask of (b, u) meets label l

@@ -68,7 +68,7 @@ def interp_rows(acts: torch.Tensor, rows: Taps) -> torch.Tensor:
     w0 = rows.w0.to(acts.device, acts.dtype).unsqueeze(1)
     w1 = rows.w1.to(acts.device, acts.dtype).unsqueeze(1)
     i0, i1 = rows.i0.to(acts.device), rows.i1.to(acts.device)
-    return acts[..., i0, :] * w0 + acts[..., i1, :] * w1
+    return acts.index_select(-2, i0) * w0 + acts.index_select(-2, i1) * w1
 
 
 def upsample(acts: torch.Tensor, size: Sequence[int], mode: str = "bilinear",
@@ -92,18 +92,30 @@ def upsample(acts: torch.Tensor, size: Sequence[int], mode: str = "bilinear",
     w0 = cols.w0.to(acts.device, acts.dtype)
     w1 = cols.w1.to(acts.device, acts.dtype)
     i0, i1 = cols.i0.to(acts.device), cols.i1.to(acts.device)
-    return r[..., i0] * w0 + r[..., i1] * w1
+    rt = r.transpose(-1, -2)  # gather whole rows (fast) instead of single elements
+    out = rt.index_select(-2, i0).mul_(w0.unsqueeze(1))  # in place: the same roundings
+    out.add_(rt.index_select(-2, i1).mul_(w1.unsqueeze(1)))
+    return out.transpose(-1, -2).contiguous()
 
 
-def bands(taps: Taps) -> tuple:
-    """Group consecutive output indices sharing (i0, i1): returns (band i0 [n], band i1 [n],
-    members [n, m] output indices padded with -1)."""
-    key = taps.i0 * (int(taps.i1.max()) + 1 if taps.i1.numel() else 1) + taps.i1
-    _, counts = torch.unique_consecutive(key, return_counts=True)
-    starts = torch.cumsum(counts, 0) - counts
+def bands(taps: Taps, cap: int = None) -> tuple:
+    """Split the output indices into runs sharing (i0, i1), each at most ``cap`` long (default
+    ceil(n_out / n_in)). Returns (band i0 [n], band i1 [n], members [n, m] padded with -1)."""
+    n_out = taps.i0.numel()
+    n_in = int(torch.maximum(taps.i0, taps.i1).max()) + 1 if n_out else 1
+    cap = cap or max(1, -(-n_out // n_in))
+    key = taps.i0 * n_in + taps.i1
+    new = torch.ones(n_out, dtype=torch.bool)
+    new[1:] = key[1:] != key[:-1]
+    run = torch.cumsum(new.long(), 0) - 1
+    run_start = torch.nonzero(new).squeeze(1)
+    pos = torch.arange(n_out) - run_start[run]  # position inside its run
+    new |= (pos % cap) == 0
+    starts = torch.nonzero(new).squeeze(1)
+    counts = torch.diff(torch.cat([starts, torch.tensor([n_out])]))
     m = int(counts.max()) if counts.numel() else 0
-    members = starts.unsqueeze(1) + torch.arange(m).unsqueeze(0)
-    members = torch.where(torch.arange(m).unsqueeze(0) < counts.unsqueeze(1), members, torch.full_like(members, -1))
+    ar = torch.arange(m).unsqueeze(0)
+    members = torch.where(ar < counts.unsqueeze(1), starts.unsqueeze(1) + ar, torch.full((starts.numel(), m), -1))
     return taps.i0[starts], taps.i1[starts], members
 
 
