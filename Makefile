@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 OUT    ?= demo_out
 
-.PHONY: demo test venv clean bench chromium
+.PHONY: demo test venv clean chromium
 
 $(VENV)/.base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,9 +40,6 @@ demo: $(VENV)/.base $(VENV)/.report
 
 test: $(VENV)/.test chromium
 	$(PY) -m pytest -q -ra tests
-
-bench: $(VENV)/.test
-	$(PY) benches/run_all.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache

@@ -41,7 +41,7 @@ from broden_builder.torch_dataset import (IMAGENET_MEAN, IMAGENET_STD, BrodenDat
                                           collate_broden, select_rows)
 
 from . import __version__
-from .cache import ActivationCache, safe_name
+from .cache import ActivationCache, NpyRows, safe_name
 from .distributed import DistInfo, all_reduce_sum_, barrier, dist_info, gather_states, shard
 from .hooks import as_feature_map, get_layer, output_layers, run_layers
 from .models import LoadedModel
@@ -136,7 +136,7 @@ class _ActsDataset(Dataset):
         src = self.sources[layer]
         if isinstance(src, str):
             if layer not in self._open:
-                self._open[layer] = np.load(src, mmap_mode="r")
+                self._open[layer] = NpyRows(src)
             return self._open[layer]
         return src
 
@@ -567,15 +567,18 @@ def dissect_model(model: Union[nn.Module, LoadedModel], layers: Union[str, Seque
 
 
 def load_activations(path: Union[str, Path]):
-    """A .npy file (memory-mapped) or a .pt file (a tensor, or a dict holding one) as an array-like."""
+    """A .npy file (read by rows, not loaded) or a .pt file (a tensor, or a dict holding one) as an array-like."""
     path = Path(path)
     if not path.is_file():
         raise DissectError(f"activation file {path} does not exist")
     if path.suffix == ".npy":
         try:
-            return np.load(path, mmap_mode="r")
+            return NpyRows(path)
         except ValueError as e:
-            raise DissectError(f"{path}: cannot memory-map ({e})") from None
+            try:
+                return np.load(path, mmap_mode="r")  # e.g. a Fortran-ordered array
+            except ValueError:
+                raise DissectError(f"{path}: cannot read as a .npy array ({e})") from None
     if path.suffix in (".pt", ".pth"):
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
