@@ -122,6 +122,28 @@ class DissectionResult:
         """The IoU matrix columns: ``[{"number", "name", "category"}, ...]``."""
         return self[self._name(layer)].labels
 
+    def unit_masks(self, model, images, layer: Optional[str] = None, units: Optional[Sequence[int]] = None,
+                   top: int = 5, size: Optional[tuple] = None):
+        """Segment new images with the layer's units: ``(masks, units)``.
+
+        ``images``: a [B, 3, H, W] tensor preprocessed like the store's images (see
+        :func:`dissect.segment.preprocess`). ``units``: 0-based unit indices; by default the
+        ``top`` best detectors. ``masks`` is bool [B, len(units), H, W] (act > T_k, upsampled);
+        ``units`` the matching per-unit table rows (label, category, IoU).
+
+        Example::
+
+            x = preprocess([rgb], size=224)
+            masks, rows = result.unit_masks(model, x, "layer4", top=3)
+            rows[0]["label"], masks[0, 0].float().mean()
+        """
+        from .segment import unit_masks
+
+        res = self[layer]
+        chosen = [u["unit_index"] for u in res.detectors()[:top]] if units is None else list(units)
+        masks = unit_masks(model, res.layer, images, res.thresholds, units=chosen, size=size)
+        return masks, [res.units[u] for u in chosen]
+
     def summary(self) -> dict:
         """``{layer: {"units", "detectors", "per_category", "unique_detectors"}}``."""
         return {n: r.summary for n, r in self.layers.items()}

@@ -96,3 +96,12 @@ def test_run_on_model_object(synthetic_store, tmp_path):
     assert np.allclose(result.thresholds("a"), ref, rtol=1e-5, atol=1e-6)
     assert (tmp_path / "O" / "index.html").is_file()
     assert result.report() == tmp_path / "O" / "index.html"
+    # segment new images with the dissected units: act > T_k after bilinear upsampling
+    x = torch.stack([ds[k]["image"] for k in range(2)])
+    masks, rows = result.unit_masks(model, x, "a", units=[1, 3])
+    assert masks.shape == (2, 2) + tuple(x.shape[-2:]) and [r["unit_index"] for r in rows] == [1, 3]
+    with torch.no_grad():
+        fa = model.a(x)
+    for j, u in enumerate([1, 3]):
+        up = torch.nn.functional.interpolate(fa[:, u:u + 1], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+        assert torch.equal(masks[:, j], up > float(result.thresholds("a")[u]))

@@ -1,0 +1,55 @@
+"""Segment new images with a dissected layer's units: each unit's mask where it fires above T_k.
+
+Example::
+
+    from dissect import Dissection
+    from dissect.segment import unit_masks, preprocess
+    result = Dissection(model, ["layer4"], "broden1_224").run(out="out")
+    res = result["layer4"]
+    x = preprocess(rgb_images, size=224)                      # [B, 3, 224, 224], ImageNet-normalised
+    top = [u["unit_index"] for u in res.detectors()[:5]]
+    masks = unit_masks(model, "layer4", x, res.thresholds, units=top)   # bool [B, 5, 224, 224]
+    names = [res.units[u]["label"] for u in top]
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from broden_builder.torch_dataset import IMAGENET_MEAN, IMAGENET_STD
+
+from .hooks import as_feature_map, run_layers
+
+
+def preprocess(images: Sequence[np.ndarray], size: Union[int, tuple] = 224, mean=IMAGENET_MEAN,
+               std=IMAGENET_STD) -> torch.Tensor:
+    """H x W x 3 uint8 RGB arrays -> [B, 3, size, size] float, squashed (bilinear) and normalised as the store's images."""
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    out = []
+    for img in images:
+        t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.uint8)).permute(2, 0, 1).float().div_(255)
+        t = F.interpolate(t[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+        out.append((t - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1))
+    return torch.stack(out)
+
+
+def unit_masks(model: torch.nn.Module, layer: str, images: torch.Tensor, thresholds, units: Optional[Sequence[int]] = None,
+               size: Optional[tuple] = None, mode: str = "bilinear") -> torch.Tensor:
+    """Bool [B, len(units), H, W]: the layer's activation of each unit (0-based ``units``, all by default),
+    upsampled (``mode``, align_corners=False) to ``size`` (default the input's H x W) and thresholded at
+    ``thresholds[unit]`` (mask = act > T_k, as in dissection)."""
+    acts = as_feature_map(layer, run_layers(model, images, [layer])[layer])
+    thr = torch.as_tensor(np.asarray(thresholds), dtype=acts.dtype, device=acts.device)
+    if thr.shape != (acts.shape[1],):
+        raise ValueError(f"layer {layer!r} has {acts.shape[1]} units but {tuple(thr.shape)} thresholds were given")
+    idx = torch.arange(acts.shape[1]) if units is None else torch.as_tensor(list(units), dtype=torch.long)
+    if idx.numel() and (idx.min() < 0 or idx.max() >= acts.shape[1]):
+        raise ValueError(f"unit indices must lie in 0..{acts.shape[1] - 1}, got {idx.tolist()}")
+    sel = acts[:, idx.to(acts.device)]
+    size = tuple(size) if size is not None else tuple(images.shape[-2:])
+    kw = {} if mode == "nearest" else {"align_corners": False}
+    up = F.interpolate(sel.float(), size=size, mode=mode, **kw)
+    return up > thr[idx.to(acts.device)].float().view(1, -1, 1, 1)
