@@ -244,10 +244,7 @@ def add_source(
         records = sorted(StoreWriter(work).records(), key=lambda r: (r.split_key, r.image))
         tally = tally_store(store, quiet)
         for r in records:
-            for cat, fr in r.pixel_fractions.items():
-                tally.add_pixel(cat, fr)
-            for cat, nums in r.image_level.items():
-                tally.add_image_level(cat, nums)
+            tally.add_record(r)
         specs = _label_specs(store, vocab)
         tables = compute_tables(specs, tally)
         categories = list(store.categories) + [c for c in tables["categories"] if c not in store.categories]

@@ -56,15 +56,11 @@ class LoadedModel:
         return self.kind == "torchscript"
 
 
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
+def file_sha256(path: Path) -> str:
+    """sha256 hex digest of a file (identifies checkpoints and model files in results)."""
+    from broden_builder.download.transfer import file_digest
+
+    return file_digest(path)[1]
 
 
 def _is_torchscript(path: Path) -> bool:

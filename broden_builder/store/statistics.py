@@ -43,6 +43,13 @@ class LabelTally:
                 self.images[(category, label)] += 1
                 self.coverage[(category, label)] += 1.0
 
+    def add_record(self, record) -> None:
+        """Add one written row (a writer RowRecord: its pixel fractions and image-level numbers)."""
+        for category, fractions in record.pixel_fractions.items():
+            self.add_pixel(category, fractions)
+        for category, labels in record.image_level.items():
+            self.add_image_level(category, labels)
+
     def merge(self, other: "LabelTally") -> None:
         for k, v in other.images.items():
             self.images[k] += v

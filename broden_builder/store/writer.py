@@ -170,10 +170,7 @@ class StoreWriter:
         records.sort(key=lambda r: (r.split_key, r.image))
         tally = LabelTally()
         for r in records:
-            for cat, fr in r.pixel_fractions.items():
-                tally.add_pixel(cat, fr)
-            for cat, nums in r.image_level.items():
-                tally.add_image_level(cat, nums)
+            tally.add_record(r)
         tables = compute_tables(labels, tally)
         categories = tables["categories"]
         for cat in sorted({c for r in records for c in r.cells}):
