@@ -106,7 +106,7 @@ def _cmd_find(args) -> int:
     except KeyError as e:
         print(f"error: {e.args[0]}", file=sys.stderr)
         return 1
-    hits = store.images_with_label(lab.number, split=args.split)
+    hits = store.images_with_label(lab.number, split=args.split, progress=not args.quiet)
     print(f"# {lab.name} (label {lab.number}, {', '.join(lab.categories)}): {len(hits)} image(s)")
     for i in hits[: args.limit] if args.limit else hits:
         print(store.rows[i].image)
@@ -160,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("concept")
     f.add_argument("--split", default=None)
     f.add_argument("--limit", type=int, default=0)
+    f.add_argument("-q", "--quiet", action="store_true", help="no progress bar (the first query scans the store once)")
     f.set_defaults(func=_cmd_find)
 
     return p

@@ -346,24 +346,17 @@ class BrodenStore:
             best = next(iter(cats)) if cats else ""
         return best
 
-    def images_with_label(self, key: Union[int, str], split: Optional[str] = None) -> list[int]:
-        """Row indices of images that carry the label (scans the PNGs of pixel categories)."""
+    def images_with_label(self, key: Union[int, str], split: Optional[str] = None, progress: bool = False) -> list[int]:
+        """Row indices of the images that carry the label (name, synonym or number) in any category.
+
+        The first call scans every label plane once and caches the answer for all labels beside
+        the store (see broden_builder.store.label_index); later calls are instant.
+        """
+        from .label_index import label_index
+
         lab = self.label(key)
-        hits = []
-        for row in self.rows:
-            if split and row.split != split:
-                continue
-            for cat in lab.categories or self.categories:
-                if cat not in self.categories:
-                    continue
-                if cat in self.image_level_categories:
-                    if lab.number in self.image_labels(row.index, cat):
-                        hits.append(row.index)
-                        break
-                elif any((layer == lab.number).any() for layer in self.pixel_layers(row.index, cat)):
-                    hits.append(row.index)
-                    break
-        return hits
+        rows = label_index(self, progress).get(lab.number, ())
+        return [int(i) for i in rows if split is None or self.rows[int(i)].split == split]
 
     def fingerprint(self) -> str:
         """sha256 over index.csv, label.csv and category.csv: identifies the store's content tables."""
