@@ -194,8 +194,9 @@ def _write_one(task: tuple):
         table = lookups.get((skey, c))
         if table is None:
             continue
-        codes = np.minimum(stack, len(table) - 1)
-        mapped = table[codes]
+        # codes beyond the table (never counted, e.g. without a name in the vocabulary) are unlabeled
+        known = stack < len(table)
+        mapped = np.where(known, table[np.where(known, stack, 0)], 0)
         pixel[c] = [m for m in mapped]
     levels = {}
     for c, codes in meta["image_level"].items():

@@ -87,3 +87,28 @@ def test_synthetic_labels_match_the_generator(synthetic_store):
             assert (plane[native == code] == s.label(name).number).all()
     assert (plane[native == 0] == 0).all()
     assert s.image_labels(0, "scene") == [s.label(synth.SCENE_NAMES[scene - 1] + "-s").number]
+
+
+def test_codes_without_a_name_become_unlabeled(tmp_path, monkeypatch):
+    """A source code missing from the vocabulary (the largest one here) must not borrow another label's number."""
+    vocab = synth.SyntheticSource.vocabulary
+
+    def without_bar(self):
+        v = vocab(self)
+        del v["object"][len(synth.OBJECTS)]  # 'bar', the largest object code
+        return v
+
+    monkeypatch.setattr(synth.SyntheticSource, "vocabulary", without_bar)
+    build_synthetic(tmp_path / "s", count=30)
+    s = BrodenStore(tmp_path / "s")
+    assert "bar" not in {l.name for l in s.labels}
+    bar_code = len(synth.OBJECTS)
+    checked = 0
+    for row in s.rows:
+        index = int(row.image.rsplit("_", 1)[1].split(".")[0])
+        obj = synth.generate_scene(0, index, 64)[1][1::2, 1::2]
+        if (obj == bar_code).any():
+            plane = s.pixel_layers(row.index, "object")[0] if s.rows[row.index].cells["object"] else np.zeros_like(obj)
+            assert (plane[obj == bar_code] == 0).all()
+            checked += 1
+    assert checked > 0
