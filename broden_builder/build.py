@@ -309,6 +309,7 @@ def build_store(
     sources = present
     if not sources:
         raise BuildError("no source is available to build from")
+    check_resume_key(out, recipe)
     if (out / "index.csv").exists():
         (out / "index.csv").unlink()  # the store is being rebuilt: never leave it looking complete
     out.mkdir(parents=True, exist_ok=True)
@@ -363,6 +364,25 @@ def build_store(
     writer.finalize(specs, info, render_readme(recipe, sources, report, info))
     report.seconds = time.time() - t0
     return report
+
+
+#: Recipe fields that shape the staged images and planes: a partial build made with other values is not resumed.
+RESUME_FIELDS = ("size", "segmentation_size", "color", "jpeg_quality", "splits", "sources")
+
+
+def check_resume_key(out: Path, recipe: Recipe) -> None:
+    """Record the fields a partial build depends on; refuse to resume one made with other values."""
+    path = out / STAGING / "build_key.json"
+    want = {k: v for k, v in recipe.to_dict().items() if k in RESUME_FIELDS}
+    want = json.loads(json.dumps(want, sort_keys=True))
+    if path.is_file():
+        have = json.loads(path.read_text("utf-8"))
+        diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+        if diff:
+            raise BuildError(f"{out} holds a partial build made with a different {', '.join(diff)}; "
+                             f"resume it with the same recipe, or delete {out} (or use another --out) to start over")
+        return
+    atomic_write_text(path, json.dumps(want, indent=1, sort_keys=True))
 
 
 def build_date() -> str:

@@ -289,8 +289,9 @@ class _Engine:
         except Exception as e:  # a damaged file: start over
             log.warning("cannot read checkpoint %s (%s); starting over", self.ckpt_path, e)
             return None
-        if state.get("key") != self.key_text:
-            log.warning("checkpoint %s was made with different settings, model or store; starting over", self.ckpt_path)
+        if state.get("key") != self.key_text or set(state.get("layers", {})) != set(self.names):
+            log.warning("checkpoint %s was made with different settings, model, data or store; starting over",
+                        self.ckpt_path)
             return None
         return state
 
@@ -482,11 +483,12 @@ def dissect_model(model: Union[nn.Module, LoadedModel], layers: Union[str, Seque
         layer_keys[n].pop("layers", None)
     eng.caches = {n: ActivationCache(eng.cache_dir, f"{safe_name(n)}.rank{eng.info.rank}of{eng.info.world}",
                                      layer_keys[n]) for n in names}
-    state = eng.agree_on_resume(eng.load_checkpoint())
+    state = eng.load_checkpoint()
     if state is not None and state["pass"] == 1 and not all(c.matches(require_complete=False) for c in eng.caches.values()):
         state = None  # the cache the checkpoint relies on is gone or different
     if state is not None and state["pass"] == 2 and not all(c.matches(require_complete=True) for c in eng.caches.values()):
         state = None
+    state = eng.agree_on_resume(state)  # after the local checks: every rank resumes, or none does
     if state is not None:
         log.info("resuming from %s (pass %d, batch %d)", eng.ckpt_path, state["pass"], state["next_batch"])
         eng.restore(state)
@@ -595,6 +597,19 @@ def load_activations(path: Union[str, Path]):
     raise DissectError(f"{path}: activations must be a .npy or .pt file")
 
 
+def content_fingerprint(activations, path: Optional[str] = None, samples: int = 16) -> str:
+    """A cheap identity of an activation array for resume keys: shape, dtype, evenly spaced sample
+    rows and, for a file, its size and modification time (a checkpoint of other data is never resumed)."""
+    h = hashlib.sha256(f"{tuple(activations.shape)}|{np.dtype(activations.dtype).str}".encode())
+    n = int(activations.shape[0])
+    for i in sorted({int(round(k * (n - 1) / max(1, samples - 1))) for k in range(samples)} if n else ()):
+        h.update(np.ascontiguousarray(np.asarray(activations[i])).tobytes())
+    if path:
+        st = os.stat(path)
+        h.update(f"|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
 def score_activations(activations, store: Union[BrodenStore, str, Path], config: DissectConfig = DissectConfig(),
                       out: Optional[Union[str, Path]] = None, name: str = "activations") -> LayerResult:
     """Score activations computed elsewhere: [N, U, h, w] (or [N, U]) in index.csv order.
@@ -624,7 +639,8 @@ def score_activations(activations, store: Union[BrodenStore, str, Path], config:
     if not np.issubdtype(np.dtype(activations.dtype), np.floating):
         raise DissectError(f"{origin}: activations have dtype {activations.dtype}; expected floating point")
     cfg = config
-    eng_key = {"source": source_info, "shape": list(shape)}
+    eng_key = {"source": source_info, "shape": list(shape), "name": name,
+               "content": content_fingerprint(activations, source_info.get("file"))}
     eng = _Engine(store, cfg, out, [name], eng_key)
     n_all, n_split = len(store.rows), len(eng.rows)
     if shape[0] == n_all:

@@ -112,3 +112,24 @@ def test_codes_without_a_name_become_unlabeled(tmp_path, monkeypatch):
             assert (plane[obj == bar_code] == 0).all()
             checked += 1
     assert checked > 0
+
+
+def test_partial_build_of_another_recipe_is_not_resumed(tmp_path, monkeypatch):
+    real = synth.generate_scene
+    calls = {"n": 0}
+
+    def dying(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise KeyboardInterrupt("simulated kill")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(synth, "generate_scene", dying)
+    with pytest.raises(KeyboardInterrupt):
+        build_synthetic(tmp_path / "s", count=12)
+    monkeypatch.setattr(synth, "generate_scene", real)
+    from broden_builder.build import BuildError
+    with pytest.raises(BuildError, match="different segmentation_size, size"):
+        build_synthetic(tmp_path / "s", count=12, size=48, seg=24)
+    build_synthetic(tmp_path / "s", count=12)  # the same recipe resumes
+    assert len(BrodenStore(tmp_path / "s")) == 12

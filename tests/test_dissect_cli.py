@@ -186,6 +186,23 @@ def test_resume_after_kill_gives_identical_result(run1, store40, tmp_path):
     assert not (out / ".dissect_state" / "rank0of1.pt").exists() and not (out / ".dissect_cache").exists()
 
 
+def test_score_never_resumes_a_checkpoint_of_other_data(store40, tmp_path):
+    """A `dissect score` killed on data A, rerun on data B into the same folder, must equal a fresh run on B."""
+    rng = np.random.default_rng(1)
+    path = tmp_path / "feats.npy"  # the same file name, rewritten with other data between the runs
+    np.save(path, rng.normal(size=(40, 4, 4, 4)).astype(np.float32))
+    common = ["--store", str(store40), "--device", "cpu", "--batch-size", "4", "--workers", "0", "--quiet",
+              "--checkpoint-every", "1", "--name", "acts", "--no-report"]
+    out = tmp_path / "shared"
+    _cli(["score", "--activations", str(path), "--out", str(out)] + common, {"DISSECT_FAULT_AFTER": "2:3"}, check=75)
+    assert (out / ".dissect_state" / "rank0of1.pt").is_file()
+    np.save(path, rng.normal(size=(40, 4, 4, 4)).astype(np.float32))
+    _cli(["score", "--activations", str(path), "--out", str(out)] + common, check=0)
+    fresh = tmp_path / "fresh"
+    _cli(["score", "--activations", str(path), "--out", str(fresh)] + common, check=0)
+    _same_results(fresh / "acts", out / "acts")
+
+
 def test_two_process_torchrun_equals_one_process(run1, store40, tmp_path):
     out = tmp_path / "dist"
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")

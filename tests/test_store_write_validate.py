@@ -160,3 +160,12 @@ def test_cli_validate_exit_codes_and_stats(store_copy):
     (store_copy / "images" / BrodenStore(store_copy).rows[0].image).unlink()
     bad = subprocess.run(cmd + ["validate", str(store_copy), "-q"], capture_output=True, text=True)
     assert bad.returncode == 1 and "index.csv:1" in bad.stdout
+
+
+def test_label_without_category(store_copy):
+    lines = (store_copy / "label.csv").read_text().splitlines()
+    parts = lines[2].split(",")
+    parts[2] = ""
+    lines[2] = ",".join(parts)
+    (store_copy / "label.csv").write_text("\n".join(lines) + "\n")
+    assert any(e.file == "label.csv" and e.row == 2 and "no 'cat(count)' category" in e.message for e in _errors(store_copy))

@@ -71,6 +71,9 @@ def validate_store(root: Union[str, Path], check_images: bool = True, progress: 
             problems.append(Problem("label.csv", i, f"duplicate label name {lab.name!r}"))
         if not lab.name:
             problems.append(Problem("label.csv", i, "empty label name"))
+        if not lab.categories:
+            problems.append(Problem("label.csv", i, f"label {lab.number} ({lab.name}) has no 'cat(count)' category "
+                                    "(the original tools' reader cannot parse an empty category cell)"))
     # category maps
     for cat in store.categories:
         path = root / f"c_{cat}.csv"
