@@ -314,9 +314,7 @@ def build_store(
         (out / "index.csv").unlink()  # the store is being rebuilt: never leave it looking complete
     out.mkdir(parents=True, exist_ok=True)
     tasks = gather_records(sources)
-    image_level = set()
-    for s in sources:
-        image_level |= set(s.image_level_categories())
+    image_level = category_levels(sources)
     state = {"sources": sources, "root": out, "color": recipe.color, "size": recipe.size,
              "seg": recipe.segmentation_size, "jpeg_quality": recipe.jpeg_quality, "recipe": recipe,
              "image_level": frozenset(image_level)}
@@ -364,6 +362,22 @@ def build_store(
     writer.finalize(specs, info, render_readme(recipe, sources, report, info))
     report.seconds = time.time() - t0
     return report
+
+
+def category_levels(sources: Sequence[Source]) -> set:
+    """The image-level categories of a build; raises BuildError when two sources disagree on a category's level."""
+    image_level: set = set()
+    level_of: dict = {}
+    for src in sources:
+        declared = set(src.image_level_categories())
+        image_level |= declared
+        for cat in src.vocabulary():
+            level = "image-level" if cat in declared else "pixel"
+            other = level_of.setdefault(cat, (level, src.key))
+            if other[0] != level:
+                raise BuildError(f"sources disagree on category {cat!r}: {other[1]} labels it {other[0]}, "
+                                 f"{src.key} {level}; give one of them another category name")
+    return image_level
 
 
 #: Recipe fields that shape the staged images and planes: a partial build made with other values is not resumed.

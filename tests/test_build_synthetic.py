@@ -133,3 +133,30 @@ def test_partial_build_of_another_recipe_is_not_resumed(tmp_path, monkeypatch):
         build_synthetic(tmp_path / "s", count=12, size=48, seg=24)
     build_synthetic(tmp_path / "s", count=12)  # the same recipe resumes
     assert len(BrodenStore(tmp_path / "s")) == 12
+
+
+def test_sources_disagreeing_on_a_category_level_are_refused(tmp_path):
+    from broden_builder.build import BuildError, build_store
+    from broden_builder.recipe import recipe_from_dict
+    from broden_builder.sources.base import ImageRecord, Resolved, Source
+
+    class ObjectTags(Source):
+        """Image-level 'object' tags: conflicts with the synthetic source's object masks."""
+        type_name = prefix = "tags"
+
+        def vocabulary(self):
+            return {"object": {1: ("disc",)}}
+
+        def records(self):
+            return [ImageRecord("t0")]
+
+        def resolve(self, record):
+            return Resolved(image=np.zeros((8, 8, 3), np.uint8), image_level={"object": [1]})
+
+        def image_level_categories(self):
+            return frozenset({"object", "scene", "texture"})
+
+    recipe = recipe_from_dict({"size": 32, "sources": [{"type": "synthetic", "count": 2}]})
+    sources = [synth.SyntheticSource({"count": 2}, 32, 16), ObjectTags({}, 32, 16)]
+    with pytest.raises(BuildError, match="sources disagree on category 'object': synthetic labels it pixel, tags image-level"):
+        build_store(recipe, tmp_path / "s", sources=sources, quiet=True)
