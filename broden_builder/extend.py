@@ -31,12 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
-import yaml
-
 from . import __version__
 from .build import (COLOR_SOURCE, _run, _stage_one, _write_one, build_date, gather_records, instantiate_sources,
                     source_labels_from_stats)
-from .recipe import recipe_from_dict
+from .recipe import read_yaml, recipe_from_dict
 from .store.atomic import atomic_write_text
 from .store.format import INDEX_FIXED_COLUMNS, join_cell
 from .store.reader import BrodenStore
@@ -85,12 +83,7 @@ class AddReport:
 def load_source_entry(path: Union[str, Path]) -> dict:
     """Read a YAML file holding one source entry ({type: ..., ...}; a one-item list or {sources: [...]} works too)."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text("utf-8"))
-    except FileNotFoundError:
-        raise ExtendError(f"{path}: source file not found") from None
-    except yaml.YAMLError as e:
-        raise ExtendError(f"{path}: invalid YAML ({e})") from None
+    data = read_yaml(path, ExtendError, "source file")
     if isinstance(data, Mapping) and "sources" in data and "type" not in data:
         data = data["sources"]
     if isinstance(data, list):

@@ -117,15 +117,21 @@ def recipe_from_dict(data: Mapping[str, Any], origin: str = "<recipe>", base_dir
     )
 
 
+def read_yaml(path: Union[str, Path], error: type = ValueError, what: str = "file") -> Any:
+    """Parse a YAML file; a missing file or invalid YAML raises ``error`` naming the file."""
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found") from None
+    except yaml.YAMLError as e:
+        raise error(f"{path}: invalid YAML ({e})") from None
+
+
 def load_recipe(path: Union[str, Path], overrides: Optional[Mapping[str, Any]] = None) -> Recipe:
     """Read a YAML recipe. Relative source paths resolve against the current directory."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text("utf-8"))
-    except FileNotFoundError:
-        raise RecipeError(f"{path}: recipe file not found") from None
-    except yaml.YAMLError as e:
-        raise RecipeError(f"{path}: invalid YAML ({e})") from None
+    data = read_yaml(path, RecipeError, "recipe file")
     data = dict(data or {})
     data.update(overrides or {})
     return recipe_from_dict(data, origin=str(path), base_dir=Path.cwd())

@@ -348,6 +348,13 @@ class _Engine:
                 self.tq[n], self.topk[n] = tq, tk
         self.timings["merge_thresholds"] = time.perf_counter() - t0
 
+    def end_pass1(self, timing: str, t0: float) -> int:
+        """Record pass 1's time, merge the thresholds across ranks, checkpoint; pass 2 starts at batch 0."""
+        self.timings[timing] = time.perf_counter() - t0
+        self.merge_thresholds()
+        self.save_checkpoint(2, 0)
+        return 0
+
     def pass2(self, sources: dict, positions: Sequence[int], start_batch: int) -> None:
         t0 = time.perf_counter()
         thr = {n: self.tq[n].thresholds().to(self.device, torch.float32) for n in self.names}
@@ -541,10 +548,7 @@ def dissect_model(model: Union[nn.Module, LoadedModel], layers: Union[str, Seque
             for c in eng.caches.values():
                 c.mark_complete()
         bar.close()
-        eng.timings["pass1_activations"] = time.perf_counter() - t0
-        eng.merge_thresholds()
-        eng.save_checkpoint(2, 0)
-        start2 = 0
+        start2 = eng.end_pass1("pass1_activations", t0)
     else:
         start2 = state["next_batch"]
 
@@ -675,10 +679,7 @@ def score_activations(activations, store: Union[BrodenStore, str, Path], config:
             eng.after_batch(1, b)
             bar.update(1)
         bar.close()
-        eng.timings["pass1_thresholds"] = time.perf_counter() - t0
-        eng.merge_thresholds()
-        eng.save_checkpoint(2, 0)
-        start2 = 0
+        start2 = eng.end_pass1("pass1_thresholds", t0)
     else:
         start2 = state["next_batch"]
     src = source_info.get("file") if source_info.get("file", "").endswith(".npy") else activations
