@@ -13,8 +13,10 @@ from typing import Iterable, Optional, Sequence
 import torch
 from torch import nn
 
+from .errors import DissectError
 
-class UnknownLayerError(KeyError):
+
+class UnknownLayerError(DissectError, KeyError):
     """A layer name that is not a module of the model; the message lists the nearest names."""
 
     def __str__(self) -> str:  # KeyError would quote the message

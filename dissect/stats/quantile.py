@@ -36,6 +36,8 @@ class TopQuantile:
     number of values each unit will see in all (images x h x w over every shard).
     """
 
+    reduction = "gather"  # see dissect.stats.protocol
+
     def __init__(self, units: int, quantile: float, total_count: int, device="cpu"):
         if not 0.0 <= quantile <= 1.0:
             raise ValueError(f"quantile must lie in [0, 1], got {quantile}")

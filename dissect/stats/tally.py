@@ -29,6 +29,9 @@ class Tally:
     labels cover the whole plane; label 0 and numbers not in ``labels`` are ignored.
     """
 
+    reduction = "sum"  # see dissect.stats.protocol
+    sum_keys = ("I", "G", "A_original", "A_lite", "A_all", "images")
+
     def __init__(self, labels: Sequence[int], categories: Sequence[str], image_level_categories: Iterable[str],
                  primary_category: Mapping[int, str], device="cpu", units: int = None):
         self.labels = [int(n) for n in labels]
