@@ -26,6 +26,7 @@ import numpy as np
 
 from . import __version__
 from .color import color_codes, color_vocabulary
+from .errors import BrodenError
 from .recipe import Recipe
 from .resize import resize_image, resize_labels
 from .sources import BadSourceItem, ImageRecord, Source, SourceMissingError, get_source_class
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 COLOR_SOURCE = "color"
 
 
-class BuildError(RuntimeError):
+class BuildError(BrodenError, RuntimeError):
     """The build cannot go on (missing sources, strict-mode failures)."""
 
 

@@ -7,11 +7,13 @@ from typing import Any, Mapping, Optional, Union
 
 import yaml
 
+from .errors import BrodenError
+
 _KEYS = {"name", "size", "segmentation_size", "min_frequency", "min_coverage", "splits", "color",
          "sources", "jpeg_quality", "description"}
 
 
-class RecipeError(ValueError):
+class RecipeError(BrodenError, ValueError):
     """A recipe is malformed; names the file and the key."""
 
 

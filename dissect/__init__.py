@@ -10,6 +10,7 @@ The public API (everything else is private by convention)::
 - :class:`DissectConfig`: the settings (dissect.config); :class:`LayerResult`: one layer's result,
   :func:`load_result` reads one back (dissect.results);
 - :func:`load_model`, :class:`TraceDict`: models and layer hooks (dissect.models, dissect.hooks);
+  :func:`preprocess`: new images prepared like the store's (dissect.segment);
 - :class:`DissectError`: the base of every error raised for bad input.
 
 The ``dissect`` command (dissect.cli) is the command-line entry point. Names are loaded on first
@@ -21,7 +22,7 @@ _PUBLIC = {
     "Dissection": "api", "DissectionResult": "api",
     "dissect_model": "runner", "score_activations": "runner",
     "DissectConfig": "config", "LayerResult": "results", "load_result": "results",
-    "load_model": "models", "TraceDict": "hooks", "DissectError": "errors",
+    "load_model": "models", "TraceDict": "hooks", "preprocess": "segment", "DissectError": "errors",
 }
 
 __all__ = sorted(_PUBLIC) + ["__version__"]

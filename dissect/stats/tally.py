@@ -10,7 +10,8 @@ from typing import Iterable, Mapping, Sequence
 
 import torch
 
-from .segbatch import SegBatch
+from broden_builder.torch_dataset import SegBatch
+
 from .upsample import SEPARABLE, bands, plane_taps, relative_margin, upsample
 
 UNIONS = ("original", "lite", "all")
