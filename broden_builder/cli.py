@@ -1,4 +1,4 @@
-"""The ``broden`` command: build, validate and inspect Broden stores."""
+"""The ``broden`` command: build, download, validate, extend and inspect Broden stores."""
 from __future__ import annotations
 
 import argparse
@@ -30,12 +30,11 @@ def _cmd_build(args) -> int:
         print("error: --out is required (unless --plan)", file=sys.stderr)
         return 2
     try:
-        from .download.cli import options_from_args
         from .download.transfer import DownloadError
         from .sources import SourceDataError, SourceMissingError
 
         report = build_store(recipe, Path(args.out), workers=args.workers, allow_missing=args.allow_missing,
-                             strict=args.strict, quiet=args.quiet, download=options_from_args(args))
+                             strict=args.strict, quiet=args.quiet, download=_download_options(args))
     except (BuildError, DownloadError, SourceDataError, SourceMissingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -113,6 +112,118 @@ def _cmd_find(args) -> int:
     return 0
 
 
+def _add_download_arguments(p: argparse.ArgumentParser) -> None:
+    """Add --download/--no-download, --mirror and --offline to a subcommand."""
+    p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
+                   help="fetch and extract missing downloadable sources first (default: yes)")
+    p.add_argument("--mirror", default=None, metavar="URL",
+                   help="fetch from MIRROR/host/path instead of each original URL (default: $BRODEN_MIRROR)")
+    p.add_argument("--offline", action="store_true",
+                   help="never use the network; say which file to put where")
+
+
+def _download_options(args):
+    """DownloadOptions from parsed arguments (None when downloads are off)."""
+    from .acquire import DownloadOptions
+
+    if not getattr(args, "download", True) and not args.offline:
+        return None
+    return DownloadOptions(enabled=True, mirror=args.mirror, offline=args.offline,
+                           progress=not getattr(args, "quiet", False))
+
+
+def _cmd_download(args) -> int:
+    from .acquire import prepare_sources
+    from .build import BuildError, instantiate_sources
+    from .download.transfer import DownloadError
+    from .recipe import RecipeError, load_recipe
+    from .sources.downloadable import DownloadableSource
+
+    try:
+        recipe = load_recipe(args.recipe)
+        sources = instantiate_sources(recipe)
+    except (RecipeError, BuildError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.only:
+        wanted = set(args.only)
+        sources = [s for s in sources if s.type_name in wanted or s.key in wanted]
+        unknown = wanted - {s.type_name for s in sources} - {s.key for s in sources}
+        if unknown:
+            print(f"error: --only {', '.join(sorted(unknown))}: not a source of {args.recipe}", file=sys.stderr)
+            return 2
+    opts = _download_options(args)
+    try:
+        status = prepare_sources(sources, opts, force=args.force) if opts is not None else {}
+    except DownloadError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for s in sources:
+        if not isinstance(s, DownloadableSource):
+            print(f"{s.key}: nothing to download ({s.type_name} is not downloadable)")
+        else:
+            print(f"{s.key}: {status.get(s.key, 'skipped')}")
+    return 0
+
+
+def _cmd_checksums(args) -> int:
+    from .acquire import register_checksums
+    from .download.extract import ArchiveError
+    from .download.registry import ChecksumsFileError, format_row, load_checksums
+    from .download.transfer import DownloadError
+    from .sources import get_source_class
+    from .sources.downloadable import DownloadableSource
+
+    name = args.register or args.source
+    if not name:
+        print("error: give a SOURCE, or --register SOURCE", file=sys.stderr)
+        return 2
+    try:
+        cls = get_source_class(name)
+    except KeyError as e:
+        print(f"error: {e.args[0]}", file=sys.stderr)
+        return 2
+    if not (isinstance(cls, type) and issubclass(cls, DownloadableSource)):
+        print(f"error: source {name!r} declares no downloadable files", file=sys.stderr)
+        return 2
+    try:
+        if args.register:
+            written = register_checksums(name, args.from_, Path(args.dest) if args.dest else None,
+                                         force=args.force, progress=not args.quiet)
+            for r in written:
+                print(f"registered {r.filename}: {r.size} bytes, sha256 {r.sha256}")
+            print(f"{cls.checksums_path()}: {len(written)} row(s) registered")
+            return 0
+        print(f"# {cls.checksums_path()}")
+        for r in load_checksums(cls.checksums_path()):
+            print(format_row(r) + ("" if r.verified else "\t# size/sha256 incomplete"))
+        return 0
+    except (DownloadError, ChecksumsFileError, ArchiveError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def _add_download_commands(sub) -> None:
+    """Register ``download`` and ``checksums`` on the ``broden`` subparsers."""
+    d = sub.add_parser("download", help="fetch and extract the downloadable sources of a recipe")
+    d.add_argument("recipe", help="recipe YAML")
+    d.add_argument("--only", action="append", metavar="SOURCE", help="only this source type or prefix (repeatable)")
+    d.add_argument("--force", action="store_true", help="fetch and extract even when the source looks present")
+    d.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _add_download_arguments(d)
+    d.set_defaults(func=_cmd_download)
+
+    c = sub.add_parser("checksums", help="show a source's checksums.tsv, or --register sizes and sha256")
+    c.add_argument("source", nargs="?", help="source type to show")
+    c.add_argument("--register", metavar="SOURCE", help="record size+sha256 of SOURCE's unregistered files")
+    c.add_argument("--from", dest="from_", metavar="DIR_OR_URL",
+                   help="take the files from this folder, or fetch them from this mirror URL")
+    c.add_argument("--dest", metavar="DIR", help="keep the downloaded files here (default: a temporary folder)")
+    c.add_argument("--force", action="store_true", help="re-register rows that already have checksums")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    c.set_defaults(func=_cmd_checksums)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="broden", description="Build, validate and inspect Broden-format concept datasets.")
     p.add_argument("--version", action="version", version=f"broden-dissect {__version__}")
@@ -128,11 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--allow-missing", action="store_true", help="build from the sources that are present")
     b.add_argument("--strict", action="store_true", help="fail on the first unusable source image instead of skipping it")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    from .download.cli import add_download_arguments, add_download_commands
-
-    add_download_arguments(b)
+    _add_download_arguments(b)
     b.set_defaults(func=_cmd_build)
-    add_download_commands(sub)
+    _add_download_commands(sub)
 
     v = sub.add_parser("validate", help="check every file of a store; exit 1 when invalid")
     v.add_argument("store")

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 from . import __version__
-from .build import (COLOR_SOURCE, _run, _stage_one, _write_one, build_date, gather_records, instantiate_sources,
-                    source_labels_from_stats)
+from .build import (COLOR_SOURCE, build_date, gather_records, instantiate_sources, source_labels_from_stats,
+                    stage_images, vocabulary_lookups, worker_state, write_images)
 from .errors import BrodenError
 from .recipe import read_yaml, recipe_from_dict
 from .store.atomic import atomic_write_text
@@ -180,81 +180,29 @@ def add_source(
     on_collision = on_collision or str(entry.get("on_collision", "merge"))
     if on_collision not in ("merge", "error"):
         raise ExtendError(f"{origin}: on_collision must be 'merge' or 'error', got {on_collision!r}")
-    base = store_recipe_dict(store)
-    recipe = recipe_from_dict({**base, "sources": [dict(entry)]}, origin=origin, base_dir=Path.cwd())
-    (src,) = instantiate_sources(recipe)
-    src.check()
-    report = AddReport()
-
-    # categories: a category keeps its kind (pixel or image-level)
-    vocab_src = src.vocabulary()
-    src_image_level = set(src.image_level_categories())
-    cats_new = [c for c in vocab_src if c not in store.categories]
-    for c in vocab_src:
-        if c in store.categories and (c in src_image_level) != (c in store.image_level_categories):
-            kind = "image-level" if c in store.image_level_categories else "pixel"
-            raise ExtendError(f"{origin}: category {c!r} is {kind} in {root}, but this source labels it "
-                              f"{'per image' if c in src_image_level else 'per pixel'}; choose another category")
-    if recipe.color and "color" not in store.categories:
-        recipe = recipe_from_dict({**recipe.to_dict(), "color": False}, origin=origin)
+    recipe, src = _source_of(store, entry, origin)
     tasks = gather_records([src])
-    existing = {r.image for r in store.rows}
-    clash = [f"{src.prefix}/{rec.basename}.jpg" for _, rec in tasks if f"{src.prefix}/{rec.basename}.jpg" in existing]
-    if clash:
-        raise ExtendError(f"{origin}: {len(clash)} image(s) are already in {root} (e.g. images/{clash[0]}); "
-                          f"give the source a distinct 'prefix' or leave those images out")
-    if not tasks:
-        raise ExtendError(f"{origin}: the source lists no images")
-
+    _check_new_images(store, src, tasks, origin)
+    report = AddReport()
     work = root / WORK
     shutil.rmtree(work, ignore_errors=True)
     try:
-        image_level = set(store.image_level_categories) | {c for c in vocab_src if c in src_image_level}
-        state = {"sources": [src], "root": work, "color": recipe.color, "size": recipe.size,
-                 "seg": recipe.segmentation_size, "jpeg_quality": recipe.jpeg_quality, "recipe": recipe,
-                 "image_level": frozenset(image_level)}
-        per_image, kept = {}, []
-        for (image, stats, reason), task in zip(_run(tasks, _stage_one, state, workers, "resolve", quiet), tasks):
-            if stats is None:
-                if strict:
-                    raise ExtendError(f"{origin}: {image}: {reason} (the store is unchanged; --skip-bad leaves such images out)")
-                report.skipped.append((image, reason))
-                continue
-            per_image[image] = (0, stats)
-            kept.append(task)
+        src_image_level = set(src.image_level_categories())
+        image_level = set(store.image_level_categories) | {c for c in src.vocabulary() if c in src_image_level}
+        state = worker_state([src], work, recipe, image_level)
+
+        def skip(image: str, reason: str) -> None:
+            if strict:
+                raise ExtendError(f"{origin}: {image}: {reason} (the store is unchanged; --skip-bad leaves such images out)")
+            report.skipped.append((image, reason))
+
+        per_image, kept = stage_images(tasks, state, workers, quiet, skip)
         if not kept:
             raise ExtendError(f"{origin}: no usable image")
         vocab = _unify_with_store(store, src, per_image, recipe, origin, on_collision, report)
-        lookups = {}
-        maxcode: dict = {}
-        for (s, c, code) in vocab.mapping:
-            if s != STORE_SOURCE:
-                maxcode[(s, c)] = max(maxcode.get((s, c), 0), code)
-        for (s, c), m in maxcode.items():
-            lookups[(s, c)] = vocab.lookup(s, c, m)
-        state["lookups"] = lookups
-        for _ in _run(kept, _write_one, state, workers, "write", quiet):
-            pass
+        write_images(kept, state, vocabulary_lookups(vocab, exclude=(STORE_SOURCE,)), workers, quiet)
         records = sorted(StoreWriter(work).records(), key=lambda r: (r.split_key, r.image))
-        tally = tally_store(store, quiet)
-        for r in records:
-            tally.add_record(r)
-        specs = _label_specs(store, vocab)
-        tables = compute_tables(specs, tally)
-        categories = list(store.categories) + [c for c in tables["categories"] if c not in store.categories]
-        for cat in sorted({c for r in records for c in r.cells}):
-            if cat not in categories:
-                categories.append(cat)
-        report.new_categories = [c for c in categories if c not in store.categories]
-        out = {
-            "label.csv": _csv(("number", "name", "category", "frequency", "coverage", "syns"), tables["label_rows"]),
-            "category.csv": _csv(("name", "first", "last", "count", "frequency"),
-                                 [r for c in categories for r in tables["category_rows"] if r[0] == c]),
-        }
-        for cat in categories:
-            out[f"c_{cat}.csv"] = _csv(("code", "number", "name", "frequency", "coverage"),
-                                       _stable_codes(store, cat, tables["map_rows"].get(cat, [])))
-        out["index.csv"] = _extended_index(root / "index.csv", store.categories, categories, records)
+        out, categories = _new_tables(store, vocab, records, quiet, report)
         report.images = len(records)
         report.seconds = time.time() - t0
         info = _updated_info(store, src, recipe, origin, report, categories, image_level)
@@ -271,6 +219,56 @@ def add_source(
         raise
     report.seconds = time.time() - t0
     return report
+
+
+def _source_of(store: BrodenStore, entry: Mapping[str, Any], origin: str) -> tuple:
+    """(recipe, Source) of the entry, with the store's sizes; refuses a category of the other kind."""
+    base = store_recipe_dict(store)
+    recipe = recipe_from_dict({**base, "sources": [dict(entry)]}, origin=origin, base_dir=Path.cwd())
+    (src,) = instantiate_sources(recipe)
+    src.check()
+    src_image_level = set(src.image_level_categories())
+    for c in src.vocabulary():  # a category keeps its kind (pixel or image-level)
+        if c in store.categories and (c in src_image_level) != (c in store.image_level_categories):
+            kind = "image-level" if c in store.image_level_categories else "pixel"
+            raise ExtendError(f"{origin}: category {c!r} is {kind} in {store.root}, but this source labels it "
+                              f"{'per image' if c in src_image_level else 'per pixel'}; choose another category")
+    if recipe.color and "color" not in store.categories:
+        recipe = recipe_from_dict({**recipe.to_dict(), "color": False}, origin=origin)
+    return recipe, src
+
+
+def _check_new_images(store: BrodenStore, src, tasks: list, origin: str) -> None:
+    existing = {r.image for r in store.rows}
+    clash = [f"{src.prefix}/{rec.basename}.jpg" for _, rec in tasks if f"{src.prefix}/{rec.basename}.jpg" in existing]
+    if clash:
+        raise ExtendError(f"{origin}: {len(clash)} image(s) are already in {store.root} (e.g. images/{clash[0]}); "
+                          f"give the source a distinct 'prefix' or leave those images out")
+    if not tasks:
+        raise ExtendError(f"{origin}: the source lists no images")
+
+
+def _new_tables(store: BrodenStore, vocab, records: list, quiet: bool, report: AddReport) -> tuple:
+    """({file name: text} of label.csv, category.csv, c_*.csv and index.csv over old and new rows, categories)."""
+    tally = tally_store(store, quiet)
+    for r in records:
+        tally.add_record(r)
+    tables = compute_tables(_label_specs(store, vocab), tally)
+    categories = list(store.categories) + [c for c in tables["categories"] if c not in store.categories]
+    for cat in sorted({c for r in records for c in r.cells}):
+        if cat not in categories:
+            categories.append(cat)
+    report.new_categories = [c for c in categories if c not in store.categories]
+    out = {
+        "label.csv": _csv(("number", "name", "category", "frequency", "coverage", "syns"), tables["label_rows"]),
+        "category.csv": _csv(("name", "first", "last", "count", "frequency"),
+                             [r for c in categories for r in tables["category_rows"] if r[0] == c]),
+    }
+    for cat in categories:
+        out[f"c_{cat}.csv"] = _csv(("code", "number", "name", "frequency", "coverage"),
+                                   _stable_codes(store, cat, tables["map_rows"].get(cat, [])))
+    out["index.csv"] = _extended_index(store.root / "index.csv", store.categories, categories, records)
+    return out, categories
 
 
 def _unify_with_store(store: BrodenStore, src, per_image: dict, recipe, origin: str, on_collision: str, report: AddReport):
