@@ -253,16 +253,42 @@ def check_source_entry(entry: Any, where: str = "") -> List[str]:
     return []
 
 
+def _typename(ann) -> str:
+    import typing
+
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is Union:
+        names = [_typename(a) for a in args if a is not type(None)]
+        return " or ".join(names) + (" (optional)" if type(None) in args else "")
+    if origin is Literal:
+        return " or ".join(repr(a) for a in args)
+    if origin in (list, List):
+        return f"list of {_typename(args[0])}" if args else "list"
+    if origin in (dict, Dict):
+        return f"mapping {_typename(args[0])} -> {_typename(args[1])}" if args else "mapping"
+    return {"str": "text", "int": "integer", "float": "number", "bool": "true/false", "Any": "any"}.get(
+        getattr(ann, "__name__", str(ann)), getattr(ann, "__name__", str(ann)))
+
+
 def schema_markdown() -> str:
     """The recipe format as Markdown, generated from the models (docs/recipe.md)."""
+    import dataclasses
+
+    from .recipe import Recipe
+
+    recipe_defaults = {f.name: f.default for f in dataclasses.fields(Recipe)
+                       if f.default is not dataclasses.MISSING and f.name not in ("sources", "splits", "path")}
+
     def rows(model: Type[BaseModel], skip=()) -> List[str]:
         lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
         for name, f in model.model_fields.items():
             if name in skip:
                 continue
-            ann = getattr(f.annotation, "__name__", None) or str(f.annotation).replace("typing.", "")
+            ann = _typename(f.annotation)
             if f.is_required():
                 default = "required"
+            elif model is RecipeModel and name in recipe_defaults:  # the Recipe dataclass is the truth
+                default = f"`{recipe_defaults[name]!r}`"
             elif f.default_factory is not None:
                 default = f"`{f.default_factory()!r}`"
             else:

@@ -135,6 +135,9 @@ class BrodenStore:
         marker = pending_commit(self.root)
         if marker is not None:  # between two versions: refuse rather than read a mix (store/commit.py)
             raise StoreFormatError(marker, pending_message(self.root))
+        if not any((self.root / n).exists() for n in ("index.csv", "label.csv")):
+            raise StoreFormatError(self.root, "not a Broden store (no index.csv or label.csv)"
+                                   + ("; a build there is unfinished" if (self.root / ".build").exists() else ""))
         self.build_info: dict = self._read_build_json()
         self.labels: list[Label] = self._read_labels()
         self.label_by_number: dict[int, Label] = {l.number: l for l in self.labels}
