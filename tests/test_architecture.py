@@ -32,6 +32,10 @@ MAX_LINES = 60
 LONG_FUNCTIONS_PENDING = {
     "broden_builder/store/validate.py:validate_store": "issue 15: validate splits into its checkers",
     "dissect/stats/tally.py:_accumulate": "issue 16: the tally kernel is being rewritten",
+    "broden_builder/build.py:_build_locked": "issue 12, builder side",
+    "broden_builder/extend.py:_add_locked": "issue 12, builder side",
+    "broden_builder/recipe.py:recipe_from_dict": "issue 15's schema: to split",
+    "broden_builder/store/validate.py:check_rows": "issue 15's validate checkers: to split",
     "broden_builder/build.py:build_store": "issue 12, builder side",
     "broden_builder/extend.py:add_source": "issue 12, builder side",
     "broden_builder/download/transfer.py:_attempt": "issue 12, builder side",
