@@ -115,10 +115,22 @@ def _image_name(src: Source, rec: ImageRecord) -> str:
     return f"{src.prefix}/{rec.basename}.jpg"
 
 
+class StageUnreadable(Exception):
+    """A staging file cannot be read (truncated by a crash or a power cut): its item is redone."""
+
+
 def _load_stage(path: Path) -> dict:
-    with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(str(z["meta"]))
-        planes = {k[2:]: z[k] for k in z.files if k.startswith("p_")}
+    """Read a staging .npz; raises StageUnreadable (never BadZipFile & co.) when it is damaged."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            planes = {k[2:]: z[k] for k in z.files if k.startswith("p_")}
+        if not isinstance(meta, dict) or "stats" not in meta or "image_level" not in meta:
+            raise ValueError("meta record incomplete")
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, zlib.error ...
+        raise StageUnreadable(f"{path}: {type(e).__name__}: {e}") from None
     meta["planes"] = planes
     return meta
 
@@ -131,8 +143,12 @@ def _stage_one(task: tuple):
     image = _image_name(src, rec)
     stage = _stage_path(root, image)
     if stage.exists():
-        meta = _load_stage(stage)
-        return image, meta["stats"], None
+        try:
+            meta = _load_stage(stage)
+            return image, meta["stats"], None
+        except StageUnreadable as e:  # redo the item (issue 15, item 3)
+            log.warning("redoing %s: its staging file is unreadable (%s)", image, e)
+            stage.unlink()
     try:
         res = src.resolve(rec)
         rgb = np.asarray(res.image)
@@ -182,12 +198,13 @@ def _write_one(task: tuple):
     root: Path = _W["root"]
     image = _image_name(src, rec)
     stage = _stage_path(root, image)
-    if not stage.exists():
-        return image, False
     writer = StoreWriter(root, image_level_categories=_W["image_level"], jpeg_quality=_W["jpeg_quality"])
     if writer.has_row(image):
         return image, True
-    meta = _load_stage(stage)
+    try:
+        meta = _load_stage(stage)
+    except (FileNotFoundError, StageUnreadable) as e:  # pass 1 left it readable: something else removed it
+        return image, f"staging file {stage} vanished or was damaged during the build ({type(e).__name__})"
     lookups = _W["lookups"]
     pixel = {}
     for c, stack in meta["planes"].items():
@@ -301,10 +318,12 @@ def vocabulary_lookups(vocab: Vocabulary, exclude: Sequence[str] = ()) -> dict:
     return {(s, c): vocab.lookup(s, c, m) for (s, c), m in maxcode.items()}
 
 
-def write_images(tasks: list, state: dict, lookups: dict, workers: int, quiet: bool) -> None:
-    """Pass 2 over the kept ``tasks``: renumber the staged planes with ``lookups`` and write the rows."""
-    for _ in _run(tasks, _write_one, dict(state, lookups=lookups), workers, "write", quiet):
-        pass
+def write_images(tasks: list, state: dict, lookups: dict, workers: int, quiet: bool, error: type) -> None:
+    """Pass 2 over the kept ``tasks``: renumber the staged planes with ``lookups`` and write the rows.
+    A staging file gone missing raises ``error`` (never a silently lost row)."""
+    for image, ok in _run(tasks, _write_one, dict(state, lookups=lookups), workers, "write", quiet):
+        if ok is not True:
+            raise error(f"{image}: {ok}; rerun the command to redo it")
 
 
 def available_sources(recipe: Recipe, sources: Optional[Sequence[Source]], download, allow_missing: bool,
@@ -345,23 +364,97 @@ def build_store(
     quiet: bool = False,
     sources: Optional[Sequence[Source]] = None,
     download=None,
+    overwrite: bool = False,
 ) -> BuildReport:
     """Build (or resume building) the store described by ``recipe`` into ``out``.
 
     ``download`` (a broden_builder.acquire.DownloadOptions) fetches and extracts missing
     downloadable sources first (None: never download); download failures raise DownloadError.
+
+    Reliability (README, "Reliability"): the build holds the exclusive lock of ``out``
+    (LockedError when another process builds there); it writes into ``out/.build`` and
+    replaces the old store only when it commits, all at once; a store built from another
+    recipe is refused unless ``overwrite``; a killed build resumes (stale temporary files
+    swept, unreadable staging files redone).
     """
     t0 = time.time()
     out = Path(out)
     report = BuildReport()
     sources = available_sources(recipe, sources, download, allow_missing, report)
-    check_resume_key(out, recipe)
-    if (out / "index.csv").exists():
-        (out / "index.csv").unlink()  # the store is being rebuilt: never leave it looking complete
-    out.mkdir(parents=True, exist_ok=True)
+    from .store.locking import exclusive
+
+    try:
+        with exclusive(out, "broden build"):
+            _build_locked(recipe, out, sources, state_base={"workers": workers, "strict": strict, "quiet": quiet,
+                                                           "overwrite": overwrite}, report=report)
+    except SourceMissingError:
+        raise
+    except OSError as e:  # read-only folder, full disk, --out below a file ...
+        raise BuildError(f"{e.filename or out}: cannot write the store ({e.strerror or e})") from None
+    report.seconds = time.time() - t0
+    return report
+
+
+#: Top-level entries of a store that a new build replaces (the rest of --out is left alone).
+STORE_ENTRIES = ("images", "index.csv", "label.csv", "category.csv", "README.txt", "build.json", ".cache")
+WORK = ".build"
+
+
+def _store_entries(out: Path) -> list:
+    """The store files present at the top of ``out`` (what a committed build replaces or retires)."""
+    found = [n for n in STORE_ENTRIES if (out / n).exists() or (out / n).is_symlink()]
+    return found + sorted(p.name for p in out.glob("c_*.csv"))
+
+
+def check_existing_store(out: Path, recipe: Recipe, overwrite: bool) -> None:
+    """Refuse to replace a store built from another recipe (or not built by us) unless ``overwrite``.
+
+    "Another recipe": build.json's recipe differs in a field that shapes the store
+    (RESUME_FIELDS, or the name). Nothing is replaced here; a build replaces the old store
+    only when it commits (store/commit.py).
+    """
+    present = [n for n in _store_entries(out) if n != ".cache"]
+    if not present or overwrite:
+        return
+    info_path = out / "build.json"
+    have = None
+    if info_path.is_file():
+        try:
+            have = json.loads(info_path.read_text("utf-8")).get("recipe")
+        except (OSError, ValueError, AttributeError):
+            have = None
+    if not isinstance(have, dict):
+        raise BuildError(f"{out}: holds {', '.join(present)} but no build.json of a store built by this tool; "
+                         f"refusing to replace it (use --overwrite, or another --out)")
+    want = json.loads(json.dumps(recipe.to_dict(), sort_keys=True))
+    diff = sorted(k for k in set(RESUME_FIELDS) | {"name"} if have.get(k) != want.get(k))
+    if diff:
+        raise BuildError(f"{out}: holds a store built from another recipe ({have.get('name')!r}; differs in "
+                         f"{', '.join(diff)}); refusing to replace it (use --overwrite to replace it once the new "
+                         f"build is complete, or another --out)")
+
+
+def _build_locked(recipe: Recipe, out: Path, sources: list, state_base: dict, report: BuildReport) -> None:
+    """The build proper, under the lock of ``out``: everything is written into ``out/.build``,
+    then committed over the old store in one step (store/commit.py)."""
+    from .store.atomic import sweep_temp_files
+    from .store.commit import complete, sweep_trash
+
+    workers, strict, quiet = state_base["workers"], state_base["strict"], state_base["quiet"]
+    if complete(out) is not None:
+        log.warning("%s: completed an interrupted commit", out)
+    sweep_trash(out)
+    check_existing_store(out, recipe, state_base["overwrite"])
+    root = out / WORK
+    if root.exists():
+        n = sweep_temp_files(root)  # debris of writers killed between write and rename
+        if n:
+            log.info("%s: removed %d temporary file(s) of an interrupted build", root, n)
+    check_resume_key(root, recipe)
+    root.mkdir(parents=True, exist_ok=True)
     tasks = gather_records(sources)
     image_level = category_levels(sources)
-    state = worker_state(sources, out, recipe, image_level)
+    state = worker_state(sources, root, recipe, image_level)
 
     def skip(image: str, reason: str) -> None:
         if strict:
@@ -371,21 +464,20 @@ def build_store(
 
     per_image, kept_tasks = stage_images(tasks, state, workers, quiet, skip)
     vocab = unify(source_labels_from_stats(sources, per_image, recipe.color), recipe.min_frequency, recipe.min_coverage)
-    digest, digest_path = vocabulary_digest(vocab), out / STAGING / "vocabulary.sha256"
+    digest, digest_path = vocabulary_digest(vocab), root / STAGING / "vocabulary.sha256"
     if digest_path.exists() and digest_path.read_text().strip() != digest:
-        shutil.rmtree(out / STAGING / "rows", ignore_errors=True)  # rows numbered by another vocabulary
+        shutil.rmtree(root / STAGING / "rows", ignore_errors=True)  # rows numbered by another vocabulary
     atomic_write_text(digest_path, digest)
-    write_images(kept_tasks, state, vocabulary_lookups(vocab), workers, quiet)
+    write_images(kept_tasks, state, vocabulary_lookups(vocab), workers, quiet, BuildError)
     report.images = len(kept_tasks)
-    _finish_store(out, recipe, sources, vocab, image_level, report)
-    report.seconds = time.time() - t0
-    return report
+    _finish_store(root, recipe, sources, vocab, image_level, report)
+    commit_build(out, root)
 
 
-def _finish_store(out: Path, recipe: Recipe, sources: Sequence[Source], vocab: Vocabulary, image_level: set,
+def _finish_store(root: Path, recipe: Recipe, sources: Sequence[Source], vocab: Vocabulary, image_level: set,
                   report: BuildReport) -> None:
     """Count what was kept and dropped, then write the CSV tables, build.json and README.txt (index.csv last)."""
-    writer = StoreWriter(out, image_level_categories=image_level, jpeg_quality=recipe.jpeg_quality)
+    writer = StoreWriter(root, image_level_categories=image_level, jpeg_quality=recipe.jpeg_quality)
     specs = [LabelSpec(g.number, g.name, tuple(g.syns), g.primary_category()) for g in vocab.labels]
     for groups, counts in ((vocab.labels, report.kept), (vocab.dropped, report.dropped)):
         for g in groups:
@@ -395,6 +487,16 @@ def _finish_store(out: Path, recipe: Recipe, sources: Sequence[Source], vocab: V
     report.categories = vocab.category_counts()
     info = build_info(recipe, sources, report)
     writer.finalize(specs, info, render_readme(recipe, sources, report, info))
+
+
+def commit_build(out: Path, root: Path) -> None:
+    """Replace the store in ``out`` by the finished one in ``root`` (= out/.build) in one commit."""
+    from .store.commit import commit
+
+    new = _store_entries(root)
+    order = [n for n in new if n != "index.csv"] + (["index.csv"] if "index.csv" in new else [])
+    retire = [n for n in _store_entries(out) if n not in new]
+    commit(out, root, [(n, n) for n in order], retire, meta={"command": "broden build"})
 
 
 def category_levels(sources: Sequence[Source]) -> set:

@@ -12,14 +12,11 @@ from . import __version__
 
 
 def _cmd_build(args) -> int:
-    from .build import BuildError, build_store
-    from .recipe import RecipeError, load_recipe
+    from .build import build_store
+    from .cli_errors import UsageError
+    from .recipe import load_recipe
 
-    try:
-        recipe = load_recipe(args.recipe)
-    except RecipeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    recipe = load_recipe(args.recipe)
     if args.plan:
         from .plan import plan_recipe
 
@@ -27,17 +24,10 @@ def _cmd_build(args) -> int:
         print(json.dumps(plan.to_json(), indent=2) if args.json else plan.summary())
         return 0
     if not args.out:
-        print("error: --out is required (unless --plan)", file=sys.stderr)
-        return 2
-    try:
-        from .download.transfer import DownloadError
-        from .sources import SourceDataError, SourceMissingError
-
-        report = build_store(recipe, Path(args.out), workers=args.workers, allow_missing=args.allow_missing,
-                             strict=args.strict, quiet=args.quiet, download=_download_options(args))
-    except (BuildError, DownloadError, SourceDataError, SourceMissingError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        raise UsageError("--out is required (unless --plan)")
+    report = build_store(recipe, Path(args.out), workers=args.workers, allow_missing=args.allow_missing,
+                         strict=args.strict, quiet=args.quiet, download=download_options(args),
+                         overwrite=args.overwrite)
     print(report.summary())
     print(f"store written to {args.out}")
     return 0
@@ -58,14 +48,9 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_stats(args) -> int:
-    from .store.errors import StoreFormatError
     from .store.validate import store_stats
 
-    try:
-        stats = store_stats(args.store)
-    except StoreFormatError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    stats = store_stats(args.store)
     if args.json:
         print(json.dumps(stats, indent=2))
         return 0
@@ -79,20 +64,34 @@ def _cmd_stats(args) -> int:
 
 
 def _cmd_add(args) -> int:
-    from .extend import ExtendError, add_source, load_source_entry
-    from .recipe import RecipeError
-    from .sources import SourceDataError, SourceMissingError
-    from .store.errors import StoreFormatError
+    from .cli_errors import describe
+    from .extend import add_source, load_source_entry
+    from .store.commit import pending_commit
+    from .store.locking import LockedError
 
     try:
         entry = load_source_entry(args.source)
         report = add_source(args.store, entry, origin=args.source, workers=args.workers, quiet=args.quiet,
                             strict=not args.skip_bad, on_collision=args.on_collision)
-    except (ExtendError, RecipeError, SourceDataError, SourceMissingError, StoreFormatError, KeyError) as e:
-        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
-        print(f"{args.store}: unchanged", file=sys.stderr)
+    except Exception as e:
+        print(f"error: {describe(e)}", file=sys.stderr)
+        if not isinstance(e, LockedError) and pending_commit(args.store) is None:
+            print(f"{args.store}: unchanged", file=sys.stderr)
         return 1
     print(report.summary())
+    return 0
+
+
+def _cmd_recover(args) -> int:
+    from .extend import recover
+    from .store.errors import StoreFormatError
+    from .store.locking import exclusive
+
+    if not Path(args.store).is_dir():
+        raise StoreFormatError(args.store, "store directory does not exist")
+    with exclusive(args.store, "broden recover"):
+        done = recover(args.store)
+    print(f"{args.store}: " + ("completed the interrupted commit" if done else "no interrupted commit; nothing to do"))
     return 0
 
 
@@ -100,11 +99,7 @@ def _cmd_find(args) -> int:
     from .store.reader import BrodenStore
 
     store = BrodenStore(args.store)
-    try:
-        lab = store.label(args.concept)
-    except KeyError as e:
-        print(f"error: {e.args[0]}", file=sys.stderr)
-        return 1
+    lab = store.label(args.concept)
     hits = store.images_with_label(lab.number, split=args.split, progress=not args.quiet)
     print(f"# {lab.name} (label {lab.number}, {', '.join(lab.categories)}): {len(hits)} image(s)")
     for i in hits[: args.limit] if args.limit else hits:
@@ -120,16 +115,31 @@ def _add_download_arguments(p: argparse.ArgumentParser) -> None:
                    help="fetch from MIRROR/host/path instead of each original URL (default: $BRODEN_MIRROR)")
     p.add_argument("--offline", action="store_true",
                    help="never use the network; say which file to put where")
+    from .download.extract import ExtractLimits
+
+    d = ExtractLimits()
+    p.add_argument("--max-extract-gib", type=float, default=d.max_bytes / (1 << 30), metavar="GIB",
+                   help=f"an archive without a registered checksum may expand to at most GIB (default {d.max_bytes >> 30})")
+    p.add_argument("--max-extract-ratio", type=float, default=d.max_ratio, metavar="R",
+                   help=f"... and to at most R times its size, above 16 MiB (default {d.max_ratio:g})")
+    p.add_argument("--max-extract-members", type=int, default=d.max_members, metavar="N",
+                   help=f"... with at most N members (default {d.max_members})")
 
 
-def _download_options(args):
+def download_options(args):
     """DownloadOptions from parsed arguments (None when downloads are off)."""
     from .acquire import DownloadOptions
 
     if not getattr(args, "download", True) and not args.offline:
         return None
+    from .download.extract import ExtractLimits
+
+    d = ExtractLimits()
+    limits = ExtractLimits(max_bytes=int(getattr(args, "max_extract_gib", d.max_bytes / (1 << 30)) * (1 << 30)),
+                           max_ratio=getattr(args, "max_extract_ratio", d.max_ratio),
+                           max_members=getattr(args, "max_extract_members", d.max_members))
     return DownloadOptions(enabled=True, mirror=args.mirror, offline=args.offline,
-                           progress=not getattr(args, "quiet", False))
+                           progress=not getattr(args, "quiet", False), extract_limits=limits)
 
 
 def _cmd_download(args) -> int:
@@ -152,7 +162,7 @@ def _cmd_download(args) -> int:
         if unknown:
             print(f"error: --only {', '.join(sorted(unknown))}: not a source of {args.recipe}", file=sys.stderr)
             return 2
-    opts = _download_options(args)
+    opts = download_options(args)
     try:
         status = prepare_sources(sources, opts, force=args.force) if opts is not None else {}
     except DownloadError as e:
@@ -238,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     b.add_argument("--allow-missing", action="store_true", help="build from the sources that are present")
     b.add_argument("--strict", action="store_true", help="fail on the first unusable source image instead of skipping it")
+    b.add_argument("--overwrite", action="store_true",
+                   help="replace a store built from another recipe in --out (only once the new build is complete)")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     _add_download_arguments(b)
     b.set_defaults(func=_cmd_build)
@@ -272,13 +284,19 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("-q", "--quiet", action="store_true", help="no progress bar (the first query scans the store once)")
     f.set_defaults(func=_cmd_find)
 
+    r = sub.add_parser("recover", help="complete a store change (build or add) that was interrupted while committing")
+    r.add_argument("store")
+    r.set_defaults(func=_cmd_recover)
+
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from .cli_errors import run_command
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return int(args.func(args) or 0)
+    return run_command(lambda: args.func(args), verbose=args.verbose)
 
 
 if __name__ == "__main__":  # pragma: no cover

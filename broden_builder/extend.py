@@ -15,16 +15,18 @@ Contract:
   ones as written) and, with build.json (which gains an ``additions`` entry), README.txt
   and index.csv, committed in one step: everything is first written under
   ``<store>/.broden-add/``; a ``COMMIT`` marker then makes the change final, and an
-  interrupted commit is completed by the next ``broden add`` (or :func:`recover`).
-  Until the marker exists the store is unchanged.
+  interrupted commit is completed by the next ``broden add`` (or ``broden recover``,
+  :func:`recover`); until then every reader refuses the store (store/commit.py).
+  Until the marker exists the store is unchanged. The whole command holds the store's
+  exclusive lock (store/locking.py): a second ``broden add`` is refused, never interleaved.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -64,8 +66,11 @@ class AddReport:
     collisions: list = field(default_factory=list)  # messages
     new_categories: list = field(default_factory=list)
     seconds: float = 0.0
+    completed_interrupted: bool = False  # this run only completed the interrupted commit of the same addition
 
     def summary(self) -> str:
+        if self.completed_interrupted:
+            return f"completed the interrupted addition ({self.images} images); the store is up to date"
         lines = [f"{self.images} images added in {self.seconds:.1f} s"]
         if self.new_categories:
             lines.append("new categories: " + ", ".join(self.new_categories))
@@ -126,36 +131,39 @@ def tally_store(store: BrodenStore, quiet: bool = True) -> LabelTally:
 
 
 # ----------------------------------------------------------------------------- commit
+_LAST_PLAN: dict = {}
+
+
 def recover(root: Union[str, Path]) -> bool:
-    """Finish an interrupted commit (COMMIT marker present) or drop an uncommitted one. True when one was finished."""
+    """Finish an interrupted commit (COMMIT marker present) or drop an uncommitted ``broden add``.
+    True when one was finished. Call it under the store's lock (``broden recover`` does)."""
+    from .store.commit import complete, drop_work, sweep_trash
+
     root = Path(root)
-    work = root / WORK
-    if not work.exists():
-        return False
-    marker = work / "COMMIT"
-    if not marker.exists():
-        shutil.rmtree(work, ignore_errors=True)
-        return False
-    plan = json.loads(marker.read_text("utf-8"))
-    for rel in plan["images"]:
-        src, dst = work / "images" / rel, root / "images" / rel
-        if src.exists():
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(src, dst)
-    for name in plan["tables"]:  # index.csv is last
-        src = work / "tables" / name
-        if src.exists():
-            os.replace(src, root / name)
-    shutil.rmtree(work, ignore_errors=True)
-    return True
+    plan = complete(root)
+    sweep_trash(root)
+    if plan is not None:
+        _LAST_PLAN[str(root)] = plan
+        return True
+    if (root / WORK).exists():
+        drop_work(root, root / WORK)
+    return False
 
 
-def _commit(root: Path, work: Path, tables: dict, images: list) -> None:
+def entry_digest(entry: Mapping[str, Any]) -> str:
+    """Identifies a source entry (to recognise the rerun of an interrupted addition)."""
+    return hashlib.sha256(json.dumps(dict(entry), sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _commit(root: Path, work: Path, tables: dict, images: list, meta: dict) -> None:
+    from .store.commit import decide
+
     tdir = work / "tables"
     order = sorted(n for n in tables if n != "index.csv") + ["index.csv"]
     for name in order:
         atomic_write_text(tdir / name, tables[name])
-    atomic_write_text(work / "COMMIT", json.dumps({"tables": order, "images": images}))
+    moves = [(f"images/{rel}", f"images/{rel}") for rel in images] + [(f"tables/{n}", n) for n in order]
+    decide(root, work, moves, meta=meta)
     recover(root)
 
 
@@ -169,13 +177,32 @@ def add_source(
     strict: bool = True,
     on_collision: Optional[str] = None,
 ) -> AddReport:
-    """Extend the store at ``store_dir`` with the images of one source entry (see the module docstring)."""
-    t0 = time.time()
+    """Extend the store at ``store_dir`` with the images of one source entry (see the module docstring).
+
+    Raises ExtendError (the store unchanged), LockedError (another process writes the store).
+    Rerunning an addition whose commit was interrupted completes it and reports it done.
+    """
+    from .store.locking import exclusive
+
     root = Path(store_dir)
+    if not root.is_dir():
+        raise ExtendError(f"{root}: store directory does not exist")
+    with exclusive(root, "broden add"):
+        return _add_locked(root, entry, origin, workers, quiet, strict, on_collision)
+
+
+def _add_locked(root: Path, entry, origin, workers, quiet, strict, on_collision) -> AddReport:
+    t0 = time.time()
+    digest = entry_digest(entry)
+    if recover(root):
+        plan = _LAST_PLAN.pop(str(root), {})
+        meta = plan.get("meta", {})
+        log.warning("%s: completed an interrupted 'broden add' of %s", root, meta.get("origin", "a source"))
+        if meta.get("entry") == digest:  # this very addition: it is now done
+            return AddReport(images=int(meta.get("images", 0)), completed_interrupted=True,
+                             seconds=time.time() - t0)
     if not (root / "index.csv").is_file():
         raise ExtendError(f"{root}: not a finished store (no index.csv)")
-    if recover(root):
-        log.warning("%s: completed an interrupted 'broden add'", root)
     store = BrodenStore(root)
     on_collision = on_collision or str(entry.get("on_collision", "merge"))
     if on_collision not in ("merge", "error"):
@@ -183,42 +210,53 @@ def add_source(
     recipe, src = _source_of(store, entry, origin)
     tasks = gather_records([src])
     _check_new_images(store, src, tasks, origin)
-    report = AddReport()
     work = root / WORK
     shutil.rmtree(work, ignore_errors=True)
     try:
-        src_image_level = set(src.image_level_categories())
-        image_level = set(store.image_level_categories) | {c for c in src.vocabulary() if c in src_image_level}
-        state = worker_state([src], work, recipe, image_level)
-
-        def skip(image: str, reason: str) -> None:
-            if strict:
-                raise ExtendError(f"{origin}: {image}: {reason} (the store is unchanged; --skip-bad leaves such images out)")
-            report.skipped.append((image, reason))
-
-        per_image, kept = stage_images(tasks, state, workers, quiet, skip)
-        if not kept:
-            raise ExtendError(f"{origin}: no usable image")
-        vocab = _unify_with_store(store, src, per_image, recipe, origin, on_collision, report)
-        write_images(kept, state, vocabulary_lookups(vocab, exclude=(STORE_SOURCE,)), workers, quiet)
-        records = sorted(StoreWriter(work).records(), key=lambda r: (r.split_key, r.image))
-        out, categories = _new_tables(store, vocab, records, quiet, report)
-        report.images = len(records)
-        report.seconds = time.time() - t0
-        info = _updated_info(store, src, recipe, origin, report, categories, image_level)
-        out["build.json"] = json.dumps(info, indent=2, sort_keys=True) + "\n"
-        out["README.txt"] = _updated_readme(root, src, report, info)
-        images = sorted(p.relative_to(work / "images").as_posix() for p in (work / "images").rglob("*") if p.is_file())
-        for rel in images:
-            if (root / "images" / rel).exists():
-                raise ExtendError(f"{origin}: images/{rel} already exists in {root}; refusing to overwrite it")
-        _commit(root, work, out, images)
+        report, files, images = _stage_and_write(store, src, recipe, tasks, work, origin,
+                                                 (workers, quiet, strict, on_collision), t0)
+        _commit(root, work, files, images, {"command": "broden add", "origin": origin, "entry": digest,
+                                            "images": report.images})
     except BaseException:
         if not (work / "COMMIT").exists():
             shutil.rmtree(work, ignore_errors=True)
         raise
     report.seconds = time.time() - t0
     return report
+
+
+def _stage_and_write(store: BrodenStore, src, recipe, tasks: list, work: Path, origin: str, opts: tuple,
+                     t0: float) -> tuple:
+    """Stage and write the new rows into ``work``. Returns (report, {file name: text} of the new tables,
+    the new images relative to images/): what the commit puts in place."""
+    workers, quiet, strict, on_collision = opts
+    report = AddReport()
+    src_image_level = set(src.image_level_categories())
+    image_level = set(store.image_level_categories) | {c for c in src.vocabulary() if c in src_image_level}
+    state = worker_state([src], work, recipe, image_level)
+
+    def skip(image: str, reason: str) -> None:
+        if strict:
+            raise ExtendError(f"{origin}: {image}: {reason} (the store is unchanged; --skip-bad leaves such images out)")
+        report.skipped.append((image, reason))
+
+    per_image, kept = stage_images(tasks, state, workers, quiet, skip)
+    if not kept:
+        raise ExtendError(f"{origin}: no usable image")
+    vocab = _unify_with_store(store, src, per_image, recipe, origin, on_collision, report)
+    write_images(kept, state, vocabulary_lookups(vocab, exclude=(STORE_SOURCE,)), workers, quiet, ExtendError)
+    records = sorted(StoreWriter(work).records(), key=lambda r: (r.split_key, r.image))
+    out, categories = _new_tables(store, vocab, records, quiet, report)
+    report.images = len(records)
+    report.seconds = time.time() - t0
+    info = _updated_info(store, src, recipe, origin, report, categories, image_level)
+    out["build.json"] = json.dumps(info, indent=2, sort_keys=True) + "\n"
+    out["README.txt"] = _updated_readme(store.root, src, report, info)
+    images = sorted(p.relative_to(work / "images").as_posix() for p in (work / "images").rglob("*") if p.is_file())
+    for rel in images:
+        if (store.root / "images" / rel).exists():
+            raise ExtendError(f"{origin}: images/{rel} already exists in {store.root}; refusing to overwrite it")
+    return report, out, images
 
 
 def _source_of(store: BrodenStore, entry: Mapping[str, Any], origin: str) -> tuple:

@@ -77,14 +77,16 @@ Build / CLI glue (:mod:`broden_builder.acquire`)
 
 Environment: ``BRODEN_MIRROR``, ``BRODEN_DOWNLOAD_DIR``.
 """
-from .extract import ArchiveError, UnsafeArchiveError, extract_archive, is_extracted, verify_archive
+from .extract import (ArchiveError, ExtractLimitError, ExtractLimits, UnsafeArchiveError, extract_archive, is_extracted,
+                      verify_archive)
 from .registry import (ChecksumsFileError, Resource, archive_kind, load_checksums, parse_checksums,
                        update_checksums_file, write_checksums_file)
 from .transfer import (MIRROR_ENV, ChecksumError, DownloadError, FetchReport, OfflineError, fetch, fetch_many,
                        file_digest, mirror_url, offline_instructions, verify_file)
 
 __all__ = [
-    "ArchiveError", "ChecksumError", "ChecksumsFileError", "DownloadError", "FetchReport", "MIRROR_ENV",
+    "ArchiveError", "ChecksumError", "ChecksumsFileError", "DownloadError", "ExtractLimitError", "ExtractLimits",
+    "FetchReport", "MIRROR_ENV",
     "OfflineError", "Resource", "UnsafeArchiveError", "archive_kind", "extract_archive", "fetch", "fetch_many",
     "file_digest", "is_extracted", "load_checksums", "mirror_url", "offline_instructions", "parse_checksums",
     "update_checksums_file", "verify_archive", "verify_file", "write_checksums_file",
