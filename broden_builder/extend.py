@@ -40,7 +40,7 @@ from .store.format import INDEX_FIXED_COLUMNS, join_cell
 from .store.reader import BrodenStore
 from .store.statistics import LabelTally, layer_fractions
 from .store.writer import LabelSpec, StoreWriter, compute_tables
-from .unify import SourceLabel, unify
+from .unify import SourceLabel, UnifyError, check_same_source, unify
 
 log = logging.getLogger(__name__)
 
@@ -280,7 +280,12 @@ def _unify_with_store(store: BrodenStore, src, per_image: dict, recipe, origin: 
         cat = store.primary_category(lab.number) or next(iter(lab.categories), "")
         old.append(SourceLabel(STORE_SOURCE, cat, lab.number, (lab.name,) + tuple(lab.syns), max(lab.frequency, 1), lab.coverage))
     reserved = {lab.name: lab.number for lab in store.labels}
-    vocab = unify(old + new_labels, recipe.min_frequency, recipe.min_coverage, reserved=reserved)
+    try:
+        vocab = unify(old + new_labels, recipe.min_frequency, recipe.min_coverage, rule=recipe.unify, reserved=reserved)
+        allow = recipe.allow_same_source_merges
+        check_same_source(vocab, True if allow is True else tuple(allow) + (STORE_SOURCE,))
+    except UnifyError as e:
+        raise ExtendError(f"{origin}: {e}") from None
     by_number = {g.number: g for g in vocab.labels}
     for lab in store.labels:
         g = by_number.get(lab.number)
@@ -297,7 +302,8 @@ def _unify_with_store(store: BrodenStore, src, per_image: dict, recipe, origin: 
             continue
         old_cats = set(store.label_by_number[g.number].categories)
         for m in news:
-            via = next((n for n in m.names if n == g.name or n in store.label_by_number[g.number].syns), m.names[0])
+            names = m.synonyms or m.names
+            via = next((n for n in names if n == g.name or n in store.label_by_number[g.number].syns), names[0])
             report.joined.append((g.number, m.names[0], m.category, via))
             if m.category not in old_cats and m.source != COLOR_SOURCE:
                 msg = (f"{origin}: {m.category} label {m.names[0]!r} (source code {m.code}) has the name {via!r} of existing "

@@ -85,7 +85,7 @@ def _csv_text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
 class StoreWriter:
     """Writes rows into ``root/images`` and, on ``finalize``, the CSV tables, README.txt and build.json."""
 
-    def __init__(self, root: Union[str, Path], image_level_categories: Iterable[str] = ("scene", "texture"), jpeg_quality: int = 92):
+    def __init__(self, root: Union[str, Path], image_level_categories: Iterable[str] = ("scene", "texture"), jpeg_quality: int = 75):
         self.root = Path(root)
         self.image_level = frozenset(image_level_categories)
         self.jpeg_quality = jpeg_quality

@@ -12,6 +12,7 @@ Labels: objects from ``X_seg.png`` and one part layer per level from ``X_parts_N
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Optional
@@ -174,6 +175,12 @@ class ADE20KSource(Source):
             objs = {c: (n,) for c, n in s["names"].items() if n.strip() not in VOID_NAMES}
             scenes = {c: (n,) for n, c in s["scene_codes"].items()}
         return {"object": dict(objs), "part": dict(objs), "scene": scenes}
+
+    def split_names(self, category: str, name: str) -> tuple:
+        """ADE20K names are comma lists ('column, pillar'); scenes are one name."""
+        if category == "scene":
+            return (name,)
+        return tuple(dict.fromkeys(p.strip() for p in re.split(r",\s*", name) if p.strip()))
 
     def records(self) -> list:
         out = []
