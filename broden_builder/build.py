@@ -173,12 +173,14 @@ def _stage_one(task: tuple):
     writer.write_image(image, resize_image(rgb, _W["size"]))
     seg = _W["seg"]
     arrays = {}
+    stacked = sorted(c for c in res.stacked if c in pixel)
     for c, layers in pixel.items():
         small = [resize_labels(l, seg) for l in layers]
-        small = [l for l in small if l.any()]
+        if c not in stacked:
+            small = [l for l in small if l.any()]
         if small:
             arrays["p_" + c] = np.stack(small).astype(np.int32)
-    meta = {"stats": stats, "image_level": image_level, "native_shape": [h, w]}
+    meta = {"stats": stats, "image_level": image_level, "native_shape": [h, w], "stacked": stacked}
     buf = io.BytesIO()
     np.savez_compressed(buf, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
     atomic_write_bytes(stage, buf.getvalue())
@@ -214,9 +216,11 @@ def _write_one(task: tuple):
         table = lookups.get((src.key, c))
         if table is None:
             continue
-        levels[c] = [int(table[x]) for x in codes if x < len(table) and table[x]]
+        # a source label the frequency filter dropped is written as 0, as the original did (readers ignore it)
+        levels[c] = [int(table[x]) if x < len(table) else 0 for x in codes]
     size, seg = _W["size"], _W["seg"]
-    writer.write_row(image, _W["recipe"].split_of(image), (size, size), (seg, seg), pixel, levels)
+    writer.write_row(image, _W["recipe"].split_of(image), (size, size), (seg, seg), pixel, levels,
+                     stacked=meta.get("stacked", ()))
     return image, True
 
 
@@ -276,6 +280,17 @@ def source_labels_from_stats(sources: Sequence[Source], per_image: dict, with_co
         else:  # colour names: one name each
             split = raw = (names,) if isinstance(names, str) else tuple(names)
         out.append(SourceLabel(skey, c, code, split, n, cov[(skey, c, code)], raw=raw))
+    return out
+
+
+def native_statistics(vocab: Vocabulary) -> dict:
+    """label number -> category -> (images, coverage) summed over its source labels at native resolution."""
+    out: dict = {}
+    for g in vocab.labels:
+        cats = out.setdefault(g.number, {})
+        for m in g.members:
+            n, cov = cats.get(m.category, (0, 0.0))
+            cats[m.category] = (n + m.frequency, cov + m.coverage)
     return out
 
 
@@ -380,7 +395,7 @@ def build_store(
     report.categories = vocab.category_counts()
     report.images = len(kept_tasks)
     info = build_info(recipe, sources, report)
-    writer.finalize(specs, info, render_readme(recipe, sources, report, info))
+    writer.finalize(specs, info, render_readme(recipe, sources, report, info), native=native_statistics(vocab))
     report.seconds = time.time() - t0
     return report
 
@@ -442,7 +457,7 @@ def build_info(recipe: Recipe, sources: Sequence[Source], report: BuildReport) -
         "skipped_images": len(report.skipped),
         "image_size": recipe.size,
         "segmentation_size": recipe.segmentation_size,
-        "numbering": "by native-resolution frequency, then coverage",
+        "numbering": "by native-resolution frequency, then coverage (the statistics label.csv prints)",
         "unify": recipe.unify,
         "merges": report.merges,
         "versions": {"python": platform.python_version(), "numpy": np.__version__},

@@ -11,8 +11,10 @@ Contract:
   column, so that CSV readers keyed by header still work), their images and PNGs are
   not rewritten, and new rows are appended after them (row numbers stay valid).
 - category codes (c_<category>.csv) of existing labels are kept; new labels are appended.
-- statistics are recomputed from the label planes (the existing ones read back, the new
-  ones as written) and, with build.json (which gains an ``additions`` entry), README.txt
+- statistics: a store whose tables print native-resolution statistics (build.json has
+  ``written_statistics``) keeps its labels' printed statistics and adds the new source
+  labels' native ones; the written planes' statistics (existing read back, new as written)
+  go to build.json. Older stores get all statistics recomputed from the planes. Then, with build.json (which gains an ``additions`` entry), README.txt
   and index.csv, committed in one step: everything is first written under
   ``<store>/.broden-add/``; a ``COMMIT`` marker then makes the change final, and an
   interrupted commit is completed by the next ``broden add`` (or :func:`recover`).
@@ -39,7 +41,7 @@ from .store.atomic import atomic_write_text
 from .store.format import INDEX_FIXED_COLUMNS, join_cell
 from .store.reader import BrodenStore
 from .store.statistics import LabelTally, layer_fractions
-from .store.writer import LabelSpec, StoreWriter, compute_tables
+from .store.writer import LabelSpec, StoreWriter, compute_tables, written_statistics
 from .unify import SourceLabel, UnifyError, check_same_source, unify
 
 log = logging.getLogger(__name__)
@@ -239,7 +241,8 @@ def add_source(
         for r in records:
             tally.add_record(r)
         specs = _label_specs(store, vocab)
-        tables = compute_tables(specs, tally)
+        native = _native_statistics(store, vocab) if "written_statistics" in store.build_info else None
+        tables = compute_tables(specs, tally, native)
         categories = list(store.categories) + [c for c in tables["categories"] if c not in store.categories]
         for cat in sorted({c for r in records for c in r.cells}):
             if cat not in categories:
@@ -257,6 +260,8 @@ def add_source(
         report.images = len(records)
         report.seconds = time.time() - t0
         info = _updated_info(store, src, recipe, origin, report, categories, image_level)
+        if native is not None:
+            info["written_statistics"] = written_statistics(tally)
         out["build.json"] = json.dumps(info, indent=2, sort_keys=True) + "\n"
         out["README.txt"] = _updated_readme(root, src, report, info)
         images = sorted(p.relative_to(work / "images").as_posix() for p in (work / "images").rglob("*") if p.is_file())
@@ -314,6 +319,22 @@ def _unify_with_store(store: BrodenStore, src, per_image: dict, recipe, origin: 
                 log.warning("%s", msg)
                 report.collisions.append(msg)
     return vocab
+
+
+def _native_statistics(store: BrodenStore, vocab) -> dict:
+    """number -> category -> (images, coverage): the store's printed (native) statistics of its
+    labels, plus the new source labels' native statistics (a store built with native tables)."""
+    out: dict = {}
+    for cat, entries in store.category_maps.items():
+        for e in entries:
+            out.setdefault(e.number, {})[cat] = (e.frequency, e.coverage)
+    for g in vocab.labels:
+        for m in g.members:
+            if m.source == STORE_SOURCE:
+                continue
+            n, cov = out.setdefault(g.number, {}).get(m.category, (0, 0.0))
+            out[g.number][m.category] = (n + m.frequency, cov + m.coverage)
+    return out
 
 
 def _label_specs(store: BrodenStore, vocab) -> list:

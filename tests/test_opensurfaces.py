@@ -1,6 +1,8 @@
 """OpenSurfaces source: release JSON generated in its real format, photos served on 127.0.0.1."""
 from __future__ import annotations
 
+import math
+
 import csv
 import json
 from pathlib import Path
@@ -109,8 +111,9 @@ def build(root: Path, www_url: str, out: Path, **kw):
 
 
 def nearest(plane: np.ndarray, size: int) -> np.ndarray:
+    """The original's label shrink by hand: corner-aligned, input index round(i * (n_in - 1) / (n_out - 1))."""
     h, w = plane.shape
-    return np.array([[plane[min(int((i + 0.5) * h / size), h - 1), min(int((j + 0.5) * w / size), w - 1)]
+    return np.array([[plane[math.floor(i * (h - 1) / (size - 1) + 0.5), math.floor(j * (w - 1) / (size - 1) + 0.5)]
                       for j in range(size)] for i in range(size)])
 
 

@@ -58,6 +58,9 @@ class Resolved:
     image: np.ndarray
     pixel: dict = field(default_factory=dict)
     image_level: dict = field(default_factory=dict)
+    #: Pixel categories given as a stack of levels (ADE20K part levels): every level is written,
+    #: empty ones included, as ``<base>_<cat>_<k>.png`` (BRODEN_FORMAT.md rule 7).
+    stacked: frozenset = frozenset()
 
 
 class Source(ABC):

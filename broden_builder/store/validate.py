@@ -135,8 +135,7 @@ def validate_store(root: Union[str, Path], check_images: bool = True, progress: 
                         problems.append(Problem("index.csv", rn, f"column {cat!r}: {it!r} is not a label number"))
                         continue
                     if n == 0:
-                        problems.append(Problem("index.csv", rn, f"column {cat!r}: label 0 (a dropped label; read as 'no label')", "warning"))
-                        continue
+                        continue  # a source label the frequency filter dropped, as the original wrote it: 'no label'
                     nums.append(n)
                     lab = store.label_by_number.get(n)
                     if lab is None:
@@ -174,6 +173,13 @@ def validate_store(root: Union[str, Path], check_images: bool = True, progress: 
             if layers:
                 tally.add_pixel(cat, layer_fractions(layers))
     # statistics against the data
+    written = store.build_info.get("written_statistics") if ours else None
+    if isinstance(written, dict):
+        # our stores: label.csv prints native-resolution statistics (as the original did); build.json
+        # holds the written planes' statistics, checked here exactly, and the tables are checked for
+        # agreement among themselves
+        _check_written_statistics(store, tally, written, problems)
+        return problems
     for i, lab in enumerate(store.labels, start=1):
         counts = {c: tally.images.get((c, lab.number), 0) for c in set(lab.categories) | {c for (c, n) in tally.images if n == lab.number}}
         counts = {c: v for c, v in counts.items() if v or c in lab.categories}
@@ -204,6 +210,45 @@ def validate_store(root: Union[str, Path], check_images: bool = True, progress: 
             if info.frequency != sum(e.frequency for e in entries):
                 problems.append(Problem("category.csv", row, f"{cat}: frequency {info.frequency} disagrees with c_{cat}.csv ({sum(e.frequency for e in entries)})", stat_severity))
     return problems
+
+
+def _check_written_statistics(store, tally, written: dict, problems: list) -> None:
+    """build.json ``written_statistics`` against the planes read back; label.csv / c_*.csv / category.csv consistency."""
+    got = {(c, n): (k, tally.coverage[(c, n)]) for (c, n), k in tally.images.items() if k}
+    want = {}
+    for num, cats in written.items():
+        for c, (k, cov) in cats.items():
+            want[(c, int(num))] = (int(k), float(cov))
+    for key in sorted(set(got) | set(want), key=lambda k: (k[1], k[0])):
+        (c, n), g, w = key, got.get(key, (0, 0.0)), want.get(key, (0, 0.0))
+        if g[0] != w[0] or not math.isclose(g[1], w[1], rel_tol=1e-9, abs_tol=1e-9):
+            problems.append(Problem("build.json", None, f"written_statistics of label {n} in {c!r}: {w[0]} images, "
+                                    f"coverage {w[1]:f}; the planes give {g[0]} images, coverage {g[1]:f}"))
+    for i, lab in enumerate(store.labels, start=1):
+        if lab.frequency != sum(lab.categories.values()):
+            problems.append(Problem("label.csv", i, f"frequency {lab.frequency} of {lab.name!r} is not the sum of its "
+                                    f"category counts {lab.categories}"))
+        for c, k in lab.categories.items():
+            entry = next((e for e in store.category_maps.get(c, []) if e.number == lab.number), None)
+            if k and entry is not None and entry.frequency != k:
+                problems.append(Problem(f"c_{c}.csv", None, f"frequency {entry.frequency} of {lab.name!r} disagrees "
+                                        f"with label.csv ({c}({k}))"))
+    for cat in store.categories:
+        info = store.category_info.get(cat)
+        entries = store.category_maps.get(cat, [])
+        if info is None:
+            if entries:
+                problems.append(Problem("category.csv", None, f"category {cat!r} is missing"))
+            continue
+        row = list(store.category_info).index(cat) + 1
+        if entries:
+            nums = [e.number for e in entries]
+            if (info.first, info.last, info.count) != (min(nums), max(nums), len(nums)):
+                problems.append(Problem("category.csv", row, f"{cat}: first/last/count {info.first}/{info.last}/"
+                                        f"{info.count} disagree with c_{cat}.csv ({min(nums)}/{max(nums)}/{len(nums)})"))
+            if info.frequency != sum(e.frequency for e in entries):
+                problems.append(Problem("category.csv", row, f"{cat}: frequency {info.frequency} disagrees with "
+                                        f"c_{cat}.csv ({sum(e.frequency for e in entries)})"))
 
 
 def store_stats(root: Union[str, Path]) -> dict:

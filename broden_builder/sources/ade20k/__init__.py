@@ -256,7 +256,7 @@ class ADE20KSource(Source):
             parts = [np.where(np.isin(p, void), 0, p) for p in parts]
         scene = int(record.meta.get("scene", 0))
         return Resolved(image=rgb, pixel={"object": [obj], "part": parts},
-                        image_level={"scene": [scene] if scene else []})
+                        image_level={"scene": [scene] if scene else []}, stacked=frozenset({"part"}))
 
     def image_level_categories(self) -> frozenset:
         return frozenset({"scene"})
