@@ -11,8 +11,10 @@ Contract:
   column, so that CSV readers keyed by header still work), their images and PNGs are
   not rewritten, and new rows are appended after them (row numbers stay valid).
 - category codes (c_<category>.csv) of existing labels are kept; new labels are appended.
-- statistics are recomputed from the label planes (the existing ones read back, the new
-  ones as written) and, with build.json (which gains an ``additions`` entry), README.txt
+- statistics: a store whose tables print native-resolution statistics (build.json has
+  ``written_statistics``) keeps its labels' printed statistics and adds the new source
+  labels' native ones; the written planes' statistics (existing read back, new as written)
+  go to build.json. Older stores get all statistics recomputed from the planes. Then, with build.json (which gains an ``additions`` entry), README.txt
   and index.csv, committed in one step: everything is first written under
   ``<store>/.broden-add/``; a ``COMMIT`` marker then makes the change final, and an
   interrupted commit is completed by the next ``broden add`` (or ``broden recover``,
@@ -42,8 +44,8 @@ from .store.atomic import atomic_write_text
 from .store.format import INDEX_FIXED_COLUMNS, join_cell
 from .store.reader import BrodenStore
 from .store.statistics import LabelTally, layer_fractions
-from .store.writer import LabelSpec, StoreWriter, compute_tables
-from .unify import SourceLabel, unify
+from .store.writer import LabelSpec, StoreWriter, compute_tables, written_statistics
+from .unify import SourceLabel, UnifyError, check_same_source, unify
 
 log = logging.getLogger(__name__)
 
@@ -207,16 +209,36 @@ def _add_locked(root: Path, entry, origin, workers, quiet, strict, on_collision)
     on_collision = on_collision or str(entry.get("on_collision", "merge"))
     if on_collision not in ("merge", "error"):
         raise ExtendError(f"{origin}: on_collision must be 'merge' or 'error', got {on_collision!r}")
-    recipe, src = _source_of(store, entry, origin)
+    base = store_recipe_dict(store)
+    recipe = recipe_from_dict({**base, "sources": [dict(entry)]}, origin=origin, base_dir=Path.cwd())
+    (src,) = instantiate_sources(recipe)
+    src.check()
+    report = AddReport()
+    image_level = _check_categories(store, src, origin)
+    if recipe.color and "color" not in store.categories:
+        recipe = recipe_from_dict({**recipe.to_dict(), "color": False}, origin=origin)
     tasks = gather_records([src])
-    _check_new_images(store, src, tasks, origin)
+    existing = {r.image for r in store.rows}
+    clash = [f"{src.prefix}/{rec.basename}.jpg" for _, rec in tasks if f"{src.prefix}/{rec.basename}.jpg" in existing]
+    if clash:
+        raise ExtendError(f"{origin}: {len(clash)} image(s) are already in {root} (e.g. images/{clash[0]}); "
+                          f"give the source a distinct 'prefix' or leave those images out")
+    if not tasks:
+        raise ExtendError(f"{origin}: the source lists no images")
     work = root / WORK
     shutil.rmtree(work, ignore_errors=True)
     try:
-        report, files, images = _stage_and_write(store, src, recipe, tasks, work, origin,
-                                                 (workers, quiet, strict, on_collision), t0)
-        _commit(root, work, files, images, {"command": "broden add", "origin": origin, "entry": digest,
-                                            "images": report.images})
+        state = worker_state([src], work, recipe, image_level)
+        vocab, records = _write_new_rows(store, src, tasks, state, origin, on_collision, report,
+                                         (workers, quiet, strict))
+        out = _new_tables(store, src, recipe, vocab, records, origin, report, image_level, quiet)
+        report.seconds = time.time() - t0
+        images = sorted(p.relative_to(work / "images").as_posix() for p in (work / "images").rglob("*") if p.is_file())
+        for rel in images:
+            if (root / "images" / rel).exists():
+                raise ExtendError(f"{origin}: images/{rel} already exists in {root}; refusing to overwrite it")
+        _commit(root, work, out, images, {"command": "broden add", "origin": origin, "entry": digest,
+                                          "images": report.images})
     except BaseException:
         if not (work / "COMMIT").exists():
             shutil.rmtree(work, ignore_errors=True)
@@ -225,15 +247,22 @@ def _add_locked(root: Path, entry, origin, workers, quiet, strict, on_collision)
     return report
 
 
-def _stage_and_write(store: BrodenStore, src, recipe, tasks: list, work: Path, origin: str, opts: tuple,
-                     t0: float) -> tuple:
-    """Stage and write the new rows into ``work``. Returns (report, {file name: text} of the new tables,
-    the new images relative to images/): what the commit puts in place."""
-    workers, quiet, strict, on_collision = opts
-    report = AddReport()
+def _check_categories(store: BrodenStore, src, origin: str) -> set:
+    """A category keeps its kind (pixel or image-level); returns the image-level categories after the addition."""
+    vocab_src = src.vocabulary()
     src_image_level = set(src.image_level_categories())
-    image_level = set(store.image_level_categories) | {c for c in src.vocabulary() if c in src_image_level}
-    state = worker_state([src], work, recipe, image_level)
+    for c in vocab_src:
+        if c in store.categories and (c in src_image_level) != (c in store.image_level_categories):
+            kind = "image-level" if c in store.image_level_categories else "pixel"
+            raise ExtendError(f"{origin}: category {c!r} is {kind} in {store.root}, but this source labels it "
+                              f"{'per image' if c in src_image_level else 'per pixel'}; choose another category")
+    return set(store.image_level_categories) | {c for c in vocab_src if c in src_image_level}
+
+
+def _write_new_rows(store: BrodenStore, src, tasks: list, state: dict, origin: str, on_collision: str,
+                    report: AddReport, run: tuple):
+    """Stage the new images, unify their labels with the store's, write their rows under the work folder."""
+    workers, quiet, strict = run
 
     def skip(image: str, reason: str) -> None:
         if strict:
@@ -243,55 +272,21 @@ def _stage_and_write(store: BrodenStore, src, recipe, tasks: list, work: Path, o
     per_image, kept = stage_images(tasks, state, workers, quiet, skip)
     if not kept:
         raise ExtendError(f"{origin}: no usable image")
-    vocab = _unify_with_store(store, src, per_image, recipe, origin, on_collision, report)
+    vocab = _unify_with_store(store, src, per_image, state["recipe"], origin, on_collision, report)
     write_images(kept, state, vocabulary_lookups(vocab, exclude=(STORE_SOURCE,)), workers, quiet, ExtendError)
-    records = sorted(StoreWriter(work).records(), key=lambda r: (r.split_key, r.image))
-    out, categories = _new_tables(store, vocab, records, quiet, report)
-    report.images = len(records)
-    report.seconds = time.time() - t0
-    info = _updated_info(store, src, recipe, origin, report, categories, image_level)
-    out["build.json"] = json.dumps(info, indent=2, sort_keys=True) + "\n"
-    out["README.txt"] = _updated_readme(store.root, src, report, info)
-    images = sorted(p.relative_to(work / "images").as_posix() for p in (work / "images").rglob("*") if p.is_file())
-    for rel in images:
-        if (store.root / "images" / rel).exists():
-            raise ExtendError(f"{origin}: images/{rel} already exists in {store.root}; refusing to overwrite it")
-    return report, out, images
+    records = sorted(StoreWriter(state["root"]).records(), key=lambda r: (r.split_key, r.image))
+    return vocab, records
 
 
-def _source_of(store: BrodenStore, entry: Mapping[str, Any], origin: str) -> tuple:
-    """(recipe, Source) of the entry, with the store's sizes; refuses a category of the other kind."""
-    base = store_recipe_dict(store)
-    recipe = recipe_from_dict({**base, "sources": [dict(entry)]}, origin=origin, base_dir=Path.cwd())
-    (src,) = instantiate_sources(recipe)
-    src.check()
-    src_image_level = set(src.image_level_categories())
-    for c in src.vocabulary():  # a category keeps its kind (pixel or image-level)
-        if c in store.categories and (c in src_image_level) != (c in store.image_level_categories):
-            kind = "image-level" if c in store.image_level_categories else "pixel"
-            raise ExtendError(f"{origin}: category {c!r} is {kind} in {store.root}, but this source labels it "
-                              f"{'per image' if c in src_image_level else 'per pixel'}; choose another category")
-    if recipe.color and "color" not in store.categories:
-        recipe = recipe_from_dict({**recipe.to_dict(), "color": False}, origin=origin)
-    return recipe, src
-
-
-def _check_new_images(store: BrodenStore, src, tasks: list, origin: str) -> None:
-    existing = {r.image for r in store.rows}
-    clash = [f"{src.prefix}/{rec.basename}.jpg" for _, rec in tasks if f"{src.prefix}/{rec.basename}.jpg" in existing]
-    if clash:
-        raise ExtendError(f"{origin}: {len(clash)} image(s) are already in {store.root} (e.g. images/{clash[0]}); "
-                          f"give the source a distinct 'prefix' or leave those images out")
-    if not tasks:
-        raise ExtendError(f"{origin}: the source lists no images")
-
-
-def _new_tables(store: BrodenStore, vocab, records: list, quiet: bool, report: AddReport) -> tuple:
-    """({file name: text} of label.csv, category.csv, c_*.csv and index.csv over old and new rows, categories)."""
+def _new_tables(store: BrodenStore, src, recipe, vocab, records: list, origin: str, report: AddReport,
+                image_level: set, quiet: bool) -> dict:
+    """The store's new tables {file name: text}, statistics recounted from the label planes."""
     tally = tally_store(store, quiet)
     for r in records:
         tally.add_record(r)
-    tables = compute_tables(_label_specs(store, vocab), tally)
+    specs = _label_specs(store, vocab)
+    native = _native_statistics(store, vocab) if "written_statistics" in store.build_info else None
+    tables = compute_tables(specs, tally, native)
     categories = list(store.categories) + [c for c in tables["categories"] if c not in store.categories]
     for cat in sorted({c for r in records for c in r.cells}):
         if cat not in categories:
@@ -306,7 +301,13 @@ def _new_tables(store: BrodenStore, vocab, records: list, quiet: bool, report: A
         out[f"c_{cat}.csv"] = _csv(("code", "number", "name", "frequency", "coverage"),
                                    _stable_codes(store, cat, tables["map_rows"].get(cat, [])))
     out["index.csv"] = _extended_index(store.root / "index.csv", store.categories, categories, records)
-    return out, categories
+    report.images = len(records)
+    info = _updated_info(store, src, recipe, origin, report, categories, image_level)
+    if native is not None:
+        info["written_statistics"] = written_statistics(tally)
+    out["build.json"] = json.dumps(info, indent=2, sort_keys=True) + "\n"
+    out["README.txt"] = _updated_readme(store.root, src, report, info)
+    return out
 
 
 def _unify_with_store(store: BrodenStore, src, per_image: dict, recipe, origin: str, on_collision: str, report: AddReport):
@@ -317,7 +318,12 @@ def _unify_with_store(store: BrodenStore, src, per_image: dict, recipe, origin: 
         cat = store.primary_category(lab.number) or next(iter(lab.categories), "")
         old.append(SourceLabel(STORE_SOURCE, cat, lab.number, (lab.name,) + tuple(lab.syns), max(lab.frequency, 1), lab.coverage))
     reserved = {lab.name: lab.number for lab in store.labels}
-    vocab = unify(old + new_labels, recipe.min_frequency, recipe.min_coverage, reserved=reserved)
+    try:
+        vocab = unify(old + new_labels, recipe.min_frequency, recipe.min_coverage, rule=recipe.unify, reserved=reserved)
+        allow = recipe.allow_same_source_merges
+        check_same_source(vocab, True if allow is True else tuple(allow) + (STORE_SOURCE,))
+    except UnifyError as e:
+        raise ExtendError(f"{origin}: {e}") from None
     by_number = {g.number: g for g in vocab.labels}
     for lab in store.labels:
         g = by_number.get(lab.number)
@@ -334,7 +340,8 @@ def _unify_with_store(store: BrodenStore, src, per_image: dict, recipe, origin: 
             continue
         old_cats = set(store.label_by_number[g.number].categories)
         for m in news:
-            via = next((n for n in m.names if n == g.name or n in store.label_by_number[g.number].syns), m.names[0])
+            names = m.synonyms or m.names
+            via = next((n for n in names if n == g.name or n in store.label_by_number[g.number].syns), names[0])
             report.joined.append((g.number, m.names[0], m.category, via))
             if m.category not in old_cats and m.source != COLOR_SOURCE:
                 msg = (f"{origin}: {m.category} label {m.names[0]!r} (source code {m.code}) has the name {via!r} of existing "
@@ -345,6 +352,22 @@ def _unify_with_store(store: BrodenStore, src, per_image: dict, recipe, origin: 
                 log.warning("%s", msg)
                 report.collisions.append(msg)
     return vocab
+
+
+def _native_statistics(store: BrodenStore, vocab) -> dict:
+    """number -> category -> (images, coverage): the store's printed (native) statistics of its
+    labels, plus the new source labels' native statistics (a store built with native tables)."""
+    out: dict = {}
+    for cat, entries in store.category_maps.items():
+        for e in entries:
+            out.setdefault(e.number, {})[cat] = (e.frequency, e.coverage)
+    for g in vocab.labels:
+        for m in g.members:
+            if m.source == STORE_SOURCE:
+                continue
+            n, cov = out.setdefault(g.number, {}).get(m.category, (0, 0.0))
+            out[g.number][m.category] = (n + m.frequency, cov + m.coverage)
+    return out
 
 
 def _label_specs(store: BrodenStore, vocab) -> list:
