@@ -157,3 +157,29 @@ def test_layer_explanations_equal_plain_compexp_on_a_store(synthetic_store):
         assert rows[u]["formula"] == Formula(*f).text(lambda c: ex.names[ex.numbers[c]])
         assert rows[u]["single_label"] == ex.names[ex.numbers[single]]
     assert sum(1 for r in rows if r["length"] > 1) >= 3  # compositions do win on random units
+
+
+def test_explanations_csv_round_trip(tmp_path):
+    import csv
+
+    from dissect.explain.output import read_explanations, write_explanations
+
+    class _Ex:
+        settings, timings = {"length": 3}, {}
+
+        def rows(self):
+            return [{"unit": 1, "formula": "(water, deep OR river) AND NOT blue-c", "iou": 0.25, "single_iou": 0.125,
+                     "single_label": "water, deep", "length": 3},
+                    {"unit": 2, "formula": "", "iou": 0.0, "single_iou": 0.0, "single_label": "", "length": 0}]
+
+    path = write_explanations(tmp_path / "layer4", _Ex())
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0][:4] == ["unit", "formula", "iou", "single_iou"]
+    assert rows[1][1] == "(water, deep OR river) AND NOT blue-c" and float(rows[1][2]) == 0.25
+    back = read_explanations(tmp_path / "layer4")
+    assert back[1]["formula"] == "(water, deep OR river) AND NOT blue-c" and back[2]["formula"] == ""
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "explanations.csv").write_text("unit,formula,iou,single_iou\nx,a,1,1\n")
+    with pytest.raises(ValueError, match="row 2"):
+        read_explanations(tmp_path / "bad")
