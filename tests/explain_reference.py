@@ -11,6 +11,8 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 OPS = ("OR", "AND", "AND NOT")
 
@@ -86,3 +88,31 @@ def exhaustive(label_masks: np.ndarray, unit: np.ndarray, length: int = 3):
             for ops in itertools.product(range(3), repeat=n - 1):
                 best = max(best, iou(mask_of((labs, ops), label_masks), unit, ua))
     return best
+
+
+def plain_store_masks(store, acts, thr, numbers):
+    """Label masks [L, N * S] and unit masks [U, N * S] read plainly from the store, with the
+    activations upsampled by torch's bilinear interpolation (align_corners=False) and > T."""
+    col = {n: i for i, n in enumerate(numbers)}
+    N = len(store.rows)
+    sh, sw = store.rows[0].sh, store.rows[0].sw
+    S = sh * sw
+    lab = np.zeros((len(numbers), N * S), bool)
+    units = np.zeros((acts.shape[1], N * S), bool)
+    for i in range(N):
+        sl = slice(i * S, (i + 1) * S)
+        for c in store.categories:
+            if c in store.image_level_categories:
+                for n in store.image_labels(i, c):
+                    if n in col:
+                        lab[col[n], sl] = True
+            else:
+                for layer in store.pixel_layers(i, c):
+                    for y in range(sh):
+                        for x in range(sw):
+                            n = int(layer[y, x])
+                            if n in col:
+                                lab[col[n], i * S + y * sw + x] = True
+        up = F.interpolate(torch.from_numpy(acts[i: i + 1]), size=(sh, sw), mode="bilinear", align_corners=False)[0]
+        units[:, sl] = (up.numpy() > thr[:, None, None]).reshape(acts.shape[1], S)
+    return lab, units

@@ -116,3 +116,48 @@ def test_top_units_for_concept(tmp_path):
     assert top_units_for_concept(d, "tree", 1) == [4]
     with pytest.raises(AblationError, match="did you mean sky"):
         top_units_for_concept(d, "skye", 1)
+
+
+COLORNET_SOURCE = '''
+import torch
+from torch import nn
+
+
+class ColorNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Conv2d(3, 3, 1)
+        with torch.no_grad():
+            self.features.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+            self.features.bias.zero_()
+
+    def forward(self, x):
+        return self.features(x).mean((2, 3))
+
+
+def colornet():
+    return ColorNet()
+'''
+
+
+def test_ablate_cli(tmp_path, capsys):
+    from dissect.cli import main
+
+    folder = _folder(tmp_path / "data")
+    (tmp_path / "colornet.py").write_text(COLORNET_SOURCE)
+    out = tmp_path / "out"
+    args = ["ablate", "--model", f"{tmp_path / 'colornet.py'}:colornet", "--layer", "features", "--data", str(folder),
+            "--out", str(out), "--input-size", "8", "--mean", "0,0,0", "--std", "1,1,1", "--quiet"]
+    assert main(args + ["--units", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "b_green: 1.000 -> 0.000 (-1.000)" in text
+    rows = list(csv.DictReader(open(out / "features" / "ablation_units_2_zero.csv", newline="")))
+    assert {r["class"]: float(r["change"]) for r in rows} == {"a_red": 0.0, "b_green": -1.0, "c_blue": 0.0,
+                                                             "(all)": pytest.approx(-2 / 9)}
+    # --concept reads the layer's dissection results
+    np.save(out / "features" / "iou.npy", np.array([[0.0], [0.0], [0.7]], np.float32))
+    (out / "features" / "result.json").write_text(json.dumps({"labels": [{"number": 1, "name": "blue-c"}]}))
+    assert main(args + ["--concept", "blue-c", "--k", "1"]) == 0
+    assert "highest IoU for 'blue-c': 3" in capsys.readouterr().out
+    assert main(args + ["--units", "x"]) == 2
+    assert "--units" in capsys.readouterr().err

@@ -89,3 +89,14 @@ def test_compare_bad_folder(tmp_path):
     with pytest.raises(CompareInputError, match="does not exist"):
         write_compare([tmp_path / "nope"], tmp_path / "cmp")
     assert run_name({"model": {"spec": "m", "weights": "none (random init, seed 0)"}}) == "m (random init)"
+
+
+def test_compare_cli(tmp_path, capsys):
+    from dissect.cli import main
+
+    m = {"kind": "torchvision", "name": "vgg16", "spec": "vgg16", "weights": "none (random init, seed 0)"}
+    _result(tmp_path / "r" / "conv5", "conv5", m, {"object": 1}, {"object": 1})
+    assert main(["compare", str(tmp_path / "r"), "--out", str(tmp_path / "c")]) == 0
+    assert (tmp_path / "c" / "compare.html").is_file()
+    assert main(["compare", str(tmp_path / "missing"), "--out", str(tmp_path / "c")]) == 2
+    assert "does not exist" in capsys.readouterr().err

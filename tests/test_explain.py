@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from dissect.explain import Formula, MaskCounts, beam_search
-from explain_reference import compexp_search, exhaustive, pack
+from explain_reference import compexp_search, exhaustive, pack, plain_store_masks
 
 
 def _random_case(rng, L=4, U=3, P=60, p_label=0.3, p_unit=0.25):
@@ -99,37 +99,6 @@ def test_counts_group_pixels_without_changing_counts():
     assert int(c.w.sum()) == 200
 
 
-def _plain_store_masks(store, acts, thr, numbers):
-    """Label masks [L, N * S] and unit masks [U, N * S] read plainly from the store, with the
-    activations upsampled by torch's bilinear interpolation (align_corners=False) and > T."""
-    import torch
-    import torch.nn.functional as F
-
-    col = {n: i for i, n in enumerate(numbers)}
-    N = len(store.rows)
-    sh, sw = store.rows[0].sh, store.rows[0].sw
-    S = sh * sw
-    lab = np.zeros((len(numbers), N * S), bool)
-    units = np.zeros((acts.shape[1], N * S), bool)
-    for i in range(N):
-        sl = slice(i * S, (i + 1) * S)
-        for c in store.categories:
-            if c in store.image_level_categories:
-                for n in store.image_labels(i, c):
-                    if n in col:
-                        lab[col[n], sl] = True
-            else:
-                for layer in store.pixel_layers(i, c):
-                    for y in range(sh):
-                        for x in range(sw):
-                            n = int(layer[y, x])
-                            if n in col:
-                                lab[col[n], i * S + y * sw + x] = True
-        up = F.interpolate(torch.from_numpy(acts[i: i + 1]), size=(sh, sw), mode="bilinear", align_corners=False)[0]
-        units[:, sl] = (up.numpy() > thr[:, None, None]).reshape(acts.shape[1], S)
-    return lab, units
-
-
 def test_layer_explanations_equal_plain_compexp_on_a_store(synthetic_store):
     from broden_builder.store.reader import BrodenStore
     from dissect.explain.layer import explain_activations
@@ -142,7 +111,7 @@ def test_layer_explanations_equal_plain_compexp_on_a_store(synthetic_store):
     thr = np.quantile(acts.transpose(1, 0, 2, 3).reshape(6, -1), 0.9, axis=1).astype(np.float32)
     thr[5] = 0.0
     ex = explain_activations(acts, thr, store, length=3, beam=5, batch_size=7)
-    lab, units = _plain_store_masks(store, acts, thr, ex.numbers)
+    lab, units = plain_store_masks(store, acts, thr, ex.numbers)
     assert ex.settings["images"] == N
     packed = pack(lab)
     rows = ex.rows()

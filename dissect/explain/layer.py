@@ -86,12 +86,16 @@ def _label_columns(store: BrodenStore, categories):
 
 def collect_counts(activations, thresholds, store: BrodenStore, rows: Sequence[int], categories: Sequence[str],
                    numbers: Sequence[int], upsample: str = "bilinear", batch_size: int = 32, workers: int = 0,
-                   device="cpu", progress=None) -> MaskCounts:
+                   device="cpu", progress=None, basis=None) -> MaskCounts:
     """MaskCounts of ``activations`` ([N, U, h, w] array-like, row k = store row rows[k]) with
-    thresholds [U] against labels ``numbers`` (columns in this order) of ``categories``."""
+    thresholds [U] against labels ``numbers`` (columns in this order) of ``categories``.
+    ``basis`` [U, U] (optional): the units are ``basis @ units`` before the thresholds."""
+    from ..basis import apply_basis
+
     d = torch.device(device)
     U = int(activations.shape[1])
     thr = torch.as_tensor(np.asarray(thresholds, dtype=np.float32)).to(d)
+    mat = None if basis is None else torch.as_tensor(np.asarray(basis, dtype=np.float64)).to(d)
     if thr.numel() != U:
         raise ValueError(f"{thr.numel()} thresholds for {U} units")
     maxn = max(list(numbers) + [0])
@@ -111,7 +115,7 @@ def collect_counts(activations, thresholds, store: BrodenStore, rows: Sequence[i
     for batch in dl:
         seg = batch["seg"].to(d)
         n = int(batch["index"].numel())
-        a = torch.from_numpy(np.array(activations[lo: lo + n], dtype=np.float32)).to(d)
+        a = apply_basis(torch.from_numpy(np.array(activations[lo: lo + n], dtype=np.float32)).to(d), mat)
         lo += n
         eu, ep = unit_mask_entries(a, thr, size, mode=upsample)
         keys = pixel_label_keys(seg, lut, len(numbers), pix_cats, img_cats)
@@ -124,9 +128,10 @@ def collect_counts(activations, thresholds, store: BrodenStore, rows: Sequence[i
 def explain_activations(activations, thresholds, store, categories: Optional[Sequence[str]] = None,
                         split: Optional[str] = None, rows: Optional[Sequence[int]] = None, length: int = 3,
                         beam: int = 5, upsample: str = "bilinear", batch_size: int = 32, workers: int = 0,
-                        device="cpu", quiet: bool = True) -> LayerExplanations:
+                        device="cpu", quiet: bool = True, basis=None) -> LayerExplanations:
     """Explain every unit of activations [N, U, h, w] (index.csv order, or the order of
-    ``rows`` / of ``split``'s rows) thresholded at ``thresholds`` [U] (the layer's T_k).
+    ``rows`` / of ``split``'s rows) thresholded at ``thresholds`` [U] (the layer's T_k), after
+    the change of basis ``basis`` [U, U] when given (see dissect.basis).
 
     Raises ValueError for mismatched shapes, unknown categories or split.
     """
@@ -151,7 +156,7 @@ def explain_activations(activations, thresholds, store, categories: Optional[Seq
         bar = tqdm(total=len(rows), desc="explain: masks and labels", unit="img", leave=False)
     counts = collect_counts(activations, thresholds, store, rows, cats, numbers, upsample=upsample,
                             batch_size=batch_size, workers=workers, device=device,
-                            progress=bar.update if bar is not None else None)
+                            progress=bar.update if bar is not None else None, basis=basis)
     if bar is not None:
         bar.close()
     t1 = time.perf_counter()
