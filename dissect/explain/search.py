@@ -105,55 +105,111 @@ class _Problem:
         self.area_c = self.area_label[self.cand]
         self.msize = c.mask_size()
         self.al_c = cidx[c.al_label]  # candidate index of each (atom, label) pair
-        # (entry, label) pairs: the labels of each entry's atom
         K = c.n_atoms
-        deg = torch.bincount(c.al_atom, minlength=K)
-        ptr = torch.zeros(K + 1, dtype=torch.long, device=d)
-        ptr[1:] = torch.cumsum(deg, 0)
-        edeg = deg[c.e_atom]
-        self.el_e = torch.repeat_interleave(torch.arange(c.e_atom.numel(), device=d), edeg)
-        estart = torch.zeros_like(edeg)
-        if edeg.numel():
-            estart[1:] = torch.cumsum(edeg, 0)[:-1]
-        pos = torch.arange(self.el_e.numel(), device=d) - estart[self.el_e]
-        self.el_c = self.al_c[ptr[c.e_atom[self.el_e]] + pos]
-        self.el_unit = c.e_unit[self.el_e]
+        self.deg = torch.bincount(c.al_atom, minlength=K)  # labels per atom
+        self.ptr = torch.zeros(K + 1, dtype=torch.long, device=d)
+        self.ptr[1:] = torch.cumsum(self.deg, 0)
         # entries are sorted by unit: entry range of each unit
         self.e_ptr = torch.zeros(c.n_units + 1, dtype=torch.long, device=d)
         self.e_ptr[1:] = torch.cumsum(torch.bincount(c.e_unit, minlength=c.n_units), 0)
-        self.el_ptr = torch.zeros(c.n_units + 1, dtype=torch.long, device=d)
-        self.el_ptr[1:] = torch.cumsum(torch.bincount(self.el_unit, minlength=c.n_units), 0)
+
+    def entry_labels(self, u0: int, u1: int) -> tuple:
+        """The (entry, label) pairs of units u0..u1-1: (entry index [n], candidate index [n]),
+        built per chunk of units so memory follows the chunk, not the layer."""
+        c, d = self.c, self.c.w.device
+        lo, hi = int(self.e_ptr[u0]), int(self.e_ptr[u1])
+        atoms = c.e_atom[lo:hi]
+        edeg = self.deg[atoms]
+        el_e = torch.repeat_interleave(torch.arange(lo, hi, device=d), edeg)
+        start = torch.zeros_like(edeg)
+        if edeg.numel():
+            start[1:] = torch.cumsum(edeg, 0)[:-1]
+        pos = torch.arange(el_e.numel(), device=d) - start[el_e - lo]
+        return el_e, self.al_c[self.ptr[c.e_atom[el_e]] + pos]
 
     def single(self, u0: int, u1: int) -> torch.Tensor:
         """|X & M_u| [u1 - u0, nC] for candidate labels."""
         c, d = self.c, self.c.w.device
-        lo, hi = int(self.el_ptr[u0]), int(self.el_ptr[u1])
+        el_e, el_c = self.entry_labels(u0, u1)
         out = torch.zeros((u1 - u0) * self.nC, dtype=torch.long, device=d)
-        idx = (self.el_unit[lo:hi] - u0) * self.nC + self.el_c[lo:hi]
-        out.index_add_(0, idx, c.e_count[self.el_e[lo:hi]])
+        out.index_add_(0, (c.e_unit[el_e] - u0) * self.nC + el_c, c.e_count[el_e])
         return out.view(u1 - u0, self.nC)
 
+    def postings(self) -> tuple:
+        """Atoms carrying each label column: (ptr [L + 1], atoms [P]) (CSR, atoms ascending)."""
+        if not hasattr(self, "_post"):
+            c, d = self.c, self.c.w.device
+            order = torch.argsort(c.al_label * max(1, c.n_atoms) + c.al_atom)
+            ptr = torch.zeros(c.n_labels + 1, dtype=torch.long, device=d)
+            ptr[1:] = torch.cumsum(torch.bincount(c.al_label, minlength=c.n_labels), 0)
+            self._post = (ptr, c.al_atom[order])
+        return self._post
+
     def formula_label_area(self, labels: torch.Tensor, ops: torch.Tensor) -> torch.Tensor:
-        """|F & X| [n, nC] for formulas labels [n, Lm], ops [n, Lm - 1] (int64, exact)."""
+        """|F & X| [n, nC] for formulas labels [n, Lm], ops [n, Lm - 1] (int64, exact).
+
+        A formula can only hold on atoms carrying its first label or a label it ORs in, so each
+        distinct formula is evaluated on those atoms alone (the label's posting lists), and
+        w[k] is added to every label of each atom k where it holds."""
         c, d = self.c, self.c.w.device
-        n, K = labels.shape[0], c.n_atoms
+        n, Lm = labels.shape
         out = torch.zeros(n, self.nC, dtype=torch.long, device=d)
-        if n == 0 or K == 0:
+        if n == 0 or c.n_atoms == 0:
             return out
-        # distinct formulas only: beams of many units share formulas
         key = torch.cat([labels, ops], 1)
-        uniq, inv = torch.unique(key, dim=0, return_inverse=True)
-        ul, uo = uniq[:, : labels.shape[1]], uniq[:, labels.shape[1]:]
-        res = torch.zeros(uniq.shape[0], self.nC, dtype=torch.long, device=d)
-        step = max(1, _MAX_ELEMS // max(K, c.al_atom.numel(), 1))
-        atoms = torch.arange(K, device=d)
-        for i in range(0, uniq.shape[0], step):
-            fl, fo = ul[i: i + step], uo[i: i + step]
-            f = _evaluate(c.bits, atoms.unsqueeze(0), fl.unsqueeze(1).expand(-1, K, -1),
-                          fo.unsqueeze(1).expand(-1, K, -1))  # [m, K]
-            wf = f.long() * c.w.unsqueeze(0)
-            res[i: i + step].index_add_(1, self.al_c, wf[:, c.al_atom])
+        uniq, inv = torch.unique(key, dim=0, return_inverse=True)  # beams of many units share formulas
+        ul, uo = uniq[:, :Lm], uniq[:, Lm:]
+        m = ul.shape[0]
+        ptr, post = self.postings()
+        # support labels: the first, and each one ORed in (valid labels only)
+        sup = torch.zeros(m, Lm, dtype=torch.bool, device=d)
+        sup[:, 0] = ul[:, 0] >= 0
+        if Lm > 1:
+            sup[:, 1:] = (uo[:, : Lm - 1] == OR) & (ul[:, 1:] >= 0)
+        lab = ul.clamp(min=0)
+        plen = torch.where(sup, ptr[lab + 1] - ptr[lab], 0)  # [m, Lm]
+        work = plen.sum(1)  # atoms visited per formula
+        res = torch.zeros(m, self.nC, dtype=torch.long, device=d)
+        avg_deg = max(1, -(-c.al_atom.numel() // max(1, c.n_atoms)))
+        budget = max(1, _MAX_ELEMS // avg_deg)
+        f0 = 0
+        csum = torch.cumsum(work, 0)
+        while f0 < m:
+            done = int(csum[f0 - 1]) if f0 else 0
+            f1 = int(torch.searchsorted(csum, torch.tensor(done + budget, device=d), right=True))
+            f1 = max(f1, f0 + 1)
+            self._area_chunk(ul[f0:f1], uo[f0:f1], sup[f0:f1], plen[f0:f1], res[f0:f1], ptr, post)
+            f0 = f1
         return res[inv]
+
+    def _area_chunk(self, ul, uo, sup, plen, res, ptr, post) -> None:
+        c, d = self.c, self.c.w.device
+        m, Lm = ul.shape
+        flat = plen.reshape(-1)
+        pair = torch.repeat_interleave(torch.arange(m * Lm, device=d), flat)  # (formula, position) of each visit
+        if pair.numel() == 0:
+            return
+        start = torch.zeros_like(flat)
+        start[1:] = torch.cumsum(flat, 0)[:-1]
+        f, j = pair // Lm, pair % Lm
+        lab = ul[f, j]
+        atom = post[ptr[lab] + torch.arange(pair.numel(), device=d) - start[pair]]
+        # visit each atom once per formula: skip it under a later support label if an earlier one has it
+        keep = torch.ones_like(atom, dtype=torch.bool)
+        for jj in range(Lm - 1):
+            earlier = (j > jj) & sup[f, jj]
+            keep &= ~(earlier & _member(c.bits, atom, torch.where(earlier, ul[f, jj], -1)))
+        f, atom = f[keep], atom[keep]
+        val = _evaluate(c.bits, atom, ul[f], uo[f]).long() * c.w[atom]
+        nz = val > 0
+        f, atom, val = f[nz], atom[nz], val[nz]
+        deg = self.deg[atom]
+        rep = torch.repeat_interleave(torch.arange(atom.numel(), device=d), deg)
+        st = torch.zeros_like(deg)
+        if deg.numel():
+            st[1:] = torch.cumsum(deg, 0)[:-1]
+        cc = self.al_c[self.ptr[atom[rep]] + torch.arange(rep.numel(), device=d) - st[rep]]
+        res.view(-1).index_add_(0, f[rep] * self.nC + cc, val[rep])
 
     def formula_label_unit(self, u0: int, u1: int, labels: torch.Tensor, ops: torch.Tensor) -> torch.Tensor:
         """|F_ub & X & M_u| [u1 - u0, B, nC] for beam formulas labels [u1 - u0, B, Lm]."""
@@ -163,10 +219,9 @@ class _Problem:
         eu = c.e_unit[lo:hi] - u0
         f = _evaluate(c.bits, c.e_atom[lo:hi].unsqueeze(1), labels[eu], ops[eu])  # [e, B]
         vals = f.long() * c.e_count[lo:hi].unsqueeze(1)
-        elo, ehi = int(self.el_ptr[u0]), int(self.el_ptr[u1])
+        el_e, el_c = self.entry_labels(u0, u1)
         out = torch.zeros(n * self.nC, B, dtype=torch.long, device=d)
-        idx = (self.el_unit[elo:ehi] - u0) * self.nC + self.el_c[elo:ehi]
-        out.index_add_(0, idx, vals[self.el_e[elo:ehi] - lo])
+        out.index_add_(0, (c.e_unit[el_e] - u0) * self.nC + el_c, vals[el_e - lo])
         return out.view(n, self.nC, B).transpose(1, 2)
 
 
