@@ -18,7 +18,7 @@ Detection (``detect_layout``), unless a layout is forced (``--layout``):
   and ``num_prefix_tokens``; Hugging Face: ``config.patch_size``, a class token when the
   embeddings have ``cls_token``, plus ``config.num_register_tokens``) and the token count fits;
   otherwise (hierarchical models, exported programs) from the token count and the input size:
-  the fewest leading tokens P (0..16) leaving a grid of integer stride. The source is recorded.
+  the fewest leading tokens P of PREFIXES leaving a grid of integer stride. The source is recorded.
 """
 from __future__ import annotations
 
@@ -29,7 +29,9 @@ from typing import Optional
 import torch
 
 LAYOUTS = ("nchw", "nhwc", "tokens")
-MAX_PREFIX = 16  # class + register tokens tried when the model cannot tell (DINOv2 uses 1 + 4)
+#: leading tokens tried when the model cannot tell: none, class, class + distillation (DeiT),
+#: class + 4/8/16 registers (DINOv2 with registers, "Vision Transformers Need Registers")
+PREFIXES = (0, 1, 2, 5, 9, 17)
 
 
 class LayoutError(ValueError):
@@ -133,8 +135,10 @@ def infer_token_grid(n_tokens: int, size: tuple) -> Optional[tuple]:
     """(h, w, prefix) with n_tokens = prefix + h*w for the fewest prefix tokens whose grid fits the
     H x W input at an integer stride (h = H/s, w = W/s exactly); None when none fits."""
     H, W = size
-    for prefix in range(0, min(MAX_PREFIX, n_tokens - 1) + 1):
+    for prefix in PREFIXES:
         m = n_tokens - prefix
+        if m < 1:
+            break
         for s in range(1, max(H, W) + 1):
             if H % s or W % s:
                 continue
@@ -171,7 +175,7 @@ def detect_layout(shape: tuple, input_size: tuple, model=None, force: Optional[s
         if guess is None:
             raise LayoutError(
                 f"layer {name!r} output has shape {shape}: its {n} tokens form no patch grid of the "
-                f"{size[0]}x{size[1]} input (with up to {MAX_PREFIX} class/register tokens); "
+                f"{size[0]}x{size[1]} input (after {'/'.join(map(str, PREFIXES))} class/register tokens); "
                 f"choose another layer or input size")
         why = "forced (--layout), grid" if force == "tokens" else "3-D output, grid"
         return Layout("tokens", guess[:2], guess[2], source=f"{why} inferred from {n} tokens and the input size")
