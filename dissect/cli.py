@@ -77,7 +77,7 @@ def _add_shared(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.add_argument("--verbose", action="store_true", help="log progress details")
     g.add_argument("--no-report", action="store_true", help="do not write the HTML report (dissect report OUT writes it later)")
-    p.set_defaults(_mean=IMAGENET_MEAN, _std=IMAGENET_STD)
+    p.set_defaults(_mean=IMAGENET_MEAN, _std=IMAGENET_STD)  # noqa: the model's preprocessing may replace them
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:
@@ -104,9 +104,10 @@ def _add_preprocessing(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", type=_size, default=None, metavar="SIZE|HxW",
                    help="resize images to this network input size (default: the store's image size)")
     p.add_argument("--mean", type=_floats3, default=None, metavar="R,G,B",
-                   help="normalisation mean of [0,1] RGB (default torchvision's ImageNet 0.485,0.456,0.406)")
+                   help="normalisation mean of [0,1] RGB (default: the model's preprocessing, else ImageNet's "
+                        "0.485,0.456,0.406)")
     p.add_argument("--std", type=_floats3, default=None, metavar="R,G,B",
-                   help="normalisation std (default torchvision's ImageNet 0.229,0.224,0.225)")
+                   help="normalisation std (default: the model's preprocessing, else ImageNet's 0.229,0.224,0.225)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "repeatable. `dissect layers` lists them")
     run.add_argument("--out", required=True, help="output folder: results go to OUT/<layer>/")
     _add_preprocessing(run)
+    _add_layout(run)
     _add_shared(run)
     run.add_argument("--cache-dtype", choices=("float16", "float32"), default="float16",
                      help="dtype of the on-disk activation cache; every statistic uses these rounded values (default float16)")
@@ -171,7 +173,7 @@ def _cmd_run(args) -> int:
 
     info = init_from_env(args.device)
     extra = {"input_size": args.input_size, "cache_dtype": args.cache_dtype, "cache_dir": args.cache_dir,
-             "keep_cache": args.keep_cache}
+             "keep_cache": args.keep_cache, "layout": args.layout}
     if args.mean is not None:
         extra["mean"] = args.mean
     if args.std is not None:
@@ -180,8 +182,15 @@ def _cmd_run(args) -> int:
     model = load_model(args.model, args.weights, unsafe_unpickle=args.unsafe_unpickle)
     results = dissect_model(model, args.layer, args.store, cfg, out=args.out)
     if info.rank == 0:
+        print(f"model {model.spec}: {model.weights_text()}")
         for res in results.values():
-            print(res.summary_line())
+            s = res.settings
+            how = [f"selector {s['selector']}"] if s.get("selector") not in (None, res.layer) else []
+            lay = s.get("layout") or {}
+            if lay.get("kind") not in (None, "nchw"):
+                how.append(f"layout {lay['kind']}" + (f" {lay['prefix']}+{lay['grid'][0]}x{lay['grid'][1]}"
+                                                      if lay.get("kind") == "tokens" else ""))
+            print(res.summary_line() + (f" [{', '.join(how)}]" if how else ""))
         print(f"results in {Path(args.out)}")
         _report(args, [res.layer for res in results.values()])
     return 0
