@@ -43,11 +43,8 @@ from broden_builder.torch_dataset import (IMAGENET_MEAN, IMAGENET_STD, BrodenDat
 from . import __version__
 from .cache import ActivationCache, NpyRows, safe_name
 from .distributed import DistInfo, all_reduce_sum_, barrier, dist_info, gather_states, shard
-from .capture import feature_maps, plan_layers
-from .hooks import ForwardError, resolve_selector
-from .layouts import LAYOUTS
+from .hooks import as_feature_map, get_layer, output_layers, run_layers
 from .models import LoadedModel
-from .preprocess import resolve_preprocessing
 from .outputs import build_layer_result, write_layer_result
 from .results import LayerResult
 from .stats import UNIONS, Tally, TopKImages, TopQuantile
@@ -76,9 +73,9 @@ class DissectConfig:
     categories: Optional[tuple] = None  # None = every category of the store
     top_k: int = 10
     split: Optional[str] = None
-    input_size: Optional[tuple] = None  # None = the model's fixed input size, else the store's image size
-    mean: Optional[tuple] = None  # None = the model's preprocessing, else ImageNet's (dissect.preprocess)
-    std: Optional[tuple] = None
+    input_size: Optional[tuple] = None  # None = the store's image size
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
     upsample: str = "bilinear"
     batch_size: int = 32
     workers: int = field(default_factory=default_workers)
@@ -88,8 +85,6 @@ class DissectConfig:
     cache_dir: Optional[str] = None  # None = out/.dissect_cache (removed after success)
     keep_cache: bool = False
     quiet: bool = False
-    layout: Optional[str] = None  # force 'nchw' | 'nhwc' | 'tokens' for every layer (None = detected per layer)
-    transform: Optional[object] = None  # callable on [B, 3, H, W] RGB in [0, 1] -> network input (no crop)
 
     def __post_init__(self):
         if not 0 < self.quantile < 1:
@@ -104,14 +99,8 @@ class DissectConfig:
             object.__setattr__(self, "input_size", (self.input_size, self.input_size))
         if self.categories is not None:
             object.__setattr__(self, "categories", tuple(self.categories))
-        if self.layout is not None and self.layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS} (or None to detect), got {self.layout!r}")
-        if self.transform is not None and not callable(self.transform):
-            raise ValueError(f"transform must be callable, got {type(self.transform).__name__}")
-        for name in ("mean", "std"):
-            v = getattr(self, name)
-            if v is not None:
-                object.__setattr__(self, name, tuple(float(x) for x in v))
+        object.__setattr__(self, "mean", tuple(float(x) for x in self.mean))
+        object.__setattr__(self, "std", tuple(float(x) for x in self.std))
 
     def replace(self, **changes) -> "DissectConfig":
         from dataclasses import replace
@@ -207,7 +196,7 @@ def label_columns(store: BrodenStore, categories: Sequence[str]) -> tuple:
 
 def _model_identity(model) -> tuple:
     if isinstance(model, LoadedModel):
-        return model, dict(model.identity, spec=model.spec, random_weights=model.random_weights)
+        return model, dict(model.identity, spec=model.spec)
     if not isinstance(model, nn.Module):
         raise DissectError(f"model must be an nn.Module or LoadedModel, got {type(model).__name__}")
     h = hashlib.sha256()
@@ -401,8 +390,7 @@ class _Engine:
         cfg = self.cfg
         settings = {"quantile": cfg.quantile, "iou_threshold": cfg.iou_threshold, "union": cfg.union,
                     "upsample": cfg.upsample, "categories": self.categories, "split": cfg.split, "top_k": cfg.top_k,
-                    "mean": list(cfg.mean or IMAGENET_MEAN), "std": list(cfg.std or IMAGENET_STD),
-                    "cache_dtype": cfg.cache_dtype,
+                    "mean": list(cfg.mean), "std": list(cfg.std), "cache_dtype": cfg.cache_dtype,
                     "batch_size": cfg.batch_size, "world_size": self.info.world}
         settings.update(settings_extra)
         store_info = {"path": str(self.store.root.resolve()), "fingerprint": self.store.fingerprint(),
@@ -439,24 +427,20 @@ class _Engine:
 
 
 # ---------------------------------------------------------------------------- public API
-def _check_layers(lm: LoadedModel, names: Sequence[str]) -> None:
-    """Fail early (before any image is read) on unknown modules and malformed selectors."""
+def _forward(lm: LoadedModel, x: torch.Tensor, names: Sequence[str]) -> dict:
+    if lm.is_torchscript:
+        with torch.no_grad():
+            outs = output_layers(lm.module(x))
+        return {n: as_feature_map(n, outs[n]) for n in names}
+    outs = run_layers(lm.module, x, names)
+    return {n: as_feature_map(n, outs[n]) for n in names}
+
+
+def _check_layers(lm: LoadedModel, names: Sequence[str], probe_out=None) -> None:
     if lm.is_torchscript:
         return
     for n in names:
-        resolve_selector(lm.module, n)
-
-
-def _plan(lm: LoadedModel, names: Sequence[str], x: torch.Tensor, layout) -> dict:
-    """LayerPlans from a probe batch; only a failure of the model's own forward pass is reported
-    as a problem of the input size (selectors, call counts and layouts say what they are)."""
-    try:
-        return plan_layers(lm.module, names, x, layout=layout)
-    except ForwardError as e:
-        size = tuple(x.shape[-2:])
-        msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e.cause).__name__
-        raise DissectError(f"model {lm.spec} fails on input size {size[0]}x{size[1]}: {msg} "
-                           f"(choose another --input-size)") from None
+        get_layer(lm.module, n)
 
 
 def _open_store(store) -> BrodenStore:
@@ -472,44 +456,36 @@ def dissect_model(model: Union[nn.Module, LoadedModel], layers: Union[str, Seque
     under ``out``. Raises DissectError for bad input and UnknownLayerError for unknown layers.
     """
     t_start = time.perf_counter()
-    names = [layers] if isinstance(layers, str) else list(dict.fromkeys(str(x) for x in layers))
+    names = [layers] if isinstance(layers, str) else list(dict.fromkeys(layers))
     if not names:
         raise DissectError("no layer to dissect")
-    folders = {}
-    for n in names:  # one result folder per layer: selectors that sanitise alike are refused
-        other = folders.setdefault(safe_name(n), n)
-        if other != n:
-            raise DissectError(f"layers {other!r} and {n!r} would share the result folder {safe_name(n)!r}; "
-                               f"dissect them in separate runs (different --out)")
     store = _open_store(store)
     lm, identity = _model_identity(model)
+    cfg = config
     _check_layers(lm, names)
     r0 = store.rows[0] if store.rows else None
     if r0 is None:
         raise DissectError(f"{store.root / 'index.csv'} has no images")
-    prep = resolve_preprocessing(lm.preprocessing, config.input_size, config.mean, config.std, config.transform,
-                                 (r0.ih, r0.iw))
-    input_size = prep.input_size
-    cfg = config.replace(mean=prep.dataset_mean, std=prep.dataset_std, transform=None)
+    input_size = tuple(cfg.input_size) if cfg.input_size else (r0.ih, r0.iw)
     key = {"model": identity, "layers": names, "input_size": list(input_size), "mean": list(cfg.mean),
-           "std": list(cfg.std), "preprocessing": prep.record, "layout": config.layout}
+           "std": list(cfg.std)}
     eng = _Engine(store, cfg, out, names, key)
     dev = eng.device
     lm.module.to(dev).eval()
-    if lm.random_weights and eng.info.rank == 0:
-        log.warning("model %s has RANDOM weights (--weights none)", lm.spec)
 
-    def net_input(x: torch.Tensor) -> torch.Tensor:
-        return prep.transform(x) if prep.transform is not None else x
-
-    # probe: one full forward pass plans every layer (selector, call count, layout, shape)
-    with torch.no_grad():
-        x0 = net_input(torch.zeros(1, 3, *input_size, device=dev))
-    plans = _plan(lm, names, x0, config.layout)
-    shapes = {n: plans[n].shape for n in names}
+    # probe: the model must run at this input size, and every layer must give [B, U, h, w]
+    try:
+        probe = _forward(lm, torch.zeros(1, 3, *input_size, device=dev), names)
+    except (DissectError, KeyError):
+        raise
+    except Exception as e:
+        msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise DissectError(f"model {lm.spec} fails on input size {input_size[0]}x{input_size[1]}: "
+                           f"{type(e).__name__}: {msg} (choose another --input-size)") from None
+    shapes = {n: tuple(probe[n].shape[1:]) for n in names}
 
     layer_keys = {n: dict(key, layer=n, shape=list(shapes[n]), rows=eng.key["rows"], split=cfg.split,
-                          store=eng.key["store"], dtype=cfg.cache_dtype, plan=plans[n].to_dict()) for n in names}
+                          store=eng.key["store"], dtype=cfg.cache_dtype) for n in names}
     for n in names:
         layer_keys[n].pop("layers", None)
     eng.caches = {n: ActivationCache(eng.cache_dir, f"{safe_name(n)}.rank{eng.info.rank}of{eng.info.world}",
@@ -554,13 +530,7 @@ def dissect_model(model: Union[nn.Module, LoadedModel], layers: Union[str, Seque
                 x = batch["image"].to(dev, non_blocking=True)
                 idx = batch["index"]
                 lo = b * bs
-                with torch.no_grad():
-                    x = net_input(x)
-                try:
-                    feats = feature_maps(lm.module, x, plans)
-                except ForwardError as e:
-                    raise DissectError(f"model {lm.spec} fails on a batch of {x.shape[0]} at input size "
-                                       f"{input_size[0]}x{input_size[1]}: {e}") from None
+                feats = _forward(lm, x, names)
                 rounded = {}
                 for n in names:
                     a = feats[n]
@@ -585,12 +555,7 @@ def dissect_model(model: Union[nn.Module, LoadedModel], layers: Union[str, Seque
     sources = {n: str(eng.caches[n].path) for n in names}
     eng.pass2(sources, list(range(n_rows)), start2)
     model_info = dict(identity)
-    results = eng.results(model_info, {"input_size": list(input_size), "preprocessing": prep.record})
-    for n, res in results.items():
-        p = plans[n]
-        res.settings.update({"selector": p.selector, "requested": n, "module": p.module, "calls": p.calls,
-                             "structure": p.structure, "captured_shape": list(p.captured_shape),
-                             "layout": p.layout.to_dict()})
+    results = eng.results(model_info, {"input_size": list(input_size)})
     eng.finish()
     if not (cfg.keep_cache or cfg.cache_dir):
         for c in eng.caches.values():
