@@ -11,8 +11,10 @@ Contract:
   column, so that CSV readers keyed by header still work), their images and PNGs are
   not rewritten, and new rows are appended after them (row numbers stay valid).
 - category codes (c_<category>.csv) of existing labels are kept; new labels are appended.
-- statistics are recomputed from the label planes (the existing ones read back, the new
-  ones as written) and, with build.json (which gains an ``additions`` entry), README.txt
+- statistics: a store whose tables print native-resolution statistics (build.json has
+  ``written_statistics``) keeps its labels' printed statistics and adds the new source
+  labels' native ones; the written planes' statistics (existing read back, new as written)
+  go to build.json. Older stores get all statistics recomputed from the planes. Then, with build.json (which gains an ``additions`` entry), README.txt
   and index.csv, committed in one step: everything is first written under
   ``<store>/.broden-add/``; a ``COMMIT`` marker then makes the change final, and an
   interrupted commit is completed by the next ``broden add`` (or ``broden recover``,
@@ -42,8 +44,8 @@ from .store.atomic import atomic_write_text
 from .store.format import INDEX_FIXED_COLUMNS, join_cell
 from .store.reader import BrodenStore
 from .store.statistics import LabelTally, layer_fractions
-from .store.writer import LabelSpec, StoreWriter, compute_tables
-from .unify import SourceLabel, unify
+from .store.writer import LabelSpec, StoreWriter, compute_tables, written_statistics
+from .unify import SourceLabel, UnifyError, check_same_source, unify
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +268,8 @@ def _add_locked(root: Path, entry, origin, workers, quiet, strict, on_collision)
         for r in records:
             tally.add_record(r)
         specs = _label_specs(store, vocab)
-        tables = compute_tables(specs, tally)
+        native = _native_statistics(store, vocab) if "written_statistics" in store.build_info else None
+        tables = compute_tables(specs, tally, native)
         categories = list(store.categories) + [c for c in tables["categories"] if c not in store.categories]
         for cat in sorted({c for r in records for c in r.cells}):
             if cat not in categories:
@@ -284,6 +287,8 @@ def _add_locked(root: Path, entry, origin, workers, quiet, strict, on_collision)
         report.images = len(records)
         report.seconds = time.time() - t0
         info = _updated_info(store, src, recipe, origin, report, categories, image_level)
+        if native is not None:
+            info["written_statistics"] = written_statistics(tally)
         out["build.json"] = json.dumps(info, indent=2, sort_keys=True) + "\n"
         out["README.txt"] = _updated_readme(root, src, report, info)
         images = sorted(p.relative_to(work / "images").as_posix() for p in (work / "images").rglob("*") if p.is_file())
@@ -308,7 +313,12 @@ def _unify_with_store(store: BrodenStore, src, per_image: dict, recipe, origin: 
         cat = store.primary_category(lab.number) or next(iter(lab.categories), "")
         old.append(SourceLabel(STORE_SOURCE, cat, lab.number, (lab.name,) + tuple(lab.syns), max(lab.frequency, 1), lab.coverage))
     reserved = {lab.name: lab.number for lab in store.labels}
-    vocab = unify(old + new_labels, recipe.min_frequency, recipe.min_coverage, reserved=reserved)
+    try:
+        vocab = unify(old + new_labels, recipe.min_frequency, recipe.min_coverage, rule=recipe.unify, reserved=reserved)
+        allow = recipe.allow_same_source_merges
+        check_same_source(vocab, True if allow is True else tuple(allow) + (STORE_SOURCE,))
+    except UnifyError as e:
+        raise ExtendError(f"{origin}: {e}") from None
     by_number = {g.number: g for g in vocab.labels}
     for lab in store.labels:
         g = by_number.get(lab.number)
@@ -325,7 +335,8 @@ def _unify_with_store(store: BrodenStore, src, per_image: dict, recipe, origin: 
             continue
         old_cats = set(store.label_by_number[g.number].categories)
         for m in news:
-            via = next((n for n in m.names if n == g.name or n in store.label_by_number[g.number].syns), m.names[0])
+            names = m.synonyms or m.names
+            via = next((n for n in names if n == g.name or n in store.label_by_number[g.number].syns), names[0])
             report.joined.append((g.number, m.names[0], m.category, via))
             if m.category not in old_cats and m.source != COLOR_SOURCE:
                 msg = (f"{origin}: {m.category} label {m.names[0]!r} (source code {m.code}) has the name {via!r} of existing "
@@ -336,6 +347,22 @@ def _unify_with_store(store: BrodenStore, src, per_image: dict, recipe, origin: 
                 log.warning("%s", msg)
                 report.collisions.append(msg)
     return vocab
+
+
+def _native_statistics(store: BrodenStore, vocab) -> dict:
+    """number -> category -> (images, coverage): the store's printed (native) statistics of its
+    labels, plus the new source labels' native statistics (a store built with native tables)."""
+    out: dict = {}
+    for cat, entries in store.category_maps.items():
+        for e in entries:
+            out.setdefault(e.number, {})[cat] = (e.frequency, e.coverage)
+    for g in vocab.labels:
+        for m in g.members:
+            if m.source == STORE_SOURCE:
+                continue
+            n, cov = out.setdefault(g.number, {}).get(m.category, (0, 0.0))
+            out[g.number][m.category] = (n + m.frequency, cov + m.coverage)
+    return out
 
 
 def _label_specs(store: BrodenStore, vocab) -> list:

@@ -8,7 +8,9 @@ from typing import Any, Mapping, Optional, Union
 import yaml
 
 _KEYS = {"name", "size", "segmentation_size", "min_frequency", "min_coverage", "splits", "color",
-         "sources", "jpeg_quality", "description"}
+         "sources", "jpeg_quality", "description", "unify", "allow_same_source_merges"}
+#: How labels of different sources are unified (BRODEN_FORMAT.md; broden_builder.unify).
+UNIFY_RULES = ("original", "curated")
 
 
 class RecipeError(ValueError):
@@ -26,10 +28,14 @@ class Recipe:
     min_coverage: float = 0.5
     splits: tuple = (("train", 0.7), ("val", 0.3))
     color: bool = True
-    jpeg_quality: int = 92
+    jpeg_quality: int = 75
     sources: tuple = ()
     description: str = ""
     path: Optional[str] = None
+    #: ``original`` (the original build's synonym tables and merge rule) or ``curated``.
+    unify: str = "original"
+    #: Sources whose labels may merge within one category: True (all), or a tuple of source keys.
+    allow_same_source_merges: Union[bool, tuple] = ()
 
     @property
     def train_fraction(self) -> float:
@@ -41,6 +47,9 @@ class Recipe:
             "min_frequency": self.min_frequency, "min_coverage": self.min_coverage,
             "splits": dict(self.splits), "color": self.color, "jpeg_quality": self.jpeg_quality,
             "sources": [dict(s) for s in self.sources], "description": self.description,
+            "unify": self.unify,
+            "allow_same_source_merges": (self.allow_same_source_merges if isinstance(self.allow_same_source_merges, bool)
+                                         else list(self.allow_same_source_merges)),
         }
 
     def split_of(self, image_path: str) -> str:
@@ -108,6 +117,16 @@ def recipe_from_dict(data: Mapping[str, Any], origin: str = "<recipe>", base_dir
                 if not p.is_absolute():
                     s[k] = str((base_dir / p))
         norm.append(s)
+    rule = str(data.get("unify", "original"))
+    if rule not in UNIFY_RULES:
+        raise RecipeError(f"{origin}: unify must be one of {', '.join(UNIFY_RULES)}, got {data.get('unify')!r}")
+    allow = data.get("allow_same_source_merges", ())
+    if isinstance(allow, str):
+        allow = [allow]
+    if not isinstance(allow, (bool, list, tuple)) or (not isinstance(allow, bool) and not all(isinstance(a, str) for a in allow)):
+        raise RecipeError(f"{origin}: allow_same_source_merges must be true, false or a list of source names "
+                          f"(prefixes), got {allow!r}")
+    allow = allow if isinstance(allow, bool) else tuple(allow)
     return Recipe(
         name=str(data.get("name", "broden")),
         size=size,
@@ -116,10 +135,12 @@ def recipe_from_dict(data: Mapping[str, Any], origin: str = "<recipe>", base_dir
         min_coverage=num("min_coverage", float, 0.5, 0),
         splits=split_items,
         color=bool(data.get("color", True)),
-        jpeg_quality=num("jpeg_quality", int, 92, 1),
+        jpeg_quality=num("jpeg_quality", int, 75, 1),
         sources=tuple(norm),
         description=str(data.get("description", "")),
         path=origin,
+        unify=rule,
+        allow_same_source_merges=allow,
     )
 
 

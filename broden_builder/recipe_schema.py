@@ -45,10 +45,14 @@ class RecipeModel(_Strict):
         default_factory=lambda: {"train": 0.7, "val": 0.3},
         description="fractions per split (train, val), summing to 1; a number is the train fraction")
     color: bool = Field(True, description="add the colour category (11 colour names per pixel)")
-    jpeg_quality: int = Field(92, ge=1, le=100, description="JPEG quality of the store images (Pillow, 1..100)")
-    unify: Literal["original", "curated"] = Field("original", description="how labels of different sources unify")
+    jpeg_quality: int = Field(75, ge=1, le=100,
+                              description="JPEG quality of the store images (Pillow, 1..100; 75 as the original)")
+    unify: Literal["original", "curated"] = Field(
+        "original", description="label vocabulary: the original build's synonym tables and merge rule, or this "
+                                "project's curated tables")
     allow_same_source_merges: Union[bool, str, List[str]] = Field(
-        default_factory=list, description="sources whose labels may merge within one category: true, or their names")
+        default_factory=list, description="sources (prefixes) whose labels may merge within one category: true, or "
+                                          "their names; any other such merge stops the build")
     sources: List[Dict[str, Any]] = Field(default_factory=list, description="the source entries (see below)")
 
     @field_validator("splits")
