@@ -16,13 +16,14 @@ PACKAGES = ("dissect", "broden_builder")
 #: dissect's layers, lowest first: a module may import modules of a lower layer, or of its own
 #: layer inside its own subpackage (dissect.stats, dissect.report).
 DISSECT_LAYERS = [
-    ["dissect.errors"],
-    ["dissect.stats", "dissect.distributed", "dissect.hooks", "dissect.models", "dissect.activations"],
-    ["dissect.config", "dissect.results", "dissect.cache", "dissect.checkpoint"],
+    ["dissect.errors", "dissect.layouts", "dissect.selectors", "dissect.basis"],
+    ["dissect.stats", "dissect.distributed", "dissect.hooks", "dissect.models", "dissect.activations",
+     "dissect.preprocess"],
+    ["dissect.config", "dissect.results", "dissect.cache", "dissect.checkpoint", "dissect.capture"],
     ["dissect.engine"],
     ["dissect.runner", "dissect.segment"],
-    ["dissect.report"],
-    ["dissect.api"],
+    ["dissect.report", "dissect.explain", "dissect.ablate"],
+    ["dissect.api", "dissect.compare"],
     ["dissect.cli"],
     ["dissect.demo"],
 ]
@@ -32,6 +33,9 @@ MAX_LINES = 60
 LONG_FUNCTIONS_PENDING = {
     "broden_builder/store/validate.py:validate_store": "issue 15: validate splits into its checkers",
     "dissect/stats/tally.py:_accumulate": "issue 16: the tally kernel is being rewritten",
+    "dissect/ablate.py:ablate": "issue 14's code: to split",
+    "dissect/explain/run.py:explain_result": "issue 14's code: to split",
+    "dissect/explain/search.py:beam_search": "issue 14's code: to split",
     "broden_builder/build.py:_build_locked": "issue 12, builder side",
     "broden_builder/extend.py:_add_locked": "issue 12, builder side",
     "broden_builder/recipe.py:recipe_from_dict": "issue 15's schema: to split",
