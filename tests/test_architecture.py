@@ -16,13 +16,14 @@ PACKAGES = ("dissect", "broden_builder")
 #: dissect's layers, lowest first: a module may import modules of a lower layer, or of its own
 #: layer inside its own subpackage (dissect.stats, dissect.report).
 DISSECT_LAYERS = [
-    ["dissect.errors"],
-    ["dissect.stats", "dissect.distributed", "dissect.hooks", "dissect.models", "dissect.activations"],
-    ["dissect.config", "dissect.results", "dissect.cache", "dissect.checkpoint"],
+    ["dissect.errors", "dissect.layouts", "dissect.selectors", "dissect.basis"],
+    ["dissect.stats", "dissect.distributed", "dissect.hooks", "dissect.models", "dissect.activations",
+     "dissect.preprocess"],
+    ["dissect.config", "dissect.results", "dissect.cache", "dissect.checkpoint", "dissect.capture"],
     ["dissect.engine"],
     ["dissect.runner", "dissect.segment"],
-    ["dissect.report"],
-    ["dissect.api"],
+    ["dissect.report", "dissect.explain", "dissect.ablate"],
+    ["dissect.api", "dissect.compare"],
     ["dissect.cli"],
     ["dissect.demo"],
 ]
@@ -48,6 +49,9 @@ MAX_LINES = 60
 #: Functions over MAX_LINES allowed for now, each with who is splitting it.
 LONG_FUNCTIONS_PENDING = {
     "dissect/stats/tally.py:_accumulate": "issue 16: the tally kernel is being rewritten",
+    "dissect/ablate.py:ablate": "issue 14's code: to split",
+    "dissect/explain/run.py:explain_result": "issue 14's code: to split",
+    "dissect/explain/search.py:beam_search": "issue 14's code: to split",
     "broden_builder/recipe.py:recipe_from_dict": "issue 15's schema: to split",
     "broden_builder/unify.py:unify": "issue 10 changes the unify rules",
 }
