@@ -144,6 +144,14 @@ class Activations:
     def __len__(self) -> int:
         return self.shape[0]
 
+    def __getitem__(self, key) -> np.ndarray:
+        """Array-style reads (``a[i]``, ``a[lo:hi]``, ``a[[i, j]]``) as float32 ``[..., U, h, w]``."""
+        if isinstance(key, (int, np.integer)):
+            return self.rows([int(key) % self.shape[0]])[0]
+        if isinstance(key, slice):
+            return self.rows(range(*key.indices(self.shape[0])))
+        return self.rows([int(k) for k in key])
+
     def rows(self, positions: Sequence[int]) -> np.ndarray:
         """float32 [len(positions), U, h, w] (a contiguous run is read as one block)."""
         pos = [int(p) for p in positions]

@@ -107,9 +107,9 @@ def explain_result(layer_dir: Union[str, Path], activations=None, model=None, st
             act_rows = None
         else:
             if isinstance(activations, (str, Path)):
-                from ..runner import load_activations
+                from ..activations import open_activations
 
-                activations = load_activations(activations)
+                activations = open_activations(activations)
             elif isinstance(activations, torch.Tensor):
                 activations = activations.detach().cpu().numpy()
             shape = tuple(activations.shape)
