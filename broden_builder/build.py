@@ -114,10 +114,22 @@ def _image_name(src: Source, rec: ImageRecord) -> str:
     return f"{src.prefix}/{rec.basename}.jpg"
 
 
+class StageUnreadable(Exception):
+    """A staging file cannot be read (truncated by a crash or a power cut): its item is redone."""
+
+
 def _load_stage(path: Path) -> dict:
-    with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(str(z["meta"]))
-        planes = {k[2:]: z[k] for k in z.files if k.startswith("p_")}
+    """Read a staging .npz; raises StageUnreadable (never BadZipFile & co.) when it is damaged."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            planes = {k[2:]: z[k] for k in z.files if k.startswith("p_")}
+        if not isinstance(meta, dict) or "stats" not in meta or "image_level" not in meta:
+            raise ValueError("meta record incomplete")
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, zlib.error ...
+        raise StageUnreadable(f"{path}: {type(e).__name__}: {e}") from None
     meta["planes"] = planes
     return meta
 
@@ -130,8 +142,12 @@ def _stage_one(task: tuple):
     image = _image_name(src, rec)
     stage = _stage_path(root, image)
     if stage.exists():
-        meta = _load_stage(stage)
-        return image, meta["stats"], None
+        try:
+            meta = _load_stage(stage)
+            return image, meta["stats"], None
+        except StageUnreadable as e:  # redo the item (issue 15, item 3)
+            log.warning("redoing %s: its staging file is unreadable (%s)", image, e)
+            stage.unlink()
     try:
         res = src.resolve(rec)
         rgb = np.asarray(res.image)
@@ -181,12 +197,13 @@ def _write_one(task: tuple):
     root: Path = _W["root"]
     image = _image_name(src, rec)
     stage = _stage_path(root, image)
-    if not stage.exists():
-        return image, False
     writer = StoreWriter(root, image_level_categories=_W["image_level"], jpeg_quality=_W["jpeg_quality"])
     if writer.has_row(image):
         return image, True
-    meta = _load_stage(stage)
+    try:
+        meta = _load_stage(stage)
+    except (FileNotFoundError, StageUnreadable) as e:  # pass 1 left it readable: something else removed it
+        return image, f"staging file {stage} vanished or was damaged during the build ({type(e).__name__})"
     lookups = _W["lookups"]
     pixel = {}
     for c, stack in meta["planes"].items():
@@ -277,11 +294,18 @@ def build_store(
     quiet: bool = False,
     sources: Optional[Sequence[Source]] = None,
     download=None,
+    overwrite: bool = False,
 ) -> BuildReport:
     """Build (or resume building) the store described by ``recipe`` into ``out``.
 
     ``download`` (a broden_builder.download.DownloadOptions) fetches and extracts missing
     downloadable sources first (None: never download); download failures raise DownloadError.
+
+    Reliability (README, "Reliability"): the build holds the exclusive lock of ``out``
+    (LockedError when another process builds there); it writes into ``out/.build`` and
+    replaces the old store only when it commits, all at once; a store built from another
+    recipe is refused unless ``overwrite``; a killed build resumes (stale temporary files
+    swept, unreadable staging files redone).
     """
     t0 = time.time()
     out = Path(out)
@@ -309,13 +333,80 @@ def build_store(
     sources = present
     if not sources:
         raise BuildError("no source is available to build from")
-    check_resume_key(out, recipe)
-    if (out / "index.csv").exists():
-        (out / "index.csv").unlink()  # the store is being rebuilt: never leave it looking complete
-    out.mkdir(parents=True, exist_ok=True)
+    from .store.locking import exclusive
+
+    try:
+        with exclusive(out, "broden build"):
+            _build_locked(recipe, out, sources, state_base={"workers": workers, "strict": strict, "quiet": quiet,
+                                                           "overwrite": overwrite}, report=report)
+    except SourceMissingError:
+        raise
+    except OSError as e:  # read-only folder, full disk, --out below a file ...
+        raise BuildError(f"{e.filename or out}: cannot write the store ({e.strerror or e})") from None
+    report.seconds = time.time() - t0
+    return report
+
+
+#: Top-level entries of a store that a new build replaces (the rest of --out is left alone).
+STORE_ENTRIES = ("images", "index.csv", "label.csv", "category.csv", "README.txt", "build.json", ".cache")
+WORK = ".build"
+
+
+def _store_entries(out: Path) -> list:
+    """The store files present at the top of ``out`` (what a committed build replaces or retires)."""
+    found = [n for n in STORE_ENTRIES if (out / n).exists() or (out / n).is_symlink()]
+    return found + sorted(p.name for p in out.glob("c_*.csv"))
+
+
+def check_existing_store(out: Path, recipe: Recipe, overwrite: bool) -> None:
+    """Refuse to replace a store built from another recipe (or not built by us) unless ``overwrite``.
+
+    "Another recipe": build.json's recipe differs in a field that shapes the store
+    (RESUME_FIELDS, or the name). Nothing is replaced here; a build replaces the old store
+    only when it commits (store/commit.py).
+    """
+    present = [n for n in _store_entries(out) if n != ".cache"]
+    if not present or overwrite:
+        return
+    info_path = out / "build.json"
+    have = None
+    if info_path.is_file():
+        try:
+            have = json.loads(info_path.read_text("utf-8")).get("recipe")
+        except (OSError, ValueError, AttributeError):
+            have = None
+    if not isinstance(have, dict):
+        raise BuildError(f"{out}: holds {', '.join(present)} but no build.json of a store built by this tool; "
+                         f"refusing to replace it (use --overwrite, or another --out)")
+    want = json.loads(json.dumps(recipe.to_dict(), sort_keys=True))
+    diff = sorted(k for k in set(RESUME_FIELDS) | {"name"} if have.get(k) != want.get(k))
+    if diff:
+        raise BuildError(f"{out}: holds a store built from another recipe ({have.get('name')!r}; differs in "
+                         f"{', '.join(diff)}); refusing to replace it (use --overwrite to replace it once the new "
+                         f"build is complete, or another --out)")
+
+
+def _build_locked(recipe: Recipe, out: Path, sources: list, state_base: dict, report: BuildReport) -> None:
+    """The build proper, under the lock of ``out``: everything is written into ``out/.build``,
+    then committed over the old store in one step (store/commit.py)."""
+    from .store.atomic import sweep_temp_files
+    from .store.commit import complete, sweep_trash
+
+    workers, strict, quiet = state_base["workers"], state_base["strict"], state_base["quiet"]
+    if complete(out) is not None:
+        log.warning("%s: completed an interrupted commit", out)
+    sweep_trash(out)
+    check_existing_store(out, recipe, state_base["overwrite"])
+    root = out / WORK
+    if root.exists():
+        n = sweep_temp_files(root)  # debris of writers killed between write and rename
+        if n:
+            log.info("%s: removed %d temporary file(s) of an interrupted build", root, n)
+    check_resume_key(root, recipe)
+    root.mkdir(parents=True, exist_ok=True)
     tasks = gather_records(sources)
     image_level = category_levels(sources)
-    state = {"sources": sources, "root": out, "color": recipe.color, "size": recipe.size,
+    state = {"sources": sources, "root": root, "color": recipe.color, "size": recipe.size,
              "seg": recipe.segmentation_size, "jpeg_quality": recipe.jpeg_quality, "recipe": recipe,
              "image_level": frozenset(image_level)}
     per_image = {}
@@ -333,9 +424,9 @@ def build_store(
     labels = source_labels_from_stats(sources, per_image, recipe.color)
     vocab = unify(labels, recipe.min_frequency, recipe.min_coverage)
     digest = vocabulary_digest(vocab)
-    digest_path = out / STAGING / "vocabulary.sha256"
+    digest_path = root / STAGING / "vocabulary.sha256"
     if digest_path.exists() and digest_path.read_text().strip() != digest:
-        shutil.rmtree(out / STAGING / "rows", ignore_errors=True)
+        shutil.rmtree(root / STAGING / "rows", ignore_errors=True)
     atomic_write_text(digest_path, digest)
     lookups = {}
     maxcode: dict = defaultdict(int)
@@ -344,9 +435,8 @@ def build_store(
     for (s, c), m in maxcode.items():
         lookups[(s, c)] = vocab.lookup(s, c, m)
     state["lookups"] = lookups
-    for _ in _run(kept_tasks, _write_one, state, workers, "write", quiet):
-        pass
-    writer = StoreWriter(out, image_level_categories=image_level, jpeg_quality=recipe.jpeg_quality)
+    write_rows(kept_tasks, state, workers, quiet, BuildError)
+    writer = StoreWriter(root, image_level_categories=image_level, jpeg_quality=recipe.jpeg_quality)
     specs = [LabelSpec(g.number, g.name, tuple(g.syns), g.primary_category()) for g in vocab.labels]
     for g in vocab.labels:
         for m in g.members:
@@ -360,8 +450,24 @@ def build_store(
     report.images = len(kept_tasks)
     info = build_info(recipe, sources, report)
     writer.finalize(specs, info, render_readme(recipe, sources, report, info))
-    report.seconds = time.time() - t0
-    return report
+    commit_build(out, root)
+
+
+def write_rows(tasks: list, state: dict, workers: int, quiet: bool, error: type) -> None:
+    """Pass 2 over ``tasks``; a staging file gone missing is an error (never a silently lost row)."""
+    for image, ok in _run(tasks, _write_one, state, workers, "write", quiet):
+        if ok is not True:
+            raise error(f"{image}: {ok}; rerun the command to redo it")
+
+
+def commit_build(out: Path, root: Path) -> None:
+    """Replace the store in ``out`` by the finished one in ``root`` (= out/.build) in one commit."""
+    from .store.commit import commit
+
+    new = _store_entries(root)
+    order = [n for n in new if n != "index.csv"] + (["index.csv"] if "index.csv" in new else [])
+    retire = [n for n in _store_entries(out) if n not in new]
+    commit(out, root, [(n, n) for n in order], retire, meta={"command": "broden build"})
 
 
 def category_levels(sources: Sequence[Source]) -> set:

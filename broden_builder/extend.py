@@ -15,12 +15,15 @@ Contract:
   ones as written) and, with build.json (which gains an ``additions`` entry), README.txt
   and index.csv, committed in one step: everything is first written under
   ``<store>/.broden-add/``; a ``COMMIT`` marker then makes the change final, and an
-  interrupted commit is completed by the next ``broden add`` (or :func:`recover`).
-  Until the marker exists the store is unchanged.
+  interrupted commit is completed by the next ``broden add`` (or ``broden recover``,
+  :func:`recover`); until then every reader refuses the store (store/commit.py).
+  Until the marker exists the store is unchanged. The whole command holds the store's
+  exclusive lock (store/locking.py): a second ``broden add`` is refused, never interleaved.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -32,8 +35,8 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 from . import __version__
-from .build import (COLOR_SOURCE, _run, _stage_one, _write_one, build_date, gather_records, instantiate_sources,
-                    source_labels_from_stats)
+from .build import (COLOR_SOURCE, _run, _stage_one, build_date, gather_records, instantiate_sources,
+                    source_labels_from_stats, write_rows)
 from .recipe import read_yaml, recipe_from_dict
 from .store.atomic import atomic_write_text
 from .store.format import INDEX_FIXED_COLUMNS, join_cell
@@ -63,8 +66,11 @@ class AddReport:
     collisions: list = field(default_factory=list)  # messages
     new_categories: list = field(default_factory=list)
     seconds: float = 0.0
+    completed_interrupted: bool = False  # this run only completed the interrupted commit of the same addition
 
     def summary(self) -> str:
+        if self.completed_interrupted:
+            return f"completed the interrupted addition ({self.images} images); the store is up to date"
         lines = [f"{self.images} images added in {self.seconds:.1f} s"]
         if self.new_categories:
             lines.append("new categories: " + ", ".join(self.new_categories))
@@ -125,36 +131,39 @@ def tally_store(store: BrodenStore, quiet: bool = True) -> LabelTally:
 
 
 # ----------------------------------------------------------------------------- commit
+_LAST_PLAN: dict = {}
+
+
 def recover(root: Union[str, Path]) -> bool:
-    """Finish an interrupted commit (COMMIT marker present) or drop an uncommitted one. True when one was finished."""
+    """Finish an interrupted commit (COMMIT marker present) or drop an uncommitted ``broden add``.
+    True when one was finished. Call it under the store's lock (``broden recover`` does)."""
+    from .store.commit import complete, drop_work, sweep_trash
+
     root = Path(root)
-    work = root / WORK
-    if not work.exists():
-        return False
-    marker = work / "COMMIT"
-    if not marker.exists():
-        shutil.rmtree(work, ignore_errors=True)
-        return False
-    plan = json.loads(marker.read_text("utf-8"))
-    for rel in plan["images"]:
-        src, dst = work / "images" / rel, root / "images" / rel
-        if src.exists():
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(src, dst)
-    for name in plan["tables"]:  # index.csv is last
-        src = work / "tables" / name
-        if src.exists():
-            os.replace(src, root / name)
-    shutil.rmtree(work, ignore_errors=True)
-    return True
+    plan = complete(root)
+    sweep_trash(root)
+    if plan is not None:
+        _LAST_PLAN[str(root)] = plan
+        return True
+    if (root / WORK).exists():
+        drop_work(root, root / WORK)
+    return False
 
 
-def _commit(root: Path, work: Path, tables: dict, images: list) -> None:
+def entry_digest(entry: Mapping[str, Any]) -> str:
+    """Identifies a source entry (to recognise the rerun of an interrupted addition)."""
+    return hashlib.sha256(json.dumps(dict(entry), sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _commit(root: Path, work: Path, tables: dict, images: list, meta: dict) -> None:
+    from .store.commit import decide
+
     tdir = work / "tables"
     order = sorted(n for n in tables if n != "index.csv") + ["index.csv"]
     for name in order:
         atomic_write_text(tdir / name, tables[name])
-    atomic_write_text(work / "COMMIT", json.dumps({"tables": order, "images": images}))
+    moves = [(f"images/{rel}", f"images/{rel}") for rel in images] + [(f"tables/{n}", n) for n in order]
+    decide(root, work, moves, meta=meta)
     recover(root)
 
 
@@ -168,13 +177,32 @@ def add_source(
     strict: bool = True,
     on_collision: Optional[str] = None,
 ) -> AddReport:
-    """Extend the store at ``store_dir`` with the images of one source entry (see the module docstring)."""
-    t0 = time.time()
+    """Extend the store at ``store_dir`` with the images of one source entry (see the module docstring).
+
+    Raises ExtendError (the store unchanged), LockedError (another process writes the store).
+    Rerunning an addition whose commit was interrupted completes it and reports it done.
+    """
+    from .store.locking import exclusive
+
     root = Path(store_dir)
+    if not root.is_dir():
+        raise ExtendError(f"{root}: store directory does not exist")
+    with exclusive(root, "broden add"):
+        return _add_locked(root, entry, origin, workers, quiet, strict, on_collision)
+
+
+def _add_locked(root: Path, entry, origin, workers, quiet, strict, on_collision) -> AddReport:
+    t0 = time.time()
+    digest = entry_digest(entry)
+    if recover(root):
+        plan = _LAST_PLAN.pop(str(root), {})
+        meta = plan.get("meta", {})
+        log.warning("%s: completed an interrupted 'broden add' of %s", root, meta.get("origin", "a source"))
+        if meta.get("entry") == digest:  # this very addition: it is now done
+            return AddReport(images=int(meta.get("images", 0)), completed_interrupted=True,
+                             seconds=time.time() - t0)
     if not (root / "index.csv").is_file():
         raise ExtendError(f"{root}: not a finished store (no index.csv)")
-    if recover(root):
-        log.warning("%s: completed an interrupted 'broden add'", root)
     store = BrodenStore(root)
     on_collision = on_collision or str(entry.get("on_collision", "merge"))
     if on_collision not in ("merge", "error"):
@@ -232,8 +260,7 @@ def add_source(
         for (s, c), m in maxcode.items():
             lookups[(s, c)] = vocab.lookup(s, c, m)
         state["lookups"] = lookups
-        for _ in _run(kept, _write_one, state, workers, "write", quiet):
-            pass
+        write_rows(kept, state, workers, quiet, ExtendError)
         records = sorted(StoreWriter(work).records(), key=lambda r: (r.split_key, r.image))
         tally = tally_store(store, quiet)
         for r in records:
@@ -263,7 +290,8 @@ def add_source(
         for rel in images:
             if (root / "images" / rel).exists():
                 raise ExtendError(f"{origin}: images/{rel} already exists in {root}; refusing to overwrite it")
-        _commit(root, work, out, images)
+        _commit(root, work, out, images, {"command": "broden add", "origin": origin, "entry": digest,
+                                          "images": report.images})
     except BaseException:
         if not (work / "COMMIT").exists():
             shutil.rmtree(work, ignore_errors=True)

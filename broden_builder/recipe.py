@@ -58,9 +58,15 @@ class Recipe:
 
 
 def recipe_from_dict(data: Mapping[str, Any], origin: str = "<recipe>", base_dir: Optional[Path] = None) -> Recipe:
-    """Validate a mapping and build a Recipe; relative source paths resolve against ``base_dir``."""
-    if not isinstance(data, Mapping):
-        raise RecipeError(f"{origin}: a recipe must be a mapping, got {type(data).__name__}")
+    """Validate a mapping and build a Recipe; relative source paths resolve against ``base_dir``.
+
+    The mapping is first checked against the strict schema (recipe_schema.py): unknown keys
+    (with "did you mean"), wrong types (nothing is coerced) and out-of-range values raise
+    RecipeError naming the file and the key.
+    """
+    from .recipe_schema import check_recipe_mapping
+
+    check_recipe_mapping(data, origin, RecipeError)
     unknown = set(data) - _KEYS
     if unknown:
         raise RecipeError(f"{origin}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_KEYS)}")
@@ -124,6 +130,12 @@ def read_yaml(path: Union[str, Path], error: type = ValueError, what: str = "fil
         return yaml.safe_load(path.read_text("utf-8"))
     except FileNotFoundError:
         raise error(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a folder, not a {what}") from None
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not UTF-8 text ({e})") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read the {what} ({e.strerror or e})") from None
     except yaml.YAMLError as e:
         raise error(f"{path}: invalid YAML ({e})") from None
 
@@ -132,6 +144,11 @@ def load_recipe(path: Union[str, Path], overrides: Optional[Mapping[str, Any]] =
     """Read a YAML recipe. Relative source paths resolve against the current directory."""
     path = Path(path)
     data = read_yaml(path, RecipeError, "recipe file")
-    data = dict(data or {})
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise RecipeError(f"{path}: a recipe must be a mapping of keys (name, size, sources, ...), "
+                          f"got a YAML {type(data).__name__}")
+    data = dict(data)
     data.update(overrides or {})
     return recipe_from_dict(data, origin=str(path), base_dir=Path.cwd())

@@ -48,7 +48,7 @@ def test_killed_build_resumes_to_identical_store(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         build_synthetic(killed, count=30)
     assert not (killed / "index.csv").exists(), "a half-written store must not look complete"
-    staged = list((killed / ".staging" / "native").glob("*.npz"))
+    staged = list((killed / ".build" / ".staging" / "native").glob("*.npz"))
     assert len(staged) == 12
     calls["n"] = 0
     resumed_calls = []

@@ -54,7 +54,7 @@ def test_recipe_validation(tmp_path):
     assert r.segmentation_size == 16 and r.train_fraction == 0.7
     with pytest.raises(RecipeError, match="unknown key"):
         recipe_from_dict({"sizes": 3})
-    with pytest.raises(RecipeError, match="size must be a int"):
+    with pytest.raises(RecipeError, match="size: Input should be a valid integer"):
         recipe_from_dict({"size": "big"})
     with pytest.raises(RecipeError, match="sum to 1"):
         recipe_from_dict({"splits": {"train": 0.5, "val": 0.4}})

@@ -72,7 +72,8 @@ Build / CLI glue (:mod:`.prepare`)
 
 Environment: ``BRODEN_MIRROR``, ``BRODEN_DOWNLOAD_DIR``.
 """
-from .extract import ArchiveError, UnsafeArchiveError, extract_archive, is_extracted, verify_archive
+from .extract import (ArchiveError, ExtractLimitError, ExtractLimits, UnsafeArchiveError, extract_archive, is_extracted,
+                      verify_archive)
 from .manual import manual_instructions, require_manual
 from .offline import offline_instructions
 from .prepare import DownloadOptions, prepare_sources, register_checksums
@@ -84,7 +85,8 @@ from .transfer import (MIRROR_ENV, ChecksumError, DownloadError, FetchReport, Of
 
 __all__ = [
     "ArchiveError", "ChecksumError", "ChecksumsFileError", "DOWNLOAD_DIR_ENV", "DownloadError", "DownloadOptions",
-    "DownloadableSource", "FetchReport", "MIRROR_ENV", "OfflineError", "Resource", "UnsafeArchiveError",
+    "DownloadableSource", "ExtractLimitError", "ExtractLimits", "FetchReport", "MIRROR_ENV", "OfflineError", "Resource",
+    "UnsafeArchiveError",
     "archive_kind", "extract_archive", "fetch", "fetch_many", "file_digest", "is_extracted", "load_checksums",
     "manual_instructions", "mirror_url", "offline_instructions", "parse_checksums", "prepare_sources",
     "register_checksums", "require_manual", "update_checksums_file", "verify_archive", "verify_file",

@@ -81,6 +81,9 @@ class Source(ABC):
         self.image_size = image_size
         self.segmentation_size = segmentation_size
         self.prefix = self.config.get("prefix") or self.prefix or self.type_name
+        from ..store.paths import safe_component
+
+        safe_component(self.prefix, f"{self.type_name} source prefix")  # one folder under images/ (issue 15, item 5)
 
     @property
     def key(self) -> str:

@@ -98,8 +98,20 @@ class StoreWriter:
         return self.staging / (hashlib.sha1(image.encode("utf-8")).hexdigest() + ".json")
 
     def has_row(self, image: str) -> bool:
-        """True when the row for ``image`` (path relative to images/) was completely written before."""
-        return self._record_path(image).exists()
+        """True when the row for ``image`` (path relative to images/) was completely written before.
+
+        A record that cannot be read back (truncated by a crash or power cut) counts as not
+        written: it is removed and the row is redone.
+        """
+        p = self._record_path(image)
+        if not p.exists():
+            return False
+        try:
+            RowRecord.from_json(p.read_text("utf-8"))
+            return True
+        except (OSError, ValueError, TypeError, KeyError):
+            p.unlink()
+            return False
 
     def write_image(self, image: str, rgb: np.ndarray) -> None:
         atomic_write_jpeg(self.root / "images" / image, rgb, quality=self.jpeg_quality)
