@@ -32,7 +32,7 @@ from .sources import BadSourceItem, ImageRecord, Source, SourceMissingError, get
 from .store.statistics import layer_fractions as native_fractions
 from .store.atomic import atomic_write_bytes, atomic_write_text
 from .store.writer import STAGING, LabelSpec, StoreWriter
-from .unify import SourceLabel, Vocabulary, unify
+from .unify import SourceLabel, UnifyError, Vocabulary, check_same_source, unify
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ class BuildReport:
     kept: dict = field(default_factory=dict)  # source -> category -> count
     dropped: dict = field(default_factory=dict)
     categories: dict = field(default_factory=dict)  # category -> label count
+    merges: list = field(default_factory=list)  # Vocabulary.merges() records
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -69,6 +70,16 @@ class BuildReport:
             cats = sorted(set(self.kept.get(src, {})) | set(self.dropped.get(src, {})))
             parts = [f"{c} kept {self.kept.get(src, {}).get(c, 0)} dropped {self.dropped.get(src, {}).get(c, 0)}" for c in cats]
             lines.append(f"  {src}: " + "; ".join(parts))
+        cross = [m for m in self.merges if m["cross_source"]]
+        same = [m for m in self.merges if m["same_source"]]
+        if cross:
+            lines.append(f"{len(cross)} label(s) merge labels of different sources (also in build.json 'merges'):")
+            for m in cross:
+                members = " + ".join(f"{x['source']}/{x['category']}/{x['code']} {'; '.join(x['names'])!r}" for x in m["members"])
+                lines.append(f"  {m['number']} {m['name']}: {members}")
+        if same:
+            lines.append(f"{len(same)} label(s) merge labels of one source and category (allowed by the recipe; "
+                         f"listed in build.json 'merges')")
         return "\n".join(lines)
 
 
@@ -178,12 +189,14 @@ def _stage_one(task: tuple):
     writer.write_image(image, resize_image(rgb, _W["size"]))
     seg = _W["seg"]
     arrays = {}
+    stacked = sorted(c for c in res.stacked if c in pixel)
     for c, layers in pixel.items():
         small = [resize_labels(l, seg) for l in layers]
-        small = [l for l in small if l.any()]
+        if c not in stacked:
+            small = [l for l in small if l.any()]
         if small:
             arrays["p_" + c] = np.stack(small).astype(np.int32)
-    meta = {"stats": stats, "image_level": image_level, "native_shape": [h, w]}
+    meta = {"stats": stats, "image_level": image_level, "native_shape": [h, w], "stacked": stacked}
     buf = io.BytesIO()
     np.savez_compressed(buf, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
     atomic_write_bytes(stage, buf.getvalue())
@@ -220,9 +233,11 @@ def _write_one(task: tuple):
         table = lookups.get((src.key, c))
         if table is None:
             continue
-        levels[c] = [int(table[x]) for x in codes if x < len(table) and table[x]]
+        # a source label the frequency filter dropped is written as 0, as the original did (readers ignore it)
+        levels[c] = [int(table[x]) if x < len(table) else 0 for x in codes]
     size, seg = _W["size"], _W["seg"]
-    writer.write_row(image, _W["recipe"].split_of(image), (size, size), (seg, seg), pixel, levels)
+    writer.write_row(image, _W["recipe"].split_of(image), (size, size), (seg, seg), pixel, levels,
+                     stacked=meta.get("stacked", ()))
     return image, True
 
 
@@ -255,7 +270,8 @@ def gather_records(sources: Sequence[Source]) -> list:
 
 
 def source_labels_from_stats(sources: Sequence[Source], per_image: dict, with_color: bool) -> list:
-    """Sum native per-image stats into SourceLabel entries (names from each source's vocabulary)."""
+    """Sum native per-image stats into SourceLabel entries (names from each source's vocabulary,
+    split by the source's own convention, raw names kept for the plan and build.json)."""
     freq: dict = defaultdict(int)
     cov: dict = defaultdict(float)
     for image, (si, stats) in per_image.items():
@@ -266,6 +282,7 @@ def source_labels_from_stats(sources: Sequence[Source], per_image: dict, with_co
                 freq[(k0, c, int(code))] += 1
                 cov[(k0, c, int(code))] += v
     vocabs = {src.key: src.vocabulary() for src in sources}
+    by_key = {src.key: src for src in sources}
     if with_color:
         vocabs[COLOR_SOURCE] = {"color": color_vocabulary()}
     out = []
@@ -274,9 +291,23 @@ def source_labels_from_stats(sources: Sequence[Source], per_image: dict, with_co
         if names is None:
             log.warning("%s: %s code %d has no name in the source vocabulary; dropped", skey, c, code)
             continue
-        if isinstance(names, str):
-            names = (names,)
-        out.append(SourceLabel(skey, c, code, tuple(names), n, cov[(skey, c, code)]))
+        src = by_key.get(skey)
+        if src is not None:
+            split, raw = src.label_names(c, names)
+        else:  # colour names: one name each
+            split = raw = (names,) if isinstance(names, str) else tuple(names)
+        out.append(SourceLabel(skey, c, code, split, n, cov[(skey, c, code)], raw=raw))
+    return out
+
+
+def native_statistics(vocab: Vocabulary) -> dict:
+    """label number -> category -> (images, coverage) summed over its source labels at native resolution."""
+    out: dict = {}
+    for g in vocab.labels:
+        cats = out.setdefault(g.number, {})
+        for m in g.members:
+            n, cov = cats.get(m.category, (0, 0.0))
+            cats[m.category] = (n + m.frequency, cov + m.coverage)
     return out
 
 
@@ -422,19 +453,13 @@ def _build_locked(recipe: Recipe, out: Path, sources: list, state_base: dict, re
         per_image[image] = (task[0], stats)
         kept_tasks.append(task)
     labels = source_labels_from_stats(sources, per_image, recipe.color)
-    vocab = unify(labels, recipe.min_frequency, recipe.min_coverage)
-    digest = vocabulary_digest(vocab)
-    digest_path = root / STAGING / "vocabulary.sha256"
-    if digest_path.exists() and digest_path.read_text().strip() != digest:
-        shutil.rmtree(root / STAGING / "rows", ignore_errors=True)
-    atomic_write_text(digest_path, digest)
-    lookups = {}
-    maxcode: dict = defaultdict(int)
-    for (s, c, code) in vocab.mapping:
-        maxcode[(s, c)] = max(maxcode[(s, c)], code)
-    for (s, c), m in maxcode.items():
-        lookups[(s, c)] = vocab.lookup(s, c, m)
-    state["lookups"] = lookups
+    try:
+        vocab = unify(labels, recipe.min_frequency, recipe.min_coverage, rule=recipe.unify)
+        check_same_source(vocab, recipe.allow_same_source_merges)
+    except UnifyError as e:
+        raise BuildError(str(e)) from None
+    report.merges = vocab.merges()
+    state["lookups"] = _lookups(root, vocab)
     write_rows(kept_tasks, state, workers, quiet, BuildError)
     writer = StoreWriter(root, image_level_categories=image_level, jpeg_quality=recipe.jpeg_quality)
     specs = [LabelSpec(g.number, g.name, tuple(g.syns), g.primary_category()) for g in vocab.labels]
@@ -449,8 +474,24 @@ def _build_locked(recipe: Recipe, out: Path, sources: list, state_base: dict, re
     report.categories = vocab.category_counts()
     report.images = len(kept_tasks)
     info = build_info(recipe, sources, report)
-    writer.finalize(specs, info, render_readme(recipe, sources, report, info))
+    writer.finalize(specs, info, render_readme(recipe, sources, report, info), native=native_statistics(vocab))
     commit_build(out, root)
+
+
+def _lookups(root: Path, vocab: Vocabulary) -> dict:
+    """Pass 2's code -> number tables; rows staged under another vocabulary are dropped (redone)."""
+    digest = vocabulary_digest(vocab)
+    digest_path = root / STAGING / "vocabulary.sha256"
+    if digest_path.exists() and digest_path.read_text().strip() != digest:
+        shutil.rmtree(root / STAGING / "rows", ignore_errors=True)
+    atomic_write_text(digest_path, digest)
+    lookups = {}
+    maxcode: dict = defaultdict(int)
+    for (s, c, code) in vocab.mapping:
+        maxcode[(s, c)] = max(maxcode[(s, c)], code)
+    for (s, c), m in maxcode.items():
+        lookups[(s, c)] = vocab.lookup(s, c, m)
+    return lookups
 
 
 def write_rows(tasks: list, state: dict, workers: int, quiet: bool, error: type) -> None:
@@ -527,7 +568,9 @@ def build_info(recipe: Recipe, sources: Sequence[Source], report: BuildReport) -
         "skipped_images": len(report.skipped),
         "image_size": recipe.size,
         "segmentation_size": recipe.segmentation_size,
-        "numbering": "by native-resolution frequency, then coverage",
+        "numbering": "by native-resolution frequency, then coverage (the statistics label.csv prints)",
+        "unify": recipe.unify,
+        "merges": report.merges,
         "versions": {"python": platform.python_version(), "numpy": np.__version__},
     }
 

@@ -7,7 +7,7 @@ number). Ranges are checked (``jpeg_quality`` 1..100, ``count`` >= 0, split name
 ``train``/``val`` with fractions summing to 1: what ``broden validate`` accepts).
 
 The schema is the reference of the recipe format: ``docs/recipe.md`` is generated from
-it (:func:`schema_markdown`; a test checks that the file is up to date). A third-party
+it (``python -m broden_builder.recipe``; a test checks that the file is up to date). A third-party
 source type may declare its keys with a class attribute ``config_schema`` (a subclass of
 :class:`SourceEntry`); without one, only the keys every entry shares are checked.
 
@@ -45,10 +45,14 @@ class RecipeModel(_Strict):
         default_factory=lambda: {"train": 0.7, "val": 0.3},
         description="fractions per split (train, val), summing to 1; a number is the train fraction")
     color: bool = Field(True, description="add the colour category (11 colour names per pixel)")
-    jpeg_quality: int = Field(92, ge=1, le=100, description="JPEG quality of the store images (Pillow, 1..100)")
-    unify: Literal["original", "curated"] = Field("original", description="how labels of different sources unify")
+    jpeg_quality: int = Field(75, ge=1, le=100,
+                              description="JPEG quality of the store images (Pillow, 1..100; 75 as the original)")
+    unify: Literal["original", "curated"] = Field(
+        "original", description="label vocabulary: the original build's synonym tables and merge rule, or this "
+                                "project's curated tables")
     allow_same_source_merges: Union[bool, str, List[str]] = Field(
-        default_factory=list, description="sources whose labels may merge within one category: true, or their names")
+        default_factory=list, description="sources (prefixes) whose labels may merge within one category: true, or "
+                                          "their names; any other such merge stops the build")
     sources: List[Dict[str, Any]] = Field(default_factory=list, description="the source entries (see below)")
 
     @field_validator("splits")
@@ -270,14 +274,13 @@ def _typename(ann) -> str:
         getattr(ann, "__name__", str(ann)), getattr(ann, "__name__", str(ann)))
 
 
-def schema_markdown() -> str:
-    """The recipe format as Markdown, generated from the models (docs/recipe.md)."""
-    import dataclasses
+def schema_markdown(recipe_defaults: Optional[Mapping[str, Any]] = None) -> str:
+    """The recipe format as Markdown, generated from the models (docs/recipe.md).
 
-    from .recipe import Recipe
-
-    recipe_defaults = {f.name: f.default for f in dataclasses.fields(Recipe)
-                       if f.default is not dataclasses.MISSING and f.name not in ("sources", "splits", "path")}
+    ``recipe_defaults``: the defaults of the Recipe dataclass (the truth for top-level keys;
+    recipe.recipe_markdown passes them, so that this module does not import recipe.py).
+    """
+    recipe_defaults = dict(recipe_defaults or {})
 
     def rows(model: Type[BaseModel], skip=()) -> List[str]:
         lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
@@ -298,7 +301,7 @@ def schema_markdown() -> str:
 
     out = ["# Recipe format", "",
            "Generated from `broden_builder/recipe_schema.py` (the schema every recipe is checked against; "
-           "regenerate with `python -m broden_builder.recipe_schema > docs/recipe.md`).", "",
+           "regenerate with `python -m broden_builder.recipe > docs/recipe.md`).", "",
            "Unknown keys are errors (with the nearest known key suggested); values are never coerced "
            "(`color: \"false\"` is refused, not read as true).", "", "## Top level", ""]
     out += rows(RecipeModel)
@@ -308,6 +311,3 @@ def schema_markdown() -> str:
         out += rows(m, skip=SourceEntry.model_fields)
     return "\n".join(out) + "\n"
 
-
-if __name__ == "__main__":  # pragma: no cover
-    print(schema_markdown(), end="")

@@ -58,6 +58,9 @@ class Resolved:
     image: np.ndarray
     pixel: dict = field(default_factory=dict)
     image_level: dict = field(default_factory=dict)
+    #: Pixel categories given as a stack of levels (ADE20K part levels): every level is written,
+    #: empty ones included, as ``<base>_<cat>_<k>.png`` (BRODEN_FORMAT.md rule 7).
+    stacked: frozenset = frozenset()
 
 
 class Source(ABC):
@@ -95,7 +98,29 @@ class Source(ABC):
 
     @abstractmethod
     def vocabulary(self) -> dict:
-        """category -> {code: (preferred name, synonym, ...)}."""
+        """category -> {code: (name, ...)}: the names exactly as the source gives them.
+
+        Each entry is ONE name unless the source's own convention packs several into one
+        string (ADE20K comma lists, OpenSurfaces '/' lists), which :meth:`split_names` undoes.
+        """
+
+    def split_names(self, category: str, name: str) -> tuple:
+        """One name of :meth:`vocabulary` split by the source's own convention (default: not split).
+
+        Only sources whose names are synonym lists override this (ADE20K, OpenSurfaces); user
+        sources give one name per entry, never split on commas (BRODEN_FORMAT.md, rule 1).
+        """
+        return (name,)
+
+    def label_names(self, category: str, names) -> tuple:
+        """(split names, raw names) of one vocabulary entry (a string or a tuple of names)."""
+        raw = (names,) if isinstance(names, str) else tuple(names)
+        split: list = []
+        for n in raw:
+            for part in self.split_names(category, str(n)):
+                if part not in split:
+                    split.append(part)
+        return tuple(split), raw
 
     @abstractmethod
     def records(self) -> list:

@@ -105,7 +105,7 @@ def encode_image(array: np.ndarray, fmt: str, **params) -> bytes:
     return buf.getvalue()
 
 
-def atomic_write_jpeg(path: Union[str, Path], rgb: np.ndarray, quality: int = 92) -> None:
+def atomic_write_jpeg(path: Union[str, Path], rgb: np.ndarray, quality: int = 75) -> None:
     atomic_write_bytes(path, encode_image(np.ascontiguousarray(rgb, dtype=np.uint8), "JPEG", quality=quality))
 
 

@@ -127,8 +127,7 @@ def check_image_level_cell(store: BrodenStore, rn: int, cat: str, items, problem
             problems.append(Problem("index.csv", rn, f"column {cat!r}: {it!r} is not a label number"))
             continue
         if n == 0:
-            problems.append(Problem("index.csv", rn, f"column {cat!r}: label 0 (a dropped label; read as 'no label')", "warning"))
-            continue
+            continue  # a source label the frequency filter dropped, as the original wrote it: 'no label'
         nums.append(n)
         lab = store.label_by_number.get(n)
         if lab is None:
@@ -168,6 +167,27 @@ def _confined_or_problem(store: BrodenStore, rel: str, rn: int, what: str, probl
         return None
 
 
+def check_image(store: BrodenStore, row, problems: list, decode: bool = True) -> None:
+    """A row's image: confined, present, and (``decode``) readable at the recorded size."""
+    rn = row.index + 1
+    img_path = _confined_or_problem(store, row.image, rn, "", problems)
+    if img_path is None:
+        return
+    if not img_path.is_file():
+        problems.append(Problem("index.csv", rn, f"image file images/{row.image} is missing"))
+        return
+    if not decode:
+        return
+    try:
+        with Image.open(img_path) as im:
+            if im.size != (row.iw, row.ih):
+                problems.append(Problem("index.csv", rn, f"images/{row.image} is {im.size[0]}x{im.size[1]}, index says {row.iw}x{row.ih}"))
+            else:
+                im.load()
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        problems.append(Problem("index.csv", rn, f"images/{row.image} cannot be read ({e})"))
+
+
 def check_rows(store: BrodenStore, problems: list, check_images: bool = True, progress: bool = False) -> LabelTally:
     """Every index.csv row: unique image, known split, files present, confined and readable at the
     recorded sizes (the format's one decoder), label numbers known and in their category.
@@ -184,20 +204,7 @@ def check_rows(store: BrodenStore, problems: list, check_images: bool = True, pr
             problems.append(Problem("index.csv", rn, f"duplicate image {row.image!r}"))
         if row.split not in SPLITS:
             problems.append(Problem("index.csv", rn, f"split {row.split!r} is not one of {', '.join(SPLITS)}"))
-        img_path = _confined_or_problem(store, row.image, rn, "", problems)
-        if img_path is None:
-            pass
-        elif not img_path.is_file():
-            problems.append(Problem("index.csv", rn, f"image file images/{row.image} is missing"))
-        elif check_images:
-            try:
-                with Image.open(img_path) as im:
-                    if im.size != (row.iw, row.ih):
-                        problems.append(Problem("index.csv", rn, f"images/{row.image} is {im.size[0]}x{im.size[1]}, index says {row.iw}x{row.ih}"))
-                    else:
-                        im.load()
-            except (OSError, ValueError, Image.DecompressionBombError) as e:
-                problems.append(Problem("index.csv", rn, f"images/{row.image} cannot be read ({e})"))
+        check_image(store, row, problems, check_images)
         for cat in store.categories:
             items = row.cells[cat]
             if cat in store.image_level_categories:
@@ -289,6 +296,45 @@ def check_statistics(store: BrodenStore, tally: LabelTally, problems: list, seve
                 problems.append(Problem("category.csv", row, f"{cat}: frequency {info.frequency} disagrees with c_{cat}.csv ({sum(e.frequency for e in entries)})", severity))
 
 
+def check_written_statistics(store: BrodenStore, tally: LabelTally, written: dict, problems: list) -> None:
+    """build.json ``written_statistics`` against the planes read back; label.csv / c_*.csv / category.csv consistency."""
+    got = {(c, n): (k, tally.coverage[(c, n)]) for (c, n), k in tally.images.items() if k}
+    want = {}
+    for num, cats in written.items():
+        for c, (k, cov) in cats.items():
+            want[(c, int(num))] = (int(k), float(cov))
+    for key in sorted(set(got) | set(want), key=lambda k: (k[1], k[0])):
+        (c, n), g, w = key, got.get(key, (0, 0.0)), want.get(key, (0, 0.0))
+        if g[0] != w[0] or not math.isclose(g[1], w[1], rel_tol=1e-9, abs_tol=1e-9):
+            problems.append(Problem("build.json", None, f"written_statistics of label {n} in {c!r}: {w[0]} images, "
+                                    f"coverage {w[1]:f}; the planes give {g[0]} images, coverage {g[1]:f}"))
+    for i, lab in enumerate(store.labels, start=1):
+        if lab.frequency != sum(lab.categories.values()):
+            problems.append(Problem("label.csv", i, f"frequency {lab.frequency} of {lab.name!r} is not the sum of its "
+                                    f"category counts {lab.categories}"))
+        for c, k in lab.categories.items():
+            entry = next((e for e in store.category_maps.get(c, []) if e.number == lab.number), None)
+            if k and entry is not None and entry.frequency != k:
+                problems.append(Problem(f"c_{c}.csv", None, f"frequency {entry.frequency} of {lab.name!r} disagrees "
+                                        f"with label.csv ({c}({k}))"))
+    for cat in store.categories:
+        info = store.category_info.get(cat)
+        entries = store.category_maps.get(cat, [])
+        if info is None:
+            if entries:
+                problems.append(Problem("category.csv", None, f"category {cat!r} is missing"))
+            continue
+        row = list(store.category_info).index(cat) + 1
+        if entries:
+            nums = [e.number for e in entries]
+            if (info.first, info.last, info.count) != (min(nums), max(nums), len(nums)):
+                problems.append(Problem("category.csv", row, f"{cat}: first/last/count {info.first}/{info.last}/"
+                                        f"{info.count} disagree with c_{cat}.csv ({min(nums)}/{max(nums)}/{len(nums)})"))
+            if info.frequency != sum(e.frequency for e in entries):
+                problems.append(Problem("category.csv", row, f"{cat}: frequency {info.frequency} disagrees with "
+                                        f"c_{cat}.csv ({sum(e.frequency for e in entries)})"))
+
+
 def validate_store(root: Union[str, Path], check_images: bool = True, progress: bool = False) -> list:
     """Return the list of Problems found in the store at ``root`` (empty when valid).
 
@@ -319,7 +365,13 @@ def validate_store(root: Union[str, Path], check_images: bool = True, progress: 
     check_category_maps(store, problems)
     tally = check_rows(store, problems, check_images, progress)
     check_orphans(store, problems, severity)
-    check_statistics(store, tally, problems, severity)
+    written = store.build_info.get("written_statistics") if ours else None
+    if isinstance(written, dict):
+        # our stores print native-resolution statistics in the tables (as the original did); the
+        # written planes' statistics are in build.json, checked exactly
+        check_written_statistics(store, tally, written, problems)
+    else:
+        check_statistics(store, tally, problems, severity)
     return problems
 
 

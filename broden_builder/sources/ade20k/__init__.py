@@ -12,6 +12,7 @@ Labels: objects from ``X_seg.png`` and one part layer per level from ``X_parts_N
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Optional
@@ -175,6 +176,12 @@ class ADE20KSource(Source):
             scenes = {c: (n,) for n, c in s["scene_codes"].items()}
         return {"object": dict(objs), "part": dict(objs), "scene": scenes}
 
+    def split_names(self, category: str, name: str) -> tuple:
+        """ADE20K names are comma lists ('column, pillar'); scenes are one name."""
+        if category == "scene":
+            return (name,)
+        return tuple(dict.fromkeys(p.strip() for p in re.split(r",\s*", name) if p.strip()))
+
     def records(self) -> list:
         out = []
         if self.version == "2016":
@@ -249,7 +256,7 @@ class ADE20KSource(Source):
             parts = [np.where(np.isin(p, void), 0, p) for p in parts]
         scene = int(record.meta.get("scene", 0))
         return Resolved(image=rgb, pixel={"object": [obj], "part": parts},
-                        image_level={"scene": [scene] if scene else []})
+                        image_level={"scene": [scene] if scene else []}, stacked=frozenset({"part"}))
 
     def image_level_categories(self) -> frozenset:
         return frozenset({"scene"})

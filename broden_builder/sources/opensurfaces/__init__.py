@@ -120,7 +120,11 @@ class OpenSurfacesSource(DownloadableSource, Source):
 
     # ------------------------------------------------------------------ Source API
     def vocabulary(self) -> dict:
-        return {"material": {r: rel.material_names(n) for r, n in self.tables()["names"].items()}}
+        return {"material": {r: (n,) for r, n in self.tables()["names"].items()}}
+
+    def split_names(self, category: str, name: str) -> tuple:
+        """Substance names are '/' lists ('Carpet/rug' -> carpet, rug; 'Plastic - clear' -> plastic-clear)."""
+        return rel.material_names(name)
 
     def image_level_categories(self) -> frozenset:
         return frozenset()
