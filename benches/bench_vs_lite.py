@@ -36,23 +36,34 @@ CASES = {"1k7": (1000, "layer4"), "4k7": (4000, "layer4"), "1k56": (1000, "layer
 def ensure_store(work: Path, n: int) -> Path:
     path = work / f"store{n}"
     if not (path / "index.csv").is_file():
-        sys.path.insert(0, str(REPO))
-        from broden_builder.build import build_store
-        from broden_builder.recipe import recipe_from_dict
-
-        recipe = recipe_from_dict({"name": "bench", "size": 224, "segmentation_size": 112,
-                                   "sources": [{"type": "synthetic", "count": n, "seed": 0}]})
-        print(f"building {path} ...", flush=True)
-        build_store(recipe, path, workers=len(os.sched_getaffinity(0)), quiet=True)
+        subprocess.run([sys.executable, __file__, "--_store", str(path), str(n)], check=True,
+                       env=dict(os.environ, PYTHONPATH=str(REPO)))
     return path
 
 
+def build(path: Path, n: int) -> None:
+    from broden_builder.build import build_store
+    from broden_builder.recipe import recipe_from_dict
+
+    recipe = recipe_from_dict({"name": "bench", "size": 224, "segmentation_size": 112,
+                               "sources": [{"type": "synthetic", "count": n, "seed": 0}]})
+    print(f"building {path} ...", flush=True)
+    build_store(recipe, path, workers=len(os.sched_getaffinity(0)), quiet=True)
+
+
 def ensure_activations(work: Path, store: Path, n: int, layers) -> dict:
-    """resnet18 (seeded random weights) features of every image, one forward pass, float32 .npy."""
+    """resnet18 (seeded random weights) features of every image, one forward pass, float32 .npy.
+    Computed in a child process: a forked child's peak RSS starts at its parent's, so the
+    parent of the timed runs must stay small."""
     paths = {l: work / f"acts{n}_{l}.npy" for l in layers}
-    if all(p.is_file() for p in paths.values()):
-        return paths
-    sys.path.insert(0, str(REPO))
+    if not all(p.is_file() for p in paths.values()):
+        subprocess.run([sys.executable, __file__, "--_activations", str(work), str(store), str(n)] + list(layers),
+                       check=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    return paths
+
+
+def compute_activations(work: Path, store: Path, n: int, layers) -> None:
+    paths = {l: work / f"acts{n}_{l}.npy" for l in layers}
     import torch
     import torchvision
     from torch.utils.data import DataLoader
@@ -82,7 +93,6 @@ def ensure_activations(work: Path, store: Path, n: int, layers) -> dict:
         arrays[l].flush()
         del arrays[l]
         os.replace(str(paths[l]) + ".part", paths[l])
-    return paths
 
 
 def timed(cmd, env=None) -> dict:
@@ -104,6 +114,12 @@ def score_cmd(python, store, acts, out, report=False, extra=()):
 
 
 def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--_store":
+        build(Path(sys.argv[2]), int(sys.argv[3]))
+        return 0
+    if len(sys.argv) > 1 and sys.argv[1] == "--_activations":
+        compute_activations(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]), sys.argv[5:])
+        return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", default="/tmp/bench_vs_lite")
     ap.add_argument("--quick", action="store_true")
