@@ -134,3 +134,39 @@ def test_report_masks_are_the_tallied_masks_under_nearest(synthetic_store, tmp_p
         row = int(res.topk_indices[u, j])
         expected = ref[row, u].repeat(ih // sh, 0).repeat(iw // sw, 1)
         assert mask.shape == (ih, iw) and np.array_equal(mask, expected), (u, j)
+
+
+def test_gather_sync_of_shards_equals_one_statistic(monkeypatch):
+    """The declared 'gather' reduction over three ranks (the last with an empty shard) gives what one
+    statistic fed with every value gives; 'sum' adds the counts."""
+    import dissect.distributed as dist_mod
+    from dissect.distributed import DistInfo, sync
+    from dissect.stats import Tally, TopKImages, TopQuantile
+
+    rng = np.random.default_rng(0)
+    a = torch.from_numpy(rng.normal(size=(6, 3, 4, 5)).astype(np.float32))
+    idx = torch.arange(6)
+    whole_q, whole_k = TopQuantile(3, 0.1, 6 * 20), TopKImages(3, 2)
+    whole_q.add(a), whole_k.add(a, idx)
+    shards = []
+    for part in (slice(0, 4), slice(4, 6), slice(0, 0)):  # rank 2 saw nothing
+        q, k = TopQuantile(3, 0.1, 6 * 20), TopKImages(3, 2)
+        if part.stop > part.start:
+            q.add(a[part]), k.add(a[part], idx[part])
+        shards.append((q, k))
+    info = DistInfo(rank=0, world=3)
+    for which in (0, 1):
+        states = [s[which].state_dict() for s in shards]
+        monkeypatch.setattr(dist_mod, "gather_states", lambda state, info, states=states: states)
+        mine = shards[0][which]
+        sync(mine, info)
+    assert torch.equal(shards[0][0].thresholds(), whole_q.thresholds())
+    assert torch.equal(shards[0][1].result()["indices"], whole_k.result()["indices"])
+    assert torch.equal(shards[0][1].result()["maps"], whole_k.result()["maps"])
+
+    t = Tally([1], ["object"], [], {1: "object"}, units=3)
+    t.I += 2
+    t.images = 5
+    monkeypatch.setattr(dist_mod, "all_reduce_sum_", lambda tensors, device: [x.mul_(3) for x in tensors if x is not None])
+    sync(t, info)
+    assert int(t.I.sum()) == 3 * 2 * 3 and t.images == 15
