@@ -16,7 +16,7 @@ PACKAGES = ("dissect", "broden_builder")
 #: dissect's layers, lowest first: a module may import modules of a lower layer, or of its own
 #: layer inside its own subpackage (dissect.stats, dissect.report).
 DISSECT_LAYERS = [
-    ["dissect.errors", "dissect.layouts", "dissect.selectors", "dissect.basis"],
+    ["dissect.errors", "dissect.layouts", "dissect.selectors", "dissect.basis", "dissect.resources"],
     ["dissect.stats", "dissect.distributed", "dissect.hooks", "dissect.models", "dissect.activations",
      "dissect.preprocess"],
     ["dissect.config", "dissect.results", "dissect.cache", "dissect.checkpoint", "dissect.capture"],
@@ -32,6 +32,7 @@ MAX_LINES = 60
 #: Functions over MAX_LINES allowed for now, each with who is splitting it.
 LONG_FUNCTIONS_PENDING = {
     "broden_builder/store/validate.py:validate_store": "issue 15: validate splits into its checkers",
+    "dissect/stats/tally.py:add_activations": "issue 16: the tally kernel is being rewritten",
     "dissect/stats/tally.py:_accumulate": "issue 16: the tally kernel is being rewritten",
     "dissect/ablate.py:ablate": "issue 14's code: to split",
     "dissect/explain/run.py:explain_result": "issue 14's code: to split",
