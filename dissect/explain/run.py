@@ -125,8 +125,13 @@ def explain_result(layer_dir: Union[str, Path], activations=None, model=None, st
         if isinstance(basis, dict):
             from ..basis import load_basis, random_orthogonal
 
+            from ..basis import describe
+
             matrix = (random_orthogonal(len(thr), basis["seed"]) if basis.get("kind") == "rotate"
                       else load_basis(basis["file"], len(thr)))
+            if basis.get("sha256") and describe(matrix)["sha256"] != basis["sha256"]:
+                raise ExplainError(f"{layer_dir}: the basis it was dissected with ({basis.get('file') or basis}) "
+                                   "has changed since (sha256 differs)")
         if act_rows is not None:
             from .layer import _Rows
 
