@@ -459,18 +459,7 @@ def _build_locked(recipe: Recipe, out: Path, sources: list, state_base: dict, re
     except UnifyError as e:
         raise BuildError(str(e)) from None
     report.merges = vocab.merges()
-    digest = vocabulary_digest(vocab)
-    digest_path = root / STAGING / "vocabulary.sha256"
-    if digest_path.exists() and digest_path.read_text().strip() != digest:
-        shutil.rmtree(root / STAGING / "rows", ignore_errors=True)
-    atomic_write_text(digest_path, digest)
-    lookups = {}
-    maxcode: dict = defaultdict(int)
-    for (s, c, code) in vocab.mapping:
-        maxcode[(s, c)] = max(maxcode[(s, c)], code)
-    for (s, c), m in maxcode.items():
-        lookups[(s, c)] = vocab.lookup(s, c, m)
-    state["lookups"] = lookups
+    state["lookups"] = _lookups(root, vocab)
     write_rows(kept_tasks, state, workers, quiet, BuildError)
     writer = StoreWriter(root, image_level_categories=image_level, jpeg_quality=recipe.jpeg_quality)
     specs = [LabelSpec(g.number, g.name, tuple(g.syns), g.primary_category()) for g in vocab.labels]
@@ -487,6 +476,22 @@ def _build_locked(recipe: Recipe, out: Path, sources: list, state_base: dict, re
     info = build_info(recipe, sources, report)
     writer.finalize(specs, info, render_readme(recipe, sources, report, info), native=native_statistics(vocab))
     commit_build(out, root)
+
+
+def _lookups(root: Path, vocab: Vocabulary) -> dict:
+    """Pass 2's code -> number tables; rows staged under another vocabulary are dropped (redone)."""
+    digest = vocabulary_digest(vocab)
+    digest_path = root / STAGING / "vocabulary.sha256"
+    if digest_path.exists() and digest_path.read_text().strip() != digest:
+        shutil.rmtree(root / STAGING / "rows", ignore_errors=True)
+    atomic_write_text(digest_path, digest)
+    lookups = {}
+    maxcode: dict = defaultdict(int)
+    for (s, c, code) in vocab.mapping:
+        maxcode[(s, c)] = max(maxcode[(s, c)], code)
+    for (s, c), m in maxcode.items():
+        lookups[(s, c)] = vocab.lookup(s, c, m)
+    return lookups
 
 
 def write_rows(tasks: list, state: dict, workers: int, quiet: bool, error: type) -> None:

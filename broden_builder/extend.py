@@ -214,16 +214,7 @@ def _add_locked(root: Path, entry, origin, workers, quiet, strict, on_collision)
     (src,) = instantiate_sources(recipe)
     src.check()
     report = AddReport()
-
-    # categories: a category keeps its kind (pixel or image-level)
-    vocab_src = src.vocabulary()
-    src_image_level = set(src.image_level_categories())
-    cats_new = [c for c in vocab_src if c not in store.categories]
-    for c in vocab_src:
-        if c in store.categories and (c in src_image_level) != (c in store.image_level_categories):
-            kind = "image-level" if c in store.image_level_categories else "pixel"
-            raise ExtendError(f"{origin}: category {c!r} is {kind} in {root}, but this source labels it "
-                              f"{'per image' if c in src_image_level else 'per pixel'}; choose another category")
+    image_level = _check_categories(store, src, origin)
     if recipe.color and "color" not in store.categories:
         recipe = recipe_from_dict({**recipe.to_dict(), "color": False}, origin=origin)
     tasks = gather_records([src])
@@ -234,63 +225,16 @@ def _add_locked(root: Path, entry, origin, workers, quiet, strict, on_collision)
                           f"give the source a distinct 'prefix' or leave those images out")
     if not tasks:
         raise ExtendError(f"{origin}: the source lists no images")
-
     work = root / WORK
     shutil.rmtree(work, ignore_errors=True)
     try:
-        image_level = set(store.image_level_categories) | {c for c in vocab_src if c in src_image_level}
         state = {"sources": [src], "root": work, "color": recipe.color, "size": recipe.size,
                  "seg": recipe.segmentation_size, "jpeg_quality": recipe.jpeg_quality, "recipe": recipe,
                  "image_level": frozenset(image_level)}
-        per_image, kept = {}, []
-        for (image, stats, reason), task in zip(_run(tasks, _stage_one, state, workers, "resolve", quiet), tasks):
-            if stats is None:
-                if strict:
-                    raise ExtendError(f"{origin}: {image}: {reason} (the store is unchanged; --skip-bad leaves such images out)")
-                report.skipped.append((image, reason))
-                continue
-            per_image[image] = (0, stats)
-            kept.append(task)
-        if not kept:
-            raise ExtendError(f"{origin}: no usable image")
-        vocab = _unify_with_store(store, src, per_image, recipe, origin, on_collision, report)
-        lookups = {}
-        maxcode: dict = {}
-        for (s, c, code) in vocab.mapping:
-            if s != STORE_SOURCE:
-                maxcode[(s, c)] = max(maxcode.get((s, c), 0), code)
-        for (s, c), m in maxcode.items():
-            lookups[(s, c)] = vocab.lookup(s, c, m)
-        state["lookups"] = lookups
-        write_rows(kept, state, workers, quiet, ExtendError)
-        records = sorted(StoreWriter(work).records(), key=lambda r: (r.split_key, r.image))
-        tally = tally_store(store, quiet)
-        for r in records:
-            tally.add_record(r)
-        specs = _label_specs(store, vocab)
-        native = _native_statistics(store, vocab) if "written_statistics" in store.build_info else None
-        tables = compute_tables(specs, tally, native)
-        categories = list(store.categories) + [c for c in tables["categories"] if c not in store.categories]
-        for cat in sorted({c for r in records for c in r.cells}):
-            if cat not in categories:
-                categories.append(cat)
-        report.new_categories = [c for c in categories if c not in store.categories]
-        out = {
-            "label.csv": _csv(("number", "name", "category", "frequency", "coverage", "syns"), tables["label_rows"]),
-            "category.csv": _csv(("name", "first", "last", "count", "frequency"),
-                                 [r for c in categories for r in tables["category_rows"] if r[0] == c]),
-        }
-        for cat in categories:
-            out[f"c_{cat}.csv"] = _csv(("code", "number", "name", "frequency", "coverage"),
-                                       _stable_codes(store, cat, tables["map_rows"].get(cat, [])))
-        out["index.csv"] = _extended_index(root / "index.csv", store.categories, categories, records)
-        report.images = len(records)
+        vocab, records = _write_new_rows(store, src, tasks, state, origin, on_collision, report,
+                                         (workers, quiet, strict))
+        out = _new_tables(store, src, recipe, vocab, records, origin, report, image_level, quiet)
         report.seconds = time.time() - t0
-        info = _updated_info(store, src, recipe, origin, report, categories, image_level)
-        if native is not None:
-            info["written_statistics"] = written_statistics(tally)
-        out["build.json"] = json.dumps(info, indent=2, sort_keys=True) + "\n"
-        out["README.txt"] = _updated_readme(root, src, report, info)
         images = sorted(p.relative_to(work / "images").as_posix() for p in (work / "images").rglob("*") if p.is_file())
         for rel in images:
             if (root / "images" / rel).exists():
@@ -303,6 +247,79 @@ def _add_locked(root: Path, entry, origin, workers, quiet, strict, on_collision)
         raise
     report.seconds = time.time() - t0
     return report
+
+
+def _check_categories(store: BrodenStore, src, origin: str) -> set:
+    """A category keeps its kind (pixel or image-level); returns the image-level categories after the addition."""
+    vocab_src = src.vocabulary()
+    src_image_level = set(src.image_level_categories())
+    for c in vocab_src:
+        if c in store.categories and (c in src_image_level) != (c in store.image_level_categories):
+            kind = "image-level" if c in store.image_level_categories else "pixel"
+            raise ExtendError(f"{origin}: category {c!r} is {kind} in {store.root}, but this source labels it "
+                              f"{'per image' if c in src_image_level else 'per pixel'}; choose another category")
+    return set(store.image_level_categories) | {c for c in vocab_src if c in src_image_level}
+
+
+def _write_new_rows(store: BrodenStore, src, tasks: list, state: dict, origin: str, on_collision: str,
+                    report: AddReport, run: tuple):
+    """Stage the new images, unify their labels with the store's, write their rows under the work folder."""
+    workers, quiet, strict = run
+    per_image, kept = {}, []
+    for (image, stats, reason), task in zip(_run(tasks, _stage_one, state, workers, "resolve", quiet), tasks):
+        if stats is None:
+            if strict:
+                raise ExtendError(f"{origin}: {image}: {reason} (the store is unchanged; --skip-bad leaves such images out)")
+            report.skipped.append((image, reason))
+            continue
+        per_image[image] = (0, stats)
+        kept.append(task)
+    if not kept:
+        raise ExtendError(f"{origin}: no usable image")
+    vocab = _unify_with_store(store, src, per_image, state["recipe"], origin, on_collision, report)
+    lookups = {}
+    maxcode: dict = {}
+    for (s, c, code) in vocab.mapping:
+        if s != STORE_SOURCE:
+            maxcode[(s, c)] = max(maxcode.get((s, c), 0), code)
+    for (s, c), m in maxcode.items():
+        lookups[(s, c)] = vocab.lookup(s, c, m)
+    state["lookups"] = lookups
+    write_rows(kept, state, workers, quiet, ExtendError)
+    records = sorted(StoreWriter(state["root"]).records(), key=lambda r: (r.split_key, r.image))
+    return vocab, records
+
+
+def _new_tables(store: BrodenStore, src, recipe, vocab, records: list, origin: str, report: AddReport,
+                image_level: set, quiet: bool) -> dict:
+    """The store's new tables {file name: text}, statistics recounted from the label planes."""
+    tally = tally_store(store, quiet)
+    for r in records:
+        tally.add_record(r)
+    specs = _label_specs(store, vocab)
+    native = _native_statistics(store, vocab) if "written_statistics" in store.build_info else None
+    tables = compute_tables(specs, tally, native)
+    categories = list(store.categories) + [c for c in tables["categories"] if c not in store.categories]
+    for cat in sorted({c for r in records for c in r.cells}):
+        if cat not in categories:
+            categories.append(cat)
+    report.new_categories = [c for c in categories if c not in store.categories]
+    out = {
+        "label.csv": _csv(("number", "name", "category", "frequency", "coverage", "syns"), tables["label_rows"]),
+        "category.csv": _csv(("name", "first", "last", "count", "frequency"),
+                             [r for c in categories for r in tables["category_rows"] if r[0] == c]),
+    }
+    for cat in categories:
+        out[f"c_{cat}.csv"] = _csv(("code", "number", "name", "frequency", "coverage"),
+                                   _stable_codes(store, cat, tables["map_rows"].get(cat, [])))
+    out["index.csv"] = _extended_index(store.root / "index.csv", store.categories, categories, records)
+    report.images = len(records)
+    info = _updated_info(store, src, recipe, origin, report, categories, image_level)
+    if native is not None:
+        info["written_statistics"] = written_statistics(tally)
+    out["build.json"] = json.dumps(info, indent=2, sort_keys=True) + "\n"
+    out["README.txt"] = _updated_readme(store.root, src, report, info)
+    return out
 
 
 def _unify_with_store(store: BrodenStore, src, per_image: dict, recipe, origin: str, on_collision: str, report: AddReport):

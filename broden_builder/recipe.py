@@ -7,6 +7,8 @@ from typing import Any, Mapping, Optional, Union
 
 import yaml
 
+from .recipe_schema import check_recipe_mapping
+
 _KEYS = {"name", "size", "segmentation_size", "min_frequency", "min_coverage", "splits", "color",
          "sources", "jpeg_quality", "description", "unify", "allow_same_source_merges"}
 #: How labels of different sources are unified (BRODEN_FORMAT.md; broden_builder.unify).
@@ -67,14 +69,8 @@ class Recipe:
 
 
 def recipe_from_dict(data: Mapping[str, Any], origin: str = "<recipe>", base_dir: Optional[Path] = None) -> Recipe:
-    """Validate a mapping and build a Recipe; relative source paths resolve against ``base_dir``.
-
-    The mapping is first checked against the strict schema (recipe_schema.py): unknown keys
-    (with "did you mean"), wrong types (nothing is coerced) and out-of-range values raise
-    RecipeError naming the file and the key.
-    """
-    from .recipe_schema import check_recipe_mapping
-
+    """Check a mapping against the strict schema (recipe_schema.py: unknown keys, types, ranges;
+    RecipeError naming the file and key), build a Recipe; relative paths resolve against ``base_dir``."""
     check_recipe_mapping(data, origin, RecipeError)
     unknown = set(data) - _KEYS
     if unknown:
@@ -173,3 +169,18 @@ def load_recipe(path: Union[str, Path], overrides: Optional[Mapping[str, Any]] =
     data = dict(data)
     data.update(overrides or {})
     return recipe_from_dict(data, origin=str(path), base_dir=Path.cwd())
+
+
+def recipe_markdown() -> str:
+    """docs/recipe.md: the schema's tables, with the Recipe dataclass's defaults."""
+    import dataclasses
+
+    from .recipe_schema import schema_markdown
+
+    defaults = {f.name: f.default for f in dataclasses.fields(Recipe)
+                if f.default is not dataclasses.MISSING and f.name not in ("sources", "splits", "path")}
+    return schema_markdown(defaults)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(recipe_markdown(), end="")

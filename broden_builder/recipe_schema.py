@@ -7,7 +7,7 @@ number). Ranges are checked (``jpeg_quality`` 1..100, ``count`` >= 0, split name
 ``train``/``val`` with fractions summing to 1: what ``broden validate`` accepts).
 
 The schema is the reference of the recipe format: ``docs/recipe.md`` is generated from
-it (:func:`schema_markdown`; a test checks that the file is up to date). A third-party
+it (``python -m broden_builder.recipe``; a test checks that the file is up to date). A third-party
 source type may declare its keys with a class attribute ``config_schema`` (a subclass of
 :class:`SourceEntry`); without one, only the keys every entry shares are checked.
 
@@ -274,14 +274,13 @@ def _typename(ann) -> str:
         getattr(ann, "__name__", str(ann)), getattr(ann, "__name__", str(ann)))
 
 
-def schema_markdown() -> str:
-    """The recipe format as Markdown, generated from the models (docs/recipe.md)."""
-    import dataclasses
+def schema_markdown(recipe_defaults: Optional[Mapping[str, Any]] = None) -> str:
+    """The recipe format as Markdown, generated from the models (docs/recipe.md).
 
-    from .recipe import Recipe
-
-    recipe_defaults = {f.name: f.default for f in dataclasses.fields(Recipe)
-                       if f.default is not dataclasses.MISSING and f.name not in ("sources", "splits", "path")}
+    ``recipe_defaults``: the defaults of the Recipe dataclass (the truth for top-level keys;
+    recipe.recipe_markdown passes them, so that this module does not import recipe.py).
+    """
+    recipe_defaults = dict(recipe_defaults or {})
 
     def rows(model: Type[BaseModel], skip=()) -> List[str]:
         lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
@@ -302,7 +301,7 @@ def schema_markdown() -> str:
 
     out = ["# Recipe format", "",
            "Generated from `broden_builder/recipe_schema.py` (the schema every recipe is checked against; "
-           "regenerate with `python -m broden_builder.recipe_schema > docs/recipe.md`).", "",
+           "regenerate with `python -m broden_builder.recipe > docs/recipe.md`).", "",
            "Unknown keys are errors (with the nearest known key suggested); values are never coerced "
            "(`color: \"false\"` is refused, not read as true).", "", "## Top level", ""]
     out += rows(RecipeModel)
@@ -312,6 +311,3 @@ def schema_markdown() -> str:
         out += rows(m, skip=SourceEntry.model_fields)
     return "\n".join(out) + "\n"
 
-
-if __name__ == "__main__":  # pragma: no cover
-    print(schema_markdown(), end="")

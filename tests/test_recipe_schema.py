@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from broden_builder.recipe import RecipeError, load_recipe, recipe_from_dict
-from broden_builder.recipe_schema import SOURCE_SCHEMAS, schema_markdown
+from broden_builder.recipe import RecipeError, load_recipe, recipe_from_dict, recipe_markdown
+from broden_builder.recipe_schema import SOURCE_SCHEMAS
 from conftest import REPO
 
 
@@ -43,6 +43,6 @@ def test_valid_values_pass_unchanged():
 
 def test_schema_documents_the_format():
     doc = (REPO / "docs" / "recipe.md").read_text("utf-8")
-    assert doc == schema_markdown(), "docs/recipe.md is stale: python -m broden_builder.recipe_schema > docs/recipe.md"
+    assert doc == recipe_markdown(), "docs/recipe.md is stale: python -m broden_builder.recipe > docs/recipe.md"
     for t in SOURCE_SCHEMAS:
         assert f"## `type: {t}`" in doc

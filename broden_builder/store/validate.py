@@ -167,6 +167,27 @@ def _confined_or_problem(store: BrodenStore, rel: str, rn: int, what: str, probl
         return None
 
 
+def check_image(store: BrodenStore, row, problems: list, decode: bool = True) -> None:
+    """A row's image: confined, present, and (``decode``) readable at the recorded size."""
+    rn = row.index + 1
+    img_path = _confined_or_problem(store, row.image, rn, "", problems)
+    if img_path is None:
+        return
+    if not img_path.is_file():
+        problems.append(Problem("index.csv", rn, f"image file images/{row.image} is missing"))
+        return
+    if not decode:
+        return
+    try:
+        with Image.open(img_path) as im:
+            if im.size != (row.iw, row.ih):
+                problems.append(Problem("index.csv", rn, f"images/{row.image} is {im.size[0]}x{im.size[1]}, index says {row.iw}x{row.ih}"))
+            else:
+                im.load()
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        problems.append(Problem("index.csv", rn, f"images/{row.image} cannot be read ({e})"))
+
+
 def check_rows(store: BrodenStore, problems: list, check_images: bool = True, progress: bool = False) -> LabelTally:
     """Every index.csv row: unique image, known split, files present, confined and readable at the
     recorded sizes (the format's one decoder), label numbers known and in their category.
@@ -183,20 +204,7 @@ def check_rows(store: BrodenStore, problems: list, check_images: bool = True, pr
             problems.append(Problem("index.csv", rn, f"duplicate image {row.image!r}"))
         if row.split not in SPLITS:
             problems.append(Problem("index.csv", rn, f"split {row.split!r} is not one of {', '.join(SPLITS)}"))
-        img_path = _confined_or_problem(store, row.image, rn, "", problems)
-        if img_path is None:
-            pass
-        elif not img_path.is_file():
-            problems.append(Problem("index.csv", rn, f"image file images/{row.image} is missing"))
-        elif check_images:
-            try:
-                with Image.open(img_path) as im:
-                    if im.size != (row.iw, row.ih):
-                        problems.append(Problem("index.csv", rn, f"images/{row.image} is {im.size[0]}x{im.size[1]}, index says {row.iw}x{row.ih}"))
-                    else:
-                        im.load()
-            except (OSError, ValueError, Image.DecompressionBombError) as e:
-                problems.append(Problem("index.csv", rn, f"images/{row.image} cannot be read ({e})"))
+        check_image(store, row, problems, check_images)
         for cat in store.categories:
             items = row.cells[cat]
             if cat in store.image_level_categories:
