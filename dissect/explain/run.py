@@ -27,31 +27,33 @@ class ExplainError(ValueError):
 
 
 def model_activations(model, layer: str, store: BrodenStore, rows, path: Path, input_size=None, mean=None, std=None,
-                      dtype: str = "float16", batch_size: int = 32, workers: int = 0, device="cpu", quiet=True):
-    """Run ``model`` over store rows ``rows`` and write ``layer``'s output [N, U, h, w] to the .npy
-    ``path`` (rounded to ``dtype``); returns the array (memory-mapped)."""
+                      dtype: str = "float16", batch_size: int = 32, workers: int = 0, device="cpu", quiet=True,
+                      layout=None):
+    """Run ``model`` over store rows ``rows`` and write ``layer``'s feature map [N, U, h, w] (the
+    selector and layout as dissected, see dissect.capture) to the .npy ``path``, rounded to
+    ``dtype`` as the runner's cache rounds it; returns the array (memory-mapped)."""
     from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
 
     from broden_builder.torch_dataset import IMAGENET_MEAN, IMAGENET_STD, BrodenDataset, collate_broden
 
-    from ..hooks import as_feature_map, run_layers
-    from ..models import LoadedModel
+    from ..capture import feature_maps, plan_layers
 
-    module = model.module if isinstance(model, LoadedModel) else model
+    module = getattr(model, "module", model) if not isinstance(model, torch.nn.Module) else model
     dev = torch.device(device)
     module = module.to(dev).eval()
     r0 = store.rows[rows[0]]
     size = tuple(input_size) if input_size else (r0.ih, r0.iw)
     ds = BrodenDataset(store, rows=list(rows), image_size=size, mean=mean or IMAGENET_MEAN, std=std or IMAGENET_STD,
                        with_labels=False)
-    out = None
-    lo = 0
+    out, plans, lo = None, None, 0
     tdt = torch.float16 if dtype == "float16" else torch.float32
-    from tqdm.auto import tqdm
-
     for batch in tqdm(DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate_broden),
                       desc="explain: activations", disable=quiet or None, leave=False):
-        a = as_feature_map(layer, run_layers(module, batch["image"].to(dev), [layer])[layer]).to(tdt).cpu().numpy()
+        x = batch["image"].to(dev)
+        if plans is None:
+            plans = plan_layers(module, [layer], x[:1], layout=layout)
+        a = feature_maps(module, x, plans)[layer].to(tdt).cpu().numpy()
         if out is None:
             out = np.lib.format.open_memmap(path, mode="w+", dtype=a.dtype, shape=(len(ds),) + a.shape[1:])
         out[lo: lo + a.shape[0]] = a
@@ -136,10 +138,13 @@ def explain_result(layer_dir: Union[str, Path], activations=None, model=None, st
         if activations is not None:
             activations = _given_activations(activations, store, rows)
         elif model is not None:
-            activations = model_activations(model, doc["layer"], store, rows, Path(tmp) / "acts.npy",
-                                            input_size=settings.get("input_size"), mean=settings.get("mean"),
-                                            std=settings.get("std"), dtype=settings.get("cache_dtype", "float16"),
-                                            batch_size=batch_size, workers=workers, device=device, quiet=quiet)
+            lay = settings.get("layout") if isinstance(settings.get("layout"), dict) else {}
+            forced = lay.get("kind") if str(lay.get("source", "")).startswith("forced") else None
+            activations = model_activations(model, settings.get("selector") or doc["layer"], store, rows,
+                                            Path(tmp) / "acts.npy", input_size=settings.get("input_size"),
+                                            mean=settings.get("mean"), std=settings.get("std"),
+                                            dtype=settings.get("cache_dtype", "float16"), batch_size=batch_size,
+                                            workers=workers, device=device, quiet=quiet, layout=forced)
         else:
             raise ExplainError("give the activations or the model")
         if tuple(activations.shape[1:2]) != (len(thr),):
