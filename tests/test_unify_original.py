@@ -274,3 +274,19 @@ def test_real_ade_plan_names_checked_by_hand(ade_plan):
     assert all(d["reason"] for d in j["vocabulary"]["dropped"])
     refused = j["vocabulary"]["refused_same_source_merges"]
     assert any(r["name"] == "arm" for r in refused)
+
+
+def test_cli_plan_json_lists_the_vocabulary(ade_plan, tmp_path, capsys):
+    from broden_builder.cli import main
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"min_frequency: 10\nsources:\n  - {{type: ade20k, version: '2016', path: '{INDEX.parent}'}}\n")
+    assert main(["build", str(recipe), "--plan", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    labels = out["vocabulary"]["labels"]
+    assert [lab["number"] for lab in labels] == list(range(1, len(labels) + 1))
+    pillar = next(lab for lab in labels if lab["name"] == "pillar")
+    assert set(pillar) >= {"number", "name", "categories", "members"}
+    assert {"source": "ade20k", "category": "object", "names": ["column, pillar"]}.items() <= pillar["members"][0].items()
+    assert all("reason" in d for d in out["vocabulary"]["dropped"])
+    assert "equal mean sizes" in out["coverage_rule"]
