@@ -113,6 +113,63 @@ def _add_preprocessing(p: argparse.ArgumentParser) -> None:
                    help="normalisation std (default: the model's preprocessing, else ImageNet's 0.229,0.224,0.225)")
 
 
+def _add_explain(sub) -> None:
+    """``dissect explain`` (compositional explanations, dissect.explain)."""
+    explain = sub.add_parser("explain", help="compositional explanations: the best logical formula of concepts for "
+                             "every unit (Mu & Andreas 2020); writes OUT/<name>/explanations.csv")
+    explain.add_argument("--store", required=True, help="Broden store folder (with index.csv)")
+    src = explain.add_mutually_exclusive_group(required=True)
+    src.add_argument("--activations", help=".npy or .pt file, shape N x units x h x w (as for `dissect score`)")
+    src.add_argument("--model", help="a model, as for `dissect run` (with --layer)")
+    explain.add_argument("--weights", default=None, help="weights of --model, as for `dissect run`")
+    explain.add_argument("--unsafe-unpickle", action="store_true", help=argparse.SUPPRESS)
+    explain.add_argument("--layer", default=None, help="the layer of --model to explain")
+    explain.add_argument("--name", default=None, help="result folder name for --activations (default: the file's stem)")
+    explain.add_argument("--out", required=True, help="output folder; an existing OUT/<name>/ result is reused "
+                         "(its thresholds and settings), otherwise it is scored first")
+    explain.add_argument("--length", type=int, default=3, help="most concepts in a formula (default 3)")
+    explain.add_argument("--beam", type=int, default=5, help="beam width of the formula search (default 5)")
+    _add_preprocessing(explain)
+    _add_shared(explain)
+
+
+def _add_compare_ablate(sub) -> None:
+    """``dissect compare`` (dissect.compare) and ``dissect ablate`` (dissect.ablate)."""
+    compare = sub.add_parser("compare", help="detectors and unique detectors per category of several runs: one page, "
+                             "one CSV, bar charts")
+    compare.add_argument("outs", nargs="+", metavar="OUT", help="results folders of dissect run/score")
+    compare.add_argument("--out", required=True, help="folder for compare.html, compare.csv and the charts")
+    compare.add_argument("--title", default="Network Dissection: comparison", help="page title")
+
+    ablate = sub.add_parser("ablate", help="switch units off and measure the classifier's per-class accuracy "
+                            "(Bau et al. 2020); writes OUT/<layer>/ablation_*.csv")
+    _add_model(ablate)
+    ablate.add_argument("--layer", required=True, help="module name of the units")
+    which = ablate.add_mutually_exclusive_group(required=True)
+    which.add_argument("--units", help="comma-separated 1-based unit numbers, as in tally.csv (e.g. 12,40)")
+    which.add_argument("--concept", help="ablate the --k units with the highest IoU for this concept "
+                       "(read from OUT/<layer>/ of a dissection)")
+    ablate.add_argument("--k", type=int, default=5, help="units for --concept (default 5)")
+    ablate.add_argument("--data", required=True, help="labelled images: an ImageFolder folder (root/<class>/<image>), "
+                        "a datasets save_to_disk folder, or hf:NAME[:SPLIT]")
+    ablate.add_argument("--split", default=None, help="split of an HF dataset (default validation)")
+    ablate.add_argument("--image-column", default="image", help="image column of an HF dataset (default image)")
+    ablate.add_argument("--label-column", default="label", help="label column of an HF dataset (default label)")
+    ablate.add_argument("--mode", choices=("zero", "mean"), default="zero",
+                        help="replace the units by 0 (default, as in the paper) or by their mean over the data")
+    ablate.add_argument("--out", required=True, help="dissection output folder: the CSV goes to OUT/<layer>/")
+    _add_preprocessing(ablate)
+    ablate.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
+    ablate.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+    ablate.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    ablate.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_analyses(sub) -> None:
+    _add_explain(sub)
+    _add_compare_ablate(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dissect", description="Network Dissection: score every unit of a "
                                      "PyTorch layer against a Broden store.")
@@ -149,51 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     layers.add_argument("--device", default="cpu", help="device for the dummy pass (default cpu)")
     _add_layout(layers)
 
-    explain = sub.add_parser("explain", help="compositional explanations: the best logical formula of concepts for "
-                             "every unit (Mu & Andreas 2020); writes OUT/<name>/explanations.csv")
-    explain.add_argument("--store", required=True, help="Broden store folder (with index.csv)")
-    src = explain.add_mutually_exclusive_group(required=True)
-    src.add_argument("--activations", help=".npy or .pt file, shape N x units x h x w (as for `dissect score`)")
-    src.add_argument("--model", help="a model, as for `dissect run` (with --layer)")
-    explain.add_argument("--weights", default=None, help="weights of --model, as for `dissect run`")
-    explain.add_argument("--unsafe-unpickle", action="store_true", help=argparse.SUPPRESS)
-    explain.add_argument("--layer", default=None, help="the layer of --model to explain")
-    explain.add_argument("--name", default=None, help="result folder name for --activations (default: the file's stem)")
-    explain.add_argument("--out", required=True, help="output folder; an existing OUT/<name>/ result is reused "
-                         "(its thresholds and settings), otherwise it is scored first")
-    explain.add_argument("--length", type=int, default=3, help="most concepts in a formula (default 3)")
-    explain.add_argument("--beam", type=int, default=5, help="beam width of the formula search (default 5)")
-    _add_preprocessing(explain)
-    _add_shared(explain)
-
-    compare = sub.add_parser("compare", help="detectors and unique detectors per category of several runs: one page, "
-                             "one CSV, bar charts")
-    compare.add_argument("outs", nargs="+", metavar="OUT", help="results folders of dissect run/score")
-    compare.add_argument("--out", required=True, help="folder for compare.html, compare.csv and the charts")
-    compare.add_argument("--title", default="Network Dissection: comparison", help="page title")
-
-    ablate = sub.add_parser("ablate", help="switch units off and measure the classifier's per-class accuracy "
-                            "(Bau et al. 2020); writes OUT/<layer>/ablation_*.csv")
-    _add_model(ablate)
-    ablate.add_argument("--layer", required=True, help="module name of the units")
-    which = ablate.add_mutually_exclusive_group(required=True)
-    which.add_argument("--units", help="comma-separated 1-based unit numbers, as in tally.csv (e.g. 12,40)")
-    which.add_argument("--concept", help="ablate the --k units with the highest IoU for this concept "
-                       "(read from OUT/<layer>/ of a dissection)")
-    ablate.add_argument("--k", type=int, default=5, help="units for --concept (default 5)")
-    ablate.add_argument("--data", required=True, help="labelled images: an ImageFolder folder (root/<class>/<image>), "
-                        "a datasets save_to_disk folder, or hf:NAME[:SPLIT]")
-    ablate.add_argument("--split", default=None, help="split of an HF dataset (default validation)")
-    ablate.add_argument("--image-column", default="image", help="image column of an HF dataset (default image)")
-    ablate.add_argument("--label-column", default="label", help="label column of an HF dataset (default label)")
-    ablate.add_argument("--mode", choices=("zero", "mean"), default="zero",
-                        help="replace the units by 0 (default, as in the paper) or by their mean over the data")
-    ablate.add_argument("--out", required=True, help="dissection output folder: the CSV goes to OUT/<layer>/")
-    _add_preprocessing(ablate)
-    ablate.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
-    ablate.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
-    ablate.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    ablate.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_analyses(sub)
 
     report = sub.add_parser("report", help="write the HTML report (OUT/index.html, OUT/<layer>/report.html)")
     report.add_argument("out", help="results folder of dissect run/score (holds <layer>/result.json)")
