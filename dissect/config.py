@@ -7,6 +7,7 @@ and defaults from the fields here (see :func:`default`), so they cannot drift ap
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Optional
@@ -52,8 +53,15 @@ class DissectConfig:
     quiet: bool = False
 
     def __post_init__(self):
+        # `not (a <= x <= b)` also refuses NaN, which would otherwise run both passes and fail
+        # only when result.json is written (or score every unit as a detector / none).
         if not 0 < self.quantile < 1:
             raise DissectError(f"quantile must lie in (0, 1), got {self.quantile}")
+        if not 0 <= self.iou_threshold <= 1:
+            raise DissectError(f"iou_threshold must lie in [0, 1] (an IoU), got {self.iou_threshold}")
+        for name in ("mean", "std"):
+            if not all(math.isfinite(float(v)) for v in getattr(self, name)):
+                raise DissectError(f"{name} must be finite numbers, got {tuple(getattr(self, name))}")
         for name, choices in (("union", UNIONS), ("upsample", UPSAMPLE_MODES), ("cache_dtype", CACHE_DTYPES)):
             if getattr(self, name) not in choices:
                 raise DissectError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
