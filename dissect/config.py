@@ -50,6 +50,8 @@ class DissectConfig:
     cache_dir: Optional[str] = None  # None = out/.dissect_cache (removed after success)
     keep_cache: bool = False
     quiet: bool = False
+    rotate: Optional[int] = None  # seed of a random orthogonal basis applied to the units (dissect.basis)
+    basis: Optional[str] = None  # a C x C .npy matrix applied to the units instead
 
     def __post_init__(self):
         if not 0 < self.quantile < 1:
@@ -59,6 +61,10 @@ class DissectConfig:
                 raise DissectError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
         if self.top_k < 1 or self.batch_size < 1 or self.workers < 0 or self.checkpoint_every < 0:
             raise DissectError("top_k and batch_size must be >= 1, workers and checkpoint_every >= 0")
+        if self.rotate is not None and self.basis is not None:
+            raise DissectError("give rotate (a seed) or basis (a .npy file), not both")
+        if self.rotate is not None and (isinstance(self.rotate, bool) or not isinstance(self.rotate, int)):
+            raise DissectError(f"rotate must be an integer seed, got {self.rotate!r}")
         if isinstance(self.input_size, int):
             object.__setattr__(self, "input_size", (self.input_size, self.input_size))
         if self.categories is not None:
