@@ -34,7 +34,7 @@ def model_activations(model, layer: str, store: BrodenStore, rows, path: Path, i
 
     from broden_builder.torch_dataset import IMAGENET_MEAN, IMAGENET_STD, BrodenDataset, collate_broden
 
-    from ..hooks import as_feature_map, run_layers
+    from ..capture import feature_maps, plan_layers
     from ..models import LoadedModel
 
     module = model.module if isinstance(model, LoadedModel) else model
@@ -49,9 +49,13 @@ def model_activations(model, layer: str, store: BrodenStore, rows, path: Path, i
     tdt = torch.float16 if dtype == "float16" else torch.float32
     from tqdm.auto import tqdm
 
+    plans = None
     for batch in tqdm(DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate_broden),
                       desc="explain: activations", disable=quiet or None, leave=False):
-        a = as_feature_map(layer, run_layers(module, batch["image"].to(dev), [layer])[layer]).to(tdt).cpu().numpy()
+        x = batch["image"].to(dev)
+        if plans is None:  # selector, call count and layout checked once (dissect.capture)
+            plans = plan_layers(module, [layer], x[:1])
+        a = feature_maps(module, x, plans)[layer].to(tdt).cpu().numpy()
         if out is None:
             out = np.lib.format.open_memmap(path, mode="w+", dtype=a.dtype, shape=(len(ds),) + a.shape[1:])
         out[lo: lo + a.shape[0]] = a
