@@ -63,12 +63,12 @@ def dissect_model(model: Union[nn.Module, LoadedModel], layers: Union[str, Seque
     layout = config.layout
     config = config.replace(mean=prep.dataset_mean, std=prep.dataset_std, transform=None)  # as resolved
     key = {"model": identity, "layers": names, "input_size": list(input_size), "mean": list(config.mean),
-           "std": list(config.std), "preprocessing": prep.record, "layout": layout}
+           "std": list(config.std), "layout": layout}
+    if prep.transform is not None:  # mean/std/input size are in the key already; a transform is not
+        key["transform"] = prep.record["transform"]
     run = Run(store, config, out, key)
     lm.module.to(run.device).eval()
-    if lm.random_weights and run.info.rank == 0:
-        log.warning("model %s has RANDOM weights (--weights none)", lm.spec)
-    plans = _plan(lm, names, prep, run.device, layout)
+    plans = _plan(lm, names, prep, run.device, layout, run.info.rank == 0)
     shapes = {n: p.shape for n, p in plans.items()}
     caches = _open_caches(run, key, plans)
     state = run.checkpoint.agree(_usable(run.checkpoint.load(names), caches))
@@ -94,11 +94,7 @@ def dissect_model(model: Union[nn.Module, LoadedModel], layers: Union[str, Seque
         start2 = state["next_batch"]
     run.pass2(stats, {n: open_activations(c.path) for n, c in caches.items()}, list(range(len(run.my_rows))), start2)
     results = run.results(stats, dict(identity), {"input_size": list(input_size), "preprocessing": prep.record})
-    for n, res in results.items():
-        p = plans[n]
-        res.settings.update({"selector": p.selector, "requested": n, "module": p.module, "calls": p.calls,
-                             "structure": p.structure, "captured_shape": list(p.captured_shape),
-                             "layout": p.layout.to_dict()})
+    _record_plans(results, plans)
     run.finish()
     if not (config.keep_cache or config.cache_dir):
         _remove_caches(run, caches)
@@ -202,11 +198,13 @@ def _check_layers(lm: LoadedModel, names: Sequence[str]) -> None:
             resolve_selector(lm.module, n)
 
 
-def _plan(lm: LoadedModel, names: Sequence[str], prep: Preprocessing, device, layout) -> dict:
+def _plan(lm: LoadedModel, names: Sequence[str], prep: Preprocessing, device, layout, say: bool = True) -> dict:
     """{layer: LayerPlan} from one full forward pass of a zero image (dissect.capture): selector,
     call count, output structure, layout and (U, h, w). Only a failure of the model's own forward
     pass is reported as a problem of the input size; selectors, call counts and layouts raise
     their own errors, which say what to choose."""
+    if lm.random_weights and say:
+        log.warning("model %s has RANDOM weights (--weights none)", lm.spec)
     size = prep.input_size
     with torch.no_grad():
         x = torch.zeros(1, 3, *size, device=device)
@@ -216,6 +214,15 @@ def _plan(lm: LoadedModel, names: Sequence[str], prep: Preprocessing, device, la
     except ForwardError as e:
         raise DissectError(f"model {lm.spec} fails on input size {size[0]}x{size[1]}: {e} "
                            f"(choose another --input-size)") from None
+
+
+def _record_plans(results: dict, plans: dict) -> None:
+    """result.json settings: which tensor was captured and how it was laid out (issue 11)."""
+    for n, res in results.items():
+        p = plans[n]
+        res.settings.update({"selector": p.selector, "requested": n, "module": p.module, "calls": p.calls,
+                             "structure": p.structure, "captured_shape": list(p.captured_shape),
+                             "layout": p.layout.to_dict()})
 
 
 def _images(run: Run, input_size: tuple, start: int) -> BrodenDataset:
