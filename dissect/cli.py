@@ -80,6 +80,11 @@ def _add_shared(p: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint-every", type=int, default=default("checkpoint_every"), metavar="N",
                    help="save the statistics every N batches so a killed run resumes "
                         f"(0 = never; default {default('checkpoint_every')})")
+    g.add_argument("--rotate", type=int, default=None, metavar="SEED",
+                   help="multiply the units by a random orthogonal matrix (QR of a seeded Gaussian) before thresholds: "
+                        "the rotation baseline of Network Dissection (sec. 3.2)")
+    g.add_argument("--basis", default=None, metavar="FILE.npy",
+                   help="multiply the units by this C x C matrix before thresholds (instead of --rotate)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.add_argument("--verbose", action="store_true", help="log progress details")
     g.add_argument("--no-report", action="store_true", help="do not write the HTML report (dissect report OUT writes it later)")
@@ -128,6 +133,7 @@ def _parser_run(sub) -> None:
                           "repeatable. `dissect layers` lists them")
     run.add_argument("--out", required=True, help="output folder: results go to OUT/<layer>/")
     _add_preprocessing(run)
+    _add_layout(run)
     _add_shared(run)
     run.add_argument("--cache-dtype", choices=CACHE_DTYPES, default=default("cache_dtype"),
                      help="dtype of the on-disk activation cache; every statistic uses these rounded values (default float16)")
@@ -239,7 +245,7 @@ def _config(args, **extra):
         quantile=args.quantile, iou_threshold=args.iou_threshold, union=args.union,
         categories=_categories(args.categories), top_k=args.top_k, split=args.split,
         upsample=args.upsample, batch_size=args.batch_size, workers=args.workers, device=args.device,
-        checkpoint_every=args.checkpoint_every, quiet=args.quiet, **extra)
+        checkpoint_every=args.checkpoint_every, quiet=args.quiet, rotate=args.rotate, basis=args.basis, **extra)
 
 
 def _cmd_run(args) -> int:
@@ -249,7 +255,7 @@ def _cmd_run(args) -> int:
 
     info = init_from_env(args.device)
     extra = {"input_size": args.input_size, "cache_dtype": args.cache_dtype, "cache_dir": args.cache_dir,
-             "keep_cache": args.keep_cache}
+             "keep_cache": args.keep_cache, "layout": args.layout}
     if args.mean is not None:
         extra["mean"] = args.mean
     if args.std is not None:
