@@ -63,7 +63,7 @@ class DissectConfig:
         if not 0 <= self.iou_threshold <= 1:
             raise DissectError(f"iou_threshold must lie in [0, 1] (an IoU), got {self.iou_threshold}")
         for name in ("mean", "std"):
-            if not all(math.isfinite(float(v)) for v in getattr(self, name)):
+            if getattr(self, name) is not None and not all(math.isfinite(float(v)) for v in getattr(self, name)):
                 raise DissectError(f"{name} must be finite numbers, got {tuple(getattr(self, name))}")
         for name, choices in (("union", UNIONS), ("upsample", UPSAMPLE_MODES), ("cache_dtype", CACHE_DTYPES)):
             if getattr(self, name) not in choices:
