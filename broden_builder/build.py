@@ -308,7 +308,7 @@ def build_store(
         log.warning("skipping missing source %s", p)
     sources = present
     if not sources:
-        raise BuildError("no source is available to build from")
+        raise BuildError("every source of the recipe is missing, nothing to build from:\n  " + "\n  ".join(problems))
     check_resume_key(out, recipe)
     if (out / "index.csv").exists():
         (out / "index.csv").unlink()  # the store is being rebuilt: never leave it looking complete
@@ -358,6 +358,12 @@ def build_store(
             report.dropped[m.source][m.category] += 1
     report.categories = vocab.category_counts()
     report.images = len(kept_tasks)
+    if not kept_tasks and not recipe.allow_empty:
+        # an empty store is almost always a mistake (wrong path, every image skipped): say so instead
+        # of finishing a store that validates and dissects nothing
+        why = f"; {len(report.skipped)} skipped, e.g. {report.skipped[0][0]}: {report.skipped[0][1]}" if report.skipped else ""
+        raise BuildError(f"the build wrote 0 images ({len(tasks)} source records{why}); "
+                         "set 'allow_empty: true' in the recipe if an empty store is wanted")
     info = build_info(recipe, sources, report)
     writer.finalize(specs, info, render_readme(recipe, sources, report, info))
     report.seconds = time.time() - t0

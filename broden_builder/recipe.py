@@ -8,7 +8,7 @@ from typing import Any, Mapping, Optional, Union
 import yaml
 
 _KEYS = {"name", "size", "segmentation_size", "min_frequency", "min_coverage", "splits", "color",
-         "sources", "jpeg_quality", "description"}
+         "sources", "jpeg_quality", "description", "allow_empty"}
 
 
 class RecipeError(ValueError):
@@ -29,6 +29,8 @@ class Recipe:
     jpeg_quality: int = 92
     sources: tuple = ()
     description: str = ""
+    #: a build that writes no image is an error unless the recipe asks for an empty store
+    allow_empty: bool = False
     path: Optional[str] = None
 
     @property
@@ -41,6 +43,7 @@ class Recipe:
             "min_frequency": self.min_frequency, "min_coverage": self.min_coverage,
             "splits": dict(self.splits), "color": self.color, "jpeg_quality": self.jpeg_quality,
             "sources": [dict(s) for s in self.sources], "description": self.description,
+            **({"allow_empty": True} if self.allow_empty else {}),
         }
 
     def split_of(self, image_path: str) -> str:
@@ -113,8 +116,16 @@ def recipe_from_dict(data: Mapping[str, Any], origin: str = "<recipe>", base_dir
         jpeg_quality=num("jpeg_quality", int, 92, 1),
         sources=tuple(norm),
         description=str(data.get("description", "")),
+        allow_empty=_flag(data, "allow_empty", origin),
         path=origin,
     )
+
+
+def _flag(data: Mapping[str, Any], key: str, origin: str) -> bool:
+    v = data.get(key, False)
+    if not isinstance(v, bool):
+        raise RecipeError(f"{origin}: {key} must be true or false, got {v!r}")
+    return v
 
 
 def read_yaml(path: Union[str, Path], error: type = ValueError, what: str = "file") -> Any:

@@ -61,6 +61,12 @@ def validate_store(root: Union[str, Path], check_images: bool = True, progress: 
         return problems
     ours = bool(store.build_info)
     stat_severity = "error" if ours else "warning"
+    if not store.rows:
+        # nothing to dissect: an error, unless the recipe it was built from asked for an empty store
+        wanted = bool((store.build_info.get("recipe") or {}).get("allow_empty"))
+        problems.append(Problem("index.csv", None, "the store has no images"
+                                + (" (its recipe asked for an empty store)" if wanted else ""),
+                                "warning" if wanted else "error"))
     # label.csv
     names = Counter(l.name for l in store.labels)
     numbers = Counter(l.number for l in store.labels)
