@@ -28,7 +28,7 @@ from . import __version__
 from .color import color_codes, color_vocabulary
 from .recipe import Recipe
 from .resize import resize_image, resize_labels
-from .sources import BadSourceItem, ImageRecord, Source, SourceMissingError, get_source_class
+from .sources import BadSourceItem, ImageRecord, Source, SourceMissingError, UnknownSourceType, get_source_class
 from .store.statistics import layer_fractions as native_fractions
 from .store.atomic import atomic_write_bytes, atomic_write_text
 from .store.writer import STAGING, LabelSpec, StoreWriter
@@ -83,6 +83,11 @@ def instantiate_sources(recipe: Recipe, unavailable: Optional[list] = None) -> l
     for entry in recipe.sources:
         try:
             cls = get_source_class(entry["type"])
+        except UnknownSourceType as e:
+            # a typo in the recipe is an error even under --allow-missing: nothing is "missing"
+            if unavailable is None:
+                raise
+            raise BuildError(f"{recipe.path or 'recipe'}: sources[{recipe.sources.index(entry)}]: {e}") from None
         except (KeyError, ImportError) as e:
             if unavailable is None:
                 raise

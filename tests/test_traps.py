@@ -61,3 +61,26 @@ def test_allow_missing_with_every_source_missing_names_them(tmp_path):
     assert "every source" in msg and "dtd" in msg and "pascal" in msg
     assert str(tmp_path / "no_dtd") in msg and str(tmp_path / "no_voc") in msg
     assert not (tmp_path / "s" / "index.csv").exists()
+
+
+def test_unknown_source_type_is_a_recipe_error_with_the_nearest_names(tmp_path):
+    """`type: foldr` is a typo, not a missing source: an error even under --allow-missing."""
+    for allow in (False, True):
+        with pytest.raises(BuildError, match=r"sources\[1\]: unknown source type 'foldr'; did you mean 'folder'\?"):
+            build_store(_recipe([{"type": "synthetic", "count": 2}, {"type": "foldr", "path": "x"}]), tmp_path / "s",
+                        allow_missing=allow, quiet=True)
+
+
+def test_find_suggests_the_suffixed_label(tmp_path):
+    from broden_builder import BrodenStore
+
+    out = tmp_path / "s"
+    build_store(_recipe([{"type": "synthetic", "count": 6}]), out, quiet=True)
+    with pytest.raises(KeyError, match=r"no label named 'red'.*did you mean 'red-c'\?"):
+        BrodenStore(out).label("red")
+    run = subprocess.run([sys.executable, "-m", "broden_builder.cli", "find", str(out), "red", "-q"],
+                         capture_output=True, text=True)
+    assert run.returncode != 0 and "did you mean 'red-c'?" in run.stderr
+    run = subprocess.run([sys.executable, "-m", "broden_builder.cli", "find", str(out), "houes", "-q"],
+                         capture_output=True, text=True)
+    assert run.returncode != 0 and "did you mean 'house'?" in run.stderr

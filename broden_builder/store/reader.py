@@ -332,7 +332,10 @@ class BrodenStore:
         for lab in self.labels:
             if key in lab.syns:
                 return lab
-        raise KeyError(f"no label named {key!r} in {self.root / 'label.csv'}")
+        from ..suggest import did_you_mean
+
+        names = [l.name for l in self.labels] + [y for l in self.labels for y in l.syns]
+        raise KeyError(f"no label named {key!r} in {self.root / 'label.csv'}{did_you_mean(key, names)}")
 
     def primary_category(self, number: int) -> str:
         """The category where the label covers most (from c_*.csv coverage; falls back to most images)."""
