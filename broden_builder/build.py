@@ -215,16 +215,16 @@ def _write_one(task: tuple):
 
 
 def _run(tasks: list, fn, state: dict, workers: int, desc: str, quiet: bool):
-    from tqdm.auto import tqdm
+    from .progress import progress
 
     if workers <= 1:
         _init_worker(state)
-        for t in tqdm(tasks, desc=desc, disable=quiet, unit="img"):
+        for t in progress(tasks, quiet, desc=desc, unit="img"):
             yield fn(t)
         return
     ctx = mp.get_context("spawn" if os.name == "nt" else "fork")
     with ctx.Pool(workers, initializer=_init_worker, initargs=(state,)) as pool:
-        for r in tqdm(pool.imap(fn, tasks, chunksize=8), total=len(tasks), desc=desc, disable=quiet, unit="img"):
+        for r in progress(pool.imap(fn, tasks, chunksize=8), quiet, total=len(tasks), desc=desc, unit="img"):
             yield r
 
 

@@ -111,8 +111,8 @@ def validate_store(root: Union[str, Path], check_images: bool = True, progress: 
     tally = LabelTally()
     rows = store.rows
     if progress:
-        from tqdm.auto import tqdm
-        rows = tqdm(rows, desc="validate", unit="img")
+        from ..progress import progress as _progress
+        rows = _progress(rows, desc="validate", unit="img")
     for row in rows:
         rn = row.index + 1
         if seen[row.image] > 1:
