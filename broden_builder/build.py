@@ -26,20 +26,22 @@ import numpy as np
 
 from . import __version__
 from .color import color_codes, color_vocabulary
+from .errors import BrodenError
 from .recipe import Recipe
 from .resize import resize_image, resize_labels
+from .sources.decode import decode_image
 from .sources import BadSourceItem, ImageRecord, Source, SourceMissingError, UnknownSourceType, get_source_class
 from .store.statistics import layer_fractions as native_fractions
 from .store.atomic import atomic_write_bytes, atomic_write_text
 from .store.writer import STAGING, LabelSpec, StoreWriter
-from .unify import SourceLabel, Vocabulary, unify
+from .unify import SourceLabel, UnifyError, Vocabulary, check_same_source, unify
 
 log = logging.getLogger(__name__)
 
 COLOR_SOURCE = "color"
 
 
-class BuildError(RuntimeError):
+class BuildError(BrodenError, RuntimeError):
     """The build cannot go on (missing sources, strict-mode failures)."""
 
 
@@ -53,6 +55,7 @@ class BuildReport:
     kept: dict = field(default_factory=dict)  # source -> category -> count
     dropped: dict = field(default_factory=dict)
     categories: dict = field(default_factory=dict)  # category -> label count
+    merges: list = field(default_factory=list)  # Vocabulary.merges() records
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -69,6 +72,16 @@ class BuildReport:
             cats = sorted(set(self.kept.get(src, {})) | set(self.dropped.get(src, {})))
             parts = [f"{c} kept {self.kept.get(src, {}).get(c, 0)} dropped {self.dropped.get(src, {}).get(c, 0)}" for c in cats]
             lines.append(f"  {src}: " + "; ".join(parts))
+        cross = [m for m in self.merges if m["cross_source"]]
+        same = [m for m in self.merges if m["same_source"]]
+        if cross:
+            lines.append(f"{len(cross)} label(s) merge labels of different sources (also in build.json 'merges'):")
+            for m in cross:
+                members = " + ".join(f"{x['source']}/{x['category']}/{x['code']} {'; '.join(x['names'])!r}" for x in m["members"])
+                lines.append(f"  {m['number']} {m['name']}: {members}")
+        if same:
+            lines.append(f"{len(same)} label(s) merge labels of one source and category (allowed by the recipe; "
+                         f"listed in build.json 'merges')")
         return "\n".join(lines)
 
 
@@ -119,10 +132,22 @@ def _image_name(src: Source, rec: ImageRecord) -> str:
     return f"{src.prefix}/{rec.basename}.jpg"
 
 
+class StageUnreadable(Exception):
+    """A staging file cannot be read (truncated by a crash or a power cut): its item is redone."""
+
+
 def _load_stage(path: Path) -> dict:
-    with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(str(z["meta"]))
-        planes = {k[2:]: z[k] for k in z.files if k.startswith("p_")}
+    """Read a staging .npz; raises StageUnreadable (never BadZipFile & co.) when it is damaged."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            planes = {k[2:]: z[k] for k in z.files if k.startswith("p_")}
+        if not isinstance(meta, dict) or "stats" not in meta or "image_level" not in meta:
+            raise ValueError("meta record incomplete")
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, zlib.error ...
+        raise StageUnreadable(f"{path}: {type(e).__name__}: {e}") from None
     meta["planes"] = planes
     return meta
 
@@ -135,13 +160,16 @@ def _stage_one(task: tuple):
     image = _image_name(src, rec)
     stage = _stage_path(root, image)
     if stage.exists():
-        meta = _load_stage(stage)
-        return image, meta["stats"], None
+        try:
+            meta = _load_stage(stage)
+            return image, meta["stats"], None
+        except StageUnreadable as e:  # redo the item (issue 15, item 3)
+            log.warning("redoing %s: its staging file is unreadable (%s)", image, e)
+            stage.unlink()
     try:
         res = src.resolve(rec)
-        rgb = np.asarray(res.image)
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise BadSourceItem(f"image is not H x W x 3 uint8 (shape {rgb.shape}, {rgb.dtype})")
+        # plug-in sources may return any image the one decoder accepts (16-bit, float in [0, 1], grey, ...)
+        rgb = decode_image(res.image, f"image returned by source {src.key!r}")
         h, w = rgb.shape[:2]
         pixel = {c: [np.asarray(l) for l in layers] for c, layers in res.pixel.items()}
         if _W["color"]:
@@ -167,12 +195,14 @@ def _stage_one(task: tuple):
     writer.write_image(image, resize_image(rgb, _W["size"]))
     seg = _W["seg"]
     arrays = {}
+    stacked = sorted(c for c in res.stacked if c in pixel)
     for c, layers in pixel.items():
         small = [resize_labels(l, seg) for l in layers]
-        small = [l for l in small if l.any()]
+        if c not in stacked:
+            small = [l for l in small if l.any()]
         if small:
             arrays["p_" + c] = np.stack(small).astype(np.int32)
-    meta = {"stats": stats, "image_level": image_level, "native_shape": [h, w]}
+    meta = {"stats": stats, "image_level": image_level, "native_shape": [h, w], "stacked": stacked}
     buf = io.BytesIO()
     np.savez_compressed(buf, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
     atomic_write_bytes(stage, buf.getvalue())
@@ -186,12 +216,13 @@ def _write_one(task: tuple):
     root: Path = _W["root"]
     image = _image_name(src, rec)
     stage = _stage_path(root, image)
-    if not stage.exists():
-        return image, False
     writer = StoreWriter(root, image_level_categories=_W["image_level"], jpeg_quality=_W["jpeg_quality"])
     if writer.has_row(image):
         return image, True
-    meta = _load_stage(stage)
+    try:
+        meta = _load_stage(stage)
+    except (FileNotFoundError, StageUnreadable) as e:  # pass 1 left it readable: something else removed it
+        return image, f"staging file {stage} vanished or was damaged during the build ({type(e).__name__})"
     lookups = _W["lookups"]
     pixel = {}
     for c, stack in meta["planes"].items():
@@ -208,9 +239,11 @@ def _write_one(task: tuple):
         table = lookups.get((src.key, c))
         if table is None:
             continue
-        levels[c] = [int(table[x]) for x in codes if x < len(table) and table[x]]
+        # a source label the frequency filter dropped is written as 0, as the original did (readers ignore it)
+        levels[c] = [int(table[x]) if x < len(table) else 0 for x in codes]
     size, seg = _W["size"], _W["seg"]
-    writer.write_row(image, _W["recipe"].split_of(image), (size, size), (seg, seg), pixel, levels)
+    writer.write_row(image, _W["recipe"].split_of(image), (size, size), (seg, seg), pixel, levels,
+                     stacked=meta.get("stacked", ()))
     return image, True
 
 
@@ -243,7 +276,8 @@ def gather_records(sources: Sequence[Source]) -> list:
 
 
 def source_labels_from_stats(sources: Sequence[Source], per_image: dict, with_color: bool) -> list:
-    """Sum native per-image stats into SourceLabel entries (names from each source's vocabulary)."""
+    """Sum native per-image stats into SourceLabel entries (names from each source's vocabulary,
+    split by the source's own convention, raw names kept for the plan and build.json)."""
     freq: dict = defaultdict(int)
     cov: dict = defaultdict(float)
     for image, (si, stats) in per_image.items():
@@ -254,6 +288,7 @@ def source_labels_from_stats(sources: Sequence[Source], per_image: dict, with_co
                 freq[(k0, c, int(code))] += 1
                 cov[(k0, c, int(code))] += v
     vocabs = {src.key: src.vocabulary() for src in sources}
+    by_key = {src.key: src for src in sources}
     if with_color:
         vocabs[COLOR_SOURCE] = {"color": color_vocabulary()}
     out = []
@@ -262,9 +297,23 @@ def source_labels_from_stats(sources: Sequence[Source], per_image: dict, with_co
         if names is None:
             log.warning("%s: %s code %d has no name in the source vocabulary; dropped", skey, c, code)
             continue
-        if isinstance(names, str):
-            names = (names,)
-        out.append(SourceLabel(skey, c, code, tuple(names), n, cov[(skey, c, code)]))
+        src = by_key.get(skey)
+        if src is not None:
+            split, raw = src.label_names(c, names)
+        else:  # colour names: one name each
+            split = raw = (names,) if isinstance(names, str) else tuple(names)
+        out.append(SourceLabel(skey, c, code, split, n, cov[(skey, c, code)], raw=raw))
+    return out
+
+
+def native_statistics(vocab: Vocabulary) -> dict:
+    """label number -> category -> (images, coverage) summed over its source labels at native resolution."""
+    out: dict = {}
+    for g in vocab.labels:
+        cats = out.setdefault(g.number, {})
+        for m in g.members:
+            n, cov = cats.get(m.category, (0, 0.0))
+            cats[m.category] = (n + m.frequency, cov + m.coverage)
     return out
 
 
@@ -282,11 +331,18 @@ def build_store(
     quiet: bool = False,
     sources: Optional[Sequence[Source]] = None,
     download=None,
+    overwrite: bool = False,
 ) -> BuildReport:
     """Build (or resume building) the store described by ``recipe`` into ``out``.
 
     ``download`` (a broden_builder.download.DownloadOptions) fetches and extracts missing
     downloadable sources first (None: never download); download failures raise DownloadError.
+
+    Reliability (README, "Reliability"): the build holds the exclusive lock of ``out``
+    (LockedError when another process builds there); it writes into ``out/.build`` and
+    replaces the old store only when it commits, all at once; a store built from another
+    recipe is refused unless ``overwrite``; a killed build resumes (stale temporary files
+    swept, unreadable staging files redone).
     """
     t0 = time.time()
     out = Path(out)
@@ -314,13 +370,80 @@ def build_store(
     sources = present
     if not sources:
         raise BuildError("every source of the recipe is missing, nothing to build from:\n  " + "\n  ".join(problems))
-    check_resume_key(out, recipe)
-    if (out / "index.csv").exists():
-        (out / "index.csv").unlink()  # the store is being rebuilt: never leave it looking complete
-    out.mkdir(parents=True, exist_ok=True)
+    from .store.locking import exclusive
+
+    try:
+        with exclusive(out, "broden build"):
+            _build_locked(recipe, out, sources, state_base={"workers": workers, "strict": strict, "quiet": quiet,
+                                                           "overwrite": overwrite}, report=report)
+    except SourceMissingError:
+        raise
+    except OSError as e:  # read-only folder, full disk, --out below a file ...
+        raise BuildError(f"{e.filename or out}: cannot write the store ({e.strerror or e})") from None
+    report.seconds = time.time() - t0
+    return report
+
+
+#: Top-level entries of a store that a new build replaces (the rest of --out is left alone).
+STORE_ENTRIES = ("images", "index.csv", "label.csv", "category.csv", "README.txt", "build.json", ".cache")
+WORK = ".build"
+
+
+def _store_entries(out: Path) -> list:
+    """The store files present at the top of ``out`` (what a committed build replaces or retires)."""
+    found = [n for n in STORE_ENTRIES if (out / n).exists() or (out / n).is_symlink()]
+    return found + sorted(p.name for p in out.glob("c_*.csv"))
+
+
+def check_existing_store(out: Path, recipe: Recipe, overwrite: bool) -> None:
+    """Refuse to replace a store built from another recipe (or not built by us) unless ``overwrite``.
+
+    "Another recipe": build.json's recipe differs in a field that shapes the store
+    (RESUME_FIELDS, or the name). Nothing is replaced here; a build replaces the old store
+    only when it commits (store/commit.py).
+    """
+    present = [n for n in _store_entries(out) if n != ".cache"]
+    if not present or overwrite:
+        return
+    info_path = out / "build.json"
+    have = None
+    if info_path.is_file():
+        try:
+            have = json.loads(info_path.read_text("utf-8")).get("recipe")
+        except (OSError, ValueError, AttributeError):
+            have = None
+    if not isinstance(have, dict):
+        raise BuildError(f"{out}: holds {', '.join(present)} but no build.json of a store built by this tool; "
+                         f"refusing to replace it (use --overwrite, or another --out)")
+    want = json.loads(json.dumps(recipe.to_dict(), sort_keys=True))
+    diff = sorted(k for k in set(RESUME_FIELDS) | {"name"} if have.get(k) != want.get(k))
+    if diff:
+        raise BuildError(f"{out}: holds a store built from another recipe ({have.get('name')!r}; differs in "
+                         f"{', '.join(diff)}); refusing to replace it (use --overwrite to replace it once the new "
+                         f"build is complete, or another --out)")
+
+
+def _build_locked(recipe: Recipe, out: Path, sources: list, state_base: dict, report: BuildReport) -> None:
+    """The build proper, under the lock of ``out``: everything is written into ``out/.build``,
+    then committed over the old store in one step (store/commit.py)."""
+    from .store.atomic import sweep_temp_files
+    from .store.commit import complete, sweep_trash
+
+    workers, strict, quiet = state_base["workers"], state_base["strict"], state_base["quiet"]
+    if complete(out) is not None:
+        log.warning("%s: completed an interrupted commit", out)
+    sweep_trash(out)
+    check_existing_store(out, recipe, state_base["overwrite"])
+    root = out / WORK
+    if root.exists():
+        n = sweep_temp_files(root)  # debris of writers killed between write and rename
+        if n:
+            log.info("%s: removed %d temporary file(s) of an interrupted build", root, n)
+    check_resume_key(root, recipe)
+    root.mkdir(parents=True, exist_ok=True)
     tasks = gather_records(sources)
     image_level = category_levels(sources)
-    state = {"sources": sources, "root": out, "color": recipe.color, "size": recipe.size,
+    state = {"sources": sources, "root": root, "color": recipe.color, "size": recipe.size,
              "seg": recipe.segmentation_size, "jpeg_quality": recipe.jpeg_quality, "recipe": recipe,
              "image_level": frozenset(image_level)}
     per_image = {}
@@ -335,23 +458,22 @@ def build_store(
             continue
         per_image[image] = (task[0], stats)
         kept_tasks.append(task)
+    if not kept_tasks and not recipe.allow_empty:
+        # an empty store is almost always a mistake (wrong path, every image skipped): say so instead
+        # of finishing a store that validates and dissects nothing
+        why = f"; {len(report.skipped)} skipped, e.g. {report.skipped[0][0]}: {report.skipped[0][1]}" if report.skipped else ""
+        raise BuildError(f"the build wrote 0 images ({len(tasks)} source records{why}); "
+                         "set 'allow_empty: true' in the recipe if an empty store is wanted")
     labels = source_labels_from_stats(sources, per_image, recipe.color)
-    vocab = unify(labels, recipe.min_frequency, recipe.min_coverage)
-    digest = vocabulary_digest(vocab)
-    digest_path = out / STAGING / "vocabulary.sha256"
-    if digest_path.exists() and digest_path.read_text().strip() != digest:
-        shutil.rmtree(out / STAGING / "rows", ignore_errors=True)
-    atomic_write_text(digest_path, digest)
-    lookups = {}
-    maxcode: dict = defaultdict(int)
-    for (s, c, code) in vocab.mapping:
-        maxcode[(s, c)] = max(maxcode[(s, c)], code)
-    for (s, c), m in maxcode.items():
-        lookups[(s, c)] = vocab.lookup(s, c, m)
-    state["lookups"] = lookups
-    for _ in _run(kept_tasks, _write_one, state, workers, "write", quiet):
-        pass
-    writer = StoreWriter(out, image_level_categories=image_level, jpeg_quality=recipe.jpeg_quality)
+    try:
+        vocab = unify(labels, recipe.min_frequency, recipe.min_coverage, rule=recipe.unify)
+        check_same_source(vocab, recipe.allow_same_source_merges)
+    except UnifyError as e:
+        raise BuildError(str(e)) from None
+    report.merges = vocab.merges()
+    state["lookups"] = _lookups(root, vocab)
+    write_rows(kept_tasks, state, workers, quiet, BuildError)
+    writer = StoreWriter(root, image_level_categories=image_level, jpeg_quality=recipe.jpeg_quality)
     specs = [LabelSpec(g.number, g.name, tuple(g.syns), g.primary_category()) for g in vocab.labels]
     for g in vocab.labels:
         for m in g.members:
@@ -363,16 +485,42 @@ def build_store(
             report.dropped[m.source][m.category] += 1
     report.categories = vocab.category_counts()
     report.images = len(kept_tasks)
-    if not kept_tasks and not recipe.allow_empty:
-        # an empty store is almost always a mistake (wrong path, every image skipped): say so instead
-        # of finishing a store that validates and dissects nothing
-        why = f"; {len(report.skipped)} skipped, e.g. {report.skipped[0][0]}: {report.skipped[0][1]}" if report.skipped else ""
-        raise BuildError(f"the build wrote 0 images ({len(tasks)} source records{why}); "
-                         "set 'allow_empty: true' in the recipe if an empty store is wanted")
     info = build_info(recipe, sources, report)
-    writer.finalize(specs, info, render_readme(recipe, sources, report, info))
-    report.seconds = time.time() - t0
-    return report
+    writer.finalize(specs, info, render_readme(recipe, sources, report, info), native=native_statistics(vocab))
+    commit_build(out, root)
+
+
+def _lookups(root: Path, vocab: Vocabulary) -> dict:
+    """Pass 2's code -> number tables; rows staged under another vocabulary are dropped (redone)."""
+    digest = vocabulary_digest(vocab)
+    digest_path = root / STAGING / "vocabulary.sha256"
+    if digest_path.exists() and digest_path.read_text().strip() != digest:
+        shutil.rmtree(root / STAGING / "rows", ignore_errors=True)
+    atomic_write_text(digest_path, digest)
+    lookups = {}
+    maxcode: dict = defaultdict(int)
+    for (s, c, code) in vocab.mapping:
+        maxcode[(s, c)] = max(maxcode[(s, c)], code)
+    for (s, c), m in maxcode.items():
+        lookups[(s, c)] = vocab.lookup(s, c, m)
+    return lookups
+
+
+def write_rows(tasks: list, state: dict, workers: int, quiet: bool, error: type) -> None:
+    """Pass 2 over ``tasks``; a staging file gone missing is an error (never a silently lost row)."""
+    for image, ok in _run(tasks, _write_one, state, workers, "write", quiet):
+        if ok is not True:
+            raise error(f"{image}: {ok}; rerun the command to redo it")
+
+
+def commit_build(out: Path, root: Path) -> None:
+    """Replace the store in ``out`` by the finished one in ``root`` (= out/.build) in one commit."""
+    from .store.commit import commit
+
+    new = _store_entries(root)
+    order = [n for n in new if n != "index.csv"] + (["index.csv"] if "index.csv" in new else [])
+    retire = [n for n in _store_entries(out) if n not in new]
+    commit(out, root, [(n, n) for n in order], retire, meta={"command": "broden build"})
 
 
 def category_levels(sources: Sequence[Source]) -> set:
@@ -432,7 +580,9 @@ def build_info(recipe: Recipe, sources: Sequence[Source], report: BuildReport) -
         "skipped_images": len(report.skipped),
         "image_size": recipe.size,
         "segmentation_size": recipe.segmentation_size,
-        "numbering": "by native-resolution frequency, then coverage",
+        "numbering": "by native-resolution frequency, then coverage (the statistics label.csv prints)",
+        "unify": recipe.unify,
+        "merges": report.merges,
         "versions": {"python": platform.python_version(), "numpy": np.__version__},
     }
 

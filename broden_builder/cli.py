@@ -12,14 +12,11 @@ from . import __version__
 
 
 def _cmd_build(args) -> int:
-    from .build import BuildError, build_store
-    from .recipe import RecipeError, load_recipe
+    from .build import build_store
+    from .cli_errors import UsageError
+    from .recipe import load_recipe
 
-    try:
-        recipe = load_recipe(args.recipe)
-    except RecipeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    recipe = load_recipe(args.recipe)
     if args.plan:
         from .plan import plan_recipe
 
@@ -27,18 +24,12 @@ def _cmd_build(args) -> int:
         print(json.dumps(plan.to_json(), indent=2) if args.json else plan.summary())
         return 0
     if not args.out:
-        print("error: --out is required (unless --plan)", file=sys.stderr)
-        return 2
-    try:
-        from .download.cli import options_from_args
-        from .download.transfer import DownloadError
-        from .sources import SourceDataError, SourceMissingError
+        raise UsageError("--out is required (unless --plan)")
+    from .download.cli import options_from_args
 
-        report = build_store(recipe, Path(args.out), workers=args.workers, allow_missing=args.allow_missing,
-                             strict=args.strict, quiet=args.quiet, download=options_from_args(args))
-    except (BuildError, DownloadError, SourceDataError, SourceMissingError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    report = build_store(recipe, Path(args.out), workers=args.workers, allow_missing=args.allow_missing,
+                         strict=args.strict, quiet=args.quiet, download=options_from_args(args),
+                         overwrite=args.overwrite)
     print(report.summary())
     print(f"store written to {args.out}")
     return 0
@@ -59,14 +50,9 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_stats(args) -> int:
-    from .store.errors import StoreFormatError
     from .store.validate import store_stats
 
-    try:
-        stats = store_stats(args.store)
-    except StoreFormatError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    stats = store_stats(args.store)
     if args.json:
         print(json.dumps(stats, indent=2))
         return 0
@@ -80,20 +66,34 @@ def _cmd_stats(args) -> int:
 
 
 def _cmd_add(args) -> int:
-    from .extend import ExtendError, add_source, load_source_entry
-    from .recipe import RecipeError
-    from .sources import SourceDataError, SourceMissingError
-    from .store.errors import StoreFormatError
+    from .cli_errors import describe
+    from .extend import add_source, load_source_entry
+    from .store.commit import pending_commit
+    from .store.locking import LockedError
 
     try:
         entry = load_source_entry(args.source)
         report = add_source(args.store, entry, origin=args.source, workers=args.workers, quiet=args.quiet,
                             strict=not args.skip_bad, on_collision=args.on_collision)
-    except (ExtendError, RecipeError, SourceDataError, SourceMissingError, StoreFormatError, KeyError) as e:
-        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
-        print(f"{args.store}: unchanged", file=sys.stderr)
+    except Exception as e:
+        print(f"error: {describe(e)}", file=sys.stderr)
+        if not isinstance(e, LockedError) and pending_commit(args.store) is None:
+            print(f"{args.store}: unchanged", file=sys.stderr)
         return 1
     print(report.summary())
+    return 0
+
+
+def _cmd_recover(args) -> int:
+    from .extend import recover
+    from .store.errors import StoreFormatError
+    from .store.locking import exclusive
+
+    if not Path(args.store).is_dir():
+        raise StoreFormatError(args.store, "store directory does not exist")
+    with exclusive(args.store, "broden recover"):
+        done = recover(args.store)
+    print(f"{args.store}: " + ("completed the interrupted commit" if done else "no interrupted commit; nothing to do"))
     return 0
 
 
@@ -101,11 +101,7 @@ def _cmd_find(args) -> int:
     from .store.reader import BrodenStore
 
     store = BrodenStore(args.store)
-    try:
-        lab = store.label(args.concept)
-    except KeyError as e:
-        print(f"error: {e.args[0]}", file=sys.stderr)
-        return 1
+    lab = store.label(args.concept)
     hits = store.images_with_label(lab.number, split=args.split, progress=not args.quiet)
     print(f"# {lab.name} (label {lab.number}, {', '.join(lab.categories)}): {len(hits)} image(s)")
     for i in hits[: args.limit] if args.limit else hits:
@@ -127,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     b.add_argument("--allow-missing", action="store_true", help="build from the sources that are present")
     b.add_argument("--strict", action="store_true", help="fail on the first unusable source image instead of skipping it")
+    b.add_argument("--overwrite", action="store_true",
+                   help="replace a store built from another recipe in --out (only once the new build is complete)")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     from .download.cli import add_download_arguments, add_download_commands
 
@@ -163,13 +161,19 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("-q", "--quiet", action="store_true", help="no progress bar (the first query scans the store once)")
     f.set_defaults(func=_cmd_find)
 
+    r = sub.add_parser("recover", help="complete a store change (build or add) that was interrupted while committing")
+    r.add_argument("store")
+    r.set_defaults(func=_cmd_recover)
+
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from .cli_errors import run_command
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return int(args.func(args) or 0)
+    return run_command(lambda: args.func(args), verbose=args.verbose)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,16 +11,21 @@ Contract:
   column, so that CSV readers keyed by header still work), their images and PNGs are
   not rewritten, and new rows are appended after them (row numbers stay valid).
 - category codes (c_<category>.csv) of existing labels are kept; new labels are appended.
-- statistics are recomputed from the label planes (the existing ones read back, the new
-  ones as written) and, with build.json (which gains an ``additions`` entry), README.txt
+- statistics: a store whose tables print native-resolution statistics (build.json has
+  ``written_statistics``) keeps its labels' printed statistics and adds the new source
+  labels' native ones; the written planes' statistics (existing read back, new as written)
+  go to build.json. Older stores get all statistics recomputed from the planes. Then, with build.json (which gains an ``additions`` entry), README.txt
   and index.csv, committed in one step: everything is first written under
   ``<store>/.broden-add/``; a ``COMMIT`` marker then makes the change final, and an
-  interrupted commit is completed by the next ``broden add`` (or :func:`recover`).
-  Until the marker exists the store is unchanged.
+  interrupted commit is completed by the next ``broden add`` (or ``broden recover``,
+  :func:`recover`); until then every reader refuses the store (store/commit.py).
+  Until the marker exists the store is unchanged. The whole command holds the store's
+  exclusive lock (store/locking.py): a second ``broden add`` is refused, never interleaved.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -32,15 +37,16 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 from . import __version__
-from .build import (COLOR_SOURCE, _run, _stage_one, _write_one, build_date, gather_records, instantiate_sources,
-                    source_labels_from_stats)
+from .build import (COLOR_SOURCE, _run, _stage_one, build_date, gather_records, instantiate_sources,
+                    source_labels_from_stats, write_rows)
+from .errors import BrodenError
 from .recipe import read_yaml, recipe_from_dict
 from .store.atomic import atomic_write_text
 from .store.format import INDEX_FIXED_COLUMNS, join_cell
 from .store.reader import BrodenStore
 from .store.statistics import LabelTally, layer_fractions
-from .store.writer import LabelSpec, StoreWriter, compute_tables
-from .unify import SourceLabel, unify
+from .store.writer import LabelSpec, StoreWriter, compute_tables, written_statistics
+from .unify import SourceLabel, UnifyError, check_same_source, unify
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +54,7 @@ WORK = ".broden-add"
 STORE_SOURCE = "\x00store"  # source key of the existing labels inside the unifier (cannot clash with a prefix)
 
 
-class ExtendError(RuntimeError):
+class ExtendError(BrodenError, RuntimeError):
     """``broden add`` refuses (the message says why); the store is left as it was."""
 
 
@@ -63,8 +69,11 @@ class AddReport:
     collisions: list = field(default_factory=list)  # messages
     new_categories: list = field(default_factory=list)
     seconds: float = 0.0
+    completed_interrupted: bool = False  # this run only completed the interrupted commit of the same addition
 
     def summary(self) -> str:
+        if self.completed_interrupted:
+            return f"completed the interrupted addition ({self.images} images); the store is up to date"
         lines = [f"{self.images} images added in {self.seconds:.1f} s"]
         if self.new_categories:
             lines.append("new categories: " + ", ".join(self.new_categories))
@@ -125,36 +134,39 @@ def tally_store(store: BrodenStore, quiet: bool = True) -> LabelTally:
 
 
 # ----------------------------------------------------------------------------- commit
+_LAST_PLAN: dict = {}
+
+
 def recover(root: Union[str, Path]) -> bool:
-    """Finish an interrupted commit (COMMIT marker present) or drop an uncommitted one. True when one was finished."""
+    """Finish an interrupted commit (COMMIT marker present) or drop an uncommitted ``broden add``.
+    True when one was finished. Call it under the store's lock (``broden recover`` does)."""
+    from .store.commit import complete, drop_work, sweep_trash
+
     root = Path(root)
-    work = root / WORK
-    if not work.exists():
-        return False
-    marker = work / "COMMIT"
-    if not marker.exists():
-        shutil.rmtree(work, ignore_errors=True)
-        return False
-    plan = json.loads(marker.read_text("utf-8"))
-    for rel in plan["images"]:
-        src, dst = work / "images" / rel, root / "images" / rel
-        if src.exists():
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(src, dst)
-    for name in plan["tables"]:  # index.csv is last
-        src = work / "tables" / name
-        if src.exists():
-            os.replace(src, root / name)
-    shutil.rmtree(work, ignore_errors=True)
-    return True
+    plan = complete(root)
+    sweep_trash(root)
+    if plan is not None:
+        _LAST_PLAN[str(root)] = plan
+        return True
+    if (root / WORK).exists():
+        drop_work(root, root / WORK)
+    return False
 
 
-def _commit(root: Path, work: Path, tables: dict, images: list) -> None:
+def entry_digest(entry: Mapping[str, Any]) -> str:
+    """Identifies a source entry (to recognise the rerun of an interrupted addition)."""
+    return hashlib.sha256(json.dumps(dict(entry), sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _commit(root: Path, work: Path, tables: dict, images: list, meta: dict) -> None:
+    from .store.commit import decide
+
     tdir = work / "tables"
     order = sorted(n for n in tables if n != "index.csv") + ["index.csv"]
     for name in order:
         atomic_write_text(tdir / name, tables[name])
-    atomic_write_text(work / "COMMIT", json.dumps({"tables": order, "images": images}))
+    moves = [(f"images/{rel}", f"images/{rel}") for rel in images] + [(f"tables/{n}", n) for n in order]
+    decide(root, work, moves, meta=meta)
     recover(root)
 
 
@@ -168,13 +180,32 @@ def add_source(
     strict: bool = True,
     on_collision: Optional[str] = None,
 ) -> AddReport:
-    """Extend the store at ``store_dir`` with the images of one source entry (see the module docstring)."""
-    t0 = time.time()
+    """Extend the store at ``store_dir`` with the images of one source entry (see the module docstring).
+
+    Raises ExtendError (the store unchanged), LockedError (another process writes the store).
+    Rerunning an addition whose commit was interrupted completes it and reports it done.
+    """
+    from .store.locking import exclusive
+
     root = Path(store_dir)
+    if not root.is_dir():
+        raise ExtendError(f"{root}: store directory does not exist")
+    with exclusive(root, "broden add"):
+        return _add_locked(root, entry, origin, workers, quiet, strict, on_collision)
+
+
+def _add_locked(root: Path, entry, origin, workers, quiet, strict, on_collision) -> AddReport:
+    t0 = time.time()
+    digest = entry_digest(entry)
+    if recover(root):
+        plan = _LAST_PLAN.pop(str(root), {})
+        meta = plan.get("meta", {})
+        log.warning("%s: completed an interrupted 'broden add' of %s", root, meta.get("origin", "a source"))
+        if meta.get("entry") == digest:  # this very addition: it is now done
+            return AddReport(images=int(meta.get("images", 0)), completed_interrupted=True,
+                             seconds=time.time() - t0)
     if not (root / "index.csv").is_file():
         raise ExtendError(f"{root}: not a finished store (no index.csv)")
-    if recover(root):
-        log.warning("%s: completed an interrupted 'broden add'", root)
     store = BrodenStore(root)
     on_collision = on_collision or str(entry.get("on_collision", "merge"))
     if on_collision not in ("merge", "error"):
@@ -184,16 +215,7 @@ def add_source(
     (src,) = instantiate_sources(recipe)
     src.check()
     report = AddReport()
-
-    # categories: a category keeps its kind (pixel or image-level)
-    vocab_src = src.vocabulary()
-    src_image_level = set(src.image_level_categories())
-    cats_new = [c for c in vocab_src if c not in store.categories]
-    for c in vocab_src:
-        if c in store.categories and (c in src_image_level) != (c in store.image_level_categories):
-            kind = "image-level" if c in store.image_level_categories else "pixel"
-            raise ExtendError(f"{origin}: category {c!r} is {kind} in {root}, but this source labels it "
-                              f"{'per image' if c in src_image_level else 'per pixel'}; choose another category")
+    image_level = _check_categories(store, src, origin)
     if recipe.color and "color" not in store.categories:
         recipe = recipe_from_dict({**recipe.to_dict(), "color": False}, origin=origin)
     tasks = gather_records([src])
@@ -204,72 +226,101 @@ def add_source(
                           f"give the source a distinct 'prefix' or leave those images out")
     if not tasks:
         raise ExtendError(f"{origin}: the source lists no images")
-
     work = root / WORK
     shutil.rmtree(work, ignore_errors=True)
     try:
-        image_level = set(store.image_level_categories) | {c for c in vocab_src if c in src_image_level}
         state = {"sources": [src], "root": work, "color": recipe.color, "size": recipe.size,
                  "seg": recipe.segmentation_size, "jpeg_quality": recipe.jpeg_quality, "recipe": recipe,
                  "image_level": frozenset(image_level)}
-        per_image, kept = {}, []
-        for (image, stats, reason), task in zip(_run(tasks, _stage_one, state, workers, "resolve", quiet), tasks):
-            if stats is None:
-                if strict:
-                    raise ExtendError(f"{origin}: {image}: {reason} (the store is unchanged; --skip-bad leaves such images out)")
-                report.skipped.append((image, reason))
-                continue
-            per_image[image] = (0, stats)
-            kept.append(task)
-        if not kept:
-            raise ExtendError(f"{origin}: no usable image")
-        vocab = _unify_with_store(store, src, per_image, recipe, origin, on_collision, report)
-        lookups = {}
-        maxcode: dict = {}
-        for (s, c, code) in vocab.mapping:
-            if s != STORE_SOURCE:
-                maxcode[(s, c)] = max(maxcode.get((s, c), 0), code)
-        for (s, c), m in maxcode.items():
-            lookups[(s, c)] = vocab.lookup(s, c, m)
-        state["lookups"] = lookups
-        for _ in _run(kept, _write_one, state, workers, "write", quiet):
-            pass
-        records = sorted(StoreWriter(work).records(), key=lambda r: (r.split_key, r.image))
-        tally = tally_store(store, quiet)
-        for r in records:
-            tally.add_record(r)
-        specs = _label_specs(store, vocab)
-        tables = compute_tables(specs, tally)
-        categories = list(store.categories) + [c for c in tables["categories"] if c not in store.categories]
-        for cat in sorted({c for r in records for c in r.cells}):
-            if cat not in categories:
-                categories.append(cat)
-        report.new_categories = [c for c in categories if c not in store.categories]
-        out = {
-            "label.csv": _csv(("number", "name", "category", "frequency", "coverage", "syns"), tables["label_rows"]),
-            "category.csv": _csv(("name", "first", "last", "count", "frequency"),
-                                 [r for c in categories for r in tables["category_rows"] if r[0] == c]),
-        }
-        for cat in categories:
-            out[f"c_{cat}.csv"] = _csv(("code", "number", "name", "frequency", "coverage"),
-                                       _stable_codes(store, cat, tables["map_rows"].get(cat, [])))
-        out["index.csv"] = _extended_index(root / "index.csv", store.categories, categories, records)
-        report.images = len(records)
+        vocab, records = _write_new_rows(store, src, tasks, state, origin, on_collision, report,
+                                         (workers, quiet, strict))
+        out = _new_tables(store, src, recipe, vocab, records, origin, report, image_level, quiet)
         report.seconds = time.time() - t0
-        info = _updated_info(store, src, recipe, origin, report, categories, image_level)
-        out["build.json"] = json.dumps(info, indent=2, sort_keys=True) + "\n"
-        out["README.txt"] = _updated_readme(root, src, report, info)
         images = sorted(p.relative_to(work / "images").as_posix() for p in (work / "images").rglob("*") if p.is_file())
         for rel in images:
             if (root / "images" / rel).exists():
                 raise ExtendError(f"{origin}: images/{rel} already exists in {root}; refusing to overwrite it")
-        _commit(root, work, out, images)
+        _commit(root, work, out, images, {"command": "broden add", "origin": origin, "entry": digest,
+                                          "images": report.images})
     except BaseException:
         if not (work / "COMMIT").exists():
             shutil.rmtree(work, ignore_errors=True)
         raise
     report.seconds = time.time() - t0
     return report
+
+
+def _check_categories(store: BrodenStore, src, origin: str) -> set:
+    """A category keeps its kind (pixel or image-level); returns the image-level categories after the addition."""
+    vocab_src = src.vocabulary()
+    src_image_level = set(src.image_level_categories())
+    for c in vocab_src:
+        if c in store.categories and (c in src_image_level) != (c in store.image_level_categories):
+            kind = "image-level" if c in store.image_level_categories else "pixel"
+            raise ExtendError(f"{origin}: category {c!r} is {kind} in {store.root}, but this source labels it "
+                              f"{'per image' if c in src_image_level else 'per pixel'}; choose another category")
+    return set(store.image_level_categories) | {c for c in vocab_src if c in src_image_level}
+
+
+def _write_new_rows(store: BrodenStore, src, tasks: list, state: dict, origin: str, on_collision: str,
+                    report: AddReport, run: tuple):
+    """Stage the new images, unify their labels with the store's, write their rows under the work folder."""
+    workers, quiet, strict = run
+    per_image, kept = {}, []
+    for (image, stats, reason), task in zip(_run(tasks, _stage_one, state, workers, "resolve", quiet), tasks):
+        if stats is None:
+            if strict:
+                raise ExtendError(f"{origin}: {image}: {reason} (the store is unchanged; --skip-bad leaves such images out)")
+            report.skipped.append((image, reason))
+            continue
+        per_image[image] = (0, stats)
+        kept.append(task)
+    if not kept:
+        raise ExtendError(f"{origin}: no usable image")
+    vocab = _unify_with_store(store, src, per_image, state["recipe"], origin, on_collision, report)
+    lookups = {}
+    maxcode: dict = {}
+    for (s, c, code) in vocab.mapping:
+        if s != STORE_SOURCE:
+            maxcode[(s, c)] = max(maxcode.get((s, c), 0), code)
+    for (s, c), m in maxcode.items():
+        lookups[(s, c)] = vocab.lookup(s, c, m)
+    state["lookups"] = lookups
+    write_rows(kept, state, workers, quiet, ExtendError)
+    records = sorted(StoreWriter(state["root"]).records(), key=lambda r: (r.split_key, r.image))
+    return vocab, records
+
+
+def _new_tables(store: BrodenStore, src, recipe, vocab, records: list, origin: str, report: AddReport,
+                image_level: set, quiet: bool) -> dict:
+    """The store's new tables {file name: text}, statistics recounted from the label planes."""
+    tally = tally_store(store, quiet)
+    for r in records:
+        tally.add_record(r)
+    specs = _label_specs(store, vocab)
+    native = _native_statistics(store, vocab) if "written_statistics" in store.build_info else None
+    tables = compute_tables(specs, tally, native)
+    categories = list(store.categories) + [c for c in tables["categories"] if c not in store.categories]
+    for cat in sorted({c for r in records for c in r.cells}):
+        if cat not in categories:
+            categories.append(cat)
+    report.new_categories = [c for c in categories if c not in store.categories]
+    out = {
+        "label.csv": _csv(("number", "name", "category", "frequency", "coverage", "syns"), tables["label_rows"]),
+        "category.csv": _csv(("name", "first", "last", "count", "frequency"),
+                             [r for c in categories for r in tables["category_rows"] if r[0] == c]),
+    }
+    for cat in categories:
+        out[f"c_{cat}.csv"] = _csv(("code", "number", "name", "frequency", "coverage"),
+                                   _stable_codes(store, cat, tables["map_rows"].get(cat, [])))
+    out["index.csv"] = _extended_index(store.root / "index.csv", store.categories, categories, records)
+    report.images = len(records)
+    info = _updated_info(store, src, recipe, origin, report, categories, image_level)
+    if native is not None:
+        info["written_statistics"] = written_statistics(tally)
+    out["build.json"] = json.dumps(info, indent=2, sort_keys=True) + "\n"
+    out["README.txt"] = _updated_readme(store.root, src, report, info)
+    return out
 
 
 def _unify_with_store(store: BrodenStore, src, per_image: dict, recipe, origin: str, on_collision: str, report: AddReport):
@@ -280,7 +331,12 @@ def _unify_with_store(store: BrodenStore, src, per_image: dict, recipe, origin: 
         cat = store.primary_category(lab.number) or next(iter(lab.categories), "")
         old.append(SourceLabel(STORE_SOURCE, cat, lab.number, (lab.name,) + tuple(lab.syns), max(lab.frequency, 1), lab.coverage))
     reserved = {lab.name: lab.number for lab in store.labels}
-    vocab = unify(old + new_labels, recipe.min_frequency, recipe.min_coverage, reserved=reserved)
+    try:
+        vocab = unify(old + new_labels, recipe.min_frequency, recipe.min_coverage, rule=recipe.unify, reserved=reserved)
+        allow = recipe.allow_same_source_merges
+        check_same_source(vocab, True if allow is True else tuple(allow) + (STORE_SOURCE,))
+    except UnifyError as e:
+        raise ExtendError(f"{origin}: {e}") from None
     by_number = {g.number: g for g in vocab.labels}
     for lab in store.labels:
         g = by_number.get(lab.number)
@@ -297,7 +353,8 @@ def _unify_with_store(store: BrodenStore, src, per_image: dict, recipe, origin: 
             continue
         old_cats = set(store.label_by_number[g.number].categories)
         for m in news:
-            via = next((n for n in m.names if n == g.name or n in store.label_by_number[g.number].syns), m.names[0])
+            names = m.synonyms or m.names
+            via = next((n for n in names if n == g.name or n in store.label_by_number[g.number].syns), names[0])
             report.joined.append((g.number, m.names[0], m.category, via))
             if m.category not in old_cats and m.source != COLOR_SOURCE:
                 msg = (f"{origin}: {m.category} label {m.names[0]!r} (source code {m.code}) has the name {via!r} of existing "
@@ -308,6 +365,22 @@ def _unify_with_store(store: BrodenStore, src, per_image: dict, recipe, origin: 
                 log.warning("%s", msg)
                 report.collisions.append(msg)
     return vocab
+
+
+def _native_statistics(store: BrodenStore, vocab) -> dict:
+    """number -> category -> (images, coverage): the store's printed (native) statistics of its
+    labels, plus the new source labels' native statistics (a store built with native tables)."""
+    out: dict = {}
+    for cat, entries in store.category_maps.items():
+        for e in entries:
+            out.setdefault(e.number, {})[cat] = (e.frequency, e.coverage)
+    for g in vocab.labels:
+        for m in g.members:
+            if m.source == STORE_SOURCE:
+                continue
+            n, cov = out.setdefault(g.number, {}).get(m.category, (0, 0.0))
+            out[g.number][m.category] = (n + m.frequency, cov + m.coverage)
+    return out
 
 
 def _label_specs(store: BrodenStore, vocab) -> list:

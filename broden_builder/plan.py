@@ -5,9 +5,15 @@ coverage)}`` without reading any image. The plan feeds those counts to the same 
 build uses (names, merges, ``min_frequency``, ``min_coverage``) and reports labels per category.
 
 Where the metadata has no pixel coverage (``coverage`` None, e.g. ADE20K objects and parts),
-``min_coverage`` cannot be applied: such labels are treated as passing it, so the plan's count
-for their category is an upper bound (only ``min_frequency`` filtered). Sources without
-metadata counts, and colour (computed from pixels), are listed as not counted.
+every such label's mean size is taken as equal (coverage = frequency: one whole image per
+image), so a merge among several holders falls to the more frequent one, as the original
+would with equal sizes, and ``min_coverage`` cannot be applied: the plan's count for those
+categories is an upper bound (only ``min_frequency`` filtered). Sources without metadata
+counts, and colour (computed from pixels), are listed as not counted.
+
+``--json`` adds the vocabulary: every kept label (number, name, categories with
+frequencies, members with their raw names under ``names``), every dropped label with the
+reason, and the same-source merges the recipe would refuse.
 """
 from __future__ import annotations
 
@@ -17,10 +23,11 @@ from typing import Optional, Sequence
 
 from .recipe import Recipe
 from .sources import Source, SourceMissingError
-from .unify import SourceLabel, unify
+from .unify import SourceLabel, member_record, unify
 
-COVERAGE_RULE = ("labels whose pixel coverage is not in the metadata are treated as meeting min_coverage; "
-                 "their categories' counts are upper bounds (min_frequency applied)")
+COVERAGE_RULE = ("labels whose pixel coverage is not in the metadata are treated as having equal mean sizes "
+                 "(coverage = frequency), so merges among several holders go to the more frequent holder, and as "
+                 "meeting min_coverage; their categories' counts are upper bounds (min_frequency applied)")
 
 
 @dataclass
@@ -34,12 +41,18 @@ class Plan:
     not_counted: list = field(default_factory=list)
     min_frequency: int = 10
     min_coverage: float = 0.5
+    unify: str = "original"
+    vocabulary: list = field(default_factory=list)  # kept labels (JSON records)
+    dropped_labels: list = field(default_factory=list)  # dropped labels (JSON records with "reason")
+    refused_merges: list = field(default_factory=list)  # same-source merges the recipe does not allow
 
     def to_json(self) -> dict:
         return {"categories": dict(self.categories), "dropped": dict(self.dropped),
                 "upper_bound_categories": list(self.upper_bound), "coverage_rule": COVERAGE_RULE,
                 "min_frequency": self.min_frequency, "min_coverage": self.min_coverage,
-                "sources": self.sources, "not_counted": list(self.not_counted)}
+                "unify": self.unify, "sources": self.sources, "not_counted": list(self.not_counted),
+                "vocabulary": {"labels": self.vocabulary, "dropped": self.dropped_labels,
+                               "refused_same_source_merges": self.refused_merges}}
 
     def summary(self) -> str:
         lines = [f"plan (metadata only; min_frequency {self.min_frequency}, min_coverage {self.min_coverage}):"]
@@ -53,11 +66,18 @@ class Plan:
             lines.append("  not counted from metadata: " + ", ".join(self.not_counted))
         if self.upper_bound:
             lines.append(f"  note: {COVERAGE_RULE}")
+        if self.refused_merges:
+            lines.append(f"  {len(self.refused_merges)} same-source merge(s) the recipe does not allow (a build "
+                         f"would stop; see --json 'refused_same_source_merges'): "
+                         + ", ".join(m["name"] for m in self.refused_merges[:10]))
         return "\n".join(lines)
 
 
 def source_labels_from_plan(src: Source, stats: dict) -> tuple:
-    """SourceLabel entries (coverage None -> inf) and the categories whose coverage was unknown."""
+    """SourceLabel entries and the categories whose coverage was unknown.
+
+    Unknown coverage (None) becomes coverage = frequency: every such label's mean size is 1.
+    """
     vocab = src.vocabulary()
     out, unknown = [], set()
     for (cat, code), (images, cov) in sorted(stats.items()):
@@ -66,10 +86,23 @@ def source_labels_from_plan(src: Source, stats: dict) -> tuple:
             continue
         if cov is None:
             unknown.add(cat)
-            cov = math.inf
-        out.append(SourceLabel(src.key, cat, int(code), tuple([names] if isinstance(names, str) else names),
-                               int(images), float(cov)))
+            cov = float(images)
+        split, raw = src.label_names(cat, names)
+        out.append(SourceLabel(src.key, cat, int(code), split, int(images), float(cov), raw=raw))
     return out, unknown
+
+
+def label_record(g) -> dict:
+    """A kept or dropped label as JSON: number, name, syns, categories with frequencies, members."""
+    counts = g.category_counts()
+    rec = {"number": g.number, "name": g.name, "syns": list(g.syns),
+           "categories": {c: counts[c] for c in sorted(counts, key=lambda c: (-counts[c], c))},
+           "frequency": g.frequency, "coverage": g.coverage,
+           "members": [member_record(m) for m in g.members]}
+    if g.reason:
+        rec["reason"] = g.reason
+        del rec["number"]
+    return rec
 
 
 def plan_recipe(recipe: Recipe, sources: Optional[Sequence[Source]] = None) -> Plan:
@@ -77,7 +110,7 @@ def plan_recipe(recipe: Recipe, sources: Optional[Sequence[Source]] = None) -> P
     from .build import instantiate_sources
 
     sources = list(sources) if sources is not None else instantiate_sources(recipe)
-    plan = Plan(min_frequency=recipe.min_frequency, min_coverage=recipe.min_coverage)
+    plan = Plan(min_frequency=recipe.min_frequency, min_coverage=recipe.min_coverage, unify=recipe.unify)
     labels, unknown = [], set()
     for src in sources:
         try:
@@ -100,7 +133,17 @@ def plan_recipe(recipe: Recipe, sources: Optional[Sequence[Source]] = None) -> P
         unknown |= unk
     if recipe.color:
         plan.not_counted.append("color (from pixels; at most 11 labels)")
-    vocab = unify(labels, recipe.min_frequency, recipe.min_coverage)
+    vocab = unify(labels, recipe.min_frequency, recipe.min_coverage, rule=recipe.unify)
+    plan.vocabulary = [label_record(g) for g in vocab.labels]
+    plan.dropped_labels = [label_record(g) for g in vocab.dropped]
+    for m in vocab.unlabeled:
+        plan.dropped_labels.append({"name": "", "reason": "no name left after the synonym rule",
+                                    "members": [member_record(m)]})
+    allow = recipe.allow_same_source_merges
+    if allow is not True:
+        plan.refused_merges = [{"name": g.name, "source": s, "category": c,
+                                "members": [member_record(m) for m in ms]}
+                               for g, (s, c), ms in vocab.same_source_merges(allow or ())]
     plan.categories = dict(sorted(vocab.category_counts().items()))
     dropped: dict = {}
     for g in vocab.dropped:

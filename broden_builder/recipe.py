@@ -7,8 +7,12 @@ from typing import Any, Mapping, Optional, Union
 
 import yaml
 
+from .recipe_schema import check_recipe_mapping
+
 _KEYS = {"name", "size", "segmentation_size", "min_frequency", "min_coverage", "splits", "color",
-         "sources", "jpeg_quality", "description", "allow_empty"}
+         "sources", "jpeg_quality", "description", "unify", "allow_same_source_merges", "allow_empty"}
+#: How labels of different sources are unified (BRODEN_FORMAT.md; broden_builder.unify).
+UNIFY_RULES = ("original", "curated")
 
 
 class RecipeError(ValueError):
@@ -26,12 +30,16 @@ class Recipe:
     min_coverage: float = 0.5
     splits: tuple = (("train", 0.7), ("val", 0.3))
     color: bool = True
-    jpeg_quality: int = 92
+    jpeg_quality: int = 75
     sources: tuple = ()
     description: str = ""
     #: a build that writes no image is an error unless the recipe asks for an empty store
     allow_empty: bool = False
     path: Optional[str] = None
+    #: ``original`` (the original build's synonym tables and merge rule) or ``curated``.
+    unify: str = "original"
+    #: Sources whose labels may merge within one category: True (all), or a tuple of source keys.
+    allow_same_source_merges: Union[bool, tuple] = ()
 
     @property
     def train_fraction(self) -> float:
@@ -43,6 +51,9 @@ class Recipe:
             "min_frequency": self.min_frequency, "min_coverage": self.min_coverage,
             "splits": dict(self.splits), "color": self.color, "jpeg_quality": self.jpeg_quality,
             "sources": [dict(s) for s in self.sources], "description": self.description,
+            "unify": self.unify,
+            "allow_same_source_merges": (self.allow_same_source_merges if isinstance(self.allow_same_source_merges, bool)
+                                         else list(self.allow_same_source_merges)),
             **({"allow_empty": True} if self.allow_empty else {}),
         }
 
@@ -61,9 +72,9 @@ class Recipe:
 
 
 def recipe_from_dict(data: Mapping[str, Any], origin: str = "<recipe>", base_dir: Optional[Path] = None) -> Recipe:
-    """Validate a mapping and build a Recipe; relative source paths resolve against ``base_dir``."""
-    if not isinstance(data, Mapping):
-        raise RecipeError(f"{origin}: a recipe must be a mapping, got {type(data).__name__}")
+    """Check a mapping against the strict schema (recipe_schema.py: unknown keys, types, ranges;
+    RecipeError naming the file and key), build a Recipe; relative paths resolve against ``base_dir``."""
+    check_recipe_mapping(data, origin, RecipeError)
     unknown = set(data) - _KEYS
     if unknown:
         raise RecipeError(f"{origin}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_KEYS)}")
@@ -105,6 +116,16 @@ def recipe_from_dict(data: Mapping[str, Any], origin: str = "<recipe>", base_dir
                 if not p.is_absolute():
                     s[k] = str((base_dir / p))
         norm.append(s)
+    rule = str(data.get("unify", "original"))
+    if rule not in UNIFY_RULES:
+        raise RecipeError(f"{origin}: unify must be one of {', '.join(UNIFY_RULES)}, got {data.get('unify')!r}")
+    allow = data.get("allow_same_source_merges", ())
+    if isinstance(allow, str):
+        allow = [allow]
+    if not isinstance(allow, (bool, list, tuple)) or (not isinstance(allow, bool) and not all(isinstance(a, str) for a in allow)):
+        raise RecipeError(f"{origin}: allow_same_source_merges must be true, false or a list of source names "
+                          f"(prefixes), got {allow!r}")
+    allow = allow if isinstance(allow, bool) else tuple(allow)
     return Recipe(
         name=str(data.get("name", "broden")),
         size=size,
@@ -113,11 +134,13 @@ def recipe_from_dict(data: Mapping[str, Any], origin: str = "<recipe>", base_dir
         min_coverage=num("min_coverage", float, 0.5, 0),
         splits=split_items,
         color=bool(data.get("color", True)),
-        jpeg_quality=num("jpeg_quality", int, 92, 1),
+        jpeg_quality=num("jpeg_quality", int, 75, 1),
         sources=tuple(norm),
         description=str(data.get("description", "")),
         allow_empty=_flag(data, "allow_empty", origin),
         path=origin,
+        unify=rule,
+        allow_same_source_merges=allow,
     )
 
 
@@ -135,6 +158,12 @@ def read_yaml(path: Union[str, Path], error: type = ValueError, what: str = "fil
         return yaml.safe_load(path.read_text("utf-8"))
     except FileNotFoundError:
         raise error(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a folder, not a {what}") from None
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not UTF-8 text ({e})") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read the {what} ({e.strerror or e})") from None
     except yaml.YAMLError as e:
         raise error(f"{path}: invalid YAML ({e})") from None
 
@@ -143,6 +172,26 @@ def load_recipe(path: Union[str, Path], overrides: Optional[Mapping[str, Any]] =
     """Read a YAML recipe. Relative source paths resolve against the current directory."""
     path = Path(path)
     data = read_yaml(path, RecipeError, "recipe file")
-    data = dict(data or {})
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise RecipeError(f"{path}: a recipe must be a mapping of keys (name, size, sources, ...), "
+                          f"got a YAML {type(data).__name__}")
+    data = dict(data)
     data.update(overrides or {})
     return recipe_from_dict(data, origin=str(path), base_dir=Path.cwd())
+
+
+def recipe_markdown() -> str:
+    """docs/recipe.md: the schema's tables, with the Recipe dataclass's defaults."""
+    import dataclasses
+
+    from .recipe_schema import schema_markdown
+
+    defaults = {f.name: f.default for f in dataclasses.fields(Recipe)
+                if f.default is not dataclasses.MISSING and f.name not in ("sources", "splits", "path")}
+    return schema_markdown(defaults)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(recipe_markdown(), end="")

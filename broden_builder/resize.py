@@ -1,4 +1,12 @@
-"""Resizing rules of the Broden build: images squashed bilinear, label planes nearest neighbour."""
+"""Resizing rules of the original Broden build (BRODEN_FORMAT.md, rule 7).
+
+Images are squashed to size x size (no crop) with a bilinear resize (PIL's, as the
+original's ``imresize(..., 'bilinear')`` did). Label planes are shrunk with
+``scipy.ndimage.zoom(order=0)`` on its default, corner-aligned grid: output index i
+reads input index round(i * (n_in - 1) / (n_out - 1)), so a 10-pixel row 0..9 zoomed to
+4 gives 0 3 6 9 (a centre-sampling resize would give 1 3 6 8). The original's own call
+is kept (scipy) rather than rewritten, so its rounding is the original's too.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -13,10 +21,18 @@ def resize_image(rgb: np.ndarray, size: int) -> np.ndarray:
 
 
 def resize_labels(labels: np.ndarray, size: int) -> np.ndarray:
-    """Nearest-neighbour resize of an H x W label plane to size x size (samples pixel centres)."""
+    """An H x W label plane shrunk (or grown) to size x size by ``scipy.ndimage.zoom(order=0)``.
+
+    Corner-aligned: row i of the result is row round(i * (H - 1) / (size - 1)) of the input
+    (likewise columns). Values are copied, never mixed; the dtype is kept.
+    """
+    from scipy.ndimage import zoom
+
+    labels = np.asarray(labels)
     h, w = labels.shape
     if h == size and w == size:
-        return np.asarray(labels)
-    rows = np.minimum(((np.arange(size) + 0.5) * h / size).astype(np.intp), h - 1)
-    cols = np.minimum(((np.arange(size) + 0.5) * w / size).astype(np.intp), w - 1)
-    return np.asarray(labels)[rows[:, None], cols[None, :]]
+        return labels
+    out = zoom(labels, (size / h, size / w), order=0)
+    if out.shape != (size, size):  # scipy rounds the output shape; never off for these factors, but be sure
+        raise ValueError(f"zoom gave {out.shape} for a {h}x{w} plane, expected {size}x{size}")
+    return out

@@ -13,7 +13,7 @@ Example::
     result.detectors("layer4")[:5]     # the best detector units, as table rows
     result.report()                    # out/index.html and out/<layer>/report.html
 
-Settings are the fields of :class:`dissect.runner.DissectConfig` (``quantile``, ``iou_threshold``,
+Settings are the fields of :class:`dissect.DissectConfig` (``quantile``, ``iou_threshold``,
 ``union``, ``categories``, ``top_k``, ``split``, ``input_size``, ``mean``, ``std``, ``upsample``,
 ``batch_size``, ``workers``, ``device``, ...), passed as keywords.
 """
@@ -27,7 +27,7 @@ import numpy as np
 
 
 def _config(config, settings: dict):
-    from .runner import DissectConfig
+    from .config import DissectConfig
 
     known = {f.name for f in fields(DissectConfig)}
     unknown = sorted(set(settings) - known)
@@ -141,8 +141,42 @@ class DissectionResult:
 
         res = self[layer]
         chosen = [u["unit_index"] for u in res.detectors()[:top]] if units is None else list(units)
-        masks = unit_masks(model, res.layer, images, res.thresholds, units=chosen, size=size)
+        lay = (res.settings.get("layout") or {}) if isinstance(res.settings.get("layout"), dict) else {}
+        forced = lay.get("kind") if str(lay.get("source", "")).startswith("forced") else None
+        masks = unit_masks(model, res.settings.get("selector") or res.layer, images, res.thresholds, units=chosen,
+                           size=size, layout=forced,
+                           mode=res.settings.get("upsample") or "bilinear")
         return masks, [res.units[u] for u in chosen]
+
+    def explain(self, source, layer: Optional[str] = None, length: int = 3, beam: int = 5, store=None,
+                batch_size: int = 32, workers: int = 0, device: str = "cpu", write: bool = True) -> list:
+        """Compositional explanations of every unit (Mu & Andreas, NeurIPS 2020): the best formula
+        of up to ``length`` concepts with AND, OR, AND NOT, by beam search of width ``beam``.
+
+        ``source``: the model (``nn.Module`` or ``LoadedModel``; run again over the store) or the
+        activations that were scored (array, tensor, .npy/.pt path). Uses the layer's thresholds
+        and settings from its result folder and writes ``<layer>/explanations.csv`` there
+        (``write=True``). Returns one dict per unit: ``unit`` (1-based), ``formula``, ``iou``,
+        ``single_iou``, ``single_label``, ``length``.
+
+        Example::
+
+            rows = result.explain(model, "layer4")
+            rows[0]["formula"], rows[0]["iou"]
+        """
+        from torch import nn
+
+        from .explain.run import explain_result
+        from .models import LoadedModel
+
+        res = self[self._name(layer)]
+        if res.path is None:
+            raise ValueError("explain reads the layer's result folder: run(out=...) or score(out=...) first")
+        is_model = isinstance(source, (nn.Module, LoadedModel))
+        ex = explain_result(res.path, activations=None if is_model else source, model=source if is_model else None,
+                            store=store if store is not None else self.store, length=length, beam=beam,
+                            batch_size=batch_size, workers=workers, device=device, write=write)
+        return ex.rows()
 
     def summary(self) -> dict:
         """``{layer: {"units", "detectors", "per_category", "unique_detectors"}}``."""
@@ -156,13 +190,14 @@ class DissectionResult:
         out = Path(out) if out is not None else self.out
         if out is None:
             raise ValueError("these results were not written to a folder: run(out=...) first, or pass out=")
-        return write_reports(out, store=store if store is not None else self.store, quiet=quiet, **kwargs)
+        in_memory = [r for r in self.layers.values() if r.path is not None and r.topk_maps is not None]
+        return write_reports(out, store=store if store is not None else self.store, quiet=quiet,
+                             results=in_memory, **kwargs)
 
     @classmethod
     def load(cls, out: Union[str, Path], load_maps: bool = False) -> "DissectionResult":
         """Read every ``out/<layer>/`` written by ``dissect run``/``score`` (or :meth:`Dissection.run`)."""
-        from .report.layerdata import find_layer_folders
-        from .results import load_result
+        from .results import find_layer_folders, load_result
 
         layers = {}
         for folder in find_layer_folders(out):
@@ -180,7 +215,7 @@ class Dissection:
     :class:`dissect.models.LoadedModel`. ``layers``: module names as ``dict(model.named_modules())``
     spells them (``"layer4"``, ``"features.28"``); ``dissect layers --model ...`` lists them.
     ``store``: a store folder or a :class:`broden_builder.BrodenStore`. ``config``: a
-    :class:`dissect.runner.DissectConfig`; keyword settings override its fields.
+    :class:`dissect.DissectConfig`; keyword settings override its fields.
 
     Example::
 

@@ -1,4 +1,4 @@
-"""The ``dissect`` command: ``dissect run``, ``dissect score``, ``dissect layers``, ``dissect report``.
+"""The ``dissect`` command: ``run``, ``score``, ``layers``, ``report``, ``explain``, ``compare``, ``ablate``.
 
 Examples::
 
@@ -6,6 +6,9 @@ Examples::
     dissect score --store broden1_224 --activations feats.npy --out out/
     dissect layers --model resnet18 --input-size 224
     dissect report out/                                   # out/index.html + out/<layer>/report.html
+    dissect explain --store broden1_224 --model resnet18 --weights IMAGENET1K_V1 --layer layer4 --out out/
+    dissect compare out_resnet/ out_vgg/ out_rotated/ --out cmp/
+    dissect ablate --model resnet18 --weights IMAGENET1K_V1 --layer layer4 --units 12,40 --data val/ --out out/
     torchrun --nproc_per_node 4 -m dissect.cli run ...   # shards images over 4 processes
 
 Exit status: 0 on success, 2 on bad input (the message names the file, layer or value).
@@ -52,73 +55,89 @@ def _categories(values: Optional[Sequence[str]]):
 
 
 def _add_shared(p: argparse.ArgumentParser) -> None:
-    from broden_builder.torch_dataset import IMAGENET_MEAN, IMAGENET_STD
-
-    from .runner import default_workers
+    """The dissection settings; choices and defaults come from dissect.config.DissectConfig."""
+    from .config import UNIONS, UPSAMPLE_MODES, default
 
     g = p.add_argument_group("dissection settings")
-    g.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N (default auto)")
-    g.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
-    g.add_argument("--workers", type=int, default=default_workers(),
-                   help=f"DataLoader worker processes for decoding images and labels (default {default_workers()})")
-    g.add_argument("--quantile", type=float, default=0.005, help="top quantile that sets each unit's threshold (default 0.005)")
-    g.add_argument("--iou-threshold", type=float, default=0.04, help="IoU at which a unit counts as a detector (default 0.04)")
-    g.add_argument("--union", choices=("original", "lite", "all"), default="original",
+    g.add_argument("--device", default=default("device"), help="auto (cuda when available), cpu, cuda or cuda:N (default auto)")
+    g.add_argument("--batch-size", type=int, default=default("batch_size"), help=f"images per batch (default {default('batch_size')})")
+    g.add_argument("--workers", type=int, default=default("workers"),
+                   help=f"DataLoader worker processes for decoding images and labels (default {default('workers')})")
+    g.add_argument("--quantile", type=float, default=default("quantile"),
+                   help=f"top quantile that sets each unit's threshold (default {default('quantile')})")
+    g.add_argument("--iou-threshold", type=float, default=default("iou_threshold"),
+                   help=f"IoU at which a unit counts as a detector (default {default('iou_threshold')})")
+    g.add_argument("--union", choices=UNIONS, default=default("union"),
                    help="which images count toward a unit's activation area: original (images carrying the label's "
                         "category), lite (only where such a label lies inside the mask), all (every image)")
     g.add_argument("--categories", action="append", metavar="CAT[,CAT...]",
                    help="categories to score (default: all of the store's)")
-    g.add_argument("--top-k", type=int, default=10, help="top-activating images kept per unit (default 10)")
-    g.add_argument("--split", default=None, help="only images of this split (train/val; default all)")
-    g.add_argument("--upsample", choices=("bilinear", "nearest", "bicubic"), default="bilinear",
-                   help="how activation maps are upsampled to the segmentation size (default bilinear)")
-    g.add_argument("--checkpoint-every", type=int, default=50, metavar="N",
-                   help="save the statistics every N batches so a killed run resumes (0 = never; default 50)")
+    g.add_argument("--top-k", type=int, default=default("top_k"),
+                   help=f"top-activating images kept per unit (default {default('top_k')})")
+    g.add_argument("--split", default=default("split"), help="only images of this split (train/val; default all)")
+    g.add_argument("--upsample", choices=UPSAMPLE_MODES, default=default("upsample"),
+                   help=f"how activation maps are upsampled to the segmentation size (default {default('upsample')})")
+    g.add_argument("--checkpoint-every", type=int, default=default("checkpoint_every"), metavar="N",
+                   help="save the statistics every N batches so a killed run resumes "
+                        f"(0 = never; default {default('checkpoint_every')})")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.add_argument("--verbose", action="store_true", help="log progress details")
     g.add_argument("--no-report", action="store_true", help="do not write the HTML report (dissect report OUT writes it later)")
-    p.set_defaults(_mean=IMAGENET_MEAN, _std=IMAGENET_STD)
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:
     from .models import UNSAFE_HELP
 
     p.add_argument("--model", required=True,
-                   help="a torchvision model name (resnet18, vgg16, ...), path/to/file.py:function returning an "
-                        "nn.Module, or a TorchScript file")
+                   help="a torchvision model name (resnet18, vit_b_16, ...), timm:NAME, hf:FOLDER (a Hugging Face "
+                        "transformers vision model saved locally), path/to/file.py:function returning an nn.Module, "
+                        "a TorchScript file, or a torch.export .pt2 program")
     p.add_argument("--weights", default=None,
-                   help="torchvision weight enum name (IMAGENET1K_V1, DEFAULT), 'none' (random init), or a checkpoint "
-                        "path (a state_dict or {'state_dict': ...}; 'module.' prefixes are removed)")
+                   help="required for torchvision and timm names: a torchvision weight name (DEFAULT, IMAGENET1K_V1), "
+                        "a checkpoint path (.pth/.pt/.safetensors state_dict; 'module.' prefixes are removed), or "
+                        "'none' for a random initialisation (stated in the output and the report)")
     p.add_argument("--unsafe-unpickle", action="store_true", help=UNSAFE_HELP)
+
+
+def _add_layout(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--layout", choices=("nchw", "nhwc", "tokens"), default=None,
+                   help="how layer outputs are read: nchw [B,C,H,W], nhwc channels-last [B,H,W,C], tokens "
+                        "[B,(class/register +) h*w,C] laid out on the patch grid (default: detected per layer)")
 
 
 def _add_preprocessing(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", type=_size, default=None, metavar="SIZE|HxW",
                    help="resize images to this network input size (default: the store's image size)")
     p.add_argument("--mean", type=_floats3, default=None, metavar="R,G,B",
-                   help="normalisation mean of [0,1] RGB (default torchvision's ImageNet 0.485,0.456,0.406)")
+                   help="normalisation mean of [0,1] RGB (default: the model's preprocessing, else ImageNet's "
+                        "0.485,0.456,0.406)")
     p.add_argument("--std", type=_floats3, default=None, metavar="R,G,B",
-                   help="normalisation std (default torchvision's ImageNet 0.229,0.224,0.225)")
+                   help="normalisation std (default: the model's preprocessing, else ImageNet's 0.229,0.224,0.225)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dissect", description="Network Dissection: score every unit of a "
-                                     "PyTorch layer against a Broden store.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _parser_run(sub) -> None:
+    """``dissect run``."""
+    from .config import CACHE_DTYPES, default
 
     run = sub.add_parser("run", help="run a network over the store and score its layers (one pass over the images)")
     run.add_argument("--store", required=True, help="Broden store folder (with index.csv)")
     _add_model(run)
-    run.add_argument("--layer", action="append", required=True, help="module name (layer4, features.28, ...); repeatable")
+    run.add_argument("--layer", action="append", required=True,
+                     help="module name (layer4, features.28, ...), NAME#K for the K-th call of a module called more "
+                          "than once, NAME:KEY for one tensor of a tuple/dict output (block:1, backbone:p2); "
+                          "repeatable. `dissect layers` lists them")
     run.add_argument("--out", required=True, help="output folder: results go to OUT/<layer>/")
     _add_preprocessing(run)
     _add_shared(run)
-    run.add_argument("--cache-dtype", choices=("float16", "float32"), default="float16",
+    run.add_argument("--cache-dtype", choices=CACHE_DTYPES, default=default("cache_dtype"),
                      help="dtype of the on-disk activation cache; every statistic uses these rounded values (default float16)")
     run.add_argument("--cache-dir", default=None,
                      help="keep the activation cache here for reuse (default: OUT/.dissect_cache, removed after success)")
     run.add_argument("--keep-cache", action="store_true", help="keep the default activation cache after success")
 
+
+def _parser_score(sub) -> None:
+    """``dissect score``."""
     score = sub.add_parser("score", help="score activations extracted elsewhere (N x units x h x w in index.csv order)")
     score.add_argument("--store", required=True, help="Broden store folder (with index.csv)")
     score.add_argument("--activations", required=True, help=".npy (memory-mapped) or .pt file, shape N x units x h x w")
@@ -126,24 +145,95 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--name", default=None, help="result folder name (default: the activation file's stem)")
     _add_shared(score)
 
+
+def _parser_layers(sub) -> None:
+    """``dissect layers``."""
     layers = sub.add_parser("layers", help="list the model's module names with their output shapes")
     _add_model(layers)
     layers.add_argument("--store", default=None, help="use this store's image size for the dummy input")
     layers.add_argument("--input-size", type=_size, default=None, metavar="SIZE|HxW",
                         help="dummy input size (default: the store's image size, else 224)")
     layers.add_argument("--device", default="cpu", help="device for the dummy pass (default cpu)")
+    _add_layout(layers)
 
+
+def _parser_explain(sub) -> None:
+    """``dissect explain``."""
+    explain = sub.add_parser("explain", help="compositional explanations: the best logical formula of concepts for "
+                             "every unit (Mu & Andreas 2020); writes OUT/<name>/explanations.csv")
+    explain.add_argument("--store", required=True, help="Broden store folder (with index.csv)")
+    src = explain.add_mutually_exclusive_group(required=True)
+    src.add_argument("--activations", help=".npy or .pt file, shape N x units x h x w (as for `dissect score`)")
+    src.add_argument("--model", help="a model, as for `dissect run` (with --layer)")
+    explain.add_argument("--weights", default=None, help="weights of --model, as for `dissect run`")
+    explain.add_argument("--unsafe-unpickle", action="store_true", help=argparse.SUPPRESS)
+    explain.add_argument("--layer", default=None, help="the layer of --model to explain")
+    explain.add_argument("--name", default=None, help="result folder name for --activations (default: the file's stem)")
+    explain.add_argument("--out", required=True, help="output folder; an existing OUT/<name>/ result is reused "
+                         "(its thresholds and settings), otherwise it is scored first")
+    explain.add_argument("--length", type=int, default=3, help="most concepts in a formula (default 3)")
+    explain.add_argument("--beam", type=int, default=5, help="beam width of the formula search (default 5)")
+    _add_preprocessing(explain)
+    _add_shared(explain)
+
+
+def _parser_compare(sub) -> None:
+    """``dissect compare``."""
+    compare = sub.add_parser("compare", help="detectors and unique detectors per category of several runs: one page, "
+                             "one CSV, bar charts")
+    compare.add_argument("outs", nargs="+", metavar="OUT", help="results folders of dissect run/score")
+    compare.add_argument("--out", required=True, help="folder for compare.html, compare.csv and the charts")
+    compare.add_argument("--title", default="Network Dissection: comparison", help="page title")
+
+
+def _parser_ablate(sub) -> None:
+    """``dissect ablate``."""
+    ablate = sub.add_parser("ablate", help="switch units off and measure the classifier's per-class accuracy "
+                            "(Bau et al. 2020); writes OUT/<layer>/ablation_*.csv")
+    _add_model(ablate)
+    ablate.add_argument("--layer", required=True, help="module name of the units")
+    which = ablate.add_mutually_exclusive_group(required=True)
+    which.add_argument("--units", help="comma-separated 1-based unit numbers, as in tally.csv (e.g. 12,40)")
+    which.add_argument("--concept", help="ablate the --k units with the highest IoU for this concept "
+                       "(read from OUT/<layer>/ of a dissection)")
+    ablate.add_argument("--k", type=int, default=5, help="units for --concept (default 5)")
+    ablate.add_argument("--data", required=True, help="labelled images: an ImageFolder folder (root/<class>/<image>), "
+                        "a datasets save_to_disk folder, or hf:NAME[:SPLIT]")
+    ablate.add_argument("--split", default=None, help="split of an HF dataset (default validation)")
+    ablate.add_argument("--image-column", default="image", help="image column of an HF dataset (default image)")
+    ablate.add_argument("--label-column", default="label", help="label column of an HF dataset (default label)")
+    ablate.add_argument("--mode", choices=("zero", "mean"), default="zero",
+                        help="replace the units by 0 (default, as in the paper) or by their mean over the data")
+    ablate.add_argument("--out", required=True, help="dissection output folder: the CSV goes to OUT/<layer>/")
+    _add_preprocessing(ablate)
+    ablate.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
+    ablate.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+    ablate.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    ablate.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _parser_report(sub) -> None:
+    """``dissect report``."""
     report = sub.add_parser("report", help="write the HTML report (OUT/index.html, OUT/<layer>/report.html)")
     report.add_argument("out", help="results folder of dissect run/score (holds <layer>/result.json)")
     report.add_argument("--store", default=None, help="store for the images (default: the path recorded in each result)")
     report.add_argument("--thumb", type=int, default=112, help="height of the image thumbnails in pixels (default 112)")
     report.add_argument("--images", type=int, default=None, help="top images shown per unit (default: all kept)")
     report.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dissect", description="Network Dissection: score every unit of a "
+                                     "PyTorch layer against a Broden store.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_parser_run, _parser_score, _parser_layers, _parser_explain, _parser_compare, _parser_ablate,
+                _parser_report):
+        add(sub)
     return parser
 
 
 def _config(args, **extra):
-    from .runner import DissectConfig
+    from .config import DissectConfig
 
     return DissectConfig(
         quantile=args.quantile, iou_threshold=args.iou_threshold, union=args.union,
@@ -153,7 +243,7 @@ def _config(args, **extra):
 
 
 def _cmd_run(args) -> int:
-    from .distributed import dist_info, init_from_env
+    from .distributed import init_from_env
     from .models import load_model
     from .runner import dissect_model
 
@@ -168,21 +258,29 @@ def _cmd_run(args) -> int:
     model = load_model(args.model, args.weights, unsafe_unpickle=args.unsafe_unpickle)
     results = dissect_model(model, args.layer, args.store, cfg, out=args.out)
     if info.rank == 0:
+        print(f"model {model.spec}: {model.weights_text()}")
         for res in results.values():
-            print(res.summary_line())
+            s = res.settings
+            how = [f"selector {s['selector']}"] if s.get("selector") not in (None, res.layer) else []
+            lay = s.get("layout") or {}
+            if lay.get("kind") not in (None, "nchw"):
+                how.append(f"layout {lay['kind']}" + (f" {lay['prefix']}+{lay['grid'][0]}x{lay['grid'][1]}"
+                                                      if lay.get("kind") == "tokens" else ""))
+            print(res.summary_line() + (f" [{', '.join(how)}]" if how else ""))
         print(f"results in {Path(args.out)}")
-        _report(args, [res.layer for res in results.values()])
+        _report(args, list(results.values()))
     return 0
 
 
-def _report(args, layers) -> None:
-    """Write the HTML report for these layers (and the index over all of OUT) unless --no-report."""
+def _report(args, results) -> None:
+    """Write the HTML report of these LayerResults, from memory (and the index over all of OUT) unless --no-report."""
     if args.no_report:
         return
     from .report import write_reports
 
     try:
-        index = write_reports(args.out, store=args.store, quiet=args.quiet, layers=layers)
+        index = write_reports(args.out, store=args.store, quiet=args.quiet, results=results,
+                              layers=[r.path.name for r in results])
     except Exception as e:  # the results are written; a report problem must not hide them
         print(f"dissect {args.command}: warning: report not written ({type(e).__name__}: {e}); "
               f"retry with: dissect report {args.out}", file=sys.stderr)
@@ -200,7 +298,7 @@ def _cmd_score(args) -> int:
     if info.rank == 0:
         print(res.summary_line().replace(f"{res.layer}:", f"{name}:", 1))
         print(f"results in {Path(args.out) / name}")
-        _report(args, [name, res.layer])
+        _report(args, [res])
     return 0
 
 
@@ -210,7 +308,11 @@ def _cmd_layers(args) -> int:
     from .hooks import list_layers
     from .models import load_model
 
+    lm = load_model(args.model, args.weights, unsafe_unpickle=args.unsafe_unpickle, require_weights=False)
     size = args.input_size
+    fixed = (lm.preprocessing or {}).get("input_size")
+    if size is None and fixed:
+        size = tuple(fixed)
     if size is None and args.store:
         from broden_builder.store.reader import BrodenStore
 
@@ -218,19 +320,32 @@ def _cmd_layers(args) -> int:
         if st.rows:
             size = (st.rows[0].ih, st.rows[0].iw)
     size = size or (224, 224)
-    lm = load_model(args.model, args.weights, unsafe_unpickle=args.unsafe_unpickle)
     dev = torch.device(args.device)
     lm.module.to(dev)
     try:
-        rows = list_layers(lm.module, size, device=dev)
-    except Exception as e:
-        from .runner import DissectError
+        rows = list_layers(lm.module, size, device=dev, layout=args.layout)
+    except Exception as e:  # only the model's own forward pass runs here
+        from .errors import DissectError
 
-        raise DissectError(f"model {args.model} fails on input size {size[0]}x{size[1]}: {type(e).__name__}: {e}") from None
-    width = max((len(n) for n, _, _ in rows), default=5)
-    print(f"{'layer':<{width}}  {'type':<24}  output shape (input 1x3x{size[0]}x{size[1]})")
-    for name, typ, shape in rows:
-        print(f"{name:<{width}}  {typ:<24}  {'x'.join(map(str, shape)) if shape else '-'}")
+        raise DissectError(f"model {args.model} fails on input size {size[0]}x{size[1]}: {type(e).__name__}: {e} "
+                           f"(choose another --input-size)") from None
+    table = []
+    for r in rows:
+        shapes = [t for t in r.tensors]
+        first = shapes[0] if len(shapes) == 1 and shapes[0][0] == r.name else None
+        table.append((r.name, r.type, str(r.calls), r.structure if r.calls else "not called",
+                      "x".join(map(str, first[1])) if first else ("-" if not shapes else f"{len(shapes)} tensors"),
+                      first[2] if first else ""))
+        if not first:
+            for sel, shape, lay in shapes:
+                table.append(("  " + sel, "", "", "", "x".join(map(str, shape)), lay))
+    head = ("layer", "type", "calls", "output", "shape", "layout")
+    widths = [max(len(head[i]), *(len(t[i]) for t in table)) if table else len(head[i]) for i in range(6)]
+    print(f"# input 1x3x{size[0]}x{size[1]}; a module called more than once is selected as NAME#K (K-th call), "
+          f"a tensor inside a tuple/dict output as NAME:KEY")
+    print("  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip())
+    for t in table:
+        print("  ".join(v.ljust(w) for v, w in zip(t, widths)).rstrip())
     return 0
 
 
@@ -242,6 +357,106 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_explain(args) -> int:
+    from .cache import safe_name
+    from .distributed import init_from_env
+    from .explain.run import explain_result
+
+    if args.length < 1 or args.beam < 1:
+        raise ValueError(f"--length and --beam must be >= 1, got {args.length} and {args.beam}")
+    info = init_from_env(args.device)
+    model = None
+    if args.activations:
+        name = args.name or Path(args.activations).stem
+    else:
+        if not args.layer:
+            raise ValueError("--model needs --layer (the layer to explain)")
+        from .models import load_model
+
+        name = args.layer
+        model = load_model(args.model, args.weights, unsafe_unpickle=args.unsafe_unpickle)
+    layer_dir = Path(args.out) / safe_name(name)
+    if not (layer_dir / "result.json").is_file():
+        extra = {"input_size": args.input_size}
+        if args.mean is not None:
+            extra["mean"] = args.mean
+        if args.std is not None:
+            extra["std"] = args.std
+        if args.activations:
+            from .runner import score_activations
+
+            score_activations(args.activations, args.store, _config(args), out=args.out, name=name)
+        else:
+            from .runner import dissect_model
+
+            dissect_model(model, [args.layer], args.store, _config(args, **extra), out=args.out)
+    else:
+        print(f"using the thresholds and settings of {layer_dir} (delete it to score again)")
+    if info.rank != 0:
+        return 0
+    device = args.device if args.device != "auto" else ("cuda" if _cuda() else "cpu")
+    ex = explain_result(layer_dir, activations=args.activations, model=model, store=args.store, length=args.length,
+                        beam=args.beam, batch_size=args.batch_size, workers=args.workers, device=device,
+                        quiet=args.quiet)
+    rows = ex.rows()
+    comp = sum(1 for r in rows if r["length"] > 1)
+    mean = lambda k: sum(r[k] for r in rows) / max(1, len(rows))  # noqa: E731
+    print(f"{name}: {len(rows)} units explained, {comp} by a composition; mean IoU {mean('iou'):.4f} "
+          f"(best single concept {mean('single_iou'):.4f})")
+    print(f"explanations in {layer_dir / 'explanations.csv'}")
+    _report(args, [name])
+    return 0
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _cmd_compare(args) -> int:
+    from .compare import write_compare
+
+    page = write_compare(args.outs, args.out, title=args.title)
+    print(f"comparison: {page} ({Path(args.out) / 'compare.csv'})")
+    return 0
+
+
+def _cmd_ablate(args) -> int:
+    from broden_builder.torch_dataset import IMAGENET_MEAN, IMAGENET_STD
+
+    from .ablate import ablate, open_data, top_units_for_concept
+    from .cache import safe_name
+    from .models import load_model
+
+    layer_dir = Path(args.out) / safe_name(args.layer)
+    if args.concept:
+        units = top_units_for_concept(layer_dir, args.concept, args.k)
+        print(f"the {len(units)} units with the highest IoU for {args.concept!r}: {', '.join(map(str, units))}")
+    else:
+        try:
+            units = [int(u) for u in args.units.replace(" ", "").split(",") if u]
+        except ValueError:
+            raise ValueError(f"--units must be comma-separated unit numbers, got {args.units!r}") from None
+    size = args.input_size or (224, 224)
+    ds, classes = open_data(args.data, size, args.mean or IMAGENET_MEAN, args.std or IMAGENET_STD,
+                            image_column=args.image_column, label_column=args.label_column, split=args.split)
+    model = load_model(args.model, args.weights, unsafe_unpickle=args.unsafe_unpickle)
+    res = ablate(model.module, args.layer, units, ds, classes, mode=args.mode, batch_size=args.batch_size,
+                 workers=args.workers, device=args.device, quiet=args.quiet)
+    rows = res.rows()
+    total = rows[-1]
+    print(f"{args.layer}: units {', '.join(map(str, res.units))} set to {args.mode}: accuracy "
+          f"{total['accuracy_before']:.4f} -> {total['accuracy_after']:.4f} on {total['images']} images")
+    worst = sorted(rows[:-1], key=lambda r: (r["change"], r["class_index"]))[:5]
+    for r in worst:
+        if r["images"]:
+            print(f"  {r['class']}: {r['accuracy_before']:.3f} -> {r['accuracy_after']:.3f} ({r['change']:+.3f})")
+    path = res.write(layer_dir)
+    print(f"per-class changes in {path}")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -249,17 +464,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     from broden_builder.store.errors import StoreFormatError
 
-    from .hooks import UnknownLayerError
-    from .models import ModelLoadError
-    from .runner import DissectError
+    from .errors import DissectError
 
-    from .report import ReportInputError
-
-    handlers = {"run": _cmd_run, "score": _cmd_score, "layers": _cmd_layers, "report": _cmd_report}
+    handlers = {"run": _cmd_run, "score": _cmd_score, "layers": _cmd_layers, "report": _cmd_report,
+                "explain": _cmd_explain, "compare": _cmd_compare, "ablate": _cmd_ablate}
     try:
         return handlers[args.command](args)
-    except (DissectError, ModelLoadError, UnknownLayerError, StoreFormatError, ReportInputError, FileNotFoundError,
-            ValueError) as e:
+    except (DissectError, StoreFormatError, FileNotFoundError, ValueError) as e:
         print(f"dissect {args.command}: error: {e}", file=sys.stderr)
         return 2
     finally:

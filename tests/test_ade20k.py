@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -32,12 +33,13 @@ def encode(classes: np.ndarray) -> np.ndarray:
 
 
 def nearest(plane: np.ndarray, size: int) -> np.ndarray:
-    """Plain slow reference of nearest-neighbour sampling at pixel centres."""
+    """Plain slow reference of the original's label shrink (BRODEN_FORMAT.md rule 7): corner-aligned,
+    output i reads input round(i * (n_in - 1) / (n_out - 1)), halves up."""
     h, w = plane.shape
     out = np.zeros((size, size), plane.dtype)
     for i in range(size):
         for j in range(size):
-            out[i, j] = plane[min(int((i + 0.5) * h / size), h - 1), min(int((j + 0.5) * w / size), w - 1)]
+            out[i, j] = plane[math.floor(i * (h - 1) / (size - 1) + 0.5), math.floor(j * (w - 1) / (size - 1) + 0.5)]
     return out
 
 

@@ -48,7 +48,7 @@ def test_killed_build_resumes_to_identical_store(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         build_synthetic(killed, count=30)
     assert not (killed / "index.csv").exists(), "a half-written store must not look complete"
-    staged = list((killed / ".staging" / "native").glob("*.npz"))
+    staged = list((killed / ".build" / ".staging" / "native").glob("*.npz"))
     assert len(staged) == 12
     calls["n"] = 0
     resumed_calls = []
@@ -73,6 +73,13 @@ def test_synthetic_store_has_all_six_categories(synthetic_store):
     assert {"house", "car", "grass", "park-s", "striped", "red-c", "wheel"} <= names
 
 
+def corner_sample(plane: np.ndarray, size: int) -> np.ndarray:
+    """By hand: row i reads row floor(i * (n - 1) / (size - 1) + 0.5) (BRODEN_FORMAT.md rule 7), likewise columns."""
+    idx = [int(i * (plane.shape[0] - 1) / (size - 1) + 0.5) for i in range(size)]
+    jdx = [int(j * (plane.shape[1] - 1) / (size - 1) + 0.5) for j in range(size)]
+    return plane[np.ix_(idx, jdx)]
+
+
 def test_synthetic_labels_match_the_generator(synthetic_store):
     """The object plane of the store equals the generator's plane, renamed and downsampled (nearest)."""
     s = BrodenStore(synthetic_store)
@@ -80,8 +87,8 @@ def test_synthetic_labels_match_the_generator(synthetic_store):
     index = int(row.image.rsplit("_", 1)[1].split(".")[0])
     rgb, obj, part, material, scene, texture = synth.generate_scene(0, index, 64)
     plane = s.pixel_layers(0, "object")[0]
-    # nearest neighbour at pixel centres: output (i, j) samples native (2i + 1, 2j + 1) // 1 for a 2x reduction
-    native = obj[1::2, 1::2]
+    # the original's shrink (scipy zoom order 0, corner-aligned): output i samples native round(i * 63 / 31)
+    native = corner_sample(obj, 32)
     for code, name in enumerate(synth.OBJECTS, start=1):
         if (native == code).any():
             assert (plane[native == code] == s.label(name).number).all()
@@ -106,7 +113,7 @@ def test_codes_without_a_name_become_unlabeled(tmp_path, monkeypatch):
     checked = 0
     for row in s.rows:
         index = int(row.image.rsplit("_", 1)[1].split(".")[0])
-        obj = synth.generate_scene(0, index, 64)[1][1::2, 1::2]
+        obj = corner_sample(synth.generate_scene(0, index, 64)[1], 32)
         if (obj == bar_code).any():
             plane = s.pixel_layers(row.index, "object")[0] if s.rows[row.index].cells["object"] else np.zeros_like(obj)
             assert (plane[obj == bar_code] == 0).all()

@@ -183,12 +183,18 @@ def test_unify_reserved_never_renumbers():
            SourceLabel("n", "object", 2, ("auto",), 50, 2.0),                 # an existing synonym
            SourceLabel("n", "object", 3, ("kiosk", "stand"), 40, 2.0),        # 'stand' blacklisted as a synonym
            SourceLabel("n", "scene", 4, ("street",), 30, 30.0)]
-    v = unify(old + new, 10, 0.5, reserved={"car": 5, "stand": 2, "street-s": 9})
+    v = unify(old + new, 10, 0.5, rule="curated", reserved={"car": 5, "stand": 2, "street-s": 9})
     assert v.mapping[("n", "object", 1)] == 5 and v.mapping[("n", "object", 2)] == 5
     assert v.mapping[("n", "scene", 4)] == 9
     assert v.mapping[("n", "object", 3)] == 10                   # a new label after the largest reserved number
     names = {g.number: g.name for g in v.labels}
     assert names == {2: "stand", 5: "car", 9: "street-s", 10: "kiosk"}
+    # the original rule: a label holding a name of its own ('automobile', 'kiosk') is its own label;
+    # 'auto' is held by the existing label 5 (its synonym) and joins it; numbers never change
+    v = unify(old + new, 10, 0.5, reserved={"car": 5, "stand": 2, "street-s": 9})
+    assert {k: v.mapping[("n",) + k] for k in (("object", 1), ("object", 2), ("object", 3), ("scene", 4))} == \
+        {("object", 1): 10, ("object", 2): 5, ("object", 3): 11, ("scene", 4): 9}
+    assert {g.number: g.name for g in v.labels} == {2: "stand", 5: "car", 9: "street-s", 10: "automobile", 11: "kiosk"}
 
 
 def test_dissect_score_reports_added_concepts(store, tmp_path):

@@ -1,6 +1,8 @@
 """OpenSurfaces source: release JSON generated in its real format, photos served on 127.0.0.1."""
 from __future__ import annotations
 
+import math
+
 import csv
 import json
 from pathlib import Path
@@ -109,8 +111,9 @@ def build(root: Path, www_url: str, out: Path, **kw):
 
 
 def nearest(plane: np.ndarray, size: int) -> np.ndarray:
+    """The original's label shrink by hand: corner-aligned, input index round(i * (n_in - 1) / (n_out - 1))."""
     h, w = plane.shape
-    return np.array([[plane[min(int((i + 0.5) * h / size), h - 1), min(int((j + 0.5) * w / size), w - 1)]
+    return np.array([[plane[math.floor(i * (h - 1) / (size - 1) + 0.5), math.floor(j * (w - 1) / (size - 1) + 0.5)]
                       for j in range(size)] for i in range(size)])
 
 
@@ -146,8 +149,9 @@ def test_build_fetches_photos_renders_materials(tmp_path, http_server, monkeypat
             else:
                 lab = store.label_by_number[int(vals[0])]
                 assert {lab.name, *lab.syns} & names[r], (pk, r, lab)
-    carpet = store.label("carpet")  # 'Carpet/rug': one label, the other name a synonym
-    assert {carpet.name, *carpet.syns} == {"carpet", "rug"} and list(carpet.categories) == ["material"]
+    carpet = store.label("carpet")  # 'Carpet/rug': one label, the other names synonyms
+    # the original synonym function: common_names['carpet'] = [carpet, carpeting] comes first
+    assert [carpet.name, *carpet.syns] == ["carpet", "carpeting", "rug"] and list(carpet.categories) == ["material"]
     # a second run reuses the fetched photos (no new request for them) and retries only the failed one
     n_before = len(http_server.requests_for("/photos-orig/101.jpg"))
     report2 = build(root, http_server.base_url, tmp_path / "store2")

@@ -12,19 +12,20 @@ def test_name_normalisation():
     assert normalize_name("  Wall  Socket ", "object") == "wall socket"
 
 
-def test_merge_filter_and_number():
+def test_curated_merge_filter_and_number():
+    """``unify: curated`` (the project's earlier tables): preferred names, a merge blacklist."""
     labels = [
-        SourceLabel("ade", "object", 1, ("cloth, fabric",), frequency=3, coverage=0.2),
+        SourceLabel("ade", "object", 1, ("cloth", "fabric"), frequency=3, coverage=0.2),
         SourceLabel("os", "material", 5, ("Fabric",), frequency=36, coverage=4.0),
         SourceLabel("ade", "object", 2, ("door",), frequency=20, coverage=2.0),
         SourceLabel("ade", "part", 2, ("door",), frequency=15, coverage=0.5),
-        SourceLabel("ade", "object", 3, ("car, auto, machine",), frequency=50, coverage=9.0),
+        SourceLabel("ade", "object", 3, ("car", "auto", "machine"), frequency=50, coverage=9.0),
         SourceLabel("ade", "object", 4, ("machine",), frequency=12, coverage=1.0),
         SourceLabel("ade", "object", 5, ("rare thing",), frequency=9, coverage=3.0),
         SourceLabel("ade", "object", 6, ("small thing",), frequency=40, coverage=0.4),
         SourceLabel("pascal", "object", 7, ("aeroplane",), frequency=11, coverage=1.0),
     ]
-    v = unify(labels, min_frequency=10, min_coverage=0.5)
+    v = unify(labels, min_frequency=10, min_coverage=0.5, rule="curated")
     by = {g.name: g for g in v.labels}
     # the most frequent source label (material 'fabric') names the merged label; 'cloth' becomes a synonym
     assert by["fabric"].category_counts() == {"material": 36, "object": 3} and by["fabric"].syns == ["cloth"]
@@ -54,7 +55,7 @@ def test_recipe_validation(tmp_path):
     assert r.segmentation_size == 16 and r.train_fraction == 0.7
     with pytest.raises(RecipeError, match="unknown key"):
         recipe_from_dict({"sizes": 3})
-    with pytest.raises(RecipeError, match="size must be a int"):
+    with pytest.raises(RecipeError, match="size: Input should be a valid integer"):
         recipe_from_dict({"size": "big"})
     with pytest.raises(RecipeError, match="sum to 1"):
         recipe_from_dict({"splits": {"train": 0.5, "val": 0.4}})

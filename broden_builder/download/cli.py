@@ -14,6 +14,15 @@ def add_download_arguments(p: argparse.ArgumentParser) -> None:
                    help="fetch from MIRROR/host/path instead of each original URL (default: $BRODEN_MIRROR)")
     p.add_argument("--offline", action="store_true",
                    help="never use the network; say which file to put where")
+    from .extract import ExtractLimits
+
+    d = ExtractLimits()
+    p.add_argument("--max-extract-gib", type=float, default=d.max_bytes / (1 << 30), metavar="GIB",
+                   help=f"an archive without a registered checksum may expand to at most GIB (default {d.max_bytes >> 30})")
+    p.add_argument("--max-extract-ratio", type=float, default=d.max_ratio, metavar="R",
+                   help=f"... and to at most R times its size, above 16 MiB (default {d.max_ratio:g})")
+    p.add_argument("--max-extract-members", type=int, default=d.max_members, metavar="N",
+                   help=f"... with at most N members (default {d.max_members})")
 
 
 def options_from_args(args):
@@ -22,8 +31,14 @@ def options_from_args(args):
 
     if not getattr(args, "download", True) and not args.offline:
         return None
+    from .extract import ExtractLimits
+
+    d = ExtractLimits()
+    limits = ExtractLimits(max_bytes=int(getattr(args, "max_extract_gib", d.max_bytes / (1 << 30)) * (1 << 30)),
+                           max_ratio=getattr(args, "max_extract_ratio", d.max_ratio),
+                           max_members=getattr(args, "max_extract_members", d.max_members))
     return DownloadOptions(enabled=True, mirror=args.mirror, offline=args.offline,
-                           progress=not getattr(args, "quiet", False))
+                           progress=not getattr(args, "quiet", False), extract_limits=limits)
 
 
 def cmd_download(args) -> int:

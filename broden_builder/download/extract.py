@@ -29,9 +29,11 @@ import stat
 import tarfile
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
+from ..errors import BrodenError
 from ..store.atomic import atomic_write_text
 from .registry import archive_kind
 from .transfer import file_digest
@@ -41,12 +43,52 @@ log = logging.getLogger(__name__)
 MARKER_DIR = ".extracted"
 
 
-class UnsafeArchiveError(ValueError):
+class UnsafeArchiveError(BrodenError, ValueError):
     """An archive member would escape the extraction folder or is a special file; names the member."""
 
 
-class ArchiveError(ValueError):
+class ArchiveError(BrodenError, ValueError):
     """An archive cannot be read (corrupt, truncated, unknown format); names the file."""
+
+
+class ExtractLimitError(UnsafeArchiveError):
+    """An unverified archive would expand beyond the extraction limits (a decompression bomb?)."""
+
+
+GIB = 1 << 30
+#: Below this total, a high compression ratio is harmless (tiny text files compress well).
+RATIO_FLOOR = 16 << 20
+
+
+@dataclass(frozen=True)
+class ExtractLimits:
+    """Bounds on what an archive without a registered checksum may expand to (issue 15, item 10).
+
+    Checked from the archive's index before anything is written (zip and tar record each
+    member's size; zipfile never yields more than the recorded size). Refused: a total
+    above ``max_bytes``, more than ``max_members`` members, or a total above 16 MiB that
+    is more than ``max_ratio`` times the archive's size. Archives whose sha256 is
+    registered in checksums.tsv are known and are not bounded.
+    ``broden build/download --max-extract-gib/--max-extract-ratio/--max-extract-members`` raise them.
+    """
+
+    max_bytes: int = 32 * GIB
+    max_ratio: float = 100.0
+    max_members: int = 1_000_000
+
+    def check(self, archive: Path, total: int, members: int) -> None:
+        size = max(archive.stat().st_size, 1)
+        hint = ("; if you trust it, register its checksum (broden checksums --register) or raise the limit "
+                "(--max-extract-gib, --max-extract-ratio, --max-extract-members)")
+        if members > self.max_members:
+            raise ExtractLimitError(f"{archive}: holds {members} members, more than the {self.max_members} allowed "
+                                    f"for an unverified archive{hint}")
+        if total > self.max_bytes:
+            raise ExtractLimitError(f"{archive}: would expand to {total / GIB:.2f} GiB, more than the "
+                                    f"{self.max_bytes / GIB:.2f} GiB allowed for an unverified archive{hint}")
+        if total > RATIO_FLOOR and total / size > self.max_ratio:
+            raise ExtractLimitError(f"{archive}: would expand {total / size:.0f}-fold ({size} bytes -> {total} bytes), "
+                                    f"more than the {self.max_ratio:g}-fold allowed for an unverified archive{hint}")
 
 
 def _normalized(name: str) -> Optional[str]:
@@ -79,13 +121,18 @@ def check_member(archive: str, name: str, *, link: Optional[str] = None, hardlin
     return norm
 
 
-def _check_tar(archive: Path, tf: tarfile.TarFile) -> int:
-    n = 0
+def _check_tar(archive: Path, tf: tarfile.TarFile, limits: Optional[ExtractLimits] = None) -> int:
+    n = total = 0
     for m in tf:
         special = not (m.isfile() or m.isdir() or m.issym() or m.islnk())
         link = m.linkname if (m.issym() or m.islnk()) else None
         check_member(archive.name, m.name, link=link, hardlink=m.islnk(), special=special)
         n += 1
+        total += m.size if m.isfile() else 0
+        if limits is not None and n > limits.max_members:
+            break  # reported below without reading the rest of the index
+    if limits is not None:
+        limits.check(archive, total, n)
     return n
 
 
@@ -96,13 +143,16 @@ def _zip_symlink_target(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Optional[
     return None
 
 
-def _check_zip(archive: Path, zf: zipfile.ZipFile) -> int:
-    for info in zf.infolist():
+def _check_zip(archive: Path, zf: zipfile.ZipFile, limits: Optional[ExtractLimits] = None) -> int:
+    infos = zf.infolist()
+    if limits is not None:  # from the central directory, before any member is read
+        limits.check(archive, sum(i.file_size for i in infos), len(infos))
+    for info in infos:
         mode = info.external_attr >> 16
         special = info.create_system == 3 and stat.S_IFMT(mode) != 0 and not (
             stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode))
         check_member(archive.name, info.filename, link=_zip_symlink_target(zf, info), special=special)
-    return len(zf.infolist())
+    return len(infos)
 
 
 def _marker(target: Path, name: str) -> Path:
@@ -149,8 +199,12 @@ def _merge(src: Path, dst: Path) -> None:
 
 
 def extract_archive(archive: Union[str, Path], target: Union[str, Path], *, progress: bool = True,
-                    force: bool = False, name: Optional[str] = None) -> Path:
+                    force: bool = False, name: Optional[str] = None,
+                    limits: Optional[ExtractLimits] = None) -> Path:
     """Safely extract a .tar/.tar.gz/.tgz/.zip into ``target`` (see module docstring); returns ``target``.
+
+    ``limits``: bounds for an unverified archive (ExtractLimits; raises ExtractLimitError
+    before anything is written). None: no bounds (the archive's sha256 was verified).
 
     ``name`` (default: the archive's file name; '/' becomes '__') names the marker and the
     temporary folder: give distinct names to archives sharing a file name and a target.
@@ -171,9 +225,9 @@ def extract_archive(archive: Union[str, Path], target: Union[str, Path], *, prog
     tmp.mkdir()
     try:
         if kind == "tar":
-            _extract_tar(archive, tmp, progress)
+            _extract_tar(archive, tmp, progress, limits)
         else:
-            _extract_zip(archive, tmp, progress)
+            _extract_zip(archive, tmp, progress, limits)
         for child in sorted(tmp.iterdir()):
             _merge(child, target / child.name)
         tmp.rmdir()
@@ -193,10 +247,10 @@ def _bar(desc: str, enabled: bool, total: Optional[int] = None):
     return progress(desc=f"extract {desc}", total=total, unit="file", leave=False)
 
 
-def _extract_tar(archive: Path, tmp: Path, progress: bool) -> None:
+def _extract_tar(archive: Path, tmp: Path, progress: bool, limits: Optional[ExtractLimits] = None) -> None:
     try:
         with tarfile.open(archive, "r:*") as tf:
-            n = _check_tar(archive, tf)  # reads the whole index first: nothing is written for an unsafe archive
+            n = _check_tar(archive, tf, limits)  # reads the whole index first: nothing is written for an unsafe archive
             bar = _bar(archive.name, progress, n)
             try:
                 for m in tf.getmembers():
@@ -220,10 +274,10 @@ def _inside(archive: Path, member: str, root: str, real: str) -> None:
         raise UnsafeArchiveError(f"{archive.name}: refusing member {member!r}: through links it leads outside the extraction folder")
 
 
-def _extract_zip(archive: Path, tmp: Path, progress: bool) -> None:
+def _extract_zip(archive: Path, tmp: Path, progress: bool, limits: Optional[ExtractLimits] = None) -> None:
     try:
         with zipfile.ZipFile(archive) as zf:
-            n = _check_zip(archive, zf)
+            n = _check_zip(archive, zf, limits)
             root = os.path.realpath(tmp)
             bar = _bar(archive.name, progress, n)
             try:

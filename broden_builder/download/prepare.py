@@ -32,6 +32,8 @@ class DownloadOptions:
     progress: bool = True
     retries: int = 5
     timeout: float = 60.0
+    #: bounds for archives without a registered sha256 (None: the defaults of ExtractLimits)
+    extract_limits: Optional[object] = None
 
 
 def prepare_sources(sources: Sequence, options: DownloadOptions, allow_missing: bool = False,
@@ -61,7 +63,7 @@ def prepare_sources(sources: Sequence, options: DownloadOptions, allow_missing: 
         try:
             files = src.fetch_all(mirror=options.mirror, offline=options.offline, progress=options.progress,
                                   retries=options.retries, timeout=options.timeout)
-            src.extract_all(files, progress=options.progress)
+            src.extract_all(files, progress=options.progress, limits=options.extract_limits)
             status[key] = "downloaded"
         except OfflineError as e:
             status[key] = "failed"

@@ -103,7 +103,7 @@ class DownloadableSource:
         dest_dir = Path(dest_dir) if dest_dir is not None else self.download_dir()
         resources = list(resources) if resources is not None else self.resources()
         if offline:
-            from .offline import offline_instructions
+            from .transfer import offline_instructions
 
             missing = []
             for r in resources:
@@ -119,11 +119,17 @@ class DownloadableSource:
         return [fetch(r, dest_dir, mirror=mirror, offline=offline, progress=progress, **fetch_kwargs) for r in resources]
 
     def extract_all(self, files: Optional[Sequence[Path]] = None, *, progress: bool = True,
-                    resources: Optional[Sequence[Resource]] = None, force: bool = False) -> List[Path]:
+                    resources: Optional[Sequence[Resource]] = None, force: bool = False,
+                    limits=None) -> List[Path]:
         """Extract archives / copy plain files into :meth:`extract_target`; returns the targets.
 
         ``files`` defaults to the resources' paths in :meth:`download_dir` (all must exist).
+        An archive without a registered sha256 is unverified: it is extracted within
+        ``limits`` (default ExtractLimits()); a verified one is not bounded.
         """
+        from .extract import ExtractLimits
+
+        limits = limits if limits is not None else ExtractLimits()
         resources = list(resources) if resources is not None else self.resources()
         if files is None:
             files = [r.path_in(self.download_dir()) for r in resources]
@@ -134,7 +140,8 @@ class DownloadableSource:
             f = Path(f)
             target = self.extract_target(r)
             if archive_kind(r.filename):
-                extract_archive(f, target, progress=progress, force=force, name=r.filename)
+                extract_archive(f, target, progress=progress, force=force, name=r.filename,
+                                limits=None if r.sha256 else limits)
             else:
                 dest = r.path_in(target)
                 if dest.resolve() != f.resolve():

@@ -20,19 +20,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-
-class SourceMissingError(FileNotFoundError):
-    """The source's files are not where the recipe says; the message says how to get them."""
-
-
-class BadSourceItem(ValueError):
-    """One image of a source cannot be used (corrupt file, bad label). Names the file; the build skips it."""
-
-
-class SourceDataError(ValueError):
-    """The source's annotations or configuration are wrong (a record points to a missing image,
-    a polygon has fewer than 3 points, a mask value has no name). Names the file and the record;
-    the build stops instead of skipping, since every image would be affected alike."""
+from ..errors import BadSourceItem, SourceDataError, SourceMissingError  # noqa: F401  (part of the source interface)
 
 
 @dataclass(frozen=True)
@@ -58,6 +46,9 @@ class Resolved:
     image: np.ndarray
     pixel: dict = field(default_factory=dict)
     image_level: dict = field(default_factory=dict)
+    #: Pixel categories given as a stack of levels (ADE20K part levels): every level is written,
+    #: empty ones included, as ``<base>_<cat>_<k>.png`` (BRODEN_FORMAT.md rule 7).
+    stacked: frozenset = frozenset()
 
 
 class Source(ABC):
@@ -81,6 +72,9 @@ class Source(ABC):
         self.image_size = image_size
         self.segmentation_size = segmentation_size
         self.prefix = self.config.get("prefix") or self.prefix or self.type_name
+        from ..store.paths import safe_component
+
+        safe_component(self.prefix, f"{self.type_name} source prefix")  # one folder under images/ (issue 15, item 5)
 
     @property
     def key(self) -> str:
@@ -92,7 +86,29 @@ class Source(ABC):
 
     @abstractmethod
     def vocabulary(self) -> dict:
-        """category -> {code: (preferred name, synonym, ...)}."""
+        """category -> {code: (name, ...)}: the names exactly as the source gives them.
+
+        Each entry is ONE name unless the source's own convention packs several into one
+        string (ADE20K comma lists, OpenSurfaces '/' lists), which :meth:`split_names` undoes.
+        """
+
+    def split_names(self, category: str, name: str) -> tuple:
+        """One name of :meth:`vocabulary` split by the source's own convention (default: not split).
+
+        Only sources whose names are synonym lists override this (ADE20K, OpenSurfaces); user
+        sources give one name per entry, never split on commas (BRODEN_FORMAT.md, rule 1).
+        """
+        return (name,)
+
+    def label_names(self, category: str, names) -> tuple:
+        """(split names, raw names) of one vocabulary entry (a string or a tuple of names)."""
+        raw = (names,) if isinstance(names, str) else tuple(names)
+        split: list = []
+        for n in raw:
+            for part in self.split_names(category, str(n)):
+                if part not in split:
+                    split.append(part)
+        return tuple(split), raw
 
     @abstractmethod
     def records(self) -> list:

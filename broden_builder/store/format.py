@@ -41,6 +41,47 @@ def decode_label_png(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., 0].astype(np.int32) + 256 * rgb[..., 1].astype(np.int32)
 
 
+#: Most pixels a label PNG may claim in its header before it is decoded (a 30000 x 30000 header
+#: is refused before any memory is spent). Generous: 4096 x 4096 is 16.8 M.
+MAX_LABEL_PIXELS = 1 << 26
+
+
+def read_label_png(path, expected_shape=None) -> np.ndarray:
+    """Decode one segmentation PNG file into H x W int32 global label numbers.
+
+    The one decoder of the format, shared by the reader and the validator (issue 15, item 9):
+
+    - RGB / RGBA / palette images: label = R + 256 * G (BRODEN_FORMAT.md; B and alpha ignored);
+    - greyscale (``L``, 16-bit ``I;16``, 32-bit ``I``): the value is the label, so a 16-bit
+      PNG holding 1, 3, 5 reads 1, 3, 5 (not 257, 771, ... through an RGB conversion);
+    - any other mode (float ``F``, ``1``, CMYK, ...) is refused.
+
+    ``expected_shape`` (H, W): the header size is checked against it before decoding.
+    Raises ValueError (header size wrong or absurd, unsupported mode) or OSError (unreadable
+    file); callers wrap either in a StoreFormatError naming the file and row.
+    """
+    from PIL import Image
+
+    with Image.open(path) as im:
+        w, h = im.size
+        if expected_shape is not None and (h, w) != tuple(expected_shape):
+            raise ValueError(f"is {w}x{h}, index.csv says {expected_shape[1]}x{expected_shape[0]}")
+        if w * h > MAX_LABEL_PIXELS:
+            raise ValueError(f"header claims {w}x{h} pixels, more than a segmentation can have ({MAX_LABEL_PIXELS})")
+        mode = im.mode
+        if mode in ("L", "I;16", "I;16B", "I;16L", "I"):
+            arr = np.asarray(im, dtype=np.int64) if mode != "L" else np.asarray(im)
+            if arr.size and (arr.min() < 0 or arr.max() > 65535):
+                raise ValueError(f"{mode} PNG holds values outside 0..65535")
+            return arr.astype(np.int32)
+        if mode in ("RGB", "RGBA", "P", "PA", "LA"):
+            if mode == "LA":
+                return np.asarray(im.convert("L")).astype(np.int32)
+            rgb = np.asarray(im.convert("RGB") if mode != "RGB" else im)
+            return decode_label_png(rgb)
+        raise ValueError(f"unsupported PNG mode {mode!r} for a segmentation (expected RGB or greyscale)")
+
+
 def encode_label_png(labels: np.ndarray) -> np.ndarray:
     """Encode non-negative int labels (< 65536) as H x W x 3 uint8 with R + 256 * G, B = 0."""
     labels = np.asarray(labels)

@@ -22,15 +22,17 @@ from typing import Iterator, Optional, Sequence, Union
 import numpy as np
 from PIL import Image
 
+from .commit import pending_commit, pending_message
 from .errors import StoreFormatError
+from .paths import UnsafePathError, check_relpath, confined
 from .format import (
     CATEGORY_COLUMNS,
     CATEGORY_MAP_COLUMNS,
     DEFAULT_IMAGE_LEVEL,
     INDEX_FIXED_COLUMNS,
     LABEL_COLUMNS,
-    decode_label_png,
     parse_category_cell,
+    read_label_png,
     split_cell,
 )
 
@@ -130,6 +132,12 @@ class BrodenStore:
         self.root = Path(root)
         if not self.root.is_dir():
             raise StoreFormatError(self.root, "store directory does not exist")
+        marker = pending_commit(self.root)
+        if marker is not None:  # between two versions: refuse rather than read a mix (store/commit.py)
+            raise StoreFormatError(marker, pending_message(self.root))
+        if not any((self.root / n).exists() for n in ("index.csv", "label.csv")):
+            raise StoreFormatError(self.root, "not a Broden store (no index.csv or label.csv)"
+                                   + ("; a build there is unfinished" if (self.root / ".build").exists() else ""))
         self.build_info: dict = self._read_build_json()
         self.labels: list[Label] = self._read_labels()
         self.label_by_number: dict[int, Label] = {l.number: l for l in self.labels}
@@ -220,6 +228,8 @@ class BrodenStore:
 
     def _read_index(self) -> list[IndexRow]:
         path = self.root / "index.csv"
+        if path.exists() and not path.is_file():
+            raise StoreFormatError(path, "is not a file")
         header, rows = read_csv_file(path)
         if list(header[: len(INDEX_FIXED_COLUMNS)]) != list(INDEX_FIXED_COLUMNS):
             raise StoreFormatError(path, f"malformed header {header}: must start with {','.join(INDEX_FIXED_COLUMNS)}", 0)
@@ -235,11 +245,18 @@ class BrodenStore:
                 ih, iw, sh, sw = int(row[2]), int(row[3]), int(row[4]), int(row[5])
             except ValueError:
                 raise StoreFormatError(path, f"sizes {row[2:6]} are not integers", r) from None
+            why = check_relpath(row[0])
+            if why is not None:  # every path of a store stays under STORE/images (issue 15, item 4)
+                raise StoreFormatError(path, f"image {row[0]!r} leaves {self.root / 'images'}: {why}", r)
             cells = {}
             for j in range(ncat):
                 k = base + j
                 v = row[k] if k < len(row) else ""
-                cells[cats[j]] = tuple(x for x in v.split(";") if x) if v else ()
+                cells[cats[j]] = items = tuple(x for x in v.split(";") if x) if v else ()
+                for it in items:
+                    why = check_relpath(it)
+                    if why is not None:
+                        raise StoreFormatError(path, f"column {cats[j]!r}: {it!r} leaves {self.root / 'images'}: {why}", r)
             out.append(IndexRow(r - 1, row[0], row[1], ih, iw, sh, sw, cells))
         return out
 
@@ -270,8 +287,18 @@ class BrodenStore:
     def pixel_categories(self) -> list[str]:
         return [c for c in self.categories if c not in self.image_level_categories]
 
+    def resolve(self, relpath: str, row: Optional[int] = None) -> Path:
+        """``STORE/images/relpath``, checked to stay under STORE/images (also through symlinks).
+
+        Raises StoreFormatError naming index.csv and the row (0-based ``row``) otherwise.
+        """
+        try:
+            return confined(self.root / "images", relpath, "store path")
+        except UnsafePathError as e:
+            raise StoreFormatError(self.root / "index.csv", str(e), None if row is None else row + 1) from None
+
     def image_path(self, i: int) -> Path:
-        return self.root / "images" / self.rows[i].image
+        return self.resolve(self.rows[i].image, i)
 
     def load_image(self, i: int) -> np.ndarray:
         """The image of row ``i`` as H x W x 3 uint8 RGB."""
@@ -279,19 +306,21 @@ class BrodenStore:
         try:
             with Image.open(path) as im:
                 return np.asarray(im.convert("RGB"))
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
             raise StoreFormatError(path, f"cannot read image of index.csv row {i + 1} ({e})") from None
 
     def load_label_png(self, relpath: str, row: Optional[int] = None) -> np.ndarray:
-        """Decode one segmentation PNG (path relative to images/) into int32 global numbers."""
-        path = self.root / "images" / relpath
+        """Decode one segmentation PNG (path relative to images/) into int32 global numbers.
+
+        Uses the format's one decoder (format.read_label_png); with ``row`` (0-based) the
+        PNG's size is checked against the row's sh x sw before it is decoded.
+        """
+        path = self.resolve(relpath, row)
+        shape = None if row is None else (self.rows[row].sh, self.rows[row].sw)
         try:
-            with Image.open(path) as im:
-                im.load()
-                arr = np.asarray(im.convert("RGB") if im.mode not in ("RGB", "L", "I;16", "I") else im)
-        except (OSError, ValueError) as e:
+            return read_label_png(path, shape)
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
             raise StoreFormatError(path, f"cannot read segmentation{'' if row is None else f' of index.csv row {row + 1}'} ({e})") from None
-        return decode_label_png(arr)
 
     def pixel_layers(self, i: int, category: str) -> list[np.ndarray]:
         """The pixel layers of ``category`` for row ``i`` (each sh x sw int32; 0 = unlabeled)."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,8 +11,9 @@ from typing import Optional, Union
 import numpy as np
 from PIL import Image
 
+from .commit import pending_commit, pending_message
 from .errors import StoreFormatError
-from .format import CATEGORY_COLUMNS, CATEGORY_MAP_COLUMNS, INDEX_FIXED_COLUMNS, LABEL_COLUMNS, SPLITS, decode_label_png, parse_category_cell
+from .format import CATEGORY_COLUMNS, CATEGORY_MAP_COLUMNS, LABEL_COLUMNS, SPLITS, read_label_png
 from .reader import BrodenStore, read_csv_file
 from .statistics import LabelTally, layer_fractions
 
@@ -45,29 +47,42 @@ def _check_header(root: Path, name: str, expected, problems: list, optional=()) 
         problems.append(Problem(name, 0, f"malformed header {header}: expected {','.join(expected)}"))
 
 
-def validate_store(root: Union[str, Path], check_images: bool = True, progress: bool = False) -> list:
-    """Return the list of Problems found in the store at ``root`` (empty when valid)."""
-    root = Path(root)
-    problems: list = []
-    if not root.is_dir():
-        return [Problem(str(root), None, "store directory does not exist")]
-    _check_header(root, "label.csv", LABEL_COLUMNS, problems, optional=("syns",))
-    _check_header(root, "category.csv", CATEGORY_COLUMNS, problems)
+def check_pending_commit(root: Path, problems: list) -> bool:
+    """An interrupted commit (store/commit.py) makes the store unreadable until completed. True when found."""
+    marker = pending_commit(root)
+    if marker is None:
+        return False
+    problems.append(Problem(str(marker.relative_to(root)), None, pending_message(root)))
+    return True
+
+
+def check_not_empty(store: BrodenStore, problems: list) -> None:
+    """A store without images is invalid (nothing to dissect), unless its recipe asked for an empty store."""
+    if store.rows:
+        return
+    wanted = bool((store.build_info.get("recipe") or {}).get("allow_empty"))
+    problems.append(Problem("index.csv", None, "the store has no images"
+                            + (" (its recipe asked for an empty store)" if wanted else ""),
+                            "warning" if wanted else "error"))
+
+
+def check_row_widths(root: Path, problems: list) -> None:
+    """Every index.csv row has exactly as many cells as the header (a longer row hides data)."""
+    path = root / "index.csv"
     try:
-        store = BrodenStore(root)
-    except StoreFormatError as e:
-        rel = str(Path(e.path).relative_to(root)) if Path(e.path).is_relative_to(root) else e.path
-        problems.append(Problem(rel, e.row, e.message))
-        return problems
-    ours = bool(store.build_info)
-    stat_severity = "error" if ours else "warning"
-    if not store.rows:
-        # nothing to dissect: an error, unless the recipe it was built from asked for an empty store
-        wanted = bool((store.build_info.get("recipe") or {}).get("allow_empty"))
-        problems.append(Problem("index.csv", None, "the store has no images"
-                                + (" (its recipe asked for an empty store)" if wanted else ""),
-                                "warning" if wanted else "error"))
-    # label.csv
+        header, rows = read_csv_file(path)
+    except StoreFormatError:
+        return  # reported by the reader
+    for r, row in enumerate(rows, start=1):
+        if len(row) > len(header):
+            problems.append(Problem("index.csv", r, f"row has {len(row)} cells, the header {len(header)}"))
+        elif len(row) < len(header):
+            problems.append(Problem("index.csv", r, f"row has {len(row)} cells, the header {len(header)} "
+                                    "(missing trailing cells read as empty)", "warning"))
+
+
+def check_labels(store: BrodenStore, problems: list) -> None:
+    """label.csv: unique numbers and names, a name and a category for each label."""
     names = Counter(l.name for l in store.labels)
     numbers = Counter(l.number for l in store.labels)
     for i, lab in enumerate(store.labels, start=1):
@@ -80,7 +95,11 @@ def validate_store(root: Union[str, Path], check_images: bool = True, progress: 
         if not lab.categories:
             problems.append(Problem("label.csv", i, f"label {lab.number} ({lab.name}) has no 'cat(count)' category "
                                     "(the original tools' reader cannot parse an empty category cell)"))
-    # category maps
+
+
+def check_category_maps(store: BrodenStore, problems: list) -> None:
+    """c_<cat>.csv: present for used categories, numbers known and in the category, unique codes."""
+    root = store.root
     for cat in store.categories:
         path = root / f"c_{cat}.csv"
         if not path.exists():
@@ -106,7 +125,83 @@ def validate_store(root: Union[str, Path], check_images: bool = True, progress: 
         for c in lab.categories:
             if c in members and lab.number not in members[c] and store.category_maps.get(c):
                 problems.append(Problem(f"c_{c}.csv", None, f"label {lab.number} ({lab.name}) of category {c!r} is missing"))
-    # index.csv rows
+
+
+def check_image_level_cell(store: BrodenStore, rn: int, cat: str, items, problems: list) -> list:
+    """Numbers of one image-level cell; unknown numbers and numbers of another category are problems."""
+    nums = []
+    for it in items:
+        try:
+            n = int(it)
+        except ValueError:
+            problems.append(Problem("index.csv", rn, f"column {cat!r}: {it!r} is not a label number"))
+            continue
+        if n == 0:
+            continue  # a source label the frequency filter dropped, as the original wrote it: 'no label'
+        nums.append(n)
+        lab = store.label_by_number.get(n)
+        if lab is None:
+            problems.append(Problem("index.csv", rn, f"column {cat!r}: label number {n} is not in label.csv"))
+        elif cat not in lab.categories:
+            problems.append(Problem("index.csv", rn, f"column {cat!r}: label {n} ({lab.name}) is not in category {cat!r}"))
+    return nums
+
+
+def label_number_problems(store: BrodenStore) -> list:
+    """The label-number problems validate would report, from the tables alone (no image decoded):
+    duplicate numbers in label.csv, unknown numbers in c_*.csv and in image-level cells.
+    ``dissect`` refuses a store with any of them before its first pass."""
+    problems: list = []
+    numbers = Counter(l.number for l in store.labels)
+    for i, lab in enumerate(store.labels, start=1):
+        if numbers[lab.number] > 1:
+            problems.append(Problem("label.csv", i, f"duplicate label number {lab.number}"))
+    for cat in store.categories:
+        for j, e in enumerate(store.category_maps.get(cat, []), start=1):
+            if e.number not in store.label_by_number:
+                problems.append(Problem(f"c_{cat}.csv", j, f"label number {e.number} is not in label.csv"))
+    for row in store.rows:
+        for cat in store.categories:
+            if cat in store.image_level_categories and row.cells[cat]:
+                sub: list = []
+                check_image_level_cell(store, row.index + 1, cat, row.cells[cat], sub)
+                problems += [p for p in sub if p.severity == "error"]
+    return problems
+
+
+def _confined_or_problem(store: BrodenStore, rel: str, rn: int, what: str, problems: list) -> Optional[Path]:
+    try:
+        return store.resolve(rel, rn - 1)
+    except StoreFormatError as e:
+        problems.append(Problem("index.csv", rn, f"{what}{e.message}"))
+        return None
+
+
+def check_image(store: BrodenStore, row, problems: list, decode: bool = True) -> None:
+    """A row's image: confined, present, and (``decode``) readable at the recorded size."""
+    rn = row.index + 1
+    img_path = _confined_or_problem(store, row.image, rn, "", problems)
+    if img_path is None:
+        return
+    if not img_path.is_file():
+        problems.append(Problem("index.csv", rn, f"image file images/{row.image} is missing"))
+        return
+    if not decode:
+        return
+    try:
+        with Image.open(img_path) as im:
+            if im.size != (row.iw, row.ih):
+                problems.append(Problem("index.csv", rn, f"images/{row.image} is {im.size[0]}x{im.size[1]}, index says {row.iw}x{row.ih}"))
+            else:
+                im.load()
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        problems.append(Problem("index.csv", rn, f"images/{row.image} cannot be read ({e})"))
+
+
+def check_rows(store: BrodenStore, problems: list, check_images: bool = True, progress: bool = False) -> LabelTally:
+    """Every index.csv row: unique image, known split, files present, confined and readable at the
+    recorded sizes (the format's one decoder), label numbers known and in their category.
+    Returns the statistics counted from the data (for check_statistics)."""
     seen = Counter(r.image for r in store.rows)
     tally = LabelTally()
     rows = store.rows
@@ -119,53 +214,24 @@ def validate_store(root: Union[str, Path], check_images: bool = True, progress: 
             problems.append(Problem("index.csv", rn, f"duplicate image {row.image!r}"))
         if row.split not in SPLITS:
             problems.append(Problem("index.csv", rn, f"split {row.split!r} is not one of {', '.join(SPLITS)}"))
-        img_path = root / "images" / row.image
-        if not img_path.exists():
-            problems.append(Problem("index.csv", rn, f"image file images/{row.image} is missing"))
-        elif check_images:
-            try:
-                with Image.open(img_path) as im:
-                    im.load()
-                    if im.size != (row.iw, row.ih):
-                        problems.append(Problem("index.csv", rn, f"images/{row.image} is {im.size[0]}x{im.size[1]}, index says {row.iw}x{row.ih}"))
-            except OSError as e:
-                problems.append(Problem("index.csv", rn, f"images/{row.image} cannot be read ({e})"))
+        check_image(store, row, problems, check_images)
         for cat in store.categories:
             items = row.cells[cat]
             if cat in store.image_level_categories:
-                nums = []
-                for it in items:
-                    try:
-                        n = int(it)
-                    except ValueError:
-                        problems.append(Problem("index.csv", rn, f"column {cat!r}: {it!r} is not a label number"))
-                        continue
-                    if n == 0:
-                        problems.append(Problem("index.csv", rn, f"column {cat!r}: label 0 (a dropped label; read as 'no label')", "warning"))
-                        continue
-                    nums.append(n)
-                    lab = store.label_by_number.get(n)
-                    if lab is None:
-                        problems.append(Problem("index.csv", rn, f"column {cat!r}: label number {n} is not in label.csv"))
-                    elif cat not in lab.categories:
-                        problems.append(Problem("index.csv", rn, f"column {cat!r}: label {n} ({lab.name}) is not in category {cat!r}"))
-                tally.add_image_level(cat, nums)
+                tally.add_image_level(cat, check_image_level_cell(store, rn, cat, items, problems))
                 continue
             layers = []
             for it in items:
-                p = root / "images" / it
-                if not p.exists():
+                p = _confined_or_problem(store, it, rn, f"column {cat!r}: ", problems)
+                if p is None:
+                    continue
+                if not p.is_file():
                     problems.append(Problem("index.csv", rn, f"column {cat!r}: segmentation images/{it} is missing"))
                     continue
                 try:
-                    with Image.open(p) as im:
-                        im.load()
-                        arr = decode_label_png(np.asarray(im.convert("RGB") if im.mode not in ("RGB", "L") else im))
-                except OSError as e:
+                    arr = read_label_png(p, (row.sh, row.sw))
+                except (OSError, ValueError, Image.DecompressionBombError) as e:
                     problems.append(Problem("index.csv", rn, f"column {cat!r}: images/{it} cannot be read ({e})"))
-                    continue
-                if arr.shape != (row.sh, row.sw):
-                    problems.append(Problem("index.csv", rn, f"column {cat!r}: images/{it} is {arr.shape[1]}x{arr.shape[0]}, index says {row.sw}x{row.sh}"))
                     continue
                 for n in np.unique(arr):
                     n = int(n)
@@ -179,23 +245,52 @@ def validate_store(root: Union[str, Path], check_images: bool = True, progress: 
                 layers.append(arr)
             if layers:
                 tally.add_pixel(cat, layer_fractions(layers))
-    # statistics against the data
+    return tally
+
+
+def check_orphans(store: BrodenStore, problems: list, severity: str = "error") -> None:
+    """Files under images/ that no row names (e.g. left by an interrupted change); hidden files are ignored."""
+    named = set()
+    for row in store.rows:
+        named.add(row.image)
+        for cat in store.pixel_categories:
+            named.update(row.cells[cat])
+    base = store.root / "images"
+    if not base.is_dir():
+        return
+    orphans = []
+    for dirpath, dirs, files in os.walk(base):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for f in files:
+            if f.startswith("."):
+                continue
+            rel = os.path.relpath(os.path.join(dirpath, f), base).replace(os.sep, "/")
+            if rel not in named:
+                orphans.append(rel)
+    for rel in sorted(orphans)[:20]:
+        problems.append(Problem(f"images/{rel}", None, "no index.csv row names this file (orphan)", severity))
+    if len(orphans) > 20:
+        problems.append(Problem("images/", None, f"... and {len(orphans) - 20} more orphan file(s)", severity))
+
+
+def check_statistics(store: BrodenStore, tally: LabelTally, problems: list, severity: str) -> None:
+    """label.csv, c_*.csv and category.csv statistics against the counts from the data."""
     for i, lab in enumerate(store.labels, start=1):
         counts = {c: tally.images.get((c, lab.number), 0) for c in set(lab.categories) | {c for (c, n) in tally.images if n == lab.number}}
         counts = {c: v for c, v in counts.items() if v or c in lab.categories}
         if {c: v for c, v in counts.items() if v} != {c: v for c, v in lab.categories.items() if v}:
-            problems.append(Problem("label.csv", i, f"category counts {lab.categories} disagree with the data {counts}", stat_severity))
+            problems.append(Problem("label.csv", i, f"category counts {lab.categories} disagree with the data {counts}", severity))
         freq = sum(counts.values())
         cov = sum(tally.coverage.get((c, lab.number), 0.0) for c in counts)
         if freq != lab.frequency:
-            problems.append(Problem("label.csv", i, f"frequency {lab.frequency} of {lab.name!r} disagrees with the data ({freq})", stat_severity))
+            problems.append(Problem("label.csv", i, f"frequency {lab.frequency} of {lab.name!r} disagrees with the data ({freq})", severity))
         if not math.isclose(cov, lab.coverage, rel_tol=1e-4, abs_tol=2e-6 * max(1, len(store.rows))):
-            problems.append(Problem("label.csv", i, f"coverage {lab.coverage} of {lab.name!r} disagrees with the data ({cov:f})", stat_severity))
+            problems.append(Problem("label.csv", i, f"coverage {lab.coverage} of {lab.name!r} disagrees with the data ({cov:f})", severity))
     for cat in store.categories:
         for j, e in enumerate(store.category_maps.get(cat, []), start=1):
             n = tally.images.get((cat, e.number), 0)
             if n != e.frequency:
-                problems.append(Problem(f"c_{cat}.csv", j, f"frequency {e.frequency} of {e.name!r} disagrees with the data ({n})", stat_severity))
+                problems.append(Problem(f"c_{cat}.csv", j, f"frequency {e.frequency} of {e.name!r} disagrees with the data ({n})", severity))
         info = store.category_info.get(cat)
         entries = store.category_maps.get(cat, [])
         if info is None:
@@ -208,7 +303,86 @@ def validate_store(root: Union[str, Path], check_images: bool = True, progress: 
             if (info.first, info.last, info.count) != (min(nums), max(nums), len(nums)):
                 problems.append(Problem("category.csv", row, f"{cat}: first/last/count {info.first}/{info.last}/{info.count} disagree with c_{cat}.csv ({min(nums)}/{max(nums)}/{len(nums)})"))
             if info.frequency != sum(e.frequency for e in entries):
-                problems.append(Problem("category.csv", row, f"{cat}: frequency {info.frequency} disagrees with c_{cat}.csv ({sum(e.frequency for e in entries)})", stat_severity))
+                problems.append(Problem("category.csv", row, f"{cat}: frequency {info.frequency} disagrees with c_{cat}.csv ({sum(e.frequency for e in entries)})", severity))
+
+
+def check_written_statistics(store: BrodenStore, tally: LabelTally, written: dict, problems: list) -> None:
+    """build.json ``written_statistics`` against the planes read back; label.csv / c_*.csv / category.csv consistency."""
+    got = {(c, n): (k, tally.coverage[(c, n)]) for (c, n), k in tally.images.items() if k}
+    want = {}
+    for num, cats in written.items():
+        for c, (k, cov) in cats.items():
+            want[(c, int(num))] = (int(k), float(cov))
+    for key in sorted(set(got) | set(want), key=lambda k: (k[1], k[0])):
+        (c, n), g, w = key, got.get(key, (0, 0.0)), want.get(key, (0, 0.0))
+        if g[0] != w[0] or not math.isclose(g[1], w[1], rel_tol=1e-9, abs_tol=1e-9):
+            problems.append(Problem("build.json", None, f"written_statistics of label {n} in {c!r}: {w[0]} images, "
+                                    f"coverage {w[1]:f}; the planes give {g[0]} images, coverage {g[1]:f}"))
+    for i, lab in enumerate(store.labels, start=1):
+        if lab.frequency != sum(lab.categories.values()):
+            problems.append(Problem("label.csv", i, f"frequency {lab.frequency} of {lab.name!r} is not the sum of its "
+                                    f"category counts {lab.categories}"))
+        for c, k in lab.categories.items():
+            entry = next((e for e in store.category_maps.get(c, []) if e.number == lab.number), None)
+            if k and entry is not None and entry.frequency != k:
+                problems.append(Problem(f"c_{c}.csv", None, f"frequency {entry.frequency} of {lab.name!r} disagrees "
+                                        f"with label.csv ({c}({k}))"))
+    for cat in store.categories:
+        info = store.category_info.get(cat)
+        entries = store.category_maps.get(cat, [])
+        if info is None:
+            if entries:
+                problems.append(Problem("category.csv", None, f"category {cat!r} is missing"))
+            continue
+        row = list(store.category_info).index(cat) + 1
+        if entries:
+            nums = [e.number for e in entries]
+            if (info.first, info.last, info.count) != (min(nums), max(nums), len(nums)):
+                problems.append(Problem("category.csv", row, f"{cat}: first/last/count {info.first}/{info.last}/"
+                                        f"{info.count} disagree with c_{cat}.csv ({min(nums)}/{max(nums)}/{len(nums)})"))
+            if info.frequency != sum(e.frequency for e in entries):
+                problems.append(Problem("category.csv", row, f"{cat}: frequency {info.frequency} disagrees with "
+                                        f"c_{cat}.csv ({sum(e.frequency for e in entries)})"))
+
+
+def validate_store(root: Union[str, Path], check_images: bool = True, progress: bool = False) -> list:
+    """Return the list of Problems found in the store at ``root`` (empty when valid).
+
+    Runs the checkers in order: pending commit, table headers, the reader (which refuses
+    malformed tables and paths leaving STORE/images), row widths, labels, category maps,
+    rows (files, sizes, numbers), orphan files, statistics. Statistics disagreeing with
+    the data and orphans are errors for stores this toolkit built (build.json present),
+    warnings for other stores (e.g. the original archives).
+    """
+    root = Path(root)
+    problems: list = []
+    if not root.is_dir():
+        return [Problem(str(root), None, "store directory does not exist")]
+    if check_pending_commit(root, problems):
+        return problems
+    _check_header(root, "label.csv", LABEL_COLUMNS, problems, optional=("syns",))
+    _check_header(root, "category.csv", CATEGORY_COLUMNS, problems)
+    try:
+        store = BrodenStore(root)
+    except StoreFormatError as e:
+        rel = str(Path(e.path).relative_to(root)) if Path(e.path).is_relative_to(root) else e.path
+        problems.append(Problem(rel, e.row, e.message))
+        return problems
+    ours = bool(store.build_info)
+    severity = "error" if ours else "warning"
+    check_not_empty(store, problems)
+    check_row_widths(root, problems)
+    check_labels(store, problems)
+    check_category_maps(store, problems)
+    tally = check_rows(store, problems, check_images, progress)
+    check_orphans(store, problems, severity)
+    written = store.build_info.get("written_statistics") if ours else None
+    if isinstance(written, dict):
+        # our stores print native-resolution statistics in the tables (as the original did); the
+        # written planes' statistics are in build.json, checked exactly
+        check_written_statistics(store, tally, written, problems)
+    else:
+        check_statistics(store, tally, problems, severity)
     return problems
 
 

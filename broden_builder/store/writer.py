@@ -85,7 +85,7 @@ def _csv_text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
 class StoreWriter:
     """Writes rows into ``root/images`` and, on ``finalize``, the CSV tables, README.txt and build.json."""
 
-    def __init__(self, root: Union[str, Path], image_level_categories: Iterable[str] = ("scene", "texture"), jpeg_quality: int = 92):
+    def __init__(self, root: Union[str, Path], image_level_categories: Iterable[str] = ("scene", "texture"), jpeg_quality: int = 75):
         self.root = Path(root)
         self.image_level = frozenset(image_level_categories)
         self.jpeg_quality = jpeg_quality
@@ -98,8 +98,20 @@ class StoreWriter:
         return self.staging / (hashlib.sha1(image.encode("utf-8")).hexdigest() + ".json")
 
     def has_row(self, image: str) -> bool:
-        """True when the row for ``image`` (path relative to images/) was completely written before."""
-        return self._record_path(image).exists()
+        """True when the row for ``image`` (path relative to images/) was completely written before.
+
+        A record that cannot be read back (truncated by a crash or power cut) counts as not
+        written: it is removed and the row is redone.
+        """
+        p = self._record_path(image)
+        if not p.exists():
+            return False
+        try:
+            RowRecord.from_json(p.read_text("utf-8"))
+            return True
+        except (OSError, ValueError, TypeError, KeyError):
+            p.unlink()
+            return False
 
     def write_image(self, image: str, rgb: np.ndarray) -> None:
         atomic_write_jpeg(self.root / "images" / image, rgb, quality=self.jpeg_quality)
@@ -113,9 +125,13 @@ class StoreWriter:
         pixel: Mapping[str, Sequence[np.ndarray]],
         image_level: Mapping[str, Sequence[int]],
         rgb: Optional[np.ndarray] = None,
+        stacked: Iterable[str] = (),
     ) -> RowRecord:
-        """Write one row. ``pixel`` layers hold global numbers at segmentation size; all-zero layers are dropped.
+        """Write one row. ``pixel`` layers hold global numbers at segmentation size.
 
+        All-zero layers are dropped, except in ``stacked`` categories (ADE20K part levels), where
+        every level is written as ``<base>_<cat>_<k>.png``, empty ones included (the original's
+        layout). Image-level numbers are written as given, 0 (a dropped label) included.
         ``rgb`` (already at store size) is written as the JPEG unless None (then it must already be in place).
         """
         if rgb is not None:
@@ -125,27 +141,31 @@ class StoreWriter:
         cells: dict = {}
         fractions: dict = {}
         sh, sw = int(seg_shape[0]), int(seg_shape[1])
+        stacked = frozenset(stacked)
         for cat, layers in pixel.items():
-            kept = [np.asarray(l) for l in layers if np.any(l)]
+            if cat in stacked:
+                kept = [np.asarray(l) for l in layers]
+            else:
+                kept = [np.asarray(l) for l in layers if np.any(l)]
             paths = []
             for k, layer in enumerate(kept):
                 if layer.shape != (sh, sw):
                     raise ValueError(f"{image}: {cat} layer {k + 1} is {layer.shape}, expected segmentation size {(sh, sw)}")
-                rel = layer_filename(base, cat, k, len(kept))
+                rel = layer_filename(base, cat, k, 2 if cat in stacked else len(kept))
                 atomic_write_png(self.root / "images" / rel, encode_label_png(layer))
                 paths.append(rel)
             cells[cat] = paths
-            if kept:
+            if any(np.any(l) for l in kept):
                 fractions[cat] = layer_fractions(kept)
         levels = {}
         for cat, nums in image_level.items():
             uniq = []
             for n in nums:
                 n = int(n)
-                if n and n not in uniq:
+                if n not in uniq:
                     uniq.append(n)
             cells[cat] = uniq
-            levels[cat] = uniq
+            levels[cat] = [n for n in uniq if n]
         rec = RowRecord(image, split, ih, iw, int(sh), int(sw), cells, fractions, levels, split_hash(image))
         atomic_write_text(self._record_path(image), rec.to_json())
         return rec
@@ -161,17 +181,23 @@ class StoreWriter:
         readme: str,
         records: Optional[Sequence[RowRecord]] = None,
         keep_staging: bool = False,
+        native: Optional[Mapping[int, Mapping[str, tuple]]] = None,
     ) -> None:
         """Write label.csv, category.csv, c_*.csv, README.txt, build.json, then index.csv (last).
 
-        Statistics are computed from the rows written. Rows are ordered by the split key (md5 of the path).
+        ``native`` (label number -> category -> (images, coverage)): the statistics printed in
+        label.csv, c_*.csv and category.csv, as the original did (the sources' native-resolution
+        counts that decided the numbering, the same at every output size). Without it the tables
+        print the statistics of the rows written. Either way build.json's ``written_statistics``
+        holds those of the planes written, which ``broden validate`` checks exactly. Rows are
+        ordered by the split key (md5 of the path).
         """
         records = list(self.records() if records is None else records)
         records.sort(key=lambda r: (r.split_key, r.image))
         tally = LabelTally()
         for r in records:
             tally.add_record(r)
-        tables = compute_tables(labels, tally)
+        tables = compute_tables(labels, tally, native)
         categories = tables["categories"]
         for cat in sorted({c for r in records for c in r.cells}):
             if cat not in categories:
@@ -183,7 +209,10 @@ class StoreWriter:
         info = dict(build_info)
         info["categories"] = categories
         info["image_level_categories"] = sorted(c for c in categories if c in self.image_level)
-        info["statistics"] = "computed from the written label planes"
+        info["statistics"] = ("label.csv, c_*.csv, category.csv: native-resolution source statistics (they decided "
+                              "the numbering); written_statistics: the label planes written" if native is not None
+                              else "computed from the written label planes")
+        info["written_statistics"] = written_statistics(tally)
         atomic_write_text(self.root / "README.txt", readme)
         atomic_write_text(self.root / "build.json", json.dumps(info, indent=2, sort_keys=True) + "\n")
         index_rows = []
@@ -196,11 +225,28 @@ class StoreWriter:
             shutil.rmtree(self.root / STAGING, ignore_errors=True)
 
 
-def compute_tables(labels: Sequence[LabelSpec], tally: LabelTally) -> dict:
-    """Rows of label.csv, category.csv and c_*.csv from a LabelTally, plus the category order."""
+def written_statistics(tally: LabelTally) -> dict:
+    """build.json's ``written_statistics``: {"<number>": {"<category>": [images, coverage]}} of the planes written."""
+    out: dict = {}
+    for (cat, num), n in sorted(tally.images.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        out.setdefault(str(num), {})[cat] = [int(n), float(tally.coverage[(cat, num)])]
+    return out
+
+
+def compute_tables(labels: Sequence[LabelSpec], tally: LabelTally, native: Optional[Mapping] = None) -> dict:
+    """Rows of label.csv, category.csv and c_*.csv, plus the category order.
+
+    Statistics from ``native`` (number -> category -> (images, coverage)) when given, else from the tally.
+    """
     per_label: dict = {}
-    for (cat, num), n in tally.images.items():
-        per_label.setdefault(num, {})[cat] = (n, tally.coverage[(cat, num)])
+    if native is not None:
+        for num, cats in native.items():
+            for cat, (n, cov) in cats.items():
+                if n:
+                    per_label.setdefault(int(num), {})[cat] = (int(n), float(cov))
+    else:
+        for (cat, num), n in tally.images.items():
+            per_label.setdefault(num, {})[cat] = (n, tally.coverage[(cat, num)])
     label_rows = []
     first: dict = {}
     for spec in sorted(labels, key=lambda s: s.number):

@@ -12,6 +12,7 @@ Labels: objects from ``X_seg.png`` and one part layer per level from ``X_parts_N
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Optional
@@ -20,7 +21,8 @@ import numpy as np
 
 from .. import register_source
 from ..base import BadSourceItem, ImageRecord, Resolved, Source, SourceMissingError
-from .encoding import load_class_map, load_rgb, part_files
+from ..decode import load_image
+from .encoding import load_class_map, part_files
 from .index2016 import VOID_NAMES, load_index, presence_counts
 
 log = logging.getLogger(__name__)
@@ -175,6 +177,12 @@ class ADE20KSource(Source):
             scenes = {c: (n,) for n, c in s["scene_codes"].items()}
         return {"object": dict(objs), "part": dict(objs), "scene": scenes}
 
+    def split_names(self, category: str, name: str) -> tuple:
+        """ADE20K names are comma lists ('column, pillar'); scenes are one name."""
+        if category == "scene":
+            return (name,)
+        return tuple(dict.fromkeys(p.strip() for p in re.split(r",\s*", name) if p.strip()))
+
     def records(self) -> list:
         out = []
         if self.version == "2016":
@@ -228,7 +236,7 @@ class ADE20KSource(Source):
         seg_path = stem.parent / f"{stem.name}_seg.png"
         if not seg_path.is_file():
             raise BadSourceItem(f"{seg_path}: segmentation PNG not found (its image or JSON exists)")
-        rgb = load_rgb(img_path)
+        rgb = load_image(img_path)
         shape = rgb.shape[:2]
         obj = load_class_map(seg_path, shape, max_class)
         parts = [load_class_map(p, shape, max_class) for p in part_files(stem)]
@@ -249,7 +257,7 @@ class ADE20KSource(Source):
             parts = [np.where(np.isin(p, void), 0, p) for p in parts]
         scene = int(record.meta.get("scene", 0))
         return Resolved(image=rgb, pixel={"object": [obj], "part": parts},
-                        image_level={"scene": [scene] if scene else []})
+                        image_level={"scene": [scene] if scene else []}, stacked=frozenset({"part"}))
 
     def image_level_categories(self) -> frozenset:
         return frozenset({"scene"})

@@ -120,7 +120,11 @@ class OpenSurfacesSource(DownloadableSource, Source):
 
     # ------------------------------------------------------------------ Source API
     def vocabulary(self) -> dict:
-        return {"material": {r: rel.material_names(n) for r, n in self.tables()["names"].items()}}
+        return {"material": {r: (n,) for r, n in self.tables()["names"].items()}}
+
+    def split_names(self, category: str, name: str) -> tuple:
+        """Substance names are '/' lists ('Carpet/rug' -> carpet, rug; 'Plastic - clear' -> plastic-clear)."""
+        return rel.material_names(name)
 
     def image_level_categories(self) -> frozenset:
         return frozenset()
@@ -131,7 +135,7 @@ class OpenSurfacesSource(DownloadableSource, Source):
         return [ImageRecord(str(p["pk"]), {"pk": p["pk"]}) for p in self.tables()["photos"]]
 
     def resolve(self, record: ImageRecord) -> Resolved:
-        from ..ade20k.encoding import load_rgb
+        from ..decode import load_image
 
         pk = record.meta["pk"]
         path = self.photo_path(pk)
@@ -139,7 +143,7 @@ class OpenSurfacesSource(DownloadableSource, Source):
             raise BadSourceItem(f"{path}: photo failed to download ({self.failed[str(pk)]})")
         if not path.is_file():
             raise BadSourceItem(f"{path}: photo not found (download disabled or not fetched yet)")
-        rgb = load_rgb(path)
+        rgb = load_image(path)
         h, w = rgb.shape[:2]
         t = self.tables()
         try:

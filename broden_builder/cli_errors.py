@@ -1,0 +1,79 @@
+"""The one top-level error handler of the ``broden`` and ``dissect`` commands.
+
+Every failure reaches the user as one line ``error: PATH: message`` on stderr, never as a
+traceback (issue 15, item 7). Exit status: 0 success, 1 error, 2 usage (argparse's own
+errors and :class:`UsageError`), 130 interrupted. A closed stdout (``broden find ... | head``)
+ends the command quietly. An exception nobody anticipated is still reported in one line,
+marked as a bug to report; ``--verbose`` (or ``BRODEN_TRACEBACK=1``) adds the traceback.
+
+The library's own errors already name their file (StoreFormatError, RecipeError,
+BuildError, ...); OSError is rendered from its ``filename`` and ``strerror``.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Callable
+
+from .errors import BrodenError
+
+
+class UsageError(BrodenError, ValueError):
+    """The command line itself is wrong (exit status 2)."""
+
+
+#: Exceptions that are bad input or environment, not bugs, by class name (any class in the MRO):
+#: the base error of each package (broden_builder.errors.BrodenError, dissect.errors.DissectError)
+#: and two of the libraries'. By name, so that importing this module stays cheap and no layer has
+#: to import another to be listed.
+_EXPECTED = {"BrodenError", "DissectError", "DecompressionBombError", "UnicodeDecodeError"}
+
+
+def describe(e: BaseException) -> str:
+    """One line for an exception: ``PATH: message`` where the exception knows its path."""
+    names = {c.__name__ for c in type(e).__mro__}
+    if isinstance(e, OSError) and e.filename is not None and not names & _EXPECTED:
+        what = e.strerror or str(e)
+        where = f"{e.filename}" + (f" -> {e.filename2}" if getattr(e, "filename2", None) else "")
+        return f"{where}: {what}"
+    if isinstance(e, KeyError) and e.args:
+        return str(e.args[0])
+    if isinstance(e, MemoryError):
+        return "out of memory" + (f" ({e})" if str(e) else "")
+    if names & _EXPECTED or isinstance(e, (OSError, ValueError)):
+        return str(e) or type(e).__name__
+    return (f"unexpected {type(e).__name__}: {e} (this is a bug; please report it with the command line; "
+            f"--verbose prints the traceback)")
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so that the interpreter's final flush is silent."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def run_command(fn: Callable[[], int], verbose: bool = False) -> int:
+    """Run ``fn`` and turn every exception into ``error: ...`` and an exit status (module docstring)."""
+    try:
+        return int(fn() or 0)
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # the one place where every error becomes a message
+        try:
+            print(f"error: {describe(e)}", file=sys.stderr)
+            if verbose or os.environ.get("BRODEN_TRACEBACK"):
+                traceback.print_exc()
+        except BrokenPipeError:
+            pass
+        return 1
