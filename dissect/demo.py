@@ -181,6 +181,9 @@ def summary_table(results: dict, categories: Sequence[str]) -> str:
     return "\n".join(lines) + "\n(detector units per category; in brackets: distinct concepts among them)"
 
 
+from dissect.report.summary import display_name  # noqa: E402  (re-exported: the demo's names)
+
+
 def best_by_category(results: dict, categories: Sequence[str], n: int = 3) -> list:
     """The ``n`` best detector units of each category over all layers, as text lines.
 
@@ -198,14 +201,6 @@ def best_by_category(results: dict, categories: Sequence[str], n: int = 3) -> li
                          for iou, name, u in found[:n]) or "none"
         lines.append(f"  {c.ljust(width)}  {text}")
     return lines
-
-
-def display_name(label: str) -> str:
-    """A label without Broden's category suffix (``red-c`` -> ``red``, ``street-s`` -> ``street``)."""
-    for suffix in ("-c", "-s"):
-        if label.endswith(suffix):
-            return label[:-len(suffix)]
-    return label
 
 
 def run_demo(out: Path, images: int = 600, train_images: int = 3000, size: int = 64, seg: int = 32,
