@@ -108,7 +108,7 @@ def generate_scene_data(count: int, size: int, seed: int):
     """
     import numpy as np
 
-    from broden_builder.sources.synthetic import SCENE_NAMES, generate_scene
+    from broden_builder.sources.synthetic.source import SCENE_NAMES, generate_scene
     from broden_builder.torch_dataset import IMAGENET_MEAN, IMAGENET_STD
 
     rgb = np.empty((count, size, size, 3), np.uint8)

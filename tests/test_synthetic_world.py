@@ -9,7 +9,7 @@ from collections import Counter
 
 import numpy as np
 
-from broden_builder.sources import synthetic as S
+from broden_builder.sources.synthetic import source as S
 
 
 def test_every_object_pixel_carries_one_of_its_own_parts_or_its_body_and_no_material():

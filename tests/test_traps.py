@@ -49,7 +49,7 @@ def test_empty_store_on_request_and_validate_calls_an_empty_store_invalid(tmp_pa
 
 
 def test_allow_empty_must_be_a_boolean():
-    with pytest.raises(RecipeError, match="allow_empty must be true or false"):
+    with pytest.raises(RecipeError, match="allow_empty.*boolean"):
         _recipe([], allow_empty="yes")
 
 

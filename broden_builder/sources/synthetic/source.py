@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import register_source
-from .base import ImageRecord, Resolved, Source
+from .. import register_source
+from ..base import ImageRecord, Resolved, Source
 
 #: object -> the shapes it is drawn from, in drawing order (a later shape covers an earlier one)
 OBJECT_SHAPES = {
