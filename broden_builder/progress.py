@@ -20,3 +20,23 @@ def progress(iterable=None, quiet: bool = False, **kw):
     from tqdm.auto import tqdm
 
     return tqdm(iterable, disable=True if quiet or env_disabled() else None, **kw)
+
+
+def add_verbosity_flags(parser, top: bool = False) -> None:
+    """``-q/--quiet`` (no progress bars) and ``-v/--verbose`` (INFO logging) on a CLI parser.
+
+    Both commands put them on the top parser (``dissect -q run ...``) and on every subcommand
+    (``dissect run ... -q``); the subcommands' copies default to "not given" (argparse.SUPPRESS)
+    so they never undo a flag given before the subcommand.
+    """
+    import argparse
+
+    default = False if top else argparse.SUPPRESS
+    parser.add_argument("-q", "--quiet", action="store_true", default=default, help="no progress bars")
+    parser.add_argument("-v", "--verbose", action="store_true", default=default, help="log more (INFO messages)")
+
+
+def add_verbosity_to_subcommands(subparsers) -> None:
+    """:func:`add_verbosity_flags` on every subcommand parser of an ``add_subparsers()`` object."""
+    for sub in set(subparsers.choices.values()):
+        add_verbosity_flags(sub)

@@ -69,3 +69,19 @@ def test_env_switch(monkeypatch):
     assert progress(range(3)).disable is True
     monkeypatch.delenv("TQDM_DISABLE")
     assert progress(range(3), quiet=True).disable is True
+
+
+def test_both_commands_take_quiet_verbose_before_or_after_the_subcommand_and_version():
+    from broden_builder.cli import build_parser as broden_parser
+    from dissect.cli import build_parser as dissect_parser
+
+    for parser, argv in ((broden_parser(), ["validate", "S"]), (dissect_parser(), ["report", "O"])):
+        plain = parser.parse_args(argv)
+        assert plain.quiet is False and plain.verbose is False
+        for flags in (["-q", "-v"], ["--quiet", "--verbose"]):
+            before = parser.parse_args(flags + argv)
+            after = parser.parse_args(argv + flags)
+            assert before.quiet and before.verbose and after.quiet and after.verbose, (argv, flags)
+    for cmd in ("broden_builder.cli", "dissect.cli"):
+        run = subprocess.run([sys.executable, "-m", cmd, "--version"], capture_output=True, text=True)
+        assert run.returncode == 0 and "0.1.0" in run.stdout, run
