@@ -84,6 +84,29 @@ def settings_rows(result: dict) -> list:
     return rows
 
 
+def header_notes(result: dict, layer: bool = True) -> str:
+    """Lines under a page's title (trusted HTML, escaped here): random weights stated plainly (never
+    left to the metadata), and for a layer which tensor was captured and how it was laid out (issue 11)."""
+    from html import escape
+
+    out = []
+    model = result.get("model") or {}
+    if model.get("random_weights"):
+        out.append("<p class=\"warn\"><strong>Random weights:</strong> this network is a random initialisation "
+                   "(<code>--weights none</code>), not a trained model; its units are a baseline.</p>")
+    s = result.get("settings") or {}
+    if layer and s.get("selector"):
+        lay = s.get("layout") or {}
+        kind = lay.get("kind", "")
+        if kind == "tokens" and lay.get("grid"):
+            kind = f"tokens ({lay.get('prefix', 0)} class/register dropped, {lay['grid'][0]}x{lay['grid'][1]} patch grid)"
+        calls = f", call {s['selector'].split('#')[1].split(':')[0]} of {s['calls']}" if "#" in s["selector"] else ""
+        out.append(f"<p class=\"meta\">Captured <code>{escape(str(s['selector']))}</code>{escape(calls)}: "
+                   f"{escape(str(s.get('structure', 'tensor')))} output, layout {escape(kind)}"
+                   + (f" ({escape(str(lay.get('source')))})" if lay.get("source") else "") + "</p>")
+    return "".join(out)
+
+
 def concepts_covered(units: Sequence[dict], iou_threshold: float = 0.04) -> int:
     """Distinct (category, label) pairs among the detector units."""
     return len({(u.get("category"), u.get("label")) for u in units if is_detector(u, iou_threshold) and u.get("label")})
@@ -114,7 +137,7 @@ def layer_page(layer: str, result: dict, units_sorted: Sequence[dict], categorie
         summary=summary, per_category=per, concepts=concepts_covered(units_sorted, thr),
         plot=plot, categories=list(categories), colors={c: category_color(c, categories) for c in categories},
         units=[_unit_view(u, thr, strips, extras or {}) for u in units_sorted], index_href=index_href,
-        settings=settings_rows(result), extra_links=list(extra_links))
+        settings=settings_rows(result), extra_links=list(extra_links), notes=header_notes(result))
 
 
 def index_page(layers: Sequence[tuple], categories: Sequence[str], plot: Optional[str], title: str = "Network Dissection") -> str:
@@ -130,7 +153,7 @@ def index_page(layers: Sequence[tuple], categories: Sequence[str], plot: Optiona
     settings = [r for r in settings_rows({k: v for k, v in first.items() if k in ("model", "store", "version")})]
     return environment().get_template("index.html").render(
         title=title, model_name=model_name(first.get("model") or {}), store_line=store_line, plot=plot,
-        categories=list(categories), rows=rows, settings=settings)
+        categories=list(categories), rows=rows, settings=settings, notes=header_notes(first, layer=False))
 
 
 def href(*parts: str) -> str:
