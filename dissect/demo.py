@@ -128,7 +128,7 @@ def train_scene_net(x, y, classes: int, epochs: int, seed: int = 0, batch_size: 
     ``x`` float[N,3,S,S], ``y`` long[N]; ``val`` an optional (x, y) pair scored at the end.
     Returns (model in eval mode, validation accuracy or NaN, seconds).
     """
-    from tqdm.auto import tqdm
+    from broden_builder.progress import progress
 
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
@@ -138,7 +138,7 @@ def train_scene_net(x, y, classes: int, epochs: int, seed: int = 0, batch_size: 
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, steps))
     loss_fn = nn.CrossEntropyLoss()
     t0 = time.perf_counter()
-    bar = tqdm(total=steps, desc="train", disable=True if quiet else None, unit="batch", leave=False)
+    bar = progress(total=steps, quiet=quiet, desc="train", unit="batch", leave=False)
     for _ in range(epochs):
         model.train()
         order = torch.randperm(len(x), generator=g)
