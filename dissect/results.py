@@ -72,11 +72,6 @@ class LayerResult:
         """All units by IoU, best first (ties: smaller unit index first)."""
         return sorted(self.units, key=lambda u: (-float(u.get("iou", 0.0)), int(u["unit_index"])))
 
-    def _repr_html_(self) -> str:
-        from .notebook import layer_html
-
-        return layer_html(self)
-
     def summary_line(self) -> str:
         """E.g. ``layer4: 143/512 units are detectors (object 61, texture 40, color 20, ...)``."""
         s = self.summary
