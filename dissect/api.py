@@ -144,6 +144,36 @@ class DissectionResult:
         masks = unit_masks(model, res.layer, images, res.thresholds, units=chosen, size=size)
         return masks, [res.units[u] for u in chosen]
 
+    def explain(self, source, layer: Optional[str] = None, length: int = 3, beam: int = 5, store=None,
+                batch_size: int = 32, workers: int = 0, device: str = "cpu", write: bool = True) -> list:
+        """Compositional explanations of every unit (Mu & Andreas, NeurIPS 2020): the best formula
+        of up to ``length`` concepts with AND, OR, AND NOT, by beam search of width ``beam``.
+
+        ``source``: the model (``nn.Module`` or ``LoadedModel``; run again over the store) or the
+        activations that were scored (array, tensor, .npy/.pt path). Uses the layer's thresholds
+        and settings from its result folder and writes ``<layer>/explanations.csv`` there
+        (``write=True``). Returns one dict per unit: ``unit`` (1-based), ``formula``, ``iou``,
+        ``single_iou``, ``single_label``, ``length``.
+
+        Example::
+
+            rows = result.explain(model, "layer4")
+            rows[0]["formula"], rows[0]["iou"]
+        """
+        from torch import nn
+
+        from .explain.run import explain_result
+        from .models import LoadedModel
+
+        res = self[self._name(layer)]
+        if res.path is None:
+            raise ValueError("explain reads the layer's result folder: run(out=...) or score(out=...) first")
+        is_model = isinstance(source, (nn.Module, LoadedModel))
+        ex = explain_result(res.path, activations=None if is_model else source, model=source if is_model else None,
+                            store=store if store is not None else self.store, length=length, beam=beam,
+                            batch_size=batch_size, workers=workers, device=device, write=write)
+        return ex.rows()
+
     def summary(self) -> dict:
         """``{layer: {"units", "detectors", "per_category", "unique_detectors"}}``."""
         return {n: r.summary for n, r in self.layers.items()}

@@ -1,4 +1,4 @@
-"""The ``dissect`` command: ``dissect run``, ``dissect score``, ``dissect layers``, ``dissect report``.
+"""The ``dissect`` command: ``run``, ``score``, ``layers``, ``report``, ``explain``, ``compare``, ``ablate``.
 
 Examples::
 
@@ -6,6 +6,9 @@ Examples::
     dissect score --store broden1_224 --activations feats.npy --out out/
     dissect layers --model resnet18 --input-size 224
     dissect report out/                                   # out/index.html + out/<layer>/report.html
+    dissect explain --store broden1_224 --model resnet18 --weights IMAGENET1K_V1 --layer layer4 --out out/
+    dissect compare out_resnet/ out_vgg/ out_rotated/ --out cmp/
+    dissect ablate --model resnet18 --weights IMAGENET1K_V1 --layer layer4 --units 12,40 --data val/ --out out/
     torchrun --nproc_per_node 4 -m dissect.cli run ...   # shards images over 4 processes
 
 Exit status: 0 on success, 2 on bad input (the message names the file, layer or value).
@@ -133,6 +136,52 @@ def build_parser() -> argparse.ArgumentParser:
                         help="dummy input size (default: the store's image size, else 224)")
     layers.add_argument("--device", default="cpu", help="device for the dummy pass (default cpu)")
 
+    explain = sub.add_parser("explain", help="compositional explanations: the best logical formula of concepts for "
+                             "every unit (Mu & Andreas 2020); writes OUT/<name>/explanations.csv")
+    explain.add_argument("--store", required=True, help="Broden store folder (with index.csv)")
+    src = explain.add_mutually_exclusive_group(required=True)
+    src.add_argument("--activations", help=".npy or .pt file, shape N x units x h x w (as for `dissect score`)")
+    src.add_argument("--model", help="a model, as for `dissect run` (with --layer)")
+    explain.add_argument("--weights", default=None, help="weights of --model, as for `dissect run`")
+    explain.add_argument("--unsafe-unpickle", action="store_true", help=argparse.SUPPRESS)
+    explain.add_argument("--layer", default=None, help="the layer of --model to explain")
+    explain.add_argument("--name", default=None, help="result folder name for --activations (default: the file's stem)")
+    explain.add_argument("--out", required=True, help="output folder; an existing OUT/<name>/ result is reused "
+                         "(its thresholds and settings), otherwise it is scored first")
+    explain.add_argument("--length", type=int, default=3, help="most concepts in a formula (default 3)")
+    explain.add_argument("--beam", type=int, default=5, help="beam width of the formula search (default 5)")
+    _add_preprocessing(explain)
+    _add_shared(explain)
+
+    compare = sub.add_parser("compare", help="detectors and unique detectors per category of several runs: one page, "
+                             "one CSV, bar charts")
+    compare.add_argument("outs", nargs="+", metavar="OUT", help="results folders of dissect run/score")
+    compare.add_argument("--out", required=True, help="folder for compare.html, compare.csv and the charts")
+    compare.add_argument("--title", default="Network Dissection: comparison", help="page title")
+
+    ablate = sub.add_parser("ablate", help="switch units off and measure the classifier's per-class accuracy "
+                            "(Bau et al. 2020); writes OUT/<layer>/ablation_*.csv")
+    _add_model(ablate)
+    ablate.add_argument("--layer", required=True, help="module name of the units")
+    which = ablate.add_mutually_exclusive_group(required=True)
+    which.add_argument("--units", help="comma-separated 1-based unit numbers, as in tally.csv (e.g. 12,40)")
+    which.add_argument("--concept", help="ablate the --k units with the highest IoU for this concept "
+                       "(read from OUT/<layer>/ of a dissection)")
+    ablate.add_argument("--k", type=int, default=5, help="units for --concept (default 5)")
+    ablate.add_argument("--data", required=True, help="labelled images: an ImageFolder folder (root/<class>/<image>), "
+                        "a datasets save_to_disk folder, or hf:NAME[:SPLIT]")
+    ablate.add_argument("--split", default=None, help="split of an HF dataset (default validation)")
+    ablate.add_argument("--image-column", default="image", help="image column of an HF dataset (default image)")
+    ablate.add_argument("--label-column", default="label", help="label column of an HF dataset (default label)")
+    ablate.add_argument("--mode", choices=("zero", "mean"), default="zero",
+                        help="replace the units by 0 (default, as in the paper) or by their mean over the data")
+    ablate.add_argument("--out", required=True, help="dissection output folder: the CSV goes to OUT/<layer>/")
+    _add_preprocessing(ablate)
+    ablate.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
+    ablate.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+    ablate.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    ablate.add_argument("--quiet", action="store_true", help="no progress bars")
+
     report = sub.add_parser("report", help="write the HTML report (OUT/index.html, OUT/<layer>/report.html)")
     report.add_argument("out", help="results folder of dissect run/score (holds <layer>/result.json)")
     report.add_argument("--store", default=None, help="store for the images (default: the path recorded in each result)")
@@ -242,6 +291,106 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_explain(args) -> int:
+    from .cache import safe_name
+    from .distributed import init_from_env
+    from .explain.run import explain_result
+
+    if args.length < 1 or args.beam < 1:
+        raise ValueError(f"--length and --beam must be >= 1, got {args.length} and {args.beam}")
+    info = init_from_env(args.device)
+    model = None
+    if args.activations:
+        name = args.name or Path(args.activations).stem
+    else:
+        if not args.layer:
+            raise ValueError("--model needs --layer (the layer to explain)")
+        from .models import load_model
+
+        name = args.layer
+        model = load_model(args.model, args.weights, unsafe_unpickle=args.unsafe_unpickle)
+    layer_dir = Path(args.out) / safe_name(name)
+    if not (layer_dir / "result.json").is_file():
+        extra = {"input_size": args.input_size}
+        if args.mean is not None:
+            extra["mean"] = args.mean
+        if args.std is not None:
+            extra["std"] = args.std
+        if args.activations:
+            from .runner import score_activations
+
+            score_activations(args.activations, args.store, _config(args), out=args.out, name=name)
+        else:
+            from .runner import dissect_model
+
+            dissect_model(model, [args.layer], args.store, _config(args, **extra), out=args.out)
+    else:
+        print(f"using the thresholds and settings of {layer_dir} (delete it to score again)")
+    if info.rank != 0:
+        return 0
+    device = args.device if args.device != "auto" else ("cuda" if _cuda() else "cpu")
+    ex = explain_result(layer_dir, activations=args.activations, model=model, store=args.store, length=args.length,
+                        beam=args.beam, batch_size=args.batch_size, workers=args.workers, device=device,
+                        quiet=args.quiet)
+    rows = ex.rows()
+    comp = sum(1 for r in rows if r["length"] > 1)
+    mean = lambda k: sum(r[k] for r in rows) / max(1, len(rows))  # noqa: E731
+    print(f"{name}: {len(rows)} units explained, {comp} by a composition; mean IoU {mean('iou'):.4f} "
+          f"(best single concept {mean('single_iou'):.4f})")
+    print(f"explanations in {layer_dir / 'explanations.csv'}")
+    _report(args, [name])
+    return 0
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _cmd_compare(args) -> int:
+    from .compare import write_compare
+
+    page = write_compare(args.outs, args.out, title=args.title)
+    print(f"comparison: {page} ({Path(args.out) / 'compare.csv'})")
+    return 0
+
+
+def _cmd_ablate(args) -> int:
+    from broden_builder.torch_dataset import IMAGENET_MEAN, IMAGENET_STD
+
+    from .ablate import ablate, open_data, top_units_for_concept
+    from .cache import safe_name
+    from .models import load_model
+
+    layer_dir = Path(args.out) / safe_name(args.layer)
+    if args.concept:
+        units = top_units_for_concept(layer_dir, args.concept, args.k)
+        print(f"the {len(units)} units with the highest IoU for {args.concept!r}: {', '.join(map(str, units))}")
+    else:
+        try:
+            units = [int(u) for u in args.units.replace(" ", "").split(",") if u]
+        except ValueError:
+            raise ValueError(f"--units must be comma-separated unit numbers, got {args.units!r}") from None
+    size = args.input_size or (224, 224)
+    ds, classes = open_data(args.data, size, args.mean or IMAGENET_MEAN, args.std or IMAGENET_STD,
+                            image_column=args.image_column, label_column=args.label_column, split=args.split)
+    model = load_model(args.model, args.weights, unsafe_unpickle=args.unsafe_unpickle)
+    res = ablate(model.module, args.layer, units, ds, classes, mode=args.mode, batch_size=args.batch_size,
+                 workers=args.workers, device=args.device, quiet=args.quiet)
+    rows = res.rows()
+    total = rows[-1]
+    print(f"{args.layer}: units {', '.join(map(str, res.units))} set to {args.mode}: accuracy "
+          f"{total['accuracy_before']:.4f} -> {total['accuracy_after']:.4f} on {total['images']} images")
+    worst = sorted(rows[:-1], key=lambda r: (r["change"], r["class_index"]))[:5]
+    for r in worst:
+        if r["images"]:
+            print(f"  {r['class']}: {r['accuracy_before']:.3f} -> {r['accuracy_after']:.3f} ({r['change']:+.3f})")
+    path = res.write(layer_dir)
+    print(f"per-class changes in {path}")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -255,7 +404,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from .report import ReportInputError
 
-    handlers = {"run": _cmd_run, "score": _cmd_score, "layers": _cmd_layers, "report": _cmd_report}
+    handlers = {"run": _cmd_run, "score": _cmd_score, "layers": _cmd_layers, "report": _cmd_report,
+                "explain": _cmd_explain, "compare": _cmd_compare, "ablate": _cmd_ablate}
     try:
         return handlers[args.command](args)
     except (DissectError, ModelLoadError, UnknownLayerError, StoreFormatError, ReportInputError, FileNotFoundError,

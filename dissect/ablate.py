@@ -1,0 +1,344 @@
+"""Unit ablation (Bau et al., PNAS 2020, "Understanding the role of individual units in a deep
+neural network"): switch off units of a layer and measure the change of a classifier's
+accuracy on every class.
+
+``ablate(model, layer, units, data)`` runs the classifier over a labelled image set twice per
+batch: as it is, and with the units' outputs replaced (``mode="zero"``: 0, as in the paper;
+``mode="mean"``: each unit's mean output over the whole data set and all positions, computed
+in a first pass). Dataset label k is taken to be the model's logit k (ImageFolder sorts class
+folders by name, as torchvision's ImageNet class indices do).
+
+Data: a folder in torchvision's ImageFolder layout (``root/<class>/<image>``), a folder written
+by HF ``datasets`` ``save_to_disk``, or ``hf:NAME[:SPLIT]`` (``datasets.load_dataset``); an HF
+dataset needs an image and a label column (``--image-column``, ``--label-column``).
+Images are resized to the input size (bilinear) and normalised with mean/std.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from broden_builder.store.atomic import atomic_write_text
+
+MODES = ("zero", "mean")
+IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
+
+
+class AblationError(ValueError):
+    """Bad input to an ablation (data, units, layer); the message names the file or value."""
+
+
+# ---------------------------------------------------------------------------- data
+class _Images(Dataset):
+    """(normalised image [3, H, W], label) items from a list of loaders."""
+
+    def __init__(self, items: list, size: tuple, mean, std):
+        self.items, self.size = items, tuple(size)
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+
+    def __len__(self):
+        return len(self.items)
+
+    def _image(self, k):
+        raise NotImplementedError
+
+    def __getitem__(self, k):
+        im, label, where = self._image(k)
+        try:
+            im = im.convert("RGB")
+            if (im.height, im.width) != self.size:
+                im = im.resize((self.size[1], self.size[0]), Image.BILINEAR)
+            arr = np.asarray(im, dtype=np.uint8)
+        except (OSError, ValueError) as e:
+            raise AblationError(f"{where}: cannot read image ({e})") from None
+        x = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+        return (x - self.mean) / self.std, int(label)
+
+
+class _FolderImages(_Images):
+    def _image(self, k):
+        path, label = self.items[k]
+        try:
+            with Image.open(path) as im:
+                im.load()
+                return im.copy(), label, path
+        except OSError as e:
+            raise AblationError(f"{path}: cannot read image ({e})") from None
+
+
+class _HFImages(_Images):
+    def __init__(self, ds, image_col, label_col, size, mean, std, name):
+        super().__init__(list(range(len(ds))), size, mean, std)
+        self.ds, self.image_col, self.label_col, self.name = ds, image_col, label_col, name
+
+    def _image(self, k):
+        row = self.ds[k]
+        im = row[self.image_col]
+        if not isinstance(im, Image.Image):
+            raise AblationError(f"{self.name}: row {k} column {self.image_col!r} is {type(im).__name__}, not an image")
+        return im, row[self.label_col], f"{self.name} row {k}"
+
+
+def open_data(data: str, size: tuple, mean, std, image_column: str = "image", label_column: str = "label",
+              split: Optional[str] = None) -> tuple:
+    """(Dataset of (image, label), class names) for an ImageFolder path, a save_to_disk folder or
+    ``hf:NAME[:SPLIT]``. Raises AblationError naming the problem."""
+    if data.startswith("hf:"):
+        name = data[3:]
+        if ":" in name:
+            name, split = name.rsplit(":", 1)
+        try:
+            import datasets
+        except ImportError:
+            raise AblationError("HF datasets need the 'datasets' package: pip install 'broden-dissect[hf]'") from None
+        try:
+            ds = datasets.load_dataset(name, split=split or "validation")
+        except Exception as e:  # noqa: BLE001 - the library raises many kinds
+            raise AblationError(f"hf:{name}: cannot load ({type(e).__name__}: {e})") from None
+        return _hf(ds, image_column, label_column, size, mean, std, f"hf:{name}")
+    root = Path(data)
+    if not root.is_dir():
+        raise AblationError(f"{root}: data folder does not exist (give an ImageFolder folder, a datasets "
+                            f"save_to_disk folder, or hf:NAME)")
+    if (root / "dataset_info.json").is_file() or (root / "dataset_dict.json").is_file():
+        import datasets
+
+        try:
+            ds = datasets.load_from_disk(str(root))
+        except Exception as e:  # noqa: BLE001
+            raise AblationError(f"{root}: cannot load the saved dataset ({type(e).__name__}: {e})") from None
+        if isinstance(ds, datasets.DatasetDict):
+            keys = list(ds)
+            key = split or ("validation" if "validation" in ds else "test" if "test" in ds else keys[0])
+            if key not in ds:
+                raise AblationError(f"{root}: no split {key!r} (it has {keys})")
+            ds = ds[key]
+        return _hf(ds, image_column, label_column, size, mean, std, str(root))
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise AblationError(f"{root}: no class subfolders (ImageFolder layout: {root}/<class>/<image>)")
+    items = []
+    for k, c in enumerate(classes):
+        for p in sorted((root / c).rglob("*")):
+            if p.is_file() and p.suffix.lower() in IMG_EXT:
+                items.append((str(p), k))
+    if not items:
+        raise AblationError(f"{root}: no images in the class folders (extensions {', '.join(IMG_EXT)})")
+    return _FolderImages(items, size, mean, std), classes
+
+
+def _hf(ds, image_col, label_col, size, mean, std, name) -> tuple:
+    cols = list(ds.column_names)
+    for c, what in ((image_col, "image"), (label_col, "label")):
+        if c not in cols:
+            raise AblationError(f"{name}: no {what} column {c!r} (columns: {cols}); use --{what}-column")
+    feat = ds.features.get(label_col)
+    names = list(getattr(feat, "names", []) or [])
+    if not names:
+        labels = sorted({int(x) for x in ds[label_col]})
+        names = [str(i) for i in range(max(labels) + 1)] if labels else []
+    return _HFImages(ds, image_col, label_col, size, mean, std, name), names
+
+
+# ---------------------------------------------------------------------------- ablation
+@dataclass
+class AblationResult:
+    """Per class: images, correct before / after; ``units`` 1-based; ``mode``; ``layer``."""
+
+    layer: str
+    units: list
+    mode: str
+    classes: list
+    images: np.ndarray  # int64 [C]
+    correct_before: np.ndarray  # int64 [C]
+    correct_after: np.ndarray  # int64 [C]
+    settings: dict = field(default_factory=dict)
+
+    def rows(self) -> list:
+        out = []
+        for k, name in enumerate(self.classes):
+            n = int(self.images[k])
+            b = self.correct_before[k] / n if n else float("nan")
+            a = self.correct_after[k] / n if n else float("nan")
+            out.append({"class_index": k, "class": name, "images": n, "accuracy_before": float(b),
+                        "accuracy_after": float(a), "change": float(a - b)})
+        n = int(self.images.sum())
+        b, a = self.correct_before.sum() / max(n, 1), self.correct_after.sum() / max(n, 1)
+        out.append({"class_index": "", "class": "(all)", "images": n, "accuracy_before": float(b),
+                    "accuracy_after": float(a), "change": float(a - b)})
+        return out
+
+    def csv_text(self) -> str:
+        buf = io.StringIO(newline="")
+        w = csv.writer(buf, lineterminator="\n")
+        cols = ["class_index", "class", "images", "accuracy_before", "accuracy_after", "change"]
+        w.writerow(cols)
+        for r in self.rows():
+            w.writerow([r[c] if not isinstance(r[c], float) else repr(r[c]) for c in cols])
+        return buf.getvalue()
+
+    @property
+    def tag(self) -> str:
+        us = "_".join(str(u) for u in self.units[:8]) + (f"_and{len(self.units) - 8}more" if len(self.units) > 8 else "")
+        return f"ablation_units_{us}_{self.mode}"
+
+    def write(self, layer_dir: Union[str, Path]) -> Path:
+        """Write ``<tag>.csv`` into the layer's result folder and list it in ``ablations.json``
+        (which the report reads to link each unit to the ablations that include it)."""
+        d = Path(layer_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        path = d / f"{self.tag}.csv"
+        atomic_write_text(path, self.csv_text())
+        index_path = d / "ablations.json"
+        try:
+            index = json.loads(index_path.read_text("utf-8")) if index_path.is_file() else []
+        except ValueError:
+            index = []
+        index = [e for e in index if e.get("file") != path.name]
+        total = self.rows()[-1]
+        index.append({"file": path.name, "units": list(self.units), "mode": self.mode, "layer": self.layer,
+                      "accuracy_before": total["accuracy_before"], "accuracy_after": total["accuracy_after"],
+                      "settings": self.settings})
+        atomic_write_text(index_path, json.dumps(index, indent=1) + "\n")
+        return path
+
+
+class _Replace:
+    """Forward hook that replaces units (dim 1) of a layer's output by ``values`` [len(units)]."""
+
+    def __init__(self, units: torch.Tensor):
+        self.units, self.values, self.active = units, None, False
+
+    def __call__(self, module, inp, out):
+        if not self.active:
+            return None
+        t = out[0] if isinstance(out, (tuple, list)) else out
+        if not isinstance(t, torch.Tensor) or t.dim() < 2:
+            raise AblationError(f"the layer's output is {type(t).__name__}, not a [batch, units, ...] tensor")
+        if int(self.units.max()) >= t.shape[1]:
+            raise AblationError(f"unit {int(self.units.max()) + 1} is out of range: the layer has {t.shape[1]} units")
+        t = t.clone()
+        shape = (1, -1) + (1,) * (t.dim() - 2)
+        t[:, self.units] = self.values.to(t.device, t.dtype).view(shape).expand_as(t[:, self.units])
+        if isinstance(out, tuple):
+            return (t,) + tuple(out[1:])
+        if isinstance(out, list):
+            return [t] + list(out[1:])
+        return t
+
+
+def ablate(model: nn.Module, layer: str, units: Sequence[int], data: Dataset, classes: Sequence[str],
+           mode: str = "zero", batch_size: int = 32, workers: int = 0, device="cpu", quiet: bool = True) -> AblationResult:
+    """Per-class accuracy of ``model`` on ``data`` with and without ``units`` (1-based, as in
+    tally.csv) of ``layer``. Raises AblationError for bad units, mode or labels."""
+    from .hooks import get_layer
+
+    if mode not in MODES:
+        raise AblationError(f"mode must be one of {MODES}, got {mode!r}")
+    units = sorted({int(u) for u in units})
+    if not units or units[0] < 1:
+        raise AblationError(f"units are 1-based (as in tally.csv) and at least one is needed, got {units}")
+    dev = torch.device(device)
+    model = model.to(dev).eval()
+    target = get_layer(model, layer)
+    idx = torch.tensor([u - 1 for u in units], dtype=torch.long)
+    hook = _Replace(idx)
+    handle = target.register_forward_hook(hook)
+    C = len(classes)
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=workers)
+    try:
+        from tqdm.auto import tqdm
+
+        if mode == "mean":  # first pass: each unit's mean over the data set and all positions
+            sums, count = None, 0
+
+            def grab(module, inp, out):
+                nonlocal sums, count
+                t = out[0] if isinstance(out, (tuple, list)) else out
+                if int(idx.max()) >= t.shape[1]:
+                    raise AblationError(f"unit {int(idx.max()) + 1} is out of range: the layer has {t.shape[1]} units")
+                sel = t[:, idx.to(t.device)].double()
+                s = sel.transpose(0, 1).reshape(len(units), -1)
+                sums = s.sum(1) if sums is None else sums + s.sum(1)
+                count += s.shape[1]
+
+            h2 = target.register_forward_hook(grab)
+            try:
+                with torch.no_grad():
+                    for x, _y in tqdm(loader, desc="ablate: unit means", disable=quiet or None, leave=False):
+                        model(x.to(dev))
+            finally:
+                h2.remove()
+            hook.values = (sums / max(count, 1)).float()
+        else:
+            hook.values = torch.zeros(len(units))
+        n = np.zeros(C, np.int64)
+        before = np.zeros(C, np.int64)
+        after = np.zeros(C, np.int64)
+        with torch.no_grad():
+            for x, y in tqdm(loader, desc="ablate", disable=quiet or None, leave=False):
+                x = x.to(dev)
+                yn = y.numpy().astype(np.int64)
+                if yn.size and (yn.min() < 0 or yn.max() >= C):
+                    raise AblationError(f"label {int(yn.max() if yn.max() >= C else yn.min())} is outside the "
+                                        f"{C} classes {list(classes)[:5]}...")
+                hook.active = False
+                p0 = _logits(model(x)).argmax(1).cpu().numpy()
+                hook.active = True
+                p1 = _logits(model(x)).argmax(1).cpu().numpy()
+                hook.active = False
+                np.add.at(n, yn, 1)
+                np.add.at(before, yn, (p0 == yn).astype(np.int64))
+                np.add.at(after, yn, (p1 == yn).astype(np.int64))
+    finally:
+        handle.remove()
+    return AblationResult(layer, units, mode, list(classes), n, before, after,
+                          settings={"images": int(n.sum()), "batch_size": batch_size,
+                                    "values": [float(v) for v in hook.values.tolist()]})
+
+
+def _logits(out) -> torch.Tensor:
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    if hasattr(out, "logits"):
+        out = out.logits
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        raise AblationError(f"the model must return logits [batch, classes]; got {getattr(out, 'shape', type(out))}")
+    return out
+
+
+def top_units_for_concept(layer_dir: Union[str, Path], concept: str, k: int) -> list:
+    """The k units (1-based) with the highest IoU for the label named ``concept`` in a result
+    folder (iou.npy + result.json); ties go to the lower unit. Raises AblationError."""
+    d = Path(layer_dir)
+    try:
+        doc = json.loads((d / "result.json").read_text("utf-8"))
+        iou = np.load(d / "iou.npy")
+    except (OSError, ValueError) as e:
+        raise AblationError(f"{d}: cannot read result.json / iou.npy ({e}); run `dissect run` first") from None
+    names = [lab.get("name") for lab in doc.get("labels", [])]
+    cols = [i for i, nm in enumerate(names) if nm == concept]
+    if not cols:
+        import difflib
+
+        near = difflib.get_close_matches(concept, [n for n in names if n], n=5)
+        raise AblationError(f"{d}: no concept {concept!r}" + (f"; did you mean {', '.join(near)}?" if near else ""))
+    col = iou[:, cols].max(1)
+    if k < 1:
+        raise AblationError(f"k must be >= 1, got {k}")
+    order = sorted(range(len(col)), key=lambda u: (-float(col[u]), u))
+    return [u + 1 for u in order[:k]]
+
+
+__all__ = ["ablate", "open_data", "top_units_for_concept", "AblationResult", "AblationError", "MODES"]

@@ -1,0 +1,180 @@
+"""Compositional explanations of one layer over a Broden store.
+
+``explain_activations(acts, thresholds, store)`` makes one pass over the images: the labels of
+each batch (DataLoader workers) become pixel label sets, the unit masks are the tally's own
+(``Tally.add_activations``: activation upsampled with the configured mode, > T_k), and both are
+reduced to MaskCounts; then ``beam_search`` runs on the counts for every unit at once.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from broden_builder.store.reader import BrodenStore
+from broden_builder.torch_dataset import BrodenDataset, check_categories, collate_broden, select_rows
+
+from ..stats import SegBatch, Tally
+from .counts import AtomBuilder, MaskCounts, pixel_label_keys
+from .search import SearchResult, beam_search
+
+
+class _MaskTap(Tally):
+    """A Tally over no labels that keeps the mask pixels of the last batch instead of counting:
+    the masks are exactly those Tally.add_activations counts (same upsampling and threshold)."""
+
+    def __init__(self, units: int):
+        super().__init__([], [], [], {}, units=units)
+        self.entries = None
+
+    def _accumulate(self, B, U, S, seg, ent_bu, ent_p):  # noqa: D401 (Tally hook)
+        self.entries = (ent_bu, ent_p)
+
+
+def unit_mask_entries(acts: torch.Tensor, thresholds: torch.Tensor, size: Sequence[int], mode: str = "bilinear",
+                      field=None, input_size=None) -> tuple:
+    """Mask pixels of acts [B, U, h, w] upsampled to ``size`` and thresholded (> T [U]):
+    (unit [n], pixel [n] = b * sh * sw + y * sw + x), the mask the tally counts."""
+    B, U = acts.shape[:2]
+    tap = _MaskTap(U)
+    tap.add_activations(acts, thresholds, SegBatch(), mode=mode, field=field, input_size=input_size, size=tuple(size))
+    ent_bu, ent_p = tap.entries
+    S = int(size[0]) * int(size[1])
+    return ent_bu % U, (ent_bu // U) * S + ent_p
+
+
+@dataclass
+class LayerExplanations:
+    """Explanations of every unit of a layer: ``search`` (the SearchResult), ``numbers`` (global
+    label number of each label column), ``names`` ({number: name}), ``categories`` searched,
+    ``settings`` and ``timings`` (seconds)."""
+
+    search: SearchResult
+    numbers: list
+    names: dict
+    categories: list
+    settings: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+
+    def column_name(self, c: int) -> str:
+        n = self.numbers[c]
+        return self.names.get(n, str(n))
+
+    def rows(self) -> list:
+        """One dict per unit (unit 1-based as tally.csv): unit, formula, iou, single_iou,
+        single_label, length."""
+        s = self.search
+        out = []
+        ious, sious, slab = s.iou.tolist(), s.single_iou.tolist(), s.single_label.tolist()
+        for u in range(len(ious)):
+            f = s.formula(u)
+            out.append({"unit": u + 1, "formula": f.text(self.column_name), "iou": ious[u],
+                        "single_iou": sious[u], "single_label": self.column_name(slab[u]) if slab[u] >= 0 else "",
+                        "length": len(f)})
+        return out
+
+
+def _label_columns(store: BrodenStore, categories):
+    from ..runner import label_columns  # one rule for which labels a layer is scored on
+
+    return label_columns(store, categories)
+
+
+def collect_counts(activations, thresholds, store: BrodenStore, rows: Sequence[int], categories: Sequence[str],
+                   numbers: Sequence[int], upsample: str = "bilinear", batch_size: int = 32, workers: int = 0,
+                   device="cpu", progress=None, basis=None) -> MaskCounts:
+    """MaskCounts of ``activations`` ([N, U, h, w] array-like, row k = store row rows[k]) with
+    thresholds [U] against labels ``numbers`` (columns in this order) of ``categories``.
+    ``basis`` [U, U] (optional): the units are ``basis @ units`` before the thresholds."""
+    from ..basis import apply_basis
+
+    d = torch.device(device)
+    U = int(activations.shape[1])
+    thr = torch.as_tensor(np.asarray(thresholds, dtype=np.float32)).to(d)
+    mat = None if basis is None else torch.as_tensor(np.asarray(basis, dtype=np.float64)).to(d)
+    if thr.numel() != U:
+        raise ValueError(f"{thr.numel()} thresholds for {U} units")
+    maxn = max(list(numbers) + [0])
+    lut = torch.full((maxn + 1,), -1, dtype=torch.long)
+    lut[torch.tensor(list(numbers), dtype=torch.long)] = torch.arange(len(numbers))
+    lut = lut.to(d)
+    pix_cats = [c for c in categories if c not in store.image_level_categories]
+    img_cats = [c for c in categories if c in store.image_level_categories]
+    ds = BrodenDataset(store, categories=categories, rows=rows, with_images=False)
+    dl = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_broden)
+    builder = AtomBuilder(len(numbers))
+    sizes = {(store.rows[i].sh, store.rows[i].sw) for i in rows}
+    if len(sizes) != 1:
+        raise ValueError(f"{store.root / 'index.csv'}: images have different segmentation sizes {sorted(sizes)[:4]}")
+    size = sizes.pop()
+    lo = 0
+    for batch in dl:
+        seg = batch["seg"].to(d)
+        n = int(batch["index"].numel())
+        a = apply_basis(torch.from_numpy(np.array(activations[lo: lo + n], dtype=np.float32)).to(d), mat)
+        lo += n
+        eu, ep = unit_mask_entries(a, thr, size, mode=upsample)
+        keys = pixel_label_keys(seg, lut, len(numbers), pix_cats, img_cats)
+        builder.add(keys, eu, ep, images=n)
+        if progress is not None:
+            progress(n)
+    return builder.finish(U, device=d)
+
+
+def explain_activations(activations, thresholds, store, categories: Optional[Sequence[str]] = None,
+                        split: Optional[str] = None, rows: Optional[Sequence[int]] = None, length: int = 3,
+                        beam: int = 5, upsample: str = "bilinear", batch_size: int = 32, workers: int = 0,
+                        device="cpu", quiet: bool = True, basis=None) -> LayerExplanations:
+    """Explain every unit of activations [N, U, h, w] (index.csv order, or the order of
+    ``rows`` / of ``split``'s rows) thresholded at ``thresholds`` [U] (the layer's T_k), after
+    the change of basis ``basis`` [U, U] when given (see dissect.basis).
+
+    Raises ValueError for mismatched shapes, unknown categories or split.
+    """
+    store = store if isinstance(store, BrodenStore) else BrodenStore(store)
+    cats = check_categories(store, categories)
+    if rows is None:
+        rows = select_rows(store, split)
+        if split is not None and activations.shape[0] == len(store.rows):
+            # activations of every row: take the split's rows
+            activations = _Rows(activations, rows)
+    rows = list(rows)
+    if activations.shape[0] != len(rows):
+        raise ValueError(f"activations hold {activations.shape[0]} images, expected {len(rows)} (index.csv order)")
+    if len(activations.shape) != 4:
+        raise ValueError(f"activations must be [N, units, h, w], got shape {tuple(activations.shape)}")
+    numbers, _primary, names = _label_columns(store, cats)
+    t0 = time.perf_counter()
+    bar = None
+    if not quiet:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(rows), desc="explain: masks and labels", unit="img", leave=False)
+    counts = collect_counts(activations, thresholds, store, rows, cats, numbers, upsample=upsample,
+                            batch_size=batch_size, workers=workers, device=device,
+                            progress=bar.update if bar is not None else None, basis=basis)
+    if bar is not None:
+        bar.close()
+    t1 = time.perf_counter()
+    res = beam_search(counts, length=length, beam=beam)
+    t2 = time.perf_counter()
+    return LayerExplanations(res, list(numbers), names, cats,
+                             settings={"length": length, "beam": beam, "upsample": upsample, "categories": cats,
+                                       "images": len(rows), "atoms": counts.n_atoms,
+                                       "candidate_labels": int((counts.label_area() > 0).sum())},
+                             timings={"counts": t1 - t0, "search": t2 - t1})
+
+
+class _Rows:
+    """Rows ``rows`` of an array-like, read lazily (``a[i:j]`` -> the rows' stack)."""
+
+    def __init__(self, a, rows):
+        self.a, self.rows = a, list(rows)
+        self.shape = (len(self.rows),) + tuple(a.shape[1:])
+
+    def __getitem__(self, sl):
+        return np.stack([np.asarray(self.a[i]) for i in self.rows[sl]]) if self.rows[sl] else np.zeros((0,) + self.shape[1:])

@@ -1,0 +1,152 @@
+"""Explain the units of a dissected layer: ``explain_result(O/<layer>, activations=... | model=...)``.
+
+The thresholds, categories, split, upsampling mode, input preprocessing, cache dtype and basis
+are read from the layer's result.json / thresholds.npy, so the unit masks are the ones its
+tally counted. Activations are either given (the array ``dissect score`` scored) or computed
+again from the model (one forward pass over the store, rounded to the cache dtype as the
+runner's cache rounds them).
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+
+from broden_builder.store.reader import BrodenStore
+
+from .layer import LayerExplanations, explain_activations
+from .output import write_explanations
+
+
+class ExplainError(ValueError):
+    """Bad input to an explanation (result folder, activations, store); the message says which."""
+
+
+def model_activations(model, layer: str, store: BrodenStore, rows, path: Path, input_size=None, mean=None, std=None,
+                      dtype: str = "float16", batch_size: int = 32, workers: int = 0, device="cpu", quiet=True):
+    """Run ``model`` over store rows ``rows`` and write ``layer``'s output [N, U, h, w] to the .npy
+    ``path`` (rounded to ``dtype``); returns the array (memory-mapped)."""
+    from torch.utils.data import DataLoader
+
+    from broden_builder.torch_dataset import IMAGENET_MEAN, IMAGENET_STD, BrodenDataset, collate_broden
+
+    from ..hooks import as_feature_map, run_layers
+    from ..models import LoadedModel
+
+    module = model.module if isinstance(model, LoadedModel) else model
+    dev = torch.device(device)
+    module = module.to(dev).eval()
+    r0 = store.rows[rows[0]]
+    size = tuple(input_size) if input_size else (r0.ih, r0.iw)
+    ds = BrodenDataset(store, rows=list(rows), image_size=size, mean=mean or IMAGENET_MEAN, std=std or IMAGENET_STD,
+                       with_labels=False)
+    out = None
+    lo = 0
+    tdt = torch.float16 if dtype == "float16" else torch.float32
+    from tqdm.auto import tqdm
+
+    for batch in tqdm(DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate_broden),
+                      desc="explain: activations", disable=quiet or None, leave=False):
+        a = as_feature_map(layer, run_layers(module, batch["image"].to(dev), [layer])[layer]).to(tdt).cpu().numpy()
+        if out is None:
+            out = np.lib.format.open_memmap(path, mode="w+", dtype=a.dtype, shape=(len(ds),) + a.shape[1:])
+        out[lo: lo + a.shape[0]] = a
+        lo += a.shape[0]
+    out.flush()
+    return np.load(path, mmap_mode="r")
+
+
+def _read_result(layer_dir: Path) -> tuple:
+    try:
+        doc = json.loads((layer_dir / "result.json").read_text("utf-8"))
+        thr = np.load(layer_dir / "thresholds.npy")
+    except FileNotFoundError as e:
+        raise ExplainError(f"{layer_dir}: {Path(e.filename).name} is missing (run `dissect run` or `dissect score` "
+                           f"first)") from None
+    except ValueError as e:
+        raise ExplainError(f"{layer_dir}: cannot read the result ({e})") from None
+    return doc, thr
+
+
+def explain_result(layer_dir: Union[str, Path], activations=None, model=None, store=None, length: int = 3,
+                   beam: int = 5, batch_size: int = 32, workers: int = 0, device="cpu", quiet: bool = True,
+                   write: bool = True) -> LayerExplanations:
+    """Explain every unit of the layer whose results are in ``layer_dir`` and (``write``) write
+    ``layer_dir/explanations.csv``. Give ``activations`` ([N, U, h, w] array-like or a .npy/.pt
+    path, as scored) or ``model`` (an nn.Module or LoadedModel; the layer is result.json's).
+    ``store`` defaults to the path recorded in result.json. Raises ExplainError."""
+    layer_dir = Path(layer_dir)
+    doc, thr = _read_result(layer_dir)
+    settings = doc.get("settings") or {}
+    if store is None:
+        path = (doc.get("store") or {}).get("path")
+        if not path:
+            raise ExplainError(f"{layer_dir / 'result.json'} records no store path: give --store")
+        store = path
+    store = store if isinstance(store, BrodenStore) else BrodenStore(store)
+    want = (doc.get("store") or {}).get("fingerprint")
+    if want and store.fingerprint() != want:
+        raise ExplainError(f"{store.root} is not the store {layer_dir} was dissected on (fingerprints differ)")
+    from broden_builder.torch_dataset import select_rows
+
+    rows = select_rows(store, settings.get("split"))
+    tmp = None
+    try:
+        if activations is None:
+            if model is None:
+                raise ExplainError("give the activations or the model")
+            tmp = tempfile.TemporaryDirectory(prefix=".explain-", dir=layer_dir)
+            activations = model_activations(model, doc["layer"], store, rows, Path(tmp.name) / "acts.npy",
+                                            input_size=settings.get("input_size"), mean=settings.get("mean"),
+                                            std=settings.get("std"), dtype=settings.get("cache_dtype", "float16"),
+                                            batch_size=batch_size, workers=workers, device=device, quiet=quiet)
+            act_rows = None
+        else:
+            if isinstance(activations, (str, Path)):
+                from ..runner import load_activations
+
+                activations = load_activations(activations)
+            elif isinstance(activations, torch.Tensor):
+                activations = activations.detach().cpu().numpy()
+            shape = tuple(activations.shape)
+            if len(shape) == 2:
+                activations = np.asarray(activations).reshape(shape + (1, 1))
+            act_rows = None
+            if shape[0] == len(store.rows) and len(rows) != len(store.rows):
+                act_rows = rows  # activations of every row: pick the split's
+        if tuple(activations.shape[1:2]) != (len(thr),):
+            raise ExplainError(f"activations have {activations.shape[1]} units, {layer_dir} has {len(thr)}")
+        basis = settings.get("basis")
+        matrix = None
+        if isinstance(basis, dict):
+            from ..basis import load_basis, random_orthogonal
+
+            matrix = (random_orthogonal(len(thr), basis["seed"]) if basis.get("kind") == "rotate"
+                      else load_basis(basis["file"], len(thr)))
+        if act_rows is not None:
+            from .layer import _Rows
+
+            activations = _Rows(activations, act_rows)
+        try:
+            ex = explain_activations(activations, thr, store, categories=settings.get("categories"), rows=rows,
+                                     length=length, beam=beam, upsample=settings.get("upsample", "bilinear"),
+                                     batch_size=batch_size, workers=workers, device=device, quiet=quiet,
+                                     basis=matrix)
+        except ValueError as e:
+            raise ExplainError(f"{layer_dir}: {e}") from None
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    ex.settings["layer"] = doc["layer"]
+    if matrix is not None:
+        ex.settings["basis"] = basis
+    if write:
+        write_explanations(layer_dir, ex)
+    return ex
+
+
+__all__ = ["explain_result", "model_activations", "ExplainError"]
