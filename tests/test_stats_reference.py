@@ -268,7 +268,7 @@ def test_quantile_matches_numpy(q):
     got = tq.thresholds().numpy()
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, want.astype(np.float32))
-    assert tq.values.shape[1] <= int(np.ceil(q * 37 * 15)) + 1
+    assert int(tq.fill.max()) <= tq.cap  # never more than keep + slack values per unit
 
 
 def test_quantile_float64_and_flat_input():
@@ -379,3 +379,28 @@ def test_upsample_modes_agree_with_torch():
     torch.testing.assert_close(upsample(a, (112, 80)), F.interpolate(a, (112, 80), mode="bilinear", align_corners=False),
                                rtol=0, atol=1e-5)
     assert torch.equal(upsample(a, (15, 11), "nearest"), F.interpolate(a, (15, 11), mode="nearest"))
+
+
+# --------------------------------------------------------------------------- high resolution and T = 0
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+def test_add_activations_56x56_relu_and_zero_thresholds(mode):
+    """A 56 x 56 layer upsampled to 112 x 112 (ReLU maps, units with T = 0): the counts of the
+    plain reference on the dense upsampled maps, and T = 0 units evaluate only tiles near non-zeros."""
+    _, _, segs, labels, primary, categories, image_level = random_case(41, B=2, size=(112, 112))
+    rng = np.random.default_rng(9)
+    acts = np.maximum(rng.standard_normal((2, 5, 56, 56)), 0).astype(np.float32)
+    acts[:, 3] = 0.0
+    acts[0, 3, 20, 30] = 2.5   # one non-zero cell in an otherwise zero map
+    acts[:, 4] = 0.0           # all zero: nothing passes T = 0
+    up = upsample(torch.from_numpy(acts), (112, 112), mode)
+    thr = np.quantile(up.numpy().transpose(1, 0, 2, 3).reshape(5, -1), 0.95, axis=1).astype(np.float32)
+    thr[1] = thr[3] = thr[4] = 0.0
+    seg = to_segbatch(segs, categories, image_level, (112, 112))
+    ref = reference_counts(up.numpy(), thr, segs, labels, primary, categories, image_level)
+    t = make_tally(labels, primary, categories, image_level)
+    t.add_activations(torch.from_numpy(acts[:, 3:]), torch.from_numpy(thr[3:]), seg, mode)  # units 3, 4 alone
+    assert 0 < t.tiles_evaluated <= 4  # the tiles touching the single non-zero cell, not 56 x 56 of them
+    assert t.A_all.tolist() == [int((up[:, 3] > 0).sum()), 0]
+    t = make_tally(labels, primary, categories, image_level)
+    t.add_activations(torch.from_numpy(acts), torch.from_numpy(thr), seg, mode)
+    assert_counts(t, ref)

@@ -10,7 +10,8 @@ from typing import Iterable, Mapping, Sequence
 
 import torch
 
-from .segbatch import SegBatch
+from broden_builder.torch_dataset import SegBatch
+
 from .upsample import SEPARABLE, bands, plane_taps, relative_margin, upsample
 
 UNIONS = ("original", "lite", "all")
@@ -28,6 +29,9 @@ class Tally:
     A label counts once per pixel even if several layers or categories carry it; image-level
     labels cover the whole plane; label 0 and numbers not in ``labels`` are ignored.
     """
+
+    reduction = "sum"  # see dissect.stats.protocol
+    sum_keys = ("I", "G", "A_original", "A_lite", "A_all", "images")
 
     def __init__(self, labels: Sequence[int], categories: Sequence[str], image_level_categories: Iterable[str],
                  primary_category: Mapping[int, str], device="cpu", units: int = None):
@@ -55,6 +59,7 @@ class Tally:
         self._prim = torch.tensor(prim, dtype=torch.long)
         self._lut, self._prim = self._lut.to(self.device), self._prim.to(self.device)
         self.images = 0
+        self.tiles_evaluated = 0  # tiles the last add_activations interpolated (diagnostic)
         self.I = self.G = self.A_original = self.A_lite = self.A_all = None
         if units is not None:
             self._alloc(units)
@@ -144,12 +149,15 @@ class Tally:
         acts = acts.detach().to(d)
         T = thresholds.detach().to(d, acts.dtype).reshape(U)
         rows, cols = plane_taps((h, w), (SH, SW), mode, field, input_size)
-        # cells that may set a mask pixel, with a margin for rounding in the interpolation
+        # cells that may set a mask pixel. An interpolated value is a convex combination of its tile's
+        # corners c_i, and its float rounding is bounded term by term, so it is at most
+        # max_i (c_i + |c_i| * margin): a tile can pass T only if one of its corners has c + |c| * margin > T.
+        # The margin is per cell, so a unit with T = 0 skips the tiles of its exact zeros.
         maps = acts.reshape(B * U, h, w)
-        scale = maps.abs().amax(dim=(1, 2)).clamp(min=1e-30) * relative_margin(acts.dtype)
-        hot = maps > (T.repeat(B) - scale).view(-1, 1, 1)
+        hot = (maps + maps.abs() * relative_margin(acts.dtype)) > T.repeat(B).view(-1, 1, 1)
         sel = hot.reshape(B * U, -1).any(1).nonzero().squeeze(1)  # maps with any hot cell
         empty = torch.empty(0, dtype=torch.long, device=d)
+        self.tiles_evaluated = 0
         if sel.numel() == 0:
             return self._accumulate(B, U, SH * SW, seg, empty, empty)
         by0, by1, ymem = (t.to(d) for t in bands(rows))
@@ -162,19 +170,22 @@ class Tally:
         rw0, rw1 = rows.w0.to(d, acts.dtype), rows.w1.to(d, acts.dtype)
         cw0, cw1 = cols.w0.to(d, acts.dtype), cols.w1.to(d, acts.dtype)
         tp, ty, tx = htile.nonzero(as_tuple=True)
+        self.tiles_evaluated = int(tp.numel())
         my, mx = ymem.shape[1], xmem.shape[1]
         step = max(1, _MAX_JOIN // (my * mx))
-        cells = maps.reshape(B * U, h * w)
+        cells = maps.reshape(-1)  # the four corners are gathered by flat index (no copy of whole maps)
+        y0w, y1w = by0 * w, by1 * w
         ent_bu, ent_p = [], []
         for t0 in range(0, tp.numel(), step):
             p_, by, bx = sel[tp[t0: t0 + step]], ty[t0: t0 + step], tx[t0: t0 + step]
             y_, x_ = ymem[by], xmem[bx]  # [n, my], [n, mx] output rows / columns, -1 = padding
             yc, xc = y_.clamp(min=0), x_.clamp(min=0)
-            cm = cells[p_]  # [n, h * w]
-            r0 = (cm.gather(1, (by0[by] * w + bx0[bx]).unsqueeze(1)) * rw0[yc]
-                  + cm.gather(1, (by1[by] * w + bx0[bx]).unsqueeze(1)) * rw1[yc])  # [n, my]: column i0x
-            r1 = (cm.gather(1, (by0[by] * w + bx1[bx]).unsqueeze(1)) * rw0[yc]
-                  + cm.gather(1, (by1[by] * w + bx1[bx]).unsqueeze(1)) * rw1[yc])  # column i1x
+            base = p_ * (h * w)
+            r0b, r1b = base + y0w[by], base + y1w[by]
+            c0, c1 = bx0[bx], bx1[bx]
+            w0y, w1y = rw0[yc], rw1[yc]
+            r0 = cells[r0b + c0].unsqueeze(1) * w0y + cells[r1b + c0].unsqueeze(1) * w1y  # [n, my]: column i0x
+            r1 = cells[r0b + c1].unsqueeze(1) * w0y + cells[r1b + c1].unsqueeze(1) * w1y  # column i1x
             rr = r0.unsqueeze(2) * cw0[xc].unsqueeze(1) + r1.unsqueeze(2) * cw1[xc].unsqueeze(1)
             m = (rr > T[p_ % U].view(-1, 1, 1)) & (y_ >= 0).unsqueeze(2) & (x_ >= 0).unsqueeze(1)
             k, iy, ix = m.nonzero(as_tuple=True)

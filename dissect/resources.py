@@ -1,0 +1,82 @@
+"""CPU parallelism of a dissection: torch intra-op threads and DataLoader workers, chosen together.
+
+Rule (issue 16): the statistics work on small tensors ([B, U, 7, 7] maps, tiles, bincounts),
+where torch's intra-op parallel sections cost more than they save and collapse when the cores
+are shared (measured: a one-map interpolate took 3.1 ms with two threads on a loaded 2-core
+machine against 0.15 ms with one). So the main process runs torch single-threaded and the
+images (decoding, labels) are split across DataLoader worker processes, one per remaining core
+(at most 4: more workers only add IPC). The CPU count is what this process may actually use:
+its affinity mask and, in a container, the cgroup CPU quota (cgroup v2 ``cpu.max`` or v1
+``cpu.cfs_quota_us``). Only a model forward on the CPU (dissect run) gets the cores that the
+workers leave over, since its large convolutions do amortise threads. ``--threads`` overrides.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+MAX_WORKERS = 4
+
+
+def _cgroup_limit(root: Path = Path("/sys/fs/cgroup")) -> Optional[int]:
+    """CPUs allowed by the cgroup quota (rounded up), or None when unlimited or unknown."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]  # cgroup v2: "max 100000" or "200000 100000"
+        if quota != "max":
+            return max(1, math.ceil(int(quota) / int(period)))
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        if quota > 0 and period > 0:
+            return max(1, math.ceil(quota / period))
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may run on: affinity mask, capped by the cgroup quota."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    limit = _cgroup_limit(cgroup_root)
+    return max(1, min(n, limit) if limit else n)
+
+
+@dataclass(frozen=True)
+class Parallelism:
+    """torch threads for the statistics (main process), for a CPU model forward, DataLoader workers."""
+
+    cpus: int
+    threads: int
+    forward_threads: int
+    workers: int
+    source: str  # 'default' or 'overridden'
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def choose(threads: Optional[int] = None, workers: Optional[int] = None, cpus: Optional[int] = None) -> Parallelism:
+    """The defaults described in the module docstring; explicit ``threads``/``workers`` win."""
+    cpus = cpus or available_cpus()
+    w = min(MAX_WORKERS, cpus - 1) if workers is None else workers
+    w = max(0, w)
+    t = 1 if threads is None else max(1, threads)
+    fwd = max(1, cpus - w) if threads is None else t
+    return Parallelism(cpus, t, fwd, w, "default" if threads is None and workers is None else "overridden")
+
+
+def apply_threads(n: int) -> None:
+    """Set torch's intra-op threads (interop threads are left alone: they can only be set once)."""
+    import torch
+
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
