@@ -203,7 +203,7 @@ def best_by_category(results: dict, categories: Sequence[str], n: int = 3) -> li
     return lines
 
 
-def run_demo(out: Path, images: int = 600, train_images: int = 3000, size: int = 64, seg: int = 32,
+def run_demo(out: Path, images: int = 600, train_images: int = 4000, size: int = 64, seg: int = 32,
              input_size: Optional[int] = None, epochs: int = 8, layers: Sequence[str] = DEMO_LAYERS,
              widths: Sequence[int] = (16, 32, 64, 96), workers: int = 2, seed: int = 0, quiet: bool = False,
              top_k: int = 8, min_frequency: int = 10, say=print) -> dict:
@@ -266,7 +266,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m dissect.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     p.add_argument("--images", type=int, default=600, help="synthetic images in the dissected store (default 600)")
-    p.add_argument("--train-images", type=int, default=3000, help="fresh scenes to train on (default 3000)")
+    p.add_argument("--train-images", type=int, default=4000, help="fresh scenes to train on (default 4000)")
     p.add_argument("--size", type=int, default=64, help="image size of the store and the network (default 64)")
     p.add_argument("--seg", type=int, default=32, help="store segmentation size (default 32)")
     p.add_argument("--epochs", type=int, default=8, help="training epochs (default 8)")
