@@ -11,7 +11,8 @@ Examples::
     dissect ablate --model resnet18 --weights IMAGENET1K_V1 --layer layer4 --units 12,40 --data val/ --out out/
     torchrun --nproc_per_node 4 -m dissect.cli run ...   # shards images over 4 processes
 
-Exit status: 0 on success, 2 on bad input (the message names the file, layer or value).
+Exit status: 0 on success, 1 on an error (one line ``error: ...`` naming the file, layer or value;
+broden_builder.cli_errors), 2 on a usage error.
 """
 from __future__ import annotations
 
@@ -85,8 +86,6 @@ def _add_shared(p: argparse.ArgumentParser) -> None:
                         "the rotation baseline of Network Dissection (sec. 3.2)")
     g.add_argument("--basis", default=None, metavar="FILE.npy",
                    help="multiply the units by this C x C matrix before thresholds (instead of --rotate)")
-    g.add_argument("--quiet", action="store_true", help="no progress bars")
-    g.add_argument("--verbose", action="store_true", help="log progress details")
     g.add_argument("--no-report", action="store_true", help="do not write the HTML report (dissect report OUT writes it later)")
 
 
@@ -95,8 +94,9 @@ def _add_model(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--model", required=True,
                    help="a torchvision model name (resnet18, vit_b_16, ...), timm:NAME, hf:FOLDER (a Hugging Face "
-                        "transformers vision model saved locally), path/to/file.py:function returning an nn.Module, "
-                        "a TorchScript file, or a torch.export .pt2 program")
+                        "transformers vision model saved locally), path/to/file.py:function returning an nn.Module "
+                        "(this imports and runs that file's code: only for code you trust), a TorchScript file, or a "
+                        "torch.export .pt2 program")
     p.add_argument("--weights", default=None,
                    help="required for torchvision and timm names: a torchvision weight name (DEFAULT, IMAGENET1K_V1), "
                         "a checkpoint path (.pth/.pt/.safetensors state_dict; 'module.' prefixes are removed), or "
@@ -215,7 +215,6 @@ def _parser_ablate(sub) -> None:
     ablate.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
     ablate.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
     ablate.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    ablate.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _parser_report(sub) -> None:
@@ -225,16 +224,22 @@ def _parser_report(sub) -> None:
     report.add_argument("--store", default=None, help="store for the images (default: the path recorded in each result)")
     report.add_argument("--thumb", type=int, default=112, help="height of the image thumbnails in pixels (default 112)")
     report.add_argument("--images", type=int, default=None, help="top images shown per unit (default: all kept)")
-    report.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dissect", description="Network Dissection: score every unit of a "
                                      "PyTorch layer against a Broden store.")
+    from broden_builder.progress import add_verbosity_flags, add_verbosity_to_subcommands
+
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"dissect (broden-dissect) {__version__}")
+    add_verbosity_flags(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_parser_run, _parser_score, _parser_layers, _parser_explain, _parser_compare, _parser_ablate,
                 _parser_report):
         add(sub)
+    add_verbosity_to_subcommands(sub)
     return parser
 
 
@@ -298,8 +303,10 @@ def _cmd_score(args) -> int:
     from .distributed import init_from_env
     from .runner import score_activations
 
+    from broden_builder.store.paths import safe_component
+
+    name = safe_component(args.name, "--name") if args.name is not None else Path(args.activations).stem
     info = init_from_env(args.device)
-    name = args.name or Path(args.activations).stem
     res = score_activations(args.activations, args.store, _config(args), out=args.out, name=name)
     if info.rank == 0:
         print(res.summary_line().replace(f"{res.layer}:", f"{name}:", 1))
@@ -356,9 +363,16 @@ def _cmd_layers(args) -> int:
 
 
 def _cmd_report(args) -> int:
+    from broden_builder.store.locking import exclusive
+
+    from .errors import DissectError
     from .report import write_reports
 
-    index = write_reports(args.out, store=args.store, thumb=args.thumb, images_per_unit=args.images, quiet=args.quiet)
+    if not Path(args.out).is_dir():
+        raise DissectError(f"results folder {args.out} does not exist")
+    with exclusive(args.out, "dissect report"):  # not while a run or score writes there
+        index = write_reports(args.out, store=args.store, thumb=args.thumb, images_per_unit=args.images,
+                              quiet=args.quiet)
     print(f"report: {index}")
     return 0
 
@@ -468,17 +482,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from broden_builder.store.errors import StoreFormatError
-
-    from .errors import DissectError
+    from broden_builder.cli_errors import run_command
 
     handlers = {"run": _cmd_run, "score": _cmd_score, "layers": _cmd_layers, "report": _cmd_report,
                 "explain": _cmd_explain, "compare": _cmd_compare, "ablate": _cmd_ablate}
     try:
-        return handlers[args.command](args)
-    except (DissectError, StoreFormatError, FileNotFoundError, ValueError) as e:
-        print(f"dissect {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return run_command(lambda: handlers[args.command](args), verbose=getattr(args, "verbose", False))
     finally:
         try:
             import torch.distributed as dist
