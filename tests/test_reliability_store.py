@@ -118,8 +118,12 @@ def test_two_concurrent_adds_one_refused_rows_never_lost(tmp_path):
         from broden_builder import extend
         real = extend._unify_with_store
         def slow(*a, **k):
+            # Hold the store's lock until the test says the second add has finished (no fixed sleep:
+            # on a loaded machine the second process may take longer than any sleep to start).
             print("HOLDING", flush=True)
-            time.sleep(3)
+            release, deadline = sys.argv[3], time.monotonic() + 300
+            while not __import__("os").path.exists(release) and time.monotonic() < deadline:
+                time.sleep(0.05)
             return real(*a, **k)
         extend._unify_with_store = slow
         from broden_builder.cli import main
@@ -128,12 +132,16 @@ def test_two_concurrent_adds_one_refused_rows_never_lost(tmp_path):
     e1, e2 = tmp_path / "e1.yaml", tmp_path / "e2.yaml"
     e1.write_text(json.dumps({"type": "synthetic", "count": 3, "seed": 1, "prefix": "one"}))
     e2.write_text(json.dumps({"type": "synthetic", "count": 4, "seed": 2, "prefix": "two"}))
-    p1 = subprocess.Popen([PY, str(script), str(store), str(e1)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, env=_env())
-    assert "HOLDING" in p1.stdout.readline()
-    p2 = subprocess.run([PY, "-m", "broden_builder.cli", "add", str(store), "--source", str(e2), "-q"],
-                        capture_output=True, text=True, env=_env())
-    p1.wait(timeout=120)
+    release = tmp_path / "release"
+    p1 = subprocess.Popen([PY, str(script), str(store), str(e1), str(release)], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        assert "HOLDING" in p1.stdout.readline()
+        p2 = subprocess.run([PY, "-m", "broden_builder.cli", "add", str(store), "--source", str(e2), "-q"],
+                            capture_output=True, text=True, env=_env())
+    finally:
+        release.write_text("go")
+    p1.wait(timeout=300)
     assert p1.returncode == 0, p1.stderr
     assert p2.returncode == 1 and f"process {p1.pid}" in p2.stderr and "Traceback" not in p2.stderr
     assert _errors(store) == [] and len(BrodenStore(store)) == 13
