@@ -74,12 +74,15 @@ def _check(capsys, rc, want, *fragments) -> str:
 
 # ----------------------------------------------------------------------------- locks
 HOLD = textwrap.dedent("""
-    import sys, time
+    import os, sys, time
     from dissect import engine
     real = engine.run_pass
     def slow(*a, **k):
+        # hold the --out lock until the test writes the release file (bounded), not for a fixed time
         print("HOLDING", flush=True)
-        time.sleep(float(sys.argv[1]))
+        deadline = time.monotonic() + 300
+        while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline:
+            time.sleep(0.05)
         return real(*a, **k)
     engine.run_pass = slow
     from dissect.cli import main
@@ -91,7 +94,8 @@ def test_second_dissect_into_same_out_is_refused(store, acts, tmp_path, capsys):
     out = tmp_path / "o"
     script = tmp_path / "hold.py"
     script.write_text(HOLD)
-    p = subprocess.Popen([PY, str(script), "4"] + _score(store, acts, out, "--quantile", "0.01"),
+    release = tmp_path / "release"
+    p = subprocess.Popen([PY, str(script), str(release)] + _score(store, acts, out, "--quantile", "0.01"),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
     try:
         assert "HOLDING" in p.stdout.readline(), p.stderr.read()
@@ -99,6 +103,7 @@ def test_second_dissect_into_same_out_is_refused(store, acts, tmp_path, capsys):
         rc = dissect(_score(store, acts, out, "--quantile", "0.02"))
         _check(capsys, rc, 1, f"process {p.pid} on host {socket.gethostname()}", str(out))
     finally:
+        release.write_text("go")
         p.wait(timeout=300)
     assert p.returncode == 0, p.stderr
     res = json.loads((out / "feats" / "result.json").read_text())
