@@ -141,7 +141,10 @@ class DissectionResult:
 
         res = self[layer]
         chosen = [u["unit_index"] for u in res.detectors()[:top]] if units is None else list(units)
-        masks = unit_masks(model, res.layer, images, res.thresholds, units=chosen, size=size)
+        lay = (res.settings.get("layout") or {}) if isinstance(res.settings.get("layout"), dict) else {}
+        forced = lay.get("kind") if str(lay.get("source", "")).startswith("forced") else None
+        masks = unit_masks(model, res.settings.get("selector") or res.layer, images, res.thresholds, units=chosen,
+                           size=size, layout=forced)
         return masks, [res.units[u] for u in chosen]
 
     def explain(self, source, layer: Optional[str] = None, length: int = 3, beam: int = 5, store=None,

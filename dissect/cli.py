@@ -80,28 +80,37 @@ def _add_shared(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.add_argument("--verbose", action="store_true", help="log progress details")
     g.add_argument("--no-report", action="store_true", help="do not write the HTML report (dissect report OUT writes it later)")
-    p.set_defaults(_mean=IMAGENET_MEAN, _std=IMAGENET_STD)
+    p.set_defaults(_mean=IMAGENET_MEAN, _std=IMAGENET_STD)  # noqa: the model's preprocessing may replace them
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:
     from .models import UNSAFE_HELP
 
     p.add_argument("--model", required=True,
-                   help="a torchvision model name (resnet18, vgg16, ...), path/to/file.py:function returning an "
-                        "nn.Module, or a TorchScript file")
+                   help="a torchvision model name (resnet18, vit_b_16, ...), timm:NAME, hf:FOLDER (a Hugging Face "
+                        "transformers vision model saved locally), path/to/file.py:function returning an nn.Module, "
+                        "a TorchScript file, or a torch.export .pt2 program")
     p.add_argument("--weights", default=None,
-                   help="torchvision weight enum name (IMAGENET1K_V1, DEFAULT), 'none' (random init), or a checkpoint "
-                        "path (a state_dict or {'state_dict': ...}; 'module.' prefixes are removed)")
+                   help="required for torchvision and timm names: a torchvision weight name (DEFAULT, IMAGENET1K_V1), "
+                        "a checkpoint path (.pth/.pt/.safetensors state_dict; 'module.' prefixes are removed), or "
+                        "'none' for a random initialisation (stated in the output and the report)")
     p.add_argument("--unsafe-unpickle", action="store_true", help=UNSAFE_HELP)
+
+
+def _add_layout(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--layout", choices=("nchw", "nhwc", "tokens"), default=None,
+                   help="how layer outputs are read: nchw [B,C,H,W], nhwc channels-last [B,H,W,C], tokens "
+                        "[B,(class/register +) h*w,C] laid out on the patch grid (default: detected per layer)")
 
 
 def _add_preprocessing(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", type=_size, default=None, metavar="SIZE|HxW",
                    help="resize images to this network input size (default: the store's image size)")
     p.add_argument("--mean", type=_floats3, default=None, metavar="R,G,B",
-                   help="normalisation mean of [0,1] RGB (default torchvision's ImageNet 0.485,0.456,0.406)")
+                   help="normalisation mean of [0,1] RGB (default: the model's preprocessing, else ImageNet's "
+                        "0.485,0.456,0.406)")
     p.add_argument("--std", type=_floats3, default=None, metavar="R,G,B",
-                   help="normalisation std (default torchvision's ImageNet 0.229,0.224,0.225)")
+                   help="normalisation std (default: the model's preprocessing, else ImageNet's 0.229,0.224,0.225)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,7 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a network over the store and score its layers (one pass over the images)")
     run.add_argument("--store", required=True, help="Broden store folder (with index.csv)")
     _add_model(run)
-    run.add_argument("--layer", action="append", required=True, help="module name (layer4, features.28, ...); repeatable")
+    run.add_argument("--layer", action="append", required=True,
+                     help="module name (layer4, features.28, ...), NAME#K for the K-th call of a module called more "
+                          "than once, NAME:KEY for one tensor of a tuple/dict output (block:1, backbone:p2); "
+                          "repeatable. `dissect layers` lists them")
     run.add_argument("--out", required=True, help="output folder: results go to OUT/<layer>/")
     _add_preprocessing(run)
     _add_shared(run)
@@ -135,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     layers.add_argument("--input-size", type=_size, default=None, metavar="SIZE|HxW",
                         help="dummy input size (default: the store's image size, else 224)")
     layers.add_argument("--device", default="cpu", help="device for the dummy pass (default cpu)")
+    _add_layout(layers)
 
     explain = sub.add_parser("explain", help="compositional explanations: the best logical formula of concepts for "
                              "every unit (Mu & Andreas 2020); writes OUT/<name>/explanations.csv")
@@ -217,8 +230,15 @@ def _cmd_run(args) -> int:
     model = load_model(args.model, args.weights, unsafe_unpickle=args.unsafe_unpickle)
     results = dissect_model(model, args.layer, args.store, cfg, out=args.out)
     if info.rank == 0:
+        print(f"model {model.spec}: {model.weights_text()}")
         for res in results.values():
-            print(res.summary_line())
+            s = res.settings
+            how = [f"selector {s['selector']}"] if s.get("selector") not in (None, res.layer) else []
+            lay = s.get("layout") or {}
+            if lay.get("kind") not in (None, "nchw"):
+                how.append(f"layout {lay['kind']}" + (f" {lay['prefix']}+{lay['grid'][0]}x{lay['grid'][1]}"
+                                                      if lay.get("kind") == "tokens" else ""))
+            print(res.summary_line() + (f" [{', '.join(how)}]" if how else ""))
         print(f"results in {Path(args.out)}")
         _report(args, [res.layer for res in results.values()])
     return 0
@@ -259,7 +279,11 @@ def _cmd_layers(args) -> int:
     from .hooks import list_layers
     from .models import load_model
 
+    lm = load_model(args.model, args.weights, unsafe_unpickle=args.unsafe_unpickle, require_weights=False)
     size = args.input_size
+    fixed = (lm.preprocessing or {}).get("input_size")
+    if size is None and fixed:
+        size = tuple(fixed)
     if size is None and args.store:
         from broden_builder.store.reader import BrodenStore
 
@@ -267,19 +291,32 @@ def _cmd_layers(args) -> int:
         if st.rows:
             size = (st.rows[0].ih, st.rows[0].iw)
     size = size or (224, 224)
-    lm = load_model(args.model, args.weights, unsafe_unpickle=args.unsafe_unpickle)
     dev = torch.device(args.device)
     lm.module.to(dev)
     try:
-        rows = list_layers(lm.module, size, device=dev)
-    except Exception as e:
+        rows = list_layers(lm.module, size, device=dev, layout=args.layout)
+    except Exception as e:  # only the model's own forward pass runs here
         from .runner import DissectError
 
-        raise DissectError(f"model {args.model} fails on input size {size[0]}x{size[1]}: {type(e).__name__}: {e}") from None
-    width = max((len(n) for n, _, _ in rows), default=5)
-    print(f"{'layer':<{width}}  {'type':<24}  output shape (input 1x3x{size[0]}x{size[1]})")
-    for name, typ, shape in rows:
-        print(f"{name:<{width}}  {typ:<24}  {'x'.join(map(str, shape)) if shape else '-'}")
+        raise DissectError(f"model {args.model} fails on input size {size[0]}x{size[1]}: {type(e).__name__}: {e} "
+                           f"(choose another --input-size)") from None
+    table = []
+    for r in rows:
+        shapes = [t for t in r.tensors]
+        first = shapes[0] if len(shapes) == 1 and shapes[0][0] == r.name else None
+        table.append((r.name, r.type, str(r.calls), r.structure if r.calls else "not called",
+                      "x".join(map(str, first[1])) if first else ("-" if not shapes else f"{len(shapes)} tensors"),
+                      first[2] if first else ""))
+        if not first:
+            for sel, shape, lay in shapes:
+                table.append(("  " + sel, "", "", "", "x".join(map(str, shape)), lay))
+    head = ("layer", "type", "calls", "output", "shape", "layout")
+    widths = [max(len(head[i]), *(len(t[i]) for t in table)) if table else len(head[i]) for i in range(6)]
+    print(f"# input 1x3x{size[0]}x{size[1]}; a module called more than once is selected as NAME#K (K-th call), "
+          f"a tensor inside a tuple/dict output as NAME:KEY")
+    print("  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip())
+    for t in table:
+        print("  ".join(v.ljust(w) for v, w in zip(t, widths)).rstrip())
     return 0
 
 

@@ -1,17 +1,33 @@
-"""Load the network to dissect: a torchvision name, ``file.py:function``, or a TorchScript file.
+"""Load the network to dissect: a torchvision or timm name, a Hugging Face folder, ``file.py:function``,
+a TorchScript file or a ``torch.export`` program.
 
-``load_model(spec, weights)`` returns a ``LoadedModel`` (module in eval mode + an identity
-record used for cache keys and result.json).
+``load_model(spec, weights)`` returns a ``LoadedModel`` (module in eval mode, an identity record
+used for cache keys and result.json, and the preprocessing the model asks for).
 
-- torchvision name (``resnet18``, ``vgg16``, ...): ``weights`` is a weight enum name
-  (``IMAGENET1K_V1``, ``DEFAULT`` or ``ResNet18_Weights.IMAGENET1K_V1``), ``none`` / None
-  (random init), or a checkpoint path (a bare state_dict or ``{'state_dict': ...}``, with
-  or without DataParallel ``module.`` prefixes).
+- torchvision name (``resnet18``, ``vit_b_16``, ...): ``weights`` is a weight enum name
+  (``IMAGENET1K_V1``, ``DEFAULT`` or ``ResNet18_Weights.IMAGENET1K_V1``), ``none`` (random init,
+  seed 0), or a checkpoint path (a bare state_dict or ``{'state_dict': ...}``, with or without
+  DataParallel ``module.`` prefixes). Leaving ``weights`` out is refused (MissingWeightsError,
+  listing the choices): random weights are never chosen silently.
+- ``timm:NAME``: ``timm.create_model(NAME)``; ``weights`` is ``none`` (random init, offline) or a
+  checkpoint path (timm's hub downloads are not used: this tool works offline). Also refused
+  without ``weights``.
+- ``hf:PATH``: a Hugging Face ``transformers`` vision model (``AutoModel``) from a local folder
+  (config.json + weights), or a hub id already in the local cache (nothing is downloaded; a hub
+  id that is not cached gets a clear error). ``weights`` ``none`` builds it from its config with
+  random weights.
+- ``path/to/program.pt2``: a ``torch.export`` program, unflattened (``torch.export.unflatten``)
+  so its submodules keep their names and can be hooked. Export it with a dynamic batch dimension.
 - ``path/to/file.py:function``: the function is called without arguments and must return
   an ``nn.Module``; a checkpoint path in ``weights`` is then loaded into it.
 - a TorchScript file (``torch.jit.save``): forward hooks cannot be attached inside a loaded
   TorchScript module, so it is dissected at its outputs: layer ``output`` (one tensor),
   ``output.0`` ... (tuple) or ``output.<key>`` (dict).
+
+Preprocessing (``LoadedModel.preprocessing``): torchvision weights' ``transforms()``, timm's
+``pretrained_cfg`` and a Hugging Face image processor give the normalisation mean/std; models that
+only run at one size (ViTs) give that input size. Their resize-and-crop is not applied: dissection
+resizes the whole image, so the activation maps stay aligned with the label masks.
 
 Checkpoints are read with ``torch.load(weights_only=True)``; ``unsafe_unpickle=True`` allows
 full unpickling, which runs arbitrary code stored in the file: only for files you trust.
@@ -41,19 +57,75 @@ class ModelLoadError(ValueError):
     """The model or its weights cannot be loaded; the message names the file and the cause."""
 
 
+class MissingWeightsError(ModelLoadError):
+    """A torchvision/timm name given without ``weights``; the message lists the choices."""
+
+
+RANDOM_INIT = "none (random init, seed 0)"
+
+
 @dataclass
 class LoadedModel:
     """A network ready to run (eval mode) and what identifies it."""
 
     module: nn.Module
     spec: str
-    kind: str  # 'torchvision' | 'python' | 'torchscript'
+    kind: str  # 'torchvision' | 'timm' | 'hf' | 'export' | 'python' | 'torchscript' | 'module'
     weights: Optional[str] = None
     identity: dict = field(default_factory=dict)  # stable fields for cache keys / result.json
+    #: {"source", "mean", "std", "input_size" ([H, W] when the model only runs at that size, else None)}
+    preprocessing: Optional[dict] = None
 
     @property
     def is_torchscript(self) -> bool:
         return self.kind == "torchscript"
+
+    @property
+    def random_weights(self) -> bool:
+        """True when the weights are a random initialisation (``--weights none``)."""
+        return self.identity.get("weights") == RANDOM_INIT
+
+    def weights_text(self) -> str:
+        """The weights in words, for console lines and report headers."""
+        w = self.identity.get("weights")
+        if w == RANDOM_INIT:
+            return "RANDOM weights (--weights none: random init, seed 0)"
+        if isinstance(w, dict):
+            return f"checkpoint {w.get('checkpoint')}"
+        return str(w) if w else "the model's own"
+
+
+def fixed_input_size(module: nn.Module) -> Optional[tuple]:
+    """(H, W) for models that only run at one input size (ViTs with fixed position embeddings), else None."""
+    try:
+        from torchvision.models.vision_transformer import VisionTransformer
+
+        if isinstance(module, VisionTransformer):
+            return (int(module.image_size), int(module.image_size))
+    except ImportError:  # pragma: no cover
+        pass
+    pe = getattr(module, "patch_embed", None)
+    if pe is not None and getattr(pe, "strict_img_size", False) and getattr(pe, "img_size", None):  # timm
+        return tuple(int(x) for x in pe.img_size)
+    cfg = getattr(module, "config", None)
+    if cfg is not None and getattr(cfg, "patch_size", None) is not None and getattr(cfg, "image_size", None):
+        size = cfg.image_size
+        return tuple(int(x) for x in size) if isinstance(size, (tuple, list)) else (int(size), int(size))
+    return None
+
+
+def _prep(source: str, mean, std, module: nn.Module, nominal=None) -> dict:
+    return {"source": source, "mean": [float(x) for x in mean] if mean is not None else None,
+            "std": [float(x) for x in std] if std is not None else None,
+            "input_size": list(fixed_input_size(module)) if fixed_input_size(module) else None,
+            "model_input_size": list(nominal) if nominal else None}
+
+
+def _weights_choices(name: str, enum_names: list, prefix: str = "") -> str:
+    shown = (["DEFAULT"] if enum_names else []) + enum_names[:6]
+    return (f"{prefix}{name}: say which weights to dissect with --weights: "
+            + (f"{', '.join(shown)} (torchvision weights), " if shown else "")
+            + "a checkpoint path (.pth/.pt state_dict), or 'none' for a random initialisation")
 
 
 def file_sha256(path: Path) -> str:
@@ -78,7 +150,12 @@ def read_checkpoint(path: Path, unsafe_unpickle: bool = False) -> dict:
     if not path.is_file():
         raise ModelLoadError(f"checkpoint {path} does not exist")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=not unsafe_unpickle)
+        if path.suffix == ".safetensors":  # timm / Hugging Face hub checkpoints
+            from safetensors.torch import load_file
+
+            obj = load_file(str(path), device="cpu")
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=not unsafe_unpickle)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, ... for bad files
         msg = f"cannot load checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         if not unsafe_unpickle and "weights_only" in str(e):
@@ -117,7 +194,8 @@ def load_state(module: nn.Module, state: dict, origin: str) -> None:
     module.load_state_dict(state)
 
 
-def _torchvision_model(name: str, weights: Optional[str], unsafe_unpickle: bool) -> LoadedModel:
+def _torchvision_model(name: str, weights: Optional[str], unsafe_unpickle: bool,
+                       require_weights: bool = True) -> LoadedModel:
     import torchvision
 
     names = torchvision.models.list_models()
@@ -128,12 +206,16 @@ def _torchvision_model(name: str, weights: Optional[str], unsafe_unpickle: bool)
         raise ModelLoadError(f"unknown model {name!r}: not a torchvision model name, a file.py:function or a file"
                              + (f"; nearest torchvision names: {near}" if near else ""))
     identity = {"kind": "torchvision", "name": name, "torchvision": torchvision.__version__}
+    enum_names = [m.name for m in torchvision.models.get_model_weights(name)]
+    prep = None
+    if weights is None and require_weights:
+        raise MissingWeightsError(_weights_choices(name, enum_names))
     if weights is None or str(weights).lower() == "none":
         torch.manual_seed(0)  # random init reproducible across runs and ranks
         module = torchvision.models.get_model(name, weights=None)
-        identity["weights"] = "none (random init, seed 0)"
-        wname = None
-    elif Path(weights).suffix in (".pt", ".pth", ".tar", ".ckpt", ".bin") or Path(weights).exists():
+        identity["weights"] = RANDOM_INIT
+        wname = "none"
+    elif Path(weights).suffix in (".pt", ".pth", ".tar", ".ckpt", ".bin", ".safetensors") or Path(weights).exists():
         module = torchvision.models.get_model(name, weights=None)
         load_state(module, read_checkpoint(Path(weights), unsafe_unpickle), weights)
         identity["weights"] = {"checkpoint": str(Path(weights).resolve()), "sha256": file_sha256(Path(weights))}
@@ -152,7 +234,15 @@ def _torchvision_model(name: str, weights: Optional[str], unsafe_unpickle: bool)
             raise ModelLoadError(f"{name}: cannot get weights {enum.__name__}.{w.name} ({e})") from None
         identity["weights"] = f"{enum.__name__}.{w.name}"
         wname = identity["weights"]
-    return LoadedModel(module.eval(), name, "torchvision", wname, identity)
+        try:
+            tf = w.transforms()
+            prep = _prep(f"torchvision {wname}.transforms() (mean/std; whole image resized, no crop)",
+                         tf.mean, tf.std, module, tuple(tf.crop_size) * (2 if len(tf.crop_size) == 1 else 1))
+        except Exception:  # weights without the usual ImageClassification transforms
+            prep = None
+    if prep is None:
+        prep = _prep("ImageNet mean/std (torchvision's default)", None, None, module)
+    return LoadedModel(module.eval(), name, "torchvision", wname, identity, prep)
 
 
 def _python_model(spec: str, weights: Optional[str], unsafe_unpickle: bool) -> LoadedModel:
@@ -180,12 +270,156 @@ def _python_model(spec: str, weights: Optional[str], unsafe_unpickle: bool) -> L
     return LoadedModel(module.eval(), spec, "python", weights, identity)
 
 
-def load_model(spec: str, weights: Optional[str] = None, unsafe_unpickle: bool = False) -> LoadedModel:
-    """Load ``spec`` (torchvision name, ``file.py:function`` or TorchScript file) in eval mode."""
+def _is_none(weights) -> bool:
+    return weights is not None and str(weights).lower() == "none"
+
+
+def _timm_model(name: str, weights: Optional[str], unsafe_unpickle: bool, require_weights: bool = True) -> LoadedModel:
+    try:
+        import timm
+    except ImportError:
+        raise ModelLoadError(f"timm:{name} needs the timm package (pip install 'broden-dissect[models]')") from None
+    if not timm.is_model(name):
+        import difflib
+
+        near = difflib.get_close_matches(name, timm.list_models(), n=5)
+        raise ModelLoadError(f"unknown timm model {name!r}" + (f"; nearest timm names: {near}" if near else ""))
+    if weights is None and require_weights:
+        raise MissingWeightsError(_weights_choices(f"timm:{name}", [])
+                                  + " (timm's pretrained downloads are not used: pass the downloaded checkpoint)")
+    torch.manual_seed(0)
+    try:
+        module = timm.create_model(name, pretrained=False)
+    except Exception as e:
+        raise ModelLoadError(f"timm:{name}: cannot create the model ({type(e).__name__}: {e})") from None
+    identity = {"kind": "timm", "name": name, "timm": timm.__version__}
+    if weights is None or _is_none(weights):
+        identity["weights"] = RANDOM_INIT
+        wname = "none"
+    else:
+        path = Path(weights)
+        if not path.is_file():
+            raise ModelLoadError(f"timm:{name}: --weights {weights!r} is not a checkpoint file (timm models take a "
+                                 f"checkpoint path or 'none')")
+        state = read_checkpoint(path, unsafe_unpickle)
+        load_state(module, state, str(weights))
+        identity["weights"] = {"checkpoint": str(path.resolve()), "sha256": file_sha256(path)}
+        wname = str(weights)
+    try:
+        from timm.data import resolve_data_config
+
+        dc = resolve_data_config({}, model=module)
+        prep = _prep(f"timm pretrained_cfg of {name} (mean/std; whole image resized, no crop)", dc["mean"], dc["std"],
+                     module, tuple(dc["input_size"][1:]))
+    except Exception:
+        prep = _prep("ImageNet mean/std (timm gave no pretrained_cfg)", None, None, module)
+    return LoadedModel(module.eval(), f"timm:{name}", "timm", wname, identity, prep)
+
+
+def _hf_files_digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and (f.suffix in (".json", ".safetensors", ".bin") or f.name.endswith(".index.json")):
+            h.update(f.name.encode())
+            h.update(file_sha256(f).encode())
+    return h.hexdigest()
+
+
+def _hf_model(ref: str, weights: Optional[str]) -> LoadedModel:
+    try:
+        import transformers
+        from transformers import AutoConfig, AutoImageProcessor, AutoModel
+    except ImportError:
+        raise ModelLoadError(f"hf:{ref} needs the transformers package (pip install 'broden-dissect[models]')") from None
+    folder = Path(ref)
+    local = folder.is_dir()
+    if not local and (ref.startswith((".", "/", "~")) or folder.suffix):
+        raise ModelLoadError(f"hf:{ref}: folder {folder} does not exist")
+    try:
+        config = AutoConfig.from_pretrained(ref, local_files_only=True)
+    except Exception as e:
+        if local:
+            raise ModelLoadError(f"hf:{ref}: cannot read the model config in {folder} ({type(e).__name__}: "
+                                 f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
+        raise ModelLoadError(
+            f"hf:{ref}: not a local folder, and not in the local Hugging Face cache; nothing is downloaded "
+            f"here. Download it once (e.g. `huggingface-cli download {ref} --local-dir DIR`) and pass hf:DIR") from None
+    identity = {"kind": "hf", "ref": str(folder.resolve()) if local else ref, "transformers": transformers.__version__,
+                "model_type": getattr(config, "model_type", None)}
+    try:
+        if _is_none(weights):
+            torch.manual_seed(0)
+            module = AutoModel.from_config(config)
+            identity["weights"] = RANDOM_INIT
+            wname = "none"
+        elif weights is not None:
+            raise ModelLoadError(f"hf:{ref} carries its own weights; use --weights none for a random init or drop --weights")
+        else:
+            module = AutoModel.from_pretrained(ref, local_files_only=True)
+            identity["weights"] = {"hf": identity["ref"],
+                                   "sha256": _hf_files_digest(folder) if local else getattr(config, "_commit_hash", None)}
+            wname = None
+    except ModelLoadError:
+        raise
+    except Exception as e:
+        raise ModelLoadError(f"hf:{ref}: cannot load the model ({type(e).__name__}: "
+                             f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
+    try:
+        proc = AutoImageProcessor.from_pretrained(ref, local_files_only=True)
+        size = getattr(proc, "size", None) or {}
+        nominal = (size.get("height"), size.get("width")) if "height" in size else None
+        prep = _prep(f"Hugging Face image processor {type(proc).__name__} (mean/std; whole image resized, no crop)",
+                     proc.image_mean, proc.image_std, module, nominal)
+    except Exception:
+        prep = _prep("ImageNet mean/std (the folder has no image processor config)", None, None, module)
+    return LoadedModel(module.eval(), f"hf:{ref}", "hf", wname, identity, prep)
+
+
+def _export_model(path: Path, weights: Optional[str]) -> LoadedModel:
+    if weights is not None and not _is_none(weights):
+        raise ModelLoadError(f"{path} is a torch.export program and carries its own weights; drop --weights")
+    try:
+        ep = torch.export.load(str(path))
+        module = torch.export.unflatten(ep)
+    except Exception as e:
+        raise ModelLoadError(f"cannot load torch.export program {path}: {type(e).__name__}: {e}") from None
+    shapes = []
+    user = [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+    for n in ep.graph.nodes:
+        if n.op == "placeholder" and n.name in user and hasattr(n.meta.get("val"), "shape"):
+            shapes.append(n.meta["val"].shape)
+    if len(shapes) != 1 or len(shapes[0]) != 4:
+        raise ModelLoadError(f"{path}: the exported program takes inputs {[tuple(s) for s in shapes]}; dissection "
+                             f"needs one image batch [B, 3, H, W]")
+    b = shapes[0][0]
+    if isinstance(b, int):
+        raise ModelLoadError(f"{path}: the program was exported with a fixed batch size {b}; export it with a dynamic "
+                             f"batch dimension (torch.export.export(m, (x,), dynamic_shapes=({{0: Dim.AUTO}},)))")
+    hw = shapes[0][2:]
+    fixed = [int(hw[0]), int(hw[1])] if all(isinstance(v, int) for v in hw) else None
+    identity = {"kind": "export", "file": str(path.resolve()), "sha256": file_sha256(path)}
+    prep = {"source": "ImageNet mean/std (an exported program records no preprocessing)", "mean": None, "std": None,
+            "input_size": fixed, "model_input_size": fixed}
+    return LoadedModel(module, str(path), "export", None, identity, prep)
+
+
+def load_model(spec: str, weights: Optional[str] = None, unsafe_unpickle: bool = False,
+               require_weights: bool = True) -> LoadedModel:
+    """Load ``spec`` in eval mode (see the module docstring for the forms of ``spec`` and ``weights``).
+
+    ``require_weights=False`` lets a torchvision/timm name without ``weights`` load with a random
+    init (``dissect layers`` only lists modules); otherwise that raises MissingWeightsError.
+    """
     spec = str(spec)
+    if spec.startswith("timm:"):
+        return _timm_model(spec[len("timm:"):], weights, unsafe_unpickle, require_weights)
+    if spec.startswith("hf:"):
+        return _hf_model(spec[len("hf:"):], weights)
     if ":" in spec and spec.rsplit(":", 1)[0].endswith(".py"):
         return _python_model(spec, weights, unsafe_unpickle)
     path = Path(spec)
+    if path.is_file() and path.suffix == ".pt2":
+        return _export_model(path, weights)
     if path.is_file():
         if not _is_torchscript(path):
             raise ModelLoadError(f"{path} is not a TorchScript file (for a state_dict, give the architecture as "
@@ -198,7 +432,7 @@ def load_model(spec: str, weights: Optional[str] = None, unsafe_unpickle: bool =
             raise ModelLoadError(f"{path} is TorchScript and carries its own weights; drop --weights")
         identity = {"kind": "torchscript", "file": str(path.resolve()), "sha256": file_sha256(path)}
         return LoadedModel(module.eval(), spec, "torchscript", None, identity)
-    if spec.endswith((".py", ".pt", ".pth", ".ts")) or "/" in spec:
-        raise ModelLoadError(f"model {spec!r}: file does not exist (expected a torchvision name, "
-                             f"path/to/file.py:function, or a TorchScript file)")
-    return _torchvision_model(spec, weights, unsafe_unpickle)
+    if spec.endswith((".py", ".pt", ".pth", ".ts", ".pt2")) or "/" in spec:
+        raise ModelLoadError(f"model {spec!r}: file does not exist (expected a torchvision name, timm:NAME, hf:FOLDER, "
+                             f"path/to/file.py:function, a TorchScript file or a torch.export .pt2 program)")
+    return _torchvision_model(spec, weights, unsafe_unpickle, require_weights)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from broden_builder.torch_dataset import IMAGENET_MEAN, IMAGENET_STD
 
-from .hooks import as_feature_map, run_layers
+from .capture import feature_maps, plan_layers
 
 
 def preprocess(images: Sequence[np.ndarray], size: Union[int, tuple] = 224, mean=IMAGENET_MEAN,
@@ -37,11 +37,16 @@ def preprocess(images: Sequence[np.ndarray], size: Union[int, tuple] = 224, mean
 
 
 def unit_masks(model: torch.nn.Module, layer: str, images: torch.Tensor, thresholds, units: Optional[Sequence[int]] = None,
-               size: Optional[tuple] = None, mode: str = "bilinear") -> torch.Tensor:
+               size: Optional[tuple] = None, mode: str = "bilinear", layout: Optional[str] = None) -> torch.Tensor:
     """Bool [B, len(units), H, W]: the layer's activation of each unit (0-based ``units``, all by default),
     upsampled (``mode``, align_corners=False) to ``size`` (default the input's H x W) and thresholded at
-    ``thresholds[unit]`` (mask = act > T_k, as in dissection)."""
-    acts = as_feature_map(layer, run_layers(model, images, [layer])[layer])
+    ``thresholds[unit]`` (mask = act > T_k, as in dissection).
+
+    ``layer`` is a selector as dissected (``layer4``, ``relu#2``, ``backbone:p2``); ``layout`` forces
+    ``nchw``/``nhwc``/``tokens`` as ``--layout`` did (default: detected, as in the dissection)."""
+    model = getattr(model, "module", model) if not isinstance(model, torch.nn.Module) else model
+    plans = plan_layers(model, [layer], images[:1], layout=layout)
+    acts = feature_maps(model, images, plans)[layer]
     thr = torch.as_tensor(np.asarray(thresholds), dtype=acts.dtype, device=acts.device)
     if thr.shape != (acts.shape[1],):
         raise ValueError(f"layer {layer!r} has {acts.shape[1]} units but {tuple(thr.shape)} thresholds were given")

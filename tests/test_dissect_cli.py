@@ -133,7 +133,8 @@ def test_run_prints_summary_line(run1, store40, tmp_path, capsys):
     out = tmp_path / "again"
     args = ["run", "--store", str(store40), "--out", str(out), "--cache-dir", str(run1 / ".dissect_cache")] + RUN_ARGS
     assert main(args) == 0
-    line = capsys.readouterr().out.splitlines()[0]
+    first, line = capsys.readouterr().out.splitlines()[:2]
+    assert first == "model resnet18: RANDOM weights (--weights none: random init, seed 0)"  # never silent
     assert line.startswith("layer4: ") and "/512 units are detectors" in line
     _same_results(run1 / "layer4", out / "layer4")
 
@@ -294,7 +295,9 @@ def test_layers_command(store40, capsys):
     assert main(["layers", "--model", "resnet18", "--store", str(store40)]) == 0
     out = capsys.readouterr().out
     line = next(l for l in out.splitlines() if l.startswith("layer4 "))
-    assert line.split()[-1] == "1x512x2x2"  # 64 x 64 input
+    assert line.split() == ["layer4", "Sequential", "1", "tensor", "1x512x2x2", "nchw"]  # 64 x 64 input
+    # torchvision's BasicBlock calls its one ReLU module twice
+    assert next(l for l in out.splitlines() if l.startswith("layer1.0.relu ")).split()[:3] == ["layer1.0.relu", "ReLU", "2"]
     assert main(["layers", "--model", "resnet18", "--input-size", "224"]) == 0
     out = capsys.readouterr().out
-    assert next(l for l in out.splitlines() if l.startswith("layer4 ")).split()[-1] == "1x512x7x7"
+    assert next(l for l in out.splitlines() if l.startswith("layer4 ")).split()[-2] == "1x512x7x7"

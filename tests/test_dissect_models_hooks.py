@@ -71,7 +71,7 @@ def test_checkpoint_mismatch_and_bad_weights(tmp_path):
 
 def test_random_init_is_reproducible():
     a = load_model("resnet18", "none").module.state_dict()
-    b = load_model("resnet18", None).module.state_dict()
+    b = load_model("resnet18", "none").module.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -86,7 +86,7 @@ def test_python_and_torchscript_models(tmp_path):
     lt = load_model(str(tmp_path / "m.ts"))
     assert lt.is_torchscript
     rows = list_layers(lt.module, (64, 64))
-    assert rows == [("output", "output", (1, 3))]
+    assert [(r.name, r.calls, r.structure, r.tensors) for r in rows] == [("output", 1, "tensor", [("output", (1, 3), "vector")])]
     torch.save(_resnet_state(), tmp_path / "sd.pt")
     with pytest.raises(ModelLoadError, match="not a TorchScript file"):
         load_model(str(tmp_path / "sd.pt"))
@@ -137,7 +137,7 @@ def test_unknown_layer_lists_nearest_names():
 
 def test_list_layers_shapes():
     m = torchvision.models.resnet18(weights=None)
-    rows = {n: s for n, _, s in list_layers(m, (64, 96))}
+    rows = {r.name: r.shape for r in list_layers(m, (64, 96))}
     assert rows["layer4"] == (1, 512, 2, 3) and rows["conv1"] == (1, 64, 32, 48) and rows["fc"] == (1, 1000)
     assert _n_hooks(m) == 0
 

@@ -172,3 +172,19 @@ def test_mobilenet_has_colour_detectors(mobilenet, photo_store, tmp_path):
     ref = reference_iou(acts, planes, best["number"], quantile, (56, 56))
     assert abs(ref - best["iou"]) < 1e-3, (ref, best)
     assert (tmp_path / "out" / "index.html").is_file()
+
+
+def test_mobilenet_results_do_not_depend_on_other_layers(mobilenet, photo_store):
+    """features.2.conv.0.1 is a BatchNorm whose output the next in-place ReLU6 rewrites: its results
+    are bit-identical alone and together with later layers (a captured view would be clipped to [0, 6])."""
+    from dissect import Dissection
+
+    kw = dict(device="cpu", batch_size=20, workers=0, quiet=True, checkpoint_every=0, top_k=4, quantile=0.05)
+    bn = "features.2.conv.0.1"
+    alone = {bn: Dissection(mobilenet, [bn], photo_store, **kw).run()[bn]}
+    both = Dissection(mobilenet, [bn, "features.2.conv.0", "features.3", "features.6"], photo_store, **kw).run()
+    for n, a in alone.items():
+        b = both[n]
+        assert a.thresholds.tobytes() == b.thresholds.tobytes(), n
+        np.testing.assert_array_equal(a.iou, b.iou, err_msg=n)
+        np.testing.assert_array_equal(a.topk_indices, b.topk_indices, err_msg=n)
