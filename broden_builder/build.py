@@ -26,8 +26,10 @@ import numpy as np
 
 from . import __version__
 from .color import color_codes, color_vocabulary
+from .errors import BrodenError
 from .recipe import Recipe
 from .resize import resize_image, resize_labels
+from .sources.decode import decode_image
 from .sources import BadSourceItem, ImageRecord, Source, SourceMissingError, get_source_class
 from .store.statistics import layer_fractions as native_fractions
 from .store.atomic import atomic_write_bytes, atomic_write_text
@@ -39,7 +41,7 @@ log = logging.getLogger(__name__)
 COLOR_SOURCE = "color"
 
 
-class BuildError(RuntimeError):
+class BuildError(BrodenError, RuntimeError):
     """The build cannot go on (missing sources, strict-mode failures)."""
 
 
@@ -161,9 +163,8 @@ def _stage_one(task: tuple):
             stage.unlink()
     try:
         res = src.resolve(rec)
-        rgb = np.asarray(res.image)
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise BadSourceItem(f"image is not H x W x 3 uint8 (shape {rgb.shape}, {rgb.dtype})")
+        # plug-in sources may return any image the one decoder accepts (16-bit, float in [0, 1], grey, ...)
+        rgb = decode_image(res.image, f"image returned by source {src.key!r}")
         h, w = rgb.shape[:2]
         pixel = {c: [np.asarray(l) for l in layers] for c, layers in res.pixel.items()}
         if _W["color"]:

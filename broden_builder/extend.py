@@ -39,6 +39,7 @@ from typing import Any, Mapping, Optional, Union
 from . import __version__
 from .build import (COLOR_SOURCE, _run, _stage_one, build_date, gather_records, instantiate_sources,
                     source_labels_from_stats, write_rows)
+from .errors import BrodenError
 from .recipe import read_yaml, recipe_from_dict
 from .store.atomic import atomic_write_text
 from .store.format import INDEX_FIXED_COLUMNS, join_cell
@@ -53,7 +54,7 @@ WORK = ".broden-add"
 STORE_SOURCE = "\x00store"  # source key of the existing labels inside the unifier (cannot clash with a prefix)
 
 
-class ExtendError(RuntimeError):
+class ExtendError(BrodenError, RuntimeError):
     """``broden add`` refuses (the message says why); the store is left as it was."""
 
 

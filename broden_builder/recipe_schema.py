@@ -156,6 +156,8 @@ class FolderEntry(SourceEntry):
     mask_suffix: Optional[str] = None
     unlabeled: Optional[Union[int, List[int]]] = None
     missing_masks: Optional[Literal["error", "skip"]] = None
+    exif_orientation: Optional[bool] = Field(None, description="apply the images' EXIF orientation (default: "
+                                                               "yes for image-level labels, no with masks)")
 
 
 class HFEntry(SourceEntry):

@@ -11,7 +11,8 @@ Default rule ``original`` (BRODEN_FORMAT.md, "How the original build unified its
    each claims every name of its list no earlier label holds, and is named by the first
    name it holds; a label holding none is merged into a holder: one name -> its holder;
    several -> the holder whose mean size (coverage / frequency) is closest to its own
-   (ties: the more frequent holder); a label with no names is unlabeled;
+   (ties: the more frequent holder, then the smaller holder (source, category, code));
+   a label with no names is unlabeled;
 3. per final name, frequency and coverage are summed over its source labels; names with
    frequency < ``min_frequency`` or coverage < ``min_coverage`` are dropped (mapped to 0);
    the rest are numbered 1.. by descending frequency, then coverage.
@@ -286,8 +287,9 @@ def _claim_original(items: list, reserved: Mapping[str, int]) -> tuple:
                     first = h.members[0] if h.members else None
                     size = first.mean_size if first else own
                     freq = first.frequency if first else 0
-                    return (abs(size - own), -freq)
-                g = min(candidates, key=key)  # min is stable: equal keys keep the earlier holder
+                    # closest mean size, then the more frequent holder, then the holder's (source, category, code)
+                    return (abs(size - own), -freq, first.key if first else ())
+                g = min(candidates, key=key)
         g.members.append(sl)
         for n in mine:
             holder[n] = g

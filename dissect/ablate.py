@@ -238,6 +238,53 @@ class _Replace:
         return t
 
 
+def _unit_means(model: nn.Module, target: nn.Module, idx: torch.Tensor, loader, dev, quiet: bool) -> torch.Tensor:
+    """Each unit's mean output over the whole data set and all positions (float32 [len(idx)])."""
+    from tqdm.auto import tqdm
+
+    acc = {"sum": None, "count": 0}
+
+    def grab(module, inp, out):
+        t = out[0] if isinstance(out, (tuple, list)) else out
+        if int(idx.max()) >= t.shape[1]:
+            raise AblationError(f"unit {int(idx.max()) + 1} is out of range: the layer has {t.shape[1]} units")
+        s = t[:, idx.to(t.device)].double().transpose(0, 1).reshape(len(idx), -1)
+        acc["sum"] = s.sum(1) if acc["sum"] is None else acc["sum"] + s.sum(1)
+        acc["count"] += s.shape[1]
+
+    handle = target.register_forward_hook(grab)
+    try:
+        with torch.no_grad():
+            for x, _y in tqdm(loader, desc="ablate: unit means", disable=quiet or None, leave=False):
+                model(x.to(dev))
+    finally:
+        handle.remove()
+    return (acc["sum"] / max(acc["count"], 1)).float().cpu()
+
+
+def _accuracies(model: nn.Module, hook: "_Replace", loader, n_classes: int, classes, dev, quiet: bool) -> tuple:
+    """(images, correct without, correct with the replacement) per class, int64 [C] each."""
+    from tqdm.auto import tqdm
+
+    n, before, after = (np.zeros(n_classes, np.int64) for _ in range(3))
+    with torch.no_grad():
+        for x, y in tqdm(loader, desc="ablate", disable=quiet or None, leave=False):
+            x = x.to(dev)
+            yn = y.numpy().astype(np.int64)
+            if yn.size and (yn.min() < 0 or yn.max() >= n_classes):
+                raise AblationError(f"label {int(yn.max() if yn.max() >= n_classes else yn.min())} is outside the "
+                                    f"{n_classes} classes {list(classes)[:5]}...")
+            hook.active = False
+            p0 = _logits(model(x)).argmax(1).cpu().numpy()
+            hook.active = True
+            p1 = _logits(model(x)).argmax(1).cpu().numpy()
+            hook.active = False
+            np.add.at(n, yn, 1)
+            np.add.at(before, yn, (p0 == yn).astype(np.int64))
+            np.add.at(after, yn, (p1 == yn).astype(np.int64))
+    return n, before, after
+
+
 def ablate(model: nn.Module, layer: str, units: Sequence[int], data: Dataset, classes: Sequence[str],
            mode: str = "zero", batch_size: int = 32, workers: int = 0, device="cpu", quiet: bool = True) -> AblationResult:
     """Per-class accuracy of ``model`` on ``data`` with and without ``units`` (1-based, as in
@@ -253,54 +300,12 @@ def ablate(model: nn.Module, layer: str, units: Sequence[int], data: Dataset, cl
     model = model.to(dev).eval()
     target = get_layer(model, layer)
     idx = torch.tensor([u - 1 for u in units], dtype=torch.long)
-    hook = _Replace(idx)
-    handle = target.register_forward_hook(hook)
-    C = len(classes)
     loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=workers)
+    hook = _Replace(idx)
+    hook.values = _unit_means(model, target, idx, loader, dev, quiet) if mode == "mean" else torch.zeros(len(units))
+    handle = target.register_forward_hook(hook)
     try:
-        from tqdm.auto import tqdm
-
-        if mode == "mean":  # first pass: each unit's mean over the data set and all positions
-            sums, count = None, 0
-
-            def grab(module, inp, out):
-                nonlocal sums, count
-                t = out[0] if isinstance(out, (tuple, list)) else out
-                if int(idx.max()) >= t.shape[1]:
-                    raise AblationError(f"unit {int(idx.max()) + 1} is out of range: the layer has {t.shape[1]} units")
-                sel = t[:, idx.to(t.device)].double()
-                s = sel.transpose(0, 1).reshape(len(units), -1)
-                sums = s.sum(1) if sums is None else sums + s.sum(1)
-                count += s.shape[1]
-
-            h2 = target.register_forward_hook(grab)
-            try:
-                with torch.no_grad():
-                    for x, _y in tqdm(loader, desc="ablate: unit means", disable=quiet or None, leave=False):
-                        model(x.to(dev))
-            finally:
-                h2.remove()
-            hook.values = (sums / max(count, 1)).float()
-        else:
-            hook.values = torch.zeros(len(units))
-        n = np.zeros(C, np.int64)
-        before = np.zeros(C, np.int64)
-        after = np.zeros(C, np.int64)
-        with torch.no_grad():
-            for x, y in tqdm(loader, desc="ablate", disable=quiet or None, leave=False):
-                x = x.to(dev)
-                yn = y.numpy().astype(np.int64)
-                if yn.size and (yn.min() < 0 or yn.max() >= C):
-                    raise AblationError(f"label {int(yn.max() if yn.max() >= C else yn.min())} is outside the "
-                                        f"{C} classes {list(classes)[:5]}...")
-                hook.active = False
-                p0 = _logits(model(x)).argmax(1).cpu().numpy()
-                hook.active = True
-                p1 = _logits(model(x)).argmax(1).cpu().numpy()
-                hook.active = False
-                np.add.at(n, yn, 1)
-                np.add.at(before, yn, (p0 == yn).astype(np.int64))
-                np.add.at(after, yn, (p1 == yn).astype(np.int64))
+        n, before, after = _accuracies(model, hook, loader, len(classes), classes, dev, quiet)
     finally:
         handle.remove()
     return AblationResult(layer, units, mode, list(classes), n, before, after,

@@ -161,3 +161,19 @@ def test_ablate_cli(tmp_path, capsys):
     assert "highest IoU for 'blue-c': 3" in capsys.readouterr().out
     assert main(args + ["--units", "x"]) in (1, 2)
     assert "--units" in capsys.readouterr().err
+
+
+def test_report_lines_for_units(tmp_path):
+    from dissect.report.analyses import unit_extras
+
+    d = tmp_path / "layer4"
+    d.mkdir()
+    (d / "explanations.csv").write_text("unit,formula,iou,single_iou,single_label,length\n"
+                                        "1,sky OR <cloud>,0.5,0.25,sky,2\n2,,0.0,0.0,,0\n")
+    (d / "ablations.json").write_text(json.dumps([{"file": "ablation_units_1_3_zero.csv", "units": [1, 3],
+                                                   "mode": "zero", "accuracy_before": 0.75, "accuracy_after": 0.5}]))
+    extras = unit_extras(d)
+    assert "sky OR &lt;cloud&gt;" in extras[1] and "IoU 0.500" in extras[1]
+    assert 'href="ablation_units_1_3_zero.csv"' in extras[1] and "0.750 &rarr; 0.500" in extras[3]
+    assert 2 not in extras
+    assert unit_extras(tmp_path / "nothing") == {}

@@ -175,3 +175,16 @@ def test_images_are_jpeg_quality_75(stores):
     # IJG quality 75 scales the standard luminance table by 50%: first entry 16 -> (16 * 50 + 50) // 100 = 8
     assert im.quantization[0][0] == 8 and im.quantization[0][1] == (11 * 50 + 50) // 100
     assert recipe_from_dict({}).jpeg_quality == 75
+
+
+def test_build_summary_lists_cross_source_merges():
+    from broden_builder.build import BuildReport
+    from broden_builder.unify import SourceLabel, unify
+
+    v = unify([SourceLabel("ade20k", "object", 1, ("car", "auto"), 20, 2.0, raw=("car, auto",)),
+               SourceLabel("pascal", "object", 7, ("car",), 10, 1.0),
+               SourceLabel("ade20k", "object", 2, ("tree",), 30, 3.0)], 1, 0.0)
+    text = BuildReport(merges=v.merges()).summary()
+    # car (20 images) claims car, auto; pascal's car (10) merges into it: one cross-source merge, tree none
+    assert "1 label(s) merge labels of different sources" in text
+    assert "car: ade20k/object/1 'car, auto' + pascal/object/7 'car'" in text and "tree" not in text

@@ -87,13 +87,14 @@ def test_several_held_names_merge_into_the_closest_mean_size():
 
 def test_visit_order_ties_by_source_category_code():
     # equal frequency: ('a', 'object', 2) is visited before ('a', 'part', 1) and ('b', 'object', 1)
-    labels = [SourceLabel("b", "object", 1, ("door", "gate"), 10, 1.0),
+    labels = [SourceLabel("b", "object", 1, ("gate", "door"), 10, 1.0),
               SourceLabel("a", "part", 1, ("gate",), 10, 1.0),
               SourceLabel("a", "object", 2, ("door",), 10, 1.0)]
     v = unify(labels, 1, 0.0)
     names = {m.key: g.name for g in v.labels for m in g.members}
     # a/object/2 claims door; a/part/1 claims gate; b/object/1 holds none: two holders of equal mean
-    # size and frequency -> the first (door, visited first)
+    # size and frequency -> the holder with the smaller (source, category, code): door's, though 'gate'
+    # comes first in its list (the original scored (size distance, -frequency, holder key))
     assert names == {("a", "object", 2): "door", ("a", "part", 1): "gate", ("b", "object", 1): "door"}
 
 
@@ -217,7 +218,7 @@ def _reference_names(labels: list) -> dict:
                 a, b = holder_label[h], holder_label[best]
                 da = abs(a.coverage / a.frequency - sl.coverage / sl.frequency)
                 db = abs(b.coverage / b.frequency - sl.coverage / sl.frequency)
-                if da < db or (da == db and a.frequency > b.frequency):
+                if (da, -a.frequency, a.key) < (db, -b.frequency, b.key):
                     best = h
             name_of[sl.key] = name_of[best]
     return name_of
@@ -274,3 +275,19 @@ def test_real_ade_plan_names_checked_by_hand(ade_plan):
     assert all(d["reason"] for d in j["vocabulary"]["dropped"])
     refused = j["vocabulary"]["refused_same_source_merges"]
     assert any(r["name"] == "arm" for r in refused)
+
+
+def test_cli_plan_json_lists_the_vocabulary(ade_plan, tmp_path, capsys):
+    from broden_builder.cli import main
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"min_frequency: 10\nsources:\n  - {{type: ade20k, version: '2016', path: '{INDEX.parent}'}}\n")
+    assert main(["build", str(recipe), "--plan", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    labels = out["vocabulary"]["labels"]
+    assert [lab["number"] for lab in labels] == list(range(1, len(labels) + 1))
+    pillar = next(lab for lab in labels if lab["name"] == "pillar")
+    assert set(pillar) >= {"number", "name", "categories", "members"}
+    assert {"source": "ade20k", "category": "object", "names": ["column, pillar"]}.items() <= pillar["members"][0].items()
+    assert all("reason" in d for d in out["vocabulary"]["dropped"])
+    assert "equal mean sizes" in out["coverage_rule"]

@@ -75,13 +75,12 @@ Environment: ``BRODEN_MIRROR``, ``BRODEN_DOWNLOAD_DIR``.
 from .extract import (ArchiveError, ExtractLimitError, ExtractLimits, UnsafeArchiveError, extract_archive, is_extracted,
                       verify_archive)
 from .manual import manual_instructions, require_manual
-from .offline import offline_instructions
 from .prepare import DownloadOptions, prepare_sources, register_checksums
 from .registry import (ChecksumsFileError, Resource, archive_kind, load_checksums, parse_checksums,
                        update_checksums_file, write_checksums_file)
 from .source import DOWNLOAD_DIR_ENV, DownloadableSource
 from .transfer import (MIRROR_ENV, ChecksumError, DownloadError, FetchReport, OfflineError, fetch, fetch_many,
-                       file_digest, mirror_url, verify_file)
+                       file_digest, mirror_url, offline_instructions, verify_file)
 
 __all__ = [
     "ArchiveError", "ChecksumError", "ChecksumsFileError", "DOWNLOAD_DIR_ENV", "DownloadError", "DownloadOptions",

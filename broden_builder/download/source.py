@@ -103,7 +103,7 @@ class DownloadableSource:
         dest_dir = Path(dest_dir) if dest_dir is not None else self.download_dir()
         resources = list(resources) if resources is not None else self.resources()
         if offline:
-            from .offline import offline_instructions
+            from .transfer import offline_instructions
 
             missing = []
             for r in resources:

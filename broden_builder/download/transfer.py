@@ -37,6 +37,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 from urllib.parse import urlsplit
 
 from .. import __version__
+from ..errors import BrodenError
 from .registry import Resource
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ USER_AGENT = f"broden-dissect/{__version__} (+urllib)"
 _sleep = time.sleep  # patched in tests
 
 
-class DownloadError(RuntimeError):
+class DownloadError(BrodenError, RuntimeError):
     """A file could not be downloaded; the message names the URL and the destination."""
 
 
@@ -245,8 +246,6 @@ def fetch(
             log.warning("%s; downloading it again", e)
             dest.unlink()
     if offline:
-        from .offline import offline_instructions
-
         raise OfflineError("offline mode: a file is missing\n" + offline_instructions([res], dest_dir, mirror=mirror))
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -348,3 +347,28 @@ def fetch_many(
     order = {r.filename: i for i, r in enumerate(resources)}
     report.failed.sort(key=lambda t: order[t[0].filename])
     return report
+
+
+def offline_instructions(resources: Sequence[Resource], dest_dir: Union[str, Path], *,
+                         mirror: Optional[str] = None, source: str = "") -> str:
+    """A block of text, one entry per resource: url, filename, destination path, size and sha256.
+
+    Sizes and checksums not yet known are shown as ``unknown``. Verification commands use
+    ``sha256sum``.
+    """
+    lines = []
+    head = f"source {source}: " if source else ""
+    lines.append(f"{head}put {'this file' if len(resources) == 1 else f'these {len(resources)} files'} "
+                 f"into place (then run again):")
+    m = mirror_from_env(mirror)
+    for r in resources:
+        dest = r.path_in(Path(dest_dir).expanduser().resolve())
+        lines.append(f"  url:         {r.url}")
+        if m:
+            lines.append(f"  mirror url:  {mirror_url(r.url, m)}")
+        lines.append(f"  filename:    {r.filename}")
+        lines.append(f"  destination: {dest}")
+        lines.append(f"  size:        {r.size if r.size is not None else 'unknown'}" + (" bytes" if r.size is not None else ""))
+        lines.append(f"  sha256:      {r.sha256 or 'unknown'}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"

@@ -36,7 +36,7 @@ import numpy as np
 
 from . import register_source
 from .base import BadSourceItem, ImageRecord, Resolved, Source, SourceDataError, SourceMissingError
-from .common import apply_rename, load_rgb, store_basename
+from .common import apply_rename, load_label_rgb, load_rgb, store_basename
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +296,7 @@ class CocoSource(Source):
         if ann is None or "png" not in meta:
             return {}
         png = Path(meta["png"])
-        seg = load_rgb(png).astype(np.int64)
+        seg = load_label_rgb(png).astype(np.int64)
         ids = seg[..., 0] + 256 * seg[..., 1] + 65536 * seg[..., 2]
         if ids.shape != (meta["height"], meta["width"]):
             raise BadSourceItem(f"{png}: panoptic PNG is {ids.shape[1]}x{ids.shape[0]}, the image is {meta['width']}x{meta['height']}")

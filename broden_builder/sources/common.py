@@ -12,29 +12,29 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 import numpy as np
 
 from .base import BadSourceItem, SourceDataError
+from .decode import decode_image, load_image
 
 
-def load_rgb(path: Path) -> np.ndarray:
-    """An image file as H x W x 3 uint8 RGB; BadSourceItem naming the file when unreadable."""
+def load_rgb(path: Path, exif: bool = False) -> np.ndarray:
+    """An image file as H x W x 3 uint8 RGB by the one image decoder (decode.py: bit depths, modes,
+    EXIF when asked); BadSourceItem naming the file when unreadable or unsupported."""
+    return load_image(path, exif)
+
+
+def to_rgb(image: Any, where: str, exif: bool = False) -> np.ndarray:
+    """A PIL image or array as H x W x 3 uint8 by the one image decoder (decode.py)."""
+    return decode_image(image, where, exif)
+
+
+def load_label_rgb(path: Path) -> np.ndarray:
+    """A colour-coded label PNG (COCO panoptic) as H x W x 3 uint8, values untouched; BadSourceItem naming it."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
             return np.asarray(im.convert("RGB"))
     except (OSError, ValueError) as e:
-        raise BadSourceItem(f"{path}: cannot read image ({e})") from None
-
-
-def to_rgb(image: Any, where: str) -> np.ndarray:
-    """A PIL image or array (H x W, H x W x 3 or x 4) as H x W x 3 uint8."""
-    if hasattr(image, "convert"):
-        return np.asarray(image.convert("RGB"))
-    arr = np.asarray(image)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=2)
-    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-        raise BadSourceItem(f"{where}: image has shape {arr.shape}, expected H x W x 3")
-    return np.ascontiguousarray(arr[..., :3]).astype(np.uint8)
+        raise BadSourceItem(f"{path}: cannot read label image ({e})") from None
 
 
 def mask_values(image: Any, where: str) -> np.ndarray:

@@ -116,4 +116,4 @@ def load_image(path: Union[str, Path], exif: bool = False) -> np.ndarray:
     except BadSourceItem:
         raise
     except Exception as e:  # PIL raises many types for corrupt files
-        raise BadSourceItem(f"{path}: unreadable image ({e})") from None
+        raise BadSourceItem(f"{path}: cannot read image ({e})") from None

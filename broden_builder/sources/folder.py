@@ -10,6 +10,7 @@ Pixel labels (``masks`` given)::
       mask_suffix: ""                  # e.g. "_mask" for masks/<stem>_mask.png
       unlabeled: [0]                   # mask values that mean 'no label' (default [0])
       missing_masks: error             # error (default) | skip: images without a mask file
+      exif_orientation: false          # turn images upright by their EXIF tag (masks must then be upright too)
 
 Image-level labels (no ``masks``)::
 
@@ -17,6 +18,7 @@ Image-level labels (no ``masks``)::
       images: my_data/images
       labels: my_data/labels.csv       # columns image,label: image relative to images/, labels ';'-joined
       category: action                 # the category is image-level (like scene, texture)
+      exif_orientation: true           # default here: images are turned upright by their EXIF tag
 
 In the names table a name may carry synonyms, ';'-joined (``car;automobile``). A mask
 value missing from it stops the build with an error naming the mask and the table.
@@ -79,6 +81,8 @@ class FolderSource(Source):
         self.unlabeled = int_list(c.get("unlabeled", [0]), "unlabeled", "folder source")
         self.missing_masks = str(c.get("missing_masks", "error"))
         self.rename = dict(c.get("rename") or {})
+        # EXIF orientation: image-level labels hold for the upright image; masks are drawn on the stored pixels
+        self.exif_orientation = bool(c.get("exif_orientation", not c.get("masks")))
         self.license = str(c.get("license", self.license))
         self.citation = str(c.get("citation", ""))
         self._table = None
@@ -176,7 +180,7 @@ class FolderSource(Source):
 
     def resolve(self, record: ImageRecord) -> Resolved:
         m = record.meta
-        rgb = load_rgb(Path(m["path"]))
+        rgb = load_rgb(Path(m["path"]), exif=self.exif_orientation)
         if not self.pixel_mode:
             return Resolved(image=rgb, image_level={self.category: list(m["codes"])})
         values = read_mask_file(Path(m["mask"]))

@@ -18,8 +18,10 @@ import stat
 from pathlib import Path
 from typing import Optional, Union
 
+from ..errors import BrodenError
 
-class UnsafePathError(ValueError):
+
+class UnsafePathError(BrodenError, ValueError):
     """A path would leave the folder it must stay in; the message names the path and the folder."""
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 import numpy as np
 import torch
@@ -27,31 +27,33 @@ class ExplainError(ValueError):
 
 
 def model_activations(model, layer: str, store: BrodenStore, rows, path: Path, input_size=None, mean=None, std=None,
-                      dtype: str = "float16", batch_size: int = 32, workers: int = 0, device="cpu", quiet=True):
-    """Run ``model`` over store rows ``rows`` and write ``layer``'s output [N, U, h, w] to the .npy
-    ``path`` (rounded to ``dtype``); returns the array (memory-mapped)."""
+                      dtype: str = "float16", batch_size: int = 32, workers: int = 0, device="cpu", quiet=True,
+                      layout=None):
+    """Run ``model`` over store rows ``rows`` and write ``layer``'s feature map [N, U, h, w] (the
+    selector and layout as dissected, see dissect.capture) to the .npy ``path``, rounded to
+    ``dtype`` as the runner's cache rounds it; returns the array (memory-mapped)."""
     from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
 
     from broden_builder.torch_dataset import IMAGENET_MEAN, IMAGENET_STD, BrodenDataset, collate_broden
 
-    from ..hooks import as_feature_map, run_layers
-    from ..models import LoadedModel
+    from ..capture import feature_maps, plan_layers
 
-    module = model.module if isinstance(model, LoadedModel) else model
+    module = getattr(model, "module", model) if not isinstance(model, torch.nn.Module) else model
     dev = torch.device(device)
     module = module.to(dev).eval()
     r0 = store.rows[rows[0]]
     size = tuple(input_size) if input_size else (r0.ih, r0.iw)
     ds = BrodenDataset(store, rows=list(rows), image_size=size, mean=mean or IMAGENET_MEAN, std=std or IMAGENET_STD,
                        with_labels=False)
-    out = None
-    lo = 0
+    out, plans, lo = None, None, 0
     tdt = torch.float16 if dtype == "float16" else torch.float32
-    from tqdm.auto import tqdm
-
     for batch in tqdm(DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate_broden),
                       desc="explain: activations", disable=quiet or None, leave=False):
-        a = as_feature_map(layer, run_layers(module, batch["image"].to(dev), [layer])[layer]).to(tdt).cpu().numpy()
+        x = batch["image"].to(dev)
+        if plans is None:
+            plans = plan_layers(module, [layer], x[:1], layout=layout)
+        a = feature_maps(module, x, plans)[layer].to(tdt).cpu().numpy()
         if out is None:
             out = np.lib.format.open_memmap(path, mode="w+", dtype=a.dtype, shape=(len(ds),) + a.shape[1:])
         out[lo: lo + a.shape[0]] = a
@@ -72,6 +74,52 @@ def _read_result(layer_dir: Path) -> tuple:
     return doc, thr
 
 
+def _open_store(layer_dir: Path, doc: dict, store) -> BrodenStore:
+    """The store of the result (``store`` or the recorded path), checked by fingerprint."""
+    if store is None:
+        store = (doc.get("store") or {}).get("path")
+        if not store:
+            raise ExplainError(f"{layer_dir / 'result.json'} records no store path: give --store")
+    store = store if isinstance(store, BrodenStore) else BrodenStore(store)
+    want = (doc.get("store") or {}).get("fingerprint")
+    if want and store.fingerprint() != want:
+        raise ExplainError(f"{store.root} is not the store {layer_dir} was dissected on (fingerprints differ)")
+    return store
+
+
+def _given_activations(activations, store: BrodenStore, rows):
+    """Scored activations (array, tensor, .npy/.pt path) as an array-like in ``rows`` order."""
+    if isinstance(activations, (str, Path)):
+        from ..activations import open_activations
+
+        activations = open_activations(activations)
+    elif isinstance(activations, torch.Tensor):
+        activations = activations.detach().cpu().numpy()
+    shape = tuple(activations.shape)
+    if len(shape) == 2:
+        activations = np.asarray(activations).reshape(shape + (1, 1))
+    if shape[0] == len(store.rows) and len(rows) != len(store.rows):
+        from .layer import _Rows
+
+        activations = _Rows(activations, rows)  # activations of every row: the split's rows
+    return activations
+
+
+def _basis(layer_dir: Path, settings: dict, units: int):
+    """The basis matrix recorded in settings["basis"] (None without one); refuses a changed file."""
+    basis = settings.get("basis")
+    if not isinstance(basis, dict):
+        return None
+    from ..basis import describe, load_basis, random_orthogonal
+
+    matrix = (random_orthogonal(units, basis["seed"]) if basis.get("kind") == "rotate"
+              else load_basis(basis["file"], units))
+    if basis.get("sha256") and describe(matrix)["sha256"] != basis["sha256"]:
+        raise ExplainError(f"{layer_dir}: the basis it was dissected with ({basis.get('file') or basis}) "
+                           "has changed since (sha256 differs)")
+    return matrix
+
+
 def explain_result(layer_dir: Union[str, Path], activations=None, model=None, store=None, length: int = 3,
                    beam: int = 5, batch_size: int = 32, workers: int = 0, device="cpu", quiet: bool = True,
                    write: bool = True) -> LayerExplanations:
@@ -79,58 +127,29 @@ def explain_result(layer_dir: Union[str, Path], activations=None, model=None, st
     ``layer_dir/explanations.csv``. Give ``activations`` ([N, U, h, w] array-like or a .npy/.pt
     path, as scored) or ``model`` (an nn.Module or LoadedModel; the layer is result.json's).
     ``store`` defaults to the path recorded in result.json. Raises ExplainError."""
+    from broden_builder.torch_dataset import select_rows
+
     layer_dir = Path(layer_dir)
     doc, thr = _read_result(layer_dir)
     settings = doc.get("settings") or {}
-    if store is None:
-        path = (doc.get("store") or {}).get("path")
-        if not path:
-            raise ExplainError(f"{layer_dir / 'result.json'} records no store path: give --store")
-        store = path
-    store = store if isinstance(store, BrodenStore) else BrodenStore(store)
-    want = (doc.get("store") or {}).get("fingerprint")
-    if want and store.fingerprint() != want:
-        raise ExplainError(f"{store.root} is not the store {layer_dir} was dissected on (fingerprints differ)")
-    from broden_builder.torch_dataset import select_rows
-
+    store = _open_store(layer_dir, doc, store)
     rows = select_rows(store, settings.get("split"))
-    tmp = None
-    try:
-        if activations is None:
-            if model is None:
-                raise ExplainError("give the activations or the model")
-            tmp = tempfile.TemporaryDirectory(prefix=".explain-", dir=layer_dir)
-            activations = model_activations(model, doc["layer"], store, rows, Path(tmp.name) / "acts.npy",
-                                            input_size=settings.get("input_size"), mean=settings.get("mean"),
-                                            std=settings.get("std"), dtype=settings.get("cache_dtype", "float16"),
-                                            batch_size=batch_size, workers=workers, device=device, quiet=quiet)
-            act_rows = None
+    with tempfile.TemporaryDirectory(prefix=".explain-", dir=layer_dir) as tmp:
+        if activations is not None:
+            activations = _given_activations(activations, store, rows)
+        elif model is not None:
+            lay = settings.get("layout") if isinstance(settings.get("layout"), dict) else {}
+            forced = lay.get("kind") if str(lay.get("source", "")).startswith("forced") else None
+            activations = model_activations(model, settings.get("selector") or doc["layer"], store, rows,
+                                            Path(tmp) / "acts.npy", input_size=settings.get("input_size"),
+                                            mean=settings.get("mean"), std=settings.get("std"),
+                                            dtype=settings.get("cache_dtype", "float16"), batch_size=batch_size,
+                                            workers=workers, device=device, quiet=quiet, layout=forced)
         else:
-            if isinstance(activations, (str, Path)):
-                from ..runner import load_activations
-
-                activations = load_activations(activations)
-            elif isinstance(activations, torch.Tensor):
-                activations = activations.detach().cpu().numpy()
-            shape = tuple(activations.shape)
-            if len(shape) == 2:
-                activations = np.asarray(activations).reshape(shape + (1, 1))
-            act_rows = None
-            if shape[0] == len(store.rows) and len(rows) != len(store.rows):
-                act_rows = rows  # activations of every row: pick the split's
+            raise ExplainError("give the activations or the model")
         if tuple(activations.shape[1:2]) != (len(thr),):
             raise ExplainError(f"activations have {activations.shape[1]} units, {layer_dir} has {len(thr)}")
-        basis = settings.get("basis")
-        matrix = None
-        if isinstance(basis, dict):
-            from ..basis import load_basis, random_orthogonal
-
-            matrix = (random_orthogonal(len(thr), basis["seed"]) if basis.get("kind") == "rotate"
-                      else load_basis(basis["file"], len(thr)))
-        if act_rows is not None:
-            from .layer import _Rows
-
-            activations = _Rows(activations, act_rows)
+        matrix = _basis(layer_dir, settings, len(thr))
         try:
             ex = explain_activations(activations, thr, store, categories=settings.get("categories"), rows=rows,
                                      length=length, beam=beam, upsample=settings.get("upsample", "bilinear"),
@@ -138,12 +157,9 @@ def explain_result(layer_dir: Union[str, Path], activations=None, model=None, st
                                      basis=matrix)
         except ValueError as e:
             raise ExplainError(f"{layer_dir}: {e}") from None
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
     ex.settings["layer"] = doc["layer"]
     if matrix is not None:
-        ex.settings["basis"] = basis
+        ex.settings["basis"] = settings["basis"]
     if write:
         write_explanations(layer_dir, ex)
     return ex

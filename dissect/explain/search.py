@@ -231,8 +231,95 @@ def _stable_top(scores: torch.Tensor, k: int) -> torch.Tensor:
     return order[:, :k]
 
 
+class _Beam:
+    """The beams of a chunk of n units: label columns as candidate indices ``bl`` [n, B, Lm] and
+    ops ``bo`` [n, B, max(Lm - 1, 1)] (-1 pad), counts ``bI`` |F & M|, ``bA`` |F| [n, B] and
+    score ``bS`` [n, B] (-1 = empty slot)."""
+
+    def __init__(self, prob: _Problem, u0: int, u1: int, B: int, Lm: int):
+        d = prob.c.w.device
+        n, nC = u1 - u0, prob.nC
+        self.prob, self.u0, self.u1, self.B, self.Lm = prob, u0, u1, B, Lm
+        self.neg = torch.tensor(-1.0, dtype=torch.float64, device=d)
+        self.msize = prob.msize[u0:u1]
+        self.I0 = prob.single(u0, u1)  # |X & M| [n, nC]
+        s0 = _iou(self.I0, prob.area_c.unsqueeze(0), self.msize.unsqueeze(1))
+        top = _stable_top(s0, min(B, nC)) if nC else torch.zeros(n, 0, dtype=torch.long, device=d)
+        self.bl = torch.full((n, B, Lm), -1, dtype=torch.long, device=d)
+        self.bo = torch.full((n, B, max(Lm - 1, 1)), -1, dtype=torch.long, device=d)
+        self.bI = torch.zeros(n, B, dtype=torch.long, device=d)
+        self.bA = torch.zeros(n, B, dtype=torch.long, device=d)
+        self.bS = self.neg.expand(n, B).clone()
+        k = top.shape[1]
+        ts = s0.gather(1, top)
+        ok = ts > 0  # compexp seeds only labels with a non-zero IoU
+        self.bl[:, :k, 0] = torch.where(ok, top, -1)
+        self.bI[:, :k] = torch.where(ok, self.I0.gather(1, top), 0)
+        self.bA[:, :k] = torch.where(ok, prob.area_c[top], 0)
+        self.bS[:, :k] = torch.where(ok, ts, self.neg)
+        # the best single label (column, IoU), -1 / 0 when none meets the mask
+        self.single_label = torch.full((n,), -1, dtype=torch.long, device=d)
+        self.single_iou = torch.zeros(n, dtype=torch.float64, device=d)
+        if k:
+            self.single_label = torch.where(ok[:, 0], prob.cand[top[:, 0]], -1)
+            self.single_iou = torch.where(ok[:, 0], ts[:, 0], torch.zeros((), dtype=torch.float64, device=d))
+
+    def columns(self) -> torch.Tensor:
+        """Beam labels as label columns [n, B, Lm] (-1 pad)."""
+        return torch.where(self.bl >= 0, self.prob.cand[self.bl.clamp(min=0)], -1)
+
+    def candidates(self) -> tuple:
+        """Counts and IoU of every extension: I, A [n, B, nC, 3] (OR, AND, AND NOT) and score S."""
+        prob, n, B, nC = self.prob, self.u1 - self.u0, self.B, self.prob.nC
+        cols = self.columns()
+        P = prob.formula_label_area(cols.view(n * B, self.Lm), self.bo.view(n * B, -1)).view(n, B, nC)
+        Q = prob.formula_label_unit(self.u0, self.u1, cols, self.bo)  # [n, B, nC]
+        fI, fA = self.bI.unsqueeze(2), self.bA.unsqueeze(2)
+        I = torch.stack([fI + self.I0.unsqueeze(1) - Q, Q, fI - Q], 3)
+        A = torch.stack([fA + prob.area_c.view(1, 1, nC) - P, P, fA - P], 3)
+        S = _iou(I, A, self.msize.view(n, 1, 1, 1))
+        return I, A, torch.where((self.bS >= 0).view(n, B, 1, 1), S, self.neg)
+
+    def extend(self) -> None:
+        """One round: the beam's best ``B`` of itself followed by all its extensions."""
+        n, B, nC, Lm = self.u1 - self.u0, self.B, self.prob.nC, self.Lm
+        I, A, S = self.candidates()
+        pool = torch.cat([self.bS, S.view(n, -1)], 1)
+        sel = _stable_top(pool, B)  # [n, B]
+        carried = sel < B
+        c = (sel - B).clamp(min=0)
+        cb, cx, cop = c // (nC * 3), (c // 3) % nC, c % 3
+        src = torch.where(carried, sel, cb)  # beam slot the new formula starts from
+        nl = self.bl.gather(1, src.unsqueeze(2).expand(-1, -1, Lm)).clone()
+        no = self.bo.gather(1, src.unsqueeze(2).expand(-1, -1, self.bo.shape[2])).clone()
+        rows_n, rows_b = (~carried).nonzero(as_tuple=True)
+        pos = (nl >= 0).sum(2)[rows_n, rows_b]  # labels in the source formula
+        nl[rows_n, rows_b, pos] = cx[rows_n, rows_b]
+        no[rows_n, rows_b, pos - 1] = cop[rows_n, rows_b]
+        keep = sel.clamp(max=B - 1)
+        self.bI = torch.where(carried, self.bI.gather(1, keep), I.view(n, -1).gather(1, c))
+        self.bA = torch.where(carried, self.bA.gather(1, keep), A.view(n, -1).gather(1, c))
+        self.bS = pool.gather(1, sel)
+        live = (self.bS >= 0).unsqueeze(2)
+        self.bl, self.bo = torch.where(live, nl, -1), torch.where(live, no, -1)
+
+    def formulas(self) -> list:
+        """Per unit the final beam as [(Formula, iou)], best first (B small Python objects per unit)."""
+        lc, bo, bs = self.columns().cpu().tolist(), self.bo.cpu().tolist(), self.bS.cpu().tolist()
+        out = []
+        for i in range(len(lc)):
+            beam = []
+            for b in range(self.B):
+                if bs[i][b] >= 0:
+                    labs = [x for x in lc[i][b] if x >= 0]
+                    beam.append((Formula(labs, bo[i][b][: max(0, len(labs) - 1)]), bs[i][b]))
+            out.append(beam)
+        return out
+
+
 def beam_search(counts: MaskCounts, length: int = 3, beam: int = 5, units: Optional[int] = None) -> SearchResult:
     """The best formula of up to ``length`` labels for every unit of ``counts`` (see module doc).
+    ``units``: units searched at once (default: as many as fit a bounded memory).
 
     Raises ValueError for length < 1 or beam < 1.
     """
@@ -240,85 +327,29 @@ def beam_search(counts: MaskCounts, length: int = 3, beam: int = 5, units: Optio
         raise ValueError(f"length and beam must be >= 1, got length={length}, beam={beam}")
     prob = _Problem(counts)
     d = counts.w.device
-    U, nC, B, Lm = counts.n_units, prob.nC, int(beam), int(length)
-    out_labels = torch.full((U, Lm), -1, dtype=torch.long, device=d)
-    out_ops = torch.full((U, max(Lm - 1, 0)), -1, dtype=torch.long, device=d)
-    out_iou = torch.zeros(U, dtype=torch.float64, device=d)
-    out_I = torch.zeros(U, dtype=torch.long, device=d)
-    out_A = torch.zeros(U, dtype=torch.long, device=d)
-    s_label = torch.full((U,), -1, dtype=torch.long, device=d)
-    s_iou = torch.zeros(U, dtype=torch.float64, device=d)
-    beams: list = [None] * U
-    per = max(1, B * max(nC, 1) * 3 * 4)
-    chunk = units or max(1, min(U, _MAX_ELEMS // per))
-    neg = torch.tensor(-1.0, dtype=torch.float64, device=d)
+    U, B, Lm = counts.n_units, int(beam), int(length)
+    res = SearchResult(torch.full((U, Lm), -1, dtype=torch.long, device=d),
+                       torch.full((U, max(Lm - 1, 0)), -1, dtype=torch.long, device=d),
+                       torch.zeros(U, dtype=torch.float64, device=d), torch.zeros(U, dtype=torch.long, device=d),
+                       torch.zeros(U, dtype=torch.long, device=d), prob.msize,
+                       torch.full((U,), -1, dtype=torch.long, device=d), torch.zeros(U, dtype=torch.float64, device=d),
+                       [])
+    chunk = units or max(1, min(U, _MAX_ELEMS // max(1, B * max(prob.nC, 1) * 3 * 4)))
     for u0 in range(0, U, chunk):
         u1 = min(U, u0 + chunk)
-        n = u1 - u0
-        msize = prob.msize[u0:u1]
-        I0 = prob.single(u0, u1)  # [n, nC]
-        s0 = _iou(I0, prob.area_c.unsqueeze(0), msize.unsqueeze(1))
-        top = _stable_top(s0, min(B, nC)) if nC else torch.zeros(n, 0, dtype=torch.long, device=d)
-        # beam state: label columns as candidate indices, ops, counts, score (-1 = empty slot)
-        bl = torch.full((n, B, Lm), -1, dtype=torch.long, device=d)
-        bo = torch.full((n, B, max(Lm - 1, 1)), -1, dtype=torch.long, device=d)
-        bI = torch.zeros(n, B, dtype=torch.long, device=d)
-        bA = torch.zeros(n, B, dtype=torch.long, device=d)
-        bS = neg.expand(n, B).clone()
-        k = top.shape[1]
-        ts = s0.gather(1, top)
-        ok = ts > 0  # compexp seeds only labels with a non-zero IoU
-        bl[:, :k, 0] = torch.where(ok, top, -1)
-        bI[:, :k] = torch.where(ok, I0.gather(1, top), 0)
-        bA[:, :k] = torch.where(ok, prob.area_c[top], 0)
-        bS[:, :k] = torch.where(ok, ts, neg)
-        if k:
-            s_label[u0:u1] = torch.where(ok[:, 0], prob.cand[top[:, 0]], -1)
-            s_iou[u0:u1] = torch.where(ok[:, 0], ts[:, 0], torch.zeros((), dtype=torch.float64, device=d))
+        bm = _Beam(prob, u0, u1, B, Lm)
         for _ in range(Lm - 1):
-            valid = bS >= 0  # [n, B]
-            lab_cols = torch.where(bl >= 0, prob.cand[bl.clamp(min=0)], -1)  # candidate index -> column
-            P = prob.formula_label_area(lab_cols.view(n * B, Lm), bo.view(n * B, -1)).view(n, B, nC)
-            Q = prob.formula_label_unit(u0, u1, lab_cols, bo)  # [n, B, nC]
-            fI, fA = bI.unsqueeze(2), bA.unsqueeze(2)
-            I = torch.stack([fI + I0.unsqueeze(1) - Q, Q, fI - Q], 3)  # [n, B, nC, 3] (OR, AND, AND NOT)
-            A = torch.stack([fA + prob.area_c.view(1, 1, nC) - P, P, fA - P], 3)
-            S = _iou(I, A, msize.view(n, 1, 1, 1))
-            S = torch.where(valid.view(n, B, 1, 1), S, neg)
-            pool = torch.cat([bS, S.view(n, -1)], 1)
-            sel = _stable_top(pool, B)  # [n, B]
-            carried = sel < B
-            c = (sel - B).clamp(min=0)
-            cb, cx, cop = c // (nC * 3), (c // 3) % nC, c % 3
-            src = torch.where(carried, sel, cb)  # beam slot the new formula starts from
-            nl = bl.gather(1, src.unsqueeze(2).expand(-1, -1, Lm)).clone()
-            no = bo.gather(1, src.unsqueeze(2).expand(-1, -1, bo.shape[2])).clone()
-            flen = (nl >= 0).sum(2)  # labels in the source formula
-            ext = ~carried
-            rows_n, rows_b = ext.nonzero(as_tuple=True)
-            pos = flen[rows_n, rows_b]
-            nl[rows_n, rows_b, pos] = cx[rows_n, rows_b]
-            no[rows_n, rows_b, pos - 1] = cop[rows_n, rows_b]
-            flatI, flatA = I.view(n, -1), A.view(n, -1)
-            bI = torch.where(carried, bI.gather(1, sel.clamp(max=B - 1)), flatI.gather(1, c))
-            bA = torch.where(carried, bA.gather(1, sel.clamp(max=B - 1)), flatA.gather(1, c))
-            bS = pool.gather(1, sel)
-            bl = torch.where((bS >= 0).unsqueeze(2), nl, -1)
-            bo = torch.where((bS >= 0).unsqueeze(2), no, -1)
-        best_ok = bS[:, 0] >= 0
-        lab_cols = torch.where(bl >= 0, prob.cand[bl.clamp(min=0)], -1)
-        out_labels[u0:u1] = torch.where(best_ok.unsqueeze(1), lab_cols[:, 0], -1)
+            bm.extend()
+        ok = bm.bS[:, 0] >= 0
+        res.labels[u0:u1] = torch.where(ok.unsqueeze(1), bm.columns()[:, 0], -1)
         if Lm > 1:
-            out_ops[u0:u1] = torch.where(best_ok.unsqueeze(1), bo[:, 0, : Lm - 1], -1)
-        out_iou[u0:u1] = torch.where(best_ok, bS[:, 0], torch.zeros((), dtype=torch.float64, device=d))
-        out_I[u0:u1] = torch.where(best_ok, bI[:, 0], 0)
-        out_A[u0:u1] = torch.where(best_ok, bA[:, 0], 0)
-        lc, bo_c, bs_c = lab_cols.cpu().tolist(), bo.cpu().tolist(), bS.cpu().tolist()
-        for i in range(n):  # small Python objects for the API (B per unit, not per pixel)
-            beams[u0 + i] = [(Formula([x for x in lc[i][b] if x >= 0],
-                                      bo_c[i][b][: max(0, sum(1 for x in lc[i][b] if x >= 0) - 1)]), bs_c[i][b])
-                             for b in range(B) if bs_c[i][b] >= 0]
-    return SearchResult(out_labels, out_ops, out_iou, out_I, out_A, prob.msize, s_label, s_iou, beams)
+            res.ops[u0:u1] = torch.where(ok.unsqueeze(1), bm.bo[:, 0, : Lm - 1], -1)
+        res.iou[u0:u1] = torch.where(ok, bm.bS[:, 0], torch.zeros((), dtype=torch.float64, device=d))
+        res.intersection[u0:u1] = torch.where(ok, bm.bI[:, 0], 0)
+        res.area[u0:u1] = torch.where(ok, bm.bA[:, 0], 0)
+        res.single_label[u0:u1], res.single_iou[u0:u1] = bm.single_label, bm.single_iou
+        res.beams += bm.formulas()
+    return res
 
 
 __all__ = ["beam_search", "SearchResult"]

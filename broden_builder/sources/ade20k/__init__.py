@@ -21,7 +21,8 @@ import numpy as np
 
 from .. import register_source
 from ..base import BadSourceItem, ImageRecord, Resolved, Source, SourceMissingError
-from .encoding import load_class_map, load_rgb, part_files
+from ..decode import load_image
+from .encoding import load_class_map, part_files
 from .index2016 import VOID_NAMES, load_index, presence_counts
 
 log = logging.getLogger(__name__)
@@ -235,7 +236,7 @@ class ADE20KSource(Source):
         seg_path = stem.parent / f"{stem.name}_seg.png"
         if not seg_path.is_file():
             raise BadSourceItem(f"{seg_path}: segmentation PNG not found (its image or JSON exists)")
-        rgb = load_rgb(img_path)
+        rgb = load_image(img_path)
         shape = rgb.shape[:2]
         obj = load_class_map(seg_path, shape, max_class)
         parts = [load_class_map(p, shape, max_class) for p in part_files(stem)]

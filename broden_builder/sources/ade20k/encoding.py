@@ -40,7 +40,8 @@ def encode_class(classes: np.ndarray, instances: Optional[np.ndarray] = None) ->
 
 
 def load_rgb(path: Path) -> np.ndarray:
-    """Read a JPEG/PNG as H x W x 3 uint8; BadSourceItem naming the file when unreadable."""
+    """Read a colour-coded segmentation PNG as H x W x 3 uint8, values untouched; BadSourceItem naming
+    the file when unreadable. (Photos go through the one image decoder, sources/decode.py.)"""
     try:
         with Image.open(path) as im:
             return np.asarray(im.convert("RGB"))

@@ -135,7 +135,7 @@ class OpenSurfacesSource(DownloadableSource, Source):
         return [ImageRecord(str(p["pk"]), {"pk": p["pk"]}) for p in self.tables()["photos"]]
 
     def resolve(self, record: ImageRecord) -> Resolved:
-        from ..ade20k.encoding import load_rgb
+        from ..decode import load_image
 
         pk = record.meta["pk"]
         path = self.photo_path(pk)
@@ -143,7 +143,7 @@ class OpenSurfacesSource(DownloadableSource, Source):
             raise BadSourceItem(f"{path}: photo failed to download ({self.failed[str(pk)]})")
         if not path.is_file():
             raise BadSourceItem(f"{path}: photo not found (download disabled or not fetched yet)")
-        rgb = load_rgb(path)
+        rgb = load_image(path)
         h, w = rgb.shape[:2]
         t = self.tables()
         try:
