@@ -355,7 +355,9 @@ def _cmd_layers(args) -> int:
 
 def _cmd_report(args) -> int:
     from .report import write_reports
+    from .resources import apply_threads, choose
 
+    apply_threads(choose().threads)  # the masks are small tensors: single-threaded (dissect.resources)
     index = write_reports(args.out, store=args.store, thumb=args.thumb, images_per_unit=args.images, quiet=args.quiet)
     print(f"report: {index}")
     return 0

@@ -38,14 +38,15 @@ def enlarge_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def _boundary(mask: np.ndarray) -> np.ndarray:
-    """Pixels of the mask with a 4-neighbour outside it (or on the image border)."""
-    pad = np.pad(mask, 1, constant_values=False)
-    inner = pad[:-2, 1:-1] & pad[2:, 1:-1] & pad[1:-1, :-2] & pad[1:-1, 2:]
+    """Pixels of the mask (``[..., h, w]``) with a 4-neighbour outside it (or on the image border)."""
+    pad = np.pad(mask, [(0, 0)] * (mask.ndim - 2) + [(1, 1), (1, 1)], constant_values=False)
+    inner = pad[..., :-2, 1:-1] & pad[..., 2:, 1:-1] & pad[..., 1:-1, :-2] & pad[..., 1:-1, 2:]
     return mask & ~inner
 
 
 def overlay(rgb: np.ndarray, mask: np.ndarray, dim: float = 0.3) -> np.ndarray:
-    """The image with everything outside ``mask`` dimmed towards grey and the mask's outline drawn."""
+    """The image with everything outside ``mask`` dimmed towards grey and the mask's outline drawn.
+    ``rgb`` [..., h, w, 3] uint8 and ``mask`` [..., h, w]: a stack of images is drawn in one call."""
     img = rgb.astype(np.float32)
     out = np.where(mask[..., None], img, img * dim + 128.0 * (1 - dim) * 0.5)
     edge = _boundary(mask)

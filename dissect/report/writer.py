@@ -94,7 +94,12 @@ def _strips(data: LayerResult, st, files: Path, thumb: int, images_per_unit: Opt
     strips = {}
     for u in tqdm(data.units, desc=f"report {data.layer}", disable=quiet, unit="unit"):
         i = int(u["unit_index"])
-        tiles = [overlay(thumbs[int(r)], masks[thumbs[int(r)].shape[:2]][i, j]) for j, r in enumerate(rows[i]) if r >= 0]
+        shown = [(j, thumbs[int(r)]) for j, r in enumerate(rows[i]) if r >= 0]
+        if len({t.shape for _, t in shown}) == 1:  # the usual case: one overlay call for the strip
+            size = shown[0][1].shape[:2]
+            tiles = list(overlay(np.stack([t for _, t in shown]), masks[size][i, [j for j, _ in shown]]))
+        else:
+            tiles = [overlay(t, masks[t.shape[:2]][i, j]) for j, t in shown]
         strip = strip_from_tiles(tiles, thumb)
         name = f"unit_{i + 1:04d}.jpg"
         atomic_write_bytes(files / name, encode_image(strip, "JPEG", quality=88, subsampling=0))  # no chroma subsampling: thin outlines stay crisp
