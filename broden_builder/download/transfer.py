@@ -127,25 +127,20 @@ def _progress(total, initial, desc, enabled):
 
 
 # --------------------------------------------------------------------------- one attempt
-def _attempt(url: str, part: Path, res: Resource, timeout: float, progress: bool) -> int:
-    """One HTTP(S)/file request into ``part`` (resuming it). Returns bytes received; raises _Transient/DownloadError."""
-    offset = part.stat().st_size if part.exists() else 0
-    if res.size is not None and offset > res.size:
-        part.unlink()
-        offset = 0
-    if res.size is not None and offset == res.size and offset > 0:
-        return 0  # the .part is complete (the previous run died before renaming)
+def _open(url: str, part: Path, offset: int, timeout: float):
+    """The response of a request for ``url`` from byte ``offset``; None when the .part is already whole.
+    Raises _Transient for what a retry may fix, DownloadError for the rest."""
     req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     if offset:
         req.add_header("Range", f"bytes={offset}-")
     try:
-        resp = urllib.request.urlopen(req, timeout=timeout)
+        return urllib.request.urlopen(req, timeout=timeout)
     except urllib.error.HTTPError as e:
         if e.code == 416 and offset:
             # Range not satisfiable: the .part already holds the whole file, or is garbage.
             total = _total_from_content_range(e.headers.get("Content-Range", ""))
             if total is not None and total == offset:
-                return 0
+                return None
             part.unlink(missing_ok=True)
             raise _Transient(f"HTTP 416 for a resume at byte {offset}; restarting from zero") from None
         if e.code in (408, 425, 429) or e.code >= 500:
@@ -157,6 +152,19 @@ def _attempt(url: str, part: Path, res: Resource, timeout: float, progress: bool
         raise _Transient(f"connection failed: {e.reason}") from None
     except (ConnectionError, socket.timeout, http.client.HTTPException, TimeoutError) as e:
         raise _Transient(f"{type(e).__name__}: {e}") from None
+
+
+def _attempt(url: str, part: Path, res: Resource, timeout: float, progress: bool) -> int:
+    """One HTTP(S)/file request into ``part`` (resuming it). Returns bytes received; raises _Transient/DownloadError."""
+    offset = part.stat().st_size if part.exists() else 0
+    if res.size is not None and offset > res.size:
+        part.unlink()
+        offset = 0
+    if res.size is not None and offset == res.size and offset > 0:
+        return 0  # the .part is complete (the previous run died before renaming)
+    resp = _open(url, part, offset, timeout)
+    if resp is None:
+        return 0  # the .part already holds the whole file
     received = 0
     bar = None
     try:
@@ -210,6 +218,27 @@ def _total_from_content_range(value: str) -> Optional[int]:
     return int(m.group(1)) if m else None
 
 
+def _download_with_retries(url: str, part: Path, res: Resource, timeout: float, progress: bool, retries: int,
+                           backoff: float, max_backoff: float) -> None:
+    """Attempts until the .part is complete; transient failures retried with exponential backoff (a
+    failure after progress restarts the count). Raises DownloadError when giving up."""
+    failures = 0
+    while True:
+        try:
+            _attempt(url, part, res, timeout, progress)
+            return
+        except _Transient as e:
+            if getattr(e, "received", 0):
+                failures = 0
+            failures += 1
+            if failures > retries:
+                raise DownloadError(f"giving up on {url} after {failures} failed attempt(s): {e} "
+                                    f"(partial data kept in {part}; run again to resume)") from None
+            delay = min(max_backoff, backoff * 2 ** (failures - 1))
+            log.warning("%s: %s; retry %d/%d in %.1f s", url, e, failures, retries, delay)
+            _sleep(delay)
+
+
 # --------------------------------------------------------------------------- public
 def fetch(
     res: Resource,
@@ -249,21 +278,7 @@ def fetch(
         raise OfflineError("offline mode: a file is missing\n" + offline_instructions([res], dest_dir, mirror=mirror))
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    failures = 0
-    while True:
-        try:
-            _attempt(url, part, res, timeout, progress)
-            break
-        except _Transient as e:
-            if getattr(e, "received", 0):
-                failures = 0
-            failures += 1
-            if failures > retries:
-                raise DownloadError(f"giving up on {url} after {failures} failed attempt(s): {e} "
-                                    f"(partial data kept in {part}; run again to resume)") from None
-            delay = min(max_backoff, backoff * 2 ** (failures - 1))
-            log.warning("%s: %s; retry %d/%d in %.1f s", url, e, failures, retries, delay)
-            _sleep(delay)
+    _download_with_retries(url, part, res, timeout, progress, retries, backoff, max_backoff)
     if not part.exists():
         part.touch()  # zero-byte file
     verify_file(part, res, url)
