@@ -11,8 +11,8 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
+from broden_builder.progress import progress
 from broden_builder.store.atomic import atomic_write_bytes, atomic_write_text, encode_image
 from broden_builder.store.errors import StoreFormatError
 
@@ -92,7 +92,7 @@ def _strips(data: LayerResult, st, files: Path, thumb: int, images_per_unit: Opt
     masks = {s: unit_masks(maps[:, :k], data.thresholds, tuple(seg) if seg else s, s, mode)  # [U, k, th, tw]
              for s in sorted({t.shape[:2] for t in thumbs.values()})}
     strips = {}
-    for u in tqdm(data.units, desc=f"report {data.layer}", disable=quiet, unit="unit"):
+    for u in progress(data.units, quiet, desc=f"report {data.layer}", unit="unit"):
         i = int(u["unit_index"])
         shown = [(j, thumbs[int(r)]) for j, r in enumerate(rows[i]) if r >= 0]
         if len({t.shape for _, t in shown}) == 1:  # the usual case: one overlay call for the strip
@@ -147,8 +147,9 @@ def write_layer_report(layer: Union[LayerResult, str, Path], store=None, thumb: 
     page = folder / PAGE
     from .analyses import unit_extras
 
+    links = [(n, n) for n in ("explanations.csv", "ablations.json") if (folder / n).is_file()]
     atomic_write_text(page, html.layer_page(data.layer, data.to_json(), data.sorted_units(), categories, summ,
-                                            strips, plot, index_href, extras=unit_extras(folder)))
+                                            strips, plot, index_href, extras=unit_extras(folder), extra_links=links))
     return page
 
 
