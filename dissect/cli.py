@@ -63,7 +63,11 @@ def _add_shared(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default=default("device"), help="auto (cuda when available), cpu, cuda or cuda:N (default auto)")
     g.add_argument("--batch-size", type=int, default=default("batch_size"), help=f"images per batch (default {default('batch_size')})")
     g.add_argument("--workers", type=int, default=default("workers"),
-                   help=f"DataLoader worker processes for decoding images and labels (default {default('workers')})")
+                   help=f"DataLoader worker processes for decoding images and labels (default {default('workers')}: "
+                        "the CPUs this process may use, less one, at most 4)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch threads for the statistics (default 1: small tensors, images split across the "
+                        "workers; a CPU model forward gets the cores the workers leave); recorded in result.json")
     g.add_argument("--quantile", type=float, default=default("quantile"),
                    help=f"top quantile that sets each unit's threshold (default {default('quantile')})")
     g.add_argument("--iou-threshold", type=float, default=default("iou_threshold"),
@@ -249,8 +253,9 @@ def _config(args, **extra):
     return DissectConfig(
         quantile=args.quantile, iou_threshold=args.iou_threshold, union=args.union,
         categories=_categories(args.categories), top_k=args.top_k, split=args.split,
-        upsample=args.upsample, batch_size=args.batch_size, workers=args.workers, device=args.device,
-        checkpoint_every=args.checkpoint_every, quiet=args.quiet, rotate=args.rotate, basis=args.basis, **extra)
+        upsample=args.upsample, batch_size=args.batch_size, workers=args.workers, threads=args.threads,
+        device=args.device, checkpoint_every=args.checkpoint_every, quiet=args.quiet, rotate=args.rotate,
+        basis=args.basis, **extra)
 
 
 def _cmd_run(args) -> int:
@@ -367,7 +372,9 @@ def _cmd_report(args) -> int:
 
     from .errors import DissectError
     from .report import write_reports
+    from .resources import apply_threads, choose
 
+    apply_threads(choose().threads)  # the masks are small tensors: single-threaded (dissect.resources)
     if not Path(args.out).is_dir():
         raise DissectError(f"results folder {args.out} does not exist")
     with exclusive(args.out, "dissect report"):  # not while a run or score writes there

@@ -24,8 +24,11 @@ CACHE_DTYPES = ("float16", "float32")
 
 
 def default_workers() -> int:
-    """DataLoader worker processes: the CPU count less one, at most 4."""
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
+    """DataLoader worker processes: the CPUs this process may use (affinity, cgroup quota) less one,
+    at most 4 (dissect.resources: chosen together with torch's threads)."""
+    from .resources import choose
+
+    return choose().workers
 
 
 @dataclass(frozen=True)
@@ -44,9 +47,11 @@ class DissectConfig:
     upsample: str = "bilinear"  # one of UPSAMPLE_MODES
     batch_size: int = 32
     workers: int = field(default_factory=default_workers)
+    threads: Optional[int] = None  # torch intra-op threads of the statistics; None = 1 (dissect.resources)
     device: str = "auto"  # 'auto' | 'cpu' | 'cuda' | 'cuda:N'
     checkpoint_every: int = 50  # batches; 0 = never
     cache_dtype: str = "float16"  # activations are rounded to this before every statistic
+    quantile_memory: int = 1 << 30  # bytes the exact quantile may keep before it switches to histogram passes
     cache_dir: Optional[str] = None  # None = out/.dissect_cache (removed after success)
     keep_cache: bool = False
     quiet: bool = False
@@ -70,6 +75,10 @@ class DissectConfig:
                 raise DissectError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
         if self.top_k < 1 or self.batch_size < 1 or self.workers < 0 or self.checkpoint_every < 0:
             raise DissectError("top_k and batch_size must be >= 1, workers and checkpoint_every >= 0")
+        if self.threads is not None and self.threads < 1:
+            raise DissectError(f"threads must be >= 1, got {self.threads}")
+        if self.quantile_memory < 1:
+            raise DissectError(f"quantile_memory must be >= 1 byte, got {self.quantile_memory}")
         if self.rotate is not None and self.basis is not None:
             raise DissectError("give rotate (a seed) or basis (a .npy file), not both")
         if self.rotate is not None and (isinstance(self.rotate, bool) or not isinstance(self.rotate, int)):

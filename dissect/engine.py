@@ -26,8 +26,10 @@ from .basis import BasisError, apply_basis, resolve_basis
 from .cache import safe_name
 from .checkpoint import Checkpoint
 from .config import DissectConfig
-from .distributed import DistInfo, barrier, dist_info, shard, sync
+from .distributed import DistInfo, all_reduce_sum_, barrier, dist_info, shard, sync
 from .errors import DissectError
+from .resources import apply_threads
+from .resources import choose as choose_parallelism
 from .results import LayerResult, build_layer_result, write_layer_result
 from .stats import Tally, TopKImages, TopQuantile
 
@@ -81,7 +83,8 @@ class Statistics:
         self.device, self.cfg = device, cfg
         self.layers = {}
         for name, (u, h, w) in self.shapes.items():
-            self.layers[name] = {"tq": TopQuantile(u, cfg.quantile, n_images * h * w, device),
+            self.layers[name] = {"tq": TopQuantile(u, cfg.quantile, n_images * h * w, device,
+                                                   memory_budget=cfg.quantile_memory),
                                  "topk": TopKImages(u, cfg.top_k, device),
                                  "tally": Tally(*tally_args, device, units=u)}
         self.thresholds: dict = {}
@@ -102,7 +105,9 @@ class Statistics:
         if pass_no == 1:
             idx = batch["index"].to(self.device)
             for n, a in acts.items():
-                a = apply_basis(a.to(self.device, non_blocking=True).float(), self.bases.get(n))
+                a = a.to(self.device, non_blocking=True)  # the quantile keeps the cache dtype
+                if self.bases.get(n) is not None:  # a rotated basis: float32 combinations of the units
+                    a = apply_basis(a.float(), self.bases.get(n))
                 self.layers[n]["tq"].add(a)
                 self.layers[n]["topk"].add(a, idx)
             return
@@ -112,6 +117,20 @@ class Statistics:
             # upsamples only the tiles where the mask can be set: the counts of add(upsample(a))
             self.layers[n]["tally"].add_activations(a, self.thresholds[n], seg, mode=self.cfg.upsample,
                                                     size=self.seg_size)
+
+    def rescan_thresholds(self, sources: dict, positions: Sequence[int], batch_size: int, info: DistInfo) -> None:
+        """The extra pass of a quantile that chose its histogram method (float32 values over its memory
+        budget): this shard's values again, the histograms summed over the ranks (dissect.stats.quantile)."""
+        for n, stats in self.layers.items():
+            tq = stats["tq"]
+            while tq.needs_rescan:
+                for lo in range(0, len(positions), batch_size):
+                    tq.rescan(torch.from_numpy(sources[n].rows(positions[lo: lo + batch_size])))
+                if info.active:
+                    count = torch.tensor([tq.rescan_count], dtype=torch.long)
+                    all_reduce_sum_([tq.hist, count], self.device)
+                    tq.rescan_count = int(count.item())
+                tq.end_rescan()
 
     def start_pass2(self, seg_size: tuple) -> None:
         self.seg_size = seg_size
@@ -164,10 +183,11 @@ class _ActsDataset(Dataset):
 
 
 def loader(ds: Dataset, cfg: DissectConfig, device: torch.device) -> DataLoader:
-    """The DataLoader of both passes (workers decode images and labels)."""
-    return DataLoader(ds, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
+    """The DataLoader of both passes (workers decode images and labels; count: dissect.resources)."""
+    workers = choose_parallelism(cfg.threads, cfg.workers).workers
+    return DataLoader(ds, batch_size=cfg.batch_size, shuffle=False, num_workers=workers,
                       collate_fn=collate_broden, pin_memory=device.type == "cuda",
-                      persistent_workers=False, prefetch_factor=4 if cfg.workers else None)
+                      persistent_workers=False, prefetch_factor=4 if workers else None)
 
 
 # ---------------------------------------------------------------------------- a run
@@ -193,6 +213,8 @@ class Run:
 
     def __init__(self, store: BrodenStore, cfg: DissectConfig, out: Optional[Path], key: dict):
         self.store, self.cfg = store, cfg
+        self.parallel = choose_parallelism(cfg.threads, cfg.workers)
+        apply_threads(self.parallel.threads)  # single-threaded ops on small tensors (dissect.resources)
         self.info = dist_info()
         self.device = resolve_device(cfg.device, self.info)
         try:
@@ -257,6 +279,7 @@ class Run:
     def pass2(self, stats: Statistics, sources: dict, positions: Sequence[int], start: int) -> None:
         """Tally every layer: ``sources`` {layer: Activations} rows ``positions`` (this shard's, in order)."""
         t0 = time.perf_counter()
+        stats.rescan_thresholds(sources, list(positions), self.cfg.batch_size, self.info)
         stats.start_pass2(self.seg_size)
         bs = self.cfg.batch_size
         labels = BrodenDataset(self.store, categories=self.categories, rows=self.my_rows[start * bs:],
@@ -293,7 +316,8 @@ class Run:
                     "upsample": cfg.upsample, "categories": self.categories, "split": cfg.split, "top_k": cfg.top_k,
                     "mean": list(cfg.mean) if cfg.mean is not None else None,
                     "std": list(cfg.std) if cfg.std is not None else None, "cache_dtype": cfg.cache_dtype,
-                    "batch_size": cfg.batch_size, "world_size": self.info.world}
+                    "batch_size": cfg.batch_size, "world_size": self.info.world,
+                    "parallelism": self.parallel.as_dict()}
         settings.update(settings_extra)
         store_info = {"path": str(self.store.root.resolve()), "fingerprint": self.store.fingerprint(),
                       "images": len(self.rows), "segmentation_size": list(self.seg_size)}

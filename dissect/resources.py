@@ -67,11 +67,11 @@ class Parallelism:
 def choose(threads: Optional[int] = None, workers: Optional[int] = None, cpus: Optional[int] = None) -> Parallelism:
     """The defaults described in the module docstring; explicit ``threads``/``workers`` win."""
     cpus = cpus or available_cpus()
-    w = min(MAX_WORKERS, cpus - 1) if workers is None else workers
-    w = max(0, w)
+    auto = max(0, min(MAX_WORKERS, cpus - 1))
+    w = auto if workers is None else max(0, workers)
     t = 1 if threads is None else max(1, threads)
     fwd = max(1, cpus - w) if threads is None else t
-    return Parallelism(cpus, t, fwd, w, "default" if threads is None and workers is None else "overridden")
+    return Parallelism(cpus, t, fwd, w, "default" if threads is None and w == auto else "overridden")
 
 
 def apply_threads(n: int) -> None:

@@ -38,6 +38,7 @@ from .engine import Run, finish_results, loader, run_pass
 from .errors import DissectError
 from .capture import feature_maps, plan_layers
 from .hooks import ForwardError, resolve_selector
+from .resources import apply_threads
 from .models import LoadedModel
 from .preprocess import Preprocessing, resolve_preprocessing
 from .results import LayerResult
@@ -287,21 +288,30 @@ def _model_compute(run: Run, lm: LoadedModel, plans: dict, prep: Preprocessing, 
     tdt = torch.float16 if run.cfg.cache_dtype == "float16" else torch.float32
     next_row = [start * run.cfg.batch_size]
 
+    # a CPU forward's large convolutions get the cores the workers leave (dissect.resources); the
+    # statistics stay single-threaded
+    fwd_threads = run.parallel.forward_threads if run.device.type == "cpu" else run.parallel.threads
+
     def compute(batch: dict) -> dict:
         x = batch["image"].to(run.device, non_blocking=True)
         idx, lo = batch["index"], next_row[0]
         if prep.transform is not None:
             with torch.no_grad():
                 x = prep.transform(x)
+        apply_threads(fwd_threads)
         try:
             feats, rounded = feature_maps(lm.module, x, plans), {}
         except ForwardError as e:
             raise DissectError(f"model {lm.spec} fails on a batch of {x.shape[0]} images at input size "
                                f"{prep.input_size[0]}x{prep.input_size[1]}: {e}") from None
+        finally:
+            apply_threads(run.parallel.threads)
         for n in plans:
             check_finite(n, feats[n], idx.tolist(), run.store)
             r = feats[n].to(tdt)
-            if not bool(torch.isfinite(r).all()):
+            # finite values overflow float16 exactly when |a| >= 65520 (they round to inf); checked on
+            # the float32 values, which is cheaper than isfinite on float16 on a CPU
+            if tdt == torch.float16 and feats[n].numel() and float(feats[n].abs().amax()) >= 65520.0:
                 raise DissectError(f"layer {n!r}: activations exceed the float16 range of the cache "
                                    f"(max |a| = {feats[n].abs().max().item():.4g}); use --cache-dtype float32")
             arrays[n][lo:lo + r.shape[0]] = r.cpu().numpy()

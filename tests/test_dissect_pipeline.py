@@ -106,17 +106,19 @@ def test_report_masks_are_the_tallied_masks_under_nearest(synthetic_store, tmp_p
     totals must also equal the tallied activation counts (union 'all')."""
     store = BrodenStore(synthetic_store)
     n, (sh, sw), (ih, iw) = len(store), (store.rows[0].sh, store.rows[0].sw), (store.rows[0].ih, store.rows[0].iw)
-    assert (sh, sw) != (ih, iw)  # the report must bring the counted mask to the image
+    assert (sh, sw) != (112, 112)  # the report must bring the counted mask to the thumbnail
     h, w, units = 5, 7, 4
     # float16-exact values: the report draws from topk.npz's float16 maps
     a = np.random.default_rng(3).normal(size=(n, units, h, w)).astype(np.float16).astype(np.float32)
     np.save(tmp_path / "acts.npy", a)
 
     import dissect.report.masks as masks_mod
+    import dissect.report.writer as writer_mod
 
     drawn = []
     real_overlay = masks_mod.overlay
-    monkeypatch.setattr(masks_mod, "overlay", lambda rgb, mask, *k: drawn.append(mask.copy()) or real_overlay(rgb, mask, *k))
+    monkeypatch.setattr(writer_mod, "overlay", lambda rgb, mask, *k: drawn.extend(mask.reshape((-1,) + mask.shape[-2:]).copy())
+                        or real_overlay(rgb, mask, *k))
     out = tmp_path / "o"
     assert main(["score", "--store", str(synthetic_store), "--activations", str(tmp_path / "acts.npy"), "--out", str(out),
                  "--name", "acts", "--upsample", "nearest", "--union", "all", "--top-k", "3", "--quantile", "0.1"]
@@ -129,11 +131,13 @@ def test_report_masks_are_the_tallied_masks_under_nearest(synthetic_store, tmp_p
         cat = res.units[u]["category"] or res.categories[0]
         assert res.units[u]["per_category"][cat]["activation"] == int(ref[:, u].sum()), u
     assert len(drawn) == units * 3
-    for k, mask in enumerate(drawn):  # unit_strip draws units in order, top images best first
+    th, tw = 112, round(iw * 112 / ih)  # drawn on the thumbnails (112 px high), enlarged by nearest
+    ty, tx = (np.arange(th) * sh) // th, (np.arange(tw) * sw) // tw
+    for k, mask in enumerate(drawn):  # units in order, top images best first
         u, j = divmod(k, 3)
         row = int(res.topk_indices[u, j])
-        expected = ref[row, u].repeat(ih // sh, 0).repeat(iw // sw, 1)
-        assert mask.shape == (ih, iw) and np.array_equal(mask, expected), (u, j)
+        expected = ref[row, u][ty][:, tx]
+        assert mask.shape == (th, tw) and np.array_equal(mask, expected), (u, j)
 
 
 def test_gather_sync_of_shards_equals_one_statistic(monkeypatch):

@@ -448,3 +448,29 @@ def test_unverified_limits_flags_reach_the_options():
                                       "--max-extract-gib", "1", "--max-extract-members", "7"])
     lim = download_options(args).extract_limits
     assert (lim.max_ratio, lim.max_bytes, lim.max_members) == (5000, 1 << 30, 7)
+
+
+def test_confinement_cache_agrees_with_confined(tmp_path):
+    """paths.Confinement (folders resolved once, files lstat-ed) decides as confined() does:
+    a symlinked file or a symlinked folder leading outside is refused, also after a cached lookup."""
+    from broden_builder.store.paths import Confinement, UnsafePathError, confined
+
+    base, outside = tmp_path / "images", tmp_path / "secret"
+    (base / "a").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "x.png").write_bytes(b"x")
+    (base / "a" / "ok.png").write_bytes(b"x")
+    (base / "a" / "link.png").symlink_to(outside / "x.png")
+    (base / "a" / "inner.png").symlink_to(base / "a" / "ok.png")
+    (base / "out").symlink_to(outside)
+    c = Confinement(base)
+    for rel in ("a/ok.png", "a/inner.png", "a/missing.png", "a/ok.png", "out/x.png", "a/link.png", "out/x.png",
+                "../secret/x.png", "/etc/passwd"):
+        try:
+            want = confined(base, rel)
+        except UnsafePathError as e:
+            with pytest.raises(UnsafePathError, match="leaves"):
+                c(rel)
+            assert ("symbolic link" in str(e)) == ("symbolic link" in str(pytest.raises(UnsafePathError, c, rel).value))
+        else:
+            assert c(rel) == want

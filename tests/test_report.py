@@ -151,8 +151,11 @@ def test_strip_images_show_masked_top_images(report_dir):
         x = 0
         for j, row in enumerate(a["indices"][unit]):
             rgb = np.asarray(Image.open(store.root / "images" / store.rows[int(row)].image).convert("RGB"))
-            mask = ref_bilinear(a["maps"][unit, j].astype(np.float32), *rgb.shape[:2]) > a["thresholds"][unit]
-            ref = np.asarray(Image.fromarray(ref_overlay(rgb, mask)).resize((112, 112), Image.BILINEAR))
+            # drawn on the thumbnail: the image shrunk (or grown) to 112 px, the mask computed at that
+            # size (no segmentation size is recorded here), outlined there
+            thumb = np.asarray(Image.fromarray(rgb).resize((112, 112), Image.BILINEAR))
+            mask = ref_bilinear(a["maps"][unit, j].astype(np.float32), 112, 112) > a["thresholds"][unit]
+            ref = ref_overlay(thumb, mask)
             tile = strip[:, x:x + 112].astype(float)
             assert np.abs(tile - ref).mean() < 6, (unit, j)  # JPEG noise only
             x += 114
@@ -229,6 +232,25 @@ def test_cli_run_writes_report_by_default(tmp_path, synthetic_store, capsys):
     assert _units_in_page(tmp_path / "O" / "0" / "report.html") != []
     assert main(args + ["--out", str(tmp_path / "P"), "--no-report"]) == 0
     assert not (tmp_path / "P" / "index.html").exists() and (tmp_path / "P" / "0" / "result.json").is_file()
+
+
+def test_unit_masks_batched_equal_per_map_reference():
+    """masks.unit_masks (all units in one step) = the plain bilinear reference per map, thresholded,
+    then enlarged by integer nearest-neighbour indexing."""
+    from dissect.report.masks import unit_masks
+
+    rng = np.random.default_rng(5)
+    maps = rng.normal(size=(3, 2, 4, 5)).astype(np.float32)
+    thr = np.array([0.1, -0.2, 0.4], np.float32)
+    got = unit_masks(maps, thr, (8, 10), (16, 25), units_per_step=2)
+    iy, ix = (np.arange(16) * 8) // 16, (np.arange(25) * 10) // 25
+    for u in range(3):
+        for j in range(2):
+            small = ref_bilinear(maps[u, j], 8, 10) > thr[u]
+            away = np.abs(ref_bilinear(maps[u, j], 8, 10) - thr[u]) > 1e-5  # float rounding at T aside
+            assert np.array_equal(got[u, j][np.ix_(np.arange(16), np.arange(25))][away[iy][:, ix]],
+                                  small[iy][:, ix][away[iy][:, ix]])
+    assert got.shape == (3, 2, 16, 25) and 0 < got.sum() < got.size
 
 
 def test_layer_page_summary_links_model_name_and_collapsed_settings(report_dir):

@@ -39,3 +39,50 @@ def test_choose_defaults_and_overrides():
     assert (p.threads, p.forward_threads, p.source) == (3, 3, "overridden")
     assert resources.choose(workers=0, cpus=8).workers == 0
     assert set(p.as_dict()) == {"cpus", "threads", "forward_threads", "workers", "source"}
+
+
+def test_parallelism_recorded_and_threads_override(synthetic_store, tmp_path):
+    """result.json records the split used; --threads overrides the single-threaded default."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from broden_builder import BrodenStore
+    from dissect.cli import main
+
+    n = len(BrodenStore(synthetic_store))
+    np.save(tmp_path / "a.npy", np.random.default_rng(0).random((n, 3, 2, 2)).astype(np.float32))
+    before = torch.get_num_threads()
+    try:
+        for extra, threads in (([], 1), (["--threads", "2"], 2)):
+            out = tmp_path / f"o{threads}"
+            assert main(["score", "--store", str(synthetic_store), "--activations", str(tmp_path / "a.npy"),
+                         "--out", str(out), "--name", "a", "--quiet", "--no-report", "--workers", "0"] + extra) == 0
+            par = json.loads((out / "a" / "result.json").read_text())["settings"]["parallelism"]
+            assert par["threads"] == threads and par["workers"] == 0
+            assert par["cpus"] == resources.available_cpus()
+            assert par["forward_threads"] >= 1 and par["source"] in ("default", "overridden")
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_histogram_quantile_through_the_runner(synthetic_store, tmp_path):
+    """A memory budget too small for the kept values: the runner's extra pass (rescan) gives thresholds
+    equal to np.quantile and to the stream method, float32 values."""
+    import numpy as np
+
+    from broden_builder import BrodenStore
+    from dissect import DissectConfig
+    from dissect.runner import score_activations
+
+    n = len(BrodenStore(synthetic_store))
+    a = np.random.default_rng(1).standard_normal((n, 4, 3, 3)).astype(np.float32)
+    a[:, 1] = np.maximum(a[:, 1], 0)
+    base = dict(workers=0, quiet=True, batch_size=7, device="cpu", quantile=0.05)
+    small = score_activations(a, synthetic_store, DissectConfig(quantile_memory=1, **base))
+    big = score_activations(a, synthetic_store, DissectConfig(**base))
+    want = np.array([np.quantile(a[:, u].ravel(), 0.95) for u in range(4)], np.float32)
+    np.testing.assert_array_equal(small.thresholds, want)
+    np.testing.assert_array_equal(big.thresholds, want)
+    np.testing.assert_array_equal(small.iou, big.iou)

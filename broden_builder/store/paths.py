@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Optional, Union
 
@@ -57,6 +58,41 @@ def confined(base: Union[str, Path], rel: str, what: str = "path") -> Path:
     if os.path.commonpath([real_base, real]) != real_base:
         raise UnsafePathError(f"{what} {rel!r} leaves {base}: through a symbolic link it resolves to {real}")
     return path
+
+
+class Confinement:
+    """:func:`confined` for many paths under one ``base``, at a fraction of its cost: the base and
+    each parent folder are resolved once (cached), the file itself is only ``lstat``-ed, and a file
+    that is a symbolic link gets the full check. Same rules, same errors."""
+
+    def __init__(self, base: Union[str, Path]):
+        self.base = Path(base)
+        self._real_base: Optional[str] = None
+        self._dirs: dict = {}  # parent folder (relative) -> whether its real path lies inside the base
+
+    def _inside(self, real: str) -> bool:
+        return os.path.commonpath([self._real_base, real]) == self._real_base
+
+    def __call__(self, rel: str, what: str = "path") -> Path:
+        why = check_relpath(rel)
+        if why is not None:
+            raise UnsafePathError(f"{what} {rel!r} leaves {self.base}: {why}")
+        if self._real_base is None:
+            self._real_base = os.path.realpath(self.base)
+        path = self.base / rel
+        parent = rel.rpartition("/")[0]
+        if parent not in self._dirs:
+            self._dirs[parent] = self._inside(os.path.realpath(self.base / parent) if parent else self._real_base)
+        if self._dirs[parent]:
+            try:
+                if not stat.S_ISLNK(os.lstat(path).st_mode):
+                    return path
+            except OSError:  # missing: opening it reports that, naming the file
+                return path
+        real = os.path.realpath(path)
+        if self._inside(real):
+            return path
+        raise UnsafePathError(f"{what} {rel!r} leaves {self.base}: through a symbolic link it resolves to {real}")
 
 
 _BAD_COMPONENT = re.compile(r"[/\\\x00-\x1f]")

@@ -24,7 +24,7 @@ from PIL import Image
 
 from .commit import pending_commit, pending_message
 from .errors import StoreFormatError
-from .paths import UnsafePathError, check_relpath, confined
+from .paths import Confinement, UnsafePathError, check_relpath
 from .format import (
     CATEGORY_COLUMNS,
     CATEGORY_MAP_COLUMNS,
@@ -308,7 +308,10 @@ class BrodenStore:
         Raises StoreFormatError naming index.csv and the row (0-based ``row``) otherwise.
         """
         try:
-            return confined(self.root / "images", relpath, "store path")
+            confine = self.__dict__.get("_confine")
+            if confine is None:  # one per store: folders are resolved once (store/paths.Confinement)
+                confine = self._confine = Confinement(self.root / "images")
+            return confine(relpath, "store path")
         except UnsafePathError as e:
             raise StoreFormatError(self.root / "index.csv", str(e), None if row is None else row + 1) from None
 

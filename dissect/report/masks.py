@@ -38,14 +38,15 @@ def enlarge_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def _boundary(mask: np.ndarray) -> np.ndarray:
-    """Pixels of the mask with a 4-neighbour outside it (or on the image border)."""
-    pad = np.pad(mask, 1, constant_values=False)
-    inner = pad[:-2, 1:-1] & pad[2:, 1:-1] & pad[1:-1, :-2] & pad[1:-1, 2:]
+    """Pixels of the mask (``[..., h, w]``) with a 4-neighbour outside it (or on the image border)."""
+    pad = np.pad(mask, [(0, 0)] * (mask.ndim - 2) + [(1, 1), (1, 1)], constant_values=False)
+    inner = pad[..., :-2, 1:-1] & pad[..., 2:, 1:-1] & pad[..., 1:-1, :-2] & pad[..., 1:-1, 2:]
     return mask & ~inner
 
 
 def overlay(rgb: np.ndarray, mask: np.ndarray, dim: float = 0.3) -> np.ndarray:
-    """The image with everything outside ``mask`` dimmed towards grey and the mask's outline drawn."""
+    """The image with everything outside ``mask`` dimmed towards grey and the mask's outline drawn.
+    ``rgb`` [..., h, w, 3] uint8 and ``mask`` [..., h, w]: a stack of images is drawn in one call."""
     img = rgb.astype(np.float32)
     out = np.where(mask[..., None], img, img * dim + 128.0 * (1 - dim) * 0.5)
     edge = _boundary(mask)
@@ -69,6 +70,40 @@ def unit_strip(images: Sequence[np.ndarray], maps: Sequence[np.ndarray], thresho
         comp = overlay(rgb, enlarge_mask(unit_mask(act, threshold, mh, mw, mode), h, w))
         tw = max(1, round(w * thumb / h))
         tiles.append(np.asarray(Image.fromarray(comp).resize((tw, thumb), Image.BILINEAR)))
+    if not tiles:
+        return np.full((thumb, thumb, 3), background, np.uint8)
+    width = sum(t.shape[1] for t in tiles) + gap * (len(tiles) - 1)
+    strip = np.full((thumb, width, 3), background, np.uint8)
+    x = 0
+    for t in tiles:
+        strip[:, x:x + t.shape[1]] = t
+        x += t.shape[1] + gap
+    return strip
+
+
+def unit_masks(maps: np.ndarray, thresholds: np.ndarray, mask_size: Sequence[int], size: Sequence[int],
+               mode: str = "bilinear", units_per_step: int = 64) -> np.ndarray:
+    """The masks of many units at once (the report's batched step, issue 16): maps [U, K, h, w] at
+    layer resolution, thresholds [U] -> bool [U, K, *size]. Each mask is ``upsample(map, mask_size,
+    mode) > T_u`` (the tally's upsampler and rule at the segmentation size, so exactly the counted
+    mask), brought to ``size`` (the thumbnail) by the same upsampler in 'nearest' mode. One call per
+    block of ``units_per_step`` units, no per-map calls; memory is bounded by the block."""
+    maps = np.asarray(maps, dtype=np.float32)
+    U, K = maps.shape[:2]
+    size, mask_size = (int(size[0]), int(size[1])), (int(mask_size[0]), int(mask_size[1]))
+    out = np.empty((U, K) + size, dtype=bool)
+    thr = torch.as_tensor(np.asarray(thresholds, dtype=np.float32))
+    for u0 in range(0, U, units_per_step):
+        m = upsample(torch.from_numpy(maps[u0: u0 + units_per_step]), mask_size, mode)
+        m = m > thr[u0: u0 + units_per_step].view(-1, 1, 1, 1)
+        if mask_size != size:
+            m = upsample(m.to(torch.float32), size, "nearest") > 0.5
+        out[u0: u0 + units_per_step] = m.numpy()
+    return out
+
+
+def strip_from_tiles(tiles: Sequence[np.ndarray], thumb: int, gap: int = 2, background: int = 255) -> np.ndarray:
+    """Thumbnails (``thumb`` px high) side by side, ``gap`` background pixels apart (a blank square if none)."""
     if not tiles:
         return np.full((thumb, thumb, 3), background, np.uint8)
     width = sum(t.shape[1] for t in tiles) + gap * (len(tiles) - 1)

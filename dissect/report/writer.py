@@ -6,17 +6,19 @@ pages load nothing from the network.
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from broden_builder.progress import progress
+import numpy as np
+from PIL import Image
 
+from broden_builder.progress import progress
 from broden_builder.store.atomic import atomic_write_bytes, atomic_write_text, encode_image
+from broden_builder.store.errors import StoreFormatError
 
 from ..results import LayerResult, ResultsError, find_layer_folders, load_result
 from . import html
-from .masks import unit_strip
+from .masks import overlay, strip_from_tiles, unit_masks
 from .summary import layer_summary, summary_line
 
 log = logging.getLogger(__name__)
@@ -59,23 +61,46 @@ def _check_fingerprint(store, result: dict) -> None:
                         "the images shown may not be the ones scored", store.root, have[:12], want[:12])
 
 
+def _thumbnail(st, row: int, thumb: int) -> np.ndarray:
+    """Row ``row``'s image ``thumb`` px high (aspect kept); a JPEG is decoded at a reduced DCT scale
+    when it is at least twice the thumbnail (PIL draft), which is most of the decoding time saved."""
+    path = st.image_path(row)
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            tw = max(1, round(w * thumb / h))
+            im.draft("RGB", (tw, thumb))
+            return np.asarray(im.convert("RGB").resize((tw, thumb), Image.BILINEAR))
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise StoreFormatError(path, f"cannot read image of index.csv row {row + 1} ({e})") from None
+
+
 def _strips(data: LayerResult, st, files: Path, thumb: int, images_per_unit: Optional[int], quiet: bool) -> dict:
     """Write one strip of top images per unit; {unit_index: (href, width, height)}. The masks are the
-    tallied ones: the recorded upsampling mode at the recorded segmentation size."""
-    load = lru_cache(maxsize=512)(st.load_image)
+    tallied ones (the recorded upsampling mode at the recorded segmentation size), computed for all
+    units in one batched step (masks.unit_masks) and drawn on thumbnails; each image is decoded once."""
     maps = data.topk_maps
     k = maps.shape[1] if images_per_unit is None else min(images_per_unit, maps.shape[1])
+    rows = np.asarray(data.topk_indices[:, :k], dtype=np.int64)
+    if rows.size and rows.max() >= len(st):
+        u = int(np.argwhere(rows >= len(st))[0, 0])
+        raise ResultsError(f"{data.path / 'topk.npz'}: unit {u + 1} names image row {int(rows[u].max())} "
+                           f"but the store has {len(st)} rows")
+    thumbs = {r: _thumbnail(st, r, thumb) for r in sorted({int(r) for r in rows.ravel() if r >= 0})}
     seg = (data.store or {}).get("segmentation_size")
     mode = (data.settings or {}).get("upsample") or "bilinear"
+    masks = {s: unit_masks(maps[:, :k], data.thresholds, tuple(seg) if seg else s, s, mode)  # [U, k, th, tw]
+             for s in sorted({t.shape[:2] for t in thumbs.values()})}
     strips = {}
     for u in progress(data.units, quiet, desc=f"report {data.layer}", unit="unit"):
         i = int(u["unit_index"])
-        rows = [(int(r), j) for j, r in enumerate(data.topk_indices[i, :k]) if r >= 0]
-        if any(r >= len(st) for r, _ in rows):
-            raise ResultsError(f"{data.path / 'topk.npz'}: unit {i + 1} names image row "
-                               f"{max(r for r, _ in rows)} but the store has {len(st)} rows")
-        strip = unit_strip([load(r) for r, _ in rows], [maps[i, j] for _, j in rows], float(data.thresholds[i]),
-                           thumb=thumb, mask_size=tuple(seg) if seg else None, mode=mode)
+        shown = [(j, thumbs[int(r)]) for j, r in enumerate(rows[i]) if r >= 0]
+        if len({t.shape for _, t in shown}) == 1:  # the usual case: one overlay call for the strip
+            size = shown[0][1].shape[:2]
+            tiles = list(overlay(np.stack([t for _, t in shown]), masks[size][i, [j for j, _ in shown]]))
+        else:
+            tiles = [overlay(t, masks[t.shape[:2]][i, j]) for j, t in shown]
+        strip = strip_from_tiles(tiles, thumb)
         name = f"unit_{i + 1:04d}.jpg"
         atomic_write_bytes(files / name, encode_image(strip, "JPEG", quality=88, subsampling=0))  # no chroma subsampling: thin outlines stay crisp
         strips[i] = (html.href(FILES, name), strip.shape[1], strip.shape[0])

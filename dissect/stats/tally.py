@@ -175,6 +175,7 @@ class Tally:
         step = max(1, _MAX_JOIN // (my * mx))
         cells = maps.reshape(-1)  # the four corners are gathered by flat index (no copy of whole maps)
         y0w, y1w = by0 * w, by1 * w
+        ypad, xpad = bool((ymem < 0).any()), bool((xmem < 0).any())
         ent_bu, ent_p = [], []
         for t0 in range(0, tp.numel(), step):
             p_, by, bx = sel[tp[t0: t0 + step]], ty[t0: t0 + step], tx[t0: t0 + step]
@@ -187,11 +188,41 @@ class Tally:
             r0 = cells[r0b + c0].unsqueeze(1) * w0y + cells[r1b + c0].unsqueeze(1) * w1y  # [n, my]: column i0x
             r1 = cells[r0b + c1].unsqueeze(1) * w0y + cells[r1b + c1].unsqueeze(1) * w1y  # column i1x
             rr = r0.unsqueeze(2) * cw0[xc].unsqueeze(1) + r1.unsqueeze(2) * cw1[xc].unsqueeze(1)
-            m = (rr > T[p_ % U].view(-1, 1, 1)) & (y_ >= 0).unsqueeze(2) & (x_ >= 0).unsqueeze(1)
+            m = rr > T[p_ % U].view(-1, 1, 1)
+            if ypad:  # bands shorter than the longest one are padded with -1
+                m &= (y_ >= 0).unsqueeze(2)
+            if xpad:
+                m &= (x_ >= 0).unsqueeze(1)
             k, iy, ix = m.nonzero(as_tuple=True)
             ent_bu.append(p_[k])
             ent_p.append(yc[k, iy] * SW + xc[k, ix])
         self._accumulate(B, U, SH * SW, seg, torch.cat(ent_bu) if ent_bu else empty, torch.cat(ent_p) if ent_p else empty)
+
+    def _pixel_columns(self, B: int, S: int, seg: SegBatch, Z: torch.Tensor) -> torch.Tensor:
+        """[B, K, S] column numbers of the pixel labels (int16 while they fit), L = none; a label
+        appears at most once per pixel and not at all where the image carries it image-wide."""
+        L, maxn = self.n_labels, self._lut.numel() - 1
+        cdt = torch.int16 if L < (1 << 15) - 1 else torch.int32
+        lut = torch.where(self._lut < 0, L, self._lut).to(cdt)  # number -> column, L for untallied numbers
+        lut[0] = L
+        planes = []
+        for c in self.pixel_categories:
+            t = seg.pixel[c]
+            if t.shape[1]:
+                t = t.reshape(B, -1, S)
+                planes.append(lut[torch.where((t < 0) | (t > maxn), 0, t)])
+        if not planes:
+            return torch.empty(B, 0, S, dtype=cdt, device=self.device)
+        pix = torch.cat(planes, 1) if len(planes) > 1 else planes[0]
+        K = pix.shape[1]
+        if bool(Z.any()):  # a label carried image-wide already covers every pixel of that image
+            pix = pix.masked_fill(torch.gather(Z, 1, pix.reshape(B, K * S).long()).reshape(B, K, S), L)
+        for k in range(1, K):  # the same label on two layers of a pixel counts once (K is small: pairwise)
+            pk = pix[:, k]
+            for j in range(k):
+                pk.masked_fill_(pk == pix[:, j], L)
+        keep = (pix < L).any(2).any(0)  # drop layers that are empty in the whole batch
+        return pix if bool(keep.all()) else pix[:, keep]
 
     def _accumulate(self, B: int, U: int, S: int, seg: SegBatch, ent_bu: torch.Tensor, ent_p: torch.Tensor) -> None:
         """Count a batch given its mask cells: entry i is image/unit ent_bu[i] = b * U + u at pixel ent_p[i]."""
@@ -204,24 +235,8 @@ class Tally:
             cols = self._columns(seg.image_level[c])
             Z.scatter_(1, torch.where(cols < 0, L, cols), True)
         Z[:, L] = False
-
-        # pixel labels: [B, K, S] columns, L = none; after this, one entry per (pixel, label)
-        layers = [self._columns(seg.pixel[c].reshape(B, -1, S)) for c in self.pixel_categories if seg.pixel[c].shape[1]]
-        pix = torch.cat(layers, 1) if layers else torch.empty(B, 0, S, dtype=torch.long, device=d)
-        pix = torch.where(pix < 0, L, pix)
+        pix = self._pixel_columns(B, S, seg, Z)  # [B, K, S], one entry per (pixel, label)
         K = pix.shape[1]
-        if K:
-            # a label carried image-wide already covers every pixel of that image
-            covered = torch.gather(Z, 1, pix.reshape(B, K * S)).reshape(B, K, S)
-            pix = pix.masked_fill(covered, L)
-            if K > 1:
-                pix = pix.sort(dim=1).values
-                dup = torch.zeros_like(pix, dtype=torch.bool)
-                dup[:, 1:] = pix[:, 1:] == pix[:, :-1]
-                pix = pix.masked_fill(dup, L).sort(dim=1).values
-            kmax = int((pix < L).sum(1).max())  # labels per pixel at most; drop the all-empty tail
-            pix = pix[:, :kmax]
-            K = kmax
         Z = Z[:, :L]
 
         self.G += torch.bincount(pix.reshape(-1), minlength=L + 1)[:L]
@@ -229,30 +244,30 @@ class Tally:
         self.G.index_add_(0, zl, torch.full_like(zl, S))
         self.A_all += mcount.sum(0)
 
-        # categories present per image (by the primary category of the labels carried)
+        # categories present per image (by the primary category of the labels carried); slot C = none
         has_img = torch.bincount(zb * C + self._prim[zl], minlength=B * C).view(B, C) > 0
         primx = torch.cat([self._prim, self._prim.new_tensor([C])])  # column L ("none") -> slot C
-        key = primx[pix] + (torch.arange(B, device=d) * (C + 1)).view(B, 1, 1)
+        key = primx[pix.long()] + (torch.arange(B, device=d) * (C + 1)).view(B, 1, 1)
         has_pix = (torch.bincount(key.reshape(-1), minlength=B * (C + 1)).view(B, C + 1) > 0)[:, :C]
         self.A_original += (mcount.unsqueeze(2) * (has_img | has_pix).unsqueeze(1)).sum(0)
 
         # image-level intersections: the whole mask of (b, u) meets label l
         self.I.index_add_(1, zl, mcount[zb].t().contiguous())
 
-        # pixel-level intersections and the "lite" presence flags
+        # pixel-level intersections and the "lite" presence flags: every (mask cell, layer) pair is
+        # counted, the "none" entries in a spare column (label L, category C) that is dropped
         inside = has_img.unsqueeze(1).expand(B, U, C).clone()
         if K and ent_bu.numel():
             pixT = pix.transpose(1, 2).reshape(B * S, K)  # labels of flat pixel b * S + p
             step = max(1, _MAX_JOIN // K)
             for i0 in range(0, ent_bu.numel(), step):  # bounded memory for dense masks
                 bu, p = ent_bu[i0: i0 + step], ent_p[i0: i0 + step]
-                labs = pixT[(bu // U) * S + p]  # [n, K]
-                ok = labs < L
-                ll = labs[ok]
-                uu = (bu % U).unsqueeze(1).expand(-1, K)[ok]
-                self.I += torch.bincount(uu * L + ll, minlength=U * L).view(U, L)
-                bb = bu.unsqueeze(1).expand(-1, K)[ok]
-                inside |= (torch.bincount(bb * C + self._prim[ll], minlength=B * U * C) > 0).view(B, U, C)
+                b = bu // U
+                labs = pixT[b * S + p].long()  # [n, K]
+                ui = ((bu - b * U) * (L + 1)).unsqueeze(1) + labs
+                self.I += torch.bincount(ui.reshape(-1), minlength=U * (L + 1)).view(U, L + 1)[:, :L]
+                bc = (bu * (C + 1)).unsqueeze(1) + primx[labs]
+                inside |= (torch.bincount(bc.reshape(-1), minlength=B * U * (C + 1)).view(B, U, C + 1) > 0)[:, :, :C]
         self.A_lite += (mcount.unsqueeze(2) * inside).sum(0)
         self.images += B
 

@@ -35,25 +35,35 @@ class TopKImages:
         acts = acts.detach().to(self.device)
         u, b = self.units, acts.shape[0]
         vals = acts.amax(dim=(2, 3)).t().float()  # [U, B]
-        maps = acts.transpose(0, 1).to(self.maps_dtype)  # [U, B, h, w]
-        self._absorb(vals, idx.unsqueeze(0).expand(u, b), maps)
+        self._absorb(vals, idx.unsqueeze(0).expand(u, b), acts, batch_first=True)
 
-    def _absorb(self, vals: torch.Tensor, idx: torch.Tensor, maps: torch.Tensor) -> None:
+    def _absorb(self, vals: torch.Tensor, idx: torch.Tensor, maps: torch.Tensor, batch_first: bool = False) -> None:
+        """Keep the k best of the kept lists and new candidates (vals, idx [U, n]); ``maps`` holds the
+        candidates' maps, [n, U, h, w] when ``batch_first`` else [U, n, h, w]. Only the maps that are
+        kept are copied (converted to maps_dtype), not the whole batch."""
+        old = 0
         if self.values is not None:
             if maps.shape[2:] != self.maps.shape[2:]:
                 raise ValueError(f"activation maps of size {tuple(maps.shape[2:])} differ from earlier {tuple(self.maps.shape[2:])}")
+            old = self.values.shape[1]
             vals = torch.cat([self.values, vals], 1)
             idx = torch.cat([self.indices, idx], 1)
-            maps = torch.cat([self.maps, maps.to(self.maps_dtype)], 1)
         # order by image index, then stably by value descending: ties keep the smaller index first
         o1 = torch.argsort(idx, dim=1, stable=True)
         v1 = torch.gather(vals, 1, o1)
         o2 = torch.argsort(v1, dim=1, descending=True, stable=True)
         order = torch.gather(o1, 1, o2)[:, : self.k]
+        h, w = maps.shape[2:]
+        unit = torch.arange(self.units, device=order.device).unsqueeze(1).expand_as(order)
+        kept = torch.empty(order.shape + (h, w), dtype=self.maps_dtype, device=order.device)
+        from_old = order < old
+        if old:
+            kept[from_old] = self.maps[unit[from_old], order[from_old]]
+        new, j = ~from_old, order - old
+        kept[new] = (maps[j[new], unit[new]] if batch_first else maps[unit[new], j[new]]).to(self.maps_dtype)
         self.values = torch.gather(vals, 1, order)
         self.indices = torch.gather(idx, 1, order)
-        h, w = maps.shape[2:]
-        self.maps = torch.gather(maps, 1, order[:, :, None, None].expand(-1, -1, h, w))
+        self.maps = kept
 
     def merge(self, other: "TopKImages") -> None:
         """Fold in another shard's lists (disjoint images)."""
