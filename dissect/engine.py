@@ -125,7 +125,10 @@ class Statistics:
             tq = stats["tq"]
             while tq.needs_rescan:
                 for lo in range(0, len(positions), batch_size):
-                    tq.rescan(torch.from_numpy(sources[n].rows(positions[lo: lo + batch_size])))
+                    a = torch.from_numpy(sources[n].rows(positions[lo: lo + batch_size])).to(self.device)
+                    if self.bases.get(n) is not None:  # the values pass 1 saw: the same change of basis
+                        a = apply_basis(a.float(), self.bases.get(n))
+                    tq.rescan(a)
                 if info.active:
                     count = torch.tensor([tq.rescan_count], dtype=torch.long)
                     all_reduce_sum_([tq.hist, count], self.device)

@@ -86,3 +86,27 @@ def test_histogram_quantile_through_the_runner(synthetic_store, tmp_path):
     np.testing.assert_array_equal(small.thresholds, want)
     np.testing.assert_array_equal(big.thresholds, want)
     np.testing.assert_array_equal(small.iou, big.iou)
+
+
+def test_histogram_quantile_extra_pass_sees_the_rotated_values(synthetic_store, tmp_path):
+    """--rotate with the histogram method: the extra pass must rescan the rotated values, so the thresholds
+    equal np.quantile of the rotated activations (rotation computed here in float64 from a QR of the
+    seeded Gaussian, independent of the engine) and those of the stream method."""
+    import numpy as np
+
+    from broden_builder import BrodenStore
+    from dissect import DissectConfig
+    from dissect.basis import random_orthogonal
+    from dissect.runner import score_activations
+
+    n = len(BrodenStore(synthetic_store))
+    a = np.random.default_rng(2).standard_normal((n, 4, 3, 3)).astype(np.float32)
+    a[:, 0] += 3.0  # rotation mixes a shifted unit into the others: unrotated thresholds would differ
+    base = dict(workers=0, quiet=True, batch_size=5, device="cpu", quantile=0.05, rotate=7)
+    small = score_activations(a, synthetic_store, DissectConfig(quantile_memory=1, **base))
+    big = score_activations(a, synthetic_store, DissectConfig(**base))
+    m = random_orthogonal(4, 7)
+    rot = np.einsum("ij,njk->nik", m, a.reshape(n, 4, -1).astype(np.float64))
+    want = np.array([np.quantile(rot[:, u].ravel(), 0.95) for u in range(4)])
+    np.testing.assert_allclose(small.thresholds, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(small.thresholds, big.thresholds)
