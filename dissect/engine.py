@@ -85,7 +85,7 @@ class Statistics:
         for name, (u, h, w) in self.shapes.items():
             self.layers[name] = {"tq": TopQuantile(u, cfg.quantile, n_images * h * w, device,
                                                    memory_budget=cfg.quantile_memory),
-                                 "topk": TopKImages(u, cfg.top_k, device),
+                                 "topk": TopKImages(u, cfg.top_k, device, maps_dtype=torch.float32),
                                  "tally": Tally(*tally_args, device, units=u)}
         self.thresholds: dict = {}
         self.seg_size: Optional[tuple] = None
@@ -100,20 +100,26 @@ class Statistics:
                 self.bases[name] = torch.from_numpy(m).to(device)
                 self.basis_records[name] = rec
 
+    def _in_basis(self, layer: str, a: torch.Tensor) -> torch.Tensor:
+        """acts [B, U, h, w] on the device as every statistic sees them: the cache dtype kept, or with a
+        rotated basis float32 combinations of the units (the same values in pass 1, the extra pass and
+        pass 2, so thresholds and masks agree)."""
+        a = a.to(self.device, non_blocking=True)
+        basis = self.bases.get(layer)
+        return a if basis is None else apply_basis(a.float(), basis)
+
     def add(self, pass_no: int, acts: dict, batch: dict) -> None:
         """Pass 1: acts {layer: [B, U, h, w]} of index.csv rows batch["index"]; pass 2: with batch["seg"]."""
         if pass_no == 1:
             idx = batch["index"].to(self.device)
             for n, a in acts.items():
-                a = a.to(self.device, non_blocking=True)  # the quantile keeps the cache dtype
-                if self.bases.get(n) is not None:  # a rotated basis: float32 combinations of the units
-                    a = apply_basis(a.float(), self.bases.get(n))
+                a = self._in_basis(n, a)
                 self.layers[n]["tq"].add(a)
                 self.layers[n]["topk"].add(a, idx)
             return
         seg = batch["seg"].to(self.device)
         for n, a in acts.items():
-            a = apply_basis(a.to(self.device, non_blocking=True), self.bases.get(n))
+            a = self._in_basis(n, a)
             # upsamples only the tiles where the mask can be set: the counts of add(upsample(a))
             self.layers[n]["tally"].add_activations(a, self.thresholds[n], seg, mode=self.cfg.upsample,
                                                     size=self.seg_size)
@@ -125,10 +131,7 @@ class Statistics:
             tq = stats["tq"]
             while tq.needs_rescan:
                 for lo in range(0, len(positions), batch_size):
-                    a = torch.from_numpy(sources[n].rows(positions[lo: lo + batch_size])).to(self.device)
-                    if self.bases.get(n) is not None:  # the values pass 1 saw: the same change of basis
-                        a = apply_basis(a.float(), self.bases.get(n))
-                    tq.rescan(a)
+                    tq.rescan(self._in_basis(n, torch.from_numpy(sources[n].rows(positions[lo: lo + batch_size]))))
                 if info.active:
                     count = torch.tensor([tq.rescan_count], dtype=torch.long)
                     all_reduce_sum_([tq.hist, count], self.device)
@@ -194,6 +197,13 @@ def loader(ds: Dataset, cfg: DissectConfig, device: torch.device) -> DataLoader:
 
 
 # ---------------------------------------------------------------------------- a run
+def _maps_as_seen(maps: np.ndarray) -> np.ndarray:
+    """Top-k maps [U, k, h, w] with the values the tally thresholded: float16 when that is lossless (a
+    float16 cache), else float32, so the report's masks (map > T_k) are the counted masks."""
+    half = maps.astype(np.float16)
+    return half if np.array_equal(half.astype(maps.dtype), maps) else maps.astype(np.float32)
+
+
 def _basis_key(cfg: DissectConfig) -> Optional[dict]:
     """What identifies the change of basis in checkpoint keys (a file by its bytes)."""
     if cfg.rotate is not None:
@@ -332,7 +342,7 @@ class Run:
                 n, layer["tally"], cfg.union, cfg.iou_threshold, self.names_by_number, thr, settings=settings,
                 model=model_info, store=store_info, timings=dict(self.timings), version=__version__,
                 topk=(tk["indices"].numpy().astype(np.int64), tk["values"].numpy().astype(np.float32),
-                      tk["maps"].numpy().astype(np.float16)))
+                      _maps_as_seen(tk["maps"].numpy())))
             res.settings["layer_shape"] = list(stats.shapes[n])
             if n in stats.basis_records:
                 res.settings["basis"] = stats.basis_records[n]

@@ -51,7 +51,7 @@ class LayerResult:
     version: str = ""
     topk_indices: Optional[np.ndarray] = None  # int64 [U, k]
     topk_values: Optional[np.ndarray] = None  # float32 [U, k]
-    topk_maps: Optional[np.ndarray] = None  # float16 [U, k, h, w]
+    topk_maps: Optional[np.ndarray] = None  # float16 (lossless) or float32 [U, k, h, w]
     path: Optional[Path] = None  # the folder it was written to or read from
 
     @property
@@ -152,6 +152,12 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _maps_dtype(maps) -> np.ndarray:
+    """float16 or float32 maps as they are (the values the tally thresholded); anything else as float32."""
+    maps = np.asarray(maps)
+    return maps if maps.dtype in (np.float16, np.float32) else maps.astype(np.float32)
+
+
 def _write_files(d: Path, res: LayerResult) -> None:
     atomic_write_bytes(d / "iou.npy", _npy_bytes(np.asarray(res.iou, dtype=np.float32)), durable=True)
     atomic_write_bytes(d / "thresholds.npy", _npy_bytes(np.asarray(res.thresholds, dtype=np.float32)), durable=True)
@@ -159,7 +165,7 @@ def _write_files(d: Path, res: LayerResult) -> None:
         buf = io.BytesIO()
         np.savez(buf, indices=np.asarray(res.topk_indices, dtype=np.int64),
                  values=np.asarray(res.topk_values, dtype=np.float32),
-                 maps=np.asarray(res.topk_maps, dtype=np.float16))
+                 maps=_maps_dtype(res.topk_maps))
         atomic_write_bytes(d / "topk.npz", buf.getvalue(), durable=True)
     atomic_write_text(d / "tally.csv", tally_csv_text(res), durable=True)
     atomic_write_text(d / "result.json", json.dumps(res.to_json(), indent=1, allow_nan=False) + "\n", durable=True)

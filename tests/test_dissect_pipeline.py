@@ -174,3 +174,23 @@ def test_gather_sync_of_shards_equals_one_statistic(monkeypatch):
     monkeypatch.setattr(dist_mod, "all_reduce_sum_", lambda tensors, device: [x.mul_(3) for x in tensors if x is not None])
     sync(t, info)
     assert int(t.I.sum()) == 3 * 2 * 3 and t.images == 15
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_topk_maps_are_the_values_the_tally_thresholded(synthetic_store, tmp_path, dtype):
+    """dissect score of float32 activations: topk.npz keeps each top image's map exactly as given (the report
+    and notebook threshold these maps, so a float16 rounding would move pixels at T_k across it). Oracle: the
+    input array itself, at the recorded image rows; and the top images are the rows with the largest maxima."""
+    n = len(BrodenStore(synthetic_store))
+    a = (np.random.default_rng(3).normal(size=(n, 3, 4, 4)) * 1.001).astype(dtype)
+    np.save(tmp_path / "a.npy", a)
+    out = tmp_path / "o"
+    assert _score(synthetic_store, tmp_path / "a.npy", out, "a") == 0
+    with np.load(out / "a" / "topk.npz") as z:
+        idx, maps = z["indices"], z["maps"]
+    assert maps.dtype == dtype
+    for u in range(3):
+        best = np.argsort(-a[:, u].reshape(n, -1).max(1), kind="stable")[: idx.shape[1]]
+        assert set(idx[u].tolist()) == set(best.tolist())
+        for j, row in enumerate(idx[u]):
+            np.testing.assert_array_equal(maps[u, j], a[row, u])
