@@ -5,7 +5,7 @@ Usage: python benches/bench_build.py [--images 48] [--size 224] [--cores 8]
 
 Pascal-format data is generated in the real formats (VOC-sized 500x375 JPEGs, a Context
 LabelMap .mat and a Pascal-Part anno .mat with 3 objects / 12 parts per image; see
-tests/test_pascal_dtd.py). Each run is a complete `build_store` (pass 1, unify, pass 2,
+tests/sources/test_pascal.py). Each run is a complete `build_store` (pass 1, unify, pass 2,
 tables) with one worker; the per-image cost is total / images. The estimate assumes the
 per-image cost of Pascal-format data for every source and linear scaling over cores
 (workers are independent processes; the parent only gathers small stats).
@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "sources"))
 
 from broden_builder.build import build_store  # noqa: E402
 from broden_builder.recipe import recipe_from_dict  # noqa: E402
@@ -31,7 +32,7 @@ FULL_IMAGES = 63305
 def make_pascal_bench(root: Path, n: int, seed: int = 0) -> None:
     """n Pascal images at 500x375 with Context and Part annotations (real formats)."""
     from PIL import Image
-    from test_pascal_dtd import LABELS_TXT, PART2IND, write_context_mat, write_part_mat
+    from test_pascal import LABELS_TXT, PART2IND, write_context_mat, write_part_mat
 
     h, w = 375, 500
     rng = np.random.default_rng(seed)

@@ -24,7 +24,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dissect.stats import Tally, TopQuantile, segbatch_from_store, upsample  # noqa: E402
+from broden_builder.torch_dataset import load_segbatch  # noqa: E402
+from dissect.stats import Tally, TopQuantile, upsample  # noqa: E402
 
 U, H, SEG = 512, 7, 112
 
@@ -127,7 +128,7 @@ def main(argv=None) -> int:
     primary = {x: store.primary_category(x) for x in labels}
 
     t0 = time.perf_counter()
-    segs = [segbatch_from_store(store, range(s, min(n, s + a.batch)), cats) for s in range(0, n, a.batch)]
+    segs = [load_segbatch(store, range(s, min(n, s + a.batch)), cats) for s in range(0, n, a.batch)]
     t_load = time.perf_counter() - t0
 
     tq = TopQuantile(U, 0.005, n * H * H)
@@ -163,19 +164,19 @@ def main(argv=None) -> int:
     thr_np = thr.numpy()
     check = Tally(labels, cats, store.image_level_categories, primary)
     r = max(a.ref_images, a.unit_ref_images)
-    seg_r = segbatch_from_store(store, range(r), cats)
+    seg_r = load_segbatch(store, range(r), cats)
     check.add(torch.from_numpy(up0[:r]), thr, seg_r)
     t0 = time.perf_counter()
     ref_u = per_unit_reference(up0[: a.unit_ref_images], thr_np, store, list(range(a.unit_ref_images)), labels, primary, cats)
     t_unit = (time.perf_counter() - t0) / a.unit_ref_images
     check_u = Tally(labels, cats, store.image_level_categories, primary)
-    check_u.add(torch.from_numpy(up0[: a.unit_ref_images]), thr, segbatch_from_store(store, range(a.unit_ref_images), cats))
+    check_u.add(torch.from_numpy(up0[: a.unit_ref_images]), thr, load_segbatch(store, range(a.unit_ref_images), cats))
     ok_unit = all(np.array_equal(x, y.numpy()) for x, y in zip(ref_u, (check_u.I, check_u.A_original, check_u.A_lite, check_u.A_all)))
     t0 = time.perf_counter()
     ref_p = plain_reference(up0[: a.ref_images], thr_np, store, list(range(a.ref_images)), labels, primary, cats)
     t_plain = (time.perf_counter() - t0) / a.ref_images
     check_p = Tally(labels, cats, store.image_level_categories, primary)
-    check_p.add(torch.from_numpy(up0[: a.ref_images]), thr, segbatch_from_store(store, range(a.ref_images), cats))
+    check_p.add(torch.from_numpy(up0[: a.ref_images]), thr, load_segbatch(store, range(a.ref_images), cats))
     ok_plain = all(np.array_equal(x, y.numpy()) for x, y in zip(ref_p, (check_p.I, check_p.G, check_p.A_original, check_p.A_lite, check_p.A_all)))
 
     lines = [

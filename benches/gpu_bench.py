@@ -39,7 +39,7 @@ def dissect(store: Path, out: Path, device: str, batch: int, workers: int) -> di
     import torch
 
     from dissect.models import load_model
-    from dissect.runner import DissectConfig, dissect_model
+    from dissect import DissectConfig, dissect_model
 
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()

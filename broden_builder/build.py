@@ -26,6 +26,7 @@ import numpy as np
 
 from . import __version__
 from .color import color_codes, color_vocabulary
+from .errors import BrodenError
 from .recipe import Recipe
 from .resize import resize_image, resize_labels
 from .sources.decode import decode_image
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 COLOR_SOURCE = "color"
 
 
-class BuildError(RuntimeError):
+class BuildError(BrodenError, RuntimeError):
     """The build cannot go on (missing sources, strict-mode failures)."""
 
 
@@ -316,35 +317,54 @@ def vocabulary_digest(vocab: Vocabulary) -> str:
     return hashlib.sha256(json.dumps(items).encode()).hexdigest()
 
 
-def build_store(
-    recipe: Recipe,
-    out: Path,
-    workers: int = 1,
-    allow_missing: bool = False,
-    strict: bool = False,
-    quiet: bool = False,
-    sources: Optional[Sequence[Source]] = None,
-    download=None,
-    overwrite: bool = False,
-) -> BuildReport:
-    """Build (or resume building) the store described by ``recipe`` into ``out``.
+def worker_state(sources: Sequence[Source], root: Path, recipe: Recipe, image_level) -> dict:
+    """What the workers of :func:`stage_images` and :func:`write_images` need (sent once per process)."""
+    return {"sources": list(sources), "root": root, "color": recipe.color, "size": recipe.size,
+            "seg": recipe.segmentation_size, "jpeg_quality": recipe.jpeg_quality, "recipe": recipe,
+            "image_level": frozenset(image_level)}
 
-    ``download`` (a broden_builder.download.DownloadOptions) fetches and extracts missing
-    downloadable sources first (None: never download); download failures raise DownloadError.
 
-    Reliability (README, "Reliability"): the build holds the exclusive lock of ``out``
-    (LockedError when another process builds there); it writes into ``out/.build`` and
-    replaces the old store only when it commits, all at once; a store built from another
-    recipe is refused unless ``overwrite``; a killed build resumes (stale temporary files
-    swept, unreadable staging files redone).
+def stage_images(tasks: list, state: dict, workers: int, quiet: bool, on_skip) -> tuple:
+    """Pass 1 over ``tasks`` (from :func:`gather_records`): resolve, write the store image, stage the planes.
+
+    Returns ({image: (source index, native stats)}, kept tasks). ``on_skip(image, reason)`` is called
+    for an unusable image (it may raise to stop). Resumable: a staged image is not redone.
     """
-    t0 = time.time()
-    out = Path(out)
-    report = BuildReport()
+    per_image, kept = {}, []
+    for (image, stats, reason), task in zip(_run(tasks, _stage_one, state, workers, "resolve", quiet), tasks):
+        if stats is None:
+            on_skip(image, reason)
+            continue
+        per_image[image] = (task[0], stats)
+        kept.append(task)
+    return per_image, kept
+
+
+def vocabulary_lookups(vocab: Vocabulary, exclude: Sequence[str] = ()) -> dict:
+    """{(source key, category): array code -> global number} for every source of ``vocab`` but ``exclude``."""
+    maxcode: dict = defaultdict(int)
+    for (s, c, code) in vocab.mapping:
+        if s not in exclude:
+            maxcode[(s, c)] = max(maxcode[(s, c)], code)
+    return {(s, c): vocab.lookup(s, c, m) for (s, c), m in maxcode.items()}
+
+
+def write_images(tasks: list, state: dict, lookups: dict, workers: int, quiet: bool, error: type) -> None:
+    """Pass 2 over the kept ``tasks``: renumber the staged planes with ``lookups`` and write the rows.
+    A staging file gone missing raises ``error`` (never a silently lost row)."""
+    for image, ok in _run(tasks, _write_one, dict(state, lookups=lookups), workers, "write", quiet):
+        if ok is not True:
+            raise error(f"{image}: {ok}; rerun the command to redo it")
+
+
+def available_sources(recipe: Recipe, sources: Optional[Sequence[Source]], download, allow_missing: bool,
+                      report: BuildReport) -> list:
+    """The recipe's sources that are present (after downloading missing ones when ``download`` is given);
+    raises BuildError naming the missing ones unless ``allow_missing``."""
     unavailable: list = []
     sources = list(sources) if sources is not None else instantiate_sources(recipe, unavailable)
     if download is not None:
-        from .download.prepare import prepare_sources
+        from .acquire import prepare_sources
 
         prepare_sources(sources, download, allow_missing=allow_missing)
     present = []
@@ -361,9 +381,37 @@ def build_store(
         raise BuildError("missing sources:\n  " + "\n  ".join(problems) + "\n(use --allow-missing to build from the sources that are present)")
     for p in problems:
         log.warning("skipping missing source %s", p)
-    sources = present
-    if not sources:
+    if not present:
         raise BuildError("no source is available to build from")
+    return present
+
+
+def build_store(
+    recipe: Recipe,
+    out: Path,
+    workers: int = 1,
+    allow_missing: bool = False,
+    strict: bool = False,
+    quiet: bool = False,
+    sources: Optional[Sequence[Source]] = None,
+    download=None,
+    overwrite: bool = False,
+) -> BuildReport:
+    """Build (or resume building) the store described by ``recipe`` into ``out``.
+
+    ``download`` (a broden_builder.acquire.DownloadOptions) fetches and extracts missing
+    downloadable sources first (None: never download); download failures raise DownloadError.
+
+    Reliability (README, "Reliability"): the build holds the exclusive lock of ``out``
+    (LockedError when another process builds there); it writes into ``out/.build`` and
+    replaces the old store only when it commits, all at once; a store built from another
+    recipe is refused unless ``overwrite``; a killed build resumes (stale temporary files
+    swept, unreadable staging files redone).
+    """
+    t0 = time.time()
+    out = Path(out)
+    report = BuildReport()
+    sources = available_sources(recipe, sources, download, allow_missing, report)
     from .store.locking import exclusive
 
     try:
@@ -437,68 +485,45 @@ def _build_locked(recipe: Recipe, out: Path, sources: list, state_base: dict, re
     root.mkdir(parents=True, exist_ok=True)
     tasks = gather_records(sources)
     image_level = category_levels(sources)
-    state = {"sources": sources, "root": root, "color": recipe.color, "size": recipe.size,
-             "seg": recipe.segmentation_size, "jpeg_quality": recipe.jpeg_quality, "recipe": recipe,
-             "image_level": frozenset(image_level)}
-    per_image = {}
-    kept_tasks = []
-    for (image, stats, reason), task in zip(_run(tasks, _stage_one, state, workers, "resolve", quiet), tasks):
-        if stats is None:
-            msg = f"{image}: {reason}"
-            if strict:
-                raise BuildError(f"strict mode: {msg}")
-            log.warning("skipped %s", msg)
-            report.skipped.append((image, reason))
-            continue
-        per_image[image] = (task[0], stats)
-        kept_tasks.append(task)
-    labels = source_labels_from_stats(sources, per_image, recipe.color)
+    state = worker_state(sources, root, recipe, image_level)
+
+    def skip(image: str, reason: str) -> None:
+        if strict:
+            raise BuildError(f"strict mode: {image}: {reason}")
+        log.warning("skipped %s", f"{image}: {reason}")
+        report.skipped.append((image, reason))
+
+    per_image, kept_tasks = stage_images(tasks, state, workers, quiet, skip)
     try:
-        vocab = unify(labels, recipe.min_frequency, recipe.min_coverage, rule=recipe.unify)
+        vocab = unify(source_labels_from_stats(sources, per_image, recipe.color), recipe.min_frequency,
+                      recipe.min_coverage, rule=recipe.unify)
         check_same_source(vocab, recipe.allow_same_source_merges)
     except UnifyError as e:
         raise BuildError(str(e)) from None
     report.merges = vocab.merges()
-    state["lookups"] = _lookups(root, vocab)
-    write_rows(kept_tasks, state, workers, quiet, BuildError)
-    writer = StoreWriter(root, image_level_categories=image_level, jpeg_quality=recipe.jpeg_quality)
-    specs = [LabelSpec(g.number, g.name, tuple(g.syns), g.primary_category()) for g in vocab.labels]
-    for g in vocab.labels:
-        for m in g.members:
-            report.kept.setdefault(m.source, {}).setdefault(m.category, 0)
-            report.kept[m.source][m.category] += 1
-    for g in vocab.dropped:
-        for m in g.members:
-            report.dropped.setdefault(m.source, {}).setdefault(m.category, 0)
-            report.dropped[m.source][m.category] += 1
-    report.categories = vocab.category_counts()
+    digest, digest_path = vocabulary_digest(vocab), root / STAGING / "vocabulary.sha256"
+    if digest_path.exists() and digest_path.read_text().strip() != digest:
+        shutil.rmtree(root / STAGING / "rows", ignore_errors=True)  # rows numbered by another vocabulary
+    atomic_write_text(digest_path, digest)
+    write_images(kept_tasks, state, vocabulary_lookups(vocab), workers, quiet, BuildError)
     report.images = len(kept_tasks)
-    info = build_info(recipe, sources, report)
-    writer.finalize(specs, info, render_readme(recipe, sources, report, info), native=native_statistics(vocab))
+    _finish_store(root, recipe, sources, vocab, image_level, report)
     commit_build(out, root)
 
 
-def _lookups(root: Path, vocab: Vocabulary) -> dict:
-    """Pass 2's code -> number tables; rows staged under another vocabulary are dropped (redone)."""
-    digest = vocabulary_digest(vocab)
-    digest_path = root / STAGING / "vocabulary.sha256"
-    if digest_path.exists() and digest_path.read_text().strip() != digest:
-        shutil.rmtree(root / STAGING / "rows", ignore_errors=True)
-    atomic_write_text(digest_path, digest)
-    lookups = {}
-    maxcode: dict = defaultdict(int)
-    for (s, c, code) in vocab.mapping:
-        maxcode[(s, c)] = max(maxcode[(s, c)], code)
-    for (s, c), m in maxcode.items():
-        lookups[(s, c)] = vocab.lookup(s, c, m)
-    return lookups
-
-
-def write_rows(tasks: list, state: dict, workers: int, quiet: bool, error: type) -> None:
-    """Pass 2 over ``tasks``; a staging file gone missing is an error (never a silently lost row)."""
-    for image, ok in _run(tasks, _write_one, state, workers, "write", quiet):
-        if ok is not True:
-            raise error(f"{image}: {ok}; rerun the command to redo it")
+def _finish_store(root: Path, recipe: Recipe, sources: Sequence[Source], vocab: Vocabulary, image_level: set,
+                  report: BuildReport) -> None:
+    """Count what was kept and dropped, then write the CSV tables, build.json and README.txt (index.csv last)."""
+    writer = StoreWriter(root, image_level_categories=image_level, jpeg_quality=recipe.jpeg_quality)
+    specs = [LabelSpec(g.number, g.name, tuple(g.syns), g.primary_category()) for g in vocab.labels]
+    for groups, counts in ((vocab.labels, report.kept), (vocab.dropped, report.dropped)):
+        for g in groups:
+            for m in g.members:
+                counts.setdefault(m.source, {}).setdefault(m.category, 0)
+                counts[m.source][m.category] += 1
+    report.categories = vocab.category_counts()
+    info = build_info(recipe, sources, report)
+    writer.finalize(specs, info, render_readme(recipe, sources, report, info), native=native_statistics(vocab))
 
 
 def commit_build(out: Path, root: Path) -> None:

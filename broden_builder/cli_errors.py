@@ -16,24 +16,24 @@ import sys
 import traceback
 from typing import Callable
 
+from .errors import BrodenError
 
-class UsageError(ValueError):
+
+class UsageError(BrodenError, ValueError):
     """The command line itself is wrong (exit status 2)."""
 
 
-#: Exceptions that are bad input or environment, not bugs (by class name, so that importing
-#: this module stays cheap and no layer has to import another to be listed).
-_EXPECTED = {
-    "StoreFormatError", "RecipeError", "BuildError", "ExtendError", "LockedError", "UnsafePathError",
-    "SourceDataError", "SourceMissingError", "DownloadError", "OfflineError", "ArchiveError", "UnsafeArchiveError",
-    "ChecksumsFileError", "ExtractLimitError", "DissectError", "ModelLoadError", "UnknownLayerError", "ReportInputError",
-    "DecompressionBombError", "UnicodeDecodeError",
-}
+#: Exceptions that are bad input or environment, not bugs, by class name (any class in the MRO):
+#: the base error of each package (broden_builder.errors.BrodenError, dissect.errors.DissectError)
+#: and two of the libraries'. By name, so that importing this module stays cheap and no layer has
+#: to import another to be listed.
+_EXPECTED = {"BrodenError", "DissectError", "DecompressionBombError", "UnicodeDecodeError"}
 
 
 def describe(e: BaseException) -> str:
     """One line for an exception: ``PATH: message`` where the exception knows its path."""
-    if isinstance(e, OSError) and e.filename is not None and not type(e).__name__ in _EXPECTED:
+    names = {c.__name__ for c in type(e).__mro__}
+    if isinstance(e, OSError) and e.filename is not None and not names & _EXPECTED:
         what = e.strerror or str(e)
         where = f"{e.filename}" + (f" -> {e.filename2}" if getattr(e, "filename2", None) else "")
         return f"{where}: {what}"
@@ -41,7 +41,6 @@ def describe(e: BaseException) -> str:
         return str(e.args[0])
     if isinstance(e, MemoryError):
         return "out of memory" + (f" ({e})" if str(e) else "")
-    names = {c.__name__ for c in type(e).__mro__}
     if names & _EXPECTED or isinstance(e, (OSError, ValueError)):
         return str(e) or type(e).__name__
     return (f"unexpected {type(e).__name__}: {e} (this is a bug; please report it with the command line; "

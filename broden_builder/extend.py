@@ -29,7 +29,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -37,8 +36,9 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 from . import __version__
-from .build import (COLOR_SOURCE, _run, _stage_one, build_date, gather_records, instantiate_sources,
-                    source_labels_from_stats, write_rows)
+from .build import (COLOR_SOURCE, build_date, gather_records, instantiate_sources, source_labels_from_stats,
+                    stage_images, vocabulary_lookups, worker_state, write_images)
+from .errors import BrodenError
 from .recipe import read_yaml, recipe_from_dict
 from .store.atomic import atomic_write_text
 from .store.format import INDEX_FIXED_COLUMNS, join_cell
@@ -53,7 +53,7 @@ WORK = ".broden-add"
 STORE_SOURCE = "\x00store"  # source key of the existing labels inside the unifier (cannot clash with a prefix)
 
 
-class ExtendError(RuntimeError):
+class ExtendError(BrodenError, RuntimeError):
     """``broden add`` refuses (the message says why); the store is left as it was."""
 
 
@@ -228,9 +228,7 @@ def _add_locked(root: Path, entry, origin, workers, quiet, strict, on_collision)
     work = root / WORK
     shutil.rmtree(work, ignore_errors=True)
     try:
-        state = {"sources": [src], "root": work, "color": recipe.color, "size": recipe.size,
-                 "seg": recipe.segmentation_size, "jpeg_quality": recipe.jpeg_quality, "recipe": recipe,
-                 "image_level": frozenset(image_level)}
+        state = worker_state([src], work, recipe, image_level)
         vocab, records = _write_new_rows(store, src, tasks, state, origin, on_collision, report,
                                          (workers, quiet, strict))
         out = _new_tables(store, src, recipe, vocab, records, origin, report, image_level, quiet)
@@ -265,27 +263,17 @@ def _write_new_rows(store: BrodenStore, src, tasks: list, state: dict, origin: s
                     report: AddReport, run: tuple):
     """Stage the new images, unify their labels with the store's, write their rows under the work folder."""
     workers, quiet, strict = run
-    per_image, kept = {}, []
-    for (image, stats, reason), task in zip(_run(tasks, _stage_one, state, workers, "resolve", quiet), tasks):
-        if stats is None:
-            if strict:
-                raise ExtendError(f"{origin}: {image}: {reason} (the store is unchanged; --skip-bad leaves such images out)")
-            report.skipped.append((image, reason))
-            continue
-        per_image[image] = (0, stats)
-        kept.append(task)
+
+    def skip(image: str, reason: str) -> None:
+        if strict:
+            raise ExtendError(f"{origin}: {image}: {reason} (the store is unchanged; --skip-bad leaves such images out)")
+        report.skipped.append((image, reason))
+
+    per_image, kept = stage_images(tasks, state, workers, quiet, skip)
     if not kept:
         raise ExtendError(f"{origin}: no usable image")
     vocab = _unify_with_store(store, src, per_image, state["recipe"], origin, on_collision, report)
-    lookups = {}
-    maxcode: dict = {}
-    for (s, c, code) in vocab.mapping:
-        if s != STORE_SOURCE:
-            maxcode[(s, c)] = max(maxcode.get((s, c), 0), code)
-    for (s, c), m in maxcode.items():
-        lookups[(s, c)] = vocab.lookup(s, c, m)
-    state["lookups"] = lookups
-    write_rows(kept, state, workers, quiet, ExtendError)
+    write_images(kept, state, vocabulary_lookups(vocab, exclude=(STORE_SOURCE,)), workers, quiet, ExtendError)
     records = sorted(StoreWriter(state["root"]).records(), key=lambda r: (r.split_key, r.image))
     return vocab, records
 

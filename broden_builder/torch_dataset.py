@@ -8,7 +8,7 @@ Example::
     for batch in DataLoader(ds, batch_size=32, collate_fn=collate_broden, num_workers=4):
         batch["index"]   # LongTensor[B]: 0-based rows of index.csv
         batch["image"]   # FloatTensor[B, 3, H, W], normalised
-        batch["seg"]     # dissect.stats.SegBatch with the label planes
+        batch["seg"]     # SegBatch: the label planes of the batch
 
 Every item is a dict: ``index`` (int, row of index.csv), ``image`` (3 x H x W float tensor:
 RGB scaled to [0, 1], then ``(x - mean) / std``; absent when ``with_images=False``), and with
@@ -17,6 +17,7 @@ numbers, 0 = unlabeled) and ``image_level`` {category: LongTensor[K]} (0s remove
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -31,6 +32,41 @@ from .store.reader import BrodenStore
 #: torchvision's ImageNet normalisation.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class SegBatch:
+    """Labels of B images at the segmentation size sh x sw (what dissect.stats.Tally counts against).
+
+    ``pixel[cat]`` is a LongTensor [B, Lmax, sh, sw] of global label numbers (layers padded
+    with zeros; 0 = unlabeled). ``image_level[cat]`` is a LongTensor [B, Kmax] of global label
+    numbers (padded with 0). Both hold every category the batch was loaded with.
+    """
+
+    pixel: dict = field(default_factory=dict)
+    image_level: dict = field(default_factory=dict)
+
+    @property
+    def batch_size(self) -> int:
+        for t in list(self.pixel.values()) + list(self.image_level.values()):
+            return int(t.shape[0])
+        return 0
+
+    @property
+    def size(self) -> Optional[tuple]:
+        """(sh, sw), or None when the batch has no pixel category."""
+        for t in self.pixel.values():
+            return (int(t.shape[2]), int(t.shape[3]))
+        return None
+
+    def categories(self) -> list:
+        return list(self.pixel) + list(self.image_level)
+
+    def to(self, device) -> "SegBatch":
+        return SegBatch(
+            pixel={c: t.to(device) for c, t in self.pixel.items()},
+            image_level={c: t.to(device) for c, t in self.image_level.items()},
+        )
 
 
 def select_rows(store: BrodenStore, split: Optional[str] = None) -> list[int]:
@@ -133,10 +169,8 @@ class BrodenDataset(Dataset):
         return item
 
 
-def pad_labels(items: Sequence[dict]):
-    """Stack per-item label tensors into a dissect.stats.SegBatch (layers and lists padded with 0)."""
-    from dissect.stats import SegBatch  # the statistics package owns the batch type
-
+def pad_labels(items: Sequence[dict]) -> SegBatch:
+    """Stack per-item label tensors into a SegBatch (layers and lists padded with 0): the one label padder."""
     pixel, image_level = {}, {}
     if items:
         for cat in items[0]["pixel"]:
@@ -171,3 +205,13 @@ def collate_broden(batch: Sequence[dict]) -> dict:
         if key not in ("index", "image", "pixel", "image_level"):
             out[key] = torch.utils.data.default_collate([it[key] for it in batch])
     return out
+
+
+def load_segbatch(store: Union[BrodenStore, str, Path], rows: Sequence[int],
+                  categories: Optional[Sequence[str]] = None) -> SegBatch:
+    """The labels of index.csv rows ``rows`` (0-based) as one SegBatch, read as BrodenDataset reads them.
+
+    Raises ValueError naming an unknown category, StoreFormatError for a bad label file.
+    """
+    ds = BrodenDataset(store, categories=categories, rows=list(rows), with_images=False)
+    return pad_labels([ds[k] for k in range(len(ds))])

@@ -13,7 +13,7 @@ Example::
     result.detectors("layer4")[:5]     # the best detector units, as table rows
     result.report()                    # out/index.html and out/<layer>/report.html
 
-Settings are the fields of :class:`dissect.runner.DissectConfig` (``quantile``, ``iou_threshold``,
+Settings are the fields of :class:`dissect.DissectConfig` (``quantile``, ``iou_threshold``,
 ``union``, ``categories``, ``top_k``, ``split``, ``input_size``, ``mean``, ``std``, ``upsample``,
 ``batch_size``, ``workers``, ``device``, ...), passed as keywords.
 """
@@ -27,7 +27,7 @@ import numpy as np
 
 
 def _config(config, settings: dict):
-    from .runner import DissectConfig
+    from .config import DissectConfig
 
     known = {f.name for f in fields(DissectConfig)}
     unknown = sorted(set(settings) - known)
@@ -144,7 +144,8 @@ class DissectionResult:
         lay = (res.settings.get("layout") or {}) if isinstance(res.settings.get("layout"), dict) else {}
         forced = lay.get("kind") if str(lay.get("source", "")).startswith("forced") else None
         masks = unit_masks(model, res.settings.get("selector") or res.layer, images, res.thresholds, units=chosen,
-                           size=size, layout=forced)
+                           size=size, layout=forced,
+                           mode=res.settings.get("upsample") or "bilinear")
         return masks, [res.units[u] for u in chosen]
 
     def explain(self, source, layer: Optional[str] = None, length: int = 3, beam: int = 5, store=None,
@@ -189,13 +190,14 @@ class DissectionResult:
         out = Path(out) if out is not None else self.out
         if out is None:
             raise ValueError("these results were not written to a folder: run(out=...) first, or pass out=")
-        return write_reports(out, store=store if store is not None else self.store, quiet=quiet, **kwargs)
+        in_memory = [r for r in self.layers.values() if r.path is not None and r.topk_maps is not None]
+        return write_reports(out, store=store if store is not None else self.store, quiet=quiet,
+                             results=in_memory, **kwargs)
 
     @classmethod
     def load(cls, out: Union[str, Path], load_maps: bool = False) -> "DissectionResult":
         """Read every ``out/<layer>/`` written by ``dissect run``/``score`` (or :meth:`Dissection.run`)."""
-        from .report.layerdata import find_layer_folders
-        from .results import load_result
+        from .results import find_layer_folders, load_result
 
         layers = {}
         for folder in find_layer_folders(out):
@@ -213,7 +215,7 @@ class Dissection:
     :class:`dissect.models.LoadedModel`. ``layers``: module names as ``dict(model.named_modules())``
     spells them (``"layer4"``, ``"features.28"``); ``dissect layers --model ...`` lists them.
     ``store``: a store folder or a :class:`broden_builder.BrodenStore`. ``config``: a
-    :class:`dissect.runner.DissectConfig`; keyword settings override its fields.
+    :class:`dissect.DissectConfig`; keyword settings override its fields.
 
     Example::
 

@@ -9,93 +9,21 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional
 
 import numpy as np
 
 from broden_builder.store.atomic import atomic_write_text
+
+from .activations import NpyRows
 
 log = logging.getLogger(__name__)
 
 
 def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text) or "_"
-
-
-class NpyRows:
-    """Rows of a C-ordered .npy file read and written with pread/pwrite, never memory-mapped.
-
-    Array-like for what the runner needs (``shape``, ``dtype``, ``len``, ``a[i]``, ``a[lo:hi]``,
-    ``a[list]``, ``a[lo:hi] = block``). Mapped pages would count in the process's resident
-    memory and grow with the file; reads through the page cache keep memory flat. Picklable:
-    each process opens its own descriptor.
-    """
-
-    def __init__(self, path: Union[str, Path], writable: bool = False):
-        self.path = str(path)
-        self.writable = writable
-        probe = np.load(self.path, mmap_mode="r")  # reads the header only; no data page is touched
-        shape, dtype, self.offset = probe.shape, probe.dtype, int(probe.offset)
-        fortran = probe.ndim > 1 and not probe.flags.c_contiguous
-        del probe
-        if fortran or dtype.hasobject:
-            raise ValueError(f"{self.path}: only C-ordered numeric .npy files can be read by rows")
-        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
-        self.row_items = int(np.prod(self.shape[1:], dtype=np.int64))
-        self.row_bytes = self.row_items * self.dtype.itemsize
-        self._fd: Optional[int] = None
-        self._pid = -1
-
-    def _handle(self) -> int:
-        if self._fd is None or self._pid != os.getpid():
-            self._fd = os.open(self.path, os.O_RDWR if self.writable else os.O_RDONLY)
-            self._pid = os.getpid()
-        return self._fd
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def _read(self, lo: int, hi: int) -> np.ndarray:
-        n = max(0, hi - lo)
-        data = os.pread(self._handle(), n * self.row_bytes, self.offset + lo * self.row_bytes)
-        if len(data) != n * self.row_bytes:
-            raise ValueError(f"{self.path}: file is truncated (rows {lo}..{hi - 1} of {self.shape[0]})")
-        return np.frombuffer(data, dtype=self.dtype).reshape((n,) + self.shape[1:])
-
-    def __getitem__(self, key):
-        if isinstance(key, (int, np.integer)):
-            k = int(key) + (self.shape[0] if key < 0 else 0)
-            if not 0 <= k < self.shape[0]:
-                raise IndexError(f"row {key} out of range for {self.shape[0]} rows")
-            return self._read(k, k + 1)[0]
-        if isinstance(key, slice):
-            lo, hi, step = key.indices(self.shape[0])
-            block = self._read(lo, hi)
-            return block if step == 1 else block[::step]
-        rows = [int(k) for k in key]
-        return np.stack([self[k] for k in rows]) if rows else np.empty((0,) + self.shape[1:], self.dtype)
-
-    def __setitem__(self, key: slice, value) -> None:
-        if not self.writable or not isinstance(key, slice):
-            raise TypeError("only slices of a writable NpyRows can be assigned")
-        lo, hi, step = key.indices(self.shape[0])
-        block = np.ascontiguousarray(value, dtype=self.dtype)
-        if step != 1 or block.shape != (hi - lo,) + self.shape[1:]:
-            raise ValueError(f"cannot write a block of shape {block.shape} into rows {lo}..{hi - 1} of {self.shape}")
-        os.pwrite(self._handle(), block.tobytes(), self.offset + lo * self.row_bytes)
-
-    def close(self) -> None:
-        if self._fd is not None and self._pid == os.getpid():
-            os.close(self._fd)
-        self._fd = None
-
-    def __getstate__(self):
-        d = dict(self.__dict__)
-        d["_fd"], d["_pid"] = None, -1
-        return d
 
 
 class ActivationCache:

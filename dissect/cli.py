@@ -55,32 +55,34 @@ def _categories(values: Optional[Sequence[str]]):
 
 
 def _add_shared(p: argparse.ArgumentParser) -> None:
-    from broden_builder.torch_dataset import IMAGENET_MEAN, IMAGENET_STD
-
-    from .runner import default_workers
+    """The dissection settings; choices and defaults come from dissect.config.DissectConfig."""
+    from .config import UNIONS, UPSAMPLE_MODES, default
 
     g = p.add_argument_group("dissection settings")
-    g.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N (default auto)")
-    g.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
-    g.add_argument("--workers", type=int, default=default_workers(),
-                   help=f"DataLoader worker processes for decoding images and labels (default {default_workers()})")
-    g.add_argument("--quantile", type=float, default=0.005, help="top quantile that sets each unit's threshold (default 0.005)")
-    g.add_argument("--iou-threshold", type=float, default=0.04, help="IoU at which a unit counts as a detector (default 0.04)")
-    g.add_argument("--union", choices=("original", "lite", "all"), default="original",
+    g.add_argument("--device", default=default("device"), help="auto (cuda when available), cpu, cuda or cuda:N (default auto)")
+    g.add_argument("--batch-size", type=int, default=default("batch_size"), help=f"images per batch (default {default('batch_size')})")
+    g.add_argument("--workers", type=int, default=default("workers"),
+                   help=f"DataLoader worker processes for decoding images and labels (default {default('workers')})")
+    g.add_argument("--quantile", type=float, default=default("quantile"),
+                   help=f"top quantile that sets each unit's threshold (default {default('quantile')})")
+    g.add_argument("--iou-threshold", type=float, default=default("iou_threshold"),
+                   help=f"IoU at which a unit counts as a detector (default {default('iou_threshold')})")
+    g.add_argument("--union", choices=UNIONS, default=default("union"),
                    help="which images count toward a unit's activation area: original (images carrying the label's "
                         "category), lite (only where such a label lies inside the mask), all (every image)")
     g.add_argument("--categories", action="append", metavar="CAT[,CAT...]",
                    help="categories to score (default: all of the store's)")
-    g.add_argument("--top-k", type=int, default=10, help="top-activating images kept per unit (default 10)")
-    g.add_argument("--split", default=None, help="only images of this split (train/val; default all)")
-    g.add_argument("--upsample", choices=("bilinear", "nearest", "bicubic"), default="bilinear",
-                   help="how activation maps are upsampled to the segmentation size (default bilinear)")
-    g.add_argument("--checkpoint-every", type=int, default=50, metavar="N",
-                   help="save the statistics every N batches so a killed run resumes (0 = never; default 50)")
+    g.add_argument("--top-k", type=int, default=default("top_k"),
+                   help=f"top-activating images kept per unit (default {default('top_k')})")
+    g.add_argument("--split", default=default("split"), help="only images of this split (train/val; default all)")
+    g.add_argument("--upsample", choices=UPSAMPLE_MODES, default=default("upsample"),
+                   help=f"how activation maps are upsampled to the segmentation size (default {default('upsample')})")
+    g.add_argument("--checkpoint-every", type=int, default=default("checkpoint_every"), metavar="N",
+                   help="save the statistics every N batches so a killed run resumes "
+                        f"(0 = never; default {default('checkpoint_every')})")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.add_argument("--verbose", action="store_true", help="log progress details")
     g.add_argument("--no-report", action="store_true", help="do not write the HTML report (dissect report OUT writes it later)")
-    p.set_defaults(_mean=IMAGENET_MEAN, _std=IMAGENET_STD)  # noqa: the model's preprocessing may replace them
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:
@@ -113,8 +115,50 @@ def _add_preprocessing(p: argparse.ArgumentParser) -> None:
                    help="normalisation std (default: the model's preprocessing, else ImageNet's 0.229,0.224,0.225)")
 
 
-def _add_explain(sub) -> None:
-    """``dissect explain`` (compositional explanations, dissect.explain)."""
+def _parser_run(sub) -> None:
+    """``dissect run``."""
+    from .config import CACHE_DTYPES, default
+
+    run = sub.add_parser("run", help="run a network over the store and score its layers (one pass over the images)")
+    run.add_argument("--store", required=True, help="Broden store folder (with index.csv)")
+    _add_model(run)
+    run.add_argument("--layer", action="append", required=True,
+                     help="module name (layer4, features.28, ...), NAME#K for the K-th call of a module called more "
+                          "than once, NAME:KEY for one tensor of a tuple/dict output (block:1, backbone:p2); "
+                          "repeatable. `dissect layers` lists them")
+    run.add_argument("--out", required=True, help="output folder: results go to OUT/<layer>/")
+    _add_preprocessing(run)
+    _add_shared(run)
+    run.add_argument("--cache-dtype", choices=CACHE_DTYPES, default=default("cache_dtype"),
+                     help="dtype of the on-disk activation cache; every statistic uses these rounded values (default float16)")
+    run.add_argument("--cache-dir", default=None,
+                     help="keep the activation cache here for reuse (default: OUT/.dissect_cache, removed after success)")
+    run.add_argument("--keep-cache", action="store_true", help="keep the default activation cache after success")
+
+
+def _parser_score(sub) -> None:
+    """``dissect score``."""
+    score = sub.add_parser("score", help="score activations extracted elsewhere (N x units x h x w in index.csv order)")
+    score.add_argument("--store", required=True, help="Broden store folder (with index.csv)")
+    score.add_argument("--activations", required=True, help=".npy (memory-mapped) or .pt file, shape N x units x h x w")
+    score.add_argument("--out", required=True, help="output folder: results go to OUT/NAME/")
+    score.add_argument("--name", default=None, help="result folder name (default: the activation file's stem)")
+    _add_shared(score)
+
+
+def _parser_layers(sub) -> None:
+    """``dissect layers``."""
+    layers = sub.add_parser("layers", help="list the model's module names with their output shapes")
+    _add_model(layers)
+    layers.add_argument("--store", default=None, help="use this store's image size for the dummy input")
+    layers.add_argument("--input-size", type=_size, default=None, metavar="SIZE|HxW",
+                        help="dummy input size (default: the store's image size, else 224)")
+    layers.add_argument("--device", default="cpu", help="device for the dummy pass (default cpu)")
+    _add_layout(layers)
+
+
+def _parser_explain(sub) -> None:
+    """``dissect explain``."""
     explain = sub.add_parser("explain", help="compositional explanations: the best logical formula of concepts for "
                              "every unit (Mu & Andreas 2020); writes OUT/<name>/explanations.csv")
     explain.add_argument("--store", required=True, help="Broden store folder (with index.csv)")
@@ -133,14 +177,17 @@ def _add_explain(sub) -> None:
     _add_shared(explain)
 
 
-def _add_compare_ablate(sub) -> None:
-    """``dissect compare`` (dissect.compare) and ``dissect ablate`` (dissect.ablate)."""
+def _parser_compare(sub) -> None:
+    """``dissect compare``."""
     compare = sub.add_parser("compare", help="detectors and unique detectors per category of several runs: one page, "
                              "one CSV, bar charts")
     compare.add_argument("outs", nargs="+", metavar="OUT", help="results folders of dissect run/score")
     compare.add_argument("--out", required=True, help="folder for compare.html, compare.csv and the charts")
     compare.add_argument("--title", default="Network Dissection: comparison", help="page title")
 
+
+def _parser_ablate(sub) -> None:
+    """``dissect ablate``."""
     ablate = sub.add_parser("ablate", help="switch units off and measure the classifier's per-class accuracy "
                             "(Bau et al. 2020); writes OUT/<layer>/ablation_*.csv")
     _add_model(ablate)
@@ -165,60 +212,28 @@ def _add_compare_ablate(sub) -> None:
     ablate.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _add_analyses(sub) -> None:
-    _add_explain(sub)
-    _add_compare_ablate(sub)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dissect", description="Network Dissection: score every unit of a "
-                                     "PyTorch layer against a Broden store.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    run = sub.add_parser("run", help="run a network over the store and score its layers (one pass over the images)")
-    run.add_argument("--store", required=True, help="Broden store folder (with index.csv)")
-    _add_model(run)
-    run.add_argument("--layer", action="append", required=True,
-                     help="module name (layer4, features.28, ...), NAME#K for the K-th call of a module called more "
-                          "than once, NAME:KEY for one tensor of a tuple/dict output (block:1, backbone:p2); "
-                          "repeatable. `dissect layers` lists them")
-    run.add_argument("--out", required=True, help="output folder: results go to OUT/<layer>/")
-    _add_preprocessing(run)
-    _add_shared(run)
-    run.add_argument("--cache-dtype", choices=("float16", "float32"), default="float16",
-                     help="dtype of the on-disk activation cache; every statistic uses these rounded values (default float16)")
-    run.add_argument("--cache-dir", default=None,
-                     help="keep the activation cache here for reuse (default: OUT/.dissect_cache, removed after success)")
-    run.add_argument("--keep-cache", action="store_true", help="keep the default activation cache after success")
-
-    score = sub.add_parser("score", help="score activations extracted elsewhere (N x units x h x w in index.csv order)")
-    score.add_argument("--store", required=True, help="Broden store folder (with index.csv)")
-    score.add_argument("--activations", required=True, help=".npy (memory-mapped) or .pt file, shape N x units x h x w")
-    score.add_argument("--out", required=True, help="output folder: results go to OUT/NAME/")
-    score.add_argument("--name", default=None, help="result folder name (default: the activation file's stem)")
-    _add_shared(score)
-
-    layers = sub.add_parser("layers", help="list the model's module names with their output shapes")
-    _add_model(layers)
-    layers.add_argument("--store", default=None, help="use this store's image size for the dummy input")
-    layers.add_argument("--input-size", type=_size, default=None, metavar="SIZE|HxW",
-                        help="dummy input size (default: the store's image size, else 224)")
-    layers.add_argument("--device", default="cpu", help="device for the dummy pass (default cpu)")
-    _add_layout(layers)
-
-    _add_analyses(sub)
-
+def _parser_report(sub) -> None:
+    """``dissect report``."""
     report = sub.add_parser("report", help="write the HTML report (OUT/index.html, OUT/<layer>/report.html)")
     report.add_argument("out", help="results folder of dissect run/score (holds <layer>/result.json)")
     report.add_argument("--store", default=None, help="store for the images (default: the path recorded in each result)")
     report.add_argument("--thumb", type=int, default=112, help="height of the image thumbnails in pixels (default 112)")
     report.add_argument("--images", type=int, default=None, help="top images shown per unit (default: all kept)")
     report.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dissect", description="Network Dissection: score every unit of a "
+                                     "PyTorch layer against a Broden store.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_parser_run, _parser_score, _parser_layers, _parser_explain, _parser_compare, _parser_ablate,
+                _parser_report):
+        add(sub)
     return parser
 
 
 def _config(args, **extra):
-    from .runner import DissectConfig
+    from .config import DissectConfig
 
     return DissectConfig(
         quantile=args.quantile, iou_threshold=args.iou_threshold, union=args.union,
@@ -228,7 +243,7 @@ def _config(args, **extra):
 
 
 def _cmd_run(args) -> int:
-    from .distributed import dist_info, init_from_env
+    from .distributed import init_from_env
     from .models import load_model
     from .runner import dissect_model
 
@@ -253,18 +268,19 @@ def _cmd_run(args) -> int:
                                                       if lay.get("kind") == "tokens" else ""))
             print(res.summary_line() + (f" [{', '.join(how)}]" if how else ""))
         print(f"results in {Path(args.out)}")
-        _report(args, [res.layer for res in results.values()])
+        _report(args, list(results.values()))
     return 0
 
 
-def _report(args, layers) -> None:
-    """Write the HTML report for these layers (and the index over all of OUT) unless --no-report."""
+def _report(args, results) -> None:
+    """Write the HTML report of these LayerResults, from memory (and the index over all of OUT) unless --no-report."""
     if args.no_report:
         return
     from .report import write_reports
 
     try:
-        index = write_reports(args.out, store=args.store, quiet=args.quiet, layers=layers)
+        index = write_reports(args.out, store=args.store, quiet=args.quiet, results=results,
+                              layers=[r.path.name for r in results])
     except Exception as e:  # the results are written; a report problem must not hide them
         print(f"dissect {args.command}: warning: report not written ({type(e).__name__}: {e}); "
               f"retry with: dissect report {args.out}", file=sys.stderr)
@@ -282,7 +298,7 @@ def _cmd_score(args) -> int:
     if info.rank == 0:
         print(res.summary_line().replace(f"{res.layer}:", f"{name}:", 1))
         print(f"results in {Path(args.out) / name}")
-        _report(args, [name, res.layer])
+        _report(args, [res])
     return 0
 
 
@@ -309,7 +325,7 @@ def _cmd_layers(args) -> int:
     try:
         rows = list_layers(lm.module, size, device=dev, layout=args.layout)
     except Exception as e:  # only the model's own forward pass runs here
-        from .runner import DissectError
+        from .errors import DissectError
 
         raise DissectError(f"model {args.model} fails on input size {size[0]}x{size[1]}: {type(e).__name__}: {e} "
                            f"(choose another --input-size)") from None
@@ -448,18 +464,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     from broden_builder.store.errors import StoreFormatError
 
-    from .hooks import UnknownLayerError
-    from .models import ModelLoadError
-    from .runner import DissectError
-
-    from .report import ReportInputError
+    from .errors import DissectError
 
     handlers = {"run": _cmd_run, "score": _cmd_score, "layers": _cmd_layers, "report": _cmd_report,
                 "explain": _cmd_explain, "compare": _cmd_compare, "ablate": _cmd_ablate}
     try:
         return handlers[args.command](args)
-    except (DissectError, ModelLoadError, UnknownLayerError, StoreFormatError, ReportInputError, FileNotFoundError,
-            ValueError) as e:
+    except (DissectError, StoreFormatError, FileNotFoundError, ValueError) as e:
         print(f"dissect {args.command}: error: {e}", file=sys.stderr)
         return 2
     finally:

@@ -13,12 +13,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from broden_builder.store.atomic import atomic_write_text
+
+from .results import ResultsError, find_layer_folders
 
 CSV_COLUMNS = ("run", "folder", "layer", "category", "units", "detectors", "unique_detectors", "iou_threshold")
 
@@ -37,10 +38,6 @@ class LayerSummary:
     per_category: dict  # category -> detectors
     unique: dict  # category -> unique detectors (distinct labels among the detectors)
     layer_dir: str = ""  # the layer's folder (for links)
-
-
-def _natural_key(name: str):
-    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name) if t != ""]
 
 
 def run_name(doc: dict) -> str:
@@ -67,9 +64,10 @@ def run_name(doc: dict) -> str:
 def _layer_dirs(out: Path) -> list:
     if (out / "result.json").is_file():
         return [out]
-    if not out.is_dir():
-        raise CompareInputError(f"{out}: results folder does not exist")
-    found = sorted((p.parent for p in out.glob("*/result.json")), key=lambda p: _natural_key(p.name))
+    try:
+        found = find_layer_folders(out)
+    except ResultsError as e:
+        raise CompareInputError(str(e)) from None
     if not found:
         raise CompareInputError(f"{out}: no <layer>/result.json inside (not a dissect run/score output folder?)")
     return found

@@ -1,6 +1,7 @@
 """torch.distributed helpers: rank/world, start under torchrun, exact merges of statistics."""
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 
@@ -59,6 +60,31 @@ def gather_states(state: dict, info: DistInfo) -> list:
     out = [None] * info.world
     dist.all_gather_object(out, state)
     return out
+
+
+def sync(stat, info: DistInfo) -> None:
+    """Combine one statistic over all ranks, in place, as its ``reduction`` declares (see
+    dissect.stats.protocol): "sum" all-reduces the state entries in ``sum_keys`` (int64, exact);
+    "gather" loads rank 0's state and merges every other rank's in rank order."""
+    if not info.active:
+        return
+    if stat.reduction == "sum":
+        state = stat.state_dict()
+        counts = [torch.as_tensor(state[k], dtype=torch.long) if state[k] is not None else None for k in stat.sum_keys]
+        all_reduce_sum_(counts, stat.device)
+        for k, t in zip(stat.sum_keys, counts):
+            if t is not None:
+                state[k] = int(t) if t.dim() == 0 else t
+        stat.load_state_dict(state)
+    elif stat.reduction == "gather":
+        states = gather_states(stat.state_dict(), info)
+        stat.load_state_dict(states[0])
+        for s in states[1:]:
+            other = copy.copy(stat)  # load_state_dict rebinds every field: stat is untouched
+            other.load_state_dict(s)
+            stat.merge(other)
+    else:
+        raise ValueError(f"{type(stat).__name__} declares unknown reduction {stat.reduction!r}")
 
 
 def all_reduce_sum_(tensors: list, device) -> None:

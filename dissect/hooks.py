@@ -26,13 +26,14 @@ from typing import Iterable, Optional, Sequence
 import torch
 from torch import nn
 
+from .errors import DissectError
 from .selectors import (CallCountError, Selector, SelectorError, describe, parse_selector, select_tensor,
                         shape_text, structure_kind, tensor_leaves)
 
 log = logging.getLogger(__name__)
 
 
-class UnknownLayerError(KeyError):
+class UnknownLayerError(DissectError, KeyError):
     """A layer name that is not a module of the model; the message lists the nearest names."""
 
     def __str__(self) -> str:  # KeyError would quote the message

@@ -45,6 +45,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from .errors import DissectError
+
 log = logging.getLogger(__name__)
 
 UNSAFE_HELP = (
@@ -53,7 +55,7 @@ UNSAFE_HELP = (
 )
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(DissectError):
     """The model or its weights cannot be loaded; the message names the file and the cause."""
 
 
@@ -130,9 +132,11 @@ def _weights_choices(name: str, enum_names: list, prefix: str = "") -> str:
 
 def file_sha256(path: Path) -> str:
     """sha256 hex digest of a file (identifies checkpoints and model files in results)."""
-    from broden_builder.download.transfer import file_digest
-
-    return file_digest(path)[1]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _is_torchscript(path: Path) -> bool:

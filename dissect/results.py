@@ -1,20 +1,33 @@
-"""The result of dissecting one layer, and reading it back from ``O/<layer>/``.
+"""The result of dissecting one layer (:class:`LayerResult`): scored from a Tally, written to and
+read back from ``O/<layer>/``. The one module that knows the result files.
 
-Files (written by dissect.outputs.write_layer_result): ``result.json``, ``tally.csv``,
+Files (all written atomically): ``result.json``, ``tally.csv`` (the original tools' table),
 ``iou.npy`` float32 [U, L] (columns = result.json "labels"), ``thresholds.npy`` float32 [U],
 ``topk.npz`` (``indices`` int64 [U, k] rows of index.csv, ``values`` float32 [U, k], ``maps``
-float16 [U, k, h, w]).
+float16 [U, k, h, w] at the layer's resolution). The report renders a LayerResult from memory
+(dissect run) or as loaded here (dissect report).
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from broden_builder.store.atomic import atomic_write_bytes, atomic_write_text
+
+from .errors import DissectError
+
 RESULT_FILES = ("result.json", "tally.csv", "iou.npy", "thresholds.npy", "topk.npz")
+
+
+class ResultsError(DissectError):
+    """A results folder is missing a file or holds one in the wrong shape; the message names the file."""
 
 
 @dataclass
@@ -35,15 +48,29 @@ class LayerResult:
     topk_indices: Optional[np.ndarray] = None  # int64 [U, k]
     topk_values: Optional[np.ndarray] = None  # float32 [U, k]
     topk_maps: Optional[np.ndarray] = None  # float16 [U, k, h, w]
-    path: Optional[Path] = None
+    path: Optional[Path] = None  # the folder it was written to or read from
 
     @property
     def categories(self) -> list:
-        return list(self.summary.get("per_category", {}))
+        """Categories in store order (the settings' list, then any others in the order they appear)."""
+        cats = list(self.settings.get("categories") or [])
+        for c in list(self.summary.get("per_category", {})) + [c for u in self.units
+                                                              for c in list(u.get("per_category", {})) + [u.get("category")]]:
+            if c and c not in cats:
+                cats.append(c)
+        return cats
+
+    @property
+    def iou_threshold(self) -> float:
+        return float(self.settings.get("iou_threshold", 0.04) or 0.04)
 
     def detectors(self) -> list:
         """The units whose best IoU reaches the threshold, best first."""
         return sorted((u for u in self.units if u["detector"]), key=lambda u: (-u["iou"], u["unit_index"]))
+
+    def sorted_units(self) -> list:
+        """All units by IoU, best first (ties: smaller unit index first)."""
+        return sorted(self.units, key=lambda u: (-float(u.get("iou", 0.0)), int(u["unit_index"])))
 
     def summary_line(self) -> str:
         """E.g. ``layer4: 143/512 units are detectors (object 61, texture 40, color 20, ...)``."""
@@ -62,30 +89,150 @@ class LayerResult:
         }
 
 
-def load_result(directory: Union[str, Path], load_maps: bool = True) -> LayerResult:
-    """Read ``O/<layer>/``; raises FileNotFoundError naming a missing file, ValueError for a bad one."""
+# ---------------------------------------------------------------------------- scoring
+def summarise(units: Sequence[dict], categories: Sequence[str]) -> dict:
+    """result.json's "summary": units, detectors, detectors and unique labels per category."""
+    det = [x for x in units if x["detector"]]
+    return {
+        "units": len(units),
+        "detectors": len(det),
+        "per_category": {c: sum(1 for x in det if x["category"] == c) for c in categories},
+        "unique_detectors": {c: len({x["number"] for x in det if x["category"] == c}) for c in categories},
+    }
+
+
+def build_layer_result(layer: str, tally, union: str, iou_threshold: float, label_names: dict,
+                       thresholds: np.ndarray, settings: Optional[dict] = None, model: Optional[dict] = None,
+                       store: Optional[dict] = None, timings: Optional[dict] = None, version: str = "",
+                       topk: Optional[tuple] = None) -> LayerResult:
+    """Score a finished dissect.stats.Tally (via dissect.stats.scores) into a LayerResult."""
+    from .stats import scores
+
+    units = scores(tally, union=union, iou_threshold=iou_threshold, label_names=label_names)
+    thresholds = np.asarray(thresholds, dtype=np.float32)
+    for u in units:
+        u["threshold"] = float(thresholds[u["unit_index"]])
+    labels = [{"number": n, "name": label_names.get(n, str(n)), "category": c}
+              for n, c in zip(tally.labels, tally.primary)]
+    iou = tally.iou(union).cpu().numpy().astype(np.float32)
+    res = LayerResult(layer=layer, iou=iou, thresholds=thresholds, labels=labels, units=units,
+                      summary=summarise(units, tally.categories), settings=dict(settings or {}),
+                      model=dict(model or {}), store=dict(store or {}), timings=dict(timings or {}), version=version)
+    if topk is not None:
+        res.topk_indices, res.topk_values, res.topk_maps = topk
+    return res
+
+
+# ---------------------------------------------------------------------------- writing
+def tally_csv_text(res: LayerResult) -> str:
+    """tally.csv of the original tools: one row per unit, best IoU first (ties: lower unit)."""
+    cats = list(res.summary["per_category"])
+    header = ["unit", "category", "label", "score"]
+    for c in cats:
+        header += [f"{c}-label", f"{c}-truth", f"{c}-activation", f"{c}-intersect", f"{c}-iou"]
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for u in sorted(res.units, key=lambda x: (-x["iou"], x["unit_index"])):
+        row = [u["unit"], u["category"], u["label"], repr(u["iou"])]
+        for c in cats:
+            p = u["per_category"][c]
+            row += [p["label"], p["truth"], p["activation"], p["intersect"], repr(p["iou"])]
+        w.writerow(row)
+    return buf.getvalue()
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+def write_layer_result(directory: Union[str, Path], res: LayerResult) -> Path:
+    """Write result.json, tally.csv, iou.npy, thresholds.npy, topk.npz under ``directory``."""
     d = Path(directory)
-    for name in ("result.json", "iou.npy", "thresholds.npy"):
-        if not (d / name).is_file():
-            raise FileNotFoundError(f"{d / name} is missing (not a dissection result folder?)")
+    d.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(d / "iou.npy", _npy_bytes(np.asarray(res.iou, dtype=np.float32)))
+    atomic_write_bytes(d / "thresholds.npy", _npy_bytes(np.asarray(res.thresholds, dtype=np.float32)))
+    if res.topk_indices is not None:
+        buf = io.BytesIO()
+        np.savez(buf, indices=np.asarray(res.topk_indices, dtype=np.int64),
+                 values=np.asarray(res.topk_values, dtype=np.float32),
+                 maps=np.asarray(res.topk_maps, dtype=np.float16))
+        atomic_write_bytes(d / "topk.npz", buf.getvalue())
+    atomic_write_text(d / "tally.csv", tally_csv_text(res))
+    atomic_write_text(d / "result.json", json.dumps(res.to_json(), indent=1, allow_nan=False) + "\n")
+    res.path = d
+    return d
+
+
+# ---------------------------------------------------------------------------- reading
+def _natural_key(name: str):
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name) if t != ""]
+
+
+def find_layer_folders(out_dir) -> list:
+    """Subfolders of ``out_dir`` holding a result.json, in natural name order (layer2 < layer10)."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise ResultsError(f"{out_dir}: results folder does not exist")
+    found = [p.parent for p in out_dir.glob("*/result.json")]
+    return sorted(found, key=lambda p: _natural_key(p.name))
+
+
+def _read_json(path: Path) -> dict:
     try:
-        doc = json.loads((d / "result.json").read_text("utf-8"))
+        doc = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise ResultsError(f"{path}: file is missing (not a dissection result folder?)") from None
     except ValueError as e:
-        raise ValueError(f"{d / 'result.json'}: not valid JSON ({e})") from None
-    iou = np.load(d / "iou.npy")
-    thr = np.load(d / "thresholds.npy")
-    if iou.shape != (len(doc["units"]), len(doc["labels"])):
-        raise ValueError(f"{d / 'iou.npy'}: shape {iou.shape} does not match result.json "
-                         f"({len(doc['units'])} units x {len(doc['labels'])} labels)")
+        raise ResultsError(f"{path}: not valid JSON ({e})") from None
+    units = doc.get("units")
+    if not isinstance(units, list):
+        raise ResultsError(f"{path}: 'units' must be a list")
+    for i, u in enumerate(units):
+        for key in ("unit_index", "label", "category", "iou"):
+            if key not in u:
+                raise ResultsError(f"{path}: units[{i}] lacks {key!r}")
+    return doc
+
+
+def _read_npy(path: Path, shape: tuple, what: str) -> np.ndarray:
+    if not path.is_file():
+        raise ResultsError(f"{path}: file is missing (not a dissection result folder?)")
+    arr = np.load(path, allow_pickle=False)
+    if arr.shape != shape:
+        raise ResultsError(f"{path}: shape {arr.shape} does not match result.json ({what})")
+    return arr
+
+
+def _read_topk(res: LayerResult, path: Path, load_maps: bool) -> None:
+    n = len(res.units)
+    with np.load(path, allow_pickle=False) as z:
+        missing = [k for k in ("indices", "maps") if k not in z.files]
+        if missing:
+            raise ResultsError(f"{path}: lacks array(s) {missing}")
+        idx = z["indices"]
+        vals = z["values"] if "values" in z.files else None
+        maps = z["maps"] if load_maps else None
+    if idx.ndim != 2 or idx.shape[0] != n:
+        raise ResultsError(f"{path}: 'indices' has shape {idx.shape}, expected [{n}, k]")
+    if maps is not None and (maps.ndim != 4 or maps.shape[:2] != idx.shape):
+        raise ResultsError(f"{path}: 'maps' has shape {maps.shape}, expected [{n}, {idx.shape[1]}, h, w]")
+    res.topk_indices, res.topk_values, res.topk_maps = idx.astype(np.int64), vals, maps
+
+
+def load_result(directory: Union[str, Path], load_maps: bool = True) -> LayerResult:
+    """Read ``O/<layer>/``; raises ResultsError naming a missing or malformed file."""
+    d = Path(directory)
+    doc = _read_json(d / "result.json")
+    n, labels = len(doc["units"]), doc.get("labels", [])
     res = LayerResult(
-        layer=doc["layer"], iou=iou, thresholds=thr, labels=doc["labels"], units=doc["units"],
-        summary=doc["summary"], settings=doc.get("settings", {}), model=doc.get("model", {}),
-        store=doc.get("store", {}), timings=doc.get("timings", {}), version=doc.get("version", ""), path=d,
-    )
+        layer=str(doc.get("layer") or d.name), labels=labels, units=doc["units"],
+        iou=_read_npy(d / "iou.npy", (n, len(labels)), f"{n} units x {len(labels)} labels"),
+        thresholds=_read_npy(d / "thresholds.npy", (n,), f"{n} units").astype(np.float32),
+        summary=doc.get("summary") or {}, settings=doc.get("settings", {}), model=doc.get("model", {}),
+        store=doc.get("store", {}), timings=doc.get("timings", {}), version=doc.get("version", ""), path=d)
     if (d / "topk.npz").is_file():
-        with np.load(d / "topk.npz") as z:
-            res.topk_indices = z["indices"]
-            res.topk_values = z["values"]
-            if load_maps and "maps" in z:
-                res.topk_maps = z["maps"]
+        _read_topk(res, d / "topk.npz", load_maps)
     return res

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from broden_builder.torch_dataset import IMAGENET_MEAN, IMAGENET_STD
 
 from .capture import feature_maps, plan_layers
+from .stats.upsample import upsample
 
 
 def preprocess(images: Sequence[np.ndarray], size: Union[int, tuple] = 224, mean=IMAGENET_MEAN,
@@ -39,7 +40,7 @@ def preprocess(images: Sequence[np.ndarray], size: Union[int, tuple] = 224, mean
 def unit_masks(model: torch.nn.Module, layer: str, images: torch.Tensor, thresholds, units: Optional[Sequence[int]] = None,
                size: Optional[tuple] = None, mode: str = "bilinear", layout: Optional[str] = None) -> torch.Tensor:
     """Bool [B, len(units), H, W]: the layer's activation of each unit (0-based ``units``, all by default),
-    upsampled (``mode``, align_corners=False) to ``size`` (default the input's H x W) and thresholded at
+    upsampled (``mode``, with dissect.stats.upsample as the tally does; bilinear is align_corners=False) to ``size`` (default the input's H x W) and thresholded at
     ``thresholds[unit]`` (mask = act > T_k, as in dissection).
 
     ``layer`` is a selector as dissected (``layer4``, ``relu#2``, ``backbone:p2``); ``layout`` forces
@@ -55,6 +56,5 @@ def unit_masks(model: torch.nn.Module, layer: str, images: torch.Tensor, thresho
         raise ValueError(f"unit indices must lie in 0..{acts.shape[1] - 1}, got {idx.tolist()}")
     sel = acts[:, idx.to(acts.device)]
     size = tuple(size) if size is not None else tuple(images.shape[-2:])
-    kw = {} if mode == "nearest" else {"align_corners": False}
-    up = F.interpolate(sel.float(), size=size, mode=mode, **kw)
+    up = upsample(sel.float(), size, mode)  # the tally's upsampler: these are the masks it counts
     return up > thr[idx.to(acts.device)].float().view(1, -1, 1, 1)

@@ -1,11 +1,14 @@
 """Shared fixtures: the real-data folder and small synthetic stores."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# each source's offline test (and its dummy-data makers, used by other tests too) lives in tests/sources/
+sys.path.insert(0, str(Path(__file__).resolve().parent / "sources"))
 REALDATA = REPO.parent / "shared" / "realdata"
 
 

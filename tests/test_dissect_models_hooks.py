@@ -169,7 +169,7 @@ def test_broden_dataset_and_collate(small_store):
 
 
 def test_cache_key_mismatch_is_not_reused(small_store, tmp_path, caplog):
-    from dissect.runner import DissectConfig, dissect_model
+    from dissect import DissectConfig, dissect_model
 
     torch.manual_seed(0)
     m = nn.Sequential(nn.Conv2d(3, 4, 3, stride=4, padding=1), nn.ReLU())

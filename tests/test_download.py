@@ -13,13 +13,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from broden_builder.download import (ChecksumError, DownloadError, DownloadOptions, DownloadableSource,
-                                     OfflineError, Resource, UnsafeArchiveError, extract_archive, fetch, fetch_many,
-                                     load_checksums, manual_instructions, mirror_url, offline_instructions,
-                                     prepare_sources, require_manual)
+from broden_builder.acquire import DownloadOptions, prepare_sources
+from broden_builder.download import (ChecksumError, DownloadError, OfflineError, Resource, UnsafeArchiveError,
+                                     extract_archive, fetch, fetch_many, load_checksums, mirror_url,
+                                     offline_instructions)
 from broden_builder.download import transfer
 from broden_builder.download.registry import ChecksumsFileError, parse_checksums
 from broden_builder.sources import ImageRecord, Resolved, Source, SourceMissingError, register_source
+from broden_builder.sources.downloadable import DownloadableSource
+from broden_builder.sources.manual import manual_instructions, require_manual
 from http_server import http_server  # noqa: F401  (fixture)
 
 

@@ -19,7 +19,9 @@ from broden_builder.store.validate import validate_store
 from broden_builder.unify import SourceLabel, unify
 
 from original_reader import OriginalStyleReader
-from test_custom_sources import H, W, make_coco, make_folder
+from dummy_images import H, W
+from test_coco import make_coco
+from test_folder import make_folder
 
 
 def snapshot(root: Path) -> dict:

@@ -25,7 +25,8 @@ from PIL import Image
 from http_server import http_server  # noqa: F401  (fixture)
 from test_ade20k import index_rows, make_2016  # noqa: F401  (index_rows: fixture on the real index)
 from test_opensurfaces import make_release, shape
-from test_pascal_dtd import make_dtd, make_pascal, serve_pascal_dtd, write_context_mat
+from test_dtd import make_dtd
+from test_pascal import make_pascal, serve_pascal_dtd, write_context_mat
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 OS_URL = "http://labelmaterial.s3.amazonaws.com/release/opensurfaces-release-0.zip"

@@ -4,7 +4,7 @@ The original painted every part of every object of a Pascal-Part annotation in f
 (later over earlier) into one layer, then shrank it with scipy's zoom(order=0) on its
 corner-aligned grid (BRODEN_FORMAT.md rule 7). The reference below does both by hand from
 the real .mat files in ../shared/realdata; names come from part2ind.m's comments read by hand
-(test_pascal_dtd.HAND_NAMES).
+(test_pascal.HAND_NAMES).
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def corner_shrink(plane: np.ndarray, size: int) -> np.ndarray:
 def test_store_part_plane_agrees_with_painter_order(tmp_path):
     if not (REAL / "pascal_part" / "part2ind.m").is_file():
         pytest.skip(f"real Pascal-Part files not available under {REAL}")
-    from test_pascal_dtd import HAND_NAMES
+    from test_pascal import HAND_NAMES
 
     from broden_builder.build import build_store
     from broden_builder.recipe import recipe_from_dict

@@ -434,9 +434,9 @@ def test_unverified_archive_bounds(tmp_path):
 
 def test_unverified_limits_flags_reach_the_options():
     from broden_builder.cli import build_parser
-    from broden_builder.download.cli import options_from_args
+    from broden_builder.cli import download_options
 
     args = build_parser().parse_args(["build", "r.yaml", "--out", "o", "--max-extract-ratio", "5000",
                                       "--max-extract-gib", "1", "--max-extract-members", "7"])
-    lim = options_from_args(args).extract_limits
+    lim = download_options(args).extract_limits
     assert (lim.max_ratio, lim.max_bytes, lim.max_members) == (5000, 1 << 30, 7)

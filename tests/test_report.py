@@ -11,7 +11,8 @@ from PIL import Image
 
 from report_fixture import LAYER_A, LAYER_B, fabricate
 
-from dissect.report import ReportInputError, write_reports
+from dissect.report import write_reports
+from dissect.results import ResultsError
 from dissect.report.masks import overlay, unit_mask, unit_strip, upsample_map
 
 
@@ -169,7 +170,7 @@ def test_detector_bars_svg_has_concepts(tmp_path):
 
 
 def test_bad_results_folder_errors(tmp_path, synthetic_store):
-    with pytest.raises(ReportInputError, match="no layer results"):
+    with pytest.raises(ResultsError, match="no layer results"):
         write_reports(tmp_path)
     from report_fixture import fabricate_layer
 
@@ -177,13 +178,13 @@ def test_bad_results_folder_errors(tmp_path, synthetic_store):
     doc = json.loads((tmp_path / "bad" / "result.json").read_text())
     del doc["units"][1]["iou"]
     (tmp_path / "bad" / "result.json").write_text(json.dumps(doc))
-    with pytest.raises(ReportInputError, match=r"result\.json: units\[1\] lacks 'iou'"):
+    with pytest.raises(ResultsError, match=r"result\.json: units\[1\] lacks 'iou'"):
         write_reports(tmp_path)
     fabricate_layer(tmp_path, "bad", synthetic_store, 10, LAYER_B, k=2)
     z = dict(np.load(tmp_path / "bad" / "topk.npz"))
     z["indices"][2, 1] = 10_000
     np.savez(tmp_path / "bad" / "topk.npz", **z)
-    with pytest.raises(ReportInputError, match=r"topk\.npz: unit 3 names image row 10000"):
+    with pytest.raises(ResultsError, match=r"topk\.npz: unit 3 names image row 10000"):
         write_reports(tmp_path)
 
 

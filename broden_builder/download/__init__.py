@@ -1,4 +1,9 @@
-"""Download machinery: checksummed resources, resumable transfers, safe extraction.
+"""Download machinery: checksummed resources, resumable transfers, safe extraction. Nothing else.
+
+This layer knows files and URLs, not sources: the source side (``DownloadableSource``, manual
+sources) lives in :mod:`broden_builder.sources.downloadable` and :mod:`broden_builder.sources.manual`,
+acquisition for the build and the CLI (``prepare_sources``, ``register_checksums``,
+``DownloadOptions``) in :mod:`broden_builder.acquire`.
 
 API (stable; used by the Pascal, DTD, ADE20K and OpenSurfaces sources)
 ======================================================================
@@ -18,7 +23,7 @@ Registry (:mod:`.registry`)
     ``parse_checksums(text, origin)``, ``update_checksums_file(path, resources)`` (atomic,
     keeps comments/order), ``write_checksums_file(path, resources, header)``, ``archive_kind(name)``.
 
-Source mixin (:mod:`.source`)
+Source mixin (:mod:`broden_builder.sources.downloadable`)
     ``class MySource(DownloadableSource, Source)``; class attribute ``checksums_file``
     (default ``"checksums.tsv"`` next to the class's module); ``checksums_path()``;
     ``resources()`` (override to filter, e.g. by version); ``source_path()`` (entry ``path``);
@@ -42,7 +47,7 @@ Transfer (:mod:`.transfer`)
     ``mirror_url(url, mirror)``, ``file_digest(path) -> (size, sha256)``, ``verify_file``.
     Errors: ``DownloadError`` > ``ChecksumError``, ``OfflineError``.
 
-Offline (:mod:`.offline`)
+Offline (:mod:`.transfer`)
     ``offline_instructions(resources, dest_dir, *, mirror=None, source="") -> str``
     (url, filename, destination, size, sha256 per file).
 
@@ -55,12 +60,12 @@ Extraction (:mod:`.extract`)
     an interrupted extraction is redone. ``is_extracted(archive, target)``,
     ``verify_archive(archive)`` (reads every member), ``ArchiveError``.
 
-Manual sources (:mod:`.manual`)
+Manual sources (:mod:`broden_builder.sources.manual`)
     ``manual_instructions(name, site_url, layout, path=None, *, notes="", archive=None) -> str``;
     ``require_manual(name, site_url, layout, path, **kw) -> Path`` raises SourceMissingError
     with those instructions when a ``layout`` path is missing under ``path``.
 
-Build / CLI glue (:mod:`.prepare`)
+Build / CLI glue (:mod:`broden_builder.acquire`)
     ``DownloadOptions(enabled=True, mirror=None, offline=False, progress=True, retries=5, timeout=60)``;
     ``prepare_sources(sources, options, allow_missing=False, force=False) -> {key: status}``
     (called by ``build_store(..., download=options)`` before the sources' ``check()``);
@@ -74,21 +79,15 @@ Environment: ``BRODEN_MIRROR``, ``BRODEN_DOWNLOAD_DIR``.
 """
 from .extract import (ArchiveError, ExtractLimitError, ExtractLimits, UnsafeArchiveError, extract_archive, is_extracted,
                       verify_archive)
-from .manual import manual_instructions, require_manual
-from .offline import offline_instructions
-from .prepare import DownloadOptions, prepare_sources, register_checksums
 from .registry import (ChecksumsFileError, Resource, archive_kind, load_checksums, parse_checksums,
                        update_checksums_file, write_checksums_file)
-from .source import DOWNLOAD_DIR_ENV, DownloadableSource
 from .transfer import (MIRROR_ENV, ChecksumError, DownloadError, FetchReport, OfflineError, fetch, fetch_many,
-                       file_digest, mirror_url, verify_file)
+                       file_digest, mirror_url, offline_instructions, verify_file)
 
 __all__ = [
-    "ArchiveError", "ChecksumError", "ChecksumsFileError", "DOWNLOAD_DIR_ENV", "DownloadError", "DownloadOptions",
-    "DownloadableSource", "ExtractLimitError", "ExtractLimits", "FetchReport", "MIRROR_ENV", "OfflineError", "Resource",
-    "UnsafeArchiveError",
-    "archive_kind", "extract_archive", "fetch", "fetch_many", "file_digest", "is_extracted", "load_checksums",
-    "manual_instructions", "mirror_url", "offline_instructions", "parse_checksums", "prepare_sources",
-    "register_checksums", "require_manual", "update_checksums_file", "verify_archive", "verify_file",
-    "write_checksums_file",
+    "ArchiveError", "ChecksumError", "ChecksumsFileError", "DownloadError", "ExtractLimitError", "ExtractLimits",
+    "FetchReport", "MIRROR_ENV",
+    "OfflineError", "Resource", "UnsafeArchiveError", "archive_kind", "extract_archive", "fetch", "fetch_many",
+    "file_digest", "is_extracted", "load_checksums", "mirror_url", "offline_instructions", "parse_checksums",
+    "update_checksums_file", "verify_archive", "verify_file", "write_checksums_file",
 ]

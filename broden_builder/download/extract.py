@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
+from ..errors import BrodenError
 from ..store.atomic import atomic_write_text
 from .registry import archive_kind
 from .transfer import file_digest
@@ -42,11 +43,11 @@ log = logging.getLogger(__name__)
 MARKER_DIR = ".extracted"
 
 
-class UnsafeArchiveError(ValueError):
+class UnsafeArchiveError(BrodenError, ValueError):
     """An archive member would escape the extraction folder or is a special file; names the member."""
 
 
-class ArchiveError(ValueError):
+class ArchiveError(BrodenError, ValueError):
     """An archive cannot be read (corrupt, truncated, unknown format); names the file."""
 
 

@@ -15,13 +15,14 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable, List, Optional, Union
 from urllib.parse import urlsplit
 
+from ..errors import BrodenError
 from ..store.atomic import atomic_write_text
 
 COLUMNS = ("url", "size", "sha256", "filename")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
-class ChecksumsFileError(ValueError):
+class ChecksumsFileError(BrodenError, ValueError):
     """A checksums file is malformed; the message names the file, the line and the value."""
 
 

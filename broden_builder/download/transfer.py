@@ -37,6 +37,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 from urllib.parse import urlsplit
 
 from .. import __version__
+from ..errors import BrodenError
 from .registry import Resource
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ USER_AGENT = f"broden-dissect/{__version__} (+urllib)"
 _sleep = time.sleep  # patched in tests
 
 
-class DownloadError(RuntimeError):
+class DownloadError(BrodenError, RuntimeError):
     """A file could not be downloaded; the message names the URL and the destination."""
 
 
@@ -126,25 +127,20 @@ def _progress(total, initial, desc, enabled):
 
 
 # --------------------------------------------------------------------------- one attempt
-def _attempt(url: str, part: Path, res: Resource, timeout: float, progress: bool) -> int:
-    """One HTTP(S)/file request into ``part`` (resuming it). Returns bytes received; raises _Transient/DownloadError."""
-    offset = part.stat().st_size if part.exists() else 0
-    if res.size is not None and offset > res.size:
-        part.unlink()
-        offset = 0
-    if res.size is not None and offset == res.size and offset > 0:
-        return 0  # the .part is complete (the previous run died before renaming)
+def _open(url: str, part: Path, offset: int, timeout: float):
+    """The response of a request for ``url`` from byte ``offset``; None when the .part is already whole.
+    Raises _Transient for what a retry may fix, DownloadError for the rest."""
     req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     if offset:
         req.add_header("Range", f"bytes={offset}-")
     try:
-        resp = urllib.request.urlopen(req, timeout=timeout)
+        return urllib.request.urlopen(req, timeout=timeout)
     except urllib.error.HTTPError as e:
         if e.code == 416 and offset:
             # Range not satisfiable: the .part already holds the whole file, or is garbage.
             total = _total_from_content_range(e.headers.get("Content-Range", ""))
             if total is not None and total == offset:
-                return 0
+                return None
             part.unlink(missing_ok=True)
             raise _Transient(f"HTTP 416 for a resume at byte {offset}; restarting from zero") from None
         if e.code in (408, 425, 429) or e.code >= 500:
@@ -156,6 +152,19 @@ def _attempt(url: str, part: Path, res: Resource, timeout: float, progress: bool
         raise _Transient(f"connection failed: {e.reason}") from None
     except (ConnectionError, socket.timeout, http.client.HTTPException, TimeoutError) as e:
         raise _Transient(f"{type(e).__name__}: {e}") from None
+
+
+def _attempt(url: str, part: Path, res: Resource, timeout: float, progress: bool) -> int:
+    """One HTTP(S)/file request into ``part`` (resuming it). Returns bytes received; raises _Transient/DownloadError."""
+    offset = part.stat().st_size if part.exists() else 0
+    if res.size is not None and offset > res.size:
+        part.unlink()
+        offset = 0
+    if res.size is not None and offset == res.size and offset > 0:
+        return 0  # the .part is complete (the previous run died before renaming)
+    resp = _open(url, part, offset, timeout)
+    if resp is None:
+        return 0  # the .part already holds the whole file
     received = 0
     bar = None
     try:
@@ -209,6 +218,27 @@ def _total_from_content_range(value: str) -> Optional[int]:
     return int(m.group(1)) if m else None
 
 
+def _download_with_retries(url: str, part: Path, res: Resource, timeout: float, progress: bool, retries: int,
+                           backoff: float, max_backoff: float) -> None:
+    """Attempts until the .part is complete; transient failures retried with exponential backoff (a
+    failure after progress restarts the count). Raises DownloadError when giving up."""
+    failures = 0
+    while True:
+        try:
+            _attempt(url, part, res, timeout, progress)
+            return
+        except _Transient as e:
+            if getattr(e, "received", 0):
+                failures = 0
+            failures += 1
+            if failures > retries:
+                raise DownloadError(f"giving up on {url} after {failures} failed attempt(s): {e} "
+                                    f"(partial data kept in {part}; run again to resume)") from None
+            delay = min(max_backoff, backoff * 2 ** (failures - 1))
+            log.warning("%s: %s; retry %d/%d in %.1f s", url, e, failures, retries, delay)
+            _sleep(delay)
+
+
 # --------------------------------------------------------------------------- public
 def fetch(
     res: Resource,
@@ -245,26 +275,10 @@ def fetch(
             log.warning("%s; downloading it again", e)
             dest.unlink()
     if offline:
-        from .offline import offline_instructions
-
         raise OfflineError("offline mode: a file is missing\n" + offline_instructions([res], dest_dir, mirror=mirror))
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    failures = 0
-    while True:
-        try:
-            _attempt(url, part, res, timeout, progress)
-            break
-        except _Transient as e:
-            if getattr(e, "received", 0):
-                failures = 0
-            failures += 1
-            if failures > retries:
-                raise DownloadError(f"giving up on {url} after {failures} failed attempt(s): {e} "
-                                    f"(partial data kept in {part}; run again to resume)") from None
-            delay = min(max_backoff, backoff * 2 ** (failures - 1))
-            log.warning("%s: %s; retry %d/%d in %.1f s", url, e, failures, retries, delay)
-            _sleep(delay)
+    _download_with_retries(url, part, res, timeout, progress, retries, backoff, max_backoff)
     if not part.exists():
         part.touch()  # zero-byte file
     verify_file(part, res, url)
@@ -348,3 +362,28 @@ def fetch_many(
     order = {r.filename: i for i, r in enumerate(resources)}
     report.failed.sort(key=lambda t: order[t[0].filename])
     return report
+
+
+def offline_instructions(resources: Sequence[Resource], dest_dir: Union[str, Path], *,
+                         mirror: Optional[str] = None, source: str = "") -> str:
+    """A block of text, one entry per resource: url, filename, destination path, size and sha256.
+
+    Sizes and checksums not yet known are shown as ``unknown``. Verification commands use
+    ``sha256sum``.
+    """
+    lines = []
+    head = f"source {source}: " if source else ""
+    lines.append(f"{head}put {'this file' if len(resources) == 1 else f'these {len(resources)} files'} "
+                 f"into place (then run again):")
+    m = mirror_from_env(mirror)
+    for r in resources:
+        dest = r.path_in(Path(dest_dir).expanduser().resolve())
+        lines.append(f"  url:         {r.url}")
+        if m:
+            lines.append(f"  mirror url:  {mirror_url(r.url, m)}")
+        lines.append(f"  filename:    {r.filename}")
+        lines.append(f"  destination: {dest}")
+        lines.append(f"  size:        {r.size if r.size is not None else 'unknown'}" + (" bytes" if r.size is not None else ""))
+        lines.append(f"  sha256:      {r.sha256 or 'unknown'}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"

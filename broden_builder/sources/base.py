@@ -20,19 +20,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-
-class SourceMissingError(FileNotFoundError):
-    """The source's files are not where the recipe says; the message says how to get them."""
-
-
-class BadSourceItem(ValueError):
-    """One image of a source cannot be used (corrupt file, bad label). Names the file; the build skips it."""
-
-
-class SourceDataError(ValueError):
-    """The source's annotations or configuration are wrong (a record points to a missing image,
-    a polygon has fewer than 3 points, a mask value has no name). Names the file and the record;
-    the build stops instead of skipping, since every image would be affected alike."""
+from ..errors import BadSourceItem, SourceDataError, SourceMissingError  # noqa: F401  (part of the source interface)
 
 
 @dataclass(frozen=True)

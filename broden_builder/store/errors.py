@@ -4,8 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Union
 
+from ..errors import BrodenError
 
-class StoreFormatError(ValueError):
+
+class StoreFormatError(BrodenError, ValueError):
     """A store file is missing or malformed. Names the file and, when known, the row (1-based data row)."""
 
     def __init__(self, path: Union[str, Path], message: str, row: Optional[int] = None):

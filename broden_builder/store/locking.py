@@ -23,11 +23,13 @@ from typing import Iterator, Union
 
 from filelock import FileLock, Timeout
 
+from ..errors import BrodenError
+
 LOCK_NAME = ".lock"
 HOLDER_NAME = ".lock.holder"
 
 
-class LockedError(RuntimeError):
+class LockedError(BrodenError, RuntimeError):
     """Another process holds the folder's lock; the message names the folder and the holder."""
 
     def __init__(self, folder: Union[str, Path], holder: dict):

@@ -17,8 +17,10 @@ import re
 from pathlib import Path
 from typing import Optional, Union
 
+from ..errors import BrodenError
 
-class UnsafePathError(ValueError):
+
+class UnsafePathError(BrodenError, ValueError):
     """A path would leave the folder it must stay in; the message names the path and the folder."""
 
 

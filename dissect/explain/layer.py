@@ -79,7 +79,7 @@ class LayerExplanations:
 
 
 def _label_columns(store: BrodenStore, categories):
-    from ..runner import label_columns  # one rule for which labels a layer is scored on
+    from ..engine import label_columns  # one rule for which labels a layer is scored on
 
     return label_columns(store, categories)
 

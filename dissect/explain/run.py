@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 import numpy as np
 import torch
@@ -90,9 +90,9 @@ def _open_store(layer_dir: Path, doc: dict, store) -> BrodenStore:
 def _given_activations(activations, store: BrodenStore, rows):
     """Scored activations (array, tensor, .npy/.pt path) as an array-like in ``rows`` order."""
     if isinstance(activations, (str, Path)):
-        from ..runner import load_activations
+        from ..activations import open_activations
 
-        activations = load_activations(activations)
+        activations = open_activations(activations)
     elif isinstance(activations, torch.Tensor):
         activations = activations.detach().cpu().numpy()
     shape = tuple(activations.shape)

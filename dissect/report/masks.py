@@ -1,26 +1,40 @@
-"""Unit masks drawn over images: threshold the upsampled activation map at the unit's T_k."""
+"""Unit masks drawn over images: exactly the masks the tally counted.
+
+A unit's mask is ``upsample(map, segmentation size, recorded mode) > T_k`` with the tally's own
+upsampler (dissect.stats.upsample), then enlarged to the image with the same upsampler in
+'nearest' mode (pixel replication for the usual 2x), so every drawn mask pixel is a counted one.
+"""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
+
+from ..stats.upsample import upsample
 
 #: Outline colour of the mask boundary (RGB).
 OUTLINE = np.array([255, 230, 0], np.float32)
 
 
-def upsample_map(act_map: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear upsampling (align_corners=False, as torch's F.interpolate) of an h x w map to height x width."""
+def upsample_map(act_map: np.ndarray, height: int, width: int, mode: str = "bilinear") -> np.ndarray:
+    """An h x w map upsampled to height x width by the tally's upsampler (bilinear: align_corners=False)."""
     t = torch.as_tensor(np.asarray(act_map, dtype=np.float32))[None, None]
-    return F.interpolate(t, size=(int(height), int(width)), mode="bilinear", align_corners=False)[0, 0].numpy()
+    return upsample(t, (int(height), int(width)), mode)[0, 0].numpy()
 
 
-def unit_mask(act_map: np.ndarray, threshold: float, height: int, width: int) -> np.ndarray:
-    """Boolean height x width mask: upsampled activation > threshold (the rule the tally uses)."""
-    return upsample_map(act_map, height, width) > np.float32(threshold)
+def unit_mask(act_map: np.ndarray, threshold: float, height: int, width: int, mode: str = "bilinear") -> np.ndarray:
+    """Boolean height x width mask: upsampled activation > threshold (the rule and arithmetic of the tally)."""
+    return upsample_map(act_map, height, width, mode) > np.float32(threshold)
+
+
+def enlarge_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A boolean mask brought to height x width by nearest-neighbour (the tally's upsampler, 'nearest')."""
+    if mask.shape == (height, width):
+        return mask
+    t = torch.from_numpy(mask.astype(np.float32))[None, None]
+    return upsample(t, (int(height), int(width)), "nearest")[0, 0].numpy() > 0.5
 
 
 def _boundary(mask: np.ndarray) -> np.ndarray:
@@ -40,15 +54,19 @@ def overlay(rgb: np.ndarray, mask: np.ndarray, dim: float = 0.3) -> np.ndarray:
 
 
 def unit_strip(images: Sequence[np.ndarray], maps: Sequence[np.ndarray], threshold: float,
-               thumb: int = 112, gap: int = 2, background: int = 255) -> np.ndarray:
-    """One row of thumbnails (``thumb`` px high): each image with its mask, computed at the image's own size.
+               thumb: int = 112, gap: int = 2, background: int = 255, mask_size: Optional[tuple] = None,
+               mode: str = "bilinear") -> np.ndarray:
+    """One row of thumbnails (``thumb`` px high): each image with its unit mask.
 
     ``images`` are H x W x 3 uint8; ``maps[i]`` is the layer-resolution activation map of ``images[i]``.
+    The mask is computed at ``mask_size`` (the segmentation size the tally used; default the image's
+    own size) with upsampling ``mode`` (the recorded one), then enlarged to the image.
     """
     tiles = []
     for rgb, act in zip(images, maps):
         h, w = rgb.shape[:2]
-        comp = overlay(rgb, unit_mask(act, threshold, h, w))
+        mh, mw = mask_size or (h, w)
+        comp = overlay(rgb, enlarge_mask(unit_mask(act, threshold, mh, mw, mode), h, w))
         tw = max(1, round(w * thumb / h))
         tiles.append(np.asarray(Image.fromarray(comp).resize((tw, thumb), Image.BILINEAR)))
     if not tiles:

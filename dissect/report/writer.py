@@ -14,8 +14,8 @@ from tqdm import tqdm
 
 from broden_builder.store.atomic import atomic_write_bytes, atomic_write_text, encode_image
 
+from ..results import LayerResult, ResultsError, find_layer_folders, load_result
 from . import html
-from .layerdata import LayerData, ReportInputError, find_layer_folders, read_layer
 from .masks import unit_strip
 from .summary import layer_summary, summary_line
 
@@ -45,7 +45,7 @@ def _open_store(store, result: dict, out_dir: Path):
                 log.warning("cannot open store %s for report images: %s", c, e)
                 return None
     if store is not None:
-        raise ReportInputError(f"{store}: not a Broden store (no index.csv)")
+        raise ResultsError(f"{store}: not a Broden store (no index.csv)")
     log.warning("store %s not found: the report shows no images", candidates[0] if candidates else "(not recorded)")
     return None
 
@@ -59,63 +59,73 @@ def _check_fingerprint(store, result: dict) -> None:
                         "the images shown may not be the ones scored", store.root, have[:12], want[:12])
 
 
-def write_layer_report(layer: Union[LayerData, str, Path], store=None, thumb: int = 112,
+def _strips(data: LayerResult, st, files: Path, thumb: int, images_per_unit: Optional[int], quiet: bool) -> dict:
+    """Write one strip of top images per unit; {unit_index: (href, width, height)}. The masks are the
+    tallied ones: the recorded upsampling mode at the recorded segmentation size."""
+    load = lru_cache(maxsize=512)(st.load_image)
+    maps = data.topk_maps
+    k = maps.shape[1] if images_per_unit is None else min(images_per_unit, maps.shape[1])
+    seg = (data.store or {}).get("segmentation_size")
+    mode = (data.settings or {}).get("upsample") or "bilinear"
+    strips = {}
+    for u in tqdm(data.units, desc=f"report {data.layer}", disable=quiet, unit="unit"):
+        i = int(u["unit_index"])
+        rows = [(int(r), j) for j, r in enumerate(data.topk_indices[i, :k]) if r >= 0]
+        if any(r >= len(st) for r, _ in rows):
+            raise ResultsError(f"{data.path / 'topk.npz'}: unit {i + 1} names image row "
+                               f"{max(r for r, _ in rows)} but the store has {len(st)} rows")
+        strip = unit_strip([load(r) for r, _ in rows], [maps[i, j] for _, j in rows], float(data.thresholds[i]),
+                           thumb=thumb, mask_size=tuple(seg) if seg else None, mode=mode)
+        name = f"unit_{i + 1:04d}.jpg"
+        atomic_write_bytes(files / name, encode_image(strip, "JPEG", quality=88, subsampling=0))  # no chroma subsampling: thin outlines stay crisp
+        strips[i] = (html.href(FILES, name), strip.shape[1], strip.shape[0])
+    return strips
+
+
+def write_layer_report(layer: Union[LayerResult, str, Path], store=None, thumb: int = 112,
                        images_per_unit: Optional[int] = None, quiet: bool = True,
                        index_href: Optional[str] = "../" + INDEX, _store_cache: Optional[dict] = None) -> Path:
     """Write ``<layer folder>/report.html`` (+ ``report_files/``); return the page's path.
 
+    ``layer``: a LayerResult (as returned by a dissection, or loaded) or its folder.
     ``store``: a BrodenStore or its path; by default the path recorded in result.json.
     ``images_per_unit``: show at most this many of the stored top-k images (default: all).
     """
-    data = layer if isinstance(layer, LayerData) else read_layer(layer)
-    folder = data.folder
+    data = layer if isinstance(layer, LayerResult) else load_result(layer)
+    folder = data.path
     files = folder / FILES
     files.mkdir(parents=True, exist_ok=True)
     categories = data.categories
-    thr = float((data.result.get("settings") or {}).get("iou_threshold", 0.04) or 0.04)
-    summ = layer_summary(data.units, categories, thr)
+    summ = layer_summary(data.units, categories, data.iou_threshold)
     strips = {}
-    if data.maps is not None:
+    if data.topk_maps is not None:
         if store is None:  # each result names its own store
-            key = ("recorded", str((data.result.get("store") or {}).get("path")))
+            key = ("recorded", str((data.store or {}).get("path")))
         else:
             key = ("given", str(store) if isinstance(store, (str, Path)) else id(store))
         cache = _store_cache if _store_cache is not None else {}
         if key not in cache:
-            cache[key] = _open_store(store, data.result, folder.parent)
+            cache[key] = _open_store(store, data.to_json(), folder.parent)
             if cache[key] is not None:
-                _check_fingerprint(cache[key], data.result)
-        st = cache[key]
-        if st is not None:
-            load = lru_cache(maxsize=512)(st.load_image)
-            k = data.maps.shape[1] if images_per_unit is None else min(images_per_unit, data.maps.shape[1])
-            for u in tqdm(data.units, desc=f"report {data.name}", disable=quiet, unit="unit"):
-                i = int(u["unit_index"])
-                rows = [(int(r), j) for j, r in enumerate(data.topk_indices[i, :k]) if r >= 0]
-                if any(r >= len(st) for r, _ in rows):
-                    raise ReportInputError(f"{folder / 'topk.npz'}: unit {i + 1} names image row "
-                                           f"{max(r for r, _ in rows)} but the store has {len(st)} rows")
-                strip = unit_strip([load(r) for r, _ in rows], [data.maps[i, j] for _, j in rows],
-                                   float(data.thresholds[i]), thumb=thumb)
-                name = f"unit_{i + 1:04d}.jpg"
-                atomic_write_bytes(files / name, encode_image(strip, "JPEG", quality=88, subsampling=0))  # no chroma subsampling: thin outlines stay crisp
-                strips[i] = (html.href(FILES, name), strip.shape[1], strip.shape[0])
+                _check_fingerprint(cache[key], data.to_json())
+        if cache[key] is not None:
+            strips = _strips(data, cache[key], files, thumb, images_per_unit, quiet)
     plot = None
     try:
         from .plots import detector_bars
 
         detector_bars({c: summ["concepts"].get(c, {}) for c in categories}, files / "detectors",
-                      title=f"{data.name}: detectors per concept")
+                      title=f"{data.layer}: detectors per concept")
         plot = html.href(FILES, "detectors.svg")
     except ImportError as e:
         log.warning("no plots: %s", e)
     page = folder / PAGE
-    atomic_write_text(page, html.layer_page(data.name, data.result, data.sorted_units(), categories, summ,
+    atomic_write_text(page, html.layer_page(data.layer, data.to_json(), data.sorted_units(), categories, summ,
                                             strips, plot, index_href))
     return page
 
 
-def write_index(out_dir, layers: Sequence[LayerData], title: str = "Network Dissection") -> Path:
+def write_index(out_dir, layers: Sequence[LayerResult], title: str = "Network Dissection") -> Path:
     """Write ``out_dir/index.html`` linking every layer page, with the cross-layer plot."""
     out_dir = Path(out_dir)
     categories: list = []
@@ -123,9 +133,8 @@ def write_index(out_dir, layers: Sequence[LayerData], title: str = "Network Diss
         categories += [c for c in d.categories if c not in categories]
     rows = []
     for d in layers:
-        thr = float((d.result.get("settings") or {}).get("iou_threshold", 0.04) or 0.04)
-        summ = layer_summary(d.units, categories, thr)
-        rows.append((d.name, html.href(d.folder.name, PAGE), summ, d.result))
+        summ = layer_summary(d.units, categories, d.iou_threshold)
+        rows.append((d.layer, html.href(d.path.name, PAGE), summ, d.to_json()))
     plot = None
     if layers:
         try:
@@ -143,12 +152,15 @@ def write_index(out_dir, layers: Sequence[LayerData], title: str = "Network Diss
 
 
 def write_reports(out_dir, store=None, thumb: int = 112, images_per_unit: Optional[int] = None,
-                  quiet: bool = True, layers: Optional[Sequence[str]] = None) -> Path:
+                  quiet: bool = True, layers: Optional[Sequence[str]] = None,
+                  results: Sequence[LayerResult] = ()) -> Path:
     """Write every layer's page and the index for a results folder; return the index page's path.
 
     ``out_dir``: the ``--out`` folder of ``dissect run``/``score`` (one subfolder per layer).
     ``store``: a BrodenStore or its path for the images; by default each result's recorded path.
     ``layers``: only these layer subfolders' pages are (re)written; the index covers all of them.
+    ``results``: LayerResults already in memory (written under ``out_dir``): rendered as they are,
+    not read back; the other layers' folders are loaded.
 
     Example::
 
@@ -158,11 +170,12 @@ def write_reports(out_dir, store=None, thumb: int = 112, images_per_unit: Option
     out_dir = Path(out_dir)
     folders = find_layer_folders(out_dir)
     if not folders:
-        raise ReportInputError(f"{out_dir}: no layer results found (no <layer>/result.json)")
-    datas = [read_layer(f) for f in folders]
+        raise ResultsError(f"{out_dir}: no layer results found (no <layer>/result.json)")
+    known = {Path(r.path).resolve(): r for r in results if r.path is not None}
+    datas = [known.get(f.resolve()) or load_result(f) for f in folders]
     cache: dict = {}
     for d in datas:
-        if layers is None or d.folder.name in layers or d.name in layers:
+        if layers is None or d.path.name in layers or d.layer in layers:
             write_layer_report(d, store, thumb, images_per_unit, quiet, _store_cache=cache)
-            log.info(summary_line(d.name, layer_summary(d.units, d.categories)))
+            log.info(summary_line(d.layer, layer_summary(d.units, d.categories)))
     return write_index(out_dir, datas)

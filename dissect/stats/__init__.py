@@ -1,14 +1,15 @@
 """Exact, vectorised, mergeable statistics for Network Dissection.
 
 TopQuantile (thresholds), TopKImages (top images per unit), Tally (I, G, A counts for the
-three union rules), SegBatch (labels of a batch), scores() (IoU, best labels, detectors),
+three union rules), SegBatch (labels of a batch, from broden_builder.torch_dataset), scores() (IoU, best labels, detectors),
 upsample() (activations to the segmentation size).
 """
+from broden_builder.torch_dataset import SegBatch  # the labels a Tally counts against
+
 from .quantile import TopQuantile
 from .scores import scores
-from .segbatch import SegBatch, segbatch_from_store
 from .tally import UNIONS, Tally
 from .topk import TopKImages
 from .upsample import upsample
 
-__all__ = ["TopQuantile", "TopKImages", "Tally", "SegBatch", "scores", "upsample", "segbatch_from_store", "UNIONS"]
+__all__ = ["TopQuantile", "TopKImages", "Tally", "SegBatch", "scores", "upsample", "UNIONS"]

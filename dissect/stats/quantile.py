@@ -84,6 +84,8 @@ class TopQuantile:
     Errors: ValueError for a bad quantile/count, a wrong number of units, NaN/inf, too many values.
     """
 
+    reduction = "gather"  # see dissect.stats.protocol
+
     def __init__(self, units: int, quantile: float, total_count: int, device="cpu", dtype: Optional[torch.dtype] = None,
                  memory_budget: int = DEFAULT_BUDGET):
         if not 0.0 <= quantile <= 1.0:
@@ -378,7 +380,8 @@ class TopQuantile:
             raise ValueError("TopQuantile state does not match: "
                              f"{(d['units'], d['quantile'], d['total_count'])} vs {(self.units, self.quantile, self.total_count)}")
         self.count = int(d["count"])
-        if d.get("dtype") is None:
+        if d.get("dtype") is None:  # a state that has seen no value (e.g. an empty shard)
+            self.dtype = None
             return
         self._setup(getattr(torch, d["dtype"]))
         if self.method != d.get("method"):

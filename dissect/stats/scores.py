@@ -28,13 +28,31 @@ def scores(tally: Tally, union: str = "original", iou_threshold: float = 0.04,
     names = label_names or {}
     name = lambda n: names.get(n, str(n)) if n else ""
     iou = tally.iou(union).cpu()
+    prim = torch.tensor([tally.categories.index(c) for c in tally.primary], dtype=torch.long)
+    labels = torch.tensor(tally.labels, dtype=torch.long)
+    per_cat = _best_per_category(tally, union, iou, prim, labels, cats)
+    best_num, best_iou, best_cat = _best_overall(tally, iou, prim, labels, cats)
+
+    lists = {c: {k: v.tolist() for k, v in d.items() if k != "col"} for c, d in per_cat.items()}
+    out = []
+    for u, (n, v, c) in enumerate(zip(best_num.tolist(), best_iou.tolist(), best_cat)):
+        out.append({
+            "unit_index": u, "unit": u + 1, "number": n, "label": name(n), "category": c,
+            "iou": v, "detector": bool(n) and v >= iou_threshold,
+            "per_category": {cat: {"number": d["number"][u], "label": name(d["number"][u]), "iou": d["iou"][u],
+                                   "truth": d["truth"][u], "activation": d["activation"][u],
+                                   "intersect": d["intersect"][u]} for cat, d in lists.items()},
+        })
+    return out
+
+
+def _best_per_category(tally: Tally, union: str, iou: torch.Tensor, prim: torch.Tensor, labels: torch.Tensor,
+                       cats: Sequence[str]) -> dict:
+    """Per category: each unit's best label among those whose primary category it is (vectorised over units)."""
     I, G = tally.I.cpu(), tally.G.cpu()
     A = tally.activation(union).cpu()
     U = iou.shape[0]
-    prim = torch.tensor([tally.categories.index(c) for c in tally.primary], dtype=torch.long)
-    labels = torch.tensor(tally.labels, dtype=torch.long)
     units = torch.arange(U)
-
     per_cat = {}
     for c in cats:  # loop over categories only; units and labels are vectorised
         ci = tally.categories.index(c)
@@ -48,26 +66,16 @@ def scores(tally: Tally, union: str = "original", iou_threshold: float = 0.04,
             zero = torch.zeros(U, dtype=torch.long)
             per_cat[c] = {"col": None, "iou": torch.zeros(U, dtype=torch.float64), "number": zero,
                           "truth": zero, "intersect": zero, "activation": A[:, ci]}
+    return per_cat
 
+
+def _best_overall(tally: Tally, iou: torch.Tensor, prim: torch.Tensor, labels: torch.Tensor, cats: Sequence[str]) -> tuple:
+    """(label number [U], IoU [U], category list) of each unit's best label over ``cats``."""
+    U = iou.shape[0]
     pool = [(prim == tally.categories.index(c)) for c in cats]
     allowed = torch.stack(pool).any(0) if pool else torch.zeros(len(tally.labels), dtype=torch.bool)
-    if allowed.any():
-        masked = torch.where(allowed.unsqueeze(0), iou, torch.full_like(iou, -1.0))
-        best_col = masked.argmax(1)
-        best_iou = iou[units, best_col]
-        best_num = labels[best_col]
-        best_cat = [tally.primary[j] for j in best_col.tolist()]
-    else:
-        best_iou, best_num, best_cat = torch.zeros(U, dtype=torch.float64), torch.zeros(U, dtype=torch.long), [""] * U
-
-    lists = {c: {k: v.tolist() for k, v in d.items() if k != "col"} for c, d in per_cat.items()}
-    out = []
-    for u, (n, v, c) in enumerate(zip(best_num.tolist(), best_iou.tolist(), best_cat)):
-        out.append({
-            "unit_index": u, "unit": u + 1, "number": n, "label": name(n), "category": c,
-            "iou": v, "detector": bool(n) and v >= iou_threshold,
-            "per_category": {cat: {"number": d["number"][u], "label": name(d["number"][u]), "iou": d["iou"][u],
-                                   "truth": d["truth"][u], "activation": d["activation"][u],
-                                   "intersect": d["intersect"][u]} for cat, d in lists.items()},
-        })
-    return out
+    if not allowed.any():
+        return torch.zeros(U, dtype=torch.long), torch.zeros(U, dtype=torch.float64), [""] * U
+    masked = torch.where(allowed.unsqueeze(0), iou, torch.full_like(iou, -1.0))
+    best_col = masked.argmax(1)
+    return labels[best_col], iou[torch.arange(U), best_col], [tally.primary[j] for j in best_col.tolist()]

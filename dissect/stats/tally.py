@@ -10,7 +10,8 @@ from typing import Iterable, Mapping, Sequence
 
 import torch
 
-from .segbatch import SegBatch
+from broden_builder.torch_dataset import SegBatch
+
 from .upsample import SEPARABLE, bands, plane_taps, relative_margin, upsample
 
 UNIONS = ("original", "lite", "all")
@@ -28,6 +29,9 @@ class Tally:
     A label counts once per pixel even if several layers or categories carry it; image-level
     labels cover the whole plane; label 0 and numbers not in ``labels`` are ignored.
     """
+
+    reduction = "sum"  # see dissect.stats.protocol
+    sum_keys = ("I", "G", "A_original", "A_lite", "A_all", "images")
 
     def __init__(self, labels: Sequence[int], categories: Sequence[str], image_level_categories: Iterable[str],
                  primary_category: Mapping[int, str], device="cpu", units: int = None):

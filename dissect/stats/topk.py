@@ -13,6 +13,8 @@ class TopKImages:
     [U, n, h, w] (``maps_dtype``, float16 by default), n = min(k, images seen), best first.
     """
 
+    reduction = "gather"  # see dissect.stats.protocol
+
     def __init__(self, units: int, k: int, device="cpu", maps_dtype: torch.dtype = torch.float16):
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")

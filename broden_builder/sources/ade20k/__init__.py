@@ -35,7 +35,7 @@ SITE = "https://groups.csail.mit.edu/vision/datasets/ADE20K/"
 def how_to_get(version: str, path: Path) -> str:
     """Instructions printed when the release is missing."""
     rel = RELEASES[version]
-    from ...download.manual import manual_instructions
+    from ..manual import manual_instructions
 
     items = ([f"{rel}/index_ade20k.mat", f"{rel}/images/training/<letter>/<scene>/ADE_train_*.jpg (+ _seg.png, _parts_N.png)",
               f"{rel}/images/validation/<letter>/<scene>/ADE_val_*.jpg"] if version == "2016" else

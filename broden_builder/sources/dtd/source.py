@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from ...download.source import DownloadableSource
+from ..downloadable import DownloadableSource
 from .. import register_source
 from ..base import BadSourceItem, ImageRecord, Resolved, Source, SourceMissingError
 from ..common import load_rgb

@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Optional
 
-from ...download.source import DownloadableSource
+from ..downloadable import DownloadableSource
 from .. import register_source
 from ..base import BadSourceItem, ImageRecord, Resolved, Source, SourceMissingError
 from . import release as rel

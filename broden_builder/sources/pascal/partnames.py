@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Mapping, Tuple, Union
 
+from ...errors import BrodenError
+
 #: Words the original build removed from part names ("collapse adjectives").
 DROPPED_WORDS = frozenset({"left", "right", "front", "back", "upper", "lower", "side"})
 
@@ -54,7 +56,7 @@ _COPY = re.compile(r"^\s*pimap\{(\d+)\}\s*=\s*containers\.Map\(\s*keySet\s*,\s*v
 _REMOVE = re.compile(r"^\s*remove\(pimap\{(\d+)\}\s*,\s*\{([^}]*)\}\s*\)")
 
 
-class Part2IndError(ValueError):
+class Part2IndError(BrodenError, ValueError):
     """part2ind.m does not parse; names the file and line."""
 
 

@@ -28,7 +28,7 @@ from typing import Optional
 
 import numpy as np
 
-from ...download.source import DownloadableSource
+from ..downloadable import DownloadableSource
 from .. import register_source
 from ..base import BadSourceItem, ImageRecord, Resolved, Source, SourceMissingError
 from ..common import load_rgb

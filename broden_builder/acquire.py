@@ -1,4 +1,8 @@
-"""Glue for the build and the CLI: fetch+extract missing sources, register checksums."""
+"""Acquisition: obtain a recipe's missing sources (fetch + extract) and register their checksums.
+
+Above both ``download/`` (transfers, checksums, extraction) and ``sources/`` (what each source
+needs): used by the build and by ``broden download`` / ``broden checksums``.
+"""
 from __future__ import annotations
 
 import logging
@@ -9,10 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from .extract import ArchiveError, UnsafeArchiveError, verify_archive
-from .registry import ChecksumsFileError, Resource, archive_kind, load_checksums, update_checksums_file
-from .source import DownloadableSource
-from .transfer import DownloadError, OfflineError, fetch, file_digest
+from .download.extract import ArchiveError, UnsafeArchiveError, verify_archive
+from .download.registry import ChecksumsFileError, Resource, archive_kind, load_checksums, update_checksums_file
+from .download.transfer import DownloadError, OfflineError, fetch, file_digest
+from .sources import get_source_class
+from .sources.downloadable import DownloadableSource
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +28,7 @@ class DownloadOptions:
 
     ``enabled=False`` never downloads; ``offline=True`` uses only files already in the
     download folders (verified, then extracted) and reports what to put where;
-    ``mirror`` follows the rule of :mod:`.transfer` (None: ``$BRODEN_MIRROR``).
+    ``mirror`` follows the rule of :mod:`broden_builder.download.transfer` (None: ``$BRODEN_MIRROR``).
     """
 
     enabled: bool = True
@@ -92,8 +97,6 @@ def register_checksums(source_type: str, from_: Optional[str] = None, dest: Opti
     Content-Length was received), it matches any size already recorded, and, for
     archives, every member can be read. Returns the resources written.
     """
-    from ..sources import get_source_class
-
     cls = get_source_class(source_type)
     if not (isinstance(cls, type) and issubclass(cls, DownloadableSource)):
         raise DownloadError(f"source {source_type!r} declares no downloadable files (not a DownloadableSource)")

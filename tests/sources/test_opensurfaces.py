@@ -13,7 +13,7 @@ from PIL import Image
 
 from http_server import http_server  # noqa: F401  (fixture)
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+from conftest import REALDATA as REAL  # noqa: E402
 COLORS = REAL / "opensurfaces" / "label-substance-colors.csv"
 W, H = 60, 40
 

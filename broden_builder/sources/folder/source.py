@@ -29,9 +29,9 @@ import csv
 import io
 from pathlib import Path
 
-from . import register_source
-from .base import BadSourceItem, ImageRecord, Resolved, Source, SourceDataError, SourceMissingError
-from .common import ValueTable, apply_rename, int_list, load_rgb, parse_value, read_mask_file, split_names, store_basename
+from .. import register_source
+from ..base import BadSourceItem, ImageRecord, Resolved, Source, SourceDataError, SourceMissingError
+from ..common import ValueTable, apply_rename, int_list, load_rgb, parse_value, read_mask_file, split_names, store_basename
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 

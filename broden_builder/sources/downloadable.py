@@ -1,8 +1,8 @@
 """``DownloadableSource``: a mixin giving a Source its resources, fetch and extraction.
 
 Folder convention (like TFDS): ``broden_builder/sources/<name>/`` holds the builder
-module, ``checksums.tsv`` (see :mod:`.registry`), ``LICENSE.md`` (terms) and
-``CITATION.bib``. A source class mixes this in before :class:`~broden_builder.sources.base.Source`::
+module, ``checksums.tsv`` (see :mod:`broden_builder.download.registry`), ``LICENSE.md`` (terms)
+and ``CITATION.bib``. A source class mixes this in before :class:`~broden_builder.sources.base.Source`::
 
     @register_source("pascal")
     class PascalSource(DownloadableSource, Source):
@@ -28,10 +28,10 @@ import shutil
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from ..sources.base import SourceMissingError
-from .extract import extract_archive
-from .registry import Resource, archive_kind, load_checksums
-from .transfer import OfflineError, fetch, mirror_from_env, verify_file
+from ..download.extract import extract_archive
+from ..download.registry import Resource, archive_kind, load_checksums
+from ..download.transfer import OfflineError, fetch, mirror_from_env, offline_instructions, verify_file
+from ..errors import SourceMissingError
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +103,6 @@ class DownloadableSource:
         dest_dir = Path(dest_dir) if dest_dir is not None else self.download_dir()
         resources = list(resources) if resources is not None else self.resources()
         if offline:
-            from .offline import offline_instructions
-
             missing = []
             for r in resources:
                 p = r.path_in(dest_dir)
@@ -127,7 +125,7 @@ class DownloadableSource:
         An archive without a registered sha256 is unverified: it is extracted within
         ``limits`` (default ExtractLimits()); a verified one is not bounded.
         """
-        from .extract import ExtractLimits
+        from ..download.extract import ExtractLimits
 
         limits = limits if limits is not None else ExtractLimits()
         resources = list(resources) if resources is not None else self.resources()

@@ -28,9 +28,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from . import register_source
-from .base import BadSourceItem, ImageRecord, Resolved, Source, SourceDataError, SourceMissingError
-from .common import ValueTable, apply_rename, int_list, mask_values, split_names, store_basename, to_rgb
+from .. import register_source
+from ..base import BadSourceItem, ImageRecord, Resolved, Source, SourceDataError, SourceMissingError
+from ..common import ValueTable, apply_rename, int_list, mask_values, split_names, store_basename, to_rgb
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from broden_builder import BrodenStore
-from broden_builder.sources import synthetic as synth
+from broden_builder.sources.synthetic import source as synth
 from conftest import build_synthetic
 
 

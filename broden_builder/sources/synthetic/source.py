@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import register_source
-from .base import ImageRecord, Resolved, Source
+from .. import register_source
+from ..base import ImageRecord, Resolved, Source
 
 OBJECTS = ("disc", "square", "triangle", "ring", "cross", "bar")
 PARTS = ("rim", "core", "tip", "arm", "end")

@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from . import register_source
-from .base import BadSourceItem, ImageRecord, Resolved, Source, SourceDataError, SourceMissingError
-from .common import apply_rename, load_label_rgb, load_rgb, store_basename
+from .. import register_source
+from ..base import BadSourceItem, ImageRecord, Resolved, Source, SourceDataError, SourceMissingError
+from ..common import apply_rename, load_label_rgb, load_rgb, store_basename
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from ..sources.base import SourceMissingError
+from ..errors import SourceMissingError
 
 
 def manual_instructions(name: str, site_url: str, layout: Union[str, Sequence[str]],

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+from conftest import REALDATA as REAL  # noqa: E402
 INDEX = REAL / "ade20k_2016" / "index_ade20k.mat"
 STREET = REAL / "ade20k_2021" / "images" / "ADE" / "training" / "urban" / "street"
 ROWS = (0, 2, 20210, 22209)  # two training rows, the first validation row, a scene with '/'

@@ -1,0 +1,77 @@
+"""The settings of one dissection: a frozen, validated :class:`DissectConfig`.
+
+Invalid values are refused when the config is made (``DissectConfig(upsample="cubic")`` raises
+DissectError), never after a pass over the images. The ``dissect`` CLI takes its option choices
+and defaults from the fields here (see :func:`default`), so they cannot drift apart.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+from broden_builder.torch_dataset import IMAGENET_MEAN, IMAGENET_STD
+
+from .errors import DissectError
+from .stats.tally import UNIONS
+from .stats.upsample import MODES
+
+#: Activation upsampling modes of a dissection ('field' needs receptive-field offsets, so it is an
+#: option of dissect.stats.upsample only).
+UPSAMPLE_MODES = tuple(m for m in MODES if m != "field")
+CACHE_DTYPES = ("float16", "float32")
+
+
+def default_workers() -> int:
+    """DataLoader worker processes: the CPU count less one, at most 4."""
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+@dataclass(frozen=True)
+class DissectConfig:
+    """Settings of one dissection (no global state). Sizes are (H, W). Raises DissectError when invalid."""
+
+    quantile: float = 0.005
+    iou_threshold: float = 0.04
+    union: str = "original"  # one of UNIONS
+    categories: Optional[tuple] = None  # None = every category of the store
+    top_k: int = 10
+    split: Optional[str] = None
+    input_size: Optional[tuple] = None  # None = the store's image size
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+    upsample: str = "bilinear"  # one of UPSAMPLE_MODES
+    batch_size: int = 32
+    workers: int = field(default_factory=default_workers)
+    device: str = "auto"  # 'auto' | 'cpu' | 'cuda' | 'cuda:N'
+    checkpoint_every: int = 50  # batches; 0 = never
+    cache_dtype: str = "float16"  # activations are rounded to this before every statistic
+    cache_dir: Optional[str] = None  # None = out/.dissect_cache (removed after success)
+    keep_cache: bool = False
+    quiet: bool = False
+
+    def __post_init__(self):
+        if not 0 < self.quantile < 1:
+            raise DissectError(f"quantile must lie in (0, 1), got {self.quantile}")
+        for name, choices in (("union", UNIONS), ("upsample", UPSAMPLE_MODES), ("cache_dtype", CACHE_DTYPES)):
+            if getattr(self, name) not in choices:
+                raise DissectError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+        if self.top_k < 1 or self.batch_size < 1 or self.workers < 0 or self.checkpoint_every < 0:
+            raise DissectError("top_k and batch_size must be >= 1, workers and checkpoint_every >= 0")
+        if isinstance(self.input_size, int):
+            object.__setattr__(self, "input_size", (self.input_size, self.input_size))
+        if self.categories is not None:
+            object.__setattr__(self, "categories", tuple(self.categories))
+        object.__setattr__(self, "mean", tuple(float(x) for x in self.mean))
+        object.__setattr__(self, "std", tuple(float(x) for x in self.std))
+
+    def replace(self, **changes) -> "DissectConfig":
+        """A copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def default(name: str):
+    """The default value of field ``name`` (the CLI's option defaults come from here)."""
+    f = DissectConfig.__dataclass_fields__[name]
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default

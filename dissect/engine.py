@@ -1,0 +1,285 @@
+"""The two passes shared by ``dissect_model`` and ``score_activations``.
+
+A dissection is: pass 1 feeds each layer's activations to TopQuantile (thresholds) and
+TopKImages; the ranks merge them; pass 2 feeds the activations with the label planes to Tally;
+the ranks sum the counts; the counts are scored. Both entry points run the same loop,
+:func:`run_pass`, and differ only in their ``compute`` function (a batch -> {layer: activations}),
+as in netdissect's ``tally(compute, dataset)``: a new input kind is a new ``compute`` function.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from broden_builder.store.reader import BrodenStore
+from broden_builder.torch_dataset import BrodenDataset, check_categories, collate_broden, select_rows
+
+from . import __version__
+from .cache import safe_name
+from .checkpoint import Checkpoint
+from .config import DissectConfig
+from .distributed import DistInfo, barrier, dist_info, shard, sync
+from .errors import DissectError
+from .results import LayerResult, build_layer_result, write_layer_result
+from .stats import Tally, TopKImages, TopQuantile
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(spec: str, info: DistInfo) -> torch.device:
+    """'auto' -> cuda when available, else cpu; 'cuda' -> this rank's GPU. Raises DissectError without CUDA."""
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DissectError("--device cuda was asked for but no CUDA device is available")
+        if spec == "cuda":
+            return torch.device("cuda", info.local_rank if info.active else torch.cuda.current_device())
+    return torch.device(spec)
+
+
+def label_columns(store: BrodenStore, categories: Sequence[str]) -> tuple:
+    """(numbers, primary {number: category}, names {number: name}) of the labels whose primary
+    category is selected, in number order. Primary = most coverage in c_*.csv (first category wins
+    ties), else the category with most images (as BrodenStore.primary_category)."""
+    best: dict = {}
+    for cat, entries in store.category_maps.items():
+        for e in entries:
+            if e.number not in best or e.coverage > best[e.number][1]:
+                best[e.number] = (cat, e.coverage)
+    primary = {}
+    for lab in store.labels:
+        if lab.number in best:
+            primary[lab.number] = best[lab.number][0]
+        elif lab.categories:
+            primary[lab.number] = next(iter(lab.categories))
+    chosen = set(categories)
+    numbers = sorted(n for n, c in primary.items() if c in chosen)
+    return numbers, {n: primary[n] for n in numbers}, {l.number: l.name for l in store.labels}
+
+
+# ---------------------------------------------------------------------------- statistics of a run
+class Statistics:
+    """Per layer: TopQuantile + TopKImages (pass 1) and Tally (pass 2), checkpointed and synced as a whole.
+
+    ``shapes``: {layer: (U, h, w)}; ``n_images``: images over all ranks (sets the quantile's count).
+    """
+
+    def __init__(self, shapes: dict, n_images: int, cfg: DissectConfig, tally_args: tuple, device: torch.device):
+        self.shapes = {k: tuple(int(x) for x in v) for k, v in shapes.items()}
+        self.device, self.cfg = device, cfg
+        self.layers = {}
+        for name, (u, h, w) in self.shapes.items():
+            self.layers[name] = {"tq": TopQuantile(u, cfg.quantile, n_images * h * w, device),
+                                 "topk": TopKImages(u, cfg.top_k, device),
+                                 "tally": Tally(*tally_args, device, units=u)}
+        self.thresholds: dict = {}
+        self.seg_size: Optional[tuple] = None
+
+    def add(self, pass_no: int, acts: dict, batch: dict) -> None:
+        """Pass 1: acts {layer: [B, U, h, w]} of index.csv rows batch["index"]; pass 2: with batch["seg"]."""
+        if pass_no == 1:
+            idx = batch["index"].to(self.device)
+            for n, a in acts.items():
+                a = a.to(self.device, non_blocking=True).float()
+                self.layers[n]["tq"].add(a)
+                self.layers[n]["topk"].add(a, idx)
+            return
+        seg = batch["seg"].to(self.device)
+        for n, a in acts.items():
+            a = a.to(self.device, non_blocking=True)
+            # upsamples only the tiles where the mask can be set: the counts of add(upsample(a))
+            self.layers[n]["tally"].add_activations(a, self.thresholds[n], seg, mode=self.cfg.upsample,
+                                                    size=self.seg_size)
+
+    def start_pass2(self, seg_size: tuple) -> None:
+        self.seg_size = seg_size
+        self.thresholds = {n: s["tq"].thresholds().to(self.device, torch.float32) for n, s in self.layers.items()}
+
+    def sync(self, which: Sequence[str], info: DistInfo) -> None:
+        """Combine the named statistics of every layer over the ranks (as each declares)."""
+        for stats in self.layers.values():
+            for k in which:
+                sync(stats[k], info)
+
+    def state_dict(self) -> dict:
+        return {"shapes": {k: list(v) for k, v in self.shapes.items()},
+                "layers": {n: {k: s.state_dict() for k, s in stats.items()} for n, stats in self.layers.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        for n, stats in self.layers.items():
+            for k, s in stats.items():
+                s.load_state_dict(state["layers"][n][k])
+
+
+def run_pass(batches: Iterable, compute: Callable[[dict], dict], stats: Statistics, checkpoint: Checkpoint,
+             pass_no: int, start: int, bar) -> None:
+    """The loop of both passes: ``stats.add(compute(batch))`` for every batch (numbered from
+    ``start``), checkpointing as configured."""
+    done = start
+    for batch in batches:
+        stats.add(pass_no, compute(batch), batch)
+        done += 1
+        checkpoint.step(pass_no, done, stats)
+        bar.update(1)
+    bar.close()
+
+
+# ---------------------------------------------------------------------------- pass 2 data
+class _ActsDataset(Dataset):
+    """Labels of shard rows plus each layer's activation row (from dissect.activations.Activations)."""
+
+    def __init__(self, labels: BrodenDataset, sources: dict, positions: Sequence[int]):
+        self.labels, self.sources, self.positions = labels, sources, list(positions)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, k: int) -> dict:
+        item = self.labels[k]
+        p = self.positions[k]
+        item["acts"] = {layer: torch.from_numpy(src.rows([p])[0]) for layer, src in self.sources.items()}
+        return item
+
+
+def loader(ds: Dataset, cfg: DissectConfig, device: torch.device) -> DataLoader:
+    """The DataLoader of both passes (workers decode images and labels)."""
+    return DataLoader(ds, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
+                      collate_fn=collate_broden, pin_memory=device.type == "cuda",
+                      persistent_workers=False, prefetch_factor=4 if cfg.workers else None)
+
+
+# ---------------------------------------------------------------------------- a run
+class Run:
+    """One dissection's images, device, shard, working folder and checkpoint; raises DissectError.
+
+    ``key`` identifies the input (model or activations); the run adds the data and settings to it.
+    """
+
+    def __init__(self, store: BrodenStore, cfg: DissectConfig, out: Optional[Path], key: dict):
+        self.store, self.cfg = store, cfg
+        self.info = dist_info()
+        self.device = resolve_device(cfg.device, self.info)
+        try:
+            self.categories = check_categories(store, cfg.categories)
+            self.rows = select_rows(store, cfg.split)
+        except ValueError as e:
+            raise DissectError(str(e)) from None
+        sizes = {(store.rows[i].sh, store.rows[i].sw) for i in self.rows}
+        if len(sizes) != 1:
+            raise DissectError(f"{store.root / 'index.csv'}: images have different segmentation sizes {sorted(sizes)[:4]}")
+        self.seg_size = sizes.pop()
+        start, stop = shard(len(self.rows), self.info)
+        self.start, self.my_rows = start, self.rows[start:stop]
+        self.out = Path(out) if out is not None else None
+        self._tmp = tempfile.TemporaryDirectory(prefix="dissect-") if self.out is None else None
+        self.work = self.out if self.out is not None else Path(self._tmp.name)
+        self.cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.work / ".dissect_cache"
+        self.key = dict(key, rows=[start, stop], world=self.info.world, rank=self.info.rank,
+                        categories=self.categories, split=cfg.split, quantile=cfg.quantile, top_k=cfg.top_k,
+                        batch_size=cfg.batch_size, cache_dtype=cfg.cache_dtype, upsample=cfg.upsample,
+                        store=store.fingerprint(), version=__version__)
+        self.checkpoint = Checkpoint(self.out, self.key, self.info, cfg.checkpoint_every)
+        self.timings: dict = {}
+        self.numbers, self.primary, self.names_by_number = label_columns(store, self.categories)
+
+    def statistics(self, shapes: dict, state: Optional[dict]) -> Statistics:
+        """Fresh statistics for layers of ``shapes`` {layer: (U, h, w)}, or those of a checkpoint."""
+        if state is not None:
+            shapes = {k: tuple(v) for k, v in state["shapes"].items()}
+        tally_args = (self.numbers, self.categories, self.store.image_level_categories, self.primary)
+        stats = Statistics(shapes, len(self.rows), self.cfg, tally_args, self.device)
+        if state is not None:
+            log.info("resuming from %s (pass %d, batch %d)", self.checkpoint.path, state["pass"], state["next_batch"])
+            stats.load_state_dict(state)
+        return stats
+
+    def n_batches(self) -> int:
+        return -(-len(self.my_rows) // self.cfg.batch_size)
+
+    def index_batches(self, positions: Sequence[int], start: int) -> Iterable[dict]:
+        """Pass-1 batches of this shard from batch ``start``: {"index": rows [B], "positions": [B] in the array}."""
+        bs = self.cfg.batch_size
+        for b in range(start, self.n_batches()):
+            lo, hi = b * bs, min(len(self.my_rows), (b + 1) * bs)
+            yield {"index": torch.tensor(self.my_rows[lo:hi], dtype=torch.long), "positions": positions[lo:hi]}
+
+    def progress(self, desc: str, initial: int):
+        from tqdm import tqdm
+
+        return tqdm(total=self.n_batches(), initial=initial, desc=desc, unit="batch",
+                    disable=self.cfg.quiet or self.info.rank != 0, leave=False)
+
+    def end_pass1(self, stats: Statistics, timing: str, t0: float) -> int:
+        """Record pass 1's time, merge the thresholds across ranks, checkpoint; pass 2 starts at batch 0."""
+        self.timings[timing] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        stats.sync(("tq", "topk"), self.info)
+        self.timings["merge_thresholds"] = time.perf_counter() - t1
+        self.checkpoint.save(2, 0, stats)
+        return 0
+
+    def pass2(self, stats: Statistics, sources: dict, positions: Sequence[int], start: int) -> None:
+        """Tally every layer: ``sources`` {layer: Activations} rows ``positions`` (this shard's, in order)."""
+        t0 = time.perf_counter()
+        stats.start_pass2(self.seg_size)
+        bs = self.cfg.batch_size
+        labels = BrodenDataset(self.store, categories=self.categories, rows=self.my_rows[start * bs:],
+                               with_images=False)
+        batches = loader(_ActsDataset(labels, sources, positions[start * bs:]), self.cfg, self.device)
+        run_pass(batches, lambda batch: batch["acts"], stats, self.checkpoint, 2, start,
+                 self.progress("pass 2/2 (tally)", start))
+        t1 = time.perf_counter()
+        stats.sync(("tally",), self.info)
+        self.timings["pass2_tally"] = t1 - t0
+        self.timings["reduce_counts"] = time.perf_counter() - t1
+
+    def results(self, stats: Statistics, model_info: dict, settings_extra: dict) -> dict:
+        """{layer: LayerResult} scored from the statistics."""
+        t0 = time.perf_counter()
+        cfg = self.cfg
+        settings = {"quantile": cfg.quantile, "iou_threshold": cfg.iou_threshold, "union": cfg.union,
+                    "upsample": cfg.upsample, "categories": self.categories, "split": cfg.split, "top_k": cfg.top_k,
+                    "mean": list(cfg.mean), "std": list(cfg.std), "cache_dtype": cfg.cache_dtype,
+                    "batch_size": cfg.batch_size, "world_size": self.info.world}
+        settings.update(settings_extra)
+        store_info = {"path": str(self.store.root.resolve()), "fingerprint": self.store.fingerprint(),
+                      "images": len(self.rows), "segmentation_size": list(self.seg_size)}
+        out = {}
+        for n, layer in stats.layers.items():
+            thr = layer["tq"].thresholds().cpu().numpy().astype(np.float32)
+            tk = layer["topk"].result()
+            res = build_layer_result(
+                n, layer["tally"], cfg.union, cfg.iou_threshold, self.names_by_number, thr, settings=settings,
+                model=model_info, store=store_info, timings=dict(self.timings), version=__version__,
+                topk=(tk["indices"].numpy().astype(np.int64), tk["values"].numpy().astype(np.float32),
+                      tk["maps"].numpy().astype(np.float16)))
+            res.settings["layer_shape"] = list(stats.shapes[n])
+            out[n] = res
+        for res in out.values():
+            res.timings["score"] = time.perf_counter() - t0
+            log.info("%s", res.summary_line())
+        return out
+
+    def finish(self) -> None:
+        """After the last pass: drop the checkpoint (all ranks done) and the temporary folder."""
+        barrier()
+        self.checkpoint.remove()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+def finish_results(results: Sequence[LayerResult], out: Optional[Path], info: DistInfo, t_start: float) -> None:
+    """Record the total time and, on rank 0, write every result to ``out/<layer>/``."""
+    total = time.perf_counter() - t_start
+    for r in results:
+        r.timings["total"] = total
+        if out is not None and info.rank == 0:
+            write_layer_result(Path(out) / safe_name(r.layer), r)
