@@ -128,6 +128,7 @@ def _parser_run(sub) -> None:
                           "repeatable. `dissect layers` lists them")
     run.add_argument("--out", required=True, help="output folder: results go to OUT/<layer>/")
     _add_preprocessing(run)
+    _add_layout(run)
     _add_shared(run)
     run.add_argument("--cache-dtype", choices=CACHE_DTYPES, default=default("cache_dtype"),
                      help="dtype of the on-disk activation cache; every statistic uses these rounded values (default float16)")
@@ -249,7 +250,7 @@ def _cmd_run(args) -> int:
 
     info = init_from_env(args.device)
     extra = {"input_size": args.input_size, "cache_dtype": args.cache_dtype, "cache_dir": args.cache_dir,
-             "keep_cache": args.keep_cache}
+             "keep_cache": args.keep_cache, "layout": args.layout}
     if args.mean is not None:
         extra["mean"] = args.mean
     if args.std is not None:

@@ -11,9 +11,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-from broden_builder.torch_dataset import IMAGENET_MEAN, IMAGENET_STD
-
 from .errors import DissectError
+from .layouts import LAYOUTS
 from .stats.tally import UNIONS
 from .stats.upsample import MODES
 
@@ -38,9 +37,9 @@ class DissectConfig:
     categories: Optional[tuple] = None  # None = every category of the store
     top_k: int = 10
     split: Optional[str] = None
-    input_size: Optional[tuple] = None  # None = the store's image size
-    mean: tuple = IMAGENET_MEAN
-    std: tuple = IMAGENET_STD
+    input_size: Optional[tuple] = None  # None = the model's fixed input size, else the store's image size
+    mean: Optional[tuple] = None  # None = the model's preprocessing, else ImageNet's (dissect.preprocess)
+    std: Optional[tuple] = None
     upsample: str = "bilinear"  # one of UPSAMPLE_MODES
     batch_size: int = 32
     workers: int = field(default_factory=default_workers)
@@ -50,6 +49,8 @@ class DissectConfig:
     cache_dir: Optional[str] = None  # None = out/.dissect_cache (removed after success)
     keep_cache: bool = False
     quiet: bool = False
+    layout: Optional[str] = None  # force 'nchw' | 'nhwc' | 'tokens' for every layer (None = detected per layer)
+    transform: Optional[object] = None  # callable on [B, 3, H, W] RGB in [0, 1] -> network input (no crop)
 
     def __post_init__(self):
         if not 0 < self.quantile < 1:
@@ -63,8 +64,14 @@ class DissectConfig:
             object.__setattr__(self, "input_size", (self.input_size, self.input_size))
         if self.categories is not None:
             object.__setattr__(self, "categories", tuple(self.categories))
-        object.__setattr__(self, "mean", tuple(float(x) for x in self.mean))
-        object.__setattr__(self, "std", tuple(float(x) for x in self.std))
+        if self.layout is not None and self.layout not in LAYOUTS:
+            raise DissectError(f"layout must be one of {LAYOUTS} (or None to detect), got {self.layout!r}")
+        if self.transform is not None and not callable(self.transform):
+            raise DissectError(f"transform must be callable, got {type(self.transform).__name__}")
+        for name in ("mean", "std"):
+            v = getattr(self, name)
+            if v is not None:
+                object.__setattr__(self, name, tuple(float(x) for x in v))
 
     def replace(self, **changes) -> "DissectConfig":
         """A copy with ``changes`` applied (validated again)."""

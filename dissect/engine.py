@@ -247,7 +247,8 @@ class Run:
         cfg = self.cfg
         settings = {"quantile": cfg.quantile, "iou_threshold": cfg.iou_threshold, "union": cfg.union,
                     "upsample": cfg.upsample, "categories": self.categories, "split": cfg.split, "top_k": cfg.top_k,
-                    "mean": list(cfg.mean), "std": list(cfg.std), "cache_dtype": cfg.cache_dtype,
+                    "mean": list(cfg.mean) if cfg.mean is not None else None,
+                    "std": list(cfg.std) if cfg.std is not None else None, "cache_dtype": cfg.cache_dtype,
                     "batch_size": cfg.batch_size, "world_size": self.info.world}
         settings.update(settings_extra)
         store_info = {"path": str(self.store.root.resolve()), "fingerprint": self.store.fingerprint(),

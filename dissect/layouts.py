@@ -28,13 +28,15 @@ from typing import Optional
 
 import torch
 
+from .errors import DissectError
+
 LAYOUTS = ("nchw", "nhwc", "tokens")
 #: leading tokens tried when the model cannot tell: none, class, class + distillation (DeiT),
 #: class + 4/8/16 registers (DINOv2 with registers, "Vision Transformers Need Registers")
 PREFIXES = (0, 1, 2, 5, 9, 17)
 
 
-class LayoutError(ValueError):
+class LayoutError(DissectError):
     """A layer output that cannot be laid out as [B, U, h, w]; the message says what to choose."""
 
 

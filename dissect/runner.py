@@ -36,8 +36,10 @@ from .cache import ActivationCache, safe_name
 from .config import DissectConfig
 from .engine import Run, finish_results, loader, run_pass
 from .errors import DissectError
-from .hooks import as_feature_map, get_layer, output_layers, run_layers
+from .capture import feature_maps, plan_layers
+from .hooks import ForwardError, resolve_selector
 from .models import LoadedModel
+from .preprocess import Preprocessing, resolve_preprocessing
 from .results import LayerResult
 
 log = logging.getLogger(__name__)
@@ -52,16 +54,23 @@ def dissect_model(model: Union[nn.Module, LoadedModel], layers: Union[str, Seque
     under ``out``. Raises DissectError for bad input and UnknownLayerError for unknown layers.
     """
     t_start = time.perf_counter()
-    names = [layers] if isinstance(layers, str) else list(dict.fromkeys(layers))
+    names = [layers] if isinstance(layers, str) else list(dict.fromkeys(str(x) for x in layers))
     store, (lm, identity) = _open_store(store), _model_identity(model)
     _check_layers(lm, names)
-    input_size = tuple(config.input_size) if config.input_size else _image_size(store)
+    prep = resolve_preprocessing(lm.preprocessing, config.input_size, config.mean, config.std, config.transform,
+                                 _image_size(store))
+    input_size = prep.input_size
+    layout = config.layout
+    config = config.replace(mean=prep.dataset_mean, std=prep.dataset_std, transform=None)  # as resolved
     key = {"model": identity, "layers": names, "input_size": list(input_size), "mean": list(config.mean),
-           "std": list(config.std)}
+           "std": list(config.std), "layout": layout}
+    if prep.transform is not None:  # mean/std/input size are in the key already; a transform is not
+        key["transform"] = prep.record["transform"]
     run = Run(store, config, out, key)
     lm.module.to(run.device).eval()
-    shapes = _probe_shapes(lm, names, input_size, run.device)
-    caches = _open_caches(run, key, shapes)
+    plans = _plan(lm, names, prep, run.device, layout, run.info.rank == 0)
+    shapes = {n: p.shape for n, p in plans.items()}
+    caches = _open_caches(run, key, plans)
     state = run.checkpoint.agree(_usable(run.checkpoint.load(names), caches))
     stats = run.statistics(shapes, state)
     run.timings["setup"] = time.perf_counter() - t_start
@@ -75,7 +84,7 @@ def dissect_model(model: Union[nn.Module, LoadedModel], layers: Union[str, Seque
             batches, desc = run.index_batches(range(len(run.my_rows)), start), "pass 1/2 (cached activations)"
         else:
             arrays = {n: caches[n].create((len(run.my_rows),) + shapes[n], config.cache_dtype) for n in names}
-            compute = _model_compute(run, lm, names, arrays, start)
+            compute = _model_compute(run, lm, plans, prep, arrays, start)
             batches, desc = loader(_images(run, input_size, start), config, run.device), "pass 1/2 (activations)"
         run_pass(batches, compute, stats, run.checkpoint, 1, start, run.progress(desc, start))
         for c in caches.values() if not cached else ():
@@ -84,7 +93,8 @@ def dissect_model(model: Union[nn.Module, LoadedModel], layers: Union[str, Seque
     else:
         start2 = state["next_batch"]
     run.pass2(stats, {n: open_activations(c.path) for n, c in caches.items()}, list(range(len(run.my_rows))), start2)
-    results = run.results(stats, dict(identity), {"input_size": list(input_size)})
+    results = run.results(stats, dict(identity), {"input_size": list(input_size), "preprocessing": prep.record})
+    _record_plans(results, plans)
     run.finish()
     if not (config.keep_cache or config.cache_dir):
         _remove_caches(run, caches)
@@ -161,7 +171,7 @@ def _checked(run: Run, acts: dict, batch: dict) -> dict:
 def _model_identity(model) -> tuple:
     """(LoadedModel, identity record for cache keys and result.json)."""
     if isinstance(model, LoadedModel):
-        return model, dict(model.identity, spec=model.spec)
+        return model, dict(model.identity, spec=model.spec, random_weights=model.random_weights)
     if not isinstance(model, nn.Module):
         raise DissectError(f"model must be an nn.Module or LoadedModel, got {type(model).__name__}")
     h = hashlib.sha256()
@@ -174,33 +184,45 @@ def _model_identity(model) -> tuple:
 
 
 def _check_layers(lm: LoadedModel, names: Sequence[str]) -> None:
+    """Fail early (before any image is read) on unknown modules, malformed selectors and two
+    selectors that would share a result folder."""
     if not names:
         raise DissectError("no layer to dissect")
-    if not lm.is_torchscript:
-        for n in names:
-            get_layer(lm.module, n)
+    folders: dict = {}
+    for n in names:
+        other = folders.setdefault(safe_name(n), n)
+        if other != n:
+            raise DissectError(f"layers {other!r} and {n!r} would share the result folder {safe_name(n)!r}; "
+                               f"dissect them in separate runs (different --out)")
+        if not lm.is_torchscript:
+            resolve_selector(lm.module, n)
 
 
-def _forward(lm: LoadedModel, x: torch.Tensor, names: Sequence[str]) -> dict:
-    if lm.is_torchscript:
-        with torch.no_grad():
-            outs = output_layers(lm.module(x))
-    else:
-        outs = run_layers(lm.module, x, names)
-    return {n: as_feature_map(n, outs[n]) for n in names}
-
-
-def _probe_shapes(lm: LoadedModel, names: Sequence[str], input_size: tuple, device) -> dict:
-    """{layer: (U, h, w)}: the model must run at this input size and every layer give [B, U, h, w]."""
+def _plan(lm: LoadedModel, names: Sequence[str], prep: Preprocessing, device, layout, say: bool = True) -> dict:
+    """{layer: LayerPlan} from one full forward pass of a zero image (dissect.capture): selector,
+    call count, output structure, layout and (U, h, w). Only a failure of the model's own forward
+    pass is reported as a problem of the input size; selectors, call counts and layouts raise
+    their own errors, which say what to choose."""
+    if lm.random_weights and say:
+        log.warning("model %s has RANDOM weights (--weights none)", lm.spec)
+    size = prep.input_size
+    with torch.no_grad():
+        x = torch.zeros(1, 3, *size, device=device)
+        x = prep.transform(x) if prep.transform is not None else x
     try:
-        probe = _forward(lm, torch.zeros(1, 3, *input_size, device=device), names)
-    except (DissectError, KeyError):
-        raise
-    except Exception as e:
-        msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        raise DissectError(f"model {lm.spec} fails on input size {input_size[0]}x{input_size[1]}: "
-                           f"{type(e).__name__}: {msg} (choose another --input-size)") from None
-    return {n: tuple(probe[n].shape[1:]) for n in names}
+        return plan_layers(lm.module, names, x, layout=layout)
+    except ForwardError as e:
+        raise DissectError(f"model {lm.spec} fails on input size {size[0]}x{size[1]}: {e} "
+                           f"(choose another --input-size)") from None
+
+
+def _record_plans(results: dict, plans: dict) -> None:
+    """result.json settings: which tensor was captured and how it was laid out (issue 11)."""
+    for n, res in results.items():
+        p = plans[n]
+        res.settings.update({"selector": p.selector, "requested": n, "module": p.module, "calls": p.calls,
+                             "structure": p.structure, "captured_shape": list(p.captured_shape),
+                             "layout": p.layout.to_dict()})
 
 
 def _images(run: Run, input_size: tuple, start: int) -> BrodenDataset:
@@ -209,16 +231,24 @@ def _images(run: Run, input_size: tuple, start: int) -> BrodenDataset:
                          with_labels=False)
 
 
-def _model_compute(run: Run, lm: LoadedModel, names: Sequence[str], arrays: dict, start: int):
-    """Pass 1's compute: forward, check, round to the cache dtype, write the cache rows."""
+def _model_compute(run: Run, lm: LoadedModel, plans: dict, prep: Preprocessing, arrays: dict, start: int):
+    """Pass 1's compute: forward (copies of the planned tensors, laid out as [B, U, h, w]), check,
+    round to the cache dtype, write the cache rows."""
     tdt = torch.float16 if run.cfg.cache_dtype == "float16" else torch.float32
     next_row = [start * run.cfg.batch_size]
 
     def compute(batch: dict) -> dict:
         x = batch["image"].to(run.device, non_blocking=True)
         idx, lo = batch["index"], next_row[0]
-        feats, rounded = _forward(lm, x, names), {}
-        for n in names:
+        if prep.transform is not None:
+            with torch.no_grad():
+                x = prep.transform(x)
+        try:
+            feats, rounded = feature_maps(lm.module, x, plans), {}
+        except ForwardError as e:
+            raise DissectError(f"model {lm.spec} fails on a batch of {x.shape[0]} images at input size "
+                               f"{prep.input_size[0]}x{prep.input_size[1]}: {e}") from None
+        for n in plans:
             check_finite(n, feats[n], idx.tolist(), run.store)
             r = feats[n].to(tdt)
             if not bool(torch.isfinite(r).all()):
@@ -233,12 +263,13 @@ def _model_compute(run: Run, lm: LoadedModel, names: Sequence[str], arrays: dict
 
 
 # ---------------------------------------------------------------------------- the activation cache
-def _open_caches(run: Run, key: dict, shapes: dict) -> dict:
-    """{layer: ActivationCache} of this rank's shard, keyed by model, layer, data and store."""
+def _open_caches(run: Run, key: dict, plans: dict) -> dict:
+    """{layer: ActivationCache} of this rank's shard, keyed by model, layer (its plan: selector,
+    layout, shape), data and store."""
     caches = {}
-    for n, shape in shapes.items():
-        layer_key = dict(key, layer=n, shape=list(shape), rows=run.key["rows"], split=run.cfg.split,
-                         store=run.key["store"], dtype=run.cfg.cache_dtype)
+    for n, plan in plans.items():
+        layer_key = dict(key, layer=n, shape=list(plan.shape), plan=plan.to_dict(), rows=run.key["rows"],
+                         split=run.cfg.split, store=run.key["store"], dtype=run.cfg.cache_dtype)
         layer_key.pop("layers", None)
         caches[n] = ActivationCache(run.cache_dir, f"{safe_name(n)}.rank{run.info.rank}of{run.info.world}", layer_key)
     return caches

@@ -26,12 +26,14 @@ from typing import Iterable, Iterator, Optional
 
 import torch
 
+from .errors import DissectError
 
-class SelectorError(ValueError):
+
+class SelectorError(DissectError):
     """A selector that does not fit the module's output (unknown key, several tensors, no tensor)."""
 
 
-class CallCountError(ValueError):
+class CallCountError(DissectError):
     """A module that runs a number of times per forward pass that the selector does not allow."""
 
 

@@ -16,7 +16,8 @@ PACKAGES = ("dissect", "broden_builder")
 #: dissect's layers, lowest first: a module may import modules of a lower layer, or of its own
 #: layer inside its own subpackage (dissect.stats, dissect.report).
 DISSECT_LAYERS = [
-    ["dissect.errors", "dissect.layouts", "dissect.selectors", "dissect.basis", "dissect.resources"],
+    ["dissect.errors", "dissect.basis", "dissect.resources"],
+    ["dissect.layouts", "dissect.selectors"],
     ["dissect.stats", "dissect.distributed", "dissect.hooks", "dissect.models", "dissect.activations",
      "dissect.preprocess"],
     ["dissect.config", "dissect.results", "dissect.cache", "dissect.checkpoint", "dissect.capture",

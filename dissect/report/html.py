@@ -19,7 +19,7 @@ CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:1.5em auto;max-width:1500px;padding:0 1em;color:#222;background:#fff}
 h1{font-size:1.5em;margin:.2em 0}h2{font-size:1em;margin:0 0 .3em 0;font-weight:600}
 code{background:#f3f3f3;padding:0 .25em;border-radius:3px}
-.meta{color:#555;font-size:.9em}.meta dt{font-weight:600;float:left;clear:left;width:9em}.meta dd{margin-left:9.5em}
+.warn{background:#fff3cd;border:1px solid #e0b000;padding:.4em .6em}.meta{color:#555;font-size:.9em}.meta dt{font-weight:600;float:left;clear:left;width:9em}.meta dd{margin-left:9.5em}
 .controls{position:sticky;top:0;background:#fff;padding:.6em 0;border-bottom:1px solid #ddd;z-index:2;display:flex;gap:1.2em;flex-wrap:wrap;align-items:center}
 .unit{border-bottom:1px solid #eee;padding:.6em 0}
 .unit[hidden]{display:none}
@@ -111,6 +111,27 @@ def _meta(result: dict) -> str:
     return "<dl class=\"meta\">" + "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in rows) + "</dl>"
 
 
+def header_notes(result: dict, layer: bool = True) -> str:
+    """Lines under a page's title: random weights stated plainly (never left to the metadata), and
+    for a layer which tensor was captured and how it was laid out (issue 11)."""
+    out = []
+    model = result.get("model") or {}
+    if model.get("random_weights"):
+        out.append("<p class=\"warn\"><strong>Random weights:</strong> this network is a random initialisation "
+                   "(<code>--weights none</code>), not a trained model; its units are a baseline.</p>")
+    s = result.get("settings") or {}
+    if layer and s.get("selector"):
+        lay = s.get("layout") or {}
+        kind = lay.get("kind", "")
+        if kind == "tokens" and lay.get("grid"):
+            kind = f"tokens ({lay.get('prefix', 0)} class/register dropped, {lay['grid'][0]}x{lay['grid'][1]} patch grid)"
+        calls = f", call {s['selector'].split('#')[1].split(':')[0]} of {s['calls']}" if "#" in s["selector"] else ""
+        out.append(f"<p class=\"meta\">Captured <code>{escape(str(s['selector']))}</code>{escape(calls)}: "
+                   f"{escape(str(s.get('structure', 'tensor')))} output, layout {escape(kind)}"
+                   + (f" ({escape(str(lay.get('source')))})" if lay.get("source") else "") + "</p>")
+    return "".join(out)
+
+
 def _cat_badge(cat: str, order: Sequence[str]) -> str:
     return f"<span class=\"cat\" style=\"background:{category_color(cat, order)}\">{escape(cat)}</span>"
 
@@ -133,6 +154,7 @@ def layer_page(layer: str, result: dict, units_sorted: Sequence[dict], categorie
     if index_href:
         parts.append(f"<nav><a href=\"{escape(index_href)}\">&larr; all layers</a></nav>")
     parts.append(f"<h1>Layer <code>{escape(layer)}</code></h1>")
+    parts.append(header_notes(result))
     parts.append(_meta(result))
     parts.append(summary_html(summary, categories))
     if plot:
@@ -181,6 +203,7 @@ def index_page(layers: Sequence[tuple], categories: Sequence[str], plot: Optiona
     """Index over all layers. ``layers``: (name, href of its page, summary dict, result dict)."""
     parts = [f"<h1>{escape(title)}</h1>"]
     if layers:
+        parts.append(header_notes(layers[0][3], layer=False))
         parts.append(_meta({k: v for k, v in layers[0][3].items() if k in ("model", "store")}))
     if plot:
         parts.append(f"<figure><img src=\"{escape(plot)}\" alt=\"unique detectors per category per layer\">"
