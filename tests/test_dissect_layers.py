@@ -205,6 +205,10 @@ def test_cli_resnet18_bn2_alone_and_with_layer2(store64, tmp_path, capsys):
     doc = json.loads((tmp_path / "a" / "layer1.0.bn2" / "result.json").read_text())
     assert doc["model"]["random_weights"] is True and doc["settings"]["selector"] == "layer1.0.bn2"
     assert doc["settings"]["preprocessing"]["mean"] == [0.485, 0.456, 0.406]
+    from dissect.report.html import header_notes
+
+    notes = header_notes(doc)  # the report header states random weights and what was captured
+    assert "Random weights" in notes and "Captured <code>layer1.0.bn2</code>" in notes and "layout nchw" in notes
 
 
 def test_cli_errors_name_the_problem(store64, tmp_path, capsys):
@@ -242,3 +246,19 @@ def test_cli_timm_and_hf_vit(store64, tmp_path, capsys, monkeypatch):
     assert doc["settings"]["input_size"] == [32, 32]  # the model's size, not the store's 64
     assert doc["settings"]["preprocessing"]["mean"] == [0.5, 0.5, 0.5]
     assert "layout tokens 1+4x4" in capsys.readouterr().out
+
+
+def test_transform_and_model_preprocessing_are_used_and_recorded(store12):
+    """transform=Normalize(m, s) gives the same activations as mean=m, std=s (the dataset's own
+    normalisation): the oracle is the run with explicit settings; both are recorded."""
+    import torchvision.transforms.v2 as T
+
+    m = block_net()
+    mean, std = (0.3, 0.4, 0.5), (0.2, 0.3, 0.25)
+    explicit = dissect_model(m, ["block.bn2"], store12, CFG.replace(mean=mean, std=std))["block.bn2"]
+    tf = dissect_model(m, ["block.bn2"], store12, CFG.replace(transform=T.Normalize(mean, std)))["block.bn2"]
+    np.testing.assert_allclose(tf.thresholds, explicit.thresholds, rtol=2e-3, atol=2e-3)  # float16 cache rounding
+    assert "Normalize" in tf.settings["preprocessing"]["transform"]
+    assert explicit.settings["preprocessing"]["mean"] == [0.3, 0.4, 0.5]
+    with pytest.raises(DissectError, match="transform must be callable"):
+        CFG.replace(transform=3)

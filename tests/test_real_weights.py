@@ -188,3 +188,16 @@ def test_mobilenet_results_do_not_depend_on_other_layers(mobilenet, photo_store)
         assert a.thresholds.tobytes() == b.thresholds.tobytes(), n
         np.testing.assert_array_equal(a.iou, b.iou, err_msg=n)
         np.testing.assert_array_equal(a.topk_indices, b.topk_indices, err_msg=n)
+
+
+def test_weights_preprocessing_comes_from_the_weights(torch_home):
+    """The mean/std recorded for torchvision weights are those of their transforms()."""
+    import torchvision
+
+    from dissect.models import load_model
+
+    lm = load_model("mobilenet_v2", "IMAGENET1K_V1")
+    tf = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.transforms()
+    assert lm.preprocessing["mean"] == list(tf.mean) and lm.preprocessing["std"] == list(tf.std)
+    assert "transforms()" in lm.preprocessing["source"] and not lm.random_weights
+    assert lm.preprocessing["input_size"] is None  # a CNN runs at any size: the store's is used
