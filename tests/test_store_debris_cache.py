@@ -79,3 +79,18 @@ def test_a_planted_inconsistent_cache_is_not_trusted(store):
     bogus_rows = np.array([len(s.rows) + 5], np.int64)  # a row that does not exist
     np.savez(cache, numbers=np.array([number], np.int64), offsets=np.array([0, 1], np.int64), rows=bogus_rows)
     assert BrodenStore(store).images_with_label(number) == truth
+
+
+@pytest.mark.parametrize("command", ["recover", "add"])
+def test_add_and_recover_write_nothing_into_a_folder_that_is_not_a_store(tmp_path, capsys, command):
+    from broden_builder.cli import main as broden
+
+    folder = tmp_path / "papers"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    entry = tmp_path / "e.yaml"
+    entry.write_text("type: synthetic\ncount: 2\n")
+    argv = ["recover", str(folder)] if command == "recover" else ["add", str(folder), "--source", str(entry)]
+    assert broden(argv) == 1
+    assert "not a Broden store" in capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]

@@ -34,6 +34,14 @@ WORK_DIRS = (".build", ".broden-add")
 TRASH_PREFIX = ".trash-"
 
 
+def is_store_folder(root: Union[str, Path]) -> bool:
+    """True when ``root`` holds a store's tables or a work folder (a store being built or changed).
+    Commands that change an existing store check it before taking the store's lock, so that
+    pointing them at any other folder writes nothing there (not even ``.lock``)."""
+    root = Path(root)
+    return any((root / n).exists() or (root / n).is_symlink() for n in ("index.csv", "label.csv") + WORK_DIRS)
+
+
 def check_work_folder(root: Union[str, Path], work: Union[str, Path]) -> Path:
     """``work`` (a work or trash folder of the store at ``root``) when it may be written and deleted:
     absent, or a real folder directly inside ``root``, never a symbolic link (a store from elsewhere
