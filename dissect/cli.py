@@ -80,6 +80,11 @@ def _add_shared(p: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint-every", type=int, default=default("checkpoint_every"), metavar="N",
                    help="save the statistics every N batches so a killed run resumes "
                         f"(0 = never; default {default('checkpoint_every')})")
+    g.add_argument("--rotate", type=int, default=None, metavar="SEED",
+                   help="multiply the units by a random orthogonal matrix (QR of a seeded Gaussian) before thresholds: "
+                        "the rotation baseline of Network Dissection (sec. 3.2)")
+    g.add_argument("--basis", default=None, metavar="FILE.npy",
+                   help="multiply the units by this C x C matrix before thresholds (instead of --rotate)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.add_argument("--verbose", action="store_true", help="log progress details")
     g.add_argument("--no-report", action="store_true", help="do not write the HTML report (dissect report OUT writes it later)")
@@ -240,7 +245,7 @@ def _config(args, **extra):
         quantile=args.quantile, iou_threshold=args.iou_threshold, union=args.union,
         categories=_categories(args.categories), top_k=args.top_k, split=args.split,
         upsample=args.upsample, batch_size=args.batch_size, workers=args.workers, device=args.device,
-        checkpoint_every=args.checkpoint_every, quiet=args.quiet, **extra)
+        checkpoint_every=args.checkpoint_every, quiet=args.quiet, rotate=args.rotate, basis=args.basis, **extra)
 
 
 def _cmd_run(args) -> int:

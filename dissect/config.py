@@ -51,6 +51,8 @@ class DissectConfig:
     quiet: bool = False
     layout: Optional[str] = None  # force 'nchw' | 'nhwc' | 'tokens' for every layer (None = detected per layer)
     transform: Optional[object] = None  # callable on [B, 3, H, W] RGB in [0, 1] -> network input (no crop)
+    rotate: Optional[int] = None  # seed of a random orthogonal basis applied to the units (dissect.basis)
+    basis: Optional[str] = None  # a C x C .npy matrix applied to the units instead
 
     def __post_init__(self):
         if not 0 < self.quantile < 1:
@@ -60,6 +62,10 @@ class DissectConfig:
                 raise DissectError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
         if self.top_k < 1 or self.batch_size < 1 or self.workers < 0 or self.checkpoint_every < 0:
             raise DissectError("top_k and batch_size must be >= 1, workers and checkpoint_every >= 0")
+        if self.rotate is not None and self.basis is not None:
+            raise DissectError("give rotate (a seed) or basis (a .npy file), not both")
+        if self.rotate is not None and (isinstance(self.rotate, bool) or not isinstance(self.rotate, int)):
+            raise DissectError(f"rotate must be an integer seed, got {self.rotate!r}")
         if isinstance(self.input_size, int):
             object.__setattr__(self, "input_size", (self.input_size, self.input_size))
         if self.categories is not None:

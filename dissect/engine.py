@@ -22,6 +22,7 @@ from broden_builder.store.reader import BrodenStore
 from broden_builder.torch_dataset import BrodenDataset, check_categories, collate_broden, select_rows
 
 from . import __version__
+from .basis import BasisError, apply_basis, resolve_basis
 from .cache import safe_name
 from .checkpoint import Checkpoint
 from .config import DissectConfig
@@ -82,19 +83,29 @@ class Statistics:
                                  "tally": Tally(*tally_args, device, units=u)}
         self.thresholds: dict = {}
         self.seg_size: Optional[tuple] = None
+        # a change of basis of each layer's units before every statistic (Bau et al. 2017, sec. 3.2)
+        self.bases, self.basis_records = {}, {}
+        for name, (u, _h, _w) in self.shapes.items():
+            try:
+                m, rec = resolve_basis(u, cfg.rotate, cfg.basis)
+            except BasisError as e:
+                raise DissectError(f"layer {name!r}: {e}") from None
+            if m is not None:
+                self.bases[name] = torch.from_numpy(m).to(device)
+                self.basis_records[name] = rec
 
     def add(self, pass_no: int, acts: dict, batch: dict) -> None:
         """Pass 1: acts {layer: [B, U, h, w]} of index.csv rows batch["index"]; pass 2: with batch["seg"]."""
         if pass_no == 1:
             idx = batch["index"].to(self.device)
             for n, a in acts.items():
-                a = a.to(self.device, non_blocking=True).float()
+                a = apply_basis(a.to(self.device, non_blocking=True).float(), self.bases.get(n))
                 self.layers[n]["tq"].add(a)
                 self.layers[n]["topk"].add(a, idx)
             return
         seg = batch["seg"].to(self.device)
         for n, a in acts.items():
-            a = a.to(self.device, non_blocking=True)
+            a = apply_basis(a.to(self.device, non_blocking=True), self.bases.get(n))
             # upsamples only the tiles where the mask can be set: the counts of add(upsample(a))
             self.layers[n]["tally"].add_activations(a, self.thresholds[n], seg, mode=self.cfg.upsample,
                                                     size=self.seg_size)
@@ -157,6 +168,20 @@ def loader(ds: Dataset, cfg: DissectConfig, device: torch.device) -> DataLoader:
 
 
 # ---------------------------------------------------------------------------- a run
+def _basis_key(cfg: DissectConfig) -> Optional[dict]:
+    """What identifies the change of basis in checkpoint keys (a file by its bytes)."""
+    if cfg.rotate is not None:
+        return {"rotate": cfg.rotate}
+    if cfg.basis is not None:
+        import hashlib
+
+        try:
+            return {"basis": hashlib.sha256(Path(cfg.basis).read_bytes()).hexdigest()}
+        except OSError:
+            return {"basis": str(cfg.basis)}  # reported when the statistics load it
+    return None
+
+
 class Run:
     """One dissection's images, device, shard, working folder and checkpoint; raises DissectError.
 
@@ -185,7 +210,7 @@ class Run:
         self.key = dict(key, rows=[start, stop], world=self.info.world, rank=self.info.rank,
                         categories=self.categories, split=cfg.split, quantile=cfg.quantile, top_k=cfg.top_k,
                         batch_size=cfg.batch_size, cache_dtype=cfg.cache_dtype, upsample=cfg.upsample,
-                        store=store.fingerprint(), version=__version__)
+                        store=store.fingerprint(), version=__version__, basis=_basis_key(cfg))
         self.checkpoint = Checkpoint(self.out, self.key, self.info, cfg.checkpoint_every)
         self.timings: dict = {}
         self.numbers, self.primary, self.names_by_number = label_columns(store, self.categories)
@@ -263,6 +288,8 @@ class Run:
                 topk=(tk["indices"].numpy().astype(np.int64), tk["values"].numpy().astype(np.float32),
                       tk["maps"].numpy().astype(np.float16)))
             res.settings["layer_shape"] = list(stats.shapes[n])
+            if n in stats.basis_records:
+                res.settings["basis"] = stats.basis_records[n]
             out[n] = res
         for res in out.values():
             res.timings["score"] = time.perf_counter() - t0

@@ -119,3 +119,36 @@ def test_result_explain_api(store30, tmp_path):
     assert [r["unit"] for r in rows] == [1, 2, 3] and all(r["length"] <= 2 for r in rows)
     assert all(r["iou"] >= r["single_iou"] for r in rows)
     assert (tmp_path / "out" / "mine" / "explanations.csv").is_file()
+
+
+def test_report_shows_formula_and_ablation_links(store30, tmp_path):
+    import json
+
+    store = BrodenStore(store30)
+    acts = np.random.default_rng(3).standard_normal((len(store.rows), 3, 2, 2)).astype(np.float32)
+    np.save(tmp_path / "f.npy", acts)
+    assert main(["explain", "--store", str(store30), "--activations", str(tmp_path / "f.npy"), "--out",
+                 str(tmp_path / "out"), "--quiet", "--workers", "0", "--length", "2"]) == 0
+    d = tmp_path / "out" / "f"
+    (d / "ablations.json").write_text(json.dumps([{"file": "ablation_units_2_zero.csv", "units": [2], "mode": "zero",
+                                                   "accuracy_before": 0.5, "accuracy_after": 0.25}]))
+    assert main(["report", str(tmp_path / "out"), "--quiet"]) == 0
+    page = (d / "report.html").read_text()
+    rows = _csv(d / "explanations.csv")
+    from html import escape
+
+    assert escape(rows[0]["formula"]) in page and 'href="ablation_units_2_zero.csv"' in page
+
+
+def test_single_concept_iou_is_the_tally_iou_under_union_all(store30, tmp_path):
+    """explain's masks are the tally's: its best single concept (IoU over all images) equals the
+    best IoU of iou.npy from the same scoring with --union all."""
+    store = BrodenStore(store30)
+    acts = np.random.default_rng(4).standard_normal((len(store.rows), 5, 4, 4)).astype(np.float32)
+    np.save(tmp_path / "u.npy", acts)
+    assert main(["explain", "--store", str(store30), "--activations", str(tmp_path / "u.npy"), "--out",
+                 str(tmp_path / "out"), "--quiet", "--no-report", "--workers", "0", "--union", "all",
+                 "--length", "1"]) == 0
+    iou = np.load(tmp_path / "out" / "u" / "iou.npy")
+    rows = _csv(tmp_path / "out" / "u" / "explanations.csv")
+    assert [float(r["single_iou"]) for r in rows] == pytest.approx(iou.max(1).astype(np.float64).tolist(), rel=1e-6)

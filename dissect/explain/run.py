@@ -89,20 +89,29 @@ def _open_store(layer_dir: Path, doc: dict, store) -> BrodenStore:
 
 def _given_activations(activations, store: BrodenStore, rows):
     """Scored activations (array, tensor, .npy/.pt path) as an array-like in ``rows`` order."""
-    if isinstance(activations, (str, Path)):
-        from ..activations import open_activations
+    from ..activations import open_activations
 
-        activations = open_activations(activations)
-    elif isinstance(activations, torch.Tensor):
-        activations = activations.detach().cpu().numpy()
-    shape = tuple(activations.shape)
-    if len(shape) == 2:
-        activations = np.asarray(activations).reshape(shape + (1, 1))
+    try:
+        acts = open_activations(activations)  # the runner's checked loader
+    except ValueError as e:
+        raise ExplainError(str(e)) from None
+    activations = _Block(acts)
+    shape = acts.shape
     if shape[0] == len(store.rows) and len(rows) != len(store.rows):
         from .layer import _Rows
 
         activations = _Rows(activations, rows)  # activations of every row: the split's rows
     return activations
+
+
+class _Block:
+    """dissect.activations.Activations read by slices (``a[lo:hi]`` -> float32 rows)."""
+
+    def __init__(self, acts):
+        self.acts, self.shape = acts, tuple(acts.shape)
+
+    def __getitem__(self, sl):
+        return self.acts.rows(range(*sl.indices(self.shape[0])))
 
 
 def _basis(layer_dir: Path, settings: dict, units: int):

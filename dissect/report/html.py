@@ -28,6 +28,7 @@ code{background:#f3f3f3;padding:0 .25em;border-radius:3px}
 .iou{color:#444;font-variant-numeric:tabular-nums}
 .nodet{color:#999}.badge{font-size:.75em;border:1px solid #2a7;color:#2a7;border-radius:3px;padding:0 .3em;margin-left:.4em}
 .others{color:#666;font-size:.8em;margin:.2em 0}
+.formula,.ablation{font-size:.85em;margin:.2em 0}
 img.strip{display:block;max-width:100%;height:auto;image-rendering:auto}
 figure{margin:1em 0;overflow-x:auto}figure img{max-width:none}
 table{border-collapse:collapse;font-size:.9em}th,td{border:1px solid #ddd;padding:.25em .6em;text-align:right}
@@ -143,8 +144,12 @@ def summary_html(summary: dict, order: Sequence[str]) -> str:
 
 
 def layer_page(layer: str, result: dict, units_sorted: Sequence[dict], categories: Sequence[str], summary: dict,
-               strips: dict, plot: Optional[str], index_href: Optional[str] = "../index.html") -> str:
+               strips: dict, plot: Optional[str], index_href: Optional[str] = "../index.html",
+               extras: Optional[dict] = None) -> str:
     """The page of one layer.
+
+    ``extras[unit (1-based)]``: HTML added to the unit's card (its formula from dissect explain,
+    links to the ablations that include it; see dissect.report.analyses).
 
     ``units_sorted``: result.json units, best IoU first; ``strips[unit_index] = (src, width, height)``
     of the unit's image strip (missing: no images); ``plot``: src of the detector bar chart or None.
@@ -183,6 +188,7 @@ def layer_page(layer: str, result: dict, units_sorted: Sequence[dict], categorie
         body = head
         if others:
             body += "<p class=\"others\">best in other categories: " + "; ".join(others) + "</p>"
+        body += (extras or {}).get(int(u["unit_index"]) + 1, "")
         strip = strips.get(int(u["unit_index"]))
         if strip:
             src, w, h = strip

@@ -120,8 +120,10 @@ def write_layer_report(layer: Union[LayerResult, str, Path], store=None, thumb: 
     except ImportError as e:
         log.warning("no plots: %s", e)
     page = folder / PAGE
+    from .analyses import unit_extras
+
     atomic_write_text(page, html.layer_page(data.layer, data.to_json(), data.sorted_units(), categories, summ,
-                                            strips, plot, index_href))
+                                            strips, plot, index_href, extras=unit_extras(folder)))
     return page
 
 
