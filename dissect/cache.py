@@ -23,7 +23,10 @@ log = logging.getLogger(__name__)
 
 
 def safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text) or "_"
+    """``text`` as one safe, visible folder or file name (layer names like ``features.3``): other
+    characters become '_', and a leading '.' too (so never '.', '..' or a hidden name)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", text) or "_"
+    return "_" + name[1:] if name.startswith(".") else name
 
 
 class ActivationCache:

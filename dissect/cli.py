@@ -11,7 +11,8 @@ Examples::
     dissect ablate --model resnet18 --weights IMAGENET1K_V1 --layer layer4 --units 12,40 --data val/ --out out/
     torchrun --nproc_per_node 4 -m dissect.cli run ...   # shards images over 4 processes
 
-Exit status: 0 on success, 2 on bad input (the message names the file, layer or value).
+Exit status: 0 on success, 1 on an error (one line ``error: ...`` naming the file, layer or value;
+broden_builder.cli_errors), 2 on a usage error.
 """
 from __future__ import annotations
 
@@ -95,8 +96,9 @@ def _add_model(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--model", required=True,
                    help="a torchvision model name (resnet18, vit_b_16, ...), timm:NAME, hf:FOLDER (a Hugging Face "
-                        "transformers vision model saved locally), path/to/file.py:function returning an nn.Module, "
-                        "a TorchScript file, or a torch.export .pt2 program")
+                        "transformers vision model saved locally), path/to/file.py:function returning an nn.Module "
+                        "(this imports and runs that file's code: only for code you trust), a TorchScript file, or a "
+                        "torch.export .pt2 program")
     p.add_argument("--weights", default=None,
                    help="required for torchvision and timm names: a torchvision weight name (DEFAULT, IMAGENET1K_V1), "
                         "a checkpoint path (.pth/.pt/.safetensors state_dict; 'module.' prefixes are removed), or "
@@ -298,8 +300,10 @@ def _cmd_score(args) -> int:
     from .distributed import init_from_env
     from .runner import score_activations
 
+    from broden_builder.store.paths import safe_component
+
+    name = safe_component(args.name, "--name") if args.name is not None else Path(args.activations).stem
     info = init_from_env(args.device)
-    name = args.name or Path(args.activations).stem
     res = score_activations(args.activations, args.store, _config(args), out=args.out, name=name)
     if info.rank == 0:
         print(res.summary_line().replace(f"{res.layer}:", f"{name}:", 1))
@@ -356,9 +360,16 @@ def _cmd_layers(args) -> int:
 
 
 def _cmd_report(args) -> int:
+    from broden_builder.store.locking import exclusive
+
+    from .errors import DissectError
     from .report import write_reports
 
-    index = write_reports(args.out, store=args.store, thumb=args.thumb, images_per_unit=args.images, quiet=args.quiet)
+    if not Path(args.out).is_dir():
+        raise DissectError(f"results folder {args.out} does not exist")
+    with exclusive(args.out, "dissect report"):  # not while a run or score writes there
+        index = write_reports(args.out, store=args.store, thumb=args.thumb, images_per_unit=args.images,
+                              quiet=args.quiet)
     print(f"report: {index}")
     return 0
 
@@ -468,17 +479,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from broden_builder.store.errors import StoreFormatError
-
-    from .errors import DissectError
+    from broden_builder.cli_errors import run_command
 
     handlers = {"run": _cmd_run, "score": _cmd_score, "layers": _cmd_layers, "report": _cmd_report,
                 "explain": _cmd_explain, "compare": _cmd_compare, "ablate": _cmd_ablate}
     try:
-        return handlers[args.command](args)
-    except (DissectError, StoreFormatError, FileNotFoundError, ValueError) as e:
-        print(f"dissect {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return run_command(lambda: handlers[args.command](args), verbose=getattr(args, "verbose", False))
     finally:
         try:
             import torch.distributed as dist

@@ -43,7 +43,10 @@ def resolve_device(spec: str, info: DistInfo) -> torch.device:
             raise DissectError("--device cuda was asked for but no CUDA device is available")
         if spec == "cuda":
             return torch.device("cuda", info.local_rank if info.active else torch.cuda.current_device())
-    return torch.device(spec)
+    try:
+        return torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise DissectError(f"--device {spec!r} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
 
 
 def label_columns(store: BrodenStore, categories: Sequence[str]) -> tuple:
@@ -259,12 +262,28 @@ class Run:
         labels = BrodenDataset(self.store, categories=self.categories, rows=self.my_rows[start * bs:],
                                with_images=False)
         batches = loader(_ActsDataset(labels, sources, positions[start * bs:]), self.cfg, self.device)
-        run_pass(batches, lambda batch: batch["acts"], stats, self.checkpoint, 2, start,
-                 self.progress("pass 2/2 (tally)", start))
+        known = torch.zeros(max([l.number for l in self.store.labels], default=0) + 1, dtype=torch.bool)
+        known[[l.number for l in self.store.labels]] = True
+        known = known.to(self.device)
+        run_pass(batches, lambda batch: self._known_labels(batch, known) or batch["acts"], stats, self.checkpoint, 2,
+                 start, self.progress("pass 2/2 (tally)", start))
         t1 = time.perf_counter()
         stats.sync(("tally",), self.info)
         self.timings["pass2_tally"] = t1 - t0
         self.timings["reduce_counts"] = time.perf_counter() - t1
+
+    def _known_labels(self, batch: dict, known: torch.Tensor) -> None:
+        """Refuse a label PNG holding a number label.csv lacks (what broden validate rejects), naming the row."""
+        maxn = known.numel() - 1
+        for cat, t in batch["seg"].pixel.items():
+            t = t.to(known.device)
+            bad = (t != 0) & ((t < 0) | (t > maxn) | ~known[t.clamp(0, maxn)])
+            if bool(bad.any()):
+                b = int(bad.flatten(1).any(1).nonzero()[0])
+                n = int(t[b][bad[b]][0])
+                row = int(batch["index"][b]) + 1
+                raise DissectError(f"{self.store.root / 'index.csv'}, row {row}: a {cat} segmentation holds label "
+                                   f"number {n}, which is not in label.csv (broden validate rejects this store)")
 
     def results(self, stats: Statistics, model_info: dict, settings_extra: dict) -> dict:
         """{layer: LayerResult} scored from the statistics."""

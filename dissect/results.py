@@ -12,14 +12,18 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
+import shutil
+import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from broden_builder.store.atomic import atomic_write_bytes, atomic_write_text
+from broden_builder.store.atomic import atomic_write_bytes, atomic_write_text, fsync_dir, sweep_temp_files
 
 from .errors import DissectError
 
@@ -148,22 +152,65 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_layer_result(directory: Union[str, Path], res: LayerResult) -> Path:
-    """Write result.json, tally.csv, iou.npy, thresholds.npy, topk.npz under ``directory``."""
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(d / "iou.npy", _npy_bytes(np.asarray(res.iou, dtype=np.float32)))
-    atomic_write_bytes(d / "thresholds.npy", _npy_bytes(np.asarray(res.thresholds, dtype=np.float32)))
+def _write_files(d: Path, res: LayerResult) -> None:
+    atomic_write_bytes(d / "iou.npy", _npy_bytes(np.asarray(res.iou, dtype=np.float32)), durable=True)
+    atomic_write_bytes(d / "thresholds.npy", _npy_bytes(np.asarray(res.thresholds, dtype=np.float32)), durable=True)
     if res.topk_indices is not None:
         buf = io.BytesIO()
         np.savez(buf, indices=np.asarray(res.topk_indices, dtype=np.int64),
                  values=np.asarray(res.topk_values, dtype=np.float32),
                  maps=np.asarray(res.topk_maps, dtype=np.float16))
-        atomic_write_bytes(d / "topk.npz", buf.getvalue())
-    atomic_write_text(d / "tally.csv", tally_csv_text(res))
-    atomic_write_text(d / "result.json", json.dumps(res.to_json(), indent=1, allow_nan=False) + "\n")
+        atomic_write_bytes(d / "topk.npz", buf.getvalue(), durable=True)
+    atomic_write_text(d / "tally.csv", tally_csv_text(res), durable=True)
+    atomic_write_text(d / "result.json", json.dumps(res.to_json(), indent=1, allow_nan=False) + "\n", durable=True)
+
+
+def write_layer_result(directory: Union[str, Path], res: LayerResult) -> Path:
+    """Write result.json, tally.csv, iou.npy, thresholds.npy, topk.npz as ``directory``, all at once.
+
+    The files go into a temporary folder beside it (``.<name>.writing-*``, fsynced), which
+    then replaces ``directory`` by a rename (an existing folder is first renamed to
+    ``.<name>.old-*`` and deleted after). A kill leaves the old folder, no folder, or the new
+    one, never files of two runs side by side (issue 15, item 2); :func:`sweep_partial_results`
+    removes the debris. Callers drop their checkpoint only after this returns.
+    """
+    d = Path(directory)
+    d.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{d.name}.writing-", dir=d.parent))
+    old = None
+    try:
+        _write_files(tmp, res)
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a result folder is a normal folder
+        if d.exists() or d.is_symlink():
+            old = d.parent / f".{d.name}.old-{uuid.uuid4().hex[:12]}"
+            os.replace(d, old)
+        os.replace(tmp, d)
+        fsync_dir(d.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     res.path = d
     return d
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def sweep_partial_results(out: Union[str, Path]) -> None:
+    """Remove what killed writers left in ``out``: ``.<layer>.writing-*``/``.old-*`` folders and
+    ``.NAME.XXXX.tmp`` files. Call it only while holding the lock of ``out``."""
+    out = Path(out)
+    if not out.is_dir():
+        return
+    for p in out.iterdir():
+        if p.is_dir() and p.name.startswith(".") and (".writing-" in p.name or ".old-" in p.name):
+            shutil.rmtree(p, ignore_errors=True)
+    sweep_temp_files(out)
 
 
 # ---------------------------------------------------------------------------- reading

@@ -45,6 +45,39 @@ from .results import LayerResult
 log = logging.getLogger(__name__)
 
 
+def _holding_out_lock(fn):
+    """Run ``fn`` holding the exclusive lock of its ``out`` folder (rank 0; broden_builder.store.locking),
+    after sweeping what killed writers left there. A second writer is refused with the holder's PID."""
+    import functools
+    import inspect
+
+    sig = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from broden_builder.store.locking import exclusive
+
+        from .distributed import dist_info
+        from .results import sweep_partial_results
+
+        out = sig.bind(*args, **kwargs).arguments.get("out")
+        if out is None or dist_info().rank != 0:
+            return fn(*args, **kwargs)
+        try:
+            lock = exclusive(out, f"dissect {fn.__name__}")
+            lock.__enter__()
+        except OSError as e:
+            raise DissectError(f"{e.filename or out}: cannot use as the output folder ({e.strerror or e})") from None
+        try:
+            sweep_partial_results(out)
+            return fn(*args, **kwargs)
+        finally:
+            lock.__exit__(None, None, None)
+
+    return wrapper
+
+
+@_holding_out_lock
 def dissect_model(model: Union[nn.Module, LoadedModel], layers: Union[str, Sequence[str]],
                   store: Union[BrodenStore, str, Path], config: DissectConfig = DissectConfig(),
                   out: Optional[Union[str, Path]] = None) -> dict:
@@ -95,13 +128,14 @@ def dissect_model(model: Union[nn.Module, LoadedModel], layers: Union[str, Seque
     run.pass2(stats, {n: open_activations(c.path) for n, c in caches.items()}, list(range(len(run.my_rows))), start2)
     results = run.results(stats, dict(identity), {"input_size": list(input_size), "preprocessing": prep.record})
     _record_plans(results, plans)
+    finish_results(results.values(), out, run.info, t_start)  # the results first, then the checkpoint goes
     run.finish()
     if not (config.keep_cache or config.cache_dir):
         _remove_caches(run, caches)
-    finish_results(results.values(), out, run.info, t_start)
     return results
 
 
+@_holding_out_lock
 def score_activations(activations, store: Union[BrodenStore, str, Path], config: DissectConfig = DissectConfig(),
                       out: Optional[Union[str, Path]] = None, name: str = "activations") -> LayerResult:
     """Score activations computed elsewhere: [N, U, h, w] (or [N, U]) in index.csv order.
@@ -111,6 +145,12 @@ def score_activations(activations, store: Union[BrodenStore, str, Path], config:
     path (dissect.activations reads and checks it once, before pass 1). Results go to
     ``out/<name>/`` when ``out`` is given.
     """
+    from broden_builder.store.paths import UnsafePathError, safe_component
+
+    try:
+        safe_component(name, "result name")
+    except UnsafePathError as e:
+        raise DissectError(str(e)) from None
     t_start = time.perf_counter()
     store, acts = _open_store(store), open_activations(activations)
     source_info = {"kind": "activations", **({"file": acts.file} if acts.file else {})}
@@ -130,14 +170,24 @@ def score_activations(activations, store: Union[BrodenStore, str, Path], config:
         start2 = state["next_batch"]
     run.pass2(stats, {name: acts}, positions, start2)
     res = run.results(stats, dict(source_info), {"input_size": None})[name]
+    finish_results([res], out, run.info, t_start)  # the results first, then the checkpoint goes
     run.finish()
-    finish_results([res], out, run.info, t_start)
     return res
 
 
 # ---------------------------------------------------------------------------- inputs
 def _open_store(store) -> BrodenStore:
-    return store if isinstance(store, BrodenStore) else BrodenStore(store)
+    """The store, refused (DissectError) when validate would reject its label numbers (duplicate
+    numbers, numbers unknown to label.csv in c_*.csv or image-level cells), naming the problem."""
+    from broden_builder.store.validate import label_number_problems
+
+    store = store if isinstance(store, BrodenStore) else BrodenStore(store)
+    problems = label_number_problems(store)
+    if problems:
+        more = f" (and {len(problems) - 3} more; see broden validate {store.root})" if len(problems) > 3 else ""
+        raise DissectError(f"{store.root}: label numbers broden validate rejects: "
+                           + "; ".join(f"{p.file}:{p.row}: {p.message}" for p in problems[:3]) + more)
+    return store
 
 
 def _image_size(store: BrodenStore) -> tuple:

@@ -145,18 +145,22 @@ def test_read_only_out(tmp_path, capsys):
         ro.chmod(0o700)
 
 
-def test_full_disk(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("code", ["ENOSPC", "EROFS", "EACCES"])
+def test_full_disk_or_read_only(tmp_path, capsys, monkeypatch, code):
+    """A full disk, a read-only file system, a folder we may not write (simulated: root ignores permissions)."""
     import errno
 
     from broden_builder.store import atomic
 
-    def full(path, data, durable=False):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    num = getattr(errno, code)
 
-    monkeypatch.setattr(atomic, "atomic_write_bytes", full)
-    monkeypatch.setattr("broden_builder.build.atomic_write_bytes", full)
+    def failing(path, data, durable=False):
+        raise OSError(num, os.strerror(num), str(path))
+
+    monkeypatch.setattr(atomic, "atomic_write_bytes", failing)
+    monkeypatch.setattr("broden_builder.build.atomic_write_bytes", failing)
     r = _recipe_text(tmp_path, "size: 32\nsources: [{type: synthetic, count: 2}]\n")
-    _check(capsys, broden(["build", str(r), "--out", str(tmp_path / "o"), "-q"]), 1, "No space left on device")
+    _check(capsys, broden(["build", str(r), "--out", str(tmp_path / "o"), "-q"]), 1, os.strerror(num), str(tmp_path / "o"))
 
 
 def test_add_source_file_bad(store_copy, tmp_path, capsys):

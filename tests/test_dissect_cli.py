@@ -232,48 +232,48 @@ def _err(capsys) -> str:
 def test_bad_activations(store40, tmp_path, capsys):
     base = ["score", "--store", str(store40), "--out", str(tmp_path / "o"), "--quiet", "--workers", "0", "--device", "cpu"]
     np.save(tmp_path / "n.npy", np.zeros((39, 3, 2, 2), np.float32))
-    assert main(base + ["--activations", str(tmp_path / "n.npy")]) == 2
+    assert main(base + ["--activations", str(tmp_path / "n.npy")]) == 1
     e = _err(capsys)
     assert "n.npy" in e and "39 images" in e and "40 rows" in e
     np.save(tmp_path / "s.npy", np.zeros((40, 3, 2), np.float32))
-    assert main(base + ["--activations", str(tmp_path / "s.npy")]) == 2
+    assert main(base + ["--activations", str(tmp_path / "s.npy")]) == 1
     assert "shape (40, 3, 2)" in _err(capsys)
     bad = np.random.default_rng(0).random((40, 3, 2, 2)).astype(np.float32)
     bad[17, 2, 1, 0] = np.nan
     np.save(tmp_path / "nan.npy", bad)
-    assert main(base + ["--activations", str(tmp_path / "nan.npy")]) == 2
+    assert main(base + ["--activations", str(tmp_path / "nan.npy")]) == 1
     e = _err(capsys)
     assert "unit 2" in e and "NaN" in e and "row 18" in e
     bad[17, 2, 1, 0] = np.inf
     np.save(tmp_path / "inf.npy", bad)
-    assert main(base + ["--activations", str(tmp_path / "inf.npy")]) == 2
+    assert main(base + ["--activations", str(tmp_path / "inf.npy")]) == 1
     assert "unit 2" in (e := _err(capsys)) and "inf" in e
-    assert main(base + ["--activations", str(tmp_path / "missing.npy")]) == 2
+    assert main(base + ["--activations", str(tmp_path / "missing.npy")]) == 1
     assert "missing.npy does not exist" in _err(capsys)
 
 
 def test_bad_run_inputs(store40, tmp_path, tiny_py, capsys):
     base = ["run", "--store", str(store40), "--out", str(tmp_path / "o"), "--quiet", "--workers", "0", "--device", "cpu"]
     # unknown layer: nearest names listed
-    assert main(base + ["--model", f"{tiny_py}:tiny", "--layer", "feature.2"]) == 2
+    assert main(base + ["--model", f"{tiny_py}:tiny", "--layer", "feature.2"]) == 1
     e = _err(capsys)
     assert "no layer 'feature.2'" in e and "features.2" in e
     # a store lacking a requested category
-    assert main(base + ["--model", f"{tiny_py}:tiny", "--layer", "features.2", "--categories", "object,animal"]) == 2
+    assert main(base + ["--model", f"{tiny_py}:tiny", "--layer", "features.2", "--categories", "object,animal"]) == 1
     e = _err(capsys)
     assert "animal" in e and "its categories are" in e
     # a model that fails on the input size (before the layer is reached; the pass stops after it)
-    assert main(base + ["--model", f"{tiny_py}:tiny", "--layer", "head", "--input-size", "32"]) == 2
+    assert main(base + ["--model", f"{tiny_py}:tiny", "--layer", "head", "--input-size", "32"]) == 1
     e = _err(capsys)
     assert "fails on input size 32x32" in e
     # NaN activations: the layer and the unit are named
-    assert main(base + ["--model", f"{tiny_py}:nan_unit", "--layer", "poison"]) == 2
+    assert main(base + ["--model", f"{tiny_py}:nan_unit", "--layer", "poison"]) == 1
     e = _err(capsys)
     assert "layer 'poison'" in e and "unit 2" in e and "NaN" in e
     # a function that does not return a module; a missing file
-    assert main(base + ["--model", f"{tiny_py}:not_a_module", "--layer", "x"]) == 2
+    assert main(base + ["--model", f"{tiny_py}:not_a_module", "--layer", "x"]) == 1
     assert "not a torch.nn.Module" in _err(capsys)
-    assert main(base + ["--model", "nosuchnet", "--layer", "x"]) == 2
+    assert main(base + ["--model", "nosuchnet", "--layer", "x"]) == 1
     assert "unknown model 'nosuchnet'" in _err(capsys)
 
 

@@ -213,13 +213,13 @@ def test_cli_resnet18_bn2_alone_and_with_layer2(store64, tmp_path, capsys):
 
 def test_cli_errors_name_the_problem(store64, tmp_path, capsys):
     base = ["run", "--store", str(store64), "--out", str(tmp_path / "x")] + CLI
-    assert main(base + ["--model", "resnet18", "--layer", "layer4"]) == 2
+    assert main(base + ["--model", "resnet18", "--layer", "layer4"]) == 1
     err = capsys.readouterr().err
     assert "say which weights" in err and "DEFAULT" in err and "'none'" in err
-    assert main(base + ["--model", "resnet18", "--weights", "none", "--layer", "layer1.0.relu"]) == 2
+    assert main(base + ["--model", "resnet18", "--weights", "none", "--layer", "layer1.0.relu"]) == 1
     err = capsys.readouterr().err
     assert "called 2 times" in err and "layer1.0.relu#2" in err and "--input-size" not in err
-    assert main(base + ["--model", "vit_b_16", "--weights", "none", "--layer", "encoder", "--input-size", "64"]) == 2
+    assert main(base + ["--model", "vit_b_16", "--weights", "none", "--layer", "encoder", "--input-size", "64"]) == 1
     err = capsys.readouterr().err
     assert "fails on input size 64x64" in err and "choose another --input-size" in err
 

@@ -209,7 +209,7 @@ def test_cli_report(tmp_path, synthetic_store, capsys):
     assert f"report: {tmp_path / 'O' / 'index.html'}" in capsys.readouterr().out
     with Image.open(tmp_path / "O" / "conv" / "report_files" / "unit_0001.jpg") as im:
         assert im.size == (40 * 2 + 2, 40)
-    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert main(["report", str(tmp_path / "empty")]) == 1
     assert "does not exist" in capsys.readouterr().err
 
 
