@@ -30,7 +30,7 @@ from .errors import BrodenError
 from .recipe import Recipe
 from .resize import resize_image, resize_labels
 from .sources.decode import decode_image
-from .sources import BadSourceItem, ImageRecord, Source, SourceMissingError, get_source_class
+from .sources import BadSourceItem, ImageRecord, Source, SourceMissingError, UnknownSourceType, get_source_class
 from .store.statistics import layer_fractions as native_fractions
 from .store.atomic import atomic_write_bytes, atomic_write_text
 from .store.writer import STAGING, LabelSpec, StoreWriter
@@ -96,6 +96,11 @@ def instantiate_sources(recipe: Recipe, unavailable: Optional[list] = None) -> l
     for entry in recipe.sources:
         try:
             cls = get_source_class(entry["type"])
+        except UnknownSourceType as e:
+            # a typo in the recipe is an error even under --allow-missing: nothing is "missing"
+            if unavailable is None:
+                raise
+            raise BuildError(f"{recipe.path or 'recipe'}: sources[{recipe.sources.index(entry)}]: {e}") from None
         except (KeyError, ImportError) as e:
             if unavailable is None:
                 raise
@@ -243,16 +248,16 @@ def _write_one(task: tuple):
 
 
 def _run(tasks: list, fn, state: dict, workers: int, desc: str, quiet: bool):
-    from tqdm.auto import tqdm
+    from .progress import progress
 
     if workers <= 1:
         _init_worker(state)
-        for t in tqdm(tasks, desc=desc, disable=quiet, unit="img"):
+        for t in progress(tasks, quiet, desc=desc, unit="img"):
             yield fn(t)
         return
     ctx = mp.get_context("spawn" if os.name == "nt" else "fork")
     with ctx.Pool(workers, initializer=_init_worker, initargs=(state,)) as pool:
-        for r in tqdm(pool.imap(fn, tasks, chunksize=8), total=len(tasks), desc=desc, disable=quiet, unit="img"):
+        for r in progress(pool.imap(fn, tasks, chunksize=8), quiet, total=len(tasks), desc=desc, unit="img"):
             yield r
 
 
@@ -382,7 +387,7 @@ def available_sources(recipe: Recipe, sources: Optional[Sequence[Source]], downl
     for p in problems:
         log.warning("skipping missing source %s", p)
     if not present:
-        raise BuildError("no source is available to build from")
+        raise BuildError("every source of the recipe is missing, nothing to build from:\n  " + "\n  ".join(problems))
     return present
 
 
@@ -494,6 +499,12 @@ def _build_locked(recipe: Recipe, out: Path, sources: list, state_base: dict, re
         report.skipped.append((image, reason))
 
     per_image, kept_tasks = stage_images(tasks, state, workers, quiet, skip)
+    if not kept_tasks and not recipe.allow_empty:
+        # an empty store is almost always a mistake (wrong path, every image skipped): say so instead
+        # of finishing a store that validates and dissects nothing
+        why = f"; {len(report.skipped)} skipped, e.g. {report.skipped[0][0]}: {report.skipped[0][1]}" if report.skipped else ""
+        raise BuildError(f"the build wrote 0 images ({len(tasks)} source records{why}); "
+                         "set 'allow_empty: true' in the recipe if an empty store is wanted")
     try:
         vocab = unify(source_labels_from_stats(sources, per_image, recipe.color), recipe.min_frequency,
                       recipe.min_coverage, rule=recipe.unify)

@@ -224,7 +224,6 @@ def _add_download_commands(sub) -> None:
     d.add_argument("recipe", help="recipe YAML")
     d.add_argument("--only", action="append", metavar="SOURCE", help="only this source type or prefix (repeatable)")
     d.add_argument("--force", action="store_true", help="fetch and extract even when the source looks present")
-    d.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     _add_download_arguments(d)
     d.set_defaults(func=_cmd_download)
 
@@ -235,14 +234,15 @@ def _add_download_commands(sub) -> None:
                    help="take the files from this folder, or fetch them from this mirror URL")
     c.add_argument("--dest", metavar="DIR", help="keep the downloaded files here (default: a temporary folder)")
     c.add_argument("--force", action="store_true", help="re-register rows that already have checksums")
-    c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     c.set_defaults(func=_cmd_checksums)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="broden", description="Build, validate and inspect Broden-format concept datasets.")
     p.add_argument("--version", action="version", version=f"broden-dissect {__version__}")
-    p.add_argument("-v", "--verbose", action="store_true", help="log more")
+    from .progress import add_verbosity_flags
+
+    add_verbosity_flags(p, top=True)
     sub = p.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("build", help="build a store from a recipe (resumes an interrupted build)")
@@ -255,7 +255,6 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--strict", action="store_true", help="fail on the first unusable source image instead of skipping it")
     b.add_argument("--overwrite", action="store_true",
                    help="replace a store built from another recipe in --out (only once the new build is complete)")
-    b.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     _add_download_arguments(b)
     b.set_defaults(func=_cmd_build)
     _add_download_commands(sub)
@@ -263,7 +262,6 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check every file of a store; exit 1 when invalid")
     v.add_argument("store")
     v.add_argument("--fast", action="store_true", help="do not decode the JPEG images")
-    v.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     v.set_defaults(func=_cmd_validate)
 
     s = sub.add_parser("stats", help="counts per category and split")
@@ -278,7 +276,6 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--skip-bad", action="store_true", help="leave unusable images out instead of refusing")
     a.add_argument("--on-collision", choices=("merge", "error"), default=None,
                    help="a new label named like an existing label of another category: merge (default, reported) or refuse")
-    a.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     a.set_defaults(func=_cmd_add)
 
     f = sub.add_parser("find", help="which images contain a concept (name, synonym or number)")
@@ -286,13 +283,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("concept")
     f.add_argument("--split", default=None)
     f.add_argument("--limit", type=int, default=0)
-    f.add_argument("-q", "--quiet", action="store_true", help="no progress bar (the first query scans the store once)")
     f.set_defaults(func=_cmd_find)
 
     r = sub.add_parser("recover", help="complete a store change (build or add) that was interrupted while committing")
     r.add_argument("store")
     r.set_defaults(func=_cmd_recover)
 
+    from .progress import add_verbosity_to_subcommands
+
+    add_verbosity_to_subcommands(sub)
     return p
 
 

@@ -118,10 +118,10 @@ def store_recipe_dict(store: BrodenStore) -> dict:
 
 def tally_store(store: BrodenStore, quiet: bool = True) -> LabelTally:
     """Statistics of the existing rows, read from their label planes (as validate_store counts them)."""
-    from tqdm.auto import tqdm
+    from .progress import progress
 
     tally = LabelTally()
-    for row in tqdm(store.rows, desc="read store", disable=quiet, unit="img"):
+    for row in progress(store.rows, quiet, desc="read store", unit="img"):
         for cat in store.categories:
             if cat in store.image_level_categories:
                 tally.add_image_level(cat, store.image_labels(row.index, cat))

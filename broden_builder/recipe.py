@@ -10,7 +10,7 @@ import yaml
 from .recipe_schema import check_recipe_mapping
 
 _KEYS = {"name", "size", "segmentation_size", "min_frequency", "min_coverage", "splits", "color",
-         "sources", "jpeg_quality", "description", "unify", "allow_same_source_merges"}
+         "sources", "jpeg_quality", "description", "unify", "allow_same_source_merges", "allow_empty"}
 #: How labels of different sources are unified (BRODEN_FORMAT.md; broden_builder.unify).
 UNIFY_RULES = ("original", "curated")
 
@@ -33,6 +33,8 @@ class Recipe:
     jpeg_quality: int = 75
     sources: tuple = ()
     description: str = ""
+    #: a build that writes no image is an error unless the recipe asks for an empty store
+    allow_empty: bool = False
     path: Optional[str] = None
     #: ``original`` (the original build's synonym tables and merge rule) or ``curated``.
     unify: str = "original"
@@ -52,6 +54,7 @@ class Recipe:
             "unify": self.unify,
             "allow_same_source_merges": (self.allow_same_source_merges if isinstance(self.allow_same_source_merges, bool)
                                          else list(self.allow_same_source_merges)),
+            **({"allow_empty": True} if self.allow_empty else {}),
         }
 
     def split_of(self, image_path: str) -> str:
@@ -134,6 +137,7 @@ def recipe_from_dict(data: Mapping[str, Any], origin: str = "<recipe>", base_dir
         jpeg_quality=num("jpeg_quality", int, 75, 1),
         sources=tuple(norm),
         description=str(data.get("description", "")),
+        allow_empty=_flag(data, "allow_empty", origin),
         path=origin,
         unify=rule,
         allow_same_source_merges=allow,
@@ -163,6 +167,13 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             except TypeError:  # an unhashable key: construct_mapping reports it
                 continue
         return super().construct_mapping(node, deep=deep)
+
+
+def _flag(data: Mapping[str, Any], key: str, origin: str) -> bool:
+    v = data.get(key, False)
+    if not isinstance(v, bool):
+        raise RecipeError(f"{origin}: {key} must be true or false, got {v!r}")
+    return v
 
 
 def read_yaml(path: Union[str, Path], error: type = ValueError, what: str = "file") -> Any:

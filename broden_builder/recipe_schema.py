@@ -53,6 +53,7 @@ class RecipeModel(_Strict):
     allow_same_source_merges: Union[bool, str, List[str]] = Field(
         default_factory=list, description="sources (prefixes) whose labels may merge within one category: true, or "
                                           "their names; any other such merge stops the build")
+    allow_empty: bool = Field(False, description="accept a build that writes no image (otherwise that is an error)")
     sources: List[Dict[str, Any]] = Field(default_factory=list, description="the source entries (see below)")
 
     @field_validator("splits")

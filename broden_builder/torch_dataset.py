@@ -195,7 +195,10 @@ def pad_labels(items: Sequence[dict]) -> SegBatch:
 
 
 def collate_broden(batch: Sequence[dict]) -> dict:
-    """Collate BrodenDataset items: ``index`` LongTensor[B], ``image`` [B,3,H,W], ``seg`` SegBatch."""
+    """Collate BrodenDataset items into a dict: ``index`` LongTensor[B]; ``image`` float [B,3,H,W]
+    (when the items carry images); ``seg`` the label planes as one :class:`SegBatch` (when they
+    carry labels; the same as :func:`load_segbatch` of those rows); any other item key stacked by
+    ``torch.utils.data.default_collate``."""
     out = {"index": torch.tensor([it["index"] for it in batch], dtype=torch.long)}
     if batch and "image" in batch[0]:
         out["image"] = torch.stack([it["image"] for it in batch])

@@ -240,7 +240,7 @@ class _Replace:
 
 def _unit_means(model: nn.Module, target: nn.Module, idx: torch.Tensor, loader, dev, quiet: bool) -> torch.Tensor:
     """Each unit's mean output over the whole data set and all positions (float32 [len(idx)])."""
-    from tqdm.auto import tqdm
+    from broden_builder.progress import progress
 
     acc = {"sum": None, "count": 0}
 
@@ -255,7 +255,7 @@ def _unit_means(model: nn.Module, target: nn.Module, idx: torch.Tensor, loader, 
     handle = target.register_forward_hook(grab)
     try:
         with torch.no_grad():
-            for x, _y in tqdm(loader, desc="ablate: unit means", disable=quiet or None, leave=False):
+            for x, _y in progress(loader, quiet, desc="ablate: unit means", leave=False):
                 model(x.to(dev))
     finally:
         handle.remove()
@@ -264,11 +264,11 @@ def _unit_means(model: nn.Module, target: nn.Module, idx: torch.Tensor, loader, 
 
 def _accuracies(model: nn.Module, hook: "_Replace", loader, n_classes: int, classes, dev, quiet: bool) -> tuple:
     """(images, correct without, correct with the replacement) per class, int64 [C] each."""
-    from tqdm.auto import tqdm
+    from broden_builder.progress import progress
 
     n, before, after = (np.zeros(n_classes, np.int64) for _ in range(3))
     with torch.no_grad():
-        for x, y in tqdm(loader, desc="ablate", disable=quiet or None, leave=False):
+        for x, y in progress(loader, quiet, desc="ablate", leave=False):
             x = x.to(dev)
             yn = y.numpy().astype(np.int64)
             if yn.size and (yn.min() < 0 or yn.max() >= n_classes):

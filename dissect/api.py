@@ -101,10 +101,80 @@ class DissectionResult:
         return rows
 
     def to_dataframe(self, layer: Optional[str] = None):
-        """:meth:`table` as a pandas DataFrame (needs pandas)."""
-        import pandas as pd
+        """:meth:`table` as a ``pandas.DataFrame``: one row per unit, the columns of :meth:`table`.
 
+        pandas is optional (``pip install 'broden-dissect[notebook]'``); ImportError says so.
+
+        Example::
+
+            df = result.to_dataframe("layer4")
+            df[df.detector].groupby("category").size()
+        """
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("to_dataframe needs pandas: pip install 'broden-dissect[notebook]' (or pandas)") from None
         return pd.DataFrame(self.table(layer))
+
+    def to_csv(self, path: Union[str, Path], layer: Optional[str] = None) -> Path:
+        """Write :meth:`table` as CSV (header = its keys; all layers when ``layer`` is None); return the path.
+
+        Written atomically; no pandas needed.
+        """
+        import csv
+        import io
+
+        from broden_builder.store.atomic import atomic_write_text
+
+        rows = self.table(layer)
+        keys: list = []
+        for r in rows:
+            keys += [k for k in r if k not in keys]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        path = Path(path)
+        atomic_write_text(path, buf.getvalue())
+        return path
+
+    def units_for(self, concept: str, layer: Optional[str] = None, detectors_only: bool = False) -> list:
+        """Table rows of the units labelled ``concept`` (its name, synonym-free, with or without the
+        ``-c``/``-s`` suffix: ``"red"`` finds ``red-c``), best IoU first, over all layers unless
+        ``layer`` is given. Raises KeyError with the nearest labels when no unit carries it.
+
+        Example::
+
+            result.units_for("dog")[:3]    # [{'layer': 'layer4', 'unit': 12, 'label': 'dog', 'iou': 0.21, ...}]
+        """
+        from .notebook import matches, unknown_concept
+
+        rows = self.table(layer) if layer is not None or len(self.layers) == 1 else \
+            [r for name in self.layers for r in self.table(name)]
+        hits = [r for r in rows if matches(str(r.get("label", "")), concept) and (r.get("detector") or not detectors_only)]
+        if not hits and not any(matches(str(r.get("label", "")), concept) for r in rows):
+            raise unknown_concept(concept, sorted({str(r.get("label", "")) for r in rows if r.get("label")}))
+        return sorted(hits, key=lambda r: (-float(r["iou"]), r["layer"], r["unit_index"]))
+
+    def top_images(self, unit: int, layer: Optional[str] = None, k: Optional[int] = None, store=None) -> list:
+        """The top images of ``unit`` (1-based, as in the report) of ``layer``, best first: dicts with
+        ``row``, ``path``, ``activation``, ``mask`` (bool [sh, sw], the pixels the tally counted) and
+        ``map`` (float32 [h, w]). See :func:`dissect.notebook.top_images`.
+        """
+        from .notebook import top_images
+
+        return top_images(self[self._name(layer)], unit, store if store is not None else self.store, k)
+
+    def show_unit(self, unit: int, layer: Optional[str] = None, k: Optional[int] = None, store=None):
+        """A matplotlib Figure of ``unit``'s top images with its mask (needs matplotlib)."""
+        from .notebook import show_unit
+
+        return show_unit(self[self._name(layer)], unit, store if store is not None else self.store, k)
+
+    def _repr_html_(self) -> str:
+        from .notebook import layer_html
+
+        return "".join(layer_html(r) for r in self.layers.values())
 
     def detectors(self, layer: Optional[str] = None) -> list:
         """Table rows of the detector units, best IoU first."""

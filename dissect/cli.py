@@ -86,8 +86,6 @@ def _add_shared(p: argparse.ArgumentParser) -> None:
                         "the rotation baseline of Network Dissection (sec. 3.2)")
     g.add_argument("--basis", default=None, metavar="FILE.npy",
                    help="multiply the units by this C x C matrix before thresholds (instead of --rotate)")
-    g.add_argument("--quiet", action="store_true", help="no progress bars")
-    g.add_argument("--verbose", action="store_true", help="log progress details")
     g.add_argument("--no-report", action="store_true", help="do not write the HTML report (dissect report OUT writes it later)")
 
 
@@ -217,7 +215,6 @@ def _parser_ablate(sub) -> None:
     ablate.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
     ablate.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
     ablate.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    ablate.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _parser_report(sub) -> None:
@@ -227,16 +224,22 @@ def _parser_report(sub) -> None:
     report.add_argument("--store", default=None, help="store for the images (default: the path recorded in each result)")
     report.add_argument("--thumb", type=int, default=112, help="height of the image thumbnails in pixels (default 112)")
     report.add_argument("--images", type=int, default=None, help="top images shown per unit (default: all kept)")
-    report.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dissect", description="Network Dissection: score every unit of a "
                                      "PyTorch layer against a Broden store.")
+    from broden_builder.progress import add_verbosity_flags, add_verbosity_to_subcommands
+
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"dissect (broden-dissect) {__version__}")
+    add_verbosity_flags(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_parser_run, _parser_score, _parser_layers, _parser_explain, _parser_compare, _parser_ablate,
                 _parser_report):
         add(sub)
+    add_verbosity_to_subcommands(sub)
     return parser
 
 

@@ -240,10 +240,10 @@ class Run:
             yield {"index": torch.tensor(self.my_rows[lo:hi], dtype=torch.long), "positions": positions[lo:hi]}
 
     def progress(self, desc: str, initial: int):
-        from tqdm import tqdm
+        from broden_builder.progress import progress
 
-        return tqdm(total=self.n_batches(), initial=initial, desc=desc, unit="batch",
-                    disable=self.cfg.quiet or self.info.rank != 0, leave=False)
+        return progress(total=self.n_batches(), initial=initial, desc=desc, unit="batch",
+                        quiet=self.cfg.quiet or self.info.rank != 0, leave=False)
 
     def end_pass1(self, stats: Statistics, timing: str, t0: float) -> int:
         """Record pass 1's time, merge the thresholds across ranks, checkpoint; pass 2 starts at batch 0."""

@@ -25,13 +25,13 @@ def test_unknown_setting_is_refused(synthetic_store):
 
 
 def test_score_label_masks_gives_iou_one(synthetic_store, tmp_path):
-    """Unit 0 is exactly the 'disc' object mask, unit 1 exactly 'red-c': both must score IoU 1 on that label."""
+    """Unit 0 is exactly the 'house' object mask, unit 1 exactly 'red-c': both must score IoU 1 on that label."""
     from broden_builder import BrodenStore
 
     from dissect import Dissection, DissectionResult
 
     store = BrodenStore(synthetic_store)
-    want = {0: ("object", store.label_by_name["disc"].number), 1: ("color", store.label_by_name["red-c"].number)}
+    want = {0: ("object", store.label_by_name["house"].number), 1: ("color", store.label_by_name["red-c"].number)}
     r0 = store.rows[0]
     acts = np.zeros((len(store), 3, r0.sh, r0.sw), np.float32)
     rng = np.random.default_rng(0)

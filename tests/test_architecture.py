@@ -25,6 +25,7 @@ DISSECT_LAYERS = [
     ["dissect.engine"],
     ["dissect.runner", "dissect.segment"],
     ["dissect.report", "dissect.explain", "dissect.ablate"],
+    ["dissect.notebook"],
     ["dissect.api", "dissect.compare"],
     ["dissect.cli"],
     ["dissect.demo"],
@@ -33,6 +34,7 @@ DISSECT_LAYERS = [
 #: broden_builder's layers, lowest first (same rule). download/ knows files and URLs only; sources/
 #: may use it; acquisition (acquire.py) uses both; the build, add and plan sit above.
 BUILDER_LAYERS = [
+    ["broden_builder.progress", "broden_builder.suggest"],
     ["broden_builder.errors", "broden_builder.color", "broden_builder.resize", "broden_builder.curated_names",
      "broden_builder.synonyms"],
     ["broden_builder.store", "broden_builder.unify"],

@@ -1,27 +1,53 @@
-"""A fast smoke test of the demo pipeline at tiny sizes (the full `make demo` is not run in CI)."""
+"""The demo pipeline at tiny sizes (the full `make demo` and its numbers are in benches/RESULTS.md)."""
 from __future__ import annotations
 
 import torch
 
+from dissect.demo import DEMO_LAYERS, best_by_category, display_name, run_demo
+
 
 def test_demo_pipeline_tiny(tmp_path):
-    from dissect.demo import run_demo
-
     lines = []
     torch.set_num_threads(1)
-    out = run_demo(tmp_path / "demo", images=40, size=48, seg=24, input_size=48, epochs=1, widths=(8, 8, 8, 8),
-                   workers=1, quiet=True, top_k=3, min_frequency=1, say=lines.append)
+    kw = dict(images=40, train_images=48, size=32, seg=16, epochs=1, widths=(8, 8, 8, 8), workers=1, quiet=True,
+              top_k=3, min_frequency=1)
+    out = run_demo(tmp_path / "demo", say=lines.append, **kw)
     text = "\n".join(lines)
     assert out["index"] == tmp_path / "demo" / "dissect" / "index.html" and out["index"].is_file()
-    for layer in ("block2", "block4"):
+    for layer in DEMO_LAYERS:
         assert (tmp_path / "demo" / "dissect" / layer / "report.html").is_file()
         assert layer in out["results"]
-    assert "validation accuracy" in text and "open the report:" in text
+        assert out["results"][layer].iou.shape[0] == 8  # the layer's units as built
+    assert "accuracy" in text and lines[-1].startswith("open the report: ")
     header = next(l for l in lines if l.startswith("layer"))
-    assert "color" in header and "object" in header
-    # units per layer as built: block2 has 8 units, block4 has 8
-    assert [r.iou.shape[0] for r in out["results"].values()] == [8, 8]
+    assert all(c in header for c in ("color", "object", "part", "material", "scene", "texture"))
+    # the closing block: one line per category of the store, in store order
+    start = lines.index("the three best detectors per category (IoU; a unit counts for its best category):")
+    block = [l.split()[0] for l in lines[start + 1:start + 7]]
+    assert block == list(out["store"].categories)
     # a second run reuses the store
-    again = run_demo(tmp_path / "demo", images=40, size=48, seg=24, input_size=48, epochs=1, widths=(8, 8, 8, 8),
-                     workers=1, quiet=True, top_k=3, min_frequency=1, say=lines.append)
+    again = run_demo(tmp_path / "demo", say=lines.append, **kw)
     assert any("(reused)" in l for l in lines) and again["index"].is_file()
+
+
+class _Res:
+    settings = {"iou_threshold": 0.04}
+
+    def __init__(self, units):
+        self.units = units
+
+
+def _u(i, label, cat, iou):
+    return {"unit": i + 1, "unit_index": i, "label": label, "category": cat, "iou": iou}
+
+
+def test_best_by_category_ranks_detectors_over_layers():
+    """Hand-made units: the best three per category over both layers, non-detectors left out."""
+    a = _Res([_u(0, "red-c", "color", 0.30), _u(1, "house", "object", 0.10), _u(2, "wheel", "part", 0.03)])
+    b = _Res([_u(0, "car", "object", 0.25), _u(1, "house", "object", 0.05), _u(2, "tree", "object", 0.12),
+              _u(3, "white-c", "color", 0.04)])
+    lines = best_by_category({"l1": a, "l2": b}, ["color", "object", "part"])
+    assert lines[0].split(None, 1)[1] == "red 0.30 (l1 unit 1), white 0.04 (l2 unit 4)"
+    assert lines[1].split(None, 1)[1] == "car 0.25 (l2 unit 1), tree 0.12 (l2 unit 3), house 0.10 (l1 unit 2)"
+    assert lines[2].split(None, 1)[1] == "none"
+    assert display_name("street-s") == "street" and display_name("wheel") == "wheel"

@@ -49,7 +49,9 @@ def test_add_coco_keeps_numbers_rows_and_files(store, tmp_path, capsys):
     f, oracle = make_coco(tmp_path / "coco", n_images=4)
     # one COCO class shares a name (and category) with an existing label: it must join it
     data = json.loads(f.read_text())
-    data["categories"][3]["name"] = "square"   # the 'kite' polygon becomes a 'square'
+    data["categories"][3]["name"] = "car"   # the 'kite' polygon becomes a 'car'
+    for c in data["categories"]:  # the synthetic world has persons too: keep 'person' a new label here
+        c["name"] = "horse" if c["name"] == "person" else c["name"]
     f.write_text(json.dumps(data))
     src = write_entry(tmp_path / "coco.yaml", {"type": "coco", "annotations": str(f), "images": str(tmp_path / "coco" / "imgs")})
     assert broden(["add", str(store), "--source", src, "-q"]) == 0
@@ -71,10 +73,10 @@ def test_add_coco_keeps_numbers_rows_and_files(store, tmp_path, capsys):
     for lab in old.labels:
         assert new.label_by_number[lab.number].name == lab.name
     added = {l.name: l for l in new.labels if l.number > top}
-    assert set(added) == {"dog", "cat", "person"}
+    assert set(added) == {"dog", "cat", "horse"}
     assert sorted(l.number for l in added.values()) == list(range(top + 1, top + 4))
     assert all(l.frequency == 4 and l.categories == {"object": 4} for l in added.values())
-    sq_old, sq_new = old.label("square"), new.label("square")
+    sq_old, sq_new = old.label("car"), new.label("car")
     assert sq_new.number == sq_old.number and sq_new.categories["object"] == sq_old.categories["object"] + 4
     # category codes of existing labels are kept; new labels take the next codes
     old_codes = {e.number: e.code for e in old.category_maps["object"]}
@@ -97,20 +99,20 @@ def test_add_coco_keeps_numbers_rows_and_files(store, tmp_path, capsys):
 
 def test_add_folder_new_category_collision_reported(store, tmp_path):
     old_lines = (store / "index.csv").read_bytes().split(b"\r\n")
-    old_square = BrodenStore(store).label("square")
-    make_folder(tmp_path / "fold", names="value,name\n1,star\n2,square\n")
+    old_square = BrodenStore(store).label("car")
+    make_folder(tmp_path / "fold", names="value,name\n1,star\n2,car\n")
     entry = {"type": "folder", "images": str(tmp_path / "fold" / "images"), "masks": str(tmp_path / "fold" / "masks"),
              "labels": str(tmp_path / "fold" / "labels.csv"), "category": "shape"}
     rep = add_source(store, entry, origin="fold.yaml", quiet=True)
     assert rep.new_categories == ["shape"] and [n for _, n, _ in rep.new_labels] == ["star"]
-    assert len(rep.collisions) == 1 and "'square'" in rep.collisions[0] and "fold.yaml" in rep.collisions[0]
+    assert len(rep.collisions) == 1 and "'car'" in rep.collisions[0] and "fold.yaml" in rep.collisions[0]
     assert [p for p in validate_store(store) if p.severity == "error"] == []
     new_lines = (store / "index.csv").read_bytes().split(b"\r\n")
     assert new_lines[0] == old_lines[0] + b",shape"
     for a, b in zip(old_lines[1:-1], new_lines[1:len(old_lines) - 1]):
         assert b == a + b","          # the old bytes, plus one empty cell for the new column
     st = BrodenStore(store)
-    sq = st.label("square")
+    sq = st.label("car")
     assert sq.number == old_square.number and sq.categories == {"object": old_square.categories["object"], "shape": 6}
     # a reader keyed by the header (the original tools' csv.DictReader) still reads every row
     orig = OriginalStyleReader(str(store))
@@ -120,15 +122,15 @@ def test_add_folder_new_category_collision_reported(store, tmp_path):
 
 
 def test_collision_error_and_refusals_leave_store_intact(store, tmp_path):
-    make_folder(tmp_path / "fold", names="value,name\n1,star\n2,square\n")
+    make_folder(tmp_path / "fold", names="value,name\n1,star\n2,car\n")
     entry = {"type": "folder", "images": str(tmp_path / "fold" / "images"), "masks": str(tmp_path / "fold" / "masks"),
              "labels": str(tmp_path / "fold" / "labels.csv"), "category": "shape"}
     before = snapshot(store)
-    with pytest.raises(ExtendError, match=r"fold\.yaml: shape label 'square' \(source code 2\).*existing label \d+ \('square', object\).*refusing"):
+    with pytest.raises(ExtendError, match=r"fold\.yaml: shape label 'car' \(source code 2\).*existing label \d+ \('car', object\).*refusing"):
         add_source(store, {**entry, "on_collision": "error"}, origin="fold.yaml", quiet=True)
     assert snapshot(store) == before
     # renaming the clashing concept avoids the merge
-    rep = add_source(store, {**entry, "rename": {"square": "!block"}}, origin="fold.yaml", quiet=True)
+    rep = add_source(store, {**entry, "rename": {"car": "!block"}}, origin="fold.yaml", quiet=True)
     assert sorted(n for _, n, _ in rep.new_labels) == ["block", "star"] and not rep.collisions
     after_first = snapshot(store)
     # the same images again: refused, nothing changes

@@ -115,8 +115,10 @@ def test_pages_sorted_by_iou_and_offline(report_dir):
         for stem in ("detectors.svg", "detectors.png"):
             assert (out / layer / "report_files" / stem).stat().st_size > 500
         assert 'id="cat"' in text and 'id="q"' in text
-        for lab, cat, _, _ in spec:
-            assert f'data-category="{cat}" data-label="{lab}"' in text
+        for lab, cat, _, _ in spec:  # display name without the -c/-s suffix; the raw label kept for search
+            shown = lab[:-2] if lab.endswith(("-c", "-s")) else lab
+            assert f'data-label="{shown}" data-raw="{lab}" data-category="{cat}"' in text
+            assert f'<span class="label" title="{lab}">{shown}</span>' in text
     assert _units_in_page(out / "layer2" / "report.html") == [2, 1, 4, 5, 3, 6]
 
 
@@ -124,13 +126,14 @@ def test_index_page_counts_and_layer_order(report_dir):
     out, index, _, _ = report_dir
     text = index.read_text("utf-8")
     links = re.findall(r'<a href="([^"]+)">', text)
-    assert links == ["layer2/report.html", "layer10/report.html"]  # natural order
+    assert [l for l in links if l.endswith("report.html")] == ["layer2/report.html", "layer10/report.html"]  # natural order
+    assert "layer2/tally.csv" in links and "layer10/result.json" in links
     row = re.search(r'<tr><td><a href="layer2/report.html">.*?</tr>', text).group(0)
     cells = re.findall(r"<td>([^<]*)</td>", row)
-    # units, detectors, then color, object, part, material, scene, texture: detectors / unique concepts
-    assert cells == ["6", "4", "1 / 1", "2 / 1", "0 / 0", "1 / 1", "0 / 0", "0 / 0"]
+    # units, detectors, concepts covered, then color, object, part, material, scene, texture: detectors / unique concepts
+    assert cells == ["6", "4", "3", "1 / 1", "2 / 1", "0 / 0", "1 / 1", "0 / 0", "0 / 0"]
     row = re.search(r'<tr><td><a href="layer10/report.html">.*?</tr>', text).group(0)
-    assert re.findall(r"<td>([^<]*)</td>", row) == ["4", "4", "1 / 1", "2 / 1", "1 / 1", "0 / 0", "0 / 0", "0 / 0"]
+    assert re.findall(r"<td>([^<]*)</td>", row) == ["4", "4", "3", "1 / 1", "2 / 1", "1 / 1", "0 / 0", "0 / 0", "0 / 0"]
     for ext in ("svg", "png"):
         assert (out / "report_files" / f"unique_detectors.{ext}").stat().st_size > 500
     svg = (out / "report_files" / "unique_detectors.svg").read_text("utf-8")
@@ -226,3 +229,34 @@ def test_cli_run_writes_report_by_default(tmp_path, synthetic_store, capsys):
     assert _units_in_page(tmp_path / "O" / "0" / "report.html") != []
     assert main(args + ["--out", str(tmp_path / "P"), "--no-report"]) == 0
     assert not (tmp_path / "P" / "index.html").exists() and (tmp_path / "P" / "0" / "result.json").is_file()
+
+
+def test_layer_page_summary_links_model_name_and_collapsed_settings(report_dir):
+    """Hand-counted from report_fixture: layer2's detectors are disc x2, red-c, grass -> 4 units, 3 concepts."""
+    out, _, _, _ = report_dir
+    text = (out / "layer2" / "report.html").read_text("utf-8")
+    assert '<span id="concepts">4 units cover 3 concepts.</span>' in text
+    assert "of <code>fabricated (none)</code>" in text  # short model name: name (weights)
+    for name in ("tally.csv", "result.json"):
+        assert f'<a href="{name}">{name}</a>' in text and (out / "layer2" / name).is_file()
+    # the settings come last and collapsed, after the unit list
+    assert text.index('<details class="settings">') > text.index('<div id="units">')
+    assert "<dt>quantile</dt><dd>0.005</dd>" in text.split('<details class="settings">')[1]
+    assert "<details class=\"settings\" open" not in text
+    text10 = (out / "layer10" / "report.html").read_text("utf-8")
+    assert '<span id="concepts">4 units cover 3 concepts.</span>' in text10  # square x2, rim, blue-c
+
+
+def test_short_model_names():
+    from dissect.report.html import model_name
+
+    assert model_name({"name": "resnet18", "weights": "IMAGENET1K_V1", "sha256": "ab" * 32}) == "resnet18 (IMAGENET1K_V1)"
+    assert model_name({"class": "dissect.demo.SceneNet", "checkpoint": "/a/b/scenenet.pt"}) == "SceneNet (scenenet.pt)"
+    assert model_name({"kind": "module", "class": "__main__.Net", "state_sha256": "x"}) == "Net"
+    assert model_name({}) == ""
+
+
+def test_display_names():
+    from dissect.report.summary import display_name
+
+    assert [display_name(x) for x in ("red-c", "street-s", "wheel", "-c", "t-shirt")] == ["red", "street", "wheel", "-c", "t-shirt"]

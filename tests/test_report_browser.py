@@ -103,3 +103,54 @@ def test_screenshot(pages, tmp_path):
         assert im.size == (1280, 1600)
         extrema = im.convert("L").getextrema()
     assert extrema[0] < 100 < extrema[1], "screenshot is blank"
+
+
+PROBE = """<script>
+window.addEventListener('load', function(){ setTimeout(function(){
+  var root=document.documentElement, out={};
+  function order(){ return Array.prototype.map.call(document.querySelectorAll('#units .unit'),
+                                                    function(u){return u.getAttribute('data-unit');}).join(','); }
+  function click(sel){ document.querySelector(sel).dispatchEvent(new MouseEvent('click', {bubbles:true})); }
+  out.initial=order();
+  click('.sort button[data-sort="label"]'); out.label=order();
+  click('.sort button[data-sort="label"]'); out.label_desc=order();
+  click('.sort button[data-sort="unit"]'); out.unit=order(); out.hash=location.hash;
+  click('.sort button[data-sort="category"]'); out.category=order();
+  click('.sort button[data-sort="iou"]'); out.iou=order();
+  var lb=document.getElementById('lightbox');
+  out.lb_before=String(lb.hidden);
+  click('#unit-4 img.strip');
+  out.lb_open=String(lb.hidden); out.lb_src=document.getElementById('lightbox-img').getAttribute('src');
+  out.lb_caption=document.getElementById('lightbox-caption').textContent;
+  document.dispatchEvent(new KeyboardEvent('keydown', {key:'Escape'}));
+  out.lb_after_escape=String(lb.hidden);
+  click('#unit-2 img.strip'); click('#lightbox'); out.lb_after_click=String(lb.hidden);
+  for (var k in out) { root.setAttribute('data-probe-'+k.replace(/_/g,'-'), out[k]); }
+}, 0); });
+</script>"""
+
+
+def test_sort_buttons_and_lightbox(pages, tmp_path):
+    """Real click events on the page's own controls; expected orders hand-sorted from report_fixture.LAYER_A:
+    units 1 disc/object .12, 2 red-c/color .30, 3 meadow-s/scene .02, 4 grass/material .08,
+    5 disc/object .05, 6 striped/texture .01."""
+    page = pages / "layer2" / "report.html"
+    probe = page.with_name("probe.html")
+    probe.write_text(page.read_text("utf-8").replace("</body>", PROBE + "</body>"), "utf-8")
+    res = chromium(tmp_path / "profile", "--dump-dom", probe.as_uri())
+    assert not console_errors(res.stderr), res.stderr[-2000:]
+    tag = re.search(r"<html[^>]*>", res.stdout).group(0)
+    got = dict(re.findall(r'data-probe-([a-z-]+)="([^"]*)"', tag))
+    assert got["initial"] == "2,1,4,5,3,6"           # IoU, best first
+    assert got["label"] == "1,5,4,3,2,6"             # disc, disc, grass, meadow, red, striped (ties: IoU)
+    assert got["label-desc"] == "6,2,3,4,1,5"        # reversed by a second click (ties still by IoU)
+    assert got["unit"] == "1,2,3,4,5,6" and got["hash"] == "#sort=unit-asc"
+    assert got["category"] == "2,4,1,5,3,6"          # color, material, object x2, scene, texture
+    assert got["iou"] == "2,1,4,5,3,6"
+    assert got["lb-before"] == "true" and got["lb-open"] == "false"
+    assert got["lb-src"] == "report_files/unit_0004.jpg" and got["lb-caption"].startswith("unit 4: grass (material")
+    assert got["lb-after-escape"] == "true" and got["lb-after-click"] == "true"
+    # the sort state in the hash is applied on load
+    res = chromium(tmp_path / "p2", "--dump-dom", page.as_uri() + "#sort=label-desc")
+    order = re.findall(r'<section class="unit"[^>]*data-unit="(\d+)"', res.stdout)
+    assert order == ["6", "2", "3", "4", "1", "5"]

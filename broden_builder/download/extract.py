@@ -242,9 +242,9 @@ def extract_archive(archive: Union[str, Path], target: Union[str, Path], *, prog
 def _bar(desc: str, enabled: bool, total: Optional[int] = None):
     if not enabled:
         return None
-    from tqdm import tqdm
+    from ..progress import progress
 
-    return tqdm(desc=f"extract {desc}", total=total, unit="file", leave=False)
+    return progress(desc=f"extract {desc}", total=total, unit="file", leave=False)
 
 
 def _extract_tar(archive: Path, tmp: Path, progress: bool, limits: Optional[ExtractLimits] = None) -> None:

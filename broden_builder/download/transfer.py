@@ -121,9 +121,9 @@ def verify_file(path: Path, res: Resource, url: Optional[str] = None, delete: bo
 def _progress(total, initial, desc, enabled):
     if not enabled:
         return None
-    from tqdm import tqdm
+    from ..progress import progress
 
-    return tqdm(total=total, initial=initial, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False)
+    return progress(total=total, initial=initial, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False)
 
 
 # --------------------------------------------------------------------------- one attempt
@@ -335,9 +335,9 @@ def fetch_many(
     report = FetchReport()
     bar = None
     if progress:
-        from tqdm import tqdm
+        from ..progress import progress as make_bar
 
-        bar = tqdm(total=len(resources), desc="files", unit="file", leave=False)
+        bar = make_bar(total=len(resources), desc="files", unit="file", leave=False)
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             futs = {pool.submit(fetch, r, dest_dir, **fetch_kwargs): i for i, r in enumerate(resources)}

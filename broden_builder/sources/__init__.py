@@ -46,6 +46,13 @@ def _entry_points():
     return list(eps.get(ENTRY_POINT_GROUP, []))  # pragma: no cover (old Python)
 
 
+class UnknownSourceType(KeyError):
+    """A recipe names a source ``type`` that no builder or plugin provides (a typo, usually)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 def get_source_class(name: str) -> Type[Source]:
     """The Source class for a recipe ``type``; raises KeyError listing the known names."""
     if name not in _REGISTRY and name in _BUILTIN:
@@ -58,7 +65,10 @@ def get_source_class(name: str) -> Type[Source]:
                 cls.type_name = cls.type_name or name
                 break
     if name not in _REGISTRY:
-        raise KeyError(f"unknown source type {name!r}; known: {', '.join(available_sources())}")
+        from ..suggest import did_you_mean
+
+        known = available_sources()
+        raise UnknownSourceType(f"unknown source type {name!r}{did_you_mean(str(name), known)} (known: {', '.join(known)})")
     return _REGISTRY[name]
 
 
@@ -73,5 +83,5 @@ def available_sources() -> list:
 
 __all__ = [
     "BadSourceItem", "ImageRecord", "Resolved", "Source", "SourceDataError", "SourceMissingError",
-    "register_source", "register_builtin", "get_source_class", "available_sources",
+    "UnknownSourceType", "register_source", "register_builtin", "get_source_class", "available_sources",
 ]

@@ -19,10 +19,10 @@ log = logging.getLogger(__name__)
 
 def scan_label_index(store, progress: bool = False) -> dict:
     """label number -> sorted int64 array of the rows (0-based) carrying it, in any category or layer."""
-    from tqdm.auto import tqdm
+    from ..progress import progress as _progress
 
     pairs_rows, pairs_labels = [], []
-    for row in tqdm(store.rows, desc="label index", unit="img", disable=not progress):
+    for row in _progress(store.rows, not progress, desc="label index", unit="img"):
         found: set = set()
         for cat in store.categories:
             if cat in store.image_level_categories:

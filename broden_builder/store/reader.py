@@ -307,6 +307,21 @@ class BrodenStore:
         return frozenset(out)
 
     # ------------------------------------------------------------------ access
+    def _repr_html_(self) -> str:
+        """A summary for notebooks: path, images per split, labels per category."""
+        from collections import Counter
+        from html import escape
+
+        splits = Counter(r.split for r in self.rows)
+        per_cat = Counter(c for lab in self.labels for c in lab.categories)
+        cats = "".join(f"<tr><td>{escape(c)}</td><td>{'image' if c in self.image_level_categories else 'pixel'}</td>"
+                       f"<td>{per_cat.get(c, 0)}</td></tr>" for c in self.categories)
+        split_text = ", ".join(f"{escape(str(s))} {n}" for s, n in sorted(splits.items()))
+        return (f"<div><p><b>BrodenStore</b> <code>{escape(str(self.root))}</code>: {len(self)} images"
+                f"{' (' + split_text + ')' if split_text else ''}, {len(self.labels)} labels</p>"
+                "<table><thead><tr><th>category</th><th>level</th><th>labels</th></tr></thead>"
+                f"<tbody>{cats}</tbody></table></div>")
+
     def __len__(self) -> int:
         return len(self.rows)
 
@@ -391,7 +406,10 @@ class BrodenStore:
         for lab in self.labels:
             if key in lab.syns:
                 return lab
-        raise KeyError(f"no label named {key!r} in {self.root / 'label.csv'}")
+        from ..suggest import did_you_mean
+
+        names = [l.name for l in self.labels] + [y for l in self.labels for y in l.syns]
+        raise KeyError(f"no label named {key!r} in {self.root / 'label.csv'}{did_you_mean(key, names)}")
 
     def primary_category(self, number: int) -> str:
         """The category where the label covers most (from c_*.csv coverage; falls back to most images)."""

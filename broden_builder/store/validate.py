@@ -62,6 +62,16 @@ def check_pending_commit(root: Path, problems: list) -> bool:
     return True
 
 
+def check_not_empty(store: BrodenStore, problems: list) -> None:
+    """A store without images is invalid (nothing to dissect), unless its recipe asked for an empty store."""
+    if store.rows:
+        return
+    wanted = bool((store.build_info.get("recipe") or {}).get("allow_empty"))
+    problems.append(Problem("index.csv", None, "the store has no images"
+                            + (" (its recipe asked for an empty store)" if wanted else ""),
+                            "warning" if wanted else "error"))
+
+
 def check_row_widths(root: Path, problems: list) -> None:
     """Every index.csv row has exactly as many cells as the header (a longer row hides data)."""
     path = root / "index.csv"
@@ -202,8 +212,8 @@ def check_rows(store: BrodenStore, problems: list, check_images: bool = True, pr
     tally = LabelTally()
     rows = store.rows
     if progress:
-        from tqdm.auto import tqdm
-        rows = tqdm(rows, desc="validate", unit="img")
+        from ..progress import progress as _progress
+        rows = _progress(rows, desc="validate", unit="img")
     for row in rows:
         rn = row.index + 1
         if seen[row.image] > 1:
@@ -366,6 +376,7 @@ def validate_store(root: Union[str, Path], check_images: bool = True, progress: 
         return problems
     ours = bool(store.build_info)
     severity = "error" if ours else "warning"
+    check_not_empty(store, problems)
     check_row_widths(root, problems)
     check_labels(store, problems)
     check_category_maps(store, problems)

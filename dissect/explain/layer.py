@@ -151,9 +151,9 @@ def explain_activations(activations, thresholds, store, categories: Optional[Seq
     t0 = time.perf_counter()
     bar = None
     if not quiet:
-        from tqdm.auto import tqdm
+        from broden_builder.progress import progress
 
-        bar = tqdm(total=len(rows), desc="explain: masks and labels", unit="img", leave=False)
+        bar = progress(total=len(rows), desc="explain: masks and labels", unit="img", leave=False)
     counts = collect_counts(activations, thresholds, store, rows, cats, numbers, upsample=upsample,
                             batch_size=batch_size, workers=workers, device=device,
                             progress=bar.update if bar is not None else None, basis=basis)

@@ -33,7 +33,7 @@ def model_activations(model, layer: str, store: BrodenStore, rows, path: Path, i
     selector and layout as dissected, see dissect.capture) to the .npy ``path``, rounded to
     ``dtype`` as the runner's cache rounds it; returns the array (memory-mapped)."""
     from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
+    from broden_builder.progress import progress
 
     from broden_builder.torch_dataset import IMAGENET_MEAN, IMAGENET_STD, BrodenDataset, collate_broden
 
@@ -48,8 +48,8 @@ def model_activations(model, layer: str, store: BrodenStore, rows, path: Path, i
                        with_labels=False)
     out, plans, lo = None, None, 0
     tdt = torch.float16 if dtype == "float16" else torch.float32
-    for batch in tqdm(DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate_broden),
-                      desc="explain: activations", disable=quiet or None, leave=False):
+    for batch in progress(DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate_broden),
+                          quiet, desc="explain: activations", leave=False):
         x = batch["image"].to(dev)
         if plans is None:
             plans = plan_layers(module, [layer], x[:1], layout=layout)

@@ -4,6 +4,19 @@ from __future__ import annotations
 from typing import Sequence
 
 
+#: Broden's category suffixes (colours ``red-c``, scenes ``street-s``), left out of display names
+SUFFIXES = ("-c", "-s")
+
+
+def display_name(label: str) -> str:
+    """A label as shown to readers: without Broden's suffix (``red-c`` -> ``red``); the raw label
+    stays in result.json, tally.csv and the pages' tooltips."""
+    for suffix in SUFFIXES:
+        if label.endswith(suffix) and len(label) > len(suffix):
+            return label[:-len(suffix)]
+    return label
+
+
 def is_detector(unit: dict, iou_threshold: float = 0.04) -> bool:
     """The unit's own ``detector`` flag when present, else IoU >= the threshold."""
     if "detector" in unit:

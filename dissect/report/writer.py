@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from tqdm import tqdm
+from broden_builder.progress import progress
 
 from broden_builder.store.atomic import atomic_write_bytes, atomic_write_text, encode_image
 
@@ -68,7 +68,7 @@ def _strips(data: LayerResult, st, files: Path, thumb: int, images_per_unit: Opt
     seg = (data.store or {}).get("segmentation_size")
     mode = (data.settings or {}).get("upsample") or "bilinear"
     strips = {}
-    for u in tqdm(data.units, desc=f"report {data.layer}", disable=quiet, unit="unit"):
+    for u in progress(data.units, quiet, desc=f"report {data.layer}", unit="unit"):
         i = int(u["unit_index"])
         rows = [(int(r), j) for j, r in enumerate(data.topk_indices[i, :k]) if r >= 0]
         if any(r >= len(st) for r, _ in rows):
@@ -122,8 +122,9 @@ def write_layer_report(layer: Union[LayerResult, str, Path], store=None, thumb: 
     page = folder / PAGE
     from .analyses import unit_extras
 
+    links = [(n, n) for n in ("explanations.csv", "ablations.json") if (folder / n).is_file()]
     atomic_write_text(page, html.layer_page(data.layer, data.to_json(), data.sorted_units(), categories, summ,
-                                            strips, plot, index_href, extras=unit_extras(folder)))
+                                            strips, plot, index_href, extras=unit_extras(folder), extra_links=links))
     return page
 
 

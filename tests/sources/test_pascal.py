@@ -546,7 +546,9 @@ def test_end_to_end_build_over_http(tmp_path, served, monkeypatch, capsys):
     voc_path = "/" + served["url_path"]["VOCtrainval_03-May-2010.tar"]
     cut = served["rows"]["VOCtrainval_03-May-2010.tar"][0] // 2
     srv.cut_after[voc_path] = [cut]  # the first transfer of the VOC tar breaks half-way
-    recipe = _recipe(tmp_path, "  - {type: nosuchsource, path: nowhere}\n")
+    # a known source whose files are absent (manual download): skipped under --allow-missing
+    # (an unknown type is a recipe error, even with --allow-missing: tests/test_traps.py)
+    recipe = _recipe(tmp_path, "  - {type: ade20k, path: nowhere}\n")
     out = tmp_path / "store"
     mirror = srv.base_url
 
@@ -592,7 +594,7 @@ def test_end_to_end_build_over_http(tmp_path, served, monkeypatch, capsys):
     capsys.readouterr()
     assert main(args) == 0
     text = capsys.readouterr().out
-    assert "missing sources (skipped): nosuchsource" in text
+    assert "missing sources (skipped): ade20k" in text
     assert len(srv.requests) == n_requests  # nothing downloaded again
 
     # a clean build elsewhere from the same files is byte-identical

@@ -113,7 +113,7 @@ class ADE20KSource(Source):
         """Parse every JSON once (parent process): names per code, scenes, per-image presence."""
         if self._scan is not None:
             return self._scan
-        from tqdm.auto import tqdm
+        from ...progress import progress
 
         from .release2021 import find_annotations, read_annotation
 
@@ -124,7 +124,7 @@ class ADE20KSource(Source):
         scenes: dict = {}
         presence: Counter = Counter()
         bad: dict = {}
-        for rel in tqdm(find_annotations(root), desc="ade20k json", unit="file", disable=self.config.get("quiet", True)):
+        for rel in progress(find_annotations(root), self.config.get("quiet", True), desc="ade20k json", unit="file"):
             try:
                 ann = read_annotation(root / rel)
             except ValueError as e:

@@ -1,9 +1,27 @@
-"""The ``synthetic`` source: procedurally generated scenes with true labels in every category.
+"""The ``synthetic`` source: a procedurally generated world with exact labels in all six categories.
+
+The world is designed so that the paper's central finding can be reproduced in a minute on a CPU:
+a network trained only to classify *scenes* needs object, part and material detectors, because
+
+* a scene class is defined by *which objects and materials it contains* (:data:`SCENES`): each
+  scene has two key objects and one ground material, and every object and every material is
+  shared by two or three scenes, so no single object, material or colour decides the scene;
+* objects are composed of parts (:data:`OBJECT_SHAPES`), each part in its own random colour, so
+  an object is recognisable by its shape and the arrangement of its parts, never by its colour;
+* colours (of parts and backgrounds), the background texture (the image-level ``texture``
+  label), layouts (position, size, mirroring, a distractor object or material) all vary
+  independently of the scene.
+
+Concept sizes are chosen for the dissection statistic: a unit's mask is its top 0.5 % of
+activations, so a concept covering a fraction f of all pixels can reach at most
+IoU = 0.005 / f (for f > 0.005). Objects and materials therefore cover about 1 % of all pixels
+each (small objects, material patches rather than whole grounds), parts 0.1-0.6 %.
+
+Labels are exact: every pixel of an object carries its object and, outside the object's main
+body (:data:`BODY`), exactly one of its parts; a material pixel is one not covered by an object;
+the background is unlabeled (0) in object, part and material. Scene and texture are image-level.
 
 Deterministic from ``seed`` (image i depends only on (seed, i)); any ``count`` and size.
-Each scene class has a typical ground material and two typical object shapes, so a
-network trained to classify scenes has reason to grow object and material detectors.
-
 Recipe entry: ``{type: synthetic, count: 1000, seed: 0, native_size: 224}``
 (``native_size`` defaults to the store's image size).
 """
@@ -14,147 +32,255 @@ import numpy as np
 from .. import register_source
 from ..base import ImageRecord, Resolved, Source
 
-OBJECTS = ("disc", "square", "triangle", "ring", "cross", "bar")
-PARTS = ("rim", "core", "tip", "arm", "end")
+#: object -> the shapes it is drawn from, in drawing order (a later shape covers an earlier one)
+OBJECT_SHAPES = {
+    "house": ("wall", "roof", "door"),
+    "tree": ("trunk", "crown"),
+    "car": ("body", "wheel"),
+    "boat": ("hull", "sail"),
+    "lamp": ("pole", "shade"),
+    "person": ("leg", "torso", "head"),
+}
+#: the main body of each object is not a labelled part (as in Pascal-Part and ADE20K, whose
+#: parts cover only some of an object): a unit that covers the whole object matches the object,
+#: one that fires on a wheel or a roof matches the part
+BODY = {"house": "wall", "tree": "crown", "car": "body", "boat": "hull", "lamp": "pole", "person": "torso"}
+#: object -> its labelled parts
+OBJECT_PARTS = {o: tuple(p for p in shapes if p != BODY[o]) for o, shapes in OBJECT_SHAPES.items()}
+OBJECTS = tuple(OBJECT_SHAPES)
+PARTS = tuple(p for parts in OBJECT_PARTS.values() for p in parts)
 MATERIALS = ("grass", "water", "sand", "brick", "wood", "metal")
 TEXTURES = ("striped", "dotted", "chequered", "zigzagged")
-#: scene -> (typical ground material, typical objects)
+#: material groups: a scene's ground is any material of its group
+GROUNDS = {"built": ("brick", "wood", "metal"), "natural": ("grass", "water", "sand")}
+#: scene -> (key objects, ground group). Each pair of key objects makes two scenes, one on built
+#: and one on natural ground, and every object serves two or three scenes: the scene needs both
+#: the objects and the material (the material alone halves the choice, an object alone leaves 2-6).
 SCENES = {
-    "meadow": ("grass", ("disc", "triangle")),
-    "harbor": ("water", ("bar", "square")),
-    "desert": ("sand", ("triangle", "ring")),
-    "courtyard": ("brick", ("cross", "disc")),
-    "workshop": ("wood", ("square", "cross")),
-    "factory": ("metal", ("ring", "bar")),
+    "street": (("car", "lamp"), "built"),
+    "road": (("car", "lamp"), "natural"),
+    "dock": (("boat", "person"), "built"),
+    "beach": (("boat", "person"), "natural"),
+    "village": (("house", "tree"), "built"),
+    "farm": (("house", "tree"), "natural"),
+    "plaza": (("tree", "lamp"), "built"),
+    "park": (("tree", "lamp"), "natural"),
 }
 SCENE_NAMES = tuple(SCENES)
+#: saturated colours the parts are drawn in (jittered per draw); a part's colour is random
 PALETTE = np.array([
-    (220, 30, 30), (30, 170, 40), (40, 60, 220), (240, 220, 30), (250, 140, 20),
-    (140, 40, 170), (250, 150, 190), (245, 245, 245), (15, 15, 15),
+    (210, 35, 35), (40, 160, 50), (40, 70, 215), (235, 215, 40), (245, 135, 25),
+    (140, 50, 170), (245, 150, 190), (240, 240, 240), (25, 25, 25),
+], dtype=np.float32)
+#: muted background tones (greys, browns, off-white): most pixels of an image are background,
+#: so keeping its colours few leaves the saturated colours rare enough (about 1 % of all pixels
+#: each) for a colour unit to reach a visible IoU
+BACKGROUND = np.array([
+    (200, 200, 195), (150, 150, 150), (105, 105, 110), (165, 140, 110), (120, 95, 70), (215, 205, 180),
 ], dtype=np.float32)
 
+# layout knobs (fractions of the image side)
+OBJECT_RADIUS = (0.10, 0.15)
+KEY_OBJECT_P = 0.9         # each key object of the scene is present with this probability
+DISTRACTOR_P = 0.25        # one extra object of any kind
+GROUND_P = 0.9             # a patch of a material of the scene's group
+EXTRA_MATERIAL_P = 0.3     # a second patch (of the same group)
+PATCH_SIDE = ((0.22, 0.42), (0.14, 0.24))  # material patch width, height ranges
 
-def _material(name: str, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+
+def _material(name: str, h: int, w: int, scale: float, rng: np.random.Generator) -> np.ndarray:
+    """An h x w x 3 float patch of a material: a characteristic pattern in a jittered base colour.
+
+    ``scale`` = image side / 224 (pattern periods scale with the image).
+    """
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    s = max(h, w) / 224.0
+    y += rng.uniform(0, 50)
+    x += rng.uniform(0, 50)
+    s = max(scale, 0.2)
     noise = rng.normal(0, 1, (h, w)).astype(np.float32)
     if name == "grass":
-        base = np.array([60, 140, 50], np.float32)
-        v = 1 + 0.25 * np.sin(x / (1.3 * s) + 3 * np.sin(y / (7 * s))) + 0.1 * noise
+        base, v = (60, 145, 50), 1 + 0.3 * np.sin(x / (1.2 * s) + 3 * np.sin(y / (6 * s))) + 0.12 * noise
     elif name == "water":
-        base = np.array([40, 90, 185], np.float32)
-        v = 1 + 0.25 * np.sin(y / (3 * s) + 2 * np.sin(x / (15 * s))) + 0.05 * noise
+        base, v = (40, 95, 190), 1 + 0.3 * np.sin(y / (2.5 * s) + 2 * np.sin(x / (12 * s))) + 0.05 * noise
     elif name == "sand":
-        base = np.array([215, 190, 130], np.float32)
-        v = 1 + 0.12 * noise
+        base, v = (215, 190, 130), 1 + 0.15 * noise
     elif name == "brick":
-        base = np.array([160, 65, 45], np.float32)
-        row = (y // (12 * s)).astype(int)
-        mortar = ((y % (12 * s)) < 2 * s) | (((x + (row % 2) * 12 * s) % (24 * s)) < 2 * s)
-        v = np.where(mortar, 1.5, 1.0) + 0.05 * noise
+        row = np.floor(y / (10 * s))
+        mortar = ((y % (10 * s)) < 2.2 * s) | (((x + (row % 2) * 10 * s) % (20 * s)) < 2.2 * s)
+        base, v = (165, 65, 45), np.where(mortar, 1.45, 1.0) + 0.05 * noise
     elif name == "wood":
-        base = np.array([125, 80, 40], np.float32)
-        v = 1 + 0.3 * np.sin(x / (2.5 * s) + 1.5 * np.sin(y / (20 * s))) + 0.05 * noise
+        base, v = (130, 85, 45), 1 + 0.3 * np.sin(x / (2.2 * s) + 1.5 * np.sin(y / (18 * s))) + 0.05 * noise
     elif name == "metal":
-        base = np.array([150, 152, 162], np.float32)
-        v = 0.8 + 0.4 * (x + y) / (h + w) + 0.04 * noise
+        base, v = (150, 155, 165), 1 + 0.18 * np.sin((x + y) / (1.5 * s)) + 0.04 * noise
     else:  # pragma: no cover
         raise ValueError(name)
-    return base[None, None, :] * v[..., None]
+    tint = np.asarray(base, np.float32) * rng.uniform(0.85, 1.15, 3).astype(np.float32)
+    return tint[None, None, :] * v[..., None]
 
 
-def _shape(kind: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
-    if kind == "disc":
-        return dx * dx + dy * dy < r * r
-    if kind == "square":
-        return (np.abs(dx) < r) & (np.abs(dy) < r)
-    if kind == "triangle":
-        t = (dy + r) / (2 * r)
-        return (t > 0) & (t < 1) & (np.abs(dx) < t * r)
-    if kind == "ring":
-        d2 = dx * dx + dy * dy
-        return (d2 < r * r) & (d2 > (0.55 * r) ** 2)
-    if kind == "cross":
-        return ((np.abs(dx) < r / 3) & (np.abs(dy) < r)) | ((np.abs(dy) < r / 3) & (np.abs(dx) < r))
-    if kind == "bar":
-        return (np.abs(dx) < r) & (np.abs(dy) < r / 3)
+def _texture(name: str, h: int, w: int, period: float, angle: float) -> np.ndarray:
+    """A 0/1 h x w pattern of an image-level texture (period in pixels, orientation in radians)."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    c, s = np.cos(angle), np.sin(angle)
+    u, v = (c * x + s * y) / period, (-s * x + c * y) / period
+    if name == "striped":
+        on = np.floor(u) % 2 == 0
+    elif name == "dotted":
+        on = (u % 1 - 0.5) ** 2 + (v % 1 - 0.5) ** 2 < 0.09
+    elif name == "chequered":
+        on = (np.floor(u) + np.floor(v)) % 2 == 0
+    elif name == "zigzagged":
+        on = np.floor(v + np.abs(u % 2 - 1)) % 2 == 0
+    else:  # pragma: no cover
+        raise ValueError(name)
+    return on.astype(np.float32)
+
+
+def _trapezoid(u, v, top: float, bottom: float, w_top: float, w_bottom: float):
+    """Inside the trapezoid between heights top < bottom with half-widths w_top, w_bottom."""
+    t = (v - top) / (bottom - top)
+    return (t >= 0) & (t <= 1) & (np.abs(u) <= w_top + t * (w_bottom - w_top))
+
+
+def object_parts(kind: str, u: np.ndarray, v: np.ndarray) -> dict:
+    """The part masks of one object in its own frame (u right, v down; the object fills about [-1, 1]^2).
+
+    Returns {shape name: bool mask} (the parts and the body), in drawing order (later shapes cover earlier ones).
+    """
+    disc = lambda cu, cv, r: (u - cu) ** 2 + (v - cv) ** 2 <= r * r
+    box = lambda u0, u1, v0, v1: (u >= u0) & (u <= u1) & (v >= v0) & (v <= v1)
+    if kind == "house":
+        return {"wall": box(-0.8, 0.8, -0.2, 1.0), "roof": _trapezoid(u, v, -1.0, -0.2, 0.0, 1.0),
+                "door": box(-0.22, 0.22, 0.35, 1.0)}
+    if kind == "tree":
+        return {"trunk": box(-0.15, 0.15, 0.0, 1.0), "crown": disc(0.0, -0.35, 0.65)}
+    if kind == "car":
+        return {"body": box(-1.0, 1.0, -0.05, 0.5) | box(-0.55, 0.45, -0.5, 0.0),
+                "wheel": disc(-0.58, 0.55, 0.3) | disc(0.58, 0.55, 0.3)}
+    if kind == "boat":
+        return {"hull": _trapezoid(u, v, 0.35, 0.8, 1.0, 0.6),
+                "sail": (u >= 0) & (v >= -1.0) & (v <= 0.3) & (u <= 0.8 * (v + 1.0) / 1.3)}
+    if kind == "lamp":
+        return {"pole": box(-0.09, 0.09, -0.5, 1.0) | box(-0.35, 0.35, 0.88, 1.0),
+                "shade": _trapezoid(u, v, -1.0, -0.5, 0.22, 0.55)}
+    if kind == "person":
+        return {"leg": box(-0.28, -0.06, 0.3, 1.0) | box(0.06, 0.28, 0.3, 1.0),
+                "torso": _trapezoid(u, v, -0.42, 0.35, 0.3, 0.38),
+                "head": disc(0.0, -0.7, 0.26)}
     raise ValueError(kind)  # pragma: no cover
 
 
-def _parts(kind: str, mask: np.ndarray, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
-    """Part codes (1-based into PARTS) inside an object mask."""
-    out = np.zeros(mask.shape, np.int32)
-    code = {p: i + 1 for i, p in enumerate(PARTS)}
-    if kind in ("disc", "square"):
-        d = np.sqrt(dx * dx + dy * dy) if kind == "disc" else np.maximum(np.abs(dx), np.abs(dy))
-        out[mask & (d > 0.75 * r)] = code["rim"]
-        out[mask & (d < 0.4 * r)] = code["core"]
-    elif kind == "ring":
-        out[mask & (np.sqrt(dx * dx + dy * dy) > 0.85 * r)] = code["rim"]
-    elif kind == "triangle":
-        out[mask & (dy < -0.4 * r)] = code["tip"]
-    elif kind == "cross":
-        out[mask & ~((np.abs(dx) < r / 3) & (np.abs(dy) < r / 3))] = code["arm"]
-    elif kind == "bar":
-        out[mask & (np.abs(dx) > 0.7 * r)] = code["end"]
-    return out
+def _place(size: int, boxes: list, rng: np.random.Generator, half_w: float, half_h: float, tries: int = 20):
+    """A centre for a box of the given half sizes, overlapping earlier boxes as little as tried for."""
+    best, best_overlap = None, None
+    for _ in range(tries):
+        cx = rng.uniform(half_w, size - half_w)
+        cy = rng.uniform(half_h, size - half_h)
+        overlap = 0.0
+        for (bx, by, bw, bh) in boxes:
+            ox = max(0.0, min(cx + half_w, bx + bw) - max(cx - half_w, bx - bw))
+            oy = max(0.0, min(cy + half_h, by + bh) - max(cy - half_h, by - bh))
+            overlap += ox * oy
+        if best is None or overlap < best_overlap:
+            best, best_overlap = (cx, cy), overlap
+        if overlap == 0:
+            break
+    return best
 
 
-def _fill(texture: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
-    """Brightness factor of the object fill pattern (the image's texture)."""
-    p = max(r / 3.0, 2.0)
-    if texture == "striped":
-        on = (np.floor((dx + dy) / p) % 2) == 0
-    elif texture == "dotted":
-        on = ((dx % p) - p / 2) ** 2 + ((dy % p) - p / 2) ** 2 > (p / 3.2) ** 2
-    elif texture == "chequered":
-        on = ((np.floor(dx / p) + np.floor(dy / p)) % 2) == 0
-    else:  # zigzagged
-        on = (np.floor((dy + np.abs((dx % (2 * p)) - p)) / p) % 2) == 0
-    return np.where(on, 1.0, 0.55).astype(np.float32)
+def _color(rng: np.random.Generator, avoid: int = -1, palette: np.ndarray = PALETTE) -> tuple:
+    """A random palette entry (index, jittered RGB), never the entry ``avoid``."""
+    k = int(rng.integers(len(palette) - (avoid >= 0)))
+    if avoid >= 0 and k >= avoid:
+        k += 1
+    return k, palette[k] * np.float32(rng.uniform(0.9, 1.08))
 
 
 def generate_scene(seed: int, index: int, size: int):
-    """Generate image ``index`` of a seed: (rgb, object, part, material, scene code, texture code)."""
+    """Generate image ``index`` of a seed at ``size`` x ``size``.
+
+    Returns ``(rgb uint8[H,W,3], object int32[H,W], part int32[H,W], material int32[H,W],
+    scene code, texture code)``; codes are 1-based into OBJECTS, PARTS, MATERIALS, SCENE_NAMES,
+    TEXTURES, 0 = unlabeled.
+    """
     rng = np.random.default_rng([int(seed), int(index)])
     h = w = int(size)
+    scale = size / 224.0
     scene = int(rng.integers(len(SCENE_NAMES)))
-    ground, typical = SCENES[SCENE_NAMES[scene]]
-    if rng.random() > 0.85:
-        ground = MATERIALS[int(rng.integers(len(MATERIALS)))]
-    others = [m for m in MATERIALS if m != ground]
-    top = others[int(rng.integers(len(others)))]
-    horizon = int(h * rng.uniform(0.3, 0.55))
-    material = np.zeros((h, w), np.int32)
-    material[:horizon] = MATERIALS.index(top) + 1
-    material[horizon:] = MATERIALS.index(ground) + 1
-    img = np.empty((h, w, 3), np.float32)
-    img[:horizon] = _material(top, horizon, w, rng)
-    img[horizon:] = _material(ground, h - horizon, w, rng)
+    keys, ground = SCENES[SCENE_NAMES[scene]]
     texture = int(rng.integers(len(TEXTURES)))
+
+    # background: a random colour modulated by the image's texture (image-level label)
+    bg_k, bg = _color(rng, palette=BACKGROUND)
+    _, bg2 = _color(rng, avoid=bg_k, palette=BACKGROUND)
+    mix = np.float32(rng.uniform(0.3, 0.6))
+    pattern = _texture(TEXTURES[texture], h, w, period=max(3.0, size / rng.uniform(9, 14)),
+                       angle=float(rng.uniform(0, np.pi)))
+    img = (bg[None, None, :] * (1 - mix * pattern[..., None]) + bg2[None, None, :] * (mix * pattern[..., None]))
+    img = img.astype(np.float32)
+
+    material = np.zeros((h, w), np.int32)
+    group = GROUNDS[ground]
+    mats = [group[int(rng.integers(len(group)))]] if rng.random() < GROUND_P else []
+    if rng.random() < EXTRA_MATERIAL_P:
+        mats.append(group[int(rng.integers(len(group)))])
+    boxes = []
+    for m in mats:
+        pw = int(round(rng.uniform(*PATCH_SIDE[0]) * w))
+        ph = int(round(rng.uniform(*PATCH_SIDE[1]) * h))
+        pw, ph = max(2, min(pw, w)), max(2, min(ph, h))
+        cx, cy = _place(size, boxes, rng, pw / 2, ph / 2)
+        x0, y0 = int(round(cx - pw / 2)), int(round(cy - ph / 2))
+        x0, y0 = min(max(0, x0), w - pw), min(max(0, y0), h - ph)
+        yy, xx = np.mgrid[0:ph, 0:pw].astype(np.float32)
+        if rng.random() < 0.5:  # an elliptical patch, else rectangular
+            inside = ((xx + 0.5 - pw / 2) / (pw / 2)) ** 2 + ((yy + 0.5 - ph / 2) / (ph / 2)) ** 2 <= 1
+        else:
+            inside = np.ones((ph, pw), bool)
+        tex = _material(m, ph, pw, scale, rng)
+        region = img[y0:y0 + ph, x0:x0 + pw]
+        region[inside] = tex[inside]
+        material[y0:y0 + ph, x0:x0 + pw][inside] = MATERIALS.index(m) + 1
+        boxes.append((x0 + pw / 2, y0 + ph / 2, pw / 2, ph / 2))
+
+    kinds = [k for k in keys if rng.random() < KEY_OBJECT_P]
+    if rng.random() < DISTRACTOR_P:
+        kinds.append(OBJECTS[int(rng.integers(len(OBJECTS)))])
+    order = rng.permutation(len(kinds))
     obj = np.zeros((h, w), np.int32)
     part = np.zeros((h, w), np.int32)
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    for _ in range(int(rng.integers(2, 5))):
-        kind = typical[int(rng.integers(2))] if rng.random() < 0.75 else OBJECTS[int(rng.integers(len(OBJECTS)))]
-        r = float(rng.uniform(0.1, 0.2) * size)
-        cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)
-        dx, dy = x - cx, y - cy
-        mask = _shape(kind, dx, dy, r)
-        color = PALETTE[int(rng.integers(len(PALETTE)))]
-        shade = _fill(TEXTURES[texture], dx, dy, r)
-        img[mask] = color[None, :] * shade[mask][:, None]
-        obj[mask] = OBJECTS.index(kind) + 1
-        part[mask] = _parts(kind, mask, dx, dy, r)[mask]
-        material[mask] = 0
-    img += rng.normal(0, 3.0, img.shape).astype(np.float32)
+    obj_boxes = []
+    for i in order:
+        kind = kinds[i]
+        r = float(rng.uniform(*OBJECT_RADIUS) * size)
+        if kind == "lamp":
+            r *= 1.25  # thin: a little taller to stay visible
+        cx, cy = _place(size, obj_boxes, rng, r, r)
+        flip = -1.0 if rng.random() < 0.5 else 1.0
+        x0, x1 = max(0, int(np.floor(cx - r - 1))), min(w, int(np.ceil(cx + r + 1)))
+        y0, y1 = max(0, int(np.floor(cy - r - 1))), min(h, int(np.ceil(cy + r + 1)))
+        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        u, v = flip * (xx + 0.5 - cx) / r, (yy + 0.5 - cy) / r
+        shade = (1.0 - 0.12 * v)[..., None]  # light from above
+        used = -1
+        for pname, mask in object_parts(kind, u, v).items():
+            used, col = _color(rng, avoid=used)
+            if not mask.any():
+                continue
+            img[y0:y1, x0:x1][mask] = (col[None, None, :] * shade)[mask]
+            obj[y0:y1, x0:x1][mask] = OBJECTS.index(kind) + 1
+            part[y0:y1, x0:x1][mask] = PARTS.index(pname) + 1 if pname in PARTS else 0
+            material[y0:y1, x0:x1][mask] = 0
+        obj_boxes.append((cx, cy, r, r))
+
+    img += rng.normal(0, 4.0, img.shape).astype(np.float32)
     rgb = np.clip(img, 0, 255).astype(np.uint8)
     return rgb, obj, part, material, scene + 1, texture + 1
 
 
 @register_source("synthetic")
 class SyntheticSource(Source):
-    """Procedural scenes: objects (shapes), parts, materials, scenes and textures."""
+    """Procedural scenes: objects with parts, material patches, scenes and background textures."""
 
     type_name = "synthetic"
     prefix = "synthetic"
@@ -192,5 +318,5 @@ class SyntheticSource(Source):
 
     def provenance(self) -> dict:
         d = super().provenance()
-        d.update({"version": "1", "count": self.count, "seed": self.seed, "native_size": self.native_size})
+        d.update({"version": "2", "count": self.count, "seed": self.seed, "native_size": self.native_size})
         return d
