@@ -186,20 +186,6 @@ class _Open(SourceEntry):
     model_config = ConfigDict(extra="allow", strict=True)
 
 
-def _typo_of_known_type(type_name: str) -> Optional[str]:
-    """The known source type that ``type_name`` misspells, if any. An unknown type that is no near
-    miss may be a plug-in that is not installed (a missing source, which --allow-missing skips);
-    a near miss of a known type (``synthtic``) is a typo, refused here so that --allow-missing
-    cannot drop that source silently."""
-    from .sources import available_sources
-
-    known = available_sources()
-    if type_name in known:
-        return None
-    near = difflib.get_close_matches(type_name.lower(), known, n=1, cutoff=0.75)
-    return near[0] if near else None
-
-
 def _schema_for(type_name: str) -> Type[SourceEntry]:
     if type_name in SOURCE_SCHEMAS:
         return SOURCE_SCHEMAS[type_name]
@@ -266,9 +252,6 @@ def check_source_entry(entry: Any, where: str = "") -> List[str]:
     t = entry.get("type")
     if not isinstance(t, str) or not t:
         return [f"{where}type: required (a source type such as synthetic, pascal, coco, folder)"]
-    near = _typo_of_known_type(t)
-    if near:
-        return [f"{where}type: unknown source type {t!r} (did you mean {near!r}?)"]
     model = _schema_for(t)
     try:
         model.model_validate(dict(entry))

@@ -41,13 +41,3 @@ def test_yaml_merge_keys_may_still_be_overridden(tmp_path):
     p = tmp_path / "m.yaml"
     p.write_text("base: &b {count: 3, seed: 1}\nsrc: {<<: *b, seed: 2}\n")
     assert read_yaml(p) == {"base": {"count": 3, "seed": 1}, "src": {"count": 3, "seed": 2}}
-
-
-@pytest.mark.parametrize("typo, meant", [("synthtic", "synthetic"), ("Folder", "folder"), ("pascl", "pascal")])
-def test_a_misspelt_source_type_is_refused_even_with_allow_missing(tmp_path, capsys, typo, meant):
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(HEAD + f"sources:\n  - {{type: synthetic, count: 3}}\n  - {{type: {typo}}}\n")
-    assert broden(["build", str(recipe), "--out", str(tmp_path / "out"), "--allow-missing", "-q"]) == 1
-    err = capsys.readouterr().err
-    assert f"unknown source type {typo!r}" in err and f"did you mean {meant!r}" in err
-    assert not (tmp_path / "out" / "index.csv").exists()
