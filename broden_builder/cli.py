@@ -87,8 +87,13 @@ def _cmd_recover(args) -> int:
     from .store.errors import StoreFormatError
     from .store.locking import exclusive
 
+    from .store.commit import is_store_folder
+
     if not Path(args.store).is_dir():
         raise StoreFormatError(args.store, "store directory does not exist")
+    if not is_store_folder(args.store):  # take no lock (write nothing) in a folder that is not a store
+        raise StoreFormatError(args.store, "not a Broden store (no index.csv, label.csv or interrupted "
+                                           "build/add); nothing was written there")
     with exclusive(args.store, "broden recover"):
         done = recover(args.store)
     print(f"{args.store}: " + ("completed the interrupted commit" if done else "no interrupted commit; nothing to do"))

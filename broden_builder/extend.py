@@ -189,6 +189,10 @@ def add_source(
     root = Path(store_dir)
     if not root.is_dir():
         raise ExtendError(f"{root}: store directory does not exist")
+    from .store.commit import is_store_folder
+
+    if not is_store_folder(root):
+        raise ExtendError(f"{root}: not a Broden store (no index.csv or label.csv); nothing was written there")
     with exclusive(root, "broden add"):
         return _add_locked(root, entry, origin, workers, quiet, strict, on_collision)
 

@@ -144,6 +144,31 @@ def recipe_from_dict(data: Mapping[str, Any], origin: str = "<recipe>", base_dir
     )
 
 
+class _DuplicateKey(yaml.YAMLError):
+    """A key given twice in one YAML mapping (one line, no YAML source excerpt)."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping. PyYAML keeps the last value
+    silently, so ``size: 224`` followed later by ``size: 64`` would build at 64 with no word;
+    a recipe must mean one thing (issue 15, item 8)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *anchor' merges; its keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise _DuplicateKey(f"key {key!r} given twice in one mapping (lines {seen[key]} and {line})")
+                seen[key] = line
+            except TypeError:  # an unhashable key: construct_mapping reports it
+                continue
+        return super().construct_mapping(node, deep=deep)
+
+
 def _flag(data: Mapping[str, Any], key: str, origin: str) -> bool:
     v = data.get(key, False)
     if not isinstance(v, bool):
@@ -152,10 +177,11 @@ def _flag(data: Mapping[str, Any], key: str, origin: str) -> bool:
 
 
 def read_yaml(path: Union[str, Path], error: type = ValueError, what: str = "file") -> Any:
-    """Parse a YAML file; a missing file or invalid YAML raises ``error`` naming the file."""
+    """Parse a YAML file; a missing file, invalid YAML or a key given twice in one mapping raises
+    ``error`` naming the file."""
     path = Path(path)
     try:
-        return yaml.safe_load(path.read_text("utf-8"))
+        return yaml.load(path.read_text("utf-8"), Loader=_UniqueKeyLoader)
     except FileNotFoundError:
         raise error(f"{path}: {what} not found") from None
     except IsADirectoryError:

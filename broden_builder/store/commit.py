@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from .atomic import atomic_write_text, fsync_dir
+from .paths import UnsafePathError, check_relpath
 
 MARKER = "COMMIT"
 #: Work folders whose COMMIT marker means a pending commit.
@@ -33,14 +34,78 @@ WORK_DIRS = (".build", ".broden-add")
 TRASH_PREFIX = ".trash-"
 
 
+def is_store_folder(root: Union[str, Path]) -> bool:
+    """True when ``root`` holds a store's tables or a work folder (a store being built or changed).
+    Commands that change an existing store check it before taking the store's lock, so that
+    pointing them at any other folder writes nothing there (not even ``.lock``)."""
+    root = Path(root)
+    return any((root / n).exists() or (root / n).is_symlink() for n in ("index.csv", "label.csv") + WORK_DIRS)
+
+
+def check_work_folder(root: Union[str, Path], work: Union[str, Path]) -> Path:
+    """``work`` (a work or trash folder of the store at ``root``) when it may be written and deleted:
+    absent, or a real folder directly inside ``root``, never a symbolic link (a store from elsewhere
+    could plant ``.build -> ~/thesis``: writing or deleting through it would act outside the store).
+
+    Raises UnsafePathError naming the folder.
+    """
+    work = Path(work)
+    if work.is_symlink() or (work.exists() and not work.is_dir()):
+        raise UnsafePathError(f"{work}: the store's work folder is a symbolic link or not a folder; "
+                              f"refusing to write or delete through it (remove it by hand)")
+    return work
+
+
 def pending_commit(root: Union[str, Path]) -> Optional[Path]:
-    """The COMMIT marker of an interrupted commit in the store at ``root``, else None."""
+    """The COMMIT marker of an interrupted commit in the store at ``root``, else None.
+
+    Raises UnsafePathError when a work folder is a symbolic link (see :func:`check_work_folder`).
+    """
     root = Path(root)
     for name in WORK_DIRS:
+        check_work_folder(root, root / name)
         m = root / name / MARKER
         if m.is_file():
             return m
     return None
+
+
+def _inside(base: Path, rel: str, what: str) -> None:
+    """Raise UnsafePathError unless ``base / rel`` stays in ``base``: lexically (no '..', not absolute)
+    and through symbolic links in its folders. The last component itself may be a link: a commit
+    renames links, never writes through them. Under ``images/`` the base is the store's real
+    ``images`` folder (which may live elsewhere, as the reader allows: store/paths.py)."""
+    why = check_relpath(rel)
+    if why is not None:
+        raise UnsafePathError(f"{what} {rel!r} leaves {base}: {why}")
+    if rel.startswith("images/"):
+        base, rel = base / "images", rel[len("images/"):]
+    real_base = os.path.realpath(base)
+    parent = os.path.realpath((base / rel).parent)
+    if os.path.commonpath([real_base, parent]) != real_base:
+        raise UnsafePathError(f"{what} {rel!r} leaves {base}: through a symbolic link its folder is {parent}")
+
+
+def _checked_plan(root: Path, work: Path, plan) -> dict:
+    """``plan`` when every path it names stays inside its folder (sources in ``work``, targets and
+    retired paths in ``root``); a plan comes from a file in the store, which a store made elsewhere
+    could have planted to move or delete files outside it (issue 15, item 4). Raises UnsafePathError
+    (a path leaves its folder) or ValueError (malformed plan), naming the marker."""
+    where = work / MARKER
+    ok = (isinstance(plan, dict) and isinstance(plan.get("moves"), list) and isinstance(plan.get("retire", []), list)
+          and all(isinstance(m, list) and len(m) == 2 and all(isinstance(x, str) for x in m) for m in plan["moves"])
+          and all(isinstance(r, str) for r in plan.get("retire", [])))
+    if not ok:
+        raise ValueError(f"{where}: malformed commit plan (expected {{'moves': [[src, dst], ...], 'retire': [...]}})")
+    try:
+        for src, dst in plan["moves"]:
+            _inside(work, src, "commit source")
+            _inside(root, dst, "commit target")
+        for rel in plan.get("retire", []):
+            _inside(root, rel, "retired path")
+    except UnsafePathError as e:
+        raise UnsafePathError(f"{where}: {e}; refusing the commit (remove the work folder by hand)") from None
+    return plan
 
 
 def pending_message(root: Union[str, Path]) -> str:
@@ -59,8 +124,9 @@ def commit(root: Union[str, Path], work: Union[str, Path], moves: Sequence[tuple
 def decide(root: Union[str, Path], work: Union[str, Path], moves: Sequence[tuple], retire: Sequence[str] = (),
            meta: Optional[dict] = None) -> None:
     """Steps 1-2 of a commit: flush everything, then write the plan durably (the change is decided)."""
-    work = Path(work)
+    work = check_work_folder(root, work)
     plan = {"moves": [[str(a), str(b)] for a, b in moves], "retire": [str(r) for r in retire], "meta": meta or {}}
+    _checked_plan(Path(root), work, plan)  # before the decision: a refused plan leaves the store as it was
     if hasattr(os, "sync"):
         os.sync()  # every prepared file and folder is on disk before the decision is
     atomic_write_text(work / MARKER, json.dumps(plan, indent=1) + "\n", durable=True)
@@ -69,7 +135,15 @@ def decide(root: Union[str, Path], work: Union[str, Path], moves: Sequence[tuple
 def read_plan(root: Union[str, Path]) -> Optional[dict]:
     """The plan of the pending commit (None when there is none)."""
     m = pending_commit(root)
-    return None if m is None else json.loads(m.read_text("utf-8"))
+    return None if m is None else _read_plan_file(Path(root), m)
+
+
+def _read_plan_file(root: Path, marker: Path) -> dict:
+    try:
+        plan = json.loads(marker.read_text("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"{marker}: unreadable commit plan ({e}); remove the work folder by hand") from None
+    return _checked_plan(root, marker.parent, plan)
 
 
 def _aside(work: Path, root: Path, rel: str) -> None:
@@ -93,7 +167,7 @@ def complete(root: Union[str, Path]) -> Optional[dict]:
     if marker is None:
         return None
     work = marker.parent
-    plan = json.loads(marker.read_text("utf-8"))
+    plan = _read_plan_file(root, marker)
     touched = {root}
     for rel in plan.get("retire", []):
         _aside(work, root, rel)
@@ -115,6 +189,7 @@ def drop_work(root: Path, work: Path) -> None:
     """Remove a work folder: renamed first (one atomic step, so no half-deleted marker survives), then deleted."""
     if not work.exists():
         return
+    check_work_folder(root, work)
     trash = root / f"{TRASH_PREFIX}{uuid.uuid4().hex[:12]}"
     os.replace(work, trash)
     fsync_dir(root)
@@ -126,4 +201,7 @@ def sweep_trash(root: Union[str, Path]) -> None:
     root = Path(root)
     if root.is_dir():
         for p in root.glob(TRASH_PREFIX + "*"):
-            shutil.rmtree(p, ignore_errors=True)
+            if p.is_symlink() or not p.is_dir():
+                p.unlink()  # the link itself, never what it points to
+            else:
+                shutil.rmtree(p, ignore_errors=True)

@@ -41,17 +41,44 @@ def scan_label_index(store, progress: bool = False) -> dict:
     return {int(n): rows[s:e] for n, s, e in zip(numbers, starts, list(starts[1:]) + [len(rows)])}
 
 
+def _cache_folder(store) -> "Path | None":
+    """``STORE/.cache`` when it is (or may become) a real folder of the store; None otherwise.
+
+    A store made elsewhere may ship ``.cache`` as a symbolic link: writing the index through
+    it would write outside the store, and reading from it would trust a file from anywhere.
+    """
+    folder = Path(store.root) / ".cache"
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        log.warning("%s is a symbolic link or not a folder: the label index is not cached", folder)
+        return None
+    return folder
+
+
+def _consistent(numbers: np.ndarray, offsets: np.ndarray, rows: np.ndarray, n_rows: int) -> bool:
+    """A cached index is used only when its arrays fit together and name existing rows (the file
+    comes from the store folder, which may have been copied or shipped with a stale or made-up one)."""
+    return (numbers.ndim == offsets.ndim == rows.ndim == 1 and len(offsets) == len(numbers) + 1
+            and (len(offsets) == 0 or (offsets[0] == 0 and offsets[-1] == len(rows)))
+            and bool(np.all(np.diff(offsets) >= 0)) and bool(np.all(np.diff(numbers) > 0))
+            and (len(rows) == 0 or (int(rows.min()) >= 0 and int(rows.max()) < n_rows)))
+
+
 def label_index(store, progress: bool = False) -> dict:
     """The cached index of ``store`` (a BrodenStore), built on first use."""
-    cache = Path(store.root) / ".cache" / f"label_index-{store.fingerprint()[:16]}.npz"
-    if cache.is_file():
+    folder = _cache_folder(store)
+    cache = None if folder is None else folder / f"label_index-{store.fingerprint()[:16]}.npz"
+    if cache is not None and cache.is_file():
         try:
             with np.load(cache, allow_pickle=False) as z:
                 numbers, offsets, rows = z["numbers"], z["offsets"], z["rows"]
-            return {int(n): rows[offsets[i]:offsets[i + 1]] for i, n in enumerate(numbers)}
+            if _consistent(numbers, offsets, rows, len(store.rows)):
+                return {int(n): rows[offsets[i]:offsets[i + 1]] for i, n in enumerate(numbers)}
+            log.warning("ignoring inconsistent label index %s; rebuilding it", cache)
         except (OSError, ValueError, KeyError) as e:
             log.warning("ignoring unreadable label index %s (%s); rebuilding it", cache, e)
     index = scan_label_index(store, progress)
+    if cache is None:
+        return index
     numbers = np.array(sorted(index), dtype=np.int64)
     offsets = np.cumsum([0] + [len(index[n]) for n in numbers]).astype(np.int64)
     rows = np.concatenate([index[n] for n in numbers]) if len(numbers) else np.zeros(0, np.int64)

@@ -49,6 +49,19 @@ def read_holder(folder: Union[str, Path]) -> dict:
         return {}
 
 
+def _sweep_holder_debris(folder: Path) -> None:
+    """Remove temporary holder files (``..lock.holder.XXXX.tmp``) left by a holder killed while
+    writing it (call with the lock held: no live writer owns them), so a resumed tree has no debris."""
+    from .atomic import TEMP_FILE
+
+    for p in folder.glob(f".{HOLDER_NAME}.*.tmp"):
+        if TEMP_FILE.match(p.name):
+            try:
+                p.unlink()
+            except OSError:
+                pass
+
+
 @contextmanager
 def exclusive(folder: Union[str, Path], command: str = "") -> Iterator[Path]:
     """Hold the exclusive lock of ``folder`` (created when missing) for the ``with`` block.
@@ -64,6 +77,7 @@ def exclusive(folder: Union[str, Path], command: str = "") -> Iterator[Path]:
     except Timeout:
         raise LockedError(folder, read_holder(folder)) from None
     try:
+        _sweep_holder_debris(folder)
         holder = {"pid": os.getpid(), "host": socket.gethostname(),
                   "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": command}
         try:

@@ -125,6 +125,32 @@ def _require_columns(path: Path, header: Sequence[str], required: Sequence[str],
         raise StoreFormatError(path, f"malformed header {header}: missing column(s) {missing}", 0)
 
 
+def _build_json_shape_problem(info) -> Optional[str]:
+    """Why ``info`` (parsed build.json) does not have the shape that readers rely on; None when it does.
+
+    build.json is read from the store, so a malformed one must be a named error, never an
+    AttributeError deep in a reader. Checked: an object; ``recipe`` an object;
+    ``image_level_categories`` a list of names; ``written_statistics`` an object
+    ``{number: {category: [images, coverage]}}``; ``additions`` a list.
+    """
+    if not isinstance(info, dict):
+        return f"must be a JSON object, got {type(info).__name__}"
+    kinds = {"recipe": dict, "image_level_categories": list, "written_statistics": dict, "additions": list}
+    for key, kind in kinds.items():
+        if key in info and not isinstance(info[key], kind):
+            return f"{key!r} must be a JSON {'object' if kind is dict else 'list'}, got {type(info[key]).__name__}"
+    if not all(isinstance(c, str) for c in info.get("image_level_categories", [])):
+        return "'image_level_categories' must list category names"
+    for num, cats in info.get("written_statistics", {}).items():
+        ok = str(num).isdigit() and isinstance(cats, dict) and all(
+            isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                        for x in v) for v in cats.values())
+        if not ok:
+            return (f"'written_statistics' entry {num!r} must be {{category: [images, coverage]}} "
+                    f"keyed by a label number, got {cats!r}")
+    return None
+
+
 class BrodenStore:
     """A Broden store on disk. Opening reads only the CSV tables; images and PNGs load on demand."""
 
@@ -154,9 +180,13 @@ class BrodenStore:
         if not path.exists():
             return {}
         try:
-            return json.loads(path.read_text("utf-8"))
+            info = json.loads(path.read_text("utf-8"))
         except ValueError as e:
             raise StoreFormatError(path, f"not valid JSON ({e})") from None
+        why = _build_json_shape_problem(info)
+        if why:
+            raise StoreFormatError(path, why)
+        return info
 
     def _read_labels(self) -> list[Label]:
         path = self.root / "label.csv"

@@ -11,8 +11,9 @@ from typing import Optional, Union
 import numpy as np
 from PIL import Image
 
-from .commit import pending_commit, pending_message
+from .commit import pending_commit, pending_message, read_plan
 from .errors import StoreFormatError
+from .paths import UnsafePathError
 from .format import CATEGORY_COLUMNS, CATEGORY_MAP_COLUMNS, LABEL_COLUMNS, SPLITS, read_label_png
 from .reader import BrodenStore, read_csv_file
 from .statistics import LabelTally, layer_fractions
@@ -49,9 +50,14 @@ def _check_header(root: Path, name: str, expected, problems: list, optional=()) 
 
 def check_pending_commit(root: Path, problems: list) -> bool:
     """An interrupted commit (store/commit.py) makes the store unreadable until completed. True when found."""
-    marker = pending_commit(root)
-    if marker is None:
-        return False
+    try:
+        marker = pending_commit(root)
+        if marker is None:
+            return False
+        read_plan(root)  # a plan naming paths outside the store is refused, not recommended for recovery
+    except (UnsafePathError, ValueError) as e:
+        problems.append(Problem(str(root), None, str(e)))
+        return True
     problems.append(Problem(str(marker.relative_to(root)), None, pending_message(root)))
     return True
 

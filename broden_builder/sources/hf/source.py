@@ -128,6 +128,21 @@ class HFSource(Source):
     def pixel_mode(self) -> bool:
         return bool(self.mask_column)
 
+    def _as_declared(self, cell, column: str):
+        """A nested-list cell as an array of the dtype its feature declares (``List(List(Value('uint16')))``
+        or ``Array2D(dtype=...)``): Python lists carry no dtype, and np.asarray would make int64 of a
+        uint16 image, which the decoder cannot scale by bit depth. Other cells are returned as they are."""
+        if not isinstance(cell, (list, tuple)):
+            return cell
+        feat = self._dataset().features.get(column)
+        while feat is not None and not isinstance(getattr(feat, "dtype", None), str):
+            feat = getattr(feat, "feature", None)  # Sequence / List nest their item feature
+        dtype = getattr(feat, "dtype", None)
+        try:
+            return np.asarray(cell, dtype=np.dtype(dtype)) if dtype else cell
+        except TypeError:  # a dtype numpy does not know (string, ...): the decoder names the problem
+            return cell
+
     def _dataset(self):
         if self._ds is None:
             ds = open_dataset(self.spec, self.split)
@@ -227,7 +242,7 @@ class HFSource(Source):
         row = self._dataset()[i]
         if row.get(self.image_column) is None:
             raise BadSourceItem(f"{where}: empty {self.image_column!r}")
-        rgb = to_rgb(row[self.image_column], where)
+        rgb = to_rgb(self._as_declared(row[self.image_column], self.image_column), where)
         if self.pixel_mode:
             cell = row.get(self.mask_column)
             if cell is None:
