@@ -71,6 +71,52 @@ class Recipe:
         return names[-1]
 
 
+def _splits(data: Mapping[str, Any], origin: str) -> tuple:
+    """((split name, fraction), ...) from ``splits`` (a mapping, or a train fraction); fractions >= 0 summing to 1."""
+    splits = data.get("splits", {"train": 0.7, "val": 0.3})
+    if isinstance(splits, (int, float)):
+        splits = {"train": float(splits), "val": 1.0 - float(splits)}
+    if not isinstance(splits, Mapping) or not splits:
+        raise RecipeError(f"{origin}: splits must map split names to fractions, got {splits!r}")
+    try:
+        split_items = tuple((str(k), float(v)) for k, v in splits.items())
+    except (TypeError, ValueError):
+        raise RecipeError(f"{origin}: split fractions must be numbers, got {splits!r}") from None
+    if abs(sum(v for _, v in split_items) - 1.0) > 1e-6 or any(v < 0 for _, v in split_items):
+        raise RecipeError(f"{origin}: split fractions must be >= 0 and sum to 1, got {dict(split_items)}")
+    return split_items
+
+
+def _sources(data: Mapping[str, Any], origin: str, base_dir: Optional[Path]) -> list:
+    """The ``sources`` entries as dicts, relative paths resolved against ``base_dir``."""
+    sources = data.get("sources", [])
+    if not isinstance(sources, list):
+        raise RecipeError(f"{origin}: sources must be a list of {{type: NAME, ...}} entries")
+    norm = []
+    for i, s in enumerate(sources):
+        if not isinstance(s, Mapping) or "type" not in s:
+            raise RecipeError(f"{origin}: sources[{i}] must be a mapping with a 'type', got {s!r}")
+        s = dict(s)
+        for k in ("path", "annotations", "images", "masks", "labels"):
+            if k in s and isinstance(s[k], str) and base_dir is not None:
+                p = Path(s[k]).expanduser()
+                if not p.is_absolute():
+                    s[k] = str((base_dir / p))
+        norm.append(s)
+    return norm
+
+
+def _merge_allowance(data: Mapping[str, Any], origin: str):
+    """``allow_same_source_merges``: True/False, or a tuple of source names (prefixes)."""
+    allow = data.get("allow_same_source_merges", ())
+    if isinstance(allow, str):
+        allow = [allow]
+    if not isinstance(allow, (bool, list, tuple)) or (not isinstance(allow, bool) and not all(isinstance(a, str) for a in allow)):
+        raise RecipeError(f"{origin}: allow_same_source_merges must be true, false or a list of source names "
+                          f"(prefixes), got {allow!r}")
+    return allow if isinstance(allow, bool) else tuple(allow)
+
+
 def recipe_from_dict(data: Mapping[str, Any], origin: str = "<recipe>", base_dir: Optional[Path] = None) -> Recipe:
     """Check a mapping against the strict schema (recipe_schema.py: unknown keys, types, ranges;
     RecipeError naming the file and key), build a Recipe; relative paths resolve against ``base_dir``."""
@@ -91,41 +137,12 @@ def recipe_from_dict(data: Mapping[str, Any], origin: str = "<recipe>", base_dir
 
     size = num("size", int, 224, 1)
     seg = num("segmentation_size", int, max(1, size // 2), 1)
-    splits = data.get("splits", {"train": 0.7, "val": 0.3})
-    if isinstance(splits, (int, float)):
-        splits = {"train": float(splits), "val": 1.0 - float(splits)}
-    if not isinstance(splits, Mapping) or not splits:
-        raise RecipeError(f"{origin}: splits must map split names to fractions, got {splits!r}")
-    try:
-        split_items = tuple((str(k), float(v)) for k, v in splits.items())
-    except (TypeError, ValueError):
-        raise RecipeError(f"{origin}: split fractions must be numbers, got {splits!r}") from None
-    if abs(sum(v for _, v in split_items) - 1.0) > 1e-6 or any(v < 0 for _, v in split_items):
-        raise RecipeError(f"{origin}: split fractions must be >= 0 and sum to 1, got {dict(split_items)}")
-    sources = data.get("sources", [])
-    if not isinstance(sources, list):
-        raise RecipeError(f"{origin}: sources must be a list of {{type: NAME, ...}} entries")
-    norm = []
-    for i, s in enumerate(sources):
-        if not isinstance(s, Mapping) or "type" not in s:
-            raise RecipeError(f"{origin}: sources[{i}] must be a mapping with a 'type', got {s!r}")
-        s = dict(s)
-        for k in ("path", "annotations", "images", "masks", "labels"):
-            if k in s and isinstance(s[k], str) and base_dir is not None:
-                p = Path(s[k]).expanduser()
-                if not p.is_absolute():
-                    s[k] = str((base_dir / p))
-        norm.append(s)
+    split_items = _splits(data, origin)
+    norm = _sources(data, origin, base_dir)
     rule = str(data.get("unify", "original"))
     if rule not in UNIFY_RULES:
         raise RecipeError(f"{origin}: unify must be one of {', '.join(UNIFY_RULES)}, got {data.get('unify')!r}")
-    allow = data.get("allow_same_source_merges", ())
-    if isinstance(allow, str):
-        allow = [allow]
-    if not isinstance(allow, (bool, list, tuple)) or (not isinstance(allow, bool) and not all(isinstance(a, str) for a in allow)):
-        raise RecipeError(f"{origin}: allow_same_source_merges must be true, false or a list of source names "
-                          f"(prefixes), got {allow!r}")
-    allow = allow if isinstance(allow, bool) else tuple(allow)
+    allow = _merge_allowance(data, origin)
     return Recipe(
         name=str(data.get("name", "broden")),
         size=size,

@@ -329,6 +329,38 @@ def _claim_curated(items: list, reserved: Mapping[str, int], blacklist: frozense
     return made, unlabeled
 
 
+def _filter(made: list, reserved: Mapping[str, int], min_frequency: int, min_coverage: float) -> tuple:
+    """(kept, dropped) final labels: reserved ones always kept; others need frequency >= min_frequency and
+    coverage >= min_coverage (rule 5 of the original build); a dropped label records its reason."""
+    kept, dropped = [], []
+    for g in made:
+        if g.name in reserved:
+            kept.append(g)
+        elif g.frequency < min_frequency:
+            g.reason = f"frequency {g.frequency} < min_frequency {min_frequency}"
+            dropped.append(g)
+        elif g.coverage < min_coverage:
+            g.reason = f"coverage {g.coverage:g} < min_coverage {min_coverage:g}"
+            dropped.append(g)
+        else:
+            kept.append(g)
+    return kept, dropped
+
+
+def _number(kept: list, reserved: Mapping[str, int], order: Mapping[int, int]) -> list:
+    """Reserved labels keep their numbers; new ones follow the largest, by descending frequency, then
+    coverage, then visit order. Returns the labels sorted by number."""
+    fixed = [g for g in kept if g.name in reserved]
+    new = [g for g in kept if g.name not in reserved]
+    for g in fixed:
+        g.number = reserved[g.name]
+    new.sort(key=lambda g: (-g.frequency, -g.coverage, order[id(g)]))
+    start = max(reserved.values(), default=0) + 1
+    for i, g in enumerate(new):
+        g.number = start + i
+    return sorted(fixed + new, key=lambda g: g.number)
+
+
 def unify(
     source_labels: Iterable[SourceLabel],
     min_frequency: int = 10,
@@ -371,27 +403,8 @@ def unify(
     made = [g for g in made if g.members]
     for g in made:
         g.syns = [n for n in g.claimed if n != g.name]
-    kept, dropped = [], []
-    for g in made:
-        if g.name in reserved:
-            kept.append(g)
-        elif g.frequency < min_frequency:
-            g.reason = f"frequency {g.frequency} < min_frequency {min_frequency}"
-            dropped.append(g)
-        elif g.coverage < min_coverage:
-            g.reason = f"coverage {g.coverage:g} < min_coverage {min_coverage:g}"
-            dropped.append(g)
-        else:
-            kept.append(g)
-    fixed = [g for g in kept if g.name in reserved]
-    new = [g for g in kept if g.name not in reserved]
-    for g in fixed:
-        g.number = reserved[g.name]
-    new.sort(key=lambda g: (-g.frequency, -g.coverage, order[id(g)]))
-    start = max(reserved.values(), default=0) + 1
-    for i, g in enumerate(new):
-        g.number = start + i
-    kept = sorted(fixed + new, key=lambda g: g.number)
+    kept, dropped = _filter(made, reserved, min_frequency, min_coverage)
+    kept = _number(kept, reserved, order)
     mapping = {}
     for g in kept:
         for m in g.members:

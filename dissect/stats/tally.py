@@ -20,6 +20,28 @@ UNIONS = ("original", "lite", "all")
 _MAX_JOIN = 1 << 24
 
 
+def _segmentation_size(acts: torch.Tensor, seg: SegBatch, size) -> tuple:
+    """(sh, sw) of the batch's planes, or ``size`` when it has no pixel category; checks acts is 4-D."""
+    if acts.dim() != 4:
+        raise ValueError(f"activations must be [B, U, h, w], got shape {tuple(acts.shape)}")
+    size = seg.size or (tuple(size) if size is not None else None)
+    if size is None:
+        raise ValueError("SegBatch has no pixel category: pass size=(sh, sw) to add_activations")
+    return size
+
+
+def _hot_cells(acts: torch.Tensor, T: torch.Tensor) -> tuple:
+    """(maps [B*U, h, w], hot [B*U, h, w] bool, sel [P]): the cells that may set a mask pixel and the maps
+    with any. An interpolated value is a convex combination of its tile's corners c_i, and its float
+    rounding is bounded term by term, so it is at most max_i (c_i + |c_i| * margin): a tile can pass T only
+    if one of its corners has c + |c| * margin > T. The margin is per cell, so a unit with T = 0 skips the
+    tiles of its exact zeros."""
+    B, U, h, w = acts.shape
+    maps = acts.reshape(B * U, h, w)
+    hot = (maps + maps.abs() * relative_margin(acts.dtype)) > T.repeat(B).view(-1, 1, 1)
+    return maps, hot, hot.reshape(B * U, -1).any(1).nonzero().squeeze(1)
+
+
 class Tally:
     """Integer counts for IoU under all three union rules (see BRODEN_FORMAT.md, last section).
 
@@ -136,11 +158,7 @@ class Tally:
         whose cells are all below T (less a rounding margin) has no mask pixel, so only the
         other tiles are evaluated, with the same arithmetic as upsample(). ``size`` (sh, sw) is
         needed only when the batch has no pixel category. bicubic falls back to add()."""
-        if acts.dim() != 4:
-            raise ValueError(f"activations must be [B, U, h, w], got shape {tuple(acts.shape)}")
-        size = seg.size or (tuple(size) if size is not None else None)
-        if size is None:
-            raise ValueError("SegBatch has no pixel category: pass size=(sh, sw) to add_activations")
+        size = _segmentation_size(acts, seg, size)
         if mode not in SEPARABLE:
             return self.add(upsample(acts, size, mode, field=field, input_size=input_size), thresholds, seg)
         B, U, h, w = acts.shape
@@ -149,13 +167,7 @@ class Tally:
         acts = acts.detach().to(d)
         T = thresholds.detach().to(d, acts.dtype).reshape(U)
         rows, cols = plane_taps((h, w), (SH, SW), mode, field, input_size)
-        # cells that may set a mask pixel. An interpolated value is a convex combination of its tile's
-        # corners c_i, and its float rounding is bounded term by term, so it is at most
-        # max_i (c_i + |c_i| * margin): a tile can pass T only if one of its corners has c + |c| * margin > T.
-        # The margin is per cell, so a unit with T = 0 skips the tiles of its exact zeros.
-        maps = acts.reshape(B * U, h, w)
-        hot = (maps + maps.abs() * relative_margin(acts.dtype)) > T.repeat(B).view(-1, 1, 1)
-        sel = hot.reshape(B * U, -1).any(1).nonzero().squeeze(1)  # maps with any hot cell
+        maps, hot, sel = _hot_cells(acts, T)
         empty = torch.empty(0, dtype=torch.long, device=d)
         self.tiles_evaluated = 0
         if sel.numel() == 0:
