@@ -279,6 +279,26 @@ def check_orphans(store: BrodenStore, problems: list, severity: str = "error") -
         problems.append(Problem("images/", None, f"... and {len(orphans) - 20} more orphan file(s)", severity))
 
 
+def _check_category_row(store: BrodenStore, cat: str, problems: list, severity: str = "error") -> None:
+    """category.csv's row of ``cat`` against c_<cat>.csv: present, first/last/count, and the frequency sum
+    (reported with ``severity``)."""
+    info = store.category_info.get(cat)
+    entries = store.category_maps.get(cat, [])
+    if info is None:
+        if entries:
+            problems.append(Problem("category.csv", None, f"category {cat!r} is missing"))
+        return
+    row = list(store.category_info).index(cat) + 1
+    if entries:
+        nums = [e.number for e in entries]
+        if (info.first, info.last, info.count) != (min(nums), max(nums), len(nums)):
+            problems.append(Problem("category.csv", row, f"{cat}: first/last/count {info.first}/{info.last}/"
+                                    f"{info.count} disagree with c_{cat}.csv ({min(nums)}/{max(nums)}/{len(nums)})"))
+        if info.frequency != sum(e.frequency for e in entries):
+            problems.append(Problem("category.csv", row, f"{cat}: frequency {info.frequency} disagrees with "
+                                    f"c_{cat}.csv ({sum(e.frequency for e in entries)})", severity))
+
+
 def check_statistics(store: BrodenStore, tally: LabelTally, problems: list, severity: str) -> None:
     """label.csv, c_*.csv and category.csv statistics against the counts from the data."""
     for i, lab in enumerate(store.labels, start=1):
@@ -297,19 +317,7 @@ def check_statistics(store: BrodenStore, tally: LabelTally, problems: list, seve
             n = tally.images.get((cat, e.number), 0)
             if n != e.frequency:
                 problems.append(Problem(f"c_{cat}.csv", j, f"frequency {e.frequency} of {e.name!r} disagrees with the data ({n})", severity))
-        info = store.category_info.get(cat)
-        entries = store.category_maps.get(cat, [])
-        if info is None:
-            if entries:
-                problems.append(Problem("category.csv", None, f"category {cat!r} is missing"))
-            continue
-        row = list(store.category_info).index(cat) + 1
-        if entries:
-            nums = [e.number for e in entries]
-            if (info.first, info.last, info.count) != (min(nums), max(nums), len(nums)):
-                problems.append(Problem("category.csv", row, f"{cat}: first/last/count {info.first}/{info.last}/{info.count} disagree with c_{cat}.csv ({min(nums)}/{max(nums)}/{len(nums)})"))
-            if info.frequency != sum(e.frequency for e in entries):
-                problems.append(Problem("category.csv", row, f"{cat}: frequency {info.frequency} disagrees with c_{cat}.csv ({sum(e.frequency for e in entries)})", severity))
+        _check_category_row(store, cat, problems, severity)
 
 
 def check_written_statistics(store: BrodenStore, tally: LabelTally, written: dict, problems: list) -> None:
@@ -334,21 +342,7 @@ def check_written_statistics(store: BrodenStore, tally: LabelTally, written: dic
                 problems.append(Problem(f"c_{c}.csv", None, f"frequency {entry.frequency} of {lab.name!r} disagrees "
                                         f"with label.csv ({c}({k}))"))
     for cat in store.categories:
-        info = store.category_info.get(cat)
-        entries = store.category_maps.get(cat, [])
-        if info is None:
-            if entries:
-                problems.append(Problem("category.csv", None, f"category {cat!r} is missing"))
-            continue
-        row = list(store.category_info).index(cat) + 1
-        if entries:
-            nums = [e.number for e in entries]
-            if (info.first, info.last, info.count) != (min(nums), max(nums), len(nums)):
-                problems.append(Problem("category.csv", row, f"{cat}: first/last/count {info.first}/{info.last}/"
-                                        f"{info.count} disagree with c_{cat}.csv ({min(nums)}/{max(nums)}/{len(nums)})"))
-            if info.frequency != sum(e.frequency for e in entries):
-                problems.append(Problem("category.csv", row, f"{cat}: frequency {info.frequency} disagrees with "
-                                        f"c_{cat}.csv ({sum(e.frequency for e in entries)})"))
+        _check_category_row(store, cat, problems)
 
 
 def validate_store(root: Union[str, Path], check_images: bool = True, progress: bool = False) -> list:

@@ -70,15 +70,7 @@ def unit_strip(images: Sequence[np.ndarray], maps: Sequence[np.ndarray], thresho
         comp = overlay(rgb, enlarge_mask(unit_mask(act, threshold, mh, mw, mode), h, w))
         tw = max(1, round(w * thumb / h))
         tiles.append(np.asarray(Image.fromarray(comp).resize((tw, thumb), Image.BILINEAR)))
-    if not tiles:
-        return np.full((thumb, thumb, 3), background, np.uint8)
-    width = sum(t.shape[1] for t in tiles) + gap * (len(tiles) - 1)
-    strip = np.full((thumb, width, 3), background, np.uint8)
-    x = 0
-    for t in tiles:
-        strip[:, x:x + t.shape[1]] = t
-        x += t.shape[1] + gap
-    return strip
+    return strip_from_tiles(tiles, thumb, gap, background)
 
 
 def unit_masks(maps: np.ndarray, thresholds: np.ndarray, mask_size: Sequence[int], size: Sequence[int],
