@@ -492,7 +492,14 @@ def _cmd_ablate(args) -> int:
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def console() -> int:
+    """The installed ``dissect`` command (and ``python -m dissect.cli``): :func:`main` in a process
+    that ends with the command (the heap frozen: broden_builder.cli_errors.run_command)."""
+    return main(freeze_heap=True)
+
+
+def main(argv: Optional[Sequence[str]] = None, freeze_heap: bool = False) -> int:
+    """Run the ``dissect`` command line ``argv`` (default sys.argv[1:]); returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
@@ -502,7 +509,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     handlers = {"run": _cmd_run, "score": _cmd_score, "layers": _cmd_layers, "report": _cmd_report,
                 "explain": _cmd_explain, "compare": _cmd_compare, "ablate": _cmd_ablate}
     try:
-        return run_command(lambda: handlers[args.command](args), verbose=getattr(args, "verbose", False))
+        return run_command(lambda: handlers[args.command](args), verbose=getattr(args, "verbose", False),
+                           freeze_heap=freeze_heap)
     finally:
         try:
             import torch.distributed as dist
@@ -514,4 +522,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())
