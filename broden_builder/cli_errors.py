@@ -56,31 +56,20 @@ def _quiet_stdout() -> None:
         pass
 
 
-def _freeze_heap() -> None:
-    """Move every object alive now out of the garbage collector's reach (``gc.freeze``).
-
-    Called before a command runs (after the parser imported its libraries) and when it ends. A
-    command that imports torch holds ~10^6 long-lived objects; without this each full collection
-    walks them all, and the interpreter's final collections at exit cost ~0.5 s of a 2-core
-    machine (measured: ``python -c "import torch"`` 2.05 s, with ``gc.freeze()`` at the end 1.54 s).
-    Objects still die by reference counting; only cycles among objects that are alive now are no
-    longer collected, and those live until the process ends anyway."""
-    import gc
-
-    gc.freeze()
-
-
-def run_command(fn: Callable[[], int], verbose: bool = False, freeze_heap: bool = False) -> int:
+def run_command(fn: Callable[[], int], verbose: bool = False, own_process: bool = False) -> int:
     """Run ``fn`` and turn every exception into ``error: ...`` and an exit status (module docstring).
-    ``freeze_heap``: the process ends with the command (an installed command, ``python -m``), so
-    the heap is frozen before and after it (:func:`_freeze_heap`); never in a longer-lived process."""
-    if not freeze_heap:
+    ``own_process``: the process ends with the command (an installed command, ``python -m``), so
+    it gets broden_builder.process's settings; never in a longer-lived process (tests, notebooks)."""
+    if not own_process:
         return _run(fn, verbose)
-    _freeze_heap()
+    from .process import freeze_heap, tune_allocator
+
+    tune_allocator()
+    freeze_heap()
     try:
         return _run(fn, verbose)
     finally:
-        _freeze_heap()
+        freeze_heap()
 
 
 def _run(fn: Callable[[], int], verbose: bool) -> int:

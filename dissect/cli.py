@@ -494,11 +494,11 @@ def _cmd_ablate(args) -> int:
 
 def console() -> int:
     """The installed ``dissect`` command (and ``python -m dissect.cli``): :func:`main` in a process
-    that ends with the command (the heap frozen: broden_builder.cli_errors.run_command)."""
-    return main(freeze_heap=True)
+    that ends with the command (broden_builder.process settings)."""
+    return main(own_process=True)
 
 
-def main(argv: Optional[Sequence[str]] = None, freeze_heap: bool = False) -> int:
+def main(argv: Optional[Sequence[str]] = None, own_process: bool = False) -> int:
     """Run the ``dissect`` command line ``argv`` (default sys.argv[1:]); returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -510,7 +510,7 @@ def main(argv: Optional[Sequence[str]] = None, freeze_heap: bool = False) -> int
                 "explain": _cmd_explain, "compare": _cmd_compare, "ablate": _cmd_ablate}
     try:
         return run_command(lambda: handlers[args.command](args), verbose=getattr(args, "verbose", False),
-                           freeze_heap=freeze_heap)
+                           own_process=own_process)
     finally:
         try:
             import torch.distributed as dist

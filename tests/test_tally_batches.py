@@ -96,24 +96,3 @@ def test_unknown_label_number_in_a_worker_is_one_line(synthetic_store, tmp_path,
     assert f"index.csv, row {row + 1}" in err and f"label number {bad}" in err and "not in label.csv" in err, err
     assert "Traceback" not in err and "worker" not in err and len(err.strip().splitlines()) == 1, err
 
-
-def test_heap_frozen_only_for_a_process_that_ends_with_the_command():
-    """run_command freezes the heap (gc.freeze, a measured 0.5 s off each command's exit) only
-    when asked, as the installed commands ask; main() called in-process (tests, notebooks) does not."""
-    import gc
-    import subprocess
-    import sys
-
-    from broden_builder.cli_errors import run_command
-
-    gc.unfreeze()
-    assert run_command(lambda: 0) == 0 and gc.get_freeze_count() == 0
-    try:
-        seen = []
-        assert run_command(lambda: seen.append(gc.get_freeze_count()) or 3, freeze_heap=True) == 3
-        assert seen[0] > 0 and gc.get_freeze_count() > 0
-    finally:
-        gc.unfreeze()
-    for mod in ("dissect.cli", "broden_builder.cli"):
-        r = subprocess.run([sys.executable, "-m", mod, "--version"], capture_output=True, text=True)
-        assert r.returncode == 0 and r.stdout.strip(), (mod, r.stderr)
