@@ -335,3 +335,33 @@ def test_display_names():
     from dissect.report.summary import display_name
 
     assert [display_name(x) for x in ("red-c", "street-s", "wheel", "-c", "t-shirt")] == ["red", "street", "wheel", "-c", "t-shirt"]
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+@pytest.mark.parametrize("mask_size,size", [((112, 112), (112, 112)), ((23, 31), (40, 50)), ((9, 10), (9, 10))])
+def test_unit_masks_skip_no_pixel_of_the_upsampled_plane(mode, mask_size, size):
+    """The batched masks skip pixels that cannot pass T; they must still equal, bit for bit, the whole
+    plane upsampled by the tally's upsampler and thresholded (the definition of the counted mask),
+    also at ties: thresholds taken from the upsampled values themselves (and one ulp below the top
+    value, where a skipping margin too small would drop it), T = 0 over exact zeros,
+    negative maps. Enlargement: integer nearest indexing floor(y * n_in / n_out)."""
+    import torch
+
+    from dissect.report.masks import unit_masks
+    from dissect.stats.upsample import upsample
+
+    rng = np.random.default_rng(11)
+    maps = rng.normal(size=(5, 3, 7, 7)).astype(np.float16).astype(np.float32)
+    maps[1] = -np.abs(maps[1])  # all negative
+    maps[2, :, :4] = 0.0  # exact zeros under T = 0
+    full = upsample(torch.from_numpy(maps), mask_size, mode).numpy()  # [U, K, SH, SW]
+    thr = np.array([full[0, 0].ravel()[37], np.quantile(full[1], 0.9), 0.0, full[3].max(),
+                    np.nextafter(full[4].max(), np.float32(-np.inf))],  # only the maximum passes, by one ulp
+                   np.float32)
+    ref = full > thr[:, None, None, None]
+    iy = (np.arange(size[0]) * mask_size[0]) // size[0]
+    ix = (np.arange(size[1]) * mask_size[1]) // size[1]
+    got = unit_masks(maps, thr, mask_size, size, mode, units_per_step=2)
+    assert got.shape == (5, 3) + tuple(size)
+    assert np.array_equal(got, ref[:, :, iy][:, :, :, ix])
+    assert 0 < got.sum() < got.size and not got[3].any() and 0 < got[4].sum() <= got[4].size // 20
