@@ -72,6 +72,20 @@ def test_overlay_hand_example():
     assert np.array_equal(out, ref_overlay(rgb, mask))
 
 
+def test_overlay_of_a_stack_equals_the_reference_per_image():
+    """overlay() draws a stack [N, h, w, 3] at once: each image as the plain per-pixel reference,
+    whatever the values (all 256 channel values occur) and the mask shape (odd widths, empty, full)."""
+    rng = np.random.default_rng(4)
+    rgb = rng.integers(0, 256, (4, 9, 13, 3), dtype=np.uint8)
+    rgb[0].reshape(-1)[:256] = np.arange(256)
+    mask = rng.random((4, 9, 13)) > 0.5
+    mask[1], mask[2] = False, True
+    out = overlay(rgb, mask)
+    assert out.shape == rgb.shape and out.dtype == np.uint8
+    for i in range(4):
+        assert np.array_equal(out[i], ref_overlay(rgb[i], mask[i])), i
+
+
 def test_unit_strip_layout_and_content():
     rng = np.random.default_rng(1)
     imgs = [rng.integers(0, 255, (20, 20, 3), dtype=np.uint8), rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)]

@@ -6,6 +6,7 @@ upsampler (dissect.stats.upsample), then enlarged to the image with the same ups
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Optional, Sequence
 
 import numpy as np
@@ -44,14 +45,39 @@ def _boundary(mask: np.ndarray) -> np.ndarray:
     return mask & ~inner
 
 
+@lru_cache(maxsize=8)
+def _dim_table(dim: float) -> np.ndarray:
+    """uint8 [256]: the dimmed value of each channel value, rounded as before the table existed:
+    float32 ``v * dim + 128 * (1 - dim) / 2``, then ``+ 0.5``, clipped and truncated."""
+    v = np.arange(256, dtype=np.float32)
+    return np.clip(v * dim + 128.0 * (1 - dim) * 0.5 + 0.5, 0, 255).astype(np.uint8)
+
+
+@lru_cache(maxsize=8)
+def _outline_plane(shape: tuple) -> np.ndarray:
+    """A read-only uint8 picture of ``shape`` filled with OUTLINE (copied where the edge is)."""
+    plane = np.empty(shape, np.uint8)
+    plane[...] = OUTLINE.astype(np.uint8)
+    plane.flags.writeable = False
+    return plane
+
+
 def overlay(rgb: np.ndarray, mask: np.ndarray, dim: float = 0.3) -> np.ndarray:
     """The image with everything outside ``mask`` dimmed towards grey and the mask's outline drawn.
-    ``rgb`` [..., h, w, 3] uint8 and ``mask`` [..., h, w]: a stack of images is drawn in one call."""
-    img = rgb.astype(np.float32)
-    out = np.where(mask[..., None], img, img * dim + 128.0 * (1 - dim) * 0.5)
-    edge = _boundary(mask)
-    out[edge] = OUTLINE
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    ``rgb`` [..., h, w, 3] uint8 and ``mask`` [..., h, w]: a stack of images is drawn in one call.
+    Integer work only, with OpenCV's table lookup and masked copies (numpy's broadcast masked
+    copy of 3-channel pixels measured 40x slower): dimming is :func:`_dim_table`."""
+    import cv2
+
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    mask = np.ascontiguousarray(mask, dtype=bool)
+    shape = rgb.shape
+    flat = rgb.reshape(-1, shape[-2], 3)  # images stacked along the rows: one 2-D picture for OpenCV
+    out = cv2.LUT(flat, _dim_table(float(dim)))
+    cv2.copyTo(flat, mask.reshape(-1, shape[-2]).view(np.uint8), out)
+    edge = _boundary(mask).reshape(-1, shape[-2]).view(np.uint8)
+    cv2.copyTo(_outline_plane(out.shape), edge, out)
+    return out.reshape(shape)
 
 
 def unit_strip(images: Sequence[np.ndarray], maps: Sequence[np.ndarray], threshold: float,
