@@ -18,6 +18,8 @@ UNIONS = ("original", "lite", "all")
 
 # bound on (mask entries x label layers) joined at once; larger batches are split by image
 _MAX_JOIN = 1 << 24
+# bound on the packed per-pixel label-combination key (int64); past it the key is re-numbered
+_KEY_LIMIT = 1 << 62
 
 
 def _segmentation_size(acts: torch.Tensor, seg: SegBatch, size) -> tuple:
@@ -210,36 +212,88 @@ class Tally:
             ent_p.append(yc[k, iy] * SW + xc[k, ix])
         self._accumulate(B, U, SH * SW, seg, torch.cat(ent_bu) if ent_bu else empty, torch.cat(ent_p) if ent_p else empty)
 
-    def _pixel_columns(self, B: int, S: int, seg: SegBatch, Z: torch.Tensor) -> torch.Tensor:
-        """[B, K, S] column numbers of the pixel labels (int16 while they fit), L = none; a label
-        appears at most once per pixel and not at all where the image carries it image-wide."""
+    def _label_planes(self, B: int, S: int, seg: SegBatch) -> list:
+        """Column number planes [B, S] (long) of every pixel label layer, L = none (0, untallied or
+        out-of-range numbers); layers holding only zeros are skipped."""
         L, maxn = self.n_labels, self._lut.numel() - 1
-        cdt = torch.int16 if L < (1 << 15) - 1 else torch.int32
-        lut = torch.where(self._lut < 0, L, self._lut).to(cdt)  # number -> column, L for untallied numbers
+        lut = torch.where(self._lut < 0, L, self._lut)
         lut[0] = L
         planes = []
         for c in self.pixel_categories:
-            t = seg.pixel[c]
-            if t.shape[1]:
-                t = t.reshape(B, -1, S)
-                planes.append(lut[torch.where((t < 0) | (t > maxn), 0, t)])
+            for t in seg.pixel[c].reshape(B, -1, S).unbind(1):
+                lo, hi = torch.aminmax(t)
+                if int(hi) == 0 and int(lo) == 0:
+                    continue
+                if int(lo) < 0 or int(hi) > maxn:
+                    t = torch.where((t < 0) | (t > maxn), 0, t)
+                planes.append(lut[t])
+        return planes
+
+    def _combos(self, B: int, S: int, seg: SegBatch, Z: torch.Tensor) -> tuple:
+        """The label combination of each pixel, per image: (cid [B*S] long, the id of flat pixel
+        b * S + p; img [nc], the image of each id; cols [nc, K] its label columns, L = none, each
+        label at most once and none that the image carries image-wide (Z [B, L + 1]); npix [nc]).
+        The K columns are packed into one int64 key (re-numbered by torch.unique whenever the next
+        layer would overflow it), so only one key per pixel is joined with the mask entries."""
+        L, d = self.n_labels, self.device
+        planes = self._label_planes(B, S, seg)
+        key, kmax = torch.zeros(B, S, dtype=torch.long, device=d), 1
+        for col in planes:
+            if kmax * (L + 1) * B > _KEY_LIMIT:
+                key = torch.unique(key, return_inverse=True)[1]
+                kmax = int(key.max()) + 1
+            key = key * (L + 1) + col
+            kmax *= L + 1
+        if kmax * B > _KEY_LIMIT:
+            key = torch.unique(key, return_inverse=True)[1]
+            kmax = int(key.max()) + 1
+        key += (torch.arange(B, device=d) * kmax).view(B, 1)
+        ukey, cid, npix = torch.unique(key.reshape(-1), return_inverse=True, return_counts=True)
+        rep = torch.empty(ukey.numel(), dtype=torch.long, device=d)
+        rep.scatter_(0, cid, torch.arange(B * S, device=d))  # one pixel of each id (all alike)
+        img = rep // S
         if not planes:
-            return torch.empty(B, 0, S, dtype=cdt, device=self.device)
-        pix = torch.cat(planes, 1) if len(planes) > 1 else planes[0]
-        K = pix.shape[1]
-        if bool(Z.any()):  # a label carried image-wide already covers every pixel of that image
-            pix = pix.masked_fill(torch.gather(Z, 1, pix.reshape(B, K * S).long()).reshape(B, K, S), L)
-        for k in range(1, K):  # the same label on two layers of a pixel counts once (K is small: pairwise)
-            pk = pix[:, k]
+            return cid, img, torch.empty(ukey.numel(), 0, dtype=torch.long, device=d), npix
+        cols = torch.stack([p.reshape(-1)[rep] for p in planes], 1)  # [nc, K]
+        cols = torch.where(torch.gather(Z[img], 1, cols), L, cols)  # a label carried image-wide covers the image
+        for k in range(1, cols.shape[1]):  # the same label on two layers of a pixel counts once
+            ck = cols[:, k]
             for j in range(k):
-                pk.masked_fill_(pk == pix[:, j], L)
-        keep = (pix < L).any(2).any(0)  # drop layers that are empty in the whole batch
-        return pix if bool(keep.all()) else pix[:, keep]
+                ck.masked_fill_(ck == cols[:, j], L)
+        return cid, img, cols, npix
+
+    def _mask_combos(self, U: int, S: int, cid: torch.Tensor, nc: int, ent_bu: torch.Tensor, ent_p: torch.Tensor) -> tuple:
+        """Mask entries (ent_bu = b * U + u, pixel ent_p) counted per (combination, unit):
+        (ci [m], u [m], w [m] > 0). A dense [nc * U] bincount while it fits _MAX_JOIN, else torch.unique."""
+        d = self.device
+        dense = nc * U <= _MAX_JOIN
+        cnt = torch.zeros(nc * U if dense else 0, dtype=torch.long, device=d)
+        keys, ws = [], []
+        for i0 in range(0, ent_bu.numel(), _MAX_JOIN):  # bounded temporaries for dense masks
+            bu, p = ent_bu[i0: i0 + _MAX_JOIN], ent_p[i0: i0 + _MAX_JOIN]
+            b = bu // U
+            key = cid[b * S + p] * U + (bu - b * U)
+            if dense:
+                cnt += torch.bincount(key, minlength=nc * U)
+            else:
+                k, w = torch.unique(key, return_counts=True)
+                keys.append(k)
+                ws.append(w)
+        if dense:
+            key = cnt.nonzero().squeeze(1)
+            w = cnt[key]
+        elif keys:
+            key, inv = torch.unique(torch.cat(keys), return_inverse=True)
+            w = torch.zeros(key.numel(), dtype=torch.long, device=d).index_add_(0, inv, torch.cat(ws))
+        else:
+            key = w = cnt
+        return key // U, key % U, w
 
     def _accumulate(self, B: int, U: int, S: int, seg: SegBatch, ent_bu: torch.Tensor, ent_p: torch.Tensor) -> None:
-        """Count a batch given its mask cells: entry i is image/unit ent_bu[i] = b * U + u at pixel ent_p[i]."""
+        """Count a batch given its mask cells: entry i is image/unit ent_bu[i] = b * U + u at pixel ent_p[i].
+        The entries are joined with one label-combination id per pixel (see _combos), then every
+        (combination, unit) pair is expanded to its K label columns."""
         d, L, C = self.device, self.n_labels, len(self.categories)
-        mcount = torch.bincount(ent_bu, minlength=B * U).view(B, U)  # mask size per (image, unit)
 
         # image-level labels: Z[b, l] (deduplicated by scatter); column L means "none"
         Z = torch.zeros(B, L + 1, dtype=torch.bool, device=d)
@@ -247,11 +301,15 @@ class Tally:
             cols = self._columns(seg.image_level[c])
             Z.scatter_(1, torch.where(cols < 0, L, cols), True)
         Z[:, L] = False
-        pix = self._pixel_columns(B, S, seg, Z)  # [B, K, S], one entry per (pixel, label)
-        K = pix.shape[1]
+        cid, img, cols, npix = self._combos(B, S, seg, Z)
+        nc, K = cols.shape
+        ci, uu, w = self._mask_combos(U, S, cid, nc, ent_bu, ent_p)
+        bu = img[ci] * U + uu  # (image, unit) of each (combination, unit) pair
+        mcount = torch.zeros(B * U, dtype=torch.long, device=d).index_add_(0, bu, w).view(B, U)  # mask sizes
         Z = Z[:, :L]
 
-        self.G += torch.bincount(pix.reshape(-1), minlength=L + 1)[:L]
+        self.G += torch.zeros(L + 1, dtype=torch.long, device=d).index_add_(
+            0, cols.reshape(-1), npix.repeat_interleave(K))[:L]
         zb, zl = Z.nonzero(as_tuple=True)
         self.G.index_add_(0, zl, torch.full_like(zl, S))
         self.A_all += mcount.sum(0)
@@ -259,27 +317,24 @@ class Tally:
         # categories present per image (by the primary category of the labels carried); slot C = none
         has_img = torch.bincount(zb * C + self._prim[zl], minlength=B * C).view(B, C) > 0
         primx = torch.cat([self._prim, self._prim.new_tensor([C])])  # column L ("none") -> slot C
-        key = primx[pix.long()] + (torch.arange(B, device=d) * (C + 1)).view(B, 1, 1)
-        has_pix = (torch.bincount(key.reshape(-1), minlength=B * (C + 1)).view(B, C + 1) > 0)[:, :C]
+        pc = primx[cols]  # [nc, K]
+        has_pix = torch.zeros(B * (C + 1), dtype=torch.bool, device=d)
+        has_pix[((img * (C + 1)).unsqueeze(1) + pc).reshape(-1)] = True
+        has_pix = has_pix.view(B, C + 1)[:, :C]
         self.A_original += (mcount.unsqueeze(2) * (has_img | has_pix).unsqueeze(1)).sum(0)
 
         # image-level intersections: the whole mask of (b, u) meets label l
         self.I.index_add_(1, zl, mcount[zb].t().contiguous())
 
-        # pixel-level intersections and the "lite" presence flags: every (mask cell, layer) pair is
-        # counted, the "none" entries in a spare column (label L, category C) that is dropped
-        inside = has_img.unsqueeze(1).expand(B, U, C).clone()
-        if K and ent_bu.numel():
-            pixT = pix.transpose(1, 2).reshape(B * S, K)  # labels of flat pixel b * S + p
-            step = max(1, _MAX_JOIN // K)
-            for i0 in range(0, ent_bu.numel(), step):  # bounded memory for dense masks
-                bu, p = ent_bu[i0: i0 + step], ent_p[i0: i0 + step]
-                b = bu // U
-                labs = pixT[b * S + p].long()  # [n, K]
-                ui = ((bu - b * U) * (L + 1)).unsqueeze(1) + labs
-                self.I += torch.bincount(ui.reshape(-1), minlength=U * (L + 1)).view(U, L + 1)[:, :L]
-                bc = (bu * (C + 1)).unsqueeze(1) + primx[labs]
-                inside |= (torch.bincount(bc.reshape(-1), minlength=B * U * (C + 1)).view(B, U, C + 1) > 0)[:, :, :C]
+        # pixel-level intersections and the "lite" presence flags of every (combination, unit) pair
+        # and its K columns, the "none" entries in a spare column (label L, category C) that is dropped
+        inside = torch.zeros(B * U * (C + 1), dtype=torch.bool, device=d)
+        if K and w.numel():
+            ui = (uu * (L + 1)).unsqueeze(1) + cols[ci]
+            self.I += torch.zeros(U * (L + 1), dtype=torch.long, device=d).index_add_(
+                0, ui.reshape(-1), w.repeat_interleave(K)).view(U, L + 1)[:, :L]
+            inside[((bu * (C + 1)).unsqueeze(1) + pc[ci]).reshape(-1)] = True
+        inside = inside.view(B, U, C + 1)[:, :, :C] | has_img.unsqueeze(1)
         self.A_lite += (mcount.unsqueeze(2) * inside).sum(0)
         self.images += B
 
