@@ -12,7 +12,8 @@ import torch
 
 from broden_builder.torch_dataset import SegBatch
 
-from .upsample import SEPARABLE, bands, plane_taps, relative_margin, upsample
+from .tiles import hot_tiles, tile_plan
+from .upsample import SEPARABLE, upsample
 
 UNIONS = ("original", "lite", "all")
 
@@ -32,16 +33,31 @@ def _segmentation_size(acts: torch.Tensor, seg: SegBatch, size) -> tuple:
     return size
 
 
-def _hot_cells(acts: torch.Tensor, T: torch.Tensor) -> tuple:
-    """(maps [B*U, h, w], hot [B*U, h, w] bool, sel [P]): the cells that may set a mask pixel and the maps
-    with any. An interpolated value is a convex combination of its tile's corners c_i, and its float
-    rounding is bounded term by term, so it is at most max_i (c_i + |c_i| * margin): a tile can pass T only
-    if one of its corners has c + |c| * margin > T. The margin is per cell, so a unit with T = 0 skips the
-    tiles of its exact zeros."""
-    B, U, h, w = acts.shape
-    maps = acts.reshape(B * U, h, w)
-    hot = (maps + maps.abs() * relative_margin(acts.dtype)) > T.repeat(B).view(-1, 1, 1)
-    return maps, hot, hot.reshape(B * U, -1).any(1).nonzero().squeeze(1)
+class _PairCounter:
+    """Counts of keys in [0, n) (mask pixels per combination id * U + unit): one dense bincount
+    while n <= _MAX_JOIN, else torch.unique per chunk (memory bounded by the entries)."""
+
+    def __init__(self, n: int, device):
+        self.n, self.dense = n, n <= _MAX_JOIN
+        self.cnt = torch.zeros(n if self.dense else 0, dtype=torch.long, device=device)
+        self.parts = []
+
+    def add(self, key: torch.Tensor) -> None:
+        if self.dense:
+            self.cnt += torch.bincount(key, minlength=self.n)
+        elif key.numel():
+            self.parts.append(torch.unique(key, return_counts=True))
+
+    def result(self) -> tuple:
+        """(key [m], count [m] > 0) of the keys seen."""
+        if self.dense:
+            key = self.cnt.nonzero().squeeze(1)
+            return key, self.cnt[key]
+        if not self.parts:
+            return self.cnt, self.cnt
+        key, inv = torch.unique(torch.cat([k for k, _ in self.parts]), return_inverse=True)
+        w = torch.zeros(key.numel(), dtype=torch.long, device=key.device)
+        return key, w.index_add_(0, inv, torch.cat([c for _, c in self.parts]))
 
 
 class Tally:
@@ -155,62 +171,29 @@ class Tally:
                         field=None, input_size=None, size=None) -> None:
         """Count one batch from layer-resolution acts [B, U, h, w]: exactly the counts of
         ``add(upsample(acts, seg size, mode, field, input_size), thresholds, seg)``, but
-        upsampling only where the mask can be set. Two-tap interpolation (bilinear, nearest,
-        field) splits the plane into tiles that each depend on a 2 x 2 block of cells; a tile
-        whose cells are all below T (less a rounding margin) has no mask pixel, so only the
-        other tiles are evaluated, with the same arithmetic as upsample(). ``size`` (sh, sw) is
-        needed only when the batch has no pixel category. bicubic falls back to add()."""
+        upsampling only the tiles where the mask can be set (dissect.stats.tiles). ``size`` (sh, sw)
+        is needed only when the batch has no pixel category. bicubic (and integer acts) fall back to add()."""
         size = _segmentation_size(acts, seg, size)
-        if mode not in SEPARABLE:
+        if mode not in SEPARABLE or not acts.is_floating_point():
             return self.add(upsample(acts, size, mode, field=field, input_size=input_size), thresholds, seg)
         B, U, h, w = acts.shape
         self._check_batch(B, U, thresholds, seg, tuple(size))
         d, SH, SW = self.device, int(size[0]), int(size[1])
         acts = acts.detach().to(d)
         T = thresholds.detach().to(d, acts.dtype).reshape(U)
-        rows, cols = plane_taps((h, w), (SH, SW), mode, field, input_size)
-        maps, hot, sel = _hot_cells(acts, T)
-        empty = torch.empty(0, dtype=torch.long, device=d)
+        plan = tile_plan((h, w), (SH, SW), mode, field, input_size, acts.dtype, d)
+        lab = self._batch_labels(B, SH * SW, seg)
+        cidu = lab[1] * U  # combination id * U of every flat pixel
+        my, mx = plan[0][3].shape[1], plan[1][3].shape[1]
+        off = (torch.arange(my, device=d) * SW).view(my, 1) + torch.arange(mx, device=d)  # pixel of (i, j) in a tile
+        counter = _PairCounter(lab[3].shape[0] * U, d)
         self.tiles_evaluated = 0
-        if sel.numel() == 0:
-            return self._accumulate(B, U, SH * SW, seg, empty, empty)
-        by0, by1, ymem = (t.to(d) for t in bands(rows))
-        bx0, bx1, xmem = (t.to(d) for t in bands(cols))
-        hs = hot[sel]
-        hrow = hs[:, by0, :] | hs[:, by1, :]  # [P, nby, w]
-        htile = hrow[:, :, bx0] | hrow[:, :, bx1]  # [P, nby, nbx]
-        # each tile (map, row band, column band) reads one 2 x 2 block of cells; its values are
-        # computed exactly as upsample() does: rows first, then columns
-        rw0, rw1 = rows.w0.to(d, acts.dtype), rows.w1.to(d, acts.dtype)
-        cw0, cw1 = cols.w0.to(d, acts.dtype), cols.w1.to(d, acts.dtype)
-        tp, ty, tx = htile.nonzero(as_tuple=True)
-        self.tiles_evaluated = int(tp.numel())
-        my, mx = ymem.shape[1], xmem.shape[1]
-        step = max(1, _MAX_JOIN // (my * mx))
-        cells = maps.reshape(-1)  # the four corners are gathered by flat index (no copy of whole maps)
-        y0w, y1w = by0 * w, by1 * w
-        ypad, xpad = bool((ymem < 0).any()), bool((xmem < 0).any())
-        ent_bu, ent_p = [], []
-        for t0 in range(0, tp.numel(), step):
-            p_, by, bx = sel[tp[t0: t0 + step]], ty[t0: t0 + step], tx[t0: t0 + step]
-            y_, x_ = ymem[by], xmem[bx]  # [n, my], [n, mx] output rows / columns, -1 = padding
-            yc, xc = y_.clamp(min=0), x_.clamp(min=0)
-            base = p_ * (h * w)
-            r0b, r1b = base + y0w[by], base + y1w[by]
-            c0, c1 = bx0[bx], bx1[bx]
-            w0y, w1y = rw0[yc], rw1[yc]
-            r0 = cells[r0b + c0].unsqueeze(1) * w0y + cells[r1b + c0].unsqueeze(1) * w1y  # [n, my]: column i0x
-            r1 = cells[r0b + c1].unsqueeze(1) * w0y + cells[r1b + c1].unsqueeze(1) * w1y  # column i1x
-            rr = r0.unsqueeze(2) * cw0[xc].unsqueeze(1) + r1.unsqueeze(2) * cw1[xc].unsqueeze(1)
-            m = rr > T[p_ % U].view(-1, 1, 1)
-            if ypad:  # bands shorter than the longest one are padded with -1
-                m &= (y_ >= 0).unsqueeze(2)
-            if xpad:
-                m &= (x_ >= 0).unsqueeze(1)
-            k, iy, ix = m.nonzero(as_tuple=True)
-            ent_bu.append(p_[k])
-            ent_p.append(yc[k, iy] * SW + xc[k, ix])
-        self._accumulate(B, U, SH * SW, seg, torch.cat(ent_bu) if ent_bu else empty, torch.cat(ent_p) if ent_p else empty)
+        for m, maps, first in hot_tiles(acts, T, (SH, SW), plan, _MAX_JOIN):
+            self.tiles_evaluated += int(maps.numel())
+            f = m.reshape(-1).nonzero().squeeze(1)  # the masks are sparse in the tiles: join only their pixels
+            k = f // (my * mx)
+            counter.add(cidu[first[k] + off.reshape(-1)[f - k * (my * mx)]] + maps[k] % U)
+        self._count(B, U, SH * SW, lab, counter)
 
     def _label_planes(self, B: int, S: int, seg: SegBatch) -> list:
         """Column number planes [B, S] (long) of every pixel label layer, L = none (0, untallied or
@@ -229,13 +212,19 @@ class Tally:
                 planes.append(lut[t])
         return planes
 
-    def _combos(self, B: int, S: int, seg: SegBatch, Z: torch.Tensor) -> tuple:
-        """The label combination of each pixel, per image: (cid [B*S] long, the id of flat pixel
-        b * S + p; img [nc], the image of each id; cols [nc, K] its label columns, L = none, each
-        label at most once and none that the image carries image-wide (Z [B, L + 1]); npix [nc]).
-        The K columns are packed into one int64 key (re-numbered by torch.unique whenever the next
-        layer would overflow it), so only one key per pixel is joined with the mask entries."""
+    def _batch_labels(self, B: int, S: int, seg: SegBatch) -> tuple:
+        """The labels of a batch as label combinations, per image: (Z [B, L + 1] bool image-level
+        labels, column L = none; cid [B*S] long, the combination id of flat pixel b * S + p; img [nc],
+        the image of each id; cols [nc, K] its label columns, L = none, each label at most once and
+        none that the image carries image-wide; npix [nc] pixels per id). The K columns of a pixel
+        are packed into one int64 key (re-numbered by torch.unique whenever the next layer would
+        overflow it), so the mask entries are joined with one id per pixel, not K columns."""
         L, d = self.n_labels, self.device
+        Z = torch.zeros(B, L + 1, dtype=torch.bool, device=d)
+        for c in self.image_level_categories:  # deduplicated by scatter
+            cols = self._columns(seg.image_level[c])
+            Z.scatter_(1, torch.where(cols < 0, L, cols), True)
+        Z[:, L] = False
         planes = self._label_planes(B, S, seg)
         key, kmax = torch.zeros(B, S, dtype=torch.long, device=d), 1
         for col in planes:
@@ -252,82 +241,51 @@ class Tally:
         rep = torch.empty(ukey.numel(), dtype=torch.long, device=d)
         rep.scatter_(0, cid, torch.arange(B * S, device=d))  # one pixel of each id (all alike)
         img = rep // S
-        if not planes:
-            return cid, img, torch.empty(ukey.numel(), 0, dtype=torch.long, device=d), npix
-        cols = torch.stack([p.reshape(-1)[rep] for p in planes], 1)  # [nc, K]
+        cols = torch.stack([p.reshape(-1)[rep] for p in planes], 1) if planes else rep.new_empty(rep.numel(), 0)
         cols = torch.where(torch.gather(Z[img], 1, cols), L, cols)  # a label carried image-wide covers the image
         for k in range(1, cols.shape[1]):  # the same label on two layers of a pixel counts once
             ck = cols[:, k]
             for j in range(k):
                 ck.masked_fill_(ck == cols[:, j], L)
-        return cid, img, cols, npix
+        return Z, cid, img, cols, npix
 
-    def _mask_combos(self, U: int, S: int, cid: torch.Tensor, nc: int, ent_bu: torch.Tensor, ent_p: torch.Tensor) -> tuple:
-        """Mask entries (ent_bu = b * U + u, pixel ent_p) counted per (combination, unit):
-        (ci [m], u [m], w [m] > 0). A dense [nc * U] bincount while it fits _MAX_JOIN, else torch.unique."""
-        d = self.device
-        dense = nc * U <= _MAX_JOIN
-        cnt = torch.zeros(nc * U if dense else 0, dtype=torch.long, device=d)
-        keys, ws = [], []
+    def _accumulate(self, B: int, U: int, S: int, seg: SegBatch, ent_bu: torch.Tensor, ent_p: torch.Tensor) -> None:
+        """Count a batch given its mask cells: entry i is image/unit ent_bu[i] = b * U + u at pixel ent_p[i]."""
+        lab = self._batch_labels(B, S, seg)
+        counter = _PairCounter(lab[3].shape[0] * U, self.device)
         for i0 in range(0, ent_bu.numel(), _MAX_JOIN):  # bounded temporaries for dense masks
             bu, p = ent_bu[i0: i0 + _MAX_JOIN], ent_p[i0: i0 + _MAX_JOIN]
             b = bu // U
-            key = cid[b * S + p] * U + (bu - b * U)
-            if dense:
-                cnt += torch.bincount(key, minlength=nc * U)
-            else:
-                k, w = torch.unique(key, return_counts=True)
-                keys.append(k)
-                ws.append(w)
-        if dense:
-            key = cnt.nonzero().squeeze(1)
-            w = cnt[key]
-        elif keys:
-            key, inv = torch.unique(torch.cat(keys), return_inverse=True)
-            w = torch.zeros(key.numel(), dtype=torch.long, device=d).index_add_(0, inv, torch.cat(ws))
-        else:
-            key = w = cnt
-        return key // U, key % U, w
+            counter.add(lab[1][b * S + p] * U + (bu - b * U))
+        self._count(B, U, S, lab, counter)
 
-    def _accumulate(self, B: int, U: int, S: int, seg: SegBatch, ent_bu: torch.Tensor, ent_p: torch.Tensor) -> None:
-        """Count a batch given its mask cells: entry i is image/unit ent_bu[i] = b * U + u at pixel ent_p[i].
-        The entries are joined with one label-combination id per pixel (see _combos), then every
-        (combination, unit) pair is expanded to its K label columns."""
+    def _count(self, B: int, U: int, S: int, lab: tuple, counter: "_PairCounter") -> None:
+        """Add a batch's counts: ``lab`` from _batch_labels, ``counter`` the mask pixels per
+        (combination id * U + unit); every (combination, unit) pair is expanded to its K label columns,
+        the "none" entries in a spare column (label L, category C) that is dropped."""
         d, L, C = self.device, self.n_labels, len(self.categories)
-
-        # image-level labels: Z[b, l] (deduplicated by scatter); column L means "none"
-        Z = torch.zeros(B, L + 1, dtype=torch.bool, device=d)
-        for c in self.image_level_categories:
-            cols = self._columns(seg.image_level[c])
-            Z.scatter_(1, torch.where(cols < 0, L, cols), True)
-        Z[:, L] = False
-        cid, img, cols, npix = self._combos(B, S, seg, Z)
-        nc, K = cols.shape
-        ci, uu, w = self._mask_combos(U, S, cid, nc, ent_bu, ent_p)
+        Z, _, img, cols, npix = lab
+        K = cols.shape[1]
+        key, w = counter.result()
+        ci, uu = key // U, key % U
         bu = img[ci] * U + uu  # (image, unit) of each (combination, unit) pair
         mcount = torch.zeros(B * U, dtype=torch.long, device=d).index_add_(0, bu, w).view(B, U)  # mask sizes
         Z = Z[:, :L]
-
         self.G += torch.zeros(L + 1, dtype=torch.long, device=d).index_add_(
             0, cols.reshape(-1), npix.repeat_interleave(K))[:L]
         zb, zl = Z.nonzero(as_tuple=True)
         self.G.index_add_(0, zl, torch.full_like(zl, S))
         self.A_all += mcount.sum(0)
-
         # categories present per image (by the primary category of the labels carried); slot C = none
         has_img = torch.bincount(zb * C + self._prim[zl], minlength=B * C).view(B, C) > 0
-        primx = torch.cat([self._prim, self._prim.new_tensor([C])])  # column L ("none") -> slot C
-        pc = primx[cols]  # [nc, K]
+        pc = torch.cat([self._prim, self._prim.new_tensor([C])])[cols]  # [nc, K]; column L -> slot C
         has_pix = torch.zeros(B * (C + 1), dtype=torch.bool, device=d)
         has_pix[((img * (C + 1)).unsqueeze(1) + pc).reshape(-1)] = True
         has_pix = has_pix.view(B, C + 1)[:, :C]
         self.A_original += (mcount.unsqueeze(2) * (has_img | has_pix).unsqueeze(1)).sum(0)
-
         # image-level intersections: the whole mask of (b, u) meets label l
         self.I.index_add_(1, zl, mcount[zb].t().contiguous())
-
-        # pixel-level intersections and the "lite" presence flags of every (combination, unit) pair
-        # and its K columns, the "none" entries in a spare column (label L, category C) that is dropped
+        # pixel-level intersections and the "lite" presence flags
         inside = torch.zeros(B * U * (C + 1), dtype=torch.bool, device=d)
         if K and w.numel():
             ui = (uu * (L + 1)).unsqueeze(1) + cols[ci]
