@@ -6,7 +6,7 @@ use per-(image, unit) mask sizes. Nothing loops over units or labels in Python.
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
 
 import torch
 
@@ -31,6 +31,40 @@ def _segmentation_size(acts: torch.Tensor, seg: SegBatch, size) -> tuple:
     if size is None:
         raise ValueError("SegBatch has no pixel category: pass size=(sh, sw) to add_activations")
     return size
+
+
+class UnknownLabel(ValueError):
+    """A pixel label plane holds a non-zero number that label.csv lacks (what broden validate
+    rejects). args: (category, image = position in the batch, number); the caller names the row."""
+
+    @property
+    def category(self) -> str:
+        return self.args[0]
+
+    @property
+    def image(self) -> int:
+        return self.args[1]
+
+    @property
+    def number(self) -> int:
+        return self.args[2]
+
+    def __str__(self) -> str:
+        return (f"a {self.category} segmentation holds label number {self.number}, which is not in label.csv "
+                "(broden validate rejects this store)")
+
+
+def find_unknown_label(seg: SegBatch, known: torch.Tensor) -> Optional[UnknownLabel]:
+    """The first pixel label outside ``known`` (bool [max + 1], True at label.csv's numbers) in
+    seg's category order, then image, layer, row, column order; None when every number is known."""
+    maxn = known.numel() - 1
+    for cat, t in seg.pixel.items():
+        t = t.to(known.device)
+        bad = (t != 0) & ((t < 0) | (t > maxn) | ~known[t.clamp(0, maxn)])
+        if bool(bad.any()):
+            b = int(bad.flatten(1).any(1).nonzero()[0])
+            return UnknownLabel(cat, b, int(t[b][bad[b]][0]))
+    return None
 
 
 class _PairCounter:
@@ -67,14 +101,17 @@ class Tally:
     (columns of A_original / A_lite). ``primary_category[number]`` must be one of them.
     Counts (int64): I[U, L], G[L], A_original[U, C], A_lite[U, C], A_all[U], images.
     A label counts once per pixel even if several layers or categories carry it; image-level
-    labels cover the whole plane; label 0 and numbers not in ``labels`` are ignored.
+    labels cover the whole plane; label 0 and numbers not in ``labels`` are ignored. With ``known``
+    (label.csv's numbers), a pixel label plane holding any other non-zero number raises
+    UnknownLabel (checked in the same pass as the label lookup).
     """
 
     reduction = "sum"  # see dissect.stats.protocol
     sum_keys = ("I", "G", "A_original", "A_lite", "A_all", "images")
 
     def __init__(self, labels: Sequence[int], categories: Sequence[str], image_level_categories: Iterable[str],
-                 primary_category: Mapping[int, str], device="cpu", units: int = None):
+                 primary_category: Mapping[int, str], device="cpu", units: int = None,
+                 known: Optional[Sequence[int]] = None):
         self.labels = [int(n) for n in labels]
         if len(set(self.labels)) != len(self.labels):
             raise ValueError("Tally labels contain duplicate numbers")
@@ -93,11 +130,9 @@ class Tally:
         self.primary = [self.categories[i] for i in prim]
         self.device = torch.device(device)
         self.units = units
-        maxn = max(self.labels, default=0)
-        self._lut = torch.full((maxn + 1,), -1, dtype=torch.long)
-        self._lut[torch.tensor(self.labels, dtype=torch.long)] = torch.arange(len(self.labels))
-        self._prim = torch.tensor(prim, dtype=torch.long)
-        self._lut, self._prim = self._lut.to(self.device), self._prim.to(self.device)
+        self.known = None if known is None else sorted({int(n) for n in known})
+        self._prim = torch.tensor(prim, dtype=torch.long, device=self.device)
+        self._make_luts()
         self.images = 0
         self.tiles_evaluated = 0  # tiles the last add_activations interpolated (diagnostic)
         self.I = self.G = self.A_original = self.A_lite = self.A_all = None
@@ -108,6 +143,21 @@ class Tally:
     @property
     def n_labels(self) -> int:
         return len(self.labels)
+
+    def _make_luts(self) -> None:
+        """_lut [maxn + 1]: number -> column, -1 where not tallied; _plut: the same with L for 0 and
+        the numbers not tallied, and L + 1 for the numbers outside ``known`` (when given)."""
+        L = self.n_labels
+        maxn = max(self.labels + (self.known or []), default=0)
+        lut = torch.full((maxn + 1,), -1, dtype=torch.long)
+        lut[torch.tensor(self.labels, dtype=torch.long)] = torch.arange(L)
+        plut = torch.where(lut < 0, L, lut)
+        if self.known is not None:
+            unknown = torch.ones(maxn + 1, dtype=torch.bool)
+            unknown[torch.tensor(self.known, dtype=torch.long)] = False
+            plut[unknown] = L + 1
+        plut[0] = L
+        self._lut, self._plut = lut.to(self.device), plut.to(self.device)
 
     def _alloc(self, units: int) -> None:
         L, C, d = self.n_labels, len(self.categories), self.device
@@ -196,21 +246,30 @@ class Tally:
         self._count(B, U, SH * SW, lab, counter)
 
     def _label_planes(self, B: int, S: int, seg: SegBatch) -> list:
-        """Column number planes [B, S] (long) of every pixel label layer, L = none (0, untallied or
-        out-of-range numbers); layers holding only zeros are skipped."""
-        L, maxn = self.n_labels, self._lut.numel() - 1
-        lut = torch.where(self._lut < 0, L, self._lut)
-        lut[0] = L
+        """Column number planes [B, S] (long) of every pixel label layer, L = none (0, untallied or,
+        without ``known``, out-of-range numbers); layers holding only zeros are skipped. With
+        ``known``, raises UnknownLabel (see find_unknown_label) for a number outside it."""
+        L, maxn, check = self.n_labels, self._plut.numel() - 1, self.known is not None
         planes = []
         for c in self.pixel_categories:
             for t in seg.pixel[c].reshape(B, -1, S).unbind(1):
-                lo, hi = torch.aminmax(t)
-                if int(hi) == 0 and int(lo) == 0:
+                lo, hi = (int(x) for x in torch.aminmax(t))
+                if hi == 0 and lo == 0:
                     continue
-                if int(lo) < 0 or int(hi) > maxn:
+                if lo < 0 or hi > maxn:
+                    if check:
+                        self._raise_unknown(seg)
                     t = torch.where((t < 0) | (t > maxn), 0, t)
-                planes.append(lut[t])
+                col = self._plut[t]
+                if check and int(col.max()) > L:
+                    self._raise_unknown(seg)
+                planes.append(col)
         return planes
+
+    def _raise_unknown(self, seg: SegBatch) -> None:
+        known = torch.zeros(max(self.known, default=0) + 1, dtype=torch.bool, device=self.device)
+        known[torch.tensor(self.known, dtype=torch.long, device=self.device)] = True
+        raise find_unknown_label(SegBatch(pixel={c: seg.pixel[c] for c in self.pixel_categories}), known)
 
     def _batch_labels(self, B: int, S: int, seg: SegBatch) -> tuple:
         """The labels of a batch as label combinations, per image: (Z [B, L + 1] bool image-level
@@ -346,7 +405,7 @@ class Tally:
 
     def to(self, device) -> "Tally":
         self.device = torch.device(device)
-        self._lut, self._prim = self._lut.to(self.device), self._prim.to(self.device)
+        self._lut, self._plut, self._prim = (t.to(self.device) for t in (self._lut, self._plut, self._prim))
         for name in ("I", "G", "A_original", "A_lite", "A_all"):
             x = getattr(self, name)
             if x is not None:
