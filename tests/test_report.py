@@ -72,6 +72,20 @@ def test_overlay_hand_example():
     assert np.array_equal(out, ref_overlay(rgb, mask))
 
 
+def test_overlay_of_a_stack_equals_the_reference_per_image():
+    """overlay() draws a stack [N, h, w, 3] at once: each image as the plain per-pixel reference,
+    whatever the values (all 256 channel values occur) and the mask shape (odd widths, empty, full)."""
+    rng = np.random.default_rng(4)
+    rgb = rng.integers(0, 256, (4, 9, 13, 3), dtype=np.uint8)
+    rgb[0].reshape(-1)[:256] = np.arange(256)
+    mask = rng.random((4, 9, 13)) > 0.5
+    mask[1], mask[2] = False, True
+    out = overlay(rgb, mask)
+    assert out.shape == rgb.shape and out.dtype == np.uint8
+    for i in range(4):
+        assert np.array_equal(out[i], ref_overlay(rgb[i], mask[i])), i
+
+
 def test_unit_strip_layout_and_content():
     rng = np.random.default_rng(1)
     imgs = [rng.integers(0, 255, (20, 20, 3), dtype=np.uint8), rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)]
@@ -112,8 +126,8 @@ def test_pages_sorted_by_iou_and_offline(report_dir):
         assert not re.search(r"https?://|<link\b|@import|//cdn", text), "page must load nothing from the network"
         for src in re.findall(r'src="([^"]+)"', text):
             assert (page.parent / src).is_file(), src
-        for stem in ("detectors.svg", "detectors.png"):
-            assert (out / layer / "report_files" / stem).stat().st_size > 500
+        assert (out / layer / "report_files" / "detectors.svg").stat().st_size > 500
+        assert 'src="report_files/detectors.svg"' in text
         assert 'id="cat"' in text and 'id="q"' in text
         for lab, cat, _, _ in spec:  # display name without the -c/-s suffix; the raw label kept for search
             shown = lab[:-2] if lab.endswith(("-c", "-s")) else lab
@@ -134,10 +148,14 @@ def test_index_page_counts_and_layer_order(report_dir):
     assert cells == ["6", "4", "3", "1 / 1", "2 / 1", "0 / 0", "1 / 1", "0 / 0", "0 / 0"]
     row = re.search(r'<tr><td><a href="layer10/report.html">.*?</tr>', text).group(0)
     assert re.findall(r"<td>([^<]*)</td>", row) == ["4", "4", "3", "1 / 1", "2 / 1", "1 / 1", "0 / 0", "0 / 0", "0 / 0"]
-    for ext in ("svg", "png"):
-        assert (out / "report_files" / f"unique_detectors.{ext}").stat().st_size > 500
     svg = (out / "report_files" / "unique_detectors.svg").read_text("utf-8")
     assert "layer2" in svg and "layer10" in svg
+    # hand-counted unique detectors (the table above): one bar per (layer, category), height by count
+    bars = _svg_bars(svg)
+    got = {(b["data-name"], b["data-category"]): int(b["data-count"]) for b in bars}
+    assert got[("layer2", "object")] == 1 and got[("layer10", "part")] == 1 and got[("layer10", "material")] == 0
+    assert len(bars) == 2 * 6
+    _heights_proportional(bars)
 
 
 def test_strip_images_show_masked_top_images(report_dir):
@@ -162,17 +180,66 @@ def test_strip_images_show_masked_top_images(report_dir):
         assert strip.shape[1] == 3 * 112 + 2 * 2
 
 
-def test_detector_bars_svg_has_concepts(tmp_path):
-    from dissect.report.plots import detector_bars
+def _svg_bars(svg: str) -> list:
+    """The chart's bars as attribute dicts (XML-parsed, so the SVG must be well formed)."""
+    import xml.etree.ElementTree as ET
 
-    paths = detector_bars({"object": {"disc": 3, "square": 1}, "color": {"red-c": 2}, "part": {}}, tmp_path / "d")
-    assert [p.name for p in paths] == ["d.svg", "d.png"]
+    root = ET.fromstring(svg)
+    return [r.attrib for r in root.iter("{http://www.w3.org/2000/svg}rect") if r.get("class") == "bar"]
+
+
+def _heights_proportional(bars: list) -> None:
+    """Every bar's height is its count times one scale, and all bars stand on one baseline."""
+    per = {round(float(b["height"]) / int(b["data-count"]), 1) for b in bars if int(b["data-count"])}
+    assert len(per) == 1, per
+    assert len({round(float(b["y"]) + float(b["height"]), 1) for b in bars}) == 1
+
+
+def test_detector_bars_svg_has_concepts(tmp_path):
+    from dissect.report.plots import CATEGORY_COLORS, detector_bars
+
+    counts = {"object": {"disc": 3, "square": 1, "a&b": 4}, "color": {"red-c": 2}, "part": {}}
+    paths = detector_bars(counts, tmp_path / "d")
+    assert [p.name for p in paths] == ["d.svg"]
     svg = paths[0].read_text("utf-8")
-    # bars: disc (3) before square (1); category headers with counts of concepts
-    assert svg.index("disc") < svg.index("square") and "red-c" in svg
-    assert "object (2)" in svg and "color (1)" in svg and "part (" not in svg
-    with Image.open(paths[1]) as im:
-        assert im.format == "PNG" and im.size[0] > 100
+    bars = _svg_bars(svg)
+    # hand-ordered: by category as given, then most detectors first; nothing for the empty category
+    assert [(b["data-category"], b["data-name"], int(b["data-count"])) for b in bars] == [
+        ("object", "a&b", 4), ("object", "disc", 3), ("object", "square", 1), ("color", "red-c", 2)]
+    assert [b["fill"] for b in bars] == [CATEGORY_COLORS["object"]] * 3 + [CATEGORY_COLORS["color"]]
+    _heights_proportional(bars)
+    xs = [float(b["x"]) for b in bars]
+    assert xs == sorted(xs)
+    assert "object (3)" in svg and "color (1)" in svg and "part (" not in svg
+    assert "a&amp;b" in svg and "a&b<" not in svg  # labels escaped
+    # integer y ticks 0..4 (hand: max 4 -> steps of 1)
+    assert re.findall(r'<g class="yticks"[^>]*>(.*?)</g>', svg)[0].count("<text") == 5
+    empty = detector_bars({"object": {}}, tmp_path / "e")[0].read_text("utf-8")
+    assert "no detectors" in empty and not _svg_bars(empty)
+
+
+def test_y_ticks_hand_values():
+    from dissect.report.plots import y_ticks
+
+    assert y_ticks(0) == [0, 1] and y_ticks(4) == [0, 1, 2, 3, 4]
+    assert y_ticks(7) == [0, 2, 4, 6, 8] and y_ticks(23) == [0, 5, 10, 15, 20, 25]
+    assert y_ticks(130) == [0, 50, 100, 150]
+
+
+def test_report_does_not_import_matplotlib(tmp_path, synthetic_store):
+    """The report's plots are SVG templates: writing a report imports no plotting library."""
+    import subprocess
+    import sys
+
+    from report_fixture import fabricate_layer
+
+    fabricate_layer(tmp_path / "O", "conv", synthetic_store, 10, LAYER_B, k=2)
+    code = ("import sys; from dissect.report import write_reports; write_reports(sys.argv[1]); "
+            "assert 'matplotlib' not in sys.modules, 'matplotlib imported'")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "O")], capture_output=True, text=True,
+                       cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "O" / "conv" / "report_files" / "detectors.svg").is_file()
 
 
 def test_bad_results_folder_errors(tmp_path, synthetic_store):
@@ -282,3 +349,33 @@ def test_display_names():
     from dissect.report.summary import display_name
 
     assert [display_name(x) for x in ("red-c", "street-s", "wheel", "-c", "t-shirt")] == ["red", "street", "wheel", "-c", "t-shirt"]
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+@pytest.mark.parametrize("mask_size,size", [((112, 112), (112, 112)), ((23, 31), (40, 50)), ((9, 10), (9, 10))])
+def test_unit_masks_skip_no_pixel_of_the_upsampled_plane(mode, mask_size, size):
+    """The batched masks skip pixels that cannot pass T; they must still equal, bit for bit, the whole
+    plane upsampled by the tally's upsampler and thresholded (the definition of the counted mask),
+    also at ties: thresholds taken from the upsampled values themselves (and one ulp below the top
+    value, where a skipping margin too small would drop it), T = 0 over exact zeros,
+    negative maps. Enlargement: integer nearest indexing floor(y * n_in / n_out)."""
+    import torch
+
+    from dissect.report.masks import unit_masks
+    from dissect.stats.upsample import upsample
+
+    rng = np.random.default_rng(11)
+    maps = rng.normal(size=(5, 3, 7, 7)).astype(np.float16).astype(np.float32)
+    maps[1] = -np.abs(maps[1])  # all negative
+    maps[2, :, :4] = 0.0  # exact zeros under T = 0
+    full = upsample(torch.from_numpy(maps), mask_size, mode).numpy()  # [U, K, SH, SW]
+    thr = np.array([full[0, 0].ravel()[37], np.quantile(full[1], 0.9), 0.0, full[3].max(),
+                    np.nextafter(full[4].max(), np.float32(-np.inf))],  # only the maximum passes, by one ulp
+                   np.float32)
+    ref = full > thr[:, None, None, None]
+    iy = (np.arange(size[0]) * mask_size[0]) // size[0]
+    ix = (np.arange(size[1]) * mask_size[1]) // size[1]
+    got = unit_masks(maps, thr, mask_size, size, mode, units_per_step=2)
+    assert got.shape == (5, 3) + tuple(size)
+    assert np.array_equal(got, ref[:, :, iy][:, :, :, ix])
+    assert 0 < got.sum() < got.size and not got[3].any() and 0 < got[4].sum() <= got[4].size // 20

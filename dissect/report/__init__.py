@@ -2,7 +2,7 @@
 
 ``dissect report O`` writes ``O/<layer>/report.html`` for every layer and ``O/index.html``.
 A report renders LayerResults (dissect.results), from memory after a run or loaded from ``O``.
-Plots need matplotlib (the ``report`` extra); without it the pages are written without plots.
+The plots are SVG drawn by Jinja2 templates (no plotting library on this path).
 """
 from .summary import layer_summary, summary_line
 from .writer import write_index, write_layer_report, write_reports

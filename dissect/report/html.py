@@ -15,22 +15,12 @@ test reads these; a reader sees a warning line when an image failed to load.
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from typing import Optional, Sequence
 from urllib.parse import quote
 
 from .plots import category_color
+from .render import environment
 from .summary import display_name, is_detector
-
-
-@lru_cache(maxsize=1)
-def environment():
-    """The Jinja2 environment over the package's templates (autoescaped HTML)."""
-    import jinja2
-
-    return jinja2.Environment(loader=jinja2.PackageLoader("dissect.report", "templates"),
-                              autoescape=jinja2.select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True,
-                              undefined=jinja2.StrictUndefined)
 
 
 def _fmt(value) -> str:

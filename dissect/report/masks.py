@@ -6,13 +6,14 @@ upsampler (dissect.stats.upsample), then enlarged to the image with the same ups
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..stats.upsample import upsample
+from ..stats.upsample import axis_taps, bands, interp_rows, plane_taps, relative_margin, upsample
 
 #: Outline colour of the mask boundary (RGB).
 OUTLINE = np.array([255, 230, 0], np.float32)
@@ -44,14 +45,39 @@ def _boundary(mask: np.ndarray) -> np.ndarray:
     return mask & ~inner
 
 
+@lru_cache(maxsize=8)
+def _dim_table(dim: float) -> np.ndarray:
+    """uint8 [256]: the dimmed value of each channel value, rounded as before the table existed:
+    float32 ``v * dim + 128 * (1 - dim) / 2``, then ``+ 0.5``, clipped and truncated."""
+    v = np.arange(256, dtype=np.float32)
+    return np.clip(v * dim + 128.0 * (1 - dim) * 0.5 + 0.5, 0, 255).astype(np.uint8)
+
+
+@lru_cache(maxsize=8)
+def _outline_plane(shape: tuple) -> np.ndarray:
+    """A read-only uint8 picture of ``shape`` filled with OUTLINE (copied where the edge is)."""
+    plane = np.empty(shape, np.uint8)
+    plane[...] = OUTLINE.astype(np.uint8)
+    plane.flags.writeable = False
+    return plane
+
+
 def overlay(rgb: np.ndarray, mask: np.ndarray, dim: float = 0.3) -> np.ndarray:
     """The image with everything outside ``mask`` dimmed towards grey and the mask's outline drawn.
-    ``rgb`` [..., h, w, 3] uint8 and ``mask`` [..., h, w]: a stack of images is drawn in one call."""
-    img = rgb.astype(np.float32)
-    out = np.where(mask[..., None], img, img * dim + 128.0 * (1 - dim) * 0.5)
-    edge = _boundary(mask)
-    out[edge] = OUTLINE
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    ``rgb`` [..., h, w, 3] uint8 and ``mask`` [..., h, w]: a stack of images is drawn in one call.
+    Integer work only, with OpenCV's table lookup and masked copies (numpy's broadcast masked
+    copy of 3-channel pixels measured 40x slower): dimming is :func:`_dim_table`."""
+    import cv2
+
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    mask = np.ascontiguousarray(mask, dtype=bool)
+    shape = rgb.shape
+    flat = rgb.reshape(-1, shape[-2], 3)  # images stacked along the rows: one 2-D picture for OpenCV
+    out = cv2.LUT(flat, _dim_table(float(dim)))
+    cv2.copyTo(flat, mask.reshape(-1, shape[-2]).view(np.uint8), out)
+    edge = _boundary(mask).reshape(-1, shape[-2]).view(np.uint8)
+    cv2.copyTo(_outline_plane(out.shape), edge, out)
+    return out.reshape(shape)
 
 
 def unit_strip(images: Sequence[np.ndarray], maps: Sequence[np.ndarray], threshold: float,
@@ -73,24 +99,59 @@ def unit_strip(images: Sequence[np.ndarray], maps: Sequence[np.ndarray], thresho
     return strip_from_tiles(tiles, thumb, gap, background)
 
 
+def _plane_masks(maps: np.ndarray, T: np.ndarray, mask_size: tuple, mode: str) -> np.ndarray:
+    """maps [N, h, w] float32, thresholds T [N] float32 -> bool [N, SH, SW]: ``upsample(maps, mask_size,
+    mode) > T`` bit for bit, evaluating only the pixels that can pass T.
+
+    As in dissect.stats.upsample, rows are interpolated first (the same interp_rows), then each output
+    pixel is ``fl(fl(a * w0) + fl(b * w1))`` of its two row values a, b (a column band shares a, b).
+    That value is at most max(a, b) + 4 eps max(|a|, |b|) (weights in [0, 1] summing to 1 within eps,
+    three roundings), so a (map, row, band) segment whose max(a, b) + 32 eps max(|a|, |b|) (computed in
+    float32, itself within eps) is not above T has no mask pixel and is skipped; the others are
+    computed with exactly upsample()'s arithmetic. With T at the top 0.5 % few segments remain."""
+    N, h, w = maps.shape
+    rows, cols = plane_taps((h, w), mask_size, mode)
+    r = interp_rows(torch.from_numpy(maps), rows).numpy()  # [N, SH, w]
+    bx0, bx1, xmem = (t.numpy() for t in bands(cols))  # column bands sharing their two source columns
+    a, b = r[..., bx0], r[..., bx1]  # [N, SH, bands]
+    bound = np.maximum(np.abs(a), np.abs(b))
+    bound *= np.float32(2 * relative_margin(torch.float32))
+    bound += np.maximum(a, b)
+    p, y, band = np.nonzero(bound > T[:, None, None])
+    xs = xmem[band]  # [n, m] output columns of each hot segment, -1 = padding
+    xc = np.maximum(xs, 0)
+    w0, w1 = cols.w0.numpy().astype(np.float32), cols.w1.numpy().astype(np.float32)
+    v = a[p, y, band][:, None] * w0[xc] + b[p, y, band][:, None] * w1[xc]
+    k, j = np.nonzero((v > T[p][:, None]) & (xs >= 0))
+    out = np.zeros((N,) + tuple(mask_size), dtype=bool)
+    out[p[k], y[k], xc[k, j]] = True
+    return out
+
+
 def unit_masks(maps: np.ndarray, thresholds: np.ndarray, mask_size: Sequence[int], size: Sequence[int],
                mode: str = "bilinear", units_per_step: int = 64) -> np.ndarray:
     """The masks of many units at once (the report's batched step, issue 16): maps [U, K, h, w] at
     layer resolution, thresholds [U] -> bool [U, K, *size]. Each mask is ``upsample(map, mask_size,
     mode) > T_u`` (the tally's upsampler and rule at the segmentation size, so exactly the counted
-    mask), brought to ``size`` (the thumbnail) by the same upsampler in 'nearest' mode. One call per
-    block of ``units_per_step`` units, no per-map calls; memory is bounded by the block."""
+    mask), brought to ``size`` (the thumbnail) by nearest-neighbour indexing (the upsampler's 'nearest'
+    taps: exact on a 0/1 plane). Bilinear and nearest skip the pixels that cannot pass T
+    (:func:`_plane_masks`); other modes upsample whole planes. Memory is bounded by a block of
+    ``units_per_step`` units."""
     maps = np.asarray(maps, dtype=np.float32)
-    U, K = maps.shape[:2]
+    U, K, h, w = maps.shape
     size, mask_size = (int(size[0]), int(size[1])), (int(mask_size[0]), int(mask_size[1]))
     out = np.empty((U, K) + size, dtype=bool)
-    thr = torch.as_tensor(np.asarray(thresholds, dtype=np.float32))
+    thr = np.asarray(thresholds, dtype=np.float32).reshape(U)
+    iy = axis_taps(mask_size[0], size[0], "nearest").i0.numpy()
+    ix = axis_taps(mask_size[1], size[1], "nearest").i0.numpy()
     for u0 in range(0, U, units_per_step):
-        m = upsample(torch.from_numpy(maps[u0: u0 + units_per_step]), mask_size, mode)
-        m = m > thr[u0: u0 + units_per_step].view(-1, 1, 1, 1)
-        if mask_size != size:
-            m = upsample(m.to(torch.float32), size, "nearest") > 0.5
-        out[u0: u0 + units_per_step] = m.numpy()
+        blk, t = maps[u0: u0 + units_per_step], thr[u0: u0 + units_per_step]
+        n = blk.shape[0]
+        if mode in ("bilinear", "nearest"):
+            m = _plane_masks(blk.reshape(n * K, h, w), np.repeat(t, K), mask_size, mode).reshape((n, K) + mask_size)
+        else:
+            m = (upsample(torch.from_numpy(blk), mask_size, mode) > torch.from_numpy(t).view(-1, 1, 1, 1)).numpy()
+        out[u0: u0 + n] = m if mask_size == size else m[:, :, iy][:, :, :, ix]
     return out
 
 

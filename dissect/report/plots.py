@@ -1,17 +1,25 @@
-"""Report plots (matplotlib, the ``report`` extra): SVG and PNG written side by side, atomically.
+"""Report plots, drawn as SVG by a Jinja2 template (``templates/bars.svg``), written atomically.
 
 - :func:`detector_bars`: detectors per concept, grouped by category (as in the paper's figures).
 - :func:`layer_lines`: unique detectors per category, a group of bars per layer.
+
+The charts are plain bars with integer axes, so they are laid out here in pixels and rendered by
+the template: no plotting library is imported on the report's path (matplotlib's import and
+savefig cost about a second per report, issue 16). Every bar carries its count and concept in
+``data-*`` attributes. ``dissect compare`` still draws with matplotlib (:func:`_pyplot`, :func:`_save`).
 """
 from __future__ import annotations
 
 import io
 import logging
+import math
 import zlib
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from broden_builder.store.atomic import atomic_write_bytes
+from broden_builder.store.atomic import atomic_write_bytes, atomic_write_text
+
+from .render import render
 
 log = logging.getLogger(__name__)
 
@@ -21,9 +29,12 @@ CATEGORY_COLORS = {
     "scene": "#d62728", "texture": "#9467bd", "color": "#8c564b",
 }
 _EXTRA = ["#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+#: Chart geometry in SVG pixels: plot area height, left margin (y axis), bar slot per concept.
+PLOT_HEIGHT, LEFT, SLOT = 180, 46, 14
 
 
 def category_color(category: str, order: Sequence[str] = ()) -> str:
+    """The colour of a category: fixed for Broden's six, else one of a few by position in ``order``."""
     if category in CATEGORY_COLORS:
         return CATEGORY_COLORS[category]
     others = [c for c in order if c not in CATEGORY_COLORS]
@@ -31,7 +42,33 @@ def category_color(category: str, order: Sequence[str] = ()) -> str:
     return _EXTRA[i % len(_EXTRA)]
 
 
+def y_ticks(vmax: int) -> list:
+    """Integer ticks 0..top covering ``vmax`` with at most 6 ticks, steps 1, 2, 5, 10, 20, 50, ..."""
+    vmax = max(1, int(vmax))
+    step = 1
+    while vmax / step > 5:
+        step = step * 5 // 2 if str(step)[0] == "2" else step * 2  # 1, 2, 5, 10, 20, 50, ...
+    return list(range(0, -(-vmax // step) * step + 1, step))
+
+
+def _frame(vmax: int, top: float, width_plot: float, ylabel: str, title: str) -> dict:
+    """The chart dict shared by both plots: plot area, y ticks (value, y) and the scale."""
+    ticks = y_ticks(vmax)
+    y1, y0 = top, top + PLOT_HEIGHT
+    scale = PLOT_HEIGHT / ticks[-1]
+    return {"title": title, "ylabel": ylabel, "x0": LEFT, "x1": LEFT + width_plot, "y0": y0, "y1": y1,
+            "scale": scale, "ticks": [(v, round(y0 - v * scale, 2)) for v in ticks], "bars": [], "xlabels": [],
+            "headers": [], "seps": [], "legend": [], "note": ""}
+
+
+def _write_svg(chart: dict, stem) -> list:
+    path = Path(stem).with_suffix(".svg")
+    atomic_write_text(path, render("bars.svg", c=chart))
+    return [path]
+
+
 def _pyplot():
+    """matplotlib.pyplot on the Agg backend (``dissect compare``'s charts; the ``report`` extra)."""
     try:
         import matplotlib
     except ImportError as e:  # pragma: no cover - depends on the environment
@@ -63,63 +100,61 @@ def detector_bars(counts: Mapping[str, Mapping[str, int]], stem, title: str = ""
     """Bar chart of detector counts per concept, grouped by category.
 
     ``counts[category][concept] = number of detector units``. Categories keep the mapping's
-    order; within one, concepts go from most to fewest detectors (then by name). Writes
-    ``stem.svg`` and ``stem.png`` and returns their paths.
+    order; within one, concepts go from most to fewest detectors (then by name); each category's
+    header says how many concepts it has. Writes ``stem.svg`` and returns ``[its path]``.
     """
-    plt = _pyplot()
-    bars = []  # (category, concept, n)
-    for cat, per in counts.items():
-        for name, n in sorted(per.items(), key=lambda kv: (-kv[1], kv[0])):
-            if n > 0:
-                bars.append((cat, name, int(n)))
     order = list(counts)
-    width = min(60.0, max(4.0, 0.22 * len(bars) + 1.5))
-    fig, ax = plt.subplots(figsize=(width, 3.6))
-    if bars:
-        xs = range(len(bars))
-        ax.bar(xs, [b[2] for b in bars], color=[category_color(b[0], order) for b in bars], width=0.8)
-        ax.set_xticks(list(xs))
-        ax.set_xticklabels([b[1] for b in bars], rotation=90, fontsize=7)
-        ax.set_xlim(-0.6, len(bars) - 0.4)
-        start = 0
-        for cat in order:
-            n = sum(1 for b in bars if b[0] == cat)
-            if n:
-                ax.text(start + (n - 1) / 2, 1.0, f"{cat} ({n})", transform=ax.get_xaxis_transform(),
-                        ha="center", va="bottom", fontsize=8, color=category_color(cat, order))
-                if start:
-                    ax.axvline(start - 0.5, color="#cccccc", linewidth=0.8)
-                start += n
-    else:
-        ax.text(0.5, 0.5, "no detectors", ha="center", va="center", transform=ax.transAxes)
-        ax.set_xticks([])
-    ax.set_ylabel("detectors")
-    ax.yaxis.get_major_locator().set_params(integer=True)
-    if title:
-        ax.set_title(title, pad=18)
-    return _save(fig, Path(stem))
+    bars = [(cat, name, int(n)) for cat, per in counts.items()
+            for name, n in sorted(per.items(), key=lambda kv: (-kv[1], kv[0])) if n > 0]
+    c = _frame(max((b[2] for b in bars), default=1), 40 if title else 24, SLOT * max(len(bars), 12),
+               "detectors", title)
+    for i, (cat, name, n) in enumerate(bars):
+        x = LEFT + SLOT * i
+        c["bars"].append({"x": x + 0.1 * SLOT, "y": c["y0"] - n * c["scale"], "w": 0.8 * SLOT, "h": n * c["scale"],
+                          "fill": category_color(cat, order), "category": cat, "name": name, "n": n})
+        c["xlabels"].append({"x": x + SLOT / 2, "y": c["y0"] + 4, "text": name, "rotate": -90, "anchor": "end", "size": 8})
+    start = 0
+    for cat in order:
+        n = sum(1 for b in bars if b[0] == cat)
+        if n:
+            c["headers"].append({"x": LEFT + SLOT * (start + n / 2), "text": f"{cat} ({n})",
+                                 "fill": category_color(cat, order)})
+            if start:
+                c["seps"].append(LEFT + SLOT * start)
+            start += n
+    if not bars:
+        c["note"] = "no detectors"
+    longest = max((len(b[1]) for b in bars), default=0)
+    c["width"], c["height"] = c["x1"] + 12, math.ceil(c["y0"] + 10 + 5 * longest)
+    return _write_svg(c, stem)
 
 
 def layer_lines(layers: Sequence[str], unique: Mapping[str, Sequence[int]], stem, title: str = "") -> list:
     """Grouped bars: unique detectors (distinct concepts among detector units) per category, per layer.
 
-    ``unique[category][i]`` is the count for ``layers[i]``. Writes ``stem.svg``/``stem.png``.
+    ``unique[category][i]`` is the count for ``layers[i]``; a legend names the categories.
+    Writes ``stem.svg`` and returns ``[its path]``.
     """
-    plt = _pyplot()
     order = list(unique)
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(layers) * max(1, len(order)) * 0.25 + 3.0), 3.4))
-    xs = list(range(len(layers)))
-    width = 0.8 / max(1, len(order))
+    slot = max(48.0, 10.0 * len(order) + 16)
+    vmax = max((int(v) for vals in unique.values() for v in vals), default=1)
+    c = _frame(vmax, 32 if title else 12, slot * max(1, len(layers)), "unique detectors", title)
+    width = 0.8 * slot / max(1, len(order))
+    tilt = len(layers) > 4
+    for i, layer in enumerate(layers):
+        x = LEFT + slot * i
+        for j, cat in enumerate(order):
+            n = int(unique[cat][i])
+            c["bars"].append({"x": x + 0.1 * slot + width * j, "y": c["y0"] - n * c["scale"], "w": width,
+                              "h": n * c["scale"], "fill": category_color(cat, order), "category": cat,
+                              "name": str(layer), "n": n})
+        c["xlabels"].append({"x": x + slot / 2, "y": c["y0"] + 14, "text": str(layer), "rotate": -30 if tilt else 0,
+                             "anchor": "end" if tilt else "middle", "size": 10})
     for j, cat in enumerate(order):
-        pos = [x - 0.4 + width * (j + 0.5) for x in xs]
-        ax.bar(pos, list(unique[cat]), width=width, label=cat, color=category_color(cat, order))
-    ax.set_xticks(xs)
-    ax.set_xticklabels(list(layers), rotation=30 if len(layers) > 4 else 0, ha="right" if len(layers) > 4 else "center")
-    ax.set_ylabel("unique detectors")
-    ax.set_ylim(bottom=0)
-    ax.yaxis.get_major_locator().set_params(integer=True)
-    if order:
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    if title:
-        ax.set_title(title)
-    return _save(fig, Path(stem))
+        c["legend"].append({"x": c["x1"] + 10, "y": c["y1"] + 14 * j + 8, "fill": category_color(cat, order),
+                            "text": cat})
+    longest = max((len(str(l)) for l in layers), default=0)
+    legend_w = 24 + 6 * max((len(cat) for cat in order), default=0)
+    c["width"] = math.ceil(c["x1"] + legend_w + 10)
+    c["height"] = math.ceil(max(c["y0"] + 24 + (3 * longest if tilt else 0), c["y1"] + 14 * len(order) + 10))
+    return _write_svg(c, stem)

@@ -19,6 +19,7 @@ from broden_builder.store.errors import StoreFormatError
 from ..results import LayerResult, ResultsError, find_layer_folders, load_result
 from . import html
 from .masks import overlay, strip_from_tiles, unit_masks
+from .plots import detector_bars, layer_lines
 from .summary import layer_summary, summary_line
 
 log = logging.getLogger(__name__)
@@ -135,15 +136,9 @@ def write_layer_report(layer: Union[LayerResult, str, Path], store=None, thumb: 
                 _check_fingerprint(cache[key], data.to_json())
         if cache[key] is not None:
             strips = _strips(data, cache[key], files, thumb, images_per_unit, quiet)
-    plot = None
-    try:
-        from .plots import detector_bars
-
-        detector_bars({c: summ["concepts"].get(c, {}) for c in categories}, files / "detectors",
-                      title=f"{data.layer}: detectors per concept")
-        plot = html.href(FILES, "detectors.svg")
-    except ImportError as e:
-        log.warning("no plots: %s", e)
+    detector_bars({c: summ["concepts"].get(c, {}) for c in categories}, files / "detectors",
+                  title=f"{data.layer}: detectors per concept")
+    plot = html.href(FILES, "detectors.svg")
     page = folder / PAGE
     from .analyses import unit_extras
 
@@ -165,15 +160,10 @@ def write_index(out_dir, layers: Sequence[LayerResult], title: str = "Network Di
         rows.append((d.layer, html.href(d.path.name, PAGE), summ, d.to_json()))
     plot = None
     if layers:
-        try:
-            from .plots import layer_lines
-
-            unique = {c: [r[2]["unique"].get(c, 0) for r in rows] for c in categories}
-            layer_lines([r[0] for r in rows], unique, out_dir / FILES / "unique_detectors",
-                        title="unique detectors per layer")
-            plot = html.href(FILES, "unique_detectors.svg")
-        except ImportError as e:
-            log.warning("no plots: %s", e)
+        unique = {c: [r[2]["unique"].get(c, 0) for r in rows] for c in categories}
+        layer_lines([r[0] for r in rows], unique, out_dir / FILES / "unique_detectors",
+                    title="unique detectors per layer")
+        plot = html.href(FILES, "unique_detectors.svg")
     page = out_dir / INDEX
     atomic_write_text(page, html.index_page(rows, categories, plot, title))
     return page
