@@ -109,6 +109,15 @@ def _draw_unit(i: int, rows: np.ndarray, thumbs: dict, masks: dict, thumb: int, 
     return html.href(FILES, name), strip.shape[1], strip.shape[0]
 
 
+def _thumb_sizes(st, rows: Sequence[int], thumb: int) -> set:
+    """The thumbnail sizes (thumb, tw) of these rows as index.csv gives the image sizes (none when the
+    store has no row table); the decoded thumbnails have the final word."""
+    table = getattr(st, "rows", None)
+    if table is None:
+        return set()
+    return {(thumb, max(1, round(table[r].iw * thumb / table[r].ih))) for r in rows}
+
+
 def report_threads() -> int:
     """Threads drawing the strips: the CPUs available (affinity and cgroup aware), at most 4. Image
     decoding, numpy's selects, JPEG encoding and file writes release the GIL."""
@@ -133,10 +142,17 @@ def _strips(data: LayerResult, st, files: Path, thumb: int, images_per_unit: Opt
     seg = (data.store or {}).get("segmentation_size")
     mode = (data.settings or {}).get("upsample") or "bilinear"
     units = [int(u["unit_index"]) for u in data.units]
+    masks: dict = {}  # thumbnail size -> bool [U, k, th, tw]
+
+    def masks_at(sizes):
+        for s in sorted(set(sizes) - set(masks)):
+            masks[s] = unit_masks(maps[:, :k], data.thresholds, tuple(seg) if seg else s, s, mode)
+
     with ThreadPoolExecutor(report_threads()) as pool:
-        thumbs = dict(zip(wanted, pool.map(lambda r: _thumbnail(st, r, thumb), wanted)))
-        masks = {s: unit_masks(maps[:, :k], data.thresholds, tuple(seg) if seg else s, s, mode)  # [U, k, th, tw]
-                 for s in sorted({t.shape[:2] for t, _ in thumbs.values()})}
+        decoding = pool.map(lambda r: _thumbnail(st, r, thumb), wanted)
+        masks_at(_thumb_sizes(st, wanted, thumb))  # while the images decode: sizes from index.csv
+        thumbs = dict(zip(wanted, decoding))
+        masks_at(t.shape[:2] for t, _ in thumbs.values())  # any the index did not predict
         drawn = pool.map(lambda i: _draw_unit(i, rows[i], thumbs, masks, thumb, files), units)
         return dict(zip(units, progress(drawn, quiet, total=len(units), desc=f"report {data.layer}", unit="unit")))
 
