@@ -18,33 +18,23 @@ from torch.utils.data import DataLoader
 from broden_builder.store.reader import BrodenStore
 from broden_builder.torch_dataset import BrodenDataset, check_categories, collate_broden, select_rows
 
-from ..stats import SegBatch, Tally
+from ..stats.tiles import mask_entries
+from ..stats.upsample import SEPARABLE, upsample as upsample_acts
 from .counts import AtomBuilder, MaskCounts, pixel_label_keys
 from .search import SearchResult, beam_search
-
-
-class _MaskTap(Tally):
-    """A Tally over no labels that keeps the mask pixels of the last batch instead of counting:
-    the masks are exactly those Tally.add_activations counts (same upsampling and threshold)."""
-
-    def __init__(self, units: int):
-        super().__init__([], [], [], {}, units=units)
-        self.entries = None
-
-    def _accumulate(self, B, U, S, seg, ent_bu, ent_p):  # noqa: D401 (Tally hook)
-        self.entries = (ent_bu, ent_p)
 
 
 def unit_mask_entries(acts: torch.Tensor, thresholds: torch.Tensor, size: Sequence[int], mode: str = "bilinear",
                       field=None, input_size=None) -> tuple:
     """Mask pixels of acts [B, U, h, w] upsampled to ``size`` and thresholded (> T [U]):
-    (unit [n], pixel [n] = b * sh * sw + y * sw + x), the mask the tally counts."""
+    (unit [n], pixel [n] = b * sh * sw + y * sw + x), the mask the tally counts (bicubic: dense)."""
+    if mode in SEPARABLE and acts.is_floating_point():
+        return mask_entries(acts, thresholds, size, mode, field, input_size)
     B, U = acts.shape[:2]
-    tap = _MaskTap(U)
-    tap.add_activations(acts, thresholds, SegBatch(), mode=mode, field=field, input_size=input_size, size=tuple(size))
-    ent_bu, ent_p = tap.entries
+    up = upsample_acts(acts, size, mode, field=field, input_size=input_size)
+    flat = (up > thresholds.to(up.device, up.dtype).view(1, U, 1, 1)).reshape(-1).nonzero().squeeze(1)
     S = int(size[0]) * int(size[1])
-    return ent_bu % U, (ent_bu // U) * S + ent_p
+    return (flat // S) % U, (flat // (U * S)) * S + flat % S
 
 
 @dataclass

@@ -6,18 +6,21 @@ use per-(image, unit) mask sizes. Nothing loops over units or labels in Python.
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
 
 import torch
 
 from broden_builder.torch_dataset import SegBatch
 
-from .upsample import SEPARABLE, bands, plane_taps, relative_margin, upsample
+from .tiles import hot_tiles, tile_plan
+from .upsample import SEPARABLE, upsample
 
 UNIONS = ("original", "lite", "all")
 
 # bound on (mask entries x label layers) joined at once; larger batches are split by image
 _MAX_JOIN = 1 << 24
+# bound on the packed per-pixel label-combination key (int64); past it the key is re-numbered
+_KEY_LIMIT = 1 << 62
 
 
 def _segmentation_size(acts: torch.Tensor, seg: SegBatch, size) -> tuple:
@@ -30,16 +33,65 @@ def _segmentation_size(acts: torch.Tensor, seg: SegBatch, size) -> tuple:
     return size
 
 
-def _hot_cells(acts: torch.Tensor, T: torch.Tensor) -> tuple:
-    """(maps [B*U, h, w], hot [B*U, h, w] bool, sel [P]): the cells that may set a mask pixel and the maps
-    with any. An interpolated value is a convex combination of its tile's corners c_i, and its float
-    rounding is bounded term by term, so it is at most max_i (c_i + |c_i| * margin): a tile can pass T only
-    if one of its corners has c + |c| * margin > T. The margin is per cell, so a unit with T = 0 skips the
-    tiles of its exact zeros."""
-    B, U, h, w = acts.shape
-    maps = acts.reshape(B * U, h, w)
-    hot = (maps + maps.abs() * relative_margin(acts.dtype)) > T.repeat(B).view(-1, 1, 1)
-    return maps, hot, hot.reshape(B * U, -1).any(1).nonzero().squeeze(1)
+class UnknownLabel(ValueError):
+    """A pixel label plane holds a non-zero number that label.csv lacks (what broden validate
+    rejects). args: (category, image = position in the batch, number); the caller names the row."""
+
+    @property
+    def category(self) -> str:
+        return self.args[0]
+
+    @property
+    def image(self) -> int:
+        return self.args[1]
+
+    @property
+    def number(self) -> int:
+        return self.args[2]
+
+    def __str__(self) -> str:
+        return (f"a {self.category} segmentation holds label number {self.number}, which is not in label.csv "
+                "(broden validate rejects this store)")
+
+
+def find_unknown_label(seg: SegBatch, known: torch.Tensor) -> Optional[UnknownLabel]:
+    """The first pixel label outside ``known`` (bool [max + 1], True at label.csv's numbers) in
+    seg's category order, then image, layer, row, column order; None when every number is known."""
+    maxn = known.numel() - 1
+    for cat, t in seg.pixel.items():
+        t = t.to(known.device)
+        bad = (t != 0) & ((t < 0) | (t > maxn) | ~known[t.clamp(0, maxn)])
+        if bool(bad.any()):
+            b = int(bad.flatten(1).any(1).nonzero()[0])
+            return UnknownLabel(cat, b, int(t[b][bad[b]][0]))
+    return None
+
+
+class _PairCounter:
+    """Counts of keys in [0, n) (mask pixels per combination id * U + unit): one dense bincount
+    while n <= _MAX_JOIN, else torch.unique per chunk (memory bounded by the entries)."""
+
+    def __init__(self, n: int, device):
+        self.n, self.dense = n, n <= _MAX_JOIN
+        self.cnt = torch.zeros(n if self.dense else 0, dtype=torch.long, device=device)
+        self.parts = []
+
+    def add(self, key: torch.Tensor) -> None:
+        if self.dense:
+            self.cnt += torch.bincount(key, minlength=self.n)
+        elif key.numel():
+            self.parts.append(torch.unique(key, return_counts=True))
+
+    def result(self) -> tuple:
+        """(key [m], count [m] > 0) of the keys seen."""
+        if self.dense:
+            key = self.cnt.nonzero().squeeze(1)
+            return key, self.cnt[key]
+        if not self.parts:
+            return self.cnt, self.cnt
+        key, inv = torch.unique(torch.cat([k for k, _ in self.parts]), return_inverse=True)
+        w = torch.zeros(key.numel(), dtype=torch.long, device=key.device)
+        return key, w.index_add_(0, inv, torch.cat([c for _, c in self.parts]))
 
 
 class Tally:
@@ -49,14 +101,17 @@ class Tally:
     (columns of A_original / A_lite). ``primary_category[number]`` must be one of them.
     Counts (int64): I[U, L], G[L], A_original[U, C], A_lite[U, C], A_all[U], images.
     A label counts once per pixel even if several layers or categories carry it; image-level
-    labels cover the whole plane; label 0 and numbers not in ``labels`` are ignored.
+    labels cover the whole plane; label 0 and numbers not in ``labels`` are ignored. With ``known``
+    (label.csv's numbers), a pixel label plane holding any other non-zero number raises
+    UnknownLabel (checked in the same pass as the label lookup).
     """
 
     reduction = "sum"  # see dissect.stats.protocol
     sum_keys = ("I", "G", "A_original", "A_lite", "A_all", "images")
 
     def __init__(self, labels: Sequence[int], categories: Sequence[str], image_level_categories: Iterable[str],
-                 primary_category: Mapping[int, str], device="cpu", units: int = None):
+                 primary_category: Mapping[int, str], device="cpu", units: int = None,
+                 known: Optional[Sequence[int]] = None):
         self.labels = [int(n) for n in labels]
         if len(set(self.labels)) != len(self.labels):
             raise ValueError("Tally labels contain duplicate numbers")
@@ -75,11 +130,9 @@ class Tally:
         self.primary = [self.categories[i] for i in prim]
         self.device = torch.device(device)
         self.units = units
-        maxn = max(self.labels, default=0)
-        self._lut = torch.full((maxn + 1,), -1, dtype=torch.long)
-        self._lut[torch.tensor(self.labels, dtype=torch.long)] = torch.arange(len(self.labels))
-        self._prim = torch.tensor(prim, dtype=torch.long)
-        self._lut, self._prim = self._lut.to(self.device), self._prim.to(self.device)
+        self.known = None if known is None else sorted({int(n) for n in known})
+        self._prim = torch.tensor(prim, dtype=torch.long, device=self.device)
+        self._make_luts()
         self.images = 0
         self.tiles_evaluated = 0  # tiles the last add_activations interpolated (diagnostic)
         self.I = self.G = self.A_original = self.A_lite = self.A_all = None
@@ -90,6 +143,21 @@ class Tally:
     @property
     def n_labels(self) -> int:
         return len(self.labels)
+
+    def _make_luts(self) -> None:
+        """_lut [maxn + 1]: number -> column, -1 where not tallied; _plut: the same with L for 0 and
+        the numbers not tallied, and L + 1 for the numbers outside ``known`` (when given)."""
+        L = self.n_labels
+        maxn = max(self.labels + (self.known or []), default=0)
+        lut = torch.full((maxn + 1,), -1, dtype=torch.long)
+        lut[torch.tensor(self.labels, dtype=torch.long)] = torch.arange(L)
+        plut = torch.where(lut < 0, L, lut)
+        if self.known is not None:
+            unknown = torch.ones(maxn + 1, dtype=torch.bool)
+            unknown[torch.tensor(self.known, dtype=torch.long)] = False
+            plut[unknown] = L + 1
+        plut[0] = L
+        self._lut, self._plut = lut.to(self.device), plut.to(self.device)
 
     def _alloc(self, units: int) -> None:
         L, C, d = self.n_labels, len(self.categories), self.device
@@ -153,133 +221,137 @@ class Tally:
                         field=None, input_size=None, size=None) -> None:
         """Count one batch from layer-resolution acts [B, U, h, w]: exactly the counts of
         ``add(upsample(acts, seg size, mode, field, input_size), thresholds, seg)``, but
-        upsampling only where the mask can be set. Two-tap interpolation (bilinear, nearest,
-        field) splits the plane into tiles that each depend on a 2 x 2 block of cells; a tile
-        whose cells are all below T (less a rounding margin) has no mask pixel, so only the
-        other tiles are evaluated, with the same arithmetic as upsample(). ``size`` (sh, sw) is
-        needed only when the batch has no pixel category. bicubic falls back to add()."""
+        upsampling only the tiles where the mask can be set (dissect.stats.tiles). ``size`` (sh, sw)
+        is needed only when the batch has no pixel category. bicubic (and integer acts) fall back to add()."""
         size = _segmentation_size(acts, seg, size)
-        if mode not in SEPARABLE:
+        if mode not in SEPARABLE or not acts.is_floating_point():
             return self.add(upsample(acts, size, mode, field=field, input_size=input_size), thresholds, seg)
         B, U, h, w = acts.shape
         self._check_batch(B, U, thresholds, seg, tuple(size))
         d, SH, SW = self.device, int(size[0]), int(size[1])
         acts = acts.detach().to(d)
         T = thresholds.detach().to(d, acts.dtype).reshape(U)
-        rows, cols = plane_taps((h, w), (SH, SW), mode, field, input_size)
-        maps, hot, sel = _hot_cells(acts, T)
-        empty = torch.empty(0, dtype=torch.long, device=d)
+        plan = tile_plan((h, w), (SH, SW), mode, field, input_size, acts.dtype, d)
+        lab = self._batch_labels(B, SH * SW, seg)
+        cidu = lab[1] * U  # combination id * U of every flat pixel
+        my, mx = plan[0][3].shape[1], plan[1][3].shape[1]
+        off = (torch.arange(my, device=d) * SW).view(my, 1) + torch.arange(mx, device=d)  # pixel of (i, j) in a tile
+        counter = _PairCounter(lab[3].shape[0] * U, d)
         self.tiles_evaluated = 0
-        if sel.numel() == 0:
-            return self._accumulate(B, U, SH * SW, seg, empty, empty)
-        by0, by1, ymem = (t.to(d) for t in bands(rows))
-        bx0, bx1, xmem = (t.to(d) for t in bands(cols))
-        hs = hot[sel]
-        hrow = hs[:, by0, :] | hs[:, by1, :]  # [P, nby, w]
-        htile = hrow[:, :, bx0] | hrow[:, :, bx1]  # [P, nby, nbx]
-        # each tile (map, row band, column band) reads one 2 x 2 block of cells; its values are
-        # computed exactly as upsample() does: rows first, then columns
-        rw0, rw1 = rows.w0.to(d, acts.dtype), rows.w1.to(d, acts.dtype)
-        cw0, cw1 = cols.w0.to(d, acts.dtype), cols.w1.to(d, acts.dtype)
-        tp, ty, tx = htile.nonzero(as_tuple=True)
-        self.tiles_evaluated = int(tp.numel())
-        my, mx = ymem.shape[1], xmem.shape[1]
-        step = max(1, _MAX_JOIN // (my * mx))
-        cells = maps.reshape(-1)  # the four corners are gathered by flat index (no copy of whole maps)
-        y0w, y1w = by0 * w, by1 * w
-        ypad, xpad = bool((ymem < 0).any()), bool((xmem < 0).any())
-        ent_bu, ent_p = [], []
-        for t0 in range(0, tp.numel(), step):
-            p_, by, bx = sel[tp[t0: t0 + step]], ty[t0: t0 + step], tx[t0: t0 + step]
-            y_, x_ = ymem[by], xmem[bx]  # [n, my], [n, mx] output rows / columns, -1 = padding
-            yc, xc = y_.clamp(min=0), x_.clamp(min=0)
-            base = p_ * (h * w)
-            r0b, r1b = base + y0w[by], base + y1w[by]
-            c0, c1 = bx0[bx], bx1[bx]
-            w0y, w1y = rw0[yc], rw1[yc]
-            r0 = cells[r0b + c0].unsqueeze(1) * w0y + cells[r1b + c0].unsqueeze(1) * w1y  # [n, my]: column i0x
-            r1 = cells[r0b + c1].unsqueeze(1) * w0y + cells[r1b + c1].unsqueeze(1) * w1y  # column i1x
-            rr = r0.unsqueeze(2) * cw0[xc].unsqueeze(1) + r1.unsqueeze(2) * cw1[xc].unsqueeze(1)
-            m = rr > T[p_ % U].view(-1, 1, 1)
-            if ypad:  # bands shorter than the longest one are padded with -1
-                m &= (y_ >= 0).unsqueeze(2)
-            if xpad:
-                m &= (x_ >= 0).unsqueeze(1)
-            k, iy, ix = m.nonzero(as_tuple=True)
-            ent_bu.append(p_[k])
-            ent_p.append(yc[k, iy] * SW + xc[k, ix])
-        self._accumulate(B, U, SH * SW, seg, torch.cat(ent_bu) if ent_bu else empty, torch.cat(ent_p) if ent_p else empty)
+        for m, maps, first in hot_tiles(acts, T, (SH, SW), plan, _MAX_JOIN):
+            self.tiles_evaluated += int(maps.numel())
+            f = m.reshape(-1).nonzero().squeeze(1)  # the masks are sparse in the tiles: join only their pixels
+            k = f // (my * mx)
+            counter.add(cidu[first[k] + off.reshape(-1)[f - k * (my * mx)]] + maps[k] % U)
+        self._count(B, U, SH * SW, lab, counter)
 
-    def _pixel_columns(self, B: int, S: int, seg: SegBatch, Z: torch.Tensor) -> torch.Tensor:
-        """[B, K, S] column numbers of the pixel labels (int16 while they fit), L = none; a label
-        appears at most once per pixel and not at all where the image carries it image-wide."""
-        L, maxn = self.n_labels, self._lut.numel() - 1
-        cdt = torch.int16 if L < (1 << 15) - 1 else torch.int32
-        lut = torch.where(self._lut < 0, L, self._lut).to(cdt)  # number -> column, L for untallied numbers
-        lut[0] = L
+    def _label_planes(self, B: int, S: int, seg: SegBatch) -> list:
+        """Column number planes [B, S] (long) of every pixel label layer, L = none (0, untallied or,
+        without ``known``, out-of-range numbers); layers holding only zeros are skipped. With
+        ``known``, raises UnknownLabel (see find_unknown_label) for a number outside it."""
+        L, maxn, check = self.n_labels, self._plut.numel() - 1, self.known is not None
         planes = []
         for c in self.pixel_categories:
-            t = seg.pixel[c]
-            if t.shape[1]:
-                t = t.reshape(B, -1, S)
-                planes.append(lut[torch.where((t < 0) | (t > maxn), 0, t)])
-        if not planes:
-            return torch.empty(B, 0, S, dtype=cdt, device=self.device)
-        pix = torch.cat(planes, 1) if len(planes) > 1 else planes[0]
-        K = pix.shape[1]
-        if bool(Z.any()):  # a label carried image-wide already covers every pixel of that image
-            pix = pix.masked_fill(torch.gather(Z, 1, pix.reshape(B, K * S).long()).reshape(B, K, S), L)
-        for k in range(1, K):  # the same label on two layers of a pixel counts once (K is small: pairwise)
-            pk = pix[:, k]
-            for j in range(k):
-                pk.masked_fill_(pk == pix[:, j], L)
-        keep = (pix < L).any(2).any(0)  # drop layers that are empty in the whole batch
-        return pix if bool(keep.all()) else pix[:, keep]
+            for t in seg.pixel[c].reshape(B, -1, S).unbind(1):
+                lo, hi = (int(x) for x in torch.aminmax(t))
+                if hi == 0 and lo == 0:
+                    continue
+                if lo < 0 or hi > maxn:
+                    if check:
+                        self._raise_unknown(seg)
+                    t = torch.where((t < 0) | (t > maxn), 0, t)
+                col = self._plut[t]
+                if check and int(col.max()) > L:
+                    self._raise_unknown(seg)
+                planes.append(col)
+        return planes
 
-    def _accumulate(self, B: int, U: int, S: int, seg: SegBatch, ent_bu: torch.Tensor, ent_p: torch.Tensor) -> None:
-        """Count a batch given its mask cells: entry i is image/unit ent_bu[i] = b * U + u at pixel ent_p[i]."""
-        d, L, C = self.device, self.n_labels, len(self.categories)
-        mcount = torch.bincount(ent_bu, minlength=B * U).view(B, U)  # mask size per (image, unit)
+    def _raise_unknown(self, seg: SegBatch) -> None:
+        known = torch.zeros(max(self.known, default=0) + 1, dtype=torch.bool, device=self.device)
+        known[torch.tensor(self.known, dtype=torch.long, device=self.device)] = True
+        raise find_unknown_label(SegBatch(pixel={c: seg.pixel[c] for c in self.pixel_categories}), known)
 
-        # image-level labels: Z[b, l] (deduplicated by scatter); column L means "none"
+    def _batch_labels(self, B: int, S: int, seg: SegBatch) -> tuple:
+        """The labels of a batch as label combinations, per image: (Z [B, L + 1] bool image-level
+        labels, column L = none; cid [B*S] long, the combination id of flat pixel b * S + p; img [nc],
+        the image of each id; cols [nc, K] its label columns, L = none, each label at most once and
+        none that the image carries image-wide; npix [nc] pixels per id). The K columns of a pixel
+        are packed into one int64 key (re-numbered by torch.unique whenever the next layer would
+        overflow it), so the mask entries are joined with one id per pixel, not K columns."""
+        L, d = self.n_labels, self.device
         Z = torch.zeros(B, L + 1, dtype=torch.bool, device=d)
-        for c in self.image_level_categories:
+        for c in self.image_level_categories:  # deduplicated by scatter
             cols = self._columns(seg.image_level[c])
             Z.scatter_(1, torch.where(cols < 0, L, cols), True)
         Z[:, L] = False
-        pix = self._pixel_columns(B, S, seg, Z)  # [B, K, S], one entry per (pixel, label)
-        K = pix.shape[1]
-        Z = Z[:, :L]
+        planes = self._label_planes(B, S, seg)
+        key, kmax = torch.zeros(B, S, dtype=torch.long, device=d), 1
+        for col in planes:
+            if kmax * (L + 1) * B > _KEY_LIMIT:
+                key = torch.unique(key, return_inverse=True)[1]
+                kmax = int(key.max()) + 1
+            key = key * (L + 1) + col
+            kmax *= L + 1
+        if kmax * B > _KEY_LIMIT:
+            key = torch.unique(key, return_inverse=True)[1]
+            kmax = int(key.max()) + 1
+        key += (torch.arange(B, device=d) * kmax).view(B, 1)
+        ukey, cid, npix = torch.unique(key.reshape(-1), return_inverse=True, return_counts=True)
+        rep = torch.empty(ukey.numel(), dtype=torch.long, device=d)
+        rep.scatter_(0, cid, torch.arange(B * S, device=d))  # one pixel of each id (all alike)
+        img = rep // S
+        cols = torch.stack([p.reshape(-1)[rep] for p in planes], 1) if planes else rep.new_empty(rep.numel(), 0)
+        cols = torch.where(torch.gather(Z[img], 1, cols), L, cols)  # a label carried image-wide covers the image
+        for k in range(1, cols.shape[1]):  # the same label on two layers of a pixel counts once
+            ck = cols[:, k]
+            for j in range(k):
+                ck.masked_fill_(ck == cols[:, j], L)
+        return Z, cid, img, cols, npix
 
-        self.G += torch.bincount(pix.reshape(-1), minlength=L + 1)[:L]
+    def _accumulate(self, B: int, U: int, S: int, seg: SegBatch, ent_bu: torch.Tensor, ent_p: torch.Tensor) -> None:
+        """Count a batch given its mask cells: entry i is image/unit ent_bu[i] = b * U + u at pixel ent_p[i]."""
+        lab = self._batch_labels(B, S, seg)
+        counter = _PairCounter(lab[3].shape[0] * U, self.device)
+        for i0 in range(0, ent_bu.numel(), _MAX_JOIN):  # bounded temporaries for dense masks
+            bu, p = ent_bu[i0: i0 + _MAX_JOIN], ent_p[i0: i0 + _MAX_JOIN]
+            b = bu // U
+            counter.add(lab[1][b * S + p] * U + (bu - b * U))
+        self._count(B, U, S, lab, counter)
+
+    def _count(self, B: int, U: int, S: int, lab: tuple, counter: "_PairCounter") -> None:
+        """Add a batch's counts: ``lab`` from _batch_labels, ``counter`` the mask pixels per
+        (combination id * U + unit); every (combination, unit) pair is expanded to its K label columns,
+        the "none" entries in a spare column (label L, category C) that is dropped."""
+        d, L, C = self.device, self.n_labels, len(self.categories)
+        Z, _, img, cols, npix = lab
+        K = cols.shape[1]
+        key, w = counter.result()
+        ci, uu = key // U, key % U
+        bu = img[ci] * U + uu  # (image, unit) of each (combination, unit) pair
+        mcount = torch.zeros(B * U, dtype=torch.long, device=d).index_add_(0, bu, w).view(B, U)  # mask sizes
+        Z = Z[:, :L]
+        self.G += torch.zeros(L + 1, dtype=torch.long, device=d).index_add_(
+            0, cols.reshape(-1), npix.repeat_interleave(K))[:L]
         zb, zl = Z.nonzero(as_tuple=True)
         self.G.index_add_(0, zl, torch.full_like(zl, S))
         self.A_all += mcount.sum(0)
-
         # categories present per image (by the primary category of the labels carried); slot C = none
         has_img = torch.bincount(zb * C + self._prim[zl], minlength=B * C).view(B, C) > 0
-        primx = torch.cat([self._prim, self._prim.new_tensor([C])])  # column L ("none") -> slot C
-        key = primx[pix.long()] + (torch.arange(B, device=d) * (C + 1)).view(B, 1, 1)
-        has_pix = (torch.bincount(key.reshape(-1), minlength=B * (C + 1)).view(B, C + 1) > 0)[:, :C]
+        pc = torch.cat([self._prim, self._prim.new_tensor([C])])[cols]  # [nc, K]; column L -> slot C
+        has_pix = torch.zeros(B * (C + 1), dtype=torch.bool, device=d)
+        has_pix[((img * (C + 1)).unsqueeze(1) + pc).reshape(-1)] = True
+        has_pix = has_pix.view(B, C + 1)[:, :C]
         self.A_original += (mcount.unsqueeze(2) * (has_img | has_pix).unsqueeze(1)).sum(0)
-
         # image-level intersections: the whole mask of (b, u) meets label l
         self.I.index_add_(1, zl, mcount[zb].t().contiguous())
-
-        # pixel-level intersections and the "lite" presence flags: every (mask cell, layer) pair is
-        # counted, the "none" entries in a spare column (label L, category C) that is dropped
-        inside = has_img.unsqueeze(1).expand(B, U, C).clone()
-        if K and ent_bu.numel():
-            pixT = pix.transpose(1, 2).reshape(B * S, K)  # labels of flat pixel b * S + p
-            step = max(1, _MAX_JOIN // K)
-            for i0 in range(0, ent_bu.numel(), step):  # bounded memory for dense masks
-                bu, p = ent_bu[i0: i0 + step], ent_p[i0: i0 + step]
-                b = bu // U
-                labs = pixT[b * S + p].long()  # [n, K]
-                ui = ((bu - b * U) * (L + 1)).unsqueeze(1) + labs
-                self.I += torch.bincount(ui.reshape(-1), minlength=U * (L + 1)).view(U, L + 1)[:, :L]
-                bc = (bu * (C + 1)).unsqueeze(1) + primx[labs]
-                inside |= (torch.bincount(bc.reshape(-1), minlength=B * U * (C + 1)).view(B, U, C + 1) > 0)[:, :, :C]
+        # pixel-level intersections and the "lite" presence flags
+        inside = torch.zeros(B * U * (C + 1), dtype=torch.bool, device=d)
+        if K and w.numel():
+            ui = (uu * (L + 1)).unsqueeze(1) + cols[ci]
+            self.I += torch.zeros(U * (L + 1), dtype=torch.long, device=d).index_add_(
+                0, ui.reshape(-1), w.repeat_interleave(K)).view(U, L + 1)[:, :L]
+            inside[((bu * (C + 1)).unsqueeze(1) + pc[ci]).reshape(-1)] = True
+        inside = inside.view(B, U, C + 1)[:, :, :C] | has_img.unsqueeze(1)
         self.A_lite += (mcount.unsqueeze(2) * inside).sum(0)
         self.images += B
 
@@ -333,7 +405,7 @@ class Tally:
 
     def to(self, device) -> "Tally":
         self.device = torch.device(device)
-        self._lut, self._prim = self._lut.to(self.device), self._prim.to(self.device)
+        self._lut, self._plut, self._prim = (t.to(self.device) for t in (self._lut, self._plut, self._prim))
         for name in ("I", "G", "A_original", "A_lite", "A_all"):
             x = getattr(self, name)
             if x is not None:
