@@ -234,15 +234,16 @@ class Tally:
         plan = tile_plan((h, w), (SH, SW), mode, field, input_size, acts.dtype, d)
         lab = self._batch_labels(B, SH * SW, seg)
         cidu = lab[1] * U  # combination id * U of every flat pixel
-        my, mx = plan[0][3].shape[1], plan[1][3].shape[1]
-        off = (torch.arange(my, device=d) * SW).view(my, 1) + torch.arange(mx, device=d)  # pixel of (i, j) in a tile
         counter = _PairCounter(lab[3].shape[0] * U, d)
         self.tiles_evaluated = 0
-        for m, maps, first in hot_tiles(acts, T, (SH, SW), plan, _MAX_JOIN):
-            self.tiles_evaluated += int(maps.numel())
+        for m, maps, first, tiles in hot_tiles(acts, T, (SH, SW), plan, _MAX_JOIN):
+            self.tiles_evaluated += tiles
+            my, mx = m.shape[1:]
+            off = ((torch.arange(my, device=d) * SW).view(my, 1) + torch.arange(mx, device=d)).reshape(-1)
             f = m.reshape(-1).nonzero().squeeze(1)  # the masks are sparse in the tiles: join only their pixels
             k = f // (my * mx)
-            counter.add(cidu[first[k] + off.reshape(-1)[f - k * (my * mx)]] + maps[k] % U)
+            pix = first.index_select(0, k) + off.index_select(0, f - k * (my * mx))
+            counter.add(cidu.index_select(0, pix) + maps.index_select(0, k) % U)
         self._count(B, U, SH * SW, lab, counter)
 
     def _label_planes(self, B: int, S: int, seg: SegBatch) -> list:
