@@ -261,7 +261,7 @@ class Tally:
                     if check:
                         self._raise_unknown(seg)
                     t = torch.where((t < 0) | (t > maxn), 0, t)
-                col = self._plut[t]
+                col = self._plut.index_select(0, t.reshape(-1)).view(B, S)
                 if check and int(col.max()) > L:
                     self._raise_unknown(seg)
                 planes.append(col)
@@ -291,17 +291,20 @@ class Tally:
             if kmax * (L + 1) * B > _KEY_LIMIT:
                 key = torch.unique(key, return_inverse=True)[1]
                 kmax = int(key.max()) + 1
-            key = key * (L + 1) + col
+            key = key * (L + 1) + col if kmax > 1 else col.clone()
             kmax *= L + 1
         if kmax * B > _KEY_LIMIT:
             key = torch.unique(key, return_inverse=True)[1]
             kmax = int(key.max()) + 1
         key += (torch.arange(B, device=d) * kmax).view(B, 1)
-        ukey, cid, npix = torch.unique(key.reshape(-1), return_inverse=True, return_counts=True)
+        key = key.reshape(-1)
+        if kmax * B < (1 << 31):  # int32 sorts faster
+            key = key.int()
+        ukey, cid, npix = torch.unique(key, return_inverse=True, return_counts=True)
         rep = torch.empty(ukey.numel(), dtype=torch.long, device=d)
         rep.scatter_(0, cid, torch.arange(B * S, device=d))  # one pixel of each id (all alike)
         img = rep // S
-        cols = torch.stack([p.reshape(-1)[rep] for p in planes], 1) if planes else rep.new_empty(rep.numel(), 0)
+        cols = torch.stack([p.reshape(-1).index_select(0, rep) for p in planes], 1) if planes else rep.new_empty(rep.numel(), 0)
         cols = torch.where(torch.gather(Z[img], 1, cols), L, cols)  # a label carried image-wide covers the image
         for k in range(1, cols.shape[1]):  # the same label on two layers of a pixel counts once
             ck = cols[:, k]
