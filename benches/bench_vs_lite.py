@@ -4,15 +4,19 @@ same activations, alternating runs, medians, peak RSS; the IoUs are checked to a
 
     python benches/bench_vs_lite.py [--workdir /tmp/bench_vs_lite] [--quick] [--repeats 3]
                                     [--cases 1k7 4k7 1k56] [--baseline REV] [--json results.json]
+                                    [--load N]
 
 Cases: 1k7 / 4k7 = 1,000 / 4,000 images of ResNet-18 layer4 (512 x 7 x 7); 1k56 = 1,000
 images of ResNet-18 layer1 (64 x 56 x 56). The synthetic stores (224 / 112) are built once
 under --workdir and the activations computed once (torchvision resnet18, seeded random
 weights; float32 .npy). Each timed run is a fresh process (python -m dissect.cli score ... or
 python benches/lite_reimpl.py ...) with a fresh --out; the variants run in rotating order in
-every repeat. Peak RSS is the child's ru_maxrss (os.wait4: the largest of the process and
+every repeat ("ours_omp1" is the default run under OMP_NUM_THREADS=1, which the defaults must
+never be slower than). Peak RSS is the child's ru_maxrss (os.wait4: the largest of the process and
 its DataLoader workers). --baseline REV also times `dissect score --no-report` of git revision
 REV (a detached worktree under --workdir) as "today". --quick: one repeat, cases 1k7 and 1k56.
+--load N: a loaded machine made on purpose: N processes that only spin (pure-Python loops) run
+for the whole measurement, so every variant competes with the same steady load.
 """
 from __future__ import annotations
 
@@ -95,6 +99,17 @@ def compute_activations(work: Path, store: Path, n: int, layers) -> None:
         os.replace(str(paths[l]) + ".part", paths[l])
 
 
+def start_load(n: int) -> list:
+    """N busy processes (a reproducible loaded machine; killed by stop_load)."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def stop_load(procs: list) -> None:
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
 def timed(cmd, env=None) -> dict:
     load = os.getloadavg()[0]
     t = time.perf_counter()
@@ -127,6 +142,7 @@ def main() -> int:
     ap.add_argument("--cases", nargs="+", choices=list(CASES), default=None)
     ap.add_argument("--baseline", default=None, help="git revision timed as 'today' (dissect score --no-report)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--load", type=int, default=0, help="busy processes running during the measurement")
     a = ap.parse_args()
     cases = a.cases or (["1k7", "1k56"] if a.quick else list(CASES))
     repeats = 1 if a.quick else a.repeats
@@ -142,7 +158,24 @@ def main() -> int:
         base_env = dict(os.environ, PYTHONPATH=str(base))
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable), "
           f"load average {os.getloadavg()}, python {platform.python_version()}", flush=True)
-    report = {"machine": {"cores": os.cpu_count(), "load_start": os.getloadavg()}, "cases": {}}
+    report = {"machine": {"cores": os.cpu_count(), "load_start": os.getloadavg(), "busy_processes": a.load},
+              "cases": {}}
+    for case in cases:
+        n, layer = CASES[case]
+        store = ensure_store(work, n)
+        ensure_activations(work, store, n, ["layer4", "layer1"] if n == 1000 else ["layer4"])
+    load = start_load(a.load)
+    try:
+        run_cases(a, cases, repeats, work, py, env, base_env, report)
+    finally:
+        stop_load(load)
+    report["machine"]["load_end"] = os.getloadavg()
+    if a.json:
+        Path(a.json).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+def run_cases(a, cases, repeats, work, py, env, base_env, report) -> None:
     for case in cases:
         n, layer = CASES[case]
         store = ensure_store(work, n)
@@ -152,6 +185,7 @@ def main() -> int:
         variants = {
             "ours": lambda o: timed(score_cmd(py, store, acts, o), env),
             "ours+report": lambda o: timed(score_cmd(py, store, acts, o, report=True), env),
+            "ours_omp1": lambda o: timed(score_cmd(py, store, acts, o), dict(env, OMP_NUM_THREADS="1")),
             "lite": lambda o: timed([py, str(REPO / "benches" / "lite_reimpl.py"), "--store", str(store),
                                      "--features", str(acts), "--out", str(o / "iou.npy")], env),
         }
@@ -200,10 +234,6 @@ def main() -> int:
                                  "report_adds_pct": extra, "iou_agreement": agree}
         print(f"{case}: " + ", ".join(f"{k} {v['wall_s']:.1f} s ({v['rss_mib']:.0f} MiB)" for k, v in med.items())
               + f"; Lite/ours {ratio['ours']:.2f}x, report +{extra:.0f}%; IoU check {agree}", flush=True)
-    report["machine"]["load_end"] = os.getloadavg()
-    if a.json:
-        Path(a.json).write_text(json.dumps(report, indent=1))
-    return 0
 
 
 if __name__ == "__main__":

@@ -295,13 +295,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def console() -> int:
+    """The installed ``broden`` command (and ``python -m broden_builder.cli``): :func:`main` in a
+    process that ends with the command (broden_builder.process settings)."""
+    return main(own_process=True)
+
+
+def main(argv: Optional[Sequence[str]] = None, own_process: bool = False) -> int:
+    """Run the ``broden`` command line ``argv`` (default sys.argv[1:]); returns the exit status."""
     from .cli_errors import run_command
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return run_command(lambda: args.func(args), verbose=args.verbose)
+    return run_command(lambda: args.func(args), verbose=args.verbose, own_process=own_process)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(console())

@@ -56,8 +56,23 @@ def _quiet_stdout() -> None:
         pass
 
 
-def run_command(fn: Callable[[], int], verbose: bool = False) -> int:
-    """Run ``fn`` and turn every exception into ``error: ...`` and an exit status (module docstring)."""
+def run_command(fn: Callable[[], int], verbose: bool = False, own_process: bool = False) -> int:
+    """Run ``fn`` and turn every exception into ``error: ...`` and an exit status (module docstring).
+    ``own_process``: the process ends with the command (an installed command, ``python -m``), so
+    it gets broden_builder.process's settings; never in a longer-lived process (tests, notebooks)."""
+    if not own_process:
+        return _run(fn, verbose)
+    from .process import freeze_heap, tune_allocator
+
+    tune_allocator()
+    freeze_heap()
+    try:
+        return _run(fn, verbose)
+    finally:
+        freeze_heap()
+
+
+def _run(fn: Callable[[], int], verbose: bool) -> int:
     try:
         return int(fn() or 0)
     except BrokenPipeError:

@@ -62,9 +62,10 @@ def _add_shared(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("dissection settings")
     g.add_argument("--device", default=default("device"), help="auto (cuda when available), cpu, cuda or cuda:N (default auto)")
     g.add_argument("--batch-size", type=int, default=default("batch_size"), help=f"images per batch (default {default('batch_size')})")
-    g.add_argument("--workers", type=int, default=default("workers"),
-                   help=f"DataLoader worker processes for decoding images and labels (default {default('workers')}: "
-                        "the CPUs this process may use, less one, at most 4)")
+    g.add_argument("--workers", type=int, default=None,
+                   help="DataLoader worker processes (default: pass 1 decodes images in the CPUs this process may use "
+                        "less one, at most 4; pass 2 decodes labels and counts in one per CPU, at most 8; "
+                        "recorded in result.json)")
     g.add_argument("--threads", type=int, default=None,
                    help="torch threads for the statistics (default 1: small tensors, images split across the "
                         "workers; a CPU model forward gets the cores the workers leave); recorded in result.json")
@@ -247,6 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _workers(args) -> int:
+    """--workers, or pass 1's automatic count (dissect.resources) for the loops outside the engine."""
+    from .resources import choose
+
+    return args.workers if args.workers is not None else choose().workers
+
+
 def _config(args, **extra):
     from .config import DissectConfig
 
@@ -423,7 +431,7 @@ def _cmd_explain(args) -> int:
         return 0
     device = args.device if args.device != "auto" else ("cuda" if _cuda() else "cpu")
     ex = explain_result(layer_dir, activations=args.activations, model=model, store=args.store, length=args.length,
-                        beam=args.beam, batch_size=args.batch_size, workers=args.workers, device=device,
+                        beam=args.beam, batch_size=args.batch_size, workers=_workers(args), device=device,
                         quiet=args.quiet)
     rows = ex.rows()
     comp = sum(1 for r in rows if r["length"] > 1)
@@ -484,7 +492,14 @@ def _cmd_ablate(args) -> int:
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def console() -> int:
+    """The installed ``dissect`` command (and ``python -m dissect.cli``): :func:`main` in a process
+    that ends with the command (broden_builder.process settings)."""
+    return main(own_process=True)
+
+
+def main(argv: Optional[Sequence[str]] = None, own_process: bool = False) -> int:
+    """Run the ``dissect`` command line ``argv`` (default sys.argv[1:]); returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
@@ -494,7 +509,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     handlers = {"run": _cmd_run, "score": _cmd_score, "layers": _cmd_layers, "report": _cmd_report,
                 "explain": _cmd_explain, "compare": _cmd_compare, "ablate": _cmd_ablate}
     try:
-        return run_command(lambda: handlers[args.command](args), verbose=getattr(args, "verbose", False))
+        return run_command(lambda: handlers[args.command](args), verbose=getattr(args, "verbose", False),
+                           own_process=own_process)
     finally:
         try:
             import torch.distributed as dist
@@ -506,4 +522,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())

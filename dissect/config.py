@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 from .errors import DissectError
@@ -20,14 +20,6 @@ from .stats.upsample import MODES
 #: option of dissect.stats.upsample only).
 UPSAMPLE_MODES = tuple(m for m in MODES if m != "field")
 CACHE_DTYPES = ("float16", "float32")
-
-
-def default_workers() -> int:
-    """DataLoader worker processes: the CPUs this process may use (affinity, cgroup quota) less one,
-    at most 4 (dissect.resources: chosen together with torch's threads)."""
-    from .resources import choose
-
-    return choose().workers
 
 
 @dataclass(frozen=True)
@@ -45,7 +37,7 @@ class DissectConfig:
     std: Optional[tuple] = None
     upsample: str = "bilinear"  # one of UPSAMPLE_MODES
     batch_size: int = 32
-    workers: int = field(default_factory=default_workers)
+    workers: Optional[int] = None  # DataLoader workers; None = chosen by dissect.resources
     threads: Optional[int] = None  # torch intra-op threads of the statistics; None = 1 (dissect.resources)
     device: str = "auto"  # 'auto' | 'cpu' | 'cuda' | 'cuda:N'
     checkpoint_every: int = 50  # batches; 0 = never
@@ -72,7 +64,7 @@ class DissectConfig:
         for name, choices in (("union", UNIONS), ("upsample", UPSAMPLE_MODES), ("cache_dtype", CACHE_DTYPES)):
             if getattr(self, name) not in choices:
                 raise DissectError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
-        if self.top_k < 1 or self.batch_size < 1 or self.workers < 0 or self.checkpoint_every < 0:
+        if self.top_k < 1 or self.batch_size < 1 or (self.workers is not None and self.workers < 0) or self.checkpoint_every < 0:
             raise DissectError("top_k and batch_size must be >= 1, workers and checkpoint_every >= 0")
         if self.threads is not None and self.threads < 1:
             raise DissectError(f"threads must be >= 1, got {self.threads}")

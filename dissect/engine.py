@@ -32,6 +32,7 @@ from .resources import apply_threads
 from .resources import choose as choose_parallelism
 from .results import LayerResult, build_layer_result, write_layer_result
 from .stats import Tally, TopKImages, TopQuantile
+from .tally_batches import TallyBatches, TallySpec, known_label_table
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class Statistics:
     def __init__(self, shapes: dict, n_images: int, cfg: DissectConfig, tally_args: tuple, device: torch.device):
         self.shapes = {k: tuple(int(x) for x in v) for k, v in shapes.items()}
         self.device, self.cfg = device, cfg
-        self.layers = {}
+        self.layers, self.tally_args = {}, tally_args
         for name, (u, h, w) in self.shapes.items():
             self.layers[name] = {"tq": TopQuantile(u, cfg.quantile, n_images * h * w, device,
                                                    memory_budget=cfg.quantile_memory),
@@ -109,13 +110,18 @@ class Statistics:
         return a if basis is None else apply_basis(a.float(), basis)
 
     def add(self, pass_no: int, acts: dict, batch: dict) -> None:
-        """Pass 1: acts {layer: [B, U, h, w]} of index.csv rows batch["index"]; pass 2: with batch["seg"]."""
+        """Pass 1: acts {layer: [B, U, h, w]} of index.csv rows batch["index"]; pass 2: with batch["seg"],
+        or the batch's counts already taken (batch["counts"] {layer: Tally.take_counts()})."""
         if pass_no == 1:
             idx = batch["index"].to(self.device)
             for n, a in acts.items():
                 a = self._in_basis(n, a)
                 self.layers[n]["tq"].add(a)
                 self.layers[n]["topk"].add(a, idx)
+            return
+        if "counts" in batch:  # counted where the batch was loaded (dissect.tally_batches)
+            for n, counts in batch["counts"].items():
+                self.layers[n]["tally"].add_counts(counts)
             return
         seg = batch["seg"].to(self.device)
         for n, a in acts.items():
@@ -171,29 +177,24 @@ def run_pass(batches: Iterable, compute: Callable[[dict], dict], stats: Statisti
     bar.close()
 
 
-# ---------------------------------------------------------------------------- pass 2 data
-class _ActsDataset(Dataset):
-    """Labels of shard rows plus each layer's activation row (from dissect.activations.Activations)."""
-
-    def __init__(self, labels: BrodenDataset, sources: dict, positions: Sequence[int]):
-        self.labels, self.sources, self.positions = labels, sources, list(positions)
-
-    def __len__(self) -> int:
-        return len(self.positions)
-
-    def __getitem__(self, k: int) -> dict:
-        item = self.labels[k]
-        p = self.positions[k]
-        item["acts"] = {layer: torch.from_numpy(src.rows([p])[0]) for layer, src in self.sources.items()}
-        return item
-
-
+# ---------------------------------------------------------------------------- data loading
 def loader(ds: Dataset, cfg: DissectConfig, device: torch.device) -> DataLoader:
-    """The DataLoader of both passes (workers decode images and labels; count: dissect.resources)."""
+    """The DataLoader of pass 1 (workers decode images; count: dissect.resources)."""
     workers = choose_parallelism(cfg.threads, cfg.workers).workers
     return DataLoader(ds, batch_size=cfg.batch_size, shuffle=False, num_workers=workers,
                       collate_fn=collate_broden, pin_memory=device.type == "cuda",
                       persistent_workers=False, prefetch_factor=4 if workers else None)
+
+
+def _tally_loader(ds: TallyBatches, workers: int) -> Iterable[dict]:
+    """Pass 2's batches from ``ds`` (items are whole batches), ``workers`` processes; an item that
+    carries an error raises it here, in the main process."""
+    batches = DataLoader(ds, batch_size=None, shuffle=False, num_workers=workers, persistent_workers=False,
+                         prefetch_factor=2 if workers else None)
+    for item in batches:
+        if "error" in item:
+            raise item["error"]
+        yield item
 
 
 # ---------------------------------------------------------------------------- a run
@@ -297,29 +298,19 @@ class Run:
         bs = self.cfg.batch_size
         labels = BrodenDataset(self.store, categories=self.categories, rows=self.my_rows[start * bs:],
                                with_images=False)
-        batches = loader(_ActsDataset(labels, sources, positions[start * bs:]), self.cfg, self.device)
-        known = torch.zeros(max([l.number for l in self.store.labels], default=0) + 1, dtype=torch.bool)
-        known[[l.number for l in self.store.labels]] = True
-        known = known.to(self.device)
-        run_pass(batches, lambda batch: self._known_labels(batch, known) or batch["acts"], stats, self.checkpoint, 2,
+        spec = None
+        if self.device.type == "cpu":  # count in the workers; on an accelerator the main process counts
+            spec = TallySpec(stats.tally_args, {n: t.cpu() for n, t in stats.thresholds.items()}, self.cfg.upsample,
+                             tuple(self.seg_size), {n: b.cpu() for n, b in stats.bases.items()})
+        ds = TallyBatches(labels, sources, positions[start * bs:], bs,
+                          known_label_table([l.number for l in self.store.labels]), spec)
+        workers = self.parallel.tally_workers if spec is not None else self.parallel.workers
+        run_pass(_tally_loader(ds, workers), lambda batch: batch.get("acts", {}), stats, self.checkpoint, 2,
                  start, self.progress("pass 2/2 (tally)", start))
         t1 = time.perf_counter()
         stats.sync(("tally",), self.info)
         self.timings["pass2_tally"] = t1 - t0
         self.timings["reduce_counts"] = time.perf_counter() - t1
-
-    def _known_labels(self, batch: dict, known: torch.Tensor) -> None:
-        """Refuse a label PNG holding a number label.csv lacks (what broden validate rejects), naming the row."""
-        maxn = known.numel() - 1
-        for cat, t in batch["seg"].pixel.items():
-            t = t.to(known.device)
-            bad = (t != 0) & ((t < 0) | (t > maxn) | ~known[t.clamp(0, maxn)])
-            if bool(bad.any()):
-                b = int(bad.flatten(1).any(1).nonzero()[0])
-                n = int(t[b][bad[b]][0])
-                row = int(batch["index"][b]) + 1
-                raise DissectError(f"{self.store.root / 'index.csv'}, row {row}: a {cat} segmentation holds label "
-                                   f"number {n}, which is not in label.csv (broden validate rejects this store)")
 
     def results(self, stats: Statistics, model_info: dict, settings_extra: dict) -> dict:
         """{layer: LayerResult} scored from the statistics."""

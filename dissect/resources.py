@@ -9,6 +9,10 @@ images (decoding, labels) are split across DataLoader worker processes, one per 
 its affinity mask and, in a container, the cgroup CPU quota (cgroup v2 ``cpu.max`` or v1
 ``cpu.cfs_quota_us``). Only a model forward on the CPU (dissect run) gets the cores that the
 workers leave over, since its large convolutions do amortise threads. ``--threads`` overrides.
+
+Pass 2 counts each batch inside its DataLoader worker (dissect.tally_batches) and the main
+process only adds the counts, so pass 2 gets one worker per usable CPU (at most 8), and none on
+a single CPU (the IPC would only add cost). ``--workers N`` sets both passes' worker count.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from pathlib import Path
 from typing import Optional
 
 MAX_WORKERS = 4
+MAX_TALLY_WORKERS = 8
 
 
 def _cgroup_limit(root: Path = Path("/sys/fs/cgroup")) -> Optional[int]:
@@ -52,12 +57,14 @@ def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
 
 @dataclass(frozen=True)
 class Parallelism:
-    """torch threads for the statistics (main process), for a CPU model forward, DataLoader workers."""
+    """torch threads for the statistics (main process), for a CPU model forward, DataLoader workers
+    of pass 1 (decoding) and of pass 2 on the CPU (decoding and counting)."""
 
     cpus: int
     threads: int
     forward_threads: int
     workers: int
+    tally_workers: int
     source: str  # 'default' or 'overridden'
 
     def as_dict(self) -> dict:
@@ -71,7 +78,8 @@ def choose(threads: Optional[int] = None, workers: Optional[int] = None, cpus: O
     w = auto if workers is None else max(0, workers)
     t = 1 if threads is None else max(1, threads)
     fwd = max(1, cpus - w) if threads is None else t
-    return Parallelism(cpus, t, fwd, w, "default" if threads is None and w == auto else "overridden")
+    tw = (min(MAX_TALLY_WORKERS, cpus) if cpus > 1 else 0) if workers is None else max(0, workers)
+    return Parallelism(cpus, t, fwd, w, tw, "default" if threads is None and workers is None else "overridden")
 
 
 def apply_threads(n: int) -> None:

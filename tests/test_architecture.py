@@ -21,7 +21,7 @@ DISSECT_LAYERS = [
     ["dissect.stats", "dissect.distributed", "dissect.hooks", "dissect.models", "dissect.activations",
      "dissect.preprocess"],
     ["dissect.config", "dissect.results", "dissect.cache", "dissect.checkpoint", "dissect.capture",
-     "dissect.explain.output"],
+     "dissect.explain.output", "dissect.tally_batches"],
     ["dissect.engine"],
     ["dissect.runner", "dissect.segment"],
     ["dissect.report", "dissect.explain", "dissect.ablate"],
@@ -34,7 +34,7 @@ DISSECT_LAYERS = [
 #: broden_builder's layers, lowest first (same rule). download/ knows files and URLs only; sources/
 #: may use it; acquisition (acquire.py) uses both; the build, add and plan sit above.
 BUILDER_LAYERS = [
-    ["broden_builder.progress", "broden_builder.suggest"],
+    ["broden_builder.progress", "broden_builder.suggest", "broden_builder.process"],
     ["broden_builder.errors", "broden_builder.color", "broden_builder.resize", "broden_builder.curated_names",
      "broden_builder.synonyms"],
     ["broden_builder.store", "broden_builder.unify"],

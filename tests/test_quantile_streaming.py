@@ -51,14 +51,17 @@ def test_equals_numpy_stream_and_histogram(dtype, q, budget):
     np.testing.assert_array_equal(got, numpy_thresholds(acts, q).astype(np.float32))
 
 
-def test_compaction_many_times_small_slack(monkeypatch):
-    """Many overflows (slack forced small by the step size) still keep exactly the top values."""
+@pytest.mark.parametrize("n,q", [(300, 0.05), (3000, 0.4)])
+def test_compaction_many_times_small_slack(monkeypatch, n, q):
+    """Many overflows (slack forced small by the step size) still keep exactly the top values; the
+    first case compacts by topk (keep a small part of the buffer), the second by kthvalue."""
     monkeypatch.setattr(qmod, "_STEP", 64)
-    acts = data(5, (300, 6, 2, 2), np.float32)
+    acts = data(5, (n, 6, 2, 2), np.float32)
     acts[:, 0] = np.sort(acts[:, 0], axis=0)  # rising values: every batch displaces the kept ones
-    tq = TopQuantile(6, 0.05, total_count=300 * 4)
-    got = feed(tq, acts, list(range(0, 301, 7)) + [300])
-    np.testing.assert_array_equal(got, numpy_thresholds(acts, 0.05))
+    tq = TopQuantile(6, q, total_count=n * 4)
+    assert (4 * tq.keep <= tq.cap) == (q < 0.1)
+    got = feed(tq, acts, list(range(0, n + 1, 7)) + [n])
+    np.testing.assert_array_equal(got, numpy_thresholds(acts, q))
     assert int(tq.fill.max()) <= tq.cap
 
 

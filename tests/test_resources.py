@@ -30,15 +30,16 @@ def test_available_cpus_respects_affinity_and_quota(tmp_path):
 
 def test_choose_defaults_and_overrides():
     p = resources.choose(cpus=2)
-    assert (p.threads, p.workers, p.forward_threads, p.source) == (1, 1, 1, "default")
-    p = resources.choose(cpus=1)
-    assert (p.threads, p.workers, p.forward_threads) == (1, 0, 1)
+    assert (p.threads, p.workers, p.forward_threads, p.tally_workers, p.source) == (1, 1, 1, 2, "default")
+    p = resources.choose(cpus=1)  # one CPU: everything in the main process
+    assert (p.threads, p.workers, p.forward_threads, p.tally_workers) == (1, 0, 1, 0)
     p = resources.choose(cpus=16)
-    assert (p.threads, p.workers, p.forward_threads) == (1, 4, 12)
+    assert (p.threads, p.workers, p.forward_threads, p.tally_workers) == (1, 4, 12, 8)
+    assert resources.choose(workers=3, cpus=16).tally_workers == 3  # --workers sets both passes
     p = resources.choose(threads=3, cpus=16)
     assert (p.threads, p.forward_threads, p.source) == (3, 3, "overridden")
     assert resources.choose(workers=0, cpus=8).workers == 0
-    assert set(p.as_dict()) == {"cpus", "threads", "forward_threads", "workers", "source"}
+    assert set(p.as_dict()) == {"cpus", "threads", "forward_threads", "workers", "tally_workers", "source"}
 
 
 def test_parallelism_recorded_and_threads_override(synthetic_store, tmp_path):

@@ -52,6 +52,16 @@ def _neighbour_indices(n: int, p: float) -> tuple:
     return int(prev), int(prev) + 1, gamma
 
 
+def _kth_largest(rows: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th largest value of each row of [v, width] (exact, ties counted): ``topk`` when k is a
+    small part of the row (measured 2x faster than ``kthvalue`` on [512, 8438] int32 keys), else
+    ``kthvalue``."""
+    width = rows.shape[1]
+    if 4 * k <= width:
+        return torch.topk(rows, k, dim=1, sorted=False).values.amin(1)
+    return torch.kthvalue(rows, width - k + 1, dim=1).values
+
+
 def _lerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
     """numpy's quantile interpolation, written out so the result is bit-identical."""
     diff = b - a
@@ -192,6 +202,15 @@ class TopQuantile:
             keys = to_keys(raw.view(self.dtype))
             self._check_keys(keys)
         b, U, S = keys.shape
+        f0 = int(self.fill[0]) if U else 0
+        if (not is_keys and f0 + b * S <= self.cap and bool((self.cutoff == self.pad).all())
+                and bool((self.fill == f0).all())):
+            # nothing filtered yet (the first batches): every value survives, so the block is copied in
+            # unit-major order without the per-value slot arithmetic below (measured: the first 6 of 32
+            # batches of 1,000 images x 512 x 7 x 7 took 90% of the quantile's time through that path)
+            self.buf[:, f0: f0 + b * S] = keys.transpose(0, 1).reshape(U, b * S)
+            self.fill += b * S
+            return
 
         def survivors():
             # image-major order (no transposed copy); block (image, unit) counts give each survivor its slot
@@ -225,7 +244,14 @@ class TopQuantile:
         for i in range(0, rows.numel(), per):
             r = rows[i: i + per]
             blk = self.buf[r]  # [v, cap], padded with the smallest key
-            kth = torch.kthvalue(blk, self.cap - self.keep + 1, dim=1).values  # keep-th largest
+            if 4 * self.keep <= self.cap:  # the keep largest themselves (a multiset: their order is free)
+                top = torch.topk(blk, self.keep, dim=1, sorted=False).values
+                self.buf[r, : self.keep] = top
+                self.buf[r, self.keep:] = self.pad
+                self.fill[r] = self.keep
+                self.cutoff[r] = top.amin(1)
+                continue
+            kth = _kth_largest(blk, self.keep)
             gt = (blk > kth.unsqueeze(1)).view(-1).nonzero().squeeze(1)
             row = gt // self.cap
             ngt = torch.bincount(row, minlength=r.numel())
@@ -246,7 +272,7 @@ class TopQuantile:
         for i in range(0, self.units, per):
             blk = self.buf[i: i + per]
             for t, rank in enumerate((self.lo, self.hi)):  # ascending rank -> (n - rank)-th largest
-                out[i: i + per, t] = torch.kthvalue(blk, self.cap - (n - rank) + 1, dim=1).values
+                out[i: i + per, t] = _kth_largest(blk, n - rank)
         return out
 
     # ------------------------------------------------------------------ histogram method

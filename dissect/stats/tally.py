@@ -404,6 +404,37 @@ class Tally:
             getattr(self, name).add_(getattr(other, name).to(self.device))
         self.images += other.images
 
+    def take_counts(self) -> dict:
+        """The counts added since the last call ({name: tensor} of ``sum_keys``, "images" an int),
+        and zero them: a batch's share, to be added elsewhere with :meth:`add_counts` (the tally is
+        a sum over images, so shares add up to the same integers in any order). I is sent as int32
+        when every entry fits (one batch's counts are at most B x sh x sw)."""
+        if self.I is None:
+            return {"images": 0}
+        out = {"images": self.images}
+        for name in ("I", "G", "A_original", "A_lite", "A_all"):
+            x = getattr(self, name)
+            small = x.numel() == 0 or int(x.max()) < (1 << 31)
+            out[name] = x.to(torch.int32) if small else x.clone()
+        self._alloc(self.units)
+        self.images = 0
+        return out
+
+    def add_counts(self, counts: dict) -> None:
+        """Add a share from :meth:`take_counts` of a Tally over the same labels and categories.
+        Raises ValueError for a share of another number of units or labels."""
+        if counts.get("images", 0) == 0 and "I" not in counts:
+            return
+        U, L = counts["I"].shape
+        if self.I is None:
+            self._alloc(U)
+        if (U, L) != (self.units, self.n_labels):
+            raise ValueError(f"counts of {U} units x {L} labels cannot be added to a tally of "
+                             f"{self.units} units x {self.n_labels} labels")
+        for name in ("I", "G", "A_original", "A_lite", "A_all"):
+            getattr(self, name).add_(counts[name].to(self.device, torch.long))
+        self.images += int(counts["images"])
+
     def state_dict(self) -> dict:
         t = lambda x: None if x is None else x.cpu()
         return {"labels": list(self.labels), "categories": list(self.categories), "primary": list(self.primary),

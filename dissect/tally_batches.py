@@ -1,0 +1,123 @@
+"""Pass 2 by whole batches, counted where the batch is loaded (in a DataLoader worker).
+
+The tally is a sum over images (Bau et al. 2017, sec. 2: I, the label areas and the mask areas
+are counts), so a batch's counts can be computed anywhere and added up in any order with the
+same integers. :class:`TallyBatches` is a dataset whose item ``k`` is the k-th batch of this
+shard's rows: it decodes the label planes, reads the activation rows, checks the label numbers
+and, when given a :class:`TallySpec`, runs ``Tally.add_activations`` of every layer right there
+and returns only the counts. With DataLoader workers the images of pass 2 are thus split across
+processes, each single-threaded (issue 16: torch's intra-op threads on these small tensors cost
+more than they save), and the main process only sums. Without a spec (a CUDA device) the batch
+carries its label planes and activations to the main process, which tallies on the device.
+
+An error inside a worker comes back as the item ``{"error": exception}`` and is raised by the
+main process unchanged, so the user sees the one-line message (no worker traceback text).
+"""
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from broden_builder.torch_dataset import BrodenDataset, collate_broden
+
+from .basis import apply_basis
+from .errors import DissectError
+from .stats import Tally
+
+
+@dataclass
+class TallySpec:
+    """What a worker needs to count a batch: the Tally's label columns, per layer its thresholds
+    T_k [U] (float32) and change of basis [U, U] (or none), the upsampling mode and the
+    segmentation size (sh, sw)."""
+
+    tally_args: tuple
+    thresholds: dict
+    mode: str
+    size: tuple
+    bases: dict = field(default_factory=dict)
+
+
+def known_label_table(numbers: Sequence[int]) -> torch.Tensor:
+    """Bool [max + 1]: True at the label numbers label.csv holds."""
+    known = torch.zeros(max(numbers, default=0) + 1, dtype=torch.bool)
+    known[list(numbers)] = True
+    return known
+
+
+def check_known_labels(batch: dict, known: torch.Tensor, index_csv) -> None:
+    """Refuse a label plane holding a number label.csv lacks (what broden validate rejects), naming
+    the index.csv row (1-based, as in the file). ``batch``: collated {"index" [B], "seg" SegBatch}.
+    Raises DissectError."""
+    maxn = known.numel() - 1
+    for cat, t in batch["seg"].pixel.items():
+        t = t.to(known.device)
+        bad = (t != 0) & ((t < 0) | (t > maxn) | ~known[t.clamp(0, maxn)])
+        if bool(bad.any()):
+            b = int(bad.flatten(1).any(1).nonzero()[0])
+            n = int(t[b][bad[b]][0])
+            row = int(batch["index"][b]) + 1
+            raise DissectError(f"{index_csv}, row {row}: a {cat} segmentation holds label "
+                               f"number {n}, which is not in label.csv (broden validate rejects this store)")
+
+
+def _portable(e: Exception) -> Exception:
+    """The exception itself when it survives pickling (DataLoader sends items by pickle), else a
+    DissectError with its message."""
+    try:
+        pickle.loads(pickle.dumps(e))
+        return e
+    except Exception:
+        return DissectError(f"{type(e).__name__}: {e}")
+
+
+class TallyBatches(Dataset):
+    """Item k: batch k of ``positions`` (this shard's rows, in order, ``batch_size`` a batch).
+
+    ``labels``: BrodenDataset of the same rows (labels only); ``sources``: {layer: Activations};
+    ``known``: :func:`known_label_table`; ``spec``: count here (see the module docstring) or None.
+    An item is {"index" [B], "counts": {layer: Tally.take_counts()}} with a spec, else
+    {"index", "seg", "acts": {layer: float32 [B, U, h, w]}}; or {"error": exception}.
+    """
+
+    def __init__(self, labels: BrodenDataset, sources: dict, positions: Sequence[int], batch_size: int,
+                 known: torch.Tensor, spec: Optional[TallySpec] = None):
+        self.labels, self.sources, self.positions = labels, sources, list(positions)
+        self.batch_size, self.known, self.spec = int(batch_size), known, spec
+        self._tallies: Optional[dict] = None  # made once per process, zeroed by take_counts
+
+    def __len__(self) -> int:
+        return -(-len(self.positions) // self.batch_size)
+
+    def __getitem__(self, k: int) -> dict:
+        try:
+            return self._batch(k)
+        except Exception as e:  # raised again by the main process (module docstring)
+            return {"error": _portable(e)}
+
+    def _batch(self, k: int) -> dict:
+        lo, hi = k * self.batch_size, min(len(self.positions), (k + 1) * self.batch_size)
+        batch = collate_broden([self.labels[i] for i in range(lo, hi)])
+        check_known_labels(batch, self.known, self.labels.store.root / "index.csv")
+        acts = {n: torch.from_numpy(src.rows(self.positions[lo:hi])) for n, src in self.sources.items()}
+        if self.spec is None:
+            batch["acts"] = acts
+            return batch
+        return {"index": batch["index"], "counts": self._count(acts, batch["seg"])}
+
+    def _count(self, acts: dict, seg) -> dict:
+        spec = self.spec
+        if self._tallies is None:
+            self._tallies = {n: Tally(*spec.tally_args, "cpu") for n in acts}
+        out = {}
+        for n, a in acts.items():
+            basis = spec.bases.get(n)
+            a = a if basis is None else apply_basis(a.float(), basis)
+            t = self._tallies[n]
+            t.add_activations(a, spec.thresholds[n], seg, mode=spec.mode, size=spec.size)
+            out[n] = t.take_counts()
+        return out
