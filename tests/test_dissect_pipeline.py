@@ -119,6 +119,7 @@ def test_report_masks_are_the_tallied_masks_under_nearest(synthetic_store, tmp_p
     real_overlay = masks_mod.overlay
     monkeypatch.setattr(writer_mod, "overlay", lambda rgb, mask, *k: drawn.extend(mask.reshape((-1,) + mask.shape[-2:]).copy())
                         or real_overlay(rgb, mask, *k))
+    monkeypatch.setattr(writer_mod, "report_threads", lambda: 1)  # strips drawn in unit order
     out = tmp_path / "o"
     assert main(["score", "--store", str(synthetic_store), "--activations", str(tmp_path / "acts.npy"), "--out", str(out),
                  "--name", "acts", "--upsample", "nearest", "--union", "all", "--top-k", "3", "--quantile", "0.1"]

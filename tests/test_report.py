@@ -74,7 +74,8 @@ def test_overlay_hand_example():
 
 def test_overlay_of_a_stack_equals_the_reference_per_image():
     """overlay() draws a stack [N, h, w, 3] at once: each image as the plain per-pixel reference,
-    whatever the values (all 256 channel values occur) and the mask shape (odd widths, empty, full)."""
+    whatever the values (all 256 channel values occur) and the mask shape (odd widths, empty, full);
+    the RGBX layout (32-bit pixels) draws the same colours."""
     rng = np.random.default_rng(4)
     rgb = rng.integers(0, 256, (4, 9, 13, 3), dtype=np.uint8)
     rgb[0].reshape(-1)[:256] = np.arange(256)
@@ -84,6 +85,8 @@ def test_overlay_of_a_stack_equals_the_reference_per_image():
     assert out.shape == rgb.shape and out.dtype == np.uint8
     for i in range(4):
         assert np.array_equal(out[i], ref_overlay(rgb[i], mask[i])), i
+    rgbx = np.concatenate([rgb, np.full_like(rgb[..., :1], 7)], -1)  # RGBX: the padding byte is ignored
+    assert np.array_equal(overlay(rgbx, mask)[..., :3], out)
 
 
 def test_unit_strip_layout_and_content():

@@ -5,7 +5,9 @@ pages load nothing from the network.
 """
 from __future__ import annotations
 
+import io
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -13,12 +15,12 @@ import numpy as np
 from PIL import Image
 
 from broden_builder.progress import progress
-from broden_builder.store.atomic import atomic_write_bytes, atomic_write_text, encode_image
+from broden_builder.store.atomic import atomic_write_bytes, atomic_write_text
 from broden_builder.store.errors import StoreFormatError
 
 from ..results import LayerResult, ResultsError, find_layer_folders, load_result
 from . import html
-from .masks import overlay, strip_from_tiles, unit_masks
+from .masks import dim_table, overlay, strip_from_tiles, unit_masks
 from .plots import detector_bars, layer_lines
 from .summary import layer_summary, summary_line
 
@@ -27,6 +29,8 @@ log = logging.getLogger(__name__)
 PAGE = "report.html"
 INDEX = "index.html"
 FILES = "report_files"
+#: How far the image outside a unit's mask is dimmed towards grey (masks.overlay).
+DIM = 0.3
 
 
 def _open_store(store, result: dict, out_dir: Path):
@@ -62,24 +66,71 @@ def _check_fingerprint(store, result: dict) -> None:
                         "the images shown may not be the ones scored", store.root, have[:12], want[:12])
 
 
-def _thumbnail(st, row: int, thumb: int) -> np.ndarray:
-    """Row ``row``'s image ``thumb`` px high (aspect kept); a JPEG is decoded at a reduced DCT scale
-    when it is at least twice the thumbnail (PIL draft), which is most of the decoding time saved."""
+def _thumbnail(st, row: int, thumb: int) -> tuple:
+    """Row ``row``'s image ``thumb`` px high (aspect kept), RGBX uint8 [thumb, tw, 4], and the same
+    dimmed (masks.dim_table). A JPEG is decoded at a reduced DCT scale when it is at least twice the
+    thumbnail (PIL draft), which is most of the decoding time saved. RGBX (4-byte pixels, the same
+    RGB values as an RGB conversion) lets the overlay select whole 32-bit pixels."""
     path = st.image_path(row)
     try:
         with Image.open(path) as im:
             w, h = im.size
             tw = max(1, round(w * thumb / h))
             im.draft("RGB", (tw, thumb))
-            return np.asarray(im.convert("RGB").resize((tw, thumb), Image.BILINEAR))
+            rgbx = np.asarray(im.convert("RGBX").resize((tw, thumb), Image.BILINEAR))
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise StoreFormatError(path, f"cannot read image of index.csv row {row + 1} ({e})") from None
+    return rgbx, dim_table(DIM)[rgbx]
+
+
+def _jpeg(strip: np.ndarray) -> bytes:
+    """An RGB or RGBX strip as JPEG bytes: quality 88 and no chroma subsampling, so thin outlines stay
+    crisp (RGBX is encoded straight from its buffer: the same bytes as its RGB copy)."""
+    h, w, c = strip.shape
+    mode = "RGBX" if c == 4 else "RGB"
+    buf = io.BytesIO()
+    Image.frombuffer(mode, (w, h), np.ascontiguousarray(strip), "raw", mode, 0, 1).save(
+        buf, format="JPEG", quality=88, subsampling=0)
+    return buf.getvalue()
+
+
+def _draw_unit(i: int, rows: np.ndarray, thumbs: dict, masks: dict, thumb: int, files: Path) -> tuple:
+    """Write unit ``i``'s strip (its top images ``rows``, -1 = none, with its masks); (href, width, height)."""
+    shown = [(j, int(r)) for j, r in enumerate(rows) if r >= 0]
+    if len({thumbs[r][0].shape for _, r in shown}) == 1:  # the usual case: one overlay call for the strip
+        size = thumbs[shown[0][1]][0].shape[:2]
+        tiles = list(overlay(np.stack([thumbs[r][0] for _, r in shown]), masks[size][i, [j for j, _ in shown]],
+                             DIM, np.stack([thumbs[r][1] for _, r in shown])))
+    else:
+        tiles = [overlay(thumbs[r][0], masks[thumbs[r][0].shape[:2]][i, j], DIM, thumbs[r][1]) for j, r in shown]
+    strip = strip_from_tiles(tiles, thumb)
+    name = f"unit_{i + 1:04d}.jpg"
+    atomic_write_bytes(files / name, _jpeg(strip))
+    return html.href(FILES, name), strip.shape[1], strip.shape[0]
+
+
+def _thumb_sizes(st, rows: Sequence[int], thumb: int) -> set:
+    """The thumbnail sizes (thumb, tw) of these rows as index.csv gives the image sizes (none when the
+    store has no row table); the decoded thumbnails have the final word."""
+    table = getattr(st, "rows", None)
+    if table is None:
+        return set()
+    return {(thumb, max(1, round(table[r].iw * thumb / table[r].ih))) for r in rows}
+
+
+def report_threads() -> int:
+    """Threads drawing the strips: the CPUs available (affinity and cgroup aware), at most 4. Image
+    decoding, numpy's selects, JPEG encoding and file writes release the GIL."""
+    from ..resources import available_cpus
+
+    return max(1, min(4, available_cpus()))
 
 
 def _strips(data: LayerResult, st, files: Path, thumb: int, images_per_unit: Optional[int], quiet: bool) -> dict:
     """Write one strip of top images per unit; {unit_index: (href, width, height)}. The masks are the
     tallied ones (the recorded upsampling mode at the recorded segmentation size), computed for all
-    units in one batched step (masks.unit_masks) and drawn on thumbnails; each image is decoded once."""
+    units in one batched step (masks.unit_masks) and drawn on thumbnails; each image is decoded and
+    dimmed once. Decoding and drawing run on report_threads() threads."""
     maps = data.topk_maps
     k = maps.shape[1] if images_per_unit is None else min(images_per_unit, maps.shape[1])
     rows = np.asarray(data.topk_indices[:, :k], dtype=np.int64)
@@ -87,25 +138,23 @@ def _strips(data: LayerResult, st, files: Path, thumb: int, images_per_unit: Opt
         u = int(np.argwhere(rows >= len(st))[0, 0])
         raise ResultsError(f"{data.path / 'topk.npz'}: unit {u + 1} names image row {int(rows[u].max())} "
                            f"but the store has {len(st)} rows")
-    thumbs = {r: _thumbnail(st, r, thumb) for r in sorted({int(r) for r in rows.ravel() if r >= 0})}
+    wanted = sorted({int(r) for r in rows.ravel() if r >= 0})
     seg = (data.store or {}).get("segmentation_size")
     mode = (data.settings or {}).get("upsample") or "bilinear"
-    masks = {s: unit_masks(maps[:, :k], data.thresholds, tuple(seg) if seg else s, s, mode)  # [U, k, th, tw]
-             for s in sorted({t.shape[:2] for t in thumbs.values()})}
-    strips = {}
-    for u in progress(data.units, quiet, desc=f"report {data.layer}", unit="unit"):
-        i = int(u["unit_index"])
-        shown = [(j, thumbs[int(r)]) for j, r in enumerate(rows[i]) if r >= 0]
-        if len({t.shape for _, t in shown}) == 1:  # the usual case: one overlay call for the strip
-            size = shown[0][1].shape[:2]
-            tiles = list(overlay(np.stack([t for _, t in shown]), masks[size][i, [j for j, _ in shown]]))
-        else:
-            tiles = [overlay(t, masks[t.shape[:2]][i, j]) for j, t in shown]
-        strip = strip_from_tiles(tiles, thumb)
-        name = f"unit_{i + 1:04d}.jpg"
-        atomic_write_bytes(files / name, encode_image(strip, "JPEG", quality=88, subsampling=0))  # no chroma subsampling: thin outlines stay crisp
-        strips[i] = (html.href(FILES, name), strip.shape[1], strip.shape[0])
-    return strips
+    units = [int(u["unit_index"]) for u in data.units]
+    masks: dict = {}  # thumbnail size -> bool [U, k, th, tw]
+
+    def masks_at(sizes):
+        for s in sorted(set(sizes) - set(masks)):
+            masks[s] = unit_masks(maps[:, :k], data.thresholds, tuple(seg) if seg else s, s, mode)
+
+    with ThreadPoolExecutor(report_threads()) as pool:
+        decoding = pool.map(lambda r: _thumbnail(st, r, thumb), wanted)
+        masks_at(_thumb_sizes(st, wanted, thumb))  # while the images decode: sizes from index.csv
+        thumbs = dict(zip(wanted, decoding))
+        masks_at(t.shape[:2] for t, _ in thumbs.values())  # any the index did not predict
+        drawn = pool.map(lambda i: _draw_unit(i, rows[i], thumbs, masks, thumb, files), units)
+        return dict(zip(units, progress(drawn, quiet, total=len(units), desc=f"report {data.layer}", unit="unit")))
 
 
 def write_layer_report(layer: Union[LayerResult, str, Path], store=None, thumb: int = 112,
