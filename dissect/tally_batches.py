@@ -4,7 +4,7 @@ The tally is a sum over images (Bau et al. 2017, sec. 2: I, the label areas and 
 are counts), so a batch's counts can be computed anywhere and added up in any order with the
 same integers. :class:`TallyBatches` is a dataset whose item ``k`` is the k-th batch of this
 shard's rows: it decodes the label planes, reads the activation rows, checks the label numbers
-and, when given a :class:`TallySpec`, runs ``Tally.add_activations`` of every layer right there
+(in the tally's own label lookup when it counts) and, when given a :class:`TallySpec`, runs ``Tally.add_activations`` of every layer right there
 and returns only the counts. With DataLoader workers the images of pass 2 are thus split across
 processes, each single-threaded (issue 16: torch's intra-op threads on these small tensors cost
 more than they save), and the main process only sums. Without a spec (a CUDA device) the batch
@@ -26,7 +26,7 @@ from broden_builder.torch_dataset import BrodenDataset, collate_broden
 
 from .basis import apply_basis
 from .errors import DissectError
-from .stats import Tally
+from .stats import Tally, UnknownLabel, find_unknown_label
 
 
 @dataclass
@@ -52,17 +52,14 @@ def known_label_table(numbers: Sequence[int]) -> torch.Tensor:
 def check_known_labels(batch: dict, known: torch.Tensor, index_csv) -> None:
     """Refuse a label plane holding a number label.csv lacks (what broden validate rejects), naming
     the index.csv row (1-based, as in the file). ``batch``: collated {"index" [B], "seg" SegBatch}.
-    Raises DissectError."""
-    maxn = known.numel() - 1
-    for cat, t in batch["seg"].pixel.items():
-        t = t.to(known.device)
-        bad = (t != 0) & ((t < 0) | (t > maxn) | ~known[t.clamp(0, maxn)])
-        if bool(bad.any()):
-            b = int(bad.flatten(1).any(1).nonzero()[0])
-            n = int(t[b][bad[b]][0])
-            row = int(batch["index"][b]) + 1
-            raise DissectError(f"{index_csv}, row {row}: a {cat} segmentation holds label "
-                               f"number {n}, which is not in label.csv (broden validate rejects this store)")
+    Raises DissectError. (Counting in a worker, the Tally's own label lookup does this check.)"""
+    e = find_unknown_label(batch["seg"], known)
+    if e is not None:
+        raise _unknown_label_error(e, batch, index_csv)
+
+
+def _unknown_label_error(e: UnknownLabel, batch: dict, index_csv) -> DissectError:
+    return DissectError(f"{index_csv}, row {int(batch['index'][e.image]) + 1}: {e}")
 
 
 def _portable(e: Exception) -> Exception:
@@ -102,17 +99,24 @@ class TallyBatches(Dataset):
     def _batch(self, k: int) -> dict:
         lo, hi = k * self.batch_size, min(len(self.positions), (k + 1) * self.batch_size)
         batch = collate_broden([self.labels[i] for i in range(lo, hi)])
-        check_known_labels(batch, self.known, self.labels.store.root / "index.csv")
+        index_csv = self.labels.store.root / "index.csv"
+        if self.spec is None or not self.sources:
+            check_known_labels(batch, self.known, index_csv)
         acts = {n: torch.from_numpy(src.rows(self.positions[lo:hi])) for n, src in self.sources.items()}
         if self.spec is None:
             batch["acts"] = acts
             return batch
-        return {"index": batch["index"], "counts": self._count(acts, batch["seg"])}
+        try:  # the tallies look the label numbers up and refuse those label.csv lacks
+            counts = self._count(acts, batch["seg"])
+        except UnknownLabel as e:
+            raise _unknown_label_error(e, batch, index_csv) from None
+        return {"index": batch["index"], "counts": counts}
 
     def _count(self, acts: dict, seg) -> dict:
         spec = self.spec
         if self._tallies is None:
-            self._tallies = {n: Tally(*spec.tally_args, "cpu") for n in acts}
+            known = self.known.nonzero().squeeze(1).tolist()
+            self._tallies = {n: Tally(*spec.tally_args, "cpu", known=known) for n in acts}
         out = {}
         for n, a in acts.items():
             basis = spec.bases.get(n)

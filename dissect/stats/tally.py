@@ -234,15 +234,16 @@ class Tally:
         plan = tile_plan((h, w), (SH, SW), mode, field, input_size, acts.dtype, d)
         lab = self._batch_labels(B, SH * SW, seg)
         cidu = lab[1] * U  # combination id * U of every flat pixel
-        my, mx = plan[0][3].shape[1], plan[1][3].shape[1]
-        off = (torch.arange(my, device=d) * SW).view(my, 1) + torch.arange(mx, device=d)  # pixel of (i, j) in a tile
         counter = _PairCounter(lab[3].shape[0] * U, d)
         self.tiles_evaluated = 0
-        for m, maps, first in hot_tiles(acts, T, (SH, SW), plan, _MAX_JOIN):
-            self.tiles_evaluated += int(maps.numel())
+        for m, maps, first, tiles in hot_tiles(acts, T, (SH, SW), plan, _MAX_JOIN):
+            self.tiles_evaluated += tiles
+            my, mx = m.shape[1:]
+            off = ((torch.arange(my, device=d) * SW).view(my, 1) + torch.arange(mx, device=d)).reshape(-1)
             f = m.reshape(-1).nonzero().squeeze(1)  # the masks are sparse in the tiles: join only their pixels
             k = f // (my * mx)
-            counter.add(cidu[first[k] + off.reshape(-1)[f - k * (my * mx)]] + maps[k] % U)
+            pix = first.index_select(0, k) + off.index_select(0, f - k * (my * mx))
+            counter.add(cidu.index_select(0, pix) + maps.index_select(0, k) % U)
         self._count(B, U, SH * SW, lab, counter)
 
     def _label_planes(self, B: int, S: int, seg: SegBatch) -> list:
@@ -260,7 +261,7 @@ class Tally:
                     if check:
                         self._raise_unknown(seg)
                     t = torch.where((t < 0) | (t > maxn), 0, t)
-                col = self._plut[t]
+                col = self._plut.index_select(0, t.reshape(-1)).view(B, S)
                 if check and int(col.max()) > L:
                     self._raise_unknown(seg)
                 planes.append(col)
@@ -271,13 +272,29 @@ class Tally:
         known[torch.tensor(self.known, dtype=torch.long, device=self.device)] = True
         raise find_unknown_label(SegBatch(pixel={c: seg.pixel[c] for c in self.pixel_categories}), known)
 
+    def _pixel_keys(self, B: int, S: int, planes: list) -> tuple:
+        """(key [B*S], packed): one integer per pixel, equal for two pixels exactly when they are of
+        the same image and carry the same columns. packed: key = b * (L+1)^K + sum_k col_k *
+        (L+1)^(K-1-k) (int32 when it fits, as it sorts faster); past _KEY_LIMIT the key is
+        re-numbered by torch.unique (packed False), which keeps images apart."""
+        L, d = self.n_labels, self.device
+        dt = torch.int32 if B * (L + 1) ** len(planes) < (1 << 31) else torch.long
+        key, kmax, packed = torch.arange(B, dtype=dt, device=d).view(B, 1).expand(B, S), B, True
+        for col in planes:
+            if kmax * (L + 1) > _KEY_LIMIT:
+                key = torch.unique(key, return_inverse=True)[1]
+                kmax, packed = int(key.max()) + 1, False
+            key = torch.add(col.to(dt), key, alpha=L + 1)
+            kmax *= L + 1
+        return key.reshape(-1), packed
+
     def _batch_labels(self, B: int, S: int, seg: SegBatch) -> tuple:
         """The labels of a batch as label combinations, per image: (Z [B, L + 1] bool image-level
         labels, column L = none; cid [B*S] long, the combination id of flat pixel b * S + p; img [nc],
         the image of each id; cols [nc, K] its label columns, L = none, each label at most once and
         none that the image carries image-wide; npix [nc] pixels per id). The K columns of a pixel
-        are packed into one int64 key (re-numbered by torch.unique whenever the next layer would
-        overflow it), so the mask entries are joined with one id per pixel, not K columns."""
+        are packed into one key (_pixel_keys), so the mask entries are joined with one id per pixel,
+        not K columns."""
         L, d = self.n_labels, self.device
         Z = torch.zeros(B, L + 1, dtype=torch.bool, device=d)
         for c in self.image_level_categories:  # deduplicated by scatter
@@ -285,24 +302,22 @@ class Tally:
             Z.scatter_(1, torch.where(cols < 0, L, cols), True)
         Z[:, L] = False
         planes = self._label_planes(B, S, seg)
-        key, kmax = torch.zeros(B, S, dtype=torch.long, device=d), 1
-        for col in planes:
-            if kmax * (L + 1) * B > _KEY_LIMIT:
-                key = torch.unique(key, return_inverse=True)[1]
-                kmax = int(key.max()) + 1
-            key = key * (L + 1) + col
-            kmax *= L + 1
-        if kmax * B > _KEY_LIMIT:
-            key = torch.unique(key, return_inverse=True)[1]
-            kmax = int(key.max()) + 1
-        key += (torch.arange(B, device=d) * kmax).view(B, 1)
-        ukey, cid, npix = torch.unique(key.reshape(-1), return_inverse=True, return_counts=True)
-        rep = torch.empty(ukey.numel(), dtype=torch.long, device=d)
-        rep.scatter_(0, cid, torch.arange(B * S, device=d))  # one pixel of each id (all alike)
-        img = rep // S
-        cols = torch.stack([p.reshape(-1)[rep] for p in planes], 1) if planes else rep.new_empty(rep.numel(), 0)
+        key, packed = self._pixel_keys(B, S, planes)
+        ukey, cid, npix = torch.unique(key, return_inverse=True, return_counts=True)
+        K = len(planes)
+        if packed:  # decode the columns of each id from its key
+            ukey = ukey.long()
+            img = ukey // (L + 1) ** K
+            cols = torch.stack([ukey // (L + 1) ** (K - 1 - k) % (L + 1) for k in range(K)], 1) if K else \
+                ukey.new_empty(ukey.numel(), 0)
+        else:
+            rep = torch.empty(ukey.numel(), dtype=torch.long, device=d)
+            rep.scatter_(0, cid, torch.arange(B * S, device=d))  # one pixel of each id (all alike)
+            img = rep // S
+            cols = torch.stack([p.reshape(-1).index_select(0, rep) for p in planes], 1) if K else \
+                rep.new_empty(rep.numel(), 0)
         cols = torch.where(torch.gather(Z[img], 1, cols), L, cols)  # a label carried image-wide covers the image
-        for k in range(1, cols.shape[1]):  # the same label on two layers of a pixel counts once
+        for k in range(1, K):  # the same label on two layers of a pixel counts once
             ck = cols[:, k]
             for j in range(k):
                 ck.masked_fill_(ck == cols[:, j], L)

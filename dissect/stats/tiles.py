@@ -17,28 +17,41 @@ import torch
 from .upsample import bands, plane_taps, relative_margin
 
 
+# side of the sub-tiles a tile is split into once its cells may pass T (see hot_tiles)
+SUB = 8
+
+
 @functools.lru_cache(maxsize=32)
-def _axis_plan(taps_key: tuple, axis: int, dtype: torch.dtype) -> tuple:
-    """(i0 [n], i1 [n], first output index [n], w0 [n, m], w1 [n, m]) of the bands of one axis (CPU,
-    cached): w0, w1 in ``dtype`` are the taps' weights of the band's outputs, NaN past its end, so a
-    padded position interpolates to NaN and never passes a threshold."""
+def _axis_plan(taps_key: tuple, axis: int, dtype: torch.dtype, sub: int) -> tuple:
+    """(i0 [n], i1 [n], first output index [n], w0 [n, m], w1 [n, m], corners [n, 2 g]) of the bands
+    of one axis (CPU, cached). w0, w1 in ``dtype`` are the taps' weights of the band's outputs, NaN
+    past its end (m a multiple of ``sub``), so a padded position interpolates to NaN and never
+    passes a threshold. corners: the first and last output of each group of ``sub`` outputs
+    (g = m / sub groups; an empty group points at a NaN position)."""
     in_size, size, mode, field, input_size = taps_key
     taps = plane_taps(in_size, size, mode, field, input_size)[axis]
     i0, i1, mem = bands(taps)
+    g = -(-mem.shape[1] // sub)
+    mem = torch.cat([mem, mem.new_full((mem.shape[0], g * sub - mem.shape[1]), -1)], 1)
     valid, mc = mem >= 0, mem.clamp(min=0)
     nan = torch.tensor(float("nan"), dtype=torch.float64)
     w0 = torch.where(valid, taps.w0[mc], nan).to(dtype)
     w1 = torch.where(valid, taps.w1[mc], nan).to(dtype)
-    return i0, i1, mem[:, 0].clone(), w0, w1
+    lo = torch.arange(g) * sub
+    last = (valid.sum(1, keepdim=True) - 1).clamp(min=0)  # last valid output of the band
+    hi = torch.where(lo < last + 1, torch.minimum(lo + sub - 1, last), lo)
+    corners = torch.stack([lo.expand_as(hi), hi], 2).reshape(-1, 2 * g)
+    return i0, i1, mem[:, 0].clone(), w0, w1, corners
 
 
 def tile_plan(in_size: Sequence[int], size: Sequence[int], mode: str, field=None, input_size=None,
-              dtype: torch.dtype = torch.float32, device="cpu") -> tuple:
-    """(rows, cols): each (i0, i1, first, w0, w1) of _axis_plan, on ``device``; cached by shape and mode."""
+              dtype: torch.dtype = torch.float32, device="cpu", sub: int = SUB) -> tuple:
+    """(rows, cols): each (i0, i1, first, w0, w1, corners) of _axis_plan, on ``device``; cached by
+    shape, mode, dtype and sub-tile side."""
     key = (tuple(int(x) for x in in_size), tuple(int(x) for x in size), mode,
            None if field is None else tuple(float(x) for x in field),
            None if input_size is None else tuple(int(x) for x in input_size))
-    return tuple(tuple(t.to(device) for t in _axis_plan(key, axis, dtype)) for axis in (0, 1))
+    return tuple(tuple(t.to(device) for t in _axis_plan(key, axis, dtype, sub)) for axis in (0, 1))
 
 
 def hot_maps(acts: torch.Tensor, T: torch.Tensor) -> tuple:
@@ -59,37 +72,65 @@ def hot_maps(acts: torch.Tensor, T: torch.Tensor) -> tuple:
     return maps, hot.reshape(B * U, h, w)[sel], sel
 
 
+def _outer(r0: torch.Tensor, r1: torch.Tensor, c0: torch.Tensor, c1: torch.Tensor) -> torch.Tensor:
+    """[n, a, b] = r0 (x) c0 + r1 (x) c1, each product rounded then summed, as upsample() does."""
+    v = r0.unsqueeze(2) * c0.unsqueeze(1)
+    v += r1.unsqueeze(2) * c1.unsqueeze(1)
+    return v
+
+
+def _sub_tiles(r0, r1, cw0, cw1, cy, cx, M, Tn, margin: float) -> tuple:
+    """(k, gy, gx) of the sub-tiles that may hold a mask pixel: r0, r1 [n, my] the tiles' rows
+    interpolated at their two cell columns, cw0, cw1 [n, mx] column weights, cy [n, 2 gy] / cx
+    [n, 2 gx] sub-tile corner rows / columns, M [n] the largest |cell| of each tile, Tn [n].
+    Within a band the interpolation weight is monotone in the output index, so the bilinear
+    value over a sub-tile peaks at one of its four corner pixels; the computed values differ from
+    the exact ones by at most ~6 eps M, so a pixel can pass only if a corner exceeds T - 12 eps M
+    (tested with 4 * margin = 64 eps). A tile with a non-finite cell keeps every sub-tile."""
+    n, gy, gx = r0.shape[0], cy.shape[1] // 2, cx.shape[1] // 2
+    v = _outer(r0.gather(1, cy), r1.gather(1, cy), cw0.gather(1, cx), cw1.gather(1, cx))
+    vmax = v.view(n, gy, 2, gx, 2).amax((2, 4))  # NaN (never kept) for a group past the band's end
+    keep = (vmax + (4 * margin) * M.view(n, 1, 1)) > Tn.view(n, 1, 1)
+    keep |= ~torch.isfinite(M).view(n, 1, 1)
+    return keep.nonzero(as_tuple=True)
+
+
 def hot_tiles(acts: torch.Tensor, T: torch.Tensor, size: Sequence[int], plan: tuple,
               max_join: int) -> Iterator[tuple]:
-    """Chunks of evaluated tiles of acts [B, U, h, w] upsampled to size (SH, SW), T [U]:
-    (mask [n, my, mx] bool, maps [n] = b * U + u, first [n] = b * SH * SW + y0 * SW + x0, the flat
-    pixel of the tile's top-left). Pixel (i, j) of a tile is first + i * SW + j; positions past the
-    band's end are False. At most max_join tile pixels per chunk."""
+    """Chunks of evaluated sub-tiles of acts [B, U, h, w] upsampled to size (SH, SW), T [U]:
+    (mask [n, s, s] bool, maps [n] = b * U + u, first [n] = b * SH * SW + y0 * SW + x0, the flat
+    pixel of the sub-tile's top-left, tiles: the tiles of the chunk whose cells may pass T).
+    Pixel (i, j) of a sub-tile is first + i * SW + j; positions past the band's end are False."""
     B, U, h, w = acts.shape
     SH, SW = int(size[0]), int(size[1])
-    (by0, by1, ystart, rw0, rw1), (bx0, bx1, xstart, cw0, cw1) = plan
+    (by0, by1, ystart, rw0, rw1, ycor), (bx0, bx1, xstart, cw0, cw1, xcor) = plan
     maps, hs, sel = hot_maps(acts, T)
     if sel.numel() == 0:
         return
     hrow = hs[:, by0, :] | hs[:, by1, :]  # [P, nby, w]
-    htile = hrow[:, :, bx0] | hrow[:, :, bx1]  # [P, nby, nbx]
-    tp, ty, tx = htile.nonzero(as_tuple=True)
+    tp, ty, tx = (hrow[:, :, bx0] | hrow[:, :, bx1]).nonzero(as_tuple=True)  # tiles [P, nby, nbx]
     my, mx = rw0.shape[1], cw0.shape[1]
-    cells = maps.reshape(-1)  # the four corners are gathered by flat index (no copy of whole maps)
+    sub = my // (ycor.shape[1] // 2)  # my = groups * sub
+    cells, margin = maps.reshape(-1), relative_margin(acts.dtype)
     y0w, y1w = by0 * w, by1 * w
     step = max(1, max_join // (my * mx))
     for t0 in range(0, tp.numel(), step):
         p_, by, bx = sel[tp[t0: t0 + step]], ty[t0: t0 + step], tx[t0: t0 + step]
         base = p_ * (h * w)
         r0b, r1b = base + y0w[by], base + y1w[by]
-        c0, c1 = bx0[bx], bx1[bx]
+        c00, c10 = cells[r0b + bx0[bx]], cells[r1b + bx0[bx]]  # the four corners, by flat index
+        c01, c11 = cells[r0b + bx1[bx]], cells[r1b + bx1[bx]]
         w0y, w1y = rw0[by], rw1[by]  # [n, my]
-        r0 = cells[r0b + c0].unsqueeze(1) * w0y + cells[r1b + c0].unsqueeze(1) * w1y  # [n, my]: column i0x
-        r1 = cells[r0b + c1].unsqueeze(1) * w0y + cells[r1b + c1].unsqueeze(1) * w1y  # column i1x
-        rr = r0.unsqueeze(2) * cw0[bx].unsqueeze(1)
-        rr += r1.unsqueeze(2) * cw1[bx].unsqueeze(1)
+        r0 = c00.unsqueeze(1) * w0y + c10.unsqueeze(1) * w1y  # [n, my]: column i0x
+        r1 = c01.unsqueeze(1) * w0y + c11.unsqueeze(1) * w1y  # column i1x
+        w0x, w1x, Tn = cw0[bx], cw1[bx], T[p_ % U]
+        M = torch.stack([c00, c10, c01, c11]).abs().amax(0)
+        k, gy, gx = _sub_tiles(r0, r1, w0x, w1x, ycor[by], xcor[bx], M, Tn, margin)
+        n = r0.shape[0]
+        v = _outer(r0.view(n, -1, sub)[k, gy], r1.view(n, -1, sub)[k, gy],
+                   w0x.view(n, -1, sub)[k, gx], w1x.view(n, -1, sub)[k, gx])  # [nk, sub, sub]
         first = (p_ // U) * (SH * SW) + ystart[by] * SW + xstart[bx]
-        yield rr > T[p_ % U].view(-1, 1, 1), p_, first
+        yield v > Tn[k].view(-1, 1, 1), p_[k], first[k] + gy * (sub * SW) + gx * sub, n
 
 
 def mask_entries(acts: torch.Tensor, thresholds: torch.Tensor, size: Sequence[int], mode: str = "bilinear",
@@ -101,7 +142,7 @@ def mask_entries(acts: torch.Tensor, thresholds: torch.Tensor, size: Sequence[in
     T = thresholds.detach().to(acts.device, acts.dtype).reshape(U)
     plan = tile_plan(acts.shape[2:], size, mode, field, input_size, acts.dtype, acts.device)
     us, ps = [], []
-    for m, p_, first in hot_tiles(acts.detach(), T, size, plan, max_join):
+    for m, p_, first, _ in hot_tiles(acts.detach(), T, size, plan, max_join):
         k, iy, ix = m.nonzero(as_tuple=True)
         us.append(p_[k] % U)
         ps.append(first[k] + iy * SW + ix)
