@@ -68,7 +68,7 @@ def hot_maps(acts: torch.Tensor, T: torch.Tensor) -> tuple:
     tl = low.to(acts.dtype)
     tl = torch.where(tl.double() > low, torch.nextafter(tl, torch.full_like(tl, float("-inf"))), tl)
     hot = acts > tl.view(1, U, 1, 1)
-    sel = hot.reshape(B * U, -1).any(1).nonzero().squeeze(1)
+    sel = hot.reshape(B * U, -1).view(torch.uint8).amax(1).nonzero().squeeze(1)  # any(), faster
     return maps, hot.reshape(B * U, h, w)[sel], sel
 
 
@@ -116,21 +116,23 @@ def hot_tiles(acts: torch.Tensor, T: torch.Tensor, size: Sequence[int], plan: tu
     step = max(1, max_join // (my * mx))
     for t0 in range(0, tp.numel(), step):
         p_, by, bx = sel[tp[t0: t0 + step]], ty[t0: t0 + step], tx[t0: t0 + step]
+        sel_y, sel_x = (lambda t: t.index_select(0, by)), (lambda t: t.index_select(0, bx))
         base = p_ * (h * w)
-        r0b, r1b = base + y0w[by], base + y1w[by]
-        c00, c10 = cells[r0b + bx0[bx]], cells[r1b + bx0[bx]]  # the four corners, by flat index
-        c01, c11 = cells[r0b + bx1[bx]], cells[r1b + bx1[bx]]
-        w0y, w1y = rw0[by], rw1[by]  # [n, my]
+        r0b, r1b = base + sel_y(y0w), base + sel_y(y1w)
+        i0x, i1x = sel_x(bx0), sel_x(bx1)
+        c00, c10 = cells.index_select(0, r0b + i0x), cells.index_select(0, r1b + i0x)  # the four corners
+        c01, c11 = cells.index_select(0, r0b + i1x), cells.index_select(0, r1b + i1x)
+        w0y, w1y = sel_y(rw0), sel_y(rw1)  # [n, my]
         r0 = c00.unsqueeze(1) * w0y + c10.unsqueeze(1) * w1y  # [n, my]: column i0x
         r1 = c01.unsqueeze(1) * w0y + c11.unsqueeze(1) * w1y  # column i1x
-        w0x, w1x, Tn = cw0[bx], cw1[bx], T[p_ % U]
+        w0x, w1x, Tn = sel_x(cw0), sel_x(cw1), T.index_select(0, p_ % U)
         M = torch.stack([c00, c10, c01, c11]).abs().amax(0)
-        k, gy, gx = _sub_tiles(r0, r1, w0x, w1x, ycor[by], xcor[bx], M, Tn, margin)
-        n = r0.shape[0]
-        v = _outer(r0.view(n, -1, sub)[k, gy], r1.view(n, -1, sub)[k, gy],
-                   w0x.view(n, -1, sub)[k, gx], w1x.view(n, -1, sub)[k, gx])  # [nk, sub, sub]
-        first = (p_ // U) * (SH * SW) + ystart[by] * SW + xstart[bx]
-        yield v > Tn[k].view(-1, 1, 1), p_[k], first[k] + gy * (sub * SW) + gx * sub, n
+        k, gy, gx = _sub_tiles(r0, r1, w0x, w1x, sel_y(ycor), sel_x(xcor), M, Tn, margin)
+        ry, rx = k * (my // sub) + gy, k * (mx // sub) + gx  # rows of [n * groups, sub] views
+        v = _outer(*(t.reshape(-1, sub).index_select(0, r) for t, r in ((r0, ry), (r1, ry), (w0x, rx), (w1x, rx))))
+        first = (p_ // U) * (SH * SW) + sel_y(ystart) * SW + sel_x(xstart)
+        yield (v > Tn.index_select(0, k).view(-1, 1, 1), p_.index_select(0, k),
+               first.index_select(0, k) + gy * (sub * SW) + gx * sub, r0.shape[0])
 
 
 def mask_entries(acts: torch.Tensor, thresholds: torch.Tensor, size: Sequence[int], mode: str = "bilinear",
