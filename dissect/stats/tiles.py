@@ -17,8 +17,10 @@ import torch
 from .upsample import bands, plane_taps, relative_margin
 
 
-# side of the sub-tiles a tile is split into once its cells may pass T (see hot_tiles)
+# side of the sub-tiles a tile is split into once its cells may pass T (see hot_tiles); tiles of at
+# most _DIRECT pixels are evaluated whole
 SUB = 8
+_DIRECT = 16
 
 
 @functools.lru_cache(maxsize=32)
@@ -31,6 +33,7 @@ def _axis_plan(taps_key: tuple, axis: int, dtype: torch.dtype, sub: int) -> tupl
     in_size, size, mode, field, input_size = taps_key
     taps = plane_taps(in_size, size, mode, field, input_size)[axis]
     i0, i1, mem = bands(taps)
+    sub = min(sub, mem.shape[1])
     g = -(-mem.shape[1] // sub)
     mem = torch.cat([mem, mem.new_full((mem.shape[0], g * sub - mem.shape[1]), -1)], 1)
     valid, mc = mem >= 0, mem.clamp(min=0)
@@ -98,7 +101,7 @@ def _sub_tiles(r0, r1, cw0, cw1, cy, cx, M, Tn, margin: float) -> tuple:
 def hot_tiles(acts: torch.Tensor, T: torch.Tensor, size: Sequence[int], plan: tuple,
               max_join: int) -> Iterator[tuple]:
     """Chunks of evaluated sub-tiles of acts [B, U, h, w] upsampled to size (SH, SW), T [U]:
-    (mask [n, s, s] bool, maps [n] = b * U + u, first [n] = b * SH * SW + y0 * SW + x0, the flat
+    (mask [n, sy, sx] bool, maps [n] = b * U + u, first [n] = b * SH * SW + y0 * SW + x0, the flat
     pixel of the sub-tile's top-left, tiles: the tiles of the chunk whose cells may pass T).
     Pixel (i, j) of a sub-tile is first + i * SW + j; positions past the band's end are False."""
     B, U, h, w = acts.shape
@@ -110,7 +113,7 @@ def hot_tiles(acts: torch.Tensor, T: torch.Tensor, size: Sequence[int], plan: tu
     hrow = hs[:, by0, :] | hs[:, by1, :]  # [P, nby, w]
     tp, ty, tx = (hrow[:, :, bx0] | hrow[:, :, bx1]).nonzero(as_tuple=True)  # tiles [P, nby, nbx]
     my, mx = rw0.shape[1], cw0.shape[1]
-    sub = my // (ycor.shape[1] // 2)  # my = groups * sub
+    sy, sx = my // (ycor.shape[1] // 2), mx // (xcor.shape[1] // 2)  # sub-tile sides (m = groups * side)
     cells, margin = maps.reshape(-1), relative_margin(acts.dtype)
     y0w, y1w = by0 * w, by1 * w
     step = max(1, max_join // (my * mx))
@@ -127,12 +130,17 @@ def hot_tiles(acts: torch.Tensor, T: torch.Tensor, size: Sequence[int], plan: tu
         r1 = c01.unsqueeze(1) * w0y + c11.unsqueeze(1) * w1y  # column i1x
         w0x, w1x, Tn = sel_x(cw0), sel_x(cw1), T.index_select(0, p_ % U)
         M = torch.stack([c00, c10, c01, c11]).abs().amax(0)
-        k, gy, gx = _sub_tiles(r0, r1, w0x, w1x, sel_y(ycor), sel_x(xcor), M, Tn, margin)
-        ry, rx = k * (my // sub) + gy, k * (mx // sub) + gx  # rows of [n * groups, sub] views
-        v = _outer(*(t.reshape(-1, sub).index_select(0, r) for t, r in ((r0, ry), (r1, ry), (w0x, rx), (w1x, rx))))
+        if my * mx > _DIRECT:
+            k, gy, gx = _sub_tiles(r0, r1, w0x, w1x, sel_y(ycor), sel_x(xcor), M, Tn, margin)
+        else:  # small tiles: evaluated whole
+            k = torch.arange(r0.shape[0], device=r0.device)
+            gy = gx = torch.zeros_like(k)
+        ry, rx = k * (my // sy) + gy, k * (mx // sx) + gx  # rows of the [n * groups, side] views
+        v = _outer(r0.reshape(-1, sy).index_select(0, ry), r1.reshape(-1, sy).index_select(0, ry),
+                   w0x.reshape(-1, sx).index_select(0, rx), w1x.reshape(-1, sx).index_select(0, rx))
         first = (p_ // U) * (SH * SW) + sel_y(ystart) * SW + sel_x(xstart)
         yield (v > Tn.index_select(0, k).view(-1, 1, 1), p_.index_select(0, k),
-               first.index_select(0, k) + gy * (sub * SW) + gx * sub, r0.shape[0])
+               first.index_select(0, k) + gy * (sy * SW) + gx * sx, r0.shape[0])
 
 
 def mask_entries(acts: torch.Tensor, thresholds: torch.Tensor, size: Sequence[int], mode: str = "bilinear",
