@@ -72,7 +72,7 @@ def hot_maps(acts: torch.Tensor, T: torch.Tensor) -> tuple:
     tl = torch.where(tl.double() > low, torch.nextafter(tl, torch.full_like(tl, float("-inf"))), tl)
     hot = acts > tl.view(1, U, 1, 1)
     sel = hot.reshape(B * U, -1).view(torch.uint8).amax(1).nonzero().squeeze(1)  # any(), faster
-    return maps, hot.reshape(B * U, h, w)[sel], sel
+    return maps, hot.reshape(B * U, h, w).index_select(0, sel), sel
 
 
 def _outer(r0: torch.Tensor, r1: torch.Tensor, c0: torch.Tensor, c1: torch.Tensor) -> torch.Tensor:
@@ -110,8 +110,8 @@ def hot_tiles(acts: torch.Tensor, T: torch.Tensor, size: Sequence[int], plan: tu
     maps, hs, sel = hot_maps(acts, T)
     if sel.numel() == 0:
         return
-    hrow = hs[:, by0, :] | hs[:, by1, :]  # [P, nby, w]
-    tp, ty, tx = (hrow[:, :, bx0] | hrow[:, :, bx1]).nonzero(as_tuple=True)  # tiles [P, nby, nbx]
+    hrow = hs.index_select(1, by0) | hs.index_select(1, by1)  # [P, nby, w]
+    tp, ty, tx = (hrow.index_select(2, bx0) | hrow.index_select(2, bx1)).nonzero(as_tuple=True)  # [P, nby, nbx]
     my, mx = rw0.shape[1], cw0.shape[1]
     sy, sx = my // (ycor.shape[1] // 2), mx // (xcor.shape[1] // 2)  # sub-tile sides (m = groups * side)
     cells, margin = maps.reshape(-1), relative_margin(acts.dtype)
