@@ -51,6 +51,10 @@ class ForwardError(RuntimeError):
         super().__init__(f"{type(cause).__name__}: {str(cause).strip() or type(cause).__name__}")
         self.cause = cause
 
+    def __reduce__(self):
+        # rebuilt from its cause, so it crosses processes unchanged
+        return type(self), (self.cause,)
+
 
 def layer_names(model: nn.Module) -> list[str]:
     return [n for n, _ in model.named_modules() if n]

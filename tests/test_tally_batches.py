@@ -96,3 +96,71 @@ def test_unknown_label_number_in_a_worker_is_one_line(synthetic_store, tmp_path,
     assert f"index.csv, row {row + 1}" in err and f"label number {bad}" in err and "not in label.csv" in err, err
     assert "Traceback" not in err and "worker" not in err and len(err.strip().splitlines()) == 1, err
 
+
+
+def _error_classes():
+    """Every exception class of both packages that defines its own __init__ (the ones pickle
+    cannot rebuild from args alone unless they say how)."""
+    import importlib
+    import pkgutil
+
+    import broden_builder
+    import dissect
+
+    seen = set()
+    for pkg in (broden_builder, dissect):
+        for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
+            if ".sources." in m.name and m.name.count(".") > 2 or m.name.endswith("__main__"):
+                continue
+            try:
+                mod = importlib.import_module(m.name)
+            except Exception:
+                continue
+            for obj in vars(mod).values():
+                if (isinstance(obj, type) and issubclass(obj, BaseException) and obj.__module__ == mod.__name__
+                        and "__init__" in obj.__dict__):
+                    seen.add(obj)
+    return sorted(seen, key=lambda c: c.__qualname__)
+
+
+def test_errors_with_their_own_init_cross_processes_unchanged():
+    """An error raised in a DataLoader worker is sent back by pickle: each such class rebuilds with
+    the same message (else the user would see it wrapped, 'StoreFormatError: ...')."""
+    import inspect
+    import pickle
+
+    from pathlib import Path
+
+    from broden_builder.download.transfer import ChecksumError
+    from broden_builder.store.errors import StoreFormatError
+    from broden_builder.store.locking import LockedError
+    from dissect.hooks import ForwardError
+
+    samples = {StoreFormatError: StoreFormatError("a/b.png", "cannot read", 7),
+               ForwardError: ForwardError(RuntimeError("boom")),
+               ChecksumError: ChecksumError("http://127.0.0.1/x", Path("d/x.zip"), "sha256", "ab", "cd"),
+               LockedError: LockedError("store", {"pid": 12, "host": "h", "command": "broden build", "since": "t"})}
+    classes = _error_classes()
+    assert StoreFormatError in classes and ForwardError in classes
+    for cls in classes:
+        assert cls in samples, f"{cls.__module__}.{cls.__qualname__} defines __init__{inspect.signature(cls.__init__)}: add a sample"
+        e = samples[cls]
+        back = pickle.loads(pickle.dumps(e))
+        assert type(back) is cls and str(back) == str(e)
+    assert vars(pickle.loads(pickle.dumps(samples[StoreFormatError])))["row"] == 7
+
+
+def test_unreadable_label_png_in_a_worker_is_the_store_error(synthetic_store, tmp_path, capsys):
+    store_dir = tmp_path / "store"
+    shutil.copytree(synthetic_store, store_dir)
+    store = BrodenStore(store_dir)
+    row = 5
+    cat = next(c for c in store.categories if c not in store.image_level_categories and store.pixel_layers(row, c))
+    path = store_dir / "images" / store.rows[row].cells[cat][0]
+    path.write_bytes(path.read_bytes()[:60])
+    np.save(tmp_path / "a.npy", np.ones((len(store), 2, 2, 2), np.float32))
+    code = main(["score", "--store", str(store_dir), "--activations", str(tmp_path / "a.npy"), "--out",
+                 str(tmp_path / "o"), "--quiet", "--no-report", "--workers", "2"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.startswith(f"error: {path}: cannot read segmentation of index.csv row {row + 1}"), err
+    assert len(err.splitlines()) == 1, err

@@ -60,6 +60,9 @@ class ChecksumError(DownloadError):
         super().__init__(f"{what} mismatch for {path.name} downloaded from {url}: expected {expected}, got {actual}; "
                          f"the file was deleted ({path})")
 
+    def __reduce__(self):  # rebuilt from its own arguments, so it crosses processes unchanged
+        return type(self), (self.url, self.path, self.what, self.expected, self.actual)
+
 
 class OfflineError(DownloadError):
     """Offline mode and a file is missing; the message says which file to put where."""

@@ -16,3 +16,7 @@ class StoreFormatError(BrodenError, ValueError):
         self.message = message
         where = self.path if row is None else f"{self.path}, row {row}"
         super().__init__(f"{where}: {message}")
+
+    def __reduce__(self):
+        # rebuilt from its own arguments, so it crosses processes (DataLoader workers) unchanged
+        return type(self), (self.path, self.message, self.row)

@@ -40,6 +40,9 @@ class LockedError(BrodenError, RuntimeError):
         super().__init__(f"{folder}: in use by {who}; wait for it to finish "
                          f"(a killed holder releases the lock by itself)")
 
+    def __reduce__(self):  # rebuilt from its own arguments, so it crosses processes unchanged
+        return type(self), (self.path, self.holder)
+
 
 def read_holder(folder: Union[str, Path]) -> dict:
     """Who holds (or last held) the lock of ``folder``: {pid, host, since, command}; {} when unknown."""
