@@ -1,8 +1,10 @@
 """Tally: intersection, ground-truth and activation counts of unit masks against labels.
 
-Vectorised: the mask entries (image, unit, pixel) are joined with the per-pixel label
-columns and counted with one bincount over packed (unit, label) indices; image-level labels
-use per-(image, unit) mask sizes. Nothing loops over units or labels in Python.
+Vectorised: every pixel of a batch gets the id of its label combination in its image (its label
+columns packed into one key, then torch.unique); the mask pixels (from the tiles of
+dissect.stats.tiles, or a dense upsampled map) are counted per (combination, unit) with one
+bincount, and each pair is expanded to its label columns and categories; image-level labels use
+per-(image, unit) mask sizes. Nothing loops over units, labels or images in Python.
 """
 from __future__ import annotations
 
