@@ -63,10 +63,13 @@ class NpyRows:
 
     def _read(self, lo: int, hi: int) -> np.ndarray:
         n = max(0, hi - lo)
-        data = os.pread(self._handle(), n * self.row_bytes, self.offset + lo * self.row_bytes)
-        if len(data) != n * self.row_bytes:
+        out = np.empty((n,) + self.shape[1:], self.dtype)  # read straight into a fresh, writable array
+        want = n * self.row_bytes
+        got = os.preadv(self._handle(), [memoryview(out.reshape(-1).view(np.uint8))], self.offset + lo * self.row_bytes) \
+            if want else 0
+        if got != want:
             raise ValueError(f"{self.path}: file is truncated (rows {lo}..{hi - 1} of {self.shape[0]})")
-        return np.frombuffer(data, dtype=self.dtype).reshape((n,) + self.shape[1:])
+        return out
 
     def __getitem__(self, key):
         if isinstance(key, (int, np.integer)):
@@ -160,7 +163,10 @@ class Activations:
             block = self.data[pos[0]: pos[-1] + 1]
         else:
             block = self.data[pos]
-        return np.array(block, dtype=np.float32).reshape((len(pos),) + self.shape[1:])
+        # a block NpyRows read is a fresh array of its own: used as it is when already float32; any
+        # other source (a caller's array, a memory map) is copied, never aliased
+        fresh = isinstance(self.data, NpyRows) and block.dtype == np.float32
+        return (block if fresh else np.array(block, dtype=np.float32)).reshape((len(pos),) + self.shape[1:])
 
     def fingerprint(self, samples: int = 16) -> str:
         """A cheap identity for resume keys: shape, dtype, evenly spaced sample rows and, for a file,
