@@ -116,9 +116,9 @@ def test_report_masks_are_the_tallied_masks_under_nearest(synthetic_store, tmp_p
     import dissect.report.writer as writer_mod
 
     drawn = []
-    real_overlay = masks_mod.overlay
-    monkeypatch.setattr(writer_mod, "overlay", lambda rgb, mask, *k: drawn.extend(mask.reshape((-1,) + mask.shape[-2:]).copy())
-                        or real_overlay(rgb, mask, *k))
+    real_draw = masks_mod.draw_strip
+    monkeypatch.setattr(writer_mod, "draw_strip", lambda tiles, dimmed, masks, *k: drawn.extend(np.array(m) for m in masks)
+                        or real_draw(tiles, dimmed, masks, *k))
     monkeypatch.setattr(writer_mod, "report_threads", lambda: 1)  # strips drawn in unit order
     out = tmp_path / "o"
     assert main(["score", "--store", str(synthetic_store), "--activations", str(tmp_path / "acts.npy"), "--out", str(out),

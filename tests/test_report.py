@@ -89,6 +89,28 @@ def test_overlay_of_a_stack_equals_the_reference_per_image():
     assert np.array_equal(overlay(rgbx, mask)[..., :3], out)
 
 
+def test_draw_strip_tiles_are_overlays_side_by_side():
+    """masks.draw_strip (the report's strips) = the per-pixel reference overlay of each tile, placed
+    left to right with 2 white pixels between; tiles of different widths; RGBX in, RGBX out."""
+    from dissect.report.masks import dim_table, draw_strip
+
+    rng = np.random.default_rng(8)
+    tiles = [rng.integers(0, 256, (12, w, 3), dtype=np.uint8) for w in (7, 12, 5)]
+    masks = [rng.random(t.shape[:2]) > 0.5 for t in tiles]
+    rgbx = [np.concatenate([t, np.zeros_like(t[..., :1])], -1) for t in tiles]
+    strip = draw_strip(rgbx, [np.take(dim_table(0.3), t) for t in rgbx], masks, 12)
+    assert strip.shape == (12, 7 + 12 + 5 + 2 * 2, 4)
+    x = 0
+    for t, m in zip(tiles, masks):
+        assert np.array_equal(strip[:, x:x + t.shape[1], :3], ref_overlay(t, m))
+        if x + t.shape[1] < strip.shape[1]:
+            assert np.all(strip[:, x + t.shape[1]:x + t.shape[1] + 2, :3] == 255)
+        x += t.shape[1] + 2
+    same = draw_strip(rgbx[:1] * 2, [np.take(dim_table(0.3), rgbx[0])] * 2, [masks[0], ~masks[0]], 12)
+    assert np.array_equal(same[:, 9:, :3], ref_overlay(tiles[0], ~masks[0]))  # equal widths: one outline pass
+    assert draw_strip([], [], [], 12).shape == (12, 12, 3)
+
+
 def test_unit_strip_layout_and_content():
     rng = np.random.default_rng(1)
     imgs = [rng.integers(0, 255, (20, 20, 3), dtype=np.uint8), rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)]

@@ -96,21 +96,26 @@ def test_image_level_only_and_empty_masks():
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
-def test_ties_and_one_ulp_below_in_half_and_single(dtype):
+@pytest.mark.parametrize("cell,size,mode", [((4, 4), (16, 16), "bilinear"), ((3, 4), (50, 45), "bilinear"),
+                                            ((3, 4), (50, 45), "field"), ((5, 3), (23, 40), "nearest")])
+def test_ties_and_one_ulp_below(dtype, cell, size, mode):
     """Thresholds equal to an upsampled value and one ulp below it (the default cache dtype is
-    float16): the tiles give exactly the mask of the dense upsampled maps."""
-    _, _, segs, labels, primary, categories, image_level = random_case(17, B=3, size=(16, 16))
+    float16), ReLU zeros with T = 0, negative T; tiles whole or split into sub-tiles (bands of 17 and
+    12 outputs: 3 x 2 sub-tiles, the last ones partly padded): exactly the mask of the dense maps."""
+    _, _, segs, labels, primary, categories, image_level = random_case(17, B=3, size=size)
     rng = np.random.default_rng(8)
-    acts = torch.from_numpy(rng.standard_normal((3, 6, 4, 4)).astype(np.float32)).to(dtype)
-    up = upsample(acts, (16, 16))
-    top = up.transpose(0, 1).reshape(6, -1).max(1).values
-    second = up.transpose(0, 1).reshape(6, -1).kthvalue(16 * 16 * 3 - 5, 1).values
+    acts = torch.from_numpy(rng.standard_normal((3, 6) + cell).astype(np.float32)).to(dtype)
+    acts[:, 4].clamp_(min=0)
+    kw = {"field": (4.0, 9.0), "input_size": (60, 50)} if mode == "field" else {}
+    up = upsample(acts, size, mode, **kw)
+    flat = up.transpose(0, 1).reshape(6, -1)
+    top, second = flat.max(1).values, flat.kthvalue(flat.shape[1] - 5, 1).values
     T = torch.stack([top, second, torch.nextafter(top, top - 1), torch.nextafter(second, second - 1),
-                     torch.zeros_like(top), -top]).diagonal()
-    seg = to_segbatch(segs, categories, image_level, (16, 16))
+                     torch.zeros_like(top), -top]).diagonal().contiguous()
+    seg = to_segbatch(segs, categories, image_level, size)
     ref = reference_counts(up.float().numpy(), T.float().numpy(), segs, labels, primary, categories, image_level)
     t = make_tally(labels, primary, categories, image_level)
-    t.add_activations(acts, T, seg)
+    t.add_activations(acts, T, seg, mode, **kw)
     assert_counts(t, ref)
     assert t.A_all[0] == 0 and t.A_all[2] > 0
 
@@ -160,3 +165,21 @@ def test_unknown_label_raised_by_the_lookup():
         plain = make_tally(labels, primary, ["object", "part"], set())  # without ``known``: ignored
         plain.add_activations(acts, thr, SegBatch(pixel={"object": obj, "part": p}))
         assert plain.G.tolist() == [5, 5, 0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_constant_maps_thresholded_at_their_value(dtype):
+    """A constant map interpolates to values a rounding above and below its constant c; with T = c
+    only those above pass, also where a sub-tile's corner pixels all round to c or below (the
+    rounding bound of the sub-tile test)."""
+    _, _, segs, labels, primary, categories, image_level = random_case(23, B=2, size=(50, 45))
+    c = (torch.rand(2, 8, generator=torch.Generator().manual_seed(3)) * 10 + 0.1).to(dtype)
+    acts = c.view(2, 8, 1, 1).expand(2, 8, 3, 4).contiguous()
+    acts[1, :4] = c[0, :4].view(4, 1, 1)  # the same constants in both images for units 0-3
+    T = c[0].clone()
+    up = upsample(acts, (50, 45))
+    assert bool((up[0] > T.view(8, 1, 1)).any()), "no pixel rounds above its constant: the case tests nothing"
+    ref = reference_counts(up.float().numpy(), T.float().numpy(), segs, labels, primary, categories, image_level)
+    t = make_tally(labels, primary, categories, image_level)
+    t.add_activations(acts, T, to_segbatch(segs, categories, image_level, (50, 45)))
+    assert_counts(t, ref)

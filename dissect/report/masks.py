@@ -74,6 +74,33 @@ def overlay(rgb: np.ndarray, mask: np.ndarray, dim: float = 0.3, dimmed: Optiona
     return out
 
 
+def _word(rgb: Sequence[int]) -> np.uint32:
+    """One RGBX pixel (padding byte 255) as the 32-bit word of an RGBX array's view."""
+    return np.array(list(rgb) + [255], np.uint8).view(np.uint32)[0]
+
+
+def draw_strip(tiles: Sequence[np.ndarray], dimmed: Sequence[np.ndarray], masks: Sequence[np.ndarray],
+               thumb: int, gap: int = 2, background: int = 255) -> np.ndarray:
+    """RGBX strip [thumb, W, 4] of RGBX tiles [thumb, w_i, 4] side by side, ``gap`` background pixels
+    apart, each drawn as ``overlay(tile, mask, dimmed=dimmed_tile)`` (the same pixels) straight into
+    the strip: the dimmed tile, the tile where the mask is, the outline; 32-bit words, no stacking.
+    ``masks[i]`` bool [thumb, w_i]. A blank RGB square when there is no tile."""
+    if not len(tiles):
+        return np.full((thumb, thumb, 3), background, np.uint8)
+    widths = [t.shape[1] for t in tiles]
+    strip = np.full((thumb, sum(widths) + gap * (len(tiles) - 1)), _word([background] * 3), np.uint32)
+    same = len(set(widths)) == 1
+    edges = _boundary(np.asarray(masks)) if same else [_boundary(m) for m in masks]
+    outline, x = _word(OUTLINE.astype(np.uint8)), 0
+    for t, d, m, e in zip(tiles, dimmed, masks, edges):
+        view = strip[:, x:x + t.shape[1]]
+        view[...] = np.ascontiguousarray(d).view(np.uint32)[..., 0]
+        np.copyto(view, np.ascontiguousarray(t).view(np.uint32)[..., 0], where=m)
+        np.copyto(view, outline, where=e)
+        x += t.shape[1] + gap
+    return strip.view(np.uint8).reshape(strip.shape + (4,))
+
+
 def unit_strip(images: Sequence[np.ndarray], maps: Sequence[np.ndarray], threshold: float,
                thumb: int = 112, gap: int = 2, background: int = 255, mask_size: Optional[tuple] = None,
                mode: str = "bilinear") -> np.ndarray:

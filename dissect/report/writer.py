@@ -20,7 +20,7 @@ from broden_builder.store.errors import StoreFormatError
 
 from ..results import LayerResult, ResultsError, find_layer_folders, load_result
 from . import html
-from .masks import dim_table, overlay, strip_from_tiles, unit_masks
+from .masks import dim_table, draw_strip, unit_masks
 from .plots import detector_bars, layer_lines
 from .summary import layer_summary, summary_line
 
@@ -80,7 +80,7 @@ def _thumbnail(st, row: int, thumb: int) -> tuple:
             rgbx = np.asarray(im.convert("RGBX").resize((tw, thumb), Image.BILINEAR))
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise StoreFormatError(path, f"cannot read image of index.csv row {row + 1} ({e})") from None
-    return rgbx, dim_table(DIM)[rgbx]
+    return rgbx, np.take(dim_table(DIM), rgbx)
 
 
 def _jpeg(strip: np.ndarray) -> bytes:
@@ -97,13 +97,8 @@ def _jpeg(strip: np.ndarray) -> bytes:
 def _draw_unit(i: int, rows: np.ndarray, thumbs: dict, masks: dict, thumb: int, files: Path) -> tuple:
     """Write unit ``i``'s strip (its top images ``rows``, -1 = none, with its masks); (href, width, height)."""
     shown = [(j, int(r)) for j, r in enumerate(rows) if r >= 0]
-    if len({thumbs[r][0].shape for _, r in shown}) == 1:  # the usual case: one overlay call for the strip
-        size = thumbs[shown[0][1]][0].shape[:2]
-        tiles = list(overlay(np.stack([thumbs[r][0] for _, r in shown]), masks[size][i, [j for j, _ in shown]],
-                             DIM, np.stack([thumbs[r][1] for _, r in shown])))
-    else:
-        tiles = [overlay(thumbs[r][0], masks[thumbs[r][0].shape[:2]][i, j], DIM, thumbs[r][1]) for j, r in shown]
-    strip = strip_from_tiles(tiles, thumb)
+    strip = draw_strip([thumbs[r][0] for _, r in shown], [thumbs[r][1] for _, r in shown],
+                       [masks[thumbs[r][0].shape[:2]][i, j] for j, r in shown], thumb)
     name = f"unit_{i + 1:04d}.jpg"
     atomic_write_bytes(files / name, _jpeg(strip))
     return html.href(FILES, name), strip.shape[1], strip.shape[0]

@@ -157,7 +157,7 @@ class Tally:
             unknown[torch.tensor(self.known, dtype=torch.long)] = False
             plut[unknown] = L + 1
         plut[0] = L
-        self._lut, self._plut = lut.to(self.device), plut.to(self.device)
+        self._lut, self._plut = lut.to(self.device), plut.to(self.device, torch.int32)  # L < 2^31 - 1
 
     def _alloc(self, units: int) -> None:
         L, C, d = self.n_labels, len(self.categories), self.device
@@ -247,7 +247,7 @@ class Tally:
         self._count(B, U, SH * SW, lab, counter)
 
     def _label_planes(self, B: int, S: int, seg: SegBatch) -> list:
-        """Column number planes [B, S] (long) of every pixel label layer, L = none (0, untallied or,
+        """Column number planes [B, S] (int32) of every pixel label layer, L = none (0, untallied or,
         without ``known``, out-of-range numbers); layers holding only zeros are skipped. With
         ``known``, raises UnknownLabel (see find_unknown_label) for a number outside it."""
         L, maxn, check = self.n_labels, self._plut.numel() - 1, self.known is not None
@@ -284,7 +284,7 @@ class Tally:
             if kmax * (L + 1) > _KEY_LIMIT:
                 key = torch.unique(key, return_inverse=True)[1]
                 kmax, packed = int(key.max()) + 1, False
-            key = torch.add(col.to(dt), key, alpha=L + 1)
+            key = torch.add(col if col.dtype == dt else col.to(dt), key, alpha=L + 1)
             kmax *= L + 1
         return key.reshape(-1), packed
 
@@ -314,7 +314,7 @@ class Tally:
             rep = torch.empty(ukey.numel(), dtype=torch.long, device=d)
             rep.scatter_(0, cid, torch.arange(B * S, device=d))  # one pixel of each id (all alike)
             img = rep // S
-            cols = torch.stack([p.reshape(-1).index_select(0, rep) for p in planes], 1) if K else \
+            cols = torch.stack([p.reshape(-1).index_select(0, rep) for p in planes], 1).long() if K else \
                 rep.new_empty(rep.numel(), 0)
         cols = torch.where(torch.gather(Z[img], 1, cols), L, cols)  # a label carried image-wide covers the image
         for k in range(1, K):  # the same label on two layers of a pixel counts once

@@ -17,8 +17,10 @@ import torch
 from .upsample import bands, plane_taps, relative_margin
 
 
-# side of the sub-tiles a tile is split into once its cells may pass T (see hot_tiles)
+# side of the sub-tiles a tile is split into once its cells may pass T (see hot_tiles); tiles of at
+# most _DIRECT pixels are evaluated whole
 SUB = 8
+_DIRECT = 16
 
 
 @functools.lru_cache(maxsize=32)
@@ -31,6 +33,7 @@ def _axis_plan(taps_key: tuple, axis: int, dtype: torch.dtype, sub: int) -> tupl
     in_size, size, mode, field, input_size = taps_key
     taps = plane_taps(in_size, size, mode, field, input_size)[axis]
     i0, i1, mem = bands(taps)
+    sub = min(sub, mem.shape[1])
     g = -(-mem.shape[1] // sub)
     mem = torch.cat([mem, mem.new_full((mem.shape[0], g * sub - mem.shape[1]), -1)], 1)
     valid, mc = mem >= 0, mem.clamp(min=0)
@@ -68,8 +71,8 @@ def hot_maps(acts: torch.Tensor, T: torch.Tensor) -> tuple:
     tl = low.to(acts.dtype)
     tl = torch.where(tl.double() > low, torch.nextafter(tl, torch.full_like(tl, float("-inf"))), tl)
     hot = acts > tl.view(1, U, 1, 1)
-    sel = hot.reshape(B * U, -1).any(1).nonzero().squeeze(1)
-    return maps, hot.reshape(B * U, h, w)[sel], sel
+    sel = hot.reshape(B * U, -1).view(torch.uint8).amax(1).nonzero().squeeze(1)  # any(), faster
+    return maps, hot.reshape(B * U, h, w).index_select(0, sel), sel
 
 
 def _outer(r0: torch.Tensor, r1: torch.Tensor, c0: torch.Tensor, c1: torch.Tensor) -> torch.Tensor:
@@ -98,7 +101,7 @@ def _sub_tiles(r0, r1, cw0, cw1, cy, cx, M, Tn, margin: float) -> tuple:
 def hot_tiles(acts: torch.Tensor, T: torch.Tensor, size: Sequence[int], plan: tuple,
               max_join: int) -> Iterator[tuple]:
     """Chunks of evaluated sub-tiles of acts [B, U, h, w] upsampled to size (SH, SW), T [U]:
-    (mask [n, s, s] bool, maps [n] = b * U + u, first [n] = b * SH * SW + y0 * SW + x0, the flat
+    (mask [n, sy, sx] bool, maps [n] = b * U + u, first [n] = b * SH * SW + y0 * SW + x0, the flat
     pixel of the sub-tile's top-left, tiles: the tiles of the chunk whose cells may pass T).
     Pixel (i, j) of a sub-tile is first + i * SW + j; positions past the band's end are False."""
     B, U, h, w = acts.shape
@@ -107,30 +110,37 @@ def hot_tiles(acts: torch.Tensor, T: torch.Tensor, size: Sequence[int], plan: tu
     maps, hs, sel = hot_maps(acts, T)
     if sel.numel() == 0:
         return
-    hrow = hs[:, by0, :] | hs[:, by1, :]  # [P, nby, w]
-    tp, ty, tx = (hrow[:, :, bx0] | hrow[:, :, bx1]).nonzero(as_tuple=True)  # tiles [P, nby, nbx]
+    hrow = hs.index_select(1, by0) | hs.index_select(1, by1)  # [P, nby, w]
+    tp, ty, tx = (hrow.index_select(2, bx0) | hrow.index_select(2, bx1)).nonzero(as_tuple=True)  # [P, nby, nbx]
     my, mx = rw0.shape[1], cw0.shape[1]
-    sub = my // (ycor.shape[1] // 2)  # my = groups * sub
+    sy, sx = my // (ycor.shape[1] // 2), mx // (xcor.shape[1] // 2)  # sub-tile sides (m = groups * side)
     cells, margin = maps.reshape(-1), relative_margin(acts.dtype)
     y0w, y1w = by0 * w, by1 * w
     step = max(1, max_join // (my * mx))
     for t0 in range(0, tp.numel(), step):
         p_, by, bx = sel[tp[t0: t0 + step]], ty[t0: t0 + step], tx[t0: t0 + step]
+        sel_y, sel_x = (lambda t: t.index_select(0, by)), (lambda t: t.index_select(0, bx))
         base = p_ * (h * w)
-        r0b, r1b = base + y0w[by], base + y1w[by]
-        c00, c10 = cells[r0b + bx0[bx]], cells[r1b + bx0[bx]]  # the four corners, by flat index
-        c01, c11 = cells[r0b + bx1[bx]], cells[r1b + bx1[bx]]
-        w0y, w1y = rw0[by], rw1[by]  # [n, my]
+        r0b, r1b = base + sel_y(y0w), base + sel_y(y1w)
+        i0x, i1x = sel_x(bx0), sel_x(bx1)
+        c00, c10 = cells.index_select(0, r0b + i0x), cells.index_select(0, r1b + i0x)  # the four corners
+        c01, c11 = cells.index_select(0, r0b + i1x), cells.index_select(0, r1b + i1x)
+        w0y, w1y = sel_y(rw0), sel_y(rw1)  # [n, my]
         r0 = c00.unsqueeze(1) * w0y + c10.unsqueeze(1) * w1y  # [n, my]: column i0x
         r1 = c01.unsqueeze(1) * w0y + c11.unsqueeze(1) * w1y  # column i1x
-        w0x, w1x, Tn = cw0[bx], cw1[bx], T[p_ % U]
+        w0x, w1x, Tn = sel_x(cw0), sel_x(cw1), T.index_select(0, p_ % U)
         M = torch.stack([c00, c10, c01, c11]).abs().amax(0)
-        k, gy, gx = _sub_tiles(r0, r1, w0x, w1x, ycor[by], xcor[bx], M, Tn, margin)
-        n = r0.shape[0]
-        v = _outer(r0.view(n, -1, sub)[k, gy], r1.view(n, -1, sub)[k, gy],
-                   w0x.view(n, -1, sub)[k, gx], w1x.view(n, -1, sub)[k, gx])  # [nk, sub, sub]
-        first = (p_ // U) * (SH * SW) + ystart[by] * SW + xstart[bx]
-        yield v > Tn[k].view(-1, 1, 1), p_[k], first[k] + gy * (sub * SW) + gx * sub, n
+        if my * mx > _DIRECT:
+            k, gy, gx = _sub_tiles(r0, r1, w0x, w1x, sel_y(ycor), sel_x(xcor), M, Tn, margin)
+        else:  # small tiles: evaluated whole
+            k = torch.arange(r0.shape[0], device=r0.device)
+            gy = gx = torch.zeros_like(k)
+        ry, rx = k * (my // sy) + gy, k * (mx // sx) + gx  # rows of the [n * groups, side] views
+        v = _outer(r0.reshape(-1, sy).index_select(0, ry), r1.reshape(-1, sy).index_select(0, ry),
+                   w0x.reshape(-1, sx).index_select(0, rx), w1x.reshape(-1, sx).index_select(0, rx))
+        first = (p_ // U) * (SH * SW) + sel_y(ystart) * SW + sel_x(xstart)
+        yield (v > Tn.index_select(0, k).view(-1, 1, 1), p_.index_select(0, k),
+               first.index_select(0, k) + gy * (sy * SW) + gx * sx, r0.shape[0])
 
 
 def mask_entries(acts: torch.Tensor, thresholds: torch.Tensor, size: Sequence[int], mode: str = "bilinear",
