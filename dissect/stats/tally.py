@@ -363,11 +363,13 @@ class Tally:
         self.I.index_add_(1, zl, mcount[zb].t().contiguous())
         # pixel-level intersections and the "lite" presence flags
         inside = torch.zeros(B * U * (C + 1), dtype=torch.bool, device=d)
-        if K and w.numel():
-            ui = (uu * (L + 1)).unsqueeze(1) + cols[ci]
-            self.I += torch.zeros(U * (L + 1), dtype=torch.long, device=d).index_add_(
-                0, ui.reshape(-1), w.repeat_interleave(K)).view(U, L + 1)[:, :L]
-            inside[((bu * (C + 1)).unsqueeze(1) + pc[ci]).reshape(-1)] = True
+        I = torch.zeros(U * (L + 1), dtype=torch.long, device=d)
+        step = max(1, _MAX_JOIN // max(K, 1))
+        for i0 in range(0, w.numel() if K else 0, step):  # bounded memory: pairs x K at most _MAX_JOIN
+            c_, u_, b_, w_ = ci[i0: i0 + step], uu[i0: i0 + step], bu[i0: i0 + step], w[i0: i0 + step]
+            I.index_add_(0, ((u_ * (L + 1)).unsqueeze(1) + cols[c_]).reshape(-1), w_.repeat_interleave(K))
+            inside[((b_ * (C + 1)).unsqueeze(1) + pc[c_]).reshape(-1)] = True
+        self.I += I.view(U, L + 1)[:, :L]
         inside = inside.view(B, U, C + 1)[:, :, :C] | has_img.unsqueeze(1)
         self.A_lite += (mcount.unsqueeze(2) * inside).sum(0)
         self.images += B
