@@ -32,6 +32,7 @@ from .resources import apply_threads
 from .resources import choose as choose_parallelism
 from .results import LayerResult, build_layer_result, write_layer_result
 from .stats import Tally, TopKImages, TopQuantile
+from .stats.upsample import SEPARABLE
 from .tally_batches import TallyBatches, TallySpec, known_label_table
 
 log = logging.getLogger(__name__)
@@ -123,12 +124,13 @@ class Statistics:
             for n, counts in batch["counts"].items():
                 self.layers[n]["tally"].add_counts(counts)
             return
-        seg = batch["seg"].to(self.device)
+        seg, labels = batch["seg"].to(self.device), None
         for n, a in acts.items():
-            a = self._in_basis(n, a)
+            a, t = self._in_basis(n, a), self.layers[n]["tally"]
+            if labels is None and len(acts) > 1 and self.cfg.upsample in SEPARABLE:  # one label lookup for all layers
+                labels = t.batch_labels(seg, self.seg_size)
             # upsamples only the tiles where the mask can be set: the counts of add(upsample(a))
-            self.layers[n]["tally"].add_activations(a, self.thresholds[n], seg, mode=self.cfg.upsample,
-                                                    size=self.seg_size)
+            t.add_activations(a, self.thresholds[n], seg, mode=self.cfg.upsample, size=self.seg_size, labels=labels)
 
     def rescan_thresholds(self, sources: dict, positions: Sequence[int], batch_size: int, info: DistInfo) -> None:
         """The extra pass of a quantile that chose its histogram method (float32 values over its memory

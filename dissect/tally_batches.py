@@ -27,6 +27,7 @@ from broden_builder.torch_dataset import BrodenDataset, collate_broden
 from .basis import apply_basis
 from .errors import DissectError
 from .stats import Tally, UnknownLabel, find_unknown_label
+from .stats.upsample import SEPARABLE
 
 
 @dataclass
@@ -117,11 +118,13 @@ class TallyBatches(Dataset):
         if self._tallies is None:
             known = self.known.nonzero().squeeze(1).tolist()
             self._tallies = {n: Tally(*spec.tally_args, "cpu", known=known) for n in acts}
-        out = {}
+        out, labels = {}, None
         for n, a in acts.items():
             basis = spec.bases.get(n)
             a = a if basis is None else apply_basis(a.float(), basis)
             t = self._tallies[n]
-            t.add_activations(a, spec.thresholds[n], seg, mode=spec.mode, size=spec.size)
+            if labels is None and len(acts) > 1 and spec.mode in SEPARABLE:  # one label lookup for all layers
+                labels = t.batch_labels(seg, spec.size)
+            t.add_activations(a, spec.thresholds[n], seg, mode=spec.mode, size=spec.size, labels=labels)
             out[n] = t.take_counts()
         return out

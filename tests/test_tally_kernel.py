@@ -183,3 +183,35 @@ def test_constant_maps_thresholded_at_their_value(dtype):
     t = make_tally(labels, primary, categories, image_level)
     t.add_activations(acts, T, to_segbatch(segs, categories, image_level, (50, 45)))
     assert_counts(t, ref)
+
+
+def test_layers_share_one_label_lookup():
+    """batch_labels() of one tally, passed to add_activations of two layers (7 x 7 and 3 x 4 maps):
+    each layer's counts are those of the reference; labels of another batch size are refused."""
+    _, _, segs, labels, primary, categories, image_level = random_case(29, B=3, size=(14, 12))
+    rng = np.random.default_rng(2)
+    seg = to_segbatch(segs, categories, image_level, (14, 12))
+    first = make_tally(labels, primary, categories, image_level)
+    shared = first.batch_labels(seg)
+    for shape in ((3, 5, 7, 7), (3, 4, 3, 4)):
+        acts = torch.from_numpy(rng.standard_normal(shape).astype(np.float32))
+        up = upsample(acts, (14, 12))
+        thr = up.transpose(0, 1).reshape(shape[1], -1).quantile(0.8, dim=1)
+        ref = reference_counts(up.numpy(), thr.numpy(), segs, labels, primary, categories, image_level)
+        t = make_tally(labels, primary, categories, image_level)
+        t.add_activations(acts, thr, seg, labels=shared)
+        assert_counts(t, ref)
+    other = first.batch_labels(to_segbatch(segs[:2], categories, image_level, (14, 12)))
+    with pytest.raises(ValueError, match="labels were made for another batch size"):
+        make_tally(labels, primary, categories, image_level).add_activations(acts, thr, seg, labels=other)
+    with pytest.raises(ValueError, match="labels were made for another"):
+        make_tally(labels[:-1], primary, categories, image_level).add_activations(acts, thr, seg, labels=shared)
+
+
+def test_empty_batch_counts_nothing():
+    t = Tally([1, 2], ["object", "scene"], ["scene"], {1: "object", 2: "scene"}, units=3)
+    seg = SegBatch(pixel={"object": torch.zeros(0, 1, 4, 4, dtype=torch.long)},
+                   image_level={"scene": torch.zeros(0, 1, dtype=torch.long)})
+    t.add_activations(torch.zeros(0, 3, 2, 2), torch.zeros(3), seg)
+    t.add(torch.zeros(0, 3, 4, 4), torch.zeros(3), seg)
+    assert t.images == 0 and int(t.I.sum() + t.G.sum() + t.A_all.sum() + t.A_lite.sum() + t.A_original.sum()) == 0

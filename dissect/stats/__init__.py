@@ -8,8 +8,8 @@ from broden_builder.torch_dataset import SegBatch  # the labels a Tally counts a
 
 from .quantile import TopQuantile
 from .scores import scores
-from .tally import UNIONS, Tally, UnknownLabel, find_unknown_label
+from .tally import UNIONS, BatchLabels, Tally, UnknownLabel, find_unknown_label
 from .topk import TopKImages
 from .upsample import upsample
 
-__all__ = ["TopQuantile", "TopKImages", "Tally", "UnknownLabel", "find_unknown_label", "SegBatch", "scores", "upsample", "UNIONS"]
+__all__ = ["TopQuantile", "TopKImages", "Tally", "BatchLabels", "UnknownLabel", "find_unknown_label", "SegBatch", "scores", "upsample", "UNIONS"]

@@ -1,12 +1,14 @@
 """Tally: intersection, ground-truth and activation counts of unit masks against labels.
 
-Vectorised: the mask entries (image, unit, pixel) are joined with the per-pixel label
-columns and counted with one bincount over packed (unit, label) indices; image-level labels
-use per-(image, unit) mask sizes. Nothing loops over units or labels in Python.
+Vectorised: every pixel of a batch gets the id of its label combination in its image (its label
+columns packed into one key, then torch.unique); the mask pixels (from the tiles of
+dissect.stats.tiles, or a dense upsampled map) are counted per (combination, unit) with one
+bincount, and each pair is expanded to its label columns and categories; image-level labels use
+per-(image, unit) mask sizes. Nothing loops over units, labels or images in Python.
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Optional, Sequence
+from typing import Iterable, Mapping, NamedTuple, Optional, Sequence
 
 import torch
 
@@ -94,6 +96,18 @@ class _PairCounter:
         return key, w.index_add_(0, inv, torch.cat([c for _, c in self.parts]))
 
 
+class BatchLabels(NamedTuple):
+    """A batch's labels as label combinations (see Tally.batch_labels), shareable by the tallies of
+    several layers over the same labels, categories and known numbers."""
+
+    key: tuple  # the tally configuration and (B, S, device) they were made for
+    Z: torch.Tensor
+    cid: torch.Tensor
+    img: torch.Tensor
+    cols: torch.Tensor
+    npix: torch.Tensor
+
+
 class Tally:
     """Integer counts for IoU under all three union rules (see BRODEN_FORMAT.md, last section).
 
@@ -131,6 +145,8 @@ class Tally:
         self.device = torch.device(device)
         self.units = units
         self.known = None if known is None else sorted({int(n) for n in known})
+        self._label_key = (tuple(self.labels), tuple(self.categories), tuple(self.image_level_categories),
+                           tuple(self.primary), None if self.known is None else tuple(self.known))
         self._prim = torch.tensor(prim, dtype=torch.long, device=self.device)
         self._make_luts()
         self.images = 0
@@ -205,6 +221,8 @@ class Tally:
             raise ValueError(f"upsampled activations must be [B, U, sh, sw], got shape {tuple(acts_up.shape)}")
         B, U, sh, sw = acts_up.shape
         self._check_batch(B, U, thresholds, seg, (sh, sw))
+        if B == 0:  # an empty batch counts nothing
+            return
         d, S = self.device, sh * sw
         T = thresholds.detach().to(d, acts_up.dtype).reshape(1, U, 1)
         acts_up = acts_up.detach().to(d).reshape(B, U, S)
@@ -218,21 +236,25 @@ class Tally:
         self._accumulate(B, U, S, seg, torch.cat(ent_bu), torch.cat(ent_p))
 
     def add_activations(self, acts: torch.Tensor, thresholds: torch.Tensor, seg: SegBatch, mode: str = "bilinear",
-                        field=None, input_size=None, size=None) -> None:
+                        field=None, input_size=None, size=None, labels: Optional[BatchLabels] = None) -> None:
         """Count one batch from layer-resolution acts [B, U, h, w]: exactly the counts of
         ``add(upsample(acts, seg size, mode, field, input_size), thresholds, seg)``, but
         upsampling only the tiles where the mask can be set (dissect.stats.tiles). ``size`` (sh, sw)
-        is needed only when the batch has no pixel category. bicubic (and integer acts) fall back to add()."""
+        is needed only when the batch has no pixel category. ``labels``: seg's batch_labels() from
+        a tally over the same labels (the layers of one batch share them), else computed here.
+        bicubic (and integer acts) fall back to add()."""
         size = _segmentation_size(acts, seg, size)
         if mode not in SEPARABLE or not acts.is_floating_point():
             return self.add(upsample(acts, size, mode, field=field, input_size=input_size), thresholds, seg)
         B, U, h, w = acts.shape
         self._check_batch(B, U, thresholds, seg, tuple(size))
+        if B == 0:  # an empty batch counts nothing
+            return
         d, SH, SW = self.device, int(size[0]), int(size[1])
         acts = acts.detach().to(d)
         T = thresholds.detach().to(d, acts.dtype).reshape(U)
         plan = tile_plan((h, w), (SH, SW), mode, field, input_size, acts.dtype, d)
-        lab = self._batch_labels(B, SH * SW, seg)
+        lab = self._labels(B, SH * SW, seg, labels)
         cidu = lab[1] * U  # combination id * U of every flat pixel
         counter = _PairCounter(lab[3].shape[0] * U, d)
         self.tiles_evaluated = 0
@@ -246,6 +268,21 @@ class Tally:
             counter.add(cidu.index_select(0, pix) + maps.index_select(0, k) % U)
         self._count(B, U, SH * SW, lab, counter)
 
+    def batch_labels(self, seg: SegBatch, size=None) -> BatchLabels:
+        """seg's labels as label combinations (the label lookup of add_activations, including the
+        unknown-label check), to pass to add_activations of every layer of the batch."""
+        size = seg.size or tuple(size)
+        B, S = seg.batch_size, int(size[0]) * int(size[1])
+        self._check_seg(seg, B, tuple(int(x) for x in size))
+        return BatchLabels((self._label_key, B, S, str(self.device)), *self._batch_labels(B, S, seg))
+
+    def _labels(self, B: int, S: int, seg: SegBatch, labels: Optional[BatchLabels]) -> tuple:
+        if labels is None:
+            return self._batch_labels(B, S, seg)
+        if labels.key != (self._label_key, B, S, str(self.device)):
+            raise ValueError("labels were made for another batch size, segmentation size, device or tally labels")
+        return tuple(labels[1:])
+
     def _label_planes(self, B: int, S: int, seg: SegBatch) -> list:
         """Column number planes [B, S] (int32) of every pixel label layer, L = none (0, untallied or,
         without ``known``, out-of-range numbers); layers holding only zeros are skipped. With
@@ -253,7 +290,9 @@ class Tally:
         L, maxn, check = self.n_labels, self._plut.numel() - 1, self.known is not None
         planes = []
         for c in self.pixel_categories:
-            for t in seg.pixel[c].reshape(B, -1, S).unbind(1):
+            for t in seg.pixel[c].reshape(B, seg.pixel[c].shape[1], S).unbind(1):
+                if t.numel() == 0:
+                    continue
                 lo, hi = (int(x) for x in torch.aminmax(t))
                 if hi == 0 and lo == 0:
                     continue
@@ -361,11 +400,13 @@ class Tally:
         self.I.index_add_(1, zl, mcount[zb].t().contiguous())
         # pixel-level intersections and the "lite" presence flags
         inside = torch.zeros(B * U * (C + 1), dtype=torch.bool, device=d)
-        if K and w.numel():
-            ui = (uu * (L + 1)).unsqueeze(1) + cols[ci]
-            self.I += torch.zeros(U * (L + 1), dtype=torch.long, device=d).index_add_(
-                0, ui.reshape(-1), w.repeat_interleave(K)).view(U, L + 1)[:, :L]
-            inside[((bu * (C + 1)).unsqueeze(1) + pc[ci]).reshape(-1)] = True
+        I = torch.zeros(U * (L + 1), dtype=torch.long, device=d)
+        step = max(1, _MAX_JOIN // max(K, 1))
+        for i0 in range(0, w.numel() if K else 0, step):  # bounded memory: pairs x K at most _MAX_JOIN
+            c_, u_, b_, w_ = ci[i0: i0 + step], uu[i0: i0 + step], bu[i0: i0 + step], w[i0: i0 + step]
+            I.index_add_(0, ((u_ * (L + 1)).unsqueeze(1) + cols[c_]).reshape(-1), w_.repeat_interleave(K))
+            inside[((b_ * (C + 1)).unsqueeze(1) + pc[c_]).reshape(-1)] = True
+        self.I += I.view(U, L + 1)[:, :L]
         inside = inside.view(B, U, C + 1)[:, :, :C] | has_img.unsqueeze(1)
         self.A_lite += (mcount.unsqueeze(2) * inside).sum(0)
         self.images += B
