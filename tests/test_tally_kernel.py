@@ -206,3 +206,12 @@ def test_layers_share_one_label_lookup():
         make_tally(labels, primary, categories, image_level).add_activations(acts, thr, seg, labels=other)
     with pytest.raises(ValueError, match="labels were made for another"):
         make_tally(labels[:-1], primary, categories, image_level).add_activations(acts, thr, seg, labels=shared)
+
+
+def test_empty_batch_counts_nothing():
+    t = Tally([1, 2], ["object", "scene"], ["scene"], {1: "object", 2: "scene"}, units=3)
+    seg = SegBatch(pixel={"object": torch.zeros(0, 1, 4, 4, dtype=torch.long)},
+                   image_level={"scene": torch.zeros(0, 1, dtype=torch.long)})
+    t.add_activations(torch.zeros(0, 3, 2, 2), torch.zeros(3), seg)
+    t.add(torch.zeros(0, 3, 4, 4), torch.zeros(3), seg)
+    assert t.images == 0 and int(t.I.sum() + t.G.sum() + t.A_all.sum() + t.A_lite.sum() + t.A_original.sum()) == 0

@@ -221,6 +221,8 @@ class Tally:
             raise ValueError(f"upsampled activations must be [B, U, sh, sw], got shape {tuple(acts_up.shape)}")
         B, U, sh, sw = acts_up.shape
         self._check_batch(B, U, thresholds, seg, (sh, sw))
+        if B == 0:  # an empty batch counts nothing
+            return
         d, S = self.device, sh * sw
         T = thresholds.detach().to(d, acts_up.dtype).reshape(1, U, 1)
         acts_up = acts_up.detach().to(d).reshape(B, U, S)
@@ -246,6 +248,8 @@ class Tally:
             return self.add(upsample(acts, size, mode, field=field, input_size=input_size), thresholds, seg)
         B, U, h, w = acts.shape
         self._check_batch(B, U, thresholds, seg, tuple(size))
+        if B == 0:  # an empty batch counts nothing
+            return
         d, SH, SW = self.device, int(size[0]), int(size[1])
         acts = acts.detach().to(d)
         T = thresholds.detach().to(d, acts.dtype).reshape(U)
@@ -286,7 +290,9 @@ class Tally:
         L, maxn, check = self.n_labels, self._plut.numel() - 1, self.known is not None
         planes = []
         for c in self.pixel_categories:
-            for t in seg.pixel[c].reshape(B, -1, S).unbind(1):
+            for t in seg.pixel[c].reshape(B, seg.pixel[c].shape[1], S).unbind(1):
+                if t.numel() == 0:
+                    continue
                 lo, hi = (int(x) for x in torch.aminmax(t))
                 if hi == 0 and lo == 0:
                     continue

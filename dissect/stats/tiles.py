@@ -107,6 +107,8 @@ def hot_tiles(acts: torch.Tensor, T: torch.Tensor, size: Sequence[int], plan: tu
     B, U, h, w = acts.shape
     SH, SW = int(size[0]), int(size[1])
     (by0, by1, ystart, rw0, rw1, ycor), (bx0, bx1, xstart, cw0, cw1, xcor) = plan
+    if acts.numel() == 0:
+        return
     maps, hs, sel = hot_maps(acts, T)
     if sel.numel() == 0:
         return
