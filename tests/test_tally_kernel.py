@@ -215,3 +215,15 @@ def test_empty_batch_counts_nothing():
     t.add_activations(torch.zeros(0, 3, 2, 2), torch.zeros(3), seg)
     t.add(torch.zeros(0, 3, 4, 4), torch.zeros(3), seg)
     assert t.images == 0 and int(t.I.sum() + t.G.sum() + t.A_all.sum() + t.A_lite.sum() + t.A_original.sum()) == 0
+
+
+@pytest.mark.parametrize("runs", [1, 3, 40, 10000])
+def test_unique_runs_equals_torch_unique(runs):
+    """Oracle: torch.unique itself, on keys with long runs, short runs (the fallback), ties across runs."""
+    rng = np.random.default_rng(runs)
+    vals = torch.from_numpy(rng.integers(0, 7, size=runs))
+    key = vals.repeat_interleave(torch.from_numpy(rng.integers(1, 30, size=runs)))
+    for k in (key, key.int()):
+        got, want = tally_mod.unique_runs(k), torch.unique(k, return_inverse=True, return_counts=True)
+        for g, w in zip(got, want):
+            assert torch.equal(g, w)

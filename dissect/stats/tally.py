@@ -69,6 +69,22 @@ def find_unknown_label(seg: SegBatch, known: torch.Tensor) -> Optional[UnknownLa
     return None
 
 
+def unique_runs(key: torch.Tensor) -> tuple:
+    """``torch.unique(key, return_inverse=True, return_counts=True)`` of a 1-D key [n] made of runs of
+    equal values (label planes row by row: a few runs per row): one key per run is sorted instead of
+    n, and the inverse is spread back over the runs. Falls back to torch.unique when runs are short."""
+    n = key.numel()
+    new = torch.ones(n, dtype=torch.bool, device=key.device)
+    torch.ne(key[1:], key[:-1], out=new[1:])
+    starts = new.nonzero().squeeze(1)
+    if starts.numel() * 4 > n:
+        return torch.unique(key, return_inverse=True, return_counts=True)
+    ukey, inv = torch.unique(key.index_select(0, starts), return_inverse=True)
+    cid = inv.index_select(0, torch.cumsum(new, 0) - 1)
+    lengths = torch.diff(starts, append=starts.new_tensor([n]))
+    return ukey, cid, torch.zeros(ukey.numel(), dtype=torch.long, device=key.device).index_add_(0, inv, lengths)
+
+
 class _PairCounter:
     """Counts of keys in [0, n) (mask pixels per combination id * U + unit): one dense bincount
     while n <= _MAX_JOIN, else torch.unique per chunk (memory bounded by the entries)."""
@@ -342,7 +358,7 @@ class Tally:
         Z[:, L] = False
         planes = self._label_planes(B, S, seg)
         key, packed = self._pixel_keys(B, S, planes)
-        ukey, cid, npix = torch.unique(key, return_inverse=True, return_counts=True)
+        ukey, cid, npix = unique_runs(key)
         K = len(planes)
         if packed:  # decode the columns of each id from its key
             ukey = ukey.long()
