@@ -404,3 +404,27 @@ def test_unit_masks_skip_no_pixel_of_the_upsampled_plane(mode, mask_size, size):
     assert got.shape == (5, 3) + tuple(size)
     assert np.array_equal(got, ref[:, :, iy][:, :, :, ix])
     assert 0 < got.sum() < got.size and not got[3].any() and 0 < got[4].sum() <= got[4].size // 20
+
+
+def test_unreadable_top_image_is_a_clear_error_from_the_threads(tmp_path, synthetic_store, capsys):
+    """A top image that cannot be decoded (read by the report's threads) stops the report with the
+    file and its index.csv row named, through the API and as one line from `dissect report`."""
+    import shutil
+
+    from broden_builder import BrodenStore
+    from broden_builder.store.errors import StoreFormatError
+    from report_fixture import fabricate_layer
+
+    from dissect.cli import main
+
+    store = tmp_path / "store"
+    shutil.copytree(synthetic_store, store)
+    arrays = fabricate_layer(tmp_path / "O", "conv", store, 10, LAYER_B, k=2)
+    row = int(arrays["indices"][2, 1])
+    path = BrodenStore(store).image_path(row)
+    path.write_bytes(b"not an image")
+    with pytest.raises(StoreFormatError, match=rf"{re.escape(path.name)}.*row {row + 1}"):
+        write_reports(tmp_path / "O")
+    assert main(["report", str(tmp_path / "O"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert path.name in err and "Traceback" not in err

@@ -40,8 +40,9 @@ def enlarge_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
 
 def _boundary(mask: np.ndarray) -> np.ndarray:
     """Pixels of the mask (``[..., h, w]``) with a 4-neighbour outside it (or on the image border)."""
-    pad = np.pad(mask, [(0, 0)] * (mask.ndim - 2) + [(1, 1), (1, 1)], constant_values=False)
-    inner = pad[..., :-2, 1:-1] & pad[..., 2:, 1:-1] & pad[..., 1:-1, :-2] & pad[..., 1:-1, 2:]
+    inner = np.zeros_like(mask)  # border pixels have a neighbour outside the image: never inner
+    m = mask
+    inner[..., 1:-1, 1:-1] = m[..., :-2, 1:-1] & m[..., 2:, 1:-1] & m[..., 1:-1, :-2] & m[..., 1:-1, 2:]
     return mask & ~inner
 
 
