@@ -171,11 +171,18 @@ def run_pass(batches: Iterable, compute: Callable[[dict], dict], stats: Statisti
     """The loop of both passes: ``stats.add(compute(batch))`` for every batch (numbered from
     ``start``), checkpointing as configured."""
     done = start
-    for batch in batches:
-        stats.add(pass_no, compute(batch), batch)
-        done += 1
-        checkpoint.step(pass_no, done, stats)
-        bar.update(1)
+    try:
+        for batch in batches:
+            stats.add(pass_no, compute(batch), batch)
+            done += 1
+            checkpoint.step(pass_no, done, stats)
+            bar.update(1)
+    except RuntimeError as e:  # torch's message for a worker the system killed (out of memory, kill -9)
+        if "DataLoader worker" not in str(e):
+            raise
+        raise DissectError(f"pass {pass_no}: {e} (killed from outside, e.g. by the system for lack of memory); "
+                           "run the same command again to resume from the last checkpoint, with fewer "
+                           "--workers if memory is short") from None
     bar.close()
 
 

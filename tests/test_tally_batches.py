@@ -164,3 +164,45 @@ def test_unreadable_label_png_in_a_worker_is_the_store_error(synthetic_store, tm
     err = capsys.readouterr().err.strip()
     assert code == 1 and err.startswith(f"error: {path}: cannot read segmentation of index.csv row {row + 1}"), err
     assert len(err.splitlines()) == 1, err
+
+
+class _DiesInWorker(torch.utils.data.Dataset):
+    """Item 1 kills its own worker process (what the kernel's OOM killer or kill -9 does)."""
+
+    def __len__(self):
+        return 3
+
+    def __getitem__(self, k):
+        if k == 1:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+        return {"index": torch.tensor([k])}
+
+
+def test_a_killed_worker_is_one_clear_error(tmp_path):
+    """A DataLoader worker killed from outside reached the user as 'unexpected RuntimeError ... this
+    is a bug'; it is a DissectError naming the pass and saying how to resume."""
+    from dissect.checkpoint import Checkpoint
+    from dissect.distributed import dist_info
+    from dissect.engine import run_pass
+    from dissect.errors import DissectError
+
+    class Stats:
+        added = 0
+
+        def add(self, pass_no, acts, batch):
+            Stats.added += 1
+
+    class Bar:
+        def update(self, n):
+            pass
+
+        def close(self):
+            pass
+
+    batches = DataLoader(_DiesInWorker(), batch_size=None, num_workers=1)
+    with pytest.raises(DissectError, match=r"pass 2: DataLoader worker .*killed from outside.*resume"):
+        run_pass(batches, lambda b: {}, Stats(), Checkpoint(None, {}, dist_info(), 0), 2, 0, Bar())
+    assert Stats.added <= 1  # item 0 may or may not arrive before the worker dies
