@@ -26,23 +26,61 @@ MAX_WORKERS = 4
 MAX_TALLY_WORKERS = 8
 
 
-def _cgroup_limit(root: Path = Path("/sys/fs/cgroup")) -> Optional[int]:
-    """CPUs allowed by the cgroup quota (rounded up), or None when unlimited or unknown."""
+def _own_cgroups(proc: Path) -> dict:
+    """This process's cgroup paths from /proc/self/cgroup (man 7 cgroups): {"v2": "/a/b"} from the
+    line ``0::/a/b``, {"v1": "/c"} from the line whose controllers include ``cpu``; {} when unreadable."""
+    out = {}
     try:
-        quota, period = (root / "cpu.max").read_text().split()[:2]  # cgroup v2: "max 100000" or "200000 100000"
-        if quota != "max":
-            return max(1, math.ceil(int(quota) / int(period)))
+        lines = proc.read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if parts[0] == "0" and parts[1] == "":
+            out["v2"] = parts[2]
+        elif "cpu" in parts[1].split(","):
+            out["v1"] = parts[2]
+    return out
+
+
+def _levels(mount: Path, rel: str):
+    """The folders of a cgroup and of each ancestor up to the mount itself, those that exist (in a
+    container without its own cgroup namespace the path names the host's tree: only the mount)."""
+    d = mount / rel.strip("/") if rel.strip("/") else mount
+    while True:
+        if d.is_dir():
+            yield d
+        if d == mount or mount not in d.parents:
+            return
+        d = d.parent
+
+
+def _quota(d: Path, v2: bool) -> Optional[int]:
+    """CPUs allowed by one cgroup folder's quota (rounded up), or None when unlimited or unknown."""
+    try:
+        if v2:  # "max 100000" or "200000 100000"
+            quota, period = (d / "cpu.max").read_text().split()[:2]
+            return None if quota == "max" else max(1, math.ceil(int(quota) / int(period)))
+        quota, period = int((d / "cpu.cfs_quota_us").read_text()), int((d / "cpu.cfs_period_us").read_text())
+        return max(1, math.ceil(quota / period)) if quota > 0 and period > 0 else None
+    except (OSError, ValueError):
         return None
-    except (OSError, ValueError):
-        pass
-    try:
-        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
-        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
-        if quota > 0 and period > 0:
-            return max(1, math.ceil(quota / period))
-    except (OSError, ValueError):
-        pass
-    return None
+
+
+def _cgroup_limit(root: Path = Path("/sys/fs/cgroup"), proc: Path = Path("/proc/self/cgroup")) -> Optional[int]:
+    """CPUs allowed by the cgroup quotas of this process's own cgroup and its ancestors (the
+    smallest: a quota limits everything below it), cgroup v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us``;
+    None when unlimited or unknown. The cgroup is the one /proc/self/cgroup names, not the root
+    of the hierarchy (a quota set by systemd, a batch scheduler or docker without a cgroup namespace
+    is on a folder below the root)."""
+    own = _own_cgroups(proc)
+    found = [_quota(d, True) for d in _levels(root, own.get("v2", "/"))]
+    for mount in (root / "cpu", root / "cpu,cpuacct", root / "cpuacct,cpu"):
+        found += [_quota(d, False) for d in _levels(mount, own.get("v1", "/"))]
+    found = [n for n in found if n]
+    return min(found) if found else None
 
 
 def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:

@@ -105,3 +105,85 @@ def test_a_broken_file_is_reported_once(tmp_path, capfd):
         fmt.read_label_png(path, LABELS.shape)
     out, err = capfd.readouterr()
     assert out == "" and err == "", err
+
+
+def _chunk(kind: bytes, data: bytes, crc=None) -> bytes:
+    import struct
+    import zlib
+
+    crc = zlib.crc32(kind + data) & 0xFFFFFFFF if crc is None else crc
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
+def _odd_png(before: bytes = b"", idat_crc=None, iend: bool = True) -> bytes:
+    """An 8-bit RGB PNG of LABELS written from the spec with extra chunks before IDAT."""
+    import struct
+    import zlib
+
+    rgb = _rgb(LABELS)
+    h, w, _ = rgb.shape
+    raw = b"".join(b"\x00" + row.tobytes() for row in rgb)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + before
+            + _chunk(b"IDAT", zlib.compress(raw), idat_crc) + (_chunk(b"IEND", b"") if iend else b""))
+
+
+def _pil_labels(path):
+    """The oracle: PIL itself, R + 256 * G of the RGB conversion."""
+    with Image.open(path) as im:
+        rgb = np.asarray(im.convert("RGB")).astype(np.int64)
+    return rgb[..., 0] + 256 * rgb[..., 1]
+
+
+ODD = {
+    "bad_crc_text": _odd_png(_chunk(b"tEXt", b"Comment\0hi", crc=0)),  # PIL refuses it
+    "bad_crc_idat": _odd_png(idat_crc=0),  # PIL reads it (IDAT CRCs unchecked); libpng: 'CRC error'
+    "bad_iccp": _odd_png(_chunk(b"iCCP", b"x\0\0" + b"junk")),  # libpng: 'iCCP: too short'
+    "srgb_gamma": _odd_png(_chunk(b"sRGB", b"\0") + _chunk(b"gAMA", (45455).to_bytes(4, "big"))),
+    "gamma_zero": _odd_png(_chunk(b"gAMA", bytes(4))),  # libpng: gamma out of range
+    "sbit": _odd_png(_chunk(b"sBIT", bytes([5, 6, 5]))),
+    "time_bad": _odd_png(_chunk(b"tIME", bytes([7, 230, 13, 1, 0, 0, 0]))),  # month 13
+    "unknown_critical": _odd_png(_chunk(b"ABCD", b"xx")),
+    "no_iend": _odd_png(iend=False),
+    "text_trns_time": _odd_png(_chunk(b"tEXt", b"Software\0x") + _chunk(b"tRNS", bytes(6))
+                               + _chunk(b"tIME", bytes([7, 230, 11, 30, 10, 5, 0]))),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(ODD))
+def test_odd_chunks_decode_as_pil_does_and_silently(tmp_path, capfd, kind):
+    """Chunks around the image data: the result is PIL's (its values, or its refusal) and nothing is
+    printed (libpng prints a line for a bad CRC, a bad profile, an invalid value, a missing IEND, an
+    unknown critical chunk: such files go to PIL). The OpenCV path accepted a bad CRC that PIL refuses."""
+    path = tmp_path / f"{kind}.png"
+    path.write_bytes(ODD[kind])
+    try:
+        expected = _pil_labels(path)
+    except Exception as e:  # PIL refuses: so must we
+        with pytest.raises(type(e)):
+            fmt.read_label_png(path, LABELS.shape)
+    else:
+        got = fmt.read_label_png(path, LABELS.shape)
+        assert np.array_equal(got, expected), kind
+    assert kind != "text_trns_time" or fmt._read_rgb8_label_png(path, LABELS.shape) is not None  # fast
+    out, err = capfd.readouterr()
+    assert out == "" and err == "", err
+
+
+def test_opencv_log_level_restored_after_concurrent_decodes():
+    """Threads decoding at once (the report's strips) each silenced OpenCV's process-wide log level
+    and restored what it saw, so an overlap could leave it silenced for good."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import cv2
+
+    log = cv2.utils.logging
+    before = log.getLogLevel()
+    data = _odd_png()
+    try:
+        log.setLogLevel(log.LOG_LEVEL_WARNING)
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda _: fmt._cv2_decode(data), range(400)))
+        assert all(r is not None for r in results)
+        assert log.getLogLevel() == log.LOG_LEVEL_WARNING
+    finally:
+        log.setLogLevel(before)

@@ -141,3 +141,20 @@ def test_memory_independent_of_n():
     tq = TopQuantile(4, 0.05, 512 * 64)
     tq.add(torch.from_numpy(np.zeros((1, 4, 8, 8), np.float16)))
     assert tq.buf.dtype == torch.int16 and tq.buf.shape == (4, tq.keep + tq.slack)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_one_map_larger_than_the_slack(monkeypatch, dtype):
+    """Few images of a large map: one image holds more values per unit than the buffer's slack (here
+    40 x 40 = 1,600 > 1,024); they were written past each unit's row (IndexError for the last unit,
+    silently into the next unit's row for the others). Oracle: np.quantile."""
+    monkeypatch.setattr(qmod, "_STEP", 64)
+    acts = data(9, (3, 6, 40, 40), dtype)
+    acts[:, 0] = np.sort(acts[:, 0].ravel()).reshape(acts[:, 0].shape)  # rising: every slice displaces
+    for q in (0.005, 0.3):
+        tq = TopQuantile(6, q, total_count=3 * 1600)
+        assert tq.slack < 1600
+        got = feed(tq, acts, [0, 2, 3])
+        assert tq.method == "stream"
+        np.testing.assert_array_equal(got, numpy_thresholds(acts, q).astype(np.float32))
+        assert int(tq.fill.max()) <= tq.cap

@@ -111,3 +111,33 @@ def test_histogram_quantile_extra_pass_sees_the_rotated_values(synthetic_store, 
     want = np.array([np.quantile(rot[:, u].ravel(), 0.95) for u in range(4)])
     np.testing.assert_allclose(small.thresholds, want, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(small.thresholds, big.thresholds)
+
+
+def test_cgroup_quota_of_this_process_own_cgroup(tmp_path):
+    """The quota is read where /proc/self/cgroup says this process is (and from its ancestors: the
+    smallest wins), not only at the hierarchy's root, where systemd, batch schedulers and docker
+    without a cgroup namespace never put it. Oracle: the quotas written here by hand."""
+    proc = tmp_path / "cgroup"
+    v2 = tmp_path / "v2"
+    (v2 / "system.slice" / "job.scope").mkdir(parents=True)
+    (v2 / "system.slice" / "cpu.max").write_text("max 100000\n")
+    (v2 / "system.slice" / "job.scope" / "cpu.max").write_text("50000 100000\n")  # half a CPU
+    proc.write_text("0::/system.slice/job.scope\n")
+    assert resources._cgroup_limit(v2, proc) == 1
+    (v2 / "system.slice" / "job.scope" / "cpu.max").write_text("max 100000\n")
+    (v2 / "system.slice" / "cpu.max").write_text("300000 100000\n")  # the parent's quota limits the child
+    assert resources._cgroup_limit(v2, proc) == 3
+    proc.write_text("0::/docker/0123abcd\n")  # a path of the host's tree: only the mount's own quota counts
+    (v2 / "cpu.max").write_text("200000 100000\n")
+    assert resources._cgroup_limit(v2, proc) == 2
+    v1 = tmp_path / "v1"
+    (v1 / "cpu,cpuacct" / "batch" / "42").mkdir(parents=True)
+    (v1 / "cpu,cpuacct" / "cpu.cfs_quota_us").write_text("-1")
+    (v1 / "cpu,cpuacct" / "cpu.cfs_period_us").write_text("100000")
+    (v1 / "cpu,cpuacct" / "batch" / "42" / "cpu.cfs_quota_us").write_text("150000")
+    (v1 / "cpu,cpuacct" / "batch" / "42" / "cpu.cfs_period_us").write_text("100000")
+    proc.write_text("4:memory:/batch/42\n3:cpu,cpuacct:/batch/42\n2:cpuset:/\n")
+    assert resources._cgroup_limit(v1, proc) == 2
+    proc.write_text("3:cpu,cpuacct:/\n")
+    assert resources._cgroup_limit(v1, proc) is None
+    assert resources._cgroup_limit(v1, tmp_path / "no-proc-file") is None

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
+import zlib
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -57,12 +59,63 @@ def _png_header(data: bytes):
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big"), data[24], data[25]
 
 
+#: Ancillary chunks the OpenCV path accepts, each with the check that keeps libpng quiet about it
+#: (libpng 1.6 png_handle_*: a wrong length or value is a warning printed to stderr, and a chunk PIL
+#: refuses must not be accepted here). Any other chunk sends the file to the PIL path.
+def _text_ok(d: bytes) -> bool:
+    return 1 <= d.find(b"\0") <= 79
+
+
+_QUIET_CHUNKS = {
+    b"tIME": lambda d: len(d) == 7 and 1 <= d[2] <= 12 and 1 <= d[3] <= 31 and d[4] <= 23 and d[5] <= 59
+    and d[6] <= 60,
+    b"pHYs": lambda d: len(d) == 9,
+    b"gAMA": lambda d: len(d) == 4 and 16 <= int.from_bytes(d, "big") <= 625000000,
+    b"tEXt": _text_ok,
+}
+
+
+def _plain_png(data: bytes, colour_type: int) -> bool:
+    """Whether ``data`` (a whole 8-bit RGB/RGBA PNG) is laid out so that OpenCV's libpng decodes it
+    silently and PIL would accept it too (PNG spec, sec. 5.3-5.6): every chunk inside the file with
+    its CRC right (PIL refuses a bad CRC before IDAT, libpng prints one line for any), IHDR first,
+    then only :data:`_QUIET_CHUNKS` (and tRNS of 6 bytes for RGB), the IDAT chunks in one run, IEND
+    last. Only the compressed stream itself is left to libpng: too much or too little image data,
+    a bad filter byte or a broken deflate stream still print libpng's own line (the PIL path then
+    decodes or refuses the file as before)."""
+    pos, seen_idat, after_idat = 8, False, False
+    while pos + 12 <= len(data):
+        n = int.from_bytes(data[pos: pos + 4], "big")
+        kind, body = data[pos + 4: pos + 8], data[pos + 8: pos + 8 + n]
+        end = pos + 12 + n
+        if end > len(data) or zlib.crc32(data[pos + 4: pos + 8 + n]) != int.from_bytes(data[end - 4: end], "big"):
+            return False
+        if kind == b"IEND":
+            return seen_idat and n == 0
+        if kind == b"IDAT":
+            if after_idat:
+                return False
+            seen_idat = True
+        elif pos == 8:
+            if kind != b"IHDR":
+                return False
+        else:
+            after_idat = after_idat or seen_idat
+            ok = _QUIET_CHUNKS.get(kind)
+            trns = kind == b"tRNS" and colour_type == 2 and n == 6
+            if not (trns or (ok is not None and ok(body))):
+                return False
+        pos = end
+    return False
+
+
 def _read_rgb8_label_png(path, expected_shape) -> "np.ndarray | None":
     """The common case decoded with OpenCV: an 8-bit RGB or RGBA PNG (colour type 2 or 6), labels
     R + 256 * G. OpenCV decodes these about twice as fast as PIL (measured on store label PNGs,
     112 x 112: 112-198 us against 242-354 us, values identical), and pass 2 decodes every label
-    PNG of the store. None for anything else (other modes, a header to refuse, undecodable data):
-    the PIL path then decides, with its checks and messages."""
+    PNG of the store. None for anything else (other modes, a header to refuse, a file laid out
+    otherwise than :func:`_plain_png` accepts, undecodable data): the PIL path then decides, with
+    its checks and messages."""
     with open(path, "rb") as f:
         head = _png_header(f.read(33))
         if head is None or head[2] != 8 or head[3] not in (2, 6):
@@ -72,24 +125,38 @@ def _read_rgb8_label_png(path, expected_shape) -> "np.ndarray | None":
     w, h = head[0], head[1]
     if (expected_shape is not None and (h, w) != tuple(expected_shape)) or w * h > MAX_LABEL_PIXELS:
         return None
+    if not _plain_png(data, head[3]):
+        return None
     bgr = _cv2_decode(data)
     if bgr is None or bgr.shape[:2] != (h, w) or bgr.ndim != 3 or bgr.dtype != np.uint8:
         return None
     return bgr[..., 2].astype(np.int32) + 256 * bgr[..., 1].astype(np.int32)
 
 
+_LOG_LOCK = threading.Lock()
+_LOG_STATE = {"depth": 0, "before": None}
+
+
 def _cv2_decode(data: bytes):
     """cv2.imdecode(IMREAD_UNCHANGED) with OpenCV's own log silenced for the call (a broken file is
-    reported once, by the PIL path, not also as an OpenCV warning line); None when it cannot decode."""
+    reported once, by the PIL path, not also as an OpenCV warning line); None when it cannot decode.
+    The log level is process-wide: the first of concurrent calls (threads) silences it and the last
+    restores it, so overlapping calls cannot leave it silenced."""
     import cv2
 
     log = cv2.utils.logging
-    before = log.getLogLevel()
-    log.setLogLevel(log.LOG_LEVEL_SILENT)
+    with _LOG_LOCK:
+        if _LOG_STATE["depth"] == 0:
+            _LOG_STATE["before"] = log.getLogLevel()
+            log.setLogLevel(log.LOG_LEVEL_SILENT)
+        _LOG_STATE["depth"] += 1
     try:
         return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     finally:
-        log.setLogLevel(before)
+        with _LOG_LOCK:
+            _LOG_STATE["depth"] -= 1
+            if _LOG_STATE["depth"] == 0:
+                log.setLogLevel(_LOG_STATE["before"])
 
 
 def read_label_png(path, expected_shape=None) -> np.ndarray:

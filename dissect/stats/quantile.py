@@ -184,7 +184,10 @@ class TopQuantile:
         step = self._images_per_step(S, self.slack) if self.method == "stream" else B
         for b in range(0, B, step):
             if self.method == "stream":
-                self._absorb(raw[b: b + step])
+                # _absorb appends at most ``slack`` values per unit; one image's map may hold more (few
+                # images of a large map: S > slack), so it is fed in slices of the map then
+                for s in range(0, S, self.slack):
+                    self._absorb(raw[b: b + step, :, s: s + self.slack])
             else:
                 keys = to_keys(raw[b: b + step].view(self.dtype))
                 self._check_keys(keys)
