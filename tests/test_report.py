@@ -428,3 +428,21 @@ def test_unreadable_top_image_is_a_clear_error_from_the_threads(tmp_path, synthe
     assert main(["report", str(tmp_path / "O"), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert path.name in err and "Traceback" not in err
+
+
+def test_svg_plots_stay_well_formed_xml_with_control_characters(tmp_path):
+    """A label or layer name holding a character XML 1.0 forbids even escaped (a C0 control, U+FFFF;
+    broden validate accepts such names) made the whole SVG unreadable. Oracle: an XML parser, and
+    the names as written with U+FFFD in place of each such character."""
+    import xml.etree.ElementTree as ET
+
+    from dissect.report.plots import detector_bars, layer_lines
+
+    name = "tab\there<b>&\x01bell\x07\uffff"
+    svg = detector_bars({"object": {name: 2, "plain": 1}}, tmp_path / "d")[0]
+    root = ET.parse(svg).getroot()
+    names = [e.get("data-name") for e in root.iter() if e.get("data-name") is not None]
+    assert names == ["tab here<b>&\ufffdbell\ufffd\ufffd", "plain"]  # a tab in an attribute reads as a space
+    lines = layer_lines(["layer\x1b4", "fc"], {"object": [1, 2]}, tmp_path / "u")[0]
+    texts = "".join(ET.parse(lines).getroot().itertext())
+    assert "layer\ufffd4" in texts

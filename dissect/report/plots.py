@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import re
 import zlib
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -61,9 +62,15 @@ def _frame(vmax: int, top: float, width_plot: float, ylabel: str, title: str) ->
             "headers": [], "seps": [], "legend": [], "note": ""}
 
 
+#: characters XML 1.0 forbids even when escaped (sec. 2.2: C0 controls other than tab, LF, CR;
+#: U+FFFE, U+FFFF; lone surrogates): one in a label name made the whole SVG unreadable to browsers
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
 def _write_svg(chart: dict, stem) -> list:
+    """Render ``chart`` to ``stem.svg`` (atomically), characters XML forbids replaced by U+FFFD."""
     path = Path(stem).with_suffix(".svg")
-    atomic_write_text(path, render("bars.svg", c=chart))
+    atomic_write_text(path, _NOT_XML.sub("\ufffd", render("bars.svg", c=chart)))
     return [path]
 
 
