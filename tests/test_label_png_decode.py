@@ -187,3 +187,38 @@ def test_opencv_log_level_restored_after_concurrent_decodes():
         assert log.getLogLevel() == log.LOG_LEVEL_WARNING
     finally:
         log.setLogLevel(before)
+
+
+def _palette_png(path, n_entries: int, trns: bool) -> None:
+    """A palette PNG (indices 0..255 over LABELS) with ``n_entries`` palette entries (indices past
+    them are out of the palette) and optionally a tRNS chunk of alpha bytes."""
+    import struct
+    import zlib
+
+    idx = (LABELS % 256).astype(np.uint8)
+    h, w = idx.shape
+    pal = np.stack([np.arange(256), (np.arange(256) * 7) % 5, np.zeros(256)], -1).astype(np.uint8)[:n_entries]
+    before = _chunk(b"PLTE", pal.tobytes()) + (_chunk(b"tRNS", bytes(i * 2 % 256 for i in range(n_entries)))
+                                                if trns else b"")
+    raw = b"".join(b"\x00" + row.tobytes() for row in idx)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 0)) + before
+                     + _chunk(b"IDAT", zlib.compress(raw)) + _chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("n_entries,trns", [(256, True), (100, True), (40, False)])
+def test_palette_pngs_decode_as_pil_converts_them_without_a_warning(tmp_path, n_entries, trns):
+    """Palette labels equal PIL's convert("RGB") (R + 256 * G; indices past a short palette black),
+    and no warning is printed (convert warned 'Palette images with Transparency expressed in bytes
+    should be converted to RGBA images' once per process for a palette with tRNS)."""
+    import warnings
+
+    path = tmp_path / "p.png"
+    _palette_png(path, n_entries, trns)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = _pil_labels(path)  # the oracle: PIL itself
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        got = fmt.read_label_png(path, LABELS.shape)
+    assert got.dtype == np.int32 and np.array_equal(got, expected)
+    assert not seen, [str(w.message) for w in seen]

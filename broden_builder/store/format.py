@@ -159,6 +159,17 @@ def _cv2_decode(data: bytes):
                 log.setLogLevel(_LOG_STATE["before"])
 
 
+def _palette_labels(im) -> np.ndarray:
+    """R + 256 * G of each pixel's palette entry (indices past the palette read black, as with
+    PIL's ``convert("RGB")``), looked up here because ``convert`` warns (a UserWarning line on
+    stderr, once per process and DataLoader worker) for a palette with transparency."""
+    pal = np.zeros((256, 3), np.int32)
+    entries = np.asarray(im.getpalette("RGB") or [], np.int32).reshape(-1, 3)[:256]
+    pal[: len(entries)] = entries
+    rgb = pal[np.asarray(im)]
+    return rgb[..., 0] + 256 * rgb[..., 1]
+
+
 def read_label_png(path, expected_shape=None) -> np.ndarray:
     """Decode one segmentation PNG file into H x W int32 global label numbers.
 
@@ -194,6 +205,8 @@ def read_label_png(path, expected_shape=None) -> np.ndarray:
                 raise ValueError(f"{mode} PNG holds values outside 0..65535")
             return arr.astype(np.int32)
         if mode in ("RGB", "RGBA", "P", "PA", "LA"):
+            if mode == "P":
+                return _palette_labels(im)
             if mode == "LA":
                 return np.asarray(im.convert("L")).astype(np.int32)
             rgb = np.asarray(im.convert("RGB") if mode != "RGB" else im)
