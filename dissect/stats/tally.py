@@ -95,6 +95,7 @@ class _PairCounter:
         self.parts = []
 
     def add(self, key: torch.Tensor) -> None:
+        """Count key [m] (long, values in [0, n))."""
         if self.dense:
             self.cnt += torch.bincount(key, minlength=self.n)
         elif key.numel():
@@ -293,6 +294,8 @@ class Tally:
         return BatchLabels((self._label_key, B, S, str(self.device)), *self._batch_labels(B, S, seg))
 
     def _labels(self, B: int, S: int, seg: SegBatch, labels: Optional[BatchLabels]) -> tuple:
+        """_batch_labels' tuple for B images of S pixels: from ``labels`` when given (checked to be
+        for this tally's labels, B, S and device; ValueError otherwise), else computed from seg."""
         if labels is None:
             return self._batch_labels(B, S, seg)
         if labels.key != (self._label_key, B, S, str(self.device)):
@@ -323,6 +326,7 @@ class Tally:
         return planes
 
     def _raise_unknown(self, seg: SegBatch) -> None:
+        """Raise the UnknownLabel of find_unknown_label over the tallied pixel categories (the rare path)."""
         known = torch.zeros(max(self.known, default=0) + 1, dtype=torch.bool, device=self.device)
         known[torch.tensor(self.known, dtype=torch.long, device=self.device)] = True
         raise find_unknown_label(SegBatch(pixel={c: seg.pixel[c] for c in self.pixel_categories}), known)
