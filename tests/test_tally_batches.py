@@ -74,16 +74,21 @@ def test_take_counts_zeroes_and_add_counts_checks_shape():
         other.add_counts(share)
 
 
+def _copy_with_a_label_png(synthetic_store, tmp_path, row: int) -> tuple:
+    """(store folder, BrodenStore, path of a pixel-category label PNG of ``row``) of a copy of the store."""
+    store_dir = tmp_path / "store"
+    shutil.copytree(synthetic_store, store_dir)
+    store = BrodenStore(store_dir)
+    cat = next(c for c in store.categories if c not in store.image_level_categories and store.pixel_layers(row, c))
+    return store_dir, store, store_dir / "images" / store.rows[row].cells[cat][0]
+
+
 @pytest.mark.parametrize("workers", ["0", "2"])
 def test_unknown_label_number_in_a_worker_is_one_line(synthetic_store, tmp_path, capsys, workers):
     """A label PNG holding a number label.csv lacks: `dissect score` names index.csv and the row,
     with or without workers, and no worker traceback text reaches the user."""
-    store_dir = tmp_path / "store"
-    shutil.copytree(synthetic_store, store_dir)
-    store = BrodenStore(store_dir)
     row = 7
-    cat = next(c for c in store.categories if c not in store.image_level_categories and store.pixel_layers(row, c))
-    path = store_dir / "images" / store.rows[row].cells[cat][0]
+    store_dir, store, path = _copy_with_a_label_png(synthetic_store, tmp_path, row)
     bad = 999 + max(l.number for l in store.labels)
     arr = np.array(Image.open(path).convert("RGB"))
     arr[0, 0] = (bad % 256, bad // 256, 0)  # Broden label PNGs: number = R + 256 * G
@@ -151,12 +156,8 @@ def test_errors_with_their_own_init_cross_processes_unchanged():
 
 
 def test_unreadable_label_png_in_a_worker_is_the_store_error(synthetic_store, tmp_path, capsys):
-    store_dir = tmp_path / "store"
-    shutil.copytree(synthetic_store, store_dir)
-    store = BrodenStore(store_dir)
     row = 5
-    cat = next(c for c in store.categories if c not in store.image_level_categories and store.pixel_layers(row, c))
-    path = store_dir / "images" / store.rows[row].cells[cat][0]
+    store_dir, store, path = _copy_with_a_label_png(synthetic_store, tmp_path, row)
     path.write_bytes(path.read_bytes()[:60])
     np.save(tmp_path / "a.npy", np.ones((len(store), 2, 2, 2), np.float32))
     code = main(["score", "--store", str(store_dir), "--activations", str(tmp_path / "a.npy"), "--out",
