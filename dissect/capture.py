@@ -63,11 +63,7 @@ def plan_layers(model: nn.Module, layers: Sequence[str], x: torch.Tensor,
     size = tuple(x.shape[-2:])
     plans = {}
     if _is_script(model):
-        try:
-            with torch.no_grad():
-                out = model(x)
-        except Exception as e:
-            raise ForwardError(e) from e
+        out = _script_outputs(model, x)
         kind = structure_kind(out)
         for name in layers:
             sel = parse_selector(name)
@@ -85,6 +81,15 @@ def plan_layers(model: nn.Module, layers: Sequence[str], x: torch.Tensor,
     return plans
 
 
+def _script_outputs(model, x: torch.Tensor):
+    """A TorchScript model's outputs for ``x`` (no gradients); raises ForwardError when it fails."""
+    try:
+        with torch.no_grad():
+            return model(x)
+    except Exception as e:
+        raise ForwardError(e) from e
+
+
 def _plan(name, selector, module, calls, structure, t, size, model, layout) -> LayerPlan:
     lay = detect_layout(tuple(t.shape), size, model, force=_layout_for(layout, name), name=name)
     fm = lay.apply(t, name)
@@ -95,11 +100,7 @@ def feature_maps(model: nn.Module, x: torch.Tensor, plans: dict) -> dict:
     """{name: [B, U, h, w] float tensor} for a batch ``x``, captured as planned (copies; the forward
     pass stops after the last planned module). Raises ForwardError when the forward pass fails."""
     if _is_script(model):
-        try:
-            with torch.no_grad():
-                out = model(x)
-        except Exception as e:
-            raise ForwardError(e) from e
+        out = _script_outputs(model, x)
         got = {n: select_tensor(out, parse_selector(p.selector))[0] for n, p in plans.items()}
     else:
         sels = {n: p.selector for n, p in plans.items()}

@@ -59,18 +59,8 @@ def resolve_preprocessing(model_prep: Optional[dict], input_size=None, mean=None
         m, s = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
         sources.append(f"transform: {transform!r} on RGB in [0, 1]")
     else:
-        if mean is not None:
-            m, wm = mean, "given"
-        elif mp.get("mean"):
-            m, wm = mp["mean"], mp.get("source", "the model's")
-        else:
-            m, wm = IMAGENET_MEAN, "ImageNet (default)"
-        if std is not None:
-            s, ws = std, "given"
-        elif mp.get("std"):
-            s, ws = mp["std"], mp.get("source", "the model's")
-        else:
-            s, ws = IMAGENET_STD, "ImageNet (default)"
+        m, wm = _chosen(mean, mp, "mean", IMAGENET_MEAN)
+        s, ws = _chosen(std, mp, "std", IMAGENET_STD)
         sources.append(f"mean: {wm}" + (f"; std: {ws}" if ws != wm else ""))
     m = tuple(float(x) for x in m)
     s = tuple(float(x) for x in s)
@@ -79,3 +69,12 @@ def resolve_preprocessing(model_prep: Optional[dict], input_size=None, mean=None
               "model": mp.get("source"), "chosen": "; ".join(sources),
               "resize": "whole image, bilinear (no crop: activation maps stay aligned with the labels)"}
     return Preprocessing(size, m, s, transform, record)
+
+
+def _chosen(given, model_prep: dict, key: str, default) -> tuple:
+    """(value, where it came from) of mean or std: given > the model's > ImageNet's."""
+    if given is not None:
+        return given, "given"
+    if model_prep.get(key):
+        return model_prep[key], model_prep.get("source", "the model's")
+    return default, "ImageNet (default)"

@@ -6,28 +6,11 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
-from torch import nn
 
 from dissect.ablate import AblationError, ablate, open_data, top_units_for_concept
 
 COLORS = {"a_red": (255, 0, 0), "b_green": (50, 255, 0), "c_blue": (0, 0, 255)}  # folder order = logit order
-
-
-class ColorNet(nn.Module):
-    """features: 1x1 conv = identity on RGB (units 1, 2, 3 = red, green, blue);
-    logits[k] = mean of unit k + 1, so each class depends on exactly one unit."""
-
-    def __init__(self):
-        super().__init__()
-        self.features = nn.Conv2d(3, 3, 1)
-        with torch.no_grad():
-            self.features.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
-            self.features.bias.zero_()
-
-    def forward(self, x):
-        return self.features(x).mean((2, 3))
 
 
 def _folder(root, per_class=(3, 2, 4)):
@@ -138,6 +121,11 @@ class ColorNet(nn.Module):
 def colornet():
     return ColorNet()
 '''
+# the model of these tests, from the same text the file-loaded model is written from:
+# features = 1x1 conv = identity on RGB (units 1, 2, 3 = red, green, blue); logits[k] = mean of unit k + 1
+_ns: dict = {}
+exec(compile(COLORNET_SOURCE, "colornet.py", "exec"), _ns)
+ColorNet = _ns["ColorNet"]
 
 
 def test_ablate_cli(tmp_path, capsys):
