@@ -25,7 +25,7 @@ from .. import __version__
 from ._basis import BasisError, apply_basis, resolve_basis
 from ._cache import safe_name
 from ._checkpoint import Checkpoint
-from ..config import DissectConfig
+from ..config import DissectConfig, recorded
 from ._distributed import DistInfo, all_reduce_sum_, barrier, dist_info, shard, sync
 from ..errors import DissectError
 from ._resources import apply_threads
@@ -255,13 +255,16 @@ class Run:
         self._tmp = tempfile.TemporaryDirectory(prefix="dissect-") if self.out is None else None
         self.work = self.out if self.out is not None else Path(self._tmp.name)
         self.cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.work / ".dissect_cache"
-        self.key = dict(key, rows=[start, stop], world=self.info.world, rank=self.info.rank,
-                        categories=self.categories, split=cfg.split, quantile=cfg.quantile, top_k=cfg.top_k,
-                        batch_size=cfg.batch_size, cache_dtype=cfg.cache_dtype, upsample=cfg.upsample,
-                        store=store.fingerprint(), version=__version__, basis=_basis_key(cfg))
+        self.key = dict(key, **self.recorded())  # the input, then every setting that decides the result
+        self.key.update(rows=[start, stop], world=self.info.world, rank=self.info.rank, store=store.fingerprint(),
+                        version=__version__, basis=_basis_key(cfg))
         self.checkpoint = Checkpoint(self.out, self.key, self.info, cfg.checkpoint_every)
         self.timings: dict = {}
         self.numbers, self.primary, self.names_by_number = label_columns(store, self.categories)
+
+    def recorded(self) -> dict:
+        """The settings that decide the result (dissect.config.recorded), the categories as resolved."""
+        return dict(recorded(self.cfg), categories=self.categories)
 
     def statistics(self, shapes: dict, state: Optional[dict]) -> Statistics:
         """Fresh statistics for layers of ``shapes`` {layer: (U, h, w)}, or those of a checkpoint."""
@@ -325,12 +328,7 @@ class Run:
         """{layer: LayerResult} scored from the statistics."""
         t0 = time.perf_counter()
         cfg = self.cfg
-        settings = {"quantile": cfg.quantile, "iou_threshold": cfg.iou_threshold, "union": cfg.union,
-                    "upsample": cfg.upsample, "categories": self.categories, "split": cfg.split, "top_k": cfg.top_k,
-                    "mean": list(cfg.mean) if cfg.mean is not None else None,
-                    "std": list(cfg.std) if cfg.std is not None else None, "cache_dtype": cfg.cache_dtype,
-                    "batch_size": cfg.batch_size, "world_size": self.info.world,
-                    "parallelism": self.parallel.as_dict()}
+        settings = dict(self.recorded(), world_size=self.info.world, parallelism=self.parallel.as_dict())
         settings.update(settings_extra)
         store_info = {"path": str(self.store.root.resolve()), "fingerprint": self.store.fingerprint(),
                       "images": len(self.rows), "segmentation_size": list(self.seg_size)}
