@@ -14,6 +14,7 @@ import torch
 
 from broden_builder.torch_dataset import SegBatch
 
+from ..errors import DissectError
 from .tiles import hot_tiles, tile_plan
 from .upsample import SEPARABLE, upsample
 
@@ -35,7 +36,7 @@ def _segmentation_size(acts: torch.Tensor, seg: SegBatch, size) -> tuple:
     return size
 
 
-class UnknownLabel(ValueError):
+class UnknownLabel(DissectError):
     """A pixel label plane holds a non-zero number that label.csv lacks (what broden validate
     rejects). args: (category, image = position in the batch, number); the caller names the row."""
 

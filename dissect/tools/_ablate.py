@@ -30,11 +30,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from broden_builder.store.atomic import atomic_write_text
 
+from ..errors import DissectError
+
 MODES = ("zero", "mean")
 IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 
 
-class AblationError(ValueError):
+class AblationError(DissectError):
     """Bad input to an ablation (data, units, layer); the message names the file or value."""
 
 
