@@ -327,9 +327,9 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_explain(args) -> int:
-    from .engine import safe_name
     from .engine import init_from_env
     from .explain.run import explain_result
+    from .results import has_result, layer_folder
 
     if args.length < 1 or args.beam < 1:
         raise ValueError(f"--length and --beam must be >= 1, got {args.length} and {args.beam}")
@@ -344,8 +344,8 @@ def _cmd_explain(args) -> int:
 
         name = args.layer
         model = load_model(args.model, args.weights, unsafe_unpickle=args.unsafe_unpickle)
-    layer_dir = Path(args.out) / safe_name(name)
-    if not (layer_dir / "result.json").is_file():
+    layer_dir = layer_folder(args.out, name)
+    if not has_result(layer_dir):
         if args.activations:
             from .engine import score_activations
 
@@ -390,10 +390,10 @@ def _cmd_ablate(args) -> int:
     from broden_builder.torch_dataset import IMAGENET_MEAN, IMAGENET_STD
 
     from .tools import ablate, open_data, top_units_for_concept
-    from .engine import safe_name
+    from .results import layer_folder
     from .capture import load_model
 
-    layer_dir = Path(args.out) / safe_name(args.layer)
+    layer_dir = layer_folder(args.out, args.layer)
     if args.concept:
         units = top_units_for_concept(layer_dir, args.concept, args.k)
         print(f"the {len(units)} units with the highest IoU for {args.concept!r}: {', '.join(map(str, units))}")

@@ -23,14 +23,13 @@ from broden_builder.torch_dataset import BrodenDataset, check_categories, collat
 
 from .. import __version__
 from ._basis import BasisError, apply_basis, resolve_basis
-from ._cache import safe_name
 from ._checkpoint import Checkpoint
 from ..config import DissectConfig, recorded
 from ._distributed import DistInfo, all_reduce_sum_, barrier, dist_info, shard, sync
 from ..errors import DissectError
 from ._resources import apply_threads
 from ._resources import choose as choose_parallelism
-from ..results import LayerResult, build_layer_result, write_layer_result
+from ..results import LayerResult, build_layer_result, layer_folder, write_layer_result
 from ..stats import Tally, TopKImages, TopQuantile
 from ..stats.upsample import SEPARABLE
 from ._tally_batches import TallyBatches, TallySpec, known_label_table
@@ -364,4 +363,4 @@ def finish_results(results: Sequence[LayerResult], out: Optional[Path], info: Di
     for r in results:
         r.timings["total"] = total
         if out is not None and info.rank == 0:
-            write_layer_result(Path(out) / safe_name(r.layer), r)
+            write_layer_result(layer_folder(out, r.layer), r)

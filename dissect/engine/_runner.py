@@ -32,7 +32,7 @@ from broden_builder.store.reader import BrodenStore
 from broden_builder.torch_dataset import BrodenDataset
 
 from ._activations import check_finite, open_activations
-from ._cache import ActivationCache, safe_name
+from ._cache import ActivationCache
 from ..config import DissectConfig
 from ._passes import Run, finish_results, loader, run_pass
 from ..errors import DissectError
@@ -41,7 +41,7 @@ from ..capture import ForwardError, resolve_selector
 from ._resources import apply_threads
 from ..capture import LoadedModel
 from ..capture import Preprocessing, resolve_preprocessing
-from ..results import LayerResult
+from ..results import LayerResult, safe_name
 
 log = logging.getLogger(__name__)
 
