@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 OUT    ?= demo_out
 
-.PHONY: demo test venv clean chromium
+.PHONY: demo test lint format venv clean chromium
 
 $(VENV)/.base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,13 @@ demo: $(VENV)/.base $(VENV)/.report
 
 test: $(VENV)/.test chromium
 	$(PY) -m pytest -q -ra tests
+
+# The folders held to ruff and mypy (issue 23): add a folder once it is clean.
+LINTED := dissect/stats dissect/engine broden_builder/store
+
+lint: $(VENV)/.test
+	$(PY) -m ruff check $(LINTED)
+	$(PY) -m mypy $(LINTED)
 
 clean:
 	rm -rf $(OUT) .pytest_cache

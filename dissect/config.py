@@ -139,7 +139,7 @@ class DissectConfig:
         None, "how layer outputs are read: nchw [B,C,H,W], nhwc channels-last [B,H,W,C], tokens [B,(class/register "
         "+) h*w,C] laid out on the patch grid (default: detected per layer)", cli=("run", "layers"), choices=LAYOUTS,
         resolved="settings.layout of each layer: the layout used")
-    transform: Optional[object] = setting(
+    transform: Optional[Callable] = setting(
         None, "a callable on [B, 3, H, W] RGB in [0, 1] -> network input (no crop)", cli=(),
         resolved="settings.preprocessing: the transform's description")
     rotate: Optional[int] = setting(

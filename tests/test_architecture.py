@@ -254,3 +254,12 @@ def test_cli_errors_judge_by_class_not_name():
     assert describe(Mine("layer4: no such layer")) == "layer4: no such layer"
     impostor = type("DissectError", (Exception,), {})  # a look-alike name, not the class
     assert "this is a bug" in describe(impostor("boom"))
+
+
+def test_ci_runs_lint_and_tests():
+    """.ci/run runs `make lint` and `make test`; lint covers at least the folders issue 23 names."""
+    ci = (REPO / ".ci" / "run").read_text("utf-8")
+    assert "make lint" in ci and "make test" in ci
+    make = (REPO / "Makefile").read_text("utf-8")
+    linted = next(line for line in make.splitlines() if line.startswith("LINTED"))
+    assert {"dissect/stats", "dissect/engine", "broden_builder/store"} <= set(linted.split(":=")[1].split())

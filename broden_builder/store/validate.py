@@ -390,7 +390,7 @@ def store_stats(root: Union[str, Path]) -> dict:
     """Counts per category and split: images carrying the category, and label count."""
     store = BrodenStore(root)
     splits = Counter(r.split for r in store.rows)
-    out = {"images": len(store.rows), "splits": dict(splits), "categories": {}}
+    out: dict = {"images": len(store.rows), "splits": dict(splits), "categories": {}}
     for cat in store.categories:
         per_split = Counter(r.split for r in store.rows if r.cells[cat])
         out["categories"][cat] = {

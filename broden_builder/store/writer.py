@@ -17,7 +17,7 @@ from typing import Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from .atomic import atomic_write_bytes, atomic_write_jpeg, atomic_write_png, atomic_write_text
+from .atomic import atomic_write_jpeg, atomic_write_png, atomic_write_text
 from .format import (
     CATEGORY_COLUMNS,
     CATEGORY_MAP_COLUMNS,

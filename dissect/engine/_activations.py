@@ -65,7 +65,7 @@ class NpyRows:
         n = max(0, hi - lo)
         out = np.empty((n,) + self.shape[1:], self.dtype)  # read straight into a fresh, writable array
         want = n * self.row_bytes
-        got = os.preadv(self._handle(), [memoryview(out.reshape(-1).view(np.uint8))], self.offset + lo * self.row_bytes) \
+        got = os.preadv(self._handle(), [memoryview(out.reshape(-1).view(np.uint8).data)], self.offset + lo * self.row_bytes) \
             if want else 0
         if got != want:
             raise ValueError(f"{self.path}: file is truncated (rows {lo}..{hi - 1} of {self.shape[0]})")

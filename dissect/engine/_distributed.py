@@ -57,7 +57,7 @@ def gather_states(state: dict, info: DistInfo) -> list:
         return [state]
     import torch.distributed as dist
 
-    out = [None] * info.world
+    out: list = [None] * info.world
     dist.all_gather_object(out, state)
     return out
 

@@ -13,7 +13,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -106,10 +106,11 @@ class Statistics:
         self.device, self.cfg = device, cfg
         self.layers: dict = {}
         self.tally_args = tally_args
+        numbers, categories, image_level, primary = tally_args
         for name, (u, h, w) in self.shapes.items():
             self.layers[name] = LayerStatistics(
                 TopQuantile(u, cfg.quantile, n_images * h * w, device, memory_budget=cfg.quantile_memory),
-                TopKImages(u, cfg.top_k, device, maps_dtype=torch.float32), Tally(*tally_args, device, units=u))
+                TopKImages(u, cfg.top_k, device, maps_dtype=torch.float32), Tally(numbers, categories, image_level, primary, device=device, units=u))
         self.thresholds: dict = {}
         self.seg_size: Optional[tuple] = None
         # a change of basis of each layer's units before every statistic (Bau et al. 2017, sec. 3.2)
@@ -255,7 +256,7 @@ class Run:
     ``key`` identifies the input (model or activations); the run adds the data and settings to it.
     """
 
-    def __init__(self, store: BrodenStore, cfg: DissectConfig, out: Optional[Path], key: dict):
+    def __init__(self, store: BrodenStore, cfg: DissectConfig, out: Optional[Union[str, Path]], key: dict):
         self.store, self.cfg = store, cfg
         self.parallel = choose_parallelism(cfg.threads, cfg.workers)
         apply_threads(self.parallel.threads)  # single-threaded ops on small tensors (dissect.engine._resources)
@@ -392,7 +393,8 @@ class Run:
             self._tmp.cleanup()
 
 
-def finish_results(results: Sequence[LayerResult], out: Optional[Path], info: DistInfo, t_start: float) -> None:
+def finish_results(results: Iterable[LayerResult], out: Optional[Union[str, Path]], info: DistInfo,
+                   t_start: float) -> None:
     """Record the total time and, on rank 0, write every result to ``out/<layer>/``."""
     total = time.perf_counter() - t_start
     for r in results:

@@ -29,7 +29,7 @@ MAX_TALLY_WORKERS = 8
 def _own_cgroups(proc: Path) -> dict:
     """This process's cgroup paths from /proc/self/cgroup (man 7 cgroups): {"v2": "/a/b"} from the
     line ``0::/a/b``, {"v1": "/c"} from the line whose controllers include ``cpu``; {} when unreadable."""
-    out = {}
+    out: dict = {}
     try:
         lines = proc.read_text().splitlines()
     except OSError:
@@ -61,8 +61,8 @@ def _quota(d: Path, v2: bool) -> Optional[int]:
     """CPUs allowed by one cgroup folder's quota (rounded up), or None when unlimited or unknown."""
     try:
         if v2:  # "max 100000" or "200000 100000"
-            quota, period = (d / "cpu.max").read_text().split()[:2]
-            return None if quota == "max" else max(1, math.ceil(int(quota) / int(period)))
+            text, per = (d / "cpu.max").read_text().split()[:2]
+            return None if text == "max" else max(1, math.ceil(int(text) / int(per)))
         quota, period = int((d / "cpu.cfs_quota_us").read_text()), int((d / "cpu.cfs_period_us").read_text())
         return max(1, math.ceil(quota / period)) if quota > 0 and period > 0 else None
     except (OSError, ValueError):
@@ -79,8 +79,8 @@ def _cgroup_limit(root: Path = Path("/sys/fs/cgroup"), proc: Path = Path("/proc/
     found = [_quota(d, True) for d in _levels(root, own.get("v2", "/"))]
     for mount in (root / "cpu", root / "cpu,cpuacct", root / "cpuacct,cpu"):
         found += [_quota(d, False) for d in _levels(mount, own.get("v1", "/"))]
-    found = [n for n in found if n]
-    return min(found) if found else None
+    limits = [n for n in found if n]
+    return min(limits) if limits else None
 
 
 def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:

@@ -138,6 +138,8 @@ class TallyBatches(Dataset):
         spec = self.spec
         if self._tallies is None:
             known = self.known.nonzero().squeeze(1).tolist()
-            self._tallies = {n: Tally(*spec.tally_args, "cpu", known=known) for n in acts}
+            numbers, categories, image_level, primary = spec.tally_args
+            self._tallies = {n: Tally(numbers, categories, image_level, primary, device="cpu", known=known)
+                             for n in acts}
         count_batch(self._tallies, acts, seg, spec.thresholds, spec.bases, spec.mode, spec.size)
         return {n: self._tallies[n].take_counts() for n in acts}

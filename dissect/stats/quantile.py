@@ -97,6 +97,13 @@ class TopQuantile(DeclaredState):
     """
 
     reduction = "gather"  # see dissect.stats.protocol
+    # the state tensors (None outside their method), for the type checker
+    buf: torch.Tensor
+    fill: torch.Tensor
+    cutoff: torch.Tensor
+    hist: torch.Tensor
+    prefix: torch.Tensor
+    rank: torch.Tensor
     #: the stream method keeps buf/fill/cutoff, the histogram method hist/prefix/rank (state_dict saves
     #: those of its method); ``to`` moves them all
     identity, tensors = ("units", "quantile", "total_count"), ("buf", "fill", "cutoff", "hist", "prefix", "rank")

@@ -94,7 +94,7 @@ class _PairCounter:
     def __init__(self, n: int, device):
         self.n, self.dense = n, n <= _MAX_JOIN
         self.cnt = torch.zeros(n if self.dense else 0, dtype=torch.long, device=device)
-        self.parts = []
+        self.parts: list = []
 
     def add(self, key: torch.Tensor) -> None:
         """Count key [m] (long, values in [0, n))."""
@@ -145,6 +145,12 @@ class Tally(DeclaredState):
     """
 
     reduction = "sum"  # see dissect.stats.protocol
+    # the COUNTS as attributes, for the type checker (None until the first batch gives the units)
+    I: torch.Tensor
+    G: torch.Tensor
+    A_original: torch.Tensor
+    A_lite: torch.Tensor
+    A_all: torch.Tensor
     identity, scalars, tensors, summed = ("labels", "categories", "primary"), ("units", "images"), tuple(COUNTS), \
         ("images",)
     tables = ("_lut", "_plut", "_prim")

@@ -1,7 +1,6 @@
 """TopKImages: per unit, the k images with the largest maximum activation, with their maps."""
 from __future__ import annotations
 
-from typing import Optional
 
 import torch
 
@@ -16,6 +15,9 @@ class TopKImages(DeclaredState):
     """
 
     reduction = "gather"  # see dissect.stats.protocol
+    values: torch.Tensor  # the state tensors (None before the first batch), for the type checker
+    indices: torch.Tensor
+    maps: torch.Tensor
     identity, tensors = ("units", "k"), ("values", "indices", "maps")
 
     def __init__(self, units: int, k: int, device="cpu", maps_dtype: torch.dtype = torch.float16):
@@ -24,9 +26,7 @@ class TopKImages(DeclaredState):
         self.units, self.k = int(units), int(k)
         self.device = torch.device(device)
         self.maps_dtype = maps_dtype
-        self.values: Optional[torch.Tensor] = None
-        self.indices: Optional[torch.Tensor] = None
-        self.maps: Optional[torch.Tensor] = None
+        self.values = self.indices = self.maps = None
 
     def add(self, acts: torch.Tensor, image_indices) -> None:
         """Add activations [B, U, h, w] of the images numbered ``image_indices`` [B]."""
