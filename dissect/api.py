@@ -124,7 +124,7 @@ class DissectionResult:
         import csv
         import io
 
-        from broden_builder.store.atomic import atomic_write_text
+        from broden_builder.shared import atomic_write_text
 
         rows = self.table(layer)
         keys: list = []

@@ -171,7 +171,7 @@ def _parser_report(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dissect", description="Network Dissection: score every unit of a "
                                      "PyTorch layer against a Broden store.")
-    from broden_builder.progress import add_verbosity_flags, add_verbosity_to_subcommands
+    from broden_builder.shared import add_verbosity_flags, add_verbosity_to_subcommands
 
     from . import __version__
 
@@ -250,7 +250,7 @@ def _cmd_score(args) -> int:
     from .engine import init_from_env
     from .engine import score_activations
 
-    from broden_builder.store.paths import safe_component
+    from broden_builder.shared import safe_component
 
     name = safe_component(args.name, "--name") if args.name is not None else Path(args.activations).stem
     info = init_from_env(args.device)
@@ -274,7 +274,7 @@ def _cmd_layers(args) -> int:
     if size is None and fixed:
         size = tuple(fixed)
     if size is None and args.store:
-        from broden_builder.store.reader import BrodenStore
+        from broden_builder import BrodenStore
 
         st = BrodenStore(args.store)
         if st.rows:
@@ -310,7 +310,7 @@ def _cmd_layers(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from broden_builder.store.locking import exclusive
+    from broden_builder.shared import exclusive
 
     from .errors import DissectError
     from .report import write_reports
@@ -433,7 +433,7 @@ def main(argv: Optional[Sequence[str]] = None, own_process: bool = False) -> int
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from broden_builder.cli_errors import run_command
+    from broden_builder.shared import run_command
 
     handlers = {"run": _cmd_run, "score": _cmd_score, "layers": _cmd_layers, "report": _cmd_report,
                 "explain": _cmd_explain, "compare": _cmd_compare, "ablate": _cmd_ablate}

@@ -128,7 +128,7 @@ def train_scene_net(x, y, classes: int, epochs: int, seed: int = 0, batch_size: 
     ``x`` float[N,3,S,S], ``y`` long[N]; ``val`` an optional (x, y) pair scored at the end.
     Returns (model in eval mode, validation accuracy or NaN, seconds).
     """
-    from broden_builder.progress import progress
+    from broden_builder.shared import progress
 
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
@@ -231,7 +231,7 @@ def run_demo(out: Path, images: int = 600, train_images: int = 4000, size: int =
     del x, val
     timings["train"] = time.perf_counter() - t
     ckpt = out / "scenenet.pt"
-    from broden_builder.store.atomic import atomic_write_bytes
+    from broden_builder.shared import atomic_write_bytes
     import io
 
     buf = io.BytesIO()

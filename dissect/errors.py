@@ -5,7 +5,7 @@ folder, settings) is a :class:`DissectError`; the CLI prints its message (one li
 """
 from __future__ import annotations
 
-from broden_builder.errors import InputError
+from broden_builder.shared import InputError
 
 
 class DissectError(InputError, ValueError):

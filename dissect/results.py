@@ -23,7 +23,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from broden_builder.store.atomic import atomic_write_bytes, atomic_write_text, fsync_dir, sweep_temp_files
+from broden_builder.shared import atomic_write_bytes, atomic_write_text, fsync_dir, sweep_temp_files
 
 from .errors import DissectError
 
@@ -295,7 +295,7 @@ def open_store(result: Union[LayerResult, dict], store=None, base: Optional[Path
     folder result.json records (a relative one also against ``base``). One policy for every reader:
     the store must be the one dissected, so a recorded fingerprint that differs is refused.
     Raises ResultsError naming the store (missing, not a store, other fingerprint)."""
-    from broden_builder.store.reader import BrodenStore
+    from broden_builder import BrodenStore
 
     doc = result.to_json() if isinstance(result, LayerResult) else result
     rec = doc.get("store") or {}

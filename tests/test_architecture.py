@@ -46,6 +46,7 @@ BUILDER_LAYERS = [
     ["plan", "extend"],
     ["cli_errors"],
     ["cli"],
+    ["shared"],  # the floor dissect may use: re-exports only, above all it names
 ]
 LAYERS = {"dissect": DISSECT_LAYERS, "broden_builder": BUILDER_LAYERS}
 
@@ -142,6 +143,20 @@ def test_folders_entered_through_init(pkg):
                         bad.append(f"{m} imports {d} (import it from {owner})")
                     break
     assert not bad, "private modules imported from outside their folder:\n" + "\n".join(bad)
+
+
+#: What dissect may import of broden_builder: the public API (the package root, the torch dataset),
+#: the shared floor, and the build functions the demo uses to make its store.
+DISSECT_USES = {"broden_builder", "broden_builder.torch_dataset", "broden_builder.shared", "broden_builder.build",
+                "broden_builder.recipe", "broden_builder.sources.synthetic.source"}
+
+
+def test_dissect_uses_the_builders_floor_only():
+    modules = {m for m, _, _ in _modules() if m.startswith("broden_builder")}
+    bad = sorted({f"{m} imports {t}" for m, p, k in _modules() if m.startswith("dissect")
+                  for t, _ in _imports(m, p, k) if t.startswith("broden_builder") and t not in DISSECT_USES
+                  and (t in modules or t.rsplit(".", 1)[0] != "broden_builder")})  # not a name of the root
+    assert not bad, "dissect imports broden_builder internals (use broden_builder.shared):\n" + "\n".join(bad)
 
 
 def test_builder_never_imports_dissect():

@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from broden_builder.store.atomic import atomic_write_text
+from broden_builder.shared import atomic_write_text
 
 from ..results import safe_name
 from ._activations import NpyRows

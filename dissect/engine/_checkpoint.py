@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from broden_builder.store.atomic import atomic_write_bytes
+from broden_builder.shared import atomic_write_bytes
 
 from ._distributed import DistInfo, gather_states
 

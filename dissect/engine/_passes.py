@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from broden_builder.store.reader import BrodenStore
+from broden_builder import BrodenStore
 from broden_builder.torch_dataset import BrodenDataset, check_categories, collate_broden, select_rows
 
 from .. import __version__
@@ -310,7 +310,7 @@ class Run:
             yield {"index": torch.tensor(self.my_rows[lo:hi], dtype=torch.long), "positions": positions[lo:hi]}
 
     def progress(self, desc: str, initial: int):
-        from broden_builder.progress import progress
+        from broden_builder.shared import progress
 
         return progress(total=self.n_batches(), initial=initial, desc=desc, unit="batch",
                         quiet=self.cfg.quiet or self.info.rank != 0, leave=False)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from broden_builder.store.reader import BrodenStore
+from broden_builder import BrodenStore
 from broden_builder.torch_dataset import BrodenDataset
 
 from ._activations import check_finite, open_activations
@@ -56,7 +56,7 @@ def _holding_out_lock(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from broden_builder.store.locking import exclusive
+        from broden_builder.shared import exclusive
 
         from ._distributed import dist_info
         from ..results import sweep_partial_results
@@ -146,7 +146,7 @@ def score_activations(activations, store: Union[BrodenStore, str, Path], config:
     path (dissect.engine._activations reads and checks it once, before pass 1). Results go to
     ``out/<name>/`` when ``out`` is given.
     """
-    from broden_builder.store.paths import UnsafePathError, safe_component
+    from broden_builder.shared import UnsafePathError, safe_component
 
     try:
         safe_component(name, "result name")
@@ -179,7 +179,7 @@ def score_activations(activations, store: Union[BrodenStore, str, Path], config:
 def _open_store(store) -> BrodenStore:
     """The store, refused (DissectError) when validate would reject its label numbers (duplicate
     numbers, numbers unknown to label.csv in c_*.csv or image-level cells), naming the problem."""
-    from broden_builder.store.validate import label_number_problems
+    from broden_builder.shared import label_number_problems
 
     store = store if isinstance(store, BrodenStore) else BrodenStore(store)
     problems = label_number_problems(store)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from broden_builder.store.reader import BrodenStore
+from broden_builder import BrodenStore
 from broden_builder.torch_dataset import BrodenDataset, check_categories, collate_broden, select_rows
 
 from ..stats.tiles import mask_entries
@@ -141,7 +141,7 @@ def explain_activations(activations, thresholds, store, categories: Optional[Seq
     t0 = time.perf_counter()
     bar = None
     if not quiet:
-        from broden_builder.progress import progress
+        from broden_builder.shared import progress
 
         bar = progress(total=len(rows), desc="explain: masks and labels", unit="img", leave=False)
     counts = collect_counts(activations, thresholds, store, rows, cats, numbers, upsample=upsample,

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Union
 
-from broden_builder.store.atomic import atomic_write_text
+from broden_builder.shared import atomic_write_text
 
 COLUMNS = ("unit", "formula", "iou", "single_iou", "single_label", "length")
 CSV_NAME = "explanations.csv"

@@ -15,7 +15,7 @@ from typing import Union
 import numpy as np
 import torch
 
-from broden_builder.store.reader import BrodenStore
+from broden_builder import BrodenStore
 
 from ..errors import DissectError
 from ..results import load_result, open_store
@@ -34,7 +34,7 @@ def model_activations(model, layer: str, store: BrodenStore, rows, path: Path, i
     selector and layout as dissected, see dissect.capture._plan) to the .npy ``path``, rounded to
     ``dtype`` as the runner's cache rounds it; returns the array (memory-mapped)."""
     from torch.utils.data import DataLoader
-    from broden_builder.progress import progress
+    from broden_builder.shared import progress
 
     from broden_builder.torch_dataset import IMAGENET_MEAN, IMAGENET_STD, BrodenDataset, collate_broden
 

@@ -18,7 +18,7 @@ import zlib
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from broden_builder.store.atomic import atomic_write_bytes, atomic_write_text
+from broden_builder.shared import atomic_write_bytes, atomic_write_text
 
 from .render import render
 

@@ -14,9 +14,9 @@ from typing import Optional, Sequence, Union
 import numpy as np
 from PIL import Image
 
-from broden_builder.progress import progress
-from broden_builder.store.atomic import atomic_write_bytes, atomic_write_text
-from broden_builder.store.errors import StoreFormatError
+from broden_builder.shared import progress
+from broden_builder.shared import atomic_write_bytes, atomic_write_text
+from broden_builder import StoreFormatError
 
 from ..results import LayerResult, ResultsError, find_layer_folders, load_result, open_store, summarise
 from . import html

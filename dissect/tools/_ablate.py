@@ -28,7 +28,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from broden_builder.store.atomic import atomic_write_text
+from broden_builder.shared import atomic_write_text
 
 from ..errors import DissectError
 from ..results import ResultsError, load_result
@@ -243,7 +243,7 @@ class _Replace:
 
 def _unit_means(model: nn.Module, target: nn.Module, idx: torch.Tensor, loader, dev, quiet: bool) -> torch.Tensor:
     """Each unit's mean output over the whole data set and all positions (float32 [len(idx)])."""
-    from broden_builder.progress import progress
+    from broden_builder.shared import progress
 
     acc = {"sum": None, "count": 0}
 
@@ -267,7 +267,7 @@ def _unit_means(model: nn.Module, target: nn.Module, idx: torch.Tensor, loader, 
 
 def _accuracies(model: nn.Module, hook: "_Replace", loader, n_classes: int, classes, dev, quiet: bool) -> tuple:
     """(images, correct without, correct with the replacement) per class, int64 [C] each."""
-    from broden_builder.progress import progress
+    from broden_builder.shared import progress
 
     n, before, after = (np.zeros(n_classes, np.int64) for _ in range(3))
     with torch.no_grad():

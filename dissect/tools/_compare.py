@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from broden_builder.store.atomic import atomic_write_text
+from broden_builder.shared import atomic_write_text
 
 from ..errors import DissectError
 from ..results import ResultsError, read_result_json, result_folders

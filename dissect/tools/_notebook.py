@@ -17,7 +17,7 @@ from ..results import open_store
 
 
 def unknown_concept(concept: str, names: Sequence[str]) -> KeyError:
-    from broden_builder.suggest import did_you_mean
+    from broden_builder.shared import did_you_mean
 
     return KeyError(f"no unit is labelled {concept!r}{did_you_mean(concept, names)}")
 

@@ -1,0 +1,29 @@
+"""The shared floor: what a tool built on Broden stores (the ``dissect`` package) may use of
+broden_builder besides its public API (``BrodenStore``, ``BrodenDataset``, ...), under one name.
+
+- atomic writes: :func:`atomic_write_bytes`, :func:`atomic_write_text` (a whole file or nothing,
+  ``durable=True`` to fsync), :func:`fsync_dir`, :func:`sweep_temp_files` (debris of killed writers);
+- locks: :func:`exclusive` (one writer per folder; :class:`LockedError` names the holder);
+- paths: :func:`safe_component` (one path component, refused with :class:`UnsafePathError`);
+- progress: :func:`progress` (tqdm.auto, quiet when asked), :func:`add_verbosity_flags`,
+  :func:`add_verbosity_to_subcommands` (-q/--quiet, -v/--verbose);
+- CLI errors: :func:`run_command` (every error one line ``error: ...``, exit status), :func:`describe`,
+  :class:`UsageError`; :class:`InputError`, the base of the errors reported as bad input;
+- store checks: :func:`label_number_problems`; suggestions: :func:`did_you_mean`.
+
+Everything else in broden_builder is its own business (tests/test_architecture.py checks that
+dissect imports only the public API, this floor and the demo's build functions).
+"""
+from .cli_errors import UsageError, describe, run_command
+from .errors import InputError
+from .progress import add_verbosity_flags, add_verbosity_to_subcommands, progress
+from .store.atomic import atomic_write_bytes, atomic_write_text, fsync_dir, sweep_temp_files
+from .store.locking import LockedError, exclusive
+from .store.paths import UnsafePathError, safe_component
+from .store.validate import label_number_problems
+from .suggest import did_you_mean
+
+__all__ = ["InputError", "LockedError", "UnsafePathError", "UsageError", "add_verbosity_flags",
+           "add_verbosity_to_subcommands", "atomic_write_bytes", "atomic_write_text", "describe", "did_you_mean",
+           "exclusive", "fsync_dir", "label_number_problems", "progress", "run_command", "safe_component",
+           "sweep_temp_files"]
