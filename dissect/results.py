@@ -223,7 +223,7 @@ def write_layer_result(directory: Union[str, Path], res: LayerResult) -> Path:
     The files go into a temporary folder beside it (``.<name>.writing-*``, fsynced), which
     then replaces ``directory`` by a rename (an existing folder is first renamed to
     ``.<name>.old-*`` and deleted after). A kill leaves the old folder, no folder, or the new
-    one, never files of two runs side by side (issue 15, item 2); :func:`sweep_partial_results`
+    one, never files of two runs side by side (a result is written whole or not at all); :func:`sweep_partial_results`
     removes the debris. Callers drop their checkpoint only after this returns.
     """
     d = Path(directory)

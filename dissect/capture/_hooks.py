@@ -7,7 +7,7 @@ leaves ``td["layer4:0"]`` holding a copy of that tensor. Each name is a selector
 - the captured tensor is ``detach().clone()``-d inside the hook, at the moment of the call.
   Keeping a view is wrong: later in-place ops of the same forward pass (torchvision's
   ``out += identity`` and ``ReLU(inplace=True)``, MobileNet's ReLU6) rewrite it, so a layer's
-  values would depend on which later layers run (issue 11);
+  values would depend on which later layers run;
 - every call of a hooked module is counted (``td.calls``); a selector without ``#CALL`` takes the
   first call, and ``probe_layers`` refuses modules called more than once (CallCountError);
 - ``stop=True`` ends the forward pass (StopForward, caught by the context manager) once every

@@ -1,6 +1,6 @@
 """CPU parallelism of a dissection: torch intra-op threads and DataLoader workers, chosen together.
 
-Rule (issue 16): the statistics work on small tensors ([B, U, 7, 7] maps, tiles, bincounts),
+Rule (small tensors are single-threaded): the statistics work on small tensors ([B, U, 7, 7] maps, tiles, bincounts),
 where torch's intra-op parallel sections cost more than they save and collapse when the cores
 are shared (measured: a one-map interpolate took 3.1 ms with two threads on a loaded 2-core
 machine against 0.15 ms with one). So the main process runs torch single-threaded and the

@@ -267,7 +267,8 @@ def _plan(lm: LoadedModel, names: Sequence[str], prep: Preprocessing, device, la
 
 
 def _record_plans(results: dict, plans: dict) -> None:
-    """result.json settings: which tensor was captured and how it was laid out (issue 11)."""
+    """result.json settings: which tensor was captured and how it was laid out (a result must say
+    which call and which tensor of a structured output it scored, and how tokens became a map)."""
     for n, res in results.items():
         p = plans[n]
         res.settings.update({"selector": p.selector, "requested": n, "module": p.module, "calls": p.calls,

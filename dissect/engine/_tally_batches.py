@@ -6,8 +6,8 @@ same integers. :class:`TallyBatches` is a dataset whose item ``k`` is the k-th b
 shard's rows: it decodes the label planes, reads the activation rows, checks the label numbers
 (in the tally's own label lookup when it counts) and, when given a :class:`TallySpec`, runs ``Tally.add_activations`` of every layer right there
 and returns only the counts. With DataLoader workers the images of pass 2 are thus split across
-processes, each single-threaded (issue 16: torch's intra-op threads on these small tensors cost
-more than they save), and the main process only sums. Without a spec (a CUDA device) the batch
+processes, each single-threaded (torch's intra-op threads on these small tensors cost more than
+they save, dissect.engine._resources), and the main process only sums. Without a spec (a CUDA device) the batch
 carries its label planes and activations to the main process, which tallies on the device.
 
 An error inside a worker comes back as the item ``{"error": exception}`` and is raised by the

@@ -152,7 +152,7 @@ def _plane_masks(maps: np.ndarray, T: np.ndarray, mask_size: tuple, mode: str) -
 
 def unit_masks(maps: np.ndarray, thresholds: np.ndarray, mask_size: Sequence[int], size: Sequence[int],
                mode: str = "bilinear", units_per_step: int = 64) -> np.ndarray:
-    """The masks of many units at once (the report's batched step, issue 16): maps [U, K, h, w] at
+    """The masks of many units at once (the report's batched step: one upsample per group of units, not one per mask): maps [U, K, h, w] at
     layer resolution, thresholds [U] -> bool [U, K, *size]. Each mask is ``upsample(map, mask_size,
     mode) > T_u`` (the tally's upsampler and rule at the segmentation size, so exactly the counted
     mask), brought to ``size`` (the thumbnail) by nearest-neighbour indexing (the upsampler's 'nearest'

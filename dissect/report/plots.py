@@ -5,7 +5,7 @@
 
 The charts are plain bars with integer axes, so they are laid out here in pixels and rendered by
 the template: no plotting library is imported on the report's path (matplotlib's import and
-savefig cost about a second per report, issue 16). Every bar carries its count and concept in
+savefig cost about a second per report). Every bar carries its count and concept in
 ``data-*`` attributes. ``dissect compare`` still draws with matplotlib (:func:`_pyplot`, :func:`_save`).
 """
 from __future__ import annotations
