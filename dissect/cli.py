@@ -38,7 +38,7 @@ def _add_settings(p: argparse.ArgumentParser, command: str) -> None:
         if command not in meta.get("cli", ()):
             continue
         kwargs = {"default": f.default, "help": meta["help"].replace("{default}", str(f.default))}
-        kind = typing.get_args(hints[f.name])[0] if typing.get_args(hints[f.name]) else hints[f.name]
+        kind = _plain_type(hints[f.name])
         if kind is bool:
             kwargs["action"] = "store_true"
         elif meta.get("action"):
@@ -47,6 +47,17 @@ def _add_settings(p: argparse.ArgumentParser, command: str) -> None:
             kwargs["type"] = meta.get("type") or (kind if kind in (int, float) else None)
         kwargs.update({k: meta[k] for k in ("choices", "metavar") if meta.get(k) is not None})
         g.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+
+
+def _plain_type(hint):
+    """``Optional[int]`` -> int; any other hint as it is (a Literal's choices come from ``choices``)."""
+    import types
+    import typing
+
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return args[0] if len(args) == 1 else hint
+    return hint
 
 
 def _add_shared(p: argparse.ArgumentParser, command: str) -> None:

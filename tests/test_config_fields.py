@@ -164,3 +164,21 @@ def test_adding_a_setting_touches_one_file(tmp_path, monkeypatch, synthetic_stor
     key = Run(BrodenStore(store), Extended(alpha=0.75, workers=0), None, {}).key
     assert key["alpha"] == 0.75
     assert not set(RUNTIME_ONLY) & set(key)
+
+
+def test_field_types_give_the_option_types(monkeypatch):
+    """int/float fields (also Optional) parse as numbers, a Literal field by its choices, a bool is a flag."""
+    from typing import Literal, Optional
+
+    fields = [("n_perm", Optional[int], setting(None, "permutations")),
+              ("rate", float, setting(0.05, "a rate")),
+              ("rule", Literal["iou", "both"], setting("iou", "a rule", choices=("iou", "both"))),
+              ("strict", bool, setting(False, "a flag"))]
+    Extended = dataclasses.make_dataclass("DissectConfig", fields, bases=(DissectConfig,), frozen=True)
+    monkeypatch.setattr(config_mod, "DissectConfig", Extended)
+    args = build_parser().parse_args(["score", "--store", "S", "--activations", "A", "--out", "O", "--n-perm", "7",
+                                      "--rate", "0.5", "--rule", "both", "--strict"])
+    cfg = _config(args)
+    assert (cfg.n_perm, cfg.rate, cfg.rule, cfg.strict) == (7, 0.5, "both", True)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["score", "--store", "S", "--activations", "A", "--out", "O", "--rule", "x"])
