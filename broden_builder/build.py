@@ -163,7 +163,7 @@ def _stage_one(task: tuple):
         try:
             meta = _load_stage(stage)
             return image, meta["stats"], None
-        except StageUnreadable as e:  # redo the item (issue 15, item 3)
+        except StageUnreadable as e:  # a torn staging file (killed mid-write) is redone, never trusted
             log.warning("redoing %s: its staging file is unreadable (%s)", image, e)
             stage.unlink()
     try:

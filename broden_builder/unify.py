@@ -1,6 +1,6 @@
 """The unifier: source labels -> one global vocabulary, filtered and numbered.
 
-Default rule ``original`` (BRODEN_FORMAT.md, "How the original build unified its sources"):
+Default rule ``original`` (docs/format.md, "How the original build unified its sources"):
 
 1. each source label (source, category, code) has the names its source gives, already split
    by the source's own convention (ADE20K comma lists, OpenSurfaces '/' lists; every other

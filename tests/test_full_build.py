@@ -28,7 +28,7 @@ from test_opensurfaces import make_release, shape
 from test_dtd import make_dtd
 from test_pascal import make_pascal, serve_pascal_dtd, write_context_mat
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+from conftest import REALDATA as REAL  # noqa: E402
 OS_URL = "http://labelmaterial.s3.amazonaws.com/release/opensurfaces-release-0.zip"
 ADE_ROWS = (0, 1, 2, 20210, 20211, 22209)  # index rows: two airport_terminal, two abbey (kept scenes)
 PASCAL_IDS = ("2008_000001", "2008_000002", "2008_000003")

@@ -47,7 +47,7 @@ class Resolved:
     pixel: dict = field(default_factory=dict)
     image_level: dict = field(default_factory=dict)
     #: Pixel categories given as a stack of levels (ADE20K part levels): every level is written,
-    #: empty ones included, as ``<base>_<cat>_<k>.png`` (BRODEN_FORMAT.md rule 7).
+    #: empty ones included, as ``<base>_<cat>_<k>.png`` (docs/format.md, rule 7 "Planes").
     stacked: frozenset = frozenset()
 
 
@@ -74,7 +74,7 @@ class Source(ABC):
         self.prefix = self.config.get("prefix") or self.prefix or self.type_name
         from ..store.paths import safe_component
 
-        safe_component(self.prefix, f"{self.type_name} source prefix")  # one folder under images/ (issue 15, item 5)
+        safe_component(self.prefix, f"{self.type_name} source prefix")  # one folder under images/: a prefix is a single safe path component
 
     @property
     def key(self) -> str:
@@ -96,7 +96,7 @@ class Source(ABC):
         """One name of :meth:`vocabulary` split by the source's own convention (default: not split).
 
         Only sources whose names are synonym lists override this (ADE20K, OpenSurfaces); user
-        sources give one name per entry, never split on commas (BRODEN_FORMAT.md, rule 1).
+        sources give one name per entry, never split on commas (docs/format.md, rule 1 "Source labels").
         """
         return (name,)
 

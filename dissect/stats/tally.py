@@ -126,7 +126,7 @@ class BatchLabels(NamedTuple):
 
 
 class Tally:
-    """Integer counts for IoU under all three union rules (see BRODEN_FORMAT.md, last section).
+    """Integer counts for IoU under all three union rules (see docs/format.md, "How dissection reads the store").
 
     ``labels``: global label numbers in column order. ``categories``: the categories tallied
     (columns of A_original / A_lite). ``primary_category[number]`` must be one of them.
