@@ -40,7 +40,8 @@ class Resolved:
     """An image with its labels at native resolution, in source codes.
 
     ``pixel[category]`` is a list of H x W integer layers (0 = unlabeled), dominant layer
-    first, all the size of ``image``; ``image_level[category]`` lists codes for the whole image.
+    first, all the size of ``image`` unless the category is in ``own_resolution``;
+    ``image_level[category]`` lists codes for the whole image.
     """
 
     image: np.ndarray
@@ -49,6 +50,11 @@ class Resolved:
     #: Pixel categories given as a stack of levels (ADE20K part levels): every level is written,
     #: empty ones included, as ``<base>_<cat>_<k>.png`` (docs/format.md, rule 7 "Planes").
     stacked: frozenset = frozenset()
+    #: Pixel categories whose layers the source draws at a resolution of their own, not the
+    #: image's (OpenSurfaces materials at the release script's 1,024-pixel height, docs/format.md
+    #: "OpenSurfaces label planes"): their layers agree in size with each other; statistics are
+    #: counted on them as drawn and they are shrunk to the store's plane size like any other.
+    own_resolution: frozenset = frozenset()
 
 
 class Source(ABC):
