@@ -11,11 +11,12 @@ name (the merges worth a human look). Pascal, DTD and OpenSurfaces have no per-l
 here: they enter with ``--other-frequency`` images (default 10) so that ADE's counts decide
 which label claims a name first, as they would in a full build where ADE is the largest source.
 
-    .venv/bin/python benches/list_merges.py [--realdata ../shared/realdata] [--min-frequency 10]
+    .venv/bin/python benches/list_merges.py [--realdata DIR]  (default $BRODEN_REALDATA) [--min-frequency 10]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -61,7 +62,8 @@ def cross_name_merges(vocab) -> list:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--realdata", default=str(HERE.parents[1] / "shared" / "realdata"))
+    p.add_argument("--realdata", default=os.environ.get("BRODEN_REALDATA", ""),
+                   help="the folder of real source samples (default $BRODEN_REALDATA)")
     p.add_argument("--min-frequency", type=int, default=10)
     p.add_argument("--other-frequency", type=int, default=10)
     p.add_argument("--unify", default="original", choices=("original", "curated"))

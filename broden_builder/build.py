@@ -152,6 +152,22 @@ def _load_stage(path: Path) -> dict:
     return meta
 
 
+def _check_layers(pixel: dict, own_resolution: frozenset, image_shape: tuple) -> None:
+    """Every layer is 2-D, non-negative and the image's size (H, W); a category in ``own_resolution``
+    (drawn at the source's own resolution) has layers the size of its first. Raises BadSourceItem."""
+    h, w = image_shape
+    for c, layers in pixel.items():
+        own = c in own_resolution and layers and layers[0].ndim == 2
+        want = tuple(layers[0].shape) if own else (h, w)
+        for k, l in enumerate(layers):
+            if l.shape != want:
+                what = f"layer 1 is {want[1]}x{want[0]}" if own else f"the image is {w}x{h}"
+                size = f"{l.shape[1]}x{l.shape[0]}" if l.ndim == 2 else f"shaped {l.shape}"
+                raise BadSourceItem(f"{c} layer {k + 1} is {size}, {what}")
+            if l.size and l.min() < 0:
+                raise BadSourceItem(f"{c} layer {k + 1} holds negative label codes")
+
+
 def _stage_one(task: tuple):
     """Pass 1 for one image. Returns (image, stats) or (image, None, reason) when skipped."""
     si, rec = task
@@ -163,7 +179,7 @@ def _stage_one(task: tuple):
         try:
             meta = _load_stage(stage)
             return image, meta["stats"], None
-        except StageUnreadable as e:  # redo the item (issue 15, item 3)
+        except StageUnreadable as e:  # a torn staging file (killed mid-write) is redone, never trusted
             log.warning("redoing %s: its staging file is unreadable (%s)", image, e)
             stage.unlink()
     try:
@@ -174,12 +190,7 @@ def _stage_one(task: tuple):
         pixel = {c: [np.asarray(l) for l in layers] for c, layers in res.pixel.items()}
         if _W["color"]:
             pixel["color"] = [color_codes(rgb)]
-        for c, layers in pixel.items():
-            for k, l in enumerate(layers):
-                if l.shape != (h, w):
-                    raise BadSourceItem(f"{c} layer {k + 1} is {l.shape[1]}x{l.shape[0]}, the image is {w}x{h}")
-                if l.size and l.min() < 0:
-                    raise BadSourceItem(f"{c} layer {k + 1} holds negative label codes")
+        _check_layers(pixel, res.own_resolution, (h, w))
     except BadSourceItem as e:
         return image, None, str(e)
     stats = {}

@@ -1,7 +1,7 @@
 """The one top-level error handler of the ``broden`` and ``dissect`` commands.
 
 Every failure reaches the user as one line ``error: PATH: message`` on stderr, never as a
-traceback (issue 15, item 7). Exit status: 0 success, 1 error, 2 usage (argparse's own
+traceback: the user reads what went wrong, not where in our code. Exit status: 0 success, 1 error, 2 usage (argparse's own
 errors and :class:`UsageError`), 130 interrupted. A closed stdout (``broden find ... | head``)
 ends the command quietly. An exception nobody anticipated is still reported in one line,
 marked as a bug to report; ``--verbose`` (or ``BRODEN_TRACEBACK=1``) adds the traceback.

@@ -12,7 +12,7 @@ from .recipe_schema import check_recipe_mapping
 
 _KEYS = {"name", "size", "segmentation_size", "min_frequency", "min_coverage", "splits", "color",
          "sources", "jpeg_quality", "description", "unify", "allow_same_source_merges", "allow_empty"}
-#: How labels of different sources are unified (BRODEN_FORMAT.md; broden_builder.unify).
+#: How labels of different sources are unified (docs/format.md, "How the original build unified its sources"; broden_builder.unify).
 UNIFY_RULES = ("original", "curated")
 
 
@@ -169,7 +169,7 @@ class _DuplicateKey(yaml.YAMLError):
 class _UniqueKeyLoader(yaml.SafeLoader):
     """yaml.SafeLoader that refuses a key given twice in one mapping. PyYAML keeps the last value
     silently, so ``size: 224`` followed later by ``size: 64`` would build at 64 with no word;
-    a recipe must mean one thing (issue 15, item 8)."""
+    a recipe must mean one thing: a repeated key is an error naming the key and both lines."""
 
     def construct_mapping(self, node, deep=False):
         seen = {}

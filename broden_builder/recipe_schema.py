@@ -12,7 +12,7 @@ source type may declare its keys with a class attribute ``config_schema`` (a sub
 :class:`SourceEntry`); without one, only the keys every entry shares are checked.
 
 Source of the rules: the keys each source reads in its ``__init__`` (broden_builder/sources),
-the store format (BRODEN_FORMAT.md: splits train/val, label PNG limits), Pillow's JPEG
+the store format (docs/format.md: splits train/val, label PNG limits), Pillow's JPEG
 quality range.
 """
 from __future__ import annotations

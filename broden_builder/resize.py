@@ -1,4 +1,4 @@
-"""Resizing rules of the original Broden build (BRODEN_FORMAT.md, rule 7).
+"""Resizing rules of the original Broden build (docs/format.md, rule 7 "Planes").
 
 Images are squashed to size x size (no crop) with a bilinear resize (PIL's, as the
 original's ``imresize(..., 'bilinear')`` did). Label planes are shrunk with

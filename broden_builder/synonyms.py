@@ -3,7 +3,7 @@
 The tables are the original Network Dissection code's ``common_names`` (name -> preferred
 names, first is preferred) and ``confusing_names`` (name -> names that must not stand
 with it), MIT licence, Copyright (c) 2017 MIT CSAIL (see ``data/ATTRIBUTION.md``). The
-function is written here from the rule in BRODEN_FORMAT.md ("How the original build
+function is written here from the rule in docs/format.md ("How the original build
 unified its sources", rule 3); it is the field's semantics, so it is our own code.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The unifier: source labels -> one global vocabulary, filtered and numbered.
 
-Default rule ``original`` (BRODEN_FORMAT.md, "How the original build unified its sources"):
+Default rule ``original`` (docs/format.md, "How the original build unified its sources"):
 
 1. each source label (source, category, code) has the names its source gives, already split
    by the source's own convention (ADE20K comma lists, OpenSurfaces '/' lists; every other
@@ -144,11 +144,14 @@ class GlobalLabel:
         return max(sorted(cov), key=lambda c: cov[c]) if cov else ""
 
     def same_source_groups(self) -> dict:
-        """(source, category) -> members, for those contributing two or more source labels."""
+        """(source, category) -> members, for those contributing two or more source labels that the
+        source names differently. Labels a source gives the very same names (Pascal-Part's ``ear``
+        of each animal: one code per object class and part, docs/format.md "Pascal-Part codes")
+        are the source's own grouping: merging them loses no distinction it names."""
         groups: dict = {}
         for m in self.members:
             groups.setdefault((m.source, m.category), []).append(m)
-        return {k: v for k, v in groups.items() if len(v) > 1}
+        return {k: v for k, v in groups.items() if len({m.names for m in v}) > 1}
 
     def merge_record(self) -> dict:
         """JSON-ready description of the label's members (for build.json and the plan)."""

@@ -1,6 +1,7 @@
 """Shared fixtures: the real-data folder and small synthetic stores."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -9,14 +10,30 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 # each source's offline test (and its dummy-data makers, used by other tests too) lives in tests/sources/
 sys.path.insert(0, str(Path(__file__).resolve().parent / "sources"))
-REALDATA = REPO.parent / "shared" / "realdata"
+
+
+def find_realdata() -> Path:
+    """The folder of real source samples (never committed): ``$BRODEN_REALDATA`` when set, else the
+    first ``shared/realdata`` found in the checkout or a folder above it (a workspace holding several
+    checkouts). When none exists the returned path is absent and the tests that need it skip."""
+    env = os.environ.get("BRODEN_REALDATA")
+    if env:
+        return Path(env)
+    for d in (REPO, *REPO.parents):
+        if (d / "shared" / "realdata").is_dir():
+            return d / "shared" / "realdata"
+    return REPO / "realdata-not-found"
+
+
+#: The one definition of where the real samples are; every test that needs them imports this.
+REALDATA = find_realdata()
 
 
 @pytest.fixture(scope="session")
 def realdata() -> Path:
-    """../shared/realdata (real source files); skips when absent."""
+    """The real source samples (see :func:`find_realdata`); skips when absent."""
     if not REALDATA.is_dir():
-        pytest.skip(f"real source files not available: {REALDATA} is absent (they are never committed)")
+        pytest.skip(f"real source files not available: {REALDATA} is absent (set BRODEN_REALDATA; they are never committed)")
     return REALDATA
 
 

@@ -1,4 +1,4 @@
-"""The original build's planes, statistics and layout (BRODEN_FORMAT.md rule 7, issue 10), with
+"""The original build's planes, statistics and layout (docs/format.md, rules 2 and 7), with
 oracles worked out by hand: the zoom grid, native statistics the same at two output sizes, the
 written planes' statistics in build.json, part levels written as _part_1.. with empty ones, a
 dropped image-level label written as 0, JPEG quality 75."""

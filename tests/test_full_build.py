@@ -28,7 +28,7 @@ from test_opensurfaces import make_release, shape
 from test_dtd import make_dtd
 from test_pascal import make_pascal, serve_pascal_dtd, write_context_mat
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+from conftest import REALDATA as REAL  # noqa: E402
 OS_URL = "http://labelmaterial.s3.amazonaws.com/release/opensurfaces-release-0.zip"
 ADE_ROWS = (0, 1, 2, 20210, 20211, 22209)  # index rows: two airport_terminal, two abbey (kept scenes)
 PASCAL_IDS = ("2008_000001", "2008_000002", "2008_000003")
@@ -111,7 +111,8 @@ sources:
   - {{type: dtd, path: {d / 'dtd'}}}
   - {{type: opensurfaces, path: {d / 'os'}, photos_url: "{http_server.base_url}", download_workers: 2}}
 """)
-    return {"recipe": recipe, "ade": ade, "dtd_lines": dtd_lines, "server": http_server}
+    return {"recipe": recipe, "ade": ade, "dtd_lines": dtd_lines, "server": http_server,
+            "pascal_parts": gen / "pascal" / "Annotations_Part"}
 
 
 # --------------------------------------------------------------------------- independent reading of a store
@@ -143,12 +144,37 @@ def data_tables(out: Path) -> tuple:
                 present = set().union(*(set(np.unique(p).tolist()) for p in layers)) - {0}
                 for n in present:
                     freq[cat][n] += 1
-                    cov[cat][n] += max(float((p == n).mean()) for p in layers)
+                    cov[cat][n] += sum(float((p == n).mean()) for p in layers)  # levels summed, as the original
             else:
                 for n in {int(x) for x in cell.split(";")} - {0}:
                     freq[cat][n] += 1
                     cov[cat][n] += 1.0
     return freq, cov, planes
+
+
+#: make_pascal's raw part names -> their readable names in the real part2ind.m (by hand).
+PASCAL_READABLE = {"head": "head", "lfuleg": "leg", "hair": "hair", "llleg": "leg"}
+
+
+def pascal_code_surplus(ann_dir: Path) -> dict:
+    """Part name -> images counted more than once: the original counts each (object class, part) code
+    once per image it is visible in (docs/format.md, "Pascal-Part codes"), so an image showing a cow's
+    leg and a person's leg counts 2 for 'leg', where the written planes show one 'leg'."""
+    import scipy.io as sio
+
+    out: dict = defaultdict(int)
+    for mat in sorted(ann_dir.glob("*.mat")):
+        anno = sio.loadmat(str(mat), squeeze_me=True, struct_as_record=False)["anno"]
+        plane = None
+        for obj in np.atleast_1d(anno.objects):
+            for part in np.atleast_1d(obj.parts):
+                mask = np.asarray(part.mask).astype(bool)
+                plane = np.full(mask.shape, "", dtype=object) if plane is None else plane
+                plane[mask] = f"{getattr(obj, 'class')}|{PASCAL_READABLE[str(part.part_name)]}"
+        keys = set(np.unique(plane)) - {""} if plane is not None else set()
+        for name in {k.split("|")[1] for k in keys}:
+            out[name] += sum(1 for k in keys if k.split("|")[1] == name) - 1
+    return dict(out)
 
 
 def categories_cell(text: str) -> dict:
@@ -184,6 +210,10 @@ def test_full_six_source_build(six_sources, tmp_path, capsys):
     # label.csv / category.csv / c_*.csv against the data
     labels = {int(r["number"]): r for r in read_csv(out / "label.csv")}
     freq, cov, planes = data_tables(out)
+    by_name = {r["name"]: n for n, r in labels.items()}
+    for name, extra in pascal_code_surplus(six_sources["pascal_parts"]).items():
+        if extra and name in by_name:
+            freq["part"][by_name[name]] += extra
     assert set(freq) == {"color", "object", "part", "material", "scene", "texture"}
     for cat in freq:
         cmap = {int(r["number"]): r for r in read_csv(out / f"c_{cat}.csv")}

@@ -2,8 +2,8 @@
 
 The original painted every part of every object of a Pascal-Part annotation in file order
 (later over earlier) into one layer, then shrank it with scipy's zoom(order=0) on its
-corner-aligned grid (BRODEN_FORMAT.md rule 7). The reference below does both by hand from
-the real .mat files in ../shared/realdata; names come from part2ind.m's comments read by hand
+corner-aligned grid (docs/format.md, rule 7). The reference below does both by hand from
+the real .mat files of the real-sample folder (never committed); names come from part2ind.m's comments read by hand
 (test_pascal.HAND_NAMES).
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 import scipy.io as sio
 from PIL import Image
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+from conftest import REALDATA as REAL  # noqa: E402
 
 
 def painter_plane(mat: Path, shape: tuple, names: dict) -> np.ndarray:

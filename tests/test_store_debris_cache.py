@@ -2,7 +2,7 @@
 is neither written through nor trusted.
 
 Oracles: the outside folder's listing (must stay empty); the rows carrying a label, computed
-here by a plain loop over index.csv and the label PNGs (R + 256 G, BRODEN_FORMAT.md), not by
+here by a plain loop over index.csv and the label PNGs (R + 256 G, docs/format.md "Pixel encoding"), not by
 the label index.
 """
 from __future__ import annotations

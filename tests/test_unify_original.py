@@ -1,10 +1,9 @@
-"""The original build's unification rules (BRODEN_FORMAT.md, "How the original build unified its
+"""The original build's unification rules (docs/format.md, "How the original build unified its
 sources"), checked on hand-made labels whose answers were worked out from the rules by hand, and
 on the real ADE20K 2016 index against a plain re-reading of the rules written here."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +13,7 @@ from PIL import Image
 from broden_builder.synonyms import synonym_list
 from broden_builder.unify import SourceLabel, UnifyError, check_same_source, unify
 
-#: ../shared/realdata next to the checkout; BRODEN_REALDATA overrides (e.g. from a git worktree)
-REAL = Path(os.environ.get("BRODEN_REALDATA") or Path(__file__).resolve().parents[2] / "shared" / "realdata")
+from conftest import REALDATA as REAL  # noqa: E402  (the real samples: BRODEN_REALDATA or the workspace's)
 INDEX = REAL / "ade20k_2016" / "index_ade20k.mat"
 SYNONYMS = REAL / "netdissect_synonyms" / "synonyms.json"
 
@@ -227,7 +225,7 @@ def _reference_names(labels: list) -> dict:
 @pytest.fixture(scope="module")
 def ade_plan():
     if not INDEX.is_file() or not SYNONYMS.is_file():
-        pytest.skip("the real ADE20K 2016 index / synonyms.json are not in ../shared/realdata")
+        pytest.skip(f"the real ADE20K 2016 index / synonyms.json are not in {REAL} (set BRODEN_REALDATA)")
     from broden_builder.plan import plan_recipe
     from broden_builder.recipe import recipe_from_dict
 
@@ -265,7 +263,7 @@ def test_real_ade_plan_names_checked_by_hand(ade_plan):
     assert {("left shoulder",), ("right shoulder",)} <= {tuple(m["names"]) for m in labels["shoulder"]["members"]}
     assert "tvmonitor" not in labels and "television receiver" not in labels
     assert ade_plan.categories["scene"] == 468 and ade_plan.categories["part"] == 291
-    # BRODEN_FORMAT.md gives 743 objects; the rules as written give 742: the one difference is the
+    # docs/format.md rule 9: the rules as written give 742 (an earlier count said 743): the one difference is the
     # tie at 3 images between object 204 'blade, vane' and part 2929 'vane' (visited object first by
     # (source, category, code), so 'vane' is its own label and is dropped instead of joining 'blade')
     assert ade_plan.categories["object"] == 742

@@ -62,7 +62,7 @@ RATIO_FLOOR = 16 << 20
 
 @dataclass(frozen=True)
 class ExtractLimits:
-    """Bounds on what an archive without a registered checksum may expand to (issue 15, item 10).
+    """Bounds on what an archive without a registered checksum may expand to (a zip bomb is refused before it fills the disk).
 
     Checked from the archive's index before anything is written (zip and tar record each
     member's size; zipfile never yields more than the recorded size). Refused: a total

@@ -40,15 +40,21 @@ class Resolved:
     """An image with its labels at native resolution, in source codes.
 
     ``pixel[category]`` is a list of H x W integer layers (0 = unlabeled), dominant layer
-    first, all the size of ``image``; ``image_level[category]`` lists codes for the whole image.
+    first, all the size of ``image`` unless the category is in ``own_resolution``;
+    ``image_level[category]`` lists codes for the whole image.
     """
 
     image: np.ndarray
     pixel: dict = field(default_factory=dict)
     image_level: dict = field(default_factory=dict)
     #: Pixel categories given as a stack of levels (ADE20K part levels): every level is written,
-    #: empty ones included, as ``<base>_<cat>_<k>.png`` (BRODEN_FORMAT.md rule 7).
+    #: empty ones included, as ``<base>_<cat>_<k>.png`` (docs/format.md, rule 7 "Planes").
     stacked: frozenset = frozenset()
+    #: Pixel categories whose layers the source draws at a resolution of their own, not the
+    #: image's (OpenSurfaces materials at the release script's 1,024-pixel height, docs/format.md
+    #: "OpenSurfaces label planes"): their layers agree in size with each other; statistics are
+    #: counted on them as drawn and they are shrunk to the store's plane size like any other.
+    own_resolution: frozenset = frozenset()
 
 
 class Source(ABC):
@@ -74,7 +80,7 @@ class Source(ABC):
         self.prefix = self.config.get("prefix") or self.prefix or self.type_name
         from ..store.paths import safe_component
 
-        safe_component(self.prefix, f"{self.type_name} source prefix")  # one folder under images/ (issue 15, item 5)
+        safe_component(self.prefix, f"{self.type_name} source prefix")  # one folder under images/: a prefix is a single safe path component
 
     @property
     def key(self) -> str:
@@ -96,7 +102,7 @@ class Source(ABC):
         """One name of :meth:`vocabulary` split by the source's own convention (default: not split).
 
         Only sources whose names are synonym lists override this (ADE20K, OpenSurfaces); user
-        sources give one name per entry, never split on commas (BRODEN_FORMAT.md, rule 1).
+        sources give one name per entry, never split on commas (docs/format.md, rule 1 "Source labels").
         """
         return (name,)
 

@@ -89,7 +89,7 @@ def _inside(base: Path, rel: str, what: str) -> None:
 def _checked_plan(root: Path, work: Path, plan) -> dict:
     """``plan`` when every path it names stays inside its folder (sources in ``work``, targets and
     retired paths in ``root``); a plan comes from a file in the store, which a store made elsewhere
-    could have planted to move or delete files outside it (issue 15, item 4). Raises UnsafePathError
+    could have planted to move or delete files outside it (paths stay inside the store). Raises UnsafePathError
     (a path leaves its folder) or ValueError (malformed plan), naming the marker."""
     where = work / MARKER
     ok = (isinstance(plan, dict) and isinstance(plan.get("moves"), list) and isinstance(plan.get("retire", []), list)

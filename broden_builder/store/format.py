@@ -1,6 +1,6 @@
 """Constants and small pure helpers of the Broden store format.
 
-See BRODEN_FORMAT.md (shared with the project) for the facts these encode.
+See docs/format.md ("Layout" to "c_<category>.csv") for the facts these encode.
 """
 from __future__ import annotations
 
@@ -173,9 +173,9 @@ def _palette_labels(im) -> np.ndarray:
 def read_label_png(path, expected_shape=None) -> np.ndarray:
     """Decode one segmentation PNG file into H x W int32 global label numbers.
 
-    The one decoder of the format, shared by the reader and the validator (issue 15, item 9):
+    The one decoder of the format, shared by the reader and the validator, so both accept and refuse the same files:
 
-    - RGB / RGBA / palette images: label = R + 256 * G (BRODEN_FORMAT.md; B and alpha ignored);
+    - RGB / RGBA / palette images: label = R + 256 * G (docs/format.md, "Pixel encoding"; B and alpha ignored);
     - greyscale (``L``, 16-bit ``I;16``, 32-bit ``I``): the value is the label, so a 16-bit
       PNG holding 1, 3, 5 reads 1, 3, 5 (not 257, 771, ... through an RGB conversion);
     - any other mode (float ``F``, ``1``, CMYK, ...) is refused.

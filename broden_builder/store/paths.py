@@ -1,6 +1,6 @@
 """Confinement of paths: what a store names stays inside the store, what we name stays one folder.
 
-Two rules (issue 15, items 4 and 5):
+Two rules, so that nothing read or written leaves the store or ``--out``:
 
 - Every path read from a store's tables (an ``index.csv`` image or segmentation cell) is
   relative to ``STORE/images`` and must stay there: no absolute path, no drive letter, no

@@ -276,7 +276,7 @@ class BrodenStore:
             except ValueError:
                 raise StoreFormatError(path, f"sizes {row[2:6]} are not integers", r) from None
             why = check_relpath(row[0])
-            if why is not None:  # every path of a store stays under STORE/images (issue 15, item 4)
+            if why is not None:  # every path of a store stays under STORE/images, never outside it
                 raise StoreFormatError(path, f"image {row[0]!r} leaves {self.root / 'images'}: {why}", r)
             cells = {}
             for j in range(ncat):

@@ -8,19 +8,18 @@ import numpy as np
 
 
 def layer_fractions(layers: Sequence[np.ndarray]) -> dict[int, float]:
-    """Fraction of pixels carrying each non-zero label, over the union of the layers (a pixel counts once per label)."""
+    """Per non-zero label: its pixels summed over every layer, divided by the pixels of one layer.
+
+    ``layers``: one or more H x W integer planes of one category (a stack: ADE20K part levels).
+    The original build's rule (docs/format.md, "ADE20K part levels"; NetDissect ``joinseg.py``,
+    ``count_label_statistics``): one histogram of all levels over one plane's size, so a label
+    on two levels at one pixel counts it twice and a fraction can exceed 1.
+    """
     if not layers:
         return {}
-    if len(layers) == 1:
-        flat = np.asarray(layers[0]).ravel()
-        counts = np.bincount(flat)
-        total = flat.size
-    else:
-        stack = np.stack([np.asarray(l).ravel() for l in layers]).astype(np.int64)  # L x P
-        total = stack.shape[1]
-        top = int(stack.max()) + 1
-        pairs = np.unique(np.arange(total, dtype=np.int64)[None, :] * top + stack)
-        counts = np.bincount(pairs % top)
+    flat = np.concatenate([np.asarray(l).ravel() for l in layers])
+    counts = np.bincount(flat)
+    total = np.asarray(layers[0]).size
     nz = np.nonzero(counts)[0]
     return {int(k): float(counts[k]) / total for k in nz if k != 0}
 

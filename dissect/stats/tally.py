@@ -133,7 +133,7 @@ COUNTS = {"I": "UL", "G": "L", "A_original": "UC", "A_lite": "UC", "A_all": "U"}
 
 
 class Tally(DeclaredState):
-    """Integer counts for IoU under all three union rules (see BRODEN_FORMAT.md, last section).
+    """Integer counts for IoU under all three union rules (see docs/format.md, "How dissection reads the store").
 
     ``labels``: global label numbers in column order. ``categories``: the categories tallied
     (columns of A_original / A_lite). ``primary_category[number]`` must be one of them.

@@ -33,7 +33,7 @@ def encode(classes: np.ndarray) -> np.ndarray:
 
 
 def nearest(plane: np.ndarray, size: int) -> np.ndarray:
-    """Plain slow reference of the original's label shrink (BRODEN_FORMAT.md rule 7): corner-aligned,
+    """Plain slow reference of the original's label shrink (docs/format.md, rule 7): corner-aligned,
     output i reads input round(i * (n_in - 1) / (n_out - 1)), halves up."""
     h, w = plane.shape
     out = np.zeros((size, size), plane.dtype)

@@ -16,6 +16,17 @@ from http_server import http_server  # noqa: F401  (fixture)
 from conftest import REALDATA as REAL  # noqa: E402
 COLORS = REAL / "opensurfaces" / "label-substance-colors.csv"
 W, H = 60, 40
+#: The label image the release script draws for a W x H photo: 1,024 rows, int(1024 * aspect_ratio)
+#: columns (docs/format.md, "OpenSurfaces label planes"), not the photo's own W x H.
+LH = 1024
+LW = int(LH * (W / H))
+
+
+def px(box) -> tuple:
+    """Pixels a filled rectangle ``rect(*box)`` covers in the LW x LH label image, by the release
+    script's rule: each vertex (x, y) fraction lands on (int(x * LW), int(y * LH)), edges included."""
+    x0, y0, x1, y1 = box
+    return (slice(int((y0 / H) * LH), int((y1 / H) * LH) + 1), slice(int((x0 / W) * LW), int((x1 / W) * LW) + 1))
 
 
 def real_table() -> list:
@@ -79,12 +90,12 @@ def make_release(root: Path, www: Path, extra_shapes=()) -> dict:
     (www / "photos-orig").mkdir(parents=True)
     for pk in (101, 102, 103, 104, 105):  # 106 is missing on the server
         Image.fromarray(rng.integers(0, 255, (H, W, 3), dtype=np.uint8)).save(www / "photos-orig" / f"{pk}.jpg")
-    oracle = {pk: np.zeros((H, W), np.int32) for pk in (101, 102, 103)}
-    oracle[101][10:31, 10:51] = red[wood]
-    oracle[101][0:40, 0:30] = red[carpet]
-    oracle[102][:, :] = red[wood]
-    oracle[102][5:21, 5:21] = 0
-    oracle[103][20:40, 30:60] = red[glass]
+    oracle = {pk: np.zeros((LH, LW), np.int32) for pk in (101, 102, 103)}
+    oracle[101][px((10, 10, 50, 30))] = red[wood]
+    oracle[101][px((0, 0, 29, 39))] = red[carpet]
+    oracle[102][px((0, 0, 59, 39))] = red[wood]
+    oracle[102][px((5, 5, 20, 20))] = 0
+    oracle[103][px((30, 20, 59, 39))] = red[glass]
     return {"oracle": oracle, "red": red, "subs": subs}
 
 

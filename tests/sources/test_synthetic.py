@@ -74,7 +74,7 @@ def test_synthetic_store_has_all_six_categories(synthetic_store):
 
 
 def corner_sample(plane: np.ndarray, size: int) -> np.ndarray:
-    """By hand: row i reads row floor(i * (n - 1) / (size - 1) + 0.5) (BRODEN_FORMAT.md rule 7), likewise columns."""
+    """By hand: row i reads row floor(i * (n - 1) / (size - 1) + 0.5) (docs/format.md, rule 7), likewise columns."""
     idx = [int(i * (plane.shape[0] - 1) / (size - 1) + 0.5) for i in range(size)]
     jdx = [int(j * (plane.shape[1] - 1) / (size - 1) + 0.5) for j in range(size)]
     return plane[np.ix_(idx, jdx)]

@@ -72,13 +72,31 @@ def read_annotation(path: Path) -> ImageAnnotation:
 
 
 def find_annotations(images_root: Path) -> list:
-    """Relative paths (POSIX) of every ``X.json`` under images/ADE, sorted."""
+    """Relative paths (POSIX) of every ``X.json`` under images/ADE, sorted.
+
+    Folders that are symbolic links are followed (a release spread over disks and linked into one
+    tree keeps every image; the original build opened whatever paths its index named, links
+    included). Each real folder is read once: a link back into a folder already read (a loop) or
+    a second path to one is skipped, with one warning naming them (docs/format.md, "ADE20K,
+    release 2021").
+    """
     found = []
-    for dirpath, dirnames, filenames in os.walk(images_root):
+    seen: set = set()
+    skipped = []
+    for dirpath, dirnames, filenames in os.walk(images_root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            skipped.append(Path(dirpath).relative_to(images_root).as_posix())
+            continue
+        seen.add(real)
         dirnames.sort()
         for fn in filenames:
             if fn.endswith(".json"):
                 found.append(Path(dirpath, fn).relative_to(images_root).as_posix())
+    if skipped:
+        log.warning("ade20k 2021: %d folder(s) under %s lead to a folder already read (a symbolic link loop or "
+                    "a second link to it) and were skipped: %s", len(skipped), images_root, ", ".join(sorted(skipped)[:5]))
     return sorted(found)
 
 

@@ -9,7 +9,8 @@ records the source fetches the missing ones one by one (bounded concurrency, res
 failures reported; each failed photo is later skipped as a BadSourceItem, or fails the
 build with ``--strict``). Only the material category is used (the release's object and scene
 labels were deliberately left out of Broden); labels are rendered from the shape polygons at
-the photo's own resolution (see :mod:`.release`).
+the release script's 1,024-pixel height and the photo's ``aspect_ratio``, not at the photo's
+own resolution, as the original build used them (see :mod:`.release`).
 """
 from __future__ import annotations
 
@@ -132,7 +133,8 @@ class OpenSurfacesSource(DownloadableSource, Source):
     def records(self) -> list:
         if self.download_allowed():
             self.fetch_photos(progress=not self.config.get("quiet", False))
-        return [ImageRecord(str(p["pk"]), {"pk": p["pk"]}) for p in self.tables()["photos"]]
+        return [ImageRecord(str(p["pk"]), {"pk": p["pk"], "aspect_ratio": p.get("aspect_ratio")})
+                for p in self.tables()["photos"]]
 
     def resolve(self, record: ImageRecord) -> Resolved:
         from ..decode import load_image
@@ -144,13 +146,18 @@ class OpenSurfacesSource(DownloadableSource, Source):
         if not path.is_file():
             raise BadSourceItem(f"{path}: photo not found (download disabled or not fetched yet)")
         rgb = load_image(path)
-        h, w = rgb.shape[:2]
+        try:
+            w, h = rel.label_size(record.meta.get("aspect_ratio"))
+        except (TypeError, ValueError) as e:
+            raise BadSourceItem(f"photos.photo.json: photo {pk}: {e}") from None
         t = self.tables()
         try:
             material = rel.render_material(t["shapes"].get(pk, []), t["reds"], w, h)
         except (IndexError, ValueError) as e:
             raise BadSourceItem(f"{path}: a shape of photo {pk} has malformed vertices/triangles ({e})") from None
-        return Resolved(image=rgb, pixel={"material": [material.astype("int32")]})
+        # the label plane keeps the release script's size (1,024 high), not the photo's
+        return Resolved(image=rgb, pixel={"material": [material.astype("int32")]},
+                        own_resolution=frozenset({"material"}))
 
     def plan_statistics(self) -> Optional[dict]:
         """Images per substance from the shape table (photos with a kept shape of it); coverage unknown."""

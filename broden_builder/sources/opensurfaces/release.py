@@ -11,7 +11,11 @@ top of the folder or under ``opensurfaces/``. Facts from the release's own proce
   scaled with ``int(x * w), int(y * h)``), later shapes over earlier ones;
 * substances (``shapes.shapesubstance.json``): those not ``fail``, sorted by name, get red
   values 1, 2, ... (``label-substance-colors.csv``); a shape whose substance is not among them
-  draws 0 (unlabeled).
+  draws 0 (unlabeled);
+* label images are drawn at a height of ``PHOTO_LABELS_HEIGHT`` (1,024) pixels and a width of
+  ``int(1024 * aspect_ratio)`` (the photo's field), whatever the photo's own resolution; the
+  original Broden build counted and shrank those planes (docs/format.md, "OpenSurfaces label
+  planes").
 """
 from __future__ import annotations
 
@@ -21,6 +25,9 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+
+#: Height of the label images the release script draws (its ``PHOTO_LABELS_HEIGHT``).
+LABELS_HEIGHT = 1024
 
 REQUIRED = ("photos.photo.json", "shapes.materialshape.json", "shapes.shapesubstance.json")
 
@@ -79,6 +86,18 @@ def kept_shapes(shapes: list) -> list:
     """Shapes the release script keeps, in drawing order (num_vertices descending, stable)."""
     kept = [s for s in shapes if not s.get("special") and s.get("high_quality")]
     return sorted(kept, key=lambda s: s.get("num_vertices", 0), reverse=True)
+
+
+def label_size(aspect_ratio: float, height: int = LABELS_HEIGHT) -> tuple:
+    """(width, height) of a photo's label image as the release script draws it: ``height`` rows and
+    ``int(height * aspect_ratio)`` columns. ValueError when the ratio gives no pixel or is not finite."""
+    ratio = float(aspect_ratio)
+    if not (ratio > 0 and ratio * height < 1e6):  # also refuses NaN and infinities
+        raise ValueError(f"aspect_ratio {aspect_ratio!r} gives no usable label image width")
+    w = int(height * ratio)
+    if w < 1:
+        raise ValueError(f"aspect_ratio {aspect_ratio!r} gives a label image {w} pixels wide")
+    return w, height
 
 
 def render_material(shapes: list, reds: dict, width: int, height: int) -> np.ndarray:

@@ -14,7 +14,8 @@ Readable names follow the original Broden build: the long name from the trailing
 (unless it only says "multiple ..."), else a spelled-out abbreviation, else the short name
 without its ``_N`` suffix; then the words left, right, front, back, upper, lower and side
 are dropped. Names are *not* qualified by their object (``head`` of a cat and of a person
-are the same part label), as in the original. A part whose name becomes empty (the
+are the same part name), as in the original; the source still gives each (object class,
+part name) its own code, so that frequencies count as the original's (``source.part_codes``). A part whose name becomes empty (the
 ``frontside``/``leftside``/... panels of bus and car) has no readable name and stays unlabeled.
 """
 from __future__ import annotations

@@ -17,7 +17,8 @@ Part); an id annotated by only one of them gets only that category, and an annot
 whose JPEG is missing is skipped as a bad item naming the file. Context's ``unknown``
 class is unlabeled (0), as in the original. Part masks are painted in file order (later
 objects and parts over earlier ones) into one layer; names come from part2ind.m (see
-partnames.py). Pascal-Part's own object masks are not used.
+partnames.py), one part code per (object class, part name) as the original (:func:`part_codes`).
+Pascal-Part's own object masks are not used.
 """
 from __future__ import annotations
 
@@ -85,6 +86,22 @@ def parse_context_labels(path: Path) -> dict:
     if not out:
         raise SourceMissingError(f"{path}: no labels")
     return out
+
+
+def part_codes(table: PartTable) -> dict:
+    """(object class, readable part name) -> part code 1.., in part2ind.m's order of first appearance.
+
+    One code per object class and part name, as the original build (docs/format.md, "Pascal-Part
+    codes"): a cat's ear and a dog's ear are two codes named ``ear``, a cat's left and right ear one.
+    Frequencies are counted per code and summed per name when the names merge (rules 2, 4, 5), so
+    an image showing both ears adds 2 to ``ear``. Parts without a readable name get no code (0).
+    """
+    codes: dict = {}
+    for cls in table.classes:
+        for name in table.parts.get(cls, {}).values():
+            if name and (cls, name) not in codes:
+                codes[(cls, name)] = len(codes) + 1
+    return codes
 
 
 @register_source("pascal")
@@ -163,7 +180,7 @@ class PascalSource(DownloadableSource, Source):
                 self.part_table = load_part2ind(self.part_dir / "part2ind.m")
             except (Part2IndError, OSError) as e:
                 raise SourceMissingError(f"cannot use Pascal-Part's part table: {e}") from None
-            self.part_codes = {n: i + 1 for i, n in enumerate(self.part_table.part_names())}
+            self.part_codes = part_codes(self.part_table)
         self._loaded = True
 
     def check(self) -> None:
@@ -177,7 +194,7 @@ class PascalSource(DownloadableSource, Source):
             voc["object"] = {n: (name,) for n, name in sorted(self.context_names.items())
                              if name not in UNLABELED_CONTEXT}
         if self.part_table is not None:
-            voc["part"] = {code: (name,) for name, code in self.part_codes.items()}
+            voc["part"] = {code: (name,) for (_cls, name), code in self.part_codes.items()}
         return voc
 
     def image_level_categories(self) -> frozenset:
@@ -248,7 +265,7 @@ class PascalSource(DownloadableSource, Source):
                 if mask.shape != shape:
                     raise BadSourceItem(f"{path}: mask of part {raw!r} is {mask.shape[1]}x{mask.shape[0]}, "
                                         f"the image is {shape[1]}x{shape[0]}")
-                out[mask.astype(bool)] = self.part_codes.get(names[raw], 0)
+                out[mask.astype(bool)] = self.part_codes.get((cls, names[raw]), 0)
         return out
 
     def provenance(self) -> dict:
