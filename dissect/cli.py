@@ -241,8 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dissect (broden-dissect) {__version__}")
     add_verbosity_flags(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True)
+    from .sae._cli import add_parser as _parser_sae
+
     for add in (_parser_run, _parser_score, _parser_layers, _parser_explain, _parser_compare, _parser_ablate,
-                _parser_report):
+                _parser_report, _parser_sae):
         add(sub)
     add_verbosity_to_subcommands(sub)
     return parser
@@ -492,6 +494,12 @@ def _cmd_ablate(args) -> int:
     return 0
 
 
+def _cmd_sae(args) -> int:
+    from .sae._cli import cmd_train
+
+    return cmd_train(args)
+
+
 def console() -> int:
     """The installed ``dissect`` command (and ``python -m dissect.cli``): :func:`main` in a process
     that ends with the command (broden_builder.process settings)."""
@@ -507,7 +515,7 @@ def main(argv: Optional[Sequence[str]] = None, own_process: bool = False) -> int
     from broden_builder.cli_errors import run_command
 
     handlers = {"run": _cmd_run, "score": _cmd_score, "layers": _cmd_layers, "report": _cmd_report,
-                "explain": _cmd_explain, "compare": _cmd_compare, "ablate": _cmd_ablate}
+                "explain": _cmd_explain, "compare": _cmd_compare, "ablate": _cmd_ablate, "sae": _cmd_sae}
     try:
         return run_command(lambda: handlers[args.command](args), verbose=getattr(args, "verbose", False),
                            own_process=own_process)

@@ -21,10 +21,12 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..errors import DissectError
+
 ACTIVATIONS = ("relu", "topk", "jumprelu")
 
 
-class SAEError(ValueError):
+class SAEError(DissectError):
     """An SAE that cannot be used (the message names the file and the problem)."""
 
 
