@@ -91,6 +91,10 @@ def _add_shared(p: argparse.ArgumentParser) -> None:
                         "the rotation baseline of Network Dissection (sec. 3.2)")
     g.add_argument("--basis", default=None, metavar="FILE.npy",
                    help="multiply the units by this C x C matrix before thresholds (instead of --rotate)")
+    g.add_argument("--sae", action="append", default=None, metavar="LAYER=FOLDER",
+                   help="dissect the features of this SAE (`dissect sae train`'s folder or a SAELens folder with cfg.json) "
+                        "instead of LAYER's units: its encoder is applied at every position; the result goes to "
+                        "OUT/LAYER.sae beside the units' OUT/LAYER (repeatable)")
     g.add_argument("--no-report", action="store_true", help="do not write the HTML report (dissect report OUT writes it later)")
 
 
@@ -265,7 +269,7 @@ def _config(args, **extra):
         categories=_categories(args.categories), top_k=args.top_k, split=args.split,
         upsample=args.upsample, batch_size=args.batch_size, workers=args.workers, threads=args.threads,
         device=args.device, checkpoint_every=args.checkpoint_every, quiet=args.quiet, rotate=args.rotate,
-        basis=args.basis, **extra)
+        basis=args.basis, sae=getattr(args, "sae", None), **extra)
 
 
 def _cmd_run(args) -> int:
@@ -325,7 +329,7 @@ def _cmd_score(args) -> int:
     res = score_activations(args.activations, args.store, _config(args), out=args.out, name=name)
     if info.rank == 0:
         print(res.summary_line().replace(f"{res.layer}:", f"{name}:", 1))
-        print(f"results in {Path(args.out) / name}")
+        print(f"results in {res.path or Path(args.out) / name}")
         _report(args, [res])
     return 0
 

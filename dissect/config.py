@@ -50,6 +50,9 @@ class DissectConfig:
     transform: Optional[object] = None  # callable on [B, 3, H, W] RGB in [0, 1] -> network input (no crop)
     rotate: Optional[int] = None  # seed of a random orthogonal basis applied to the units (dissect.basis)
     basis: Optional[str] = None  # a C x C .npy matrix applied to the units instead
+    # ((layer, SAE folder), ...): dissect that layer's SAE features instead of its units (dissect.sae);
+    # the results are named <layer>.sae, beside the units' <layer>
+    sae: Optional[tuple] = None
 
     def __post_init__(self):
         # `not (a <= x <= b)` also refuses NaN, which would otherwise run both passes and fail
@@ -74,6 +77,10 @@ class DissectConfig:
             raise DissectError("give rotate (a seed) or basis (a .npy file), not both")
         if self.rotate is not None and (isinstance(self.rotate, bool) or not isinstance(self.rotate, int)):
             raise DissectError(f"rotate must be an integer seed, got {self.rotate!r}")
+        if self.sae is not None:
+            object.__setattr__(self, "sae", _sae_pairs(self.sae))
+            if self.rotate is not None or self.basis is not None:
+                raise DissectError("sae features are dissected in the units' own basis: give sae or rotate/basis, not both")
         if isinstance(self.input_size, int):
             object.__setattr__(self, "input_size", (self.input_size, self.input_size))
         if self.categories is not None:
@@ -90,6 +97,25 @@ class DissectConfig:
     def replace(self, **changes) -> "DissectConfig":
         """A copy with ``changes`` applied (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+def _sae_pairs(value) -> tuple:
+    """((layer, path), ...) from a dict, pairs or 'LAYER=PATH' strings; raises DissectError."""
+    items = value.items() if isinstance(value, dict) else value
+    pairs = []
+    for item in items:
+        if isinstance(item, str):
+            layer, sep, path = item.partition("=")
+            if not sep or not layer or not path:
+                raise DissectError(f"sae must be given as LAYER=PATH, got {item!r}")
+            item = (layer, path)
+        if len(item) != 2:
+            raise DissectError(f"sae entries are (layer, path) pairs, got {item!r}")
+        pairs.append((str(item[0]), str(item[1])))
+    layers = [l for l, _ in pairs]
+    if len(set(layers)) != len(layers):
+        raise DissectError(f"sae names a layer twice: {sorted(l for l in set(layers) if layers.count(l) > 1)}")
+    return tuple(pairs) or None
 
 
 def default(name: str):

@@ -31,6 +31,8 @@ from .errors import DissectError
 from .resources import apply_threads
 from .resources import choose as choose_parallelism
 from .results import LayerResult, build_layer_result, write_layer_result
+from .sae._encoder import SAEError
+from .sae._io import load_sae
 from .stats import Tally, TopKImages, TopQuantile
 from .stats.upsample import SEPARABLE
 from .tally_batches import TallyBatches, TallySpec, known_label_table
@@ -84,7 +86,9 @@ class Statistics:
         self.shapes = {k: tuple(int(x) for x in v) for k, v in shapes.items()}
         self.device, self.cfg = device, cfg
         self.layers, self.tally_args = {}, tally_args
+        self.saes = load_saes(cfg, self.shapes, device)  # {layer: SparseEncoder}: features instead of units
         for name, (u, h, w) in self.shapes.items():
+            u = self.saes[name].features if name in self.saes else u
             self.layers[name] = {"tq": TopQuantile(u, cfg.quantile, n_images * h * w, device,
                                                    memory_budget=cfg.quantile_memory),
                                  "topk": TopKImages(u, cfg.top_k, device, maps_dtype=torch.float32),
@@ -104,9 +108,11 @@ class Statistics:
 
     def _in_basis(self, layer: str, a: torch.Tensor) -> torch.Tensor:
         """acts [B, U, h, w] on the device as every statistic sees them: the cache dtype kept, or with a
-        rotated basis float32 combinations of the units (the same values in pass 1, the extra pass and
-        pass 2, so thresholds and masks agree)."""
+        rotated basis float32 combinations of the units, or with an SAE its features [B, F, h, w] (the
+        same values in pass 1, the extra pass and pass 2, so thresholds and masks agree)."""
         a = a.to(self.device, non_blocking=True)
+        if layer in self.saes:  # [B, U, h, w] -> [B, F, h, w] float32 (dissect.sae)
+            return self.saes[layer].encode_maps(a)
         basis = self.bases.get(layer)
         return a if basis is None else apply_basis(a.float(), basis)
 
@@ -214,6 +220,39 @@ def _maps_as_seen(maps: np.ndarray) -> np.ndarray:
     return half if np.array_equal(half.astype(maps.dtype), maps) else maps.astype(np.float32)
 
 
+def load_saes(cfg: DissectConfig, shapes: dict, device: torch.device) -> dict:
+    """{layer: SparseEncoder on ``device``} of ``cfg.sae``, each checked against its layer's unit count
+    (shapes {layer: (U, h, w)}); raises DissectError for a layer not dissected or an unusable file."""
+    out = {}
+    for layer, path in cfg.sae or ():
+        if layer not in shapes:
+            raise DissectError(f"--sae names layer {layer!r}, which is not dissected here (layers: {', '.join(shapes)})")
+        try:
+            out[layer] = load_sae(path, units=shapes[layer][0], layer=layer).to(device)
+        except SAEError as e:
+            raise DissectError(str(e)) from None
+    return out
+
+
+def _sae_key(cfg: DissectConfig) -> Optional[dict]:
+    """What identifies the SAEs in checkpoint keys (their folders' weight files by bytes)."""
+    if not cfg.sae:
+        return None
+    import hashlib
+
+    key = {}
+    for layer, path in cfg.sae:
+        files = sorted(p for p in Path(path).glob("*.safetensors")) if Path(path).is_dir() else [Path(path)]
+        h = hashlib.sha256()
+        for f in files:
+            try:
+                h.update(f.read_bytes())
+            except OSError:
+                h.update(str(f).encode())  # reported when the statistics load it
+        key[layer] = h.hexdigest()
+    return key
+
+
 def _basis_key(cfg: DissectConfig) -> Optional[dict]:
     """What identifies the change of basis in checkpoint keys (a file by its bytes)."""
     if cfg.rotate is not None:
@@ -258,7 +297,7 @@ class Run:
         self.key = dict(key, rows=[start, stop], world=self.info.world, rank=self.info.rank,
                         categories=self.categories, split=cfg.split, quantile=cfg.quantile, top_k=cfg.top_k,
                         batch_size=cfg.batch_size, cache_dtype=cfg.cache_dtype, upsample=cfg.upsample,
-                        store=store.fingerprint(), version=__version__, basis=_basis_key(cfg))
+                        store=store.fingerprint(), version=__version__, basis=_basis_key(cfg), sae=_sae_key(cfg))
         self.checkpoint = Checkpoint(self.out, self.key, self.info, cfg.checkpoint_every)
         self.timings: dict = {}
         self.numbers, self.primary, self.names_by_number = label_columns(store, self.categories)
@@ -310,7 +349,8 @@ class Run:
         spec = None
         if self.device.type == "cpu":  # count in the workers; on an accelerator the main process counts
             spec = TallySpec(stats.tally_args, {n: t.cpu() for n, t in stats.thresholds.items()}, self.cfg.upsample,
-                             tuple(self.seg_size), {n: b.cpu() for n, b in stats.bases.items()})
+                             tuple(self.seg_size), {n: b.cpu() for n, b in stats.bases.items()},
+                             {n: e.to("cpu") for n, e in stats.saes.items()})
         ds = TallyBatches(labels, sources, positions[start * bs:], bs,
                           known_label_table([l.number for l in self.store.labels]), spec)
         workers = self.parallel.tally_workers if spec is not None else self.parallel.workers
@@ -346,6 +386,9 @@ class Run:
             res.settings["layer_shape"] = list(stats.shapes[n])
             if n in stats.basis_records:
                 res.settings["basis"] = stats.basis_records[n]
+            res.settings["dissected"] = "feature" if n in stats.saes else "unit"
+            if n in stats.saes:
+                res.settings["sae"] = dict(stats.saes[n].record, features=stats.saes[n].features, units=stats.shapes[n][0])
             out[n] = res
         for res in out.values():
             res.timings["score"] = time.perf_counter() - t0
@@ -360,10 +403,16 @@ class Run:
             self._tmp.cleanup()
 
 
+def result_folder(res: LayerResult) -> str:
+    """The folder name of a result under OUT: the layer's safe name, with ``.sae`` when its SAE
+    features were dissected (a separate result beside the units', never mixed with it)."""
+    return safe_name(res.layer) + (".sae" if res.settings.get("dissected") == "feature" else "")
+
+
 def finish_results(results: Sequence[LayerResult], out: Optional[Path], info: DistInfo, t_start: float) -> None:
     """Record the total time and, on rank 0, write every result to ``out/<layer>/``."""
     total = time.perf_counter() - t_start
     for r in results:
         r.timings["total"] = total
         if out is not None and info.rank == 0:
-            write_layer_result(Path(out) / safe_name(r.layer), r)
+            write_layer_result(Path(out) / result_folder(r), r)

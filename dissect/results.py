@@ -83,7 +83,12 @@ class LayerResult:
         parts = sorted(((c, n) for c, n in s.get("per_category", {}).items() if n),
                        key=lambda cn: (-cn[1], order[cn[0]]))
         inner = ", ".join(f"{c} {n}" for c, n in parts)
-        return f"{self.layer}: {s['detectors']}/{s['units']} units are detectors" + (f" ({inner})" if inner else "")
+        return f"{self.layer}: {s['detectors']}/{s['units']} {self.what}s are detectors" + (f" ({inner})" if inner else "")
+
+    @property
+    def what(self) -> str:
+        """What was dissected: "feature" (an SAE's features, settings["sae"]) or "unit"."""
+        return "feature" if self.settings.get("dissected") == "feature" else "unit"
 
     def to_json(self) -> dict:
         return {

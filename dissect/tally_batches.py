@@ -33,14 +33,15 @@ from .stats.upsample import SEPARABLE
 @dataclass
 class TallySpec:
     """What a worker needs to count a batch: the Tally's label columns, per layer its thresholds
-    T_k [U] (float32) and change of basis [U, U] (or none), the upsampling mode and the
-    segmentation size (sh, sw)."""
+    T_k [U] (float32) and change of basis [U, U] (or none) or SAE encoder (dissect.sae.SparseEncoder,
+    [B, U, h, w] -> [B, F, h, w]; then T_k is [F]), the upsampling mode and the segmentation size (sh, sw)."""
 
     tally_args: tuple
     thresholds: dict
     mode: str
     size: tuple
     bases: dict = field(default_factory=dict)
+    saes: dict = field(default_factory=dict)
 
 
 def known_label_table(numbers: Sequence[int]) -> torch.Tensor:
@@ -122,6 +123,8 @@ class TallyBatches(Dataset):
         for n, a in acts.items():
             basis = spec.bases.get(n)
             a = a if basis is None else apply_basis(a.float(), basis)
+            sae = spec.saes.get(n)
+            a = a if sae is None else sae.encode_maps(a)
             t = self._tallies[n]
             if labels is None and len(acts) > 1 and spec.mode in SEPARABLE:  # one label lookup for all layers
                 labels = t.batch_labels(seg, spec.size)
