@@ -6,14 +6,7 @@
 """
 from ._encoder import ACTIVATIONS, SAEError, SparseEncoder
 from ._io import FORMAT, INSTALL, load_sae, save_sae
+from ._train import TrainSettings, train_sae
 
 __all__ = ["SparseEncoder", "SAEError", "ACTIVATIONS", "load_sae", "save_sae", "FORMAT", "INSTALL",
            "train_sae", "TrainSettings"]
-
-
-def __getattr__(name):  # training imports the engine's helpers: load it only when asked for
-    if name in ("train_sae", "TrainSettings"):
-        from . import _train
-
-        return getattr(_train, name)
-    raise AttributeError(f"module 'dissect.sae' has no attribute {name!r}")

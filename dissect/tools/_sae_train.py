@@ -13,7 +13,7 @@ from pathlib import Path
 
 def add_parser(sub) -> None:
     """``dissect sae train`` on the ``dissect`` command's subparsers."""
-    from ._train import TrainSettings
+    from ..sae import TrainSettings
 
     sae = sub.add_parser("sae", help="sparse autoencoders on a layer: `dissect sae train` (then dissect the "
                                      "features with `dissect run|score ... --sae LAYER=FOLDER`)")
@@ -50,7 +50,7 @@ def add_parser(sub) -> None:
 
 def _samples(args):
     """(Activations, identity for sae.json) from --activations or --store/--model/--layer."""
-    from ..activations import open_activations
+    from ..engine import open_activations
     from ..errors import DissectError
 
     if args.activations is not None:
@@ -70,11 +70,9 @@ def _samples(args):
 
 def _from_model(args):
     """Dissect the layer's units with the cache kept, then read the cache (see the module doc)."""
-    from ..activations import open_activations
-    from ..cache import safe_name
+    from ..capture import load_model
     from ..config import DissectConfig
-    from ..models import load_model
-    from ..runner import dissect_model
+    from ..engine import dissect_model, open_activations, safe_name
 
     units_out = Path(args.out) / "units"
     size = None if args.input_size is None else tuple(int(x) for x in args.input_size.lower().split("x"))
@@ -88,10 +86,8 @@ def _from_model(args):
 
 def cmd_train(args) -> int:
     """Run ``dissect sae train``; prints the summary of sae.json."""
-    from ..distributed import dist_info
-    from ..engine import resolve_device
-    from ..resources import apply_threads, available_cpus
-    from ._train import TrainSettings, train_sae
+    from ..engine import apply_threads, available_cpus, dist_info, resolve_device
+    from ..sae import TrainSettings, train_sae
 
     settings = TrainSettings(features=args.features, k=args.k, epochs=args.epochs, batch_size=args.batch_size,
                              lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every,
