@@ -228,3 +228,28 @@ def test_without_safetensors_the_error_says_how_to_install(tmp_path, monkeypatch
     monkeypatch.setitem(sys.modules, "safetensors.numpy", None)  # import fails as when not installed
     with pytest.raises(SAEError, match=r"pip install 'broden-dissect\[sae\]'"):
         load_sae(tmp_path)
+
+
+def test_feature_result_is_separate_and_named_and_the_report_says_feature(world):
+    """OUT/L.sae beside OUT/L: settings say dissected=feature with the SAE's identity; the report
+    names "feature N of F" and gives the SAE's summary; the units' result says unit."""
+    from dissect.report.html import unit_name
+
+    root, store, acts, _ = world
+    _score(root, store, acts)
+    _score(root, store, acts, "--sae", f"L={root / 'sae'}")
+    units = json.loads((root / "out" / "L" / "result.json").read_text())
+    feats = json.loads((root / "out" / "L.sae" / "result.json").read_text())
+    assert units["settings"]["dissected"] == "unit" and "sae" not in units["settings"]
+    assert len(units["units"]) == U and len(feats["units"]) == 8 * U
+    s = feats["settings"]
+    assert s["dissected"] == "feature" and s["sae"]["features"] == 8 * U and s["sae"]["units"] == U
+    assert s["sae"]["format"] == "broden-dissect-sae" and s["sae"]["path"] == str((root / "sae").resolve())
+    assert len(s["sae"]["weights_sha256"]) == 64 and s["sae"]["k"] == 2
+    assert main(["report", str(root / "out"), "--store", str(store), "--quiet"]) == 0
+    page = (root / "out" / "L.sae" / "report.html").read_text()
+    assert f"of {8 * U} features are detectors" in page and "Features of a sparse autoencoder" in page
+    assert any(f"feature {j} of {8 * U}" in page for j in range(1, 8 * U + 1))
+    assert "unit 1<" in (root / "out" / "L" / "report.html").read_text()
+    assert unit_name(1233, {"settings": {"dissected": "feature"}}, 8192) == "feature 1,234 of 8,192"
+    assert unit_name(1233, {"settings": {}}, 8192) == "unit 1234"
