@@ -253,3 +253,31 @@ def test_feature_result_is_separate_and_named_and_the_report_says_feature(world)
     assert "unit 1<" in (root / "out" / "L" / "report.html").read_text()
     assert unit_name(1233, {"settings": {"dissected": "feature"}}, 8192) == "feature 1,234 of 8,192"
     assert unit_name(1233, {"settings": {}}, 8192) == "unit 1234"
+
+
+def test_compare_units_features_rotation_and_concepts_only_in_features(world, tmp_path):
+    """dissect compare of units, SAE features and a rotation of the same layer: one row each, the
+    features named as such, and features_only.csv = the feature detectors' concepts minus the unit
+    detectors' (computed here from the two result.json files)."""
+    import csv
+
+    root, store, acts, _ = world
+    outs = {}
+    for name, extra in (("units", []), ("feats", ["--sae", f"L={root / 'sae'}"]), ("rot", ["--rotate", "0"])):
+        outs[name] = tmp_path / name
+        assert main(["score", "--store", str(store), "--activations", str(acts), "--out", str(outs[name]), "--name", "L",
+                     "--quantile", Q, "--iou-threshold", "0.5", "--quiet", "--device", "cpu", "--no-report", *extra]) == 0
+    assert main(["compare", str(outs["units"]), str(outs["feats"]), str(outs["rot"]), "--out", str(tmp_path / "cmp")]) == 0
+    rows = list(csv.DictReader((tmp_path / "cmp" / "compare.csv").open()))
+    runs = {r["run"] for r in rows}
+    assert len(runs) == 3 and any(r.endswith("SAE features") for r in runs) and any("rotated" in r for r in runs)
+
+    def concepts(folder):
+        doc = json.loads((folder / "result.json").read_text())
+        return {(u["category"], u["label"]) for u in doc["units"] if u["iou"] >= 0.5}
+
+    want = concepts(outs["feats"] / "L.sae") - concepts(outs["units"] / "L")  # the rotation's are not units
+    got = {(r["category"], r["label"]) for r in csv.DictReader((tmp_path / "cmp" / "features_only.csv").open())}
+    assert got == want and len(want) >= 0.7 * K
+    page = (tmp_path / "cmp" / "compare.html").read_text()
+    assert "Concepts only in features" in page and "mean best IoU" in page
