@@ -416,7 +416,8 @@ def _cmd_explain(args) -> int:
 
         name = args.layer
         model = load_model(args.model, args.weights, unsafe_unpickle=args.unsafe_unpickle)
-    layer_dir = Path(args.out) / safe_name(name)
+    sae = any(s.partition("=")[0] == name for s in args.sae or ())  # its features: result OUT/NAME.sae
+    layer_dir = Path(args.out) / (safe_name(name) + (".sae" if sae else ""))
     if not (layer_dir / "result.json").is_file():
         extra = {"input_size": args.input_size}
         if args.mean is not None:
@@ -442,10 +443,10 @@ def _cmd_explain(args) -> int:
     rows = ex.rows()
     comp = sum(1 for r in rows if r["length"] > 1)
     mean = lambda k: sum(r[k] for r in rows) / max(1, len(rows))  # noqa: E731
-    print(f"{name}: {len(rows)} units explained, {comp} by a composition; mean IoU {mean('iou'):.4f} "
+    print(f"{name}: {len(rows)} {'features' if sae else 'units'} explained, {comp} by a composition; mean IoU {mean('iou'):.4f} "
           f"(best single concept {mean('single_iou'):.4f})")
     print(f"explanations in {layer_dir / 'explanations.csv'}")
-    _report(args, [name])
+    _report(args, [layer_dir.name])
     return 0
 
 

@@ -281,3 +281,26 @@ def test_compare_units_features_rotation_and_concepts_only_in_features(world, tm
     assert got == want and len(want) >= 0.7 * K
     page = (tmp_path / "cmp" / "compare.html").read_text()
     assert "Concepts only in features" in page and "mean best IoU" in page
+
+
+def test_explain_features(world, tmp_path):
+    """dissect explain on an SAE result: every feature explained; a length-1 explanation of a feature
+    whose best label reaches IoU 0.5 is that label, with the IoU that the dissection measured."""
+    import csv
+
+    root, store, acts, _ = world
+    out = tmp_path / "ex"
+    assert main(["explain", "--store", str(store), "--activations", str(acts), "--out", str(out), "--name", "L",
+                 "--sae", f"L={root / 'sae'}", "--length", "1", "--quantile", Q, "--quiet", "--device", "cpu",
+                 "--no-report", "--workers", "0"]) == 0
+    doc = json.loads((out / "L.sae" / "result.json").read_text())
+    rows = list(csv.DictReader((out / "L.sae" / "explanations.csv").open()))
+    assert len(rows) == 8 * U
+    by_unit = {int(r["unit"]): r for r in rows}
+    checked = 0
+    for u in doc["units"]:
+        if u["iou"] >= 0.5:
+            r = by_unit[u["unit"]]
+            assert u["label"] in r["formula"] and float(r["iou"]) == pytest.approx(u["iou"], abs=1e-6), (u, r)
+            checked += 1
+    assert checked >= 0.8 * K
