@@ -304,3 +304,28 @@ def test_explain_features(world, tmp_path):
             assert u["label"] in r["formula"] and float(r["iou"]) == pytest.approx(u["iou"], abs=1e-6), (u, r)
             checked += 1
     assert checked >= 0.8 * K
+
+
+def test_train_from_a_model_then_dissect_its_features(synthetic_store, tmp_path):
+    """--store/--model/--layer: the layer's units are dissected with their cache kept (OUT/units), the
+    SAE trains on every position of that cache; `dissect run --sae` then dissects its features."""
+    from dissect_helpers import TINY_MODEL_SOURCE
+    from broden_builder.store.reader import BrodenStore
+
+    tiny = tmp_path / "tiny.py"
+    tiny.write_text(TINY_MODEL_SOURCE)
+    sae = tmp_path / "sae"
+    assert main(["sae", "train", "--store", str(synthetic_store), "--model", f"{tiny}:tiny", "--layer", "features.2",
+                 "--features", "20", "--k", "2", "--epochs", "2", "--out", str(sae), "--device", "cpu", "--threads", "1",
+                 "-q"]) == 0
+    meta = json.loads((sae / "sae.json").read_text())
+    units = json.loads((sae / "units" / "features.2" / "result.json").read_text())
+    n = len(BrodenStore(synthetic_store).rows)
+    assert meta["layer"] == "features.2" and meta["model"] == units["model"] and meta["store"] == units["store"]
+    assert meta["units"] == 5 and meta["features"] == 20 and meta["samples"]["total"] == n * 8 * 8
+    out = tmp_path / "out"
+    assert main(["run", "--store", str(synthetic_store), "--model", f"{tiny}:tiny", "--layer", "features.2", "--sae",
+                 f"features.2={sae}", "--out", str(out), "--device", "cpu", "--quiet", "--no-report"]) == 0
+    feats = json.loads((out / "features.2.sae" / "result.json").read_text())
+    assert len(feats["units"]) == 20 and feats["settings"]["sae"]["units"] == 5
+    assert not (out / "features.2").exists()
