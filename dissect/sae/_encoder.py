@@ -85,7 +85,7 @@ class SparseEncoder:
             raise SAEError("this SAE has no decoder weights (W_dec)")
         return f @ self.W_dec + self.b_dec
 
-    def encode_maps(self, acts: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    def encode_maps(self, acts: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
         """acts [B, U, h, w] -> features [B, F, h, w] float32 on acts' device, ``chunk`` positions at
         a time (so the [S, F] work tensors stay small whatever F). Raises SAEError for another U."""
         if acts.ndim != 4 or acts.shape[1] != self.units:

@@ -17,6 +17,7 @@ the residual x' - x_hat' reconstructed by the top ``k_aux`` of the dead features
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -38,12 +39,17 @@ class TopKSAE(nn.Module):
         """x [S, U] -> pre [S, F]."""
         return (x - self.b_pre) @ self.W_enc + self.b_enc
 
+    def decode_sparse(self, indices: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """sum_j values[s, j] * W_dec[indices[s, j]] for each row s: [S, k] -> [S, U]. The k active
+        features are gathered (embedding_bag), not multiplied as a dense [S, F] code: k/F of the work."""
+        return F.embedding_bag(indices, self.W_dec, per_sample_weights=values, mode="sum")
+
     def forward(self, x: torch.Tensor) -> tuple:
-        """x [S, U] -> (pre [S, F], codes z [S, F] with at most k non-zero per row, x_hat [S, U])."""
+        """x [S, U] -> (pre [S, F], indices [S, k] and values [S, k] (ReLU'd) of the code, x_hat [S, U])."""
         pre = self.pre_activations(x)
         top = torch.topk(pre, self.k, dim=1)
-        z = torch.zeros_like(pre).scatter(1, top.indices, torch.relu(top.values))
-        return pre, z, z @ self.W_dec + self.b_pre
+        values = torch.relu(top.values)
+        return pre, top.indices, values, self.decode_sparse(top.indices, values) + self.b_pre
 
     def aux_loss(self, x: torch.Tensor, x_hat: torch.Tensor, pre: torch.Tensor, dead: torch.Tensor,
                  k_aux: int) -> torch.Tensor:
@@ -54,9 +60,8 @@ class TopKSAE(nn.Module):
             return x.new_zeros(())
         masked = pre.masked_fill(~dead, float("-inf"))
         top = torch.topk(masked, min(k_aux, n_dead), dim=1)
-        z = torch.zeros_like(pre).scatter(1, top.indices, torch.relu(top.values))
         residual = (x - x_hat).detach()
-        return (z @ self.W_dec - residual).pow(2).mean()
+        return (self.decode_sparse(top.indices, torch.relu(top.values)) - residual).pow(2).mean()
 
     @torch.no_grad()
     def normalise_decoder(self) -> None:

@@ -157,7 +157,7 @@ class Trainer:
     def train_step(self, batch: torch.Tensor) -> None:
         """One Adam step on a raw batch [B, U]."""
         x = (batch.to(self.device) - self.mean) / self.scale
-        pre, z, x_hat = self.model(x)
+        pre, indices, values, x_hat = self.model(x)
         loss = (x_hat - x).pow(2).mean()
         if self.s.aux_weight > 0:
             dead = self.since_fired >= self.dead_after
@@ -166,9 +166,8 @@ class Trainer:
         loss.backward()
         self.opt.step()
         self.model.normalise_decoder()
-        fired = (z > 0).any(0)
         self.since_fired += x.shape[0]
-        self.since_fired[fired] = 0
+        self.since_fired[indices[values > 0]] = 0  # the features that fired in this batch
         self.step += 1
         self.last_loss = float(loss.detach())
 
@@ -269,7 +268,7 @@ def evaluate(encoder: SparseEncoder, samples: Samples) -> dict:
     l0 = 0
     with torch.no_grad():
         for x in samples.in_order():
-            for part in x.split(8192):
+            for part in x.split(2048):  # [2048, F] work tensors
                 f = encoder.encode(part)
                 err = encoder.decode(f).cpu().double() - part.double()
                 sse += float((err * err).sum())
@@ -285,17 +284,27 @@ def evaluate(encoder: SparseEncoder, samples: Samples) -> dict:
 
 def train_sae(acts, out, settings: TrainSettings = TrainSettings(), identity: Optional[dict] = None,
               device: torch.device = torch.device("cpu")) -> dict:
-    """Train a top-k SAE on ``acts`` (dissect.activations.Activations [N, U, h, w]); write
+    """Train a top-k SAE on ``acts`` (dissect.engine's Activations [N, U, h, w]); write
     ``out/sae.safetensors`` + ``out/sae.json`` (dissect.sae._io) and return sae.json's content.
+    Holds the exclusive lock of ``out`` (a second training into it is refused with the holder).
 
     ``identity``: what sae.json records about the source (layer, model, store); ``device``: where
     the model trains (samples are read on the CPU). Resumes from
     ``out/.sae_state.pt`` when it was made for the same data and settings. Raises DissectError.
     """
+    from broden_builder.store.locking import exclusive
+
+    try:
+        with exclusive(out, "dissect sae train"):
+            return _train_locked(acts, Path(out), settings, identity, device)
+    except OSError as e:
+        raise DissectError(f"{e.filename or out}: cannot use as the output folder ({e.strerror or e})") from None
+
+
+def _train_locked(acts, out: Path, settings: TrainSettings, identity: Optional[dict], device: torch.device) -> dict:
+    """train_sae's work, with ``out``'s lock held."""
     from ._io import save_sae
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     s = settings.resolved(acts.shape[1])
     samples = Samples(acts, s.chunk_bytes, s.seed)
