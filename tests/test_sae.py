@@ -329,3 +329,31 @@ def test_train_from_a_model_then_dissect_its_features(synthetic_store, tmp_path)
     feats = json.loads((out / "features.2.sae" / "result.json").read_text())
     assert len(feats["units"]) == 20 and feats["settings"]["sae"]["units"] == 5
     assert not (out / "features.2").exists()
+
+
+def test_sparse_gradients_equal_the_dense_formulation():
+    """The training's gradient (through the k selected features and AuxK's k_aux only) equals autograd
+    through the dense formulas of Gao et al. 2024 (z = scatter of TopK(ReLU), x_hat = z W_dec + b_pre)."""
+    import torch
+
+    from dissect.sae._model import TopKSAE
+
+    m = TopKSAE(7, 40, 3, torch.Generator().manual_seed(0)).double()
+    with torch.no_grad():
+        m.b_enc.normal_(generator=torch.Generator().manual_seed(1))
+        m.b_pre.normal_(generator=torch.Generator().manual_seed(2))
+    x = torch.randn(50, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    dead = torch.rand(40, generator=torch.Generator().manual_seed(4)) < 0.5
+    pre, idx, val, xh = m(x)
+    ((xh - x).pow(2).mean() + m.aux_loss(x, xh, pre, dead, 5) / 32).backward()
+    sparse = {n: p.grad.clone() for n, p in m.named_parameters()}
+    m.zero_grad()
+    pre = (x - m.b_pre) @ m.W_enc + m.b_enc
+    top = torch.topk(pre, 3, dim=1)
+    z = torch.zeros_like(pre).scatter(1, top.indices, torch.relu(top.values))
+    xh = z @ m.W_dec + m.b_pre
+    ia = torch.topk(pre.detach().masked_fill(~dead, float("-inf")), 5, dim=1).indices
+    za = torch.zeros_like(pre).scatter(1, ia, torch.relu(pre.gather(1, ia)))
+    ((xh - x).pow(2).mean() + (za @ m.W_dec - (x - xh).detach()).pow(2).mean() / 32).backward()
+    for n, p in m.named_parameters():
+        assert p.grad.abs().max() > 0 and torch.allclose(p.grad, sparse[n], atol=1e-12), n

@@ -21,6 +21,36 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class _SelectedPre(torch.autograd.Function):
+    """pre[s, j] = xc[s] . W_enc[:, idx[s, j]] + b_enc[idx[s, j]] for the selected features only.
+
+    The selection (top k, AuxK's top k_aux) is made on the dense pre-activations without gradient;
+    the gradient flows only through the selected entries, so the backward pass touches S x k
+    columns of W_enc instead of multiplying a dense [S, F] gradient (Gao et al. 2024 likewise
+    exploit the sparsity in their kernels). Work tensors are [S, 32, U] at most (chunks of 32)."""
+
+    @staticmethod
+    def forward(ctx, xc, W_enc, b_enc, idx):
+        ctx.save_for_backward(xc, W_enc, idx)
+        out = torch.empty(idx.shape, dtype=xc.dtype, device=xc.device)
+        for lo in range(0, idx.shape[1], 32):
+            cols = W_enc.t()[idx[:, lo:lo + 32]]  # [S, j, U]
+            out[:, lo:lo + 32] = torch.einsum("su,sju->sj", xc, cols)
+        return out + b_enc[idx]
+
+    @staticmethod
+    def backward(ctx, g):
+        xc, W_enc, idx = ctx.saved_tensors
+        g = g.contiguous()
+        grad_xc = F.embedding_bag(idx, W_enc.t().contiguous(), per_sample_weights=g, mode="sum")
+        grad_wt = torch.zeros(W_enc.shape[1], W_enc.shape[0], dtype=xc.dtype, device=xc.device)
+        for lo in range(0, idx.shape[1], 32):
+            gi, ii = g[:, lo:lo + 32], idx[:, lo:lo + 32]
+            grad_wt.index_add_(0, ii.reshape(-1), (gi[:, :, None] * xc[:, None, :]).reshape(-1, xc.shape[1]))
+        grad_b = torch.zeros(W_enc.shape[1], dtype=xc.dtype, device=xc.device).index_add_(0, idx.reshape(-1), g.reshape(-1))
+        return grad_xc, grad_wt.t(), grad_b, None
+
+
 class TopKSAE(nn.Module):
     """A top-k SAE of ``units`` -> ``features`` (float32). Initialisation (seeded by ``generator``):
     W_dec rows uniform on the unit sphere, W_enc = W_dec^T (Gao et al. 2024, sec. 2.4), biases 0."""
@@ -44,12 +74,18 @@ class TopKSAE(nn.Module):
         features are gathered (embedding_bag), not multiplied as a dense [S, F] code: k/F of the work."""
         return F.embedding_bag(indices, self.W_dec, per_sample_weights=values, mode="sum")
 
+    def selected(self, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """The pre-activations [S, j] of features ``indices`` [S, j] (gradient through them only)."""
+        return _SelectedPre.apply(x - self.b_pre, self.W_enc, self.b_enc, indices)
+
     def forward(self, x: torch.Tensor) -> tuple:
-        """x [S, U] -> (pre [S, F], indices [S, k] and values [S, k] (ReLU'd) of the code, x_hat [S, U])."""
-        pre = self.pre_activations(x)
-        top = torch.topk(pre, self.k, dim=1)
-        values = torch.relu(top.values)
-        return pre, top.indices, values, self.decode_sparse(top.indices, values) + self.b_pre
+        """x [S, U] -> (pre [S, F] without gradient, indices [S, k] and values [S, k] (ReLU'd) of the
+        code, x_hat [S, U])."""
+        with torch.no_grad():
+            pre = self.pre_activations(x)
+        indices = torch.topk(pre, self.k, dim=1).indices
+        values = torch.relu(self.selected(x, indices))
+        return pre, indices, values, self.decode_sparse(indices, values) + self.b_pre
 
     def aux_loss(self, x: torch.Tensor, x_hat: torch.Tensor, pre: torch.Tensor, dead: torch.Tensor,
                  k_aux: int) -> torch.Tensor:
@@ -59,9 +95,9 @@ class TopKSAE(nn.Module):
         if n_dead == 0 or k_aux < 1:
             return x.new_zeros(())
         masked = pre.masked_fill(~dead, float("-inf"))
-        top = torch.topk(masked, min(k_aux, n_dead), dim=1)
+        indices = torch.topk(masked, min(k_aux, n_dead), dim=1).indices
         residual = (x - x_hat).detach()
-        return (self.decode_sparse(top.indices, torch.relu(top.values)) - residual).pow(2).mean()
+        return (self.decode_sparse(indices, torch.relu(self.selected(x, indices))) - residual).pow(2).mean()
 
     @torch.no_grad()
     def normalise_decoder(self) -> None:
