@@ -33,15 +33,43 @@ from ..stats.upsample import SEPARABLE
 @dataclass
 class TallySpec:
     """What a worker needs to count a batch: the Tally's label columns, per layer its thresholds
-    T_k [U] (float32) and change of basis [U, U] (or none) or SAE encoder (dissect.sae.SparseEncoder,
-    [B, U, h, w] -> [B, F, h, w]; then T_k is [F]), the upsampling mode and the segmentation size (sh, sw)."""
+    T_k [U] (float32) and change of basis [U, U] or SAE encoder (or none; see count_batch), the
+    upsampling mode and the segmentation size (sh, sw)."""
 
     tally_args: tuple
     thresholds: dict
     mode: str
     size: tuple
     bases: dict = field(default_factory=dict)
-    saes: dict = field(default_factory=dict)
+
+
+def in_basis(a: torch.Tensor, basis) -> torch.Tensor:
+    """acts [B, U, h, w] as the statistics see them: unchanged (``basis`` None), float32 combinations
+    of the units (a [U, U] matrix), or an SAE's features [B, F, h, w] (an encoder with ``encode_maps``)."""
+    if basis is None:
+        return a
+    return basis.encode_maps(a) if hasattr(basis, "encode_maps") else apply_basis(a.float(), basis)
+
+
+def count_batch(tallies: dict, acts: dict, seg, thresholds: dict, bases: dict, mode: str, size: tuple) -> None:
+    """Pass 2's count of one batch, the one counting function (in a DataLoader worker and on a device).
+
+    ``acts`` {layer: [B, U, h, w]} (any dtype; moved to each Tally's device), ``seg`` the batch's
+    SegBatch there; per layer its change of basis [U, U] (``bases``, float32 combinations of the
+    units, as in pass 1) or SAE encoder (dissect.sae.SparseEncoder: its features [B, F, h, w], then
+    T_k is [F]) and thresholds T_k [U]; the maps upsampled by ``mode`` to ``size`` (sh, sw)
+    tile by tile (dissect.stats.tally). Adds into ``tallies`` {layer: Tally}; with several layers and
+    a separable mode the label lookup is done once for all. Raises UnknownLabel for a number outside
+    the tallies' ``known`` labels."""
+    labels = None
+    for n, a in acts.items():
+        t = tallies[n]
+        a = a.to(t.device, non_blocking=True)
+        a = in_basis(a, bases.get(n))
+        if labels is None and len(acts) > 1 and mode in SEPARABLE:  # one label lookup for all layers
+            labels = t.batch_labels(seg, size)
+        # upsamples only the tiles where the mask can be set: the counts of add(upsample(a))
+        t.add_activations(a, thresholds[n], seg, mode=mode, size=size, labels=labels)
 
 
 def known_label_table(numbers: Sequence[int]) -> torch.Tensor:
@@ -119,15 +147,5 @@ class TallyBatches(Dataset):
         if self._tallies is None:
             known = self.known.nonzero().squeeze(1).tolist()
             self._tallies = {n: Tally(*spec.tally_args, "cpu", known=known) for n in acts}
-        out, labels = {}, None
-        for n, a in acts.items():
-            basis = spec.bases.get(n)
-            a = a if basis is None else apply_basis(a.float(), basis)
-            sae = spec.saes.get(n)
-            a = a if sae is None else sae.encode_maps(a)
-            t = self._tallies[n]
-            if labels is None and len(acts) > 1 and spec.mode in SEPARABLE:  # one label lookup for all layers
-                labels = t.batch_labels(seg, spec.size)
-            t.add_activations(a, spec.thresholds[n], seg, mode=spec.mode, size=spec.size, labels=labels)
-            out[n] = t.take_counts()
-        return out
+        count_batch(self._tallies, acts, seg, spec.thresholds, spec.bases, spec.mode, spec.size)
+        return {n: self._tallies[n].take_counts() for n in acts}

@@ -61,12 +61,19 @@ class SparseEncoder:
         self.units, self.features = int(u), int(f)
 
     def to(self, device) -> "SparseEncoder":
-        """This encoder with its tensors on ``device`` (in place)."""
+        """A copy of this encoder with its tensors on ``device`` (this one is left as it is)."""
+        import copy
+
+        out = copy.copy(self)
         for name in ("W_enc", "b_enc", "b_dec", "W_dec", "threshold"):
             t = getattr(self, name)
             if t is not None:
-                setattr(self, name, t.to(device))
-        return self
+                setattr(out, name, t.to(device))
+        return out
+
+    def cpu(self) -> "SparseEncoder":
+        """A copy on the CPU (as ``tensor.cpu()``)."""
+        return self.to("cpu")
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """x [S, U] (any float dtype) -> features [S, F] float32."""

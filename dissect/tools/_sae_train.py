@@ -72,7 +72,8 @@ def _from_model(args):
     """Dissect the layer's units with the cache kept, then read the cache (see the module doc)."""
     from ..capture import load_model
     from ..config import DissectConfig
-    from ..engine import dissect_model, open_activations, safe_name
+    from ..engine import dissect_model, open_activations
+    from ..results import safe_name
 
     units_out = Path(args.out) / "units"
     size = None if args.input_size is None else tuple(int(x) for x in args.input_size.lower().split("x"))
