@@ -189,8 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dissect (broden-dissect) {__version__}")
     add_verbosity_flags(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True)
+    from .tools import add_sae_parser as _parser_sae
+
     for add in (_parser_run, _parser_score, _parser_layers, _parser_explain, _parser_compare, _parser_ablate,
-                _parser_report):
+                _parser_report, _parser_sae):
         add(sub)
     add_verbosity_to_subcommands(sub)
     return parser
@@ -268,7 +270,7 @@ def _cmd_score(args) -> int:
     res = score_activations(args.activations, args.store, _config(args), out=args.out, name=name)
     if info.rank == 0:
         print(res.summary_line().replace(f"{res.layer}:", f"{name}:", 1))
-        print(f"results in {Path(args.out) / name}")
+        print(f"results in {res.path or Path(args.out) / name}")
         _report(args, [res])
     return 0
 
@@ -355,7 +357,8 @@ def _cmd_explain(args) -> int:
 
         name = args.layer
         model = load_model(args.model, args.weights, unsafe_unpickle=args.unsafe_unpickle)
-    layer_dir = layer_folder(args.out, name)
+    sae = any(s.partition("=")[0] == name for s in args.sae or ())  # its features: result OUT/NAME.sae
+    layer_dir = layer_folder(args.out, name, feature=sae)
     if not has_result(layer_dir):
         if args.activations:
             from .engine import score_activations
@@ -376,7 +379,7 @@ def _cmd_explain(args) -> int:
     rows = ex.rows()
     comp = sum(1 for r in rows if r["length"] > 1)
     mean = lambda k: sum(r[k] for r in rows) / max(1, len(rows))  # noqa: E731
-    print(f"{name}: {len(rows)} units explained, {comp} by a composition; mean IoU {mean('iou'):.4f} "
+    print(f"{name}: {len(rows)} {'features' if sae else 'units'} explained, {comp} by a composition; mean IoU {mean('iou'):.4f} "
           f"(best single concept {mean('single_iou'):.4f})")
     print(f"explanations in {layer_dir / 'explanations.csv'}")
     _report(args, [name])
@@ -432,6 +435,12 @@ def _cmd_ablate(args) -> int:
     return 0
 
 
+def _cmd_sae(args) -> int:
+    from .tools import sae_train_command
+
+    return sae_train_command(args)
+
+
 def console() -> int:
     """The installed ``dissect`` command (and ``python -m dissect.cli``): :func:`main` in a process
     that ends with the command (broden_builder.process settings)."""
@@ -447,7 +456,7 @@ def main(argv: Optional[Sequence[str]] = None, own_process: bool = False) -> int
     from broden_builder.shared import run_command
 
     handlers = {"run": _cmd_run, "score": _cmd_score, "layers": _cmd_layers, "report": _cmd_report,
-                "explain": _cmd_explain, "compare": _cmd_compare, "ablate": _cmd_ablate}
+                "explain": _cmd_explain, "compare": _cmd_compare, "ablate": _cmd_ablate, "sae": _cmd_sae}
     try:
         return run_command(lambda: handlers[args.command](args), verbose=getattr(args, "verbose", False),
                            own_process=own_process)

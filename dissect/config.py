@@ -149,6 +149,11 @@ class DissectConfig:
     basis: Optional[str] = setting(None, "multiply the units by this C x C matrix before thresholds (instead of "
                                    "--rotate)", metavar="FILE.npy",
                                    resolved="settings.basis of each layer: the file and its sha256")
+    sae: Optional[tuple] = setting(
+        None, "dissect the features of this SAE (`dissect sae train`'s folder or a SAELens folder with cfg.json) "
+        "instead of LAYER's units: its encoder is applied at every position; the result goes to OUT/LAYER.sae "
+        "beside the units' OUT/LAYER (repeatable)", action="append", metavar="LAYER=FOLDER",
+        resolved="settings.sae of each feature result: the SAE's format, path, sha256, F, k (and the checkpoint key)")
 
     def __post_init__(self):
         # `not (a <= x <= b)` also refuses NaN, which would otherwise run both passes and fail
@@ -173,6 +178,10 @@ class DissectConfig:
             raise DissectError("give rotate (a seed) or basis (a .npy file), not both")
         if self.rotate is not None and (isinstance(self.rotate, bool) or not isinstance(self.rotate, int)):
             raise DissectError(f"rotate must be an integer seed, got {self.rotate!r}")
+        if self.sae is not None:  # ((layer, SAE folder), ...): that layer's SAE features (dissect.sae)
+            object.__setattr__(self, "sae", _sae_pairs(self.sae))
+            if self.rotate is not None or self.basis is not None:
+                raise DissectError("sae features are dissected in the units' own basis: give sae or rotate/basis, not both")
         if isinstance(self.input_size, int):
             object.__setattr__(self, "input_size", (self.input_size, self.input_size))
         if self.categories is not None:
@@ -189,6 +198,25 @@ class DissectConfig:
     def replace(self, **changes) -> "DissectConfig":
         """A copy with ``changes`` applied (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+def _sae_pairs(value) -> Optional[tuple]:
+    """((layer, path), ...) from a dict, pairs or 'LAYER=PATH' strings; raises DissectError."""
+    items = value.items() if isinstance(value, dict) else value
+    pairs = []
+    for item in items:
+        if isinstance(item, str):
+            layer, sep, path = item.partition("=")
+            if not sep or not layer or not path:
+                raise DissectError(f"sae must be given as LAYER=PATH, got {item!r}")
+            item = (layer, path)
+        if len(item) != 2:
+            raise DissectError(f"sae entries are (layer, path) pairs, got {item!r}")
+        pairs.append((str(item[0]), str(item[1])))
+    layers = [l for l, _ in pairs]
+    if len(set(layers)) != len(layers):
+        raise DissectError(f"sae names a layer twice: {sorted(l for l in set(layers) if layers.count(l) > 1)}")
+    return tuple(pairs) or None
 
 
 def recorded(cfg: DissectConfig) -> dict:

@@ -37,9 +37,10 @@ def safe_name(text: str) -> str:
     return "_" + name[1:] if name.startswith(".") else name
 
 
-def layer_folder(out: Union[str, Path], layer: str) -> Path:
-    """``out/<layer>/``: where the result of ``layer`` (a layer name or result name) lives."""
-    return Path(out) / safe_name(layer)
+def layer_folder(out: Union[str, Path], layer: str, feature: bool = False) -> Path:
+    """``out/<layer>/``: where the result of ``layer`` (a layer name or result name) lives; with
+    ``feature``, ``out/<layer>.sae/``: its SAE features' result, beside the units' and never mixed."""
+    return Path(out) / (safe_name(layer) + (".sae" if feature else ""))
 
 
 def has_result(directory: Union[str, Path]) -> bool:
@@ -100,7 +101,12 @@ class LayerResult:
         parts = sorted(((c, n) for c, n in s.get("per_category", {}).items() if n),
                        key=lambda cn: (-cn[1], order[cn[0]]))
         inner = ", ".join(f"{c} {n}" for c, n in parts)
-        return f"{self.layer}: {s['detectors']}/{s['units']} units are detectors" + (f" ({inner})" if inner else "")
+        return f"{self.layer}: {s['detectors']}/{s['units']} {self.what}s are detectors" + (f" ({inner})" if inner else "")
+
+    @property
+    def what(self) -> str:
+        """What was dissected: "feature" (an SAE's features, settings["sae"]) or "unit"."""
+        return "feature" if self.settings.get("dissected") == "feature" else "unit"
 
     def to_json(self) -> dict:
         return {

@@ -21,7 +21,8 @@ PACKAGES = ("dissect", "broden_builder")
 #: entered through its ``__init__`` (its ``_private`` modules are for itself).
 DISSECT_LAYERS = [
     ["errors"],
-    ["stats", "capture"],      # the exact statistics; models and layers to [B, U, h, w] feature maps
+    ["stats", "capture", "sae"],  # the exact statistics; models and layers to [B, U, h, w] feature maps;
+                                  # sparse autoencoders: [B, U, h, w] -> [B, F, h, w] features, training
     ["config", "results"],     # the settings; one layer's result and its files
     ["engine"],                # the run: probe, both passes, checkpoints, cache, workers, ranks
     ["explain"],

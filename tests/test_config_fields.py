@@ -129,6 +129,8 @@ ALLOWED = {
     ("engine/_passes.py", "basis"): "the checkpoint key: the basis file by its bytes; each layer's basis record",
     ("engine/_passes.py", "rotate"): "the checkpoint key: the rotation's seed",
     ("engine/_passes.py", "categories"): "the categories as resolved against the store",
+    ("engine/_passes.py", "sae"): "the checkpoint key: each SAE by its weights' bytes; each feature result's SAE record",
+    ("cli.py", "sae"): "the `dissect sae` command's name in the handler table (not the setting)",
 }
 
 

@@ -23,7 +23,7 @@ from broden_builder import BrodenStore
 from broden_builder.torch_dataset import BrodenDataset, check_categories, collate_broden, select_rows
 
 from .. import __version__
-from ._basis import BasisError, apply_basis, resolve_basis
+from ._basis import BasisError, resolve_basis
 from ._checkpoint import Checkpoint
 from ..config import DissectConfig, recorded
 from ._distributed import DistInfo, all_reduce_sum_, barrier, dist_info, shard, sync
@@ -31,8 +31,9 @@ from ..errors import DissectError
 from ._resources import apply_threads
 from ._resources import choose as choose_parallelism
 from ..results import LayerResult, build_layer_result, layer_folder, write_layer_result
+from ..sae import SAEError, load_sae
 from ..stats import Tally, TopKImages, TopQuantile
-from ._tally_batches import TallyBatches, TallySpec, count_batch, known_label_table
+from ._tally_batches import TallyBatches, TallySpec, count_batch, in_basis, known_label_table
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,9 @@ class Statistics:
         self.layers: dict = {}
         self.tally_args = tally_args
         numbers, categories, image_level, primary = tally_args
+        self.saes = load_saes(cfg, self.shapes, device)  # {layer: SparseEncoder}: features instead of units
         for name, (u, h, w) in self.shapes.items():
+            u = self.saes[name].features if name in self.saes else u
             self.layers[name] = LayerStatistics(
                 TopQuantile(u, cfg.quantile, n_images * h * w, device, memory_budget=cfg.quantile_memory),
                 TopKImages(u, cfg.top_k, device, maps_dtype=torch.float32), Tally(numbers, categories, image_level, primary, device=device, units=u))
@@ -123,14 +126,13 @@ class Statistics:
             if m is not None:
                 self.bases[name] = torch.from_numpy(m).to(device)
                 self.basis_records[name] = rec
+        self.bases.update(self.saes)  # an SAE's encoder is applied where a basis would be
 
     def _in_basis(self, layer: str, a: torch.Tensor) -> torch.Tensor:
         """acts [B, U, h, w] on the device as every statistic sees them: the cache dtype kept, or with a
-        rotated basis float32 combinations of the units (the same values in pass 1, the extra pass and
-        pass 2, so thresholds and masks agree)."""
-        a = a.to(self.device, non_blocking=True)
-        basis = self.bases.get(layer)
-        return a if basis is None else apply_basis(a.float(), basis)
+        rotated basis float32 combinations of the units, or with an SAE its features [B, F, h, w] (the
+        same values in pass 1, the extra pass and pass 2, so thresholds and masks agree)."""
+        return in_basis(a.to(self.device, non_blocking=True), self.bases.get(layer))
 
     def add(self, pass_no: int, acts: dict, batch: dict) -> None:
         """Pass 1: acts {layer: [B, U, h, w]} of index.csv rows batch["index"]; pass 2: with batch["seg"]
@@ -236,6 +238,39 @@ def _maps_as_seen(maps: np.ndarray) -> np.ndarray:
     return half if np.array_equal(half.astype(maps.dtype), maps) else maps.astype(np.float32)
 
 
+def load_saes(cfg: DissectConfig, shapes: dict, device: torch.device) -> dict:
+    """{layer: SparseEncoder on ``device``} of ``cfg.sae``, each checked against its layer's unit count
+    (shapes {layer: (U, h, w)}); raises DissectError for a layer not dissected or an unusable file."""
+    out = {}
+    for layer, path in cfg.sae or ():
+        if layer not in shapes:
+            raise DissectError(f"--sae names layer {layer!r}, which is not dissected here (layers: {', '.join(shapes)})")
+        try:
+            out[layer] = load_sae(path, units=shapes[layer][0], layer=layer).to(device)
+        except SAEError as e:
+            raise DissectError(str(e)) from None
+    return out
+
+
+def _sae_key(cfg: DissectConfig) -> Optional[dict]:
+    """What identifies the SAEs in checkpoint keys (their folders' weight files by bytes)."""
+    if not cfg.sae:
+        return None
+    import hashlib
+
+    key = {}
+    for layer, path in cfg.sae:
+        files = sorted(Path(path).glob("*.safetensors")) if Path(path).is_dir() else [Path(path)]
+        h = hashlib.sha256()
+        for f in files:
+            try:
+                h.update(f.read_bytes())
+            except OSError:
+                h.update(str(f).encode())  # reported when the statistics load it
+        key[layer] = h.hexdigest()
+    return key
+
+
 def _basis_key(cfg: DissectConfig) -> Optional[dict]:
     """What identifies the change of basis in checkpoint keys (a file by its bytes)."""
     if cfg.rotate is not None:
@@ -279,7 +314,7 @@ class Run:
         self.cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.work / ".dissect_cache"
         self.key = dict(key, **self.recorded())  # the input, then every setting that decides the result
         self.key.update(rows=[start, stop], world=self.info.world, rank=self.info.rank, store=store.fingerprint(),
-                        version=__version__, basis=_basis_key(cfg))
+                        version=__version__, basis=_basis_key(cfg), sae=_sae_key(cfg))
         self.checkpoint = Checkpoint(self.out, self.key, self.info, cfg.checkpoint_every)
         self.timings: dict = {}
         self.numbers, self.primary, self.names_by_number = label_columns(store, self.categories)
@@ -379,6 +414,9 @@ class Run:
             res.settings["layer_shape"] = list(stats.shapes[n])
             if n in stats.basis_records:
                 res.settings["basis"] = stats.basis_records[n]
+            res.settings["dissected"] = "feature" if n in stats.saes else "unit"
+            if n in stats.saes:
+                res.settings["sae"] = dict(stats.saes[n].record, features=stats.saes[n].features, units=stats.shapes[n][0])
             out[n] = res
         for res in out.values():
             res.timings["score"] = time.perf_counter() - t0
@@ -400,4 +438,4 @@ def finish_results(results: Iterable[LayerResult], out: Optional[Union[str, Path
     for r in results:
         r.timings["total"] = total
         if out is not None and info.rank == 0:
-            write_layer_result(layer_folder(out, r.layer), r)
+            write_layer_result(layer_folder(out, r.layer, feature=r.what == "feature"), r)

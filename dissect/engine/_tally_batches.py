@@ -33,8 +33,8 @@ from ..stats.upsample import SEPARABLE
 @dataclass
 class TallySpec:
     """What a worker needs to count a batch: the Tally's label columns, per layer its thresholds
-    T_k [U] (float32) and change of basis [U, U] (or none), the upsampling mode and the
-    segmentation size (sh, sw)."""
+    T_k [U] (float32) and change of basis [U, U] or SAE encoder (or none; see count_batch), the
+    upsampling mode and the segmentation size (sh, sw)."""
 
     tally_args: tuple
     thresholds: dict
@@ -43,12 +43,21 @@ class TallySpec:
     bases: dict = field(default_factory=dict)
 
 
+def in_basis(a: torch.Tensor, basis) -> torch.Tensor:
+    """acts [B, U, h, w] as the statistics see them: unchanged (``basis`` None), float32 combinations
+    of the units (a [U, U] matrix), or an SAE's features [B, F, h, w] (an encoder with ``encode_maps``)."""
+    if basis is None:
+        return a
+    return basis.encode_maps(a) if hasattr(basis, "encode_maps") else apply_basis(a.float(), basis)
+
+
 def count_batch(tallies: dict, acts: dict, seg, thresholds: dict, bases: dict, mode: str, size: tuple) -> None:
     """Pass 2's count of one batch, the one counting function (in a DataLoader worker and on a device).
 
     ``acts`` {layer: [B, U, h, w]} (any dtype; moved to each Tally's device), ``seg`` the batch's
     SegBatch there; per layer its change of basis [U, U] (``bases``, float32 combinations of the
-    units, as in pass 1) and thresholds T_k [U]; the maps upsampled by ``mode`` to ``size`` (sh, sw)
+    units, as in pass 1) or SAE encoder (dissect.sae.SparseEncoder: its features [B, F, h, w], then
+    T_k is [F]) and thresholds T_k [U]; the maps upsampled by ``mode`` to ``size`` (sh, sw)
     tile by tile (dissect.stats.tally). Adds into ``tallies`` {layer: Tally}; with several layers and
     a separable mode the label lookup is done once for all. Raises UnknownLabel for a number outside
     the tallies' ``known`` labels."""
@@ -56,8 +65,7 @@ def count_batch(tallies: dict, acts: dict, seg, thresholds: dict, bases: dict, m
     for n, a in acts.items():
         t = tallies[n]
         a = a.to(t.device, non_blocking=True)
-        basis = bases.get(n)
-        a = a if basis is None else apply_basis(a.float(), basis)
+        a = in_basis(a, bases.get(n))
         if labels is None and len(acts) > 1 and mode in SEPARABLE:  # one label lookup for all layers
             labels = t.batch_labels(seg, size)
         # upsamples only the tiles where the mask can be set: the counts of add(upsample(a))

@@ -79,13 +79,15 @@ def collect_counts(activations, thresholds, store: BrodenStore, rows: Sequence[i
                    device="cpu", progress=None, basis=None) -> MaskCounts:
     """MaskCounts of ``activations`` ([N, U, h, w] array-like, row k = store row rows[k]) with
     thresholds [U] against labels ``numbers`` (columns in this order) of ``categories``.
-    ``basis`` [U, U] (optional): the units are ``basis @ units`` before the thresholds."""
+    ``basis`` [U, U] (optional): the units are ``basis @ units`` before the thresholds; or an SAE
+    encoder (dissect.sae.SparseEncoder): its F features [N, F, h, w] are thresholded (F thresholds)."""
     from ..engine import apply_basis
 
     d = torch.device(device)
-    U = int(activations.shape[1])
+    sae = basis.to(d) if hasattr(basis, "encode_maps") else None
+    U = sae.features if sae is not None else int(activations.shape[1])
     thr = torch.as_tensor(np.asarray(thresholds, dtype=np.float32)).to(d)
-    mat = None if basis is None else torch.as_tensor(np.asarray(basis, dtype=np.float64)).to(d)
+    mat = None if basis is None or sae is not None else torch.as_tensor(np.asarray(basis, dtype=np.float64)).to(d)
     if thr.numel() != U:
         raise ValueError(f"{thr.numel()} thresholds for {U} units")
     maxn = max(list(numbers) + [0])
@@ -105,7 +107,8 @@ def collect_counts(activations, thresholds, store: BrodenStore, rows: Sequence[i
     for batch in dl:
         seg = batch["seg"].to(d)
         n = int(batch["index"].numel())
-        a = apply_basis(torch.from_numpy(np.array(activations[lo: lo + n], dtype=np.float32)).to(d), mat)
+        a = torch.from_numpy(np.array(activations[lo: lo + n], dtype=np.float32)).to(d)
+        a = sae.encode_maps(a) if sae is not None else apply_basis(a, mat)
         lo += n
         eu, ep = unit_mask_entries(a, thr, size, mode=upsample)
         keys = pixel_label_keys(seg, lut, len(numbers), pix_cats, img_cats)

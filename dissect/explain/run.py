@@ -105,6 +105,23 @@ def _basis(layer_dir: Path, settings: dict, units: int):
     return matrix
 
 
+def _sae(layer_dir: Path, settings: dict):
+    """The SAE encoder of a features result (settings["sae"]; None for units); refuses a changed file."""
+    sae = settings.get("sae")
+    if settings.get("dissected") != "feature" or not isinstance(sae, dict):
+        return None
+    from ..sae import SAEError, load_sae
+
+    try:
+        enc = load_sae(sae["path"], units=sae.get("units"))
+    except SAEError as e:
+        raise ExplainError(f"{layer_dir}: {e}") from None
+    if sae.get("weights_sha256") and enc.record.get("weights_sha256") != sae["weights_sha256"]:
+        raise ExplainError(f"{layer_dir}: the SAE it was dissected with ({sae['path']}) has changed since "
+                           "(sha256 of its weights differs)")
+    return enc
+
+
 def explain_result(layer_dir: Union[str, Path], activations=None, model=None, store=None, length: int = 3,
                    beam: int = 5, batch_size: int = 32, workers: int = 0, device="cpu", quiet: bool = True,
                    write: bool = True) -> LayerExplanations:
@@ -132,9 +149,11 @@ def explain_result(layer_dir: Union[str, Path], activations=None, model=None, st
                                             workers=workers, device=device, quiet=quiet, layout=forced)
         else:
             raise ExplainError("give the activations or the model")
-        if tuple(activations.shape[1:2]) != (len(thr),):
-            raise ExplainError(f"activations have {activations.shape[1]} units, {layer_dir} has {len(thr)}")
-        matrix = _basis(layer_dir, settings, len(thr))
+        sae = _sae(layer_dir, settings)
+        units = sae.units if sae is not None else len(thr)
+        if tuple(activations.shape[1:2]) != (units,):
+            raise ExplainError(f"activations have {activations.shape[1]} units, {layer_dir} has {units}")
+        matrix = sae if sae is not None else _basis(layer_dir, settings, len(thr))
         try:
             ex = explain_activations(activations, thr, store, categories=settings.get("categories"), rows=rows,
                                      length=length, beam=beam, upsample=settings.get("upsample", "bilinear"),
@@ -144,7 +163,7 @@ def explain_result(layer_dir: Union[str, Path], activations=None, model=None, st
             raise ExplainError(f"{layer_dir}: {e}") from None
     ex.settings["layer"] = res.layer
     if matrix is not None:
-        ex.settings["basis"] = settings["basis"]
+        ex.settings["sae" if sae is not None else "basis"] = settings["sae" if sae is not None else "basis"]
     if write:
         write_explanations(layer_dir, ex)
     return ex

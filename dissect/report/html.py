@@ -103,13 +103,38 @@ def concepts_covered(units: Sequence[dict], iou_threshold: float = 0.04) -> int:
     return len({(u.get("category"), u.get("label")) for u in units if is_detector(u, iou_threshold) and u.get("label")})
 
 
-def _unit_view(u: dict, thr: float, strips: dict, extras: dict) -> dict:
+def unit_name(index: int, result: dict, count: int) -> str:
+    """How a page names unit ``index`` (0-based) of ``count``: "unit 12", or for an SAE's features
+    (settings["dissected"] == "feature") "feature 1,234 of 8,192"."""
+    if (result.get("settings") or {}).get("dissected") == "feature":
+        return f"feature {index + 1:,} of {count:,}"
+    return f"unit {index + 1}"
+
+
+def sae_note(result: dict) -> str:
+    """The line that says a page shows an SAE's features, with the SAE's summary (trusted HTML)."""
+    from html import escape
+
+    sae = (result.get("settings") or {}).get("sae")
+    if not isinstance(sae, dict):
+        return ""
+    bits = [f"{sae.get('features', '?'):,} features on {sae.get('units', '?'):,} units",
+            f"activation {sae.get('activation')}" + (f", k = {sae['k']}" if sae.get("k") else "")]
+    if sae.get("explained_variance") is not None:
+        bits.append(f"explained variance {float(sae['explained_variance']):.3f}")
+    if sae.get("dead_features") is not None:
+        bits.append(f"{sae['dead_features']:,} dead features")
+    return (f"<p class=\"meta\">Features of a sparse autoencoder ({escape(str(sae.get('format', '')))}: "
+            f"{escape('; '.join(bits))}) from <code>{escape(str(sae.get('path', '')))}</code>, not the layer's units.</p>")
+
+
+def _unit_view(u: dict, thr: float, strips: dict, extras: dict, name: str = "") -> dict:
     i = int(u["unit_index"])
     others = [(c, display_name(str(pc["label"])), str(pc["label"]), float(pc.get("iou", 0.0)))
               for c, pc in (u.get("per_category") or {}).items() if c != u["category"] and pc.get("label")]
     return {"unit": i + 1, "label": str(u["label"]), "display": display_name(str(u["label"])),
             "category": str(u["category"]), "iou": float(u.get("iou", 0.0)), "detector": is_detector(u, thr),
-            "others": others, "strip": strips.get(i), "extra": extras.get(i + 1, "")}
+            "others": others, "strip": strips.get(i), "extra": extras.get(i + 1, ""), "name": name or f"unit {i + 1}"}
 
 
 def layer_page(layer: str, result: dict, units_sorted: Sequence[dict], categories: Sequence[str], summary: dict,
@@ -127,8 +152,13 @@ def layer_page(layer: str, result: dict, units_sorted: Sequence[dict], categorie
         title=f"Dissection of {layer}", layer=layer, model_name=model_name(result.get("model") or {}),
         summary=summary, per_category=per, concepts=concepts_covered(units_sorted, thr),
         plot=plot, categories=list(categories), colors={c: category_color(c, categories) for c in categories},
-        units=[_unit_view(u, thr, strips, extras or {}) for u in units_sorted], index_href=index_href,
-        settings=settings_rows(result), extra_links=list(extra_links), notes=header_notes(result))
+        units=[_unit_view(u, thr, strips, extras or {}, unit_name(int(u["unit_index"]), result, len(units_sorted)))
+               for u in units_sorted], index_href=index_href, what=_what(result),
+        settings=settings_rows(result), extra_links=list(extra_links), notes=header_notes(result) + sae_note(result))
+
+
+def _what(result: dict) -> str:
+    return "feature" if (result.get("settings") or {}).get("dissected") == "feature" else "unit"
 
 
 def index_page(layers: Sequence[tuple], categories: Sequence[str], plot: Optional[str], title: str = "Network Dissection") -> str:

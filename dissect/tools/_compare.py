@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -39,6 +39,9 @@ class LayerSummary:
     per_category: dict  # category -> detectors
     unique: dict  # category -> unique detectors (distinct labels among the detectors)
     layer_dir: str = ""  # the layer's folder (for links)
+    what: str = "unit"  # "feature" for an SAE's features (settings["dissected"]), "basis" for a rotation
+    mean_iou: float = 0.0  # mean over the units of each unit's best IoU
+    concepts: list = field(default_factory=list)  # (category, label) of the detectors, sorted
 
 
 def run_name(doc: dict) -> str:
@@ -53,6 +56,8 @@ def run_name(doc: dict) -> str:
             base += f" ({Path(str(w.get('checkpoint', 'checkpoint'))).name})"
         elif isinstance(w, str) and w:
             base += " (random init)" if w.startswith("none") else f" ({w.split('.')[-1]})"
+    if (doc.get("settings") or {}).get("dissected") == "feature":
+        base += " SAE features"
     basis = (doc.get("settings") or {}).get("basis")
     if isinstance(basis, dict):
         if basis.get("kind") == "rotate":
@@ -95,7 +100,7 @@ def collect(outs: Sequence[Union[str, Path]]) -> list:
             thr = float((doc.get("settings") or {}).get("iou_threshold", 0.04))
             layers.append(LayerSummary(run_name(doc), out.name or str(out), str(doc["layer"]), int(s.get("units", 0)),
                                        thr, dict(s.get("per_category", {})), dict(s.get("unique_detectors", {})),
-                                       str(d)))
+                                       str(d), *_unit_stats(doc, thr)))
         runs.append(layers)
     names = [r[0].run for r in runs]
     for i, r in enumerate(runs):  # same name for two runs: add the folder name
@@ -108,6 +113,42 @@ def collect(outs: Sequence[Union[str, Path]]) -> list:
             for ls in r:
                 ls.run = f"{ls.run} #{i + 1}"
     return [ls for r in runs for ls in r]
+
+
+def _unit_stats(doc: dict, thr: float) -> tuple:
+    """(what: unit / feature / basis, mean best IoU, sorted (category, label) of the detectors) of
+    result.json ``doc``."""
+    units = doc.get("units") or []
+    settings = doc.get("settings") or {}
+    what = "feature" if settings.get("dissected") == "feature" else "basis" if settings.get("basis") else "unit"
+    mean = sum(float(u.get("iou", 0.0)) for u in units) / len(units) if units else 0.0
+    det = sorted({(str(u.get("category")), str(u.get("label"))) for u in units if float(u.get("iou", 0.0)) >= thr
+                  and u.get("label")})
+    return what, mean, det
+
+
+def features_only(summaries: Sequence[LayerSummary]) -> list:
+    """[(feature LayerSummary, [(category, label), ...])]: per SAE-feature result, the concepts its
+    detectors cover that no unit detector of a layer of the same name covers (in the compared runs;
+    rotated bases are not units)."""
+    out = []
+    for f in summaries:
+        if f.what != "feature":
+            continue
+        seen = {c for s in summaries if s.what == "unit" and s.layer == f.layer for c in s.concepts}
+        out.append((f, [c for c in f.concepts if c not in seen]))
+    return out
+
+
+def features_only_csv_text(summaries: Sequence[LayerSummary]) -> str:
+    """features_only.csv: run, layer, category, label of each concept found only by SAE features."""
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(("run", "layer", "category", "label"))
+    for f, concepts in features_only(summaries):
+        for cat, label in concepts:
+            w.writerow((f.run, f.layer, cat, label))
+    return buf.getvalue()
 
 
 def categories_of(summaries: Sequence[LayerSummary]) -> list:
@@ -180,14 +221,19 @@ per category, for every layer of every run (Bau et al., CVPR 2017, section 4). D
 {% if charts %}<h2>Unique detectors</h2><img src="unique_detectors.svg" alt="unique detectors per category">
 <h2>Detectors</h2><img src="detectors.svg" alt="detectors per category">{% endif %}
 <h2>Table</h2>
-<table><tr><th class="l">run</th><th class="l">layer</th><th>units</th>
+<table><tr><th class="l">run</th><th class="l">layer</th><th>units</th><th>mean best IoU</th>
 {% for c in cats %}<th><span class="cat" style="background:{{ colors[c] }}">{{ c }}</span></th>{% endfor %}
 <th>all</th></tr>
-{% for s in rows %}<tr><td class="l">{{ s.run }}</td><td class="l">{% if s.href %}<a href="{{ s.href }}">{{ s.layer }}</a>{% else %}{{ s.layer }}{% endif %}</td><td>{{ s.units }}</td>
+{% for s in rows %}<tr><td class="l">{{ s.run }}</td><td class="l">{% if s.href %}<a href="{{ s.href }}">{{ s.layer }}</a>{% else %}{{ s.layer }}{% endif %}</td><td>{{ s.units }}{% if s.what == "feature" %} features{% endif %}</td><td>{{ '%.3f'|format(s.mean_iou) }}</td>
 {% for c in cats %}<td>{{ s.unique.get(c, 0) }} / {{ s.per_category.get(c, 0) }}</td>{% endfor %}
 <td>{{ s.unique.values()|sum }} / {{ s.per_category.values()|sum }}</td></tr>
 {% endfor %}</table>
 <p>Cells: unique detectors / detectors.</p>
+{% for f, concepts in only %}<h2>Concepts only in features: {{ f.run }}, {{ f.layer }}</h2>
+<p>{{ concepts|length }} concept{{ "" if concepts|length == 1 else "s" }} covered by a detector among the SAE's features
+and by no unit detector of layer {{ f.layer }} in the runs compared{% if concepts %}:{% else %}.{% endif %}
+{% for cat, label in concepts %}{{ label }} ({{ cat }}){{ ", " if not loop.last }}{% endfor %}</p>
+{% endfor %}{% if only %}<p>Data: <a href="features_only.csv">features_only.csv</a>.</p>{% endif %}
 </body></html>
 """
 
@@ -208,6 +254,9 @@ def write_compare(outs: Sequence[Union[str, Path]], dest: Union[str, Path], titl
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     atomic_write_text(dest / "compare.csv", compare_csv_text(summaries))
+    only = features_only(summaries)
+    if only:
+        atomic_write_text(dest / "features_only.csv", features_only_csv_text(summaries))
     drawn = False
     if charts:
         try:
@@ -223,7 +272,7 @@ def write_compare(outs: Sequence[Union[str, Path]], dest: Union[str, Path], titl
         href = os.path.relpath(report, dest) if report.is_file() else None
         rows.append(dict(vars(s), href=href))
     env = jinja2.Environment(autoescape=True)
-    html = env.from_string(_PAGE).render(title=title, cats=cats, rows=[_Obj(r) for r in rows], charts=drawn,
+    html = env.from_string(_PAGE).render(title=title, cats=cats, rows=[_Obj(r) for r in rows], charts=drawn, only=only,
                                          colors={c: category_color(c, cats) for c in cats})
     atomic_write_text(dest / "compare.html", html)
     return dest / "compare.html"
@@ -233,4 +282,5 @@ class _Obj(dict):
     __getattr__ = dict.__getitem__
 
 
-__all__ = ["write_compare", "collect", "run_name", "compare_csv_text", "CompareInputError", "LayerSummary"]
+__all__ = ["write_compare", "collect", "run_name", "compare_csv_text", "CompareInputError", "LayerSummary",
+           "features_only"]
