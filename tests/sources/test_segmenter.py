@@ -267,3 +267,36 @@ def test_unknown_class_in_options_is_one_line(tmp_path):
     entry = {"type": "segmenter", "images": str(tmp_path / "imgs"), "model": f"hf:{tmp_path / 'm'}", "drop": ["skye"]}
     with pytest.raises(BrodenError, match=r"'drop' names classes the model does not have: \['skye'\]"):
         _build(tmp_path / "store", entry, size=16, seg=8)
+
+
+def test_predicted_labels_told_apart_in_stats_report_and_add(tmp_path, capsys):
+    """broden stats and the dissection report name the model of predicted labels; broden add records them too."""
+    from broden_builder.cli import main as broden
+    from broden_builder.extend import add_source
+    from conftest import build_synthetic
+    from dissect.cli import main as dissect
+
+    classes = ["sky", "tree", "road"]
+    _tiny_segformer(tmp_path / "segformer", classes)
+    rng = np.random.default_rng(0)
+    (tmp_path / "imgs").mkdir()
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"im{i}.png")
+    spec = f"hf:{tmp_path / 'segformer'}"
+    entry = {"type": "segmenter", "images": str(tmp_path / "imgs"), "model": spec, "device": "cpu"}
+    store = _build(tmp_path / "store", entry, size=32, seg=16)
+    assert broden(["stats", str(tmp_path / "store")]) == 0
+    text = capsys.readouterr().out
+    n = len(store.labels) - 1 if store.labels[0].number == 0 else len(store.labels)
+    assert f"labels predicted by {spec}: {n} (object {n})" in text
+    acts = rng.random((len(store), 3, 4, 4)).astype(np.float32)
+    np.save(tmp_path / "acts.npy", acts)
+    assert dissect(["-q", "score", "--store", str(tmp_path / "store"), "--activations", str(tmp_path / "acts.npy"),
+                    "--out", str(tmp_path / "out")]) == 0
+    page = (tmp_path / "out" / "acts" / "report.html").read_text("utf-8")
+    assert f"label predicted by {spec} (segmentation model), not annotated" in page
+    base = tmp_path / "syn"
+    build_synthetic(base, count=8, size=32, seg=16, color=False)
+    add_source(base, dict(entry, prefix="predicted"), quiet=True)
+    info = json.loads((base / "build.json").read_text())
+    assert info["predicted_labels"] and all(r["predicted_by"] == ["predicted"] for r in info["predicted_labels"].values())
