@@ -300,3 +300,31 @@ def test_predicted_labels_told_apart_in_stats_report_and_add(tmp_path, capsys):
     add_source(base, dict(entry, prefix="predicted"), quiet=True)
     info = json.loads((base / "build.json").read_text())
     assert info["predicted_labels"] and all(r["predicted_by"] == ["predicted"] for r in info["predicted_labels"].values())
+
+
+def test_panoptic_mask2former_scores_match_its_semantic_post_processing(tmp_path):
+    """A mask-classification model (tiny random Mask2Former): our per-class scores give, by argmax,
+    what transformers' own post_process_semantic_segmentation gives."""
+    from transformers import (Mask2FormerConfig, Mask2FormerForUniversalSegmentation, Mask2FormerImageProcessor,
+                              SwinConfig)
+
+    from broden_builder.sources.segmenter.models import IMAGENET_MEAN, IMAGENET_STD, load_segmenter
+
+    torch.manual_seed(0)
+    bb = SwinConfig(embed_dim=32, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=4, image_size=64,
+                    out_features=["stage1", "stage2", "stage3", "stage4"])
+    cfg = Mask2FormerConfig(backbone_config=bb, hidden_dim=32, mask_feature_size=32, feature_size=32, encoder_layers=1,
+                            decoder_layers=2, num_queries=5, encoder_feedforward_dim=32, dim_feedforward=32,
+                            num_attention_heads=2, num_labels=3, id2label={0: "a", 1: "b", 2: "c"},
+                            label2id={"a": 0, "b": 1, "c": 2}, use_pretrained_backbone=False)
+    model = Mask2FormerForUniversalSegmentation(cfg).eval()
+    model.save_pretrained(tmp_path / "m2f")
+    seg = load_segmenter(f"hf:{tmp_path / 'm2f'}")
+    assert seg.classes == ["a", "b", "c"] and seg.exclusive
+    x = torch.rand(2, 3, 64, 64)
+    ours = torch.nn.functional.interpolate(seg.scores(x), size=(64, 64), mode="bilinear", align_corners=False).argmax(1)
+    mean, std = torch.tensor(IMAGENET_MEAN)[None, :, None, None], torch.tensor(IMAGENET_STD)[None, :, None, None]
+    with torch.no_grad():
+        out = model(pixel_values=(x - mean) / std)
+    theirs = Mask2FormerImageProcessor().post_process_semantic_segmentation(out, target_sizes=[(64, 64)] * 2)
+    assert all(torch.equal(ours[i], theirs[i]) for i in range(2))
