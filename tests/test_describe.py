@@ -188,3 +188,29 @@ def test_wordfreq_vocabulary_is_common_words():
     w = common_words(500)
     assert len(w) == 500 and len(set(w)) == 500 and all(x.isalpha() and len(x) >= 3 for x in w)
     assert {"the", "and", "people", "time"} <= set(w)
+
+
+def test_open_clip_checkpoint_loads_its_weights(tmp_path):
+    """open_clip:ARCH:CHECKPOINT: a tiny registered architecture; the embeddings are those of the saved weights."""
+    open_clip = pytest.importorskip("open_clip")
+    import json
+
+    from dissect.describe import load_image_text
+
+    cfg = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    (tmp_path / "tiny-clip-test.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(tmp_path / "tiny-clip-test.json")
+    torch.manual_seed(1)
+    ref = open_clip.create_model("tiny-clip-test").eval()
+    torch.save(ref.state_dict(), tmp_path / "w.pt")
+    model = load_image_text(f"open_clip:tiny-clip-test:{tmp_path / 'w.pt'}")
+    x = torch.rand(2, 3, 32, 32)
+    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN)[None, :, None, None]
+    std = torch.tensor(open_clip.OPENAI_DATASET_STD)[None, :, None, None]
+    with torch.no_grad():
+        want_img = ref.encode_image((x - mean) / std)
+        want_txt = ref.encode_text(open_clip.get_tokenizer("tiny-clip-test")(["car", "tree"]))
+        assert torch.allclose(model.encode_image(x), want_img, atol=1e-5)
+        assert torch.allclose(model.encode_text(["car", "tree"]), want_txt, atol=1e-5)
+    assert model.identity["sha256"] == hashlib.sha256((tmp_path / "w.pt").read_bytes()).hexdigest()
