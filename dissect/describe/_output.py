@@ -16,7 +16,6 @@ from typing import Optional, Union
 
 from broden_builder.store.atomic import atomic_write_text
 
-from ..errors import DissectError
 from ._vocabulary import label_word
 
 CSV_NAME = "descriptions.csv"
@@ -25,15 +24,12 @@ COLUMNS = ("unit", "words", "similarity", "similarities", "iou_label", "iou_labe
 
 
 def iou_labels(layer_dir: Path) -> Optional[dict]:
-    """{unit (1-based): label} of the dissection in ``layer_dir`` (result.json), None without one."""
-    path = Path(layer_dir) / "result.json"
-    if not path.is_file():
+    """{unit (1-based): label} of the dissection in ``layer_dir`` (dissect.results), None without one."""
+    from ..results import has_result, read_result_json
+
+    if not has_result(layer_dir):
         return None
-    try:
-        units = json.loads(path.read_text("utf-8"))["units"]
-        return {int(u["unit_index"]) + 1: str(u["label"]) for u in units}
-    except (ValueError, KeyError, TypeError) as e:
-        raise DissectError(f"{path}: cannot read its units ({e})") from None
+    return {int(u["unit_index"]) + 1: str(u["label"]) for u in read_result_json(layer_dir)["units"]}
 
 
 def in_top(label: str, words) -> bool:

@@ -105,8 +105,7 @@ def describe_layer(out, name: str, summary: torch.Tensor, model: ImageText, prob
     ``out``; returns the agreement summary (dissect.describe._output.write_descriptions)."""
     from broden_builder.store.locking import exclusive
 
-    from ..engine import safe_name
-    from ..results import sweep_partial_results
+    from ..results import safe_name, sweep_partial_results
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
