@@ -346,6 +346,7 @@ def stage_images(tasks: list, state: dict, workers: int, quiet: bool, on_skip) -
     Returns ({image: (source index, native stats)}, kept tasks). ``on_skip(image, reason)`` is called
     for an unusable image (it may raise to stop). Resumable: a staged image is not redone.
     """
+    prepare_sources(tasks, state, quiet)
     per_image, kept = {}, []
     for (image, stats, reason), task in zip(_run(tasks, _stage_one, state, workers, "resolve", quiet), tasks):
         if stats is None:
@@ -354,6 +355,31 @@ def stage_images(tasks: list, state: dict, workers: int, quiet: bool, on_skip) -
         per_image[image] = (task[0], stats)
         kept.append(task)
     return per_image, kept
+
+
+def prepare_sources(tasks: list, state: dict, quiet: bool) -> None:
+    """Let each source do its batched work (Source.prepare) over its records that pass 1 has still to stage."""
+    root = state["root"]
+    for si, src in enumerate(state["sources"]):
+        todo = [rec for i, rec in tasks if i == si and not _stage_path(root, _image_name(src, rec)).exists()]
+        if todo:
+            src.prepare(todo, root / STAGING / "prepared" / src.key, quiet)
+
+
+def predicted_labels(sources: Sequence[Source], vocab: Vocabulary) -> dict:
+    """{label name: provenance} of the labels some source predicted rather than annotated
+    (Source.label_provenance): per label its category, number, predicting source(s) and model,
+    and the annotated sources it was merged with, if any."""
+    by_key = {s.key: s.label_provenance() for s in sources}
+    out: dict = {}
+    for g in vocab.labels:
+        pred = sorted({m.source for m in g.members if by_key.get(m.source)})
+        if not pred:
+            continue
+        annotated = sorted({m.source for m in g.members if m.source not in pred})
+        out[g.name] = {"number": g.number, "category": g.primary_category(), "predicted_by": pred,
+                       "models": [dict(by_key[k], source=k) for k in pred], "also_annotated_by": annotated}
+    return out
 
 
 def vocabulary_lookups(vocab: Vocabulary, exclude: Sequence[str] = ()) -> dict:
@@ -545,6 +571,9 @@ def _finish_store(root: Path, recipe: Recipe, sources: Sequence[Source], vocab: 
                 counts[m.source][m.category] += 1
     report.categories = vocab.category_counts()
     info = build_info(recipe, sources, report)
+    predicted = predicted_labels(sources, vocab)
+    if predicted:
+        info["predicted_labels"] = predicted
     writer.finalize(specs, info, render_readme(recipe, sources, report, info), native=native_statistics(vocab))
 
 

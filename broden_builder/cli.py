@@ -60,6 +60,10 @@ def _cmd_stats(args) -> int:
     for cat, c in stats["categories"].items():
         per = ", ".join(f"{k} {v}" for k, v in sorted(c["images"].items()))
         print(f"{cat:<12}{c['level']:<7}{c['labels']:>7}  {per}")
+    for model, cats in stats.get("predicted", {}).items():
+        n = sum(cats.values())
+        print(f"labels predicted by {model}: {n} ({', '.join(f'{c} {k}' for c, k in sorted(cats.items()))}); "
+              f"predicted by a segmentation model, not annotated (build.json: predicted_labels)")
     return 0
 
 

@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 from . import __version__
-from .build import (COLOR_SOURCE, build_date, gather_records, instantiate_sources, source_labels_from_stats,
-                    stage_images, vocabulary_lookups, worker_state, write_images)
+from .build import (COLOR_SOURCE, build_date, gather_records, instantiate_sources, predicted_labels,
+                    source_labels_from_stats, stage_images, vocabulary_lookups, worker_state, write_images)
 from .errors import BrodenError
 from .recipe import read_yaml, recipe_from_dict
 from .store.atomic import atomic_write_text
@@ -307,6 +307,9 @@ def _new_tables(store: BrodenStore, src, recipe, vocab, records: list, origin: s
     out["index.csv"] = _extended_index(store.root / "index.csv", store.categories, categories, records)
     report.images = len(records)
     info = _updated_info(store, src, recipe, origin, report, categories, image_level)
+    predicted = predicted_labels([src], vocab)
+    if predicted:  # labels of the new source that a model predicted (build.json, as a build records them)
+        info["predicted_labels"] = {**dict(info.get("predicted_labels") or {}), **predicted}
     if native is not None:
         info["written_statistics"] = written_statistics(tally)
     out["build.json"] = json.dumps(info, indent=2, sort_keys=True) + "\n"

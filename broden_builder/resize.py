@@ -36,3 +36,39 @@ def resize_labels(labels: np.ndarray, size: int) -> np.ndarray:
     if out.shape != (size, size):  # scipy rounds the output shape; never off for these factors, but be sure
         raise ValueError(f"zoom gave {out.shape} for a {h}x{w} plane, expected {size}x{size}")
     return out
+
+
+def sampled_indices(n: int, size: int) -> np.ndarray:
+    """The input indices :func:`resize_labels` reads along one axis of ``n`` pixels shrunk to ``size``.
+
+    Order-0 zoom is separable, so one axis is computed with the very call resize_labels makes
+    (an n x 2 index plane), never with a re-derived formula: its rounding is scipy's. Shape [size].
+    """
+    from scipy.ndimage import zoom
+
+    if n == size:
+        return np.arange(n)
+    plane = np.repeat(np.arange(n, dtype=np.int64)[:, None], 2, axis=1)
+    out = zoom(plane, (size / n, size / 2), order=0)
+    if out.shape != (size, size):  # pragma: no cover (as in resize_labels)
+        raise ValueError(f"zoom gave {out.shape} for {n} pixels, expected {size}")
+    return out[:, 0]
+
+
+def expand_sampled(plane: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A size x size plane, read at the pixels resize_labels samples, grown to height x width.
+
+    Each native pixel copies the sample nearest to it, so ``resize_labels(expand_sampled(p, H, W),
+    size)`` gives ``p`` back exactly (the sampled indices are distinct). Used where labels are only
+    known at the sampled pixels (predictions of a segmentation model). Shapes [S, S] -> [H, W].
+    """
+    size = plane.shape[0]
+
+    def nearest(n: int) -> np.ndarray:
+        idx = sampled_indices(n, size)
+        if n < size:  # a plane grown, not shrunk: read the samples back as resize_labels does
+            return np.searchsorted(idx, np.arange(n), side="left").clip(0, size - 1)
+        mid = (idx[1:] + idx[:-1]) / 2.0
+        return np.searchsorted(mid, np.arange(n), side="left")
+
+    return plane[np.ix_(nearest(height), nearest(width))]

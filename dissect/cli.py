@@ -1,4 +1,4 @@
-"""The ``dissect`` command: ``run``, ``score``, ``layers``, ``report``, ``explain``, ``compare``, ``ablate``.
+"""The ``dissect`` command: ``run``, ``score``, ``layers``, ``report``, ``explain``, ``describe``, ``compare``, ``ablate``.
 
 Examples::
 
@@ -7,6 +7,7 @@ Examples::
     dissect layers --model resnet18 --input-size 224
     dissect report out/                                   # out/index.html + out/<layer>/report.html
     dissect explain --store broden1_224 --model resnet18 --weights IMAGENET1K_V1 --layer layer4 --out out/
+    dissect describe --store broden1_224 --model resnet18 --weights IMAGENET1K_V1 --layer layer4 --clip hf:clip/ --out out/
     dissect compare out_resnet/ out_vgg/ out_rotated/ --out cmp/
     dissect ablate --model resnet18 --weights IMAGENET1K_V1 --layer layer4 --units 12,40 --data val/ --out out/
     torchrun --nproc_per_node 4 -m dissect.cli run ...   # shards images over 4 processes
@@ -136,6 +137,32 @@ def _parser_explain(sub) -> None:
     _add_shared(explain, "explain")
 
 
+def _parser_describe(sub) -> None:
+    """``dissect describe``."""
+    d = sub.add_parser("describe", help="open-vocabulary words for every unit (CLIP-Dissect's SoftWPMI, Oikarinen & "
+                       "Weng 2023) with a local image-text model; writes OUT/<name>/descriptions.csv")
+    d.add_argument("--store", default=None, help="Broden store whose images are the probe set (index.csv order)")
+    d.add_argument("--images", default=None, help="a folder of probe images instead of a store (with --model)")
+    src = d.add_mutually_exclusive_group(required=True)
+    src.add_argument("--activations", help=".npy or .pt file, N x units x h x w (or N x units), one row per store image")
+    src.add_argument("--model", help="a model, as for `dissect run` (with --layer)")
+    d.add_argument("--weights", default=None, help="weights of --model, as for `dissect run`")
+    d.add_argument("--unsafe-unpickle", action="store_true", help=argparse.SUPPRESS)
+    d.add_argument("--layer", default=None, help="the layer of --model to describe")
+    d.add_argument("--name", default=None, help="result folder name for --activations (default: the file's stem)")
+    d.add_argument("--clip", required=True, help="image-text model: hf:FOLDER (transformers CLIP or SigLIP saved "
+                   "locally), open_clip:ARCH:CHECKPOINT, or path/file.py:function returning an object with "
+                   "encode_image and encode_text")
+    d.add_argument("--vocabulary", default=None, help="a text file (one word per line), 'store' (the store's label "
+                   "names) or 'common' (default: common English words from wordfreq, CC BY-SA 4.0 word lists)")
+    d.add_argument("--words", type=int, default=20000, help="how many common English words (default 20000)")
+    d.add_argument("--out", required=True, help="output folder (OUT/<name>/descriptions.csv; embeddings are cached "
+                   "in OUT/.describe-cache)")
+    d.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N")
+    d.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
+    _add_preprocessing(d)
+
+
 def _parser_compare(sub) -> None:
     """``dissect compare``."""
     compare = sub.add_parser("compare", help="detectors and unique detectors per category of several runs: one page, "
@@ -191,8 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     from .tools import add_sae_parser as _parser_sae
 
-    for add in (_parser_run, _parser_score, _parser_layers, _parser_explain, _parser_compare, _parser_ablate,
-                _parser_report, _parser_sae):
+    for add in (_parser_run, _parser_score, _parser_layers, _parser_explain, _parser_describe, _parser_compare,
+                _parser_ablate, _parser_report, _parser_sae):
         add(sub)
     add_verbosity_to_subcommands(sub)
     return parser
@@ -386,6 +413,55 @@ def _cmd_explain(args) -> int:
     return 0
 
 
+def _describe_inputs(args, store):
+    """(probe images, [N, U] unit activations, layer folder name, settings) of ``dissect describe``."""
+    from .describe import ProbeImages, activations_summary, model_summary
+
+    if args.images and args.activations:
+        raise ValueError("--images goes with --model; --activations rows are the store's images")
+    if not args.images and store is None:
+        raise ValueError("give --store (its images are the probe set) or --images DIR (with --model)")
+    probe = ProbeImages(store=None if args.images else store, folder=args.images)
+    if args.activations:
+        name = args.name or Path(args.activations).stem
+        return probe, activations_summary(args.activations, len(probe)), name, {"activations": args.activations}
+    if not args.layer:
+        raise ValueError("--model needs --layer (the layer to describe)")
+    from .capture import load_model
+
+    loaded = load_model(args.model, args.weights, unsafe_unpickle=args.unsafe_unpickle)
+    summary, prep = model_summary(loaded, args.layer, probe, args.input_size, args.mean, args.std, args.batch_size,
+                                  args.device, args.quiet)
+    return probe, summary, args.name or args.layer, {"model": loaded.identity, "layer": args.layer, "preprocessing": prep}
+
+
+def _cmd_describe(args) -> int:
+    from .describe import choose_vocabulary, describe_layer, load_image_text
+
+    if args.batch_size < 1 or args.words < 1:
+        raise ValueError(f"--batch-size and --words must be >= 1, got {args.batch_size} and {args.words}")
+    args.device = args.device if args.device != "auto" else ("cuda" if _cuda() else "cpu")
+    store = None
+    if args.store:
+        from broden_builder import BrodenStore
+
+        store = BrodenStore(args.store)
+    probe, summary, name, settings = _describe_inputs(args, store)
+    words, vocab_text = choose_vocabulary(args.vocabulary, store, args.words)
+    clip = load_image_text(args.clip, args.device)
+    settings = dict(settings, vocabulary=vocab_text, probe=args.images or args.store)
+    agree = describe_layer(args.out, name, summary, clip, probe, words, settings, batch_size=args.batch_size,
+                           quiet=args.quiet)
+    from .results import safe_name
+
+    print(f"{name}: {agree['units']} units described with {len(words)} words ({vocab_text})")
+    if agree["with_label"] is not None:
+        print(f"the Network Dissection label is among the top 5 words for {agree['label_in_top5']} of "
+              f"{agree['with_label']} labelled units")
+    print(f"descriptions in {Path(args.out) / safe_name(name) / 'descriptions.csv'}")
+    return 0
+
+
 def _cuda() -> bool:
     import torch
 
@@ -456,7 +532,8 @@ def main(argv: Optional[Sequence[str]] = None, own_process: bool = False) -> int
     from broden_builder.shared import run_command
 
     handlers = {"run": _cmd_run, "score": _cmd_score, "layers": _cmd_layers, "report": _cmd_report,
-                "explain": _cmd_explain, "compare": _cmd_compare, "ablate": _cmd_ablate, "sae": _cmd_sae}
+                "explain": _cmd_explain, "describe": _cmd_describe, "compare": _cmd_compare, "ablate": _cmd_ablate,
+                "sae": _cmd_sae}
     try:
         return run_command(lambda: handlers[args.command](args), verbose=getattr(args, "verbose", False),
                            own_process=own_process)

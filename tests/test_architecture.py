@@ -26,6 +26,7 @@ DISSECT_LAYERS = [
     ["config", "results"],     # the settings; one layer's result and its files
     ["engine"],                # the run: probe, both passes, checkpoints, cache, workers, ranks
     ["explain"],
+    ["describe"],              # open-vocabulary words per unit (CLIP-Dissect); the report shows them
     ["report"],
     ["tools"],                 # compare, ablate, segment, notebook
     ["api"],

@@ -18,6 +18,7 @@ _BUILTIN = {
     "coco": "broden_builder.sources.coco",
     "hf": "broden_builder.sources.hf",
     "folder": "broden_builder.sources.folder",
+    "segmenter": "broden_builder.sources.segmenter",
 }
 ENTRY_POINT_GROUP = "broden_builder.sources"
 

@@ -124,6 +124,16 @@ class Source(ABC):
     def resolve(self, record: ImageRecord) -> Resolved:
         """Load the image and its labels (raise BadSourceItem naming the file when unusable)."""
 
+    def prepare(self, records: list, work, quiet: bool = True) -> None:
+        """Optional batched work over ``records`` (those pass 1 has still to do), in the build's
+        process before pass 1: a segmentation model predicts their labels in batches. ``work`` is a
+        folder of the build's staging area for this source (kept until the build is committed)."""
+
+    def label_provenance(self) -> Optional[dict]:
+        """What build.json records for each label of this source when its masks are not annotations
+        (a model's predictions: the model, its weights' sha256, thresholds); None for annotated sources."""
+        return None
+
     def image_level_categories(self) -> frozenset:
         """Categories this source labels per image rather than per pixel."""
         return frozenset({"scene", "texture"})

@@ -387,7 +387,8 @@ def validate_store(root: Union[str, Path], check_images: bool = True, progress: 
 
 
 def store_stats(root: Union[str, Path]) -> dict:
-    """Counts per category and split: images carrying the category, and label count."""
+    """Counts per category and split: images carrying the category, and label count; ``predicted``:
+    the labels a segmentation model predicted, per model and category (:func:`predicted_summary`)."""
     store = BrodenStore(root)
     splits = Counter(r.split for r in store.rows)
     out: dict = {"images": len(store.rows), "splits": dict(splits), "categories": {}}
@@ -398,4 +399,20 @@ def store_stats(root: Union[str, Path]) -> dict:
             "level": "image" if cat in store.image_level_categories else "pixel",
             "images": dict(per_split),
         }
+    out["predicted"] = predicted_summary(store)
+    return out
+
+
+def predicted_summary(store: BrodenStore) -> dict:
+    """{model: {category: labels}} of the labels a segmentation model predicted (build.json
+    ``predicted_labels``), told apart from annotated ones; {} for a store of annotations only."""
+    out: dict = {}
+    for name, rec in (store.build_info.get("predicted_labels") or {}).items():
+        if not isinstance(rec, dict):
+            continue
+        for m in rec.get("models") or []:
+            model = str(m.get("model")) if isinstance(m, dict) else str(m)
+            cat = str(rec.get("category", "?"))
+            out.setdefault(model, {}).setdefault(cat, 0)
+            out[model][cat] += 1
     return out

@@ -139,12 +139,13 @@ def _unit_view(u: dict, thr: float, strips: dict, extras: dict, name: str = "") 
 
 def layer_page(layer: str, result: dict, units_sorted: Sequence[dict], categories: Sequence[str], summary: dict,
                strips: dict, plot: Optional[str], index_href: Optional[str] = "../index.html",
-               extras: Optional[dict] = None, extra_links: Sequence[tuple] = ()) -> str:
+               extras: Optional[dict] = None, extra_links: Sequence[tuple] = (), notes_extra: str = "") -> str:
     """The page of one layer.
 
     ``units_sorted``: result.json units, best IoU first; ``strips[unit_index] = (src, width, height)``
     of the unit's image strip (missing: no images); ``plot``: src of the detector bar chart or None;
-    ``extras[unit (1-based)]``: trusted HTML lines from the analyses; ``extra_links``: (name, href).
+    ``extras[unit (1-based)]``: trusted HTML lines from the analyses; ``extra_links``: (name, href);
+    ``notes_extra``: trusted HTML lines under the title (predicted labels, open-vocabulary agreement).
     """
     thr = float((result.get("settings") or {}).get("iou_threshold", 0.04) or 0.04)
     per = ", ".join(f"{c} {n}" for c, n in summary["per_category"].items() if n)
@@ -154,7 +155,8 @@ def layer_page(layer: str, result: dict, units_sorted: Sequence[dict], categorie
         plot=plot, categories=list(categories), colors={c: category_color(c, categories) for c in categories},
         units=[_unit_view(u, thr, strips, extras or {}, unit_name(int(u["unit_index"]), result, len(units_sorted)))
                for u in units_sorted], index_href=index_href, what=_what(result),
-        settings=settings_rows(result), extra_links=list(extra_links), notes=header_notes(result) + sae_note(result))
+        settings=settings_rows(result), extra_links=list(extra_links),
+        notes=header_notes(result) + sae_note(result) + notes_extra)
 
 
 def _what(result: dict) -> str:

@@ -46,6 +46,17 @@ def _open_store(store, res: LayerResult):
         return None
 
 
+def _store_path(store, result: dict, out_dir: Path) -> Optional[Path]:
+    """The store's folder (given, or recorded in result.json), None when unknown: for its build.json."""
+    if store is not None:
+        return Path(store) if isinstance(store, (str, Path)) else getattr(store, "root", None)
+    recorded = (result.get("store") or {}).get("path")
+    for c in ([Path(recorded), out_dir / recorded] if recorded else []):
+        if (c / "build.json").is_file():
+            return c
+    return None
+
+
 def _thumbnail(st, row: int, thumb: int) -> tuple:
     """Row ``row``'s image ``thumb`` px high (aspect kept), RGBX uint8 [thumb, tw, 4], and the same
     dimmed (masks.dim_table). A JPEG is decoded at a reduced DCT scale when it is at least twice the
@@ -162,11 +173,16 @@ def write_layer_report(layer: Union[LayerResult, str, Path], store=None, thumb: 
                   title=f"{data.layer}: detectors per concept")
     plot = html.href(FILES, "detectors.svg")
     page = folder / PAGE
-    from .analyses import unit_extras
+    from .analyses import layer_notes, predicted_lines, store_predicted_labels, unit_extras
 
-    links = [(n, n) for n in ("explanations.csv", "ablations.json") if (folder / n).is_file()]
+    links = [(n, n) for n in ("explanations.csv", "ablations.json", "descriptions.csv") if (folder / n).is_file()]
+    predicted = store_predicted_labels(_store_path(store, data.to_json(), folder.parent))
+    extras = unit_extras(folder)
+    for u, line in predicted_lines(data.units, predicted).items():
+        extras[u] = line + extras.get(u, "")
     atomic_write_text(page, html.layer_page(data.layer, data.to_json(), data.sorted_units(), categories, summ,
-                                            strips, plot, index_href, extras=unit_extras(folder), extra_links=links))
+                                            strips, plot, index_href, extras=extras, extra_links=links,
+                                            notes_extra=layer_notes(folder, data.units, predicted)))
     return page
 
 
