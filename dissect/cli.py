@@ -92,6 +92,9 @@ def _add_shared(p: argparse.ArgumentParser) -> None:
     g.add_argument("--basis", default=None, metavar="FILE.npy",
                    help="multiply the units by this C x C matrix before thresholds (instead of --rotate)")
     g.add_argument("--no-report", action="store_true", help="do not write the HTML report (dissect report OUT writes it later)")
+    g.add_argument("--no-label-cache", dest="label_cache", action="store_false",
+                   help="decode every label PNG in pass 2 instead of keeping the decoded planes under "
+                        "STORE/.cache/labels (checked against each PNG's size and time, never stale)")
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:
@@ -263,7 +266,7 @@ def _config(args, **extra):
         categories=_categories(args.categories), top_k=args.top_k, split=args.split,
         upsample=args.upsample, batch_size=args.batch_size, workers=args.workers, threads=args.threads,
         device=args.device, checkpoint_every=args.checkpoint_every, quiet=args.quiet, rotate=args.rotate,
-        basis=args.basis, **extra)
+        basis=args.basis, label_cache=getattr(args, "label_cache", True), **extra)
 
 
 def _cmd_run(args) -> int:

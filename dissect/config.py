@@ -50,6 +50,7 @@ class DissectConfig:
     transform: Optional[object] = None  # callable on [B, 3, H, W] RGB in [0, 1] -> network input (no crop)
     rotate: Optional[int] = None  # seed of a random orthogonal basis applied to the units (dissect.basis)
     basis: Optional[str] = None  # a C x C .npy matrix applied to the units instead
+    label_cache: bool = True  # keep decoded label planes under STORE/.cache/labels (broden_builder.store.label_cache)
 
     def __post_init__(self):
         # `not (a <= x <= b)` also refuses NaN, which would otherwise run both passes and fail
