@@ -289,7 +289,7 @@ def ablate(model: nn.Module, layer: str, units: Sequence[int], data: Dataset, cl
            mode: str = "zero", batch_size: int = 32, workers: int = 0, device="cpu", quiet: bool = True) -> AblationResult:
     """Per-class accuracy of ``model`` on ``data`` with and without ``units`` (1-based, as in
     tally.csv) of ``layer``. Raises AblationError for bad units, mode or labels."""
-    from .hooks import get_layer
+    from ..capture import get_layer
 
     if mode not in MODES:
         raise AblationError(f"mode must be one of {MODES}, got {mode!r}")
