@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -48,14 +47,6 @@ def rle_encode(plane: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     starts = np.flatnonzero(np.concatenate(([True], flat[1:] != flat[:-1])))
     lengths = np.diff(np.append(starts, flat.size))
     return flat[starts].astype(np.int64), lengths.astype(np.int64)
-
-
-def _signature(paths: Sequence[Path]) -> list:
-    out = []
-    for p in paths:
-        st = os.stat(p)
-        out.append((st.st_size, st.st_mtime_ns))
-    return out
 
 
 class LabelCache:
@@ -82,9 +73,9 @@ class LabelCache:
         h = hashlib.sha1(repr((list(map(int, rows)), self.categories)).encode()).hexdigest()
         return self.folder / f"{h}.npz"
 
-    def _files(self, row: int) -> list:
+    def _signature(self, row: int) -> list:
         cells = self.store.rows[row].cells
-        return [self.store.resolve(p, row) for c in self.pixel for p in cells[c]]
+        return [self.store.member_stat(p, row) for c in self.pixel for p in cells[c]]
 
     # ----------------------------------------------------------------- read
     def get(self, rows: Sequence[int]) -> Optional[list]:
@@ -99,7 +90,7 @@ class LabelCache:
             if not np.array_equal(data["rows"], np.asarray(rows, np.int64)):
                 return None
             sig = data["sig"].reshape(-1, 2).tolist()
-            want = [s for r in rows for s in _signature(self._files(r))]
+            want = [s for r in rows for s in self._signature(r)]
             if [tuple(s) for s in sig] != [tuple(s) for s in want]:
                 return None
             return self._decode(data, rows)
@@ -158,7 +149,7 @@ class LabelCache:
 
     def _encode(self, rows: Sequence[int], items: Sequence[dict]) -> dict:
         data: dict = {"rows": np.asarray(rows, np.int64)}
-        data["sig"] = np.asarray([s for r in rows for s in _signature(self._files(r))], np.int64).reshape(-1, 2)
+        data["sig"] = np.asarray([s for r in rows for s in self._signature(r)], np.int64).reshape(-1, 2)
         for cat in self.pixel:
             layers, runs, vals, lens = [], [], [], []
             for it in items:

@@ -337,7 +337,7 @@ class Run:
                     "batch_size": cfg.batch_size, "world_size": self.info.world,
                     "parallelism": self.parallel.as_dict()}
         settings.update(settings_extra)
-        store_info = {"path": str(self.store.root.resolve()), "fingerprint": self.store.fingerprint(),
+        store_info = {"path": getattr(self.store, "spec", None) or str(self.store.root.resolve()), "fingerprint": self.store.fingerprint(),
                       "images": len(self.rows), "segmentation_size": list(self.seg_size)}
         out = {}
         for n, layer in stats.layers.items():
