@@ -197,6 +197,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--json", type=Path)
     ap.add_argument("--skip-build", action="store_true", help="reuse the store and activations under --workdir")
+    ap.add_argument("--build-only", action="store_true", help="build the store and activations, time nothing else")
     a = ap.parse_args()
     sys.path.insert(0, str(REPO))
     work = a.workdir
@@ -208,6 +209,10 @@ def main() -> int:
         res["build_s"] = round(build_store(store, a.images, a.workers), 1)
         res["activations_s"] = round(write_activations(store, acts), 1)
     res["store_bytes"] = du(store)
+    if a.build_only:
+        print(json.dumps(res, indent=2))
+        (work / "build.json").write_text(json.dumps(res, indent=2) + "\n")
+        return 0
     res["activations_bytes"] = acts.stat().st_size
     env = dict(os.environ, PYTHONPATH=str(REPO))
     for run in ("first", "second"):
