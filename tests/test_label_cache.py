@@ -17,7 +17,7 @@ from dissect.cli import main
 @pytest.fixture()
 def store(synthetic_store, tmp_path) -> Path:
     dst = tmp_path / "store"
-    shutil.copytree(synthetic_store, dst)
+    shutil.copytree(synthetic_store, dst, ignore=shutil.ignore_patterns(".cache"))  # other tests' runs cache there
     return dst
 
 

@@ -132,7 +132,10 @@ class LabelCache:
             data = self._encode(rows, items)
             buf = io.BytesIO()
             np.savez(buf, **data)
-            self.folder.mkdir(parents=True, exist_ok=True)
+            if not self.folder.is_dir():  # a reader that writes into the store says so, once
+                self.folder.mkdir(parents=True, exist_ok=True)
+                log.info("label cache: keeping decoded label planes in %s for the next run (--no-label-cache: off)",
+                         self.folder)
             atomic_write_bytes(self._segment(rows), buf.getvalue())
             if self._total is None:
                 self._total = sum(p.stat().st_size for p in self.folder.glob("*.npz"))
