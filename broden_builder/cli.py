@@ -116,6 +116,29 @@ def _cmd_find(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    from .store.locking import exclusive
+    from .store.reader import BrodenStore
+    from .store.shards import export_webdataset
+
+    store = BrodenStore(args.store)
+    out = Path(args.webdataset)
+    with exclusive(out, "broden export"):
+        doc = export_webdataset(store, out, args.shard_size)
+    n = len(doc["shards"])
+    print(f"{doc['rows']} rows in {n} shard{'s' if n != 1 else ''}: "
+          f"{out}/shard-{{000000..{n - 1:06d}}}.tar (checksums in {out}/shards.json)")
+    return 0
+
+
+def _add_export_command(sub) -> None:
+    e = sub.add_parser("export", help="write the store as WebDataset tar shards (dissect reads them with --store 'DIR/shard-{000000..000009}.tar')")
+    e.add_argument("store")
+    e.add_argument("--webdataset", required=True, metavar="DIR", help="a new (or empty) folder for the shards and tables")
+    e.add_argument("--shard-size", type=int, default=1000, metavar="N", help="rows per shard (default 1000)")
+    e.set_defaults(func=_cmd_export)
+
+
 def _add_download_arguments(p: argparse.ArgumentParser) -> None:
     """Add --download/--no-download, --mirror and --offline to a subcommand."""
     p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
@@ -289,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--limit", type=int, default=0)
     f.set_defaults(func=_cmd_find)
 
+    _add_export_command(sub)
     r = sub.add_parser("recover", help="complete a store change (build or add) that was interrupted while committing")
     r.add_argument("store")
     r.set_defaults(func=_cmd_recover)

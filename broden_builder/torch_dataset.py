@@ -128,7 +128,7 @@ class BrodenDataset(Dataset):
         """Row ``i``'s image as a normalised 3 x H x W float tensor (resized when image_size is set)."""
         path = self.store.image_path(i)
         try:
-            with Image.open(path) as im:
+            with self.store.open_member(self.store.rows[i].image, i) as f, Image.open(f) as im:
                 im = im.convert("RGB")
                 if self.image_size and (im.height, im.width) != self.image_size:
                     im = im.resize((self.image_size[1], self.image_size[0]), Image.BILINEAR)

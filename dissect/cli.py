@@ -40,10 +40,10 @@ def _add_settings(p: argparse.ArgumentParser, command: str) -> None:
             continue
         kwargs = {"default": f.default, "help": meta["help"].replace("{default}", str(f.default))}
         kind = _plain_type(hints[f.name])
-        if kind is bool:
-            kwargs["action"] = "store_true"
-        elif meta.get("action"):
+        if meta.get("action"):
             kwargs["action"] = meta["action"]
+        elif kind is bool:
+            kwargs["action"] = "store_true"
         else:
             kwargs["type"] = meta.get("type") or (kind if kind in (int, float) else None)
         kwargs.update({k: meta[k] for k in ("choices", "metavar") if meta.get(k) is not None})

@@ -36,7 +36,7 @@ PREPROCESSING = ("run", "explain", "ablate")
 #: Fields that change how a run works, never what it computes: not recorded in result.json's
 #: settings (the engine records the parallelism it chose) and not part of the checkpoint key.
 RUNTIME_ONLY = ("workers", "threads", "device", "checkpoint_every", "quantile_memory", "cache_dir", "keep_cache",
-                "quiet")
+                "quiet", "label_cache")
 
 
 def floats3(text: str) -> tuple:
@@ -154,6 +154,9 @@ class DissectConfig:
         "instead of LAYER's units: its encoder is applied at every position; the result goes to OUT/LAYER.sae "
         "beside the units' OUT/LAYER (repeatable)", action="append", metavar="LAYER=FOLDER",
         resolved="settings.sae of each feature result: the SAE's format, path, sha256, F, k (and the checkpoint key)")
+    label_cache: bool = setting(True, "keep the decoded label planes under STORE/.cache/labels for the next run "
+                                "(checked against each PNG's size and time, never stale; --no-label-cache: decode "
+                                "every PNG, write nothing)", action=argparse.BooleanOptionalAction)
 
     def __post_init__(self):
         # `not (a <= x <= b)` also refuses NaN, which would otherwise run both passes and fail

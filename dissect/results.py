@@ -310,7 +310,7 @@ def open_store(result: Union[LayerResult, dict], store=None, base: Optional[Path
         candidates = [Path(store)] if store is not None else recorded
         if not candidates:
             raise ResultsError(f"layer {doc.get('layer')}: its result records no store; give the store")
-        found = next((c for c in candidates if (c / "index.csv").is_file()), None)
+        found = next((c for c in candidates if (c / "index.csv").is_file() or str(c).endswith(".tar")), None)
         if found is None and store is not None:
             raise ResultsError(f"{store}: not a Broden store (no index.csv)")
         if found is None:

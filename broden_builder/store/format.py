@@ -109,6 +109,19 @@ def _plain_png(data: bytes, colour_type: int) -> bool:
     return False
 
 
+class _kept_open:
+    """A caller's open file object used in a ``with`` block without closing it (the PIL path reads it next)."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def __enter__(self):
+        return self.f
+
+    def __exit__(self, *exc):
+        return False
+
+
 def _read_rgb8_label_png(path, expected_shape) -> "np.ndarray | None":
     """The common case decoded with OpenCV: an 8-bit RGB or RGBA PNG (colour type 2 or 6), labels
     R + 256 * G. OpenCV decodes these about twice as fast as PIL (measured on store label PNGs,
@@ -116,12 +129,13 @@ def _read_rgb8_label_png(path, expected_shape) -> "np.ndarray | None":
     PNG of the store. None for anything else (other modes, a header to refuse, a file laid out
     otherwise than :func:`_plain_png` accepts, undecodable data): the PIL path then decides, with
     its checks and messages."""
-    with open(path, "rb") as f:
+    with (open(path, "rb") if not hasattr(path, "read") else _kept_open(path)) as f:
         head = _png_header(f.read(33))
+        f.seek(0)
         if head is None or head[2] != 8 or head[3] not in (2, 6):
             return None
-        f.seek(0)
         data = f.read() if head[0] * head[1] <= MAX_LABEL_PIXELS else b""
+        f.seek(0)
     w, h = head[0], head[1]
     if (expected_shape is not None and (h, w) != tuple(expected_shape)) or w * h > MAX_LABEL_PIXELS:
         return None
@@ -171,7 +185,8 @@ def _palette_labels(im) -> np.ndarray:
 
 
 def read_label_png(path, expected_shape=None) -> np.ndarray:
-    """Decode one segmentation PNG file into H x W int32 global label numbers.
+    """Decode one segmentation PNG (a path, or a binary file object at its start) into H x W int32
+    global label numbers.
 
     The one decoder of the format, shared by the reader and the validator, so both accept and refuse the same files:
 

@@ -15,9 +15,10 @@ import csv
 import hashlib
 import io
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Union
+from typing import BinaryIO, Iterator, Optional, Sequence, Union
 
 import numpy as np
 from PIL import Image
@@ -153,6 +154,11 @@ def _build_json_shape_problem(info) -> Optional[str]:
 
 class BrodenStore:
     """A Broden store on disk. Opening reads only the CSV tables; images and PNGs load on demand."""
+
+    def __new__(cls, root: Union[str, Path] = "", *args, **kwargs):
+        if cls is BrodenStore and str(root).endswith(".tar"):  # a shard list: store/shards.py
+            return super().__new__(ShardStore)
+        return super().__new__(cls)
 
     def __init__(self, root: Union[str, Path]):
         self.root = Path(root)
@@ -348,11 +354,27 @@ class BrodenStore:
     def image_path(self, i: int) -> Path:
         return self.resolve(self.rows[i].image, i)
 
+    def member_path(self, relpath: str, row: Optional[int] = None) -> Path:
+        """Where ``relpath`` is read from, as messages name it (for a folder store: :meth:`resolve`)."""
+        return self.resolve(relpath, row)
+
+    def open_member(self, relpath: str, row: Optional[int] = None) -> BinaryIO:
+        """A binary file object of ``STORE/images/relpath`` (confined as :meth:`resolve`); the one way
+        images and label PNGs are read, so a sharded store (store/shards.py) serves them from its tars."""
+        return open(self.resolve(relpath, row), "rb")
+
+    def member_stat(self, relpath: str, row: Optional[int] = None) -> tuple:
+        """(size, mtime_ns) of the file behind ``relpath``: what tells a cached decode it is still current."""
+        # relpath passed check_relpath when index.csv was read; a stat reads no content, so the
+        # symlink confinement of resolve() (43 us a call, the cache's largest cost) is not needed here
+        st = os.stat(self.root / "images" / relpath)
+        return st.st_size, st.st_mtime_ns
+
     def load_image(self, i: int) -> np.ndarray:
         """The image of row ``i`` as H x W x 3 uint8 RGB."""
         path = self.image_path(i)
         try:
-            with Image.open(path) as im:
+            with self.open_member(self.rows[i].image, i) as f, Image.open(f) as im:
                 return np.asarray(im.convert("RGB"))
         except (OSError, ValueError, Image.DecompressionBombError) as e:
             raise StoreFormatError(path, f"cannot read image of index.csv row {i + 1} ({e})") from None
@@ -363,10 +385,11 @@ class BrodenStore:
         Uses the format's one decoder (format.read_label_png); with ``row`` (0-based) the
         PNG's size is checked against the row's sh x sw before it is decoded.
         """
-        path = self.resolve(relpath, row)
+        path = self.member_path(relpath, row)
         shape = None if row is None else (self.rows[row].sh, self.rows[row].sw)
         try:
-            return read_label_png(path, shape)
+            with self.open_member(relpath, row) as f:
+                return read_label_png(f, shape)
         except (OSError, ValueError, Image.DecompressionBombError) as e:
             raise StoreFormatError(path, f"cannot read segmentation{'' if row is None else f' of index.csv row {row + 1}'} ({e})") from None
 
@@ -447,3 +470,41 @@ class BrodenStore:
                 h.update(name.encode())
                 h.update(p.read_bytes())
         return h.hexdigest()
+
+
+class ShardStore(BrodenStore):
+    """A store exported as WebDataset shards (``DIR/shard-{000000..000099}.tar``): the tables from DIR,
+    images and label PNGs from the tars, every shard checked against shards.json when opened
+    (store/shards.py). Raises StoreFormatError naming a missing, extra or damaged shard."""
+
+    def __init__(self, root: Union[str, Path]):
+        from .shards import ShardIndex, shard_folder, verify
+
+        spec = str(root)
+        folder = shard_folder(spec)
+        doc = verify(spec, folder)
+        super().__init__(folder)
+        self.spec = str(Path(spec).absolute())
+        self.shard_index = ShardIndex(folder, doc)
+        if len(self.rows) != doc["rows"]:
+            raise StoreFormatError(folder / "index.csv", f"has {len(self.rows)} rows, shards.json {doc['rows']}")
+
+    def resolve(self, relpath: str, row: Optional[int] = None) -> Path:
+        raise StoreFormatError(self.root, f"{relpath}: a sharded store has no files to open by path; "
+                                          "use open_member (or export a folder store)")
+
+    def member_path(self, relpath: str, row: Optional[int] = None) -> Path:
+        shard = self.shard_index.shard_of(row) if row is not None else {"name": "?"}
+        return self.root / shard["name"] / relpath  # for messages only: the member lives inside the tar
+
+    def image_path(self, i: int) -> Path:
+        return self.member_path(self.rows[i].image, i)
+
+    def open_member(self, relpath: str, row: Optional[int] = None) -> BinaryIO:
+        from .shards import open_shard_member
+
+        return open_shard_member(self, self.shard_index, relpath, row)
+
+    def member_stat(self, relpath: str, row: Optional[int] = None) -> tuple:
+        st = os.stat(self.root / self.shard_index.shard_of(row)["name"])
+        return st.st_size, st.st_mtime_ns

@@ -384,8 +384,13 @@ class Run:
         if self.device.type == "cpu":  # count in the workers; on an accelerator the main process counts
             spec = TallySpec(stats.tally_args, {n: t.cpu() for n, t in stats.thresholds.items()}, self.cfg.upsample,
                              tuple(self.seg_size), {n: b.cpu() for n, b in stats.bases.items()})
+        cache = None
+        if self.cfg.label_cache:
+            from broden_builder.store.label_cache import LabelCache
+
+            cache = LabelCache(self.store, self.categories)
         ds = TallyBatches(labels, sources, positions[start * bs:], bs,
-                          known_label_table([l.number for l in self.store.labels]), spec)
+                          known_label_table([l.number for l in self.store.labels]), spec, cache)
         workers = self.parallel.tally_workers if spec is not None else self.parallel.workers
         run_pass(_tally_loader(ds, workers), lambda batch: batch.get("acts", {}), stats, self.checkpoint, 2,
                  start, self.progress("pass 2/2 (tally)", start))
@@ -400,7 +405,7 @@ class Run:
         cfg = self.cfg
         settings = dict(self.recorded(), world_size=self.info.world, parallelism=self.parallel.as_dict())
         settings.update(settings_extra)
-        store_info = {"path": str(self.store.root.resolve()), "fingerprint": self.store.fingerprint(),
+        store_info = {"path": getattr(self.store, "spec", None) or str(self.store.root.resolve()), "fingerprint": self.store.fingerprint(),
                       "images": len(self.rows), "segmentation_size": list(self.seg_size)}
         out = {}
         for n, layer in stats.layers.items():

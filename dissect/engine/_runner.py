@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from broden_builder import BrodenStore
+from broden_builder import BrodenError, BrodenStore
 from broden_builder.torch_dataset import BrodenDataset
 
 from ._activations import check_finite, open_activations
@@ -44,6 +44,20 @@ from ..capture import Preprocessing, resolve_preprocessing
 from ..results import LayerResult, safe_name
 
 log = logging.getLogger(__name__)
+
+
+def _lock_verdict(refusal, info) -> None:
+    """Share rank 0's --out lock verdict with every rank (all nodes of a multi-node job): ``""`` when
+    rank 0 holds the lock, else its refusal, which every other rank raises too instead of waiting in
+    a collective for a rank 0 that has stopped. Rank 0 passes its verdict; the others pass None."""
+    if not info.active:
+        return
+    import torch.distributed as dist
+
+    box = [refusal]
+    dist.broadcast_object_list(box, src=0)
+    if info.rank != 0 and box[0]:
+        raise DissectError(f"rank 0 could not take the output folder: {box[0]}")
 
 
 def _holding_out_lock(fn):
@@ -62,13 +76,21 @@ def _holding_out_lock(fn):
         from ..results import sweep_partial_results
 
         out = sig.bind(*args, **kwargs).arguments.get("out")
-        if out is None or dist_info().rank != 0:
+        info = dist_info()
+        if out is None:
+            return fn(*args, **kwargs)
+        if info.rank != 0:
+            _lock_verdict(None, info)  # rank 0's verdict: every rank of every node stops on a refusal
             return fn(*args, **kwargs)
         try:
             lock = exclusive(out, f"dissect {fn.__name__}")
             lock.__enter__()
-        except OSError as e:
-            raise DissectError(f"{e.filename or out}: cannot use as the output folder ({e.strerror or e})") from None
+        except (OSError, BrodenError) as e:
+            error = e if isinstance(e, BrodenError) else DissectError(
+                f"{e.filename or out}: cannot use as the output folder ({e.strerror or e})")
+            _lock_verdict(str(error), info)
+            raise error from None
+        _lock_verdict("", info)
         try:
             sweep_partial_results(out)
             return fn(*args, **kwargs)

@@ -112,8 +112,9 @@ class TallyBatches(Dataset):
     """
 
     def __init__(self, labels: BrodenDataset, sources: dict, positions: Sequence[int], batch_size: int,
-                 known: torch.Tensor, spec: Optional[TallySpec] = None):
+                 known: torch.Tensor, spec: Optional[TallySpec] = None, cache=None):
         self.labels, self.sources, self.positions = labels, sources, list(positions)
+        self.cache = cache  # a broden_builder LabelCache of the store's decoded planes, or None
         self.batch_size, self.known, self.spec = int(batch_size), known, spec
         self._tallies: Optional[dict] = None  # made once per process, zeroed by take_counts
 
@@ -128,7 +129,7 @@ class TallyBatches(Dataset):
 
     def _batch(self, k: int) -> dict:
         lo, hi = k * self.batch_size, min(len(self.positions), (k + 1) * self.batch_size)
-        batch = collate_broden([self.labels[i] for i in range(lo, hi)])
+        batch = collate_broden(self._label_items(lo, hi))
         index_csv = self.labels.store.root / "index.csv"
         if self.spec is None or not self.sources:
             check_known_labels(batch, self.known, index_csv)
@@ -141,6 +142,18 @@ class TallyBatches(Dataset):
         except UnknownLabel as e:
             raise _unknown_label_error(e, batch, index_csv) from None
         return {"index": batch["index"], "counts": counts}
+
+    def _label_items(self, lo: int, hi: int) -> list:
+        """The label items of batch rows [lo, hi): from the label cache when it holds them unchanged,
+        else decoded from the PNGs (and then cached)."""
+        if self.cache is None:
+            return [self.labels[i] for i in range(lo, hi)]
+        rows = self.labels.rows[lo:hi]
+        items = self.cache.get(rows)
+        if items is None:
+            items = [self.labels[i] for i in range(lo, hi)]
+            self.cache.put(rows, items)
+        return items
 
     def _count(self, acts: dict, seg) -> dict:
         spec = self.spec

@@ -64,7 +64,7 @@ def _thumbnail(st, row: int, thumb: int) -> tuple:
     RGB values as an RGB conversion) lets the overlay select whole 32-bit pixels."""
     path = st.image_path(row)
     try:
-        with Image.open(path) as im:
+        with st.open_member(st.rows[row].image, row) as f, Image.open(f) as im:
             w, h = im.size
             tw = max(1, round(w * thumb / h))
             im.draft("RGB", (tw, thumb))
