@@ -9,7 +9,10 @@ broden_builder besides its public API (``BrodenStore``, ``BrodenDataset``, ...),
   :func:`add_verbosity_to_subcommands` (-q/--quiet, -v/--verbose);
 - CLI errors: :func:`run_command` (every error one line ``error: ...``, exit status), :func:`describe`,
   :class:`UsageError`; :class:`InputError`, the base of the errors reported as bad input;
-- store checks: :func:`label_number_problems`; suggestions: :func:`did_you_mean`.
+- store checks: :func:`label_number_problems`; suggestions: :func:`did_you_mean`;
+- the label cache of a store's decoded planes: :class:`LabelCache`;
+- images as the builder reads them: :func:`load_image` (the one image decoder), :func:`resize_image`
+  (the original build's resize rule).
 
 Everything else in broden_builder is its own business (tests/test_architecture.py checks that
 dissect imports only the public API, this floor and the demo's build functions).
@@ -21,9 +24,12 @@ from .store.atomic import atomic_write_bytes, atomic_write_text, fsync_dir, swee
 from .store.locking import LockedError, exclusive
 from .store.paths import UnsafePathError, safe_component
 from .store.validate import label_number_problems
+from .resize import resize_image
+from .sources.decode import load_image
+from .store.label_cache import LabelCache
 from .suggest import did_you_mean
 
-__all__ = ["InputError", "LockedError", "UnsafePathError", "UsageError", "add_verbosity_flags",
+__all__ = ["InputError", "LabelCache", "LockedError", "load_image", "resize_image", "UnsafePathError", "UsageError", "add_verbosity_flags",
            "add_verbosity_to_subcommands", "atomic_write_bytes", "atomic_write_text", "describe", "did_you_mean",
            "exclusive", "fsync_dir", "label_number_problems", "progress", "run_command", "safe_component",
            "sweep_temp_files"]

@@ -32,6 +32,7 @@ OPTIONS = {
     "explain": SHARED | PREPROCESSING,
     "ablate": PREPROCESSING,
     "layers": {"--layout"},
+    "describe": PREPROCESSING,  # new since f5963d0 (issue 22)
 }
 #: result.json's settings as the engine wrote them by hand, in that order (engine.py at f5963d0).
 RECORDED = ["quantile", "iou_threshold", "union", "upsample", "categories", "split", "top_k", "mean", "std",

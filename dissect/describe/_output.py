@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Optional, Union
 
-from broden_builder.store.atomic import atomic_write_text
+from broden_builder.shared import atomic_write_text
 
 from ._vocabulary import label_word
 

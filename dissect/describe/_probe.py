@@ -51,8 +51,8 @@ class ProbeImages:
     def image(self, i: int) -> np.ndarray:
         if self.files is None:
             return self.store.load_image(i)
-        from broden_builder.resize import resize_image
-        from broden_builder.sources.decode import load_image
+        from broden_builder.shared import resize_image
+        from broden_builder.shared import load_image
 
         try:
             return resize_image(load_image(self.files[i]), self.size)
@@ -83,7 +83,7 @@ def model_summary(loaded, layer: str, probe: ProbeImages, input_size=None, mean=
     """([N, U] spatial means of ``layer``'s feature maps over the probe images, preprocessing record).
     ``loaded``: a dissect.capture LoadedModel (its preprocessing applies unless given)."""
     import torch.nn.functional as F
-    from broden_builder.progress import progress
+    from broden_builder.shared import progress
 
     from ..capture import feature_maps, plan_layers, resolve_preprocessing
 

@@ -31,7 +31,7 @@ def _cached(cache: Optional[Path], kind: str, key: dict, compute) -> torch.Tenso
     """``compute()`` once per key: stored as ``cache/<kind>-<sha>.pt`` (atomic), reused while the key holds."""
     if cache is None:
         return compute()
-    from broden_builder.store.atomic import atomic_write_bytes
+    from broden_builder.shared import atomic_write_bytes
 
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]
     path = cache / f"{kind}-{digest}.pt"
@@ -51,7 +51,7 @@ def _cached(cache: Optional[Path], kind: str, key: dict, compute) -> torch.Tenso
 def image_embeddings(model: ImageText, probe: ProbeImages, batch_size: int = 64, cache: Optional[Path] = None,
                      quiet: bool = True) -> torch.Tensor:
     """[N, D] float32 embeddings of the probe images (cached by model and images)."""
-    from broden_builder.progress import progress
+    from broden_builder.shared import progress
 
     def compute():
         n = (len(probe) + batch_size - 1) // batch_size
@@ -103,7 +103,7 @@ def describe_layer(out, name: str, summary: torch.Tensor, model: ImageText, prob
                    settings: dict, batch_size: int = 64, quiet: bool = True, **params) -> dict:
     """Describe the units of ``summary`` and write ``out/<name>/descriptions.csv`` under the lock of
     ``out``; returns the agreement summary (dissect.describe._output.write_descriptions)."""
-    from broden_builder.store.locking import exclusive
+    from broden_builder.shared import exclusive
 
     from ..results import safe_name, sweep_partial_results
 

@@ -386,7 +386,7 @@ class Run:
                              tuple(self.seg_size), {n: b.cpu() for n, b in stats.bases.items()})
         cache = None
         if self.cfg.label_cache:
-            from broden_builder.store.label_cache import LabelCache
+            from broden_builder.shared import LabelCache
 
             cache = LabelCache(self.store, self.categories)
         ds = TallyBatches(labels, sources, positions[start * bs:], bs,

@@ -49,7 +49,7 @@ def _safetensors():
 def save_sae(folder: Union[str, Path], tensors: dict, meta: dict) -> Path:
     """Write ``folder/sae.safetensors`` (float32 ``tensors``) and ``folder/sae.json`` (``meta`` plus
     format, version and the weights' sha256), each atomically; returns the folder."""
-    from broden_builder.store.atomic import atomic_write_bytes, atomic_write_text
+    from broden_builder.shared import atomic_write_bytes, atomic_write_text
 
     st, folder = _safetensors(), Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -200,7 +200,7 @@ class _State:
         self.fault = int(fault) if fault else None
 
     def save(self, trainer: Trainer) -> None:
-        from broden_builder.store.atomic import atomic_write_bytes
+        from broden_builder.shared import atomic_write_bytes
 
         buf = io.BytesIO()
         torch.save({"key": self.key, **trainer.state_dict()}, buf)
@@ -232,7 +232,7 @@ class _State:
 def _run_epochs(t: Trainer, state: _State, quiet: bool) -> None:
     """Train from where ``t`` stands to the last epoch, checkpointing; a progress bar and one log
     line per epoch (loss, steps, seconds)."""
-    from broden_builder.progress import progress
+    from broden_builder.shared import progress
 
     s, samples = t.s, t.samples
     per_epoch = sum(-(-len(c) * samples.per_image // s.batch_size) for c in samples.chunks(0))
@@ -292,7 +292,7 @@ def train_sae(acts, out, settings: TrainSettings = TrainSettings(), identity: Op
     the model trains (samples are read on the CPU). Resumes from
     ``out/.sae_state.pt`` when it was made for the same data and settings. Raises DissectError.
     """
-    from broden_builder.store.locking import exclusive
+    from broden_builder.shared import exclusive
 
     try:
         with exclusive(out, "dissect sae train"):

@@ -43,7 +43,7 @@ def add_parser(sub) -> None:
     t.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N")
     t.add_argument("--threads", type=int, default=None, help="torch threads on a CPU (default: every usable CPU)")
     p.add_argument("--out", required=True, help="output folder: sae.safetensors + sae.json")
-    from broden_builder.progress import add_verbosity_flags
+    from broden_builder.shared import add_verbosity_flags
 
     add_verbosity_flags(p)
 
@@ -59,7 +59,7 @@ def _samples(args):
         acts = open_activations(args.activations)
         ident = {"layer": args.layer, "model": {"kind": "activations", "file": acts.file, "content": acts.fingerprint()}}
         if args.store:
-            from broden_builder.store.reader import BrodenStore
+            from broden_builder import BrodenStore
 
             ident["store"] = {"path": str(Path(args.store).resolve()), "fingerprint": BrodenStore(args.store).fingerprint()}
         return acts, ident
