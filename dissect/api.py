@@ -266,13 +266,14 @@ class DissectionResult:
 
     @classmethod
     def load(cls, out: Union[str, Path], load_maps: bool = False) -> "DissectionResult":
-        """Read every ``out/<layer>/`` written by ``dissect run``/``score`` (or :meth:`Dissection.run`)."""
+        """Read every ``out/<layer>/`` written by ``dissect run``/``score`` (or :meth:`Dissection.run`);
+        an SAE features result (``out/<layer>.sae/``) is keyed ``"<layer>.sae"``, beside the units'."""
         from .results import find_layer_folders, load_result
 
         layers = {}
         for folder in find_layer_folders(out):
             res = load_result(folder, load_maps=load_maps)
-            layers[res.layer] = res
+            layers[res.layer + (".sae" if res.what == "feature" else "")] = res
         if not layers:
             raise FileNotFoundError(f"{out}: no dissection results (no <layer>/result.json)")
         return cls(layers, out)

@@ -251,6 +251,10 @@ def test_feature_result_is_separate_and_named_and_the_report_says_feature(world)
     assert f"of {8 * U} features are detectors" in page and "Features of a sparse autoencoder" in page
     assert any(f"feature {j} of {8 * U}" in page for j in range(1, 8 * U + 1))
     assert "unit 1<" in (root / "out" / "L" / "report.html").read_text()
+    from dissect import DissectionResult
+
+    both = DissectionResult.load(root / "out")
+    assert both["L"].what == "unit" and both["L.sae"].what == "feature" and len(both["L.sae"].units) == 8 * U
     assert unit_name(1233, {"settings": {"dissected": "feature"}}, 8192) == "feature 1,234 of 8,192"
     assert unit_name(1233, {"settings": {}}, 8192) == "unit 1234"
 
