@@ -37,6 +37,7 @@ import numpy as np
 from .. import register_source
 from ..base import BadSourceItem, ImageRecord, Resolved, Source, SourceDataError, SourceMissingError
 from ..common import apply_rename, load_label_rgb, load_rgb, store_basename
+from .schema import CocoEntry
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class CocoSource(Source):
     """COCO instances / stuff / panoptic annotations as one pixel category (see the module docstring)."""
 
     type_name = "coco"
+    config_schema = CocoEntry  # the recipe keys (schema.py)
     prefix = "coco"
     license = "COCO annotations: CC BY 4.0; images: Flickr terms of use (see cocodataset.org/#termsofuse)"
     citation = "Lin et al., Microsoft COCO: Common Objects in Context, ECCV 2014"

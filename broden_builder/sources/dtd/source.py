@@ -18,6 +18,7 @@ from ..downloadable import DownloadableSource
 from .. import register_source
 from ..base import BadSourceItem, ImageRecord, Resolved, Source, SourceMissingError
 from ..common import load_rgb
+from .schema import DtdEntry
 
 HERE = Path(__file__).resolve().parent
 LABEL_FILE = "labels/labels_joint_anno.txt"
@@ -64,6 +65,7 @@ class DtdSource(DownloadableSource, Source):
     """DTD r1.0.1 images with all their joint-annotation texture labels."""
 
     type_name = "dtd"
+    config_schema = DtdEntry  # the recipe keys (schema.py)
     prefix = "dtd"
     license = "research use only (DTD terms: images from Flickr, see broden_builder/sources/dtd/LICENSE.md)"
     citation = "Cimpoi et al., Describing Textures in the Wild, CVPR 2014"

@@ -31,6 +31,7 @@ import numpy as np
 from .. import register_source
 from ..base import BadSourceItem, ImageRecord, Resolved, Source, SourceDataError, SourceMissingError
 from ..common import ValueTable, apply_rename, int_list, mask_values, split_names, store_basename, to_rgb
+from .schema import HFEntry
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class HFSource(Source):
     """A Hugging Face dataset with an image column and a mask column or a label column."""
 
     type_name = "hf"
+    config_schema = HFEntry  # the recipe keys (schema.py)
     prefix = "hf"
     license = "see the dataset card"
 

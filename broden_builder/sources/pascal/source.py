@@ -35,6 +35,7 @@ from ..base import BadSourceItem, ImageRecord, Resolved, Source, SourceMissingEr
 from ..common import load_rgb
 from .matfiles import read_label_map, read_part_objects
 from .partnames import Part2IndError, PartTable, load_part2ind
+from .schema import PascalEntry
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ class PascalSource(DownloadableSource, Source):
     """Pascal VOC 2010 images; objects from Pascal-Context, parts from Pascal-Part."""
 
     type_name = "pascal"
+    config_schema = PascalEntry  # the recipe keys (schema.py)
     prefix = "pascal"
     license = ("research use; images: Pascal VOC / Flickr terms of use; Pascal-Context and Pascal-Part "
                "annotations: research use (see broden_builder/sources/pascal/LICENSE.md)")
