@@ -33,5 +33,24 @@ def test_source_folder_is_complete(name):
 
 
 def test_no_source_is_a_bare_module():
-    bare = sorted(p.name for p in SOURCES.glob("*.py") if p.stem not in ("__init__", "base", "common", "decode", "downloadable", "entry", "manual"))
+    bare = sorted(p.name for p in SOURCES.glob("*.py") if p.stem not in ("__init__", "base", "common", "decode", "downloadable", "entry", "manual", "terms"))
     assert not bare, f"sources that are bare modules, not folders: {bare}"
+
+
+@pytest.mark.parametrize("name", sorted(_BUILTIN))
+def test_licence_and_citation_come_from_the_folder_files(name):
+    """The store records the LICENSE.md summary line and each CITATION.bib entry (read here plainly)."""
+    import re
+
+    folder = SOURCES / name
+    cls = get_source_class(name)
+    lines = [ln for ln in (folder / "LICENSE.md").read_text("utf-8").splitlines() if ln.startswith("**In one line:** ")]
+    assert len(lines) == 1, f"{folder / 'LICENSE.md'}: needs exactly one '**In one line:** ...' line"
+    assert cls.license == lines[0][len("**In one line:** "):] and cls.license
+    bib = "\n".join(ln for ln in (folder / "CITATION.bib").read_text("utf-8").splitlines() if not ln.startswith("%"))
+    titles = [t.replace("{", "").replace("}", "") for t in re.findall(r"^\s*title\s*=\s*\{(.*)\},?\s*$", bib, re.M)]
+    years = re.findall(r"year\s*=\s*\{(\d{4})\}", bib)
+    assert cls.citation.count(";") == max(len(titles) - 1, 0)
+    for title, year in zip(titles, years):
+        assert f"{title}, " in cls.citation and year in cls.citation, (name, title)
+    assert bool(cls.citation) == bool(titles)

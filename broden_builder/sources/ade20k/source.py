@@ -25,6 +25,7 @@ from ..decode import load_image
 from .encoding import load_class_map, part_files
 from .index2016 import VOID_NAMES, load_index, presence_counts
 from .schema import Ade20kEntry
+from ..terms import folder_terms
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,8 @@ class ADE20KSource(Source):
     type_name = "ade20k"
     config_schema = Ade20kEntry  # the recipe keys (schema.py)
     prefix = "ade20k"
-    license = "ADE20K terms of use: research and education only, no redistribution (see sources/ade20k/LICENSE.md)"
-    citation = "Zhou et al., Scene Parsing through ADE20K Dataset, CVPR 2017; Zhou et al., IJCV 2019"
+    #: Licence line and citation, read from this folder's LICENSE.md and CITATION.bib.
+    license, citation = folder_terms(__file__)
 
     def __init__(self, config, image_size: int = 224, segmentation_size: int = 112):
         super().__init__(config, image_size, segmentation_size)

@@ -38,6 +38,7 @@ from .. import register_source
 from ..base import BadSourceItem, ImageRecord, Resolved, Source, SourceDataError, SourceMissingError
 from ..common import apply_rename, load_label_rgb, load_rgb, store_basename
 from .schema import CocoEntry
+from ..terms import folder_terms
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,8 @@ class CocoSource(Source):
     type_name = "coco"
     config_schema = CocoEntry  # the recipe keys (schema.py)
     prefix = "coco"
-    license = "COCO annotations: CC BY 4.0; images: Flickr terms of use (see cocodataset.org/#termsofuse)"
-    citation = "Lin et al., Microsoft COCO: Common Objects in Context, ECCV 2014"
+    #: Licence line and citation, read from this folder's LICENSE.md and CITATION.bib.
+    license, citation = folder_terms(__file__)
 
     def __init__(self, config, image_size: int = 224, segmentation_size: int = 112):
         super().__init__(config, image_size, segmentation_size)

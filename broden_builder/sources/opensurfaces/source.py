@@ -24,6 +24,7 @@ from .. import register_source
 from ..base import BadSourceItem, ImageRecord, Resolved, Source, SourceMissingError
 from . import release as rel
 from .schema import OpenSurfacesEntry
+from ..terms import folder_terms
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,8 @@ class OpenSurfacesSource(DownloadableSource, Source):
     config_schema = OpenSurfacesEntry  # the recipe keys (schema.py)
     prefix = "opensurfaces"
     checksums_file = "checksums.tsv"
-    license = ("OpenSurfaces annotations: CC BY 4.0 (Cornell); photos keep their Flickr licences "
-               "(photos.csv license_name); see sources/opensurfaces/LICENSE.md")
-    citation = "Bell, Upchurch, Snavely, Bala: OpenSurfaces: A Richly Annotated Catalog of Surface Appearance, SIGGRAPH 2013"
+    #: Licence line and citation, read from this folder's LICENSE.md and CITATION.bib.
+    license, citation = folder_terms(__file__)
 
     def __init__(self, config, image_size: int = 224, segmentation_size: int = 112):
         super().__init__(config, image_size, segmentation_size)
