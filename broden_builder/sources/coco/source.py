@@ -112,9 +112,9 @@ class CocoSource(Source):
             raise SourceMissingError(f"COCO image folder {self.image_dir} not found")
         _pycocotools_mask()
 
-    def _load(self) -> dict:
-        if self._data is not None:
-            return self._data
+    def _read_json(self) -> dict:
+        """The annotation file as a dict with lists 'images', 'categories' and 'annotations' (an absent
+        'annotations' reads as []). Raises SourceMissingError / SourceDataError naming the file."""
         f = self.ann_file
         try:
             raw = json.loads(f.read_text("utf-8"))
@@ -127,9 +127,17 @@ class CocoSource(Source):
         for key in ("images", "categories"):
             if not isinstance(raw.get(key), list):
                 raise SourceDataError(f"{f}: missing list '{key}'")
-        anns = raw.get("annotations", [])
-        if not isinstance(anns, list):
+        raw.setdefault("annotations", [])
+        if not isinstance(raw["annotations"], list):
             raise SourceDataError(f"{f}: 'annotations' must be a list")
+        return raw
+
+    def _load(self) -> dict:
+        if self._data is not None:
+            return self._data
+        f = self.ann_file
+        raw = self._read_json()
+        anns = raw["annotations"]
         kind = self.kind
         if kind == "auto":
             kind = "panoptic" if any(isinstance(a, dict) and "segments_info" in a for a in anns) else "instances"

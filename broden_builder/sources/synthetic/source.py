@@ -207,7 +207,6 @@ def generate_scene(seed: int, index: int, size: int):
     """
     rng = np.random.default_rng([int(seed), int(index)])
     h = w = int(size)
-    scale = size / 224.0
     scene = int(rng.integers(len(SCENE_NAMES)))
     keys, ground = SCENES[SCENE_NAMES[scene]]
     texture = int(rng.integers(len(TEXTURES)))
@@ -221,12 +220,30 @@ def generate_scene(seed: int, index: int, size: int):
     img = (bg[None, None, :] * (1 - mix * pattern[..., None]) + bg2[None, None, :] * (mix * pattern[..., None]))
     img = img.astype(np.float32)
 
-    material = np.zeros((h, w), np.int32)
     group = GROUNDS[ground]
     mats = [group[int(rng.integers(len(group)))]] if rng.random() < GROUND_P else []
     if rng.random() < EXTRA_MATERIAL_P:
         mats.append(group[int(rng.integers(len(group)))])
-    boxes = []
+    material = _paint_materials(rng, img, mats, size)
+
+    kinds = [k for k in keys if rng.random() < KEY_OBJECT_P]
+    if rng.random() < DISTRACTOR_P:
+        kinds.append(OBJECTS[int(rng.integers(len(OBJECTS)))])
+    order = rng.permutation(len(kinds))
+    obj, part = _paint_objects(rng, img, material, [kinds[i] for i in order], size)
+
+    img += rng.normal(0, 4.0, img.shape).astype(np.float32)
+    rgb = np.clip(img, 0, 255).astype(np.uint8)
+    return rgb, obj, part, material, scene + 1, texture + 1
+
+
+def _paint_materials(rng, img: np.ndarray, mats: list, size: int) -> np.ndarray:
+    """Paint one ground patch per material of ``mats`` into ``img`` (H x W x 3 float32, in place);
+    returns the material plane (H x W int32, 1-based into MATERIALS)."""
+    h, w = img.shape[:2]
+    scale = size / 224.0
+    material = np.zeros((h, w), np.int32)
+    boxes: list = []
     for m in mats:
         pw = int(round(rng.uniform(*PATCH_SIDE[0]) * w))
         ph = int(round(rng.uniform(*PATCH_SIDE[1]) * h))
@@ -244,16 +261,17 @@ def generate_scene(seed: int, index: int, size: int):
         region[inside] = tex[inside]
         material[y0:y0 + ph, x0:x0 + pw][inside] = MATERIALS.index(m) + 1
         boxes.append((x0 + pw / 2, y0 + ph / 2, pw / 2, ph / 2))
+    return material
 
-    kinds = [k for k in keys if rng.random() < KEY_OBJECT_P]
-    if rng.random() < DISTRACTOR_P:
-        kinds.append(OBJECTS[int(rng.integers(len(OBJECTS)))])
-    order = rng.permutation(len(kinds))
+
+def _paint_objects(rng, img: np.ndarray, material: np.ndarray, kinds: list, size: int) -> tuple:
+    """Paint the objects ``kinds`` (in drawing order) into ``img`` in place, clearing ``material``
+    under them; returns the object and part planes (H x W int32, 1-based into OBJECTS, PARTS)."""
+    h, w = img.shape[:2]
     obj = np.zeros((h, w), np.int32)
     part = np.zeros((h, w), np.int32)
-    obj_boxes = []
-    for i in order:
-        kind = kinds[i]
+    obj_boxes: list = []
+    for kind in kinds:
         r = float(rng.uniform(*OBJECT_RADIUS) * size)
         if kind == "lamp":
             r *= 1.25  # thin: a little taller to stay visible
@@ -274,10 +292,7 @@ def generate_scene(seed: int, index: int, size: int):
             part[y0:y1, x0:x1][mask] = PARTS.index(pname) + 1 if pname in PARTS else 0
             material[y0:y1, x0:x1][mask] = 0
         obj_boxes.append((cx, cy, r, r))
-
-    img += rng.normal(0, 4.0, img.shape).astype(np.float32)
-    rgb = np.clip(img, 0, 255).astype(np.uint8)
-    return rgb, obj, part, material, scene + 1, texture + 1
+    return obj, part
 
 
 @register_source("synthetic")
