@@ -7,9 +7,10 @@ number). Ranges are checked (``jpeg_quality`` 1..100, ``count`` >= 0, split name
 ``train``/``val`` with fractions summing to 1: what ``broden validate`` accepts).
 
 The schema is the reference of the recipe format: ``docs/recipe.md`` is generated from
-it (``python -m broden_builder.recipe``; a test checks that the file is up to date). A third-party
-source type may declare its keys with a class attribute ``config_schema`` (a subclass of
-:class:`SourceEntry`); without one, only the keys every entry shares are checked.
+it (``python -m broden_builder.recipe``; a test checks that the file is up to date). Each source
+type declares its keys with a class attribute ``config_schema`` (a subclass of
+:class:`~broden_builder.sources.entry.SourceEntry`), written in its folder
+(``sources/<name>/schema.py``); a third-party type without one has only the shared keys checked.
 
 Source of the rules: the keys each source reads in its ``__init__`` (broden_builder/sources),
 the store format (docs/format.md: splits train/val, label PNG limits), Pillow's JPEG
@@ -23,12 +24,9 @@ from typing import Any, Dict, List, Literal, Mapping, Optional, Type, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .sources import get_source_class
+from .sources.entry import SourceEntry, _Strict
 from .store.format import SPLITS
-from .store.paths import UnsafePathError, safe_component
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class RecipeModel(_Strict):
@@ -70,139 +68,10 @@ class RecipeModel(_Strict):
         return v
 
 
-class SourceEntry(_Strict):
-    """Keys every source entry may have."""
-
-    type: str = Field(..., description="the source type (synthetic, pascal, ade20k, ...)")
-    prefix: Optional[str] = Field(None, description="folder under images/ (one safe name; default the type)")
-    license: Optional[str] = Field(None, description="licence or terms, recorded in the store's provenance")
-    citation: Optional[str] = Field(None, description="citation, recorded in the store's provenance")
-    rename: Optional[Dict[str, str]] = Field(None, description="{source name: new name}; '!' drops the old name")
-    on_collision: Optional[Literal["merge", "error"]] = Field(None, description="broden add: a new label named "
-                                                                              "like one of another category")
-
-    @field_validator("prefix")
-    @classmethod
-    def _prefix(cls, v):
-        if v is not None:
-            try:
-                safe_component(v, "prefix")
-            except UnsafePathError as e:
-                raise ValueError(str(e)) from None
-        return v
-
-
-class _Downloadable(SourceEntry):
-    path: str = Field(..., description="folder holding (or receiving) the source's files")
-    download: Optional[bool] = Field(None, description="false: never download this source")
-    downloads: Optional[str] = Field(None, description="folder for the downloaded archives (default PATH/.downloads)")
-
-
-class SyntheticEntry(SourceEntry):
-    """``type: synthetic``: generated scenes (demo, tests)."""
-
-    count: int = Field(1000, ge=0, description="number of images")
-    seed: int = Field(0, description="random seed")
-    native_size: Optional[int] = Field(None, ge=8, le=8192, description="generated image size (default the store size)")
-
-
-class PascalEntry(_Downloadable):
-    """``type: pascal``: Pascal VOC 2010 with Pascal-Context objects and Pascal-Part parts."""
-
-    categories: Optional[List[Literal["object", "part"]]] = Field(None, description="object, part (default both)")
-
-
-class DtdEntry(_Downloadable):
-    """``type: dtd``: the Describable Textures Dataset r1.0.1."""
-
-
-class Ade20kEntry(_Downloadable):
-    """``type: ade20k``: ADE20K (the 2016-07-26 release by default)."""
-
-    version: Optional[Union[str, int]] = Field(None, description='"2016" (default) or "2021"')
-
-
-class OpenSurfacesEntry(_Downloadable):
-    """``type: opensurfaces``: OpenSurfaces materials."""
-
-    photos_url: Optional[str] = Field(None, description="where the photos are fetched from")
-    download_workers: Optional[int] = Field(None, ge=1, le=64, description="parallel photo downloads (default 8)")
-
-
-class CocoEntry(SourceEntry):
-    """``type: coco``: COCO instances, stuff or panoptic annotations."""
-
-    annotations: str = Field(..., description="annotation JSON file")
-    images: str = Field(..., description="image folder")
-    category: Optional[str] = Field(None, description="category of the labels (default object)")
-    stuff_category: Optional[str] = None
-    annotation_type: Optional[Literal["auto", "instances", "stuff", "panoptic"]] = None
-    crowd: Optional[Literal["label", "unlabeled"]] = None
-    layering: Optional[Literal["paint", "layers"]] = None
-    keep_unannotated: Optional[bool] = None
-    missing_images: Optional[Literal["error", "skip"]] = None
-    clean_names: Optional[bool] = None
-    limit: Optional[int] = Field(None, ge=0)
-    panoptic_masks: Optional[str] = None
-    ignore: Optional[List[str]] = None
-
-
-class FolderEntry(SourceEntry):
-    """``type: folder``: your own images with masks (or image-level labels) and a value -> name table."""
-
-    images: str = Field(..., description="image folder")
-    labels: str = Field(..., description="CSV table value,name (or color,name)")
-    category: str = Field(..., description="category of the labels")
-    masks: Optional[str] = Field(None, description="mask folder (pixel labels); without it, image-level labels")
-    mask_suffix: Optional[str] = None
-    unlabeled: Optional[Union[int, List[int]]] = None
-    missing_masks: Optional[Literal["error", "skip"]] = None
-    exif_orientation: Optional[bool] = Field(None, description="apply the images' EXIF orientation (default: "
-                                                               "yes for image-level labels, no with masks)")
-
-
-class HFEntry(SourceEntry):
-    """``type: hf``: a Hugging Face dataset with a mask column or a label column."""
-
-    dataset: str = Field(..., description="hub id or local path")
-    split: Optional[str] = None
-    image_column: Optional[str] = None
-    mask_column: Optional[str] = None
-    label_column: Optional[str] = None
-    category: Optional[str] = None
-    id_column: Optional[str] = None
-    unlabeled: Optional[Union[int, List[int]]] = None
-    limit: Optional[int] = Field(None, ge=0)
-    names: Optional[Union[List[str], Dict[int, str], Dict[str, str]]] = None
-
-
-class SegmenterEntry(SourceEntry):
-    """``type: segmenter``: a folder of images labelled by a segmentation model saved locally (predicted, not annotated)."""
-
-    images: str = Field(..., description="image folder")
-    model: str = Field(..., description="hf:FOLDER, torchvision:NAME:CHECKPOINT or path/file.py:function")
-    threshold: Optional[Union[float, Dict[str, float]]] = Field(
-        None, description="least confidence of a labelled pixel: a number, or {class name: number} (others 0)")
-    min_area: Optional[float] = Field(None, ge=0, le=1, description="a class covering less of an image "
-                                                                    "(a fraction) is removed there")
-    categories: Optional[Dict[str, str]] = Field(None, description="class name -> category (default object)")
-    drop: Optional[List[str]] = Field(None, description="classes never written (their pixels stay unlabelled)")
-    batch_size: Optional[int] = Field(None, ge=1, description="images per model call (default 8)")
-    device: Optional[str] = Field(None, description="cpu, cuda, cuda:N or auto (default: cuda when available)")
-
-    @field_validator("threshold", mode="before")
-    @classmethod
-    def _threshold(cls, v):
-        if isinstance(v, int) and not isinstance(v, bool):  # strict mode refuses 1 for a float; 0 and 1 are numbers
-            return float(v)
-        return v
-
-
-SOURCE_SCHEMAS: Dict[str, Type[SourceEntry]] = {
-    "synthetic": SyntheticEntry, "pascal": PascalEntry, "dtd": DtdEntry, "ade20k": Ade20kEntry,
-    "opensurfaces": OpenSurfacesEntry, "coco": CocoEntry, "folder": FolderEntry, "hf": HFEntry,
-    "segmenter": SegmenterEntry,
-}
+#: The built-in source types in docs/recipe.md's order; each schema lives in its source's folder
+#: (``sources/<name>/schema.py``) and is the Source class's ``config_schema``.
+BUILTIN_TYPES = ("synthetic", "pascal", "dtd", "ade20k", "opensurfaces", "coco", "folder", "hf", "segmenter")
+SOURCE_SCHEMAS: Dict[str, Type[SourceEntry]] = {t: get_source_class(t).config_schema for t in BUILTIN_TYPES}
 
 
 class _Open(SourceEntry):
@@ -213,8 +82,6 @@ def _schema_for(type_name: str) -> Type[SourceEntry]:
     if type_name in SOURCE_SCHEMAS:
         return SOURCE_SCHEMAS[type_name]
     try:
-        from .sources import get_source_class
-
         cls = get_source_class(type_name)
     except Exception:  # unknown types are reported by the build, naming the known ones
         return _Open
@@ -326,8 +193,9 @@ def schema_markdown(recipe_defaults: Optional[Mapping[str, Any]] = None) -> str:
         return lines
 
     out = ["# Recipe format", "",
-           "Generated from `broden_builder/recipe_schema.py` (the schema every recipe is checked against; "
-           "regenerate with `python -m broden_builder.recipe > docs/recipe.md`).", "",
+           "Generated from `broden_builder/recipe_schema.py` and each source's `broden_builder/sources/<name>/schema.py` "
+           "(the schema every recipe is checked against; regenerate with "
+           "`python -m broden_builder.recipe > docs/recipe.md`).", "",
            "Unknown keys are errors (with the nearest known key suggested); values are never coerced "
            "(`color: \"false\"` is refused, not read as true).", "", "## Top level", ""]
     out += rows(RecipeModel)

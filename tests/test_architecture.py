@@ -208,10 +208,17 @@ def test_no_import_cycle(pkg):
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
 
 
+#: Readers of a dataset's own file formats, the only files whose functions may be long.
+FORMAT_PARSERS = frozenset({
+    "broden_builder/sources/ade20k/index2016.py", "broden_builder/sources/ade20k/release2021.py",
+    "broden_builder/sources/opensurfaces/release.py", "broden_builder/sources/pascal/matfiles.py",
+    "broden_builder/sources/pascal/partnames.py",
+})
+
+
 def _format_parser(path: Path) -> bool:
     """Sources' format parsers (the readers of a dataset's own files) may be long."""
-    rel = path.relative_to(REPO).parts
-    return rel[:2] == ("broden_builder", "sources")
+    return path.relative_to(REPO).as_posix() in FORMAT_PARSERS
 
 
 def test_functions_are_short():

@@ -69,6 +69,9 @@ class Source(ABC):
     type_name: str = ""
     #: Folder under images/ in the store (defaults to type_name).
     prefix: str = ""
+    #: The recipe keys of this type: a subclass of ``sources.entry.SourceEntry`` (built-in sources keep
+    #: theirs in ``sources/<name>/schema.py``); None checks only the keys every entry shares.
+    config_schema: Optional[type] = None
     #: Licence / terms and citation, recorded in the store's provenance.
     license: str = ""
     citation: str = ""

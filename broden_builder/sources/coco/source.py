@@ -37,6 +37,8 @@ import numpy as np
 from .. import register_source
 from ..base import BadSourceItem, ImageRecord, Resolved, Source, SourceDataError, SourceMissingError
 from ..common import apply_rename, load_label_rgb, load_rgb, store_basename
+from .schema import CocoEntry
+from ..terms import folder_terms
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +64,10 @@ class CocoSource(Source):
     """COCO instances / stuff / panoptic annotations as one pixel category (see the module docstring)."""
 
     type_name = "coco"
+    config_schema = CocoEntry  # the recipe keys (schema.py)
     prefix = "coco"
-    license = "COCO annotations: CC BY 4.0; images: Flickr terms of use (see cocodataset.org/#termsofuse)"
-    citation = "Lin et al., Microsoft COCO: Common Objects in Context, ECCV 2014"
+    #: Licence line and citation, read from this folder's LICENSE.md and CITATION.bib.
+    license, citation = folder_terms(__file__)
 
     def __init__(self, config, image_size: int = 224, segmentation_size: int = 112):
         super().__init__(config, image_size, segmentation_size)
@@ -109,9 +112,9 @@ class CocoSource(Source):
             raise SourceMissingError(f"COCO image folder {self.image_dir} not found")
         _pycocotools_mask()
 
-    def _load(self) -> dict:
-        if self._data is not None:
-            return self._data
+    def _read_json(self) -> dict:
+        """The annotation file as a dict with lists 'images', 'categories' and 'annotations' (an absent
+        'annotations' reads as []). Raises SourceMissingError / SourceDataError naming the file."""
         f = self.ann_file
         try:
             raw = json.loads(f.read_text("utf-8"))
@@ -124,9 +127,17 @@ class CocoSource(Source):
         for key in ("images", "categories"):
             if not isinstance(raw.get(key), list):
                 raise SourceDataError(f"{f}: missing list '{key}'")
-        anns = raw.get("annotations", [])
-        if not isinstance(anns, list):
+        raw.setdefault("annotations", [])
+        if not isinstance(raw["annotations"], list):
             raise SourceDataError(f"{f}: 'annotations' must be a list")
+        return raw
+
+    def _load(self) -> dict:
+        if self._data is not None:
+            return self._data
+        f = self.ann_file
+        raw = self._read_json()
+        anns = raw["annotations"]
         kind = self.kind
         if kind == "auto":
             kind = "panoptic" if any(isinstance(a, dict) and "segments_info" in a for a in anns) else "instances"

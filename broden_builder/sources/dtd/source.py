@@ -18,6 +18,8 @@ from ..downloadable import DownloadableSource
 from .. import register_source
 from ..base import BadSourceItem, ImageRecord, Resolved, Source, SourceMissingError
 from ..common import load_rgb
+from .schema import DtdEntry
+from ..terms import folder_terms
 
 HERE = Path(__file__).resolve().parent
 LABEL_FILE = "labels/labels_joint_anno.txt"
@@ -64,9 +66,10 @@ class DtdSource(DownloadableSource, Source):
     """DTD r1.0.1 images with all their joint-annotation texture labels."""
 
     type_name = "dtd"
+    config_schema = DtdEntry  # the recipe keys (schema.py)
     prefix = "dtd"
-    license = "research use only (DTD terms: images from Flickr, see broden_builder/sources/dtd/LICENSE.md)"
-    citation = "Cimpoi et al., Describing Textures in the Wild, CVPR 2014"
+    #: Licence line and citation, read from this folder's LICENSE.md and CITATION.bib.
+    license, citation = folder_terms(__file__)
 
     def __init__(self, config, image_size: int = 224, segmentation_size: int = 112):
         super().__init__(config, image_size, segmentation_size)

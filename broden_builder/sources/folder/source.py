@@ -32,6 +32,8 @@ from pathlib import Path
 from .. import register_source
 from ..base import BadSourceItem, ImageRecord, Resolved, Source, SourceDataError, SourceMissingError
 from ..common import ValueTable, apply_rename, int_list, load_rgb, parse_value, read_mask_file, split_names, store_basename
+from .schema import FolderEntry
+from ..terms import folder_terms
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -64,8 +66,10 @@ class FolderSource(Source):
     """Images plus masks and a value->name table, or images plus a table of image-level labels."""
 
     type_name = "folder"
+    config_schema = FolderEntry  # the recipe keys (schema.py)
     prefix = "folder"
-    license = "user data (record its terms in the source entry's 'license')"
+    #: Licence line and citation, read from this folder's LICENSE.md and CITATION.bib.
+    license, citation = folder_terms(__file__)
 
     def __init__(self, config, image_size: int = 224, segmentation_size: int = 112):
         super().__init__(config, image_size, segmentation_size)

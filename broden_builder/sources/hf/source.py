@@ -31,6 +31,8 @@ import numpy as np
 from .. import register_source
 from ..base import BadSourceItem, ImageRecord, Resolved, Source, SourceDataError, SourceMissingError
 from ..common import ValueTable, apply_rename, int_list, mask_values, split_names, store_basename, to_rgb
+from .schema import HFEntry
+from ..terms import folder_terms
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +93,10 @@ class HFSource(Source):
     """A Hugging Face dataset with an image column and a mask column or a label column."""
 
     type_name = "hf"
+    config_schema = HFEntry  # the recipe keys (schema.py)
     prefix = "hf"
-    license = "see the dataset card"
+    #: Licence line and citation, read from this folder's LICENSE.md and CITATION.bib.
+    license, citation = folder_terms(__file__)
 
     def __init__(self, config, image_size: int = 224, segmentation_size: int = 112):
         super().__init__(config, image_size, segmentation_size)

@@ -35,6 +35,8 @@ from ..base import BadSourceItem, ImageRecord, Resolved, Source, SourceMissingEr
 from ..common import load_rgb
 from .matfiles import read_label_map, read_part_objects
 from .partnames import Part2IndError, PartTable, load_part2ind
+from .schema import PascalEntry
+from ..terms import folder_terms
 
 log = logging.getLogger(__name__)
 
@@ -109,12 +111,10 @@ class PascalSource(DownloadableSource, Source):
     """Pascal VOC 2010 images; objects from Pascal-Context, parts from Pascal-Part."""
 
     type_name = "pascal"
+    config_schema = PascalEntry  # the recipe keys (schema.py)
     prefix = "pascal"
-    license = ("research use; images: Pascal VOC / Flickr terms of use; Pascal-Context and Pascal-Part "
-               "annotations: research use (see broden_builder/sources/pascal/LICENSE.md)")
-    citation = ("Everingham et al., The PASCAL VOC Challenge, IJCV 2010; Mottaghi et al., The Role of Context "
-                "for Object Detection and Semantic Segmentation in the Wild, CVPR 2014; Chen et al., Detect What "
-                "You Can: Detecting and Representing Objects using Holistic Models and Body Parts, CVPR 2014")
+    #: Licence line and citation, read from this folder's LICENSE.md and CITATION.bib.
+    license, citation = folder_terms(__file__)
 
     def __init__(self, config, image_size: int = 224, segmentation_size: int = 112):
         super().__init__(config, image_size, segmentation_size)

@@ -43,6 +43,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .schema import SegmenterEntry
 from .. import register_source
 from ..base import BadSourceItem, ImageRecord, Resolved, Source, SourceDataError, SourceMissingError
 from ..common import apply_rename, load_rgb, store_basename
@@ -69,6 +70,7 @@ class SegmenterSource(Source):
 
     type_name = "segmenter"
     prefix = "segmenter"
+    config_schema = SegmenterEntry  # the recipe keys (schema.py)
     license = "user images; labels predicted by a segmentation model (record the model's terms in 'license')"
 
     def __init__(self, config, image_size: int = 224, segmentation_size: int = 112):

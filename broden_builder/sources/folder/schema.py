@@ -1,0 +1,22 @@
+"""The recipe keys of ``type: folder`` entries (checked before the source is made; docs/recipe.md)."""
+from __future__ import annotations
+
+from typing import List, Literal, Optional, Union
+
+from pydantic import Field
+
+from ..entry import SourceEntry
+
+
+class FolderEntry(SourceEntry):
+    """``type: folder``: your own images with masks (or image-level labels) and a value -> name table."""
+
+    images: str = Field(..., description="image folder")
+    labels: str = Field(..., description="CSV table value,name (or color,name)")
+    category: str = Field(..., description="category of the labels")
+    masks: Optional[str] = Field(None, description="mask folder (pixel labels); without it, image-level labels")
+    mask_suffix: Optional[str] = None
+    unlabeled: Optional[Union[int, List[int]]] = None
+    missing_masks: Optional[Literal["error", "skip"]] = None
+    exif_orientation: Optional[bool] = Field(None, description="apply the images' EXIF orientation (default: "
+                                                               "yes for image-level labels, no with masks)")
