@@ -149,7 +149,7 @@ def _parser_describe(sub) -> None:
                    "in OUT/.describe-cache)")
     d.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N")
     d.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
-    _add_preprocessing(d)
+    _add_settings(d, "describe")  # --input-size, --mean, --std of --model (dissect.config)
 
 
 def _parser_compare(sub) -> None:

@@ -31,7 +31,7 @@ CACHE_DTYPES = ("float16", "float32")
 
 #: The commands that dissect (their options are the settings), and those that prepare images.
 DISSECTION = ("run", "score", "explain")
-PREPROCESSING = ("run", "explain", "ablate")
+PREPROCESSING = ("run", "explain", "ablate", "describe")
 
 #: Fields that change how a run works, never what it computes: not recorded in result.json's
 #: settings (the engine records the parallelism it chose) and not part of the checkpoint key.
