@@ -328,3 +328,24 @@ def test_panoptic_mask2former_scores_match_its_semantic_post_processing(tmp_path
         out = model(pixel_values=(x - mean) / std)
     theirs = Mask2FormerImageProcessor().post_process_semantic_segmentation(out, target_sizes=[(64, 64)] * 2)
     assert all(torch.equal(ours[i], theirs[i]) for i in range(2))
+
+
+def test_workers_read_predictions_without_loading_the_model(tmp_path, monkeypatch):
+    """After prepare(), a pickled copy (what a spawned worker gets) resolves from the stored predictions."""
+    import pickle
+
+    import broden_builder.sources.segmenter.source as source_mod
+    from broden_builder.sources.segmenter import SegmenterSource
+
+    rng = np.random.default_rng(2)
+    images = {"one": rng.integers(0, 255, (40, 52, 3), dtype=np.uint8)}
+    spec = _plant_oracle(tmp_path / "oracle", images, {"one": _ramp_scores(40, 52)}, ["a", "b", "c"])
+    src = SegmenterSource({"type": "segmenter", "images": str(tmp_path / "oracle" / "images"), "model": spec}, 32, 20)
+    src.check()
+    (rec,) = src.records()
+    src.prepare([rec], tmp_path / "work")
+    want = src.resolve(rec).pixel["object"][0]
+    copy = pickle.loads(pickle.dumps(src))
+    monkeypatch.setattr(source_mod, "load_segmenter", lambda *a: pytest.fail("a worker loaded the model"))
+    got = copy.resolve(rec).pixel["object"][0]
+    assert np.array_equal(got, want) and resize_labels(got, 20).shape == (20, 20)

@@ -96,7 +96,8 @@ class SegmenterSource(Source):
         if bad:
             raise SourceDataError(f"segmenter source: categories maps classes to {bad}, which are not pixel categories")
         self._seg: Optional[Segmenter] = None
-        self._work: Optional[Path] = None
+        self._work: Optional[Path] = None  # set by prepare(), with the settings key: workers never load the model
+        self._key: Optional[str] = None
 
     def __getstate__(self):  # sent to worker processes: the model stays in the parent
         d = dict(self.__dict__)
@@ -176,16 +177,16 @@ class SegmenterSource(Source):
         return out
 
     def _prediction_path(self, record: ImageRecord) -> Optional[Path]:
-        if self._work is None:
+        if self._work is None or self._key is None:
             return None
-        return self._work / self._settings_key() / (hashlib.sha1(record.basename.encode()).hexdigest() + ".npz")
+        return self._work / self._key / (hashlib.sha1(record.basename.encode()).hexdigest() + ".npz")
 
     def prepare(self, records: list, work: Path, quiet: bool = True) -> None:
         """Predict the label planes of ``records`` in batches (before pass 1); resumable."""
         from ...progress import progress
         from ...store.atomic import atomic_write_bytes
 
-        self._work = Path(work)
+        self._work, self._key = Path(work), self._settings_key()
         todo = [r for r in records if not self._prediction_path(r).exists()]
         chunk = self.batch_size * 4
         bar = progress(total=len(todo), quiet=quiet, desc="segment", unit="img")
