@@ -9,7 +9,8 @@ Recipe entry::
                                         #   {class name: number} (other classes 0); default 0
       min_area: 0.01                    # a class covering less of an image (a fraction) is removed there
       categories: {grass: material}     # class name -> category (default object)
-      drop: [background]                # classes never written (their pixels stay unlabelled)
+      drop: [background]                # classes never written (their pixels stay unlabelled);
+                                        #   torchvision's '__background__' is never written
       batch_size: 8                     # images per model call
       device: auto                      # cpu, cuda, cuda:1, ... (auto: cuda when available)
 
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 IMAGE_LEVEL = frozenset({"scene", "texture", "color"})
 PREDICTED = "predicted by a segmentation model, not annotated"
+#: class names that mean "no concept" (torchvision's VOC models): always left unlabelled, as if dropped
+UNLABELLED_CLASSES = frozenset({"__background__"})
 
 
 def _device(name: str) -> str:
@@ -160,7 +163,7 @@ class SegmenterSource(Source):
         out: dict = {}
         for k, (name, cat) in enumerate(zip(seg.classes, self._categories())):
             out.setdefault(cat, {})
-            if name not in self.drop:
+            if name not in self.drop and name not in UNLABELLED_CLASSES:
                 out[cat][k + 1] = apply_rename((str(name),), self.rename)
         return out
 
@@ -227,7 +230,7 @@ class SegmenterSource(Source):
         rows, cols = sampled_indices(H, S), sampled_indices(W, S)
         cats = self._categories()
         thr = class_thresholds(seg.classes, self.threshold, "segmenter source")
-        keep = torch.tensor([n not in self.drop for n in seg.classes])
+        keep = torch.tensor([n not in self.drop and n not in UNLABELLED_CLASSES for n in seg.classes])
         return [label_planes(scores_at(s, (H, W), rows, cols), cats, thr, keep, seg.exclusive, self.min_area)
                 for s in scores]
 
