@@ -31,6 +31,7 @@ OPTIONS = {
     "score": SHARED,
     "explain": SHARED | PREPROCESSING,
     "ablate": PREPROCESSING,
+    "describe": PREPROCESSING,
     "layers": {"--layout"},
 }
 #: result.json's settings as the engine wrote them by hand, in that order (engine.py at f5963d0).
