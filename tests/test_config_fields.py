@@ -31,6 +31,7 @@ OPTIONS = {
     "score": SHARED,
     "explain": SHARED | PREPROCESSING,
     "ablate": PREPROCESSING,
+    "describe": PREPROCESSING,
     "layers": {"--layout"},
     "describe": PREPROCESSING,  # new since f5963d0 (issue 22)
 }

@@ -328,3 +328,52 @@ def test_panoptic_mask2former_scores_match_its_semantic_post_processing(tmp_path
         out = model(pixel_values=(x - mean) / std)
     theirs = Mask2FormerImageProcessor().post_process_semantic_segmentation(out, target_sizes=[(64, 64)] * 2)
     assert all(torch.equal(ours[i], theirs[i]) for i in range(2))
+
+
+def test_workers_read_predictions_without_loading_the_model(tmp_path, monkeypatch):
+    """After prepare(), a pickled copy (what a spawned worker gets) resolves from the stored predictions."""
+    import pickle
+
+    import broden_builder.sources.segmenter.source as source_mod
+    from broden_builder.sources.segmenter import SegmenterSource
+
+    rng = np.random.default_rng(2)
+    images = {"one": rng.integers(0, 255, (40, 52, 3), dtype=np.uint8)}
+    spec = _plant_oracle(tmp_path / "oracle", images, {"one": _ramp_scores(40, 52)}, ["a", "b", "c"])
+    src = SegmenterSource({"type": "segmenter", "images": str(tmp_path / "oracle" / "images"), "model": spec}, 32, 20)
+    src.check()
+    (rec,) = src.records()
+    src.prepare([rec], tmp_path / "work")
+    want = src.resolve(rec).pixel["object"][0]
+    copy = pickle.loads(pickle.dumps(src))
+    monkeypatch.setattr(source_mod, "load_segmenter", lambda *a: pytest.fail("a worker loaded the model"))
+    got = copy.resolve(rec).pixel["object"][0]
+    assert np.array_equal(got, want) and resize_labels(got, 20).shape == (20, 20)
+
+
+def test_torchvision_checkpoint(tmp_path):
+    """torchvision:NAME:CHECKPOINT: a random LR-ASPP MobileNetV3 saved as a state_dict; the weights'
+    own class names (VOC, '__background__' first, never written); its softmax scores are the module's."""
+    import torchvision
+
+    from broden_builder.sources.segmenter import SegmenterSource
+    from broden_builder.sources.segmenter.models import IMAGENET_MEAN, IMAGENET_STD
+
+    torch.manual_seed(0)
+    net = torchvision.models.get_model("lraspp_mobilenet_v3_large", weights=None, weights_backbone=None,
+                                       num_classes=21).eval()
+    torch.save(net.state_dict(), tmp_path / "lraspp.pth")
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "imgs" / "a.png")
+    src = SegmenterSource({"type": "segmenter", "images": str(tmp_path / "imgs"), "device": "cpu",
+                           "model": f"torchvision:lraspp_mobilenet_v3_large:{tmp_path / 'lraspp.pth'}"}, 32, 16)
+    src.check()
+    seg = src.segmenter()
+    assert seg.classes[0] == "__background__" and "aeroplane" in seg.classes and len(seg.classes) == 21
+    assert "__background__" not in {n for codes in src.vocabulary().values() for names in codes.values() for n in names}
+    x = torch.rand(1, 3, 520, 520)  # already at the weights' resize size: no resize
+    mean, std = torch.tensor(IMAGENET_MEAN)[None, :, None, None], torch.tensor(IMAGENET_STD)[None, :, None, None]
+    with torch.no_grad():
+        want = net((x - mean) / std)["out"].softmax(1)
+    assert torch.allclose(seg.scores(x), want, atol=1e-5)
+    assert seg.identity["sha256"] == hashlib.sha256((tmp_path / "lraspp.pth").read_bytes()).hexdigest()

@@ -9,7 +9,8 @@ Recipe entry::
                                         #   {class name: number} (other classes 0); default 0
       min_area: 0.01                    # a class covering less of an image (a fraction) is removed there
       categories: {grass: material}     # class name -> category (default object)
-      drop: [background]                # classes never written (their pixels stay unlabelled)
+      drop: [background]                # classes never written (their pixels stay unlabelled);
+                                        #   torchvision's '__background__' is never written
       batch_size: 8                     # images per model call
       device: auto                      # cpu, cuda, cuda:1, ... (auto: cuda when available)
 
@@ -56,6 +57,8 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 IMAGE_LEVEL = frozenset({"scene", "texture", "color"})
 PREDICTED = "predicted by a segmentation model, not annotated"
+#: class names that mean "no concept" (torchvision's VOC models): always left unlabelled, as if dropped
+UNLABELLED_CLASSES = frozenset({"__background__"})
 
 
 def _device(name: str) -> str:
@@ -98,7 +101,8 @@ class SegmenterSource(Source):
         if bad:
             raise SourceDataError(f"segmenter source: categories maps classes to {bad}, which are not pixel categories")
         self._seg: Optional[Segmenter] = None
-        self._work: Optional[Path] = None
+        self._work: Optional[Path] = None  # set by prepare(), with the settings key: workers never load the model
+        self._key: Optional[str] = None
 
     def __getstate__(self):  # sent to worker processes: the model stays in the parent
         d = dict(self.__dict__)
@@ -161,7 +165,7 @@ class SegmenterSource(Source):
         out: dict = {}
         for k, (name, cat) in enumerate(zip(seg.classes, self._categories())):
             out.setdefault(cat, {})
-            if name not in self.drop:
+            if name not in self.drop and name not in UNLABELLED_CLASSES:
                 out[cat][k + 1] = apply_rename((str(name),), self.rename)
         return out
 
@@ -178,16 +182,16 @@ class SegmenterSource(Source):
         return out
 
     def _prediction_path(self, record: ImageRecord) -> Optional[Path]:
-        if self._work is None:
+        if self._work is None or self._key is None:
             return None
-        return self._work / self._settings_key() / (hashlib.sha1(record.basename.encode()).hexdigest() + ".npz")
+        return self._work / self._key / (hashlib.sha1(record.basename.encode()).hexdigest() + ".npz")
 
     def prepare(self, records: list, work: Path, quiet: bool = True) -> None:
         """Predict the label planes of ``records`` in batches (before pass 1); resumable."""
         from ...progress import progress
         from ...store.atomic import atomic_write_bytes
 
-        self._work = Path(work)
+        self._work, self._key = Path(work), self._settings_key()
         todo = [r for r in records if not self._prediction_path(r).exists()]
         chunk = self.batch_size * 4
         bar = progress(total=len(todo), quiet=quiet, desc="segment", unit="img")
@@ -228,7 +232,7 @@ class SegmenterSource(Source):
         rows, cols = sampled_indices(H, S), sampled_indices(W, S)
         cats = self._categories()
         thr = class_thresholds(seg.classes, self.threshold, "segmenter source")
-        keep = torch.tensor([n not in self.drop for n in seg.classes])
+        keep = torch.tensor([n not in self.drop and n not in UNLABELLED_CLASSES for n in seg.classes])
         return [label_planes(scores_at(s, (H, W), rows, cols), cats, thr, keep, seg.exclusive, self.min_area)
                 for s in scores]
 
