@@ -39,15 +39,26 @@ def _add_settings(p: argparse.ArgumentParser, command: str) -> None:
         if command not in meta.get("cli", ()):
             continue
         kwargs = {"default": f.default, "help": meta["help"].replace("{default}", str(f.default))}
-        kind = typing.get_args(hints[f.name])[0] if typing.get_args(hints[f.name]) else hints[f.name]
-        if kind is bool:
-            kwargs["action"] = "store_true"
-        elif meta.get("action"):
+        kind = _plain_type(hints[f.name])
+        if meta.get("action"):
             kwargs["action"] = meta["action"]
+        elif kind is bool:
+            kwargs["action"] = "store_true"
         else:
             kwargs["type"] = meta.get("type") or (kind if kind in (int, float) else None)
         kwargs.update({k: meta[k] for k in ("choices", "metavar") if meta.get(k) is not None})
         g.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+
+
+def _plain_type(hint):
+    """``Optional[int]`` -> int; any other hint as it is (a Literal's choices come from ``choices``)."""
+    import types
+    import typing
+
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return args[0] if len(args) == 1 else hint
+    return hint
 
 
 def _add_shared(p: argparse.ArgumentParser, command: str) -> None:
@@ -198,15 +209,17 @@ def _parser_report(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dissect", description="Network Dissection: score every unit of a "
                                      "PyTorch layer against a Broden store.")
-    from broden_builder.progress import add_verbosity_flags, add_verbosity_to_subcommands
+    from broden_builder.shared import add_verbosity_flags, add_verbosity_to_subcommands
 
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"dissect (broden-dissect) {__version__}")
     add_verbosity_flags(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True)
+    from .tools import add_sae_parser as _parser_sae
+
     for add in (_parser_run, _parser_score, _parser_layers, _parser_explain, _parser_describe, _parser_compare,
-                _parser_ablate, _parser_report):
+                _parser_ablate, _parser_report, _parser_sae):
         add(sub)
     add_verbosity_to_subcommands(sub)
     return parser
@@ -277,14 +290,14 @@ def _cmd_score(args) -> int:
     from .engine import init_from_env
     from .engine import score_activations
 
-    from broden_builder.store.paths import safe_component
+    from broden_builder.shared import safe_component
 
     name = safe_component(args.name, "--name") if args.name is not None else Path(args.activations).stem
     info = init_from_env(args.device)
     res = score_activations(args.activations, args.store, _config(args), out=args.out, name=name)
     if info.rank == 0:
         print(res.summary_line().replace(f"{res.layer}:", f"{name}:", 1))
-        print(f"results in {Path(args.out) / name}")
+        print(f"results in {res.path or Path(args.out) / name}")
         _report(args, [res])
     return 0
 
@@ -301,7 +314,7 @@ def _cmd_layers(args) -> int:
     if size is None and fixed:
         size = tuple(fixed)
     if size is None and args.store:
-        from broden_builder.store.reader import BrodenStore
+        from broden_builder import BrodenStore
 
         st = BrodenStore(args.store)
         if st.rows:
@@ -337,7 +350,7 @@ def _cmd_layers(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from broden_builder.store.locking import exclusive
+    from broden_builder.shared import exclusive
 
     from .errors import DissectError
     from .report import write_reports
@@ -371,7 +384,8 @@ def _cmd_explain(args) -> int:
 
         name = args.layer
         model = load_model(args.model, args.weights, unsafe_unpickle=args.unsafe_unpickle)
-    layer_dir = layer_folder(args.out, name)
+    sae = any(s.partition("=")[0] == name for s in args.sae or ())  # its features: result OUT/NAME.sae
+    layer_dir = layer_folder(args.out, name, feature=sae)
     if not has_result(layer_dir):
         if args.activations:
             from .engine import score_activations
@@ -392,7 +406,7 @@ def _cmd_explain(args) -> int:
     rows = ex.rows()
     comp = sum(1 for r in rows if r["length"] > 1)
     mean = lambda k: sum(r[k] for r in rows) / max(1, len(rows))  # noqa: E731
-    print(f"{name}: {len(rows)} units explained, {comp} by a composition; mean IoU {mean('iou'):.4f} "
+    print(f"{name}: {len(rows)} {'features' if sae else 'units'} explained, {comp} by a composition; mean IoU {mean('iou'):.4f} "
           f"(best single concept {mean('single_iou'):.4f})")
     print(f"explanations in {layer_dir / 'explanations.csv'}")
     _report(args, [name])
@@ -497,6 +511,12 @@ def _cmd_ablate(args) -> int:
     return 0
 
 
+def _cmd_sae(args) -> int:
+    from .tools import sae_train_command
+
+    return sae_train_command(args)
+
+
 def console() -> int:
     """The installed ``dissect`` command (and ``python -m dissect.cli``): :func:`main` in a process
     that ends with the command (broden_builder.process settings)."""
@@ -509,10 +529,11 @@ def main(argv: Optional[Sequence[str]] = None, own_process: bool = False) -> int
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from broden_builder.cli_errors import run_command
+    from broden_builder.shared import run_command
 
     handlers = {"run": _cmd_run, "score": _cmd_score, "layers": _cmd_layers, "report": _cmd_report,
-                "explain": _cmd_explain, "describe": _cmd_describe, "compare": _cmd_compare, "ablate": _cmd_ablate}
+                "explain": _cmd_explain, "describe": _cmd_describe, "compare": _cmd_compare, "ablate": _cmd_ablate,
+                "sae": _cmd_sae}
     try:
         return run_command(lambda: handlers[args.command](args), verbose=getattr(args, "verbose", False),
                            own_process=own_process)

@@ -33,7 +33,6 @@ OPTIONS = {
     "ablate": PREPROCESSING,
     "describe": PREPROCESSING,
     "layers": {"--layout"},
-    "describe": PREPROCESSING,  # new since f5963d0 (issue 22)
 }
 #: result.json's settings as the engine wrote them by hand, in that order (engine.py at f5963d0).
 RECORDED = ["quantile", "iou_threshold", "union", "upsample", "categories", "split", "top_k", "mean", "std",
