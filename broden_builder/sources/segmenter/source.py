@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from .schema import SegmenterEntry
+from ..terms import folder_terms
 from .. import register_source
 from ..base import BadSourceItem, ImageRecord, Resolved, Source, SourceDataError, SourceMissingError
 from ..common import apply_rename, load_rgb, store_basename
@@ -74,7 +75,8 @@ class SegmenterSource(Source):
     type_name = "segmenter"
     prefix = "segmenter"
     config_schema = SegmenterEntry  # the recipe keys (schema.py)
-    license = "user images; labels predicted by a segmentation model (record the model's terms in 'license')"
+    #: Licence line and citation, read from this folder's LICENSE.md and CITATION.bib.
+    license, citation = folder_terms(__file__)
 
     def __init__(self, config, image_size: int = 224, segmentation_size: int = 112):
         super().__init__(config, image_size, segmentation_size)
