@@ -53,8 +53,8 @@ def test_shares_from_workers_sum_to_the_plain_reference(synthetic_store, workers
                       known_label_table([l.number for l in store.labels]), spec)
     total = Tally(*args, "cpu")
     for item in DataLoader(ds, batch_size=None, num_workers=workers):
-        assert "error" not in item
-        total.add_counts(item["counts"]["a"])
+        assert item.error is None
+        total.add_counts(item.counts["a"])
     ref = reference_counts(acts, thr, _segs(store, rows, categories), numbers, primary, categories,
                            set(store.image_level_categories))
     assert total.images == len(rows)

@@ -33,7 +33,7 @@ from ._resources import choose as choose_parallelism
 from ..results import LayerResult, build_layer_result, layer_folder, write_layer_result
 from ..sae import SAEError, load_sae
 from ..stats import Tally, TopKImages, TopQuantile
-from ._tally_batches import TallyBatches, TallySpec, count_batch, in_basis, known_label_table
+from ._tally_batches import Batch, TallyBatches, TallySpec, count_batch, in_basis, known_label_table
 
 log = logging.getLogger(__name__)
 
@@ -134,22 +134,22 @@ class Statistics:
         same values in pass 1, the extra pass and pass 2, so thresholds and masks agree)."""
         return in_basis(a.to(self.device, non_blocking=True), self.bases.get(layer))
 
-    def add(self, pass_no: int, acts: dict, batch: dict) -> None:
-        """Pass 1: acts {layer: [B, U, h, w]} of index.csv rows batch["index"]; pass 2: with batch["seg"]
+    def add(self, pass_no: int, acts: dict, batch: Batch) -> None:
+        """Pass 1: acts {layer: [B, U, h, w]} of index.csv rows ``batch.index``; pass 2: with ``batch.seg``
         (counted here by count_batch), or the batch's counts already taken where it was loaded
-        (batch["counts"] {layer: Tally.take_counts()}, dissect.engine._tally_batches)."""
+        (``batch.counts``, dissect.engine._tally_batches)."""
         if pass_no == 1:
-            idx = batch["index"].to(self.device)
+            idx = batch.index.to(self.device)
             for n, a in acts.items():
                 a = self._in_basis(n, a)
                 self.layers[n].quantile.add(a)
                 self.layers[n].topk.add(a, idx)
             return
-        if "counts" in batch:
-            for n, counts in batch["counts"].items():
+        if batch.counts is not None:
+            for n, counts in batch.counts.items():
                 self.layers[n].tally.add_counts(counts)
             return
-        count_batch({n: s.tally for n, s in self.layers.items()}, acts, batch["seg"].to(self.device),
+        count_batch({n: s.tally for n, s in self.layers.items()}, acts, batch.seg.to(self.device),
                     self.thresholds, self.bases, self.cfg.upsample, self.seg_size)
 
     def rescan_thresholds(self, sources: dict, positions: Sequence[int], batch_size: int, info: DistInfo) -> None:
@@ -190,13 +190,14 @@ class Statistics:
             stats.load_state_dict(state["layers"][n])
 
 
-def run_pass(batches: Iterable, compute: Callable[[dict], dict], stats: Statistics, checkpoint: Checkpoint,
+def run_pass(batches: Iterable, compute: Callable[[Batch], dict], stats: Statistics, checkpoint: Checkpoint,
              pass_no: int, start: int, bar) -> None:
     """The loop of both passes: ``stats.add(compute(batch))`` for every batch (numbered from
-    ``start``), checkpointing as configured."""
+    ``start``; a Batch, or collate_broden's dict of a DataLoader), checkpointing as configured."""
     done = start
     try:
-        for batch in batches:
+        for item in batches:
+            batch = item if isinstance(item, Batch) else Batch.collated(item)
             stats.add(pass_no, compute(batch), batch)
             done += 1
             checkpoint.step(pass_no, done, stats)
@@ -219,14 +220,14 @@ def loader(ds: Dataset, cfg: DissectConfig, device: torch.device) -> DataLoader:
                       persistent_workers=False, prefetch_factor=4 if workers else None)
 
 
-def _tally_loader(ds: TallyBatches, workers: int) -> Iterable[dict]:
+def _tally_loader(ds: TallyBatches, workers: int) -> Iterable[Batch]:
     """Pass 2's batches from ``ds`` (items are whole batches), ``workers`` processes; an item that
     carries an error raises it here, in the main process."""
     batches = DataLoader(ds, batch_size=None, shuffle=False, num_workers=workers, persistent_workers=False,
                          prefetch_factor=2 if workers else None)
     for item in batches:
-        if "error" in item:
-            raise item["error"]
+        if item.error is not None:
+            raise item.error
         yield item
 
 
@@ -337,12 +338,12 @@ class Run:
     def n_batches(self) -> int:
         return -(-len(self.my_rows) // self.cfg.batch_size)
 
-    def index_batches(self, positions: Sequence[int], start: int) -> Iterable[dict]:
-        """Pass-1 batches of this shard from batch ``start``: {"index": rows [B], "positions": [B] in the array}."""
+    def index_batches(self, positions: Sequence[int], start: int) -> Iterable[Batch]:
+        """Pass-1 batches of this shard from batch ``start``: index.csv rows [B] and ``positions`` [B] in the array."""
         bs = self.cfg.batch_size
         for b in range(start, self.n_batches()):
             lo, hi = b * bs, min(len(self.my_rows), (b + 1) * bs)
-            yield {"index": torch.tensor(self.my_rows[lo:hi], dtype=torch.long), "positions": positions[lo:hi]}
+            yield Batch(index=torch.tensor(self.my_rows[lo:hi], dtype=torch.long), positions=positions[lo:hi])
 
     def progress(self, desc: str, initial: int):
         from broden_builder.shared import progress
@@ -392,7 +393,7 @@ class Run:
         ds = TallyBatches(labels, sources, positions[start * bs:], bs,
                           known_label_table([l.number for l in self.store.labels]), spec, cache)
         workers = self.parallel.tally_workers if spec is not None else self.parallel.workers
-        run_pass(_tally_loader(ds, workers), lambda batch: batch.get("acts", {}), stats, self.checkpoint, 2,
+        run_pass(_tally_loader(ds, workers), lambda batch: batch.acts, stats, self.checkpoint, 2,
                  start, self.progress("pass 2/2 (tally)", start))
         t1 = time.perf_counter()
         stats.sync_counts(self.info)

@@ -35,6 +35,7 @@ from ._activations import check_finite, open_activations
 from ._cache import ActivationCache
 from ..config import DissectConfig
 from ._passes import Run, finish_results, loader, run_pass
+from ._tally_batches import Batch
 from ..errors import DissectError
 from ..capture import feature_maps, plan_layers
 from ..capture import ForwardError, resolve_selector
@@ -185,7 +186,7 @@ def score_activations(activations, store: Union[BrodenStore, str, Path], config:
     run.timings["setup"] = time.perf_counter() - t_start
 
     def pass1(start: int) -> str:  # the activations -> the threshold statistics
-        compute = lambda batch: _checked(run, {name: torch.from_numpy(acts.rows(batch["positions"]))}, batch)
+        compute = lambda batch: _checked(run, {name: torch.from_numpy(acts.rows(batch.positions))}, batch)
         run_pass(run.index_batches(positions, start), compute, stats, run.checkpoint, 1, start,
                  run.progress("pass 1/2 (thresholds)", start))
         return "pass1_thresholds"
@@ -232,8 +233,8 @@ def _positions(run: Run, acts) -> list:
     return positions[run.start: run.start + len(run.my_rows)]
 
 
-def _checked(run: Run, acts: dict, batch: dict) -> dict:
-    rows = batch["index"].tolist()
+def _checked(run: Run, acts: dict, batch: Batch) -> dict:
+    rows = batch.index.tolist()
     for n, a in acts.items():
         check_finite(n, a, rows, run.store)
     return acts
@@ -314,9 +315,9 @@ def _model_compute(run: Run, lm: LoadedModel, plans: dict, prep: Preprocessing, 
     # statistics stay single-threaded
     fwd_threads = run.parallel.forward_threads if run.device.type == "cpu" else run.parallel.threads
 
-    def compute(batch: dict) -> dict:
-        x = batch["image"].to(run.device, non_blocking=True)
-        idx, lo = batch["index"], next_row[0]
+    def compute(batch: Batch) -> dict:
+        x = batch.image.to(run.device, non_blocking=True)
+        idx, lo = batch.index, next_row[0]
         if prep.transform is not None:
             with torch.no_grad():
                 x = prep.transform(x)
@@ -364,8 +365,8 @@ def _usable(state: Optional[dict], caches: dict) -> Optional[dict]:
     return state
 
 
-def _read_rows(run: Run, arrays: dict, batch: dict) -> dict:
-    lo, hi = batch["positions"][0], batch["positions"][-1] + 1
+def _read_rows(run: Run, arrays: dict, batch: Batch) -> dict:
+    lo, hi = batch.positions[0], batch.positions[-1] + 1
     return _checked(run, {n: torch.from_numpy(np.array(a[lo:hi], dtype=np.float32)) for n, a in arrays.items()}, batch)
 
 

@@ -22,12 +22,34 @@ from typing import Optional, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from broden_builder.torch_dataset import BrodenDataset, collate_broden
+from broden_builder.torch_dataset import BrodenDataset, SegBatch, collate_broden
 
 from ._basis import apply_basis
 from ..errors import DissectError
 from ..stats import Tally, UnknownLabel, find_unknown_label
 from ..stats.upsample import SEPARABLE
+
+
+@dataclass
+class Batch:
+    """One batch as the passes see it. ``index``: int64 [B] index.csv rows. Pass 1 carries
+    ``image`` float [B, 3, H, W] (from the model's DataLoader) or ``positions`` (rows of an activation
+    array); pass 2 carries ``seg`` (the labels, a SegBatch) with ``acts`` {layer: [B, U, h, w]} to
+    count in the main process, or ``counts`` {layer: Tally.take_counts()} counted where it was loaded;
+    ``error``: the exception a DataLoader worker hit (raised again by the main process)."""
+
+    index: torch.Tensor
+    positions: Optional[Sequence[int]] = None
+    image: Optional[torch.Tensor] = None
+    seg: Optional[SegBatch] = None
+    acts: dict = field(default_factory=dict)
+    counts: Optional[dict] = None
+    error: Optional[Exception] = None
+
+    @classmethod
+    def collated(cls, d: dict) -> "Batch":
+        """A Batch of collate_broden's dict ("index", "image" and/or "seg")."""
+        return cls(index=d["index"], image=d.get("image"), seg=d.get("seg"))
 
 
 @dataclass
@@ -107,8 +129,8 @@ class TallyBatches(Dataset):
 
     ``labels``: BrodenDataset of the same rows (labels only); ``sources``: {layer: Activations};
     ``known``: :func:`known_label_table`; ``spec``: count here (see the module docstring) or None.
-    An item is {"index" [B], "counts": {layer: Tally.take_counts()}} with a spec, else
-    {"index", "seg", "acts": {layer: float32 [B, U, h, w]}}; or {"error": exception}.
+    An item is a :class:`Batch`: ``counts`` {layer: Tally.take_counts()} with a spec, else ``seg`` and
+    ``acts`` {layer: float32 [B, U, h, w]}; or ``error``.
     """
 
     def __init__(self, labels: BrodenDataset, sources: dict, positions: Sequence[int], batch_size: int,
@@ -121,13 +143,13 @@ class TallyBatches(Dataset):
     def __len__(self) -> int:
         return -(-len(self.positions) // self.batch_size)
 
-    def __getitem__(self, k: int) -> dict:
+    def __getitem__(self, k: int) -> Batch:
         try:
             return self._batch(k)
         except Exception as e:  # raised again by the main process (module docstring)
-            return {"error": _portable(e)}
+            return Batch(index=torch.zeros(0, dtype=torch.long), error=_portable(e))
 
-    def _batch(self, k: int) -> dict:
+    def _batch(self, k: int) -> Batch:
         lo, hi = k * self.batch_size, min(len(self.positions), (k + 1) * self.batch_size)
         batch = collate_broden(self._label_items(lo, hi))
         index_csv = self.labels.store.root / "index.csv"
@@ -135,13 +157,12 @@ class TallyBatches(Dataset):
             check_known_labels(batch, self.known, index_csv)
         acts = {n: torch.from_numpy(src.rows(self.positions[lo:hi])) for n, src in self.sources.items()}
         if self.spec is None:
-            batch["acts"] = acts
-            return batch
+            return Batch(index=batch["index"], seg=batch["seg"], acts=acts)
         try:  # the tallies look the label numbers up and refuse those label.csv lacks
             counts = self._count(acts, batch["seg"])
         except UnknownLabel as e:
             raise _unknown_label_error(e, batch, index_csv) from None
-        return {"index": batch["index"], "counts": counts}
+        return Batch(index=batch["index"], counts=counts)
 
     def _label_items(self, lo: int, hi: int) -> list:
         """The label items of batch rows [lo, hi): from the label cache when it holds them unchanged,
