@@ -57,7 +57,7 @@ def _categories(values: Optional[Sequence[str]]):
 
 def _add_shared(p: argparse.ArgumentParser) -> None:
     """The dissection settings; choices and defaults come from dissect.config.DissectConfig."""
-    from .config import UNIONS, UPSAMPLE_MODES, default
+    from .config import DETECTORS, UNIONS, UPSAMPLE_MODES, default
 
     g = p.add_argument_group("dissection settings")
     g.add_argument("--device", default=default("device"), help="auto (cuda when available), cpu, cuda or cuda:N (default auto)")
@@ -91,6 +91,18 @@ def _add_shared(p: argparse.ArgumentParser) -> None:
                         "the rotation baseline of Network Dissection (sec. 3.2)")
     g.add_argument("--basis", default=None, metavar="FILE.npy",
                    help="multiply the units by this C x C matrix before thresholds (instead of --rotate)")
+    g.add_argument("--null", type=int, default=default("null"), metavar="N",
+                   help="also test every unit against a permutation null of N pairings of masks and labels (images "
+                        "paired at random, same thresholds and labels): p- and q-values, significance "
+                        "(default 0 = none; 100 is a good start)")
+    g.add_argument("--seed", type=int, default=default("seed"),
+                   help=f"seed of the null's permutations (default {default('seed')})")
+    g.add_argument("--alpha", type=float, default=default("alpha"),
+                   help=f"false discovery rate: a unit is significant when its Benjamini-Hochberg q-value <= alpha "
+                        f"(default {default('alpha')})")
+    g.add_argument("--detector", choices=DETECTORS, default=default("detector"),
+                   help="what counts as a detector: iou (best IoU >= --iou-threshold, the paper's rule; default), "
+                        "significant (q <= --alpha; needs --null), both")
     g.add_argument("--no-report", action="store_true", help="do not write the HTML report (dissect report OUT writes it later)")
 
 
@@ -263,7 +275,7 @@ def _config(args, **extra):
         categories=_categories(args.categories), top_k=args.top_k, split=args.split,
         upsample=args.upsample, batch_size=args.batch_size, workers=args.workers, threads=args.threads,
         device=args.device, checkpoint_every=args.checkpoint_every, quiet=args.quiet, rotate=args.rotate,
-        basis=args.basis, **extra)
+        basis=args.basis, null=args.null, seed=args.seed, alpha=args.alpha, detector=args.detector, **extra)
 
 
 def _cmd_run(args) -> int:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 from .errors import DissectError
 from .layouts import LAYOUTS
+from .stats.pvalues import DETECTORS
 from .stats.tally import UNIONS
 from .stats.upsample import MODES
 
@@ -50,6 +51,10 @@ class DissectConfig:
     transform: Optional[object] = None  # callable on [B, 3, H, W] RGB in [0, 1] -> network input (no crop)
     rotate: Optional[int] = None  # seed of a random orthogonal basis applied to the units (dissect.basis)
     basis: Optional[str] = None  # a C x C .npy matrix applied to the units instead
+    null: int = 0  # permutations of the image pairing for each unit's null (dissect.stats.null); 0 = none
+    seed: int = 0  # seed of the null's permutations (numpy default_rng([seed, k]) for permutation k)
+    alpha: float = 0.05  # false discovery rate: a unit is significant when its BH q-value <= alpha
+    detector: Literal["iou", "significant", "both"] = "iou"  # what counts as a detector (one of DETECTORS)
 
     def __post_init__(self):
         # `not (a <= x <= b)` also refuses NaN, which would otherwise run both passes and fail
@@ -74,6 +79,7 @@ class DissectConfig:
             raise DissectError("give rotate (a seed) or basis (a .npy file), not both")
         if self.rotate is not None and (isinstance(self.rotate, bool) or not isinstance(self.rotate, int)):
             raise DissectError(f"rotate must be an integer seed, got {self.rotate!r}")
+        self._check_null()
         if isinstance(self.input_size, int):
             object.__setattr__(self, "input_size", (self.input_size, self.input_size))
         if self.categories is not None:
@@ -86,6 +92,19 @@ class DissectConfig:
             v = getattr(self, name)
             if v is not None:
                 object.__setattr__(self, name, tuple(float(x) for x in v))
+
+    def _check_null(self) -> None:
+        for name in ("null", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise DissectError(f"{name} must be an integer >= 0, got {v!r}")
+        if not 0 < self.alpha <= 1:
+            raise DissectError(f"alpha must lie in (0, 1] (a false discovery rate), got {self.alpha}")
+        if self.detector not in DETECTORS:
+            raise DissectError(f"detector must be one of {DETECTORS}, got {self.detector!r}")
+        if self.detector != "iou" and self.null < 1:
+            raise DissectError(f"detector {self.detector!r} needs the permutation null: give null >= 1 "
+                               "(--null N, e.g. 100)")
 
     def replace(self, **changes) -> "DissectConfig":
         """A copy with ``changes`` applied (validated again)."""

@@ -33,6 +33,7 @@ from .resources import choose as choose_parallelism
 from .results import LayerResult, build_layer_result, write_layer_result
 from .stats import Tally, TopKImages, TopQuantile
 from .stats.upsample import SEPARABLE
+from .null_pass import null_pass
 from .tally_batches import TallyBatches, TallySpec, known_label_table
 
 log = logging.getLogger(__name__)
@@ -261,6 +262,7 @@ class Run:
                         store=store.fingerprint(), version=__version__, basis=_basis_key(cfg))
         self.checkpoint = Checkpoint(self.out, self.key, self.info, cfg.checkpoint_every)
         self.timings: dict = {}
+        self.null: dict = {}  # {layer: float64 [N, U]} each permutation's best IoUs (--null N)
         self.numbers, self.primary, self.names_by_number = label_columns(store, self.categories)
 
     def statistics(self, shapes: dict, state: Optional[dict]) -> Statistics:
@@ -320,6 +322,8 @@ class Run:
         stats.sync(("tally",), self.info)
         self.timings["pass2_tally"] = t1 - t0
         self.timings["reduce_counts"] = time.perf_counter() - t1
+        if self.cfg.null:  # the permutation null of every layer (dissect.null_pass), from the summed tallies
+            self.null = null_pass(self, stats, sources, list(positions))
 
     def results(self, stats: Statistics, model_info: dict, settings_extra: dict) -> dict:
         """{layer: LayerResult} scored from the statistics."""
@@ -330,7 +334,8 @@ class Run:
                     "mean": list(cfg.mean) if cfg.mean is not None else None,
                     "std": list(cfg.std) if cfg.std is not None else None, "cache_dtype": cfg.cache_dtype,
                     "batch_size": cfg.batch_size, "world_size": self.info.world,
-                    "parallelism": self.parallel.as_dict()}
+                    "parallelism": self.parallel.as_dict(), "null": cfg.null, "seed": cfg.seed, "alpha": cfg.alpha,
+                    "detector": cfg.detector}
         settings.update(settings_extra)
         store_info = {"path": str(self.store.root.resolve()), "fingerprint": self.store.fingerprint(),
                       "images": len(self.rows), "segmentation_size": list(self.seg_size)}
@@ -342,7 +347,8 @@ class Run:
                 n, layer["tally"], cfg.union, cfg.iou_threshold, self.names_by_number, thr, settings=settings,
                 model=model_info, store=store_info, timings=dict(self.timings), version=__version__,
                 topk=(tk["indices"].numpy().astype(np.int64), tk["values"].numpy().astype(np.float32),
-                      _maps_as_seen(tk["maps"].numpy())))
+                      _maps_as_seen(tk["maps"].numpy())),
+                null=self.null.get(n), alpha=cfg.alpha, detector=cfg.detector)
             res.settings["layer_shape"] = list(stats.shapes[n])
             if n in stats.basis_records:
                 res.settings["basis"] = stats.basis_records[n]

@@ -19,6 +19,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -83,7 +84,12 @@ class LayerResult:
         parts = sorted(((c, n) for c, n in s.get("per_category", {}).items() if n),
                        key=lambda cn: (-cn[1], order[cn[0]]))
         inner = ", ".join(f"{c} {n}" for c, n in parts)
-        return f"{self.layer}: {s['detectors']}/{s['units']} units are detectors" + (f" ({inner})" if inner else "")
+        line = f"{self.layer}: {s['detectors']}/{s['units']} units are detectors" + (f" ({inner})" if inner else "")
+        if "significant" in s:
+            n = self.settings.get("null")
+            line += (f"; {s['significant']} significant against the permutation null (q <= {s['alpha']:g}"
+                     + (f", {n} permutations)" if n else ")"))
+        return line
 
     def to_json(self) -> dict:
         return {
@@ -94,33 +100,62 @@ class LayerResult:
 
 
 # ---------------------------------------------------------------------------- scoring
-def summarise(units: Sequence[dict], categories: Sequence[str]) -> dict:
-    """result.json's "summary": units, detectors, detectors and unique labels per category."""
+def summarise(units: Sequence[dict], categories: Sequence[str], alpha: Optional[float] = None) -> dict:
+    """result.json's "summary": units, detectors, detectors and unique labels per category; with
+    the permutation null (``alpha`` given), "significant": the units with q <= alpha
+    (dissect.stats.significant_detectors), per category too, and "alpha"."""
     det = [x for x in units if x["detector"]]
-    return {
+    out = {
         "units": len(units),
         "detectors": len(det),
         "per_category": {c: sum(1 for x in det if x["category"] == c) for c in categories},
         "unique_detectors": {c: len({x["number"] for x in det if x["category"] == c}) for c in categories},
     }
+    if alpha is not None:
+        from .stats import significant_detectors
+
+        sig = significant_detectors(SimpleNamespace(units=units))
+        out.update({"significant": len(sig), "alpha": alpha,
+                    "significant_per_category": {c: sum(1 for x in sig if x["category"] == c) for c in categories}})
+    return out
+
+
+def add_null(units: Sequence[dict], null: np.ndarray, alpha: float, detector: str) -> None:
+    """Add to each unit dict (unit order) the permutation null's fields (dissect.stats.null_fields:
+    p_value, q_value, significant, null_iou, null_iou_95, p_method) against its best IoU, keep the
+    paper's rule as "iou_detector" and set "detector" by ``detector``."""
+    from .stats import is_detector, null_fields
+
+    observed = np.array([float(u["iou"]) for u in units], dtype=np.float64)
+    for u, f in zip(units, null_fields(observed, np.asarray(null, dtype=np.float64), alpha)):
+        u.update(f)
+        u["iou_detector"] = bool(u["detector"])
+        u["detector"] = is_detector(u, detector)
 
 
 def build_layer_result(layer: str, tally, union: str, iou_threshold: float, label_names: dict,
                        thresholds: np.ndarray, settings: Optional[dict] = None, model: Optional[dict] = None,
                        store: Optional[dict] = None, timings: Optional[dict] = None, version: str = "",
-                       topk: Optional[tuple] = None) -> LayerResult:
-    """Score a finished dissect.stats.Tally (via dissect.stats.scores) into a LayerResult."""
+                       topk: Optional[tuple] = None, null: Optional[np.ndarray] = None, alpha: float = 0.05,
+                       detector: str = "iou") -> LayerResult:
+    """Score a finished dissect.stats.Tally (via dissect.stats.scores) into a LayerResult. ``null``
+    [N, U]: each permutation's best IoU per unit (dissect.null_pass), which adds p- and q-values,
+    significance at ``alpha`` and the null IoUs to every unit; ``detector`` ('iou', 'significant',
+    'both') decides what counts as a detector (dissect.stats.pvalues.is_detector)."""
     from .stats import scores
 
     units = scores(tally, union=union, iou_threshold=iou_threshold, label_names=label_names)
     thresholds = np.asarray(thresholds, dtype=np.float32)
     for u in units:
         u["threshold"] = float(thresholds[u["unit_index"]])
+    if null is not None:
+        add_null(units, null, alpha, detector)
     labels = [{"number": n, "name": label_names.get(n, str(n)), "category": c}
               for n, c in zip(tally.labels, tally.primary)]
     iou = tally.iou(union).cpu().numpy().astype(np.float32)
     res = LayerResult(layer=layer, iou=iou, thresholds=thresholds, labels=labels, units=units,
-                      summary=summarise(units, tally.categories), settings=dict(settings or {}),
+                      summary=summarise(units, tally.categories, alpha if null is not None else None),
+                      settings=dict(settings or {}),
                       model=dict(model or {}), store=dict(store or {}), timings=dict(timings or {}), version=version)
     if topk is not None:
         res.topk_indices, res.topk_values, res.topk_maps = topk
@@ -134,6 +169,9 @@ def tally_csv_text(res: LayerResult) -> str:
     header = ["unit", "category", "label", "score"]
     for c in cats:
         header += [f"{c}-label", f"{c}-truth", f"{c}-activation", f"{c}-intersect", f"{c}-iou"]
+    null = bool(res.units) and all("p_value" in u for u in res.units)
+    if null:  # the permutation null (--null N)
+        header += ["null-iou", "null-iou-95", "p-value", "q-value"]
     buf = io.StringIO(newline="")
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
@@ -142,6 +180,8 @@ def tally_csv_text(res: LayerResult) -> str:
         for c in cats:
             p = u["per_category"][c]
             row += [p["label"], p["truth"], p["activation"], p["intersect"], repr(p["iou"])]
+        if null:
+            row += [repr(u["null_iou"]), repr(u["null_iou_95"]), repr(u["p_value"]), repr(u["q_value"])]
         w.writerow(row)
     return buf.getvalue()
 
