@@ -30,7 +30,7 @@ from broden_builder.torch_dataset import BrodenDataset, collate_broden
 from dissect import DissectConfig
 from dissect.errors import DissectError
 from dissect.results import load_result
-from dissect.runner import score_activations
+from dissect.engine import score_activations
 from dissect.stats import Tally
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,7 +8,6 @@ runner's cache rounds them).
 """
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Union
@@ -18,11 +17,13 @@ import torch
 
 from broden_builder.store.reader import BrodenStore
 
+from ..errors import DissectError
+from ..results import load_result, open_store
 from .layer import LayerExplanations, explain_activations
 from .output import write_explanations
 
 
-class ExplainError(ValueError):
+class ExplainError(DissectError):
     """Bad input to an explanation (result folder, activations, store); the message says which."""
 
 
@@ -30,7 +31,7 @@ def model_activations(model, layer: str, store: BrodenStore, rows, path: Path, i
                       dtype: str = "float16", batch_size: int = 32, workers: int = 0, device="cpu", quiet=True,
                       layout=None):
     """Run ``model`` over store rows ``rows`` and write ``layer``'s feature map [N, U, h, w] (the
-    selector and layout as dissected, see dissect.capture) to the .npy ``path``, rounded to
+    selector and layout as dissected, see dissect.capture._plan) to the .npy ``path``, rounded to
     ``dtype`` as the runner's cache rounds it; returns the array (memory-mapped)."""
     from torch.utils.data import DataLoader
     from broden_builder.progress import progress
@@ -62,34 +63,9 @@ def model_activations(model, layer: str, store: BrodenStore, rows, path: Path, i
     return np.load(path, mmap_mode="r")
 
 
-def _read_result(layer_dir: Path) -> tuple:
-    try:
-        doc = json.loads((layer_dir / "result.json").read_text("utf-8"))
-        thr = np.load(layer_dir / "thresholds.npy")
-    except FileNotFoundError as e:
-        raise ExplainError(f"{layer_dir}: {Path(e.filename).name} is missing (run `dissect run` or `dissect score` "
-                           f"first)") from None
-    except ValueError as e:
-        raise ExplainError(f"{layer_dir}: cannot read the result ({e})") from None
-    return doc, thr
-
-
-def _open_store(layer_dir: Path, doc: dict, store) -> BrodenStore:
-    """The store of the result (``store`` or the recorded path), checked by fingerprint."""
-    if store is None:
-        store = (doc.get("store") or {}).get("path")
-        if not store:
-            raise ExplainError(f"{layer_dir / 'result.json'} records no store path: give --store")
-    store = store if isinstance(store, BrodenStore) else BrodenStore(store)
-    want = (doc.get("store") or {}).get("fingerprint")
-    if want and store.fingerprint() != want:
-        raise ExplainError(f"{store.root} is not the store {layer_dir} was dissected on (fingerprints differ)")
-    return store
-
-
 def _given_activations(activations, store: BrodenStore, rows):
     """Scored activations (array, tensor, .npy/.pt path) as an array-like in ``rows`` order."""
-    from ..activations import open_activations
+    from ..engine import open_activations
 
     try:
         acts = open_activations(activations)  # the runner's checked loader
@@ -105,7 +81,7 @@ def _given_activations(activations, store: BrodenStore, rows):
 
 
 class _Block:
-    """dissect.activations.Activations read by slices (``a[lo:hi]`` -> float32 rows)."""
+    """dissect.engine._activations.Activations read by slices (``a[lo:hi]`` -> float32 rows)."""
 
     def __init__(self, acts):
         self.acts, self.shape = acts, tuple(acts.shape)
@@ -119,7 +95,7 @@ def _basis(layer_dir: Path, settings: dict, units: int):
     basis = settings.get("basis")
     if not isinstance(basis, dict):
         return None
-    from ..basis import describe, load_basis, random_orthogonal
+    from ..engine import describe, load_basis, random_orthogonal
 
     matrix = (random_orthogonal(units, basis["seed"]) if basis.get("kind") == "rotate"
               else load_basis(basis["file"], units))
@@ -139,9 +115,9 @@ def explain_result(layer_dir: Union[str, Path], activations=None, model=None, st
     from broden_builder.torch_dataset import select_rows
 
     layer_dir = Path(layer_dir)
-    doc, thr = _read_result(layer_dir)
-    settings = doc.get("settings") or {}
-    store = _open_store(layer_dir, doc, store)
+    res = load_result(layer_dir, load_maps=False)
+    thr, settings = res.thresholds, res.settings or {}
+    store = open_store(res, store)
     rows = select_rows(store, settings.get("split"))
     with tempfile.TemporaryDirectory(prefix=".explain-", dir=layer_dir) as tmp:
         if activations is not None:
@@ -149,7 +125,7 @@ def explain_result(layer_dir: Union[str, Path], activations=None, model=None, st
         elif model is not None:
             lay = settings.get("layout") if isinstance(settings.get("layout"), dict) else {}
             forced = lay.get("kind") if str(lay.get("source", "")).startswith("forced") else None
-            activations = model_activations(model, settings.get("selector") or doc["layer"], store, rows,
+            activations = model_activations(model, settings.get("selector") or res.layer, store, rows,
                                             Path(tmp) / "acts.npy", input_size=settings.get("input_size"),
                                             mean=settings.get("mean"), std=settings.get("std"),
                                             dtype=settings.get("cache_dtype", "float16"), batch_size=batch_size,
@@ -166,7 +142,7 @@ def explain_result(layer_dir: Union[str, Path], activations=None, model=None, st
                                      basis=matrix)
         except ValueError as e:
             raise ExplainError(f"{layer_dir}: {e}") from None
-    ex.settings["layer"] = doc["layer"]
+    ex.settings["layer"] = res.layer
     if matrix is not None:
         ex.settings["basis"] = settings["basis"]
     if write:

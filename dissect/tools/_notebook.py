@@ -12,7 +12,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .report.summary import display_name
+from ..report.summary import display_name
+from ..results import open_store
 
 
 def unknown_concept(concept: str, names: Sequence[str]) -> KeyError:
@@ -26,18 +27,6 @@ def matches(label: str, concept: str) -> bool:
     return label == concept or display_name(label) == concept
 
 
-def open_store(store, res):
-    """A BrodenStore: the one given (object or path), else the path recorded in the result."""
-    from broden_builder import BrodenStore
-
-    if store is not None and not isinstance(store, (str, Path)):
-        return store
-    path = store if store is not None else (res.store or {}).get("path")
-    if not path:
-        raise ValueError(f"layer {res.layer}: no store recorded; pass store=")
-    return BrodenStore(path)
-
-
 def top_images(res, unit: int, store=None, k: Optional[int] = None) -> list:
     """The top images of ``unit`` (1-based) of the LayerResult ``res``, best first.
 
@@ -47,14 +36,14 @@ def top_images(res, unit: int, store=None, k: Optional[int] = None) -> list:
     [h, w], the layer-resolution activation map). Needs the top-k maps (a result from a run,
     or loaded with ``load_maps=True``).
     """
-    from .report.masks import unit_mask
+    from ..report.masks import unit_mask
 
     if res.topk_indices is None or res.topk_maps is None:
         raise ValueError(f"layer {res.layer}: top images not loaded (DissectionResult.load(out, load_maps=True))")
     i = int(unit) - 1
     if not 0 <= i < len(res.units):
         raise IndexError(f"layer {res.layer} has units 1..{len(res.units)}, not {unit}")
-    st = open_store(store, res)
+    st = open_store(res, store)
     seg = (res.store or {}).get("segmentation_size")
     mode = (res.settings or {}).get("upsample") or "bilinear"
     out = []
@@ -74,9 +63,9 @@ def show_unit(res, unit: int, store=None, k: Optional[int] = None, size: float =
     """A matplotlib Figure: the unit's top images with its mask outlined, titled with its label and IoU."""
     from matplotlib.figure import Figure  # no pyplot: works headless; Jupyter displays a Figure inline
 
-    from .report.masks import enlarge_mask, overlay
+    from ..report.masks import enlarge_mask, overlay
 
-    st = open_store(store, res)
+    st = open_store(res, store)
     items = top_images(res, unit, st, k)
     u = res.units[int(unit) - 1]
     fig = Figure(figsize=(size * max(1, len(items)), size + 0.5))

@@ -5,15 +5,15 @@ for all requested layers:
 
 1. pass 1 runs the model once per batch, rounds each layer's output to the cache dtype, writes it
    to a compact on-disk cache (keyed by model, weights, layer, input size, preprocessing and store
-   fingerprint; see dissect.cache) and feeds TopQuantile + TopKImages;
+   fingerprint; see dissect.engine._cache) and feeds TopQuantile + TopKImages;
 2. the threshold statistics of all ranks are merged exactly;
 3. pass 2 reads the cache together with the store's label planes (DataLoader workers),
    upsamples and feeds Tally; counts are summed over ranks; rank 0 writes ``out/<layer>/``.
 
 ``score_activations(acts, store, config, out, name)`` does the same for activations computed
-elsewhere ([N, U, h, w] or [N, U] in index.csv order). Both run dissect.engine's passes; they
+elsewhere ([N, U, h, w] or [N, U] in index.csv order). Both run the engine's passes (dissect.engine._passes); they
 differ in the ``compute`` function of pass 1. The state is checkpointed every
-``config.checkpoint_every`` batches under ``out/.dissect_state/`` (dissect.checkpoint); rerunning
+``config.checkpoint_every`` batches under ``out/.dissect_state/`` (dissect.engine._checkpoint); rerunning
 the same command resumes and gives the identical result.
 """
 from __future__ import annotations
@@ -31,17 +31,17 @@ from torch import nn
 from broden_builder.store.reader import BrodenStore
 from broden_builder.torch_dataset import BrodenDataset
 
-from .activations import check_finite, open_activations
-from .cache import ActivationCache, safe_name
-from .config import DissectConfig
-from .engine import Run, finish_results, loader, run_pass
-from .errors import DissectError
-from .capture import feature_maps, plan_layers
-from .hooks import ForwardError, resolve_selector
-from .resources import apply_threads
-from .models import LoadedModel
-from .preprocess import Preprocessing, resolve_preprocessing
-from .results import LayerResult
+from ._activations import check_finite, open_activations
+from ._cache import ActivationCache
+from ..config import DissectConfig
+from ._passes import Run, finish_results, loader, run_pass
+from ..errors import DissectError
+from ..capture import feature_maps, plan_layers
+from ..capture import ForwardError, resolve_selector
+from ._resources import apply_threads
+from ..capture import LoadedModel
+from ..capture import Preprocessing, resolve_preprocessing
+from ..results import LayerResult, safe_name
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,8 @@ def _holding_out_lock(fn):
     def wrapper(*args, **kwargs):
         from broden_builder.store.locking import exclusive
 
-        from .distributed import dist_info
-        from .results import sweep_partial_results
+        from ._distributed import dist_info
+        from ..results import sweep_partial_results
 
         out = sig.bind(*args, **kwargs).arguments.get("out")
         if out is None or dist_info().rank != 0:
@@ -108,8 +108,8 @@ def dissect_model(model: Union[nn.Module, LoadedModel], layers: Union[str, Seque
     state = run.checkpoint.agree(_usable(run.checkpoint.load(names), caches))
     stats = run.statistics(shapes, state)
     run.timings["setup"] = time.perf_counter() - t_start
-    if state is None or state["pass"] == 1:  # pass 1: model -> cache + threshold statistics
-        t0, start = time.perf_counter(), state["next_batch"] if state else 0
+
+    def pass1(start: int) -> str:  # the model -> the cache + the threshold statistics
         cached = state is None and all(c.matches(require_complete=True) for c in caches.values())
         if cached:
             log.info("reusing the activation cache in %s (key matches)", run.cache_dir)
@@ -123,10 +123,10 @@ def dissect_model(model: Union[nn.Module, LoadedModel], layers: Union[str, Seque
         run_pass(batches, compute, stats, run.checkpoint, 1, start, run.progress(desc, start))
         for c in caches.values() if not cached else ():
             c.mark_complete()
-        start2 = run.end_pass1(stats, "pass1_activations", t0)
-    else:
-        start2 = state["next_batch"]
-    run.pass2(stats, {n: open_activations(c.path) for n, c in caches.items()}, list(range(len(run.my_rows))), start2)
+        return "pass1_activations"
+
+    run.passes(stats, state, pass1, lambda: {n: open_activations(c.path) for n, c in caches.items()},
+               list(range(len(run.my_rows))))
     results = run.results(stats, dict(identity), {"input_size": list(input_size), "preprocessing": prep.record})
     _record_plans(results, plans)
     finish_results(results.values(), out, run.info, t_start)  # the results first, then the checkpoint goes
@@ -143,7 +143,7 @@ def score_activations(activations, store: Union[BrodenStore, str, Path], config:
 
     N is the number of index.csv rows, or, with ``config.split``, either that or the number of
     rows in the split (then in split order). ``activations`` is an array, tensor, or a .npy/.pt
-    path (dissect.activations reads and checks it once, before pass 1). Results go to
+    path (dissect.engine._activations reads and checks it once, before pass 1). Results go to
     ``out/<name>/`` when ``out`` is given.
     """
     from broden_builder.store.paths import UnsafePathError, safe_component
@@ -161,15 +161,14 @@ def score_activations(activations, store: Union[BrodenStore, str, Path], config:
     state = run.checkpoint.agree(run.checkpoint.load([name]))
     stats = run.statistics({name: acts.shape[1:]}, state)
     run.timings["setup"] = time.perf_counter() - t_start
-    if state is None or state["pass"] == 1:  # pass 1: threshold statistics
-        t0, start = time.perf_counter(), state["next_batch"] if state else 0
+
+    def pass1(start: int) -> str:  # the activations -> the threshold statistics
         compute = lambda batch: _checked(run, {name: torch.from_numpy(acts.rows(batch["positions"]))}, batch)
         run_pass(run.index_batches(positions, start), compute, stats, run.checkpoint, 1, start,
                  run.progress("pass 1/2 (thresholds)", start))
-        start2 = run.end_pass1(stats, "pass1_thresholds", t0)
-    else:
-        start2 = state["next_batch"]
-    run.pass2(stats, {name: acts}, positions, start2)
+        return "pass1_thresholds"
+
+    run.passes(stats, state, pass1, lambda: {name: acts}, positions)
     res = run.results(stats, dict(source_info), {"input_size": None})[name]
     finish_results([res], out, run.info, t_start)  # the results first, then the checkpoint goes
     run.finish()
@@ -250,7 +249,7 @@ def _check_layers(lm: LoadedModel, names: Sequence[str]) -> None:
 
 
 def _plan(lm: LoadedModel, names: Sequence[str], prep: Preprocessing, device, layout, say: bool = True) -> dict:
-    """{layer: LayerPlan} from one full forward pass of a zero image (dissect.capture): selector,
+    """{layer: LayerPlan} from one full forward pass of a zero image (dissect.capture._plan): selector,
     call count, output structure, layout and (U, h, w). Only a failure of the model's own forward
     pass is reported as a problem of the input size; selectors, call counts and layouts raise
     their own errors, which say what to choose."""
@@ -288,7 +287,7 @@ def _model_compute(run: Run, lm: LoadedModel, plans: dict, prep: Preprocessing, 
     tdt = torch.float16 if run.cfg.cache_dtype == "float16" else torch.float32
     next_row = [start * run.cfg.batch_size]
 
-    # a CPU forward's large convolutions get the cores the workers leave (dissect.resources); the
+    # a CPU forward's large convolutions get the cores the workers leave (dissect.engine._resources); the
     # statistics stay single-threaded
     fwd_threads = run.parallel.forward_threads if run.device.type == "cpu" else run.parallel.threads
 

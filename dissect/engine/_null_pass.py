@@ -23,9 +23,9 @@ from torch.utils.data import DataLoader
 
 from broden_builder.torch_dataset import BrodenDataset, collate_broden
 
-from .basis import apply_basis
-from .distributed import all_reduce_sum_
-from .stats import LabelRuns, LabelRunsBuilder, NullTally, Tally, mask_intervals, permutations
+from ._basis import apply_basis
+from ._distributed import all_reduce_sum_
+from ..stats import LabelRuns, LabelRunsBuilder, NullTally, Tally, mask_intervals, permutations
 
 # bytes of the per-permutation counts (N x U x (L + 2 C) int64) held at once
 _COUNT_BUDGET = 1 << 30
@@ -89,7 +89,7 @@ def null_pass(run, stats, sources: dict, positions: Sequence[int]) -> dict:
                    quiet=cfg.quiet or run.info.rank != 0, leave=False)
     for n, src in sources.items():
         layer = stats.layers[n]
-        out[n] = layer_null(src, positions, run.start, perms, labels, layer["tally"], stats.thresholds[n],
+        out[n] = layer_null(src, positions, run.start, perms, labels, layer.tally, stats.thresholds[n],
                             stats.bases.get(n), cfg.upsample, cfg.union, stats.device, bar)
     bar.close()
     run.timings["null"] = time.perf_counter() - t0
