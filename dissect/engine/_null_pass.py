@@ -15,11 +15,11 @@ counts fit in ``_COUNT_BUDGET`` bytes; each extra group reads the activations ag
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from broden_builder.torch_dataset import BrodenDataset, collate_broden
 
@@ -33,16 +33,51 @@ _COUNT_BUDGET = 1 << 30
 _CHUNK_CELLS = 1 << 23
 
 
-def label_runs(store, rows: Sequence[int], categories, tally_args: tuple, size: tuple, batch_size: int,
-               workers: int) -> LabelRuns:
-    """The LabelRuns of index.csv ``rows`` (in order): label planes decoded in ``workers`` processes."""
-    tally = Tally(*tally_args, "cpu")
+class _LabelParts(Dataset):
+    """Item k: the LabelRunsBuilder part of batch k of ``rows`` (decoded and made in a DataLoader worker)."""
+
+    def __init__(self, store, rows: Sequence[int], categories, tally_args: tuple, size: tuple, batch_size: int):
+        self.ds = BrodenDataset(store, categories=categories, rows=list(rows), with_images=False)
+        self.tally_args, self.size, self.batch_size = tally_args, size, int(batch_size)
+        self.tally = self.builder = None  # made once per process
+
+    def __len__(self) -> int:
+        return -(-len(self.ds) // self.batch_size)
+
+    def __getitem__(self, k: int) -> dict:
+        if self.tally is None:
+            self.tally = Tally(*self.tally_args, "cpu")
+            self.builder = label_builder(self.tally, self.size)
+        lo, hi = k * self.batch_size, min(len(self.ds), (k + 1) * self.batch_size)
+        batch = collate_broden([self.ds[i] for i in range(lo, hi)])
+        return self.builder.part(self.tally.batch_labels(batch["seg"], self.size))
+
+
+def label_builder(tally: Tally, size: tuple) -> LabelRunsBuilder:
+    """The LabelRunsBuilder of ``tally``'s label columns at segmentation size (sh, sw)."""
     prim = torch.tensor([tally.categories.index(c) for c in tally.primary], dtype=torch.long)
-    builder = LabelRunsBuilder(tally.n_labels, prim, len(tally.categories), size)
-    ds = BrodenDataset(store, categories=categories, rows=list(rows), with_images=False)
-    for batch in DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers,
-                            collate_fn=collate_broden, prefetch_factor=4 if workers else None):
-        builder.add(tally.batch_labels(batch["seg"], size))
+    return LabelRunsBuilder(tally.n_labels, prim, len(tally.categories), size)
+
+
+def label_runs(store, rows: Sequence[int], categories, tally_args: tuple, size: tuple, batch_size: int,
+               workers: int, known: Optional[tuple] = None) -> LabelRuns:
+    """The LabelRuns of index.csv ``rows`` (in order): label planes decoded and turned into row runs
+    in ``workers`` processes, batch by batch. ``known``: (first, parts) -- the parts of rows
+    first, first + 1, ... already made (by pass 2's workers), which are not decoded again."""
+    first, parts = known if known is not None else (0, [])
+    done = sum(int(p["Z"].shape[0]) for p in parts)
+    builder = label_builder(Tally(*tally_args, "cpu"), size)
+    for lo, hi in ((0, first), (first, first + done), (first + done, len(rows))):
+        if lo == first and hi == first + done:
+            for p in parts:
+                builder.add(p)
+            continue
+        if hi <= lo:
+            continue
+        ds = _LabelParts(store, list(rows)[lo:hi], categories, tally_args, size, batch_size)
+        for part in DataLoader(ds, batch_size=None, shuffle=False, num_workers=min(workers, len(ds)),
+                               prefetch_factor=2 if workers else None):
+            builder.add(part)
     return builder.finish()
 
 
@@ -72,16 +107,17 @@ def layer_null(source, positions: Sequence[int], first: int, perms: torch.Tensor
     return torch.cat(best).numpy()
 
 
-def null_pass(run, stats, sources: dict, positions: Sequence[int]) -> dict:
+def null_pass(run, stats, sources: dict, positions: Sequence[int], known: Optional[tuple] = None) -> dict:
     """{layer: float64 [N, U]} for ``run`` (dissect.engine.Run) after pass 2 (``stats`` summed over
-    ranks); ``sources`` {layer: Activations}, ``positions`` this rank's rows in them."""
+    ranks); ``sources`` {layer: Activations}, ``positions`` this rank's rows in them; ``known``
+    (first run position, label parts) made by pass 2 (see :func:`label_runs`)."""
     from broden_builder.progress import progress
 
     cfg, t0 = run.cfg, time.perf_counter()
     perms = permutations(len(run.rows), cfg.seed, cfg.null)
     workers = run.parallel.tally_workers
     labels = label_runs(run.store, run.rows, run.categories, stats.tally_args, tuple(run.seg_size),
-                        cfg.batch_size, workers)
+                        cfg.batch_size, workers, known)
     out = {}
     groups = {n: -(-cfg.null // max(1, _COUNT_BUDGET // max(1, stats.shapes[n][0] * (labels.Z.shape[1] + 2 * labels.has.shape[1]) * 8)))
               for n in sources}
@@ -96,4 +132,4 @@ def null_pass(run, stats, sources: dict, positions: Sequence[int]) -> dict:
     return out
 
 
-__all__ = ["null_pass", "layer_null", "label_runs"]
+__all__ = ["null_pass", "layer_null", "label_runs", "label_builder"]

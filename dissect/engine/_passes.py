@@ -228,6 +228,14 @@ def _tally_loader(ds: TallyBatches, workers: int) -> Iterable[dict]:
         yield item
 
 
+def _keep_label_parts(items: Iterable[dict], parts: list) -> Iterable[dict]:
+    """The items, each one's "label_part" (if any) moved to ``parts``."""
+    for item in items:
+        if "label_part" in item:
+            parts.append(item.pop("label_part"))
+        yield item
+
+
 # ---------------------------------------------------------------------------- a run
 def _maps_as_seen(maps: np.ndarray) -> np.ndarray:
     """Top-k maps [U, k, h, w] with the values the tally thresholded: float16 when that is lossless (a
@@ -349,18 +357,20 @@ class Run:
         spec = None
         if self.device.type == "cpu":  # count in the workers; on an accelerator the main process counts
             spec = TallySpec(stats.tally_args, {n: t.cpu() for n, t in stats.thresholds.items()}, self.cfg.upsample,
-                             tuple(self.seg_size), {n: b.cpu() for n, b in stats.bases.items()})
+                             tuple(self.seg_size), {n: b.cpu() for n, b in stats.bases.items()},
+                             label_runs=bool(self.cfg.null))
         ds = TallyBatches(labels, sources, positions[start * bs:], bs,
                           known_label_table([l.number for l in self.store.labels]), spec)
         workers = self.parallel.tally_workers if spec is not None else self.parallel.workers
-        run_pass(_tally_loader(ds, workers), lambda batch: batch.get("acts", {}), stats, self.checkpoint, 2,
-                 start, self.progress("pass 2/2 (tally)", start))
+        parts: list = []  # the batches' labels as row runs, kept for the null pass (--null)
+        run_pass(_keep_label_parts(_tally_loader(ds, workers), parts), lambda batch: batch.get("acts", {}), stats,
+                 self.checkpoint, 2, start, self.progress("pass 2/2 (tally)", start))
         t1 = time.perf_counter()
         stats.sync_counts(self.info)
         self.timings["pass2_tally"] = t1 - t0
         self.timings["reduce_counts"] = time.perf_counter() - t1
         if self.cfg.null:  # the permutation null of every layer (dissect.null_pass), from the summed tallies
-            self.null = null_pass(self, stats, sources, list(positions))
+            self.null = null_pass(self, stats, sources, list(positions), (self.start + start * bs, parts))
 
     def results(self, stats: Statistics, model_info: dict, settings_extra: dict) -> dict:
         """{layer: LayerResult} scored from the statistics."""

@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 from broden_builder.torch_dataset import BrodenDataset, collate_broden
 
 from ._basis import apply_basis
+from ._null_pass import label_builder
 from ..errors import DissectError
 from ..stats import Tally, UnknownLabel, find_unknown_label
 from ..stats.upsample import SEPARABLE
@@ -41,18 +42,19 @@ class TallySpec:
     mode: str
     size: tuple
     bases: dict = field(default_factory=dict)
+    label_runs: bool = False  # also return the batch's labels as row runs, for the null pass (--null)
 
 
-def count_batch(tallies: dict, acts: dict, seg, thresholds: dict, bases: dict, mode: str, size: tuple) -> None:
+def count_batch(tallies: dict, acts: dict, seg, thresholds: dict, bases: dict, mode: str, size: tuple,
+                labels=None) -> None:
     """Pass 2's count of one batch, the one counting function (in a DataLoader worker and on a device).
 
     ``acts`` {layer: [B, U, h, w]} (any dtype; moved to each Tally's device), ``seg`` the batch's
     SegBatch there; per layer its change of basis [U, U] (``bases``, float32 combinations of the
     units, as in pass 1) and thresholds T_k [U]; the maps upsampled by ``mode`` to ``size`` (sh, sw)
     tile by tile (dissect.stats.tally). Adds into ``tallies`` {layer: Tally}; with several layers and
-    a separable mode the label lookup is done once for all. Raises UnknownLabel for a number outside
-    the tallies' ``known`` labels."""
-    labels = None
+    a separable mode the label lookup is done once for all (or given: ``labels``, Tally.batch_labels).
+    Raises UnknownLabel for a number outside the tallies' ``known`` labels."""
     for n, a in acts.items():
         t = tallies[n]
         a = a.to(t.device, non_blocking=True)
@@ -108,6 +110,7 @@ class TallyBatches(Dataset):
         self.labels, self.sources, self.positions = labels, sources, list(positions)
         self.batch_size, self.known, self.spec = int(batch_size), known, spec
         self._tallies: Optional[dict] = None  # made once per process, zeroed by take_counts
+        self._label_part: Optional[dict] = None
 
     def __len__(self) -> int:
         return -(-len(self.positions) // self.batch_size)
@@ -132,12 +135,21 @@ class TallyBatches(Dataset):
             counts = self._count(acts, batch["seg"])
         except UnknownLabel as e:
             raise _unknown_label_error(e, batch, index_csv) from None
-        return {"index": batch["index"], "counts": counts}
+        item = {"index": batch["index"], "counts": counts}
+        if self._label_part is not None:
+            item["label_part"], self._label_part = self._label_part, None
+        return item
 
     def _count(self, acts: dict, seg) -> dict:
         spec = self.spec
         if self._tallies is None:
             known = self.known.nonzero().squeeze(1).tolist()
             self._tallies = {n: Tally(*spec.tally_args, "cpu", known=known) for n in acts}
-        count_batch(self._tallies, acts, seg, spec.thresholds, spec.bases, spec.mode, spec.size)
+        labels = None
+        if spec.label_runs and acts:  # the null pass reuses this batch's label lookup (dissect.engine._null_pass)
+            t = next(iter(self._tallies.values()))
+            labels = t.batch_labels(seg, spec.size)
+            self._label_part = label_builder(t, spec.size).part(labels)
+        count_batch(self._tallies, acts, seg, spec.thresholds, spec.bases, spec.mode, spec.size,
+                    labels if spec.mode in SEPARABLE else None)
         return {n: self._tallies[n].take_counts() for n in acts}

@@ -53,17 +53,18 @@ class LabelRunsBuilder:
     """Collects batches of labels, in position order, into a :class:`LabelRuns`.
 
     ``n_labels`` L and ``primary`` (long [L], the category index of each column) are the Tally's;
-    ``categories`` C its number of categories. Feed :meth:`add` with Tally.batch_labels tuples.
+    ``categories`` C its number of categories. Feed :meth:`add` with Tally.batch_labels tuples or their :meth:`part`, in order.
     """
 
     def __init__(self, n_labels: int, primary: torch.Tensor, categories: int, size: tuple):
         self.L, self.C, self.size = int(n_labels), int(categories), (int(size[0]), int(size[1]))
         self.prim = torch.cat([primary.cpu().long(), torch.tensor([self.C])])  # column L -> slot C
         self.parts = []
-        self.runs_before = self.combos_before = self.images = 0
+        self.images = 0
 
-    def add(self, labels) -> None:
-        """One batch: ``labels`` = (Z [B, L + 1], cid [B * S], img [nc], cols [nc, K], npix) of
+    def part(self, labels) -> dict:
+        """One batch's share of the table, independent of the others (so DataLoader workers can make
+        it): ``labels`` = (Z [B, L + 1], cid [B * S], img [nc], cols [nc, K], npix) of
         Tally.batch_labels (combination ids grouped by image, as it makes them)."""
         Z, cid, img, cols, _ = (t.cpu() for t in tuple(labels)[-5:])
         B, (SH, SW) = Z.shape[0], self.size
@@ -77,32 +78,36 @@ class LabelRunsBuilder:
         first_run = torch.cumsum(nruns, 0) - nruns
         run_id = (torch.cumsum(new, 0) - 1).view(B, S) - first_run.view(B, 1)
         small = int(nruns.max()) <= 32767 if B else True
-        ncomb = torch.bincount(img, minlength=B)
         has_img = torch.zeros(B, self.C + 1, dtype=torch.bool)
         zb, zl = Z[:, :self.L].nonzero(as_tuple=True)
         has_img[zb, self.prim[zl]] = True
         cats = self.prim[cols]
         has = has_img.clone()
         has[img.unsqueeze(1).expand_as(cats).reshape(-1), cats.reshape(-1)] = True
-        self.parts.append({
-            "run_id": run_id.to(torch.int16 if small else torch.int32).reshape(-1),
-            "nruns": nruns, "run_start": starts + self.images * S, "run_combo": cid[starts].long() + self.combos_before,
-            "ncomb": ncomb, "cols": cols.long(), "Z": Z[:, :self.L].clone(),
-            "has_img": has_img[:, :self.C], "has": has[:, :self.C]})
-        self.images += B
-        self.runs_before += int(starts.numel())
-        self.combos_before += int(ncomb.sum())
+        return {"run_id": run_id.to(torch.int16 if small else torch.int32).reshape(-1), "nruns": nruns,
+                "run_start": starts, "run_combo": cid[starts].long(), "ncomb": torch.bincount(img, minlength=B),
+                "cols": cols.long(), "Z": Z[:, :self.L].clone(), "has_img": has_img[:, :self.C],
+                "has": has[:, :self.C]}
+
+    def add(self, part) -> None:
+        """Append a batch: a :meth:`part`, or the Tally.batch_labels tuple it is made from."""
+        self.parts.append(part if isinstance(part, dict) else self.part(part))
 
     def finish(self) -> LabelRuns:
         """The table of every image added (a LabelRuns; the builder's parts are released)."""
         parts, self.parts = self.parts, []
+        S = self.size[0] * self.size[1]
+        images = combos = 0
+        for p in parts:  # batch-relative run starts and combinations -> the table's
+            p["run_start"], p["run_combo"] = p["run_start"] + images * S, p["run_combo"] + combos
+            images, combos = images + p["Z"].shape[0], combos + int(p["ncomb"].sum())
+        self.images = images
         dt = torch.int16 if all(p["run_id"].dtype == torch.int16 for p in parts) else torch.int32
         K = max([p["cols"].shape[1] for p in parts] + [1])
         pad = lambda c: torch.cat([c, c.new_full((c.shape[0], K - c.shape[1]), self.L)], 1)
         cols = torch.cat([pad(p["cols"]) for p in parts]) if parts else torch.empty(0, K, dtype=torch.long)
         offsets = lambda key: torch.cat([torch.zeros(1, dtype=torch.long),
                                          torch.cumsum(torch.cat([p[key] for p in parts]), 0)])
-        S = self.size[0] * self.size[1]
         cat = lambda key: torch.cat([p[key] for p in parts])
         return LabelRuns(
             run_id=torch.cat([p["run_id"].to(dt) for p in parts]), run_offset=offsets("nruns"),
