@@ -167,6 +167,11 @@ def test_result_files_and_detector_rules(small, tmp_path):
         {"null": N_NULL, "seed": 7, "alpha": 0.05, "detector": "iou"}
     assert doc["summary"]["significant"] == sum(u["significant"] for u in res.units)
     assert "significant against the permutation null" in res.summary_line()
+    from dissect.report import write_reports
+
+    write_reports(res.path.parent, store=root, quiet=True, results=[res], layers=[res.path.name])
+    page = next(res.path.glob("*.html")).read_text()
+    assert f"<b>{doc['summary']['significant']}</b> units are significant against the permutation null" in page
     # --detector significant: the position unit is no longer a detector; both: IoU and significance
     sig = score_activations(acts, root, DissectConfig(**dict(CFG, detector="significant", null=20)))
     assert not sig.units[-1]["detector"] and all(u["detector"] for u in sig.units[:10])
