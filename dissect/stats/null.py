@@ -133,26 +133,31 @@ class NullTally:
 
 def _overlaps(lab: LabelRuns, m: MaskIntervals, j: torch.Tensor, cfirst: torch.Tensor) -> tuple:
     """(w, cl, u) [T]: pixels w that each mask interval of ``m`` shares with each label run of its
-    row in image j[b]; cl the chunk-local combination index (cfirst[b] + combination within j[b])."""
+    row in image j[b]; cl the chunk-local combination index (cfirst[b] + combination within j[b]).
+    Most intervals lie inside one run (computed for all at once); those crossing run borders are
+    cut to their first run and get one more entry per further run."""
     SH, SW = lab.size
     S = SH * SW
-    jb = j.index_select(0, m.b)
-    row = jb * S + m.y * SW  # flat first pixel of the interval's row in the label image
-    roff = lab.run_offset.index_select(0, jb)
-    k0 = roff + lab.run_id.index_select(0, row + m.x0).long()
-    k1 = roff + lab.run_id.index_select(0, row + m.x1 - 1).long()
-    n = k1 - k0 + 1
-    if int(n.numel()) and int(n.max()) > 1:  # intervals that cross run borders: one entry per run met
-        rep = torch.repeat_interleave(torch.arange(n.numel()), n)
-        k = k0.index_select(0, rep) + (torch.arange(rep.numel()) - (torch.cumsum(n, 0) - n).index_select(0, rep))
-        lo = torch.maximum(row.index_select(0, rep) + m.x0.index_select(0, rep), lab.run_start.index_select(0, k))
-        hi = torch.minimum(row.index_select(0, rep) + m.x1.index_select(0, rep), lab.run_start.index_select(0, k + 1))
-        w, b, u = hi - lo, m.b.index_select(0, rep), m.u.index_select(0, rep)
-    else:
-        k, w, b, u = k0, m.x1 - m.x0, m.b, m.u
-    g = lab.run_combo.index_select(0, k)
-    cl = g - lab.combo_offset.index_select(0, j.index_select(0, b)) + cfirst.index_select(0, b)
-    return w, cl, u
+    per_image = torch.stack([j * S, lab.run_offset.index_select(0, j),
+                             cfirst - lab.combo_offset.index_select(0, j)], 1)
+    base, roff, coff = per_image.index_select(0, m.b).unbind(1)
+    p0 = base + m.y * SW + m.x0  # flat first and last pixel of each interval in the label image
+    p1 = p0 + (m.x1 - m.x0 - 1)
+    k0 = roff + lab.run_id.index_select(0, p0).long()
+    k1 = roff + lab.run_id.index_select(0, p1).long()
+    w, cl, u = m.x1 - m.x0, lab.run_combo.index_select(0, k0) + coff, m.u
+    multi = (k1 != k0).nonzero().squeeze(1)
+    if multi.numel() == 0:
+        return w, cl, u
+    k0m, q0, q1 = k0.index_select(0, multi), p0.index_select(0, multi), p1.index_select(0, multi) + 1
+    w = w.index_copy(0, multi, lab.run_start.index_select(0, k0m + 1) - q0)
+    n = k1.index_select(0, multi) - k0m  # further runs met
+    rep = torch.repeat_interleave(torch.arange(multi.numel()), n)
+    k = k0m.index_select(0, rep) + 1 + (torch.arange(rep.numel()) - (torch.cumsum(n, 0) - n).index_select(0, rep))
+    wx = torch.minimum(q1.index_select(0, rep), lab.run_start.index_select(0, k + 1)) - lab.run_start.index_select(0, k)
+    mi = multi.index_select(0, rep)
+    clx = lab.run_combo.index_select(0, k) + coff.index_select(0, mi)
+    return torch.cat([w, wx]), torch.cat([cl, clx]), torch.cat([u, u.index_select(0, mi)])
 
 
 __all__ = ["permutation", "permutations", "NullTally"]
