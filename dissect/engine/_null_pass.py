@@ -81,29 +81,56 @@ def label_runs(store, rows: Sequence[int], categories, tally_args: tuple, size: 
     return builder.finish()
 
 
+class _PermutationGroups(Dataset):
+    """Item g: the NullTally counts (I, A_original, A_lite) of permutation group g of one layer over
+    all of this rank's images (masks thresholded in whichever process counts; see :func:`layer_null`)."""
+
+    def __init__(self, source, positions: Sequence[int], first: int, groups: list, labels: LabelRuns,
+                 shape: tuple, n_labels: int, categories: int, thresholds: torch.Tensor, basis, mode: str):
+        self.source, self.positions, self.first, self.groups = source, list(positions), first, groups
+        self.labels, self.shape, self.L, self.C = labels, shape, n_labels, categories
+        self.T, self.basis, self.mode = thresholds.detach().cpu().float(), basis, mode
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, g: int) -> tuple:
+        U, h, w = self.shape
+        nt = NullTally(self.groups[g], self.labels, U, self.L, self.C)
+        chunk = max(1, _CHUNK_CELLS // max(1, U * h * w))
+        for lo in range(0, len(self.positions), chunk):
+            a = torch.from_numpy(np.asarray(self.source.rows(self.positions[lo: lo + chunk])))
+            a = a.reshape(a.shape[0], U, h, w)
+            a = a if self.basis is None else apply_basis(a.float(), self.basis.cpu())
+            nt.add(mask_intervals(a, self.T, self.labels.size, self.mode), range(self.first + lo, self.first + lo + a.shape[0]))
+        return nt.I, nt.A_original, nt.A_lite
+
+
 def layer_null(source, positions: Sequence[int], first: int, perms: torch.Tensor, labels: LabelRuns,
-               tally: Tally, thresholds: torch.Tensor, basis, mode: str, union: str, device, bar=None) -> np.ndarray:
+               tally: Tally, thresholds: torch.Tensor, basis, mode: str, union: str, device, workers: int = 0,
+               split: int = 1, bar=None) -> np.ndarray:
     """float64 [N, U]: each permutation's best IoU per unit of one layer. ``source``: its
     Activations (rows ``positions``, this rank's images, at run positions first, first + 1, ...);
-    ``tally``: the observed Tally, summed over ranks; ``thresholds`` [U]; ``basis`` [U, U] or None."""
+    ``tally``: the observed Tally, summed over ranks; ``thresholds`` [U]; ``basis`` [U, U] or None.
+    The permutations are split into at least ``split`` groups of at most _COUNT_BUDGET bytes of
+    counts each (every rank must give the same ``split``), counted in ``workers`` DataLoader
+    processes, each group summed over ranks and scored in order: the result depends on neither."""
     U, h, w = (int(x) for x in source.shape[1:]) if len(source.shape) == 4 else (int(source.shape[1]), 1, 1)
     L, C = tally.n_labels, len(tally.categories)
     prim = torch.tensor([tally.categories.index(c) for c in tally.primary], dtype=torch.long)
-    group = max(1, _COUNT_BUDGET // max(1, U * (L + 2 * C) * 8))
-    chunk = max(1, _CHUNK_CELLS // max(1, U * h * w))
-    T = thresholds.detach().cpu().float()
+    N = perms.shape[0]
+    size = min(max(1, _COUNT_BUDGET // max(1, U * (L + 2 * C) * 8)), -(-N // max(1, split)))
+    groups = [perms[g0: g0 + size] for g0 in range(0, N, size)]
+    ds = _PermutationGroups(source, positions, first, groups, labels, (U, h, w), L, C, thresholds, basis, mode)
     best = []
-    for g0 in range(0, perms.shape[0], group):
-        nt = NullTally(perms[g0: g0 + group], labels, U, L, C)
-        for lo in range(0, len(positions), chunk):
-            a = torch.from_numpy(np.asarray(source.rows(list(positions[lo: lo + chunk]))))
-            a = a.reshape(a.shape[0], U, h, w)
-            a = a if basis is None else apply_basis(a.float(), basis.cpu())
-            nt.add(mask_intervals(a, T, labels.size, mode), range(first + lo, first + lo + a.shape[0]))
-            if bar is not None:
-                bar.update(a.shape[0])
+    for I, A_original, A_lite in DataLoader(ds, batch_size=None, shuffle=False, num_workers=min(workers, len(groups)),
+                                            prefetch_factor=1 if workers else None):
+        nt = NullTally(groups[len(best)], labels, U, L, C)
+        nt.I, nt.A_original, nt.A_lite = I, A_original, A_lite
         all_reduce_sum_([nt.I, nt.A_original, nt.A_lite], device)
         best.append(nt.best_iou(tally.G, tally.A_all, prim, union))
+        if bar is not None:
+            bar.update(1)
     return torch.cat(best).numpy()
 
 
@@ -116,17 +143,17 @@ def null_pass(run, stats, sources: dict, positions: Sequence[int], known: Option
     cfg, t0 = run.cfg, time.perf_counter()
     perms = permutations(len(run.rows), cfg.seed, cfg.null)
     workers = run.parallel.tally_workers
+    split = torch.tensor([max(1, workers)], dtype=torch.long)  # groups: one per worker, the same on every rank
+    all_reduce_sum_([split], stats.device)
+    split = max(1, int(split) // run.info.world)
     labels = label_runs(run.store, run.rows, run.categories, stats.tally_args, tuple(run.seg_size),
                         cfg.batch_size, workers, known)
-    out = {}
-    groups = {n: -(-cfg.null // max(1, _COUNT_BUDGET // max(1, stats.shapes[n][0] * (labels.Z.shape[1] + 2 * labels.has.shape[1]) * 8)))
-              for n in sources}
-    bar = progress(total=len(positions) * sum(groups.values()), desc=f"null ({cfg.null} permutations)", unit="image",
+    bar = progress(total=None, desc=f"null ({cfg.null} permutations)", unit="group",
                    quiet=cfg.quiet or run.info.rank != 0, leave=False)
+    out = {}
     for n, src in sources.items():
-        layer = stats.layers[n]
-        out[n] = layer_null(src, positions, run.start, perms, labels, layer.tally, stats.thresholds[n],
-                            stats.bases.get(n), cfg.upsample, cfg.union, stats.device, bar)
+        out[n] = layer_null(src, positions, run.start, perms, labels, stats.layers[n].tally, stats.thresholds[n],
+                            stats.bases.get(n), cfg.upsample, cfg.union, stats.device, workers, split, bar)
     bar.close()
     run.timings["null"] = time.perf_counter() - t0
     return out
