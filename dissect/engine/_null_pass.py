@@ -1,16 +1,19 @@
 """The null pass (``--null N``): each layer's permutation null, after pass 2's counts are summed.
 
 1. The labels of every image of the run (all ranks' rows: a permutation pairs any two images)
-   are decoded once into row runs (dissect.stats.null_labels), in DataLoader workers.
-2. This rank's activations are read again in chunks, changed of basis and thresholded with the
-   pass-1 thresholds T_k into row intervals (dissect.stats.null_masks); each chunk is counted
-   against the labels of its images' partners for every permutation (dissect.stats.NullTally).
+   as row runs (dissect.stats.null_labels): pass 2's workers make them from the label lookup they
+   do anyway (TallySpec.label_runs); the rows pass 2 did not see here (before a resume, other
+   ranks' rows) are decoded in DataLoader workers.
+2. The permutations are split into groups, counted in DataLoader workers: each reads this rank's
+   activations in chunks, changes their basis and thresholds them with the pass-1 thresholds T_k
+   into row intervals (dissect.stats.null_masks), and counts each chunk against the labels of its
+   images' partners for every permutation of its group (dissect.stats.NullTally).
 3. The counts are summed over ranks (exact int64) and each permutation's best IoU per unit is
    scored with the observed tally's G, A_all and union rule.
 
 Permutation k is numpy's default_rng([seed, k]) over the positions of the run's images, so batch
-size, workers, ranks and resumes never change it. Permutations are processed in groups whose
-counts fit in ``_COUNT_BUDGET`` bytes; each extra group reads the activations again.
+size, workers, ranks and resumes never change it. A group's counts fit in ``_COUNT_BUDGET``
+bytes; each group thresholds the activations again.
 """
 from __future__ import annotations
 
