@@ -21,6 +21,7 @@ from typing import Callable, Optional, Sequence
 
 from .errors import DissectError
 from .capture import LAYOUTS
+from .stats.pvalues import DETECTORS
 from .stats.tally import UNIONS
 from .stats.upsample import MODES
 
@@ -157,6 +158,15 @@ class DissectConfig:
     label_cache: bool = setting(True, "keep the decoded label planes under STORE/.cache/labels for the next run "
                                 "(checked against each PNG's size and time, never stale; --no-label-cache: decode "
                                 "every PNG, write nothing)", action=argparse.BooleanOptionalAction)
+    null: int = setting(0, "also test every unit against a permutation null of N pairings of masks and labels "
+                        "(images paired at random, same thresholds and labels): p- and q-values, significance "
+                        "(default {default} = none; 100 is a good start)", metavar="N")
+    seed: int = setting(0, "seed of the null's permutations: permutation k is numpy default_rng([seed, k]) over "
+                        "the run's images (default {default})")
+    alpha: float = setting(0.05, "false discovery rate: a unit is significant when its Benjamini-Hochberg "
+                           "q-value <= alpha (default {default})")
+    detector: str = setting("iou", "what counts as a detector: iou (best IoU >= --iou-threshold, the paper's "
+                            "rule; default), significant (q <= --alpha; needs --null), both", choices=DETECTORS)
 
     def __post_init__(self):
         # `not (a <= x <= b)` also refuses NaN, which would otherwise run both passes and fail
@@ -185,6 +195,7 @@ class DissectConfig:
             object.__setattr__(self, "sae", _sae_pairs(self.sae))
             if self.rotate is not None or self.basis is not None:
                 raise DissectError("sae features are dissected in the units' own basis: give sae or rotate/basis, not both")
+        self._check_null()
         if isinstance(self.input_size, int):
             object.__setattr__(self, "input_size", (self.input_size, self.input_size))
         if self.categories is not None:
@@ -197,6 +208,19 @@ class DissectConfig:
             v = getattr(self, name)
             if v is not None:
                 object.__setattr__(self, name, tuple(float(x) for x in v))
+
+    def _check_null(self) -> None:
+        for name in ("null", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise DissectError(f"{name} must be an integer >= 0, got {v!r}")
+        if not 0 < self.alpha <= 1:
+            raise DissectError(f"alpha must lie in (0, 1] (a false discovery rate), got {self.alpha}")
+        if self.detector not in DETECTORS:
+            raise DissectError(f"detector must be one of {DETECTORS}, got {self.detector!r}")
+        if self.detector != "iou" and self.null < 1:
+            raise DissectError(f"detector {self.detector!r} needs the permutation null: give null >= 1 "
+                               "(--null N, e.g. 100)")
 
     def replace(self, **changes) -> "DissectConfig":
         """A copy with ``changes`` applied (validated again)."""

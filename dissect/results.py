@@ -19,6 +19,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -101,7 +102,13 @@ class LayerResult:
         parts = sorted(((c, n) for c, n in s.get("per_category", {}).items() if n),
                        key=lambda cn: (-cn[1], order[cn[0]]))
         inner = ", ".join(f"{c} {n}" for c, n in parts)
-        return f"{self.layer}: {s['detectors']}/{s['units']} {self.what}s are detectors" + (f" ({inner})" if inner else "")
+        line = f"{self.layer}: {s['detectors']}/{s['units']} {self.what}s are detectors" + (f" ({inner})" if inner else "")
+        if "significant" in s:
+            n = self.settings.get("null")
+            line += (f"; {s['significant']} significant against the permutation null "
+                     f"(q <= {float(self.settings.get('alpha', 0.05)):g}"
+                     + (f", {n} permutations)" if n else ")"))
+        return line
 
     @property
     def what(self) -> str:
@@ -145,29 +152,55 @@ def summarise(units: Sequence[dict], categories: Sequence[str], iou_threshold: f
         labels.setdefault(c, set()).add(u.get("number", u["label"]))
         concepts.setdefault(c, {})
         concepts[c][u["label"]] = concepts[c].get(u["label"], 0) + 1
-    return {"units": len(units), "detectors": det, "per_category": per,
-            "unique_detectors": {c: len(v) for c, v in labels.items()}, "concepts": concepts}
+    out = {"units": len(units), "detectors": det, "per_category": per,
+           "unique_detectors": {c: len(v) for c, v in labels.items()}, "concepts": concepts}
+    if any("significant" in u for u in units):  # the permutation null ran (--null N)
+        from .stats import significant_detectors
+
+        sig = significant_detectors(SimpleNamespace(units=units))
+        out["significant"] = len(sig)
+        out["significant_per_category"] = {c: sum(1 for x in sig if x["category"] == c) for c in per}
+    return out
 
 
-#: The summary's entries that result.json stores.
-SUMMARY_STORED = ("units", "detectors", "per_category", "unique_detectors")
+#: The summary's entries that result.json stores (the significant ones only with the null).
+SUMMARY_STORED = ("units", "detectors", "per_category", "unique_detectors", "significant", "significant_per_category")
 
 
 def _stored(summary: dict) -> dict:
-    return {k: summary[k] for k in SUMMARY_STORED}
+    return {k: summary[k] for k in SUMMARY_STORED if k in summary}
+
+
+def add_null(units: Sequence[dict], null: np.ndarray, alpha: float, detector: str) -> None:
+    """Add to each unit dict (unit order) the permutation null's fields (dissect.stats.null_fields:
+    p_value, q_value, significant, null_iou, null_iou_95, p_method) against its best IoU, keep the
+    paper's rule as "iou_detector" and set "detector" by ``detector`` ('iou', 'significant', 'both')."""
+    from .stats import is_detector, null_fields
+
+    observed = np.array([float(u["iou"]) for u in units], dtype=np.float64)
+    for u, f in zip(units, null_fields(observed, np.asarray(null, dtype=np.float64), alpha)):
+        u.update(f)
+        u["iou_detector"] = bool(u["detector"])
+        u["detector"] = is_detector(u, detector)
 
 
 def build_layer_result(layer: str, tally, union: str, iou_threshold: float, label_names: dict,
                        thresholds: np.ndarray, settings: Optional[dict] = None, model: Optional[dict] = None,
                        store: Optional[dict] = None, timings: Optional[dict] = None, version: str = "",
-                       topk: Optional[tuple] = None) -> LayerResult:
-    """Score a finished dissect.stats.Tally (via dissect.stats.scores) into a LayerResult."""
+                       topk: Optional[tuple] = None, null: Optional[np.ndarray] = None, alpha: float = 0.05,
+                       detector: str = "iou") -> LayerResult:
+    """Score a finished dissect.stats.Tally (via dissect.stats.scores) into a LayerResult. ``null``
+    [N, U]: each permutation's best IoU per unit (dissect.null_pass), which adds p- and q-values,
+    significance at ``alpha`` and the null IoUs to every unit; ``detector`` ('iou', 'significant',
+    'both') decides what counts as a detector (dissect.stats.pvalues.is_detector)."""
     from .stats import scores
 
     units = scores(tally, union=union, iou_threshold=iou_threshold, label_names=label_names)
     thresholds = np.asarray(thresholds, dtype=np.float32)
     for u in units:
         u["threshold"] = float(thresholds[u["unit_index"]])
+    if null is not None:
+        add_null(units, null, alpha, detector)
     labels = [{"number": n, "name": label_names.get(n, str(n)), "category": c}
               for n, c in zip(tally.labels, tally.primary)]
     iou = tally.iou(union).cpu().numpy().astype(np.float32)
@@ -186,6 +219,9 @@ def tally_csv_text(res: LayerResult) -> str:
     header = ["unit", "category", "label", "score"]
     for c in cats:
         header += [f"{c}-label", f"{c}-truth", f"{c}-activation", f"{c}-intersect", f"{c}-iou"]
+    null = bool(res.units) and all("p_value" in u for u in res.units)
+    if null:  # the permutation null (--null N)
+        header += ["null-iou", "null-iou-95", "p-value", "q-value"]
     buf = io.StringIO(newline="")
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
@@ -194,6 +230,8 @@ def tally_csv_text(res: LayerResult) -> str:
         for c in cats:
             p = u["per_category"][c]
             row += [p["label"], p["truth"], p["activation"], p["intersect"], repr(p["iou"])]
+        if null:
+            row += [repr(u["null_iou"]), repr(u["null_iou_95"]), repr(u["p_value"]), repr(u["q_value"])]
         w.writerow(row)
     return buf.getvalue()
 

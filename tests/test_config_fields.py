@@ -36,7 +36,8 @@ OPTIONS = {
 }
 #: result.json's settings as the engine wrote them by hand, in that order (engine.py at f5963d0).
 RECORDED = ["quantile", "iou_threshold", "union", "upsample", "categories", "split", "top_k", "mean", "std",
-            "cache_dtype", "batch_size"]
+            "cache_dtype", "batch_size",
+            "null", "seed", "alpha", "detector"]  # issue 20: the permutation null's settings
 
 
 def _subparser(command: str):
@@ -132,6 +133,8 @@ ALLOWED = {
     ("engine/_passes.py", "categories"): "the categories as resolved against the store",
     ("engine/_passes.py", "sae"): "the checkpoint key: each SAE by its weights' bytes; each feature result's SAE record",
     ("cli.py", "sae"): "the `dissect sae` command's name in the handler table (not the setting)",
+    ("engine/_basis.py", "seed"): "a rotation's own seed in its basis record (not the null's --seed)",
+    ("engine/_null_pass.py", "null"): "the null pass's time in result.json's timings",
 }
 
 
@@ -147,25 +150,25 @@ def test_adding_a_setting_touches_one_file(tmp_path, monkeypatch, synthetic_stor
     """A field added to DissectConfig alone is a CLI option, a recorded setting and part of the key."""
     from dissect.engine._passes import Run
 
-    fields = [("alpha", float, setting(0.25, "a new setting (default {default})"))]
+    fields = [("kappa", float, setting(0.25, "a new setting (default {default})"))]
     Extended = dataclasses.make_dataclass("DissectConfig", fields, bases=(DissectConfig,), frozen=True)
     monkeypatch.setattr(config_mod, "DissectConfig", Extended)
     for command in ("run", "score", "explain"):
-        assert _flags(command)["--alpha"] == "alpha"
-    assert "--alpha" not in _flags("ablate")
+        assert _flags(command)["--kappa"] == "kappa"
+    assert "--kappa" not in _flags("ablate")
     store = synthetic_store
     acts = tmp_path / "a.npy"
     np.save(acts, np.random.default_rng(0).random((60, 2, 2, 2), dtype=np.float32))
     rc = main(["score", "--store", str(store), "--activations", str(acts), "--out", str(tmp_path / "o"),
-               "--alpha", "0.5", "--quiet", "--no-report", "--workers", "0"])
+               "--kappa", "0.5", "--quiet", "--no-report", "--workers", "0"])
     assert rc == 0
     settings = json.loads((tmp_path / "o" / "a" / "result.json").read_text())["settings"]
-    assert settings["alpha"] == 0.5
-    assert list(settings)[:len(RECORDED) + 1] == RECORDED + ["alpha"]
+    assert settings["kappa"] == 0.5
+    assert list(settings)[:len(RECORDED) + 1] == RECORDED + ["kappa"]
     from broden_builder.store.reader import BrodenStore
 
-    key = Run(BrodenStore(store), Extended(alpha=0.75, workers=0), None, {}).key
-    assert key["alpha"] == 0.75
+    key = Run(BrodenStore(store), Extended(kappa=0.75, workers=0), None, {}).key
+    assert key["kappa"] == 0.75
     assert not set(RUNTIME_ONLY) & set(key)
 
 

@@ -33,6 +33,7 @@ from ._resources import choose as choose_parallelism
 from ..results import LayerResult, build_layer_result, layer_folder, write_layer_result
 from ..sae import SAEError, load_sae
 from ..stats import Tally, TopKImages, TopQuantile
+from ._null_pass import null_pass
 from ._tally_batches import Batch, TallyBatches, TallySpec, count_batch, in_basis, known_label_table
 
 log = logging.getLogger(__name__)
@@ -231,6 +232,15 @@ def _tally_loader(ds: TallyBatches, workers: int) -> Iterable[Batch]:
         yield item
 
 
+def _keep_label_parts(items: Iterable[Batch], parts: list) -> Iterable[Batch]:
+    """The batches, each one's ``label_part`` (if any) moved to ``parts``."""
+    for item in items:
+        if item.label_part is not None:
+            parts.append(item.label_part)
+            item.label_part = None
+        yield item
+
+
 # ---------------------------------------------------------------------------- a run
 def _maps_as_seen(maps: np.ndarray) -> np.ndarray:
     """Top-k maps [U, k, h, w] with the values the tally thresholded: float16 when that is lossless (a
@@ -318,6 +328,7 @@ class Run:
                         version=__version__, basis=_basis_key(cfg), sae=_sae_key(cfg))
         self.checkpoint = Checkpoint(self.out, self.key, self.info, cfg.checkpoint_every)
         self.timings: dict = {}
+        self.null: dict = {}  # {layer: float64 [N, U]} each permutation's best IoUs (--null N)
         self.numbers, self.primary, self.names_by_number = label_columns(store, self.categories)
 
     def recorded(self) -> dict:
@@ -384,7 +395,8 @@ class Run:
         spec = None
         if self.device.type == "cpu":  # count in the workers; on an accelerator the main process counts
             spec = TallySpec(stats.tally_args, {n: t.cpu() for n, t in stats.thresholds.items()}, self.cfg.upsample,
-                             tuple(self.seg_size), {n: b.cpu() for n, b in stats.bases.items()})
+                             tuple(self.seg_size), {n: b.cpu() for n, b in stats.bases.items()},
+                             label_runs=bool(self.cfg.null))
         cache = None
         if self.cfg.label_cache:
             from broden_builder.shared import LabelCache
@@ -393,12 +405,15 @@ class Run:
         ds = TallyBatches(labels, sources, positions[start * bs:], bs,
                           known_label_table([l.number for l in self.store.labels]), spec, cache)
         workers = self.parallel.tally_workers if spec is not None else self.parallel.workers
-        run_pass(_tally_loader(ds, workers), lambda batch: batch.acts, stats, self.checkpoint, 2,
-                 start, self.progress("pass 2/2 (tally)", start))
+        parts: list = []  # the batches' labels as row runs, kept for the null pass (--null)
+        run_pass(_keep_label_parts(_tally_loader(ds, workers), parts), lambda batch: batch.acts, stats,
+                 self.checkpoint, 2, start, self.progress("pass 2/2 (tally)", start))
         t1 = time.perf_counter()
         stats.sync_counts(self.info)
         self.timings["pass2_tally"] = t1 - t0
         self.timings["reduce_counts"] = time.perf_counter() - t1
+        if self.cfg.null:  # the permutation null of every layer (dissect.null_pass), from the summed tallies
+            self.null = null_pass(self, stats, sources, list(positions), (self.start + start * bs, parts))
 
     def results(self, stats: Statistics, model_info: dict, settings_extra: dict) -> dict:
         """{layer: LayerResult} scored from the statistics."""
@@ -416,7 +431,8 @@ class Run:
                 n, layer.tally, cfg.union, cfg.iou_threshold, self.names_by_number, thr, settings=settings,
                 model=model_info, store=store_info, timings=dict(self.timings), version=__version__,
                 topk=(tk["indices"].numpy().astype(np.int64), tk["values"].numpy().astype(np.float32),
-                      _maps_as_seen(tk["maps"].numpy())))
+                      _maps_as_seen(tk["maps"].numpy())),
+                null=self.null.get(n), alpha=cfg.alpha, detector=cfg.detector)
             res.settings["layer_shape"] = list(stats.shapes[n])
             if n in stats.basis_records:
                 res.settings["basis"] = stats.basis_records[n]

@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 from broden_builder.torch_dataset import BrodenDataset, SegBatch, collate_broden
 
 from ._basis import apply_basis
+from ._null_pass import label_builder
 from ..errors import DissectError
 from ..stats import Tally, UnknownLabel, find_unknown_label
 from ..stats.upsample import SEPARABLE
@@ -45,6 +46,7 @@ class Batch:
     acts: dict = field(default_factory=dict)
     counts: Optional[dict] = None
     error: Optional[Exception] = None
+    label_part: Optional[dict] = None  # with --null: this batch's labels as row runs (dissect.engine._null_pass)
 
     @classmethod
     def collated(cls, d: dict) -> "Batch":
@@ -63,6 +65,7 @@ class TallySpec:
     mode: str
     size: tuple
     bases: dict = field(default_factory=dict)
+    label_runs: bool = False  # also return the batch's labels as row runs, for the null pass (--null)
 
 
 def in_basis(a: torch.Tensor, basis) -> torch.Tensor:
@@ -73,7 +76,8 @@ def in_basis(a: torch.Tensor, basis) -> torch.Tensor:
     return basis.encode_maps(a) if hasattr(basis, "encode_maps") else apply_basis(a.float(), basis)
 
 
-def count_batch(tallies: dict, acts: dict, seg, thresholds: dict, bases: dict, mode: str, size: tuple) -> None:
+def count_batch(tallies: dict, acts: dict, seg, thresholds: dict, bases: dict, mode: str, size: tuple,
+                labels=None) -> None:
     """Pass 2's count of one batch, the one counting function (in a DataLoader worker and on a device).
 
     ``acts`` {layer: [B, U, h, w]} (any dtype; moved to each Tally's device), ``seg`` the batch's
@@ -81,9 +85,8 @@ def count_batch(tallies: dict, acts: dict, seg, thresholds: dict, bases: dict, m
     units, as in pass 1) or SAE encoder (dissect.sae.SparseEncoder: its features [B, F, h, w], then
     T_k is [F]) and thresholds T_k [U]; the maps upsampled by ``mode`` to ``size`` (sh, sw)
     tile by tile (dissect.stats.tally). Adds into ``tallies`` {layer: Tally}; with several layers and
-    a separable mode the label lookup is done once for all. Raises UnknownLabel for a number outside
-    the tallies' ``known`` labels."""
-    labels = None
+    a separable mode the label lookup is done once for all (or given: ``labels``, Tally.batch_labels).
+    Raises UnknownLabel for a number outside the tallies' ``known`` labels."""
     for n, a in acts.items():
         t = tallies[n]
         a = a.to(t.device, non_blocking=True)
@@ -139,6 +142,7 @@ class TallyBatches(Dataset):
         self.cache = cache  # a broden_builder LabelCache of the store's decoded planes, or None
         self.batch_size, self.known, self.spec = int(batch_size), known, spec
         self._tallies: Optional[dict] = None  # made once per process, zeroed by take_counts
+        self._label_part: Optional[dict] = None
 
     def __len__(self) -> int:
         return -(-len(self.positions) // self.batch_size)
@@ -162,7 +166,8 @@ class TallyBatches(Dataset):
             counts = self._count(acts, batch["seg"])
         except UnknownLabel as e:
             raise _unknown_label_error(e, batch, index_csv) from None
-        return Batch(index=batch["index"], counts=counts)
+        part, self._label_part = self._label_part, None
+        return Batch(index=batch["index"], counts=counts, label_part=part)
 
     def _label_items(self, lo: int, hi: int) -> list:
         """The label items of batch rows [lo, hi): from the label cache when it holds them unchanged,
@@ -183,5 +188,11 @@ class TallyBatches(Dataset):
             numbers, categories, image_level, primary = spec.tally_args
             self._tallies = {n: Tally(numbers, categories, image_level, primary, device="cpu", known=known)
                              for n in acts}
-        count_batch(self._tallies, acts, seg, spec.thresholds, spec.bases, spec.mode, spec.size)
+        labels = None
+        if spec.label_runs and acts:  # the null pass reuses this batch's label lookup (dissect.engine._null_pass)
+            t = next(iter(self._tallies.values()))
+            labels = t.batch_labels(seg, spec.size)
+            self._label_part = label_builder(t, spec.size).part(labels)
+        count_batch(self._tallies, acts, seg, spec.thresholds, spec.bases, spec.mode, spec.size,
+                    labels if spec.mode in SEPARABLE else None)
         return {n: self._tallies[n].take_counts() for n in acts}

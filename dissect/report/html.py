@@ -152,6 +152,7 @@ def layer_page(layer: str, result: dict, units_sorted: Sequence[dict], categorie
     return environment().get_template("layer.html").render(
         title=f"Dissection of {layer}", layer=layer, model_name=model_name(result.get("model") or {}),
         summary=summary, per_category=per, concepts=concepts_covered(units_sorted, thr),
+        alpha=(result.get("settings") or {}).get("alpha", 0.05),
         plot=plot, categories=list(categories), colors={c: category_color(c, categories) for c in categories},
         units=[_unit_view(u, thr, strips, extras or {}, unit_name(int(u["unit_index"]), result, len(units_sorted)))
                for u in units_sorted], index_href=index_href, what=_what(result),

@@ -23,4 +23,6 @@ def summary_line(layer: str, summary: dict) -> str:
     text = f"{layer}: {summary['detectors']}/{summary['units']} units are detectors"
     if per:
         text += f" ({per}; unique concepts: {uniq})"
+    if "significant" in summary:  # the permutation null ran (--null N)
+        text += f"; {summary['significant']} significant against the permutation null"
     return text

@@ -37,6 +37,13 @@ def _segmentation_size(acts: torch.Tensor, seg: SegBatch, size) -> tuple:
     return size
 
 
+def iou_from_counts(I: torch.Tensor, A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
+    """IoU [U, L] (float64) = I / (A + G - I), 0 where the union is 0: I [U, L] intersections, A
+    [U, L] each unit's area in its label's primary category, G [L] label areas (integer counts)."""
+    den = (A + G.unsqueeze(0) - I).double()
+    return torch.where(den > 0, I.double() / den.clamp(min=1), torch.zeros_like(den))
+
+
 class UnknownLabel(DissectError):
     """A pixel label plane holds a non-zero number that label.csv lacks (what broden validate
     rejects). args: (category, image = position in the batch, number); the caller names the row."""
@@ -461,10 +468,7 @@ class Tally(DeclaredState):
 
     def iou(self, union: str = "original") -> torch.Tensor:
         """IoU [U, L] (float64) = I / (A_primary + G - I), 0 where the union is 0."""
-        A = self.activation(union)[:, self._prim]  # [U, L]
-        I = self.I
-        den = (A + self.G.unsqueeze(0) - I).double()
-        return torch.where(den > 0, I.double() / den.clamp(min=1), torch.zeros_like(den))
+        return iou_from_counts(self.I, self.activation(union)[:, self._prim], self.G)
 
     def merge(self, other: "Tally") -> None:
         """Add another shard's counts (same labels and categories)."""
