@@ -141,7 +141,7 @@ def null_pass(run, stats, sources: dict, positions: Sequence[int], known: Option
     """{layer: float64 [N, U]} for ``run`` (dissect.engine.Run) after pass 2 (``stats`` summed over
     ranks); ``sources`` {layer: Activations}, ``positions`` this rank's rows in them; ``known``
     (first run position, label parts) made by pass 2 (see :func:`label_runs`)."""
-    from broden_builder.progress import progress
+    from broden_builder.shared import progress
 
     cfg, t0 = run.cfg, time.perf_counter()
     perms = permutations(len(run.rows), cfg.seed, cfg.null)

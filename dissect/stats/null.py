@@ -1,4 +1,4 @@
-"""The permutation null of a layer's best IoUs (issue 20).
+"""The permutation null of a layer's best IoUs.
 
 Under the null, a unit's masks are unrelated to *which* image's labels they meet. Each image's
 masks and each image's labels stay exactly as they are; only the pairing of images is permuted:

@@ -1,4 +1,4 @@
-"""p-values, q-values and significance of units against their permutation null (issue 20).
+"""p-values, q-values and significance of units against their permutation null.
 
 For each unit, the observed statistic x is its best IoU over labels and the null holds the same
 statistic under N permutations of the image pairing (dissect.stats.null).
