@@ -83,7 +83,13 @@ class LayerResult:
         parts = sorted(((c, n) for c, n in s.get("per_category", {}).items() if n),
                        key=lambda cn: (-cn[1], order[cn[0]]))
         inner = ", ".join(f"{c} {n}" for c, n in parts)
-        return f"{self.layer}: {s['detectors']}/{s['units']} units are detectors" + (f" ({inner})" if inner else "")
+        line = f"{self.layer}: {s['detectors']}/{s['units']} units are detectors" + (f" ({inner})" if inner else "")
+        return line + (f"; {self.constant_line()}" if s.get("constant") else "")
+
+    def constant_line(self) -> str:
+        """'' when no unit is constant, else e.g. ``1,280 of 1,280 units are constant (all 0): this layer says
+        nothing`` (the units whose activations took one value over the whole probe set)."""
+        return constant_text(self.summary)
 
     def to_json(self) -> dict:
         return {
@@ -94,22 +100,70 @@ class LayerResult:
 
 
 # ---------------------------------------------------------------------------- scoring
-def summarise(units: Sequence[dict], categories: Sequence[str]) -> dict:
-    """result.json's "summary": units, detectors, detectors and unique labels per category."""
+def summarise(units: Sequence[dict], categories: Sequence[str], constants: bool = False) -> dict:
+    """result.json's "summary": units, detectors, detectors and unique labels per category; with
+    ``constants``, the count of constant units and their values (:func:`constant_summary`)."""
     det = [x for x in units if x["detector"]]
-    return {
+    out = {
         "units": len(units),
         "detectors": len(det),
         "per_category": {c: sum(1 for x in det if x["category"] == c) for c in categories},
         "unique_detectors": {c: len({x["number"] for x in det if x["category"] == c}) for c in categories},
     }
+    if constants:
+        out.update(constant_summary(units))
+    return out
+
+
+def _number(v: float) -> str:
+    return f"{v + 0.0:g}"  # -0.0 as 0
+
+
+def constant_text(summary: dict) -> str:
+    """The summary's constant units in words ('' when none): ``3 of 96 units are constant (all 0)``;
+    ``: this layer says nothing`` when every unit is."""
+    n, total = int(summary.get("constant", 0)), int(summary.get("units", 0))
+    if not n:
+        return ""
+    values = summary.get("constant_values") or {}
+    how = ", ".join(f"{c:,} all {v}" if len(values) > 1 else f"all {v}" for v, c in values.items())
+    text = f"{n:,} of {total:,} units are constant" + (f" ({how})" if how else "")
+    return text + (": this layer says nothing" if n == total else "")
+
+
+def mark_constant(units: Sequence[dict], constant: np.ndarray, values: np.ndarray) -> None:
+    """Set each unit's ``constant`` (bool [U], unit_index order) and, for a constant unit, its
+    ``constant_value``; a constant unit is never a detector and never significant (its mask
+    ``a > T`` with T = its one value is empty: any IoU it shows is a rounding accident)."""
+    for u in units:
+        i = int(u["unit_index"])
+        u["constant"] = bool(constant[i])
+        if u["constant"]:
+            u["constant_value"] = float(values[i])
+            u["detector"] = False
+            for k in ("significant", "iou_detector"):
+                if k in u:
+                    u[k] = False
+
+
+def constant_summary(units: Sequence[dict]) -> dict:
+    """``{"constant": n, "constant_values": {"0": n0, ...}}`` of units marked by :func:`mark_constant`."""
+    values: dict = {}
+    for u in units:
+        if u.get("constant"):
+            key = _number(float(u.get("constant_value", 0.0)))
+            values[key] = values.get(key, 0) + 1
+    return {"constant": sum(values.values()), "constant_values": values}
 
 
 def build_layer_result(layer: str, tally, union: str, iou_threshold: float, label_names: dict,
                        thresholds: np.ndarray, settings: Optional[dict] = None, model: Optional[dict] = None,
                        store: Optional[dict] = None, timings: Optional[dict] = None, version: str = "",
-                       topk: Optional[tuple] = None) -> LayerResult:
-    """Score a finished dissect.stats.Tally (via dissect.stats.scores) into a LayerResult."""
+                       topk: Optional[tuple] = None, constant: Optional[tuple] = None) -> LayerResult:
+    """Score a finished dissect.stats.Tally (via dissect.stats.scores) into a LayerResult.
+
+    ``constant``: (bool [U], float [U]) from dissect.stats.UnitRange (constant(), values()): the
+    units with one value over the probe set, marked as such (never detectors) and counted."""
     from .stats import scores
 
     units = scores(tally, union=union, iou_threshold=iou_threshold, label_names=label_names)
@@ -118,9 +172,11 @@ def build_layer_result(layer: str, tally, union: str, iou_threshold: float, labe
         u["threshold"] = float(thresholds[u["unit_index"]])
     labels = [{"number": n, "name": label_names.get(n, str(n)), "category": c}
               for n, c in zip(tally.labels, tally.primary)]
+    if constant is not None:
+        mark_constant(units, np.asarray(constant[0], dtype=bool), np.asarray(constant[1], dtype=np.float64))
     iou = tally.iou(union).cpu().numpy().astype(np.float32)
     res = LayerResult(layer=layer, iou=iou, thresholds=thresholds, labels=labels, units=units,
-                      summary=summarise(units, tally.categories), settings=dict(settings or {}),
+                      summary=summarise(units, tally.categories, constant is not None), settings=dict(settings or {}),
                       model=dict(model or {}), store=dict(store or {}), timings=dict(timings or {}), version=version)
     if topk is not None:
         res.topk_indices, res.topk_values, res.topk_maps = topk

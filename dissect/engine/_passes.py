@@ -31,7 +31,7 @@ from ..errors import DissectError
 from ._resources import apply_threads
 from ._resources import choose as choose_parallelism
 from ..results import LayerResult, build_layer_result, write_layer_result
-from ..stats import Tally, TopKImages, TopQuantile
+from ..stats import Tally, TopKImages, TopQuantile, UnitRange
 from ..stats.upsample import SEPARABLE
 from ._tally_batches import TallyBatches, TallySpec, known_label_table
 
@@ -88,7 +88,8 @@ class Statistics:
             self.layers[name] = {"tq": TopQuantile(u, cfg.quantile, n_images * h * w, device,
                                                    memory_budget=cfg.quantile_memory),
                                  "topk": TopKImages(u, cfg.top_k, device, maps_dtype=torch.float32),
-                                 "tally": Tally(*tally_args, device, units=u)}
+                                 "tally": Tally(*tally_args, device, units=u),
+                                 "range": UnitRange(u, device)}
         self.thresholds: dict = {}
         self.seg_size: Optional[tuple] = None
         # a change of basis of each layer's units before every statistic (Bau et al. 2017, sec. 3.2)
@@ -119,6 +120,7 @@ class Statistics:
                 a = self._in_basis(n, a)
                 self.layers[n]["tq"].add(a)
                 self.layers[n]["topk"].add(a, idx)
+                self.layers[n]["range"].add(a)
             return
         if "counts" in batch:  # counted where the batch was loaded (dissect.engine._tally_batches)
             for n, counts in batch["counts"].items():
@@ -258,7 +260,8 @@ class Run:
         self.key = dict(key, rows=[start, stop], world=self.info.world, rank=self.info.rank,
                         categories=self.categories, split=cfg.split, quantile=cfg.quantile, top_k=cfg.top_k,
                         batch_size=cfg.batch_size, cache_dtype=cfg.cache_dtype, upsample=cfg.upsample,
-                        store=store.fingerprint(), version=__version__, basis=_basis_key(cfg))
+                        store=store.fingerprint(), version=__version__, basis=_basis_key(cfg),
+                        statistics=["tq", "topk", "tally", "range"])  # a checkpoint without one starts over
         self.checkpoint = Checkpoint(self.out, self.key, self.info, cfg.checkpoint_every)
         self.timings: dict = {}
         self.numbers, self.primary, self.names_by_number = label_columns(store, self.categories)
@@ -294,7 +297,7 @@ class Run:
         """Record pass 1's time, merge the thresholds across ranks, checkpoint; pass 2 starts at batch 0."""
         self.timings[timing] = time.perf_counter() - t0
         t1 = time.perf_counter()
-        stats.sync(("tq", "topk"), self.info)
+        stats.sync(("tq", "topk", "range"), self.info)
         self.timings["merge_thresholds"] = time.perf_counter() - t1
         self.checkpoint.save(2, 0, stats)
         return 0
@@ -342,7 +345,8 @@ class Run:
                 n, layer["tally"], cfg.union, cfg.iou_threshold, self.names_by_number, thr, settings=settings,
                 model=model_info, store=store_info, timings=dict(self.timings), version=__version__,
                 topk=(tk["indices"].numpy().astype(np.int64), tk["values"].numpy().astype(np.float32),
-                      _maps_as_seen(tk["maps"].numpy())))
+                      _maps_as_seen(tk["maps"].numpy())),
+                constant=(layer["range"].constant().numpy(), layer["range"].values().numpy()))
             res.settings["layer_shape"] = list(stats.shapes[n])
             if n in stats.basis_records:
                 res.settings["basis"] = stats.basis_records[n]

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from ..results import constant_summary, constant_text
+
 
 #: Broden's category suffixes (colours ``red-c``, scenes ``street-s``), left out of display names
 SUFFIXES = ("-c", "-s")
@@ -28,26 +30,31 @@ def layer_summary(units: Sequence[dict], categories: Sequence[str], iou_threshol
     """Detector counts of one layer.
 
     Returns ``{"units", "detectors", "per_category": {cat: detector units},
-    "unique": {cat: distinct labels among them}, "concepts": {cat: {label: detector units}}}``,
-    with every category of ``categories`` present (zero when it has no detector).
+    "unique": {cat: distinct labels among them}, "concepts": {cat: {label: detector units}},
+    "constant": units with one value over the probe set, "constant_values": {value: units},
+    "constant_text": those in words ('' when none)}``, with every category of ``categories``
+    present (zero when it has no detector). A constant unit is never counted as a detector.
     """
     cats = list(categories)
     concepts: dict = {c: {} for c in cats}
     det = 0
     for u in units:
-        if not is_detector(u, iou_threshold):
+        if u.get("constant") or not is_detector(u, iou_threshold):
             continue
         det += 1
         c = u["category"]
         concepts.setdefault(c, {})
         concepts[c][u["label"]] = concepts[c].get(u["label"], 0) + 1
-    return {
+    out = {
         "units": len(units),
         "detectors": det,
         "per_category": {c: sum(v.values()) for c, v in concepts.items()},
         "unique": {c: len(v) for c, v in concepts.items()},
         "concepts": concepts,
     }
+    out.update(constant_summary(units))
+    out["constant_text"] = constant_text(out)
+    return out
 
 
 def summary_line(layer: str, summary: dict) -> str:
@@ -57,4 +64,6 @@ def summary_line(layer: str, summary: dict) -> str:
     text = f"{layer}: {summary['detectors']}/{summary['units']} units are detectors"
     if per:
         text += f" ({per}; unique concepts: {uniq})"
+    if summary.get("constant_text"):
+        text += f"; {summary['constant_text']}"
     return text

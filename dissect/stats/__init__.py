@@ -2,7 +2,7 @@
 
 TopQuantile (thresholds), TopKImages (top images per unit), Tally (I, G, A counts for the
 three union rules), SegBatch (labels of a batch, from broden_builder.torch_dataset), scores() (IoU, best labels, detectors),
-upsample() (activations to the segmentation size).
+upsample() (activations to the segmentation size), UnitRange (each unit's min and max: constant units).
 """
 from broden_builder.torch_dataset import SegBatch  # the labels a Tally counts against
 
@@ -10,6 +10,7 @@ from .quantile import TopQuantile
 from .scores import scores
 from .tally import UNIONS, BatchLabels, Tally, UnknownLabel, find_unknown_label
 from .topk import TopKImages
+from .unit_range import UnitRange
 from .upsample import upsample
 
-__all__ = ["TopQuantile", "TopKImages", "Tally", "BatchLabels", "UnknownLabel", "find_unknown_label", "SegBatch", "scores", "upsample", "UNIONS"]
+__all__ = ["TopQuantile", "TopKImages", "Tally", "BatchLabels", "UnknownLabel", "find_unknown_label", "SegBatch", "scores", "upsample", "UNIONS", "UnitRange"]
