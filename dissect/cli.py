@@ -145,6 +145,10 @@ def _parser_run(sub) -> None:
     run.add_argument("--cache-dir", default=None,
                      help="keep the activation cache here for reuse (default: OUT/.dissect_cache, removed after success)")
     run.add_argument("--keep-cache", action="store_true", help="keep the default activation cache after success")
+    run.add_argument("--controls", action="store_true",
+                     help="also dissect the paper's two baselines into OUT/controls/: the same architecture with random "
+                          "weights (random/) and the trained layers in a random rotated basis (rotated/, --rotate 0), "
+                          "and compare the three (OUT/controls/compare.html; printed)")
 
 
 def _parser_score(sub) -> None:
@@ -280,7 +284,14 @@ def _cmd_run(args) -> int:
         extra["std"] = args.std
     cfg = _config(args, **extra)
     model = load_model(args.model, args.weights, unsafe_unpickle=args.unsafe_unpickle)
-    results = dissect_model(model, args.layer, args.store, cfg, out=args.out)
+    controls = None
+    if args.controls:
+        from .tools import dissect_with_controls
+
+        controls = dissect_with_controls(model, args.layer, args.store, cfg, args.out)
+        results = controls.trained
+    else:
+        results = dissect_model(model, args.layer, args.store, cfg, out=args.out)
     if info.rank == 0:
         print(f"model {model.spec}: {model.weights_text()}")
         for res in results.values():
@@ -292,6 +303,11 @@ def _cmd_run(args) -> int:
                                                       if lay.get("kind") == "tokens" else ""))
             print(res.summary_line() + (f" [{', '.join(how)}]" if how else ""))
         print(f"results in {Path(args.out)}")
+        if controls is not None:
+            print(f"controls (random init, rotated) in {Path(args.out) / 'controls'}:")
+            print(controls.table)
+            if controls.compare is not None:
+                print(f"comparison: {controls.compare}")
         _report(args, list(results.values()))
     return 0
 
@@ -450,9 +466,11 @@ def _cuda() -> bool:
 
 
 def _cmd_compare(args) -> int:
-    from .tools import write_compare
+    from .tools import collect, expand_controls, side_by_side, write_compare
 
-    page = write_compare(args.outs, args.out, title=args.title)
+    outs, names = expand_controls(args.outs)  # a folder of `run --controls` brings its random and rotated runs
+    page = write_compare(outs, args.out, title=args.title, names=names)
+    print(side_by_side(collect(outs, names)))
     print(f"comparison: {page} ({Path(args.out) / 'compare.csv'})")
     return 0
 
