@@ -210,6 +210,21 @@ def best_by_category(results: dict, categories: Sequence[str], n: int = 3) -> li
     return lines
 
 
+def say_results(result, cats: Sequence[str], say=print) -> None:
+    """The demo's closing text: the table, the best detectors per category and, when the result has
+    them, the controls (trained, random init, rotated) with the sentence saying what they show."""
+    say(summary_table(result.layers, cats))
+    say("")
+    say("the three best detectors per category (IoU; a unit counts for its best category):")
+    for line in best_by_category(result.layers, cats):
+        say(line)
+    if result.controls is not None:
+        say("")
+        say("the paper's controls (Bau et al. 2017: random weights, sec. 4.2; a random rotation of the units, sec. 3.2):")
+        say(result.controls.table)
+        say(CONTROLS_SENTENCE)
+
+
 def run_demo(out: Path, images: int = 600, train_images: int = 4000, size: int = 64, seg: int = 32,
              input_size: Optional[int] = None, epochs: int = 8, layers: Sequence[str] = DEMO_LAYERS,
              widths: Sequence[int] = (16, 32, 64, 96), workers: int = 2, seed: int = 0, quiet: bool = False,
@@ -262,17 +277,7 @@ def run_demo(out: Path, images: int = 600, train_images: int = 4000, size: int =
     timings["report"] = time.perf_counter() - t
     say(f"[4/4] report written in {timings['report']:.0f} s")
     say("")
-    cats = list(store.categories)
-    say(summary_table(result.layers, cats))
-    say("")
-    say("the three best detectors per category (IoU; a unit counts for its best category):")
-    for line in best_by_category(result.layers, cats):
-        say(line)
-    if result.controls is not None:
-        say("")
-        say("the paper's controls (Bau et al. 2017: random weights, sec. 4.2; a random rotation of the units, sec. 3.2):")
-        say(result.controls.table)
-        say(CONTROLS_SENTENCE)
+    say_results(result, list(store.categories), say)
     say("")
     say(f"open the report: {index.resolve()}")
     return {"store": store, "results": result.layers, "index": index, "accuracy": acc, "timings": timings}
