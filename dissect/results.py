@@ -100,19 +100,15 @@ class LayerResult:
 
 
 # ---------------------------------------------------------------------------- scoring
-def summarise(units: Sequence[dict], categories: Sequence[str], constants: bool = False) -> dict:
-    """result.json's "summary": units, detectors, detectors and unique labels per category; with
-    ``constants``, the count of constant units and their values (:func:`constant_summary`)."""
+def summarise(units: Sequence[dict], categories: Sequence[str]) -> dict:
+    """result.json's "summary": units, detectors, detectors and unique labels per category."""
     det = [x for x in units if x["detector"]]
-    out = {
+    return {
         "units": len(units),
         "detectors": len(det),
         "per_category": {c: sum(1 for x in det if x["category"] == c) for c in categories},
         "unique_detectors": {c: len({x["number"] for x in det if x["category"] == c}) for c in categories},
     }
-    if constants:
-        out.update(constant_summary(units))
-    return out
 
 
 def _number(v: float) -> str:
@@ -176,8 +172,10 @@ def build_layer_result(layer: str, tally, union: str, iou_threshold: float, labe
         mark_constant(units, np.asarray(constant[0], dtype=bool), np.asarray(constant[1], dtype=np.float64))
     iou = tally.iou(union).cpu().numpy().astype(np.float32)
     res = LayerResult(layer=layer, iou=iou, thresholds=thresholds, labels=labels, units=units,
-                      summary=summarise(units, tally.categories, constant is not None), settings=dict(settings or {}),
+                      summary=summarise(units, tally.categories), settings=dict(settings or {}),
                       model=dict(model or {}), store=dict(store or {}), timings=dict(timings or {}), version=version)
+    if constant is not None:
+        res.summary.update(constant_summary(units))
     if topk is not None:
         res.topk_indices, res.topk_values, res.topk_maps = topk
     return res
