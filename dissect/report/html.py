@@ -20,7 +20,8 @@ from urllib.parse import quote
 
 from .plots import category_color
 from .render import environment
-from .summary import display_name, is_detector
+from ..results import constant_text, is_detector
+from .summary import display_name
 
 
 def _fmt(value) -> str:
@@ -125,6 +126,7 @@ def layer_page(layer: str, result: dict, units_sorted: Sequence[dict], categorie
     return environment().get_template("layer.html").render(
         title=f"Dissection of {layer}", layer=layer, model_name=model_name(result.get("model") or {}),
         summary=summary, per_category=per, concepts=concepts_covered(units_sorted, thr),
+        constant_line=constant_text(summary),
         plot=plot, categories=list(categories), colors={c: category_color(c, categories) for c in categories},
         units=[_unit_view(u, thr, strips, extras or {}) for u in units_sorted], index_href=index_href,
         settings=settings_rows(result), extra_links=list(extra_links), notes=header_notes(result))

@@ -12,8 +12,10 @@ from typing import Optional
 
 import torch
 
+from .protocol import DeclaredState
 
-class UnitRange:
+
+class UnitRange(DeclaredState):
     """Per unit, the min and max of the activations seen (float64, so float16/float32 inputs are exact).
 
     ``add(acts)`` takes [B, U, h, w] (or [B, U, ...]); ``constant()`` is a bool tensor [U]: True where
@@ -22,6 +24,7 @@ class UnitRange:
     """
 
     reduction = "gather"  # see dissect.stats.protocol: min/max merge exactly in any order
+    identity, tensors = ("units",), ("lo", "hi")
 
     def __init__(self, units: int, device="cpu"):
         self.units = int(units)
@@ -47,8 +50,7 @@ class UnitRange:
 
     def merge(self, other: "UnitRange") -> None:
         """Fold in another shard's range (same unit count)."""
-        if other.units != self.units:
-            raise ValueError(f"cannot merge a UnitRange of {other.units} units into one of {self.units}")
+        self.same_as(other)
         if other.lo is not None:
             self._fold(other.lo.to(self.device), other.hi.to(self.device))
 
@@ -64,20 +66,8 @@ class UnitRange:
             return torch.full((self.units,), float("nan"), dtype=torch.float64)
         return self.lo.cpu()
 
-    def state_dict(self) -> dict:
-        return {"units": self.units, "lo": None if self.lo is None else self.lo.cpu(),
-                "hi": None if self.hi is None else self.hi.cpu()}
-
-    def load_state_dict(self, d: dict) -> None:
-        self.units = int(d["units"])
-        self.lo = None if d["lo"] is None else d["lo"].to(self.device, torch.float64)
-        self.hi = None if d["hi"] is None else d["hi"].to(self.device, torch.float64)
-
-    def to(self, device) -> "UnitRange":
-        self.device = torch.device(device)
-        if self.lo is not None:
-            self.lo, self.hi = self.lo.to(self.device), self.hi.to(self.device)
-        return self
+    def _loaded(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.device, torch.float64)
 
 
 __all__ = ["UnitRange"]

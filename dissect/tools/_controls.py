@@ -21,7 +21,6 @@ The rotated control reads the trained run's activation cache: it costs a second 
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import shutil
 from dataclasses import dataclass
@@ -33,8 +32,9 @@ from torch import nn
 
 from ..capture import LoadedModel, load_model
 from ..config import DissectConfig
-from ..engine import dissect_model, safe_name
+from ..engine import dissect_model
 from ..errors import DissectError
+from ..results import ResultsError, find_layer_folders, read_result_json, result_folders, safe_name
 from ._compare import collect, run_name, side_by_side, write_compare
 
 log = logging.getLogger(__name__)
@@ -136,6 +136,13 @@ def _by_layer(summaries: list, layers: Sequence[str]) -> list:
     return sorted(summaries, key=lambda s: order.get(safe_name(s.layer), len(order)))
 
 
+def _has_layers(folder: Path) -> bool:
+    try:
+        return folder.is_dir() and bool(find_layer_folders(folder))
+    except ResultsError:
+        return False
+
+
 def expand_controls(outs: Sequence[Union[str, Path]]) -> tuple:
     """(folders, names): every results folder followed by its ``controls/random`` and ``controls/rotated``
     when it has them (names then say which is which; None = from result.json)."""
@@ -144,13 +151,13 @@ def expand_controls(outs: Sequence[Union[str, Path]]) -> tuple:
     for out in outs:
         out = Path(out)
         dirs = control_dirs(out)
-        found = [k for k in (RANDOM, ROTATED) if any(dirs[k].glob("*/result.json"))]
+        found = [k for k in (RANDOM, ROTATED) if _has_layers(dirs[k])]
         folders.append(out)
         if not found:
             names.append(None)
             continue
-        first = sorted(out.glob("*/result.json"))
-        base = run_name(json.loads(first[0].read_text("utf-8"))) if first else out.name
+        first = result_folders(out)
+        base = run_name(read_result_json(first[0])) if first else out.name
         names.append(f"{base} trained")
         for k in found:
             folders.append(dirs[k])
