@@ -69,17 +69,19 @@ def test_a_constant_layer_is_reported_as_constant(store, capsys):
 
 def test_constant_units_never_significant_nor_counted():
     """mark_constant overrides detector/significant flags; the report's summary never counts them."""
-    from dissect.report.summary import layer_summary
-    from dissect.results import mark_constant
+    from dissect.results import constant_text, mark_constant, summarise
 
     units = [{"unit_index": i, "label": "sky", "category": "object", "iou": 0.5, "detector": True,
               "significant": True, "q_value": 0.0} for i in range(3)]
     mark_constant(units, np.array([True, False, True]), np.array([0.0, 1.0, -0.0]))
     assert [u["detector"] for u in units] == [False, True, False]
     assert [u["significant"] for u in units] == [False, True, False]
-    s = layer_summary(units, ["object"])
+    s = summarise(units, ["object"])
     assert s["detectors"] == 1 and s["constant"] == 2 and s["constant_values"] == {"0": 2}
-    assert s["constant_text"] == "2 of 3 units are constant (all 0)"
+    assert constant_text(s) == "2 of 3 units are constant (all 0)"
+    units[1]["constant"] = False  # summarise itself never counts a constant unit, whatever its flags say
+    units[0]["detector"] = True
+    assert summarise(units, ["object"])["detectors"] == 1
 
 
 def test_random_init_mobilenet_v2_last_layer_is_all_zero(store, capsys):
