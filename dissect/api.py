@@ -25,6 +25,8 @@ from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 
+from .errors import DissectError
+
 
 def _config(config, settings: dict):
     from .config import DissectConfig
@@ -56,6 +58,7 @@ class DissectionResult:
         self.layers = dict(layers)
         self.out = Path(out) if out is not None else None
         self.store = store
+        self.controls = None  # a dissect.tools.ControlRuns after Dissection.run(controls=True)
 
     # -------------------------------------------------------------- mapping
     def __getitem__(self, layer: str):
@@ -302,16 +305,30 @@ class Dissection:
         self.store = store
         self.config = _config(config, settings)
 
-    def run(self, out: Optional[Union[str, Path]] = None, report: bool = True) -> DissectionResult:
+    def run(self, out: Optional[Union[str, Path]] = None, report: bool = True, controls: bool = False,
+            seed: int = 0) -> DissectionResult:
         """Run the network over the store once and score every layer.
 
         With ``out``, results go to ``out/<layer>/`` (resumable: rerunning continues an
         interrupted run) and, with ``report=True``, the HTML report to ``out/index.html``.
+        ``controls=True`` (needs ``out``) also dissects the random-init and rotated baselines into
+        ``out/controls/`` (dissect.tools dissect_with_controls; ``seed`` as documented there); the
+        result's ``controls`` is then a ControlRuns (``.random``, ``.rotated``, ``.table``).
         """
         from .engine import dissect_model
 
-        layers = dissect_model(self.model, self.layers, self.store, self.config, out=out)
+        runs = None
+        if controls:
+            if out is None:
+                raise DissectError("controls=True needs out= (the controls are written to out/controls/)")
+            from .tools import dissect_with_controls
+
+            runs = dissect_with_controls(self.model, self.layers, self.store, self.config, out, seed=seed)
+            layers = runs.trained
+        else:
+            layers = dissect_model(self.model, self.layers, self.store, self.config, out=out)
         result = DissectionResult(layers, out, self.store)
+        result.controls = runs
         if out is not None and report and _is_rank0():
             result.report(quiet=self.config.quiet)
         return result

@@ -93,6 +93,10 @@ def _parser_run(sub) -> None:
                           "repeatable. `dissect layers` lists them")
     run.add_argument("--out", required=True, help="output folder: results go to OUT/<layer>/")
     _add_shared(run, "run")
+    run.add_argument("--controls", action="store_true",
+                     help="also dissect the paper's two baselines into OUT/controls/: the same architecture with random "
+                          "weights (random/) and the trained layers in a random rotated basis (rotated/, --rotate 0), "
+                          "and compare the three (OUT/controls/compare.html; printed)")
 
 
 def _parser_score(sub) -> None:
@@ -254,7 +258,14 @@ def _cmd_run(args) -> int:
     info = init_from_env(args.device)
     cfg = _config(args)
     model = load_model(args.model, args.weights, unsafe_unpickle=args.unsafe_unpickle)
-    results = dissect_model(model, args.layer, args.store, cfg, out=args.out)
+    controls = None
+    if args.controls:
+        from .tools import dissect_with_controls
+
+        controls = dissect_with_controls(model, args.layer, args.store, cfg, args.out)
+        results = controls.trained
+    else:
+        results = dissect_model(model, args.layer, args.store, cfg, out=args.out)
     if info.rank == 0:
         print(f"model {model.spec}: {model.weights_text()}")
         for res in results.values():
@@ -266,6 +277,11 @@ def _cmd_run(args) -> int:
                                                       if lay.get("kind") == "tokens" else ""))
             print(res.summary_line() + (f" [{', '.join(how)}]" if how else ""))
         print(f"results in {Path(args.out)}")
+        if controls is not None:
+            print(f"controls (random init, rotated) in {Path(args.out) / 'controls'}:")
+            print(controls.table)
+            if controls.compare is not None:
+                print(f"comparison: {controls.compare}")
         _report(args, list(results.values()))
     return 0
 
@@ -469,9 +485,11 @@ def _cuda() -> bool:
 
 
 def _cmd_compare(args) -> int:
-    from .tools import write_compare
+    from .tools import collect, expand_controls, side_by_side, write_compare
 
-    page = write_compare(args.outs, args.out, title=args.title)
+    outs, names = expand_controls(args.outs)  # a folder of `run --controls` brings its random and rotated runs
+    page = write_compare(outs, args.out, title=args.title, names=names)
+    print(side_by_side(collect(outs, names)))
     print(f"comparison: {page} ({Path(args.out) / 'compare.csv'})")
     return 0
 

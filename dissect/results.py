@@ -108,12 +108,17 @@ class LayerResult:
             line += (f"; {s['significant']} significant against the permutation null "
                      f"(q <= {float(self.settings.get('alpha', 0.05)):g}"
                      + (f", {n} permutations)" if n else ")"))
-        return line
+        return line + (f"; {self.constant_line()}" if s.get("constant") else "")
 
     @property
     def what(self) -> str:
         """What was dissected: "feature" (an SAE's features, settings["sae"]) or "unit"."""
         return "feature" if self.settings.get("dissected") == "feature" else "unit"
+
+    def constant_line(self) -> str:
+        """'' when no unit is constant, else e.g. ``1,280 of 1,280 units are constant (all 0): this layer says
+        nothing`` (the units whose activations took one value over the whole probe set)."""
+        return constant_text(self.summary)
 
     def to_json(self) -> dict:
         return {
@@ -137,15 +142,16 @@ def summarise(units: Sequence[dict], categories: Sequence[str], iou_threshold: f
     Returns ``{"units", "detectors", "per_category": {cat: detector units}, "unique_detectors":
     {cat: distinct labels among them}, "concepts": {cat: {label name: detector units}}}`` with every
     category of ``categories`` present (zero when it has none), then any other category a detector
-    has. A detector: :func:`is_detector`. result.json stores all but ``concepts``
-    (:data:`SUMMARY_STORED`).
+    has. A detector: :func:`is_detector`; a constant unit (``"constant": true``, see
+    :func:`mark_constant`) never is one, and ``"constant"``, ``"constant_values"`` count them
+    (:func:`constant_summary`). result.json stores all but ``concepts`` (:data:`SUMMARY_STORED`).
     """
     per: dict = {c: 0 for c in categories}
     labels: dict = {c: set() for c in categories}
     concepts: dict = {c: {} for c in categories}
     det = 0
     for u in units:
-        if not is_detector(u, iou_threshold):
+        if u.get("constant") or not is_detector(u, iou_threshold):
             continue
         det, c = det + 1, u["category"]
         per[c] = per.get(c, 0) + 1
@@ -153,7 +159,8 @@ def summarise(units: Sequence[dict], categories: Sequence[str], iou_threshold: f
         concepts.setdefault(c, {})
         concepts[c][u["label"]] = concepts[c].get(u["label"], 0) + 1
     out = {"units": len(units), "detectors": det, "per_category": per,
-           "unique_detectors": {c: len(v) for c, v in labels.items()}, "concepts": concepts}
+           "unique_detectors": {c: len(v) for c, v in labels.items()}, "concepts": concepts,
+           **constant_summary(units)}
     if any("significant" in u for u in units):  # the permutation null ran (--null N)
         from .stats import significant_detectors
 
@@ -164,7 +171,8 @@ def summarise(units: Sequence[dict], categories: Sequence[str], iou_threshold: f
 
 
 #: The summary's entries that result.json stores (the significant ones only with the null).
-SUMMARY_STORED = ("units", "detectors", "per_category", "unique_detectors", "significant", "significant_per_category")
+SUMMARY_STORED = ("units", "detectors", "per_category", "unique_detectors", "constant", "constant_values",
+                  "significant", "significant_per_category")
 
 
 def _stored(summary: dict) -> dict:
@@ -184,15 +192,58 @@ def add_null(units: Sequence[dict], null: np.ndarray, alpha: float, detector: st
         u["detector"] = is_detector(u, detector)
 
 
+def _number(v: float) -> str:
+    return f"{v + 0.0:g}"  # -0.0 as 0
+
+
+def constant_text(summary: dict) -> str:
+    """The summary's constant units in words ('' when none): ``3 of 96 units are constant (all 0)``;
+    ``: this layer says nothing`` when every unit is."""
+    n, total = int(summary.get("constant", 0)), int(summary.get("units", 0))
+    if not n:
+        return ""
+    values = summary.get("constant_values") or {}
+    how = ", ".join(f"{c:,} all {v}" if len(values) > 1 else f"all {v}" for v, c in values.items())
+    text = f"{n:,} of {total:,} units are constant" + (f" ({how})" if how else "")
+    return text + (": this layer says nothing" if n == total else "")
+
+
+def mark_constant(units: Sequence[dict], constant: np.ndarray, values: np.ndarray) -> None:
+    """Set each unit's ``constant`` (bool [U], unit_index order) and, for a constant unit, its
+    ``constant_value``; a constant unit is never a detector and never significant (its mask
+    ``a > T`` with T = its one value is empty: any IoU it shows is a rounding accident)."""
+    for u in units:
+        i = int(u["unit_index"])
+        u["constant"] = bool(constant[i])
+        if u["constant"]:
+            u["constant_value"] = float(values[i])
+            u["detector"] = False
+            for k in ("significant", "iou_detector"):
+                if k in u:
+                    u[k] = False
+
+
+def constant_summary(units: Sequence[dict]) -> dict:
+    """``{"constant": n, "constant_values": {"0": n0, ...}}`` of units marked by :func:`mark_constant`."""
+    values: dict = {}
+    for u in units:
+        if u.get("constant"):
+            key = _number(float(u.get("constant_value", 0.0)))
+            values[key] = values.get(key, 0) + 1
+    return {"constant": sum(values.values()), "constant_values": values}
+
+
 def build_layer_result(layer: str, tally, union: str, iou_threshold: float, label_names: dict,
                        thresholds: np.ndarray, settings: Optional[dict] = None, model: Optional[dict] = None,
                        store: Optional[dict] = None, timings: Optional[dict] = None, version: str = "",
                        topk: Optional[tuple] = None, null: Optional[np.ndarray] = None, alpha: float = 0.05,
-                       detector: str = "iou") -> LayerResult:
+                       detector: str = "iou", constant: Optional[tuple] = None) -> LayerResult:
     """Score a finished dissect.stats.Tally (via dissect.stats.scores) into a LayerResult. ``null``
     [N, U]: each permutation's best IoU per unit (dissect.null_pass), which adds p- and q-values,
     significance at ``alpha`` and the null IoUs to every unit; ``detector`` ('iou', 'significant',
-    'both') decides what counts as a detector (dissect.stats.pvalues.is_detector)."""
+    'both') decides what counts as a detector (dissect.stats.pvalues.is_detector).
+    ``constant``: (bool [U], float [U]) from dissect.stats.UnitRange (constant(), values()): the
+    units with one value over the probe set, marked as such (never detectors, never significant) and counted."""
     from .stats import scores
 
     units = scores(tally, union=union, iou_threshold=iou_threshold, label_names=label_names)
@@ -203,6 +254,8 @@ def build_layer_result(layer: str, tally, union: str, iou_threshold: float, labe
         add_null(units, null, alpha, detector)
     labels = [{"number": n, "name": label_names.get(n, str(n)), "category": c}
               for n, c in zip(tally.labels, tally.primary)]
+    if constant is not None:
+        mark_constant(units, np.asarray(constant[0], dtype=bool), np.asarray(constant[1], dtype=np.float64))
     iou = tally.iou(union).cpu().numpy().astype(np.float32)
     res = LayerResult(layer=layer, iou=iou, thresholds=thresholds, labels=labels, units=units,
                       summary=_stored(summarise(units, tally.categories, iou_threshold)), settings=dict(settings or {}),

@@ -25,6 +25,21 @@ def test_demo_pipeline_tiny(tmp_path):
     start = lines.index("the three best detectors per category (IoU; a unit counts for its best category):")
     block = [l.split()[0] for l in lines[start + 1:start + 7]]
     assert block == list(out["store"].categories)
+    # the controls beside the table: trained, random init and rotated rows per layer, counts as on disk
+    import json
+
+    flat = "\n".join(lines).splitlines()
+    start = next(i for i, l in enumerate(flat) if l.startswith("the paper's controls"))
+    rows = flat[start + 2:start + 2 + 3 * len(DEMO_LAYERS)]
+    for kind, folder in (("trained", ""), ("random init", "controls/random/"), ("rotated (seed 0)", "controls/rotated/")):
+        for layer in DEMO_LAYERS:
+            doc = json.loads((tmp_path / "demo" / "dissect" / f"{folder}{layer}" / "result.json").read_text())
+            det = [u for u in doc["units"] if u["iou"] >= 0.04]
+            row = next(r for r in rows if f" {kind} " in r and f" {layer} " in r).split()
+            i = row.index(layer)
+            assert row[i + 1:i + 6] == [str(len(doc["units"])), str(len(det)), str(len({u["label"] for u in det})), "-",
+                                       f"{sum(u['iou'] for u in doc['units']) / len(doc['units']):.3f}"]
+    assert flat[start + 2 + 3 * len(DEMO_LAYERS)].startswith("Random weights")  # the one sentence
     # a second run reuses the store
     again = run_demo(tmp_path / "demo", say=lines.append, **kw)
     assert any("(reused)" in l for l in lines) and again["index"].is_file()

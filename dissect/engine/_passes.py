@@ -32,7 +32,7 @@ from ._resources import apply_threads
 from ._resources import choose as choose_parallelism
 from ..results import LayerResult, build_layer_result, layer_folder, write_layer_result
 from ..sae import SAEError, load_sae
-from ..stats import Tally, TopKImages, TopQuantile
+from ..stats import Tally, TopKImages, TopQuantile, UnitRange
 from ._null_pass import null_pass
 from ._tally_batches import Batch, TallyBatches, TallySpec, count_batch, in_basis, known_label_table
 
@@ -77,17 +77,18 @@ def label_columns(store: BrodenStore, categories: Sequence[str]) -> tuple:
 # ---------------------------------------------------------------------------- statistics of a run
 @dataclass
 class LayerStatistics:
-    """One layer's statistics: pass 1's TopQuantile (thresholds) and TopKImages, pass 2's Tally."""
+    """One layer's statistics: pass 1's TopQuantile (thresholds), TopKImages and UnitRange, pass 2's Tally."""
 
     quantile: TopQuantile
     topk: TopKImages
     tally: Tally
+    range: UnitRange  # each unit's min and max: constant units (dissect.stats.unit_range)
 
     #: The names they have in a checkpoint (kept from the checkpoint format).
-    SAVED = {"tq": "quantile", "topk": "topk", "tally": "tally"}
+    SAVED = {"tq": "quantile", "topk": "topk", "tally": "tally", "range": "range"}
 
     def pass1(self) -> tuple:
-        return self.quantile, self.topk
+        return self.quantile, self.topk, self.range
 
     def state_dict(self) -> dict:
         return {k: getattr(self, f).state_dict() for k, f in self.SAVED.items()}
@@ -114,7 +115,8 @@ class Statistics:
             u = self.saes[name].features if name in self.saes else u
             self.layers[name] = LayerStatistics(
                 TopQuantile(u, cfg.quantile, n_images * h * w, device, memory_budget=cfg.quantile_memory),
-                TopKImages(u, cfg.top_k, device, maps_dtype=torch.float32), Tally(numbers, categories, image_level, primary, device=device, units=u))
+                TopKImages(u, cfg.top_k, device, maps_dtype=torch.float32),
+                Tally(numbers, categories, image_level, primary, device=device, units=u), UnitRange(u, device))
         self.thresholds: dict = {}
         self.seg_size: Optional[tuple] = None
         # a change of basis of each layer's units before every statistic (Bau et al. 2017, sec. 3.2)
@@ -145,6 +147,7 @@ class Statistics:
                 a = self._in_basis(n, a)
                 self.layers[n].quantile.add(a)
                 self.layers[n].topk.add(a, idx)
+                self.layers[n].range.add(a)
             return
         if batch.counts is not None:
             for n, counts in batch.counts.items():
@@ -325,7 +328,8 @@ class Run:
         self.cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.work / ".dissect_cache"
         self.key = dict(key, **self.recorded())  # the input, then every setting that decides the result
         self.key.update(rows=[start, stop], world=self.info.world, rank=self.info.rank, store=store.fingerprint(),
-                        version=__version__, basis=_basis_key(cfg), sae=_sae_key(cfg))
+                        version=__version__, basis=_basis_key(cfg), sae=_sae_key(cfg),
+                        statistics=sorted(LayerStatistics.SAVED))  # a checkpoint without one of them starts over
         self.checkpoint = Checkpoint(self.out, self.key, self.info, cfg.checkpoint_every)
         self.timings: dict = {}
         self.null: dict = {}  # {layer: float64 [N, U]} each permutation's best IoUs (--null N)
@@ -432,7 +436,8 @@ class Run:
                 model=model_info, store=store_info, timings=dict(self.timings), version=__version__,
                 topk=(tk["indices"].numpy().astype(np.int64), tk["values"].numpy().astype(np.float32),
                       _maps_as_seen(tk["maps"].numpy())),
-                null=self.null.get(n), alpha=cfg.alpha, detector=cfg.detector)
+                null=self.null.get(n), alpha=cfg.alpha, detector=cfg.detector,
+                constant=(layer.range.constant().numpy(), layer.range.values().numpy()))
             res.settings["layer_shape"] = list(stats.shapes[n])
             if n in stats.basis_records:
                 res.settings["basis"] = stats.basis_records[n]

@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 from .plots import category_color
 from .render import environment
-from ..results import is_detector
+from ..results import constant_text, is_detector
 from .summary import display_name
 
 
@@ -153,6 +153,7 @@ def layer_page(layer: str, result: dict, units_sorted: Sequence[dict], categorie
         title=f"Dissection of {layer}", layer=layer, model_name=model_name(result.get("model") or {}),
         summary=summary, per_category=per, concepts=concepts_covered(units_sorted, thr),
         alpha=(result.get("settings") or {}).get("alpha", 0.05),
+        constant_line=constant_text(summary),
         plot=plot, categories=list(categories), colors={c: category_color(c, categories) for c in categories},
         units=[_unit_view(u, thr, strips, extras or {}, unit_name(int(u["unit_index"]), result, len(units_sorted)))
                for u in units_sorted], index_href=index_href, what=_what(result),

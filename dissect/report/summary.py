@@ -1,6 +1,8 @@
 """How the reports name labels and say a layer's counts (the counts: dissect.results.summarise)."""
 from __future__ import annotations
 
+from ..results import constant_text
+
 
 #: Broden's category suffixes (colours ``red-c``, scenes ``street-s``), left out of display names
 SUFFIXES = ("-c", "-s")
@@ -25,4 +27,6 @@ def summary_line(layer: str, summary: dict) -> str:
         text += f" ({per}; unique concepts: {uniq})"
     if "significant" in summary:  # the permutation null ran (--null N)
         text += f"; {summary['significant']} significant against the permutation null"
+    if summary.get("constant"):
+        text += f"; {constant_text(summary)}"
     return text

@@ -22,7 +22,8 @@ from broden_builder.shared import atomic_write_text
 from ..errors import DissectError
 from ..results import ResultsError, read_result_json, result_folders
 
-CSV_COLUMNS = ("run", "folder", "layer", "category", "units", "detectors", "unique_detectors", "iou_threshold")
+CSV_COLUMNS = ("run", "folder", "layer", "category", "units", "detectors", "unique_detectors", "iou_threshold",
+               "significant_detectors", "mean_iou", "constant_units")
 
 
 class CompareInputError(DissectError):
@@ -39,8 +40,23 @@ class LayerSummary:
     per_category: dict  # category -> detectors
     unique: dict  # category -> unique detectors (distinct labels among the detectors)
     layer_dir: str = ""  # the layer's folder (for links)
+    significant: Optional[dict] = None  # category -> significant detectors; None: run without the permutation null
+    mean_iou: dict = field(default_factory=dict)  # category -> mean best IoU of the units whose best label is in it
+    all_mean_iou: float = 0.0  # mean best IoU of all units
+    constant: int = 0  # units with one value over the probe set
+
+    @property
+    def detectors(self) -> int:
+        return sum(self.per_category.values())
+
+    @property
+    def unique_concepts(self) -> int:
+        return sum(self.unique.values())
+
+    @property
+    def significant_total(self) -> Optional[int]:
+        return None if self.significant is None else sum(self.significant.values())
     what: str = "unit"  # "feature" for an SAE's features (settings["dissected"]), "basis" for a rotation
-    mean_iou: float = 0.0  # mean over the units of each unit's best IoU
     concepts: list = field(default_factory=list)  # (category, label) of the detectors, sorted
 
 
@@ -88,20 +104,45 @@ def _read(path: Path) -> dict:
     return doc
 
 
-def collect(outs: Sequence[Union[str, Path]]) -> list:
-    """LayerSummary for every layer of every results folder, runs in the given order."""
+def _unit_stats(units: Sequence[dict]) -> tuple:
+    """(significant {category: n} or None, mean best IoU {category: x}, mean best IoU of all, constant units).
+
+    Significant detectors exist only where the units carry the permutation null's ``significant``
+    (result.json of ``--null N``); a constant unit is never one."""
+    sig = None
+    if units and all("significant" in u for u in units):
+        sig = {}
+        for u in units:
+            if u["significant"] and not u.get("constant"):
+                sig[u["category"]] = sig.get(u["category"], 0) + 1
+    by_cat: dict = {}
+    for u in units:
+        by_cat.setdefault(u.get("category"), []).append(float(u.get("iou", 0.0)))
+    means = {c: sum(v) / len(v) for c, v in by_cat.items() if c}
+    all_mean = sum(float(u.get("iou", 0.0)) for u in units) / len(units) if units else 0.0
+    return sig, means, all_mean, sum(1 for u in units if u.get("constant"))
+
+
+def _summarise_layer(doc: dict, out: Path, d: Path, name: Optional[str]) -> LayerSummary:
+    s = doc["summary"]
+    thr = float((doc.get("settings") or {}).get("iou_threshold", 0.04))
+    sig, means, all_mean, constant = _unit_stats(doc["units"])
+    return LayerSummary(name or run_name(doc), out.name or str(out), str(doc["layer"]), int(s.get("units", 0)),
+                        thr, dict(s.get("per_category", {})), dict(s.get("unique_detectors", {})), str(d),
+                        sig, means, all_mean, constant, *_kind_and_concepts(doc, thr))
+
+
+def collect(outs: Sequence[Union[str, Path]], names: Optional[Sequence[Optional[str]]] = None) -> list:
+    """LayerSummary for every layer of every results folder, runs in the given order.
+
+    ``names``: a run name per folder (None: from its result.json, see :func:`run_name`)."""
+    names = list(names) if names is not None else [None] * len(outs)
+    if len(names) != len(outs):
+        raise CompareInputError(f"{len(names)} run names for {len(outs)} results folders")
     runs = []
-    for out in outs:
+    for out, name in zip(outs, names):
         out = Path(out)
-        layers = []
-        for d in _layer_dirs(out):
-            doc = _read(d)
-            s = doc["summary"]
-            thr = float((doc.get("settings") or {}).get("iou_threshold", 0.04))
-            layers.append(LayerSummary(run_name(doc), out.name or str(out), str(doc["layer"]), int(s.get("units", 0)),
-                                       thr, dict(s.get("per_category", {})), dict(s.get("unique_detectors", {})),
-                                       str(d), *_unit_stats(doc, thr)))
-        runs.append(layers)
+        runs.append([_summarise_layer(_read(d), out, d, name) for d in _layer_dirs(out)])
     names = [r[0].run for r in runs]
     for i, r in enumerate(runs):  # same name for two runs: add the folder name
         if names.count(names[i]) > 1:
@@ -115,16 +156,14 @@ def collect(outs: Sequence[Union[str, Path]]) -> list:
     return [ls for r in runs for ls in r]
 
 
-def _unit_stats(doc: dict, thr: float) -> tuple:
-    """(what: unit / feature / basis, mean best IoU, sorted (category, label) of the detectors) of
-    result.json ``doc``."""
+def _kind_and_concepts(doc: dict, thr: float) -> tuple:
+    """(what: unit / feature / basis, sorted (category, label) of the detectors) of result.json ``doc``."""
     units = doc.get("units") or []
     settings = doc.get("settings") or {}
     what = "feature" if settings.get("dissected") == "feature" else "basis" if settings.get("basis") else "unit"
-    mean = sum(float(u.get("iou", 0.0)) for u in units) / len(units) if units else 0.0
     det = sorted({(str(u.get("category")), str(u.get("label"))) for u in units if float(u.get("iou", 0.0)) >= thr
                   and u.get("label")})
-    return what, mean, det
+    return what, det
 
 
 def features_only(summaries: Sequence[LayerSummary]) -> list:
@@ -169,7 +208,10 @@ def compare_csv_text(summaries: Sequence[LayerSummary]) -> str:
         for c in cats + ["all"]:
             det = sum(s.per_category.values()) if c == "all" else s.per_category.get(c, 0)
             uni = sum(s.unique.values()) if c == "all" else s.unique.get(c, 0)
-            w.writerow([s.run, s.folder, s.layer, c, s.units, det, uni, repr(s.iou_threshold)])
+            sig = "" if s.significant is None else (s.significant_total if c == "all" else s.significant.get(c, 0))
+            mean = s.all_mean_iou if c == "all" else s.mean_iou.get(c)
+            w.writerow([s.run, s.folder, s.layer, c, s.units, det, uni, repr(s.iou_threshold), sig,
+                        "" if mean is None else f"{mean:.6f}", s.constant if c == "all" else ""])
     return buf.getvalue()
 
 
@@ -203,7 +245,7 @@ def stacked_bars(summaries: Sequence[LayerSummary], field: str, stem: Path, ylab
     ax.set_ylabel(ylabel)
     ax.set_ylim(bottom=0)
     ax.yaxis.get_major_locator().set_params(integer=True)
-    if cats:
+    if any(any(int(getattr(s, field).get(c, 0)) for s in summaries) for c in cats):  # a bar with a label
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     if title:
         ax.set_title(title)
@@ -223,11 +265,15 @@ per category, for every layer of every run (Bau et al., CVPR 2017, section 4). D
 <h2>Table</h2>
 <table><tr><th class="l">run</th><th class="l">layer</th><th>units</th><th>mean best IoU</th>
 {% for c in cats %}<th><span class="cat" style="background:{{ colors[c] }}">{{ c }}</span></th>{% endfor %}
-<th>all</th></tr>
-{% for s in rows %}<tr><td class="l">{{ s.run }}</td><td class="l">{% if s.href %}<a href="{{ s.href }}">{{ s.layer }}</a>{% else %}{{ s.layer }}{% endif %}</td><td>{{ s.units }}{% if s.what == "feature" %} features{% endif %}</td><td>{{ '%.3f'|format(s.mean_iou) }}</td>
+<th>all</th><th>significant</th><th>mean best IoU</th><th>constant</th></tr>
+{% for s in rows %}<tr><td class="l">{{ s.run }}</td><td class="l">{% if s.href %}<a href="{{ s.href }}">{{ s.layer }}</a>{% else %}{{ s.layer }}{% endif %}</td><td>{{ s.units }}{% if s.what == "feature" %} features{% endif %}</td>
 {% for c in cats %}<td>{{ s.unique.get(c, 0) }} / {{ s.per_category.get(c, 0) }}</td>{% endfor %}
-<td>{{ s.unique.values()|sum }} / {{ s.per_category.values()|sum }}</td></tr>
+<td>{{ s.unique.values()|sum }} / {{ s.per_category.values()|sum }}</td>
+<td>{{ "-" if s.significant is none else s.significant.values()|sum }}</td><td>{{ "%.3f"|format(s.all_mean_iou) }}</td><td>{{ s.constant }}</td></tr>
 {% endfor %}</table>
+<p>Cells: unique detectors / detectors. Significant: detectors whose q-value against the permutation null is at
+most alpha ("-": the run had no <code>--null</code>). Mean best IoU: over all units. Constant: units with one value over
+the probe set (never detectors).</p>
 <p>Cells: unique detectors / detectors.</p>
 {% for f, concepts in only %}<h2>Concepts only in features: {{ f.run }}, {{ f.layer }}</h2>
 <p>{{ concepts|length }} concept{{ "" if concepts|length == 1 else "s" }} covered by a detector among the SAE's features
@@ -238,10 +284,27 @@ and by no unit detector of layer {{ f.layer }} in the runs compared{% if concept
 """
 
 
+TEXT_COLUMNS = ("run", "layer", "units", "detectors", "unique concepts", "significant", "mean best IoU", "constant")
+
+
+def side_by_side(summaries: Sequence[LayerSummary]) -> str:
+    """The runs' layers as aligned text, one row each: detectors, unique concepts (distinct labels
+    among them), significant detectors ("-" without the permutation null), mean best IoU over all
+    units, constant units."""
+    rows = [TEXT_COLUMNS]
+    for s in summaries:
+        sig = s.significant_total
+        rows.append((s.run, s.layer, str(s.units), str(s.detectors), str(s.unique_concepts),
+                     "-" if sig is None else str(sig), f"{s.all_mean_iou:.3f}", str(s.constant)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(TEXT_COLUMNS))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows)
+
+
 def write_compare(outs: Sequence[Union[str, Path]], dest: Union[str, Path], title: str = "Network Dissection: comparison",
-                  charts: bool = True) -> Path:
+                  charts: bool = True, names: Optional[Sequence[Optional[str]]] = None) -> Path:
     """Write compare.csv, compare.html and the charts into ``dest``; returns compare.html.
-    Raises CompareInputError naming a folder that is not a dissection output."""
+    ``names``: a run name per folder (None: from result.json). Raises CompareInputError naming a
+    folder that is not a dissection output."""
     import os
 
     import jinja2
@@ -250,7 +313,7 @@ def write_compare(outs: Sequence[Union[str, Path]], dest: Union[str, Path], titl
 
     if not outs:
         raise CompareInputError("give at least one results folder")
-    summaries = collect(outs)
+    summaries = collect(outs, names)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     atomic_write_text(dest / "compare.csv", compare_csv_text(summaries))
@@ -282,5 +345,5 @@ class _Obj(dict):
     __getattr__ = dict.__getitem__
 
 
-__all__ = ["write_compare", "collect", "run_name", "compare_csv_text", "CompareInputError", "LayerSummary",
+__all__ = ["write_compare", "side_by_side", "collect", "run_name", "compare_csv_text", "CompareInputError", "LayerSummary",
            "features_only"]
