@@ -3,7 +3,7 @@
 A unit whose activations are the same number at every position of every probe image (a dead
 ReLU unit is all 0) carries no information about the images: its top-quantile threshold equals
 that number, its mask ``a > T`` is empty and any IoU it gets is a rounding accident of the
-upsampling. Network Dissection reports it as such instead of as a non-detector (issue 20, item 5).
+upsampling. Network Dissection reports it as such instead of as a non-detector.
 A plain running min/max (torch.aminmax) is all it takes; no library is needed.
 """
 from __future__ import annotations

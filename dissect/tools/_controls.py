@@ -1,4 +1,4 @@
-"""``dissect run --controls``: the paper's two baselines beside every dissection (issue 20, item 4).
+"""``dissect run --controls``: the paper's two baselines beside every dissection.
 
 Bau et al., CVPR 2017: a detector count means something only next to (a) the same architecture
 with random weights (section 4.2, "random" in Fig. 8) and (b) the trained layer in a randomly
