@@ -100,7 +100,7 @@ class LabelCache:
     def _decode(self, data: dict, rows: Sequence[int]) -> list:
         import torch
 
-        items = [{"index": int(r), "pixel": {}, "image_level": {}} for r in rows]
+        items: list = [{"index": int(r), "pixel": {}, "image_level": {}} for r in rows]
         for cat in self.pixel:
             layers, runs = data[f"p_{cat}_layers"], data[f"p_{cat}_runs"]
             vals, lens = data[f"p_{cat}_vals"], data[f"p_{cat}_lens"]

@@ -42,18 +42,26 @@ class _LabelParts(Dataset):
     def __init__(self, store, rows: Sequence[int], categories, tally_args: tuple, size: tuple, batch_size: int):
         self.ds = BrodenDataset(store, categories=categories, rows=list(rows), with_images=False)
         self.tally_args, self.size, self.batch_size = tally_args, size, int(batch_size)
-        self.tally = self.builder = None  # made once per process
+        self.tally: Optional[Tally] = None  # made once per process
+        self.builder: Optional[LabelRunsBuilder] = None
 
     def __len__(self) -> int:
         return -(-len(self.ds) // self.batch_size)
 
     def __getitem__(self, k: int) -> dict:
         if self.tally is None:
-            self.tally = Tally(*self.tally_args, "cpu")
+            self.tally = _cpu_tally(self.tally_args)
             self.builder = label_builder(self.tally, self.size)
         lo, hi = k * self.batch_size, min(len(self.ds), (k + 1) * self.batch_size)
         batch = collate_broden([self.ds[i] for i in range(lo, hi)])
+        assert self.builder is not None
         return self.builder.part(self.tally.batch_labels(batch["seg"], self.size))
+
+
+def _cpu_tally(tally_args: tuple) -> Tally:
+    """A CPU Tally of the run's label columns (numbers, categories, image-level categories, primary)."""
+    numbers, categories, image_level, primary = tally_args
+    return Tally(numbers, categories, image_level, primary, device="cpu")
 
 
 def label_builder(tally: Tally, size: tuple) -> LabelRunsBuilder:
@@ -69,7 +77,7 @@ def label_runs(store, rows: Sequence[int], categories, tally_args: tuple, size: 
     first, first + 1, ... already made (by pass 2's workers), which are not decoded again."""
     first, parts = known if known is not None else (0, [])
     done = sum(int(p["Z"].shape[0]) for p in parts)
-    builder = label_builder(Tally(*tally_args, "cpu"), size)
+    builder = label_builder(_cpu_tally(tally_args), size)
     for lo, hi in ((0, first), (first, first + done), (first + done, len(rows))):
         if lo == first and hi == first + done:
             for p in parts:
@@ -125,7 +133,7 @@ def layer_null(source, positions: Sequence[int], first: int, perms: torch.Tensor
     size = min(max(1, _COUNT_BUDGET // max(1, U * (L + 2 * C) * 8)), -(-N // max(1, split)))
     groups = [perms[g0: g0 + size] for g0 in range(0, N, size)]
     ds = _PermutationGroups(source, positions, first, groups, labels, (U, h, w), L, C, thresholds, basis, mode)
-    best = []
+    best: list = []
     for I, A_original, A_lite in DataLoader(ds, batch_size=None, shuffle=False, num_workers=min(workers, len(groups)),
                                             prefetch_factor=1 if workers else None):
         nt = NullTally(groups[len(best)], labels, U, L, C)

@@ -59,7 +59,7 @@ class LabelRunsBuilder:
     def __init__(self, n_labels: int, primary: torch.Tensor, categories: int, size: tuple):
         self.L, self.C, self.size = int(n_labels), int(categories), (int(size[0]), int(size[1]))
         self.prim = torch.cat([primary.cpu().long(), torch.tensor([self.C])])  # column L -> slot C
-        self.parts = []
+        self.parts: list = []
         self.images = 0
 
     def part(self, labels) -> dict:

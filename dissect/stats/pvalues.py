@@ -70,8 +70,8 @@ def q_values(p: Sequence[float]) -> np.ndarray:
     """Benjamini-Hochberg adjusted p-values [U] (scipy.stats.false_discovery_control, method 'bh')."""
     from scipy.stats import false_discovery_control
 
-    p = np.asarray(p, dtype=np.float64)
-    return false_discovery_control(p, method="bh") if p.size else p
+    arr = np.asarray(p, dtype=np.float64)
+    return false_discovery_control(arr, method="bh") if arr.size else arr
 
 
 def null_fields(observed: np.ndarray, null: np.ndarray, alpha: float) -> list:
