@@ -30,12 +30,48 @@ from torch.utils.data import DataLoader, Dataset
 
 from broden_builder.store.atomic import atomic_write_text
 
+from .errors import DissectError
+
 MODES = ("zero", "mean")
 IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 
 
-class AblationError(ValueError):
+class AblationError(DissectError):
     """Bad input to an ablation (data, units, layer); the message names the file or value."""
+
+
+def result_preprocessing(layer_dir: Union[str, Path], model_prep: Optional[dict] = None, input_size=None,
+                         mean=None, std=None) -> tuple:
+    """The input size (H, W), mean and std (RGB in [0, 1]) for an ablation, and where they came from.
+
+    The classifier must see its images as the dissection fed them: when ``layer_dir`` holds a
+    result, its recorded ``settings.preprocessing`` is used, and an explicit ``input_size``/
+    ``mean``/``std`` that differs from it is refused (AblationError naming both). Without a
+    result: the explicit values, then the model's own (``model_prep``, dissect.models), then
+    224 x 224 and ImageNet's mean/std (dissect.preprocess). Returns (size, mean, std, source text).
+    """
+    from .preprocess import resolve_preprocessing
+
+    path = Path(layer_dir) / "result.json"
+    if not path.is_file():
+        p = resolve_preprocessing(model_prep, input_size, mean, std, None, None)
+        return p.input_size, p.mean, p.std, p.record["chosen"]
+    try:
+        rec = (json.loads(path.read_text("utf-8")).get("settings") or {}).get("preprocessing") or {}
+    except (OSError, ValueError) as e:
+        raise AblationError(f"{path}: cannot read it ({e})") from None
+    if rec.get("transform"):
+        raise AblationError(f"{path}: the layer was dissected with a transform ({rec['transform']}), which a "
+                            "command line cannot repeat; call dissect.ablate.ablate() with a dataset that applies it")
+    if not rec.get("input_size"):  # scored activations: the dissection never fed images
+        p = resolve_preprocessing(model_prep, input_size, mean, std, None, None)
+        return p.input_size, p.mean, p.std, p.record["chosen"] + f" ({path} records none: scored activations)"
+    rec_size, rec_mean, rec_std = tuple(rec["input_size"]), tuple(rec["mean"]), tuple(rec["std"])
+    for what, given, used in (("input size", input_size, rec_size), ("mean", mean, rec_mean), ("std", std, rec_std)):
+        if given is not None and not np.allclose(np.asarray(given, float), np.asarray(used, float)):
+            raise AblationError(f"{what} {tuple(given)} differs from the dissection's {used} ({path}); "
+                                f"leave it out to use the dissection's preprocessing")
+    return rec_size, rec_mean, rec_std, f"the dissection's ({path})"
 
 
 # ---------------------------------------------------------------------------- data
@@ -346,4 +382,4 @@ def top_units_for_concept(layer_dir: Union[str, Path], concept: str, k: int) -> 
     return [u + 1 for u in order[:k]]
 
 
-__all__ = ["ablate", "open_data", "top_units_for_concept", "AblationResult", "AblationError", "MODES"]
+__all__ = ["ablate", "open_data", "result_preprocessing", "top_units_for_concept", "AblationResult", "AblationError", "MODES"]

@@ -296,19 +296,26 @@ def _cmd_run(args) -> int:
     return 0
 
 
-def _report(args, results) -> None:
-    """Write the HTML report of these LayerResults, from memory (and the index over all of OUT) unless --no-report."""
+def _report(args, results=(), layers: Sequence[str] = ()) -> None:
+    """Write the HTML report (and the index over all of OUT) unless --no-report: the pages of these
+    LayerResults, from memory, and of the layer folders named in ``layers``, read from OUT."""
     if args.no_report:
         return
+    from broden_builder.errors import BrodenError
+
+    from .errors import DissectError
     from .report import write_reports
 
     try:
-        index = write_reports(args.out, store=args.store, quiet=args.quiet, results=results,
-                              layers=[r.path.name for r in results])
-    except Exception as e:  # the results are written; a report problem must not hide them
+        index = write_reports(args.out, store=args.store, quiet=args.quiet, results=list(results),
+                              layers=[r.path.name for r in results] + list(layers))
+    except (DissectError, BrodenError, OSError) as e:  # bad input: the results are written, say so and go on
         print(f"dissect {args.command}: warning: report not written ({type(e).__name__}: {e}); "
               f"retry with: dissect report {args.out}", file=sys.stderr)
         return
+    except Exception as e:  # a bug: the results are written, but it must not pass as a warning
+        raise RuntimeError(f"the report failed ({type(e).__name__}: {e}) after the results were written "
+                           f"to {args.out}") from e
     print(f"report: {index}")
 
 
@@ -439,7 +446,7 @@ def _cmd_explain(args) -> int:
     print(f"{name}: {len(rows)} units explained, {comp} by a composition; mean IoU {mean('iou'):.4f} "
           f"(best single concept {mean('single_iou'):.4f})")
     print(f"explanations in {layer_dir / 'explanations.csv'}")
-    _report(args, [name])
+    _report(args, layers=[layer_dir.name])
     return 0
 
 
@@ -458,9 +465,7 @@ def _cmd_compare(args) -> int:
 
 
 def _cmd_ablate(args) -> int:
-    from broden_builder.torch_dataset import IMAGENET_MEAN, IMAGENET_STD
-
-    from .ablate import ablate, open_data, top_units_for_concept
+    from .ablate import ablate, open_data, result_preprocessing, top_units_for_concept
     from .cache import safe_name
     from .models import load_model
 
@@ -473,10 +478,12 @@ def _cmd_ablate(args) -> int:
             units = [int(u) for u in args.units.replace(" ", "").split(",") if u]
         except ValueError:
             raise ValueError(f"--units must be comma-separated unit numbers, got {args.units!r}") from None
-    size = args.input_size or (224, 224)
-    ds, classes = open_data(args.data, size, args.mean or IMAGENET_MEAN, args.std or IMAGENET_STD,
-                            image_column=args.image_column, label_column=args.label_column, split=args.split)
     model = load_model(args.model, args.weights, unsafe_unpickle=args.unsafe_unpickle)
+    size, mean, std, source = result_preprocessing(layer_dir, model.preprocessing, args.input_size, args.mean,
+                                                   args.std)
+    print(f"preprocessing: {size[0]}x{size[1]}, mean {_fmt3(mean)}, std {_fmt3(std)} from {source}")
+    ds, classes = open_data(args.data, size, mean, std, image_column=args.image_column,
+                            label_column=args.label_column, split=args.split)
     res = ablate(model.module, args.layer, units, ds, classes, mode=args.mode, batch_size=args.batch_size,
                  workers=args.workers, device=args.device, quiet=args.quiet)
     rows = res.rows()
@@ -490,6 +497,10 @@ def _cmd_ablate(args) -> int:
     path = res.write(layer_dir)
     print(f"per-class changes in {path}")
     return 0
+
+
+def _fmt3(values) -> str:
+    return ",".join(f"{float(v):g}" for v in values)
 
 
 def console() -> int:

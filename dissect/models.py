@@ -64,6 +64,8 @@ class MissingWeightsError(ModelLoadError):
 
 
 RANDOM_INIT = "none (random init, seed 0)"
+#: ``--weights none`` on a file.py model: the function's own initialisation, said to be random.
+RANDOM_OWN_INIT = "none (random init: the function's own)"
 
 
 @dataclass
@@ -85,13 +87,15 @@ class LoadedModel:
     @property
     def random_weights(self) -> bool:
         """True when the weights are a random initialisation (``--weights none``)."""
-        return self.identity.get("weights") == RANDOM_INIT
+        return self.identity.get("weights") in (RANDOM_INIT, RANDOM_OWN_INIT)
 
     def weights_text(self) -> str:
         """The weights in words, for console lines and report headers."""
         w = self.identity.get("weights")
         if w == RANDOM_INIT:
             return "RANDOM weights (--weights none: random init, seed 0)"
+        if w == RANDOM_OWN_INIT:
+            return "RANDOM weights (--weights none: the function's own initialisation)"
         if isinstance(w, dict):
             return f"checkpoint {w.get('checkpoint')}"
         return str(w) if w else "the model's own"
@@ -268,7 +272,9 @@ def _python_model(spec: str, weights: Optional[str], unsafe_unpickle: bool) -> L
     if not isinstance(module, nn.Module):
         raise ModelLoadError(f"{spec} returned {type(module).__name__}, not a torch.nn.Module")
     identity = {"kind": "python", "file": str(path.resolve()), "function": func, "sha256": file_sha256(path)}
-    if weights is not None and str(weights).lower() != "none":
+    if _is_none(weights):
+        identity["weights"] = RANDOM_OWN_INIT
+    elif weights is not None:
         load_state(module, read_checkpoint(Path(weights), unsafe_unpickle), weights)
         identity["weights"] = {"checkpoint": str(Path(weights).resolve()), "sha256": file_sha256(Path(weights))}
     return LoadedModel(module.eval(), spec, "python", weights, identity)
