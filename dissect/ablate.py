@@ -291,7 +291,8 @@ def _unit_means(model: nn.Module, target: nn.Module, idx: torch.Tensor, loader, 
     handle = target.register_forward_hook(grab)
     try:
         with torch.no_grad():
-            for x, _y in progress(loader, quiet, desc="ablate: unit means", leave=False):
+            for x, _y in progress(loader, quiet, desc="ablate: unit means", unit="batch",
+                                  per_unit=loader.batch_size, leave=False):
                 model(x.to(dev))
     finally:
         handle.remove()
@@ -304,7 +305,7 @@ def _accuracies(model: nn.Module, hook: "_Replace", loader, n_classes: int, clas
 
     n, before, after = (np.zeros(n_classes, np.int64) for _ in range(3))
     with torch.no_grad():
-        for x, y in progress(loader, quiet, desc="ablate", leave=False):
+        for x, y in progress(loader, quiet, desc="ablate", unit="batch", per_unit=loader.batch_size, leave=False):
             x = x.to(dev)
             yn = y.numpy().astype(np.int64)
             if yn.size and (yn.min() < 0 or yn.max() >= n_classes):

@@ -307,12 +307,15 @@ class Dissection:
         With ``out``, results go to ``out/<layer>/`` (resumable: rerunning continues an
         interrupted run) and, with ``report=True``, the HTML report to ``out/index.html``.
         """
+        from broden_builder.progress import progress_to
+
         from .runner import dissect_model
 
-        layers = dissect_model(self.model, self.layers, self.store, self.config, out=out)
-        result = DissectionResult(layers, out, self.store)
-        if out is not None and report and _is_rank0():
-            result.report(quiet=self.config.quiet)
+        with progress_to(self.config.progress):
+            layers = dissect_model(self.model, self.layers, self.store, self.config, out=out)
+            result = DissectionResult(layers, out, self.store)
+            if out is not None and report and _is_rank0():
+                result.report(quiet=self.config.quiet)
         return result
 
     @staticmethod

@@ -7,6 +7,7 @@ and defaults from the fields here (see :func:`default`), so they cannot drift ap
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -50,6 +51,10 @@ class DissectConfig:
     transform: Optional[object] = None  # callable on [B, 3, H, W] RGB in [0, 1] -> network input (no crop)
     rotate: Optional[int] = None  # seed of a random orthogonal basis applied to the units (dissect.basis)
     basis: Optional[str] = None  # a C x C .npy matrix applied to the units instead
+    #: Python only: a callable (given a broden_builder.progress.ProgressEvent per progress line and a
+    #: str per note: resume, checkpoint) or a logging.Logger (lines at INFO); None: bars on a
+    #: terminal, lines on stderr elsewhere. Not part of any result or cache key.
+    progress: Optional[object] = None
 
     def __post_init__(self):
         # `not (a <= x <= b)` also refuses NaN, which would otherwise run both passes and fail
@@ -80,6 +85,8 @@ class DissectConfig:
             object.__setattr__(self, "categories", tuple(self.categories))
         if self.layout is not None and self.layout not in LAYOUTS:
             raise DissectError(f"layout must be one of {LAYOUTS} (or None to detect), got {self.layout!r}")
+        if self.progress is not None and not (callable(self.progress) or isinstance(self.progress, logging.Logger)):
+            raise DissectError(f"progress must be a callable or a logging.Logger, got {type(self.progress).__name__}")
         if self.transform is not None and not callable(self.transform):
             raise DissectError(f"transform must be callable, got {type(self.transform).__name__}")
         for name in ("mean", "std"):

@@ -56,26 +56,36 @@ def _holding_out_lock(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from broden_builder.store.locking import exclusive
+        from broden_builder.progress import progress_to
 
         from .distributed import dist_info
-        from .results import sweep_partial_results
 
-        out = sig.bind(*args, **kwargs).arguments.get("out")
-        if out is None or dist_info().rank != 0:
-            return fn(*args, **kwargs)
-        try:
-            lock = exclusive(out, f"dissect {fn.__name__}")
-            lock.__enter__()
-        except OSError as e:
-            raise DissectError(f"{e.filename or out}: cannot use as the output folder ({e.strerror or e})") from None
-        try:
-            sweep_partial_results(out)
-            return fn(*args, **kwargs)
-        finally:
-            lock.__exit__(None, None, None)
+        bound = sig.bind(*args, **kwargs).arguments
+        out, config = bound.get("out"), bound.get("config") or DissectConfig()
+        with progress_to(config.progress):  # the Python API's callback or logger (DissectConfig.progress)
+            if out is None or dist_info().rank != 0:
+                return fn(*args, **kwargs)
+            return _locked(fn, out, args, kwargs)
 
     return wrapper
+
+
+def _locked(fn, out, args, kwargs):
+    """``fn(*args, **kwargs)`` holding the lock of ``out`` (see _holding_out_lock)."""
+    from broden_builder.store.locking import exclusive
+
+    from .results import sweep_partial_results
+
+    try:
+        lock = exclusive(out, f"dissect {fn.__name__}")
+        lock.__enter__()
+    except OSError as e:
+        raise DissectError(f"{e.filename or out}: cannot use as the output folder ({e.strerror or e})") from None
+    try:
+        sweep_partial_results(out)
+        return fn(*args, **kwargs)
+    finally:
+        lock.__exit__(None, None, None)
 
 
 @_holding_out_lock

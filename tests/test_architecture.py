@@ -28,6 +28,7 @@ DISSECT_LAYERS = [
     ["dissect.notebook"],
     ["dissect.api", "dissect.compare"],
     ["dissect.cli"],
+    ["dissect.__main__"],
     ["dissect.demo"],
 ]
 
@@ -46,6 +47,7 @@ BUILDER_LAYERS = [
     ["broden_builder.plan", "broden_builder.extend"],
     ["broden_builder.cli_errors"],
     ["broden_builder.cli"],
+    ["broden_builder.__main__"],
 ]
 LAYERS = {"dissect": DISSECT_LAYERS, "broden_builder": BUILDER_LAYERS}
 
