@@ -1,6 +1,6 @@
 """Load the report pages in headless Chromium: no console errors, no broken images, a screenshot.
 
-Needs Debian's ``chromium`` (``make test`` installs it when apt is available); skips otherwise.
+Needs Debian's ``chromium`` (``make browser`` installs it, as root; .ci/run does); skips otherwise.
 The screenshot goes to pytest's tmp dir (never into git).
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from report_fixture import fabricate
 from dissect.report import write_reports
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (Debian: apt-get install -y chromium)")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed: run `make browser` (as root; Debian's apt-get install -y chromium)")
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
