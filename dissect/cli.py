@@ -55,6 +55,15 @@ def _categories(values: Optional[Sequence[str]]):
     return tuple(out)
 
 
+WEIGHTS_HELP = (
+    "required for torchvision and timm names: a torchvision weight name (DEFAULT, IMAGENET1K_V1; downloaded into "
+    "the torch hub cache, $TORCH_HOME/hub/checkpoints, default ~/.cache/torch/hub/checkpoints, unless already "
+    "there), a local checkpoint file (offline nodes: --weights /path/to/resnet18-f37072fd.pth for a torchvision "
+    "name, a .safetensors or .pth for timm:NAME; a .pth/.pt/.safetensors state_dict, 'module.' prefixes removed), "
+    "or 'none' for a random initialisation (stated in the output and the report). hf:FOLDER and file.py models "
+    "carry their own weights (a file.py model takes an optional checkpoint; 'none' records it as random)")
+
+
 def _add_shared(p: argparse.ArgumentParser) -> None:
     """The dissection settings; choices and defaults come from dissect.config.DissectConfig."""
     from .config import UNIONS, UPSAMPLE_MODES, default
@@ -102,10 +111,7 @@ def _add_model(p: argparse.ArgumentParser) -> None:
                         "transformers vision model saved locally), path/to/file.py:function returning an nn.Module "
                         "(this imports and runs that file's code: only for code you trust), a TorchScript file, or a "
                         "torch.export .pt2 program")
-    p.add_argument("--weights", default=None,
-                   help="required for torchvision and timm names: a torchvision weight name (DEFAULT, IMAGENET1K_V1), "
-                        "a checkpoint path (.pth/.pt/.safetensors state_dict; 'module.' prefixes are removed), or "
-                        "'none' for a random initialisation (stated in the output and the report)")
+    p.add_argument("--weights", default=None, help=WEIGHTS_HELP)
     p.add_argument("--unsafe-unpickle", action="store_true", help=UNSAFE_HELP)
 
 
@@ -176,7 +182,7 @@ def _parser_explain(sub) -> None:
     src = explain.add_mutually_exclusive_group(required=True)
     src.add_argument("--activations", help=".npy or .pt file, shape N x units x h x w (as for `dissect score`)")
     src.add_argument("--model", help="a model, as for `dissect run` (with --layer)")
-    explain.add_argument("--weights", default=None, help="weights of --model, as for `dissect run`")
+    explain.add_argument("--weights", default=None, help=WEIGHTS_HELP)
     explain.add_argument("--unsafe-unpickle", action="store_true", help=argparse.SUPPRESS)
     explain.add_argument("--layer", default=None, help="the layer of --model to explain")
     explain.add_argument("--name", default=None, help="result folder name for --activations (default: the file's stem)")

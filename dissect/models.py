@@ -202,6 +202,19 @@ def load_state(module: nn.Module, state: dict, origin: str) -> None:
     module.load_state_dict(state)
 
 
+def _torchvision_weights_failed(name: str, wname: str, url: str, e: Exception) -> str:
+    """The message for torchvision weights that could not be had (offline compute nodes): the file
+    torch.hub looks for (``torch.hub.get_dir()/checkpoints/<file name of the URL>``, which honours
+    ``TORCH_HOME``), where to put it, and the ``--weights PATH`` form."""
+    from urllib.parse import urlparse
+
+    fname = Path(urlparse(url).path).name
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / fname
+    return (f"{name}: cannot get weights {wname} ({type(e).__name__}: {e}). Offline? torch looks for {cached}: "
+            f"download {url} elsewhere and put it there (or set TORCH_HOME to a folder holding "
+            f"hub/checkpoints/{fname}), or pass the file itself: --weights /path/to/{fname}")
+
+
 def _torchvision_model(name: str, weights: Optional[str], unsafe_unpickle: bool,
                        require_weights: bool = True) -> LoadedModel:
     import torchvision
@@ -239,7 +252,7 @@ def _torchvision_model(name: str, weights: Optional[str], unsafe_unpickle: bool,
         try:
             module = torchvision.models.get_model(name, weights=w)
         except Exception as e:
-            raise ModelLoadError(f"{name}: cannot get weights {enum.__name__}.{w.name} ({e})") from None
+            raise ModelLoadError(_torchvision_weights_failed(name, f"{enum.__name__}.{w.name}", w.url, e)) from None
         identity["weights"] = f"{enum.__name__}.{w.name}"
         wname = identity["weights"]
         try:
