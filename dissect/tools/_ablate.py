@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from broden_builder.store.atomic import atomic_write_text
 
-from .errors import DissectError
+from ..errors import DissectError
 
 MODES = ("zero", "mean")
 IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
@@ -50,7 +50,7 @@ def result_preprocessing(layer_dir: Union[str, Path], model_prep: Optional[dict]
     result: the explicit values, then the model's own (``model_prep``, dissect.models), then
     224 x 224 and ImageNet's mean/std (dissect.preprocess). Returns (size, mean, std, source text).
     """
-    from .preprocess import resolve_preprocessing
+    from ..capture import resolve_preprocessing
 
     path = Path(layer_dir) / "result.json"
     if not path.is_file():
@@ -326,7 +326,7 @@ def ablate(model: nn.Module, layer: str, units: Sequence[int], data: Dataset, cl
            mode: str = "zero", batch_size: int = 32, workers: int = 0, device="cpu", quiet: bool = True) -> AblationResult:
     """Per-class accuracy of ``model`` on ``data`` with and without ``units`` (1-based, as in
     tally.csv) of ``layer``. Raises AblationError for bad units, mode or labels."""
-    from .hooks import get_layer
+    from ..capture import get_layer
 
     if mode not in MODES:
         raise AblationError(f"mode must be one of {MODES}, got {mode!r}")
