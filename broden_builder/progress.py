@@ -30,6 +30,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Union
 
+from .words import plural
+
 #: Off a terminal: a line at least every EVERY seconds (at the next update), and one per FRACTION
 #: done, but not more often than once per MIN_INTERVAL seconds (short passes stay short).
 EVERY, FRACTION, MIN_INTERVAL = 30.0, 0.05, 5.0
@@ -125,6 +127,13 @@ class LogProgress:
         self.last_t, self.last_n, self.closed = self.t0, self.n, False
         self._emit("start")
 
+    def _word(self, n) -> str:
+        """The unit, plural unless n is 1 ("img", "B" and "it" stay as they are)."""
+        return self.unit if n == 1 or self.unit in ("img", "B", "it", "") else plural(self.unit)
+
+    def _units(self, n) -> str:
+        return f"{n if n is not None else '?'} {self._word(n)}"
+
     def _event(self, stage: str) -> ProgressEvent:
         elapsed = max(0.0, self.clock() - self.t0)
         done = self.n - self.start_n
@@ -134,10 +143,10 @@ class LogProgress:
         of = f"/{self.total}" if self.total is not None else ""
         pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
         if stage == "start":
-            text = f"{self.desc}: start, {self.total if self.total is not None else '?'} {self.unit}" + (
-                f", from {self.n}" if self.n else "")
+            text = f"{self.desc}: start, {self._units(self.total)}" + (f", from {self.n}" if self.n else "")
         else:
-            text = (f"{self.desc}: {self.n}{of} {self.unit}{pct}, {rate:.3g} {self.unit}/s"
+            text = (f"{self.desc}: {self.n}{of} {self._word(self.total if self.total is not None else self.n)}"
+                    f"{pct}, {rate:.3g} {self.unit}/s"
                     + (f", {ips:.3g} images/s" if ips is not None else "") + f", elapsed {_duration(elapsed)}"
                     + (f", ETA {_duration(eta)}" if stage == "update" and self.total is not None else "")
                     + (", done" if stage == "end" else ""))

@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from broden_builder.words import count
+
 
 def _floats3(text: str) -> tuple:
     try:
@@ -64,12 +66,27 @@ WEIGHTS_HELP = (
     "carry their own weights (a file.py model takes an optional checkpoint; 'none' records it as random)")
 
 
+def _add_device(p) -> None:
+    """--device, the same default and meaning in every subcommand (DissectConfig.device)."""
+    from .config import default
+
+    p.add_argument("--device", default=default("device"),
+                   help=f"auto (cuda when available, else cpu), cpu, cuda or cuda:N (default {default('device')})")
+
+
+def _device(spec: str):
+    """--device as a torch.device ('auto' resolved as in a run; dissect.engine.resolve_device)."""
+    from .engine import init_from_env, resolve_device
+
+    return resolve_device(spec, init_from_env(spec))
+
+
 def _add_shared(p: argparse.ArgumentParser) -> None:
     """The dissection settings; choices and defaults come from dissect.config.DissectConfig."""
     from .config import UNIONS, UPSAMPLE_MODES, default
 
     g = p.add_argument_group("dissection settings")
-    g.add_argument("--device", default=default("device"), help="auto (cuda when available), cpu, cuda or cuda:N (default auto)")
+    _add_device(g)
     g.add_argument("--batch-size", type=int, default=default("batch_size"), help=f"images per batch (default {default('batch_size')})")
     g.add_argument("--workers", type=int, default=None,
                    help="DataLoader worker processes (default: pass 1 decodes images in the CPUs this process may use "
@@ -170,7 +187,7 @@ def _parser_layers(sub) -> None:
     layers.add_argument("--store", default=None, help="use this store's image size for the dummy input")
     layers.add_argument("--input-size", type=_size, default=None, metavar="SIZE|HxW",
                         help="dummy input size (default: the store's image size, else 224)")
-    layers.add_argument("--device", default="cpu", help="device for the dummy pass (default cpu)")
+    _add_device(layers)
     _add_layout(layers)
 
 
@@ -225,7 +242,7 @@ def _parser_ablate(sub) -> None:
     _add_preprocessing(ablate)
     ablate.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
     ablate.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
-    ablate.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    _add_device(ablate)
 
 
 def _parser_report(sub) -> None:
@@ -359,7 +376,7 @@ def _cmd_layers(args) -> int:
         if st.rows:
             size = (st.rows[0].ih, st.rows[0].iw)
     size = size or (224, 224)
-    dev = torch.device(args.device)
+    dev = _device(args.device)
     lm.module.to(dev)
     try:
         rows = list_layers(lm.module, size, device=dev, layout=args.layout)
@@ -373,7 +390,7 @@ def _cmd_layers(args) -> int:
         shapes = [t for t in r.tensors]
         first = shapes[0] if len(shapes) == 1 and shapes[0][0] == r.name else None
         table.append((r.name, r.type, str(r.calls), r.structure if r.calls else "not called",
-                      "x".join(map(str, first[1])) if first else ("-" if not shapes else f"{len(shapes)} tensors"),
+                      "x".join(map(str, first[1])) if first else ("-" if not shapes else count(len(shapes), "tensor")),
                       first[2] if first else ""))
         if not first:
             for sel, shape, lay in shapes:
@@ -442,24 +459,18 @@ def _cmd_explain(args) -> int:
         print(f"using the thresholds and settings of {layer_dir} (delete it to score again)")
     if info.rank != 0:
         return 0
-    device = args.device if args.device != "auto" else ("cuda" if _cuda() else "cpu")
+    device = _device(args.device)
     ex = explain_result(layer_dir, activations=args.activations, model=model, store=args.store, length=args.length,
                         beam=args.beam, batch_size=args.batch_size, workers=_workers(args), device=device,
                         quiet=args.quiet)
     rows = ex.rows()
     comp = sum(1 for r in rows if r["length"] > 1)
     mean = lambda k: sum(r[k] for r in rows) / max(1, len(rows))  # noqa: E731
-    print(f"{name}: {len(rows)} units explained, {comp} by a composition; mean IoU {mean('iou'):.4f} "
+    print(f"{name}: {count(len(rows), 'unit')} explained, {comp} by a composition; mean IoU {mean('iou'):.4f} "
           f"(best single concept {mean('single_iou'):.4f})")
     print(f"explanations in {layer_dir / 'explanations.csv'}")
     _report(args, layers=[layer_dir.name])
     return 0
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _cmd_compare(args) -> int:
@@ -478,7 +489,7 @@ def _cmd_ablate(args) -> int:
     layer_dir = Path(args.out) / safe_name(args.layer)
     if args.concept:
         units = top_units_for_concept(layer_dir, args.concept, args.k)
-        print(f"the {len(units)} units with the highest IoU for {args.concept!r}: {', '.join(map(str, units))}")
+        print(f"the {count(len(units), 'unit')} with the highest IoU for {args.concept!r}: {', '.join(map(str, units))}")
     else:
         try:
             units = [int(u) for u in args.units.replace(" ", "").split(",") if u]
@@ -491,11 +502,11 @@ def _cmd_ablate(args) -> int:
     ds, classes = open_data(args.data, size, mean, std, image_column=args.image_column,
                             label_column=args.label_column, split=args.split)
     res = ablate(model.module, args.layer, units, ds, classes, mode=args.mode, batch_size=args.batch_size,
-                 workers=args.workers, device=args.device, quiet=args.quiet)
+                 workers=args.workers, device=_device(args.device), quiet=args.quiet)
     rows = res.rows()
     total = rows[-1]
     print(f"{args.layer}: units {', '.join(map(str, res.units))} set to {args.mode}: accuracy "
-          f"{total['accuracy_before']:.4f} -> {total['accuracy_after']:.4f} on {total['images']} images")
+          f"{total['accuracy_before']:.4f} -> {total['accuracy_after']:.4f} on {count(total['images'], 'image')}")
     worst = sorted(rows[:-1], key=lambda r: (r["change"], r["class_index"]))[:5]
     for r in worst:
         if r["images"]:

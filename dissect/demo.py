@@ -21,6 +21,8 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from broden_builder.words import count
+
 log = logging.getLogger(__name__)
 
 #: The layers the demo dissects (module names of :class:`SceneNet`).
@@ -283,7 +285,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     demo.run_demo(Path(args.out), images=args.images, train_images=args.train_images, size=args.size,
                   seg=args.seg, epochs=args.epochs, workers=args.workers, seed=args.seed, quiet=args.quiet)
     print(f"demo finished in {time.perf_counter() - t0:.0f} s (this process: {time.process_time() - c0:.0f} s CPU, "
-          f"{torch.get_num_threads()} threads)")
+          f"{count(torch.get_num_threads(), 'thread')})")
     print()
     print(REAL_BRODEN_HELP)
     return 0

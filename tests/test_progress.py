@@ -118,10 +118,10 @@ def test_log_lines_at_start_every_5_percent_or_30_s_and_at_the_end():
     bar.close()  # once
     texts = [e.text for e in events]
     assert texts == [
-        "pass 1/2: start, 100 batch",
-        "pass 1/2: 5/100 batch (5%), 1 batch/s, 10 images/s, elapsed 5s, ETA 1m35s",
-        "pass 1/2: 7/100 batch (7%), 0.175 batch/s, 1.75 images/s, elapsed 40s, ETA 8m51s",  # 93 / 0.175 = 531 s
-        "pass 1/2: 100/100 batch (100%), 2 batch/s, 20 images/s, elapsed 50s, done",
+        "pass 1/2: start, 100 batches",
+        "pass 1/2: 5/100 batches (5%), 1 batch/s, 10 images/s, elapsed 5s, ETA 1m35s",
+        "pass 1/2: 7/100 batches (7%), 0.175 batch/s, 1.75 images/s, elapsed 40s, ETA 8m51s",  # 93 / 0.175 = 531 s
+        "pass 1/2: 100/100 batches (100%), 2 batch/s, 20 images/s, elapsed 50s, done",
     ]
     assert [e.stage for e in events] == ["start", "update", "update", "end"]
     assert events[1].eta == pytest.approx(95.0) and events[1].images_per_s == pytest.approx(10.0)
@@ -194,5 +194,16 @@ def test_dissect_api_progress_callback_and_cli_resume_lines(synthetic_store, tmp
     again = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert "resuming from " in again.stderr and "(pass 1, batch 2 of 3)" in again.stderr
-    assert "pass 1/2 (activations): start, 3 batch, from 2" in again.stderr
-    assert "pass 2/2 (tally): 3/3 batch (100%)" in again.stderr
+    assert "pass 1/2 (activations): start, 3 batches, from 2" in again.stderr
+    assert "pass 2/2 (tally): 3/3 batches (100%)" in again.stderr
+
+
+def test_counts_read_in_the_singular_for_one():
+    from broden_builder.progress import LogProgress
+    from broden_builder.words import count
+
+    assert [count(1, "thread"), count(2, "thread"), count(0, "batch"), count(1, "batch"), count(3, "class")] == \
+        ["1 thread", "2 threads", "0 batches", "1 batch", "3 classes"]
+    got = []
+    LogProgress(total=1, desc="d", unit="batch", sink=got.append).close()
+    assert got[0].text == "d: start, 1 batch" and got[1].text.startswith("d: 0/1 batch (0%)")

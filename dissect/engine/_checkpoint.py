@@ -19,6 +19,7 @@ from typing import Optional
 import torch
 
 from broden_builder.progress import note
+from broden_builder.words import count
 from broden_builder.store.atomic import atomic_write_bytes
 
 from ._distributed import DistInfo, gather_states
@@ -50,7 +51,7 @@ class Checkpoint:
         buf = io.BytesIO()
         torch.save(state, buf)
         atomic_write_bytes(self.path, buf.getvalue())
-        note(f"checkpoint: pass {pass_no}, {next_batch} batches done, saved in {self.path}", self.quiet)
+        note(f"checkpoint: pass {pass_no}, {count(next_batch, 'batch')} done, saved in {self.path}", self.quiet)
 
     def step(self, pass_no: int, done: int, stats) -> None:
         """After ``done`` batches of pass ``pass_no``: save every ``every`` batches (and the test kill hook)."""

@@ -18,11 +18,12 @@ import torch
 
 from broden_builder.store.reader import BrodenStore
 
+from ..errors import DissectError
 from .layer import LayerExplanations, explain_activations
 from .output import write_explanations
 
 
-class ExplainError(ValueError):
+class ExplainError(DissectError):
     """Bad input to an explanation (result folder, activations, store); the message says which."""
 
 

@@ -19,12 +19,13 @@ from typing import Optional, Sequence, Union
 
 from broden_builder.store.atomic import atomic_write_text
 
+from ..errors import DissectError
 from ..results import ResultsError, find_layer_folders
 
 CSV_COLUMNS = ("run", "folder", "layer", "category", "units", "detectors", "unique_detectors", "iou_threshold")
 
 
-class CompareInputError(ValueError):
+class CompareInputError(DissectError):
     """A results folder that cannot be compared (the message names it)."""
 
 
