@@ -86,6 +86,10 @@ def _add_shared(p: argparse.ArgumentParser) -> None:
     from .config import UNIONS, UPSAMPLE_MODES, default
 
     g = p.add_argument_group("dissection settings")
+    g.add_argument("--config", default=None, metavar="FILE.yaml",
+                   help="read the settings from this YAML file, whose keys are dissect.DissectConfig's field names "
+                        "(quantile, iou_threshold, batch_size, categories, input_size, ...); options given on the "
+                        "command line win")
     _add_device(g)
     g.add_argument("--batch-size", type=int, default=default("batch_size"), help=f"images per batch (default {default('batch_size')})")
     g.add_argument("--workers", type=int, default=None,
@@ -281,12 +285,32 @@ def _workers(args) -> int:
 def _config(args, **extra):
     from .config import DissectConfig
 
-    return DissectConfig(
+    kw = dict(
         quantile=args.quantile, iou_threshold=args.iou_threshold, union=args.union,
         categories=_categories(args.categories), top_k=args.top_k, split=args.split,
         upsample=args.upsample, batch_size=args.batch_size, workers=args.workers, threads=args.threads,
         device=args.device, checkpoint_every=args.checkpoint_every, quiet=args.quiet, rotate=args.rotate,
         basis=args.basis, **extra)
+    for key, value in getattr(args, "config_extra", {}).items():  # --config keys without an option here
+        if kw.get(key) is None:
+            kw[key] = value
+    return DissectConfig(**kw)
+
+
+def _with_config_file(parser: argparse.ArgumentParser, args, argv):
+    """``args`` again with ``--config FILE``'s settings as the subcommand's defaults (so options given
+    on the command line win); keys that are no option of it go to ``args.config_extra``."""
+    from .config import read_config_file
+
+    if not getattr(args, "config", None):
+        return args
+    values = read_config_file(args.config)
+    sub = parser._subparsers._group_actions[0].choices[args.command]
+    dests = {a.dest for a in sub._actions if a.dest != "categories"}  # an appended list: kept apart
+    sub.set_defaults(**{k: v for k, v in values.items() if k in dests})
+    args = parser.parse_args(argv)
+    args.config_extra = {k: v for k, v in values.items() if k not in dests}
+    return args
 
 
 def _cmd_run(args) -> int:
@@ -537,8 +561,8 @@ def main(argv: Optional[Sequence[str]] = None, own_process: bool = False) -> int
     handlers = {"run": _cmd_run, "score": _cmd_score, "layers": _cmd_layers, "report": _cmd_report,
                 "explain": _cmd_explain, "compare": _cmd_compare, "ablate": _cmd_ablate}
     try:
-        return run_command(lambda: handlers[args.command](args), verbose=getattr(args, "verbose", False),
-                           own_process=own_process)
+        return run_command(lambda: handlers[args.command](_with_config_file(parser, args, argv)),
+                           verbose=getattr(args, "verbose", False), own_process=own_process)
     finally:
         try:
             import torch.distributed as dist

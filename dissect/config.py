@@ -103,3 +103,46 @@ def default(name: str):
     """The default value of field ``name`` (the CLI's option defaults come from here)."""
     f = DissectConfig.__dataclass_fields__[name]
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+#: Settings only Python can give (objects, not values): a config file cannot hold them.
+PYTHON_ONLY = ("transform", "progress")
+
+
+def read_config_file(path) -> dict:
+    """The settings of a YAML (or JSON) file whose keys are :class:`DissectConfig`'s field names
+    (``dissect run --config run.yaml``), checked by making a DissectConfig of them.
+
+    Lists become tuples (``mean: [0.5, 0.5, 0.5]``). Raises DissectError naming the file and the
+    key: a file that cannot be read, not a mapping, an unknown key (with the nearest names), a
+    Python-only setting (``transform``, ``progress``) or an invalid value."""
+    from pathlib import Path
+
+    import yaml
+
+    from broden_builder.suggest import did_you_mean
+
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise DissectError(f"{path}: cannot read the settings file ({e})") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise DissectError(f"{path}: expected a mapping of DissectConfig settings (key: value), got "
+                           f"{type(doc).__name__}")
+    known = [f.name for f in dataclasses.fields(DissectConfig) if f.name not in PYTHON_ONLY]
+    values = {}
+    for key, value in doc.items():
+        if key in PYTHON_ONLY:
+            raise DissectError(f"{path}: {key!r} can only be given in Python (it is an object, not a value)")
+        if key not in known:
+            raise DissectError(f"{path}: unknown setting {key!r}{did_you_mean(str(key), known)} (the keys are "
+                               f"DissectConfig's: {', '.join(known)})")
+        values[key] = tuple(value) if isinstance(value, list) else value
+    try:
+        DissectConfig(**values)
+    except (DissectError, TypeError) as e:
+        raise DissectError(f"{path}: {e}") from None
+    return values

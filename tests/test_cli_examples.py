@@ -168,3 +168,33 @@ def test_python_m_entry_points(tmp_path):
     assert text.startswith("dissect (broden-dissect) ")
     text, _ = _cli(tmp_path, "--help", package="broden_builder")
     assert text.startswith("usage: broden ")
+
+
+def test_run_config_file_whose_keys_are_dissect_config_fields(session):
+    """`dissect run --config run.yaml`: the file's settings reach result.json; an option on the command
+    line wins; an unknown key or a Python-only one is refused naming the file and the key."""
+    import dataclasses
+
+    from dissect.config import PYTHON_ONLY, DissectConfig
+
+    tmp, store = session
+    (tmp / "run.yaml").write_text("quantile: 0.02\ntop_k: 3\ncategories: [object, color]\nupsample: nearest\n"
+                                  "checkpoint_every: 0\nquantile_memory: 1000000\nbatch_size: 16\n")
+    base = ["run", "--store", str(store), "--model", "tiny.py:tiny", "--weights", "none", "--layer", "features",
+            "--device", "cpu", "--workers", "0", "--no-report", "--config", "run.yaml"]
+    _cli(tmp, *base, "--out", "cfg", "--top-k", "4")
+    s = json.loads((tmp / "cfg" / "features" / "result.json").read_text())["settings"]
+    assert (s["quantile"], s["top_k"], sorted(s["categories"]), s["upsample"], s["batch_size"]) == \
+        (0.02, 4, ["color", "object"], "nearest", 16)
+    (tmp / "bad.yaml").write_text("quantil: 0.02\n")
+    _, err = _cli(tmp, *base[:-1], "bad.yaml", "--out", "bad", ok=False)
+    assert "bad.yaml: unknown setting 'quantil'; did you mean 'quantile'" in err
+    (tmp / "bad.yaml").write_text("transform: x\n")
+    _, err = _cli(tmp, *base[:-1], "bad.yaml", "--out", "bad", ok=False)
+    assert "bad.yaml: 'transform' can only be given in Python" in err
+    (tmp / "bad.yaml").write_text("quantile: 2\n")
+    _, err = _cli(tmp, *base[:-1], "bad.yaml", "--out", "bad", ok=False)
+    assert "bad.yaml: quantile must lie in (0, 1), got 2" in err
+    # every field that is a value can be written in the file
+    named = {f.name for f in dataclasses.fields(DissectConfig)} - set(PYTHON_ONLY)
+    assert {"quantile", "iou_threshold", "batch_size", "categories", "input_size", "cache_dtype"} <= named
