@@ -135,16 +135,26 @@ class CocoEntry(SourceEntry):
     annotations: str = Field(..., description="annotation JSON file")
     images: str = Field(..., description="image folder")
     category: Optional[str] = Field(None, description="category of the labels (default object)")
-    stuff_category: Optional[str] = None
-    annotation_type: Optional[Literal["auto", "instances", "stuff", "panoptic"]] = None
-    crowd: Optional[Literal["label", "unlabeled"]] = None
-    layering: Optional[Literal["paint", "layers"]] = None
-    keep_unannotated: Optional[bool] = None
-    missing_images: Optional[Literal["error", "skip"]] = None
-    clean_names: Optional[bool] = None
-    limit: Optional[int] = Field(None, ge=0)
-    panoptic_masks: Optional[str] = None
-    ignore: Optional[List[str]] = None
+    stuff_category: Optional[str] = Field(None, description="panoptic only: category of the 'stuff' classes "
+                                                            "(isthing 0); default: the same as category")
+    annotation_type: Optional[Literal["auto", "instances", "stuff", "panoptic"]] = Field(
+        None, description="kind of annotation file (default auto: told from the JSON)")
+    crowd: Optional[Literal["label", "unlabeled"]] = Field(
+        None, description="crowd regions: label (default) gives them their class, unlabeled leaves them 0")
+    layering: Optional[Literal["paint", "layers"]] = Field(
+        None, description="overlaps: paint (default) one layer, larger instances first so smaller ones stay "
+                          "visible; layers: overlapping instances of other classes go to extra layers")
+    keep_unannotated: Optional[bool] = Field(None, description="keep images without any annotation (colour "
+                                                               "labels only; default false)")
+    missing_images: Optional[Literal["error", "skip"]] = Field(
+        None, description="images listed in the JSON but absent on disk: error (default) or skip")
+    clean_names: Optional[bool] = Field(None, description="'wall-other-merged' -> 'wall' for panoptic/stuff "
+                                                          "class names")
+    limit: Optional[int] = Field(None, ge=0, description="only the first N images by file name (0 or absent: all)")
+    panoptic_masks: Optional[str] = Field(None, description="panoptic PNG folder (default: the JSON path "
+                                                            "without .json)")
+    ignore: Optional[List[str]] = Field(None, description="class names left unlabeled (default [other] for "
+                                                          "stuff, none otherwise)")
 
 
 class FolderEntry(SourceEntry):
@@ -154,9 +164,12 @@ class FolderEntry(SourceEntry):
     labels: str = Field(..., description="CSV table value,name (or color,name)")
     category: str = Field(..., description="category of the labels")
     masks: Optional[str] = Field(None, description="mask folder (pixel labels); without it, image-level labels")
-    mask_suffix: Optional[str] = None
-    unlabeled: Optional[Union[int, List[int]]] = None
-    missing_masks: Optional[Literal["error", "skip"]] = None
+    mask_suffix: Optional[str] = Field(None, description="text between an image's stem and .png in its mask's "
+                                                         "name (default \"\"; \"_mask\" for masks/<stem>_mask.png)")
+    unlabeled: Optional[Union[int, List[int]]] = Field(None, description="mask values that mean no label "
+                                                                         "(default [0])")
+    missing_masks: Optional[Literal["error", "skip"]] = Field(
+        None, description="images without a mask file: error (default) or skip")
     exif_orientation: Optional[bool] = Field(None, description="apply the images' EXIF orientation (default: "
                                                                "yes for image-level labels, no with masks)")
 
@@ -165,15 +178,22 @@ class HFEntry(SourceEntry):
     """``type: hf``: a Hugging Face dataset with a mask column or a label column."""
 
     dataset: str = Field(..., description="hub id or local path")
-    split: Optional[str] = None
-    image_column: Optional[str] = None
-    mask_column: Optional[str] = None
-    label_column: Optional[str] = None
-    category: Optional[str] = None
-    id_column: Optional[str] = None
-    unlabeled: Optional[Union[int, List[int]]] = None
-    limit: Optional[int] = Field(None, ge=0)
-    names: Optional[Union[List[str], Dict[int, str], Dict[str, str]]] = None
+    split: Optional[str] = Field(None, description="dataset split (default train)")
+    image_column: Optional[str] = Field(None, description="column of the images (default image)")
+    mask_column: Optional[str] = Field(None, description="column of the masks (an Image or 2-D integer column): "
+                                                         "pixel labels")
+    label_column: Optional[str] = Field(None, description="column of image-level labels instead of masks "
+                                                          "(ClassLabel, integer with names, text, or a list)")
+    category: Optional[str] = Field(None, description="category of the labels (default object; required with "
+                                                      "label_column, e.g. scene or a new one)")
+    id_column: Optional[str] = Field(None, description="column giving the store file names (default "
+                                                       "<split>_<row>)")
+    unlabeled: Optional[Union[int, List[int]]] = Field(None, description="mask values that mean no label "
+                                                                         "(default [0])")
+    limit: Optional[int] = Field(None, ge=0, description="only the first N rows (0 or absent: all)")
+    names: Optional[Union[List[str], Dict[int, str], Dict[str, str]]] = Field(
+        None, description="value -> name (a list indexed by value, or a mapping); default: the column's "
+                          "ClassLabel names")
 
 
 SOURCE_SCHEMAS: Dict[str, Type[SourceEntry]] = {
