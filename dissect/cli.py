@@ -222,6 +222,9 @@ def _parser_compare(sub) -> None:
     compare.add_argument("outs", nargs="+", metavar="OUT", help="results folders of dissect run/score")
     compare.add_argument("--out", required=True, help="folder for compare.html, compare.csv and the charts")
     compare.add_argument("--title", default="Network Dissection: comparison", help="page title")
+    compare.add_argument("--name", action="append", default=[], metavar="OUT=LABEL",
+                         help="name the run of results folder OUT (as given, or its folder name) LABEL on the page "
+                              "and the charts, instead of the model and weights; repeatable")
 
 
 def _parser_ablate(sub) -> None:
@@ -500,9 +503,25 @@ def _cmd_explain(args) -> int:
 def _cmd_compare(args) -> int:
     from .tools import write_compare
 
-    page = write_compare(args.outs, args.out, title=args.title)
+    page = write_compare(args.outs, args.out, title=args.title, names=_run_labels(args.name, args.outs))
     print(f"comparison: {page} ({Path(args.out) / 'compare.csv'})")
     return 0
+
+
+def _run_labels(pairs: Sequence[str], outs: Sequence[str]) -> dict:
+    """--name OUT=LABEL pairs as {OUT: LABEL}; OUT is matched against the folders given (a path may hold '=')."""
+    from broden_builder.cli_errors import UsageError
+
+    names = {}
+    for pair in pairs:
+        key = next((o for o in sorted(outs, key=len, reverse=True) if pair.startswith(f"{o}=")), None)
+        if key is None:
+            key = pair.partition("=")[0]
+        label = pair[len(key) + 1:]
+        if "=" not in pair or not label.strip():
+            raise UsageError(f"--name {pair!r}: expected OUT=LABEL (e.g. --name {outs[0]}=trained)")
+        names[key] = label.strip()
+    return names
 
 
 def _cmd_ablate(args) -> int:

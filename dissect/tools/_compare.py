@@ -39,6 +39,7 @@ class LayerSummary:
     per_category: dict  # category -> detectors
     unique: dict  # category -> unique detectors (distinct labels among the detectors)
     layer_dir: str = ""  # the layer's folder (for links)
+    random: bool = False  # the model had random weights (--weights none): marked in the table and the charts
 
 
 def run_name(doc: dict) -> str:
@@ -53,6 +54,8 @@ def run_name(doc: dict) -> str:
             base += f" ({Path(str(w.get('checkpoint', 'checkpoint'))).name})"
         elif isinstance(w, str) and w:
             base += " (random init)" if w.startswith("none") else f" ({w.split('.')[-1]})"
+        if m.get("random_weights") and "(random init)" not in base:
+            base += " (random init)"
     basis = (doc.get("settings") or {}).get("basis")
     if isinstance(basis, dict):
         if basis.get("kind") == "rotate":
@@ -85,19 +88,35 @@ def _read(path: Path) -> dict:
     return doc
 
 
-def collect(outs: Sequence[Union[str, Path]]) -> list:
-    """LayerSummary for every layer of every results folder, runs in the given order."""
+def is_random(doc: dict) -> bool:
+    """True when result.json ``doc`` comes from a model with random weights (``--weights none``)."""
+    m = doc.get("model") or {}
+    w = m.get("weights")
+    return bool(m.get("random_weights")) or (isinstance(w, str) and w.startswith("none"))
+
+
+def collect(outs: Sequence[Union[str, Path]], names: Optional[dict] = None) -> list:
+    """LayerSummary for every layer of every results folder, runs in the given order.
+
+    ``names``: {OUT as given (or its folder name): label} replaces the names made from result.json
+    (``dissect compare --name OUT=LABEL``); a key that is no OUT raises CompareInputError."""
+    names = dict(names or {})
+    unknown = [k for k in names if not any(k in (str(o), Path(o).name) for o in outs)]
+    if unknown:
+        raise CompareInputError(f"--name {unknown[0]}=...: {unknown[0]!r} is none of the compared folders "
+                                f"({', '.join(str(o) for o in outs)})")
     runs = []
-    for out in outs:
-        out = Path(out)
+    for given in outs:
+        out = Path(given)
+        label = names.get(str(given), names.get(out.name))
         layers = []
         for d in _layer_dirs(out):
             doc = _read(d)
             s = doc["summary"]
             thr = float((doc.get("settings") or {}).get("iou_threshold", 0.04))
-            layers.append(LayerSummary(run_name(doc), out.name or str(out), str(doc["layer"]), int(s.get("units", 0)),
-                                       thr, dict(s.get("per_category", {})), dict(s.get("unique_detectors", {})),
-                                       str(d)))
+            layers.append(LayerSummary(label or run_name(doc), out.name or str(out), str(doc["layer"]),
+                                       int(s.get("units", 0)), thr, dict(s.get("per_category", {})),
+                                       dict(s.get("unique_detectors", {})), str(d), is_random(doc)))
         runs.append(layers)
     names = [r[0].run for r in runs]
     for i, r in enumerate(runs):  # same name for two runs: add the folder name
@@ -149,18 +168,13 @@ def stacked_bars(summaries: Sequence[LayerSummary], field: str, stem: Path, ylab
         if any(vals):
             ax.bar(xs, vals, bottom=bottom, width=0.75, label=c, color=category_color(c, cats))
             bottom = [b + v for b, v in zip(bottom, vals)]
+    for patch_index, patch in enumerate(p for c in ax.containers for p in c):  # random runs: hatched bars
+        if summaries[patch_index % n].random:
+            patch.set_hatch("///")
+            patch.set_edgecolor("#333333")
     ax.set_xticks(xs)
     ax.set_xticklabels([s.layer for s in summaries], rotation=90 if n > 6 else 0, fontsize=8)
-    start = 0
-    while start < n:  # label each run under its group of layers
-        end = start
-        while end + 1 < n and summaries[end + 1].run == summaries[start].run:
-            end += 1
-        ax.text((start + end) / 2, -0.18 if n <= 6 else -0.45, summaries[start].run, transform=ax.get_xaxis_transform(),
-                ha="center", va="top", fontsize=8)
-        if start:
-            ax.axvline(start - 0.5, color="#bbbbbb", linewidth=0.8)
-        start = end + 1
+    _label_runs(fig, ax, summaries)
     ax.set_ylabel(ylabel)
     ax.set_ylim(bottom=0)
     ax.yaxis.get_major_locator().set_params(integer=True)
@@ -171,10 +185,58 @@ def stacked_bars(summaries: Sequence[LayerSummary], field: str, stem: Path, ylab
     return _save(fig, Path(stem))
 
 
+def _run_groups(summaries: Sequence[LayerSummary]) -> list:
+    """(first, last) bar index of each run's group of layers."""
+    groups, start = [], 0
+    while start < len(summaries):
+        end = start
+        while end + 1 < len(summaries) and summaries[end + 1].run == summaries[start].run:
+            end += 1
+        groups.append((start, end))
+        start = end + 1
+    return groups
+
+
+def _label_runs(fig, ax, summaries: Sequence[LayerSummary]) -> list:
+    """Each run's name under its group of bars, wrapped to the group's width; where two names
+    would still overlap (measured by the renderer), the font shrinks and then the names turn
+    vertical. Random-weight runs are marked "[RANDOM]". Returns the Text objects."""
+    import textwrap
+
+    n = len(summaries)
+    groups = _run_groups(summaries)
+    for k, (start, _end) in enumerate(groups):
+        if k:
+            ax.axvline(start - 0.5, color="#bbbbbb", linewidth=0.8)
+    bar_pt = fig.get_size_inches()[0] * 72 * 0.8 / max(n, 1)  # the axes span ~80% of the figure
+    for size, rotation in ((8, 0), (7, 0), (6, 0), (7, 90)):
+        texts = []
+        for start, end in groups:
+            s = summaries[start]
+            name = s.run + (" [RANDOM]" if s.random and "random" not in s.run.lower() else "")
+            width = max(6, int((end - start + 1) * bar_pt / (0.6 * size)))
+            label = name if rotation else "\n".join(textwrap.wrap(name, width) or [name])
+            texts.append(ax.text((start + end) / 2, -0.18 if n <= 6 else -0.45, label, ha="center", va="top",
+                                 transform=ax.get_xaxis_transform(), fontsize=size, rotation=rotation))
+        if not _overlapping(fig, texts):
+            return texts
+        for t in texts:
+            t.remove()
+    return texts
+
+
+def _overlapping(fig, texts) -> bool:
+    """True when two of the texts' drawn boxes intersect."""
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    return any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
 <style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}td,th{border:1px solid #ccc;
-padding:2px 8px;text-align:right}td.l,th.l{text-align:left}img{max-width:100%}.cat{color:#fff;padding:0 4px;border-radius:3px}</style>
+padding:2px 8px;text-align:right}td.l,th.l{text-align:left}img{max-width:100%}.cat{color:#fff;padding:0 4px;border-radius:3px}
+.rnd{background:#fde2e1;color:#8a1c14;padding:0 4px;border-radius:3px;font-size:85%}</style>
 </head><body>
 <h1>{{ title }}</h1>
 <p>Detectors (units whose best IoU reaches the IoU threshold) and unique detectors (distinct concepts among them)
@@ -185,19 +247,21 @@ per category, for every layer of every run (Bau et al., CVPR 2017, section 4). D
 <table><tr><th class="l">run</th><th class="l">layer</th><th>units</th>
 {% for c in cats %}<th><span class="cat" style="background:{{ colors[c] }}">{{ c }}</span></th>{% endfor %}
 <th>all</th></tr>
-{% for s in rows %}<tr><td class="l">{{ s.run }}</td><td class="l">{% if s.href %}<a href="{{ s.href }}">{{ s.layer }}</a>{% else %}{{ s.layer }}{% endif %}</td><td>{{ s.units }}</td>
+{% for s in rows %}<tr><td class="l">{{ s.run }}{% if s.random %} <span class="rnd">RANDOM weights</span>{% endif %}</td><td class="l">{% if s.href %}<a href="{{ s.href }}">{{ s.layer }}</a>{% else %}{{ s.layer }}{% endif %}</td><td>{{ s.units }}</td>
 {% for c in cats %}<td>{{ s.unique.get(c, 0) }} / {{ s.per_category.get(c, 0) }}</td>{% endfor %}
 <td>{{ s.unique.values()|sum }} / {{ s.per_category.values()|sum }}</td></tr>
 {% endfor %}</table>
-<p>Cells: unique detectors / detectors.</p>
+<p>Cells: unique detectors / detectors. Runs of randomly initialised models (--weights none) are marked
+RANDOM, and their bars are hatched.</p>
 </body></html>
 """
 
 
 def write_compare(outs: Sequence[Union[str, Path]], dest: Union[str, Path], title: str = "Network Dissection: comparison",
-                  charts: bool = True) -> Path:
+                  charts: bool = True, names: Optional[dict] = None) -> Path:
     """Write compare.csv, compare.html and the charts into ``dest``; returns compare.html.
-    Raises CompareInputError naming a folder that is not a dissection output."""
+    ``names``: {OUT: label} for the runs (see :func:`collect`). Raises CompareInputError naming a
+    folder that is not a dissection output."""
     import os
 
     import jinja2
@@ -206,7 +270,7 @@ def write_compare(outs: Sequence[Union[str, Path]], dest: Union[str, Path], titl
 
     if not outs:
         raise CompareInputError("give at least one results folder")
-    summaries = collect(outs)
+    summaries = collect(outs, names)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     atomic_write_text(dest / "compare.csv", compare_csv_text(summaries))
