@@ -198,3 +198,39 @@ def test_run_config_file_whose_keys_are_dissect_config_fields(session):
     # every field that is a value can be written in the file
     named = {f.name for f in dataclasses.fields(DissectConfig)} - set(PYTHON_ONLY)
     assert {"quantile", "iou_threshold", "batch_size", "categories", "input_size", "cache_dtype"} <= named
+
+
+def test_broden_subcommands_end_to_end(tmp_path):
+    """`broden build|validate|stats|find|add|build --plan` as a user runs them, output to log files;
+    outputs checked against the recipe's counts and the images added."""
+    import yaml
+
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump({"size": 32, "segmentation_size": 16, "min_frequency": 1,
+                                                     "sources": [{"type": "synthetic", "count": 12}]}))
+    text, err = _cli(tmp_path, "build", "r.yaml", "--out", "S", package="broden_builder")
+    assert "12 images written" in text and "write: start, 12 img" in err and "write: 12/12 img (100%)" in err
+    text, _ = _cli(tmp_path, "validate", "S", package="broden_builder")
+    assert "valid" in text.lower()
+    text, _ = _cli(tmp_path, "stats", "S", package="broden_builder")
+    assert text.startswith("S: 12 images")
+    from broden_builder import BrodenStore
+
+    st = BrodenStore(tmp_path / "S")
+    scene = next(lab for lab in st.labels if "scene" in lab.categories)
+    want = sorted(i for i in range(len(st)) if scene.number in st.image_labels(i, "scene"))  # plain scan
+    text, _ = _cli(tmp_path, "find", "S", scene.name, package="broden_builder")
+    assert want and all(st.rows[i].image in text for i in want)
+    text, _ = _cli(tmp_path, "build", "r.yaml", "--plan", package="broden_builder")
+    assert text.startswith("plan (metadata only")
+    # broden add: two images with an image-level label of a new category
+    img = tmp_path / "mine" / "images"
+    img.mkdir(parents=True)
+    for k in range(2):
+        Image.new("RGB", (40, 30), (200, 10 * k, 0)).save(img / f"p{k}.png")
+    (tmp_path / "mine" / "labels.csv").write_text("image,label\np0.png,running\np1.png,jumping\n")
+    (tmp_path / "entry.yaml").write_text(yaml.safe_dump({"type": "folder", "images": str(img), "labels":
+                                                         str(tmp_path / "mine" / "labels.csv"), "category": "action"}))
+    text, err = _cli(tmp_path, "add", "S", "--source", "entry.yaml", package="broden_builder")
+    assert "2 images added" in text
+    st = BrodenStore(tmp_path / "S")
+    assert len(st) == 14 and {"running", "jumping"} <= set(st.label_by_name)
