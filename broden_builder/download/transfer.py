@@ -319,6 +319,17 @@ class FetchReport:
         return "\n".join(lines)
 
 
+def _check_many(resources: Sequence[Resource], workers: int) -> None:
+    """fetch_many's arguments: at least one worker, distinct file names (ValueError otherwise)."""
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    seen = set()
+    for r in resources:
+        if r.filename in seen:
+            raise ValueError(f"fetch_many: filename {r.filename!r} appears twice")
+        seen.add(r.filename)
+
+
 def fetch_many(
     resources: Sequence[Resource],
     dest_dir: Union[str, Path],
@@ -335,13 +346,7 @@ def fetch_many(
     (per-file progress bars are off; one bar counts files). Filenames must be distinct.
     Files without a sha256 are accepted (size checked when known) with one summary warning.
     """
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    seen = set()
-    for r in resources:
-        if r.filename in seen:
-            raise ValueError(f"fetch_many: filename {r.filename!r} appears twice")
-        seen.add(r.filename)
+    _check_many(resources, workers)
     unverified = sum(r.sha256 is None for r in resources)
     if unverified:
         log.warning("%d of %d file(s) have no recorded sha256; they are checked for completeness only",
