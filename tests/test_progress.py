@@ -182,7 +182,7 @@ def test_dissect_api_progress_callback_and_cli_resume_lines(synthetic_store, tmp
         ("pass 1/2 (activations)", "start"), ("pass 1/2 (activations)", "end"),
         ("pass 2/2 (tally)", "start"), ("pass 2/2 (tally)", "end")]
     assert events[1].n == 3 and events[1].total == 3  # 60 images in batches of 20
-    assert any(n.startswith("checkpoint: pass 1, 1 batches done") for n in notes)
+    assert any(n.startswith("checkpoint: pass 1, 1 batch done") for n in notes)
     (tmp_path / "tiny.py").write_text(TINY_MODEL_SOURCE)
     cmd = [sys.executable, "-m", "dissect", "run", "--store", str(synthetic_store), "--model", "tiny.py:tiny",
            "--layer", "features", "--out", "cli", "--batch-size", "20", "--workers", "0", "--device", "cpu",

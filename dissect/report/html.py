@@ -22,7 +22,8 @@ from broden_builder.words import count
 
 from .plots import category_color
 from .render import environment
-from .summary import display_name, is_detector
+from ..results import is_detector
+from .summary import display_name
 
 
 def _fmt(value) -> str:

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from broden_builder.store.atomic import atomic_write_text
 
 from ..errors import DissectError
+from ..results import ResultsError, load_result
 
 MODES = ("zero", "mean")
 IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
@@ -51,18 +52,19 @@ def result_preprocessing(layer_dir: Union[str, Path], model_prep: Optional[dict]
     224 x 224 and ImageNet's mean/std (dissect.preprocess). Returns (size, mean, std, source text).
     """
     from ..capture import resolve_preprocessing
+    from ..results import has_result, read_result_json
 
-    path = Path(layer_dir) / "result.json"
-    if not path.is_file():
+    if not has_result(layer_dir):
         p = resolve_preprocessing(model_prep, input_size, mean, std, None, None)
         return p.input_size, p.mean, p.std, p.record["chosen"]
+    path = f"{Path(layer_dir) / 'result.json'}"  # for the messages; read by dissect.results
     try:
-        rec = (json.loads(path.read_text("utf-8")).get("settings") or {}).get("preprocessing") or {}
-    except (OSError, ValueError) as e:
-        raise AblationError(f"{path}: cannot read it ({e})") from None
+        rec = (read_result_json(layer_dir).get("settings") or {}).get("preprocessing") or {}
+    except ResultsError as e:
+        raise AblationError(str(e)) from None
     if rec.get("transform"):
         raise AblationError(f"{path}: the layer was dissected with a transform ({rec['transform']}), which a "
-                            "command line cannot repeat; call dissect.ablate.ablate() with a dataset that applies it")
+                            "command line cannot repeat; call dissect.tools.ablate() with a dataset that applies it")
     if not rec.get("input_size"):  # scored activations: the dissection never fed images
         p = resolve_preprocessing(model_prep, input_size, mean, std, None, None)
         return p.input_size, p.mean, p.std, p.record["chosen"] + f" ({path} records none: scored activations)"
@@ -365,11 +367,11 @@ def top_units_for_concept(layer_dir: Union[str, Path], concept: str, k: int) -> 
     folder (iou.npy + result.json); ties go to the lower unit. Raises AblationError."""
     d = Path(layer_dir)
     try:
-        doc = json.loads((d / "result.json").read_text("utf-8"))
-        iou = np.load(d / "iou.npy")
-    except (OSError, ValueError) as e:
-        raise AblationError(f"{d}: cannot read result.json / iou.npy ({e}); run `dissect run` first") from None
-    names = [lab.get("name") for lab in doc.get("labels", [])]
+        res = load_result(d, load_maps=False)
+    except ResultsError as e:
+        raise AblationError(f"{e}; run `dissect run` first") from None
+    iou = res.iou
+    names = [lab.get("name") for lab in res.labels]
     cols = [i for i, nm in enumerate(names) if nm == concept]
     if not cols:
         import difflib

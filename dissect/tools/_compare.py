@@ -20,7 +20,7 @@ from typing import Optional, Sequence, Union
 from broden_builder.store.atomic import atomic_write_text
 
 from ..errors import DissectError
-from ..results import ResultsError, find_layer_folders
+from ..results import ResultsError, read_result_json, result_folders
 
 CSV_COLUMNS = ("run", "folder", "layer", "category", "units", "detectors", "unique_detectors", "iou_threshold")
 
@@ -66,10 +66,8 @@ def run_name(doc: dict) -> str:
 
 
 def _layer_dirs(out: Path) -> list:
-    if (out / "result.json").is_file():
-        return [out]
     try:
-        found = find_layer_folders(out)
+        found = result_folders(out)
     except ResultsError as e:
         raise CompareInputError(str(e)) from None
     if not found:
@@ -79,9 +77,9 @@ def _layer_dirs(out: Path) -> list:
 
 def _read(path: Path) -> dict:
     try:
-        doc = json.loads((path / "result.json").read_text("utf-8"))
-    except (OSError, ValueError) as e:
-        raise CompareInputError(f"{path / 'result.json'}: cannot read ({e})") from None
+        doc = read_result_json(path)
+    except ResultsError as e:
+        raise CompareInputError(str(e)) from None
     for k in ("layer", "summary", "units"):
         if k not in doc:
             raise CompareInputError(f"{path / 'result.json'}: no {k!r} field")
