@@ -1,4 +1,5 @@
-"""The offline demo (``make demo``): the paper's central finding in about a minute on a CPU.
+"""The offline demo (``make demo``): the paper's central finding in about a minute on an idle 2-core CPU
+(52 s measured; 148 s at load 1.4, much longer on a busy machine: benches/RESULTS.md).
 
 It builds the synthetic store (broden_builder.sources.synthetic: scenes defined by the objects,
 parts and materials they contain), trains a small CNN to classify *scenes* on fresh images of
