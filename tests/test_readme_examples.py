@@ -107,9 +107,9 @@ def test_readme_command_runs(workdir, k):
     assert res.returncode == 0, f"README example failed: {cmd}\n{res.stderr}"
     if args[0] == "run":
         layer = args[args.index("--layer") + 1]
-        from dissect.engine import safe_name
+        from dissect.results import has_result, layer_folder
 
-        assert (workdir / "out" / safe_name(layer) / "result.json").is_file()
+        assert has_result(layer_folder(workdir / "out", layer))
     if args[0] == "layers":
         assert re.search(r"^layer4\s", res.stdout, re.M)
 

@@ -82,7 +82,7 @@ def _draw_unit(i: int, rows: np.ndarray, thumbs: dict, masks: dict, thumb: int, 
     shown = [(j, int(r)) for j, r in enumerate(rows) if r >= 0]
     tiles = [thumbs[r][0] for _, r in shown]
     strip = draw_strip(tiles, [thumbs[r][1] for _, r in shown],
-                       [masks[thumbs[r][0].shape[:2]][i, j] for j, r in shown], thumb, gap=STRIP_GAP)
+                       [masks[thumbs[r][0].shape[:2]][i, j] for j, r in shown], thumb, STRIP_GAP)
     name = f"unit_{i + 1:04d}.jpg"
     atomic_write_bytes(files / name, _jpeg(strip))
     edges, x = [], 0
