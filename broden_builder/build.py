@@ -35,6 +35,7 @@ from .store.statistics import layer_fractions as native_fractions
 from .store.atomic import atomic_write_bytes, atomic_write_text
 from .store.writer import STAGING, LabelSpec, StoreWriter
 from .unify import SourceLabel, UnifyError, Vocabulary, check_same_source, unify
+from .words import count
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class BuildReport:
     seconds: float = 0.0
 
     def summary(self) -> str:
-        lines = [f"{self.images} images written in {self.seconds:.1f} s"]
+        lines = [f"{count(self.images, 'image')} written in {self.seconds:.1f} s"]
         if self.missing_sources:
             lines.append("missing sources (skipped): " + ", ".join(self.missing_sources))
         if self.skipped:
@@ -657,7 +658,7 @@ def render_readme(recipe: Recipe, sources: Sequence[Source], report: BuildReport
         f"Images {recipe.size}x{recipe.size}, segmentations {recipe.segmentation_size}x{recipe.segmentation_size}.",
         f"Labels kept when in >= {recipe.min_frequency} images and covering >= {recipe.min_coverage} images.",
         f"Colour labels: {'yes' if recipe.color else 'no'}. Splits: {dict(recipe.splits)}.",
-        f"{report.images} images; labels per category: " + ", ".join(f"{c} {n}" for c, n in report.categories.items()),
+        f"{count(report.images, 'image')}; labels per category: " + ", ".join(f"{c} {n}" for c, n in report.categories.items()),
         "",
         "Sources:",
     ]

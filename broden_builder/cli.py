@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from . import __version__
+from .words import count
 
 
 def _cmd_build(args) -> int:
@@ -55,7 +56,7 @@ def _cmd_stats(args) -> int:
         print(json.dumps(stats, indent=2))
         return 0
     splits = ", ".join(f"{k} {v}" for k, v in sorted(stats["splits"].items()))
-    print(f"{args.store}: {stats['images']} images ({splits})")
+    print(f"{args.store}: {count(stats['images'], 'image')} ({splits})")
     print(f"{'category':<12}{'level':<7}{'labels':>7}  images per split")
     for cat, c in stats["categories"].items():
         per = ", ".join(f"{k} {v}" for k, v in sorted(c["images"].items()))

@@ -46,6 +46,7 @@ from .store.reader import BrodenStore
 from .store.statistics import LabelTally, layer_fractions
 from .store.writer import LabelSpec, StoreWriter, compute_tables, written_statistics
 from .unify import SourceLabel, UnifyError, check_same_source, unify
+from .words import count
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class AddReport:
     def summary(self) -> str:
         if self.completed_interrupted:
             return f"completed the interrupted addition ({self.images} images); the store is up to date"
-        lines = [f"{self.images} images added in {self.seconds:.1f} s"]
+        lines = [f"{count(self.images, 'image')} added in {self.seconds:.1f} s"]
         if self.new_categories:
             lines.append("new categories: " + ", ".join(self.new_categories))
         lines.append(f"{len(self.new_labels)} new label(s)" + (": " + ", ".join(f"{n} {nm} ({c})" for n, nm, c in self.new_labels[:30]) if self.new_labels else ""))
@@ -457,7 +458,7 @@ def _updated_readme(root: Path, src, report: AddReport, info: dict) -> str:
     p = root / "README.txt"
     text = p.read_text("utf-8") if p.exists() else ""
     lines = [f"Extended on {info['additions'][-1]['date']} by broden-dissect {__version__} with "
-             f"{src.type_name} (images/{src.prefix}/): {report.images} images, {len(report.new_labels)} new labels"
+             f"{src.type_name} (images/{src.prefix}/): {count(report.images, 'image')}, {count(len(report.new_labels), 'new label')}"
              + (f", new categories {', '.join(report.new_categories)}" if report.new_categories else "") + "."]
     if src.license:
         lines.append(f"  licence/terms: {src.license}")

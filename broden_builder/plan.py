@@ -17,7 +17,6 @@ reason, and the same-source merges the recipe would refuse.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -58,7 +57,7 @@ class Plan:
         lines = [f"plan (metadata only; min_frequency {self.min_frequency}, min_coverage {self.min_coverage}):"]
         for c, n in self.categories.items():
             mark = " (upper bound: coverage unknown)" if c in self.upper_bound else ""
-            lines.append(f"  {c:<10} {n:>6} labels kept, {self.dropped.get(c, 0)} dropped{mark}")
+            lines.append(f"  {c:<10} {n:>6} {'label' if n == 1 else 'labels'} kept, {self.dropped.get(c, 0)} dropped{mark}")
         for key, info in self.sources.items():
             labs = ", ".join(f"{c} {n}" for c, n in info.get("labels", {}).items())
             lines.append(f"  source {key}: {info['status']}" + (f" ({labs} source labels)" if labs else ""))

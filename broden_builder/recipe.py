@@ -1,7 +1,7 @@
 """Build recipes: YAML files turned into a frozen, validated configuration."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 

@@ -5,8 +5,9 @@ broden_builder besides its public API (``BrodenStore``, ``BrodenDataset``, ...),
   ``durable=True`` to fsync), :func:`fsync_dir`, :func:`sweep_temp_files` (debris of killed writers);
 - locks: :func:`exclusive` (one writer per folder; :class:`LockedError` names the holder);
 - paths: :func:`safe_component` (one path component, refused with :class:`UnsafePathError`);
-- progress: :func:`progress` (tqdm.auto, quiet when asked), :func:`add_verbosity_flags`,
-  :func:`add_verbosity_to_subcommands` (-q/--quiet, -v/--verbose);
+- progress: :func:`progress` (tqdm.auto, quiet when asked), :func:`progress_to` (where progress
+  lines go), :func:`note` (a one-line note: resume, checkpoint), :func:`add_verbosity_flags`,
+  :func:`add_verbosity_to_subcommands` (-q/--quiet, -v/--verbose); words: :func:`count` ("3 units");
 - CLI errors: :func:`run_command` (every error one line ``error: ...``, exit status), :func:`describe`,
   :class:`UsageError`; :class:`InputError`, the base of the errors reported as bad input;
 - store checks: :func:`label_number_problems`; suggestions: :func:`did_you_mean`;
@@ -19,7 +20,7 @@ dissect imports only the public API, this floor and the demo's build functions).
 """
 from .cli_errors import UsageError, describe, run_command
 from .errors import InputError
-from .progress import add_verbosity_flags, add_verbosity_to_subcommands, progress
+from .progress import add_verbosity_flags, add_verbosity_to_subcommands, note, progress, progress_to
 from .store.atomic import atomic_write_bytes, atomic_write_text, fsync_dir, sweep_temp_files
 from .store.locking import LockedError, exclusive
 from .store.paths import UnsafePathError, safe_component
@@ -28,8 +29,9 @@ from .resize import resize_image
 from .sources.decode import load_image
 from .store.label_cache import LabelCache
 from .suggest import did_you_mean
+from .words import count
 
 __all__ = ["InputError", "LabelCache", "LockedError", "load_image", "resize_image", "UnsafePathError", "UsageError", "add_verbosity_flags",
-           "add_verbosity_to_subcommands", "atomic_write_bytes", "atomic_write_text", "describe", "did_you_mean",
+           "add_verbosity_to_subcommands", "atomic_write_bytes", "count", "note", "progress_to", "atomic_write_text", "describe", "did_you_mean",
            "exclusive", "fsync_dir", "label_number_problems", "progress", "run_command", "safe_component",
            "sweep_temp_files"]

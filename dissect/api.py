@@ -25,7 +25,7 @@ from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 
-from .errors import DissectError
+from .errors import DissectError, NoResultsError, NotDissectedError, SettingError
 
 
 def _config(config, settings: dict):
@@ -34,7 +34,7 @@ def _config(config, settings: dict):
     known = {f.name for f in fields(DissectConfig)}
     unknown = sorted(set(settings) - known)
     if unknown:
-        raise TypeError(f"unknown setting(s) {unknown}; known: {sorted(known)}")
+        raise SettingError(f"unknown setting(s) {unknown}; known: {sorted(known)}")
     base = config if config is not None else DissectConfig()
     return base.replace(**settings) if settings else base
 
@@ -76,31 +76,35 @@ class DissectionResult:
     def _name(self, layer: Optional[str]) -> str:
         if layer is None:
             if len(self.layers) != 1:
-                raise ValueError(f"several layers were dissected {list(self.layers)}: name one")
+                raise DissectError(f"several layers were dissected {list(self.layers)}: name one")
             return next(iter(self.layers))
         if layer not in self.layers:
-            raise KeyError(f"layer {layer!r} was not dissected; layers: {list(self.layers)}")
+            raise NotDissectedError(f"layer {layer!r} was not dissected; layers: {list(self.layers)}")
         return layer
 
     # -------------------------------------------------------------- tables and arrays
-    def table(self, layer: Optional[str] = None) -> list:
+    def table(self, layer: Optional[str] = None, compact: bool = False) -> list:
         """Per-unit records (unit_index order; all layers when ``layer`` is None and several exist).
 
         Keys: ``layer, unit`` (1-based), ``unit_index`` (0-based), ``label, number, category, iou,
         detector, threshold``, then for every category ``<cat>-label, <cat>-iou, <cat>-truth,
-        <cat>-activation, <cat>-intersect`` (the tally.csv columns). ``pandas.DataFrame(rows)`` works.
+        <cat>-activation, <cat>-intersect`` (the tally.csv columns). ``compact=True``: only
+        ``layer, unit, label, category, iou``. ``pandas.DataFrame(rows)`` works.
         """
         names = list(self.layers) if layer is None and len(self.layers) > 1 else [self._name(layer)]
+        keys = ("unit", "label", "category", "iou") if compact else \
+            ("unit", "unit_index", "label", "number", "category", "iou", "detector", "threshold")
         rows = []
         for name in names:
             for u in self.layers[name].units:
                 row = {"layer": name}
-                row.update({k: u[k] for k in ("unit", "unit_index", "label", "number", "category", "iou",
-                                              "detector", "threshold") if k in u})
+                row.update({k: u[k] for k in keys if k in u})
+                rows.append(row)
+                if compact:
+                    continue
                 for cat, pc in (u.get("per_category") or {}).items():
                     for key in ("label", "iou", "truth", "activation", "intersect"):
                         row[f"{cat}-{key}"] = pc.get(key)
-                rows.append(row)
         return rows
 
     def to_dataframe(self, layer: Optional[str] = None):
@@ -244,7 +248,7 @@ class DissectionResult:
 
         res = self[self._name(layer)]
         if res.path is None:
-            raise ValueError("explain reads the layer's result folder: run(out=...) or score(out=...) first")
+            raise DissectError("explain reads the layer's result folder: run(out=...) or score(out=...) first")
         is_model = isinstance(source, (nn.Module, LoadedModel))
         ex = explain_result(res.path, activations=None if is_model else source, model=source if is_model else None,
                             store=store if store is not None else self.store, length=length, beam=beam,
@@ -262,7 +266,7 @@ class DissectionResult:
 
         out = Path(out) if out is not None else self.out
         if out is None:
-            raise ValueError("these results were not written to a folder: run(out=...) first, or pass out=")
+            raise DissectError("these results were not written to a folder: run(out=...) first, or pass out=")
         in_memory = [r for r in self.layers.values() if r.path is not None and r.topk_maps is not None]
         return write_reports(out, store=store if store is not None else self.store, quiet=quiet,
                              results=in_memory, **kwargs)
@@ -278,7 +282,7 @@ class DissectionResult:
             res = load_result(folder, load_maps=load_maps)
             layers[res.layer + (".sae" if res.what == "feature" else "")] = res
         if not layers:
-            raise FileNotFoundError(f"{out}: no dissection results (no <layer>/result.json)")
+            raise NoResultsError(f"{out}: no dissection results (no <layer>/result.json)")
         return cls(layers, out)
 
 
@@ -315,22 +319,25 @@ class Dissection:
         ``out/controls/`` (dissect.tools dissect_with_controls; ``seed`` as documented there); the
         result's ``controls`` is then a ControlRuns (``.random``, ``.rotated``, ``.table``).
         """
+        from broden_builder.shared import progress_to
+
         from .engine import dissect_model
 
         runs = None
-        if controls:
-            if out is None:
-                raise DissectError("controls=True needs out= (the controls are written to out/controls/)")
-            from .tools import dissect_with_controls
+        with progress_to(self.config.progress):
+            if controls:
+                if out is None:
+                    raise DissectError("controls=True needs out= (the controls are written to out/controls/)")
+                from .tools import dissect_with_controls
 
-            runs = dissect_with_controls(self.model, self.layers, self.store, self.config, out, seed=seed)
-            layers = runs.trained
-        else:
-            layers = dissect_model(self.model, self.layers, self.store, self.config, out=out)
-        result = DissectionResult(layers, out, self.store)
-        result.controls = runs
-        if out is not None and report and _is_rank0():
-            result.report(quiet=self.config.quiet)
+                runs = dissect_with_controls(self.model, self.layers, self.store, self.config, out, seed=seed)
+                layers = runs.trained
+            else:
+                layers = dissect_model(self.model, self.layers, self.store, self.config, out=out)
+            result = DissectionResult(layers, out, self.store)
+            result.controls = runs
+            if out is not None and report and _is_rank0():
+                result.report(quiet=self.config.quiet)
         return result
 
     @staticmethod

@@ -23,6 +23,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from broden_builder.shared import count
+
 
 def _add_settings(p: argparse.ArgumentParser, command: str) -> None:
     """The DissectConfig fields that ``command`` offers, as options derived from their declarations
@@ -64,7 +66,27 @@ def _plain_type(hint):
 def _add_shared(p: argparse.ArgumentParser, command: str) -> None:
     """The dissection settings of ``command`` (from dissect.config.DissectConfig) and --no-report."""
     _add_settings(p, command)
+    p.add_argument("--config", default=None, metavar="FILE.yaml",
+                   help="read the settings from this YAML file, whose keys are dissect.DissectConfig's field names "
+                        "(quantile, iou_threshold, batch_size, categories, input_size, ...); options given on the "
+                        "command line win")
     p.add_argument("--no-report", action="store_true", help="do not write the HTML report (dissect report OUT writes it later)")
+
+
+WEIGHTS_HELP = (
+    "required for torchvision and timm names: a torchvision weight name (DEFAULT, IMAGENET1K_V1; downloaded into "
+    "the torch hub cache, $TORCH_HOME/hub/checkpoints, default ~/.cache/torch/hub/checkpoints, unless already "
+    "there), a local checkpoint file (offline nodes: --weights /path/to/resnet18-f37072fd.pth for a torchvision "
+    "name, a .safetensors or .pth for timm:NAME; a .pth/.pt/.safetensors state_dict, 'module.' prefixes removed), "
+    "or 'none' for a random initialisation (stated in the output and the report). hf:FOLDER and file.py models "
+    "carry their own weights (a file.py model takes an optional checkpoint; 'none' records it as random)")
+
+
+def _device(spec: str):
+    """--device as a torch.device ('auto' resolved as in a run; dissect.engine.resolve_device)."""
+    from .engine import init_from_env, resolve_device
+
+    return resolve_device(spec, init_from_env(spec))
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:
@@ -75,10 +97,7 @@ def _add_model(p: argparse.ArgumentParser) -> None:
                         "transformers vision model saved locally), path/to/file.py:function returning an nn.Module "
                         "(this imports and runs that file's code: only for code you trust), a TorchScript file, or a "
                         "torch.export .pt2 program")
-    p.add_argument("--weights", default=None,
-                   help="required for torchvision and timm names: a torchvision weight name (DEFAULT, IMAGENET1K_V1), "
-                        "a checkpoint path (.pth/.pt/.safetensors state_dict; 'module.' prefixes are removed), or "
-                        "'none' for a random initialisation (stated in the output and the report)")
+    p.add_argument("--weights", default=None, help=WEIGHTS_HELP)
     p.add_argument("--unsafe-unpickle", action="store_true", help=UNSAFE_HELP)
 
 
@@ -118,7 +137,6 @@ def _parser_layers(sub) -> None:
     layers.add_argument("--store", default=None, help="use this store's image size for the dummy input")
     layers.add_argument("--input-size", type=parse_size, default=None, metavar="SIZE|HxW",
                         help="dummy input size (default: the store's image size, else 224)")
-    layers.add_argument("--device", default="cpu", help="device for the dummy pass (default cpu)")
     _add_settings(layers, "layers")
 
 
@@ -130,7 +148,7 @@ def _parser_explain(sub) -> None:
     src = explain.add_mutually_exclusive_group(required=True)
     src.add_argument("--activations", help=".npy or .pt file, shape N x units x h x w (as for `dissect score`)")
     src.add_argument("--model", help="a model, as for `dissect run` (with --layer)")
-    explain.add_argument("--weights", default=None, help="weights of --model, as for `dissect run`")
+    explain.add_argument("--weights", default=None, help=WEIGHTS_HELP)
     explain.add_argument("--unsafe-unpickle", action="store_true", help=argparse.SUPPRESS)
     explain.add_argument("--layer", default=None, help="the layer of --model to explain")
     explain.add_argument("--name", default=None, help="result folder name for --activations (default: the file's stem)")
@@ -174,6 +192,9 @@ def _parser_compare(sub) -> None:
     compare.add_argument("outs", nargs="+", metavar="OUT", help="results folders of dissect run/score")
     compare.add_argument("--out", required=True, help="folder for compare.html, compare.csv and the charts")
     compare.add_argument("--title", default="Network Dissection: comparison", help="page title")
+    compare.add_argument("--name", action="append", default=[], metavar="OUT=LABEL",
+                         help="name the run of results folder OUT (as given, or its folder name) LABEL on the page "
+                              "and the charts, instead of the model and weights; repeatable")
 
 
 def _parser_ablate(sub) -> None:
@@ -198,7 +219,6 @@ def _parser_ablate(sub) -> None:
     _add_settings(ablate, "ablate")
     ablate.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
     ablate.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
-    ablate.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
 
 
 def _parser_report(sub) -> None:
@@ -247,7 +267,26 @@ def _config(args):
         if hasattr(args, f.name):
             collect = f.metadata.get("collect")
             values[f.name] = collect(getattr(args, f.name)) if collect else getattr(args, f.name)
+    for key, value in getattr(args, "config_extra", {}).items():  # --config keys that are no option here
+        if values.get(key) is None:
+            values[key] = value
     return DissectConfig(**values)
+
+
+def _with_config_file(parser: argparse.ArgumentParser, args, argv):
+    """``args`` again with ``--config FILE``'s settings as the subcommand's defaults (so options given
+    on the command line win); keys that are no option of it go to ``args.config_extra``."""
+    from .config import read_config_file
+
+    if not getattr(args, "config", None):
+        return args
+    values = read_config_file(args.config)
+    sub = parser._subparsers._group_actions[0].choices[args.command]
+    dests = {a.dest for a in sub._actions if a.dest != "categories"}  # an appended list: kept apart
+    sub.set_defaults(**{k: v for k, v in values.items() if k in dests})
+    args = parser.parse_args(argv)
+    args.config_extra = {k: v for k, v in values.items() if k not in dests}
+    return args
 
 
 def _cmd_run(args) -> int:
@@ -286,19 +325,26 @@ def _cmd_run(args) -> int:
     return 0
 
 
-def _report(args, results) -> None:
-    """Write the HTML report of these LayerResults, from memory (and the index over all of OUT) unless --no-report."""
+def _report(args, results=(), layers: Sequence[str] = ()) -> None:
+    """Write the HTML report (and the index over all of OUT) unless --no-report: the pages of these
+    LayerResults, from memory, and of the layer folders named in ``layers``, read from OUT."""
     if args.no_report:
         return
+    from broden_builder import BrodenError
+
+    from .errors import DissectError
     from .report import write_reports
 
     try:
-        index = write_reports(args.out, store=args.store, quiet=args.quiet, results=results,
-                              layers=[r.path.name for r in results])
-    except Exception as e:  # the results are written; a report problem must not hide them
+        index = write_reports(args.out, store=args.store, quiet=args.quiet, results=list(results),
+                              layers=[r.path.name for r in results] + list(layers))
+    except (DissectError, BrodenError, OSError) as e:  # bad input: the results are written, say so and go on
         print(f"dissect {args.command}: warning: report not written ({type(e).__name__}: {e}); "
               f"retry with: dissect report {args.out}", file=sys.stderr)
         return
+    except Exception as e:  # a bug: the results are written, but it must not pass as a warning
+        raise RuntimeError(f"the report failed ({type(e).__name__}: {e}) after the results were written "
+                           f"to {args.out}") from e
     print(f"report: {index}")
 
 
@@ -319,7 +365,6 @@ def _cmd_score(args) -> int:
 
 
 def _cmd_layers(args) -> int:
-    import torch
 
     from .capture import list_layers
     from .capture import load_model
@@ -336,7 +381,7 @@ def _cmd_layers(args) -> int:
         if st.rows:
             size = (st.rows[0].ih, st.rows[0].iw)
     size = size or (224, 224)
-    dev = torch.device(args.device)
+    dev = _device(args.device)
     lm.module.to(dev)
     try:
         rows = list_layers(lm.module, size, device=dev, layout=args.layout)
@@ -350,7 +395,7 @@ def _cmd_layers(args) -> int:
         shapes = [t for t in r.tensors]
         first = shapes[0] if len(shapes) == 1 and shapes[0][0] == r.name else None
         table.append((r.name, r.type, str(r.calls), r.structure if r.calls else "not called",
-                      "x".join(map(str, first[1])) if first else ("-" if not shapes else f"{len(shapes)} tensors"),
+                      "x".join(map(str, first[1])) if first else ("-" if not shapes else count(len(shapes), "tensor")),
                       first[2] if first else ""))
         if not first:
             for sel, shape, lay in shapes:
@@ -415,17 +460,17 @@ def _cmd_explain(args) -> int:
         print(f"using the thresholds and settings of {layer_dir} (delete it to score again)")
     if info.rank != 0:
         return 0
-    device = args.device if args.device != "auto" else ("cuda" if _cuda() else "cpu")
+    device = _device(args.device)
     ex = explain_result(layer_dir, activations=args.activations, model=model, store=args.store, length=args.length,
                         beam=args.beam, batch_size=args.batch_size, workers=_workers(args), device=device,
                         quiet=args.quiet)
     rows = ex.rows()
     comp = sum(1 for r in rows if r["length"] > 1)
     mean = lambda k: sum(r[k] for r in rows) / max(1, len(rows))  # noqa: E731
-    print(f"{name}: {len(rows)} {'features' if sae else 'units'} explained, {comp} by a composition; mean IoU {mean('iou'):.4f} "
+    print(f"{name}: {count(len(rows), 'feature' if sae else 'unit')} explained, {comp} by a composition; mean IoU {mean('iou'):.4f} "
           f"(best single concept {mean('single_iou'):.4f})")
     print(f"explanations in {layer_dir / 'explanations.csv'}")
-    _report(args, [name])
+    _report(args, layers=[layer_dir.name])
     return 0
 
 
@@ -486,40 +531,65 @@ def _cuda() -> bool:
 
 def _cmd_compare(args) -> int:
     from .tools import collect, expand_controls, side_by_side, write_compare
+    from .tools._compare import run_names
 
-    outs, names = expand_controls(args.outs)  # a folder of `run --controls` brings its random and rotated runs
+    # a folder of `run --controls` brings its random and rotated runs; --name OUT=LABEL renames a given folder
+    outs, names = expand_controls(args.outs)
+    labels = run_names(args.outs, _run_labels(args.name, args.outs))
+    given = {str(Path(o)): label for o, label in zip(args.outs, labels) if label}
+    names = [given.get(str(o), n) for o, n in zip(outs, names)]
     page = write_compare(outs, args.out, title=args.title, names=names)
     print(side_by_side(collect(outs, names)))
     print(f"comparison: {page} ({Path(args.out) / 'compare.csv'})")
     return 0
 
 
-def _cmd_ablate(args) -> int:
-    from broden_builder.torch_dataset import IMAGENET_MEAN, IMAGENET_STD
+def _run_labels(pairs: Sequence[str], outs: Sequence[str]) -> dict:
+    """--name OUT=LABEL pairs as {OUT: LABEL}; OUT is matched against the folders given (a path may hold '=')."""
+    from broden_builder.shared import UsageError
 
-    from .tools import ablate, open_data, top_units_for_concept
+    names = {}
+    for pair in pairs:
+        key = next((o for o in sorted(outs, key=len, reverse=True) if pair.startswith(f"{o}=")), None)
+        if key is None:
+            key = pair.partition("=")[0]
+        label = pair[len(key) + 1:]
+        if "=" not in pair or not label.strip():
+            raise UsageError(f"--name {pair!r}: expected OUT=LABEL (e.g. --name {outs[0]}=trained)")
+        names[key] = label.strip()
+    return names
+
+
+def _fmt3(values) -> str:
+    return ",".join(f"{float(v):g}" for v in values)
+
+
+def _cmd_ablate(args) -> int:
+    from .tools import ablate, open_data, result_preprocessing, top_units_for_concept
     from .results import layer_folder
     from .capture import load_model
 
     layer_dir = layer_folder(args.out, args.layer)
     if args.concept:
         units = top_units_for_concept(layer_dir, args.concept, args.k)
-        print(f"the {len(units)} units with the highest IoU for {args.concept!r}: {', '.join(map(str, units))}")
+        print(f"the {count(len(units), 'unit')} with the highest IoU for {args.concept!r}: {', '.join(map(str, units))}")
     else:
         try:
             units = [int(u) for u in args.units.replace(" ", "").split(",") if u]
         except ValueError:
             raise ValueError(f"--units must be comma-separated unit numbers, got {args.units!r}") from None
-    size = args.input_size or (224, 224)
-    ds, classes = open_data(args.data, size, args.mean or IMAGENET_MEAN, args.std or IMAGENET_STD,
-                            image_column=args.image_column, label_column=args.label_column, split=args.split)
     model = load_model(args.model, args.weights, unsafe_unpickle=args.unsafe_unpickle)
+    size, mean, std, source = result_preprocessing(layer_dir, model.preprocessing, args.input_size, args.mean,
+                                                   args.std)
+    print(f"preprocessing: {size[0]}x{size[1]}, mean {_fmt3(mean)}, std {_fmt3(std)} from {source}")
+    ds, classes = open_data(args.data, size, mean, std, image_column=args.image_column,
+                            label_column=args.label_column, split=args.split)
     res = ablate(model.module, args.layer, units, ds, classes, mode=args.mode, batch_size=args.batch_size,
-                 workers=args.workers, device=args.device, quiet=args.quiet)
+                 workers=args.workers, device=_device(args.device), quiet=args.quiet)
     rows = res.rows()
     total = rows[-1]
     print(f"{args.layer}: units {', '.join(map(str, res.units))} set to {args.mode}: accuracy "
-          f"{total['accuracy_before']:.4f} -> {total['accuracy_after']:.4f} on {total['images']} images")
+          f"{total['accuracy_before']:.4f} -> {total['accuracy_after']:.4f} on {count(total['images'], 'image')}")
     worst = sorted(rows[:-1], key=lambda r: (r["change"], r["class_index"]))[:5]
     for r in worst:
         if r["images"]:
@@ -553,8 +623,8 @@ def main(argv: Optional[Sequence[str]] = None, own_process: bool = False) -> int
                 "explain": _cmd_explain, "describe": _cmd_describe, "compare": _cmd_compare, "ablate": _cmd_ablate,
                 "sae": _cmd_sae}
     try:
-        return run_command(lambda: handlers[args.command](args), verbose=getattr(args, "verbose", False),
-                           own_process=own_process)
+        return run_command(lambda: handlers[args.command](_with_config_file(parser, args, argv)),
+                           verbose=getattr(args, "verbose", False), own_process=own_process)
     finally:
         try:
             import torch.distributed as dist

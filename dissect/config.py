@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,7 @@ PREPROCESSING = ("run", "explain", "ablate", "describe")
 #: Fields that change how a run works, never what it computes: not recorded in result.json's
 #: settings (the engine records the parallelism it chose) and not part of the checkpoint key.
 RUNTIME_ONLY = ("workers", "threads", "device", "checkpoint_every", "quantile_memory", "cache_dir", "keep_cache",
-                "quiet", "label_cache")
+                "quiet", "label_cache", "progress")
 
 
 def floats3(text: str) -> tuple:
@@ -127,7 +128,8 @@ class DissectConfig:
     threads: Optional[int] = setting(
         None, "torch threads for the statistics (default 1: small tensors, images split across the workers; a CPU "
         "model forward gets the cores the workers leave); recorded in result.json")
-    device: str = setting("auto", "auto (cuda when available), cpu, cuda or cuda:N (default auto)")
+    device: str = setting("auto", "auto (cuda when available, else cpu), cpu, cuda or cuda:N (default {default}); "
+                          "the same in every command", cli=DISSECTION + ("layers", "ablate"))
     checkpoint_every: int = setting(50, "save the statistics every N batches so a killed run resumes "
                                     "(0 = never; default {default})", metavar="N")
     quantile_memory: int = setting(1 << 30, "bytes the exact quantile may keep before it switches to histogram "
@@ -167,6 +169,10 @@ class DissectConfig:
                            "q-value <= alpha (default {default})")
     detector: str = setting("iou", "what counts as a detector: iou (best IoU >= --iou-threshold, the paper's "
                             "rule; default), significant (q <= --alpha; needs --null), both", choices=DETECTORS)
+    progress: Optional[object] = setting(
+        None, "where progress goes: a callable (given a broden_builder.progress.ProgressEvent per progress line "
+        "and a str per note: resume, checkpoint) or a logging.Logger (lines at INFO); None: bars on a terminal, "
+        "lines on stderr elsewhere", cli=())
 
     def __post_init__(self):
         # `not (a <= x <= b)` also refuses NaN, which would otherwise run both passes and fail
@@ -202,6 +208,8 @@ class DissectConfig:
             object.__setattr__(self, "categories", tuple(self.categories))
         if self.layout is not None and self.layout not in LAYOUTS:
             raise DissectError(f"layout must be one of {LAYOUTS} (or None to detect), got {self.layout!r}")
+        if self.progress is not None and not (callable(self.progress) or isinstance(self.progress, logging.Logger)):
+            raise DissectError(f"progress must be a callable or a logging.Logger, got {type(self.progress).__name__}")
         if self.transform is not None and not callable(self.transform):
             raise DissectError(f"transform must be callable, got {type(self.transform).__name__}")
         for name in ("mean", "std"):
@@ -264,3 +272,46 @@ def default(name: str):
     """The default value of field ``name`` (the CLI's option defaults come from here)."""
     f = DissectConfig.__dataclass_fields__[name]
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+#: Settings only Python can give (objects, not values): a config file cannot hold them.
+PYTHON_ONLY = ("transform", "progress")
+
+
+def read_config_file(path) -> dict:
+    """The settings of a YAML (or JSON) file whose keys are :class:`DissectConfig`'s field names
+    (``dissect run --config run.yaml``), checked by making a DissectConfig of them.
+
+    Lists become tuples (``mean: [0.5, 0.5, 0.5]``). Raises DissectError naming the file and the
+    key: a file that cannot be read, not a mapping, an unknown key (with the nearest names), a
+    Python-only setting (``transform``, ``progress``) or an invalid value."""
+    from pathlib import Path
+
+    import yaml
+
+    from broden_builder.shared import did_you_mean
+
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise DissectError(f"{path}: cannot read the settings file ({e})") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise DissectError(f"{path}: expected a mapping of DissectConfig settings (key: value), got "
+                           f"{type(doc).__name__}")
+    known = [f.name for f in dataclasses.fields(DissectConfig) if f.name not in PYTHON_ONLY]
+    values = {}
+    for key, value in doc.items():
+        if key in PYTHON_ONLY:
+            raise DissectError(f"{path}: {key!r} can only be given in Python (it is an object, not a value)")
+        if key not in known:
+            raise DissectError(f"{path}: unknown setting {key!r}{did_you_mean(str(key), known)} (the keys are "
+                               f"DissectConfig's: {', '.join(known)})")
+        values[key] = tuple(value) if isinstance(value, list) else value
+    try:
+        DissectConfig(**values)
+    except (DissectError, TypeError) as e:
+        raise DissectError(f"{path}: {e}") from None
+    return values

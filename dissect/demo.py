@@ -1,4 +1,5 @@
-"""The offline demo (``make demo``): the paper's central finding in about a minute on a CPU.
+"""The offline demo (``make demo``): the paper's central finding in about a minute on an idle 2-core CPU
+(52 s measured; 148 s at load 1.4, much longer on a busy machine: benches/RESULTS.md).
 
 It builds the synthetic store (broden_builder.sources.synthetic: scenes defined by the objects,
 parts and materials they contain), trains a small CNN to classify *scenes* on fresh images of
@@ -20,6 +21,8 @@ from typing import Optional, Sequence
 
 import torch
 from torch import nn
+
+from broden_builder.shared import count
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +309,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   seg=args.seg, epochs=args.epochs, workers=args.workers, seed=args.seed, quiet=args.quiet,
                   controls=not args.no_controls)
     print(f"demo finished in {time.perf_counter() - t0:.0f} s (this process: {time.process_time() - c0:.0f} s CPU, "
-          f"{torch.get_num_threads()} threads)")
+          f"{count(torch.get_num_threads(), 'thread')})")
     print()
     print(REAL_BRODEN_HELP)
     return 0

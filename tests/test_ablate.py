@@ -173,3 +173,38 @@ def test_report_lines_for_units(tmp_path):
     assert 'href="ablation_units_1_3_zero.csv"' in extras[1] and "0.750 &rarr; 0.500" in extras[3]
     assert 2 not in extras
     assert unit_extras(tmp_path / "nothing") == {}
+
+
+def test_ablate_cli_uses_the_recorded_preprocessing(tmp_path, capsys):
+    """A dissection recorded mean 0, std 1 at 8 px: ablate feeds the same. With ImageNet's mean/std
+    (the old default) the greyish red (130, 120, 110) reads as blue: red (0.5098 - 0.485) / 0.229 = 0.1087
+    < blue (0.4314 - 0.406) / 0.225 = 0.1127, so the red class would score 0 instead of 1."""
+    from dissect.cli import main
+
+    r = (130 / 255 - 0.485) / 0.229
+    b = (110 / 255 - 0.406) / 0.225
+    assert b > r  # the hand computation above: ImageNet normalisation flips the class
+    root = tmp_path / "data"
+    for name, rgb in (("a_red", (130, 120, 110)), ("b_green", (0, 255, 0)), ("c_blue", (0, 0, 255))):
+        (root / name).mkdir(parents=True)
+        Image.new("RGB", (8, 8), rgb).save(root / name / "0.png")
+    (tmp_path / "colornet.py").write_text(COLORNET_SOURCE)
+    out = tmp_path / "out"
+    (out / "features").mkdir(parents=True)
+    prep = {"input_size": [8, 8], "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "transform": None}
+    (out / "features" / "result.json").write_text(json.dumps({"settings": {"preprocessing": prep}, "units": []}))
+    args = ["ablate", "--model", f"{tmp_path / 'colornet.py'}:colornet", "--layer", "features", "--data", str(root),
+            "--out", str(out), "--units", "3", "--quiet"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "preprocessing: 8x8, mean 0,0,0, std 1,1,1 from the dissection's" in text
+    rows = list(csv.DictReader(open(out / "features" / "ablation_units_3_zero.csv", newline="")))
+    assert float(rows[0]["accuracy_before"]) == 1.0  # a_red right with the dissection's preprocessing
+    # an explicit setting that differs from the dissection's is refused, naming both
+    assert main(args + ["--mean", "0.485,0.456,0.406"]) == 1
+    err = capsys.readouterr().err
+    assert "mean (0.485, 0.456, 0.406) differs from the dissection's (0.0, 0.0, 0.0)" in err
+    # a dissection made with a transform cannot be repeated from the command line
+    prep["transform"] = "Normalize()"
+    (out / "features" / "result.json").write_text(json.dumps({"settings": {"preprocessing": prep}, "units": []}))
+    assert main(args) == 1 and "dissected with a transform" in capsys.readouterr().err

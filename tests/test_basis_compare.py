@@ -100,3 +100,52 @@ def test_compare_cli(tmp_path, capsys):
     assert (tmp_path / "c" / "compare.html").is_file()
     assert main(["compare", str(tmp_path / "missing"), "--out", str(tmp_path / "c")]) in (1, 2)
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_compare_names_random_marker_and_labels_that_do_not_overlap(tmp_path, capsys):
+    """--name OUT=LABEL names a run; a random-weight run is marked (table badge, hatched bars,
+    "(random init)" even for a file.py model); run labels under the chart never overlap, measured
+    by matplotlib's renderer on the drawn texts (issue 24: long names over 1-layer groups did)."""
+    pytest.importorskip("matplotlib")
+    from dissect.cli import main
+    from dissect.tools._compare import _label_runs, stacked_bars
+
+    long = "/very/long/path/to/a/checkpoint/folder/my_model_definition.py:build_the_network"
+    outs = []
+    for k in range(6):
+        m = {"kind": "python", "spec": long + str(k), "weights": {"checkpoint": f"/ckpt/epoch_{k:03d}_final.pth"}}
+        if k == 5:
+            m = {"kind": "python", "spec": long, "weights": "none (random init: the function's own)",
+                 "random_weights": True}
+        _result(tmp_path / f"run{k}" / "layer4", "layer4", m, {"object": k + 1}, {"object": 1})
+        outs.append(str(tmp_path / f"run{k}"))
+    rc = main(["compare", *outs, "--out", str(tmp_path / "cmp"), "--name", f"{outs[0]}=trained",
+               "--name", "run1=epoch 1"])
+    assert rc == 0, capsys.readouterr().err
+    rows = list(csv.DictReader(open(tmp_path / "cmp" / "compare.csv", newline="")))
+    runs = list(dict.fromkeys(r["run"] for r in rows))
+    assert runs[:2] == ["trained", "epoch 1"] and runs[5].endswith("(random init)")
+    html = (tmp_path / "cmp" / "compare.html").read_text()
+    assert html.count('class="rnd"') == 1 and "trained" in html
+    svg = (tmp_path / "cmp" / "detectors.svg").read_text()
+    assert 'id="h' in svg or "hatch" in svg  # the random run's bars are hatched (an SVG hatch pattern)
+    summaries = collect(outs)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(min(40.0, max(4.5, 0.45 * 6 + 3.0)), 3.8))
+    ax.bar(range(6), [1] * 6)
+    texts = _label_runs(fig, ax, summaries)
+    r = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(r) for t in texts]
+    assert len(boxes) == 6
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    plt.close(fig)
+    assert stacked_bars(summaries, "unique", tmp_path / "u", "unique")
+    # a name for a folder that is not compared, or no label
+    assert main(["compare", outs[0], "--out", str(tmp_path / "c2"), "--name", "elsewhere=x"]) == 1
+    assert "'elsewhere' is none of the compared folders" in capsys.readouterr().err
+    assert main(["compare", outs[0], "--out", str(tmp_path / "c2"), "--name", "run0"]) == 2
+    assert "expected OUT=LABEL" in capsys.readouterr().err

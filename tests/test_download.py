@@ -169,6 +169,37 @@ def test_404_fails_at_once(http_server, tmp_path, sleeps):
     assert sleeps == [] and len(http_server.requests) == 1
 
 
+def test_unresolvable_host_fails_at_once_with_offline_instructions(tmp_path, sleeps):
+    """A name that does not resolve (RFC 6761: .invalid never does) is no flaky server: no retries,
+    no sleeps, an OfflineError saying which file to put where (issue 24: 93 s for 3 files)."""
+    import time
+
+    data_url = "http://nonexistent.invalid/data/c.tar"
+    t0 = time.monotonic()
+    with pytest.raises(OfflineError) as ei:
+        fetch(Resource(data_url, "c.tar", 10, "ab" * 32), tmp_path / "dl", retries=5, progress=False)
+    assert sleeps == [] and time.monotonic() - t0 < 30
+    msg = str(ei.value)
+    assert "'nonexistent.invalid' does not resolve" in msg and "no retries" in msg
+    assert f"destination: {(tmp_path / 'dl' / 'c.tar').resolve()}" in msg and f"url:         {data_url}" in msg
+    assert not (tmp_path / "dl" / "c.tar.part").exists()
+    # many files (OpenSurfaces photos): the first unresolved host stops the lot
+    res = [Resource(f"http://nonexistent.invalid/p{i}.jpg", f"p{i}.jpg") for i in range(50)]
+    with pytest.raises(OfflineError):
+        fetch_many(res, tmp_path / "many", workers=2, progress=False)
+
+
+def test_partial_data_is_mentioned_only_when_kept(http_server, tmp_path, sleeps):
+    (http_server.root / "h.bin").write_bytes(blob(50_000, 3))
+    http_server.fail["/h.bin"] = [500]
+    with pytest.raises(DownloadError) as ei:
+        fetch(Resource(http_server.url("h.bin")), tmp_path, retries=0, progress=False)
+    assert "partial data kept" not in str(ei.value) and "nothing was received" in str(ei.value)
+    http_server.cut_after["/h.bin"] = [20_000]
+    with pytest.raises(DownloadError, match=r"partial data kept in .*h\.bin\.part: 20000 bytes"):
+        fetch(Resource(http_server.url("h.bin")), tmp_path, retries=0, progress=False)
+
+
 def test_mirror_rule_and_env(http_server, tmp_path, monkeypatch):
     assert mirror_url("https://example.org:8443/a/b/c.tar?x=1", "http://m.net/root/") == \
         "http://m.net/root/example.org:8443/a/b/c.tar"

@@ -28,6 +28,55 @@ def test_torchvision_name_needs_weights():
     assert vit.preprocessing["input_size"] == [224, 224]  # a ViT runs at its image size only
 
 
+def test_offline_torchvision_weights_name_the_file_torch_looks_for(tmp_path, monkeypatch):
+    """No network (urlopen fails as on a node without DNS): the error names torch hub's file,
+    $TORCH_HOME/hub/checkpoints/<file of the URL> (resnet18 IMAGENET1K_V1: resnet18-f37072fd.pth,
+    torchvision's published URL), and the --weights PATH form; the file put there then loads."""
+    import os
+    import urllib.error
+
+    import torch.hub
+    import torchvision
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    monkeypatch.setattr(torch.hub, "urlopen", offline)
+    want = os.path.join(str(tmp_path / "th"), "hub", "checkpoints", "resnet18-f37072fd.pth")
+    with pytest.raises(ModelLoadError) as e:
+        load_model("resnet18", "IMAGENET1K_V1")
+    msg = str(e.value)
+    assert f"torch looks for {want}" in msg and "--weights /path/to/resnet18-f37072fd.pth" in msg
+    assert "https://download.pytorch.org/models/resnet18-f37072fd.pth" in msg and "TORCH_HOME" in msg
+    # the file where the message says: loads offline, as the named weights
+    torch.manual_seed(3)
+    state = torchvision.models.resnet18().state_dict()
+    os.makedirs(os.path.dirname(want), exist_ok=True)
+    torch.save(state, want)
+    lm = load_model("resnet18", "IMAGENET1K_V1")
+    assert torch.equal(lm.module.state_dict()["fc.weight"], state["fc.weight"])
+    assert lm.identity["weights"] == "ResNet18_Weights.IMAGENET1K_V1"
+    # and as --weights PATH
+    assert torch.equal(load_model("resnet18", want).module.state_dict()["conv1.weight"], state["conv1.weight"])
+
+
+def test_weights_help_documents_local_files():
+    from dissect.cli import build_parser
+
+    text = " ".join(build_parser()._subparsers._group_actions[0].choices["run"].format_help().split())
+    for part in ("--weights /path/to/resnet18-f37072fd.pth", "hub/checkpoints", "timm:NAME", "hf:FOLDER"):
+        assert part in text
+
+
+def test_file_py_weights_none_is_recorded_random(tmp_path):
+    from dissect_helpers import TINY_MODEL_SOURCE
+
+    (tmp_path / "tiny.py").write_text(TINY_MODEL_SOURCE)
+    assert load_model(f"{tmp_path / 'tiny.py'}:tiny", "none").random_weights
+    assert not load_model(f"{tmp_path / 'tiny.py'}:tiny").random_weights  # its own weights: not said random
+
+
 def test_timm_models(tmp_path):
     timm = pytest.importorskip("timm")
     with pytest.raises(MissingWeightsError, match=r"timm:resnet18: say which weights.*'none'"):

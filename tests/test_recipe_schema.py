@@ -46,3 +46,12 @@ def test_schema_documents_the_format():
     assert doc == recipe_markdown(), "docs/recipe.md is stale: python -m broden_builder.recipe > docs/recipe.md"
     for t in SOURCE_SCHEMAS:
         assert f"## `type: {t}`" in doc
+
+
+def test_every_key_has_a_meaning():
+    """docs/recipe.md: no key with an empty "meaning" cell (issue 24: most coco and hf keys had none)."""
+    doc = (REPO / "docs" / "recipe.md").read_text("utf-8")
+    rows = [line for line in doc.splitlines() if line.startswith("| `")]
+    assert len(rows) > 60
+    empty = [r.split("|")[1].strip() for r in rows if not r.rstrip().rstrip("|").split("|")[-1].strip()]
+    assert not empty, f"keys without a meaning: {empty}"

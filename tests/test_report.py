@@ -1,6 +1,7 @@
 """Static HTML reports: masks against a plain numpy reference, pages over a fabricated results folder."""
 from __future__ import annotations
 
+import html
 import json
 import re
 from pathlib import Path
@@ -350,7 +351,7 @@ def test_layer_page_summary_links_model_name_and_collapsed_settings(report_dir):
     out, _, _, _ = report_dir
     text = (out / "layer2" / "report.html").read_text("utf-8")
     assert '<span id="concepts">4 units cover 3 concepts.</span>' in text
-    assert "of <code>fabricated (none)</code>" in text  # short model name: name (weights)
+    assert "of <code>fabricated (random init)</code>" in text  # short model name: name (weights)
     for name in ("tally.csv", "result.json"):
         assert f'<a href="{name}">{name}</a>' in text and (out / "layer2" / name).is_file()
     # the settings come last and collapsed, after the unit list
@@ -446,3 +447,59 @@ def test_svg_plots_stay_well_formed_xml_with_control_characters(tmp_path):
     lines = layer_lines(["layer\x1b4", "fc"], {"object": [1, 2]}, tmp_path / "u")[0]
     texts = "".join(ET.parse(lines).getroot().itertext())
     assert "layer\ufffd4" in texts
+
+
+def test_titles_show_short_names_and_provenance_keeps_the_identity(tmp_path):
+    """Issue 24: the layer title printed the model as a raw dict with an absolute checkpoint path and
+    a sha256, the index the absolute store path. Short names in titles; the full identity in the
+    provenance block."""
+    from dissect.report.html import index_page, model_name
+
+    sha = "ab" * 32
+    py = {"kind": "python", "file": "/home/u/proj/mynet.py", "function": "build", "sha256": sha,
+          "weights": {"checkpoint": "/scratch/u/ckpt/epoch_10.pth", "sha256": sha}, "spec": "mynet.py:build"}
+    assert model_name(py) == "mynet.py:build (epoch_10.pth)"
+    assert model_name({"kind": "torchvision", "name": "resnet18", "weights": "ResNet18_Weights.IMAGENET1K_V1"}) == \
+        "resnet18 (IMAGENET1K_V1)"
+    assert model_name({"kind": "timm", "name": "convnext_tiny", "weights": "none (random init, seed 0)"}) == \
+        "convnext_tiny (random init)"
+    assert model_name({"kind": "hf", "ref": "/data/models/vit-base-patch16-224/", "weights": {"hf": "/data/x"}}) == \
+        "vit-base-patch16-224 (x)"
+    assert model_name({"kind": "torchscript", "file": "/m/scripted.pt", "sha256": sha}) == "scripted.pt"
+    result = {"model": py, "store": {"path": "/very/long/abs/broden1_224", "images": 63305, "fingerprint": sha},
+              "settings": {"iou_threshold": 0.04}, "units": []}
+    page = index_page([("layer4", "layer4/report.html", {"units": 1, "detectors": 0, "per_category": {},
+                                                         "unique": {}}, result)], [], None)
+    head, prov = page.split('<details class="settings">')
+    assert "/very/long" not in head and "/scratch" not in head and sha not in head and "{" not in head.split("<h1>")[1]
+    assert "store broden1_224 (63305 images)" in head and "mynet.py:build (epoch_10.pth)" in head
+    assert "/very/long/abs/broden1_224" in prov and "/scratch/u/ckpt/epoch_10.pth" in prov and sha in prov
+
+
+def test_category_headers_do_not_overlap(tmp_path):
+    """Headers of narrow categories (one concept each) stack in rows instead of overlapping; widths
+    measured with the DejaVu Sans font file matplotlib ships (the SVG's font), not the code's bound."""
+    import os
+
+    matplotlib = pytest.importorskip("matplotlib")
+    from PIL import ImageFont
+
+    from dissect.report.plots import detector_bars
+
+    font = ImageFont.truetype(os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf"), 9)
+    counts = {"object": {f"thing{i}": 3 for i in range(9)}, "part": {"wheel": 1}, "material": {"wood": 2},
+              "scene": {"street": 1}, "texture": {"Wmmmmmmm": 1}, "color": {"red-c": 1}}
+    svg = detector_bars(counts, tmp_path / "d")[0].read_text("utf-8")
+    heads = [(float(x), float(y), html.unescape(t)) for x, y, t in
+             re.findall(r'<text class="category" x="([\d.]+)" y="([-\d.]+)"[^>]*>([^<]*)</text>', svg)]
+    assert [t for _, _, t in heads] == ["object (9)", "part (1)", "material (1)", "scene (1)", "texture (1)",
+                                        "color (1)"]
+    boxes = [(x - font.getlength(t) / 2, x + font.getlength(t) / 2, y) for x, y, t in heads]
+    for i, a in enumerate(boxes):
+        assert a[0] >= 0
+        for b in boxes[i + 1:]:
+            assert a[2] != b[2] or a[1] <= b[0] or b[1] <= a[0], (a, b)  # same row: apart
+    rows = {y for _, _, y in boxes}
+    assert len(rows) > 1  # the one-concept headers could not share a row
+    m = re.search(r'<g transform="translate\(0 ([\d.]+)\)">', svg)
+    assert m and min(y for _, y, _ in heads) + float(m.group(1)) > 15  # below the top edge

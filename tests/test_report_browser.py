@@ -1,6 +1,6 @@
 """Load the report pages in headless Chromium: no console errors, no broken images, a screenshot.
 
-Needs Debian's ``chromium`` (``make test`` installs it when apt is available); skips otherwise.
+Needs Debian's ``chromium`` (``make browser`` installs it, as root; .ci/run does); skips otherwise.
 The screenshot goes to pytest's tmp dir (never into git).
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from report_fixture import fabricate
 from dissect.report import write_reports
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (Debian: apt-get install -y chromium)")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed: run `make browser` (as root; Debian's apt-get install -y chromium)")
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
@@ -154,3 +154,79 @@ def test_sort_buttons_and_lightbox(pages, tmp_path):
     res = chromium(tmp_path / "p2", "--dump-dom", page.as_uri() + "#sort=label-desc")
     order = re.findall(r'<section class="unit"[^>]*data-unit="(\d+)"', res.stdout)
     assert order == ["6", "2", "3", "4", "1", "5"]
+
+
+GRID_PROBE = """<script>
+window.addEventListener('load', function(){ setTimeout(function(){
+  var root=document.documentElement, out={}, box=document.getElementById('units');
+  function visible(){  /* cards wholly inside the viewport, below the sticky controls */
+    var top=document.querySelector('.controls').getBoundingClientRect().bottom, n=0;
+    Array.prototype.forEach.call(box.querySelectorAll('.unit'), function(u){
+      var r=u.getBoundingClientRect(); if(!u.hidden && r.top>=top && r.bottom<=window.innerHeight){n++;} });
+    return n; }
+  function at_units(){ window.scrollTo(0, box.getBoundingClientRect().top + window.scrollY
+                                         - document.querySelector('.controls').offsetHeight); }
+  at_units(); out.grid=visible(); out.hash=location.hash;
+  document.querySelector('.view button[data-view="list"]').dispatchEvent(new MouseEvent('click', {bubbles:true}));
+  at_units(); out.list=visible();
+  document.querySelector('.view button[data-view="grid"]').dispatchEvent(new MouseEvent('click', {bubbles:true}));
+  at_units();
+  var strip=document.querySelector('#unit-7 img.strip'), r=strip.getBoundingClientRect();
+  var tiles=strip.getAttribute('data-tiles').split(','), t1=tiles[1].split(':');
+  var scale=r.width/parseInt(strip.getAttribute('width'),10);
+  out.thumb_w=(parseInt(t1[1],10)*scale).toFixed(1);  /* the second image as shown in the card */
+  strip.dispatchEvent(new MouseEvent('click', {bubbles:true, clientX:r.left+(parseInt(t1[0],10)+2)*scale,
+                                                clientY:r.top+5}));
+  var f=document.getElementById('lightbox-frame').getBoundingClientRect();
+  out.lb_w=f.width.toFixed(1); out.lb_h=f.height.toFixed(1); out.win_w=window.innerWidth; out.win_h=window.innerHeight;
+  out.caption=document.getElementById('lightbox-caption').textContent;
+  document.dispatchEvent(new KeyboardEvent('keydown', {key:'ArrowRight'}));
+  out.caption_next=document.getElementById('lightbox-caption').textContent;
+  out.img_left=document.getElementById('lightbox-img').style.left;
+  for (var k in out) { root.setAttribute('data-probe-'+k.replace(/_/g,'-'), out[k]); }
+}, 0); });
+</script>"""
+
+
+@pytest.fixture(scope="module")
+def wide_layer(synthetic_store, tmp_path_factory):
+    """A layer of 120 units, 3 top images each (a real layer has hundreds)."""
+    from broden_builder import BrodenStore
+    from report_fixture import fabricate_layer
+
+    out = tmp_path_factory.mktemp("wide") / "O"
+    names = [("disc", "object"), ("red-c", "color"), ("grass", "material"), ("striped", "texture")]
+    units = [(names[i % 4][0], names[i % 4][1], 0.02 + 0.001 * i, i % 3 == 0) for i in range(120)]
+    fabricate_layer(out, "wide", synthetic_store, len(BrodenStore(synthetic_store)), units, k=3, hw=(8, 8), seed=4)
+    write_reports(out)
+    return out / "wide" / "report.html"
+
+
+def test_grid_view_density_and_lightbox_one_image_enlarged(wide_layer, tmp_path):
+    """Issue 24: one unit per row showed ~3 units a screen; the grid shows 20-30 or more at
+    1280 x 900. The lightbox enlarges one image (not the whole strip at its size) to the window;
+    the arrow key steps to the next image."""
+    probe = wide_layer.with_name("probe.html")
+    probe.write_text(wide_layer.read_text("utf-8").replace("</body>", GRID_PROBE + "</body>"), "utf-8")
+    res = chromium(tmp_path / "profile", "--window-size=1280,900", "--dump-dom", probe.as_uri() + "#view=grid")
+    assert not console_errors(res.stderr), res.stderr[-2000:]
+    got = dict(re.findall(r'data-probe-([a-z-]+)="([^"]*)"', re.search(r"<html[^>]*>", res.stdout).group(0)))
+    assert int(got["grid"]) >= 20, got
+    assert int(got["list"]) <= 6 and int(got["grid"]) >= 4 * int(got["list"]), got
+    assert "view=grid" in got["hash"]
+    assert "image 2 of 3" in got["caption"] and "image 3 of 3" in got["caption-next"], got
+    lb_w, lb_h, thumb_w = float(got["lb-w"]), float(got["lb-h"]), float(got["thumb-w"])
+    assert lb_w > 3 * thumb_w, got  # one image, enlarged
+    assert lb_w <= 0.96 * int(got["win-w"]) + 1 and lb_h <= 0.8 * int(got["win-h"]) + 1  # fits the window
+    assert max(lb_w / (0.96 * int(got["win-w"])), lb_h / (0.8 * int(got["win-h"]))) > 0.98  # and fills it
+
+
+def test_grid_screenshot_size(wide_layer, tmp_path):
+    shot = tmp_path / "grid.png"
+    res = chromium(tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,900",
+                   wide_layer.as_uri() + "#view=grid")
+    assert res.returncode == 0 and shot.is_file(), res.stderr[-3000:]
+    with Image.open(shot) as im:
+        assert im.size == (1280, 900)
+        extrema = im.convert("L").getextrema()
+    assert extrema[0] < 100 < extrema[1], "screenshot is blank"

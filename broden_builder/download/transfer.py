@@ -12,7 +12,8 @@ Contract of :func:`fetch`:
   retried up to ``retries`` times, sleeping ``backoff * 2**k`` seconds (capped at
   ``max_backoff``); an attempt that received bytes resets the count. HTTP 4xx fails at once.
 * ``offline=True`` never opens a connection: a present, verified file is returned, otherwise
-  :class:`OfflineError` says which file to put where.
+  :class:`OfflineError` says which file to put where. A host name that does not resolve (no
+  network, no DNS) raises the same OfflineError at once, without retries.
 
 Mirror rule: with a mirror ``M`` (argument, else ``$BRODEN_MIRROR``), the URL
 ``scheme://host[:port]/path?query`` is fetched from ``M + '/' + host[:port] + '/path'``
@@ -70,6 +71,10 @@ class OfflineError(DownloadError):
 
 class _Transient(Exception):
     """Internal: an attempt failed in a way worth retrying."""
+
+
+class _Unresolved(Exception):
+    """Internal: the host name does not resolve (no network or no DNS): retrying cannot help."""
 
 
 # --------------------------------------------------------------------------- mirror
@@ -152,6 +157,8 @@ def _open(url: str, part: Path, offset: int, timeout: float):
     except urllib.error.URLError as e:
         if url.startswith("file:"):
             raise DownloadError(f"cannot read {url}: {e.reason}") from None
+        if isinstance(e.reason, socket.gaierror):  # name resolution failed: offline, not a flaky server
+            raise _Unresolved(f"host {urlsplit(url).hostname!r} does not resolve ({e.reason})") from None
         raise _Transient(f"connection failed: {e.reason}") from None
     except (ConnectionError, socket.timeout, http.client.HTTPException, TimeoutError) as e:
         raise _Transient(f"{type(e).__name__}: {e}") from None
@@ -235,8 +242,10 @@ def _download_with_retries(url: str, part: Path, res: Resource, timeout: float, 
                 failures = 0
             failures += 1
             if failures > retries:
+                kept = part.stat().st_size if part.exists() else 0
                 raise DownloadError(f"giving up on {url} after {failures} failed attempt(s): {e} "
-                                    f"(partial data kept in {part}; run again to resume)") from None
+                                    + (f"(partial data kept in {part}: {kept} bytes; run again to resume)" if kept
+                                       else "(nothing was received; run again to retry)")) from None
             delay = min(max_backoff, backoff * 2 ** (failures - 1))
             log.warning("%s: %s; retry %d/%d in %.1f s", url, e, failures, retries, delay)
             _sleep(delay)
@@ -281,7 +290,12 @@ def fetch(
         raise OfflineError("offline mode: a file is missing\n" + offline_instructions([res], dest_dir, mirror=mirror))
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    _download_with_retries(url, part, res, timeout, progress, retries, backoff, max_backoff)
+    try:
+        _download_with_retries(url, part, res, timeout, progress, retries, backoff, max_backoff)
+    except _Unresolved as e:
+        raise OfflineError(f"{e}: this machine seems to have no network (no retries). Fetch the file "
+                           f"elsewhere, or use --mirror / $BRODEN_MIRROR, or --offline.\n"
+                           + offline_instructions([res], dest_dir, mirror=mirror)) from None
     if not part.exists():
         part.touch()  # zero-byte file
     verify_file(part, res, url)
@@ -305,6 +319,17 @@ class FetchReport:
         return "\n".join(lines)
 
 
+def _check_many(resources: Sequence[Resource], workers: int) -> None:
+    """fetch_many's arguments: at least one worker, distinct file names (ValueError otherwise)."""
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    seen = set()
+    for r in resources:
+        if r.filename in seen:
+            raise ValueError(f"fetch_many: filename {r.filename!r} appears twice")
+        seen.add(r.filename)
+
+
 def fetch_many(
     resources: Sequence[Resource],
     dest_dir: Union[str, Path],
@@ -321,13 +346,7 @@ def fetch_many(
     (per-file progress bars are off; one bar counts files). Filenames must be distinct.
     Files without a sha256 are accepted (size checked when known) with one summary warning.
     """
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    seen = set()
-    for r in resources:
-        if r.filename in seen:
-            raise ValueError(f"fetch_many: filename {r.filename!r} appears twice")
-        seen.add(r.filename)
+    _check_many(resources, workers)
     unverified = sum(r.sha256 is None for r in resources)
     if unverified:
         log.warning("%d of %d file(s) have no recorded sha256; they are checked for completeness only",
@@ -350,6 +369,9 @@ def fetch_many(
                 try:
                     results[i] = fut.result()
                     err = None
+                except OfflineError:  # the host does not resolve: every other file would fail the same way
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
                 except (DownloadError, OSError) as e:
                     err = str(e)
                     report.failed.append((res, err))

@@ -153,7 +153,26 @@ def _build_json_shape_problem(info) -> Optional[str]:
 
 
 class BrodenStore:
-    """A Broden store on disk. Opening reads only the CSV tables; images and PNGs load on demand."""
+    """A Broden store on disk (the format: docs/format.md). Opening reads only the CSV tables;
+    images and PNGs load on demand. Raises StoreFormatError (naming the file and row) for a folder
+    that is not a store, a store between two versions, or a malformed table.
+
+    Attributes (read from the tables when opened):
+
+    - ``root``: Path of the store folder.
+    - ``build_info``: dict, build.json's content ({} for an original store without one).
+    - ``labels``: list[Label], label.csv's rows in number order (``number``, ``name``,
+      ``categories`` {category: images}, ``frequency``, ``coverage``, ``syns``).
+    - ``label_by_number``: dict[int, Label]; ``label_by_name``: dict[str, Label].
+    - ``category_info``: dict[str, CategoryInfo], category.csv's rows.
+    - ``categories``: list[str], the category columns of index.csv, in file order.
+    - ``rows``: list[IndexRow], index.csv's rows (``index``, ``image``, ``split``, image size
+      ``ih`` x ``iw``, segmentation size ``sh`` x ``sw``, ``cells`` {category: [items]}).
+    - ``category_maps``: dict[str, list[CategoryLabel]], each c_<category>.csv.
+    - ``image_level_categories``: frozenset[str], categories labelled per image (scene, texture).
+
+    ``len(store)`` is the number of images; iterating yields the IndexRows.
+    """
 
     def __new__(cls, root: Union[str, Path] = "", *args, **kwargs):
         if cls is BrodenStore and str(root).endswith(".tar"):  # a shard list: store/shards.py
@@ -336,6 +355,7 @@ class BrodenStore:
 
     @property
     def pixel_categories(self) -> list[str]:
+        """The categories labelled per pixel (``categories`` less the image-level ones), in file order."""
         return [c for c in self.categories if c not in self.image_level_categories]
 
     def resolve(self, relpath: str, row: Optional[int] = None) -> Path:
@@ -352,6 +372,7 @@ class BrodenStore:
             raise StoreFormatError(self.root / "index.csv", str(e), None if row is None else row + 1) from None
 
     def image_path(self, i: int) -> Path:
+        """Path of row ``i``'s image (0-based row); StoreFormatError if it leaves STORE/images."""
         return self.resolve(self.rows[i].image, i)
 
     def member_path(self, relpath: str, row: Optional[int] = None) -> Path:
@@ -371,7 +392,7 @@ class BrodenStore:
         return st.st_size, st.st_mtime_ns
 
     def load_image(self, i: int) -> np.ndarray:
-        """The image of row ``i`` as H x W x 3 uint8 RGB."""
+        """The image of row ``i`` (0-based) as uint8 RGB [ih, iw, 3]; StoreFormatError when unreadable."""
         path = self.image_path(i)
         try:
             with self.open_member(self.rows[i].image, i) as f, Image.open(f) as im:
@@ -380,7 +401,8 @@ class BrodenStore:
             raise StoreFormatError(path, f"cannot read image of index.csv row {i + 1} ({e})") from None
 
     def load_label_png(self, relpath: str, row: Optional[int] = None) -> np.ndarray:
-        """Decode one segmentation PNG (path relative to images/) into int32 global numbers.
+        """Decode one segmentation PNG (path relative to images/) into int32 [sh, sw] global label
+        numbers (0 = unlabeled).
 
         Uses the format's one decoder (format.read_label_png); with ``row`` (0-based) the
         PNG's size is checked against the row's sh x sw before it is decoded.
@@ -394,13 +416,15 @@ class BrodenStore:
             raise StoreFormatError(path, f"cannot read segmentation{'' if row is None else f' of index.csv row {row + 1}'} ({e})") from None
 
     def pixel_layers(self, i: int, category: str) -> list[np.ndarray]:
-        """The pixel layers of ``category`` for row ``i`` (each sh x sw int32; 0 = unlabeled)."""
+        """The pixel layers of ``category`` for row ``i``: list of int32 [sh, sw] label numbers (0 =
+        unlabeled), one per layer (ADE20K parts have several). ValueError for an image-level category."""
         if category in self.image_level_categories:
             raise ValueError(f"category {category!r} is image-level; use image_labels()")
         return [self.load_label_png(p, i) for p in self.rows[i].cells[category]]
 
     def image_labels(self, i: int, category: str) -> list[int]:
-        """The image-level label numbers of ``category`` for row ``i`` (0, 'no label', dropped)."""
+        """The image-level label numbers of ``category`` for row ``i``: list[int], without 0 ('no label')
+        and duplicates. ValueError for a pixel category; StoreFormatError for a cell that is no number."""
         if category not in self.image_level_categories:
             raise ValueError(f"category {category!r} is a pixel category; use pixel_layers()")
         out = []
@@ -414,14 +438,16 @@ class BrodenStore:
         return out
 
     def segmentation(self, i: int, categories: Optional[Sequence[str]] = None) -> dict:
-        """All labels of row ``i``: category -> list of layers (pixel) or list of numbers (image-level)."""
+        """All labels of row ``i``: {category: list of int32 [sh, sw] layers (pixel categories) or
+        list[int] of label numbers (image-level)}; ``categories`` (default all) picks some."""
         out = {}
         for cat in categories or self.categories:
             out[cat] = self.image_labels(i, cat) if cat in self.image_level_categories else self.pixel_layers(i, cat)
         return out
 
     def label(self, key: Union[int, str]) -> Label:
-        """Look a label up by number or by name (or synonym)."""
+        """The Label with this number (int or digit string) or name (or synonym). KeyError naming
+        label.csv (with the nearest names) when there is none."""
         if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
             n = int(key)
             if n not in self.label_by_number:
@@ -438,7 +464,8 @@ class BrodenStore:
         raise KeyError(f"no label named {key!r} in {self.root / 'label.csv'}{did_you_mean(key, names)}")
 
     def primary_category(self, number: int) -> str:
-        """The category where the label covers most (from c_*.csv coverage; falls back to most images)."""
+        """The category (str) where label ``number`` covers most (from c_*.csv coverage; falls back to
+        its first category in label.csv, or "")."""
         best, best_cov = None, -1.0
         for cat, entries in self.category_maps.items():
             for e in entries:
@@ -450,7 +477,8 @@ class BrodenStore:
         return best
 
     def images_with_label(self, key: Union[int, str], split: Optional[str] = None, progress: bool = False) -> list[int]:
-        """Row indices of the images that carry the label (name, synonym or number) in any category.
+        """Row indices (list[int], 0-based, ascending) of the images that carry the label (name,
+        synonym or number) in any category, only those of ``split`` when given.
 
         The first call scans every label plane once and caches the answer for all labels beside
         the store (see broden_builder.store.label_index); later calls are instant.
@@ -462,7 +490,7 @@ class BrodenStore:
         return [int(i) for i in rows if split is None or self.rows[int(i)].split == split]
 
     def fingerprint(self) -> str:
-        """sha256 over index.csv, label.csv and category.csv: identifies the store's content tables."""
+        """sha256 hex (str) over index.csv, label.csv and category.csv: identifies the store's content tables."""
         h = hashlib.sha256()
         for name in ("index.csv", "label.csv", "category.csv"):
             p = self.root / name

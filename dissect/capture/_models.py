@@ -64,6 +64,8 @@ class MissingWeightsError(ModelLoadError):
 
 
 RANDOM_INIT = "none (random init, seed 0)"
+#: ``--weights none`` on a file.py model: the function's own initialisation, said to be random.
+RANDOM_OWN_INIT = "none (random init: the function's own)"
 
 
 @dataclass
@@ -85,13 +87,15 @@ class LoadedModel:
     @property
     def random_weights(self) -> bool:
         """True when the weights are a random initialisation (``--weights none``)."""
-        return self.identity.get("weights") == RANDOM_INIT
+        return self.identity.get("weights") in (RANDOM_INIT, RANDOM_OWN_INIT)
 
     def weights_text(self) -> str:
         """The weights in words, for console lines and report headers."""
         w = self.identity.get("weights")
         if w == RANDOM_INIT:
             return "RANDOM weights (--weights none: random init, seed 0)"
+        if w == RANDOM_OWN_INIT:
+            return "RANDOM weights (--weights none: the function's own initialisation)"
         if isinstance(w, dict):
             return f"checkpoint {w.get('checkpoint')}"
         return str(w) if w else "the model's own"
@@ -198,6 +202,19 @@ def load_state(module: nn.Module, state: dict, origin: str) -> None:
     module.load_state_dict(state)
 
 
+def _torchvision_weights_failed(name: str, wname: str, url: str, e: Exception) -> str:
+    """The message for torchvision weights that could not be had (offline compute nodes): the file
+    torch.hub looks for (``torch.hub.get_dir()/checkpoints/<file name of the URL>``, which honours
+    ``TORCH_HOME``), where to put it, and the ``--weights PATH`` form."""
+    from urllib.parse import urlparse
+
+    fname = Path(urlparse(url).path).name
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / fname
+    return (f"{name}: cannot get weights {wname} ({type(e).__name__}: {e}). Offline? torch looks for {cached}: "
+            f"download {url} elsewhere and put it there (or set TORCH_HOME to a folder holding "
+            f"hub/checkpoints/{fname}), or pass the file itself: --weights /path/to/{fname}")
+
+
 def _torchvision_model(name: str, weights: Optional[str], unsafe_unpickle: bool,
                        require_weights: bool = True) -> LoadedModel:
     import torchvision
@@ -235,7 +252,7 @@ def _torchvision_model(name: str, weights: Optional[str], unsafe_unpickle: bool,
         try:
             module = torchvision.models.get_model(name, weights=w)
         except Exception as e:
-            raise ModelLoadError(f"{name}: cannot get weights {enum.__name__}.{w.name} ({e})") from None
+            raise ModelLoadError(_torchvision_weights_failed(name, f"{enum.__name__}.{w.name}", w.url, e)) from None
         identity["weights"] = f"{enum.__name__}.{w.name}"
         wname = identity["weights"]
         try:
@@ -268,7 +285,9 @@ def _python_model(spec: str, weights: Optional[str], unsafe_unpickle: bool) -> L
     if not isinstance(module, nn.Module):
         raise ModelLoadError(f"{spec} returned {type(module).__name__}, not a torch.nn.Module")
     identity = {"kind": "python", "file": str(path.resolve()), "function": func, "sha256": file_sha256(path)}
-    if weights is not None and str(weights).lower() != "none":
+    if _is_none(weights):
+        identity["weights"] = RANDOM_OWN_INIT
+    elif weights is not None:
         load_state(module, read_checkpoint(Path(weights), unsafe_unpickle), weights)
         identity["weights"] = {"checkpoint": str(Path(weights).resolve()), "sha256": file_sha256(Path(weights))}
     return LoadedModel(module.eval(), spec, "python", weights, identity)

@@ -28,7 +28,7 @@ class BasisError(DissectError):
 def random_orthogonal(n: int, seed: int) -> np.ndarray:
     """float64 [n, n] orthogonal matrix from numpy's default_rng(seed)."""
     if n < 1:
-        raise ValueError(f"a basis needs n >= 1 units, got {n}")
+        raise BasisError(f"a basis needs n >= 1 units, got {n}")
     g = np.random.default_rng(int(seed)).standard_normal((n, n))
     q, r = np.linalg.qr(g)
     return q * np.sign(np.diag(r))[None, :]

@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from broden_builder.shared import atomic_write_bytes
+from broden_builder.shared import atomic_write_bytes, count, note
 
 from ._distributed import DistInfo, gather_states
 
@@ -34,8 +34,8 @@ class Checkpoint:
     ``key`` is the run's identity (JSON-able); ``every``: save after every that many batches (0 = never).
     """
 
-    def __init__(self, work: Optional[Path], key: dict, info: DistInfo, every: int):
-        self.work, self.info, self.every = work, info, every
+    def __init__(self, work: Optional[Path], key: dict, info: DistInfo, every: int, quiet: bool = False):
+        self.work, self.info, self.every, self.quiet = work, info, every, quiet
         self.key_text = json.dumps(key, sort_keys=True, default=str)
         self.path = (work / STATE_DIR / f"rank{info.rank}of{info.world}.pt") if work is not None else None
         fault = os.environ.get(FAULT_ENV, "")
@@ -49,6 +49,7 @@ class Checkpoint:
         buf = io.BytesIO()
         torch.save(state, buf)
         atomic_write_bytes(self.path, buf.getvalue())
+        note(f"checkpoint: pass {pass_no}, {count(next_batch, 'batch')} done, saved in {self.path}", self.quiet)
 
     def step(self, pass_no: int, done: int, stats) -> None:
         """After ``done`` batches of pass ``pass_no``: save every ``every`` batches (and the test kill hook)."""

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from broden_builder import BrodenStore
+from broden_builder.shared import note
 from broden_builder.torch_dataset import BrodenDataset, check_categories, collate_broden, select_rows
 
 from .. import __version__
@@ -330,7 +331,8 @@ class Run:
         self.key.update(rows=[start, stop], world=self.info.world, rank=self.info.rank, store=store.fingerprint(),
                         version=__version__, basis=_basis_key(cfg), sae=_sae_key(cfg),
                         statistics=sorted(LayerStatistics.SAVED))  # a checkpoint without one of them starts over
-        self.checkpoint = Checkpoint(self.out, self.key, self.info, cfg.checkpoint_every)
+        self.checkpoint = Checkpoint(self.out, self.key, self.info, cfg.checkpoint_every,
+                                     quiet=cfg.quiet or self.info.rank != 0)
         self.timings: dict = {}
         self.null: dict = {}  # {layer: float64 [N, U]} each permutation's best IoUs (--null N)
         self.numbers, self.primary, self.names_by_number = label_columns(store, self.categories)
@@ -346,7 +348,8 @@ class Run:
         tally_args = (self.numbers, self.categories, self.store.image_level_categories, self.primary)
         stats = Statistics(shapes, len(self.rows), self.cfg, tally_args, self.device)
         if state is not None:
-            log.info("resuming from %s (pass %d, batch %d)", self.checkpoint.path, state["pass"], state["next_batch"])
+            note(f"resuming from {self.checkpoint.path} (pass {state['pass']}, batch {state['next_batch']} of "
+                 f"{self.n_batches()})", self.cfg.quiet or self.info.rank != 0)
             stats.load_state_dict(state)
         return stats
 
@@ -364,7 +367,7 @@ class Run:
         from broden_builder.shared import progress
 
         return progress(total=self.n_batches(), initial=initial, desc=desc, unit="batch",
-                        quiet=self.cfg.quiet or self.info.rank != 0, leave=False)
+                        per_unit=self.cfg.batch_size, quiet=self.cfg.quiet or self.info.rank != 0, leave=False)
 
     def end_pass1(self, stats: Statistics, timing: str, t0: float) -> int:
         """Record pass 1's time, merge the thresholds across ranks, checkpoint; pass 2 starts at batch 0."""

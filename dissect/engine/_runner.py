@@ -71,34 +71,44 @@ def _holding_out_lock(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from broden_builder.shared import exclusive
+        from broden_builder.shared import progress_to
 
-        from ._distributed import dist_info
-        from ..results import sweep_partial_results
-
-        out = sig.bind(*args, **kwargs).arguments.get("out")
-        info = dist_info()
-        if out is None:
-            return fn(*args, **kwargs)
-        if info.rank != 0:
-            _lock_verdict(None, info)  # rank 0's verdict: every rank of every node stops on a refusal
-            return fn(*args, **kwargs)
-        try:
-            lock = exclusive(out, f"dissect {fn.__name__}")
-            lock.__enter__()
-        except (OSError, BrodenError) as e:
-            error = e if isinstance(e, BrodenError) else DissectError(
-                f"{e.filename or out}: cannot use as the output folder ({e.strerror or e})")
-            _lock_verdict(str(error), info)
-            raise error from None
-        _lock_verdict("", info)
-        try:
-            sweep_partial_results(out)
-            return fn(*args, **kwargs)
-        finally:
-            lock.__exit__(None, None, None)
+        bound = sig.bind(*args, **kwargs).arguments
+        out, config = bound.get("out"), bound.get("config") or DissectConfig()
+        with progress_to(config.progress):  # the Python API's callback or logger (DissectConfig.progress)
+            if out is None:
+                return fn(*args, **kwargs)
+            return _locked(fn, out, args, kwargs)
 
     return wrapper
+
+
+def _locked(fn, out, args, kwargs):
+    """``fn(*args, **kwargs)`` holding the lock of ``out`` on rank 0 (see _holding_out_lock); every
+    other rank waits for rank 0's verdict and stops with it on a refusal."""
+    from broden_builder.shared import exclusive
+
+    from ..results import sweep_partial_results
+    from ._distributed import dist_info
+
+    info = dist_info()
+    if info.rank != 0:
+        _lock_verdict(None, info)  # rank 0's verdict: every rank of every node stops on a refusal
+        return fn(*args, **kwargs)
+    try:
+        lock = exclusive(out, f"dissect {fn.__name__}")
+        lock.__enter__()
+    except (OSError, BrodenError) as e:
+        error = e if isinstance(e, BrodenError) else DissectError(
+            f"{e.filename or out}: cannot use as the output folder ({e.strerror or e})")
+        _lock_verdict(str(error), info)
+        raise error from None
+    _lock_verdict("", info)
+    try:
+        sweep_partial_results(out)
+        return fn(*args, **kwargs)
+    finally:
+        lock.__exit__(None, None, None)
 
 
 @_holding_out_lock

@@ -15,7 +15,7 @@ Shapes: K atoms, L label columns, U units, E (unit, atom) entries.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch

@@ -50,7 +50,7 @@ def model_activations(model, layer: str, store: BrodenStore, rows, path: Path, i
     out, plans, lo = None, None, 0
     tdt = torch.float16 if dtype == "float16" else torch.float32
     for batch in progress(DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate_broden),
-                          quiet, desc="explain: activations", leave=False):
+                          quiet, desc="explain: activations", unit="batch", per_unit=batch_size, leave=False):
         x = batch["image"].to(dev)
         if plans is None:
             plans = plan_layers(module, [layer], x[:1], layout=layout)

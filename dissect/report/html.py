@@ -18,6 +18,8 @@ import json
 from typing import Optional, Sequence
 from urllib.parse import quote
 
+from broden_builder.shared import count
+
 from .plots import category_color
 from .render import environment
 from ..results import constant_text, is_detector
@@ -34,18 +36,40 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def model_name(model: dict) -> str:
-    """A short name for the model of result.json: its name (or class, or checkpoint file) and weights.
+def _base(path) -> str:
+    return str(path).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
 
-    ``{"name": "resnet18", "weights": "IMAGENET1K_V1", ...}`` -> ``resnet18 (IMAGENET1K_V1)``;
-    ``{"class": "dissect.demo.SceneNet", "checkpoint": "/x/scenenet.pt"}`` -> ``SceneNet (scenenet.pt)``.
+
+def _weights_text(w) -> str:
+    """Weights in a few words: the weight name, the checkpoint's file name, "random init"."""
+    if isinstance(w, dict):
+        return _base(w.get("checkpoint") or w.get("hf") or w.get("file") or "") or "checkpoint"
+    w = str(w or "")
+    if w.startswith("none"):
+        return "random init"
+    return w.rsplit(".", 1)[-1] if w.count(".") == 1 and "/" not in w else w
+
+
+def model_name(model: dict) -> str:
+    """A short name for the model of result.json: its name and weights, never a path or a hash
+    (the full identity stays in the provenance block, :func:`settings_rows`).
+
+    ``{"name": "resnet18", "weights": "ResNet18_Weights.IMAGENET1K_V1"}`` -> ``resnet18 (IMAGENET1K_V1)``;
+    ``{"kind": "python", "file": "/x/mynet.py", "function": "build", "weights": {"checkpoint": "/y/m.pth",
+    "sha256": ...}}`` -> ``mynet.py:build (m.pth)``; ``{"class": "dissect.demo.SceneNet", "checkpoint":
+    "/x/scenenet.pt"}`` -> ``SceneNet (scenenet.pt)``; an hf folder, export or TorchScript file -> its
+    folder or file name.
     """
     model = model or {}
     name = model.get("name") or str(model.get("class") or "").rsplit(".", 1)[-1]
-    extra = model.get("weights") or ""
+    if not name and model.get("file"):
+        name = _base(model["file"]) + (f":{model['function']}" if model.get("function") else "")
+    if not name and model.get("ref"):
+        name = _base(model["ref"])
+    extra = _weights_text(model.get("weights")) if model.get("weights") else ""
     ckpt = model.get("checkpoint") or model.get("path") or ""
     if ckpt:
-        base = str(ckpt).replace("\\", "/").rsplit("/", 1)[-1]
+        base = _base(ckpt)
         name, extra = (name or base), (extra or (base if name else ""))
     if not name:
         return ""
@@ -174,7 +198,7 @@ def index_page(layers: Sequence[tuple], categories: Sequence[str], plot: Optiona
                      "concepts": concepts_covered(result.get("units") or [], thr)})
     first = layers[0][3] if layers else {}
     store = first.get("store") or {}
-    store_line = f"store {store.get('path', '')} ({store.get('images', '?')} images)" if store else ""
+    store_line = f"store {_base(store.get('path', ''))} ({count(store.get('images', '?'), 'image')})" if store else ""
     settings = [r for r in settings_rows({k: v for k, v in first.items() if k in ("model", "store", "version")})]
     return environment().get_template("index.html").render(
         title=title, model_name=model_name(first.get("model") or {}), store_line=store_line, plot=plot,

@@ -59,7 +59,7 @@ def _frame(vmax: int, top: float, width_plot: float, ylabel: str, title: str) ->
     scale = PLOT_HEIGHT / ticks[-1]
     return {"title": title, "ylabel": ylabel, "x0": LEFT, "x1": LEFT + width_plot, "y0": y0, "y1": y1,
             "scale": scale, "ticks": [(v, round(y0 - v * scale, 2)) for v in ticks], "bars": [], "xlabels": [],
-            "headers": [], "seps": [], "legend": [], "note": ""}
+            "headers": [], "seps": [], "legend": [], "note": "", "shift": 0}
 
 
 #: characters XML 1.0 forbids even when escaped (sec. 2.2: C0 controls other than tab, LF, CR;
@@ -120,20 +120,50 @@ def detector_bars(counts: Mapping[str, Mapping[str, int]], stem, title: str = ""
         c["bars"].append({"x": x + 0.1 * SLOT, "y": c["y0"] - n * c["scale"], "w": 0.8 * SLOT, "h": n * c["scale"],
                           "fill": category_color(cat, order), "category": cat, "name": name, "n": n})
         c["xlabels"].append({"x": x + SLOT / 2, "y": c["y0"] + 4, "text": name, "rotate": -90, "anchor": "end", "size": 8})
-    start = 0
-    for cat in order:
-        n = sum(1 for b in bars if b[0] == cat)
-        if n:
-            c["headers"].append({"x": LEFT + SLOT * (start + n / 2), "text": f"{cat} ({n})",
-                                 "fill": category_color(cat, order)})
-            if start:
-                c["seps"].append(LEFT + SLOT * start)
-            start += n
+    rows = _category_headers(c, bars, order)
     if not bars:
         c["note"] = "no detectors"
     longest = max((len(b[1]) for b in bars), default=0)
     c["width"], c["height"] = c["x1"] + 12, math.ceil(c["y0"] + 10 + 5 * longest)
+    if rows > 1:  # headers stacked in rows above the plot: move everything down by the extra rows
+        c["shift"] = (rows - 1) * HEADER_ROW
+        c["height"] += c["shift"]
     return _write_svg(c, stem)
+
+
+#: Header text: 9 px DejaVu Sans; a width bound per character (wide letters, capitals, the rest) in
+#: em, above the font's advance widths, so that two headers judged apart never touch.
+HEADER_SIZE, HEADER_ROW = 9, 12
+
+
+def text_width(text: str, size: float = HEADER_SIZE) -> float:
+    """An upper bound of ``text``'s width in px at font size ``size`` (DejaVu Sans)."""
+    return size * sum(0.95 if ch in "MWmw@%" else 0.78 if ch.isupper() else 0.62 for ch in text)
+
+
+def _category_headers(c: dict, bars: list, order: list) -> int:
+    """Each category's header ("object (12)") centred over its bars, on the first row (counted up
+    from the plot) where it does not overlap a header already placed; a bracket spans its bars.
+    Returns the number of rows used."""
+    rows: list = []  # per row, the right edge of its last header
+    start = 0
+    for cat in order:
+        n = sum(1 for b in bars if b[0] == cat)
+        if not n:
+            continue
+        text = f"{cat} ({n})"
+        x, half = LEFT + SLOT * (start + n / 2), text_width(text) / 2 + 3
+        x = max(x, half)  # not past the left edge
+        row = next((r for r, right in enumerate(rows) if x - half >= right), len(rows))
+        if row == len(rows):
+            rows.append(0.0)
+        rows[row] = x + half
+        c["headers"].append({"x": x, "row": row, "text": text, "fill": category_color(cat, order),
+                             "x0": LEFT + SLOT * start + 1, "x1": LEFT + SLOT * (start + n) - 1})
+        if start:
+            c["seps"].append(LEFT + SLOT * start)
+        start += n
+    return max(1, len(rows))
 
 
 def layer_lines(layers: Sequence[str], unique: Mapping[str, Sequence[int]], stem, title: str = "") -> list:

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 PAGE = "report.html"
 INDEX = "index.html"
 FILES = "report_files"
+STRIP_GAP = 2  # px of background between the images of a strip
 #: How far the image outside a unit's mask is dimmed towards grey (masks.overlay).
 DIM = 0.3
 
@@ -86,13 +87,20 @@ def _jpeg(strip: np.ndarray) -> bytes:
 
 
 def _draw_unit(i: int, rows: np.ndarray, thumbs: dict, masks: dict, thumb: int, files: Path) -> tuple:
-    """Write unit ``i``'s strip (its top images ``rows``, -1 = none, with its masks); (href, width, height)."""
+    """Write unit ``i``'s strip (its top images ``rows``, -1 = none, with its masks); (href, width,
+    height, tiles): ``tiles`` "x:w,x:w,..." gives each image's left edge and width in the strip (px),
+    for the lightbox that enlarges one image at a time."""
     shown = [(j, int(r)) for j, r in enumerate(rows) if r >= 0]
-    strip = draw_strip([thumbs[r][0] for _, r in shown], [thumbs[r][1] for _, r in shown],
-                       [masks[thumbs[r][0].shape[:2]][i, j] for j, r in shown], thumb)
+    tiles = [thumbs[r][0] for _, r in shown]
+    strip = draw_strip(tiles, [thumbs[r][1] for _, r in shown],
+                       [masks[thumbs[r][0].shape[:2]][i, j] for j, r in shown], thumb, STRIP_GAP)
     name = f"unit_{i + 1:04d}.jpg"
     atomic_write_bytes(files / name, _jpeg(strip))
-    return html.href(FILES, name), strip.shape[1], strip.shape[0]
+    edges, x = [], 0
+    for t in tiles:  # draw_strip's layout: side by side, GAP px apart
+        edges.append(f"{x}:{t.shape[1]}")
+        x += t.shape[1] + STRIP_GAP
+    return html.href(FILES, name), strip.shape[1], strip.shape[0], ",".join(edges)
 
 
 def _thumb_sizes(st, rows: Sequence[int], thumb: int) -> set:

@@ -41,6 +41,41 @@ class AblationError(DissectError):
     """Bad input to an ablation (data, units, layer); the message names the file or value."""
 
 
+def result_preprocessing(layer_dir: Union[str, Path], model_prep: Optional[dict] = None, input_size=None,
+                         mean=None, std=None) -> tuple:
+    """The input size (H, W), mean and std (RGB in [0, 1]) for an ablation, and where they came from.
+
+    The classifier must see its images as the dissection fed them: when ``layer_dir`` holds a
+    result, its recorded ``settings.preprocessing`` is used, and an explicit ``input_size``/
+    ``mean``/``std`` that differs from it is refused (AblationError naming both). Without a
+    result: the explicit values, then the model's own (``model_prep``, dissect.models), then
+    224 x 224 and ImageNet's mean/std (dissect.preprocess). Returns (size, mean, std, source text).
+    """
+    from ..capture import resolve_preprocessing
+    from ..results import has_result, read_result_json
+
+    if not has_result(layer_dir):
+        p = resolve_preprocessing(model_prep, input_size, mean, std, None, None)
+        return p.input_size, p.mean, p.std, p.record["chosen"]
+    path = f"{Path(layer_dir) / 'result.json'}"  # for the messages; read by dissect.results
+    try:
+        rec = (read_result_json(layer_dir).get("settings") or {}).get("preprocessing") or {}
+    except ResultsError as e:
+        raise AblationError(str(e)) from None
+    if rec.get("transform"):
+        raise AblationError(f"{path}: the layer was dissected with a transform ({rec['transform']}), which a "
+                            "command line cannot repeat; call dissect.tools.ablate() with a dataset that applies it")
+    if not rec.get("input_size"):  # scored activations: the dissection never fed images
+        p = resolve_preprocessing(model_prep, input_size, mean, std, None, None)
+        return p.input_size, p.mean, p.std, p.record["chosen"] + f" ({path} records none: scored activations)"
+    rec_size, rec_mean, rec_std = tuple(rec["input_size"]), tuple(rec["mean"]), tuple(rec["std"])
+    for what, given, used in (("input size", input_size, rec_size), ("mean", mean, rec_mean), ("std", std, rec_std)):
+        if given is not None and not np.allclose(np.asarray(given, float), np.asarray(used, float)):
+            raise AblationError(f"{what} {tuple(given)} differs from the dissection's {used} ({path}); "
+                                f"leave it out to use the dissection's preprocessing")
+    return rec_size, rec_mean, rec_std, f"the dissection's ({path})"
+
+
 # ---------------------------------------------------------------------------- data
 class _Images(Dataset):
     """(normalised image [3, H, W], label) items from a list of loaders."""
@@ -258,7 +293,8 @@ def _unit_means(model: nn.Module, target: nn.Module, idx: torch.Tensor, loader, 
     handle = target.register_forward_hook(grab)
     try:
         with torch.no_grad():
-            for x, _y in progress(loader, quiet, desc="ablate: unit means", leave=False):
+            for x, _y in progress(loader, quiet, desc="ablate: unit means", unit="batch",
+                                  per_unit=loader.batch_size, leave=False):
                 model(x.to(dev))
     finally:
         handle.remove()
@@ -271,7 +307,7 @@ def _accuracies(model: nn.Module, hook: "_Replace", loader, n_classes: int, clas
 
     n, before, after = (np.zeros(n_classes, np.int64) for _ in range(3))
     with torch.no_grad():
-        for x, y in progress(loader, quiet, desc="ablate", leave=False):
+        for x, y in progress(loader, quiet, desc="ablate", unit="batch", per_unit=loader.batch_size, leave=False):
             x = x.to(dev)
             yn = y.numpy().astype(np.int64)
             if yn.size and (yn.min() < 0 or yn.max() >= n_classes):
@@ -349,4 +385,4 @@ def top_units_for_concept(layer_dir: Union[str, Path], concept: str, k: int) -> 
     return [u + 1 for u in order[:k]]
 
 
-__all__ = ["ablate", "open_data", "top_units_for_concept", "AblationResult", "AblationError", "MODES"]
+__all__ = ["ablate", "open_data", "result_preprocessing", "top_units_for_concept", "AblationResult", "AblationError", "MODES"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -44,6 +43,9 @@ class LayerSummary:
     mean_iou: dict = field(default_factory=dict)  # category -> mean best IoU of the units whose best label is in it
     all_mean_iou: float = 0.0  # mean best IoU of all units
     constant: int = 0  # units with one value over the probe set
+    what: str = "unit"  # "feature" for an SAE's features (settings["dissected"]), "basis" for a rotation
+    concepts: list = field(default_factory=list)  # (category, label) of the detectors, sorted
+    random: bool = False  # the model had random weights (--weights none): marked in the table and the charts
 
     @property
     def detectors(self) -> int:
@@ -56,8 +58,6 @@ class LayerSummary:
     @property
     def significant_total(self) -> Optional[int]:
         return None if self.significant is None else sum(self.significant.values())
-    what: str = "unit"  # "feature" for an SAE's features (settings["dissected"]), "basis" for a rotation
-    concepts: list = field(default_factory=list)  # (category, label) of the detectors, sorted
 
 
 def run_name(doc: dict) -> str:
@@ -72,6 +72,8 @@ def run_name(doc: dict) -> str:
             base += f" ({Path(str(w.get('checkpoint', 'checkpoint'))).name})"
         elif isinstance(w, str) and w:
             base += " (random init)" if w.startswith("none") else f" ({w.split('.')[-1]})"
+        if m.get("random_weights") and "(random init)" not in base:
+            base += " (random init)"
     if (doc.get("settings") or {}).get("dissected") == "feature":
         base += " SAE features"
     basis = (doc.get("settings") or {}).get("basis")
@@ -104,6 +106,13 @@ def _read(path: Path) -> dict:
     return doc
 
 
+def is_random(doc: dict) -> bool:
+    """True when result.json ``doc`` comes from a model with random weights (``--weights none``)."""
+    m = doc.get("model") or {}
+    w = m.get("weights")
+    return bool(m.get("random_weights")) or (isinstance(w, str) and w.startswith("none"))
+
+
 def _unit_stats(units: Sequence[dict]) -> tuple:
     """(significant {category: n} or None, mean best IoU {category: x}, mean best IoU of all, constant units).
 
@@ -129,14 +138,27 @@ def _summarise_layer(doc: dict, out: Path, d: Path, name: Optional[str]) -> Laye
     sig, means, all_mean, constant = _unit_stats(doc["units"])
     return LayerSummary(name or run_name(doc), out.name or str(out), str(doc["layer"]), int(s.get("units", 0)),
                         thr, dict(s.get("per_category", {})), dict(s.get("unique_detectors", {})), str(d),
-                        sig, means, all_mean, constant, *_kind_and_concepts(doc, thr))
+                        sig, means, all_mean, constant, *_kind_and_concepts(doc, thr), random=is_random(doc))
 
 
-def collect(outs: Sequence[Union[str, Path]], names: Optional[Sequence[Optional[str]]] = None) -> list:
+def run_names(outs: Sequence[Union[str, Path]], names: Union[None, dict, Sequence[Optional[str]]]) -> list:
+    """A run name per folder (None: from its result.json). ``names`` is a list of those, or
+    {OUT as given (or its folder name): label} (``dissect compare --name OUT=LABEL``); a key that is
+    no OUT raises CompareInputError."""
+    if not isinstance(names, dict):
+        return list(names) if names is not None else [None] * len(outs)
+    unknown = [k for k in names if not any(k in (str(o), Path(o).name) for o in outs)]
+    if unknown:
+        raise CompareInputError(f"--name {unknown[0]}=...: {unknown[0]!r} is none of the compared folders "
+                                f"({', '.join(str(o) for o in outs)})")
+    return [names.get(str(o), names.get(Path(o).name)) for o in outs]
+
+
+def collect(outs: Sequence[Union[str, Path]], names: Union[None, dict, Sequence[Optional[str]]] = None) -> list:
     """LayerSummary for every layer of every results folder, runs in the given order.
 
-    ``names``: a run name per folder (None: from its result.json, see :func:`run_name`)."""
-    names = list(names) if names is not None else [None] * len(outs)
+    ``names``: see :func:`run_names` (None: names from each result.json, see :func:`run_name`)."""
+    names = run_names(outs, names)
     if len(names) != len(outs):
         raise CompareInputError(f"{len(names)} run names for {len(outs)} results folders")
     runs = []
@@ -230,18 +252,13 @@ def stacked_bars(summaries: Sequence[LayerSummary], field: str, stem: Path, ylab
         if any(vals):
             ax.bar(xs, vals, bottom=bottom, width=0.75, label=c, color=category_color(c, cats))
             bottom = [b + v for b, v in zip(bottom, vals)]
+    for patch_index, patch in enumerate(p for c in ax.containers for p in c):  # random runs: hatched bars
+        if summaries[patch_index % n].random:
+            patch.set_hatch("///")
+            patch.set_edgecolor("#333333")
     ax.set_xticks(xs)
     ax.set_xticklabels([s.layer for s in summaries], rotation=90 if n > 6 else 0, fontsize=8)
-    start = 0
-    while start < n:  # label each run under its group of layers
-        end = start
-        while end + 1 < n and summaries[end + 1].run == summaries[start].run:
-            end += 1
-        ax.text((start + end) / 2, -0.18 if n <= 6 else -0.45, summaries[start].run, transform=ax.get_xaxis_transform(),
-                ha="center", va="top", fontsize=8)
-        if start:
-            ax.axvline(start - 0.5, color="#bbbbbb", linewidth=0.8)
-        start = end + 1
+    _label_runs(fig, ax, summaries)
     ax.set_ylabel(ylabel)
     ax.set_ylim(bottom=0)
     ax.yaxis.get_major_locator().set_params(integer=True)
@@ -252,10 +269,58 @@ def stacked_bars(summaries: Sequence[LayerSummary], field: str, stem: Path, ylab
     return _save(fig, Path(stem))
 
 
+def _run_groups(summaries: Sequence[LayerSummary]) -> list:
+    """(first, last) bar index of each run's group of layers."""
+    groups, start = [], 0
+    while start < len(summaries):
+        end = start
+        while end + 1 < len(summaries) and summaries[end + 1].run == summaries[start].run:
+            end += 1
+        groups.append((start, end))
+        start = end + 1
+    return groups
+
+
+def _label_runs(fig, ax, summaries: Sequence[LayerSummary]) -> list:
+    """Each run's name under its group of bars, wrapped to the group's width; where two names
+    would still overlap (measured by the renderer), the font shrinks and then the names turn
+    vertical. Random-weight runs are marked "[RANDOM]". Returns the Text objects."""
+    import textwrap
+
+    n = len(summaries)
+    groups = _run_groups(summaries)
+    for k, (start, _end) in enumerate(groups):
+        if k:
+            ax.axvline(start - 0.5, color="#bbbbbb", linewidth=0.8)
+    bar_pt = fig.get_size_inches()[0] * 72 * 0.8 / max(n, 1)  # the axes span ~80% of the figure
+    for size, rotation in ((8, 0), (7, 0), (6, 0), (7, 90)):
+        texts = []
+        for start, end in groups:
+            s = summaries[start]
+            name = s.run + (" [RANDOM]" if s.random and "random" not in s.run.lower() else "")
+            width = max(6, int((end - start + 1) * bar_pt / (0.6 * size)))
+            label = name if rotation else "\n".join(textwrap.wrap(name, width) or [name])
+            texts.append(ax.text((start + end) / 2, -0.18 if n <= 6 else -0.45, label, ha="center", va="top",
+                                 transform=ax.get_xaxis_transform(), fontsize=size, rotation=rotation))
+        if not _overlapping(fig, texts):
+            return texts
+        for t in texts:
+            t.remove()
+    return texts
+
+
+def _overlapping(fig, texts) -> bool:
+    """True when two of the texts' drawn boxes intersect."""
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    return any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
 <style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}td,th{border:1px solid #ccc;
-padding:2px 8px;text-align:right}td.l,th.l{text-align:left}img{max-width:100%}.cat{color:#fff;padding:0 4px;border-radius:3px}</style>
+padding:2px 8px;text-align:right}td.l,th.l{text-align:left}img{max-width:100%}.cat{color:#fff;padding:0 4px;border-radius:3px}
+.rnd{background:#fde2e1;color:#8a1c14;padding:0 4px;border-radius:3px;font-size:85%}</style>
 </head><body>
 <h1>{{ title }}</h1>
 <p>Detectors (units whose best IoU reaches the IoU threshold) and unique detectors (distinct concepts among them)
@@ -266,7 +331,7 @@ per category, for every layer of every run (Bau et al., CVPR 2017, section 4). D
 <table><tr><th class="l">run</th><th class="l">layer</th><th>units</th><th>mean best IoU</th>
 {% for c in cats %}<th><span class="cat" style="background:{{ colors[c] }}">{{ c }}</span></th>{% endfor %}
 <th>all</th><th>significant</th><th>mean best IoU</th><th>constant</th></tr>
-{% for s in rows %}<tr><td class="l">{{ s.run }}</td><td class="l">{% if s.href %}<a href="{{ s.href }}">{{ s.layer }}</a>{% else %}{{ s.layer }}{% endif %}</td><td>{{ s.units }}{% if s.what == "feature" %} features{% endif %}</td>
+{% for s in rows %}<tr><td class="l">{{ s.run }}{% if s.random %} <span class="rnd">RANDOM weights</span>{% endif %}</td><td class="l">{% if s.href %}<a href="{{ s.href }}">{{ s.layer }}</a>{% else %}{{ s.layer }}{% endif %}</td><td>{{ s.units }}{% if s.what == "feature" %} features{% endif %}</td>
 {% for c in cats %}<td>{{ s.unique.get(c, 0) }} / {{ s.per_category.get(c, 0) }}</td>{% endfor %}
 <td>{{ s.unique.values()|sum }} / {{ s.per_category.values()|sum }}</td>
 <td>{{ "-" if s.significant is none else s.significant.values()|sum }}</td><td>{{ "%.3f"|format(s.all_mean_iou) }}</td><td>{{ s.constant }}</td></tr>
@@ -274,7 +339,7 @@ per category, for every layer of every run (Bau et al., CVPR 2017, section 4). D
 <p>Cells: unique detectors / detectors. Significant: detectors whose q-value against the permutation null is at
 most alpha ("-": the run had no <code>--null</code>). Mean best IoU: over all units. Constant: units with one value over
 the probe set (never detectors).</p>
-<p>Cells: unique detectors / detectors.</p>
+<p>Runs of randomly initialised models (--weights none) are marked RANDOM, and their bars are hatched.</p>
 {% for f, concepts in only %}<h2>Concepts only in features: {{ f.run }}, {{ f.layer }}</h2>
 <p>{{ concepts|length }} concept{{ "" if concepts|length == 1 else "s" }} covered by a detector among the SAE's features
 and by no unit detector of layer {{ f.layer }} in the runs compared{% if concepts %}:{% else %}.{% endif %}
@@ -301,9 +366,9 @@ def side_by_side(summaries: Sequence[LayerSummary]) -> str:
 
 
 def write_compare(outs: Sequence[Union[str, Path]], dest: Union[str, Path], title: str = "Network Dissection: comparison",
-                  charts: bool = True, names: Optional[Sequence[Optional[str]]] = None) -> Path:
+                  charts: bool = True, names: Union[None, dict, Sequence[Optional[str]]] = None) -> Path:
     """Write compare.csv, compare.html and the charts into ``dest``; returns compare.html.
-    ``names``: a run name per folder (None: from result.json). Raises CompareInputError naming a
+    ``names``: see :func:`run_names`. Raises CompareInputError naming a
     folder that is not a dissection output."""
     import os
 

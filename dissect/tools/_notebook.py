@@ -7,19 +7,19 @@ dissect.report.masks), so what a notebook shows is what was counted.
 from __future__ import annotations
 
 from html import escape
-from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
+from ..errors import DissectError, NotDissectedError, UnitRangeError
 from ..report.summary import display_name
 from ..results import open_store
 
 
-def unknown_concept(concept: str, names: Sequence[str]) -> KeyError:
+def unknown_concept(concept: str, names: Sequence[str]) -> "NotDissectedError":
     from broden_builder.shared import did_you_mean
 
-    return KeyError(f"no unit is labelled {concept!r}{did_you_mean(concept, names)}")
+    return NotDissectedError(f"no unit is labelled {concept!r}{did_you_mean(concept, names)}")
 
 
 def matches(label: str, concept: str) -> bool:
@@ -39,10 +39,10 @@ def top_images(res, unit: int, store=None, k: Optional[int] = None) -> list:
     from ..report.masks import unit_mask
 
     if res.topk_indices is None or res.topk_maps is None:
-        raise ValueError(f"layer {res.layer}: top images not loaded (DissectionResult.load(out, load_maps=True))")
+        raise DissectError(f"layer {res.layer}: top images not loaded (DissectionResult.load(out, load_maps=True))")
     i = int(unit) - 1
     if not 0 <= i < len(res.units):
-        raise IndexError(f"layer {res.layer} has units 1..{len(res.units)}, not {unit}")
+        raise UnitRangeError(f"layer {res.layer} has units 1..{len(res.units)}, not {unit}")
     st = open_store(res, store)
     seg = (res.store or {}).get("segmentation_size")
     mode = (res.settings or {}).get("upsample") or "bilinear"

@@ -22,16 +22,24 @@ import torch.nn.functional as F
 from broden_builder.torch_dataset import IMAGENET_MEAN, IMAGENET_STD
 
 from ..capture import feature_maps, plan_layers
+from ..errors import DissectError, UnitRangeError
 from ..stats.upsample import upsample
 
 
 def preprocess(images: Sequence[np.ndarray], size: Union[int, tuple] = 224, mean=IMAGENET_MEAN,
                std=IMAGENET_STD) -> torch.Tensor:
-    """H x W x 3 uint8 RGB arrays -> [B, 3, size, size] float, squashed (bilinear) and normalised as the store's images."""
+    """H x W x 3 uint8 RGB arrays or PIL images -> [B, 3, size, size] float, squashed (bilinear) and
+    normalised as the store's images. Read-only arrays (``np.asarray(pil_image)``) are copied, so
+    torch warns about nothing. Raises DissectError for an image that is not H x W x 3."""
     h, w = (size, size) if isinstance(size, int) else tuple(size)
     out = []
-    for img in images:
-        t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.uint8)).permute(2, 0, 1).float().div_(255)
+    for k, img in enumerate(images):
+        if hasattr(img, "convert") and hasattr(img, "mode"):  # a PIL image
+            img = img.convert("RGB")
+        arr = np.array(img, dtype=np.uint8)  # a writable copy
+        if arr.ndim != 3 or arr.shape[2] != 3:
+            raise DissectError(f"image {k}: expected H x W x 3 RGB, got shape {arr.shape}")
+        t = torch.from_numpy(arr).permute(2, 0, 1).float().div_(255)
         t = F.interpolate(t[None], size=(h, w), mode="bilinear", align_corners=False)[0]
         out.append((t - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1))
     return torch.stack(out)
@@ -50,10 +58,10 @@ def unit_masks(model: torch.nn.Module, layer: str, images: torch.Tensor, thresho
     acts = feature_maps(model, images, plans)[layer]
     thr = torch.as_tensor(np.asarray(thresholds), dtype=acts.dtype, device=acts.device)
     if thr.shape != (acts.shape[1],):
-        raise ValueError(f"layer {layer!r} has {acts.shape[1]} units but {tuple(thr.shape)} thresholds were given")
+        raise DissectError(f"layer {layer!r} has {acts.shape[1]} units but {tuple(thr.shape)} thresholds were given")
     idx = torch.arange(acts.shape[1]) if units is None else torch.as_tensor(list(units), dtype=torch.long)
     if idx.numel() and (idx.min() < 0 or idx.max() >= acts.shape[1]):
-        raise ValueError(f"unit indices must lie in 0..{acts.shape[1] - 1}, got {idx.tolist()}")
+        raise UnitRangeError(f"unit indices must lie in 0..{acts.shape[1] - 1}, got {idx.tolist()}")
     sel = acts[:, idx.to(acts.device)]
     size = tuple(size) if size is not None else tuple(images.shape[-2:])
     up = upsample(sel.float(), size, mode)  # the tally's upsampler: these are the masks it counts

@@ -84,3 +84,21 @@ def test_bad_dtd_input(tmp_path):
         DtdSource({"type": "dtd", "path": str(tmp_path / "d")}).check()
     with pytest.raises(SourceMissingError, match="no DTD label file"):
         DtdSource({"type": "dtd", "path": str(tmp_path / "nowhere")}).check()
+
+
+def test_plan_counts_dtd_from_its_labels_file(tmp_path):
+    """`broden build --plan` counts DTD from labels_joint_anno.txt (it said "no metadata counts").
+    Hand count of DTD_LINES: banded 3 images, dotted 3, striped 4."""
+    from broden_builder.plan import plan_recipe
+    from broden_builder.recipe import recipe_from_dict
+
+    make_dtd(tmp_path / "d")
+    src = get_source_class("dtd")({"type": "dtd", "path": str(tmp_path / "d")})
+    assert src.plan_statistics() == {("texture", 1): (3, 3.0), ("texture", 2): (3, 3.0), ("texture", 3): (4, 4.0)}
+    for min_frequency, kept in ((3, ["banded", "dotted", "striped"]), (4, ["striped"])):
+        recipe = recipe_from_dict({"min_frequency": min_frequency, "min_coverage": 0.0, "color": False,
+                                   "sources": [{"type": "dtd", "path": str(tmp_path / "d")}]})
+        plan = plan_recipe(recipe)
+        assert plan.sources["dtd"]["status"] == "counted" and "dtd" not in plan.not_counted
+        assert sorted(r["name"] for r in plan.vocabulary) == kept
+        assert plan.categories == {"texture": len(kept)} and "texture" not in plan.upper_bound

@@ -14,13 +14,23 @@ class CocoEntry(SourceEntry):
     annotations: str = Field(..., description="annotation JSON file")
     images: str = Field(..., description="image folder")
     category: Optional[str] = Field(None, description="category of the labels (default object)")
-    stuff_category: Optional[str] = None
-    annotation_type: Optional[Literal["auto", "instances", "stuff", "panoptic"]] = None
-    crowd: Optional[Literal["label", "unlabeled"]] = None
-    layering: Optional[Literal["paint", "layers"]] = None
-    keep_unannotated: Optional[bool] = None
-    missing_images: Optional[Literal["error", "skip"]] = None
-    clean_names: Optional[bool] = None
-    limit: Optional[int] = Field(None, ge=0)
-    panoptic_masks: Optional[str] = None
-    ignore: Optional[List[str]] = None
+    stuff_category: Optional[str] = Field(None, description="panoptic only: category of the 'stuff' classes "
+                                                            "(isthing 0); default: the same as category")
+    annotation_type: Optional[Literal["auto", "instances", "stuff", "panoptic"]] = Field(
+        None, description="kind of annotation file (default auto: told from the JSON)")
+    crowd: Optional[Literal["label", "unlabeled"]] = Field(
+        None, description="crowd regions: label (default) gives them their class, unlabeled leaves them 0")
+    layering: Optional[Literal["paint", "layers"]] = Field(
+        None, description="overlaps: paint (default) one layer, larger instances first so smaller ones stay "
+                          "visible; layers: overlapping instances of other classes go to extra layers")
+    keep_unannotated: Optional[bool] = Field(None, description="keep images without any annotation (colour "
+                                                               "labels only; default false)")
+    missing_images: Optional[Literal["error", "skip"]] = Field(
+        None, description="images listed in the JSON but absent on disk: error (default) or skip")
+    clean_names: Optional[bool] = Field(None, description="'wall-other-merged' -> 'wall' for panoptic/stuff "
+                                                          "class names")
+    limit: Optional[int] = Field(None, ge=0, description="only the first N images by file name (0 or absent: all)")
+    panoptic_masks: Optional[str] = Field(None, description="panoptic PNG folder (default: the JSON path "
+                                                            "without .json)")
+    ignore: Optional[List[str]] = Field(None, description="class names left unlabeled (default [other] for "
+                                                          "stuff, none otherwise)")

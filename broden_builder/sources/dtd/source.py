@@ -109,6 +109,17 @@ class DtdSource(DownloadableSource, Source):
     def image_level_categories(self) -> frozenset:
         return frozenset({"texture"})
 
+    def plan_statistics(self) -> dict:
+        """{("texture", code): (images, coverage)} from the labels file alone (``broden build --plan``):
+        images listing the label; an image-level label covers its whole image, so coverage = images,
+        as the build counts it (broden_builder.store.statistics)."""
+        self._locate()
+        n: dict = {}
+        for _rel, labels in self._entries:
+            for name in labels:
+                n[self.codes[name]] = n.get(self.codes[name], 0) + 1
+        return {("texture", code): (c, float(c)) for code, c in n.items()}
+
     def records(self) -> list:
         self._locate()
         return [ImageRecord(PurePosixPath(rel).stem, {"path": rel, "codes": tuple(self.codes[n] for n in labels)})

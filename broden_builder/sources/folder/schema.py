@@ -15,8 +15,11 @@ class FolderEntry(SourceEntry):
     labels: str = Field(..., description="CSV table value,name (or color,name)")
     category: str = Field(..., description="category of the labels")
     masks: Optional[str] = Field(None, description="mask folder (pixel labels); without it, image-level labels")
-    mask_suffix: Optional[str] = None
-    unlabeled: Optional[Union[int, List[int]]] = None
-    missing_masks: Optional[Literal["error", "skip"]] = None
+    mask_suffix: Optional[str] = Field(None, description="text between an image's stem and .png in its mask's "
+                                                         "name (default \"\"; \"_mask\" for masks/<stem>_mask.png)")
+    unlabeled: Optional[Union[int, List[int]]] = Field(None, description="mask values that mean no label "
+                                                                         "(default [0])")
+    missing_masks: Optional[Literal["error", "skip"]] = Field(
+        None, description="images without a mask file: error (default) or skip")
     exif_orientation: Optional[bool] = Field(None, description="apply the images' EXIF orientation (default: "
                                                                "yes for image-level labels, no with masks)")
