@@ -530,8 +530,7 @@ def _cuda() -> bool:
 
 
 def _cmd_compare(args) -> int:
-    from .tools import collect, expand_controls, side_by_side, write_compare
-    from .tools._compare import run_names
+    from .tools import collect, expand_controls, run_names, side_by_side, write_compare
 
     # a folder of `run --controls` brings its random and rotated runs; --name OUT=LABEL renames a given folder
     outs, names = expand_controls(args.outs)

@@ -118,6 +118,7 @@ def _places() -> set:
 #: meanings, other defaults), and the activation cache's key (the preprocessing as resolved).
 ALLOWED = {
     ("cli.py", "--input-size"): "dissect layers: the dummy input's size",
+    ("cli.py", "--device"): "dissect describe: the image-text model's device (default auto)",
     ("cli.py", "--split"): "dissect ablate: a split of an HF dataset",
     ("cli.py", "--batch-size"): "dissect ablate's own batches",
     ("cli.py", "--workers"): "dissect ablate's own DataLoader",
