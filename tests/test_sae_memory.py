@@ -6,8 +6,9 @@ positions, 4,000 x 8,192 x 4 bytes = 128 MiB, would fit; the budget is what boun
 Held per layer besides: the SAE (2 x 512 x 8,192 float32 = 32 MiB), the top-k maps
 (8,192 x 10 x 2 x 2 float32 = 1.3 MiB), the tally counts (8,192 x labels int64) and one batch of
 features (32 x 8,192 x 2 x 2 float32 = 4 MiB). Oracle: the kernel's own accounting (getrusage).
-Measured: 0.89-0.93 GiB main and 0.62 GiB worker when run alone (also with a second copy running);
-once 1.69 GiB main inside a whole-suite run (cause not found; the bound leaves room for it).
+Measured: 0.67-0.93 GiB main and 0.47-0.62 GiB worker. The main process's peak is read from
+/proc/self/status (VmHWM), not getrusage: Linux keeps ru_maxrss across exec, so inside a whole-suite
+run getrusage reported the pytest parent's 3.2 GB as this child's peak.
 """
 from __future__ import annotations
 
@@ -31,7 +32,10 @@ from dissect.engine import score_activations
 root = sys.argv[1]
 cfg = DissectConfig(sae={"L": root + "/sae"}, quantile_memory=256 << 20, device="cpu", quiet=True, workers=1)
 res = score_activations(root + "/acts.npy", root + "/store", cfg, out=root + "/out", name="L")
-print(json.dumps({"self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+# VmHWM: this process's own peak. Not RUSAGE_SELF: Linux carries ru_maxrss across exec, so a child of a
+# large pytest process would report pytest's size (what made this test fail inside whole-suite runs).
+hwm = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"self": hwm,
                   "children": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
                   "features": len(res.units)}))
 """
