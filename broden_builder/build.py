@@ -33,6 +33,7 @@ from .sources.decode import decode_image
 from .sources import BadSourceItem, ImageRecord, Source, SourceMissingError, UnknownSourceType, get_source_class
 from .store.statistics import layer_fractions as native_fractions
 from .store.atomic import atomic_write_bytes, atomic_write_text
+from .store.paths import UnsafePathError, safe_category
 from .store.writer import STAGING, LabelSpec, StoreWriter
 from .unify import SourceLabel, UnifyError, Vocabulary, check_same_source, unify
 
@@ -555,6 +556,10 @@ def category_levels(sources: Sequence[Source]) -> set:
         declared = set(src.image_level_categories())
         image_level |= declared
         for cat in src.vocabulary():
+            try:
+                safe_category(cat, f"{src.key}: category")
+            except UnsafePathError as e:
+                raise BuildError(str(e)) from None
             level = "image-level" if cat in declared else "pixel"
             other = level_of.setdefault(cat, (level, src.key))
             if other[0] != level:

@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Literal, Mapping, Optional, Type, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .store.format import SPLITS
-from .store.paths import UnsafePathError, safe_component
+from .store.paths import UnsafePathError, safe_category, safe_component
 
 
 class _Strict(BaseModel):
@@ -92,6 +92,16 @@ class SourceEntry(_Strict):
         return v
 
 
+def _category(v):
+    """A category name is one safe file-name component (it becomes c_<category>.csv; issue 25)."""
+    if v is not None:
+        try:
+            safe_category(v, "category")
+        except UnsafePathError as e:
+            raise ValueError(str(e)) from None
+    return v
+
+
 class _Downloadable(SourceEntry):
     path: str = Field(..., description="folder holding (or receiving) the source's files")
     download: Optional[bool] = Field(None, description="false: never download this source")
@@ -146,6 +156,11 @@ class CocoEntry(SourceEntry):
     panoptic_masks: Optional[str] = None
     ignore: Optional[List[str]] = None
 
+    @field_validator("category", "stuff_category")
+    @classmethod
+    def _categories(cls, v):
+        return _category(v)
+
 
 class FolderEntry(SourceEntry):
     """``type: folder``: your own images with masks (or image-level labels) and a value -> name table."""
@@ -159,6 +174,11 @@ class FolderEntry(SourceEntry):
     missing_masks: Optional[Literal["error", "skip"]] = None
     exif_orientation: Optional[bool] = Field(None, description="apply the images' EXIF orientation (default: "
                                                                "yes for image-level labels, no with masks)")
+
+    @field_validator("category")
+    @classmethod
+    def _categories(cls, v):
+        return _category(v)
 
 
 class HFEntry(SourceEntry):
@@ -174,6 +194,11 @@ class HFEntry(SourceEntry):
     unlabeled: Optional[Union[int, List[int]]] = None
     limit: Optional[int] = Field(None, ge=0)
     names: Optional[Union[List[str], Dict[int, str], Dict[str, str]]] = None
+
+    @field_validator("category")
+    @classmethod
+    def _categories(cls, v):
+        return _category(v)
 
 
 SOURCE_SCHEMAS: Dict[str, Type[SourceEntry]] = {

@@ -8,7 +8,9 @@ Two rules (issue 15, items 4 and 5):
   under the real ``STORE/images``. :func:`check_relpath` does the lexical part when the
   table is read (cheap, every row), :func:`confined` both parts before a file is opened.
 - A name we turn into one path component (a source ``prefix``, ``dissect score --name``,
-  a layer's result folder) is a single safe component: :func:`safe_component`.
+  a layer's result folder) is a single safe component: :func:`safe_component`. A category
+  name becomes ``c_<category>.csv`` and ``<image>_<category>.png``: :func:`safe_category`
+  (issue 25), checked by the recipe schema, the build, the writer and the reader.
 """
 from __future__ import annotations
 
@@ -109,4 +111,17 @@ def safe_component(name: str, what: str = "name") -> str:
     if name in (".", "..") or name.startswith(".") or _BAD_COMPONENT.search(name) or _DRIVE.match(name):
         raise UnsafePathError(f"{what} {name!r} is not a single safe folder name "
                               "(no '/', '\\', '..', leading '.', control characters or drive letter)")
+    return name
+
+
+_CELL_SYNTAX = re.compile(r"[;()\s,]")
+
+
+def safe_category(name: str, what: str = "category") -> str:
+    """Return ``name`` when it can name a category: one safe path component (:func:`safe_component`;
+    it becomes ``c_<name>.csv`` and part of label PNG names) without ``;``, ``(``, ``)``, ``,`` or
+    white space (the syntax of label.csv's ``cat(count);...`` cells). Raises UnsafePathError."""
+    safe_component(name, what)
+    if _CELL_SYNTAX.search(name):
+        raise UnsafePathError(f"{what} {name!r} is not a valid category name (no ';', '(', ')', ',' or white space)")
     return name

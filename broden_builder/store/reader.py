@@ -24,7 +24,7 @@ from PIL import Image
 
 from .commit import pending_commit, pending_message
 from .errors import StoreFormatError
-from .paths import Confinement, UnsafePathError, check_relpath
+from .paths import Confinement, UnsafePathError, check_relpath, safe_category
 from .format import (
     CATEGORY_COLUMNS,
     CATEGORY_MAP_COLUMNS,
@@ -264,6 +264,11 @@ class BrodenStore:
         if list(header[: len(INDEX_FIXED_COLUMNS)]) != list(INDEX_FIXED_COLUMNS):
             raise StoreFormatError(path, f"malformed header {header}: must start with {','.join(INDEX_FIXED_COLUMNS)}", 0)
         cats = [h for h in header[len(INDEX_FIXED_COLUMNS):] if h]
+        for c in cats:  # each names c_<category>.csv, read next: confined to the store (issue 25)
+            try:
+                safe_category(c, "category column")
+            except UnsafePathError as e:
+                raise StoreFormatError(path, str(e), 0) from None
         self.categories = cats
         ncat = len(cats)
         base = len(INDEX_FIXED_COLUMNS)
