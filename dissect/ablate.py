@@ -28,7 +28,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from broden_builder.store.atomic import atomic_write_text
+from .errors import DissectError
 
 MODES = ("zero", "mean")
 IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
@@ -195,22 +195,32 @@ class AblationResult:
 
     def write(self, layer_dir: Union[str, Path]) -> Path:
         """Write ``<tag>.csv`` into the layer's result folder and list it in ``ablations.json``
-        (which the report reads to link each unit to the ablations that include it)."""
+        (which the report reads to link each unit to the ablations that include it).
+
+        Holds the lock of the results folder (``layer_dir``'s parent) for the read-modify-write of
+        ablations.json, so two ablations of one layer both stay listed (issue 25); the csv and the
+        json are committed together. Raises DissectError for an ablations.json that is not a JSON
+        list (never dropped silently) and LockedError while another process writes there."""
+        from .results import commit_files, results_lock
+
         d = Path(layer_dir)
-        d.mkdir(parents=True, exist_ok=True)
-        path = d / f"{self.tag}.csv"
-        atomic_write_text(path, self.csv_text())
-        index_path = d / "ablations.json"
-        try:
-            index = json.loads(index_path.read_text("utf-8")) if index_path.is_file() else []
-        except ValueError:
-            index = []
-        index = [e for e in index if e.get("file") != path.name]
-        total = self.rows()[-1]
-        index.append({"file": path.name, "units": list(self.units), "mode": self.mode, "layer": self.layer,
-                      "accuracy_before": total["accuracy_before"], "accuracy_after": total["accuracy_after"],
-                      "settings": self.settings})
-        atomic_write_text(index_path, json.dumps(index, indent=1) + "\n")
+        with results_lock(d.parent, "dissect ablate"):
+            path = d / f"{self.tag}.csv"
+            index_path = d / "ablations.json"
+            try:
+                index = json.loads(index_path.read_text("utf-8")) if index_path.is_file() else []
+            except (ValueError, OSError) as e:
+                raise DissectError(f"{index_path}: cannot read the list of ablations ({e}); move it aside to "
+                                   f"start a new one") from None
+            if not isinstance(index, list) or not all(isinstance(e, dict) for e in index):
+                raise DissectError(f"{index_path}: must be a JSON list of ablation entries; move it aside to "
+                                   f"start a new one")
+            index = [e for e in index if e.get("file") != path.name]
+            total = self.rows()[-1]
+            index.append({"file": path.name, "units": list(self.units), "mode": self.mode, "layer": self.layer,
+                          "accuracy_before": total["accuracy_before"], "accuracy_after": total["accuracy_after"],
+                          "settings": self.settings})
+            commit_files(d, {path.name: self.csv_text(), "ablations.json": json.dumps(index, indent=1) + "\n"})
         return path
 
 

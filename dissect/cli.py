@@ -376,16 +376,15 @@ def _cmd_layers(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from broden_builder.store.locking import exclusive
-
     from .errors import DissectError
     from .report import write_reports
     from .resources import apply_threads, choose
+    from .results import results_lock
 
     apply_threads(choose().threads)  # the masks are small tensors: single-threaded (dissect.resources)
     if not Path(args.out).is_dir():
         raise DissectError(f"results folder {args.out} does not exist")
-    with exclusive(args.out, "dissect report"):  # not while a run or score writes there
+    with results_lock(args.out, "dissect report"):  # not while a run or score writes there
         index = write_reports(args.out, store=args.store, thumb=args.thumb, images_per_unit=args.images,
                               quiet=args.quiet)
     print(f"report: {index}")
@@ -393,12 +392,23 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_explain(args) -> int:
+    import os
+
+    from .results import results_lock
+
+    if args.length < 1 or args.beam < 1:
+        raise ValueError(f"--length and --beam must be >= 1, got {args.length} and {args.beam}")
+    if int(os.environ.get("RANK", "0") or 0) != 0:  # torchrun: rank 0 holds the lock, as in run/score
+        return _explain(args)
+    with results_lock(args.out, "dissect explain"):  # scoring (if needed) and the explanations: one writer
+        return _explain(args)
+
+
+def _explain(args) -> int:
     from .cache import safe_name
     from .distributed import init_from_env
     from .explain.run import explain_result
 
-    if args.length < 1 or args.beam < 1:
-        raise ValueError(f"--length and --beam must be >= 1, got {args.length} and {args.beam}")
     info = init_from_env(args.device)
     model = None
     if args.activations:
@@ -458,6 +468,13 @@ def _cmd_compare(args) -> int:
 
 
 def _cmd_ablate(args) -> int:
+    from .results import results_lock
+
+    with results_lock(args.out, "dissect ablate"):  # ablations.json is read, changed and written: one writer
+        return _ablate(args)
+
+
+def _ablate(args) -> int:
     from broden_builder.torch_dataset import IMAGENET_MEAN, IMAGENET_STD
 
     from .ablate import ablate, open_data, top_units_for_concept

@@ -19,7 +19,7 @@ from typing import Optional, Sequence, Union
 
 from broden_builder.store.atomic import atomic_write_text
 
-from .results import ResultsError, find_layer_folders
+from .results import ResultsError, find_layer_folders, results_lock
 
 CSV_COLUMNS = ("run", "folder", "layer", "category", "units", "detectors", "unique_detectors", "iou_threshold")
 
@@ -196,18 +196,24 @@ per category, for every layer of every run (Bau et al., CVPR 2017, section 4). D
 def write_compare(outs: Sequence[Union[str, Path]], dest: Union[str, Path], title: str = "Network Dissection: comparison",
                   charts: bool = True) -> Path:
     """Write compare.csv, compare.html and the charts into ``dest``; returns compare.html.
-    Raises CompareInputError naming a folder that is not a dissection output."""
+    Raises CompareInputError naming a folder that is not a dissection output, LockedError while
+    another process writes into ``dest``."""
+    if not outs:
+        raise CompareInputError("give at least one results folder")
+    summaries = collect(outs)
+    dest = Path(dest)
+    with results_lock(dest, "dissect compare"):  # one writer per folder; the page is written last (issue 25)
+        return _write_page(summaries, dest, title, charts)
+
+
+def _write_page(summaries, dest: Path, title: str, charts: bool) -> Path:
+    """compare.csv, the charts, then compare.html (which links them) into ``dest``."""
     import os
 
     import jinja2
 
     from .report.plots import category_color
 
-    if not outs:
-        raise CompareInputError("give at least one results folder")
-    summaries = collect(outs)
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
     atomic_write_text(dest / "compare.csv", compare_csv_text(summaries))
     drawn = False
     if charts:

@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 
 def _holding_out_lock(fn):
-    """Run ``fn`` holding the exclusive lock of its ``out`` folder (rank 0; broden_builder.store.locking),
+    """Run ``fn`` holding the exclusive lock of its ``out`` folder (rank 0; results.results_lock),
     after sweeping what killed writers left there. A second writer is refused with the holder's PID."""
     import functools
     import inspect
@@ -56,24 +56,14 @@ def _holding_out_lock(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from broden_builder.store.locking import exclusive
-
         from .distributed import dist_info
-        from .results import sweep_partial_results
+        from .results import results_lock
 
         out = sig.bind(*args, **kwargs).arguments.get("out")
         if out is None or dist_info().rank != 0:
             return fn(*args, **kwargs)
-        try:
-            lock = exclusive(out, f"dissect {fn.__name__}")
-            lock.__enter__()
-        except OSError as e:
-            raise DissectError(f"{e.filename or out}: cannot use as the output folder ({e.strerror or e})") from None
-        try:
-            sweep_partial_results(out)
+        with results_lock(out, f"dissect {fn.__name__}"):
             return fn(*args, **kwargs)
-        finally:
-            lock.__exit__(None, None, None)
 
     return wrapper
 

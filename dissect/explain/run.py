@@ -18,6 +18,7 @@ import torch
 
 from broden_builder.store.reader import BrodenStore
 
+from ..results import results_lock
 from .layer import LayerExplanations, explain_activations
 from .output import write_explanations
 
@@ -170,7 +171,8 @@ def explain_result(layer_dir: Union[str, Path], activations=None, model=None, st
     if matrix is not None:
         ex.settings["basis"] = settings["basis"]
     if write:
-        write_explanations(layer_dir, ex)
+        with results_lock(layer_dir.parent, "dissect explain"):  # re-entrant: the CLI holds it already
+            write_explanations(layer_dir, ex)
     return ex
 
 
