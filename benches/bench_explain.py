@@ -51,7 +51,7 @@ def ensure_acts(work: Path, store) -> tuple:
     from torch.utils.data import DataLoader
 
     from broden_builder.torch_dataset import BrodenDataset, collate_broden
-    from dissect.hooks import run_layers
+    from dissect.capture._hooks import run_layers
     from dissect.stats import TopQuantile
 
     torch.manual_seed(0)

@@ -41,7 +41,7 @@ def main() -> None:
     torch.set_num_threads(1)
     from broden_builder.store.reader import BrodenStore
     from broden_builder.torch_dataset import BrodenDataset, check_categories, collate_broden
-    from dissect.engine import label_columns
+    from dissect.engine._passes import label_columns
     from dissect.stats import Tally
 
     store = BrodenStore(args.store)

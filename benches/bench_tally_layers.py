@@ -19,9 +19,9 @@ from broden_builder.torch_dataset import BrodenDataset, collate_broden
 from dissect.stats import Tally, TopQuantile
 
 try:
-    from dissect.engine import label_columns
+    from dissect.engine._passes import label_columns
 except ImportError:  # revisions before the engine split
-    from dissect.runner import label_columns
+    from dissect.engine._runner import label_columns
 
 
 def main():

@@ -38,7 +38,7 @@ def build(out: Path, count: int, workers: int) -> float:
 def dissect(store: Path, out: Path, device: str, batch: int, workers: int) -> dict:
     import torch
 
-    from dissect.models import load_model
+    from dissect.capture._models import load_model
     from dissect import DissectConfig, dissect_model
 
     if device.startswith("cuda"):

@@ -147,7 +147,7 @@ class DissectionResult:
 
             result.units_for("dog")[:3]    # [{'layer': 'layer4', 'unit': 12, 'label': 'dog', 'iou': 0.21, ...}]
         """
-        from .notebook import matches, unknown_concept
+        from .tools import matches, unknown_concept
 
         rows = self.table(layer) if layer is not None or len(self.layers) == 1 else \
             [r for name in self.layers for r in self.table(name)]
@@ -159,20 +159,20 @@ class DissectionResult:
     def top_images(self, unit: int, layer: Optional[str] = None, k: Optional[int] = None, store=None) -> list:
         """The top images of ``unit`` (1-based, as in the report) of ``layer``, best first: dicts with
         ``row``, ``path``, ``activation``, ``mask`` (bool [sh, sw], the pixels the tally counted) and
-        ``map`` (float32 [h, w]). See :func:`dissect.notebook.top_images`.
+        ``map`` (float32 [h, w]). See :func:`dissect.tools.top_images`.
         """
-        from .notebook import top_images
+        from .tools import top_images
 
         return top_images(self[self._name(layer)], unit, store if store is not None else self.store, k)
 
     def show_unit(self, unit: int, layer: Optional[str] = None, k: Optional[int] = None, store=None):
         """A matplotlib Figure of ``unit``'s top images with its mask (needs matplotlib)."""
-        from .notebook import show_unit
+        from .tools import show_unit
 
         return show_unit(self[self._name(layer)], unit, store if store is not None else self.store, k)
 
     def _repr_html_(self) -> str:
-        from .notebook import layer_html
+        from .tools import layer_html
 
         return "".join(layer_html(r) for r in self.layers.values())
 
@@ -197,7 +197,7 @@ class DissectionResult:
         """Segment new images with the layer's units: ``(masks, units)``.
 
         ``images``: a [B, 3, H, W] tensor preprocessed like the store's images (see
-        :func:`dissect.segment.preprocess`). ``units``: 0-based unit indices; by default the
+        :func:`dissect.tools.preprocess`). ``units``: 0-based unit indices; by default the
         ``top`` best detectors. ``masks`` is bool [B, len(units), H, W] (act > T_k, upsampled);
         ``units`` the matching per-unit table rows (label, category, IoU).
 
@@ -207,7 +207,7 @@ class DissectionResult:
             masks, rows = result.unit_masks(model, x, "layer4", top=3)
             rows[0]["label"], masks[0, 0].float().mean()
         """
-        from .segment import unit_masks
+        from .tools import unit_masks
 
         res = self[layer]
         chosen = [u["unit_index"] for u in res.detectors()[:top]] if units is None else list(units)
@@ -237,7 +237,7 @@ class DissectionResult:
         from torch import nn
 
         from .explain.run import explain_result
-        from .models import LoadedModel
+        from .capture import LoadedModel
 
         res = self[self._name(layer)]
         if res.path is None:
@@ -282,7 +282,7 @@ class Dissection:
     """Dissect ``layers`` of ``model`` on the Broden store at ``store``.
 
     ``model``: an ``nn.Module`` (put in eval mode; moved to the chosen device) or a
-    :class:`dissect.models.LoadedModel`. ``layers``: module names as ``dict(model.named_modules())``
+    :class:`dissect.capture.LoadedModel`. ``layers``: module names as ``dict(model.named_modules())``
     spells them (``"layer4"``, ``"features.28"``); ``dissect layers --model ...`` lists them.
     ``store``: a store folder or a :class:`broden_builder.BrodenStore`. ``config``: a
     :class:`dissect.DissectConfig`; keyword settings override its fields.
@@ -307,7 +307,7 @@ class Dissection:
         With ``out``, results go to ``out/<layer>/`` (resumable: rerunning continues an
         interrupted run) and, with ``report=True``, the HTML report to ``out/index.html``.
         """
-        from .runner import dissect_model
+        from .engine import dissect_model
 
         layers = dissect_model(self.model, self.layers, self.store, self.config, out=out)
         result = DissectionResult(layers, out, self.store)
@@ -324,7 +324,7 @@ class Dissection:
 
             result = Dissection.score("feats.npy", "broden1_224", name="mylayer", out="out")
         """
-        from .runner import score_activations
+        from .engine import score_activations
 
         res = score_activations(activations, store, _config(config, settings), out=out, name=name)
         result = DissectionResult({name: res}, out, store)

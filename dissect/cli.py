@@ -95,7 +95,7 @@ def _add_shared(p: argparse.ArgumentParser) -> None:
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:
-    from .models import UNSAFE_HELP
+    from .capture import UNSAFE_HELP
 
     p.add_argument("--model", required=True,
                    help="a torchvision model name (resnet18, vit_b_16, ...), timm:NAME, hf:FOLDER (a Hugging Face "
@@ -249,8 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _workers(args) -> int:
-    """--workers, or pass 1's automatic count (dissect.resources) for the loops outside the engine."""
-    from .resources import choose
+    """--workers, or pass 1's automatic count (dissect.engine._resources) for the loops outside the engine."""
+    from .engine import choose
 
     return args.workers if args.workers is not None else choose().workers
 
@@ -267,9 +267,9 @@ def _config(args, **extra):
 
 
 def _cmd_run(args) -> int:
-    from .distributed import init_from_env
-    from .models import load_model
-    from .runner import dissect_model
+    from .engine import init_from_env
+    from .capture import load_model
+    from .engine import dissect_model
 
     info = init_from_env(args.device)
     extra = {"input_size": args.input_size, "cache_dtype": args.cache_dtype, "cache_dir": args.cache_dir,
@@ -313,8 +313,8 @@ def _report(args, results) -> None:
 
 
 def _cmd_score(args) -> int:
-    from .distributed import init_from_env
-    from .runner import score_activations
+    from .engine import init_from_env
+    from .engine import score_activations
 
     from broden_builder.store.paths import safe_component
 
@@ -331,8 +331,8 @@ def _cmd_score(args) -> int:
 def _cmd_layers(args) -> int:
     import torch
 
-    from .hooks import list_layers
-    from .models import load_model
+    from .capture import list_layers
+    from .capture import load_model
 
     lm = load_model(args.model, args.weights, unsafe_unpickle=args.unsafe_unpickle, require_weights=False)
     size = args.input_size
@@ -378,10 +378,10 @@ def _cmd_layers(args) -> int:
 def _cmd_report(args) -> int:
     from .errors import DissectError
     from .report import write_reports
-    from .resources import apply_threads, choose
+    from .engine import apply_threads, choose
     from .results import results_lock
 
-    apply_threads(choose().threads)  # the masks are small tensors: single-threaded (dissect.resources)
+    apply_threads(choose().threads)  # the masks are small tensors: single-threaded (dissect.engine._resources)
     if not Path(args.out).is_dir():
         raise DissectError(f"results folder {args.out} does not exist")
     with results_lock(args.out, "dissect report"):  # not while a run or score writes there
@@ -405,8 +405,7 @@ def _cmd_explain(args) -> int:
 
 
 def _explain(args) -> int:
-    from .cache import safe_name
-    from .distributed import init_from_env
+    from .engine import init_from_env, safe_name
     from .explain.run import explain_result
 
     info = init_from_env(args.device)
@@ -416,7 +415,7 @@ def _explain(args) -> int:
     else:
         if not args.layer:
             raise ValueError("--model needs --layer (the layer to explain)")
-        from .models import load_model
+        from .capture import load_model
 
         name = args.layer
         model = load_model(args.model, args.weights, unsafe_unpickle=args.unsafe_unpickle)
@@ -428,11 +427,11 @@ def _explain(args) -> int:
         if args.std is not None:
             extra["std"] = args.std
         if args.activations:
-            from .runner import score_activations
+            from .engine import score_activations
 
             score_activations(args.activations, args.store, _config(args), out=args.out, name=name)
         else:
-            from .runner import dissect_model
+            from .engine import dissect_model
 
             dissect_model(model, [args.layer], args.store, _config(args, **extra), out=args.out)
     else:
@@ -460,7 +459,7 @@ def _cuda() -> bool:
 
 
 def _cmd_compare(args) -> int:
-    from .compare import write_compare
+    from .tools import write_compare
 
     page = write_compare(args.outs, args.out, title=args.title)
     print(f"comparison: {page} ({Path(args.out) / 'compare.csv'})")
@@ -477,9 +476,9 @@ def _cmd_ablate(args) -> int:
 def _ablate(args) -> int:
     from broden_builder.torch_dataset import IMAGENET_MEAN, IMAGENET_STD
 
-    from .ablate import ablate, open_data, top_units_for_concept
-    from .cache import safe_name
-    from .models import load_model
+    from .tools import ablate, open_data, top_units_for_concept
+    from .engine import safe_name
+    from .capture import load_model
 
     layer_dir = Path(args.out) / safe_name(args.layer)
     if args.concept:

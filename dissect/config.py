@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .errors import DissectError
-from .layouts import LAYOUTS
+from .capture import LAYOUTS
 from .stats.tally import UNIONS
 from .stats.upsample import MODES
 
@@ -33,12 +33,12 @@ class DissectConfig:
     top_k: int = 10
     split: Optional[str] = None
     input_size: Optional[tuple] = None  # None = the model's fixed input size, else the store's image size
-    mean: Optional[tuple] = None  # None = the model's preprocessing, else ImageNet's (dissect.preprocess)
+    mean: Optional[tuple] = None  # None = the model's preprocessing, else ImageNet's (dissect.capture._preprocess)
     std: Optional[tuple] = None
     upsample: str = "bilinear"  # one of UPSAMPLE_MODES
     batch_size: int = 32
-    workers: Optional[int] = None  # DataLoader workers; None = chosen by dissect.resources
-    threads: Optional[int] = None  # torch intra-op threads of the statistics; None = 1 (dissect.resources)
+    workers: Optional[int] = None  # DataLoader workers; None = chosen by dissect.engine._resources
+    threads: Optional[int] = None  # torch intra-op threads of the statistics; None = 1 (dissect.engine._resources)
     device: str = "auto"  # 'auto' | 'cpu' | 'cuda' | 'cuda:N'
     checkpoint_every: int = 50  # batches; 0 = never
     cache_dtype: str = "float16"  # activations are rounded to this before every statistic
@@ -48,7 +48,7 @@ class DissectConfig:
     quiet: bool = False
     layout: Optional[str] = None  # force 'nchw' | 'nhwc' | 'tokens' for every layer (None = detected per layer)
     transform: Optional[object] = None  # callable on [B, 3, H, W] RGB in [0, 1] -> network input (no crop)
-    rotate: Optional[int] = None  # seed of a random orthogonal basis applied to the units (dissect.basis)
+    rotate: Optional[int] = None  # seed of a random orthogonal basis applied to the units (dissect.engine._basis)
     basis: Optional[str] = None  # a C x C .npy matrix applied to the units instead
 
     def __post_init__(self):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dissect.ablate import AblationError, ablate, open_data, top_units_for_concept
+from dissect.tools._ablate import AblationError, ablate, open_data, top_units_for_concept
 
 COLORS = {"a_red": (255, 0, 0), "b_green": (50, 255, 0), "c_blue": (0, 0, 255)}  # folder order = logit order
 

@@ -1,7 +1,10 @@
-"""The code's shape (issue 12): layers import only downward, no import cycle, short functions.
+"""The code's shape: layers import only downward, folders are entered through their ``__init__``,
+no import cycle, short functions.
 
-Read from the source with ``ast`` (every import counts, also those inside functions), checked
-against the layer map written here and in the README's module map.
+Read from the source with ``ast`` (every import counts, also those inside functions). The layers are
+the packages' folders and top-level modules, lowest first: every module of a folder sits in its
+folder's layer, so a new module needs no entry here; a new folder or top-level module does, and the
+map must name every one that exists and none that does not (the README's module map shows the same).
 """
 from __future__ import annotations
 
@@ -13,41 +16,46 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("dissect", "broden_builder")
 
-#: dissect's layers, lowest first: a module may import modules of a lower layer, or of its own
-#: layer inside its own subpackage (dissect.stats, dissect.report).
+#: dissect's layers, lowest first: each entry is a folder (a subpackage, with every module in it) or
+#: a top-level module. A module may import a lower layer, or its own folder; another folder is
+#: entered through its ``__init__`` (its ``_private`` modules are for itself).
 DISSECT_LAYERS = [
-    ["dissect.errors", "dissect.basis", "dissect.resources"],
-    ["dissect.layouts", "dissect.selectors"],
-    ["dissect.stats", "dissect.distributed", "dissect.hooks", "dissect.models", "dissect.activations",
-     "dissect.preprocess"],
-    ["dissect.config", "dissect.results", "dissect.cache", "dissect.checkpoint", "dissect.capture",
-     "dissect.tally_batches"],
-    ["dissect.engine", "dissect.explain.output"],
-    ["dissect.runner", "dissect.segment"],
-    ["dissect.report", "dissect.explain", "dissect.ablate"],
-    ["dissect.notebook"],
-    ["dissect.api", "dissect.compare"],
-    ["dissect.cli"],
-    ["dissect.demo"],
+    ["errors"],
+    ["stats", "capture"],      # the exact statistics; models and layers to [B, U, h, w] feature maps
+    ["config", "results"],     # the settings; one layer's result and its files
+    ["engine"],                # the run: probe, both passes, checkpoints, cache, workers, ranks
+    ["explain"],
+    ["report"],
+    ["tools"],                 # compare, ablate, segment, notebook
+    ["api"],
+    ["cli"],
+    ["demo"],
 ]
 
 #: broden_builder's layers, lowest first (same rule). download/ knows files and URLs only; sources/
 #: may use it; acquisition (acquire.py) uses both; the build, add and plan sit above.
 BUILDER_LAYERS = [
-    ["broden_builder.progress", "broden_builder.suggest", "broden_builder.process"],
-    ["broden_builder.errors", "broden_builder.color", "broden_builder.resize", "broden_builder.curated_names",
-     "broden_builder.synonyms"],
-    ["broden_builder.store", "broden_builder.unify"],
-    ["broden_builder.torch_dataset", "broden_builder.download"],
-    ["broden_builder.sources"],
-    ["broden_builder.recipe_schema"],  # checks entries against each source type's schema
-    ["broden_builder.recipe", "broden_builder.acquire"],
-    ["broden_builder.build", "broden_builder.recipe_doc"],
-    ["broden_builder.plan", "broden_builder.extend"],
-    ["broden_builder.cli_errors"],
-    ["broden_builder.cli"],
+    ["progress", "suggest", "process"],
+    ["errors", "color", "resize", "curated_names", "synonyms"],
+    ["store", "unify"],
+    ["torch_dataset", "download"],
+    ["sources"],
+    ["recipe_schema"],  # checks entries against each source type's schema
+    ["recipe", "acquire"],
+    ["build"],
+    ["plan", "extend"],
+    ["cli_errors"],
+    ["cli"],
 ]
 LAYERS = {"dissect": DISSECT_LAYERS, "broden_builder": BUILDER_LAYERS}
+
+
+def _entries(pkg: str) -> set:
+    """The folders (with an __init__.py) and top-level modules of ``pkg`` as they are on disk."""
+    root = REPO / pkg
+    mods = {p.stem for p in root.glob("*.py") if p.stem not in ("__init__", "__main__")}
+    return mods | {p.parent.name for p in root.glob("*/__init__.py")}
+
 
 MAX_LINES = 60
 #: Functions over MAX_LINES allowed for now, each with who is splitting it.
@@ -99,11 +107,41 @@ def _graph() -> dict:
 
 
 def _layer(mod: str):
-    for i, group in enumerate(LAYERS[mod.split(".")[0]]):
+    pkg = mod.split(".")[0]
+    for i, group in enumerate(LAYERS[pkg]):
         for g in group:
+            g = f"{pkg}.{g}"
             if mod == g or mod.startswith(g + "."):
                 return i, g
     return None
+
+
+@pytest.mark.parametrize("pkg", PACKAGES)
+def test_layer_map_is_the_folders(pkg):
+    """Every folder and top-level module is in one layer; the map names nothing that does not exist."""
+    named = [e for group in LAYERS[pkg] for e in group]
+    assert len(named) == len(set(named)), f"an entry is named twice in LAYERS[{pkg!r}]"
+    on_disk = _entries(pkg)
+    assert not set(named) - on_disk, f"LAYERS[{pkg!r}] names what does not exist: {sorted(set(named) - on_disk)}"
+    assert not on_disk - set(named), f"not in any layer of LAYERS[{pkg!r}]: {sorted(on_disk - set(named))}"
+
+
+@pytest.mark.parametrize("pkg", PACKAGES)
+def test_folders_entered_through_init(pkg):
+    """Outside a folder, nobody imports its ``_private`` modules: the folder's __init__ exports them."""
+    bad = []
+    for m, deps in _graph().items():
+        if not m.startswith(pkg + "."):
+            continue
+        for d in deps:
+            parts = d.split(".")
+            for i, part in enumerate(parts):
+                if part.startswith("_") and not part.startswith("__"):
+                    owner = ".".join(parts[:i])
+                    if not (m + ".").startswith(owner + "."):
+                        bad.append(f"{m} imports {d} (import it from {owner})")
+                    break
+    assert not bad, "private modules imported from outside their folder:\n" + "\n".join(bad)
 
 
 def test_builder_never_imports_dissect():

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from dissect.basis import BasisError, apply_basis, load_basis, random_orthogonal, resolve_basis
-from dissect.compare import CompareInputError, collect, run_name, write_compare
+from dissect.engine._basis import BasisError, apply_basis, load_basis, random_orthogonal, resolve_basis
+from dissect.tools._compare import CompareInputError, collect, run_name, write_compare
 
 
 def test_random_orthogonal_is_orthogonal_seeded_and_sign_fixed():

@@ -4,7 +4,7 @@ import pickle
 import numpy as np
 import pytest
 
-from dissect.activations import NpyRows
+from dissect.engine._activations import NpyRows
 
 
 def test_rows_read_like_numpy(tmp_path):

@@ -11,10 +11,10 @@ import torch
 import torchvision
 from torch import nn
 
-from dissect.capture import feature_maps, plan_layers
-from dissect.hooks import TraceDict, UnknownLayerError, list_layers, probe_layers
-from dissect.layouts import Layout, LayoutError, detect_layout, infer_token_grid
-from dissect.selectors import CallCountError, Selector, SelectorError, parse_selector
+from dissect.capture._plan import feature_maps, plan_layers
+from dissect.capture._hooks import TraceDict, UnknownLayerError, list_layers, probe_layers
+from dissect.capture._layouts import Layout, LayoutError, detect_layout, infer_token_grid
+from dissect.capture._selectors import CallCountError, Selector, SelectorError, parse_selector
 
 
 # ----------------------------------------------------------------------------- models

@@ -1,4 +1,4 @@
-"""dissect.activations.check_finite: every NaN/inf is found (one reduction first), named by layer,
+"""dissect.engine._activations.check_finite: every NaN/inf is found (one reduction first), named by layer,
 unit and index.csv row; finite values of any size pass."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from broden_builder import BrodenStore
-from dissect.activations import check_finite
+from dissect.engine._activations import check_finite
 from dissect.errors import DissectError
 
 

@@ -17,11 +17,11 @@ from torch import nn
 from broden_builder import BrodenDataset, BrodenStore
 from conftest import build_synthetic
 from dissect.cli import main
-from dissect.hooks import CallCountError
+from dissect.capture._hooks import CallCountError
 from dissect.config import DissectConfig
 from dissect.errors import DissectError
-from dissect.runner import dissect_model
-from dissect.selectors import SelectorError
+from dissect.engine._runner import dissect_model
+from dissect.capture._selectors import SelectorError
 from test_capture import FPNLike, Shared, block_bn2_by_hand, block_net
 
 Q = 0.05

@@ -12,8 +12,8 @@ from torch import nn
 
 from broden_builder import BrodenDataset, BrodenStore, collate_broden
 from conftest import build_synthetic
-from dissect.hooks import Trace, TraceDict, UnknownLayerError, get_layer, list_layers
-from dissect.models import ModelLoadError, load_model
+from dissect.capture._hooks import Trace, TraceDict, UnknownLayerError, get_layer, list_layers
+from dissect.capture._models import ModelLoadError, load_model
 from dissect_helpers import TINY_MODEL_SOURCE
 
 
@@ -177,7 +177,7 @@ def test_cache_key_mismatch_is_not_reused(small_store, tmp_path, caplog):
     cfg = DissectConfig(workers=0, device="cpu", quiet=True, cache_dir=str(cache), batch_size=5)
     r1 = dissect_model(m, ["0"], small_store, cfg, out=tmp_path / "a")["0"]
     side = (cache / "0.rank0of1.json").read_text()
-    with caplog.at_level(logging.WARNING, logger="dissect.cache"):
+    with caplog.at_level(logging.WARNING, logger="dissect.engine._cache"):
         r2 = dissect_model(m, ["0"], small_store, cfg.replace(mean=(0.4, 0.4, 0.4)), out=tmp_path / "b")["0"]
     assert "different mean" in caplog.text
     assert (cache / "0.rank0of1.json").read_text() != side
@@ -185,7 +185,7 @@ def test_cache_key_mismatch_is_not_reused(small_store, tmp_path, caplog):
     with torch.no_grad():
         m[0].weight.mul_(2)  # other weights: the state hash differs, the cache is rebuilt
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="dissect.cache"):
+    with caplog.at_level(logging.WARNING, logger="dissect.engine._cache"):
         r3 = dissect_model(m, ["0"], small_store, cfg, out=tmp_path / "c")["0"]
     assert "model; not reusing it" in caplog.text
     assert not np.array_equal(r1.thresholds, r3.thresholds)

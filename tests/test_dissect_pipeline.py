@@ -144,8 +144,8 @@ def test_report_masks_are_the_tallied_masks_under_nearest(synthetic_store, tmp_p
 def test_gather_sync_of_shards_equals_one_statistic(monkeypatch):
     """The declared 'gather' reduction over three ranks (the last with an empty shard) gives what one
     statistic fed with every value gives; 'sum' adds the counts."""
-    import dissect.distributed as dist_mod
-    from dissect.distributed import DistInfo, sync
+    import dissect.engine._distributed as dist_mod
+    from dissect.engine._distributed import DistInfo, sync
     from dissect.stats import Tally, TopKImages, TopQuantile
 
     rng = np.random.default_rng(0)

@@ -54,7 +54,7 @@ def test_explain_scored_activations(store30, tmp_path, capsys):
     assert (d / "result.json").is_file()  # scored first
     rows = _csv(d / "explanations.csv")
     assert [int(r["unit"]) for r in rows] == [1, 2, 3, 4]
-    from dissect.engine import label_columns
+    from dissect.engine._passes import label_columns
 
     numbers, _p, names = label_columns(store, list(store.categories))
     thr = np.load(d / "thresholds.npy")
@@ -90,7 +90,7 @@ def test_explain_model_layer(store30, tmp_path, capsys):
     with torch.no_grad():
         x = torch.stack([ds[i]["image"] for i in range(len(ds))])
         acts = model.features(x).half().float().numpy()
-    from dissect.engine import label_columns
+    from dissect.engine._passes import label_columns
 
     numbers, _p, names = label_columns(store, list(store.categories))
     thr = np.load(out / "features" / "thresholds.npy")

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from dissect.capture import feature_maps, plan_layers
-from dissect.models import MissingWeightsError, ModelLoadError, load_model
+from dissect.capture._plan import feature_maps, plan_layers
+from dissect.capture._models import MissingWeightsError, ModelLoadError, load_model
 
 
 def test_torchvision_name_needs_weights():

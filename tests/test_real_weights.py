@@ -194,7 +194,7 @@ def test_weights_preprocessing_comes_from_the_weights(torch_home):
     """The mean/std recorded for torchvision weights are those of their transforms()."""
     import torchvision
 
-    from dissect.models import load_model
+    from dissect.capture._models import load_model
 
     lm = load_model("mobilenet_v2", "IMAGENET1K_V1")
     tf = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.transforms()

@@ -75,8 +75,8 @@ def _check(capsys, rc, want, *fragments) -> str:
 # ----------------------------------------------------------------------------- locks
 HOLD = textwrap.dedent("""
     import os, sys, time
-    from dissect import engine
-    real = engine.run_pass
+    from dissect.engine import _runner
+    real = _runner.run_pass
     def slow(*a, **k):
         # hold the --out lock until the test writes the release file (bounded), not for a fixed time
         print("HOLDING", flush=True)
@@ -84,7 +84,7 @@ HOLD = textwrap.dedent("""
         while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline:
             time.sleep(0.05)
         return real(*a, **k)
-    engine.run_pass = slow
+    _runner.run_pass = slow
     from dissect.cli import main
     sys.exit(main(sys.argv[2:]))
 """)

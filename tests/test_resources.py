@@ -1,9 +1,9 @@
-"""CPU parallelism defaults (dissect.resources): cgroup quota parsing and the chosen split."""
+"""CPU parallelism defaults (dissect.engine._resources): cgroup quota parsing and the chosen split."""
 from __future__ import annotations
 
 import os
 
-from dissect import resources
+from dissect.engine import _resources as resources
 
 
 def test_cgroup_v2_and_v1_quota(tmp_path):
@@ -75,7 +75,7 @@ def test_histogram_quantile_through_the_runner(synthetic_store, tmp_path):
 
     from broden_builder import BrodenStore
     from dissect import DissectConfig
-    from dissect.runner import score_activations
+    from dissect.engine._runner import score_activations
 
     n = len(BrodenStore(synthetic_store))
     a = np.random.default_rng(1).standard_normal((n, 4, 3, 3)).astype(np.float32)
@@ -97,8 +97,8 @@ def test_histogram_quantile_extra_pass_sees_the_rotated_values(synthetic_store, 
 
     from broden_builder import BrodenStore
     from dissect import DissectConfig
-    from dissect.basis import random_orthogonal
-    from dissect.runner import score_activations
+    from dissect.engine._basis import random_orthogonal
+    from dissect.engine._runner import score_activations
 
     n = len(BrodenStore(synthetic_store))
     a = np.random.default_rng(2).standard_normal((n, 4, 3, 3)).astype(np.float32)

@@ -87,7 +87,7 @@ def test_bad_basis(planted, capsys):
 
 
 def test_explain_uses_the_recorded_basis(planted):
-    from dissect.basis import random_orthogonal
+    from dissect.engine._basis import random_orthogonal
     from dissect.explain.layer import explain_activations
     from dissect.explain.run import explain_result
 

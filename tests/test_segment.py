@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from dissect.segment import preprocess, unit_masks
+from dissect.tools._segment import preprocess, unit_masks
 
 
 def _net():

@@ -1,4 +1,4 @@
-"""Pass 2 counted inside DataLoader workers (dissect.tally_batches): the summed shares equal a plain
+"""Pass 2 counted inside DataLoader workers (dissect.engine._tally_batches): the summed shares equal a plain
 loop reference, workers or not; an error inside a worker reaches the user as one line."""
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from torch.utils.data import DataLoader
 
 from broden_builder import BrodenStore
 from broden_builder.torch_dataset import BrodenDataset
-from dissect.activations import open_activations
+from dissect.engine._activations import open_activations
 from dissect.cli import main
-from dissect.engine import label_columns
+from dissect.engine._passes import label_columns
 from dissect.stats import Tally
-from dissect.tally_batches import TallyBatches, TallySpec, known_label_table
+from dissect.engine._tally_batches import TallyBatches, TallySpec, known_label_table
 from test_stats_reference import reference_counts
 
 
@@ -139,7 +139,7 @@ def test_errors_with_their_own_init_cross_processes_unchanged():
     from broden_builder.download.transfer import ChecksumError
     from broden_builder.store.errors import StoreFormatError
     from broden_builder.store.locking import LockedError
-    from dissect.hooks import ForwardError
+    from dissect.capture._hooks import ForwardError
 
     samples = {StoreFormatError: StoreFormatError("a/b.png", "cannot read", 7),
                ForwardError: ForwardError(RuntimeError("boom")),
@@ -185,9 +185,9 @@ class _DiesInWorker(torch.utils.data.Dataset):
 def test_a_killed_worker_is_one_clear_error(tmp_path):
     """A DataLoader worker killed from outside reached the user as 'unexpected RuntimeError ... this
     is a bug'; it is a DissectError naming the pass and saying how to resume."""
-    from dissect.checkpoint import Checkpoint
-    from dissect.distributed import dist_info
-    from dissect.engine import run_pass
+    from dissect.engine._checkpoint import Checkpoint
+    from dissect.engine._distributed import dist_info
+    from dissect.engine._passes import run_pass
     from dissect.errors import DissectError
 
     class Stats:

@@ -80,7 +80,7 @@ def collect_counts(activations, thresholds, store: BrodenStore, rows: Sequence[i
     """MaskCounts of ``activations`` ([N, U, h, w] array-like, row k = store row rows[k]) with
     thresholds [U] against labels ``numbers`` (columns in this order) of ``categories``.
     ``basis`` [U, U] (optional): the units are ``basis @ units`` before the thresholds."""
-    from ..basis import apply_basis
+    from ..engine import apply_basis
 
     d = torch.device(device)
     U = int(activations.shape[1])
@@ -121,7 +121,7 @@ def explain_activations(activations, thresholds, store, categories: Optional[Seq
                         device="cpu", quiet: bool = True, basis=None) -> LayerExplanations:
     """Explain every unit of activations [N, U, h, w] (index.csv order, or the order of
     ``rows`` / of ``split``'s rows) thresholded at ``thresholds`` [U] (the layer's T_k), after
-    the change of basis ``basis`` [U, U] when given (see dissect.basis).
+    the change of basis ``basis`` [U, U] when given (see dissect.engine._basis).
 
     Raises ValueError for mismatched shapes, unknown categories or split.
     """

@@ -31,7 +31,7 @@ def model_activations(model, layer: str, store: BrodenStore, rows, path: Path, i
                       dtype: str = "float16", batch_size: int = 32, workers: int = 0, device="cpu", quiet=True,
                       layout=None):
     """Run ``model`` over store rows ``rows`` and write ``layer``'s feature map [N, U, h, w] (the
-    selector and layout as dissected, see dissect.capture) to the .npy ``path``, rounded to
+    selector and layout as dissected, see dissect.capture._plan) to the .npy ``path``, rounded to
     ``dtype`` as the runner's cache rounds it; returns the array (memory-mapped)."""
     from torch.utils.data import DataLoader
     from broden_builder.progress import progress
@@ -90,7 +90,7 @@ def _open_store(layer_dir: Path, doc: dict, store) -> BrodenStore:
 
 def _given_activations(activations, store: BrodenStore, rows):
     """Scored activations (array, tensor, .npy/.pt path) as an array-like in ``rows`` order."""
-    from ..activations import open_activations
+    from ..engine import open_activations
 
     try:
         acts = open_activations(activations)  # the runner's checked loader
@@ -106,7 +106,7 @@ def _given_activations(activations, store: BrodenStore, rows):
 
 
 class _Block:
-    """dissect.activations.Activations read by slices (``a[lo:hi]`` -> float32 rows)."""
+    """dissect.engine._activations.Activations read by slices (``a[lo:hi]`` -> float32 rows)."""
 
     def __init__(self, acts):
         self.acts, self.shape = acts, tuple(acts.shape)
@@ -120,7 +120,7 @@ def _basis(layer_dir: Path, settings: dict, units: int):
     basis = settings.get("basis")
     if not isinstance(basis, dict):
         return None
-    from ..basis import describe, load_basis, random_orthogonal
+    from ..engine import describe, load_basis, random_orthogonal
 
     matrix = (random_orthogonal(units, basis["seed"]) if basis.get("kind") == "rotate"
               else load_basis(basis["file"], units))

@@ -116,7 +116,7 @@ def _thumb_sizes(st, rows: Sequence[int], thumb: int) -> set:
 def report_threads() -> int:
     """Threads drawing the strips: the CPUs available (affinity and cgroup aware), at most 4. Image
     decoding, numpy's selects, JPEG encoding and file writes release the GIL."""
-    from ..resources import available_cpus
+    from ..engine import available_cpus
 
     return max(1, min(4, available_cpus()))
 

@@ -11,7 +11,7 @@ A statistic (TopQuantile, TopKImages, Tally) has:
   (exact int64 all-reduce); ``"gather"``: every rank's state is gathered and merged in rank order
   (exact for order statistics such as top-k lists).
 
-dissect.distributed.sync and dissect.checkpoint use only these members.
+dissect.engine._distributed.sync and dissect.engine._checkpoint use only these members.
 """
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .errors import DissectError
+from ..errors import DissectError
 
 NPY_MAGIC = b"\x93NUMPY"
 

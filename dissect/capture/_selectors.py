@@ -26,7 +26,7 @@ from typing import Iterable, Iterator, Optional
 
 import torch
 
-from .errors import DissectError
+from ..errors import DissectError
 
 
 class SelectorError(DissectError):

@@ -28,7 +28,7 @@ from typing import Optional
 
 import torch
 
-from .errors import DissectError
+from ..errors import DissectError
 
 LAYOUTS = ("nchw", "nhwc", "tokens")
 #: leading tokens tried when the model cannot tell: none, class, class + distillation (DeiT),

@@ -24,10 +24,10 @@ from torch.utils.data import Dataset
 
 from broden_builder.torch_dataset import BrodenDataset, collate_broden
 
-from .basis import apply_basis
-from .errors import DissectError
-from .stats import Tally, UnknownLabel, find_unknown_label
-from .stats.upsample import SEPARABLE
+from ._basis import apply_basis
+from ..errors import DissectError
+from ..stats import Tally, UnknownLabel, find_unknown_label
+from ..stats.upsample import SEPARABLE
 
 
 @dataclass

@@ -20,7 +20,7 @@ import torch
 
 from broden_builder.store.atomic import atomic_write_bytes
 
-from .distributed import DistInfo, gather_states
+from ._distributed import DistInfo, gather_states
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from typing import Optional, Sequence, Union
 
 from broden_builder.store.atomic import atomic_write_text
 
-from .results import ResultsError, find_layer_folders, results_lock
+from ..results import ResultsError, find_layer_folders, results_lock
 
 CSV_COLUMNS = ("run", "folder", "layer", "category", "units", "detectors", "unique_detectors", "iou_threshold")
 
@@ -135,7 +135,7 @@ def compare_csv_text(summaries: Sequence[LayerSummary]) -> str:
 
 def stacked_bars(summaries: Sequence[LayerSummary], field: str, stem: Path, ylabel: str, title: str = "") -> list:
     """One bar per (run, layer), stacked by category; runs separated and labelled below."""
-    from .report.plots import _pyplot, _save, category_color
+    from ..report.plots import _pyplot, _save, category_color
 
     plt = _pyplot()
     cats = categories_of(summaries)
@@ -212,7 +212,7 @@ def _write_page(summaries, dest: Path, title: str, charts: bool) -> Path:
 
     import jinja2
 
-    from .report.plots import category_color
+    from ..report.plots import category_color
 
     atomic_write_text(dest / "compare.csv", compare_csv_text(summaries))
     drawn = False

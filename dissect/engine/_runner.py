@@ -5,15 +5,15 @@ for all requested layers:
 
 1. pass 1 runs the model once per batch, rounds each layer's output to the cache dtype, writes it
    to a compact on-disk cache (keyed by model, weights, layer, input size, preprocessing and store
-   fingerprint; see dissect.cache) and feeds TopQuantile + TopKImages;
+   fingerprint; see dissect.engine._cache) and feeds TopQuantile + TopKImages;
 2. the threshold statistics of all ranks are merged exactly;
 3. pass 2 reads the cache together with the store's label planes (DataLoader workers),
    upsamples and feeds Tally; counts are summed over ranks; rank 0 writes ``out/<layer>/``.
 
 ``score_activations(acts, store, config, out, name)`` does the same for activations computed
-elsewhere ([N, U, h, w] or [N, U] in index.csv order). Both run dissect.engine's passes; they
+elsewhere ([N, U, h, w] or [N, U] in index.csv order). Both run the engine's passes (dissect.engine._passes); they
 differ in the ``compute`` function of pass 1. The state is checkpointed every
-``config.checkpoint_every`` batches under ``out/.dissect_state/`` (dissect.checkpoint); rerunning
+``config.checkpoint_every`` batches under ``out/.dissect_state/`` (dissect.engine._checkpoint); rerunning
 the same command resumes and gives the identical result.
 """
 from __future__ import annotations
@@ -31,17 +31,17 @@ from torch import nn
 from broden_builder.store.reader import BrodenStore
 from broden_builder.torch_dataset import BrodenDataset
 
-from .activations import check_finite, open_activations
-from .cache import ActivationCache, safe_name
-from .config import DissectConfig
-from .engine import Run, finish_results, loader, run_pass
-from .errors import DissectError
-from .capture import feature_maps, plan_layers
-from .hooks import ForwardError, resolve_selector
-from .resources import apply_threads
-from .models import LoadedModel
-from .preprocess import Preprocessing, resolve_preprocessing
-from .results import LayerResult
+from ._activations import check_finite, open_activations
+from ._cache import ActivationCache, safe_name
+from ..config import DissectConfig
+from ._passes import Run, finish_results, loader, run_pass
+from ..errors import DissectError
+from ..capture import feature_maps, plan_layers
+from ..capture import ForwardError, resolve_selector
+from ._resources import apply_threads
+from ..capture import LoadedModel
+from ..capture import Preprocessing, resolve_preprocessing
+from ..results import LayerResult
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,8 @@ def _holding_out_lock(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from .distributed import dist_info
-        from .results import results_lock
+        from ._distributed import dist_info
+        from ..results import results_lock
 
         out = sig.bind(*args, **kwargs).arguments.get("out")
         if out is None or dist_info().rank != 0:
@@ -133,7 +133,7 @@ def score_activations(activations, store: Union[BrodenStore, str, Path], config:
 
     N is the number of index.csv rows, or, with ``config.split``, either that or the number of
     rows in the split (then in split order). ``activations`` is an array, tensor, or a .npy/.pt
-    path (dissect.activations reads and checks it once, before pass 1). Results go to
+    path (dissect.engine._activations reads and checks it once, before pass 1). Results go to
     ``out/<name>/`` when ``out`` is given.
     """
     from broden_builder.store.paths import UnsafePathError, safe_component
@@ -240,7 +240,7 @@ def _check_layers(lm: LoadedModel, names: Sequence[str]) -> None:
 
 
 def _plan(lm: LoadedModel, names: Sequence[str], prep: Preprocessing, device, layout, say: bool = True) -> dict:
-    """{layer: LayerPlan} from one full forward pass of a zero image (dissect.capture): selector,
+    """{layer: LayerPlan} from one full forward pass of a zero image (dissect.capture._plan): selector,
     call count, output structure, layout and (U, h, w). Only a failure of the model's own forward
     pass is reported as a problem of the input size; selectors, call counts and layouts raise
     their own errors, which say what to choose."""
@@ -278,7 +278,7 @@ def _model_compute(run: Run, lm: LoadedModel, plans: dict, prep: Preprocessing, 
     tdt = torch.float16 if run.cfg.cache_dtype == "float16" else torch.float32
     next_row = [start * run.cfg.batch_size]
 
-    # a CPU forward's large convolutions get the cores the workers leave (dissect.resources); the
+    # a CPU forward's large convolutions get the cores the workers leave (dissect.engine._resources); the
     # statistics stay single-threaded
     fwd_threads = run.parallel.forward_threads if run.device.type == "cpu" else run.parallel.threads
 

@@ -10,7 +10,7 @@ its affinity mask and, in a container, the cgroup CPU quota (cgroup v2 ``cpu.max
 ``cpu.cfs_quota_us``). Only a model forward on the CPU (dissect run) gets the cores that the
 workers leave over, since its large convolutions do amortise threads. ``--threads`` overrides.
 
-Pass 2 counts each batch inside its DataLoader worker (dissect.tally_batches) and the main
+Pass 2 counts each batch inside its DataLoader worker (dissect.engine._tally_batches) and the main
 process only adds the counts, so pass 2 gets one worker per usable CPU (at most 8), and none on
 a single CPU (the IPC would only add cost). ``--workers N`` sets both passes' worker count.
 """

@@ -17,7 +17,7 @@ import numpy as np
 
 from broden_builder.store.atomic import atomic_write_text
 
-from .activations import NpyRows
+from ._activations import NpyRows
 
 log = logging.getLogger(__name__)
 

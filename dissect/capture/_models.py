@@ -48,7 +48,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .errors import DissectError
+from ..errors import DissectError
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .report.summary import display_name
+from ..report.summary import display_name
 
 
 def unknown_concept(concept: str, names: Sequence[str]) -> KeyError:
@@ -47,7 +47,7 @@ def top_images(res, unit: int, store=None, k: Optional[int] = None) -> list:
     [h, w], the layer-resolution activation map). Needs the top-k maps (a result from a run,
     or loaded with ``load_maps=True``).
     """
-    from .report.masks import unit_mask
+    from ..report.masks import unit_mask
 
     if res.topk_indices is None or res.topk_maps is None:
         raise ValueError(f"layer {res.layer}: top images not loaded (DissectionResult.load(out, load_maps=True))")
@@ -74,7 +74,7 @@ def show_unit(res, unit: int, store=None, k: Optional[int] = None, size: float =
     """A matplotlib Figure: the unit's top images with its mask outlined, titled with its label and IoU."""
     from matplotlib.figure import Figure  # no pyplot: works headless; Jupyter displays a Figure inline
 
-    from .report.masks import enlarge_mask, overlay
+    from ..report.masks import enlarge_mask, overlay
 
     st = open_store(store, res)
     items = top_images(res, unit, st, k)

@@ -2,7 +2,7 @@
 
 ``with TraceDict(model, ["layer3", "layer4:0", "layer1.0.relu#2"], stop=True) as td: model(x)``
 leaves ``td["layer4:0"]`` holding a copy of that tensor. Each name is a selector
-(dissect.selectors: ``MODULE[#CALL][:KEY...]``). Rules, all for correctness:
+(dissect.capture._selectors: ``MODULE[#CALL][:KEY...]``). Rules, all for correctness:
 
 - the captured tensor is ``detach().clone()``-d inside the hook, at the moment of the call.
   Keeping a view is wrong: later in-place ops of the same forward pass (torchvision's
@@ -26,8 +26,8 @@ from typing import Iterable, Optional, Sequence
 import torch
 from torch import nn
 
-from .errors import DissectError
-from .selectors import (CallCountError, Selector, SelectorError, describe, parse_selector, select_tensor,
+from ..errors import DissectError
+from ._selectors import (CallCountError, Selector, SelectorError, describe, parse_selector, select_tensor,
                         shape_text, structure_kind, tensor_leaves)
 
 log = logging.getLogger(__name__)
@@ -87,13 +87,13 @@ def resolve_selector(model: nn.Module, text) -> Selector:
 
 
 def as_feature_map(name: str, out) -> torch.Tensor:
-    """A [B, U, h, w] or [B, U] tensor as [B, U, h, w] (other layouts: dissect.layouts)."""
+    """A [B, U, h, w] or [B, U] tensor as [B, U, h, w] (other layouts: dissect.capture._layouts)."""
     if not isinstance(out, torch.Tensor):
         raise SelectorError(f"layer {name!r} returns {describe(out)}, not a tensor")
     if out.dim() == 2:
         out = out[:, :, None, None]
     if out.dim() != 4:
-        from .layouts import LayoutError
+        from ._layouts import LayoutError
 
         raise LayoutError(f"layer {name!r} output has shape {tuple(out.shape)}; dissection needs "
                           f"[batch, units, h, w] (or [batch, units])")
@@ -289,9 +289,9 @@ def list_layers(model: nn.Module, input_size: Iterable[int] = (224, 224), device
     """A LayerInfo for every named module, from one dummy forward pass (1 x 3 x H x W zeros).
 
     ``input_size`` is (H, W). A TorchScript module gives its outputs only (hooks cannot be
-    attached inside it). The layout column is what dissection would use (dissect.layouts).
+    attached inside it). The layout column is what dissection would use (dissect.capture._layouts).
     """
-    from .layouts import LayoutError, detect_layout
+    from ._layouts import LayoutError, detect_layout
 
     h, w = tuple(input_size)
     calls: dict = {}

@@ -3,7 +3,7 @@
 Example::
 
     from dissect import Dissection
-    from dissect.segment import unit_masks, preprocess
+    from dissect.tools import unit_masks, preprocess
     result = Dissection(model, ["layer4"], "broden1_224").run(out="out")
     res = result["layer4"]
     x = preprocess(rgb_images, size=224)                      # [B, 3, 224, 224], ImageNet-normalised
@@ -21,8 +21,8 @@ import torch.nn.functional as F
 
 from broden_builder.torch_dataset import IMAGENET_MEAN, IMAGENET_STD
 
-from .capture import feature_maps, plan_layers
-from .stats.upsample import upsample
+from ..capture import feature_maps, plan_layers
+from ..stats.upsample import upsample
 
 
 def preprocess(images: Sequence[np.ndarray], size: Union[int, tuple] = 224, mean=IMAGENET_MEAN,

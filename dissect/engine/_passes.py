@@ -21,19 +21,19 @@ from torch.utils.data import DataLoader, Dataset
 from broden_builder.store.reader import BrodenStore
 from broden_builder.torch_dataset import BrodenDataset, check_categories, collate_broden, select_rows
 
-from . import __version__
-from .basis import BasisError, apply_basis, resolve_basis
-from .cache import safe_name
-from .checkpoint import Checkpoint
-from .config import DissectConfig
-from .distributed import DistInfo, all_reduce_sum_, barrier, dist_info, shard, sync
-from .errors import DissectError
-from .resources import apply_threads
-from .resources import choose as choose_parallelism
-from .results import LayerResult, build_layer_result, write_layer_result
-from .stats import Tally, TopKImages, TopQuantile
-from .stats.upsample import SEPARABLE
-from .tally_batches import TallyBatches, TallySpec, known_label_table
+from .. import __version__
+from ._basis import BasisError, apply_basis, resolve_basis
+from ._cache import safe_name
+from ._checkpoint import Checkpoint
+from ..config import DissectConfig
+from ._distributed import DistInfo, all_reduce_sum_, barrier, dist_info, shard, sync
+from ..errors import DissectError
+from ._resources import apply_threads
+from ._resources import choose as choose_parallelism
+from ..results import LayerResult, build_layer_result, write_layer_result
+from ..stats import Tally, TopKImages, TopQuantile
+from ..stats.upsample import SEPARABLE
+from ._tally_batches import TallyBatches, TallySpec, known_label_table
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class Statistics:
                 self.layers[n]["tq"].add(a)
                 self.layers[n]["topk"].add(a, idx)
             return
-        if "counts" in batch:  # counted where the batch was loaded (dissect.tally_batches)
+        if "counts" in batch:  # counted where the batch was loaded (dissect.engine._tally_batches)
             for n, counts in batch["counts"].items():
                 self.layers[n]["tally"].add_counts(counts)
             return
@@ -188,7 +188,7 @@ def run_pass(batches: Iterable, compute: Callable[[dict], dict], stats: Statisti
 
 # ---------------------------------------------------------------------------- data loading
 def loader(ds: Dataset, cfg: DissectConfig, device: torch.device) -> DataLoader:
-    """The DataLoader of pass 1 (workers decode images; count: dissect.resources)."""
+    """The DataLoader of pass 1 (workers decode images; count: dissect.engine._resources)."""
     workers = choose_parallelism(cfg.threads, cfg.workers).workers
     return DataLoader(ds, batch_size=cfg.batch_size, shuffle=False, num_workers=workers,
                       collate_fn=collate_broden, pin_memory=device.type == "cuda",
@@ -237,7 +237,7 @@ class Run:
     def __init__(self, store: BrodenStore, cfg: DissectConfig, out: Optional[Path], key: dict):
         self.store, self.cfg = store, cfg
         self.parallel = choose_parallelism(cfg.threads, cfg.workers)
-        apply_threads(self.parallel.threads)  # single-threaded ops on small tensors (dissect.resources)
+        apply_threads(self.parallel.threads)  # single-threaded ops on small tensors (dissect.engine._resources)
         self.info = dist_info()
         self.device = resolve_device(cfg.device, self.info)
         try:

@@ -3,7 +3,7 @@
 ``plan_layers(model, ["layer4", "encoder.layers.encoder_layer_1"], x)`` runs one full forward pass
 on the probe batch ``x`` and returns, per requested name, a LayerPlan: the resolved selector
 (which call, which tensor of a structured output), the module's call count, the output
-structure, the captured shape, the layout (dissect.layouts) and the resulting (U, h, w).
+structure, the captured shape, the layout (dissect.capture._layouts) and the resulting (U, h, w).
 ``feature_maps(model, x, plans)`` then captures copies of those tensors for a batch (stopping the
 forward pass after the last one) and lays them out as [B, U, h, w].
 
@@ -18,9 +18,9 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import nn
 
-from .hooks import ForwardError, output_layers, probe_layers, run_layers
-from .layouts import Layout, detect_layout
-from .selectors import SelectorError, parse_selector, select_tensor, structure_kind
+from ._hooks import ForwardError, output_layers, probe_layers, run_layers
+from ._layouts import Layout, detect_layout
+from ._selectors import SelectorError, parse_selector, select_tensor, structure_kind
 
 
 @dataclass(frozen=True)

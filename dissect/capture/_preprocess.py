@@ -4,7 +4,7 @@ Precedence, per setting (the first that says wins):
 
 1. explicit settings: ``--input-size``/``--mean``/``--std`` (``input_size=``, ``mean=``, ``std=``
    in Python), or a ``transform=`` callable (Python only);
-2. the model's own (dissect.models.LoadedModel.preprocessing): mean/std of torchvision weights'
+2. the model's own (dissect.capture._models.LoadedModel.preprocessing): mean/std of torchvision weights'
    ``transforms()``, timm's ``pretrained_cfg`` or a Hugging Face image processor; the input size
    of a model that only runs at one size (ViTs);
 3. defaults: the store's image size, torchvision's ImageNet mean/std.

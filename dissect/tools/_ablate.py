@@ -28,7 +28,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .errors import DissectError
+from ..errors import DissectError
 
 MODES = ("zero", "mean")
 IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
@@ -201,7 +201,7 @@ class AblationResult:
         ablations.json, so two ablations of one layer both stay listed (issue 25); the csv and the
         json are committed together. Raises DissectError for an ablations.json that is not a JSON
         list (never dropped silently) and LockedError while another process writes there."""
-        from .results import commit_files, results_lock
+        from ..results import commit_files, results_lock
 
         d = Path(layer_dir)
         with results_lock(d.parent, "dissect ablate"):
@@ -299,7 +299,7 @@ def ablate(model: nn.Module, layer: str, units: Sequence[int], data: Dataset, cl
            mode: str = "zero", batch_size: int = 32, workers: int = 0, device="cpu", quiet: bool = True) -> AblationResult:
     """Per-class accuracy of ``model`` on ``data`` with and without ``units`` (1-based, as in
     tally.csv) of ``layer``. Raises AblationError for bad units, mode or labels."""
-    from .hooks import get_layer
+    from ..capture import get_layer
 
     if mode not in MODES:
         raise AblationError(f"mode must be one of {MODES}, got {mode!r}")
