@@ -1,7 +1,9 @@
 """Shared fixtures: the real-data folder and small synthetic stores."""
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 # each source's offline test (and its dummy-data makers, used by other tests too) lives in tests/sources/
 sys.path.insert(0, str(Path(__file__).resolve().parent / "sources"))
 REALDATA = REPO.parent / "shared" / "realdata"
+# readers cache label indexes in the user's cache folder: one per test session, not the home folder
+os.environ.setdefault("BRODEN_CACHE_DIR", tempfile.mkdtemp(prefix="broden-cache-"))
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..store.format import load_whole
 from .base import BadSourceItem, SourceDataError
 from .decode import decode_image, load_image
 
@@ -32,6 +33,7 @@ def load_label_rgb(path: Path) -> np.ndarray:
 
     try:
         with Image.open(path) as im:
+            load_whole(im)
             return np.asarray(im.convert("RGB"))
     except (OSError, ValueError) as e:
         raise BadSourceItem(f"{path}: cannot read label image ({e})") from None
@@ -65,7 +67,7 @@ def read_mask_file(path: Path) -> np.ndarray:
 
     try:
         with Image.open(path) as im:
-            im.load()
+            load_whole(im)
             return mask_values(im, str(path))
     except (OSError, ValueError) as e:
         raise BadSourceItem(f"{path}: cannot read mask ({e})") from None

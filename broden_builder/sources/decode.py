@@ -23,6 +23,7 @@ from typing import Any, Union
 
 import numpy as np
 
+from ..store.format import load_whole
 from .base import BadSourceItem
 
 #: PIL modes converted by PIL itself (8 bits per channel).
@@ -99,6 +100,11 @@ def _from_array(arr: Any, where: str) -> np.ndarray:
 def decode_image(image: Any, where: str, exif: bool = False) -> np.ndarray:
     """A PIL image or an array as H x W x 3 uint8 RGB (the rules above); BadSourceItem naming ``where``."""
     if hasattr(image, "mode") and hasattr(image, "convert"):
+        if hasattr(image, "load"):
+            try:
+                load_whole(image)  # a lazily opened file (a dataset's image): refused when truncated
+            except OSError as e:
+                raise BadSourceItem(f"{where}: cannot read image ({e})") from None
         return _from_pil(image, where, exif)
     return _from_array(image, where)
 
@@ -109,7 +115,7 @@ def load_image(path: Union[str, Path], exif: bool = False) -> np.ndarray:
 
     try:
         with Image.open(path) as im:
-            im.load()
+            load_whole(im)  # a truncated file is refused whatever Pillow's global setting says
             return decode_image(im, str(path), exif)
     except FileNotFoundError:
         raise BadSourceItem(f"{path}: file not found") from None

@@ -26,6 +26,7 @@ from .commit import pending_commit, pending_message
 from .errors import StoreFormatError
 from .paths import Confinement, UnsafePathError, check_relpath, safe_category
 from .format import (
+    load_whole,
     CATEGORY_COLUMNS,
     CATEGORY_MAP_COLUMNS,
     DEFAULT_IMAGE_LEVEL,
@@ -358,6 +359,7 @@ class BrodenStore:
         path = self.image_path(i)
         try:
             with Image.open(path) as im:
+                load_whole(im)
                 return np.asarray(im.convert("RGB"))
         except (OSError, ValueError, Image.DecompressionBombError) as e:
             raise StoreFormatError(path, f"cannot read image of index.csv row {i + 1} ({e})") from None

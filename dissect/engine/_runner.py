@@ -160,7 +160,8 @@ def score_activations(activations, store: Union[BrodenStore, str, Path], config:
     else:
         start2 = state["next_batch"]
     run.pass2(stats, {name: acts}, positions, start2)
-    res = run.results(stats, dict(source_info), {"input_size": None})[name]
+    recorded = dict(source_info, fingerprint=key["content"], sample_fingerprint=acts.fingerprint(with_file=False))
+    res = run.results(stats, recorded, {"input_size": None})[name]  # explain compares the fingerprints
     finish_results([res], out, run.info, t_start)  # the results first, then the checkpoint goes
     run.finish()
     return res

@@ -28,6 +28,8 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from broden_builder.store.format import load_whole
+
 from ..errors import DissectError
 
 MODES = ("zero", "mean")
@@ -71,7 +73,7 @@ class _FolderImages(_Images):
         path, label = self.items[k]
         try:
             with Image.open(path) as im:
-                im.load()
+                load_whole(im)
                 return im.copy(), label, path
         except OSError as e:
             raise AblationError(f"{path}: cannot read image ({e})") from None
@@ -285,7 +287,12 @@ def _accuracies(model: nn.Module, hook: "_Replace", loader, n_classes: int, clas
                 raise AblationError(f"label {int(yn.max() if yn.max() >= n_classes else yn.min())} is outside the "
                                     f"{n_classes} classes {list(classes)[:5]}...")
             hook.active = False
-            p0 = _logits(model(x)).argmax(1).cpu().numpy()
+            logits = _logits(model(x))
+            if logits.shape[1] < n_classes:  # class k is scored as output k: more classes cannot be right
+                raise AblationError(f"the data has {n_classes} classes ({', '.join(map(str, list(classes)[:5]))}"
+                                    f"{' ...' if n_classes > 5 else ''}) but the model has {logits.shape[1]} outputs; "
+                                    f"class k (in sorted folder order) is scored as output k")
+            p0 = logits.argmax(1).cpu().numpy()
             hook.active = True
             p1 = _logits(model(x)).argmax(1).cpu().numpy()
             hook.active = False
