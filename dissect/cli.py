@@ -33,6 +33,28 @@ def _floats3(text: str) -> tuple:
     return vals
 
 
+#: bounds of the values that size what the program allocates or spawns (issue 25): beyond them a
+#: value is a slip, refused at once as a usage error instead of exhausting memory or processes
+LIMITS = {"input_size": 8192, "workers": 64, "batch_size": 65536, "threads": 1024, "top_k": 10000,
+          "length": 16, "beam": 1024, "k": 100000, "thumb": 4096, "images": 10000}
+
+
+def _bounded(name: str, lo: int):
+    """argparse type: an integer in lo..LIMITS[name]."""
+    hi = LIMITS[name]
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"must lie in {lo}..{hi}, got {text}")
+        return v
+
+    return parse
+
+
 def _size(text: str) -> tuple:
     parts = text.lower().replace("x", ",").split(",")
     try:
@@ -43,6 +65,8 @@ def _size(text: str) -> tuple:
         vals = vals * 2
     if len(vals) != 2 or min(vals) < 1:
         raise argparse.ArgumentTypeError(f"expected SIZE or HxW with positive sizes, got {text!r}")
+    if max(vals) > LIMITS["input_size"]:
+        raise argparse.ArgumentTypeError(f"sizes must be at most {LIMITS['input_size']} pixels, got {text!r}")
     return vals
 
 
@@ -61,12 +85,12 @@ def _add_shared(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("dissection settings")
     g.add_argument("--device", default=default("device"), help="auto (cuda when available), cpu, cuda or cuda:N (default auto)")
-    g.add_argument("--batch-size", type=int, default=default("batch_size"), help=f"images per batch (default {default('batch_size')})")
-    g.add_argument("--workers", type=int, default=None,
+    g.add_argument("--batch-size", type=_bounded("batch_size", 1), default=default("batch_size"), help=f"images per batch (default {default('batch_size')})")
+    g.add_argument("--workers", type=_bounded("workers", 0), default=None,
                    help="DataLoader worker processes (default: pass 1 decodes images in the CPUs this process may use "
                         "less one, at most 4; pass 2 decodes labels and counts in one per CPU, at most 8; "
                         "recorded in result.json)")
-    g.add_argument("--threads", type=int, default=None,
+    g.add_argument("--threads", type=_bounded("threads", 1), default=None,
                    help="torch threads for the statistics (default 1: small tensors, images split across the "
                         "workers; a CPU model forward gets the cores the workers leave); recorded in result.json")
     g.add_argument("--quantile", type=float, default=default("quantile"),
@@ -78,7 +102,7 @@ def _add_shared(p: argparse.ArgumentParser) -> None:
                         "category), lite (only where such a label lies inside the mask), all (every image)")
     g.add_argument("--categories", action="append", metavar="CAT[,CAT...]",
                    help="categories to score (default: all of the store's)")
-    g.add_argument("--top-k", type=int, default=default("top_k"),
+    g.add_argument("--top-k", type=_bounded("top_k", 1), default=default("top_k"),
                    help=f"top-activating images kept per unit (default {default('top_k')})")
     g.add_argument("--split", default=default("split"), help="only images of this split (train/val; default all)")
     g.add_argument("--upsample", choices=UPSAMPLE_MODES, default=default("upsample"),
@@ -182,8 +206,8 @@ def _parser_explain(sub) -> None:
     explain.add_argument("--name", default=None, help="result folder name for --activations (default: the file's stem)")
     explain.add_argument("--out", required=True, help="output folder; an existing OUT/<name>/ result is reused "
                          "(its thresholds and settings), otherwise it is scored first")
-    explain.add_argument("--length", type=int, default=3, help="most concepts in a formula (default 3)")
-    explain.add_argument("--beam", type=int, default=5, help="beam width of the formula search (default 5)")
+    explain.add_argument("--length", type=_bounded("length", 1), default=3, help="most concepts in a formula (default 3)")
+    explain.add_argument("--beam", type=_bounded("beam", 1), default=5, help="beam width of the formula search (default 5)")
     _add_preprocessing(explain)
     _add_shared(explain)
 
@@ -207,7 +231,7 @@ def _parser_ablate(sub) -> None:
     which.add_argument("--units", help="comma-separated 1-based unit numbers, as in tally.csv (e.g. 12,40)")
     which.add_argument("--concept", help="ablate the --k units with the highest IoU for this concept "
                        "(read from OUT/<layer>/ of a dissection)")
-    ablate.add_argument("--k", type=int, default=5, help="units for --concept (default 5)")
+    ablate.add_argument("--k", type=_bounded("k", 1), default=5, help="units for --concept (default 5)")
     ablate.add_argument("--data", required=True, help="labelled images: an ImageFolder folder (root/<class>/<image>), "
                         "a datasets save_to_disk folder, or hf:NAME[:SPLIT]")
     ablate.add_argument("--split", default=None, help="split of an HF dataset (default validation)")
@@ -217,8 +241,8 @@ def _parser_ablate(sub) -> None:
                         help="replace the units by 0 (default, as in the paper) or by their mean over the data")
     ablate.add_argument("--out", required=True, help="dissection output folder: the CSV goes to OUT/<layer>/")
     _add_preprocessing(ablate)
-    ablate.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
-    ablate.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+    ablate.add_argument("--batch-size", type=_bounded("batch_size", 1), default=32, help="images per batch (default 32)")
+    ablate.add_argument("--workers", type=_bounded("workers", 0), default=0, help="DataLoader worker processes (default 0)")
     ablate.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
 
 
@@ -227,8 +251,8 @@ def _parser_report(sub) -> None:
     report = sub.add_parser("report", help="write the HTML report (OUT/index.html, OUT/<layer>/report.html)")
     report.add_argument("out", help="results folder of dissect run/score (holds <layer>/result.json)")
     report.add_argument("--store", default=None, help="store for the images (default: the path recorded in each result)")
-    report.add_argument("--thumb", type=int, default=112, help="height of the image thumbnails in pixels (default 112)")
-    report.add_argument("--images", type=int, default=None, help="top images shown per unit (default: all kept)")
+    report.add_argument("--thumb", type=_bounded("thumb", 8), default=112, help="height of the image thumbnails in pixels (default 112)")
+    report.add_argument("--images", type=_bounded("images", 1), default=None, help="top images shown per unit (default: all kept)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,6 +22,9 @@ UPSAMPLE_MODES = tuple(m for m in MODES if m != "field")
 CACHE_DTYPES = ("float16", "float32")
 
 
+#: most DataLoader worker processes a setting may ask for (dissect run --workers)
+MAX_WORKERS_ALLOWED = 64
+
 @dataclass(frozen=True)
 class DissectConfig:
     """Settings of one dissection (no global state). Sizes are (H, W). Raises DissectError when invalid."""
@@ -66,6 +69,8 @@ class DissectConfig:
                 raise DissectError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
         if self.top_k < 1 or self.batch_size < 1 or (self.workers is not None and self.workers < 0) or self.checkpoint_every < 0:
             raise DissectError("top_k and batch_size must be >= 1, workers and checkpoint_every >= 0")
+        if self.workers is not None and self.workers > MAX_WORKERS_ALLOWED:  # each is a process: bounded (issue 25)
+            raise DissectError(f"workers must be at most {MAX_WORKERS_ALLOWED} (each is a process), got {self.workers}")
         if self.threads is not None and self.threads < 1:
             raise DissectError(f"threads must be >= 1, got {self.threads}")
         if self.quantile_memory < 1:

@@ -12,6 +12,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 import numpy as np
 
 from ..store.format import load_whole
+from ..store.paths import special_file
 from .base import BadSourceItem, SourceDataError
 from .decode import decode_image, load_image
 
@@ -65,6 +66,9 @@ def mask_values(image: Any, where: str) -> np.ndarray:
 def read_mask_file(path: Path) -> np.ndarray:
     from PIL import Image
 
+    kind = special_file(path)
+    if kind is not None:  # a FIFO would block Image.open forever
+        raise BadSourceItem(f"{path}: is {kind}, not a mask file")
     try:
         with Image.open(path) as im:
             load_whole(im)

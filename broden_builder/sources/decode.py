@@ -24,6 +24,7 @@ from typing import Any, Union
 import numpy as np
 
 from ..store.format import load_whole
+from ..store.paths import special_file
 from .base import BadSourceItem
 
 #: PIL modes converted by PIL itself (8 bits per channel).
@@ -113,6 +114,9 @@ def load_image(path: Union[str, Path], exif: bool = False) -> np.ndarray:
     """Read an image file as H x W x 3 uint8 RGB; BadSourceItem naming the file when unreadable or unsupported."""
     from PIL import Image
 
+    kind = special_file(path)
+    if kind is not None:  # a FIFO would block Image.open forever
+        raise BadSourceItem(f"{path}: is {kind}, not an image file")
     try:
         with Image.open(path) as im:
             load_whole(im)  # a truncated file is refused whatever Pillow's global setting says

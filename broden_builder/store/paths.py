@@ -59,7 +59,35 @@ def confined(base: Union[str, Path], rel: str, what: str = "path") -> Path:
     real = os.path.realpath(path)
     if os.path.commonpath([real_base, real]) != real_base:
         raise UnsafePathError(f"{what} {rel!r} leaves {base}: through a symbolic link it resolves to {real}")
+    _refuse_special(rel, None, what, path)
     return path
+
+
+def special_file(path: Union[str, Path], mode: Optional[int] = None) -> Optional[str]:
+    """What ``path`` is when it exists but is not a regular file ("a FIFO", "a folder", ...), else None.
+    Opening a FIFO blocks until a writer comes: such files are refused before they are opened (issue 25)."""
+    if mode is None:
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            return None  # missing: opening it reports that, naming the file
+    if stat.S_ISREG(mode):
+        return None
+    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISDIR, "a folder"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+class NotRegularFileError(UnsafePathError):
+    """A path names a FIFO, folder, socket or device where a file is expected (opening it could block)."""
+
+
+def _refuse_special(rel: str, mode: Optional[int], what: str, path: Optional[Path] = None) -> None:
+    kind = special_file(path, None) if mode is None else special_file("", mode)
+    if kind is not None:
+        raise NotRegularFileError(f"{what} {rel!r} is {kind}, not a regular file")
 
 
 class Confinement:
@@ -87,12 +115,15 @@ class Confinement:
             self._dirs[parent] = self._inside(os.path.realpath(self.base / parent) if parent else self._real_base)
         if self._dirs[parent]:
             try:
-                if not stat.S_ISLNK(os.lstat(path).st_mode):
-                    return path
+                mode = os.lstat(path).st_mode
             except OSError:  # missing: opening it reports that, naming the file
+                return path
+            if not stat.S_ISLNK(mode):
+                _refuse_special(rel, mode, what)
                 return path
         real = os.path.realpath(path)
         if self._inside(real):
+            _refuse_special(rel, None, what, path)
             return path
         raise UnsafePathError(f"{what} {rel!r} leaves {self.base}: through a symbolic link it resolves to {real}")
 

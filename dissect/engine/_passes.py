@@ -30,6 +30,7 @@ from ._distributed import DistInfo, all_reduce_sum_, barrier, dist_info, shard, 
 from ..errors import DissectError
 from ._resources import apply_threads
 from ._resources import choose as choose_parallelism
+from ._resources import workers_for_file_limit
 from ..results import LayerResult, build_layer_result, write_layer_result
 from ..stats import Tally, TopKImages, TopQuantile
 from ..stats.upsample import SEPARABLE
@@ -189,7 +190,7 @@ def run_pass(batches: Iterable, compute: Callable[[dict], dict], stats: Statisti
 # ---------------------------------------------------------------------------- data loading
 def loader(ds: Dataset, cfg: DissectConfig, device: torch.device) -> DataLoader:
     """The DataLoader of pass 1 (workers decode images; count: dissect.engine._resources)."""
-    workers = choose_parallelism(cfg.threads, cfg.workers).workers
+    workers = workers_for_file_limit(choose_parallelism(cfg.threads, cfg.workers).workers, 16, 4)
     return DataLoader(ds, batch_size=cfg.batch_size, shuffle=False, num_workers=workers,
                       collate_fn=collate_broden, pin_memory=device.type == "cuda",
                       persistent_workers=False, prefetch_factor=4 if workers else None)
@@ -314,6 +315,7 @@ class Run:
         ds = TallyBatches(labels, sources, positions[start * bs:], bs,
                           known_label_table([l.number for l in self.store.labels]), spec)
         workers = self.parallel.tally_workers if spec is not None else self.parallel.workers
+        workers = workers_for_file_limit(workers, 8 + 4 * len(sources), 2)  # a batch: a few tensors per layer
         run_pass(_tally_loader(ds, workers), lambda batch: batch.get("acts", {}), stats, self.checkpoint, 2,
                  start, self.progress("pass 2/2 (tally)", start))
         t1 = time.perf_counter()

@@ -313,6 +313,8 @@ def ablate(model: nn.Module, layer: str, units: Sequence[int], data: Dataset, cl
     units = sorted({int(u) for u in units})
     if not units or units[0] < 1:
         raise AblationError(f"units are 1-based (as in tally.csv) and at least one is needed, got {units}")
+    if units[-1] > 2 ** 31 - 1:  # checked against the layer's width on the first batch; here before torch sees it
+        raise AblationError(f"unit {units[-1]} is out of range (no layer has that many units)")
     dev = torch.device(device)
     model = model.to(dev).eval()
     target = get_layer(model, layer)
