@@ -387,6 +387,9 @@ def available_sources(recipe: Recipe, sources: Optional[Sequence[Source]], downl
         raise BuildError("missing sources:\n  " + "\n  ".join(problems) + "\n(use --allow-missing to build from the sources that are present)")
     for p in problems:
         log.warning("skipping missing source %s", p)
+    if not sources and not unavailable:
+        raise BuildError("the recipe lists no sources (sources: []); add at least one entry, e.g. "
+                         "{type: synthetic, count: 100}")
     if not present:
         raise BuildError("every source of the recipe is missing, nothing to build from:\n  " + "\n  ".join(problems))
     return present

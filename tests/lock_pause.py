@@ -26,4 +26,4 @@ results.sweep_partial_results = _paused
 
 from dissect.cli import main  # noqa: E402
 
-sys.exit(main(sys.argv[1:]))
+sys.exit(main(sys.argv[1:], own_process=True))

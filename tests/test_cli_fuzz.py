@@ -24,6 +24,7 @@ def _check(capsys, rc: int, want_rc: int, *fragments: str) -> str:
     err = out.err
     assert rc == want_rc, err
     assert "Traceback" not in err and "Traceback" not in out.out
+    assert "this is a bug" not in err, err  # bad input is never reported as our bug (issue 25)
     lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
     assert lines, err
     for f in fragments:

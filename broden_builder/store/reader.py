@@ -436,11 +436,16 @@ class BrodenStore:
     def images_with_label(self, key: Union[int, str], split: Optional[str] = None, progress: bool = False) -> list[int]:
         """Row indices of the images that carry the label (name, synonym or number) in any category.
 
-        The first call scans every label plane once and caches the answer for all labels beside
-        the store (see broden_builder.store.label_index); later calls are instant.
+        The first call scans every label plane once and caches the answer for all labels in the
+        user's cache folder (see broden_builder.store.label_index); later calls are instant.
+        Raises StoreFormatError for a ``split`` the store has no row of (a typo would answer 0).
         """
         from .label_index import label_index
 
+        if split is not None and not any(r.split == split for r in self.rows):
+            have = sorted({r.split for r in self.rows})
+            raise StoreFormatError(self.root / "index.csv", f"no image of split {split!r}; the store's splits are "
+                                   f"{', '.join(have) or 'none'}")
         lab = self.label(key)
         rows = label_index(self, progress).get(lab.number, ())
         return [int(i) for i in rows if split is None or self.rows[int(i)].split == split]

@@ -272,7 +272,11 @@ def _python_model(spec: str, weights: Optional[str], unsafe_unpickle: bool) -> L
     fn = getattr(mod, func, None)
     if fn is None or not callable(fn):
         raise ModelLoadError(f"{path} has no function {func!r}")
-    module = fn()
+    try:
+        module = fn()
+    except Exception as e:  # the user's code failed: their error, named, not ours
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ModelLoadError(f"{spec}: calling {func}() raised {type(e).__name__}: {first}") from None
     if not isinstance(module, nn.Module):
         raise ModelLoadError(f"{spec} returned {type(module).__name__}, not a torch.nn.Module")
     identity = {"kind": "python", "file": str(path.resolve()), "function": func, "sha256": file_sha256(path)}

@@ -264,6 +264,18 @@ class Run:
         self.timings: dict = {}
         self.numbers, self.primary, self.names_by_number = label_columns(store, self.categories)
 
+    def check_store_unchanged(self, cause: Optional[BaseException] = None) -> None:
+        """DissectError when the store's tables differ from those this run began with (a store rebuilt
+        or edited between pass 1 and pass 2: its label planes no longer match pass 1's thresholds)."""
+        try:
+            now = self.store.fingerprint()
+        except OSError:
+            now = None
+        if now != self.key["store"]:
+            why = f" ({type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''})" if cause else ""
+            raise DissectError(f"{self.store.root}: the store changed since this run began (rebuilt or edited between "
+                               f"pass 1 and pass 2){why}; run the command again") from None
+
     def statistics(self, shapes: dict, state: Optional[dict]) -> Statistics:
         """Fresh statistics for layers of ``shapes`` {layer: (U, h, w)}, or those of a checkpoint."""
         if state is not None:
@@ -316,8 +328,13 @@ class Run:
                           known_label_table([l.number for l in self.store.labels]), spec)
         workers = self.parallel.tally_workers if spec is not None else self.parallel.workers
         workers = workers_for_file_limit(workers, 8 + 4 * len(sources), 2)  # a batch: a few tensors per layer
-        run_pass(_tally_loader(ds, workers), lambda batch: batch.get("acts", {}), stats, self.checkpoint, 2,
-                 start, self.progress("pass 2/2 (tally)", start))
+        self.check_store_unchanged()
+        try:
+            run_pass(_tally_loader(ds, workers), lambda batch: batch.get("acts", {}), stats, self.checkpoint, 2,
+                     start, self.progress("pass 2/2 (tally)", start))
+        except (OSError, ValueError) as e:  # a file gone or different: say why when the store was replaced
+            self.check_store_unchanged(e)
+            raise
         t1 = time.perf_counter()
         stats.sync(("tally",), self.info)
         self.timings["pass2_tally"] = t1 - t0

@@ -78,10 +78,37 @@ def _read(path: Path) -> dict:
         doc = json.loads((path / "result.json").read_text("utf-8"))
     except (OSError, ValueError) as e:
         raise CompareInputError(f"{path / 'result.json'}: cannot read ({e})") from None
+    if not isinstance(doc, dict):
+        raise CompareInputError(f"{path / 'result.json'}: must be a JSON object, got {type(doc).__name__}")
     for k in ("layer", "summary", "units"):
         if k not in doc:
             raise CompareInputError(f"{path / 'result.json'}: no {k!r} field")
+    _check_types(doc, path / "result.json")
     return doc
+
+
+def _check_types(doc: dict, where: Path) -> None:
+    """CompareInputError naming the field of result.json whose type is not the one compare reads (issue 25)."""
+    def bad(field: str, want: str, got) -> CompareInputError:
+        return CompareInputError(f"{where}: field {field!r} must be {want}, got {type(got).__name__} {got!r:.60}")
+
+    number = (int, float)
+    if not isinstance(doc["layer"], str):
+        raise bad("layer", "text", doc["layer"])
+    for key, want in (("summary", dict), ("model", (dict, type(None))), ("settings", (dict, type(None)))):
+        if not isinstance(doc.get(key), want):
+            raise bad(key, "an object", doc.get(key))
+    s = doc["summary"]
+    if not isinstance(s.get("units", 0), int) or isinstance(s.get("units", 0), bool):
+        raise bad("summary.units", "an integer", s.get("units"))
+    for key in ("per_category", "unique_detectors"):
+        counts = s.get(key, {})
+        if not isinstance(counts, dict) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                   for v in counts.values()):
+            raise bad(f"summary.{key}", "an object of category -> integer", counts)
+    thr = (doc.get("settings") or {}).get("iou_threshold", 0.04)
+    if not isinstance(thr, number) or isinstance(thr, bool):
+        raise bad("settings.iou_threshold", "a number", thr)
 
 
 def collect(outs: Sequence[Union[str, Path]]) -> list:
