@@ -16,24 +16,28 @@ import sys
 import traceback
 from typing import Callable
 
-from .errors import BrodenError
+from .errors import BrodenError, InputError
 
 
 class UsageError(BrodenError, ValueError):
     """The command line itself is wrong (exit status 2)."""
 
 
-#: Exceptions that are bad input or environment, not bugs, by class name (any class in the MRO):
-#: the base error of each package (broden_builder.errors.BrodenError, dissect.errors.DissectError)
-#: and two of the libraries'. By name, so that importing this module stays cheap and no layer has
-#: to import another to be listed.
-_EXPECTED = {"BrodenError", "DissectError", "DecompressionBombError", "UnicodeDecodeError"}
+def _expected(e: BaseException) -> bool:
+    """Bad input or environment, not a bug: an :class:`~broden_builder.errors.InputError` (the base of
+    BrodenError and of dissect's DissectError), or Pillow's refusal of a decompression bomb (looked up
+    only where Pillow is already loaded: it cannot have raised otherwise)."""
+    if isinstance(e, InputError):
+        return True
+    pil = sys.modules.get("PIL.Image")
+    bomb = getattr(pil, "DecompressionBombError", None)
+    return bomb is not None and isinstance(e, bomb)
 
 
 def describe(e: BaseException) -> str:
     """One line for an exception: ``PATH: message`` where the exception knows its path."""
-    names = {c.__name__ for c in type(e).__mro__}
-    if isinstance(e, OSError) and e.filename is not None and not names & _EXPECTED:
+    expected = _expected(e)
+    if isinstance(e, OSError) and e.filename is not None and not expected:
         what = e.strerror or str(e)
         where = f"{e.filename}" + (f" -> {e.filename2}" if getattr(e, "filename2", None) else "")
         return f"{where}: {what}"
@@ -41,7 +45,7 @@ def describe(e: BaseException) -> str:
         return str(e.args[0])
     if isinstance(e, MemoryError):
         return "out of memory" + (f" ({e})" if str(e) else "")
-    if names & _EXPECTED or isinstance(e, (OSError, ValueError)):
+    if expected or isinstance(e, (OSError, ValueError)):
         return str(e) or type(e).__name__
     return (f"unexpected {type(e).__name__}: {e} (this is a bug; please report it with the command line; "
             f"--verbose prints the traceback)")

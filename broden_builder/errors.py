@@ -7,7 +7,12 @@ can catch the one base class. The CLI prints the message (which names the file, 
 from __future__ import annotations
 
 
-class BrodenError(Exception):
+class InputError(Exception):
+    """Bad input or environment, not a bug: what the commands report as one line ``error: ...``
+    (broden_builder.cli_errors). The base of :class:`BrodenError` and of dissect's DissectError."""
+
+
+class BrodenError(InputError):
     """Base of every error raised by broden_builder for bad input or missing data."""
 
 

@@ -7,6 +7,7 @@ from typing import Any, Mapping, Optional, Union
 
 import yaml
 
+from .errors import BrodenError
 from .recipe_schema import check_recipe_mapping
 
 _KEYS = {"name", "size", "segmentation_size", "min_frequency", "min_coverage", "splits", "color",
@@ -15,7 +16,7 @@ _KEYS = {"name", "size", "segmentation_size", "min_frequency", "min_coverage", "
 UNIFY_RULES = ("original", "curated")
 
 
-class RecipeError(ValueError):
+class RecipeError(BrodenError, ValueError):
     """A recipe is malformed; names the file and the key."""
 
 

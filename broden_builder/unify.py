@@ -31,6 +31,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional, Sequence
 
+from .errors import BrodenError
+
 from .curated_names import MERGE_BLACKLIST, PREFERRED_NAMES
 from .synonyms import synonym_list
 
@@ -38,7 +40,7 @@ from .synonyms import synonym_list
 UNIFY_RULES = ("original", "curated")
 
 
-class UnifyError(ValueError):
+class UnifyError(BrodenError, ValueError):
     """The vocabulary cannot be made as asked (an unknown rule, a refused same-source merge)."""
 
 

@@ -23,99 +23,36 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 
-def _floats3(text: str) -> tuple:
-    try:
-        vals = tuple(float(x) for x in text.replace(" ", "").split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers, got {text!r}") from None
-    if len(vals) != 3:
-        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers (R,G,B), got {text!r}")
-    return vals
+def _add_settings(p: argparse.ArgumentParser, command: str) -> None:
+    """The DissectConfig fields that ``command`` offers, as options derived from their declarations
+    (dissect.config.setting): ``--iou-threshold`` from ``iou_threshold``, its help, type and default."""
+    import dataclasses
+    import typing
 
+    from .config import DissectConfig
 
-#: bounds of the values that size what the program allocates or spawns (issue 25): beyond them a
-#: value is a slip, refused at once as a usage error instead of exhausting memory or processes
-LIMITS = {"input_size": 8192, "workers": 64, "batch_size": 65536, "threads": 1024, "top_k": 10000,
-          "length": 16, "beam": 1024, "k": 100000, "thumb": 4096, "images": 10000}
-
-
-def _bounded(name: str, lo: int):
-    """argparse type: an integer in lo..LIMITS[name]."""
-    hi = LIMITS[name]
-
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"must lie in {lo}..{hi}, got {text}")
-        return v
-
-    return parse
-
-
-def _size(text: str) -> tuple:
-    parts = text.lower().replace("x", ",").split(",")
-    try:
-        vals = tuple(int(p) for p in parts if p.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected SIZE or HxW, got {text!r}") from None
-    if len(vals) == 1:
-        vals = vals * 2
-    if len(vals) != 2 or min(vals) < 1:
-        raise argparse.ArgumentTypeError(f"expected SIZE or HxW with positive sizes, got {text!r}")
-    if max(vals) > LIMITS["input_size"]:
-        raise argparse.ArgumentTypeError(f"sizes must be at most {LIMITS['input_size']} pixels, got {text!r}")
-    return vals
-
-
-def _categories(values: Optional[Sequence[str]]):
-    if not values:
-        return None
-    out = []
-    for v in values:
-        out += [c.strip() for c in v.split(",") if c.strip()]
-    return tuple(out)
-
-
-def _add_shared(p: argparse.ArgumentParser) -> None:
-    """The dissection settings; choices and defaults come from dissect.config.DissectConfig."""
-    from .config import UNIONS, UPSAMPLE_MODES, default
-
+    hints = typing.get_type_hints(DissectConfig)
     g = p.add_argument_group("dissection settings")
-    g.add_argument("--device", default=default("device"), help="auto (cuda when available), cpu, cuda or cuda:N (default auto)")
-    g.add_argument("--batch-size", type=_bounded("batch_size", 1), default=default("batch_size"), help=f"images per batch (default {default('batch_size')})")
-    g.add_argument("--workers", type=_bounded("workers", 0), default=None,
-                   help="DataLoader worker processes (default: pass 1 decodes images in the CPUs this process may use "
-                        "less one, at most 4; pass 2 decodes labels and counts in one per CPU, at most 8; "
-                        "recorded in result.json)")
-    g.add_argument("--threads", type=_bounded("threads", 1), default=None,
-                   help="torch threads for the statistics (default 1: small tensors, images split across the "
-                        "workers; a CPU model forward gets the cores the workers leave); recorded in result.json")
-    g.add_argument("--quantile", type=float, default=default("quantile"),
-                   help=f"top quantile that sets each unit's threshold (default {default('quantile')})")
-    g.add_argument("--iou-threshold", type=float, default=default("iou_threshold"),
-                   help=f"IoU at which a unit counts as a detector (default {default('iou_threshold')})")
-    g.add_argument("--union", choices=UNIONS, default=default("union"),
-                   help="which images count toward a unit's activation area: original (images carrying the label's "
-                        "category), lite (only where such a label lies inside the mask), all (every image)")
-    g.add_argument("--categories", action="append", metavar="CAT[,CAT...]",
-                   help="categories to score (default: all of the store's)")
-    g.add_argument("--top-k", type=_bounded("top_k", 1), default=default("top_k"),
-                   help=f"top-activating images kept per unit (default {default('top_k')})")
-    g.add_argument("--split", default=default("split"), help="only images of this split (train/val; default all)")
-    g.add_argument("--upsample", choices=UPSAMPLE_MODES, default=default("upsample"),
-                   help=f"how activation maps are upsampled to the segmentation size (default {default('upsample')})")
-    g.add_argument("--checkpoint-every", type=int, default=default("checkpoint_every"), metavar="N",
-                   help="save the statistics every N batches so a killed run resumes "
-                        f"(0 = never; default {default('checkpoint_every')})")
-    g.add_argument("--rotate", type=int, default=None, metavar="SEED",
-                   help="multiply the units by a random orthogonal matrix (QR of a seeded Gaussian) before thresholds: "
-                        "the rotation baseline of Network Dissection (sec. 3.2)")
-    g.add_argument("--basis", default=None, metavar="FILE.npy",
-                   help="multiply the units by this C x C matrix before thresholds (instead of --rotate)")
-    g.add_argument("--no-report", action="store_true", help="do not write the HTML report (dissect report OUT writes it later)")
+    for f in dataclasses.fields(DissectConfig):
+        meta = f.metadata
+        if command not in meta.get("cli", ()):
+            continue
+        kwargs = {"default": f.default, "help": meta["help"].replace("{default}", str(f.default))}
+        kind = typing.get_args(hints[f.name])[0] if typing.get_args(hints[f.name]) else hints[f.name]
+        if kind is bool:
+            kwargs["action"] = "store_true"
+        elif meta.get("action"):
+            kwargs["action"] = meta["action"]
+        else:
+            kwargs["type"] = meta.get("type") or (kind if kind in (int, float) else None)
+        kwargs.update({k: meta[k] for k in ("choices", "metavar") if meta.get(k) is not None})
+        g.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+
+
+def _add_shared(p: argparse.ArgumentParser, command: str) -> None:
+    """The dissection settings of ``command`` (from dissect.config.DissectConfig) and --no-report."""
+    _add_settings(p, command)
+    p.add_argument("--no-report", action="store_true", help="do not write the HTML report (dissect report OUT writes it later)")
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:
@@ -133,26 +70,8 @@ def _add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unsafe-unpickle", action="store_true", help=UNSAFE_HELP)
 
 
-def _add_layout(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--layout", choices=("nchw", "nhwc", "tokens"), default=None,
-                   help="how layer outputs are read: nchw [B,C,H,W], nhwc channels-last [B,H,W,C], tokens "
-                        "[B,(class/register +) h*w,C] laid out on the patch grid (default: detected per layer)")
-
-
-def _add_preprocessing(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input-size", type=_size, default=None, metavar="SIZE|HxW",
-                   help="resize images to this network input size (default: the store's image size)")
-    p.add_argument("--mean", type=_floats3, default=None, metavar="R,G,B",
-                   help="normalisation mean of [0,1] RGB (default: the model's preprocessing, else ImageNet's "
-                        "0.485,0.456,0.406)")
-    p.add_argument("--std", type=_floats3, default=None, metavar="R,G,B",
-                   help="normalisation std (default: the model's preprocessing, else ImageNet's 0.229,0.224,0.225)")
-
-
 def _parser_run(sub) -> None:
     """``dissect run``."""
-    from .config import CACHE_DTYPES, default
-
     run = sub.add_parser("run", help="run a network over the store and score its layers (one pass over the images)")
     run.add_argument("--store", required=True, help="Broden store folder (with index.csv)")
     _add_model(run)
@@ -161,14 +80,7 @@ def _parser_run(sub) -> None:
                           "than once, NAME:KEY for one tensor of a tuple/dict output (block:1, backbone:p2); "
                           "repeatable. `dissect layers` lists them")
     run.add_argument("--out", required=True, help="output folder: results go to OUT/<layer>/")
-    _add_preprocessing(run)
-    _add_layout(run)
-    _add_shared(run)
-    run.add_argument("--cache-dtype", choices=CACHE_DTYPES, default=default("cache_dtype"),
-                     help="dtype of the on-disk activation cache; every statistic uses these rounded values (default float16)")
-    run.add_argument("--cache-dir", default=None,
-                     help="keep the activation cache here for reuse (default: OUT/.dissect_cache, removed after success)")
-    run.add_argument("--keep-cache", action="store_true", help="keep the default activation cache after success")
+    _add_shared(run, "run")
 
 
 def _parser_score(sub) -> None:
@@ -178,22 +90,26 @@ def _parser_score(sub) -> None:
     score.add_argument("--activations", required=True, help=".npy (memory-mapped) or .pt file, shape N x units x h x w")
     score.add_argument("--out", required=True, help="output folder: results go to OUT/NAME/")
     score.add_argument("--name", default=None, help="result folder name (default: the activation file's stem)")
-    _add_shared(score)
+    _add_shared(score, "score")
 
 
 def _parser_layers(sub) -> None:
     """``dissect layers``."""
+    from .config import size as parse_size
+
     layers = sub.add_parser("layers", help="list the model's module names with their output shapes")
     _add_model(layers)
     layers.add_argument("--store", default=None, help="use this store's image size for the dummy input")
-    layers.add_argument("--input-size", type=_size, default=None, metavar="SIZE|HxW",
+    layers.add_argument("--input-size", type=parse_size, default=None, metavar="SIZE|HxW",
                         help="dummy input size (default: the store's image size, else 224)")
     layers.add_argument("--device", default="cpu", help="device for the dummy pass (default cpu)")
-    _add_layout(layers)
+    _add_settings(layers, "layers")
 
 
 def _parser_explain(sub) -> None:
     """``dissect explain``."""
+    from .config import LIMITS, bounded
+
     explain = sub.add_parser("explain", help="compositional explanations: the best logical formula of concepts for "
                              "every unit (Mu & Andreas 2020); writes OUT/<name>/explanations.csv")
     explain.add_argument("--store", required=True, help="Broden store folder (with index.csv)")
@@ -206,10 +122,9 @@ def _parser_explain(sub) -> None:
     explain.add_argument("--name", default=None, help="result folder name for --activations (default: the file's stem)")
     explain.add_argument("--out", required=True, help="output folder; an existing OUT/<name>/ result is reused "
                          "(its thresholds and settings), otherwise it is scored first")
-    explain.add_argument("--length", type=_bounded("length", 1), default=3, help="most concepts in a formula (default 3)")
-    explain.add_argument("--beam", type=_bounded("beam", 1), default=5, help="beam width of the formula search (default 5)")
-    _add_preprocessing(explain)
-    _add_shared(explain)
+    explain.add_argument("--length", type=bounded(1, LIMITS["length"]), default=3, help="most concepts in a formula (default 3)")
+    explain.add_argument("--beam", type=bounded(1, LIMITS["beam"]), default=5, help="beam width of the formula search (default 5)")
+    _add_shared(explain, "explain")
 
 
 def _parser_compare(sub) -> None:
@@ -223,6 +138,8 @@ def _parser_compare(sub) -> None:
 
 def _parser_ablate(sub) -> None:
     """``dissect ablate``."""
+    from .config import LIMITS, bounded
+
     ablate = sub.add_parser("ablate", help="switch units off and measure the classifier's per-class accuracy "
                             "(Bau et al. 2020); writes OUT/<layer>/ablation_*.csv")
     _add_model(ablate)
@@ -231,7 +148,7 @@ def _parser_ablate(sub) -> None:
     which.add_argument("--units", help="comma-separated 1-based unit numbers, as in tally.csv (e.g. 12,40)")
     which.add_argument("--concept", help="ablate the --k units with the highest IoU for this concept "
                        "(read from OUT/<layer>/ of a dissection)")
-    ablate.add_argument("--k", type=_bounded("k", 1), default=5, help="units for --concept (default 5)")
+    ablate.add_argument("--k", type=bounded(1, LIMITS["k"]), default=5, help="units for --concept (default 5)")
     ablate.add_argument("--data", required=True, help="labelled images: an ImageFolder folder (root/<class>/<image>), "
                         "a datasets save_to_disk folder, or hf:NAME[:SPLIT]")
     ablate.add_argument("--split", default=None, help="split of an HF dataset (default validation)")
@@ -240,19 +157,21 @@ def _parser_ablate(sub) -> None:
     ablate.add_argument("--mode", choices=("zero", "mean"), default="zero",
                         help="replace the units by 0 (default, as in the paper) or by their mean over the data")
     ablate.add_argument("--out", required=True, help="dissection output folder: the CSV goes to OUT/<layer>/")
-    _add_preprocessing(ablate)
-    ablate.add_argument("--batch-size", type=_bounded("batch_size", 1), default=32, help="images per batch (default 32)")
-    ablate.add_argument("--workers", type=_bounded("workers", 0), default=0, help="DataLoader worker processes (default 0)")
+    _add_settings(ablate, "ablate")
+    ablate.add_argument("--batch-size", type=bounded(1, LIMITS["batch_size"]), default=32, help="images per batch (default 32)")
+    ablate.add_argument("--workers", type=bounded(0, LIMITS["workers"]), default=0, help="DataLoader worker processes (default 0)")
     ablate.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
 
 
 def _parser_report(sub) -> None:
     """``dissect report``."""
+    from .config import LIMITS, bounded
+
     report = sub.add_parser("report", help="write the HTML report (OUT/index.html, OUT/<layer>/report.html)")
     report.add_argument("out", help="results folder of dissect run/score (holds <layer>/result.json)")
     report.add_argument("--store", default=None, help="store for the images (default: the path recorded in each result)")
-    report.add_argument("--thumb", type=_bounded("thumb", 8), default=112, help="height of the image thumbnails in pixels (default 112)")
-    report.add_argument("--images", type=_bounded("images", 1), default=None, help="top images shown per unit (default: all kept)")
+    report.add_argument("--thumb", type=bounded(8, LIMITS["thumb"]), default=112, help="height of the image thumbnails in pixels (default 112)")
+    report.add_argument("--images", type=bounded(1, LIMITS["images"]), default=None, help="top images shown per unit (default: all kept)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -279,15 +198,18 @@ def _workers(args) -> int:
     return args.workers if args.workers is not None else choose().workers
 
 
-def _config(args, **extra):
+def _config(args):
+    """The DissectConfig of the settings ``args`` holds (every field parsed from the command line)."""
+    import dataclasses
+
     from .config import DissectConfig
 
-    return DissectConfig(
-        quantile=args.quantile, iou_threshold=args.iou_threshold, union=args.union,
-        categories=_categories(args.categories), top_k=args.top_k, split=args.split,
-        upsample=args.upsample, batch_size=args.batch_size, workers=args.workers, threads=args.threads,
-        device=args.device, checkpoint_every=args.checkpoint_every, quiet=args.quiet, rotate=args.rotate,
-        basis=args.basis, **extra)
+    values = {}
+    for f in dataclasses.fields(DissectConfig):
+        if hasattr(args, f.name):
+            collect = f.metadata.get("collect")
+            values[f.name] = collect(getattr(args, f.name)) if collect else getattr(args, f.name)
+    return DissectConfig(**values)
 
 
 def _cmd_run(args) -> int:
@@ -296,13 +218,7 @@ def _cmd_run(args) -> int:
     from .engine import dissect_model
 
     info = init_from_env(args.device)
-    extra = {"input_size": args.input_size, "cache_dtype": args.cache_dtype, "cache_dir": args.cache_dir,
-             "keep_cache": args.keep_cache, "layout": args.layout}
-    if args.mean is not None:
-        extra["mean"] = args.mean
-    if args.std is not None:
-        extra["std"] = args.std
-    cfg = _config(args, **extra)
+    cfg = _config(args)
     model = load_model(args.model, args.weights, unsafe_unpickle=args.unsafe_unpickle)
     results = dissect_model(model, args.layer, args.store, cfg, out=args.out)
     if info.rank == 0:
@@ -429,8 +345,9 @@ def _cmd_explain(args) -> int:
 
 
 def _explain(args) -> int:
-    from .engine import init_from_env, safe_name
+    from .engine import init_from_env
     from .explain.run import explain_result
+    from .results import has_result, layer_folder
 
     info = init_from_env(args.device)
     model = None
@@ -443,13 +360,8 @@ def _explain(args) -> int:
 
         name = args.layer
         model = load_model(args.model, args.weights, unsafe_unpickle=args.unsafe_unpickle)
-    layer_dir = Path(args.out) / safe_name(name)
-    if not (layer_dir / "result.json").is_file():
-        extra = {"input_size": args.input_size}
-        if args.mean is not None:
-            extra["mean"] = args.mean
-        if args.std is not None:
-            extra["std"] = args.std
+    layer_dir = layer_folder(args.out, name)
+    if not has_result(layer_dir):
         if args.activations:
             from .engine import score_activations
 
@@ -457,7 +369,7 @@ def _explain(args) -> int:
         else:
             from .engine import dissect_model
 
-            dissect_model(model, [args.layer], args.store, _config(args, **extra), out=args.out)
+            dissect_model(model, [args.layer], args.store, _config(args), out=args.out)
     else:
         print(f"using the thresholds and settings of {layer_dir} (delete it to score again)")
     if info.rank != 0:
@@ -501,10 +413,10 @@ def _ablate(args) -> int:
     from broden_builder.torch_dataset import IMAGENET_MEAN, IMAGENET_STD
 
     from .tools import ablate, open_data, top_units_for_concept
-    from .engine import safe_name
+    from .results import layer_folder
     from .capture import load_model
 
-    layer_dir = Path(args.out) / safe_name(args.layer)
+    layer_dir = layer_folder(args.out, args.layer)
     if args.concept:
         units = top_units_for_concept(layer_dir, args.concept, args.k)
         print(f"the {len(units)} units with the highest IoU for {args.concept!r}: {', '.join(map(str, units))}")

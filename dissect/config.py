@@ -1,15 +1,23 @@
-"""The settings of one dissection: a frozen, validated :class:`DissectConfig`.
+"""The settings of one dissection: a frozen, validated :class:`DissectConfig`, each setting declared once.
 
 Invalid values are refused when the config is made (``DissectConfig(upsample="cubic")`` raises
-DissectError), never after a pass over the images. The ``dissect`` CLI takes its option choices
-and defaults from the fields here (see :func:`default`), so they cannot drift apart.
+DissectError), never after a pass over the images. Each field is declared with :func:`setting`:
+its default, its help text and the commands that offer it. From the fields alone come
+
+- the ``dissect`` CLI's options (``--iou-threshold`` from ``iou_threshold``; dissect.cli),
+- the settings a result records in ``result.json`` and the checkpoint key a resume must match
+  (:func:`recorded`: every field but :data:`RUNTIME_ONLY` and those the engine records resolved).
+
+So adding a setting is one ``setting(...)`` line here (tests/test_config_fields.py checks it).
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Optional
+from pathlib import Path
+from typing import Callable, Optional, Sequence
 
 from .errors import DissectError
 from .capture import LAYOUTS
@@ -21,38 +29,152 @@ from .stats.upsample import MODES
 UPSAMPLE_MODES = tuple(m for m in MODES if m != "field")
 CACHE_DTYPES = ("float16", "float32")
 
+#: The commands that dissect (their options are the settings), and those that prepare images.
+DISSECTION = ("run", "score", "explain")
+PREPROCESSING = ("run", "explain", "ablate")
 
-#: most DataLoader worker processes a setting may ask for (dissect run --workers)
-MAX_WORKERS_ALLOWED = 64
+#: Fields that change how a run works, never what it computes: not recorded in result.json's
+#: settings (the engine records the parallelism it chose) and not part of the checkpoint key.
+RUNTIME_ONLY = ("workers", "threads", "device", "checkpoint_every", "quantile_memory", "cache_dir", "keep_cache",
+                "quiet")
+
+
+def floats3(text: str) -> tuple:
+    """``"0.5,0.5,0.5"`` -> (0.5, 0.5, 0.5): an R,G,B triple written on the command line."""
+    try:
+        vals = tuple(float(x) for x in text.replace(" ", "").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers, got {text!r}") from None
+    if len(vals) != 3:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers (R,G,B), got {text!r}")
+    return vals
+
+
+#: bounds of the values that size what the program allocates or spawns (issue 25): beyond them a
+#: value is a slip, refused at once (a usage error on the command line, DissectError from the API)
+#: instead of exhausting memory or processes
+LIMITS = {"input_size": 8192, "workers": 64, "batch_size": 65536, "threads": 1024, "top_k": 10000,
+          "length": 16, "beam": 1024, "k": 100000, "thumb": 4096, "images": 10000}
+
+
+def bounded(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse type: an integer in ``lo..hi``."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"must lie in {lo}..{hi}, got {text}")
+        return v
+
+    return parse
+
+
+def size(text: str) -> tuple:
+    """``"224"`` -> (224, 224), ``"48x64"`` -> (48, 64): an image size (H, W) written on the command line."""
+    parts = text.lower().replace("x", ",").split(",")
+    try:
+        vals = tuple(int(p) for p in parts if p.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected SIZE or HxW, got {text!r}") from None
+    if len(vals) == 1:
+        vals = vals * 2
+    if len(vals) != 2 or min(vals) < 1:
+        raise argparse.ArgumentTypeError(f"expected SIZE or HxW with positive sizes, got {text!r}")
+    if max(vals) > LIMITS["input_size"]:
+        raise argparse.ArgumentTypeError(f"sizes must be at most {LIMITS['input_size']} pixels, got {text!r}")
+    return vals
+
+
+def categories_of(values: Optional[Sequence[str]]) -> Optional[tuple]:
+    """Repeated ``--categories A,B`` values -> (A, B, ...); none given -> None (every category)."""
+    if not values:
+        return None
+    out: list = []
+    for v in values:
+        out += [c.strip() for c in v.split(",") if c.strip()]
+    return tuple(out)
+
+
+def setting(default, help: str, *, cli: Sequence[str] = DISSECTION, type: Optional[Callable] = None,
+            choices: Optional[Sequence] = None, metavar: Optional[str] = None, action: Optional[str] = None,
+            collect: Optional[Callable] = None, resolved: Optional[str] = None):
+    """A DissectConfig field declared once.
+
+    ``help``: the CLI help (``{default}`` is replaced by the default). ``cli``: the commands that
+    offer it as ``--name-with-dashes`` (() = Python only). ``type``/``choices``/``metavar``/
+    ``action``: argparse's, when the field's type does not say it (a bool is a store_true flag).
+    ``collect``: turns the parsed CLI value into the field's value. ``resolved``: where the engine
+    records this setting's resolved value instead of recording it as given (not in :func:`recorded`).
+    """
+    meta = {"help": help, "cli": tuple(cli), "type": type, "choices": choices, "metavar": metavar,
+            "action": action, "collect": collect, "resolved": resolved}
+    return dataclasses.field(default=default, metadata=meta)
+
+
 
 @dataclass(frozen=True)
 class DissectConfig:
-    """Settings of one dissection (no global state). Sizes are (H, W). Raises DissectError when invalid."""
+    """Settings of one dissection (no global state). Sizes are (H, W). Raises DissectError when invalid.
 
-    quantile: float = 0.005
-    iou_threshold: float = 0.04
-    union: str = "original"  # one of UNIONS
-    categories: Optional[tuple] = None  # None = every category of the store
-    top_k: int = 10
-    split: Optional[str] = None
-    input_size: Optional[tuple] = None  # None = the model's fixed input size, else the store's image size
-    mean: Optional[tuple] = None  # None = the model's preprocessing, else ImageNet's (dissect.capture._preprocess)
-    std: Optional[tuple] = None
-    upsample: str = "bilinear"  # one of UPSAMPLE_MODES
-    batch_size: int = 32
-    workers: Optional[int] = None  # DataLoader workers; None = chosen by dissect.engine._resources
-    threads: Optional[int] = None  # torch intra-op threads of the statistics; None = 1 (dissect.engine._resources)
-    device: str = "auto"  # 'auto' | 'cpu' | 'cuda' | 'cuda:N'
-    checkpoint_every: int = 50  # batches; 0 = never
-    cache_dtype: str = "float16"  # activations are rounded to this before every statistic
-    quantile_memory: int = 1 << 30  # bytes the exact quantile may keep before it switches to histogram passes
-    cache_dir: Optional[str] = None  # None = out/.dissect_cache (removed after success)
-    keep_cache: bool = False
-    quiet: bool = False
-    layout: Optional[str] = None  # force 'nchw' | 'nhwc' | 'tokens' for every layer (None = detected per layer)
-    transform: Optional[object] = None  # callable on [B, 3, H, W] RGB in [0, 1] -> network input (no crop)
-    rotate: Optional[int] = None  # seed of a random orthogonal basis applied to the units (dissect.engine._basis)
-    basis: Optional[str] = None  # a C x C .npy matrix applied to the units instead
+    The fields recorded in result.json come first, in the order they are recorded.
+    """
+
+    quantile: float = setting(0.005, "top quantile that sets each unit's threshold (default {default})")
+    iou_threshold: float = setting(0.04, "IoU at which a unit counts as a detector (default {default})")
+    union: str = setting("original", "which images count toward a unit's activation area: original (images "
+                         "carrying the label's category), lite (only where such a label lies inside the mask), "
+                         "all (every image)", choices=UNIONS)
+    upsample: str = setting("bilinear", "how activation maps are upsampled to the segmentation size "
+                            "(default {default})", choices=UPSAMPLE_MODES)
+    categories: Optional[tuple] = setting(None, "categories to score (default: all of the store's)",
+                                          action="append", metavar="CAT[,CAT...]", collect=categories_of)
+    split: Optional[str] = setting(None, "only images of this split (train/val; default all)")
+    top_k: int = setting(10, "top-activating images kept per unit (default {default})",
+                         type=bounded(1, LIMITS["top_k"]))
+    input_size: Optional[tuple] = setting(
+        None, "resize images to this network input size (default: the store's image size)", cli=PREPROCESSING,
+        type=size, metavar="SIZE|HxW", resolved="settings.input_size: the size the model was run at")
+    mean: Optional[tuple] = setting(
+        None, "normalisation mean of [0,1] RGB (default: the model's preprocessing, else ImageNet's "
+        "0.485,0.456,0.406)", cli=PREPROCESSING, type=floats3, metavar="R,G,B")
+    std: Optional[tuple] = setting(
+        None, "normalisation std (default: the model's preprocessing, else ImageNet's 0.229,0.224,0.225)",
+        cli=PREPROCESSING, type=floats3, metavar="R,G,B")
+    cache_dtype: str = setting("float16", "dtype of the on-disk activation cache; every statistic uses these "
+                               "rounded values (default {default})", cli=("run",), choices=CACHE_DTYPES)
+    batch_size: int = setting(32, "images per batch (default {default})", type=bounded(1, LIMITS["batch_size"]))
+    workers: Optional[int] = setting(
+        None, "DataLoader worker processes (default: pass 1 decodes images in the CPUs this process may use "
+        "less one, at most 4; pass 2 decodes labels and counts in one per CPU, at most 8; recorded in result.json)",
+        type=bounded(0, LIMITS["workers"]))
+    threads: Optional[int] = setting(
+        None, "torch threads for the statistics (default 1: small tensors, images split across the workers; a CPU "
+        "model forward gets the cores the workers leave); recorded in result.json", type=bounded(1, LIMITS["threads"]))
+    device: str = setting("auto", "auto (cuda when available), cpu, cuda or cuda:N (default auto)")
+    checkpoint_every: int = setting(50, "save the statistics every N batches so a killed run resumes "
+                                    "(0 = never; default {default})", metavar="N")
+    quantile_memory: int = setting(1 << 30, "bytes the exact quantile may keep before it switches to histogram "
+                                   "passes", cli=())
+    cache_dir: Optional[str] = setting(None, "keep the activation cache here for reuse (default: "
+                                       "OUT/.dissect_cache, removed after success)", cli=("run",))
+    keep_cache: bool = setting(False, "keep the default activation cache after success", cli=("run",))
+    quiet: bool = setting(False, "no progress bars (the CLI's -q/--quiet)", cli=())
+    layout: Optional[str] = setting(
+        None, "how layer outputs are read: nchw [B,C,H,W], nhwc channels-last [B,H,W,C], tokens [B,(class/register "
+        "+) h*w,C] laid out on the patch grid (default: detected per layer)", cli=("run", "layers"), choices=LAYOUTS,
+        resolved="settings.layout of each layer: the layout used")
+    transform: Optional[object] = setting(
+        None, "a callable on [B, 3, H, W] RGB in [0, 1] -> network input (no crop)", cli=(),
+        resolved="settings.preprocessing: the transform's description")
+    rotate: Optional[int] = setting(
+        None, "multiply the units by a random orthogonal matrix (QR of a seeded Gaussian) before thresholds: the "
+        "rotation baseline of Network Dissection (sec. 3.2)", metavar="SEED", type=int,
+        resolved="settings.basis of each layer (and the checkpoint key)")
+    basis: Optional[str] = setting(None, "multiply the units by this C x C matrix before thresholds (instead of "
+                                   "--rotate)", metavar="FILE.npy",
+                                   resolved="settings.basis of each layer: the file and its sha256")
 
     def __post_init__(self):
         # `not (a <= x <= b)` also refuses NaN, which would otherwise run both passes and fail
@@ -69,8 +191,10 @@ class DissectConfig:
                 raise DissectError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
         if self.top_k < 1 or self.batch_size < 1 or (self.workers is not None and self.workers < 0) or self.checkpoint_every < 0:
             raise DissectError("top_k and batch_size must be >= 1, workers and checkpoint_every >= 0")
-        if self.workers is not None and self.workers > MAX_WORKERS_ALLOWED:  # each is a process: bounded (issue 25)
-            raise DissectError(f"workers must be at most {MAX_WORKERS_ALLOWED} (each is a process), got {self.workers}")
+        for name in ("workers", "threads", "batch_size", "top_k"):  # what they make us spawn or allocate (issue 25)
+            v = getattr(self, name)
+            if v is not None and v > LIMITS[name]:
+                raise DissectError(f"{name} must be at most {LIMITS[name]}, got {v}")
         if self.threads is not None and self.threads < 1:
             raise DissectError(f"threads must be >= 1, got {self.threads}")
         if self.quantile_memory < 1:
@@ -81,6 +205,8 @@ class DissectConfig:
             raise DissectError(f"rotate must be an integer seed, got {self.rotate!r}")
         if isinstance(self.input_size, int):
             object.__setattr__(self, "input_size", (self.input_size, self.input_size))
+        if self.input_size is not None and max(self.input_size) > LIMITS["input_size"]:
+            raise DissectError(f"input_size must be at most {LIMITS['input_size']} pixels, got {self.input_size}")
         if self.categories is not None:
             object.__setattr__(self, "categories", tuple(self.categories))
         if self.layout is not None and self.layout not in LAYOUTS:
@@ -95,6 +221,20 @@ class DissectConfig:
     def replace(self, **changes) -> "DissectConfig":
         """A copy with ``changes`` applied (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+def recorded(cfg: DissectConfig) -> dict:
+    """{field: JSON value} of the settings that decide a result, in field order: what result.json's
+    ``settings`` starts with and what a checkpoint must match to be resumed. Every field but
+    :data:`RUNTIME_ONLY` and those declared ``resolved`` (the engine records their resolved value);
+    tuples become lists and paths strings."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        if f.name in RUNTIME_ONLY or f.metadata.get("resolved"):
+            continue
+        v = getattr(cfg, f.name)
+        out[f.name] = list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v
+    return out
 
 
 def default(name: str):

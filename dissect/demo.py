@@ -169,13 +169,13 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 def summary_table(results: dict, categories: Sequence[str]) -> str:
     """Detectors (and unique concepts) per category per layer, as aligned text."""
-    from dissect.report.summary import layer_summary
+    from dissect.results import summarise
 
     rows = [("layer", "units", "detectors") + tuple(categories)]
     for name, res in results.items():
-        s = layer_summary(res.units, categories, float(res.settings.get("iou_threshold", 0.04)))
+        s = summarise(res.units, categories, float(res.settings.get("iou_threshold", 0.04)))
         rows.append((name, str(s["units"]), str(s["detectors"]))
-                    + tuple(f"{s['per_category'].get(c, 0)} ({s['unique'].get(c, 0)})" for c in categories))
+                    + tuple(f"{s['per_category'].get(c, 0)} ({s['unique_detectors'].get(c, 0)})" for c in categories))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
     return "\n".join(lines) + "\n(detector units per category; in brackets: distinct concepts among them)"

@@ -31,6 +31,23 @@ from .errors import DissectError
 RESULT_FILES = ("result.json", "tally.csv", "iou.npy", "thresholds.npy", "topk.npz")
 
 
+def safe_name(text: str) -> str:
+    """``text`` as one safe, visible folder or file name (layer names like ``features.3``): other
+    characters become '_', and a leading '.' too (so never '.', '..' or a hidden name)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", text) or "_"
+    return "_" + name[1:] if name.startswith(".") else name
+
+
+def layer_folder(out: Union[str, Path], layer: str) -> Path:
+    """``out/<layer>/``: where the result of ``layer`` (a layer name or result name) lives."""
+    return Path(out) / safe_name(layer)
+
+
+def has_result(directory: Union[str, Path]) -> bool:
+    """Whether ``directory`` holds a layer result (its result.json)."""
+    return (Path(directory) / "result.json").is_file()
+
+
 class ResultsError(DissectError):
     """A results folder is missing a file or holds one in the wrong shape; the message names the file."""
 
@@ -95,15 +112,44 @@ class LayerResult:
 
 
 # ---------------------------------------------------------------------------- scoring
-def summarise(units: Sequence[dict], categories: Sequence[str]) -> dict:
-    """result.json's "summary": units, detectors, detectors and unique labels per category."""
-    det = [x for x in units if x["detector"]]
-    return {
-        "units": len(units),
-        "detectors": len(det),
-        "per_category": {c: sum(1 for x in det if x["category"] == c) for c in categories},
-        "unique_detectors": {c: len({x["number"] for x in det if x["category"] == c}) for c in categories},
-    }
+def is_detector(unit: dict, iou_threshold: float = 0.04) -> bool:
+    """The unit's own ``detector`` flag when present, else IoU >= the threshold."""
+    if "detector" in unit:
+        return bool(unit["detector"])
+    return float(unit.get("iou", 0.0)) >= iou_threshold
+
+
+def summarise(units: Sequence[dict], categories: Sequence[str], iou_threshold: float = 0.04) -> dict:
+    """Detector counts of one layer, the one summary (result.json, the report, the demo, compare).
+
+    Returns ``{"units", "detectors", "per_category": {cat: detector units}, "unique_detectors":
+    {cat: distinct labels among them}, "concepts": {cat: {label name: detector units}}}`` with every
+    category of ``categories`` present (zero when it has none), then any other category a detector
+    has. A detector: :func:`is_detector`. result.json stores all but ``concepts``
+    (:data:`SUMMARY_STORED`).
+    """
+    per: dict = {c: 0 for c in categories}
+    labels: dict = {c: set() for c in categories}
+    concepts: dict = {c: {} for c in categories}
+    det = 0
+    for u in units:
+        if not is_detector(u, iou_threshold):
+            continue
+        det, c = det + 1, u["category"]
+        per[c] = per.get(c, 0) + 1
+        labels.setdefault(c, set()).add(u.get("number", u["label"]))
+        concepts.setdefault(c, {})
+        concepts[c][u["label"]] = concepts[c].get(u["label"], 0) + 1
+    return {"units": len(units), "detectors": det, "per_category": per,
+            "unique_detectors": {c: len(v) for c, v in labels.items()}, "concepts": concepts}
+
+
+#: The summary's entries that result.json stores.
+SUMMARY_STORED = ("units", "detectors", "per_category", "unique_detectors")
+
+
+def _stored(summary: dict) -> dict:
+    return {k: summary[k] for k in SUMMARY_STORED}
 
 
 def build_layer_result(layer: str, tally, union: str, iou_threshold: float, label_names: dict,
@@ -121,7 +167,7 @@ def build_layer_result(layer: str, tally, union: str, iou_threshold: float, labe
               for n, c in zip(tally.labels, tally.primary)]
     iou = tally.iou(union).cpu().numpy().astype(np.float32)
     res = LayerResult(layer=layer, iou=iou, thresholds=thresholds, labels=labels, units=units,
-                      summary=summarise(units, tally.categories), settings=dict(settings or {}),
+                      summary=_stored(summarise(units, tally.categories, iou_threshold)), settings=dict(settings or {}),
                       model=dict(model or {}), store=dict(store or {}), timings=dict(timings or {}), version=version)
     if topk is not None:
         res.topk_indices, res.topk_values, res.topk_maps = topk
@@ -300,6 +346,44 @@ def find_layer_folders(out_dir) -> list:
         raise ResultsError(f"{out_dir}: results folder does not exist")
     found = [p.parent for p in out_dir.glob("*/result.json")]
     return sorted(found, key=lambda p: _natural_key(p.name))
+
+
+def result_folders(path: Union[str, Path]) -> list:
+    """The layer folders of ``path``: itself when it is one, else :func:`find_layer_folders`."""
+    return [Path(path)] if has_result(path) else find_layer_folders(path)
+
+
+def read_result_json(directory: Union[str, Path]) -> dict:
+    """``directory/result.json`` as a dict, checked (units and their keys); raises ResultsError.
+    For what needs the document only (names, settings, summary) without the arrays."""
+    return _read_json(Path(directory) / "result.json")
+
+
+def open_store(result: Union[LayerResult, dict], store=None, base: Optional[Path] = None):
+    """The Broden store a result was dissected on: ``store`` (a BrodenStore or its folder), else the
+    folder result.json records (a relative one also against ``base``). One policy for every reader:
+    the store must be the one dissected, so a recorded fingerprint that differs is refused.
+    Raises ResultsError naming the store (missing, not a store, other fingerprint)."""
+    from broden_builder.store.reader import BrodenStore
+
+    doc = result.to_json() if isinstance(result, LayerResult) else result
+    rec = doc.get("store") or {}
+    if store is None or isinstance(store, (str, Path)):
+        recorded = [Path(rec["path"])] + ([Path(base) / rec["path"]] if base else []) if rec.get("path") else []
+        candidates = [Path(store)] if store is not None else recorded
+        if not candidates:
+            raise ResultsError(f"layer {doc.get('layer')}: its result records no store; give the store")
+        found = next((c for c in candidates if (c / "index.csv").is_file()), None)
+        if found is None and store is not None:
+            raise ResultsError(f"{store}: not a Broden store (no index.csv)")
+        if found is None:
+            raise ResultsError(f"store {candidates[0]} not found (no index.csv there; give the store)")
+        store = BrodenStore(found)
+    want = rec.get("fingerprint")
+    if want and store.fingerprint() != want:
+        raise ResultsError(f"{store.root} is not the store layer {doc.get('layer')} was dissected on "
+                           f"(fingerprint {store.fingerprint()[:12]}, the result has {want[:12]})")
+    return store
 
 
 def _read_json(path: Path) -> dict:

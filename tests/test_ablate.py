@@ -89,12 +89,21 @@ def test_bad_inputs(tmp_path):
         open_data(str(tmp_path / "empty"), (8, 8), (0, 0, 0), (1, 1, 1))
 
 
+def _write_result(d, iou: np.ndarray, names: list) -> None:
+    """A whole result folder (dissect.results writes it) whose iou.npy is ``iou`` [U, L]; only the
+    IoUs and the label names matter to --concept."""
+    from dissect.results import LayerResult, write_layer_result
+
+    units = [{"unit_index": i, "unit": i + 1, "label": "", "category": "", "iou": 0.0, "detector": False}
+             for i in range(len(iou))]
+    labels = [{"number": i + 1, "name": n} for i, n in enumerate(names)]
+    write_layer_result(d, LayerResult("layer", iou, np.zeros(len(iou), np.float32), labels, units,
+                                      {"per_category": {}}))
+
+
 def test_top_units_for_concept(tmp_path):
     d = tmp_path / "layer"
-    d.mkdir()
-    iou = np.array([[0.1, 0.5], [0.3, 0.2], [0.3, 0.0], [0.0, 0.9]], np.float32)
-    np.save(d / "iou.npy", iou)
-    (d / "result.json").write_text(json.dumps({"labels": [{"number": 1, "name": "sky"}, {"number": 2, "name": "tree"}]}))
+    _write_result(d, np.array([[0.1, 0.5], [0.3, 0.2], [0.3, 0.0], [0.0, 0.9]], np.float32), ["sky", "tree"])
     assert top_units_for_concept(d, "sky", 2) == [2, 3]  # tie at 0.3: lower unit first
     assert top_units_for_concept(d, "tree", 1) == [4]
     with pytest.raises(AblationError, match="did you mean sky"):
@@ -143,8 +152,7 @@ def test_ablate_cli(tmp_path, capsys):
     assert {r["class"]: float(r["change"]) for r in rows} == {"a_red": 0.0, "b_green": -1.0, "c_blue": 0.0,
                                                              "(all)": pytest.approx(-2 / 9)}
     # --concept reads the layer's dissection results
-    np.save(out / "features" / "iou.npy", np.array([[0.0], [0.0], [0.7]], np.float32))
-    (out / "features" / "result.json").write_text(json.dumps({"labels": [{"number": 1, "name": "blue-c"}]}))
+    _write_result(out / "features", np.array([[0.0], [0.0], [0.7]], np.float32), ["blue-c"])
     assert main(args + ["--concept", "blue-c", "--k", "1"]) == 0
     assert "highest IoU for 'blue-c': 3" in capsys.readouterr().out
     assert main(args + ["--units", "x"]) in (1, 2)

@@ -207,3 +207,51 @@ def test_functions_are_short():
                 if n > MAX_LINES and key not in LONG_FUNCTIONS_PENDING and not _format_parser(path):
                     long.append(f"{key} ({n} lines)")
     assert not long, f"functions over {MAX_LINES} lines: {long}"
+
+
+#: Exceptions that are not errors a caller sees: control flow caught where it is raised, and the
+#: shared base of both packages' errors.
+NOT_ERRORS = {"dissect.capture._hooks.StopForward", "broden_builder.build.StageUnreadable",
+              "broden_builder.download.transfer._Transient", "broden_builder.recipe._DuplicateKey",
+              "broden_builder.errors.InputError",
+              "broden_builder.cli_errors.Terminated"}  # a signal turned into unwinding, like KeyboardInterrupt
+
+
+@pytest.mark.parametrize("pkg,base", [("dissect", "dissect.errors.DissectError"),
+                                      ("broden_builder", "broden_builder.errors.BrodenError")])
+def test_every_error_class_has_the_package_base(pkg, base):
+    """Each exception class a package defines derives from its base error, so one ``except`` and the
+    commands' one-line report (broden_builder.cli_errors) cover it."""
+    import importlib
+    import inspect
+
+    mod_name, cls_name = base.rsplit(".", 1)
+    root = getattr(importlib.import_module(mod_name), cls_name)
+    bad = []
+    for name, path, _ in _modules():
+        if not name.startswith(pkg) or name.endswith("__main__"):
+            continue
+        tree = ast.parse(path.read_text("utf-8"))
+        classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
+        if not classes:
+            continue
+        mod = importlib.import_module(name)
+        for c in classes:
+            obj = getattr(mod, c)
+            if inspect.isclass(obj) and issubclass(obj, BaseException) and not issubclass(obj, root) \
+                    and f"{name}.{c}" not in NOT_ERRORS:
+                bad.append(f"{name}.{c}")
+    assert not bad, f"exception classes that do not derive from {base}: {bad}"
+
+
+def test_cli_errors_judge_by_class_not_name():
+    """An error is reported as input (one line) by its class, not by its name."""
+    from broden_builder.cli_errors import describe
+    from dissect.errors import DissectError
+
+    class Mine(DissectError):
+        pass
+
+    assert describe(Mine("layer4: no such layer")) == "layer4: no such layer"
+    impostor = type("DissectError", (Exception,), {})  # a look-alike name, not the class
+    assert "this is a bug" in describe(impostor("boom"))

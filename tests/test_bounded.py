@@ -125,7 +125,7 @@ def test_config_bounds_workers_for_the_api():
     from dissect.config import DissectConfig
     from dissect.errors import DissectError
 
-    with pytest.raises(DissectError, match="workers must be at most 64"):
+    with pytest.raises(DissectError, match="workers must be at most 64, got 1000"):
         DissectConfig(workers=1000)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 from typing import Callable, Type
 
+from ..errors import BrodenError
 from .base import BadSourceItem, ImageRecord, Resolved, Source, SourceDataError, SourceMissingError
 
 _REGISTRY: dict = {}
@@ -46,7 +47,7 @@ def _entry_points():
     return list(eps.get(ENTRY_POINT_GROUP, []))  # pragma: no cover (old Python)
 
 
-class UnknownSourceType(KeyError):
+class UnknownSourceType(BrodenError, KeyError):
     """A recipe names a source ``type`` that no builder or plugin provides (a typo, usually)."""
 
     def __str__(self) -> str:  # KeyError would quote the message

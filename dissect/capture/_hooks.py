@@ -44,7 +44,7 @@ class StopForward(Exception):
     """Raised inside a hook to end the forward pass once every traced layer has been seen."""
 
 
-class ForwardError(RuntimeError):
+class ForwardError(DissectError, RuntimeError):
     """The model's own forward pass raised (``cause``); not a problem of the selectors or hooks."""
 
     def __init__(self, cause: BaseException):

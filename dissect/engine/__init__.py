@@ -12,11 +12,10 @@
 """
 from ._activations import open_activations
 from ._basis import apply_basis, describe, load_basis, random_orthogonal
-from ._cache import safe_name
 from ._distributed import init_from_env
 from ._passes import label_columns
 from ._resources import apply_threads, available_cpus, choose
 from ._runner import dissect_model, score_activations
 
 __all__ = ["apply_basis", "apply_threads", "available_cpus", "choose", "describe", "dissect_model", "init_from_env",
-           "label_columns", "load_basis", "open_activations", "random_orthogonal", "safe_name", "score_activations"]
+           "label_columns", "load_basis", "open_activations", "random_orthogonal", "score_activations"]

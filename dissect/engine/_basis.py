@@ -18,8 +18,10 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
+from ..errors import DissectError
 
-class BasisError(ValueError):
+
+class BasisError(DissectError):
     """A basis file that cannot be used (the message names the file and the problem)."""
 
 

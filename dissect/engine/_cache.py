@@ -19,16 +19,10 @@ import numpy as np
 
 from broden_builder.store.atomic import atomic_write_text
 
+from ..results import safe_name
 from ._activations import NpyRows
 
 log = logging.getLogger(__name__)
-
-
-def safe_name(text: str) -> str:
-    """``text`` as one safe, visible folder or file name (layer names like ``features.3``): other
-    characters become '_', and a leading '.' too (so never '.', '..' or a hidden name)."""
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", text) or "_"
-    return "_" + name[1:] if name.startswith(".") else name
 
 
 class ActivationCache:

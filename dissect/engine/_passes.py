@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
@@ -23,18 +24,16 @@ from broden_builder.torch_dataset import BrodenDataset, check_categories, collat
 
 from .. import __version__
 from ._basis import BasisError, apply_basis, resolve_basis
-from ._cache import safe_name
 from ._checkpoint import Checkpoint
-from ..config import DissectConfig
+from ..config import DissectConfig, recorded
 from ._distributed import DistInfo, all_reduce_sum_, barrier, dist_info, shard, sync
 from ..errors import DissectError
 from ._resources import apply_threads
 from ._resources import choose as choose_parallelism
 from ._resources import workers_for_file_limit
-from ..results import LayerResult, build_layer_result, write_layer_result
+from ..results import LayerResult, build_layer_result, layer_folder, write_layer_result
 from ..stats import Tally, TopKImages, TopQuantile
-from ..stats.upsample import SEPARABLE
-from ._tally_batches import TallyBatches, TallySpec, known_label_table
+from ._tally_batches import TallyBatches, TallySpec, count_batch, known_label_table
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +74,30 @@ def label_columns(store: BrodenStore, categories: Sequence[str]) -> tuple:
 
 
 # ---------------------------------------------------------------------------- statistics of a run
+@dataclass
+class LayerStatistics:
+    """One layer's statistics: pass 1's TopQuantile (thresholds) and TopKImages, pass 2's Tally."""
+
+    quantile: TopQuantile
+    topk: TopKImages
+    tally: Tally
+
+    #: The names they have in a checkpoint (kept from the checkpoint format).
+    SAVED = {"tq": "quantile", "topk": "topk", "tally": "tally"}
+
+    def pass1(self) -> tuple:
+        return self.quantile, self.topk
+
+    def state_dict(self) -> dict:
+        return {k: getattr(self, f).state_dict() for k, f in self.SAVED.items()}
+
+    def load_state_dict(self, d: dict) -> None:
+        for k, f in self.SAVED.items():
+            getattr(self, f).load_state_dict(d[k])
+
+
 class Statistics:
-    """Per layer: TopQuantile + TopKImages (pass 1) and Tally (pass 2), checkpointed and synced as a whole.
+    """Per layer a LayerStatistics, checkpointed and synced as a whole.
 
     ``shapes``: {layer: (U, h, w)}; ``n_images``: images over all ranks (sets the quantile's count).
     """
@@ -84,12 +105,12 @@ class Statistics:
     def __init__(self, shapes: dict, n_images: int, cfg: DissectConfig, tally_args: tuple, device: torch.device):
         self.shapes = {k: tuple(int(x) for x in v) for k, v in shapes.items()}
         self.device, self.cfg = device, cfg
-        self.layers, self.tally_args = {}, tally_args
+        self.layers: dict = {}
+        self.tally_args = tally_args
         for name, (u, h, w) in self.shapes.items():
-            self.layers[name] = {"tq": TopQuantile(u, cfg.quantile, n_images * h * w, device,
-                                                   memory_budget=cfg.quantile_memory),
-                                 "topk": TopKImages(u, cfg.top_k, device, maps_dtype=torch.float32),
-                                 "tally": Tally(*tally_args, device, units=u)}
+            self.layers[name] = LayerStatistics(
+                TopQuantile(u, cfg.quantile, n_images * h * w, device, memory_budget=cfg.quantile_memory),
+                TopKImages(u, cfg.top_k, device, maps_dtype=torch.float32), Tally(*tally_args, device, units=u))
         self.thresholds: dict = {}
         self.seg_size: Optional[tuple] = None
         # a change of basis of each layer's units before every statistic (Bau et al. 2017, sec. 3.2)
@@ -112,32 +133,28 @@ class Statistics:
         return a if basis is None else apply_basis(a.float(), basis)
 
     def add(self, pass_no: int, acts: dict, batch: dict) -> None:
-        """Pass 1: acts {layer: [B, U, h, w]} of index.csv rows batch["index"]; pass 2: with batch["seg"],
-        or the batch's counts already taken (batch["counts"] {layer: Tally.take_counts()})."""
+        """Pass 1: acts {layer: [B, U, h, w]} of index.csv rows batch["index"]; pass 2: with batch["seg"]
+        (counted here by count_batch), or the batch's counts already taken where it was loaded
+        (batch["counts"] {layer: Tally.take_counts()}, dissect.engine._tally_batches)."""
         if pass_no == 1:
             idx = batch["index"].to(self.device)
             for n, a in acts.items():
                 a = self._in_basis(n, a)
-                self.layers[n]["tq"].add(a)
-                self.layers[n]["topk"].add(a, idx)
+                self.layers[n].quantile.add(a)
+                self.layers[n].topk.add(a, idx)
             return
-        if "counts" in batch:  # counted where the batch was loaded (dissect.engine._tally_batches)
+        if "counts" in batch:
             for n, counts in batch["counts"].items():
-                self.layers[n]["tally"].add_counts(counts)
+                self.layers[n].tally.add_counts(counts)
             return
-        seg, labels = batch["seg"].to(self.device), None
-        for n, a in acts.items():
-            a, t = self._in_basis(n, a), self.layers[n]["tally"]
-            if labels is None and len(acts) > 1 and self.cfg.upsample in SEPARABLE:  # one label lookup for all layers
-                labels = t.batch_labels(seg, self.seg_size)
-            # upsamples only the tiles where the mask can be set: the counts of add(upsample(a))
-            t.add_activations(a, self.thresholds[n], seg, mode=self.cfg.upsample, size=self.seg_size, labels=labels)
+        count_batch({n: s.tally for n, s in self.layers.items()}, acts, batch["seg"].to(self.device),
+                    self.thresholds, self.bases, self.cfg.upsample, self.seg_size)
 
     def rescan_thresholds(self, sources: dict, positions: Sequence[int], batch_size: int, info: DistInfo) -> None:
         """The extra pass of a quantile that chose its histogram method (float32 values over its memory
         budget): this shard's values again, the histograms summed over the ranks (dissect.stats.quantile)."""
         for n, stats in self.layers.items():
-            tq = stats["tq"]
+            tq = stats.quantile
             while tq.needs_rescan:
                 for lo in range(0, len(positions), batch_size):
                     tq.rescan(self._in_basis(n, torch.from_numpy(sources[n].rows(positions[lo: lo + batch_size]))))
@@ -149,22 +166,26 @@ class Statistics:
 
     def start_pass2(self, seg_size: tuple) -> None:
         self.seg_size = seg_size
-        self.thresholds = {n: s["tq"].thresholds().to(self.device, torch.float32) for n, s in self.layers.items()}
+        self.thresholds = {n: s.quantile.thresholds().to(self.device, torch.float32) for n, s in self.layers.items()}
 
-    def sync(self, which: Sequence[str], info: DistInfo) -> None:
-        """Combine the named statistics of every layer over the ranks (as each declares)."""
+    def sync_pass1(self, info: DistInfo) -> None:
+        """Combine every layer's pass-1 statistics over the ranks (as each declares)."""
         for stats in self.layers.values():
-            for k in which:
-                sync(stats[k], info)
+            for stat in stats.pass1():
+                sync(stat, info)
+
+    def sync_counts(self, info: DistInfo) -> None:
+        """Sum every layer's Tally over the ranks."""
+        for stats in self.layers.values():
+            sync(stats.tally, info)
 
     def state_dict(self) -> dict:
         return {"shapes": {k: list(v) for k, v in self.shapes.items()},
-                "layers": {n: {k: s.state_dict() for k, s in stats.items()} for n, stats in self.layers.items()}}
+                "layers": {n: stats.state_dict() for n, stats in self.layers.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         for n, stats in self.layers.items():
-            for k, s in stats.items():
-                s.load_state_dict(state["layers"][n][k])
+            stats.load_state_dict(state["layers"][n])
 
 
 def run_pass(batches: Iterable, compute: Callable[[dict], dict], stats: Statistics, checkpoint: Checkpoint,
@@ -256,10 +277,9 @@ class Run:
         self._tmp = tempfile.TemporaryDirectory(prefix="dissect-") if self.out is None else None
         self.work = self.out if self.out is not None else Path(self._tmp.name)
         self.cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.work / ".dissect_cache"
-        self.key = dict(key, rows=[start, stop], world=self.info.world, rank=self.info.rank,
-                        categories=self.categories, split=cfg.split, quantile=cfg.quantile, top_k=cfg.top_k,
-                        batch_size=cfg.batch_size, cache_dtype=cfg.cache_dtype, upsample=cfg.upsample,
-                        store=store.fingerprint(), version=__version__, basis=_basis_key(cfg))
+        self.key = dict(key, **self.recorded())  # the input, then every setting that decides the result
+        self.key.update(rows=[start, stop], world=self.info.world, rank=self.info.rank, store=store.fingerprint(),
+                        version=__version__, basis=_basis_key(cfg))
         self.checkpoint = Checkpoint(self.out, self.key, self.info, cfg.checkpoint_every)
         self.timings: dict = {}
         self.numbers, self.primary, self.names_by_number = label_columns(store, self.categories)
@@ -275,6 +295,10 @@ class Run:
             why = f" ({type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''})" if cause else ""
             raise DissectError(f"{self.store.root}: the store changed since this run began (rebuilt or edited between "
                                f"pass 1 and pass 2){why}; run the command again") from None
+
+    def recorded(self) -> dict:
+        """The settings that decide the result (dissect.config.recorded), the categories as resolved."""
+        return dict(recorded(self.cfg), categories=self.categories)
 
     def statistics(self, shapes: dict, state: Optional[dict]) -> Statistics:
         """Fresh statistics for layers of ``shapes`` {layer: (U, h, w)}, or those of a checkpoint."""
@@ -307,10 +331,23 @@ class Run:
         """Record pass 1's time, merge the thresholds across ranks, checkpoint; pass 2 starts at batch 0."""
         self.timings[timing] = time.perf_counter() - t0
         t1 = time.perf_counter()
-        stats.sync(("tq", "topk"), self.info)
+        stats.sync_pass1(self.info)
         self.timings["merge_thresholds"] = time.perf_counter() - t1
         self.checkpoint.save(2, 0, stats)
         return 0
+
+    def passes(self, stats: Statistics, state: Optional[dict], pass1: Callable[[int], str],
+               sources: Callable[[], dict], positions: Sequence[int]) -> None:
+        """Both passes, resuming where the checkpoint ``state`` left off: ``pass1(start)`` feeds pass 1
+        from batch ``start`` and returns its timing's name; the thresholds are merged over the ranks;
+        pass 2 tallies ``sources()`` {layer: Activations} rows ``positions``."""
+        if state is None or state["pass"] == 1:
+            t0 = time.perf_counter()
+            timing = pass1(state["next_batch"] if state else 0)
+            start2 = self.end_pass1(stats, timing, t0)
+        else:
+            start2 = state["next_batch"]
+        self.pass2(stats, sources(), positions, start2)
 
     def pass2(self, stats: Statistics, sources: dict, positions: Sequence[int], start: int) -> None:
         """Tally every layer: ``sources`` {layer: Activations} rows ``positions`` (this shard's, in order)."""
@@ -336,7 +373,7 @@ class Run:
             self.check_store_unchanged(e)
             raise
         t1 = time.perf_counter()
-        stats.sync(("tally",), self.info)
+        stats.sync_counts(self.info)
         self.timings["pass2_tally"] = t1 - t0
         self.timings["reduce_counts"] = time.perf_counter() - t1
 
@@ -344,21 +381,16 @@ class Run:
         """{layer: LayerResult} scored from the statistics."""
         t0 = time.perf_counter()
         cfg = self.cfg
-        settings = {"quantile": cfg.quantile, "iou_threshold": cfg.iou_threshold, "union": cfg.union,
-                    "upsample": cfg.upsample, "categories": self.categories, "split": cfg.split, "top_k": cfg.top_k,
-                    "mean": list(cfg.mean) if cfg.mean is not None else None,
-                    "std": list(cfg.std) if cfg.std is not None else None, "cache_dtype": cfg.cache_dtype,
-                    "batch_size": cfg.batch_size, "world_size": self.info.world,
-                    "parallelism": self.parallel.as_dict()}
+        settings = dict(self.recorded(), world_size=self.info.world, parallelism=self.parallel.as_dict())
         settings.update(settings_extra)
         store_info = {"path": str(self.store.root.resolve()), "fingerprint": self.store.fingerprint(),
                       "images": len(self.rows), "segmentation_size": list(self.seg_size)}
         out = {}
         for n, layer in stats.layers.items():
-            thr = layer["tq"].thresholds().cpu().numpy().astype(np.float32)
-            tk = layer["topk"].result()
+            thr = layer.quantile.thresholds().cpu().numpy().astype(np.float32)
+            tk = layer.topk.result()
             res = build_layer_result(
-                n, layer["tally"], cfg.union, cfg.iou_threshold, self.names_by_number, thr, settings=settings,
+                n, layer.tally, cfg.union, cfg.iou_threshold, self.names_by_number, thr, settings=settings,
                 model=model_info, store=store_info, timings=dict(self.timings), version=__version__,
                 topk=(tk["indices"].numpy().astype(np.int64), tk["values"].numpy().astype(np.float32),
                       _maps_as_seen(tk["maps"].numpy())))
@@ -385,4 +417,4 @@ def finish_results(results: Sequence[LayerResult], out: Optional[Path], info: Di
     for r in results:
         r.timings["total"] = total
         if out is not None and info.rank == 0:
-            write_layer_result(Path(out) / safe_name(r.layer), r)
+            write_layer_result(layer_folder(out, r.layer), r)

@@ -32,7 +32,7 @@ from broden_builder.store.reader import BrodenStore
 from broden_builder.torch_dataset import BrodenDataset
 
 from ._activations import check_finite, open_activations
-from ._cache import ActivationCache, safe_name
+from ._cache import ActivationCache
 from ..config import DissectConfig
 from ._passes import Run, finish_results, loader, run_pass
 from ..errors import DissectError
@@ -41,7 +41,7 @@ from ..capture import ForwardError, resolve_selector
 from ._resources import apply_threads
 from ..capture import LoadedModel
 from ..capture import Preprocessing, resolve_preprocessing
-from ..results import LayerResult
+from ..results import LayerResult, safe_name
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +98,8 @@ def dissect_model(model: Union[nn.Module, LoadedModel], layers: Union[str, Seque
     state = run.checkpoint.agree(_usable(run.checkpoint.load(names), caches))
     stats = run.statistics(shapes, state)
     run.timings["setup"] = time.perf_counter() - t_start
-    if state is None or state["pass"] == 1:  # pass 1: model -> cache + threshold statistics
-        t0, start = time.perf_counter(), state["next_batch"] if state else 0
+
+    def pass1(start: int) -> str:  # the model -> the cache + the threshold statistics
         cached = state is None and all(c.matches(require_complete=True) for c in caches.values())
         if cached:
             log.info("reusing the activation cache in %s (key matches)", run.cache_dir)
@@ -113,10 +113,10 @@ def dissect_model(model: Union[nn.Module, LoadedModel], layers: Union[str, Seque
         run_pass(batches, compute, stats, run.checkpoint, 1, start, run.progress(desc, start))
         for c in caches.values() if not cached else ():
             c.mark_complete()
-        start2 = run.end_pass1(stats, "pass1_activations", t0)
-    else:
-        start2 = state["next_batch"]
-    run.pass2(stats, {n: open_activations(c.path) for n, c in caches.items()}, list(range(len(run.my_rows))), start2)
+        return "pass1_activations"
+
+    run.passes(stats, state, pass1, lambda: {n: open_activations(c.path) for n, c in caches.items()},
+               list(range(len(run.my_rows))))
     results = run.results(stats, dict(identity), {"input_size": list(input_size), "preprocessing": prep.record})
     _record_plans(results, plans)
     finish_results(results.values(), out, run.info, t_start)  # the results first, then the checkpoint goes
@@ -151,15 +151,14 @@ def score_activations(activations, store: Union[BrodenStore, str, Path], config:
     state = run.checkpoint.agree(run.checkpoint.load([name]))
     stats = run.statistics({name: acts.shape[1:]}, state)
     run.timings["setup"] = time.perf_counter() - t_start
-    if state is None or state["pass"] == 1:  # pass 1: threshold statistics
-        t0, start = time.perf_counter(), state["next_batch"] if state else 0
+
+    def pass1(start: int) -> str:  # the activations -> the threshold statistics
         compute = lambda batch: _checked(run, {name: torch.from_numpy(acts.rows(batch["positions"]))}, batch)
         run_pass(run.index_batches(positions, start), compute, stats, run.checkpoint, 1, start,
                  run.progress("pass 1/2 (thresholds)", start))
-        start2 = run.end_pass1(stats, "pass1_thresholds", t0)
-    else:
-        start2 = state["next_batch"]
-    run.pass2(stats, {name: acts}, positions, start2)
+        return "pass1_thresholds"
+
+    run.passes(stats, state, pass1, lambda: {name: acts}, positions)
     recorded = dict(source_info, fingerprint=key["content"], sample_fingerprint=acts.fingerprint(with_file=False))
     res = run.results(stats, recorded, {"input_size": None})[name]  # explain compares the fingerprints
     finish_results([res], out, run.info, t_start)  # the results first, then the checkpoint goes

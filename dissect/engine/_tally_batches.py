@@ -43,6 +43,27 @@ class TallySpec:
     bases: dict = field(default_factory=dict)
 
 
+def count_batch(tallies: dict, acts: dict, seg, thresholds: dict, bases: dict, mode: str, size: tuple) -> None:
+    """Pass 2's count of one batch, the one counting function (in a DataLoader worker and on a device).
+
+    ``acts`` {layer: [B, U, h, w]} (any dtype; moved to each Tally's device), ``seg`` the batch's
+    SegBatch there; per layer its change of basis [U, U] (``bases``, float32 combinations of the
+    units, as in pass 1) and thresholds T_k [U]; the maps upsampled by ``mode`` to ``size`` (sh, sw)
+    tile by tile (dissect.stats.tally). Adds into ``tallies`` {layer: Tally}; with several layers and
+    a separable mode the label lookup is done once for all. Raises UnknownLabel for a number outside
+    the tallies' ``known`` labels."""
+    labels = None
+    for n, a in acts.items():
+        t = tallies[n]
+        a = a.to(t.device, non_blocking=True)
+        basis = bases.get(n)
+        a = a if basis is None else apply_basis(a.float(), basis)
+        if labels is None and len(acts) > 1 and mode in SEPARABLE:  # one label lookup for all layers
+            labels = t.batch_labels(seg, size)
+        # upsamples only the tiles where the mask can be set: the counts of add(upsample(a))
+        t.add_activations(a, thresholds[n], seg, mode=mode, size=size, labels=labels)
+
+
 def known_label_table(numbers: Sequence[int]) -> torch.Tensor:
     """Bool [max + 1]: True at the label numbers label.csv holds."""
     known = torch.zeros(max(numbers, default=0) + 1, dtype=torch.bool)
@@ -118,13 +139,5 @@ class TallyBatches(Dataset):
         if self._tallies is None:
             known = self.known.nonzero().squeeze(1).tolist()
             self._tallies = {n: Tally(*spec.tally_args, "cpu", known=known) for n in acts}
-        out, labels = {}, None
-        for n, a in acts.items():
-            basis = spec.bases.get(n)
-            a = a if basis is None else apply_basis(a.float(), basis)
-            t = self._tallies[n]
-            if labels is None and len(acts) > 1 and spec.mode in SEPARABLE:  # one label lookup for all layers
-                labels = t.batch_labels(seg, spec.size)
-            t.add_activations(a, spec.thresholds[n], seg, mode=spec.mode, size=spec.size, labels=labels)
-            out[n] = t.take_counts()
-        return out
+        count_batch(self._tallies, acts, seg, spec.thresholds, spec.bases, spec.mode, spec.size)
+        return {n: self._tallies[n].take_counts() for n in acts}

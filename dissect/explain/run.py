@@ -8,7 +8,6 @@ runner's cache rounds them).
 """
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Union
@@ -18,12 +17,13 @@ import torch
 
 from broden_builder.store.reader import BrodenStore
 
-from ..results import results_lock
+from ..errors import DissectError
+from ..results import load_result, open_store, results_lock
 from .layer import LayerExplanations, explain_activations
 from .output import write_explanations
 
 
-class ExplainError(ValueError):
+class ExplainError(DissectError):
     """Bad input to an explanation (result folder, activations, store); the message says which."""
 
 
@@ -61,31 +61,6 @@ def model_activations(model, layer: str, store: BrodenStore, rows, path: Path, i
         lo += a.shape[0]
     out.flush()
     return np.load(path, mmap_mode="r")
-
-
-def _read_result(layer_dir: Path) -> tuple:
-    try:
-        doc = json.loads((layer_dir / "result.json").read_text("utf-8"))
-        thr = np.load(layer_dir / "thresholds.npy")
-    except FileNotFoundError as e:
-        raise ExplainError(f"{layer_dir}: {Path(e.filename).name} is missing (run `dissect run` or `dissect score` "
-                           f"first)") from None
-    except ValueError as e:
-        raise ExplainError(f"{layer_dir}: cannot read the result ({e})") from None
-    return doc, thr
-
-
-def _open_store(layer_dir: Path, doc: dict, store) -> BrodenStore:
-    """The store of the result (``store`` or the recorded path), checked by fingerprint."""
-    if store is None:
-        store = (doc.get("store") or {}).get("path")
-        if not store:
-            raise ExplainError(f"{layer_dir / 'result.json'} records no store path: give --store")
-    store = store if isinstance(store, BrodenStore) else BrodenStore(store)
-    want = (doc.get("store") or {}).get("fingerprint")
-    if want and store.fingerprint() != want:
-        raise ExplainError(f"{store.root} is not the store {layer_dir} was dissected on (fingerprints differ)")
-    return store
 
 
 def _given_activations(activations, store: BrodenStore, rows, layer_dir: Path, doc: dict):
@@ -160,17 +135,17 @@ def explain_result(layer_dir: Union[str, Path], activations=None, model=None, st
     from broden_builder.torch_dataset import select_rows
 
     layer_dir = Path(layer_dir)
-    doc, thr = _read_result(layer_dir)
-    settings = doc.get("settings") or {}
-    store = _open_store(layer_dir, doc, store)
+    res = load_result(layer_dir, load_maps=False)
+    thr, settings = res.thresholds, res.settings or {}
+    store = open_store(res, store)
     rows = select_rows(store, settings.get("split"))
     with tempfile.TemporaryDirectory(prefix=".explain-", dir=layer_dir) as tmp:
         if activations is not None:
-            activations = _given_activations(activations, store, rows, layer_dir, doc)
+            activations = _given_activations(activations, store, rows, layer_dir, {"model": res.model})
         elif model is not None:
             lay = settings.get("layout") if isinstance(settings.get("layout"), dict) else {}
             forced = lay.get("kind") if str(lay.get("source", "")).startswith("forced") else None
-            activations = model_activations(model, settings.get("selector") or doc["layer"], store, rows,
+            activations = model_activations(model, settings.get("selector") or res.layer, store, rows,
                                             Path(tmp) / "acts.npy", input_size=settings.get("input_size"),
                                             mean=settings.get("mean"), std=settings.get("std"),
                                             dtype=settings.get("cache_dtype", "float16"), batch_size=batch_size,
@@ -187,7 +162,7 @@ def explain_result(layer_dir: Union[str, Path], activations=None, model=None, st
                                      basis=matrix)
         except ValueError as e:
             raise ExplainError(f"{layer_dir}: {e}") from None
-    ex.settings["layer"] = doc["layer"]
+    ex.settings["layer"] = res.layer
     if matrix is not None:
         ex.settings["basis"] = settings["basis"]
     if write:

@@ -20,7 +20,8 @@ from urllib.parse import quote
 
 from .plots import category_color
 from .render import environment
-from .summary import display_name, is_detector
+from ..results import is_detector
+from .summary import display_name
 
 
 def _fmt(value) -> str:

@@ -18,11 +18,11 @@ from broden_builder.progress import progress
 from broden_builder.store.atomic import atomic_write_bytes, atomic_write_text
 from broden_builder.store.errors import StoreFormatError
 
-from ..results import LayerResult, ResultsError, find_layer_folders, load_result
+from ..results import LayerResult, ResultsError, find_layer_folders, load_result, open_store, summarise
 from . import html
 from .masks import dim_table, draw_strip, unit_masks
 from .plots import detector_bars, layer_lines
-from .summary import layer_summary, summary_line
+from .summary import summary_line
 
 log = logging.getLogger(__name__)
 
@@ -33,37 +33,17 @@ FILES = "report_files"
 DIM = 0.3
 
 
-def _open_store(store, result: dict, out_dir: Path):
-    """A BrodenStore for the images: the one given, else the path recorded in result.json; None if absent."""
-    from broden_builder import BrodenStore, StoreFormatError
-
-    if store is not None and not isinstance(store, (str, Path)):
-        return store
-    candidates = [Path(store)] if store is not None else []
-    if store is None:
-        recorded = (result.get("store") or {}).get("path")
-        if recorded:
-            candidates += [Path(recorded), out_dir / recorded]
-    for c in candidates:
-        if (c / "index.csv").exists():
-            try:
-                return BrodenStore(c)
-            except StoreFormatError as e:
-                log.warning("cannot open store %s for report images: %s", c, e)
-                return None
-    if store is not None:
-        raise ResultsError(f"{store}: not a Broden store (no index.csv)")
-    log.warning("store %s not found: the report shows no images", candidates[0] if candidates else "(not recorded)")
-    return None
-
-
-def _check_fingerprint(store, result: dict) -> None:
-    want = (result.get("store") or {}).get("fingerprint")
-    if want and hasattr(store, "fingerprint"):
-        have = store.fingerprint() if callable(store.fingerprint) else store.fingerprint
-        if have != want:
-            log.warning("store %s differs from the one dissected (fingerprint %s, result has %s): "
-                        "the images shown may not be the ones scored", store.root, have[:12], want[:12])
+def _open_store(store, res: LayerResult):
+    """The store for the images (dissect.results.open_store); None, with a warning, when the
+    recorded one is gone or is not the one dissected (the report then shows no images). A store
+    given explicitly that cannot be used raises ResultsError."""
+    try:
+        return open_store(res, store, base=res.path.parent if res.path is not None else None)
+    except (ResultsError, StoreFormatError) as e:
+        if store is not None:
+            raise
+        log.warning("the report shows no images: %s", e)
+        return None
 
 
 def _thumbnail(st, row: int, thumb: int) -> tuple:
@@ -166,7 +146,7 @@ def write_layer_report(layer: Union[LayerResult, str, Path], store=None, thumb: 
     files = folder / FILES
     files.mkdir(parents=True, exist_ok=True)
     categories = data.categories
-    summ = layer_summary(data.units, categories, data.iou_threshold)
+    summ = summarise(data.units, categories, data.iou_threshold)
     strips = {}
     if data.topk_maps is not None:
         if store is None:  # each result names its own store
@@ -175,9 +155,7 @@ def write_layer_report(layer: Union[LayerResult, str, Path], store=None, thumb: 
             key = ("given", str(store) if isinstance(store, (str, Path)) else id(store))
         cache = _store_cache if _store_cache is not None else {}
         if key not in cache:
-            cache[key] = _open_store(store, data.to_json(), folder.parent)
-            if cache[key] is not None:
-                _check_fingerprint(cache[key], data.to_json())
+            cache[key] = _open_store(store, data)
         if cache[key] is not None:
             strips = _strips(data, cache[key], files, thumb, images_per_unit, quiet)
     detector_bars({c: summ["concepts"].get(c, {}) for c in categories}, files / "detectors",
@@ -200,11 +178,11 @@ def write_index(out_dir, layers: Sequence[LayerResult], title: str = "Network Di
         categories += [c for c in d.categories if c not in categories]
     rows = []
     for d in layers:
-        summ = layer_summary(d.units, categories, d.iou_threshold)
+        summ = summarise(d.units, categories, d.iou_threshold)
         rows.append((d.layer, html.href(d.path.name, PAGE), summ, d.to_json()))
     plot = None
     if layers:
-        unique = {c: [r[2]["unique"].get(c, 0) for r in rows] for c in categories}
+        unique = {c: [r[2]["unique_detectors"].get(c, 0) for r in rows] for c in categories}
         layer_lines([r[0] for r in rows], unique, out_dir / FILES / "unique_detectors",
                     title="unique detectors per layer")
         plot = html.href(FILES, "unique_detectors.svg")
@@ -239,5 +217,5 @@ def write_reports(out_dir, store=None, thumb: int = 112, images_per_unit: Option
     for d in datas:
         if layers is None or d.path.name in layers or d.layer in layers:
             write_layer_report(d, store, thumb, images_per_unit, quiet, _store_cache=cache)
-            log.info(summary_line(d.layer, layer_summary(d.units, d.categories)))
+            log.info(summary_line(d.layer, summarise(d.units, d.categories)))
     return write_index(out_dir, datas)

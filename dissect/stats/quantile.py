@@ -31,6 +31,8 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .protocol import DeclaredState
+
 #: default memory budget of the kept values (bytes); above it the histogram method is used
 DEFAULT_BUDGET = 1 << 30
 # elements handled per vectorised step (bounds the temporaries of filters, gathers and bincounts)
@@ -84,7 +86,7 @@ def from_keys(k: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return bits.view(dtype)
 
 
-class TopQuantile:
+class TopQuantile(DeclaredState):
     """Exact per-unit threshold ``np.quantile(values_of_unit, 1 - quantile)`` (linear method).
 
     ``total_count``: the number of values each unit will see in all (images x h x w over every
@@ -95,6 +97,9 @@ class TopQuantile:
     """
 
     reduction = "gather"  # see dissect.stats.protocol
+    #: the stream method keeps buf/fill/cutoff, the histogram method hist/prefix/rank (state_dict saves
+    #: those of its method); ``to`` moves them all
+    identity, tensors = ("units", "quantile", "total_count"), ("buf", "fill", "cutoff", "hist", "prefix", "rank")
 
     def __init__(self, units: int, quantile: float, total_count: int, device="cpu", dtype: Optional[torch.dtype] = None,
                  memory_budget: int = DEFAULT_BUDGET):
@@ -353,9 +358,7 @@ class TopQuantile:
     # ------------------------------------------------------------------ results
     def merge(self, other: "TopQuantile") -> None:
         """Fold in another shard's pass-1 statistic (same units, quantile and total_count)."""
-        if (other.units, other.quantile, other.total_count) != (self.units, self.quantile, self.total_count):
-            raise ValueError("cannot merge TopQuantile with different units/quantile/total_count: "
-                             f"{(self.units, self.quantile, self.total_count)} vs {(other.units, other.quantile, other.total_count)}")
+        self.same_as(other)
         if other.dtype is None:
             self.count += other.count
             return
@@ -405,9 +408,7 @@ class TopQuantile:
         return d
 
     def load_state_dict(self, d: dict) -> None:
-        if (d["units"], d["quantile"], d["total_count"]) != (self.units, self.quantile, self.total_count):
-            raise ValueError("TopQuantile state does not match: "
-                             f"{(d['units'], d['quantile'], d['total_count'])} vs {(self.units, self.quantile, self.total_count)}")
+        self.same_as(d, "load a state into")
         self.count = int(d["count"])
         if d.get("dtype") is None:  # a state that has seen no value (e.g. an empty shard)
             self.dtype = None
@@ -429,11 +430,3 @@ class TopQuantile:
         out = cls(d["units"], d["quantile"], d["total_count"], device, memory_budget=memory_budget)
         out.load_state_dict(d)
         return out
-
-    def to(self, device) -> "TopQuantile":
-        self.device = torch.device(device)
-        for name in ("buf", "fill", "cutoff", "hist", "prefix", "rank"):
-            t = getattr(self, name)
-            if t is not None:
-                setattr(self, name, t.to(self.device))
-        return self

@@ -14,6 +14,8 @@ import torch
 
 from broden_builder.torch_dataset import SegBatch
 
+from ..errors import DissectError
+from .protocol import DeclaredState
 from .tiles import hot_tiles, tile_plan
 from .upsample import SEPARABLE, upsample
 
@@ -35,7 +37,7 @@ def _segmentation_size(acts: torch.Tensor, seg: SegBatch, size) -> tuple:
     return size
 
 
-class UnknownLabel(ValueError):
+class UnknownLabel(DissectError):
     """A pixel label plane holds a non-zero number that label.csv lacks (what broden validate
     rejects). args: (category, image = position in the batch, number); the caller names the row."""
 
@@ -125,7 +127,12 @@ class BatchLabels(NamedTuple):
     npix: torch.Tensor
 
 
-class Tally:
+#: The counts of a Tally (int64), each by its dimensions: U units, L labels, C categories. Every
+#: count is a sum over images, so shards and ranks add them (the one place they are listed).
+COUNTS = {"I": "UL", "G": "L", "A_original": "UC", "A_lite": "UC", "A_all": "U"}
+
+
+class Tally(DeclaredState):
     """Integer counts for IoU under all three union rules (see BRODEN_FORMAT.md, last section).
 
     ``labels``: global label numbers in column order. ``categories``: the categories tallied
@@ -138,7 +145,9 @@ class Tally:
     """
 
     reduction = "sum"  # see dissect.stats.protocol
-    sum_keys = ("I", "G", "A_original", "A_lite", "A_all", "images")
+    identity, scalars, tensors, summed = ("labels", "categories", "primary"), ("units", "images"), tuple(COUNTS), \
+        ("images",)
+    tables = ("_lut", "_plut", "_prim")
 
     def __init__(self, labels: Sequence[int], categories: Sequence[str], image_level_categories: Iterable[str],
                  primary_category: Mapping[int, str], device="cpu", units: int = None,
@@ -168,7 +177,8 @@ class Tally:
         self._make_luts()
         self.images = 0
         self.tiles_evaluated = 0  # tiles the last add_activations interpolated (diagnostic)
-        self.I = self.G = self.A_original = self.A_lite = self.A_all = None
+        for name in COUNTS:
+            setattr(self, name, None)
         if units is not None:
             self._alloc(units)
 
@@ -193,11 +203,10 @@ class Tally:
         self._lut, self._plut = lut.to(self.device), plut.to(self.device, torch.int32)  # L < 2^31 - 1
 
     def _alloc(self, units: int) -> None:
-        L, C, d = self.n_labels, len(self.categories), self.device
-        z = lambda *s: torch.zeros(s, dtype=torch.long, device=d)
+        size = {"U": units, "L": self.n_labels, "C": len(self.categories)}
         self.units = units
-        self.I, self.G = z(units, L), z(L)
-        self.A_original, self.A_lite, self.A_all = z(units, C), z(units, C), z(units)
+        for name, dims in COUNTS.items():
+            setattr(self, name, torch.zeros(tuple(size[d] for d in dims), dtype=torch.long, device=self.device))
 
     def _columns(self, numbers: torch.Tensor) -> torch.Tensor:
         """Global numbers -> column indices (-1 for 0, negatives and numbers not tallied)."""
@@ -453,15 +462,14 @@ class Tally:
 
     def merge(self, other: "Tally") -> None:
         """Add another shard's counts (same labels and categories)."""
-        if (other.labels, other.categories, other.primary) != (self.labels, self.categories, self.primary):
-            raise ValueError("cannot merge Tally objects over different labels, categories or primary categories")
+        self.same_as(other)
         if other.I is None:
             return
         if self.I is None:
             self._alloc(other.units)
         if other.units != self.units:
             raise ValueError(f"cannot merge a Tally of {other.units} units into one of {self.units}")
-        for name in ("I", "G", "A_original", "A_lite", "A_all"):
+        for name in COUNTS:
             getattr(self, name).add_(getattr(other, name).to(self.device))
         self.images += other.images
 
@@ -473,7 +481,7 @@ class Tally:
         if self.I is None:
             return {"images": 0}
         out = {"images": self.images}
-        for name in ("I", "G", "A_original", "A_lite", "A_all"):
+        for name in COUNTS:
             x = getattr(self, name)
             small = x.numel() == 0 or int(x.max()) < (1 << 31)
             out[name] = x.to(torch.int32) if small else x.clone()
@@ -492,29 +500,13 @@ class Tally:
         if (U, L) != (self.units, self.n_labels):
             raise ValueError(f"counts of {U} units x {L} labels cannot be added to a tally of "
                              f"{self.units} units x {self.n_labels} labels")
-        for name in ("I", "G", "A_original", "A_lite", "A_all"):
+        for name in COUNTS:
             getattr(self, name).add_(counts[name].to(self.device, torch.long))
         self.images += int(counts["images"])
 
-    def state_dict(self) -> dict:
-        t = lambda x: None if x is None else x.cpu()
-        return {"labels": list(self.labels), "categories": list(self.categories), "primary": list(self.primary),
-                "units": self.units, "images": self.images, "I": t(self.I), "G": t(self.G),
-                "A_original": t(self.A_original), "A_lite": t(self.A_lite), "A_all": t(self.A_all)}
-
     def load_state_dict(self, d: dict) -> None:
-        if (list(d["labels"]), list(d["categories"]), list(d["primary"])) != (self.labels, self.categories, self.primary):
-            raise ValueError("Tally state is for different labels, categories or primary categories")
-        self.units, self.images = d["units"], int(d["images"])
-        for name in ("I", "G", "A_original", "A_lite", "A_all"):
-            x = d[name]
-            setattr(self, name, None if x is None else x.to(self.device, torch.long))
+        super().load_state_dict(d)
+        self.images = int(self.images)
 
-    def to(self, device) -> "Tally":
-        self.device = torch.device(device)
-        self._lut, self._plut, self._prim = (t.to(self.device) for t in (self._lut, self._plut, self._prim))
-        for name in ("I", "G", "A_original", "A_lite", "A_all"):
-            x = getattr(self, name)
-            if x is not None:
-                setattr(self, name, x.to(self.device))
-        return self
+    def _loaded(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.device, torch.long)

@@ -5,8 +5,10 @@ from typing import Optional
 
 import torch
 
+from .protocol import DeclaredState
 
-class TopKImages:
+
+class TopKImages(DeclaredState):
     """Per unit, the ``k`` images with the largest max activation (ties: smaller image index first).
 
     Keeps ``values`` [U, n] (float32), ``indices`` [U, n] (int64 image indices) and ``maps``
@@ -14,6 +16,7 @@ class TopKImages:
     """
 
     reduction = "gather"  # see dissect.stats.protocol
+    identity, tensors = ("units", "k"), ("values", "indices", "maps")
 
     def __init__(self, units: int, k: int, device="cpu", maps_dtype: torch.dtype = torch.float16):
         if k < 1:
@@ -67,8 +70,7 @@ class TopKImages:
 
     def merge(self, other: "TopKImages") -> None:
         """Fold in another shard's lists (disjoint images)."""
-        if (other.units, other.k) != (self.units, self.k):
-            raise ValueError(f"cannot merge TopKImages with (units, k) {(other.units, other.k)} into {(self.units, self.k)}")
+        self.same_as(other)
         if other.values is not None:
             self._absorb(other.values.to(self.device), other.indices.to(self.device), other.maps.to(self.device))
 
@@ -78,21 +80,5 @@ class TopKImages:
             raise ValueError("TopKImages has seen no images")
         return {"values": self.values.cpu(), "indices": self.indices.cpu(), "maps": self.maps.cpu()}
 
-    def state_dict(self) -> dict:
-        t = lambda x: None if x is None else x.cpu()
-        return {"units": self.units, "k": self.k, "values": t(self.values), "indices": t(self.indices), "maps": t(self.maps)}
-
-    def load_state_dict(self, d: dict) -> None:
-        if (d["units"], d["k"]) != (self.units, self.k):
-            raise ValueError(f"TopKImages state (units, k) {(d['units'], d['k'])} does not match {(self.units, self.k)}")
-        t = lambda x: None if x is None else x.to(self.device)
-        self.values, self.indices = t(d["values"]), t(d["indices"])
-        self.maps = None if d["maps"] is None else d["maps"].to(self.device, self.maps_dtype)
-
-    def to(self, device) -> "TopKImages":
-        self.device = torch.device(device)
-        for name in ("values", "indices", "maps"):
-            x = getattr(self, name)
-            if x is not None:
-                setattr(self, name, x.to(self.device))
-        return self
+    def _loaded(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.device, self.maps_dtype) if name == "maps" else x.to(self.device)

@@ -32,11 +32,14 @@ from broden_builder.store.format import load_whole
 
 from ..errors import DissectError
 
+from ..errors import DissectError
+from ..results import ResultsError, load_result
+
 MODES = ("zero", "mean")
 IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 
 
-class AblationError(ValueError):
+class AblationError(DissectError):
     """Bad input to an ablation (data, units, layer); the message names the file or value."""
 
 
@@ -347,11 +350,11 @@ def top_units_for_concept(layer_dir: Union[str, Path], concept: str, k: int) -> 
     folder (iou.npy + result.json); ties go to the lower unit. Raises AblationError."""
     d = Path(layer_dir)
     try:
-        doc = json.loads((d / "result.json").read_text("utf-8"))
-        iou = np.load(d / "iou.npy")
-    except (OSError, ValueError) as e:
-        raise AblationError(f"{d}: cannot read result.json / iou.npy ({e}); run `dissect run` first") from None
-    names = [lab.get("name") for lab in doc.get("labels", [])]
+        res = load_result(d, load_maps=False)
+    except ResultsError as e:
+        raise AblationError(f"{e}; run `dissect run` first") from None
+    iou = res.iou
+    names = [lab.get("name") for lab in res.labels]
     cols = [i for i, nm in enumerate(names) if nm == concept]
     if not cols:
         import difflib

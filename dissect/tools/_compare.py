@@ -19,12 +19,13 @@ from typing import Optional, Sequence, Union
 
 from broden_builder.store.atomic import atomic_write_text
 
-from ..results import ResultsError, find_layer_folders, results_lock
+from ..errors import DissectError
+from ..results import ResultsError, read_result_json, result_folders, results_lock
 
 CSV_COLUMNS = ("run", "folder", "layer", "category", "units", "detectors", "unique_detectors", "iou_threshold")
 
 
-class CompareInputError(ValueError):
+class CompareInputError(DissectError):
     """A results folder that cannot be compared (the message names it)."""
 
 
@@ -62,10 +63,8 @@ def run_name(doc: dict) -> str:
 
 
 def _layer_dirs(out: Path) -> list:
-    if (out / "result.json").is_file():
-        return [out]
     try:
-        found = find_layer_folders(out)
+        found = result_folders(out)
     except ResultsError as e:
         raise CompareInputError(str(e)) from None
     if not found:
@@ -75,9 +74,9 @@ def _layer_dirs(out: Path) -> list:
 
 def _read(path: Path) -> dict:
     try:
-        doc = json.loads((path / "result.json").read_text("utf-8"))
-    except (OSError, ValueError) as e:
-        raise CompareInputError(f"{path / 'result.json'}: cannot read ({e})") from None
+        doc = read_result_json(path)
+    except ResultsError as e:
+        raise CompareInputError(str(e)) from None
     if not isinstance(doc, dict):
         raise CompareInputError(f"{path / 'result.json'}: must be a JSON object, got {type(doc).__name__}")
     for k in ("layer", "summary", "units"):

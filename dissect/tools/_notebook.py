@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..report.summary import display_name
+from ..results import open_store
 
 
 def unknown_concept(concept: str, names: Sequence[str]) -> KeyError:
@@ -24,18 +25,6 @@ def unknown_concept(concept: str, names: Sequence[str]) -> KeyError:
 def matches(label: str, concept: str) -> bool:
     """``concept`` names ``label``: the raw label (``red-c``) or its display name (``red``)."""
     return label == concept or display_name(label) == concept
-
-
-def open_store(store, res):
-    """A BrodenStore: the one given (object or path), else the path recorded in the result."""
-    from broden_builder import BrodenStore
-
-    if store is not None and not isinstance(store, (str, Path)):
-        return store
-    path = store if store is not None else (res.store or {}).get("path")
-    if not path:
-        raise ValueError(f"layer {res.layer}: no store recorded; pass store=")
-    return BrodenStore(path)
 
 
 def top_images(res, unit: int, store=None, k: Optional[int] = None) -> list:
@@ -54,7 +43,7 @@ def top_images(res, unit: int, store=None, k: Optional[int] = None) -> list:
     i = int(unit) - 1
     if not 0 <= i < len(res.units):
         raise IndexError(f"layer {res.layer} has units 1..{len(res.units)}, not {unit}")
-    st = open_store(store, res)
+    st = open_store(res, store)
     seg = (res.store or {}).get("segmentation_size")
     mode = (res.settings or {}).get("upsample") or "bilinear"
     out = []
@@ -76,7 +65,7 @@ def show_unit(res, unit: int, store=None, k: Optional[int] = None, size: float =
 
     from ..report.masks import enlarge_mask, overlay
 
-    st = open_store(store, res)
+    st = open_store(res, store)
     items = top_images(res, unit, st, k)
     u = res.units[int(unit) - 1]
     fig = Figure(figsize=(size * max(1, len(items)), size + 0.5))
