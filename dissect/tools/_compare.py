@@ -82,14 +82,14 @@ def _read(path: Path) -> dict:
     for k in ("layer", "summary", "units"):
         if k not in doc:
             raise CompareInputError(f"{path / 'result.json'}: no {k!r} field")
-    _check_types(doc, path / "result.json")
+    _check_types(doc, path)
     return doc
 
 
-def _check_types(doc: dict, where: Path) -> None:
+def _check_types(doc: dict, layer_dir: Path) -> None:
     """CompareInputError naming the field of result.json whose type is not the one compare reads (issue 25)."""
     def bad(field: str, want: str, got) -> CompareInputError:
-        return CompareInputError(f"{where}: field {field!r} must be {want}, got {type(got).__name__} {got!r:.60}")
+        return CompareInputError(f"{layer_dir / 'result.json'}: field {field!r} must be {want}, got {type(got).__name__} {got!r:.60}")
 
     number = (int, float)
     if not isinstance(doc["layer"], str):
