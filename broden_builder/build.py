@@ -33,6 +33,7 @@ from .sources.decode import decode_image
 from .sources import BadSourceItem, ImageRecord, Source, SourceMissingError, UnknownSourceType, get_source_class
 from .store.statistics import layer_fractions as native_fractions
 from .store.atomic import atomic_write_bytes, atomic_write_text
+from .store.paths import UnsafePathError, safe_category
 from .store.writer import STAGING, LabelSpec, StoreWriter
 from .unify import SourceLabel, UnifyError, Vocabulary, check_same_source, unify
 from .words import count
@@ -424,6 +425,9 @@ def available_sources(recipe: Recipe, sources: Optional[Sequence[Source]], downl
         raise BuildError("missing sources:\n  " + "\n  ".join(problems) + "\n(use --allow-missing to build from the sources that are present)")
     for p in problems:
         log.warning("skipping missing source %s", p)
+    if not sources and not unavailable:
+        raise BuildError("the recipe lists no sources (sources: []); add at least one entry, e.g. "
+                         "{type: synthetic, count: 100}")
     if not present:
         raise BuildError("every source of the recipe is missing, nothing to build from:\n  " + "\n  ".join(problems))
     return present
@@ -596,6 +600,10 @@ def category_levels(sources: Sequence[Source]) -> set:
         declared = set(src.image_level_categories())
         image_level |= declared
         for cat in src.vocabulary():
+            try:
+                safe_category(cat, f"{src.key}: category")
+            except UnsafePathError as e:
+                raise BuildError(str(e)) from None
             level = "image-level" if cat in declared else "pixel"
             other = level_of.setdefault(cat, (level, src.key))
             if other[0] != level:

@@ -60,14 +60,39 @@ def _quiet_stdout() -> None:
         pass
 
 
+class Terminated(BaseException):
+    """SIGTERM reached the command: raised in the main thread so that every ``finally`` runs (the
+    lock releases and removes ``.lock.holder``, temporaries are removed); exit status 143."""
+
+
+def _on_sigterm(main_pid: int):
+    import signal
+
+    def handler(signum, frame):
+        if os.getpid() != main_pid:  # a forked worker inherited the handler: die as before
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated()
+
+    return handler
+
+
 def run_command(fn: Callable[[], int], verbose: bool = False, own_process: bool = False) -> int:
     """Run ``fn`` and turn every exception into ``error: ...`` and an exit status (module docstring).
     ``own_process``: the process ends with the command (an installed command, ``python -m``), so
-    it gets broden_builder.process's settings; never in a longer-lived process (tests, notebooks)."""
+    it gets broden_builder.process's settings and SIGTERM unwinds it like Ctrl-C (issue 25: a
+    terminated command leaves no ``.lock.holder``); never in a longer-lived process (tests, notebooks)."""
     if not own_process:
         return _run(fn, verbose)
+    import signal
+
     from .process import freeze_heap, tune_allocator
 
+    try:
+        signal.signal(signal.SIGTERM, _on_sigterm(os.getpid()))
+    except ValueError:  # not the main thread: leave the default
+        pass
     tune_allocator()
     freeze_heap()
     try:
@@ -85,6 +110,9 @@ def _run(fn: Callable[[], int], verbose: bool) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("error: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -42,6 +42,7 @@ from .errors import BrodenError
 from .recipe import read_yaml, recipe_from_dict
 from .store.atomic import atomic_write_text
 from .store.format import INDEX_FIXED_COLUMNS, join_cell
+from .store.paths import UnsafePathError, safe_category
 from .store.reader import BrodenStore
 from .store.statistics import LabelTally, layer_fractions
 from .store.writer import LabelSpec, StoreWriter, compute_tables, written_statistics
@@ -257,6 +258,10 @@ def _check_categories(store: BrodenStore, src, origin: str) -> set:
     vocab_src = src.vocabulary()
     src_image_level = set(src.image_level_categories())
     for c in vocab_src:
+        try:
+            safe_category(c, f"{origin}: category")
+        except UnsafePathError as e:
+            raise ExtendError(str(e)) from None
         if c in store.categories and (c in src_image_level) != (c in store.image_level_categories):
             kind = "image-level" if c in store.image_level_categories else "pixel"
             raise ExtendError(f"{origin}: category {c!r} is {kind} in {store.root}, but this source labels it "

@@ -210,6 +210,8 @@ def read_yaml(path: Union[str, Path], error: type = ValueError, what: str = "fil
         raise error(f"{path}: cannot read the {what} ({e.strerror or e})") from None
     except yaml.YAMLError as e:
         raise error(f"{path}: invalid YAML ({e})") from None
+    except RecursionError:  # the parser recurses per nesting level: thousands of [[[...]]] exhaust the stack
+        raise error(f"{path}: nested too deeply (thousands of levels) to be a {what}") from None
 
 
 def load_recipe(path: Union[str, Path], overrides: Optional[Mapping[str, Any]] = None) -> Recipe:

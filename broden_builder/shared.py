@@ -12,7 +12,8 @@ broden_builder besides its public API (``BrodenStore``, ``BrodenDataset``, ...),
   :class:`UsageError`; :class:`InputError`, the base of the errors reported as bad input;
 - store checks: :func:`label_number_problems`; suggestions: :func:`did_you_mean`;
 - the label cache of a store's decoded planes: :class:`LabelCache`;
-- images as the builder reads them: :func:`load_image` (the one image decoder), :func:`resize_image`
+- images as the builder reads them: :func:`load_image` (the one image decoder), :func:`load_whole`
+  (``im.load()`` refusing a truncated file), :func:`resize_image`
   (the original build's resize rule).
 
 Everything else in broden_builder is its own business (tests/test_architecture.py checks that
@@ -21,6 +22,7 @@ dissect imports only the public API, this floor and the demo's build functions).
 from .cli_errors import UsageError, describe, run_command
 from .errors import InputError
 from .progress import add_verbosity_flags, add_verbosity_to_subcommands, note, progress, progress_to
+from .store.format import load_whole
 from .store.atomic import atomic_write_bytes, atomic_write_text, fsync_dir, sweep_temp_files
 from .store.locking import LockedError, exclusive
 from .store.paths import UnsafePathError, safe_component
@@ -33,5 +35,5 @@ from .words import count
 
 __all__ = ["InputError", "LabelCache", "LockedError", "load_image", "resize_image", "UnsafePathError", "UsageError", "add_verbosity_flags",
            "add_verbosity_to_subcommands", "atomic_write_bytes", "count", "note", "progress_to", "atomic_write_text", "describe", "did_you_mean",
-           "exclusive", "fsync_dir", "label_number_problems", "progress", "run_command", "safe_component",
+           "exclusive", "fsync_dir", "label_number_problems", "load_whole", "progress", "run_command", "safe_component",
            "sweep_temp_files"]

@@ -27,6 +27,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .store.errors import StoreFormatError
+from .store.format import load_whole
 from .store.reader import BrodenStore
 
 #: torchvision's ImageNet normalisation.
@@ -129,6 +130,7 @@ class BrodenDataset(Dataset):
         path = self.store.image_path(i)
         try:
             with self.store.open_member(self.store.rows[i].image, i) as f, Image.open(f) as im:
+                load_whole(im)  # a truncated JPEG is refused whatever Pillow's global setting says
                 im = im.convert("RGB")
                 if self.image_size and (im.height, im.width) != self.image_size:
                     im = im.resize((self.image_size[1], self.image_size[0]), Image.BILINEAR)

@@ -142,6 +142,8 @@ def _parser_layers(sub) -> None:
 
 def _parser_explain(sub) -> None:
     """``dissect explain``."""
+    from .config import LIMITS, bounded
+
     explain = sub.add_parser("explain", help="compositional explanations: the best logical formula of concepts for "
                              "every unit (Mu & Andreas 2020); writes OUT/<name>/explanations.csv")
     explain.add_argument("--store", required=True, help="Broden store folder (with index.csv)")
@@ -154,8 +156,8 @@ def _parser_explain(sub) -> None:
     explain.add_argument("--name", default=None, help="result folder name for --activations (default: the file's stem)")
     explain.add_argument("--out", required=True, help="output folder; an existing OUT/<name>/ result is reused "
                          "(its thresholds and settings), otherwise it is scored first")
-    explain.add_argument("--length", type=int, default=3, help="most concepts in a formula (default 3)")
-    explain.add_argument("--beam", type=int, default=5, help="beam width of the formula search (default 5)")
+    explain.add_argument("--length", type=bounded(1, LIMITS["length"]), default=3, help="most concepts in a formula (default 3)")
+    explain.add_argument("--beam", type=bounded(1, LIMITS["beam"]), default=5, help="beam width of the formula search (default 5)")
     _add_shared(explain, "explain")
 
 
@@ -199,6 +201,8 @@ def _parser_compare(sub) -> None:
 
 def _parser_ablate(sub) -> None:
     """``dissect ablate``."""
+    from .config import LIMITS, bounded
+
     ablate = sub.add_parser("ablate", help="switch units off and measure the classifier's per-class accuracy "
                             "(Bau et al. 2020); writes OUT/<layer>/ablation_*.csv")
     _add_model(ablate)
@@ -207,7 +211,7 @@ def _parser_ablate(sub) -> None:
     which.add_argument("--units", help="comma-separated 1-based unit numbers, as in tally.csv (e.g. 12,40)")
     which.add_argument("--concept", help="ablate the --k units with the highest IoU for this concept "
                        "(read from OUT/<layer>/ of a dissection)")
-    ablate.add_argument("--k", type=int, default=5, help="units for --concept (default 5)")
+    ablate.add_argument("--k", type=bounded(1, LIMITS["k"]), default=5, help="units for --concept (default 5)")
     ablate.add_argument("--data", required=True, help="labelled images: an ImageFolder folder (root/<class>/<image>), "
                         "a datasets save_to_disk folder, or hf:NAME[:SPLIT]")
     ablate.add_argument("--split", default=None, help="split of an HF dataset (default validation)")
@@ -217,17 +221,19 @@ def _parser_ablate(sub) -> None:
                         help="replace the units by 0 (default, as in the paper) or by their mean over the data")
     ablate.add_argument("--out", required=True, help="dissection output folder: the CSV goes to OUT/<layer>/")
     _add_settings(ablate, "ablate")
-    ablate.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
-    ablate.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+    ablate.add_argument("--batch-size", type=bounded(1, LIMITS["batch_size"]), default=32, help="images per batch (default 32)")
+    ablate.add_argument("--workers", type=bounded(0, LIMITS["workers"]), default=0, help="DataLoader worker processes (default 0)")
 
 
 def _parser_report(sub) -> None:
     """``dissect report``."""
+    from .config import LIMITS, bounded
+
     report = sub.add_parser("report", help="write the HTML report (OUT/index.html, OUT/<layer>/report.html)")
     report.add_argument("out", help="results folder of dissect run/score (holds <layer>/result.json)")
     report.add_argument("--store", default=None, help="store for the images (default: the path recorded in each result)")
-    report.add_argument("--thumb", type=int, default=112, help="height of the image thumbnails in pixels (default 112)")
-    report.add_argument("--images", type=int, default=None, help="top images shown per unit (default: all kept)")
+    report.add_argument("--thumb", type=bounded(8, LIMITS["thumb"]), default=112, help="height of the image thumbnails in pixels (default 112)")
+    report.add_argument("--images", type=bounded(1, LIMITS["images"]), default=None, help="top images shown per unit (default: all kept)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -411,16 +417,15 @@ def _cmd_layers(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from broden_builder.shared import exclusive
-
     from .errors import DissectError
     from .report import write_reports
     from .engine import apply_threads, choose
+    from .results import results_lock
 
     apply_threads(choose().threads)  # the masks are small tensors: single-threaded (dissect.engine._resources)
     if not Path(args.out).is_dir():
         raise DissectError(f"results folder {args.out} does not exist")
-    with exclusive(args.out, "dissect report"):  # not while a run or score writes there
+    with results_lock(args.out, "dissect report"):  # not while a run or score writes there
         index = write_reports(args.out, store=args.store, thumb=args.thumb, images_per_unit=args.images,
                               quiet=args.quiet)
     print(f"report: {index}")
@@ -428,12 +433,23 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_explain(args) -> int:
+    import os
+
+    from .results import results_lock
+
+    if args.length < 1 or args.beam < 1:
+        raise ValueError(f"--length and --beam must be >= 1, got {args.length} and {args.beam}")
+    if int(os.environ.get("RANK", "0") or 0) != 0:  # torchrun: rank 0 holds the lock, as in run/score
+        return _explain(args)
+    with results_lock(args.out, "dissect explain"):  # scoring (if needed) and the explanations: one writer
+        return _explain(args)
+
+
+def _explain(args) -> int:
     from .engine import init_from_env
     from .explain.run import explain_result
     from .results import has_result, layer_folder
 
-    if args.length < 1 or args.beam < 1:
-        raise ValueError(f"--length and --beam must be >= 1, got {args.length} and {args.beam}")
     info = init_from_env(args.device)
     model = None
     if args.activations:
@@ -564,6 +580,13 @@ def _fmt3(values) -> str:
 
 
 def _cmd_ablate(args) -> int:
+    from .results import results_lock
+
+    with results_lock(args.out, "dissect ablate"):  # ablations.json is read, changed and written: one writer
+        return _ablate(args)
+
+
+def _ablate(args) -> int:
     from .tools import ablate, open_data, result_preprocessing, top_units_for_concept
     from .results import layer_folder
     from .capture import load_model

@@ -52,6 +52,27 @@ def floats3(text: str) -> tuple:
     return vals
 
 
+#: bounds of the values that size what the program allocates or spawns (issue 25): beyond them a
+#: value is a slip, refused at once (a usage error on the command line, DissectError from the API)
+#: instead of exhausting memory or processes
+LIMITS = {"input_size": 8192, "workers": 64, "batch_size": 65536, "threads": 1024, "top_k": 10000,
+          "length": 16, "beam": 1024, "k": 100000, "thumb": 4096, "images": 10000}
+
+
+def bounded(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse type: an integer in ``lo..hi``."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"must lie in {lo}..{hi}, got {text}")
+        return v
+
+    return parse
+
+
 def size(text: str) -> tuple:
     """``"224"`` -> (224, 224), ``"48x64"`` -> (48, 64): an image size (H, W) written on the command line."""
     parts = text.lower().replace("x", ",").split(",")
@@ -63,6 +84,8 @@ def size(text: str) -> tuple:
         vals = vals * 2
     if len(vals) != 2 or min(vals) < 1:
         raise argparse.ArgumentTypeError(f"expected SIZE or HxW with positive sizes, got {text!r}")
+    if max(vals) > LIMITS["input_size"]:
+        raise argparse.ArgumentTypeError(f"sizes must be at most {LIMITS['input_size']} pixels, got {text!r}")
     return vals
 
 
@@ -92,6 +115,7 @@ def setting(default, help: str, *, cli: Sequence[str] = DISSECTION, type: Option
     return dataclasses.field(default=default, metadata=meta)
 
 
+
 @dataclass(frozen=True)
 class DissectConfig:
     """Settings of one dissection (no global state). Sizes are (H, W). Raises DissectError when invalid.
@@ -109,7 +133,8 @@ class DissectConfig:
     categories: Optional[tuple] = setting(None, "categories to score (default: all of the store's)",
                                           action="append", metavar="CAT[,CAT...]", collect=categories_of)
     split: Optional[str] = setting(None, "only images of this split (train/val; default all)")
-    top_k: int = setting(10, "top-activating images kept per unit (default {default})")
+    top_k: int = setting(10, "top-activating images kept per unit (default {default})",
+                         type=bounded(1, LIMITS["top_k"]))
     input_size: Optional[tuple] = setting(
         None, "resize images to this network input size (default: the store's image size)", cli=PREPROCESSING,
         type=size, metavar="SIZE|HxW", resolved="settings.input_size: the size the model was run at")
@@ -121,13 +146,14 @@ class DissectConfig:
         cli=PREPROCESSING, type=floats3, metavar="R,G,B")
     cache_dtype: str = setting("float16", "dtype of the on-disk activation cache; every statistic uses these "
                                "rounded values (default {default})", cli=("run",), choices=CACHE_DTYPES)
-    batch_size: int = setting(32, "images per batch (default {default})")
+    batch_size: int = setting(32, "images per batch (default {default})", type=bounded(1, LIMITS["batch_size"]))
     workers: Optional[int] = setting(
         None, "DataLoader worker processes (default: pass 1 decodes images in the CPUs this process may use "
-        "less one, at most 4; pass 2 decodes labels and counts in one per CPU, at most 8; recorded in result.json)")
+        "less one, at most 4; pass 2 decodes labels and counts in one per CPU, at most 8; recorded in result.json)",
+        type=bounded(0, LIMITS["workers"]))
     threads: Optional[int] = setting(
         None, "torch threads for the statistics (default 1: small tensors, images split across the workers; a CPU "
-        "model forward gets the cores the workers leave); recorded in result.json")
+        "model forward gets the cores the workers leave); recorded in result.json", type=bounded(1, LIMITS["threads"]))
     device: str = setting("auto", "auto (cuda when available, else cpu), cpu, cuda or cuda:N (default {default}); "
                           "the same in every command", cli=DISSECTION + ("layers", "ablate"))
     checkpoint_every: int = setting(50, "save the statistics every N batches so a killed run resumes "
@@ -189,6 +215,10 @@ class DissectConfig:
                 raise DissectError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
         if self.top_k < 1 or self.batch_size < 1 or (self.workers is not None and self.workers < 0) or self.checkpoint_every < 0:
             raise DissectError("top_k and batch_size must be >= 1, workers and checkpoint_every >= 0")
+        for name in ("workers", "threads", "batch_size", "top_k"):  # what they make us spawn or allocate (issue 25)
+            v = getattr(self, name)
+            if v is not None and v > LIMITS[name]:
+                raise DissectError(f"{name} must be at most {LIMITS[name]}, got {v}")
         if self.threads is not None and self.threads < 1:
             raise DissectError(f"threads must be >= 1, got {self.threads}")
         if self.quantile_memory < 1:
@@ -204,6 +234,8 @@ class DissectConfig:
         self._check_null()
         if isinstance(self.input_size, int):
             object.__setattr__(self, "input_size", (self.input_size, self.input_size))
+        if self.input_size is not None and max(self.input_size) > LIMITS["input_size"]:
+            raise DissectError(f"input_size must be at most {LIMITS['input_size']} pixels, got {self.input_size}")
         if self.categories is not None:
             object.__setattr__(self, "categories", tuple(self.categories))
         if self.layout is not None and self.layout not in LAYOUTS:

@@ -17,10 +17,11 @@ import re
 import shutil
 import tempfile
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Optional, Sequence, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 
@@ -360,6 +361,74 @@ def sweep_partial_results(out: Union[str, Path]) -> None:
         if p.is_dir() and p.name.startswith(".") and (".writing-" in p.name or ".old-" in p.name):
             shutil.rmtree(p, ignore_errors=True)
     sweep_temp_files(out)
+
+
+# ---------------------------------------------------------------------------- the --out lock
+#: real path of each results folder this process holds the lock of -> nesting depth
+_HELD: dict = {}
+
+
+@contextmanager
+def results_lock(out: Union[str, Path], command: str) -> Iterator[Path]:
+    """Hold the exclusive lock of the results folder ``out`` for the ``with`` block: the one way
+    every ``dissect`` command that writes into ``--out`` (run, score, report, explain, compare,
+    ablate, and the describe and ``sae train`` commands) takes it (issue 25).
+
+    The lock is broden_builder.store.locking's (``OUT/.lock``, an OS lock the OS drops when the
+    holder dies; ``OUT/.lock.holder`` names the holder). A second process is refused at once with
+    LockedError (one line naming the folder and the holder's PID, host and command), never queued.
+    Re-entrant within one process: a command that holds it may call another that takes it again
+    (``explain`` scoring first). On the first entry, what killed writers left is swept
+    (:func:`sweep_partial_results`). Raises DissectError when ``out`` cannot be created.
+    """
+    from broden_builder.store.locking import exclusive
+
+    out = Path(out)
+    key = os.path.realpath(out)
+    if _HELD.get(key):
+        _HELD[key] += 1
+        try:
+            yield out
+        finally:
+            _HELD[key] -= 1
+        return
+    try:
+        lock = exclusive(out, command)
+        lock.__enter__()
+    except OSError as e:
+        raise DissectError(f"{e.filename or out}: cannot use as the output folder ({e.strerror or e})") from None
+    _HELD[key] = 1
+    try:
+        sweep_partial_results(out)
+        yield out
+    finally:
+        _HELD.pop(key, None)
+        lock.__exit__(None, None, None)
+
+
+def commit_files(directory: Union[str, Path], files: dict) -> None:
+    """Write the files of one result (``{name: str | bytes}``) into ``directory`` as one commit:
+    every file is first written and fsynced under a temporary name, then all are renamed in the
+    given order (put the file that records the others last). A failure while writing (a full
+    disk) leaves every old file in place and names the path; call it holding :func:`results_lock`."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    staged = []
+    try:
+        for name, data in files.items():
+            tmp = d / f".{name}.{uuid.uuid4().hex[:12]}.tmp"
+            staged.append((tmp, d / name))
+            atomic_write_bytes(tmp, data.encode("utf-8") if isinstance(data, str) else data, durable=True)
+        for tmp, final in staged:
+            os.replace(tmp, final)
+        fsync_dir(d)
+    except BaseException:
+        for tmp, _ in staged:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+        raise
 
 
 # ---------------------------------------------------------------------------- reading

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,8 @@ def find_realdata() -> Path:
 
 #: The one definition of where the real samples are; every test that needs them imports this.
 REALDATA = find_realdata()
+# readers cache label indexes in the user's cache folder: one per test session, not the home folder
+os.environ.setdefault("BRODEN_CACHE_DIR", tempfile.mkdtemp(prefix="broden-cache-"))
 
 
 @pytest.fixture(scope="session")

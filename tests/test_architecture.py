@@ -241,7 +241,8 @@ def test_functions_are_short():
 NOT_ERRORS = {"dissect.capture._hooks.StopForward", "broden_builder.build.StageUnreadable",
               "broden_builder.download.transfer._Transient", "broden_builder.download.transfer._Unresolved",
               "broden_builder.recipe._DuplicateKey",
-              "broden_builder.errors.InputError"}
+              "broden_builder.errors.InputError",
+              "broden_builder.cli_errors.Terminated"}  # a signal turned into unwinding, like KeyboardInterrupt
 
 
 @pytest.mark.parametrize("pkg,base", [("dissect", "dissect.errors.DissectError"),

@@ -19,11 +19,12 @@ from broden_builder.cli import main as broden
 from conftest import REPO
 
 
-def _check(capsys, rc: int, want_rc: int, *fragments: str) -> str:
+def _check(capsys, rc: int, want_rc: int, *fragments: str, bug: bool = False) -> str:
     out = capsys.readouterr()
     err = out.err
     assert rc == want_rc, err
     assert "Traceback" not in err and "Traceback" not in out.out
+    assert ("this is a bug" in err) == bug, err  # bad input is never reported as our bug (issue 25)
     lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
     assert lines, err
     for f in fragments:
@@ -177,7 +178,7 @@ def test_unexpected_exception_is_one_line(monkeypatch, store_copy, capsys):
         raise TypeError("simulated bug")
 
     monkeypatch.setattr(reader.BrodenStore, "label", bug)
-    _check(capsys, broden(["find", str(store_copy), "dog"]), 1, "unexpected TypeError", "simulated bug")
+    _check(capsys, broden(["find", str(store_copy), "dog"]), 1, "unexpected TypeError", "simulated bug", bug=True)
 
 
 def test_broken_pipe_is_quiet(synthetic_store):

@@ -104,9 +104,10 @@ def test_explain_bad_inputs(store30, tmp_path, capsys):
     rc = main(["explain", "--store", str(store30), "--activations", str(tmp_path / "bad.npy"), "--out",
                str(tmp_path / "o"), "--quiet", "--no-report"])
     assert rc in (1, 2) and "30 rows" in capsys.readouterr().err
-    rc = main(["explain", "--store", str(store30), "--activations", str(tmp_path / "bad.npy"), "--out",
-               str(tmp_path / "o"), "--beam", "0"])
-    assert rc in (1, 2) and "--beam" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # a usage error: --beam is bounded by its argparse type (issue 25)
+        main(["explain", "--store", str(store30), "--activations", str(tmp_path / "bad.npy"), "--out",
+              str(tmp_path / "o"), "--beam", "0"])
+    assert e.value.code == 2 and "--beam" in capsys.readouterr().err
 
 
 def test_result_explain_api(store30, tmp_path):

@@ -153,7 +153,7 @@ def test_torch_export_program(tmp_path):
     m = Net().eval()
     ep = torch.export.export(m, (torch.zeros(2, 3, 32, 32),), dynamic_shapes=({0: torch.export.Dim.AUTO},))
     torch.export.save(ep, str(tmp_path / "net.pt2"))
-    lm = load_model(str(tmp_path / "net.pt2"))
+    lm = load_model(str(tmp_path / "net.pt2"), unsafe_unpickle=True)
     assert lm.kind == "export" and lm.preprocessing["input_size"] == [32, 32]
     x = torch.randn(3, 3, 32, 32)
     got = feature_maps(lm.module, x, plan_layers(lm.module, ["b.0", "a"], x[:1]))
@@ -163,6 +163,6 @@ def test_torch_export_program(tmp_path):
     fixed = torch.export.export(m, (torch.zeros(2, 3, 32, 32),))
     torch.export.save(fixed, str(tmp_path / "fixed.pt2"))
     with pytest.raises(ModelLoadError, match="fixed batch size 2; export it with a dynamic batch dimension"):
-        load_model(str(tmp_path / "fixed.pt2"))
+        load_model(str(tmp_path / "fixed.pt2"), unsafe_unpickle=True)
     with pytest.raises(ModelLoadError, match="carries its own weights"):
-        load_model(str(tmp_path / "net.pt2"), "x.pth")
+        load_model(str(tmp_path / "net.pt2"), "x.pth", unsafe_unpickle=True)

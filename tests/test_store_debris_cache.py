@@ -75,8 +75,10 @@ def test_a_planted_inconsistent_cache_is_not_trusted(store):
     s = BrodenStore(store)
     number = 1
     truth = _rows_with_label(store, number)
-    cache = store / ".cache" / f"label_index-{s.fingerprint()[:16]}.npz"
-    cache.parent.mkdir(exist_ok=True)
+    from broden_builder.store.label_index import _cache_file
+
+    cache = _cache_file(s)
+    cache.parent.mkdir(parents=True, exist_ok=True)
     bogus_rows = np.array([len(s.rows) + 5], np.int64)  # a row that does not exist
     np.savez(cache, numbers=np.array([number], np.int64), offsets=np.array([0, 1], np.int64), rows=bogus_rows)
     assert BrodenStore(store).images_with_label(number) == truth

@@ -11,6 +11,8 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..store.format import load_whole
+from ..store.paths import special_file
 from .base import BadSourceItem, SourceDataError
 from .decode import decode_image, load_image
 
@@ -32,6 +34,7 @@ def load_label_rgb(path: Path) -> np.ndarray:
 
     try:
         with Image.open(path) as im:
+            load_whole(im)
             return np.asarray(im.convert("RGB"))
     except (OSError, ValueError) as e:
         raise BadSourceItem(f"{path}: cannot read label image ({e})") from None
@@ -63,9 +66,12 @@ def mask_values(image: Any, where: str) -> np.ndarray:
 def read_mask_file(path: Path) -> np.ndarray:
     from PIL import Image
 
+    kind = special_file(path)
+    if kind is not None:  # a FIFO would block Image.open forever
+        raise BadSourceItem(f"{path}: is {kind}, not a mask file")
     try:
         with Image.open(path) as im:
-            im.load()
+            load_whole(im)
             return mask_values(im, str(path))
     except (OSError, ValueError) as e:
         raise BadSourceItem(f"{path}: cannot read mask ({e})") from None

@@ -23,6 +23,8 @@ from typing import Any, Union
 
 import numpy as np
 
+from ..store.format import load_whole
+from ..store.paths import special_file
 from .base import BadSourceItem
 
 #: PIL modes converted by PIL itself (8 bits per channel).
@@ -99,6 +101,11 @@ def _from_array(arr: Any, where: str) -> np.ndarray:
 def decode_image(image: Any, where: str, exif: bool = False) -> np.ndarray:
     """A PIL image or an array as H x W x 3 uint8 RGB (the rules above); BadSourceItem naming ``where``."""
     if hasattr(image, "mode") and hasattr(image, "convert"):
+        if hasattr(image, "load"):
+            try:
+                load_whole(image)  # a lazily opened file (a dataset's image): refused when truncated
+            except OSError as e:
+                raise BadSourceItem(f"{where}: cannot read image ({e})") from None
         return _from_pil(image, where, exif)
     return _from_array(image, where)
 
@@ -107,9 +114,12 @@ def load_image(path: Union[str, Path], exif: bool = False) -> np.ndarray:
     """Read an image file as H x W x 3 uint8 RGB; BadSourceItem naming the file when unreadable or unsupported."""
     from PIL import Image
 
+    kind = special_file(path)
+    if kind is not None:  # a FIFO would block Image.open forever
+        raise BadSourceItem(f"{path}: is {kind}, not an image file")
     try:
         with Image.open(path) as im:
-            im.load()
+            load_whole(im)  # a truncated file is refused whatever Pillow's global setting says
             return decode_image(im, str(path), exif)
     except FileNotFoundError:
         raise BadSourceItem(f"{path}: file not found") from None

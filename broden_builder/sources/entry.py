@@ -10,7 +10,7 @@ from typing import Dict, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..store.paths import UnsafePathError, safe_component
+from ..store.paths import UnsafePathError, safe_category, safe_component
 
 
 class _Strict(BaseModel):
@@ -37,6 +37,17 @@ class SourceEntry(_Strict):
             except UnsafePathError as e:
                 raise ValueError(str(e)) from None
         return v
+
+
+def check_category(v):
+    """A category name is one safe file-name component (it becomes c_<category>.csv): ValueError
+    naming it otherwise; None passes."""
+    if v is not None:
+        try:
+            safe_category(v, "category")
+        except UnsafePathError as e:
+            raise ValueError(str(e)) from None
+    return v
 
 
 class DownloadableEntry(SourceEntry):

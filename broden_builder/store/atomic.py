@@ -56,6 +56,19 @@ def atomic_write_bytes(path: Union[str, Path], data: bytes, durable: bool = Fals
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        _write_named(fd, tmp, path, data, durable)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _write_named(fd: int, tmp: str, path: Path, data: bytes, durable: bool) -> None:
+    """The body of :func:`atomic_write_bytes`; an OSError without a file name (os.write on a full
+    disk says only "No space left on device") gets ``path``, so the message names it (issue 25)."""
+    try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             os.fchmod(f.fileno(), _FILE_MODE)  # mkstemp makes 0600; published files are 0666 & ~umask
@@ -65,11 +78,9 @@ def atomic_write_bytes(path: Union[str, Path], data: bytes, durable: bool = Fals
         os.replace(tmp, path)
         if durable:
             fsync_dir(path.parent)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+    except OSError as e:
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
         raise
 
 

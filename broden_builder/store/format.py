@@ -8,6 +8,7 @@ import hashlib
 import re
 import threading
 import zlib
+from contextlib import contextmanager
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -213,6 +214,7 @@ def read_label_png(path, expected_shape=None) -> np.ndarray:
             raise ValueError(f"is {w}x{h}, index.csv says {expected_shape[1]}x{expected_shape[0]}")
         if w * h > MAX_LABEL_PIXELS:
             raise ValueError(f"header claims {w}x{h} pixels, more than a segmentation can have ({MAX_LABEL_PIXELS})")
+        load_whole(im)  # after the header checks: nothing absurd is decoded
         mode = im.mode
         if mode in ("L", "I;16", "I;16B", "I;16L", "I"):
             arr = np.asarray(im, dtype=np.int64) if mode != "L" else np.asarray(im)
@@ -287,3 +289,34 @@ def order_categories(first_numbers: dict[str, int], known: Sequence[str] = BRODE
     rank = {c: i for i, c in enumerate(known)}
     big = 1 << 62
     return sorted(first_numbers, key=lambda c: (first_numbers[c] or big, rank.get(c, len(rank)), c))
+
+
+# ----------------------------------------------------------------------------- whole images only
+_TRUNCATION_SETTING = threading.Lock()
+
+
+def load_whole(im) -> None:
+    """``im.load()`` with a truncated file refused (OSError "image file is truncated") whatever
+    Pillow's process-wide ``ImageFile.LOAD_TRUNCATED_IMAGES`` says: anything in the process (a
+    library, a notebook) may set it, and a half-decoded image must never be stored or dissected
+    (issue 25). The setting is restored after, under a lock for this process's threads."""
+    from PIL import ImageFile
+
+    with _TRUNCATION_SETTING:
+        before = ImageFile.LOAD_TRUNCATED_IMAGES
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        try:
+            im.load()
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = before
+
+
+@contextmanager
+def open_image(path):
+    """``PIL.Image.open(path)``, loaded whole (:func:`load_whole`): the one way images and label PNGs
+    are opened. Raises what Image.open raises, and OSError for a truncated file."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        load_whole(im)
+        yield im

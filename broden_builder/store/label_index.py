@@ -1,13 +1,18 @@
-"""Which images carry each label: an index built by one scan of the store, cached beside it.
+"""Which images carry each label: an index built by one scan of the store, cached outside it.
 
-The cache lives in ``<store>/.cache/label_index-<fingerprint>.npz`` (the fingerprint of
-index.csv, label.csv and category.csv), so a changed store never reuses a stale index;
-the original tools ignore the folder. A read-only store is scanned without caching.
+A reader never writes into the store (issue 25): the cache lives in the user's cache folder,
+``$BRODEN_CACHE_DIR`` or ``$XDG_CACHE_HOME/broden`` or ``~/.cache/broden``, as
+``label_index-<store path hash>-<key>.npz``. The key covers index.csv, label.csv and
+category.csv (the store fingerprint) and every label PNG's path, size and modification time,
+so an edited plane or table is never answered from a stale index. A cache folder that cannot
+be written only means no cache.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -41,17 +46,35 @@ def scan_label_index(store, progress: bool = False) -> dict:
     return {int(n): rows[s:e] for n, s, e in zip(numbers, starts, list(starts[1:]) + [len(rows)])}
 
 
-def _cache_folder(store) -> "Path | None":
-    """``STORE/.cache`` when it is (or may become) a real folder of the store; None otherwise.
+def cache_folder() -> Path:
+    """The user's cache folder for label indexes (module docstring); not created here."""
+    explicit = os.environ.get("BRODEN_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "broden"
 
-    A store made elsewhere may ship ``.cache`` as a symbolic link: writing the index through
-    it would write outside the store, and reading from it would trust a file from anywhere.
-    """
-    folder = Path(store.root) / ".cache"
-    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-        log.warning("%s is a symbolic link or not a folder: the label index is not cached", folder)
-        return None
-    return folder
+
+def index_key(store) -> str:
+    """sha256 over the store fingerprint (its tables) and each label PNG's path, size and mtime (ns)."""
+    h = hashlib.sha256(store.fingerprint().encode())
+    images = Path(store.root) / "images"
+    for row in store.rows:
+        for cat in store.categories:
+            if cat in store.image_level_categories:
+                continue
+            for rel in row.cells[cat]:
+                try:
+                    st = os.stat(images / rel)
+                    h.update(f"{rel}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+                except OSError:
+                    h.update(f"{rel}|missing\n".encode())
+    return h.hexdigest()
+
+
+def _cache_file(store) -> Path:
+    where = hashlib.sha256(os.path.realpath(store.root).encode()).hexdigest()[:16]
+    return cache_folder() / f"label_index-{where}-{index_key(store)[:32]}.npz"
 
 
 def _consistent(numbers: np.ndarray, offsets: np.ndarray, rows: np.ndarray, n_rows: int) -> bool:
@@ -64,10 +87,9 @@ def _consistent(numbers: np.ndarray, offsets: np.ndarray, rows: np.ndarray, n_ro
 
 
 def label_index(store, progress: bool = False) -> dict:
-    """The cached index of ``store`` (a BrodenStore), built on first use."""
-    folder = _cache_folder(store)
-    cache = None if folder is None else folder / f"label_index-{store.fingerprint()[:16]}.npz"
-    if cache is not None and cache.is_file():
+    """The cached index of ``store`` (a BrodenStore), built on first use (cached outside the store)."""
+    cache = _cache_file(store)
+    if cache.is_file():
         try:
             with np.load(cache, allow_pickle=False) as z:
                 numbers, offsets, rows = z["numbers"], z["offsets"], z["rows"]
@@ -77,15 +99,14 @@ def label_index(store, progress: bool = False) -> dict:
         except (OSError, ValueError, KeyError) as e:
             log.warning("ignoring unreadable label index %s (%s); rebuilding it", cache, e)
     index = scan_label_index(store, progress)
-    if cache is None:
-        return index
     numbers = np.array(sorted(index), dtype=np.int64)
     offsets = np.cumsum([0] + [len(index[n]) for n in numbers]).astype(np.int64)
     rows = np.concatenate([index[n] for n in numbers]) if len(numbers) else np.zeros(0, np.int64)
     buf = io.BytesIO()
     np.savez(buf, numbers=numbers, offsets=offsets, rows=rows)
     try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(cache, buf.getvalue())
-    except OSError as e:  # a read-only store: answer without caching
+    except OSError as e:  # no writable cache folder: answer without caching
         log.info("cannot cache the label index in %s (%s)", cache.parent, e)
     return index

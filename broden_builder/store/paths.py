@@ -8,7 +8,9 @@ Two rules, so that nothing read or written leaves the store or ``--out``:
   under the real ``STORE/images``. :func:`check_relpath` does the lexical part when the
   table is read (cheap, every row), :func:`confined` both parts before a file is opened.
 - A name we turn into one path component (a source ``prefix``, ``dissect score --name``,
-  a layer's result folder) is a single safe component: :func:`safe_component`.
+  a layer's result folder) is a single safe component: :func:`safe_component`. A category
+  name becomes ``c_<category>.csv`` and ``<image>_<category>.png``: :func:`safe_category`
+  (issue 25), checked by the recipe schema, the build, the writer and the reader.
 """
 from __future__ import annotations
 
@@ -57,7 +59,35 @@ def confined(base: Union[str, Path], rel: str, what: str = "path") -> Path:
     real = os.path.realpath(path)
     if os.path.commonpath([real_base, real]) != real_base:
         raise UnsafePathError(f"{what} {rel!r} leaves {base}: through a symbolic link it resolves to {real}")
+    _refuse_special(rel, None, what, path)
     return path
+
+
+def special_file(path: Union[str, Path], mode: Optional[int] = None) -> Optional[str]:
+    """What ``path`` is when it exists but is not a regular file ("a FIFO", "a folder", ...), else None.
+    Opening a FIFO blocks until a writer comes: such files are refused before they are opened (issue 25)."""
+    if mode is None:
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            return None  # missing: opening it reports that, naming the file
+    if stat.S_ISREG(mode):
+        return None
+    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISDIR, "a folder"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+class NotRegularFileError(UnsafePathError):
+    """A path names a FIFO, folder, socket or device where a file is expected (opening it could block)."""
+
+
+def _refuse_special(rel: str, mode: Optional[int], what: str, path: Optional[Path] = None) -> None:
+    kind = special_file(path, None) if mode is None else special_file("", mode)
+    if kind is not None:
+        raise NotRegularFileError(f"{what} {rel!r} is {kind}, not a regular file")
 
 
 class Confinement:
@@ -85,12 +115,15 @@ class Confinement:
             self._dirs[parent] = self._inside(os.path.realpath(self.base / parent) if parent else self._real_base)
         if self._dirs[parent]:
             try:
-                if not stat.S_ISLNK(os.lstat(path).st_mode):
-                    return path
+                mode = os.lstat(path).st_mode
             except OSError:  # missing: opening it reports that, naming the file
+                return path
+            if not stat.S_ISLNK(mode):
+                _refuse_special(rel, mode, what)
                 return path
         real = os.path.realpath(path)
         if self._inside(real):
+            _refuse_special(rel, None, what, path)
             return path
         raise UnsafePathError(f"{what} {rel!r} leaves {self.base}: through a symbolic link it resolves to {real}")
 
@@ -109,4 +142,17 @@ def safe_component(name: str, what: str = "name") -> str:
     if name in (".", "..") or name.startswith(".") or _BAD_COMPONENT.search(name) or _DRIVE.match(name):
         raise UnsafePathError(f"{what} {name!r} is not a single safe folder name "
                               "(no '/', '\\', '..', leading '.', control characters or drive letter)")
+    return name
+
+
+_CELL_SYNTAX = re.compile(r"[;()\s,]")
+
+
+def safe_category(name: str, what: str = "category") -> str:
+    """Return ``name`` when it can name a category: one safe path component (:func:`safe_component`;
+    it becomes ``c_<name>.csv`` and part of label PNG names) without ``;``, ``(``, ``)``, ``,`` or
+    white space (the syntax of label.csv's ``cat(count);...`` cells). Raises UnsafePathError."""
+    safe_component(name, what)
+    if _CELL_SYNTAX.search(name):
+        raise UnsafePathError(f"{what} {name!r} is not a valid category name (no ';', '(', ')', ',' or white space)")
     return name

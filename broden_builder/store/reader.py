@@ -25,8 +25,9 @@ from PIL import Image
 
 from .commit import pending_commit, pending_message
 from .errors import StoreFormatError
-from .paths import Confinement, UnsafePathError, check_relpath
+from .paths import Confinement, UnsafePathError, check_relpath, safe_category
 from .format import (
+    load_whole,
     CATEGORY_COLUMNS,
     CATEGORY_MAP_COLUMNS,
     DEFAULT_IMAGE_LEVEL,
@@ -289,6 +290,11 @@ class BrodenStore:
         if list(header[: len(INDEX_FIXED_COLUMNS)]) != list(INDEX_FIXED_COLUMNS):
             raise StoreFormatError(path, f"malformed header {header}: must start with {','.join(INDEX_FIXED_COLUMNS)}", 0)
         cats = [h for h in header[len(INDEX_FIXED_COLUMNS):] if h]
+        for c in cats:  # each names c_<category>.csv, read next: confined to the store (issue 25)
+            try:
+                safe_category(c, "category column")
+            except UnsafePathError as e:
+                raise StoreFormatError(path, str(e), 0) from None
         self.categories = cats
         ncat = len(cats)
         base = len(INDEX_FIXED_COLUMNS)
@@ -396,6 +402,7 @@ class BrodenStore:
         path = self.image_path(i)
         try:
             with self.open_member(self.rows[i].image, i) as f, Image.open(f) as im:
+                load_whole(im)
                 return np.asarray(im.convert("RGB"))
         except (OSError, ValueError, Image.DecompressionBombError) as e:
             raise StoreFormatError(path, f"cannot read image of index.csv row {i + 1} ({e})") from None
@@ -480,11 +487,16 @@ class BrodenStore:
         """Row indices (list[int], 0-based, ascending) of the images that carry the label (name,
         synonym or number) in any category, only those of ``split`` when given.
 
-        The first call scans every label plane once and caches the answer for all labels beside
-        the store (see broden_builder.store.label_index); later calls are instant.
+        The first call scans every label plane once and caches the answer for all labels in the
+        user's cache folder (see broden_builder.store.label_index); later calls are instant.
+        Raises StoreFormatError for a ``split`` the store has no row of (a typo would answer 0).
         """
         from .label_index import label_index
 
+        if split is not None and not any(r.split == split for r in self.rows):
+            have = sorted({r.split for r in self.rows})
+            raise StoreFormatError(self.root / "index.csv", f"no image of split {split!r}; the store's splits are "
+                                   f"{', '.join(have) or 'none'}")
         lab = self.label(key)
         rows = label_index(self, progress).get(lab.number, ())
         return [int(i) for i in rows if split is None or self.rows[int(i)].split == split]

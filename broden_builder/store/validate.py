@@ -14,7 +14,7 @@ from PIL import Image
 from .commit import pending_commit, pending_message, read_plan
 from .errors import StoreFormatError
 from .paths import UnsafePathError
-from .format import CATEGORY_COLUMNS, CATEGORY_MAP_COLUMNS, LABEL_COLUMNS, SPLITS, read_label_png
+from .format import CATEGORY_COLUMNS, CATEGORY_MAP_COLUMNS, LABEL_COLUMNS, SPLITS, load_whole, read_label_png
 from .reader import BrodenStore, read_csv_file
 from .statistics import LabelTally, layer_fractions
 
@@ -199,7 +199,7 @@ def check_image(store: BrodenStore, row, problems: list, decode: bool = True) ->
             if im.size != (row.iw, row.ih):
                 problems.append(Problem("index.csv", rn, f"images/{row.image} is {im.size[0]}x{im.size[1]}, index says {row.iw}x{row.ih}"))
             else:
-                im.load()
+                load_whole(im)
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         problems.append(Problem("index.csv", rn, f"images/{row.image} cannot be read ({e})"))
 

@@ -32,6 +32,7 @@ from .format import (
     split_hash,
 )
 from .statistics import LabelTally, layer_fractions
+from .paths import safe_category
 
 STAGING = ".staging"
 
@@ -204,6 +205,8 @@ class StoreWriter:
                 categories.append(cat)
         atomic_write_text(self.root / "label.csv", _csv_text(LABEL_COLUMNS, tables["label_rows"]))
         atomic_write_text(self.root / "category.csv", _csv_text(CATEGORY_COLUMNS, tables["category_rows"]))
+        for cat in categories:
+            safe_category(cat)  # it becomes a file name (issue 25); the build checked it earlier, naming the source
         for cat in categories:
             atomic_write_text(self.root / f"c_{cat}.csv", _csv_text(CATEGORY_MAP_COLUMNS, tables["map_rows"].get(cat, [])))
         info = dict(build_info)

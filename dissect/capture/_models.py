@@ -18,6 +18,9 @@ used for cache keys and result.json, and the preprocessing the model asks for).
   random weights.
 - ``path/to/program.pt2``: a ``torch.export`` program, unflattened (``torch.export.unflatten``)
   so its submodules keep their names and can be hooked. Export it with a dynamic batch dimension.
+  ``torch.export.load`` unpickles parts of the archive (sample inputs, constants, some weights,
+  falling back to ``weights_only=False``), so a ``.pt2`` is refused unless ``unsafe_unpickle=True``
+  (``--unsafe-unpickle``), like any full pickle (ExportUnpickleRefused).
 - ``path/to/file.py:function``: the function is called without arguments and must return
   an ``nn.Module``; a checkpoint path in ``weights`` is then loaded into it.
 - a TorchScript file (``torch.jit.save``): forward hooks cannot be attached inside a loaded
@@ -51,12 +54,17 @@ log = logging.getLogger(__name__)
 
 UNSAFE_HELP = (
     "allow full unpickling of checkpoints (torch.load(weights_only=False)). UNSAFE: a pickle can "
-    "run arbitrary code when loaded, so use this only for files from a source you trust"
+    "run arbitrary code when loaded, so use this only for files from a source you trust. Also needed for a "
+    "torch.export .pt2 program, which torch.export.load unpickles"
 )
 
 
 class ModelLoadError(DissectError):
     """The model or its weights cannot be loaded; the message names the file and the cause."""
+
+
+class ExportUnpickleRefused(ModelLoadError):
+    """A ``.pt2`` program given without ``unsafe_unpickle``: loading it would unpickle the archive."""
 
 
 class MissingWeightsError(ModelLoadError):
@@ -281,7 +289,11 @@ def _python_model(spec: str, weights: Optional[str], unsafe_unpickle: bool) -> L
     fn = getattr(mod, func, None)
     if fn is None or not callable(fn):
         raise ModelLoadError(f"{path} has no function {func!r}")
-    module = fn()
+    try:
+        module = fn()
+    except Exception as e:  # the user's code failed: their error, named, not ours
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ModelLoadError(f"{spec}: calling {func}() raised {type(e).__name__}: {first}") from None
     if not isinstance(module, nn.Module):
         raise ModelLoadError(f"{spec} returned {type(module).__name__}, not a torch.nn.Module")
     identity = {"kind": "python", "file": str(path.resolve()), "function": func, "sha256": file_sha256(path)}
@@ -398,7 +410,12 @@ def _hf_model(ref: str, weights: Optional[str]) -> LoadedModel:
     return LoadedModel(module.eval(), f"hf:{ref}", "hf", wname, identity, prep)
 
 
-def _export_model(path: Path, weights: Optional[str]) -> LoadedModel:
+def _export_model(path: Path, weights: Optional[str], unsafe_unpickle: bool = False) -> LoadedModel:
+    if not unsafe_unpickle:  # checked before torch.export.load opens the file: it unpickles (issue 25)
+        raise ExportUnpickleRefused(
+            f"{path}: a torch.export program is loaded with pickle (torch.export.load unpickles its sample inputs "
+            f"and constants, which can run code stored in the file); if you trust the file, rerun with "
+            f"--unsafe-unpickle, or give a TorchScript file (torch.jit.save) instead")
     if weights is not None and not _is_none(weights):
         raise ModelLoadError(f"{path} is a torch.export program and carries its own weights; drop --weights")
     try:
@@ -442,7 +459,7 @@ def load_model(spec: str, weights: Optional[str] = None, unsafe_unpickle: bool =
         return _python_model(spec, weights, unsafe_unpickle)
     path = Path(spec)
     if path.is_file() and path.suffix == ".pt2":
-        return _export_model(path, weights)
+        return _export_model(path, weights, unsafe_unpickle)
     if path.is_file():
         if not _is_torchscript(path):
             raise ModelLoadError(f"{path} is not a TorchScript file (for a state_dict, give the architecture as "

@@ -168,14 +168,15 @@ class Activations:
         fresh = isinstance(self.data, NpyRows) and block.dtype == np.float32
         return (block if fresh else np.array(block, dtype=np.float32)).reshape((len(pos),) + self.shape[1:])
 
-    def fingerprint(self, samples: int = 16) -> str:
-        """A cheap identity for resume keys: shape, dtype, evenly spaced sample rows and, for a file,
-        its size and modification time (a checkpoint of other data is never resumed)."""
+    def fingerprint(self, samples: int = 16, with_file: bool = True) -> str:
+        """A cheap identity for resume keys and result.json: shape, dtype, evenly spaced sample rows
+        and, for a file (``with_file``), its size and modification time (a checkpoint of other data
+        is never resumed; ``explain`` refuses activations that are not the ones scored)."""
         h = hashlib.sha256(f"{tuple(self.data.shape)}|{np.dtype(self.data.dtype).str}".encode())
         n = self.shape[0]
         for i in sorted({int(round(k * (n - 1) / max(1, samples - 1))) for k in range(samples)} if n else ()):
             h.update(np.ascontiguousarray(np.asarray(self.data[i])).tobytes())
-        if self.file:
+        if self.file and with_file:
             st = os.stat(self.file)
             h.update(f"|{st.st_size}|{st.st_mtime_ns}".encode())
         return h.hexdigest()

@@ -35,22 +35,47 @@ def random_orthogonal(n: int, seed: int) -> np.ndarray:
 
 
 def load_basis(path: Union[str, Path], units: int) -> np.ndarray:
-    """Read a C x C matrix (C = ``units``) from a .npy file as float64; raises BasisError."""
+    """Read a C x C matrix (C = ``units``) from a .npy file as float64; raises BasisError.
+
+    Nothing is unpickled: the .npy header is read first and an object array is refused by its
+    dtype (issue 25); an .npz archive, a text file, a matrix whose values overflow float32 (the
+    activations' dtype) are each refused with their own message.
+    """
     path = Path(path)
     if not path.is_file():
         raise BasisError(f"basis file {path} does not exist")
     try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+            if head[:2] == b"PK":
+                raise BasisError(f"{path}: is an .npz archive (a zip); a basis is one matrix saved with numpy.save "
+                                 f"as .npy")
+            if head != b"\x93NUMPY":
+                raise BasisError(f"{path}: not a .npy file (no NUMPY header); save the matrix with numpy.save")
+            f.seek(0)
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(f)  # the header only: nothing is unpickled
+    except BasisError:
+        raise
+    except (ValueError, OSError, SyntaxError) as e:
+        raise BasisError(f"{path}: not a readable .npy header ({e})") from None
+    if dtype.hasobject or not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
+        raise BasisError(f"{path}: basis has dtype {dtype}; expected real numbers (object arrays are never loaded)")
+    if len(shape) != 2 or tuple(shape) != (units, units):
+        raise BasisError(f"{path}: basis has shape {tuple(shape)}; the layer has {units} units, so it must be "
+                         f"{units} x {units}")
+    try:
         m = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as e:
-        raise BasisError(f"{path}: not a .npy array ({e})") from None
-    if m.ndim != 2 or m.shape != (units, units):
-        raise BasisError(f"{path}: basis has shape {m.shape}; the layer has {units} units, so it must be "
-                         f"{units} x {units}")
-    if not np.issubdtype(m.dtype, np.number) or np.iscomplexobj(m):
-        raise BasisError(f"{path}: basis has dtype {m.dtype}; expected real numbers")
+        raise BasisError(f"{path}: cannot read the matrix ({e})") from None
     m = m.astype(np.float64)
     if not np.isfinite(m).all():
         raise BasisError(f"{path}: basis holds NaN or inf")
+    big = float(np.abs(m).max()) if m.size else 0.0
+    if big > float(np.finfo(np.float32).max):
+        raise BasisError(f"{path}: basis holds {big:.3g}, beyond float32 (the activations' dtype, max "
+                         f"{float(np.finfo(np.float32).max):.3g})")
     return m
 
 
@@ -90,7 +115,18 @@ def apply_basis(acts: torch.Tensor, matrix: Optional[torch.Tensor]) -> torch.Ten
         raise BasisError(f"basis is {tuple(matrix.shape)} but the activations have {acts.shape[1]} units")
     m = matrix.to(acts.device, acts.dtype)
     flat = acts.reshape(acts.shape[0], acts.shape[1], -1)
-    return torch.matmul(m, flat).reshape(acts.shape)
+    out = torch.matmul(m, flat).reshape(acts.shape)
+    if out.numel() and not _finite(out) and _finite(acts):  # the basis made them overflow: blame it
+        big = float(matrix.abs().max())
+        raise BasisError(f"the basis (largest |value| {big:.3g}) turns the layer's finite activations into inf or "
+                         f"NaN in {str(acts.dtype).replace('torch.', '')}; scale it down (an orthogonal basis has "
+                         f"values within [-1, 1])")
+    return out
+
+
+def _finite(t: torch.Tensor) -> bool:
+    lo, hi = torch.aminmax(t.detach())  # one reduction (see activations.check_finite)
+    return bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))
 
 
 __all__ = ["random_orthogonal", "load_basis", "resolve_basis", "apply_basis", "describe", "BasisError"]

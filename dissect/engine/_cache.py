@@ -7,6 +7,8 @@ rebuilt and the differing fields are logged (never silently reused).
 """
 from __future__ import annotations
 
+import errno
+
 import json
 import logging
 from pathlib import Path
@@ -63,6 +65,7 @@ class ActivationCache:
             self._write_meta(shape, dtype, complete=False)
             header = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.dtype(dtype), shape=tuple(shape))
             del header  # the file now has its header and full (sparse) length
+            _reserve(self.path)
         self.array = NpyRows(self.path, writable=True)
         return self.array
 
@@ -90,3 +93,21 @@ class ActivationCache:
                 p.unlink()
             except FileNotFoundError:
                 pass
+
+
+def _reserve(path) -> None:
+    """Allocate the blocks of the sparse row file now (``posix_fallocate``), so that a full disk is an
+    OSError naming the file here, not a SIGBUS when a memory-mapped row is written later (issue 25)."""
+    import os
+
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.EINVAL, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)):
+            return  # the file system cannot reserve: the rows are written as before
+        raise OSError(e.errno, f"{e.strerror} (reserving the activation cache; see --cache-dir)", str(path)) from None
+    finally:
+        os.close(fd)

@@ -31,6 +31,7 @@ from ._distributed import DistInfo, all_reduce_sum_, barrier, dist_info, shard, 
 from ..errors import DissectError
 from ._resources import apply_threads
 from ._resources import choose as choose_parallelism
+from ._resources import workers_for_file_limit
 from ..results import LayerResult, build_layer_result, layer_folder, write_layer_result
 from ..sae import SAEError, load_sae
 from ..stats import Tally, TopKImages, TopQuantile, UnitRange
@@ -219,7 +220,7 @@ def run_pass(batches: Iterable, compute: Callable[[Batch], dict], stats: Statist
 # ---------------------------------------------------------------------------- data loading
 def loader(ds: Dataset, cfg: DissectConfig, device: torch.device) -> DataLoader:
     """The DataLoader of pass 1 (workers decode images; count: dissect.engine._resources)."""
-    workers = choose_parallelism(cfg.threads, cfg.workers).workers
+    workers = workers_for_file_limit(choose_parallelism(cfg.threads, cfg.workers).workers, 16, 4)
     return DataLoader(ds, batch_size=cfg.batch_size, shuffle=False, num_workers=workers,
                       collate_fn=collate_broden, pin_memory=device.type == "cuda",
                       persistent_workers=False, prefetch_factor=4 if workers else None)
@@ -337,6 +338,18 @@ class Run:
         self.null: dict = {}  # {layer: float64 [N, U]} each permutation's best IoUs (--null N)
         self.numbers, self.primary, self.names_by_number = label_columns(store, self.categories)
 
+    def check_store_unchanged(self, cause: Optional[BaseException] = None) -> None:
+        """DissectError when the store's tables differ from those this run began with (a store rebuilt
+        or edited between pass 1 and pass 2: its label planes no longer match pass 1's thresholds)."""
+        try:
+            now = self.store.fingerprint()
+        except OSError:
+            now = None
+        if now != self.key["store"]:
+            why = f" ({type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''})" if cause else ""
+            raise DissectError(f"{self.store.root}: the store changed since this run began (rebuilt or edited between "
+                               f"pass 1 and pass 2){why}; run the command again") from None
+
     def recorded(self) -> dict:
         """The settings that decide the result (dissect.config.recorded), the categories as resolved."""
         return dict(recorded(self.cfg), categories=self.categories)
@@ -413,8 +426,14 @@ class Run:
                           known_label_table([l.number for l in self.store.labels]), spec, cache)
         workers = self.parallel.tally_workers if spec is not None else self.parallel.workers
         parts: list = []  # the batches' labels as row runs, kept for the null pass (--null)
-        run_pass(_keep_label_parts(_tally_loader(ds, workers), parts), lambda batch: batch.acts, stats,
-                 self.checkpoint, 2, start, self.progress("pass 2/2 (tally)", start))
+        workers = workers_for_file_limit(workers, 8 + 4 * len(sources), 2)  # a batch: a few tensors per layer
+        self.check_store_unchanged()
+        try:
+            run_pass(_keep_label_parts(_tally_loader(ds, workers), parts), lambda batch: batch.acts, stats,
+                     self.checkpoint, 2, start, self.progress("pass 2/2 (tally)", start))
+        except (OSError, ValueError) as e:  # a file gone or different: say why when the store was replaced
+            self.check_store_unchanged(e)
+            raise
         t1 = time.perf_counter()
         stats.sync_counts(self.info)
         self.timings["pass2_tally"] = t1 - t0

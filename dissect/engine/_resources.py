@@ -16,6 +16,7 @@ a single CPU (the IPC would only add cost). ``--workers N`` sets both passes' wo
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import asdict, dataclass
@@ -24,6 +25,10 @@ from typing import Optional
 
 MAX_WORKERS = 4
 MAX_TALLY_WORKERS = 8
+#: descriptors kept free for the main process (store files, checkpoint, cache, the model's files)
+RESERVED_FILES = 96
+
+log = logging.getLogger(__name__)
 
 
 def _own_cgroups(proc: Path) -> dict:
@@ -126,3 +131,36 @@ def apply_threads(n: int) -> None:
 
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
+
+
+def workers_for_file_limit(workers: int, tensors_per_item: int, prefetch: int) -> int:
+    """``workers``, or fewer (0 at worst) when the open-file limit cannot carry them (issue 25).
+
+    A DataLoader worker sends each tensor of an item through its own file descriptor (torch's
+    ``file_descriptor`` sharing), up to ``prefetch`` items ahead per worker: about
+    ``workers * prefetch * tensors_per_item`` descriptors, plus :data:`RESERVED_FILES`. Under a low
+    ``ulimit -n`` the workers then fail to send, and torch retries without end (a hang). The soft
+    limit is first raised towards the hard one (``resource.setrlimit``); when it is still short,
+    the count is lowered, with a warning that names the limit.
+    """
+    if workers <= 0:
+        return workers
+    try:
+        import resource
+    except ImportError:  # not POSIX: no such limit to respect
+        return workers
+    need = RESERVED_FILES + workers * prefetch * max(1, tensors_per_item)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(hard, need)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return workers
+    fit = max(0, (soft - RESERVED_FILES) // (prefetch * max(1, tensors_per_item)))
+    log.warning("the open-file limit (ulimit -n %d) carries %d of %d DataLoader workers here (%d tensors per batch); "
+                "using %d. Raise the limit to use more", soft, fit, workers, tensors_per_item, fit)
+    return int(fit)

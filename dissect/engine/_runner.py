@@ -62,7 +62,7 @@ def _lock_verdict(refusal, info) -> None:
 
 
 def _holding_out_lock(fn):
-    """Run ``fn`` holding the exclusive lock of its ``out`` folder (rank 0; broden_builder.store.locking),
+    """Run ``fn`` holding the exclusive lock of its ``out`` folder (rank 0; results.results_lock),
     after sweeping what killed writers left there. A second writer is refused with the holder's PID."""
     import functools
     import inspect
@@ -84,31 +84,25 @@ def _holding_out_lock(fn):
 
 
 def _locked(fn, out, args, kwargs):
-    """``fn(*args, **kwargs)`` holding the lock of ``out`` on rank 0 (see _holding_out_lock); every
+    """``fn(*args, **kwargs)`` holding the lock of ``out`` on rank 0 (results.results_lock); every
     other rank waits for rank 0's verdict and stops with it on a refusal."""
-    from broden_builder.shared import exclusive
-
-    from ..results import sweep_partial_results
+    from ..results import results_lock
     from ._distributed import dist_info
 
     info = dist_info()
     if info.rank != 0:
         _lock_verdict(None, info)  # rank 0's verdict: every rank of every node stops on a refusal
         return fn(*args, **kwargs)
+    entered = False
     try:
-        lock = exclusive(out, f"dissect {fn.__name__}")
-        lock.__enter__()
-    except (OSError, BrodenError) as e:
-        error = e if isinstance(e, BrodenError) else DissectError(
-            f"{e.filename or out}: cannot use as the output folder ({e.strerror or e})")
-        _lock_verdict(str(error), info)
-        raise error from None
-    _lock_verdict("", info)
-    try:
-        sweep_partial_results(out)
-        return fn(*args, **kwargs)
-    finally:
-        lock.__exit__(None, None, None)
+        with results_lock(out, f"dissect {fn.__name__}"):
+            entered = True
+            _lock_verdict("", info)
+            return fn(*args, **kwargs)
+    except (DissectError, BrodenError) as e:
+        if not entered:
+            _lock_verdict(str(e), info)
+        raise
 
 
 @_holding_out_lock
@@ -202,7 +196,8 @@ def score_activations(activations, store: Union[BrodenStore, str, Path], config:
         return "pass1_thresholds"
 
     run.passes(stats, state, pass1, lambda: {name: acts}, positions)
-    res = run.results(stats, dict(source_info), {"input_size": None})[name]
+    recorded = dict(source_info, fingerprint=key["content"], sample_fingerprint=acts.fingerprint(with_file=False))
+    res = run.results(stats, recorded, {"input_size": None})[name]  # explain compares the fingerprints
     finish_results([res], out, run.info, t_start)  # the results first, then the checkpoint goes
     run.finish()
     return res

@@ -1,4 +1,8 @@
-"""``O/<name>/explanations.csv`` (and ``explanations.json`` with the settings), written atomically.
+"""``O/<name>/explanations.csv`` (and ``explanations.json`` with the settings), written as one commit.
+
+Both files are staged and renamed together (dissect.results.commit_files) under the ``--out``
+lock; explanations.json, renamed last, records the sha256 of the csv it belongs to, so a reader
+refuses a csv of one run beside the json of another (issue 25).
 
 explanations.csv: one row per unit in unit order; ``unit`` is 1-based (as tally.csv),
 ``formula`` uses label names with AND, OR, AND NOT and parentheses (empty when the unit meets
@@ -8,12 +12,13 @@ the whole probe set (compexp's IoU), then ``single_label`` and ``length`` (label
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from pathlib import Path
 from typing import Union
 
-from broden_builder.shared import atomic_write_text
+from ..results import commit_files
 
 COLUMNS = ("unit", "formula", "iou", "single_iou", "single_label", "length")
 CSV_NAME = "explanations.csv"
@@ -31,14 +36,26 @@ def explanations_csv_text(rows) -> str:
 
 
 def write_explanations(directory: Union[str, Path], explanations) -> Path:
-    """Write explanations.csv and explanations.json (settings, timings) of a LayerExplanations."""
+    """Write explanations.csv and explanations.json (settings, timings, the csv's sha256) of a
+    LayerExplanations in one commit (call it holding the lock of the results folder)."""
     d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(d / CSV_NAME, explanations_csv_text(explanations.rows()))
+    text = explanations_csv_text(explanations.rows())
     doc = {"settings": explanations.settings, "timings": explanations.timings,
-           "method": "compositional explanations (Mu & Andreas, NeurIPS 2020), beam search as jayelm/compexp"}
-    atomic_write_text(d / JSON_NAME, json.dumps(doc, indent=1, default=str) + "\n")
+           "method": "compositional explanations (Mu & Andreas, NeurIPS 2020), beam search as jayelm/compexp",
+           "csv_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
+    commit_files(d, {CSV_NAME: text, JSON_NAME: json.dumps(doc, indent=1, default=str) + "\n"})
     return d / CSV_NAME
+
+
+def _check_pair(path: Path) -> None:
+    """Refuse an explanations.csv that is not the one explanations.json records (an interrupted commit)."""
+    try:
+        want = json.loads((path.parent / JSON_NAME).read_text("utf-8")).get("csv_sha256")
+    except (OSError, ValueError, AttributeError):
+        return  # no json (older results) or unreadable: the csv alone is read as before
+    if want and hashlib.sha256(path.read_bytes()).hexdigest() != want:
+        raise ValueError(f"{path}: is not the file {path.parent / JSON_NAME} records (an interrupted or concurrent "
+                         f"write); run dissect explain again")
 
 
 def read_explanations(directory: Union[str, Path]) -> dict:
@@ -47,6 +64,7 @@ def read_explanations(directory: Union[str, Path]) -> dict:
     path = Path(directory) / CSV_NAME
     if not path.is_file():
         return {}
+    _check_pair(path)
     out = {}
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)

@@ -18,7 +18,7 @@ import torch
 from broden_builder import BrodenStore
 
 from ..errors import DissectError
-from ..results import load_result, open_store
+from ..results import load_result, open_store, results_lock
 from .layer import LayerExplanations, explain_activations
 from .output import write_explanations
 
@@ -63,14 +63,16 @@ def model_activations(model, layer: str, store: BrodenStore, rows, path: Path, i
     return np.load(path, mmap_mode="r")
 
 
-def _given_activations(activations, store: BrodenStore, rows):
-    """Scored activations (array, tensor, .npy/.pt path) as an array-like in ``rows`` order."""
+def _given_activations(activations, store: BrodenStore, rows, layer_dir: Path, doc: dict):
+    """Scored activations (array, tensor, .npy/.pt path) as an array-like in ``rows`` order; refused
+    when their fingerprint differs from the one result.json recorded at scoring (issue 25)."""
     from ..engine import open_activations
 
     try:
         acts = open_activations(activations)  # the runner's checked loader
     except ValueError as e:
         raise ExplainError(str(e)) from None
+    _same_activations(acts, layer_dir, doc)
     activations = _Block(acts)
     shape = acts.shape
     if shape[0] == len(store.rows) and len(rows) != len(store.rows):
@@ -78,6 +80,24 @@ def _given_activations(activations, store: BrodenStore, rows):
 
         activations = _Rows(activations, rows)  # activations of every row: the split's rows
     return activations
+
+
+def _same_activations(acts, layer_dir: Path, doc: dict) -> None:
+    """ExplainError when ``acts`` are not the activations ``layer_dir`` was scored from: the file
+    fingerprint (shape, dtype, sample rows, size, mtime) when both are files, else the sample one."""
+    model = doc.get("model") if isinstance(doc.get("model"), dict) else {}
+    if model.get("kind") != "activations":
+        return  # thresholds of a model run: the activations are computed again or given by the caller
+    if acts.file and model.get("file") and model.get("fingerprint"):
+        same = acts.fingerprint() == model["fingerprint"]
+    elif model.get("sample_fingerprint"):
+        same = acts.fingerprint(with_file=False) == model["sample_fingerprint"]
+    else:
+        return  # a result scored before fingerprints were recorded
+    if not same:
+        raise ExplainError(f"{acts.file or 'the activations'}: not the activations {layer_dir} was scored from "
+                           f"(their content, size or modification time changed since); the thresholds would not "
+                           f"fit them: delete {layer_dir} (or give another --out) to score them again")
 
 
 class _Block:
@@ -138,7 +158,7 @@ def explain_result(layer_dir: Union[str, Path], activations=None, model=None, st
     rows = select_rows(store, settings.get("split"))
     with tempfile.TemporaryDirectory(prefix=".explain-", dir=layer_dir) as tmp:
         if activations is not None:
-            activations = _given_activations(activations, store, rows)
+            activations = _given_activations(activations, store, rows, layer_dir, {"model": res.model})
         elif model is not None:
             lay = settings.get("layout") if isinstance(settings.get("layout"), dict) else {}
             forced = lay.get("kind") if str(lay.get("source", "")).startswith("forced") else None
@@ -165,7 +185,8 @@ def explain_result(layer_dir: Union[str, Path], activations=None, model=None, st
     if matrix is not None:
         ex.settings["sae" if sae is not None else "basis"] = settings["sae" if sae is not None else "basis"]
     if write:
-        write_explanations(layer_dir, ex)
+        with results_lock(layer_dir.parent, "dissect explain"):  # re-entrant: the CLI holds it already
+            write_explanations(layer_dir, ex)
     return ex
 
 

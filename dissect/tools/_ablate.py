@@ -28,7 +28,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from broden_builder.shared import atomic_write_text
+from broden_builder.shared import load_whole
 
 from ..errors import DissectError
 from ..results import ResultsError, load_result
@@ -109,7 +109,7 @@ class _FolderImages(_Images):
         path, label = self.items[k]
         try:
             with Image.open(path) as im:
-                im.load()
+                load_whole(im)
                 return im.copy(), label, path
         except OSError as e:
             raise AblationError(f"{path}: cannot read image ({e})") from None
@@ -233,22 +233,32 @@ class AblationResult:
 
     def write(self, layer_dir: Union[str, Path]) -> Path:
         """Write ``<tag>.csv`` into the layer's result folder and list it in ``ablations.json``
-        (which the report reads to link each unit to the ablations that include it)."""
+        (which the report reads to link each unit to the ablations that include it).
+
+        Holds the lock of the results folder (``layer_dir``'s parent) for the read-modify-write of
+        ablations.json, so two ablations of one layer both stay listed (issue 25); the csv and the
+        json are committed together. Raises DissectError for an ablations.json that is not a JSON
+        list (never dropped silently) and LockedError while another process writes there."""
+        from ..results import commit_files, results_lock
+
         d = Path(layer_dir)
-        d.mkdir(parents=True, exist_ok=True)
-        path = d / f"{self.tag}.csv"
-        atomic_write_text(path, self.csv_text())
-        index_path = d / "ablations.json"
-        try:
-            index = json.loads(index_path.read_text("utf-8")) if index_path.is_file() else []
-        except ValueError:
-            index = []
-        index = [e for e in index if e.get("file") != path.name]
-        total = self.rows()[-1]
-        index.append({"file": path.name, "units": list(self.units), "mode": self.mode, "layer": self.layer,
-                      "accuracy_before": total["accuracy_before"], "accuracy_after": total["accuracy_after"],
-                      "settings": self.settings})
-        atomic_write_text(index_path, json.dumps(index, indent=1) + "\n")
+        with results_lock(d.parent, "dissect ablate"):
+            path = d / f"{self.tag}.csv"
+            index_path = d / "ablations.json"
+            try:
+                index = json.loads(index_path.read_text("utf-8")) if index_path.is_file() else []
+            except (ValueError, OSError) as e:
+                raise DissectError(f"{index_path}: cannot read the list of ablations ({e}); move it aside to "
+                                   f"start a new one") from None
+            if not isinstance(index, list) or not all(isinstance(e, dict) for e in index):
+                raise DissectError(f"{index_path}: must be a JSON list of ablation entries; move it aside to "
+                                   f"start a new one")
+            index = [e for e in index if e.get("file") != path.name]
+            total = self.rows()[-1]
+            index.append({"file": path.name, "units": list(self.units), "mode": self.mode, "layer": self.layer,
+                          "accuracy_before": total["accuracy_before"], "accuracy_after": total["accuracy_after"],
+                          "settings": self.settings})
+            commit_files(d, {path.name: self.csv_text(), "ablations.json": json.dumps(index, indent=1) + "\n"})
         return path
 
 
@@ -314,7 +324,12 @@ def _accuracies(model: nn.Module, hook: "_Replace", loader, n_classes: int, clas
                 raise AblationError(f"label {int(yn.max() if yn.max() >= n_classes else yn.min())} is outside the "
                                     f"{n_classes} classes {list(classes)[:5]}...")
             hook.active = False
-            p0 = _logits(model(x)).argmax(1).cpu().numpy()
+            logits = _logits(model(x))
+            if logits.shape[1] < n_classes:  # class k is scored as output k: more classes cannot be right
+                raise AblationError(f"the data has {n_classes} classes ({', '.join(map(str, list(classes)[:5]))}"
+                                    f"{' ...' if n_classes > 5 else ''}) but the model has {logits.shape[1]} outputs; "
+                                    f"class k (in sorted folder order) is scored as output k")
+            p0 = logits.argmax(1).cpu().numpy()
             hook.active = True
             p1 = _logits(model(x)).argmax(1).cpu().numpy()
             hook.active = False
@@ -335,6 +350,8 @@ def ablate(model: nn.Module, layer: str, units: Sequence[int], data: Dataset, cl
     units = sorted({int(u) for u in units})
     if not units or units[0] < 1:
         raise AblationError(f"units are 1-based (as in tally.csv) and at least one is needed, got {units}")
+    if units[-1] > 2 ** 31 - 1:  # checked against the layer's width on the first batch; here before torch sees it
+        raise AblationError(f"unit {units[-1]} is out of range (no layer has that many units)")
     dev = torch.device(device)
     model = model.to(dev).eval()
     target = get_layer(model, layer)

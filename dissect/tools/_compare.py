@@ -19,7 +19,7 @@ from typing import Optional, Sequence, Union
 from broden_builder.shared import atomic_write_text
 
 from ..errors import DissectError
-from ..results import ResultsError, read_result_json, result_folders
+from ..results import ResultsError, read_result_json, result_folders, results_lock
 
 CSV_COLUMNS = ("run", "folder", "layer", "category", "units", "detectors", "unique_detectors", "iou_threshold",
                "significant_detectors", "mean_iou", "constant_units")
@@ -100,10 +100,37 @@ def _read(path: Path) -> dict:
         doc = read_result_json(path)
     except ResultsError as e:
         raise CompareInputError(str(e)) from None
+    if not isinstance(doc, dict):
+        raise CompareInputError(f"{path / 'result.json'}: must be a JSON object, got {type(doc).__name__}")
     for k in ("layer", "summary", "units"):
         if k not in doc:
             raise CompareInputError(f"{path / 'result.json'}: no {k!r} field")
+    _check_types(doc, path)
     return doc
+
+
+def _check_types(doc: dict, layer_dir: Path) -> None:
+    """CompareInputError naming the field of result.json whose type is not the one compare reads (issue 25)."""
+    def bad(field: str, want: str, got) -> CompareInputError:
+        return CompareInputError(f"{layer_dir / 'result.json'}: field {field!r} must be {want}, got {type(got).__name__} {got!r:.60}")
+
+    number = (int, float)
+    if not isinstance(doc["layer"], str):
+        raise bad("layer", "text", doc["layer"])
+    for key, want in (("summary", dict), ("model", (dict, type(None))), ("settings", (dict, type(None)))):
+        if not isinstance(doc.get(key), want):
+            raise bad(key, "an object", doc.get(key))
+    s = doc["summary"]
+    if not isinstance(s.get("units", 0), int) or isinstance(s.get("units", 0), bool):
+        raise bad("summary.units", "an integer", s.get("units"))
+    for key in ("per_category", "unique_detectors"):
+        counts = s.get(key, {})
+        if not isinstance(counts, dict) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                   for v in counts.values()):
+            raise bad(f"summary.{key}", "an object of category -> integer", counts)
+    thr = (doc.get("settings") or {}).get("iou_threshold", 0.04)
+    if not isinstance(thr, number) or isinstance(thr, bool):
+        raise bad("settings.iou_threshold", "a number", thr)
 
 
 def is_random(doc: dict) -> bool:
@@ -368,19 +395,24 @@ def side_by_side(summaries: Sequence[LayerSummary]) -> str:
 def write_compare(outs: Sequence[Union[str, Path]], dest: Union[str, Path], title: str = "Network Dissection: comparison",
                   charts: bool = True, names: Union[None, dict, Sequence[Optional[str]]] = None) -> Path:
     """Write compare.csv, compare.html and the charts into ``dest``; returns compare.html.
-    ``names``: see :func:`run_names`. Raises CompareInputError naming a
-    folder that is not a dissection output."""
+    ``names``: see :func:`run_names`. Raises CompareInputError naming a folder that is not a dissection
+    output, LockedError while another process writes into ``dest``."""
+    if not outs:
+        raise CompareInputError("give at least one results folder")
+    summaries = collect(outs, names)
+    dest = Path(dest)
+    with results_lock(dest, "dissect compare"):  # one writer per folder; the page is written last
+        return _write_page(summaries, dest, title, charts)
+
+
+def _write_page(summaries, dest: Path, title: str, charts: bool) -> Path:
+    """compare.csv, the charts, then compare.html (which links them) into ``dest``."""
     import os
 
     import jinja2
 
     from ..report.plots import category_color
 
-    if not outs:
-        raise CompareInputError("give at least one results folder")
-    summaries = collect(outs, names)
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
     atomic_write_text(dest / "compare.csv", compare_csv_text(summaries))
     only = features_only(summaries)
     if only:

@@ -13,6 +13,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
+from ...store.format import load_whole
 from ..base import BadSourceItem
 
 _PARTS_RE = re.compile(r"_parts_(\d+)\.png$")
@@ -44,6 +45,7 @@ def load_rgb(path: Path) -> np.ndarray:
     the file when unreadable. (Photos go through the one image decoder, sources/decode.py.)"""
     try:
         with Image.open(path) as im:
+            load_whole(im)
             return np.asarray(im.convert("RGB"))
     except FileNotFoundError:
         raise BadSourceItem(f"{path}: file not found") from None

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import List, Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from ..entry import SourceEntry
+from ..entry import SourceEntry, check_category
 
 
 class CocoEntry(SourceEntry):
@@ -34,3 +34,8 @@ class CocoEntry(SourceEntry):
                                                             "without .json)")
     ignore: Optional[List[str]] = Field(None, description="class names left unlabeled (default [other] for "
                                                           "stuff, none otherwise)")
+
+    @field_validator("category", "stuff_category")
+    @classmethod
+    def _categories(cls, v):
+        return check_category(v)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import List, Literal, Optional, Union
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from ..entry import SourceEntry
+from ..entry import SourceEntry, check_category
 
 
 class FolderEntry(SourceEntry):
@@ -23,3 +23,8 @@ class FolderEntry(SourceEntry):
         None, description="images without a mask file: error (default) or skip")
     exif_orientation: Optional[bool] = Field(None, description="apply the images' EXIF orientation (default: "
                                                                "yes for image-level labels, no with masks)")
+
+    @field_validator("category")
+    @classmethod
+    def _categories(cls, v):
+        return check_category(v)

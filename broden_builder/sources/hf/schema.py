@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Union
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from ..entry import SourceEntry
+from ..entry import SourceEntry, check_category
 
 
 class HFEntry(SourceEntry):
@@ -28,3 +28,8 @@ class HFEntry(SourceEntry):
     names: Optional[Union[List[str], Dict[int, str], Dict[str, str]]] = Field(
         None, description="value -> name (a list indexed by value, or a mapping); default: the column's "
                           "ClassLabel names")
+
+    @field_validator("category")
+    @classmethod
+    def _categories(cls, v):
+        return check_category(v)

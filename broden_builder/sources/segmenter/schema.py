@@ -5,7 +5,7 @@ from typing import Dict, List, Optional, Union
 
 from pydantic import Field, field_validator
 
-from ..entry import SourceEntry
+from ..entry import SourceEntry, check_category
 
 
 class SegmenterEntry(SourceEntry):
@@ -27,4 +27,11 @@ class SegmenterEntry(SourceEntry):
     def _threshold(cls, v):
         if isinstance(v, int) and not isinstance(v, bool):  # strict mode refuses 1 for a float; 0 and 1 are numbers
             return float(v)
+        return v
+
+    @field_validator("categories")
+    @classmethod
+    def _categories(cls, v):
+        for category in (v or {}).values():
+            check_category(category)
         return v
