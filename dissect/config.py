@@ -52,7 +52,7 @@ def floats3(text: str) -> tuple:
     return vals
 
 
-#: bounds of the values that size what the program allocates or spawns (issue 25): beyond them a
+#: bounds of the values that size what the program allocates or spawns: beyond them a
 #: value is a slip, refused at once (a usage error on the command line, DissectError from the API)
 #: instead of exhausting memory or processes
 LIMITS = {"input_size": 8192, "workers": 64, "batch_size": 65536, "threads": 1024, "top_k": 10000,
@@ -215,7 +215,7 @@ class DissectConfig:
                 raise DissectError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
         if self.top_k < 1 or self.batch_size < 1 or (self.workers is not None and self.workers < 0) or self.checkpoint_every < 0:
             raise DissectError("top_k and batch_size must be >= 1, workers and checkpoint_every >= 0")
-        for name in ("workers", "threads", "batch_size", "top_k"):  # what they make us spawn or allocate (issue 25)
+        for name in ("workers", "threads", "batch_size", "top_k"):  # what they make us spawn or allocate
             v = getattr(self, name)
             if v is not None and v > LIMITS[name]:
                 raise DissectError(f"{name} must be at most {LIMITS[name]}, got {v}")

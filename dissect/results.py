@@ -372,7 +372,7 @@ _HELD: dict = {}
 def results_lock(out: Union[str, Path], command: str) -> Iterator[Path]:
     """Hold the exclusive lock of the results folder ``out`` for the ``with`` block: the one way
     every ``dissect`` command that writes into ``--out`` (run, score, report, explain, compare,
-    ablate, and the describe and ``sae train`` commands) takes it (issue 25).
+    ablate, and the describe and ``sae train`` commands) takes it.
 
     The lock is broden_builder.store.locking's (``OUT/.lock``, an OS lock the OS drops when the
     holder dies; ``OUT/.lock.holder`` names the holder). A second process is refused at once with
@@ -381,7 +381,7 @@ def results_lock(out: Union[str, Path], command: str) -> Iterator[Path]:
     (``explain`` scoring first). On the first entry, what killed writers left is swept
     (:func:`sweep_partial_results`). Raises DissectError when ``out`` cannot be created.
     """
-    from broden_builder.store.locking import exclusive
+    from broden_builder.shared import exclusive
 
     out = Path(out)
     key = os.path.realpath(out)

@@ -411,7 +411,7 @@ def _hf_model(ref: str, weights: Optional[str]) -> LoadedModel:
 
 
 def _export_model(path: Path, weights: Optional[str], unsafe_unpickle: bool = False) -> LoadedModel:
-    if not unsafe_unpickle:  # checked before torch.export.load opens the file: it unpickles (issue 25)
+    if not unsafe_unpickle:  # checked before torch.export.load opens the file: it unpickles
         raise ExportUnpickleRefused(
             f"{path}: a torch.export program is loaded with pickle (torch.export.load unpickles its sample inputs "
             f"and constants, which can run code stored in the file); if you trust the file, rerun with "

@@ -38,7 +38,7 @@ def load_basis(path: Union[str, Path], units: int) -> np.ndarray:
     """Read a C x C matrix (C = ``units``) from a .npy file as float64; raises BasisError.
 
     Nothing is unpickled: the .npy header is read first and an object array is refused by its
-    dtype (issue 25); an .npz archive, a text file, a matrix whose values overflow float32 (the
+    dtype; an .npz archive, a text file, a matrix whose values overflow float32 (the
     activations' dtype) are each refused with their own message.
     """
     path = Path(path)

@@ -97,7 +97,7 @@ class ActivationCache:
 
 def _reserve(path) -> None:
     """Allocate the blocks of the sparse row file now (``posix_fallocate``), so that a full disk is an
-    OSError naming the file here, not a SIGBUS when a memory-mapped row is written later (issue 25)."""
+    OSError naming the file here, not a SIGBUS when a memory-mapped row is written later."""
     import os
 
     if not hasattr(os, "posix_fallocate"):

@@ -134,7 +134,7 @@ def apply_threads(n: int) -> None:
 
 
 def workers_for_file_limit(workers: int, tensors_per_item: int, prefetch: int) -> int:
-    """``workers``, or fewer (0 at worst) when the open-file limit cannot carry them (issue 25).
+    """``workers``, or fewer (0 at worst) when the open-file limit cannot carry them.
 
     A DataLoader worker sends each tensor of an item through its own file descriptor (torch's
     ``file_descriptor`` sharing), up to ``prefetch`` items ahead per worker: about

@@ -2,7 +2,7 @@
 
 Both files are staged and renamed together (dissect.results.commit_files) under the ``--out``
 lock; explanations.json, renamed last, records the sha256 of the csv it belongs to, so a reader
-refuses a csv of one run beside the json of another (issue 25).
+refuses a csv of one run beside the json of another.
 
 explanations.csv: one row per unit in unit order; ``unit`` is 1-based (as tally.csv),
 ``formula`` uses label names with AND, OR, AND NOT and parentheses (empty when the unit meets

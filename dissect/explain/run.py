@@ -65,7 +65,7 @@ def model_activations(model, layer: str, store: BrodenStore, rows, path: Path, i
 
 def _given_activations(activations, store: BrodenStore, rows, layer_dir: Path, doc: dict):
     """Scored activations (array, tensor, .npy/.pt path) as an array-like in ``rows`` order; refused
-    when their fingerprint differs from the one result.json recorded at scoring (issue 25)."""
+    when their fingerprint differs from the one result.json recorded at scoring."""
     from ..engine import open_activations
 
     try:

@@ -236,7 +236,7 @@ class AblationResult:
         (which the report reads to link each unit to the ablations that include it).
 
         Holds the lock of the results folder (``layer_dir``'s parent) for the read-modify-write of
-        ablations.json, so two ablations of one layer both stay listed (issue 25); the csv and the
+        ablations.json, so two ablations of one layer both stay listed; the csv and the
         json are committed together. Raises DissectError for an ablations.json that is not a JSON
         list (never dropped silently) and LockedError while another process writes there."""
         from ..results import commit_files, results_lock

@@ -110,7 +110,7 @@ def _read(path: Path) -> dict:
 
 
 def _check_types(doc: dict, layer_dir: Path) -> None:
-    """CompareInputError naming the field of result.json whose type is not the one compare reads (issue 25)."""
+    """CompareInputError naming the field of result.json whose type is not the one compare reads."""
     def bad(field: str, want: str, got) -> CompareInputError:
         return CompareInputError(f"{layer_dir / 'result.json'}: field {field!r} must be {want}, got {type(got).__name__} {got!r:.60}")
 
