@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 OUT    ?= demo_out
 
-.PHONY: demo test lint venv clean browser
+.PHONY: demo test lint format venv clean browser
 
 $(VENV)/.base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,7 +47,12 @@ LINTED := dissect/stats dissect/engine broden_builder/store
 
 lint: $(VENV)/.test
 	$(PY) -m ruff check $(LINTED)
+	$(PY) -m ruff format --check $(LINTED)
 	$(PY) -m mypy $(LINTED)
+
+# Reformat the linted folders (what `make lint` checks).
+format: $(VENV)/.test
+	$(PY) -m ruff format $(LINTED)
 
 clean:
 	rm -rf $(OUT) .pytest_cache

@@ -1,4 +1,5 @@
 """The Broden store format: reader, writer, validation."""
+
 from .errors import StoreFormatError
 from .reader import BrodenStore
 

@@ -7,6 +7,7 @@ Durability: ``durable=True`` fsyncs the file before the rename and its folder af
 so the new name survives a power cut; commit steps use it (see store/commit.py), the
 many per-item files of a build do not (a lost one is redone on resume).
 """
+
 from __future__ import annotations
 
 import io

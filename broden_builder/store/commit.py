@@ -16,6 +16,7 @@ versions, so every reader refuses it (:func:`pending_commit`, checked by
 recover STORE``, or the next ``build``/``add``, under the store's lock). Moves already done
 are skipped, so completing is idempotent. Killed before 2, the store is unchanged.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,8 +52,10 @@ def check_work_folder(root: Union[str, Path], work: Union[str, Path]) -> Path:
     """
     work = Path(work)
     if work.is_symlink() or (work.exists() and not work.is_dir()):
-        raise UnsafePathError(f"{work}: the store's work folder is a symbolic link or not a folder; "
-                              f"refusing to write or delete through it (remove it by hand)")
+        raise UnsafePathError(
+            f"{work}: the store's work folder is a symbolic link or not a folder; "
+            f"refusing to write or delete through it (remove it by hand)"
+        )
     return work
 
 
@@ -79,7 +82,7 @@ def _inside(base: Path, rel: str, what: str) -> None:
     if why is not None:
         raise UnsafePathError(f"{what} {rel!r} leaves {base}: {why}")
     if rel.startswith("images/"):
-        base, rel = base / "images", rel[len("images/"):]
+        base, rel = base / "images", rel[len("images/") :]
     real_base = os.path.realpath(base)
     parent = os.path.realpath((base / rel).parent)
     if os.path.commonpath([real_base, parent]) != real_base:
@@ -92,9 +95,13 @@ def _checked_plan(root: Path, work: Path, plan) -> dict:
     could have planted to move or delete files outside it (paths stay inside the store). Raises UnsafePathError
     (a path leaves its folder) or ValueError (malformed plan), naming the marker."""
     where = work / MARKER
-    ok = (isinstance(plan, dict) and isinstance(plan.get("moves"), list) and isinstance(plan.get("retire", []), list)
-          and all(isinstance(m, list) and len(m) == 2 and all(isinstance(x, str) for x in m) for m in plan["moves"])
-          and all(isinstance(r, str) for r in plan.get("retire", [])))
+    ok = (
+        isinstance(plan, dict)
+        and isinstance(plan.get("moves"), list)
+        and isinstance(plan.get("retire", []), list)
+        and all(isinstance(m, list) and len(m) == 2 and all(isinstance(x, str) for x in m) for m in plan["moves"])
+        and all(isinstance(r, str) for r in plan.get("retire", []))
+    )
     if not ok:
         raise ValueError(f"{where}: malformed commit plan (expected {{'moves': [[src, dst], ...], 'retire': [...]}})")
     try:
@@ -109,20 +116,32 @@ def _checked_plan(root: Path, work: Path, plan) -> dict:
 
 
 def pending_message(root: Union[str, Path]) -> str:
-    return (f"an interrupted commit is pending (the store is between two versions); "
-            f"run `broden recover {root}` to complete it")
+    return (
+        f"an interrupted commit is pending (the store is between two versions); "
+        f"run `broden recover {root}` to complete it"
+    )
 
 
-def commit(root: Union[str, Path], work: Union[str, Path], moves: Sequence[tuple], retire: Sequence[str] = (),
-           meta: Optional[dict] = None) -> None:
+def commit(
+    root: Union[str, Path],
+    work: Union[str, Path],
+    moves: Sequence[tuple],
+    retire: Sequence[str] = (),
+    meta: Optional[dict] = None,
+) -> None:
     """Commit the prepared files: ``moves`` are (path in ``work``, path in ``root``) pairs, in order
     (put index.csv last); ``retire`` lists store paths of the old version to remove. See the module docstring."""
     decide(root, work, moves, retire, meta)
     complete(root)
 
 
-def decide(root: Union[str, Path], work: Union[str, Path], moves: Sequence[tuple], retire: Sequence[str] = (),
-           meta: Optional[dict] = None) -> None:
+def decide(
+    root: Union[str, Path],
+    work: Union[str, Path],
+    moves: Sequence[tuple],
+    retire: Sequence[str] = (),
+    meta: Optional[dict] = None,
+) -> None:
     """Steps 1-2 of a commit: flush everything, then write the plan durably (the change is decided)."""
     work = check_work_folder(root, work)
     plan = {"moves": [[str(a), str(b)] for a, b in moves], "retire": [str(r) for r in retire], "meta": meta or {}}

@@ -1,4 +1,5 @@
 """Errors raised by the store reader and writer."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -2,6 +2,7 @@
 
 See docs/format.md ("Layout" to "c_<category>.csv") for the facts these encode.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -68,8 +69,7 @@ def _text_ok(d: bytes) -> bool:
 
 
 _QUIET_CHUNKS = {
-    b"tIME": lambda d: len(d) == 7 and 1 <= d[2] <= 12 and 1 <= d[3] <= 31 and d[4] <= 23 and d[5] <= 59
-    and d[6] <= 60,
+    b"tIME": lambda d: len(d) == 7 and 1 <= d[2] <= 12 and 1 <= d[3] <= 31 and d[4] <= 23 and d[5] <= 59 and d[6] <= 60,
     b"pHYs": lambda d: len(d) == 9,
     b"gAMA": lambda d: len(d) == 4 and 16 <= int.from_bytes(d, "big") <= 625000000,
     b"tEXt": _text_ok,
@@ -86,10 +86,10 @@ def _plain_png(data: bytes, colour_type: int) -> bool:
     decodes or refuses the file as before)."""
     pos, seen_idat, after_idat = 8, False, False
     while pos + 12 <= len(data):
-        n = int.from_bytes(data[pos: pos + 4], "big")
-        kind, body = data[pos + 4: pos + 8], data[pos + 8: pos + 8 + n]
+        n = int.from_bytes(data[pos : pos + 4], "big")
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + n]
         end = pos + 12 + n
-        if end > len(data) or zlib.crc32(data[pos + 4: pos + 8 + n]) != int.from_bytes(data[end - 4: end], "big"):
+        if end > len(data) or zlib.crc32(data[pos + 4 : pos + 8 + n]) != int.from_bytes(data[end - 4 : end], "big"):
             return False
         if kind == b"IEND":
             return seen_idat and n == 0
@@ -130,7 +130,7 @@ def _read_rgb8_label_png(path, expected_shape) -> "np.ndarray | None":
     PNG of the store. None for anything else (other modes, a header to refuse, a file laid out
     otherwise than :func:`_plain_png` accepts, undecodable data): the PIL path then decides, with
     its checks and messages."""
-    with (open(path, "rb") if not hasattr(path, "read") else _kept_open(path)) as f:
+    with open(path, "rb") if not hasattr(path, "read") else _kept_open(path) as f:
         head = _png_header(f.read(33))
         f.seek(0)
         if head is None or head[2] != 8 or head[3] not in (2, 6):

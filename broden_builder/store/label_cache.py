@@ -19,6 +19,7 @@ Why our own codec: label planes are piecewise constant, and a run-length code de
 every byte again; this is the one place where the format's semantics (a plane of label numbers)
 decide the encoding.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -58,8 +59,9 @@ class LabelCache:
     a miss, logged at debug level): the labels are always read right, the cache only saves time.
     """
 
-    def __init__(self, store, categories: Sequence[str], limit_bytes: int = DEFAULT_LIMIT,
-                 folder: Optional[Path] = None):
+    def __init__(
+        self, store, categories: Sequence[str], limit_bytes: int = DEFAULT_LIMIT, folder: Optional[Path] = None
+    ):
         self.store = store
         self.categories = list(categories)
         self.pixel = [c for c in self.categories if c not in store.image_level_categories]
@@ -120,7 +122,7 @@ class LabelCache:
             counts, vals = data[f"i_{cat}_counts"], data[f"i_{cat}_vals"]
             ends = np.cumsum(counts)
             for b in range(len(rows)):
-                items[b]["image_level"][cat] = torch.from_numpy(vals[ends[b] - counts[b]:ends[b]].astype(np.int64))
+                items[b]["image_level"][cat] = torch.from_numpy(vals[ends[b] - counts[b] : ends[b]].astype(np.int64))
         return items
 
     # ----------------------------------------------------------------- write
@@ -134,8 +136,10 @@ class LabelCache:
             np.savez(buf, **data)
             if not self.folder.is_dir():  # a reader that writes into the store says so, once
                 self.folder.mkdir(parents=True, exist_ok=True)
-                log.info("label cache: keeping decoded label planes in %s for the next run (--no-label-cache: off)",
-                         self.folder)
+                log.info(
+                    "label cache: keeping decoded label planes in %s for the next run (--no-label-cache: off)",
+                    self.folder,
+                )
             atomic_write_bytes(self._segment(rows), buf.getvalue())
             if self._total is None:
                 self._total = sum(p.stat().st_size for p in self.folder.glob("*.npz"))

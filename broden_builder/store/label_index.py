@@ -7,6 +7,7 @@ category.csv (the store fingerprint) and every label PNG's path, size and modifi
 so an edited plane or table is never answered from a stale index. A cache folder that cannot
 be written only means no cache.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -80,10 +81,14 @@ def _cache_file(store) -> Path:
 def _consistent(numbers: np.ndarray, offsets: np.ndarray, rows: np.ndarray, n_rows: int) -> bool:
     """A cached index is used only when its arrays fit together and name existing rows (the file
     comes from the store folder, which may have been copied or shipped with a stale or made-up one)."""
-    return (numbers.ndim == offsets.ndim == rows.ndim == 1 and len(offsets) == len(numbers) + 1
-            and (len(offsets) == 0 or (offsets[0] == 0 and offsets[-1] == len(rows)))
-            and bool(np.all(np.diff(offsets) >= 0)) and bool(np.all(np.diff(numbers) > 0))
-            and (len(rows) == 0 or (int(rows.min()) >= 0 and int(rows.max()) < n_rows)))
+    return (
+        numbers.ndim == offsets.ndim == rows.ndim == 1
+        and len(offsets) == len(numbers) + 1
+        and (len(offsets) == 0 or (offsets[0] == 0 and offsets[-1] == len(rows)))
+        and bool(np.all(np.diff(offsets) >= 0))
+        and bool(np.all(np.diff(numbers) > 0))
+        and (len(rows) == 0 or (int(rows.min()) >= 0 and int(rows.max()) < n_rows))
+    )
 
 
 def label_index(store, progress: bool = False) -> dict:
@@ -94,7 +99,7 @@ def label_index(store, progress: bool = False) -> dict:
             with np.load(cache, allow_pickle=False) as z:
                 numbers, offsets, rows = z["numbers"], z["offsets"], z["rows"]
             if _consistent(numbers, offsets, rows, len(store.rows)):
-                return {int(n): rows[offsets[i]:offsets[i + 1]] for i, n in enumerate(numbers)}
+                return {int(n): rows[offsets[i] : offsets[i + 1]] for i, n in enumerate(numbers)}
             log.warning("ignoring inconsistent label index %s; rebuilding it", cache)
         except (OSError, ValueError, KeyError) as e:
             log.warning("ignoring unreadable label index %s (%s); rebuilding it", cache, e)

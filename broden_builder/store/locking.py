@@ -11,6 +11,7 @@ lock never blocks a resume. The (empty) lock file itself stays (deleting it on r
 would let two processes lock two different inodes); ``FOLDER/.lock.holder`` records who
 holds it, for the refusal message only, and is removed on release.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,10 +36,12 @@ class LockedError(BrodenError, RuntimeError):
     def __init__(self, folder: Union[str, Path], holder: dict):
         self.path = str(folder)
         self.holder = holder
-        who = (f"process {holder.get('pid', '?')} on host {holder.get('host', '?')}"
-               + (f" ({holder['command']}, since {holder['since']})" if holder.get("since") else ""))
-        super().__init__(f"{folder}: in use by {who}; wait for it to finish "
-                         f"(a killed holder releases the lock by itself)")
+        who = f"process {holder.get('pid', '?')} on host {holder.get('host', '?')}" + (
+            f" ({holder['command']}, since {holder['since']})" if holder.get("since") else ""
+        )
+        super().__init__(
+            f"{folder}: in use by {who}; wait for it to finish (a killed holder releases the lock by itself)"
+        )
 
     def __reduce__(self):  # rebuilt from its own arguments, so it crosses processes unchanged
         return type(self), (self.path, self.holder)
@@ -81,8 +84,12 @@ def exclusive(folder: Union[str, Path], command: str = "") -> Iterator[Path]:
         raise LockedError(folder, read_holder(folder)) from None
     try:
         _sweep_holder_debris(folder)
-        holder = {"pid": os.getpid(), "host": socket.gethostname(),
-                  "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": command}
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "command": command,
+        }
         try:
             from .atomic import atomic_write_text
 

@@ -12,6 +12,7 @@ Two rules, so that nothing read or written leaves the store or ``--out``:
   name becomes ``c_<category>.csv`` and ``<image>_<category>.png``: :func:`safe_category`
   (issue 25), checked by the recipe schema, the build, the writer and the reader.
 """
+
 from __future__ import annotations
 
 import os
@@ -73,8 +74,13 @@ def special_file(path: Union[str, Path], mode: Optional[int] = None) -> Optional
             return None  # missing: opening it reports that, naming the file
     if stat.S_ISREG(mode):
         return None
-    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISDIR, "a folder"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
         if test(mode):
             return name
     return "not a regular file"
@@ -140,8 +146,10 @@ def safe_component(name: str, what: str = "name") -> str:
     if not isinstance(name, str) or not name:
         raise UnsafePathError(f"{what} must be a non-empty name, got {name!r}")
     if name in (".", "..") or name.startswith(".") or _BAD_COMPONENT.search(name) or _DRIVE.match(name):
-        raise UnsafePathError(f"{what} {name!r} is not a single safe folder name "
-                              "(no '/', '\\', '..', leading '.', control characters or drive letter)")
+        raise UnsafePathError(
+            f"{what} {name!r} is not a single safe folder name "
+            "(no '/', '\\', '..', leading '.', control characters or drive letter)"
+        )
     return name
 
 

@@ -9,6 +9,7 @@ Example::
     layers = store.pixel_layers(0, "object")  # list of H x W int32 global label numbers
     scenes = store.image_labels(0, "scene")   # list of global label numbers (0 dropped)
 """
+
 from __future__ import annotations
 
 import csv
@@ -144,12 +145,21 @@ def _build_json_shape_problem(info) -> Optional[str]:
     if not all(isinstance(c, str) for c in info.get("image_level_categories", [])):
         return "'image_level_categories' must list category names"
     for num, cats in info.get("written_statistics", {}).items():
-        ok = str(num).isdigit() and isinstance(cats, dict) and all(
-            isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                                                        for x in v) for v in cats.values())
+        ok = (
+            str(num).isdigit()
+            and isinstance(cats, dict)
+            and all(
+                isinstance(v, list)
+                and len(v) == 2
+                and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+                for v in cats.values()
+            )
+        )
         if not ok:
-            return (f"'written_statistics' entry {num!r} must be {{category: [images, coverage]}} "
-                    f"keyed by a label number, got {cats!r}")
+            return (
+                f"'written_statistics' entry {num!r} must be {{category: [images, coverage]}} "
+                f"keyed by a label number, got {cats!r}"
+            )
     return None
 
 
@@ -188,8 +198,11 @@ class BrodenStore:
         if marker is not None:  # between two versions: refuse rather than read a mix (store/commit.py)
             raise StoreFormatError(marker, pending_message(self.root))
         if not any((self.root / n).exists() for n in ("index.csv", "label.csv")):
-            raise StoreFormatError(self.root, "not a Broden store (no index.csv or label.csv)"
-                                   + ("; a build there is unfinished" if (self.root / ".build").exists() else ""))
+            raise StoreFormatError(
+                self.root,
+                "not a Broden store (no index.csv or label.csv)"
+                + ("; a build there is unfinished" if (self.root / ".build").exists() else ""),
+            )
         self.build_info: dict = self._read_build_json()
         self.labels: list[Label] = self._read_labels()
         self.label_by_number: dict[int, Label] = {l.number: l for l in self.labels}
@@ -288,8 +301,10 @@ class BrodenStore:
             raise StoreFormatError(path, "is not a file")
         header, rows = read_csv_file(path)
         if list(header[: len(INDEX_FIXED_COLUMNS)]) != list(INDEX_FIXED_COLUMNS):
-            raise StoreFormatError(path, f"malformed header {header}: must start with {','.join(INDEX_FIXED_COLUMNS)}", 0)
-        cats = [h for h in header[len(INDEX_FIXED_COLUMNS):] if h]
+            raise StoreFormatError(
+                path, f"malformed header {header}: must start with {','.join(INDEX_FIXED_COLUMNS)}", 0
+            )
+        cats = [h for h in header[len(INDEX_FIXED_COLUMNS) :] if h]
         for c in cats:  # each names c_<category>.csv, read next: confined to the store (issue 25)
             try:
                 safe_category(c, "category column")
@@ -317,7 +332,9 @@ class BrodenStore:
                 for it in items:
                     why = check_relpath(it)
                     if why is not None:
-                        raise StoreFormatError(path, f"column {cats[j]!r}: {it!r} leaves {self.root / 'images'}: {why}", r)
+                        raise StoreFormatError(
+                            path, f"column {cats[j]!r}: {it!r} leaves {self.root / 'images'}: {why}", r
+                        )
             out.append(IndexRow(r - 1, row[0], row[1], ih, iw, sh, sw, cells))
         return out
 
@@ -345,13 +362,18 @@ class BrodenStore:
 
         splits = Counter(r.split for r in self.rows)
         per_cat = Counter(c for lab in self.labels for c in lab.categories)
-        cats = "".join(f"<tr><td>{escape(c)}</td><td>{'image' if c in self.image_level_categories else 'pixel'}</td>"
-                       f"<td>{per_cat.get(c, 0)}</td></tr>" for c in self.categories)
+        cats = "".join(
+            f"<tr><td>{escape(c)}</td><td>{'image' if c in self.image_level_categories else 'pixel'}</td>"
+            f"<td>{per_cat.get(c, 0)}</td></tr>"
+            for c in self.categories
+        )
         split_text = ", ".join(f"{escape(str(s))} {n}" for s, n in sorted(splits.items()))
-        return (f"<div><p><b>BrodenStore</b> <code>{escape(str(self.root))}</code>: {len(self)} images"
-                f"{' (' + split_text + ')' if split_text else ''}, {len(self.labels)} labels</p>"
-                "<table><thead><tr><th>category</th><th>level</th><th>labels</th></tr></thead>"
-                f"<tbody>{cats}</tbody></table></div>")
+        return (
+            f"<div><p><b>BrodenStore</b> <code>{escape(str(self.root))}</code>: {len(self)} images"
+            f"{' (' + split_text + ')' if split_text else ''}, {len(self.labels)} labels</p>"
+            "<table><thead><tr><th>category</th><th>level</th><th>labels</th></tr></thead>"
+            f"<tbody>{cats}</tbody></table></div>"
+        )
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -420,7 +442,9 @@ class BrodenStore:
             with self.open_member(relpath, row) as f:
                 return read_label_png(f, shape)
         except (OSError, ValueError, Image.DecompressionBombError) as e:
-            raise StoreFormatError(path, f"cannot read segmentation{'' if row is None else f' of index.csv row {row + 1}'} ({e})") from None
+            raise StoreFormatError(
+                path, f"cannot read segmentation{'' if row is None else f' of index.csv row {row + 1}'} ({e})"
+            ) from None
 
     def pixel_layers(self, i: int, category: str) -> list[np.ndarray]:
         """The pixel layers of ``category`` for row ``i``: list of int32 [sh, sw] label numbers (0 =
@@ -439,7 +463,9 @@ class BrodenStore:
             try:
                 n = int(item)
             except ValueError:
-                raise StoreFormatError(self.root / "index.csv", f"column {category!r}: {item!r} is not a label number", i + 1) from None
+                raise StoreFormatError(
+                    self.root / "index.csv", f"column {category!r}: {item!r} is not a label number", i + 1
+                ) from None
             if n != 0 and n not in out:
                 out.append(n)
         return out
@@ -495,8 +521,10 @@ class BrodenStore:
 
         if split is not None and not any(r.split == split for r in self.rows):
             have = sorted({r.split for r in self.rows})
-            raise StoreFormatError(self.root / "index.csv", f"no image of split {split!r}; the store's splits are "
-                                   f"{', '.join(have) or 'none'}")
+            raise StoreFormatError(
+                self.root / "index.csv",
+                f"no image of split {split!r}; the store's splits are {', '.join(have) or 'none'}",
+            )
         lab = self.label(key)
         rows = label_index(self, progress).get(lab.number, ())
         return [int(i) for i in rows if split is None or self.rows[int(i)].split == split]
@@ -530,8 +558,10 @@ class ShardStore(BrodenStore):
             raise StoreFormatError(folder / "index.csv", f"has {len(self.rows)} rows, shards.json {doc['rows']}")
 
     def resolve(self, relpath: str, row: Optional[int] = None) -> Path:
-        raise StoreFormatError(self.root, f"{relpath}: a sharded store has no files to open by path; "
-                                          "use open_member (or export a folder store)")
+        raise StoreFormatError(
+            self.root,
+            f"{relpath}: a sharded store has no files to open by path; use open_member (or export a folder store)",
+        )
 
     def member_path(self, relpath: str, row: Optional[int] = None) -> Path:
         shard = self.shard_index.shard_of(row) if row is not None else {"name": "?"}

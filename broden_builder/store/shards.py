@@ -16,6 +16,7 @@ image or label PNG read from its shard at the offset of its tar member, so the t
 rows by position exactly as from the folder store and the results are identical (same bytes in,
 same fingerprint). Ranks take contiguous rows, so each rank reads a contiguous run of shards.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -63,6 +64,38 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _write_shard(store, path: Path, rows: range) -> dict:
+    """Rows ``rows`` of ``store`` as one WebDataset tar at ``path``: per row its index.csv fields
+    (json), the image (jpg) and every label plane (f<j>.png); returns its shards.json entry."""
+    import webdataset as wds
+
+    with wds.TarWriter(str(path), encoder=False) as sink:
+        for row in rows:
+            sample = {
+                "__key__": f"{row:08d}",
+                "json": json.dumps(
+                    {
+                        "image": store.rows[row].image,
+                        "cells": {c: list(v) for c, v in store.rows[row].cells.items()},
+                    },
+                    sort_keys=True,
+                ).encode(),
+            }
+            with store.open_member(store.rows[row].image, row) as f:
+                sample["jpg"] = f.read()
+            for j, rel in enumerate(_row_files(store, row)):
+                with store.open_member(rel, row) as f:
+                    sample[f"f{j}.png"] = f.read()
+            sink.write(sample)
+    return {
+        "name": path.name,
+        "first": rows.start,
+        "count": len(rows),
+        "bytes": path.stat().st_size,
+        "sha256": _sha256(path),
+    }
+
+
 def export_webdataset(store, out: Union[str, Path], shard_size: int = 1000, progress=None) -> dict:
     """Write ``store`` (a BrodenStore) as shards under ``out`` (a new or empty folder); returns shards.json.
 
@@ -71,8 +104,6 @@ def export_webdataset(store, out: Union[str, Path], shard_size: int = 1000, prog
     ``shard_size``, StoreFormatError for an unreadable store file, OSError from the filesystem.
     """
     _need_webdataset()
-    import webdataset as wds
-
     from .atomic import atomic_write_text
 
     if not 1 <= int(shard_size) <= 1_000_000:
@@ -86,21 +117,7 @@ def export_webdataset(store, out: Union[str, Path], shard_size: int = 1000, prog
     shards = []
     n = len(store.rows)
     for s, first in enumerate(range(0, n, shard_size)):
-        name = f"shard-{s:06d}.tar"
-        with wds.TarWriter(str(stage / name), encoder=False) as sink:
-            for row in range(first, min(n, first + shard_size)):
-                sample = {"__key__": f"{row:08d}", "json": json.dumps(
-                    {"image": store.rows[row].image, "cells": {c: list(v) for c, v in store.rows[row].cells.items()}},
-                    sort_keys=True).encode()}
-                with store.open_member(store.rows[row].image, row) as f:
-                    sample["jpg"] = f.read()
-                for j, rel in enumerate(_row_files(store, row)):
-                    with store.open_member(rel, row) as f:
-                        sample[f"f{j}.png"] = f.read()
-                sink.write(sample)
-        p = stage / name
-        shards.append({"name": name, "first": first, "count": min(n, first + shard_size) - first,
-                       "bytes": p.stat().st_size, "sha256": _sha256(p)})
+        shards.append(_write_shard(store, stage / f"shard-{s:06d}.tar", range(first, min(n, first + shard_size))))
         if progress:
             progress(len(shards))
     for t in TABLES:
@@ -108,8 +125,13 @@ def export_webdataset(store, out: Union[str, Path], shard_size: int = 1000, prog
             shutil.copyfile(store.root / t, stage / t)
     for c in store.categories:
         shutil.copyfile(store.root / f"c_{c}.csv", stage / f"c_{c}.csv")
-    doc = {"format": FORMAT, "rows": n, "shard_size": int(shard_size), "store_fingerprint": store.fingerprint(),
-           "shards": shards}
+    doc = {
+        "format": FORMAT,
+        "rows": n,
+        "shard_size": int(shard_size),
+        "store_fingerprint": store.fingerprint(),
+        "shards": shards,
+    }
     atomic_write_text(stage / SHARDS_JSON, json.dumps(doc, indent=1) + "\n")
     for p in sorted(stage.iterdir(), key=lambda p: p.name == SHARDS_JSON):  # shards.json last: the commit
         os.replace(p, out / p.name)
@@ -151,8 +173,14 @@ def verify(spec: str, folder: Path) -> dict:
     missing = [n for n in recorded if n not in listed]
     extra = sorted(listed - set(recorded))
     if missing or extra:
-        raise StoreFormatError(Path(spec), (f"does not name {len(missing)} shard(s) of the store (first: {missing[0]})"
-                                            if missing else f"names shard(s) shards.json lacks: {extra[:3]}"))
+        raise StoreFormatError(
+            Path(spec),
+            (
+                f"does not name {len(missing)} shard(s) of the store (first: {missing[0]})"
+                if missing
+                else f"names shard(s) shards.json lacks: {extra[:3]}"
+            ),
+        )
     for s in doc["shards"]:
         p = folder / s["name"]
         try:

@@ -1,4 +1,5 @@
 """Per-image label statistics (images and pixel fraction per label) and their sums."""
+
 from __future__ import annotations
 
 from collections import defaultdict

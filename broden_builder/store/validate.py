@@ -1,4 +1,5 @@
 """Validate a Broden store: every file, every row. Problems name the file and the row."""
+
 from __future__ import annotations
 
 import math
@@ -44,7 +45,9 @@ def _check_header(root: Path, name: str, expected, problems: list, optional=()) 
         problems.append(Problem(name, e.row, e.message))
         return
     want = [c for c in expected if c not in optional]
-    if [h for h in header if h in expected] != [c for c in expected if c in header] or any(c not in header for c in want):
+    if [h for h in header if h in expected] != [c for c in expected if c in header] or any(
+        c not in header for c in want
+    ):
         problems.append(Problem(name, 0, f"malformed header {header}: expected {','.join(expected)}"))
 
 
@@ -67,9 +70,14 @@ def check_not_empty(store: BrodenStore, problems: list) -> None:
     if store.rows:
         return
     wanted = bool((store.build_info.get("recipe") or {}).get("allow_empty"))
-    problems.append(Problem("index.csv", None, "the store has no images"
-                            + (" (its recipe asked for an empty store)" if wanted else ""),
-                            "warning" if wanted else "error"))
+    problems.append(
+        Problem(
+            "index.csv",
+            None,
+            "the store has no images" + (" (its recipe asked for an empty store)" if wanted else ""),
+            "warning" if wanted else "error",
+        )
+    )
 
 
 def check_row_widths(root: Path, problems: list) -> None:
@@ -83,8 +91,14 @@ def check_row_widths(root: Path, problems: list) -> None:
         if len(row) > len(header):
             problems.append(Problem("index.csv", r, f"row has {len(row)} cells, the header {len(header)}"))
         elif len(row) < len(header):
-            problems.append(Problem("index.csv", r, f"row has {len(row)} cells, the header {len(header)} "
-                                    "(missing trailing cells read as empty)", "warning"))
+            problems.append(
+                Problem(
+                    "index.csv",
+                    r,
+                    f"row has {len(row)} cells, the header {len(header)} (missing trailing cells read as empty)",
+                    "warning",
+                )
+            )
 
 
 def check_labels(store: BrodenStore, problems: list) -> None:
@@ -99,8 +113,14 @@ def check_labels(store: BrodenStore, problems: list) -> None:
         if not lab.name:
             problems.append(Problem("label.csv", i, "empty label name"))
         if not lab.categories:
-            problems.append(Problem("label.csv", i, f"label {lab.number} ({lab.name}) has no 'cat(count)' category "
-                                    "(the original tools' reader cannot parse an empty category cell)"))
+            problems.append(
+                Problem(
+                    "label.csv",
+                    i,
+                    f"label {lab.number} ({lab.name}) has no 'cat(count)' category "
+                    "(the original tools' reader cannot parse an empty category cell)",
+                )
+            )
 
 
 def check_category_maps(store: BrodenStore, problems: list) -> None:
@@ -110,8 +130,15 @@ def check_category_maps(store: BrodenStore, problems: list) -> None:
         path = root / f"c_{cat}.csv"
         if not path.exists():
             used = any(r.cells[cat] for r in store.rows)
-            problems.append(Problem(f"c_{cat}.csv", None, f"file is missing (category {cat!r} is a column of index.csv"
-                                    + (")" if used else ", with no data)"), "error" if used else "warning"))
+            problems.append(
+                Problem(
+                    f"c_{cat}.csv",
+                    None,
+                    f"file is missing (category {cat!r} is a column of index.csv"
+                    + (")" if used else ", with no data)"),
+                    "error" if used else "warning",
+                )
+            )
             continue
         _check_header(root, f"c_{cat}.csv", CATEGORY_MAP_COLUMNS, problems)
         codes = Counter(e.code for e in store.category_maps[cat])
@@ -120,7 +147,9 @@ def check_category_maps(store: BrodenStore, problems: list) -> None:
             if lab is None:
                 problems.append(Problem(f"c_{cat}.csv", j, f"label number {e.number} is not in label.csv"))
             elif cat not in lab.categories:
-                problems.append(Problem(f"c_{cat}.csv", j, f"label {e.number} ({lab.name}) is not in category {cat!r} in label.csv"))
+                problems.append(
+                    Problem(f"c_{cat}.csv", j, f"label {e.number} ({lab.name}) is not in category {cat!r} in label.csv")
+                )
             if codes[e.code] > 1:
                 problems.append(Problem(f"c_{cat}.csv", j, f"duplicate code {e.code}"))
     for cat in store.category_info:
@@ -130,7 +159,9 @@ def check_category_maps(store: BrodenStore, problems: list) -> None:
     for lab in store.labels:
         for c in lab.categories:
             if c in members and lab.number not in members[c] and store.category_maps.get(c):
-                problems.append(Problem(f"c_{c}.csv", None, f"label {lab.number} ({lab.name}) of category {c!r} is missing"))
+                problems.append(
+                    Problem(f"c_{c}.csv", None, f"label {lab.number} ({lab.name}) of category {c!r} is missing")
+                )
 
 
 def check_image_level_cell(store: BrodenStore, rn: int, cat: str, items, problems: list) -> list:
@@ -149,7 +180,9 @@ def check_image_level_cell(store: BrodenStore, rn: int, cat: str, items, problem
         if lab is None:
             problems.append(Problem("index.csv", rn, f"column {cat!r}: label number {n} is not in label.csv"))
         elif cat not in lab.categories:
-            problems.append(Problem("index.csv", rn, f"column {cat!r}: label {n} ({lab.name}) is not in category {cat!r}"))
+            problems.append(
+                Problem("index.csv", rn, f"column {cat!r}: label {n} ({lab.name}) is not in category {cat!r}")
+            )
     return nums
 
 
@@ -197,7 +230,13 @@ def check_image(store: BrodenStore, row, problems: list, decode: bool = True) ->
     try:
         with Image.open(img_path) as im:
             if im.size != (row.iw, row.ih):
-                problems.append(Problem("index.csv", rn, f"images/{row.image} is {im.size[0]}x{im.size[1]}, index says {row.iw}x{row.ih}"))
+                problems.append(
+                    Problem(
+                        "index.csv",
+                        rn,
+                        f"images/{row.image} is {im.size[0]}x{im.size[1]}, index says {row.iw}x{row.ih}",
+                    )
+                )
             else:
                 load_whole(im)
     except (OSError, ValueError, Image.DecompressionBombError) as e:
@@ -213,6 +252,7 @@ def check_rows(store: BrodenStore, problems: list, check_images: bool = True, pr
     rows = store.rows
     if progress:
         from ..progress import progress as _progress
+
         rows = _progress(rows, desc="validate", unit="img")
     for row in rows:
         rn = row.index + 1
@@ -245,9 +285,19 @@ def check_rows(store: BrodenStore, problems: list, check_images: bool = True, pr
                         continue
                     lab = store.label_by_number.get(n)
                     if lab is None:
-                        problems.append(Problem("index.csv", rn, f"column {cat!r}: images/{it} holds label number {n}, not in label.csv"))
+                        problems.append(
+                            Problem(
+                                "index.csv", rn, f"column {cat!r}: images/{it} holds label number {n}, not in label.csv"
+                            )
+                        )
                     elif cat not in lab.categories:
-                        problems.append(Problem("index.csv", rn, f"column {cat!r}: images/{it} holds label {n} ({lab.name}), not in category {cat!r}"))
+                        problems.append(
+                            Problem(
+                                "index.csv",
+                                rn,
+                                f"column {cat!r}: images/{it} holds label {n} ({lab.name}), not in category {cat!r}",
+                            )
+                        )
                 layers.append(arr)
             if layers:
                 tally.add_pixel(cat, layer_fractions(layers))
@@ -292,36 +342,76 @@ def _check_category_row(store: BrodenStore, cat: str, problems: list, severity: 
     if entries:
         nums = [e.number for e in entries]
         if (info.first, info.last, info.count) != (min(nums), max(nums), len(nums)):
-            problems.append(Problem("category.csv", row, f"{cat}: first/last/count {info.first}/{info.last}/"
-                                    f"{info.count} disagree with c_{cat}.csv ({min(nums)}/{max(nums)}/{len(nums)})"))
+            problems.append(
+                Problem(
+                    "category.csv",
+                    row,
+                    f"{cat}: first/last/count {info.first}/{info.last}/"
+                    f"{info.count} disagree with c_{cat}.csv ({min(nums)}/{max(nums)}/{len(nums)})",
+                )
+            )
         if info.frequency != sum(e.frequency for e in entries):
-            problems.append(Problem("category.csv", row, f"{cat}: frequency {info.frequency} disagrees with "
-                                    f"c_{cat}.csv ({sum(e.frequency for e in entries)})", severity))
+            problems.append(
+                Problem(
+                    "category.csv",
+                    row,
+                    f"{cat}: frequency {info.frequency} disagrees with "
+                    f"c_{cat}.csv ({sum(e.frequency for e in entries)})",
+                    severity,
+                )
+            )
 
 
 def check_statistics(store: BrodenStore, tally: LabelTally, problems: list, severity: str) -> None:
     """label.csv, c_*.csv and category.csv statistics against the counts from the data."""
     for i, lab in enumerate(store.labels, start=1):
-        counts = {c: tally.images.get((c, lab.number), 0) for c in set(lab.categories) | {c for (c, n) in tally.images if n == lab.number}}
+        counts = {
+            c: tally.images.get((c, lab.number), 0)
+            for c in set(lab.categories) | {c for (c, n) in tally.images if n == lab.number}
+        }
         counts = {c: v for c, v in counts.items() if v or c in lab.categories}
         if {c: v for c, v in counts.items() if v} != {c: v for c, v in lab.categories.items() if v}:
-            problems.append(Problem("label.csv", i, f"category counts {lab.categories} disagree with the data {counts}", severity))
+            problems.append(
+                Problem("label.csv", i, f"category counts {lab.categories} disagree with the data {counts}", severity)
+            )
         freq = sum(counts.values())
         cov = sum(tally.coverage.get((c, lab.number), 0.0) for c in counts)
         if freq != lab.frequency:
-            problems.append(Problem("label.csv", i, f"frequency {lab.frequency} of {lab.name!r} disagrees with the data ({freq})", severity))
+            problems.append(
+                Problem(
+                    "label.csv",
+                    i,
+                    f"frequency {lab.frequency} of {lab.name!r} disagrees with the data ({freq})",
+                    severity,
+                )
+            )
         if not math.isclose(cov, lab.coverage, rel_tol=1e-4, abs_tol=2e-6 * max(1, len(store.rows))):
-            problems.append(Problem("label.csv", i, f"coverage {lab.coverage} of {lab.name!r} disagrees with the data ({cov:f})", severity))
+            problems.append(
+                Problem(
+                    "label.csv",
+                    i,
+                    f"coverage {lab.coverage} of {lab.name!r} disagrees with the data ({cov:f})",
+                    severity,
+                )
+            )
     for cat in store.categories:
         for j, e in enumerate(store.category_maps.get(cat, []), start=1):
             n = tally.images.get((cat, e.number), 0)
             if n != e.frequency:
-                problems.append(Problem(f"c_{cat}.csv", j, f"frequency {e.frequency} of {e.name!r} disagrees with the data ({n})", severity))
+                problems.append(
+                    Problem(
+                        f"c_{cat}.csv",
+                        j,
+                        f"frequency {e.frequency} of {e.name!r} disagrees with the data ({n})",
+                        severity,
+                    )
+                )
         _check_category_row(store, cat, problems, severity)
 
 
 def check_written_statistics(store: BrodenStore, tally: LabelTally, written: dict, problems: list) -> None:
-    """build.json ``written_statistics`` against the planes read back; label.csv / c_*.csv / category.csv consistency."""
+    """build.json ``written_statistics`` against the planes read back; label.csv / c_*.csv /
+    category.csv consistency."""
     got = {(c, n): (k, tally.coverage[(c, n)]) for (c, n), k in tally.images.items() if k}
     want = {}
     for num, cats in written.items():
@@ -330,17 +420,33 @@ def check_written_statistics(store: BrodenStore, tally: LabelTally, written: dic
     for key in sorted(set(got) | set(want), key=lambda k: (k[1], k[0])):
         (c, n), g, w = key, got.get(key, (0, 0.0)), want.get(key, (0, 0.0))
         if g[0] != w[0] or not math.isclose(g[1], w[1], rel_tol=1e-9, abs_tol=1e-9):
-            problems.append(Problem("build.json", None, f"written_statistics of label {n} in {c!r}: {w[0]} images, "
-                                    f"coverage {w[1]:f}; the planes give {g[0]} images, coverage {g[1]:f}"))
+            problems.append(
+                Problem(
+                    "build.json",
+                    None,
+                    f"written_statistics of label {n} in {c!r}: {w[0]} images, "
+                    f"coverage {w[1]:f}; the planes give {g[0]} images, coverage {g[1]:f}",
+                )
+            )
     for i, lab in enumerate(store.labels, start=1):
         if lab.frequency != sum(lab.categories.values()):
-            problems.append(Problem("label.csv", i, f"frequency {lab.frequency} of {lab.name!r} is not the sum of its "
-                                    f"category counts {lab.categories}"))
+            problems.append(
+                Problem(
+                    "label.csv",
+                    i,
+                    f"frequency {lab.frequency} of {lab.name!r} is not the sum of its category counts {lab.categories}",
+                )
+            )
         for c, k in lab.categories.items():
             entry = next((e for e in store.category_maps.get(c, []) if e.number == lab.number), None)
             if k and entry is not None and entry.frequency != k:
-                problems.append(Problem(f"c_{c}.csv", None, f"frequency {entry.frequency} of {lab.name!r} disagrees "
-                                        f"with label.csv ({c}({k}))"))
+                problems.append(
+                    Problem(
+                        f"c_{c}.csv",
+                        None,
+                        f"frequency {entry.frequency} of {lab.name!r} disagrees with label.csv ({c}({k}))",
+                    )
+                )
     for cat in store.categories:
         _check_category_row(store, cat, problems)
 

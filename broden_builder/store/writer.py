@@ -4,6 +4,7 @@ Resumable: each finished row leaves a small JSON record under ``.staging/rows``;
 restarted build skips rows whose record exists. ``index.csv`` is written last, so a
 store without it is visibly incomplete.
 """
+
 from __future__ import annotations
 
 import csv
@@ -86,7 +87,12 @@ def _csv_text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
 class StoreWriter:
     """Writes rows into ``root/images`` and, on ``finalize``, the CSV tables, README.txt and build.json."""
 
-    def __init__(self, root: Union[str, Path], image_level_categories: Iterable[str] = ("scene", "texture"), jpeg_quality: int = 75):
+    def __init__(
+        self,
+        root: Union[str, Path],
+        image_level_categories: Iterable[str] = ("scene", "texture"),
+        jpeg_quality: int = 75,
+    ):
         self.root = Path(root)
         self.image_level = frozenset(image_level_categories)
         self.jpeg_quality = jpeg_quality
@@ -151,7 +157,9 @@ class StoreWriter:
             paths = []
             for k, layer in enumerate(kept):
                 if layer.shape != (sh, sw):
-                    raise ValueError(f"{image}: {cat} layer {k + 1} is {layer.shape}, expected segmentation size {(sh, sw)}")
+                    raise ValueError(
+                        f"{image}: {cat} layer {k + 1} is {layer.shape}, expected segmentation size {(sh, sw)}"
+                    )
                 rel = layer_filename(base, cat, k, 2 if cat in stacked else len(kept))
                 atomic_write_png(self.root / "images" / rel, encode_label_png(layer))
                 paths.append(rel)
@@ -208,13 +216,18 @@ class StoreWriter:
         for cat in categories:
             safe_category(cat)  # it becomes a file name (issue 25); the build checked it earlier, naming the source
         for cat in categories:
-            atomic_write_text(self.root / f"c_{cat}.csv", _csv_text(CATEGORY_MAP_COLUMNS, tables["map_rows"].get(cat, [])))
+            atomic_write_text(
+                self.root / f"c_{cat}.csv", _csv_text(CATEGORY_MAP_COLUMNS, tables["map_rows"].get(cat, []))
+            )
         info = dict(build_info)
         info["categories"] = categories
         info["image_level_categories"] = sorted(c for c in categories if c in self.image_level)
-        info["statistics"] = ("label.csv, c_*.csv, category.csv: native-resolution source statistics (they decided "
-                              "the numbering); written_statistics: the label planes written" if native is not None
-                              else "computed from the written label planes")
+        info["statistics"] = (
+            "label.csv, c_*.csv, category.csv: native-resolution source statistics (they decided "
+            "the numbering); written_statistics: the label planes written"
+            if native is not None
+            else "computed from the written label planes"
+        )
         info["written_statistics"] = written_statistics(tally)
         atomic_write_text(self.root / "README.txt", readme)
         atomic_write_text(self.root / "build.json", json.dumps(info, indent=2, sort_keys=True) + "\n")
@@ -259,17 +272,24 @@ def compute_tables(labels: Sequence[LabelSpec], tally: LabelTally, native: Optio
             counts = {spec.category: 0}
         freq = sum(v[0] for v in stats.values())
         cov = sum(v[1] for v in stats.values())
-        label_rows.append([spec.number, spec.name, format_category_cell(counts), freq, format_coverage(cov), join_cell(spec.syns)])
+        label_rows.append(
+            [spec.number, spec.name, format_category_cell(counts), freq, format_coverage(cov), join_cell(spec.syns)]
+        )
         for c in counts:
             first[c] = min(first.get(c, spec.number), spec.number)
     categories = order_categories(first)
     category_rows = []
     map_rows: dict = {}
     for cat in categories:
-        members = [(s.number, s.name) + per_label.get(s.number, {}).get(cat, (0, 0.0)) for s in labels
-                   if cat in per_label.get(s.number, {}) or (not per_label.get(s.number) and s.category == cat)]
+        members = [
+            (s.number, s.name) + per_label.get(s.number, {}).get(cat, (0, 0.0))
+            for s in labels
+            if cat in per_label.get(s.number, {}) or (not per_label.get(s.number) and s.category == cat)
+        ]
         members.sort(key=lambda m: (-m[2], -m[3], m[0]))
-        map_rows[cat] = [[code, num, name, n, format_coverage(cov)] for code, (num, name, n, cov) in enumerate(members, start=1)]
+        map_rows[cat] = [
+            [code, num, name, n, format_coverage(cov)] for code, (num, name, n, cov) in enumerate(members, start=1)
+        ]
         nums = [m[0] for m in members]
         category_rows.append([cat, min(nums), max(nums), len(nums), sum(m[2] for m in members)])
     return {"label_rows": label_rows, "category_rows": category_rows, "map_rows": map_rows, "categories": categories}

@@ -10,6 +10,7 @@
 - ``_resources``: CPU parallelism (torch threads, DataLoader workers of each pass);
 - ``_basis``: a change of basis of the units; ``_activations``: activation arrays and files as input.
 """
+
 from ._activations import open_activations
 from ._basis import apply_basis, describe, load_basis, random_orthogonal
 from ._distributed import dist_info, init_from_env
@@ -17,6 +18,19 @@ from ._passes import label_columns, resolve_device
 from ._resources import apply_threads, available_cpus, choose
 from ._runner import dissect_model, score_activations
 
-__all__ = ["apply_basis", "apply_threads", "available_cpus", "choose", "describe", "dissect_model", "dist_info",
-           "init_from_env", "label_columns", "load_basis", "open_activations", "random_orthogonal", "resolve_device",
-           "score_activations"]
+__all__ = [
+    "apply_basis",
+    "apply_threads",
+    "available_cpus",
+    "choose",
+    "describe",
+    "dissect_model",
+    "dist_info",
+    "init_from_env",
+    "label_columns",
+    "load_basis",
+    "open_activations",
+    "random_orthogonal",
+    "resolve_device",
+    "score_activations",
+]

@@ -12,6 +12,7 @@ pass 1 is read the same way in pass 2.
   (nothing is ever unpickled).
 - ``.pt``: ``torch.load(weights_only=True)`` of a tensor, or of a dict holding exactly one.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -65,8 +66,13 @@ class NpyRows:
         n = max(0, hi - lo)
         out = np.empty((n,) + self.shape[1:], self.dtype)  # read straight into a fresh, writable array
         want = n * self.row_bytes
-        got = os.preadv(self._handle(), [memoryview(out.reshape(-1).view(np.uint8).data)], self.offset + lo * self.row_bytes) \
-            if want else 0
+        got = (
+            os.preadv(
+                self._handle(), [memoryview(out.reshape(-1).view(np.uint8).data)], self.offset + lo * self.row_bytes
+            )
+            if want
+            else 0
+        )
         if got != want:
             raise ValueError(f"{self.path}: file is truncated (rows {lo}..{hi - 1} of {self.shape[0]})")
         return out
@@ -160,7 +166,7 @@ class Activations:
         """float32 [len(positions), U, h, w] (a contiguous run is read as one block)."""
         pos = [int(p) for p in positions]
         if pos and pos == list(range(pos[0], pos[-1] + 1)):
-            block = self.data[pos[0]: pos[-1] + 1]
+            block = self.data[pos[0] : pos[-1] + 1]
         else:
             block = self.data[pos]
         # a block NpyRows read is a fresh array of its own: used as it is when already float32; any
@@ -186,8 +192,9 @@ def _read_npy(path: Path):
     with open(path, "rb") as f:
         head = f.read(len(NPY_MAGIC))
     if head != NPY_MAGIC:
-        raise DissectError(f"{path}: not a .npy array (the file does not start with the .npy header); "
-                           "save activations with numpy.save")
+        raise DissectError(
+            f"{path}: not a .npy array (the file does not start with the .npy header); save activations with numpy.save"
+        )
     try:
         probe = np.load(path, mmap_mode="r")
     except ValueError as e:  # object arrays (pickles) and damaged headers
@@ -203,8 +210,10 @@ def _read_pt(path: Path):
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # torch's message would advise unpickling: never for unknown data
-        raise DissectError(f"{path}: cannot read a tensor ({type(e).__name__}); a .pt file must hold a tensor "
-                           "saved with torch.save(tensor), or a dict holding one") from None
+        raise DissectError(
+            f"{path}: cannot read a tensor ({type(e).__name__}); a .pt file must hold a tensor "
+            "saved with torch.save(tensor), or a dict holding one"
+        ) from None
     if isinstance(obj, dict):
         tensors = [v for v in obj.values() if isinstance(v, torch.Tensor)]
         if len(tensors) != 1:
@@ -249,4 +258,5 @@ def check_finite(name: str, acts: torch.Tensor, rows: Sequence[int], store, what
     row = int(rows[b])
     raise DissectError(
         f"{what}layer {name!r}: unit {u} (0-based) has {kind} activations on index.csv row {row + 1} "
-        f"({store.rows[row].image}); {len(units)} unit(s) are affected: {units[:10]}{' ...' if len(units) > 10 else ''}")
+        f"({store.rows[row].image}); {len(units)} unit(s) are affected: {units[:10]}{' ...' if len(units) > 10 else ''}"
+    )

@@ -9,6 +9,7 @@ axis-aligned, loses most of its unique detectors. Unit i of the rotated layer is
 the signs fixed so that R has a positive diagonal (Q is then Haar-distributed; Mezzadri, "How
 to generate random matrices from the classical compact groups", Notices AMS 2007).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -48,8 +49,9 @@ def load_basis(path: Union[str, Path], units: int) -> np.ndarray:
         with open(path, "rb") as f:
             head = f.read(6)
             if head[:2] == b"PK":
-                raise BasisError(f"{path}: is an .npz archive (a zip); a basis is one matrix saved with numpy.save "
-                                 f"as .npy")
+                raise BasisError(
+                    f"{path}: is an .npz archive (a zip); a basis is one matrix saved with numpy.save as .npy"
+                )
             if head != b"\x93NUMPY":
                 raise BasisError(f"{path}: not a .npy file (no NUMPY header); save the matrix with numpy.save")
             f.seek(0)
@@ -63,8 +65,9 @@ def load_basis(path: Union[str, Path], units: int) -> np.ndarray:
     if dtype.hasobject or not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
         raise BasisError(f"{path}: basis has dtype {dtype}; expected real numbers (object arrays are never loaded)")
     if len(shape) != 2 or tuple(shape) != (units, units):
-        raise BasisError(f"{path}: basis has shape {tuple(shape)}; the layer has {units} units, so it must be "
-                         f"{units} x {units}")
+        raise BasisError(
+            f"{path}: basis has shape {tuple(shape)}; the layer has {units} units, so it must be {units} x {units}"
+        )
     try:
         m = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as e:
@@ -74,8 +77,10 @@ def load_basis(path: Union[str, Path], units: int) -> np.ndarray:
         raise BasisError(f"{path}: basis holds NaN or inf")
     big = float(np.abs(m).max()) if m.size else 0.0
     if big > float(np.finfo(np.float32).max):
-        raise BasisError(f"{path}: basis holds {big:.3g}, beyond float32 (the activations' dtype, max "
-                         f"{float(np.finfo(np.float32).max):.3g})")
+        raise BasisError(
+            f"{path}: basis holds {big:.3g}, beyond float32 (the activations' dtype, max "
+            f"{float(np.finfo(np.float32).max):.3g})"
+        )
     return m
 
 
@@ -83,9 +88,12 @@ def describe(matrix: np.ndarray, seed: Optional[int] = None, path: Optional[Unio
     """What results record about a basis: kind, seed or file, sha256 of the float64 matrix,
     and how far it is from orthogonal (max |Q Q^T - I|)."""
     m = np.ascontiguousarray(matrix, dtype=np.float64)
-    doc = {"kind": "rotate" if seed is not None else "file", "units": int(m.shape[0]),
-           "sha256": hashlib.sha256(m.tobytes()).hexdigest(),
-           "orthogonality_error": float(np.abs(m @ m.T - np.eye(m.shape[0])).max())}
+    doc = {
+        "kind": "rotate" if seed is not None else "file",
+        "units": int(m.shape[0]),
+        "sha256": hashlib.sha256(m.tobytes()).hexdigest(),
+        "orthogonality_error": float(np.abs(m @ m.T - np.eye(m.shape[0])).max()),
+    }
     if seed is not None:
         doc["seed"] = int(seed)
     if path is not None:
@@ -118,9 +126,11 @@ def apply_basis(acts: torch.Tensor, matrix: Optional[torch.Tensor]) -> torch.Ten
     out = torch.matmul(m, flat).reshape(acts.shape)
     if out.numel() and not _finite(out) and _finite(acts):  # the basis made them overflow: blame it
         big = float(matrix.abs().max())
-        raise BasisError(f"the basis (largest |value| {big:.3g}) turns the layer's finite activations into inf or "
-                         f"NaN in {str(acts.dtype).replace('torch.', '')}; scale it down (an orthogonal basis has "
-                         f"values within [-1, 1])")
+        raise BasisError(
+            f"the basis (largest |value| {big:.3g}) turns the layer's finite activations into inf or "
+            f"NaN in {str(acts.dtype).replace('torch.', '')}; scale it down (an orthogonal basis has "
+            f"values within [-1, 1])"
+        )
     return out
 
 

@@ -5,6 +5,7 @@
 only when the recorded key equals the requested one field for field; otherwise it is
 rebuilt and the differing fields are logged (never silently reused).
 """
+
 from __future__ import annotations
 
 import errno
@@ -59,8 +60,12 @@ class ActivationCache:
         """A new (or, when the key matches, the existing) writable row file of ``shape``."""
         self.dir.mkdir(parents=True, exist_ok=True)
         meta = self._meta()
-        reuse = meta is not None and meta.get("key") == self.key and tuple(meta.get("shape", ())) == tuple(shape) \
+        reuse = (
+            meta is not None
+            and meta.get("key") == self.key
+            and tuple(meta.get("shape", ())) == tuple(shape)
             and meta.get("dtype") == dtype
+        )
         if not reuse:
             self._write_meta(shape, dtype, complete=False)
             header = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.dtype(dtype), shape=tuple(shape))
@@ -74,8 +79,12 @@ class ActivationCache:
         return self.array
 
     def _write_meta(self, shape: tuple, dtype: str, complete: bool) -> None:
-        atomic_write_text(self.sidecar, json.dumps({"key": self.key, "shape": list(shape), "dtype": dtype,
-                                                    "complete": complete}, indent=1, sort_keys=True))
+        atomic_write_text(
+            self.sidecar,
+            json.dumps(
+                {"key": self.key, "shape": list(shape), "dtype": dtype, "complete": complete}, indent=1, sort_keys=True
+            ),
+        )
 
     def flush(self) -> None:
         """Rows are written with pwrite: nothing is buffered in the process."""

@@ -7,6 +7,7 @@ when every rank holds one of the same pass. Files are read with ``torch.load(wei
 nothing is unpickled. Set ``DISSECT_FAULT_AFTER=<pass>:<batch>`` to kill the process after that
 batch (tests of resume).
 """
+
 from __future__ import annotations
 
 import io
@@ -68,8 +69,9 @@ class Checkpoint:
             log.warning("cannot read checkpoint %s (%s); starting over", self.path, e)
             return None
         if state.get("key") != self.key_text or set(state.get("layers", {})) != set(layers):
-            log.warning("checkpoint %s was made with different settings, model, data or store; starting over",
-                        self.path)
+            log.warning(
+                "checkpoint %s was made with different settings, model, data or store; starting over", self.path
+            )
             return None
         return state
 

@@ -1,4 +1,5 @@
 """torch.distributed helpers: rank/world, start under torchrun, exact merges of statistics."""
+
 from __future__ import annotations
 
 import copy

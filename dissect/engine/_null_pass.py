@@ -15,6 +15,7 @@ Permutation k is numpy's default_rng([seed, k]) over the positions of the run's 
 size, workers, ranks and resumes never change it. A group's counts fit in ``_COUNT_BUDGET``
 bytes; each group thresholds the activations again.
 """
+
 from __future__ import annotations
 
 import time
@@ -70,8 +71,16 @@ def label_builder(tally: Tally, size: tuple) -> LabelRunsBuilder:
     return LabelRunsBuilder(tally.n_labels, prim, len(tally.categories), size)
 
 
-def label_runs(store, rows: Sequence[int], categories, tally_args: tuple, size: tuple, batch_size: int,
-               workers: int, known: Optional[tuple] = None) -> LabelRuns:
+def label_runs(
+    store,
+    rows: Sequence[int],
+    categories,
+    tally_args: tuple,
+    size: tuple,
+    batch_size: int,
+    workers: int,
+    known: Optional[tuple] = None,
+) -> LabelRuns:
     """The LabelRuns of index.csv ``rows`` (in order): label planes decoded and turned into row runs
     in ``workers`` processes, batch by batch. ``known``: (first, parts) -- the parts of rows
     first, first + 1, ... already made (by pass 2's workers), which are not decoded again."""
@@ -86,8 +95,13 @@ def label_runs(store, rows: Sequence[int], categories, tally_args: tuple, size: 
         if hi <= lo:
             continue
         ds = _LabelParts(store, list(rows)[lo:hi], categories, tally_args, size, batch_size)
-        for part in DataLoader(ds, batch_size=None, shuffle=False, num_workers=min(workers, len(ds)),
-                               prefetch_factor=2 if workers else None):
+        for part in DataLoader(
+            ds,
+            batch_size=None,
+            shuffle=False,
+            num_workers=min(workers, len(ds)),
+            prefetch_factor=2 if workers else None,
+        ):
             builder.add(part)
     return builder.finish()
 
@@ -96,8 +110,20 @@ class _PermutationGroups(Dataset):
     """Item g: the NullTally counts (I, A_original, A_lite) of permutation group g of one layer over
     all of this rank's images (masks thresholded in whichever process counts; see :func:`layer_null`)."""
 
-    def __init__(self, source, positions: Sequence[int], first: int, groups: list, labels: LabelRuns,
-                 shape: tuple, n_labels: int, categories: int, thresholds: torch.Tensor, basis, mode: str):
+    def __init__(
+        self,
+        source,
+        positions: Sequence[int],
+        first: int,
+        groups: list,
+        labels: LabelRuns,
+        shape: tuple,
+        n_labels: int,
+        categories: int,
+        thresholds: torch.Tensor,
+        basis,
+        mode: str,
+    ):
         self.source, self.positions, self.first, self.groups = source, list(positions), first, groups
         self.labels, self.shape, self.L, self.C = labels, shape, n_labels, categories
         self.T, self.basis, self.mode = thresholds.detach().cpu().float(), basis, mode
@@ -110,16 +136,32 @@ class _PermutationGroups(Dataset):
         nt = NullTally(self.groups[g], self.labels, U, self.L, self.C)
         chunk = max(1, _CHUNK_CELLS // max(1, U * h * w))
         for lo in range(0, len(self.positions), chunk):
-            a = torch.from_numpy(np.asarray(self.source.rows(self.positions[lo: lo + chunk])))
+            a = torch.from_numpy(np.asarray(self.source.rows(self.positions[lo : lo + chunk])))
             a = a.reshape(a.shape[0], U, h, w)
             a = a if self.basis is None else apply_basis(a.float(), self.basis.cpu())
-            nt.add(mask_intervals(a, self.T, self.labels.size, self.mode), range(self.first + lo, self.first + lo + a.shape[0]))
+            nt.add(
+                mask_intervals(a, self.T, self.labels.size, self.mode),
+                range(self.first + lo, self.first + lo + a.shape[0]),
+            )
         return nt.I, nt.A_original, nt.A_lite
 
 
-def layer_null(source, positions: Sequence[int], first: int, perms: torch.Tensor, labels: LabelRuns,
-               tally: Tally, thresholds: torch.Tensor, basis, mode: str, union: str, device, workers: int = 0,
-               split: int = 1, bar=None) -> np.ndarray:
+def layer_null(
+    source,
+    positions: Sequence[int],
+    first: int,
+    perms: torch.Tensor,
+    labels: LabelRuns,
+    tally: Tally,
+    thresholds: torch.Tensor,
+    basis,
+    mode: str,
+    union: str,
+    device,
+    workers: int = 0,
+    split: int = 1,
+    bar=None,
+) -> np.ndarray:
     """float64 [N, U]: each permutation's best IoU per unit of one layer. ``source``: its
     Activations (rows ``positions``, this rank's images, at run positions first, first + 1, ...);
     ``tally``: the observed Tally, summed over ranks; ``thresholds`` [U]; ``basis`` [U, U] or None.
@@ -131,11 +173,16 @@ def layer_null(source, positions: Sequence[int], first: int, perms: torch.Tensor
     prim = torch.tensor([tally.categories.index(c) for c in tally.primary], dtype=torch.long)
     N = perms.shape[0]
     size = min(max(1, _COUNT_BUDGET // max(1, U * (L + 2 * C) * 8)), -(-N // max(1, split)))
-    groups = [perms[g0: g0 + size] for g0 in range(0, N, size)]
+    groups = [perms[g0 : g0 + size] for g0 in range(0, N, size)]
     ds = _PermutationGroups(source, positions, first, groups, labels, (U, h, w), L, C, thresholds, basis, mode)
     best: list = []
-    for I, A_original, A_lite in DataLoader(ds, batch_size=None, shuffle=False, num_workers=min(workers, len(groups)),
-                                            prefetch_factor=1 if workers else None):
+    for I, A_original, A_lite in DataLoader(
+        ds,
+        batch_size=None,
+        shuffle=False,
+        num_workers=min(workers, len(groups)),
+        prefetch_factor=1 if workers else None,
+    ):
         nt = NullTally(groups[len(best)], labels, U, L, C)
         nt.I, nt.A_original, nt.A_lite = I, A_original, A_lite
         all_reduce_sum_([nt.I, nt.A_original, nt.A_lite], device)
@@ -157,14 +204,34 @@ def null_pass(run, stats, sources: dict, positions: Sequence[int], known: Option
     split = torch.tensor([max(1, workers)], dtype=torch.long)  # groups: one per worker, the same on every rank
     all_reduce_sum_([split], stats.device)
     split = max(1, int(split) // run.info.world)
-    labels = label_runs(run.store, run.rows, run.categories, stats.tally_args, tuple(run.seg_size),
-                        cfg.batch_size, workers, known)
-    bar = progress(total=None, desc=f"null ({cfg.null} permutations)", unit="group",
-                   quiet=cfg.quiet or run.info.rank != 0, leave=False)
+    labels = label_runs(
+        run.store, run.rows, run.categories, stats.tally_args, tuple(run.seg_size), cfg.batch_size, workers, known
+    )
+    bar = progress(
+        total=None,
+        desc=f"null ({cfg.null} permutations)",
+        unit="group",
+        quiet=cfg.quiet or run.info.rank != 0,
+        leave=False,
+    )
     out = {}
     for n, src in sources.items():
-        out[n] = layer_null(src, positions, run.start, perms, labels, stats.layers[n].tally, stats.thresholds[n],
-                            stats.bases.get(n), cfg.upsample, cfg.union, stats.device, workers, split, bar)
+        out[n] = layer_null(
+            src,
+            positions,
+            run.start,
+            perms,
+            labels,
+            stats.layers[n].tally,
+            stats.thresholds[n],
+            stats.bases.get(n),
+            cfg.upsample,
+            cfg.union,
+            stats.device,
+            workers,
+            split,
+            bar,
+        )
     bar.close()
     run.timings["null"] = time.perf_counter() - t0
     return out

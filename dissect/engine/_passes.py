@@ -6,6 +6,7 @@ the ranks sum the counts; the counts are scored. Both entry points run the same 
 :func:`run_pass`, and differ only in their ``compute`` function (a batch -> {layer: activations}),
 as in netdissect's ``tally(compute, dataset)``: a new input kind is a new ``compute`` function.
 """
+
 from __future__ import annotations
 
 import logging
@@ -118,7 +119,9 @@ class Statistics:
             self.layers[name] = LayerStatistics(
                 TopQuantile(u, cfg.quantile, n_images * h * w, device, memory_budget=cfg.quantile_memory),
                 TopKImages(u, cfg.top_k, device, maps_dtype=torch.float32),
-                Tally(numbers, categories, image_level, primary, device=device, units=u), UnitRange(u, device))
+                Tally(numbers, categories, image_level, primary, device=device, units=u),
+                UnitRange(u, device),
+            )
         self.thresholds: dict = {}
         self.seg_size: Optional[tuple] = None
         # a change of basis of each layer's units before every statistic (Bau et al. 2017, sec. 3.2)
@@ -155,8 +158,15 @@ class Statistics:
             for n, counts in batch.counts.items():
                 self.layers[n].tally.add_counts(counts)
             return
-        count_batch({n: s.tally for n, s in self.layers.items()}, acts, batch.seg.to(self.device),
-                    self.thresholds, self.bases, self.cfg.upsample, self.seg_size)
+        count_batch(
+            {n: s.tally for n, s in self.layers.items()},
+            acts,
+            batch.seg.to(self.device),
+            self.thresholds,
+            self.bases,
+            self.cfg.upsample,
+            self.seg_size,
+        )
 
     def rescan_thresholds(self, sources: dict, positions: Sequence[int], batch_size: int, info: DistInfo) -> None:
         """The extra pass of a quantile that chose its histogram method (float32 values over its memory
@@ -165,7 +175,7 @@ class Statistics:
             tq = stats.quantile
             while tq.needs_rescan:
                 for lo in range(0, len(positions), batch_size):
-                    tq.rescan(self._in_basis(n, torch.from_numpy(sources[n].rows(positions[lo: lo + batch_size]))))
+                    tq.rescan(self._in_basis(n, torch.from_numpy(sources[n].rows(positions[lo : lo + batch_size]))))
                 if info.active:
                     count = torch.tensor([tq.rescan_count], dtype=torch.long)
                     all_reduce_sum_([tq.hist, count], self.device)
@@ -188,16 +198,25 @@ class Statistics:
             sync(stats.tally, info)
 
     def state_dict(self) -> dict:
-        return {"shapes": {k: list(v) for k, v in self.shapes.items()},
-                "layers": {n: stats.state_dict() for n, stats in self.layers.items()}}
+        return {
+            "shapes": {k: list(v) for k, v in self.shapes.items()},
+            "layers": {n: stats.state_dict() for n, stats in self.layers.items()},
+        }
 
     def load_state_dict(self, state: dict) -> None:
         for n, stats in self.layers.items():
             stats.load_state_dict(state["layers"][n])
 
 
-def run_pass(batches: Iterable, compute: Callable[[Batch], dict], stats: Statistics, checkpoint: Checkpoint,
-             pass_no: int, start: int, bar) -> None:
+def run_pass(
+    batches: Iterable,
+    compute: Callable[[Batch], dict],
+    stats: Statistics,
+    checkpoint: Checkpoint,
+    pass_no: int,
+    start: int,
+    bar,
+) -> None:
     """The loop of both passes: ``stats.add(compute(batch))`` for every batch (numbered from
     ``start``; a Batch, or collate_broden's dict of a DataLoader), checkpointing as configured."""
     done = start
@@ -211,9 +230,11 @@ def run_pass(batches: Iterable, compute: Callable[[Batch], dict], stats: Statist
     except RuntimeError as e:  # torch's message for a worker the system killed (out of memory, kill -9)
         if "DataLoader worker" not in str(e):
             raise
-        raise DissectError(f"pass {pass_no}: {e} (killed from outside, e.g. by the system for lack of memory); "
-                           "run the same command again to resume from the last checkpoint, with fewer "
-                           "--workers if memory is short") from None
+        raise DissectError(
+            f"pass {pass_no}: {e} (killed from outside, e.g. by the system for lack of memory); "
+            "run the same command again to resume from the last checkpoint, with fewer "
+            "--workers if memory is short"
+        ) from None
     bar.close()
 
 
@@ -221,16 +242,29 @@ def run_pass(batches: Iterable, compute: Callable[[Batch], dict], stats: Statist
 def loader(ds: Dataset, cfg: DissectConfig, device: torch.device) -> DataLoader:
     """The DataLoader of pass 1 (workers decode images; count: dissect.engine._resources)."""
     workers = workers_for_file_limit(choose_parallelism(cfg.threads, cfg.workers).workers, 16, 4)
-    return DataLoader(ds, batch_size=cfg.batch_size, shuffle=False, num_workers=workers,
-                      collate_fn=collate_broden, pin_memory=device.type == "cuda",
-                      persistent_workers=False, prefetch_factor=4 if workers else None)
+    return DataLoader(
+        ds,
+        batch_size=cfg.batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate_broden,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+        prefetch_factor=4 if workers else None,
+    )
 
 
 def _tally_loader(ds: TallyBatches, workers: int) -> Iterable[Batch]:
     """Pass 2's batches from ``ds`` (items are whole batches), ``workers`` processes; an item that
     carries an error raises it here, in the main process."""
-    batches = DataLoader(ds, batch_size=None, shuffle=False, num_workers=workers, persistent_workers=False,
-                         prefetch_factor=2 if workers else None)
+    batches = DataLoader(
+        ds,
+        batch_size=None,
+        shuffle=False,
+        num_workers=workers,
+        persistent_workers=False,
+        prefetch_factor=2 if workers else None,
+    )
     for item in batches:
         if item.error is not None:
             raise item.error
@@ -260,7 +294,9 @@ def load_saes(cfg: DissectConfig, shapes: dict, device: torch.device) -> dict:
     out = {}
     for layer, path in cfg.sae or ():
         if layer not in shapes:
-            raise DissectError(f"--sae names layer {layer!r}, which is not dissected here (layers: {', '.join(shapes)})")
+            raise DissectError(
+                f"--sae names layer {layer!r}, which is not dissected here (layers: {', '.join(shapes)})"
+            )
         try:
             out[layer] = load_sae(path, units=shapes[layer][0], layer=layer).to(device)
         except SAEError as e:
@@ -320,7 +356,9 @@ class Run:
             raise DissectError(str(e)) from None
         sizes = {(store.rows[i].sh, store.rows[i].sw) for i in self.rows}
         if len(sizes) != 1:
-            raise DissectError(f"{store.root / 'index.csv'}: images have different segmentation sizes {sorted(sizes)[:4]}")
+            raise DissectError(
+                f"{store.root / 'index.csv'}: images have different segmentation sizes {sorted(sizes)[:4]}"
+            )
         self.seg_size = sizes.pop()
         start, stop = shard(len(self.rows), self.info)
         self.start, self.my_rows = start, self.rows[start:stop]
@@ -329,11 +367,19 @@ class Run:
         self.work = self.out if self.out is not None else Path(self._tmp.name)
         self.cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.work / ".dissect_cache"
         self.key = dict(key, **self.recorded())  # the input, then every setting that decides the result
-        self.key.update(rows=[start, stop], world=self.info.world, rank=self.info.rank, store=store.fingerprint(),
-                        version=__version__, basis=_basis_key(cfg), sae=_sae_key(cfg),
-                        statistics=sorted(LayerStatistics.SAVED))  # a checkpoint without one of them starts over
-        self.checkpoint = Checkpoint(self.out, self.key, self.info, cfg.checkpoint_every,
-                                     quiet=cfg.quiet or self.info.rank != 0)
+        self.key.update(
+            rows=[start, stop],
+            world=self.info.world,
+            rank=self.info.rank,
+            store=store.fingerprint(),
+            version=__version__,
+            basis=_basis_key(cfg),
+            sae=_sae_key(cfg),
+            statistics=sorted(LayerStatistics.SAVED),
+        )  # a checkpoint without one of them starts over
+        self.checkpoint = Checkpoint(
+            self.out, self.key, self.info, cfg.checkpoint_every, quiet=cfg.quiet or self.info.rank != 0
+        )
         self.timings: dict = {}
         self.null: dict = {}  # {layer: float64 [N, U]} each permutation's best IoUs (--null N)
         self.numbers, self.primary, self.names_by_number = label_columns(store, self.categories)
@@ -347,8 +393,10 @@ class Run:
             now = None
         if now != self.key["store"]:
             why = f" ({type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''})" if cause else ""
-            raise DissectError(f"{self.store.root}: the store changed since this run began (rebuilt or edited between "
-                               f"pass 1 and pass 2){why}; run the command again") from None
+            raise DissectError(
+                f"{self.store.root}: the store changed since this run began (rebuilt or edited between "
+                f"pass 1 and pass 2){why}; run the command again"
+            ) from None
 
     def recorded(self) -> dict:
         """The settings that decide the result (dissect.config.recorded), the categories as resolved."""
@@ -361,8 +409,11 @@ class Run:
         tally_args = (self.numbers, self.categories, self.store.image_level_categories, self.primary)
         stats = Statistics(shapes, len(self.rows), self.cfg, tally_args, self.device)
         if state is not None:
-            note(f"resuming from {self.checkpoint.path} (pass {state['pass']}, batch {state['next_batch']} of "
-                 f"{self.n_batches()})", self.cfg.quiet or self.info.rank != 0)
+            note(
+                f"resuming from {self.checkpoint.path} (pass {state['pass']}, batch {state['next_batch']} of "
+                f"{self.n_batches()})",
+                self.cfg.quiet or self.info.rank != 0,
+            )
             stats.load_state_dict(state)
         return stats
 
@@ -379,8 +430,15 @@ class Run:
     def progress(self, desc: str, initial: int):
         from broden_builder.shared import progress
 
-        return progress(total=self.n_batches(), initial=initial, desc=desc, unit="batch",
-                        per_unit=self.cfg.batch_size, quiet=self.cfg.quiet or self.info.rank != 0, leave=False)
+        return progress(
+            total=self.n_batches(),
+            initial=initial,
+            desc=desc,
+            unit="batch",
+            per_unit=self.cfg.batch_size,
+            quiet=self.cfg.quiet or self.info.rank != 0,
+            leave=False,
+        )
 
     def end_pass1(self, stats: Statistics, timing: str, t0: float) -> int:
         """Record pass 1's time, merge the thresholds across ranks, checkpoint; pass 2 starts at batch 0."""
@@ -391,8 +449,14 @@ class Run:
         self.checkpoint.save(2, 0, stats)
         return 0
 
-    def passes(self, stats: Statistics, state: Optional[dict], pass1: Callable[[int], str],
-               sources: Callable[[], dict], positions: Sequence[int]) -> None:
+    def passes(
+        self,
+        stats: Statistics,
+        state: Optional[dict],
+        pass1: Callable[[int], str],
+        sources: Callable[[], dict],
+        positions: Sequence[int],
+    ) -> None:
         """Both passes, resuming where the checkpoint ``state`` left off: ``pass1(start)`` feeds pass 1
         from batch ``start`` and returns its timing's name; the thresholds are merged over the ranks;
         pass 2 tallies ``sources()`` {layer: Activations} rows ``positions``."""
@@ -410,27 +474,47 @@ class Run:
         stats.rescan_thresholds(sources, list(positions), self.cfg.batch_size, self.info)
         stats.start_pass2(self.seg_size)
         bs = self.cfg.batch_size
-        labels = BrodenDataset(self.store, categories=self.categories, rows=self.my_rows[start * bs:],
-                               with_images=False)
+        labels = BrodenDataset(
+            self.store, categories=self.categories, rows=self.my_rows[start * bs :], with_images=False
+        )
         spec = None
         if self.device.type == "cpu":  # count in the workers; on an accelerator the main process counts
-            spec = TallySpec(stats.tally_args, {n: t.cpu() for n, t in stats.thresholds.items()}, self.cfg.upsample,
-                             tuple(self.seg_size), {n: b.cpu() for n, b in stats.bases.items()},
-                             label_runs=bool(self.cfg.null))
+            spec = TallySpec(
+                stats.tally_args,
+                {n: t.cpu() for n, t in stats.thresholds.items()},
+                self.cfg.upsample,
+                tuple(self.seg_size),
+                {n: b.cpu() for n, b in stats.bases.items()},
+                label_runs=bool(self.cfg.null),
+            )
         cache = None
         if self.cfg.label_cache:
             from broden_builder.shared import LabelCache
 
             cache = LabelCache(self.store, self.categories)
-        ds = TallyBatches(labels, sources, positions[start * bs:], bs,
-                          known_label_table([l.number for l in self.store.labels]), spec, cache)
+        ds = TallyBatches(
+            labels,
+            sources,
+            positions[start * bs :],
+            bs,
+            known_label_table([l.number for l in self.store.labels]),
+            spec,
+            cache,
+        )
         workers = self.parallel.tally_workers if spec is not None else self.parallel.workers
         parts: list = []  # the batches' labels as row runs, kept for the null pass (--null)
         workers = workers_for_file_limit(workers, 8 + 4 * len(sources), 2)  # a batch: a few tensors per layer
         self.check_store_unchanged()
         try:
-            run_pass(_keep_label_parts(_tally_loader(ds, workers), parts), lambda batch: batch.acts, stats,
-                     self.checkpoint, 2, start, self.progress("pass 2/2 (tally)", start))
+            run_pass(
+                _keep_label_parts(_tally_loader(ds, workers), parts),
+                lambda batch: batch.acts,
+                stats,
+                self.checkpoint,
+                2,
+                start,
+                self.progress("pass 2/2 (tally)", start),
+            )
         except (OSError, ValueError) as e:  # a file gone or different: say why when the store was replaced
             self.check_store_unchanged(e)
             raise
@@ -447,25 +531,46 @@ class Run:
         cfg = self.cfg
         settings = dict(self.recorded(), world_size=self.info.world, parallelism=self.parallel.as_dict())
         settings.update(settings_extra)
-        store_info = {"path": getattr(self.store, "spec", None) or str(self.store.root.resolve()), "fingerprint": self.store.fingerprint(),
-                      "images": len(self.rows), "segmentation_size": list(self.seg_size)}
+        store_info = {
+            "path": getattr(self.store, "spec", None) or str(self.store.root.resolve()),
+            "fingerprint": self.store.fingerprint(),
+            "images": len(self.rows),
+            "segmentation_size": list(self.seg_size),
+        }
         out = {}
         for n, layer in stats.layers.items():
             thr = layer.quantile.thresholds().cpu().numpy().astype(np.float32)
             tk = layer.topk.result()
             res = build_layer_result(
-                n, layer.tally, cfg.union, cfg.iou_threshold, self.names_by_number, thr, settings=settings,
-                model=model_info, store=store_info, timings=dict(self.timings), version=__version__,
-                topk=(tk["indices"].numpy().astype(np.int64), tk["values"].numpy().astype(np.float32),
-                      _maps_as_seen(tk["maps"].numpy())),
-                null=self.null.get(n), alpha=cfg.alpha, detector=cfg.detector,
-                constant=(layer.range.constant().numpy(), layer.range.values().numpy()))
+                n,
+                layer.tally,
+                cfg.union,
+                cfg.iou_threshold,
+                self.names_by_number,
+                thr,
+                settings=settings,
+                model=model_info,
+                store=store_info,
+                timings=dict(self.timings),
+                version=__version__,
+                topk=(
+                    tk["indices"].numpy().astype(np.int64),
+                    tk["values"].numpy().astype(np.float32),
+                    _maps_as_seen(tk["maps"].numpy()),
+                ),
+                null=self.null.get(n),
+                alpha=cfg.alpha,
+                detector=cfg.detector,
+                constant=(layer.range.constant().numpy(), layer.range.values().numpy()),
+            )
             res.settings["layer_shape"] = list(stats.shapes[n])
             if n in stats.basis_records:
                 res.settings["basis"] = stats.basis_records[n]
             res.settings["dissected"] = "feature" if n in stats.saes else "unit"
             if n in stats.saes:
-                res.settings["sae"] = dict(stats.saes[n].record, features=stats.saes[n].features, units=stats.shapes[n][0])
+                res.settings["sae"] = dict(
+                    stats.saes[n].record, features=stats.saes[n].features, units=stats.shapes[n][0]
+                )
             out[n] = res
         for res in out.values():
             res.timings["score"] = time.perf_counter() - t0
@@ -480,8 +585,9 @@ class Run:
             self._tmp.cleanup()
 
 
-def finish_results(results: Iterable[LayerResult], out: Optional[Union[str, Path]], info: DistInfo,
-                   t_start: float) -> None:
+def finish_results(
+    results: Iterable[LayerResult], out: Optional[Union[str, Path]], info: DistInfo, t_start: float
+) -> None:
     """Record the total time and, on rank 0, write every result to ``out/<layer>/``."""
     total = time.perf_counter() - t_start
     for r in results:

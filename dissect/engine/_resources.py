@@ -14,6 +14,7 @@ Pass 2 counts each batch inside its DataLoader worker (dissect.engine._tally_bat
 process only adds the counts, so pass 2 gets one worker per usable CPU (at most 8), and none on
 a single CPU (the IPC would only add cost). ``--workers N`` sets both passes' worker count.
 """
+
 from __future__ import annotations
 
 import logging
@@ -161,6 +162,13 @@ def workers_for_file_limit(workers: int, tensors_per_item: int, prefetch: int) -
     if soft == resource.RLIM_INFINITY or soft >= need:
         return workers
     fit = max(0, (soft - RESERVED_FILES) // (prefetch * max(1, tensors_per_item)))
-    log.warning("the open-file limit (ulimit -n %d) carries %d of %d DataLoader workers here (%d tensors per batch); "
-                "using %d. Raise the limit to use more", soft, fit, workers, tensors_per_item, fit)
+    log.warning(
+        "the open-file limit (ulimit -n %d) carries %d of %d DataLoader workers here (%d tensors per batch); "
+        "using %d. Raise the limit to use more",
+        soft,
+        fit,
+        workers,
+        tensors_per_item,
+        fit,
+    )
     return int(fit)

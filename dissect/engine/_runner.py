@@ -16,6 +16,7 @@ differ in the ``compute`` function of pass 1. The state is checkpointed every
 ``config.checkpoint_every`` batches under ``out/.dissect_state/`` (dissect.engine._checkpoint); rerunning
 the same command resumes and gives the identical result.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -105,36 +106,27 @@ def _locked(fn, out, args, kwargs):
         raise
 
 
-@_holding_out_lock
-def dissect_model(model: Union[nn.Module, LoadedModel], layers: Union[str, Sequence[str]],
-                  store: Union[BrodenStore, str, Path], config: DissectConfig = DissectConfig(),
-                  out: Optional[Union[str, Path]] = None) -> dict:
-    """Dissect ``layers`` of ``model`` on ``store``; returns {layer: LayerResult}.
-
-    When ``out`` is given, rank 0 writes ``out/<layer>/`` and the run checkpoints (and resumes)
-    under ``out``. Raises DissectError for bad input and UnknownLayerError for unknown layers.
-    """
-    t_start = time.perf_counter()
-    names = [layers] if isinstance(layers, str) else list(dict.fromkeys(str(x) for x in layers))
-    store, (lm, identity) = _open_store(store), _model_identity(model)
-    _check_layers(lm, names)
-    prep = resolve_preprocessing(lm.preprocessing, config.input_size, config.mean, config.std, config.transform,
-                                 _image_size(store))
-    input_size = prep.input_size
-    layout = config.layout
-    config = config.replace(mean=prep.dataset_mean, std=prep.dataset_std, transform=None)  # as resolved
-    key = {"model": identity, "layers": names, "input_size": list(input_size), "mean": list(config.mean),
-           "std": list(config.std), "layout": layout}
+def _model_key(identity: dict, names: list, prep: Preprocessing, layout, config: DissectConfig) -> dict:
+    """The run's input as the checkpoint and cache keys see it: the model, its layers, the
+    preprocessing as resolved and the layout."""
+    key = {
+        "model": identity,
+        "layers": names,
+        "input_size": list(prep.input_size),
+        "mean": list(config.mean),
+        "std": list(config.std),
+        "layout": layout,
+    }
     if prep.transform is not None:  # mean/std/input size are in the key already; a transform is not
         key["transform"] = prep.record["transform"]
-    run = Run(store, config, out, key)
-    lm.module.to(run.device).eval()
-    plans = _plan(lm, names, prep, run.device, layout, run.info.rank == 0)
+    return key
+
+
+def _model_pass1(run: Run, lm: LoadedModel, plans: dict, prep: Preprocessing, caches: dict, stats, state):
+    """Pass 1 of dissect_model from batch ``start``: the model (or a complete activation cache) ->
+    the cache + the threshold statistics; returns the timing's name."""
     shapes = {n: p.shape for n, p in plans.items()}
-    caches = _open_caches(run, key, plans)
-    state = run.checkpoint.agree(_usable(run.checkpoint.load(names), caches))
-    stats = run.statistics(shapes, state)
-    run.timings["setup"] = time.perf_counter() - t_start
+    input_size, config = prep.input_size, run.cfg
 
     def pass1(start: int) -> str:  # the model -> the cache + the threshold statistics
         cached = state is None and all(c.matches(require_complete=True) for c in caches.values())
@@ -144,7 +136,7 @@ def dissect_model(model: Union[nn.Module, LoadedModel], layers: Union[str, Seque
             compute = lambda batch: _read_rows(run, arrays, batch)
             batches, desc = run.index_batches(range(len(run.my_rows)), start), "pass 1/2 (cached activations)"
         else:
-            arrays = {n: caches[n].create((len(run.my_rows),) + shapes[n], config.cache_dtype) for n in names}
+            arrays = {n: caches[n].create((len(run.my_rows),) + shapes[n], config.cache_dtype) for n in plans}
             compute = _model_compute(run, lm, plans, prep, arrays, start)
             batches, desc = loader(_images(run, input_size, start), config, run.device), "pass 1/2 (activations)"
         run_pass(batches, compute, stats, run.checkpoint, 1, start, run.progress(desc, start))
@@ -152,8 +144,50 @@ def dissect_model(model: Union[nn.Module, LoadedModel], layers: Union[str, Seque
             c.mark_complete()
         return "pass1_activations"
 
-    run.passes(stats, state, pass1, lambda: {n: open_activations(c.path) for n, c in caches.items()},
-               list(range(len(run.my_rows))))
+    return pass1
+
+
+@_holding_out_lock
+def dissect_model(
+    model: Union[nn.Module, LoadedModel],
+    layers: Union[str, Sequence[str]],
+    store: Union[BrodenStore, str, Path],
+    config: DissectConfig = DissectConfig(),
+    out: Optional[Union[str, Path]] = None,
+) -> dict:
+    """Dissect ``layers`` of ``model`` on ``store``; returns {layer: LayerResult}.
+
+    When ``out`` is given, rank 0 writes ``out/<layer>/`` and the run checkpoints (and resumes)
+    under ``out``. Raises DissectError for bad input and UnknownLayerError for unknown layers.
+    """
+    t_start = time.perf_counter()
+    names = [layers] if isinstance(layers, str) else list(dict.fromkeys(str(x) for x in layers))
+    store, (lm, identity) = _open_store(store), _model_identity(model)
+    _check_layers(lm, names)
+    prep = resolve_preprocessing(
+        lm.preprocessing, config.input_size, config.mean, config.std, config.transform, _image_size(store)
+    )
+    input_size = prep.input_size
+    layout = config.layout
+    config = config.replace(mean=prep.dataset_mean, std=prep.dataset_std, transform=None)  # as resolved
+    key = _model_key(identity, names, prep, layout, config)
+    run = Run(store, config, out, key)
+    lm.module.to(run.device).eval()
+    plans = _plan(lm, names, prep, run.device, layout, run.info.rank == 0)
+    shapes = {n: p.shape for n, p in plans.items()}
+    caches = _open_caches(run, key, plans)
+    state = run.checkpoint.agree(_usable(run.checkpoint.load(names), caches))
+    stats = run.statistics(shapes, state)
+    run.timings["setup"] = time.perf_counter() - t_start
+
+    pass1 = _model_pass1(run, lm, plans, prep, caches, stats, state)
+    run.passes(
+        stats,
+        state,
+        pass1,
+        lambda: {n: open_activations(c.path) for n, c in caches.items()},
+        list(range(len(run.my_rows))),
+    )
     results = run.results(stats, dict(identity), {"input_size": list(input_size), "preprocessing": prep.record})
     _record_plans(results, plans)
     finish_results(results.values(), out, run.info, t_start)  # the results first, then the checkpoint goes
@@ -164,8 +198,13 @@ def dissect_model(model: Union[nn.Module, LoadedModel], layers: Union[str, Seque
 
 
 @_holding_out_lock
-def score_activations(activations, store: Union[BrodenStore, str, Path], config: DissectConfig = DissectConfig(),
-                      out: Optional[Union[str, Path]] = None, name: str = "activations") -> LayerResult:
+def score_activations(
+    activations,
+    store: Union[BrodenStore, str, Path],
+    config: DissectConfig = DissectConfig(),
+    out: Optional[Union[str, Path]] = None,
+    name: str = "activations",
+) -> LayerResult:
     """Score activations computed elsewhere: [N, U, h, w] (or [N, U]) in index.csv order.
 
     N is the number of index.csv rows, or, with ``config.split``, either that or the number of
@@ -191,8 +230,15 @@ def score_activations(activations, store: Union[BrodenStore, str, Path], config:
 
     def pass1(start: int) -> str:  # the activations -> the threshold statistics
         compute = lambda batch: _checked(run, {name: torch.from_numpy(acts.rows(batch.positions))}, batch)
-        run_pass(run.index_batches(positions, start), compute, stats, run.checkpoint, 1, start,
-                 run.progress("pass 1/2 (thresholds)", start))
+        run_pass(
+            run.index_batches(positions, start),
+            compute,
+            stats,
+            run.checkpoint,
+            1,
+            start,
+            run.progress("pass 1/2 (thresholds)", start),
+        )
         return "pass1_thresholds"
 
     run.passes(stats, state, pass1, lambda: {name: acts}, positions)
@@ -213,8 +259,11 @@ def _open_store(store) -> BrodenStore:
     problems = label_number_problems(store)
     if problems:
         more = f" (and {len(problems) - 3} more; see broden validate {store.root})" if len(problems) > 3 else ""
-        raise DissectError(f"{store.root}: label numbers broden validate rejects: "
-                           + "; ".join(f"{p.file}:{p.row}: {p.message}" for p in problems[:3]) + more)
+        raise DissectError(
+            f"{store.root}: label numbers broden validate rejects: "
+            + "; ".join(f"{p.file}:{p.row}: {p.message}" for p in problems[:3])
+            + more
+        )
     return store
 
 
@@ -233,9 +282,11 @@ def _positions(run: Run, acts) -> list:
         positions = list(range(n_split))
     else:
         extra = f" or the {n_split} rows of split {split!r}" if split else ""
-        raise DissectError(f"{acts.origin}: activations hold {n} images but {run.store.root / 'index.csv'} has "
-                           f"{n_all} rows{extra}; activations must be in index.csv order")
-    return positions[run.start: run.start + len(run.my_rows)]
+        raise DissectError(
+            f"{acts.origin}: activations hold {n} images but {run.store.root / 'index.csv'} has "
+            f"{n_all} rows{extra}; activations must be in index.csv order"
+        )
+    return positions[run.start : run.start + len(run.my_rows)]
 
 
 def _checked(run: Run, acts: dict, batch: Batch) -> dict:
@@ -255,10 +306,18 @@ def _model_identity(model) -> tuple:
     h = hashlib.sha256()
     for k, v in model.state_dict().items():
         h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes() if v.dtype != torch.bfloat16 else v.float().numpy().tobytes())
+        h.update(
+            v.detach().cpu().contiguous().numpy().tobytes()
+            if v.dtype != torch.bfloat16
+            else v.float().numpy().tobytes()
+        )
     kind = "torchscript" if isinstance(model, torch.jit.ScriptModule) else "module"
     lm = LoadedModel(model, type(model).__name__, kind)
-    return lm, {"kind": kind, "class": f"{type(model).__module__}.{type(model).__qualname__}", "state_sha256": h.hexdigest()}
+    return lm, {
+        "kind": kind,
+        "class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "state_sha256": h.hexdigest(),
+    }
 
 
 def _check_layers(lm: LoadedModel, names: Sequence[str]) -> None:
@@ -270,8 +329,10 @@ def _check_layers(lm: LoadedModel, names: Sequence[str]) -> None:
     for n in names:
         other = folders.setdefault(safe_name(n), n)
         if other != n:
-            raise DissectError(f"layers {other!r} and {n!r} would share the result folder {safe_name(n)!r}; "
-                               f"dissect them in separate runs (different --out)")
+            raise DissectError(
+                f"layers {other!r} and {n!r} would share the result folder {safe_name(n)!r}; "
+                f"dissect them in separate runs (different --out)"
+            )
         if not lm.is_torchscript:
             resolve_selector(lm.module, n)
 
@@ -290,8 +351,9 @@ def _plan(lm: LoadedModel, names: Sequence[str], prep: Preprocessing, device, la
     try:
         return plan_layers(lm.module, names, x, layout=layout)
     except ForwardError as e:
-        raise DissectError(f"model {lm.spec} fails on input size {size[0]}x{size[1]}: {e} "
-                           f"(choose another --input-size)") from None
+        raise DissectError(
+            f"model {lm.spec} fails on input size {size[0]}x{size[1]}: {e} (choose another --input-size)"
+        ) from None
 
 
 def _record_plans(results: dict, plans: dict) -> None:
@@ -299,15 +361,24 @@ def _record_plans(results: dict, plans: dict) -> None:
     which call and which tensor of a structured output it scored, and how tokens became a map)."""
     for n, res in results.items():
         p = plans[n]
-        res.settings.update({"selector": p.selector, "requested": n, "module": p.module, "calls": p.calls,
-                             "structure": p.structure, "captured_shape": list(p.captured_shape),
-                             "layout": p.layout.to_dict()})
+        res.settings.update(
+            {
+                "selector": p.selector,
+                "requested": n,
+                "module": p.module,
+                "calls": p.calls,
+                "structure": p.structure,
+                "captured_shape": list(p.captured_shape),
+                "layout": p.layout.to_dict(),
+            }
+        )
 
 
 def _images(run: Run, input_size: tuple, start: int) -> BrodenDataset:
-    rows = run.my_rows[start * run.cfg.batch_size:]
-    return BrodenDataset(run.store, rows=rows, image_size=input_size, mean=run.cfg.mean, std=run.cfg.std,
-                         with_labels=False)
+    rows = run.my_rows[start * run.cfg.batch_size :]
+    return BrodenDataset(
+        run.store, rows=rows, image_size=input_size, mean=run.cfg.mean, std=run.cfg.std, with_labels=False
+    )
 
 
 def _model_compute(run: Run, lm: LoadedModel, plans: dict, prep: Preprocessing, arrays: dict, start: int):
@@ -330,8 +401,10 @@ def _model_compute(run: Run, lm: LoadedModel, plans: dict, prep: Preprocessing, 
         try:
             feats, rounded = feature_maps(lm.module, x, plans), {}
         except ForwardError as e:
-            raise DissectError(f"model {lm.spec} fails on a batch of {x.shape[0]} images at input size "
-                               f"{prep.input_size[0]}x{prep.input_size[1]}: {e}") from None
+            raise DissectError(
+                f"model {lm.spec} fails on a batch of {x.shape[0]} images at input size "
+                f"{prep.input_size[0]}x{prep.input_size[1]}: {e}"
+            ) from None
         finally:
             apply_threads(run.parallel.threads)
         for n in plans:
@@ -340,9 +413,11 @@ def _model_compute(run: Run, lm: LoadedModel, plans: dict, prep: Preprocessing, 
             # finite values overflow float16 exactly when |a| >= 65520 (they round to inf); checked on
             # the float32 values, which is cheaper than isfinite on float16 on a CPU
             if tdt == torch.float16 and feats[n].numel() and float(feats[n].abs().amax()) >= 65520.0:
-                raise DissectError(f"layer {n!r}: activations exceed the float16 range of the cache "
-                                   f"(max |a| = {feats[n].abs().max().item():.4g}); use --cache-dtype float32")
-            arrays[n][lo:lo + r.shape[0]] = r.cpu().numpy()
+                raise DissectError(
+                    f"layer {n!r}: activations exceed the float16 range of the cache "
+                    f"(max |a| = {feats[n].abs().max().item():.4g}); use --cache-dtype float32"
+                )
+            arrays[n][lo : lo + r.shape[0]] = r.cpu().numpy()
             rounded[n] = r
         next_row[0] = lo + x.shape[0]
         return rounded
@@ -356,8 +431,16 @@ def _open_caches(run: Run, key: dict, plans: dict) -> dict:
     layout, shape), data and store."""
     caches = {}
     for n, plan in plans.items():
-        layer_key = dict(key, layer=n, shape=list(plan.shape), plan=plan.to_dict(), rows=run.key["rows"],
-                         split=run.cfg.split, store=run.key["store"], dtype=run.cfg.cache_dtype)
+        layer_key = dict(
+            key,
+            layer=n,
+            shape=list(plan.shape),
+            plan=plan.to_dict(),
+            rows=run.key["rows"],
+            split=run.cfg.split,
+            store=run.key["store"],
+            dtype=run.cfg.cache_dtype,
+        )
         layer_key.pop("layers", None)
         caches[n] = ActivationCache(run.cache_dir, f"{safe_name(n)}.rank{run.info.rank}of{run.info.world}", layer_key)
     return caches

@@ -4,7 +4,8 @@ The tally is a sum over images (Bau et al. 2017, sec. 2: I, the label areas and 
 are counts), so a batch's counts can be computed anywhere and added up in any order with the
 same integers. :class:`TallyBatches` is a dataset whose item ``k`` is the k-th batch of this
 shard's rows: it decodes the label planes, reads the activation rows, checks the label numbers
-(in the tally's own label lookup when it counts) and, when given a :class:`TallySpec`, runs ``Tally.add_activations`` of every layer right there
+(in the tally's own label lookup when it counts) and, when given a :class:`TallySpec`, runs
+``Tally.add_activations`` of every layer right there
 and returns only the counts. With DataLoader workers the images of pass 2 are thus split across
 processes, each single-threaded (torch's intra-op threads on these small tensors cost more than
 they save, dissect.engine._resources), and the main process only sums. Without a spec (a CUDA device) the batch
@@ -13,6 +14,7 @@ carries its label planes and activations to the main process, which tallies on t
 An error inside a worker comes back as the item ``{"error": exception}`` and is raised by the
 main process unchanged, so the user sees the one-line message (no worker traceback text).
 """
+
 from __future__ import annotations
 
 import pickle
@@ -76,8 +78,9 @@ def in_basis(a: torch.Tensor, basis) -> torch.Tensor:
     return basis.encode_maps(a) if hasattr(basis, "encode_maps") else apply_basis(a.float(), basis)
 
 
-def count_batch(tallies: dict, acts: dict, seg, thresholds: dict, bases: dict, mode: str, size: tuple,
-                labels=None) -> None:
+def count_batch(
+    tallies: dict, acts: dict, seg, thresholds: dict, bases: dict, mode: str, size: tuple, labels=None
+) -> None:
     """Pass 2's count of one batch, the one counting function (in a DataLoader worker and on a device).
 
     ``acts`` {layer: [B, U, h, w]} (any dtype; moved to each Tally's device), ``seg`` the batch's
@@ -136,8 +139,16 @@ class TallyBatches(Dataset):
     ``acts`` {layer: float32 [B, U, h, w]}; or ``error``.
     """
 
-    def __init__(self, labels: BrodenDataset, sources: dict, positions: Sequence[int], batch_size: int,
-                 known: torch.Tensor, spec: Optional[TallySpec] = None, cache=None):
+    def __init__(
+        self,
+        labels: BrodenDataset,
+        sources: dict,
+        positions: Sequence[int],
+        batch_size: int,
+        known: torch.Tensor,
+        spec: Optional[TallySpec] = None,
+        cache=None,
+    ):
         self.labels, self.sources, self.positions = labels, sources, list(positions)
         self.cache = cache  # a broden_builder LabelCache of the store's decoded planes, or None
         self.batch_size, self.known, self.spec = int(batch_size), known, spec
@@ -186,13 +197,22 @@ class TallyBatches(Dataset):
         if self._tallies is None:
             known = self.known.nonzero().squeeze(1).tolist()
             numbers, categories, image_level, primary = spec.tally_args
-            self._tallies = {n: Tally(numbers, categories, image_level, primary, device="cpu", known=known)
-                             for n in acts}
+            self._tallies = {
+                n: Tally(numbers, categories, image_level, primary, device="cpu", known=known) for n in acts
+            }
         labels = None
         if spec.label_runs and acts:  # the null pass reuses this batch's label lookup (dissect.engine._null_pass)
             t = next(iter(self._tallies.values()))
             labels = t.batch_labels(seg, spec.size)
             self._label_part = label_builder(t, spec.size).part(labels)
-        count_batch(self._tallies, acts, seg, spec.thresholds, spec.bases, spec.mode, spec.size,
-                    labels if spec.mode in SEPARABLE else None)
+        count_batch(
+            self._tallies,
+            acts,
+            seg,
+            spec.thresholds,
+            spec.bases,
+            spec.mode,
+            spec.size,
+            labels if spec.mode in SEPARABLE else None,
+        )
         return {n: self._tallies[n].take_counts() for n in acts}

@@ -22,6 +22,7 @@ the run borders, and the overlaps are summed per (combination, unit) with one bi
 Memory: the label table (see null_labels), the intervals of one chunk, and the counts
 N x U x (L + 2 C) int64 (N permutations, U units, L labels, C categories).
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -45,8 +46,11 @@ def permutation(n: int, seed: int, k: int) -> np.ndarray:
 
 def permutations(n: int, seed: int, count: int) -> torch.Tensor:
     """long [count, n]: permutations 0 .. count - 1 (see :func:`permutation`)."""
-    return torch.from_numpy(np.stack([permutation(n, seed, k) for k in range(count)])) if count else \
-        torch.empty(0, n, dtype=torch.long)
+    return (
+        torch.from_numpy(np.stack([permutation(n, seed, k) for k in range(count)]))
+        if count
+        else torch.empty(0, n, dtype=torch.long)
+    )
 
 
 class NullTally:
@@ -64,7 +68,11 @@ class NullTally:
         self.perms, self.labels = perms.long().cpu(), labels
         self.N, self.U, self.L, self.C = perms.shape[0], int(units), int(n_labels), int(categories)
         z = lambda *s: torch.zeros(s, dtype=torch.long)
-        self.I, self.A_original, self.A_lite = z(self.N, self.U, self.L), z(self.N, self.U, self.C), z(self.N, self.U, self.C)
+        self.I, self.A_original, self.A_lite = (
+            z(self.N, self.U, self.L),
+            z(self.N, self.U, self.C),
+            z(self.N, self.U, self.C),
+        )
         self.device = torch.device("cpu")
 
     def add(self, masks: MaskIntervals, positions: Sequence[int]) -> None:
@@ -73,8 +81,9 @@ class NullTally:
         masks = MaskIntervals(*(t.cpu() for t in masks))
         pos = torch.as_tensor(list(positions), dtype=torch.long)
         if masks.mcount.shape != (pos.numel(), self.U):
-            raise ValueError(f"masks of {tuple(masks.mcount.shape)} (images, units) for {pos.numel()} positions "
-                             f"and {self.U} units")
+            raise ValueError(
+                f"masks of {tuple(masks.mcount.shape)} (images, units) for {pos.numel()} positions and {self.U} units"
+            )
         for k in range(self.N):
             self._add_one(k, masks, self.perms[k].index_select(0, pos))
 
@@ -99,8 +108,11 @@ class NullTally:
         g = lab.combo_offset.index_select(0, j).index_select(0, b) + cl - cfirst.index_select(0, b)
         cols, cats = lab.cols.index_select(0, g), lab.cats.index_select(0, g)
         K = cols.shape[1]
-        I = torch.zeros(U * (L + 1), dtype=torch.long).index_add_(
-            0, ((u * (L + 1)).unsqueeze(1) + cols).reshape(-1), w.repeat_interleave(K)).view(U, L + 1)[:, :L]
+        I = (
+            torch.zeros(U * (L + 1), dtype=torch.long)
+            .index_add_(0, ((u * (L + 1)).unsqueeze(1) + cols).reshape(-1), w.repeat_interleave(K))
+            .view(U, L + 1)[:, :L]
+        )
         B = j.numel()
         inside = torch.zeros(B * U * (C + 1), dtype=torch.bool)
         inside[(((b * U + u) * (C + 1)).unsqueeze(1) + cats).reshape(-1)] = True
@@ -113,8 +125,14 @@ class NullTally:
         I.index_add_(1, zl, mc.index_select(0, zb).t().contiguous())
         self.I[k] += I
 
-    def best_iou(self, G: torch.Tensor, A_all: torch.Tensor, primary: torch.Tensor, union: str,
-                 allowed: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def best_iou(
+        self,
+        G: torch.Tensor,
+        A_all: torch.Tensor,
+        primary: torch.Tensor,
+        union: str,
+        allowed: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         """float64 [N, U]: each permutation's best IoU per unit over the ``allowed`` label columns
         (bool [L], default all), by the observed Tally's formula (dissect.stats.tally.iou_from_counts);
         G [L] and A_all [U] the observed counts, primary [L] the category index of each column."""
@@ -138,8 +156,7 @@ def _overlaps(lab: LabelRuns, m: MaskIntervals, j: torch.Tensor, cfirst: torch.T
     cut to their first run and get one more entry per further run."""
     SH, SW = lab.size
     S = SH * SW
-    per_image = torch.stack([j * S, lab.run_offset.index_select(0, j),
-                             cfirst - lab.combo_offset.index_select(0, j)], 1)
+    per_image = torch.stack([j * S, lab.run_offset.index_select(0, j), cfirst - lab.combo_offset.index_select(0, j)], 1)
     base, roff, coff = per_image.index_select(0, m.b).unbind(1)
     p0 = base + m.y * SW + m.x0  # flat first and last pixel of each interval in the label image
     p1 = p0 + (m.x1 - m.x0 - 1)

@@ -15,6 +15,7 @@ combination id per pixel) and kept in a compact form that any permutation can re
 Memory: positions x S x 2 bytes (int16 run ids) plus 12 bytes per run and 8 x K per combination,
 S = sh x sw the segmentation size; a 1,000-image store at 112 x 112 takes about 25 MB.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -53,7 +54,8 @@ class LabelRunsBuilder:
     """Collects batches of labels, in position order, into a :class:`LabelRuns`.
 
     ``n_labels`` L and ``primary`` (long [L], the category index of each column) are the Tally's;
-    ``categories`` C its number of categories. Feed :meth:`add` with Tally.batch_labels tuples or their :meth:`part`, in order.
+    ``categories`` C its number of categories. Feed :meth:`add` with Tally.batch_labels tuples or
+    their :meth:`part`, in order.
     """
 
     def __init__(self, n_labels: int, primary: torch.Tensor, categories: int, size: tuple):
@@ -79,15 +81,22 @@ class LabelRunsBuilder:
         run_id = (torch.cumsum(new, 0) - 1).view(B, S) - first_run.view(B, 1)
         small = int(nruns.max()) <= 32767 if B else True
         has_img = torch.zeros(B, self.C + 1, dtype=torch.bool)
-        zb, zl = Z[:, :self.L].nonzero(as_tuple=True)
+        zb, zl = Z[:, : self.L].nonzero(as_tuple=True)
         has_img[zb, self.prim[zl]] = True
         cats = self.prim[cols]
         has = has_img.clone()
         has[img.unsqueeze(1).expand_as(cats).reshape(-1), cats.reshape(-1)] = True
-        return {"run_id": run_id.to(torch.int16 if small else torch.int32).reshape(-1), "nruns": nruns,
-                "run_start": starts, "run_combo": cid[starts].long(), "ncomb": torch.bincount(img, minlength=B),
-                "cols": cols.long(), "Z": Z[:, :self.L].clone(), "has_img": has_img[:, :self.C],
-                "has": has[:, :self.C]}
+        return {
+            "run_id": run_id.to(torch.int16 if small else torch.int32).reshape(-1),
+            "nruns": nruns,
+            "run_start": starts,
+            "run_combo": cid[starts].long(),
+            "ncomb": torch.bincount(img, minlength=B),
+            "cols": cols.long(),
+            "Z": Z[:, : self.L].clone(),
+            "has_img": has_img[:, : self.C],
+            "has": has[:, : self.C],
+        }
 
     def add(self, part) -> None:
         """Append a batch: a :meth:`part`, or the Tally.batch_labels tuple it is made from."""
@@ -106,14 +115,23 @@ class LabelRunsBuilder:
         K = max([p["cols"].shape[1] for p in parts] + [1])
         pad = lambda c: torch.cat([c, c.new_full((c.shape[0], K - c.shape[1]), self.L)], 1)
         cols = torch.cat([pad(p["cols"]) for p in parts]) if parts else torch.empty(0, K, dtype=torch.long)
-        offsets = lambda key: torch.cat([torch.zeros(1, dtype=torch.long),
-                                         torch.cumsum(torch.cat([p[key] for p in parts]), 0)])
+        offsets = lambda key: torch.cat(
+            [torch.zeros(1, dtype=torch.long), torch.cumsum(torch.cat([p[key] for p in parts]), 0)]
+        )
         cat = lambda key: torch.cat([p[key] for p in parts])
         return LabelRuns(
-            run_id=torch.cat([p["run_id"].to(dt) for p in parts]), run_offset=offsets("nruns"),
-            run_start=torch.cat([cat("run_start"), torch.tensor([self.images * S])]), run_combo=cat("run_combo"),
-            combo_offset=offsets("ncomb"), cols=cols, cats=self.prim[cols], Z=cat("Z"),
-            has_img=cat("has_img"), has=cat("has"), size=self.size)
+            run_id=torch.cat([p["run_id"].to(dt) for p in parts]),
+            run_offset=offsets("nruns"),
+            run_start=torch.cat([cat("run_start"), torch.tensor([self.images * S])]),
+            run_combo=cat("run_combo"),
+            combo_offset=offsets("ncomb"),
+            cols=cols,
+            cats=self.prim[cols],
+            Z=cat("Z"),
+            has_img=cat("has_img"),
+            has=cat("has"),
+            size=self.size,
+        )
 
 
 __all__ = ["LabelRuns", "LabelRunsBuilder"]

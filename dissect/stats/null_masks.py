@@ -5,6 +5,7 @@ intervals: (image b, unit u, row y, x0, x1) with x in [x0, x1). The masks of bil
 upsampling are blobs, so an interval covers tens of pixels and the null's per-permutation work
 (dissect.stats.null) scales with the intervals, not the pixels.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple, Optional, Sequence
@@ -61,7 +62,7 @@ def _pieces(acts: torch.Tensor, T: torch.Tensor, size: Sequence[int], mode: str,
     else:  # bicubic or integer activations: the Tally's add() path (whole planes)
         step = max(1, _MAX_JOIN // max(1, U * SH * SW))
         for b0 in range(0, B, step):
-            up = upsample(acts[b0: b0 + step], (SH, SW), mode, field=field, input_size=input_size)
+            up = upsample(acts[b0 : b0 + step], (SH, SW), mode, field=field, input_size=input_size)
             m = (up > T.to(up.dtype).view(1, U, 1, 1)).reshape(-1, SH, SW)
             k, r, x0, x1 = _row_runs(m)
             bus.append(k + b0 * U)
@@ -71,8 +72,14 @@ def _pieces(acts: torch.Tensor, T: torch.Tensor, size: Sequence[int], mode: str,
     return tuple(torch.cat(x) if x else empty for x in (bus, firsts, lens))
 
 
-def mask_intervals(acts: torch.Tensor, thresholds: torch.Tensor, size: Sequence[int], mode: str = "bilinear",
-                   field: Optional[Sequence[float]] = None, input_size=None) -> MaskIntervals:
+def mask_intervals(
+    acts: torch.Tensor,
+    thresholds: torch.Tensor,
+    size: Sequence[int],
+    mode: str = "bilinear",
+    field: Optional[Sequence[float]] = None,
+    input_size=None,
+) -> MaskIntervals:
     """The masks of acts [B, U, h, w] upsampled to ``size`` (sh, sw) by ``mode`` and thresholded
     (> thresholds [U], compared in acts' dtype as Tally.add_activations does) as MaskIntervals;
     pieces cut at sub-tile borders are joined. Raises ValueError for acts that are not 4-D."""
@@ -90,7 +97,8 @@ def mask_intervals(acts: torch.Tensor, thresholds: torch.Tensor, size: Sequence[
         joins[1:] = (key[1:] == key[:-1] + length[:-1]) & (key[1:] % SW != 0)
     head = (~joins).nonzero().squeeze(1)
     total = torch.zeros(head.numel(), dtype=torch.long, device=key.device).index_add_(
-        0, torch.cumsum(~joins, 0) - 1, length)
+        0, torch.cumsum(~joins, 0) - 1, length
+    )
     k = key.index_select(0, head)
     b, rest = k // (U * S), k % (U * S)
     u, p = rest // S, rest % S

@@ -15,6 +15,7 @@ dissect.engine._distributed.sync and dissect.engine._checkpoint use only these m
 :class:`DeclaredState` derives ``state_dict``, ``load_state_dict``, ``to`` and ``sum_keys`` from
 the state a statistic declares once (torchmetrics' ``add_state`` pattern).
 """
+
 from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
@@ -71,8 +72,10 @@ class DeclaredState:
         theirs = tuple(_plain(get(k)) for k in self.identity)
         mine = tuple(_plain(getattr(self, k)) for k in self.identity)
         if theirs != mine:
-            raise ValueError(f"cannot {action} {type(self).__name__} objects over different "
-                             f"{', '.join(self.identity)}: {theirs} vs {mine}")
+            raise ValueError(
+                f"cannot {action} {type(self).__name__} objects over different "
+                f"{', '.join(self.identity)}: {theirs} vs {mine}"
+            )
 
     def state_dict(self) -> dict:
         """Identity and scalars as plain values, tensors on the CPU (``torch.save(weights_only=True)``-able)."""

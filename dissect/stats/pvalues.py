@@ -18,6 +18,7 @@ statistic under N permutations of the image pairing (dissect.stats.null).
 
 Each unit records which of the two gave its p (``p_method``: "permutation" or "tail").
 """
+
 from __future__ import annotations
 
 import math
@@ -82,9 +83,17 @@ def null_fields(observed: np.ndarray, null: np.ndarray, alpha: float) -> list:
     p, method = permutation_p(observed, null)
     q = q_values(p)
     mean, p95 = null.mean(0), np.quantile(null, 0.95, axis=0)
-    return [{"p_value": float(p[u]), "q_value": float(q[u]), "significant": bool(q[u] <= alpha),
-             "null_iou": float(mean[u]), "null_iou_95": float(p95[u]), "p_method": method[u]}
-            for u in range(p.size)]
+    return [
+        {
+            "p_value": float(p[u]),
+            "q_value": float(q[u]),
+            "significant": bool(q[u] <= alpha),
+            "null_iou": float(mean[u]),
+            "null_iou_95": float(p95[u]),
+            "p_method": method[u],
+        }
+        for u in range(p.size)
+    ]
 
 
 def is_detector(unit: dict, detector: str) -> bool:
@@ -100,9 +109,19 @@ def is_detector(unit: dict, detector: str) -> bool:
 def significant_detectors(result) -> list:
     """The units of a layer result (a LayerResult, or anything with ``units``) that are significant
     against the permutation null (q <= alpha), best IoU first; [] when the run had no null."""
-    return sorted((u for u in result.units if u.get("significant")),
-                  key=lambda u: (-float(u.get("iou", 0.0)), int(u["unit_index"])))
+    return sorted(
+        (u for u in result.units if u.get("significant")),
+        key=lambda u: (-float(u.get("iou", 0.0)), int(u["unit_index"])),
+    )
 
 
-__all__ = ["permutation_p", "gumbel_tail", "q_values", "null_fields", "is_detector", "significant_detectors",
-           "DETECTORS", "MIN_TAIL"]
+__all__ = [
+    "permutation_p",
+    "gumbel_tail",
+    "q_values",
+    "null_fields",
+    "is_detector",
+    "significant_detectors",
+    "DETECTORS",
+    "MIN_TAIL",
+]

@@ -24,6 +24,7 @@ Both give values equal bit for bit to ``np.quantile`` over the same values (floa
 interpolated in float32, i.e. as ``np.quantile(values.astype(np.float32), 1 - q)``; -0.0 is
 treated as +0.0).
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -38,8 +39,12 @@ DEFAULT_BUDGET = 1 << 30
 # elements handled per vectorised step (bounds the temporaries of filters, gathers and bincounts)
 _STEP = 1 << 22
 _BINS = 1 << 16
-_KEYS = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32,
-         torch.float64: torch.int64}
+_KEYS = {
+    torch.float16: torch.int16,
+    torch.bfloat16: torch.int16,
+    torch.float32: torch.int32,
+    torch.float64: torch.int64,
+}
 
 
 def _neighbour_indices(n: int, p: float) -> tuple:
@@ -108,8 +113,15 @@ class TopQuantile(DeclaredState):
     #: those of its method); ``to`` moves them all
     identity, tensors = ("units", "quantile", "total_count"), ("buf", "fill", "cutoff", "hist", "prefix", "rank")
 
-    def __init__(self, units: int, quantile: float, total_count: int, device="cpu", dtype: Optional[torch.dtype] = None,
-                 memory_budget: int = DEFAULT_BUDGET):
+    def __init__(
+        self,
+        units: int,
+        quantile: float,
+        total_count: int,
+        device="cpu",
+        dtype: Optional[torch.dtype] = None,
+        memory_budget: int = DEFAULT_BUDGET,
+    ):
         if not 0.0 <= quantile <= 1.0:
             raise ValueError(f"quantile must lie in [0, 1], got {quantile}")
         if total_count < 1:
@@ -158,8 +170,11 @@ class TopQuantile(DeclaredState):
 
     def held_bytes(self) -> int:
         """Bytes of the state kept between batches (the part that could grow with N; it does not)."""
-        return sum(t.numel() * t.element_size() for t in (self.buf, self.fill, self.cutoff, self.hist, self.prefix,
-                                                         self.rank) if t is not None)
+        return sum(
+            t.numel() * t.element_size()
+            for t in (self.buf, self.fill, self.cutoff, self.hist, self.prefix, self.rank)
+            if t is not None
+        )
 
     # ------------------------------------------------------------------ input
     def _batch(self, acts: torch.Tensor) -> torch.Tensor:
@@ -189,8 +204,9 @@ class TopQuantile(DeclaredState):
         raw = self._batch(acts)
         B, _, S = raw.shape
         if self.count + B * S > self.total_count:
-            raise ValueError(f"TopQuantile got {self.count + B * S} values per unit, more than "
-                             f"total_count={self.total_count}")
+            raise ValueError(
+                f"TopQuantile got {self.count + B * S} values per unit, more than total_count={self.total_count}"
+            )
         if self.method == "histogram" and self.level != 0:
             raise ValueError("TopQuantile.add after pass 1 ended; use rescan() for the extra passes")
         step = self._images_per_step(S, self.slack) if self.method == "stream" else B
@@ -199,9 +215,9 @@ class TopQuantile(DeclaredState):
                 # _absorb appends at most ``slack`` values per unit; one image's map may hold more (few
                 # images of a large map: S > slack), so it is fed in slices of the map then
                 for s in range(0, S, self.slack):
-                    self._absorb(raw[b: b + step, :, s: s + self.slack])
+                    self._absorb(raw[b : b + step, :, s : s + self.slack])
             else:
-                keys = to_keys(raw[b: b + step].view(self.dtype))
+                keys = to_keys(raw[b : b + step].view(self.dtype))
                 self._check_keys(keys)
                 self._histogram(keys)
         self.count += B * S
@@ -218,12 +234,16 @@ class TopQuantile(DeclaredState):
             self._check_keys(keys)
         b, U, S = keys.shape
         f0 = int(self.fill[0]) if U else 0
-        if (not is_keys and f0 + b * S <= self.cap and bool((self.cutoff == self.pad).all())
-                and bool((self.fill == f0).all())):
+        if (
+            not is_keys
+            and f0 + b * S <= self.cap
+            and bool((self.cutoff == self.pad).all())
+            and bool((self.fill == f0).all())
+        ):
             # nothing filtered yet (the first batches): every value survives, so the block is copied in
             # unit-major order without the per-value slot arithmetic below (measured: the first 6 of 32
             # batches of 1,000 images x 512 x 7 x 7 took 90% of the quantile's time through that path)
-            self.buf[:, f0: f0 + b * S] = keys.transpose(0, 1).reshape(U, b * S)
+            self.buf[:, f0 : f0 + b * S] = keys.transpose(0, 1).reshape(U, b * S)
             self.fill += b * S
             return
 
@@ -257,12 +277,12 @@ class TopQuantile(DeclaredState):
         per = max(1, _STEP // self.cap)
         ar = torch.arange(self.cap, device=self.buf.device)
         for i in range(0, rows.numel(), per):
-            r = rows[i: i + per]
+            r = rows[i : i + per]
             blk = self.buf[r]  # [v, cap], padded with the smallest key
             if 4 * self.keep <= self.cap:  # the keep largest themselves (a multiset: their order is free)
                 top = torch.topk(blk, self.keep, dim=1, sorted=False).values
                 self.buf[r, : self.keep] = top
-                self.buf[r, self.keep:] = self.pad
+                self.buf[r, self.keep :] = self.pad
                 self.fill[r] = self.keep
                 self.cutoff[r] = top.amin(1)
                 continue
@@ -285,9 +305,9 @@ class TopQuantile(DeclaredState):
         per = max(1, _STEP // self.cap)
         n = self.total_count
         for i in range(0, self.units, per):
-            blk = self.buf[i: i + per]
+            blk = self.buf[i : i + per]
             for t, rank in enumerate((self.lo, self.hi)):  # ascending rank -> (n - rank)-th largest
-                out[i: i + per, t] = _kth_largest(blk, n - rank)
+                out[i : i + per, t] = _kth_largest(blk, n - rank)
         return out
 
     # ------------------------------------------------------------------ histogram method
@@ -303,18 +323,18 @@ class TopQuantile(DeclaredState):
         b, U, S = keys.shape
         per = max(1, min(U, _STEP // max(1, b * S)))
         for u0 in range(0, U, per):
-            k = keys[:, u0: u0 + per]
+            k = keys[:, u0 : u0 + per]
             n = k.shape[1]
             pre, dig = self._digits(k, level)
             unit = torch.arange(n, device=keys.device).view(1, n, 1)
             if level == 0:
                 idx = (unit * _BINS + dig).reshape(-1)
-                self.hist[u0: u0 + n, 0] += torch.bincount(idx, minlength=n * _BINS).view(n, _BINS)
+                self.hist[u0 : u0 + n, 0] += torch.bincount(idx, minlength=n * _BINS).view(n, _BINS)
                 continue
             for t in range(2):  # only the values inside bracket t (the prefix found so far)
-                inside = pre == self.prefix[u0: u0 + n, t].view(1, n, 1)
+                inside = pre == self.prefix[u0 : u0 + n, t].view(1, n, 1)
                 idx = (unit * _BINS + dig)[inside]
-                self.hist[u0: u0 + n, t] += torch.bincount(idx, minlength=n * _BINS).view(n, _BINS)
+                self.hist[u0 : u0 + n, t] += torch.bincount(idx, minlength=n * _BINS).view(n, _BINS)
 
     def _resolve_level(self) -> None:
         """Find, per unit and neighbour, the bin holding its rank; narrow the bracket to it."""
@@ -349,8 +369,9 @@ class TopQuantile(DeclaredState):
         B, _, S = raw.shape
         self.rescan_count += B * S
         if self.rescan_count > self.total_count:
-            raise ValueError(f"TopQuantile.rescan got {self.rescan_count} values per unit, more than "
-                             f"total_count={self.total_count}")
+            raise ValueError(
+                f"TopQuantile.rescan got {self.rescan_count} values per unit, more than total_count={self.total_count}"
+            )
         keys = to_keys(raw.view(self.dtype))
         self._check_keys(keys)
         self._histogram(keys, self.level)
@@ -372,12 +393,16 @@ class TopQuantile(DeclaredState):
         if self.dtype is None:
             self._setup(other.dtype)
         if other.dtype != self.dtype or other.method != self.method:
-            raise ValueError(f"cannot merge TopQuantile of {other.dtype}/{other.method} into {self.dtype}/{self.method}")
+            raise ValueError(
+                f"cannot merge TopQuantile of {other.dtype}/{other.method} into {self.dtype}/{self.method}"
+            )
         if self.level or other.level:
             raise ValueError("TopQuantile.merge: only pass-1 states merge (sum hist for the extra pass)")
         if self.count + other.count > self.total_count:
-            raise ValueError(f"merged TopQuantile saw {self.count + other.count} values per unit, more than "
-                             f"total_count={self.total_count}")
+            raise ValueError(
+                f"merged TopQuantile saw {self.count + other.count} values per unit, more than "
+                f"total_count={self.total_count}"
+            )
         self.count += other.count
         if self.method == "histogram":
             self.hist += other.hist.to(self.device)
@@ -385,7 +410,7 @@ class TopQuantile(DeclaredState):
         buf, fill = other.buf.to(self.device), other.fill.to(self.device)
         width = int(fill.max()) if fill.numel() else 0
         for j in range(0, width, self.slack):  # absorb the other's kept values, slack columns at a time
-            self._absorb(buf[:, j: j + self.slack].unsqueeze(0), is_keys=True)  # padding (smallest key) never passes
+            self._absorb(buf[:, j : j + self.slack].unsqueeze(0), is_keys=True)  # padding (smallest key) never passes
 
     def thresholds(self) -> torch.Tensor:
         """Tensor[U] of thresholds, equal to numpy's quantile over all values seen (float16 -> float32)."""
@@ -404,9 +429,16 @@ class TopQuantile(DeclaredState):
 
     def state_dict(self) -> dict:
         c = lambda t: None if t is None else t.cpu()
-        d = {"units": self.units, "quantile": self.quantile, "total_count": self.total_count, "count": self.count,
-             "dtype": None if self.dtype is None else str(self.dtype).replace("torch.", ""), "method": self.method,
-             "level": self.level, "rescan_count": self.rescan_count}
+        d = {
+            "units": self.units,
+            "quantile": self.quantile,
+            "total_count": self.total_count,
+            "count": self.count,
+            "dtype": None if self.dtype is None else str(self.dtype).replace("torch.", ""),
+            "method": self.method,
+            "level": self.level,
+            "rescan_count": self.rescan_count,
+        }
         if self.method == "stream":
             width = int(self.fill.max()) if self.units else 0
             d.update(buf=self.buf[:, :width].cpu(), fill=self.fill.cpu(), cutoff=self.cutoff.cpu())

@@ -1,4 +1,5 @@
 """Scores: IoU, best label per category and overall, and the detector flag, as plain Python data."""
+
 from __future__ import annotations
 
 from typing import Mapping, Optional, Sequence
@@ -8,8 +9,13 @@ import torch
 from .tally import Tally
 
 
-def scores(tally: Tally, union: str = "original", iou_threshold: float = 0.04,
-           categories: Optional[Sequence[str]] = None, label_names: Optional[Mapping[int, str]] = None) -> list:
+def scores(
+    tally: Tally,
+    union: str = "original",
+    iou_threshold: float = 0.04,
+    categories: Optional[Sequence[str]] = None,
+    label_names: Optional[Mapping[int, str]] = None,
+) -> list:
     """Per unit (in unit order) a dict::
 
         {"unit_index": u (0-based), "unit": u + 1, "number": n, "label": name, "category": c,
@@ -36,18 +42,34 @@ def scores(tally: Tally, union: str = "original", iou_threshold: float = 0.04,
     lists = {c: {k: v.tolist() for k, v in d.items() if k != "col"} for c, d in per_cat.items()}
     out = []
     for u, (n, v, c) in enumerate(zip(best_num.tolist(), best_iou.tolist(), best_cat)):
-        out.append({
-            "unit_index": u, "unit": u + 1, "number": n, "label": name(n), "category": c,
-            "iou": v, "detector": bool(n) and v >= iou_threshold,
-            "per_category": {cat: {"number": d["number"][u], "label": name(d["number"][u]), "iou": d["iou"][u],
-                                   "truth": d["truth"][u], "activation": d["activation"][u],
-                                   "intersect": d["intersect"][u]} for cat, d in lists.items()},
-        })
+        out.append(
+            {
+                "unit_index": u,
+                "unit": u + 1,
+                "number": n,
+                "label": name(n),
+                "category": c,
+                "iou": v,
+                "detector": bool(n) and v >= iou_threshold,
+                "per_category": {
+                    cat: {
+                        "number": d["number"][u],
+                        "label": name(d["number"][u]),
+                        "iou": d["iou"][u],
+                        "truth": d["truth"][u],
+                        "activation": d["activation"][u],
+                        "intersect": d["intersect"][u],
+                    }
+                    for cat, d in lists.items()
+                },
+            }
+        )
     return out
 
 
-def _best_per_category(tally: Tally, union: str, iou: torch.Tensor, prim: torch.Tensor, labels: torch.Tensor,
-                       cats: Sequence[str]) -> dict:
+def _best_per_category(
+    tally: Tally, union: str, iou: torch.Tensor, prim: torch.Tensor, labels: torch.Tensor, cats: Sequence[str]
+) -> dict:
     """Per category: each unit's best label among those whose primary category it is (vectorised over units)."""
     I, G = tally.I.cpu(), tally.G.cpu()
     A = tally.activation(union).cpu()
@@ -60,16 +82,30 @@ def _best_per_category(tally: Tally, union: str, iou: torch.Tensor, prim: torch.
         if cols.numel():
             sub = iou[:, cols]
             best = cols[sub.argmax(1)]
-            per_cat[c] = {"col": best, "iou": iou[units, best], "number": labels[best],
-                          "truth": G[best], "intersect": I[units, best], "activation": A[:, ci]}
+            per_cat[c] = {
+                "col": best,
+                "iou": iou[units, best],
+                "number": labels[best],
+                "truth": G[best],
+                "intersect": I[units, best],
+                "activation": A[:, ci],
+            }
         else:
             zero = torch.zeros(U, dtype=torch.long)
-            per_cat[c] = {"col": None, "iou": torch.zeros(U, dtype=torch.float64), "number": zero,
-                          "truth": zero, "intersect": zero, "activation": A[:, ci]}
+            per_cat[c] = {
+                "col": None,
+                "iou": torch.zeros(U, dtype=torch.float64),
+                "number": zero,
+                "truth": zero,
+                "intersect": zero,
+                "activation": A[:, ci],
+            }
     return per_cat
 
 
-def _best_overall(tally: Tally, iou: torch.Tensor, prim: torch.Tensor, labels: torch.Tensor, cats: Sequence[str]) -> tuple:
+def _best_overall(
+    tally: Tally, iou: torch.Tensor, prim: torch.Tensor, labels: torch.Tensor, cats: Sequence[str]
+) -> tuple:
     """(label number [U], IoU [U], category list) of each unit's best label over ``cats``."""
     U = iou.shape[0]
     pool = [(prim == tally.categories.index(c)) for c in cats]

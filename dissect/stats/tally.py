@@ -6,6 +6,7 @@ dissect.stats.tiles, or a dense upsampled map) are counted per (combination, uni
 bincount, and each pair is expanded to its label columns and categories; image-level labels use
 per-(image, unit) mask sizes. Nothing loops over units, labels or images in Python.
 """
+
 from __future__ import annotations
 
 from typing import Iterable, Mapping, NamedTuple, Optional, Sequence
@@ -61,8 +62,10 @@ class UnknownLabel(DissectError):
         return self.args[2]
 
     def __str__(self) -> str:
-        return (f"a {self.category} segmentation holds label number {self.number}, which is not in label.csv "
-                "(broden validate rejects this store)")
+        return (
+            f"a {self.category} segmentation holds label number {self.number}, which is not in label.csv "
+            "(broden validate rejects this store)"
+        )
 
 
 def find_unknown_label(seg: SegBatch, known: torch.Tensor) -> Optional[UnknownLabel]:
@@ -158,13 +161,24 @@ class Tally(DeclaredState):
     A_original: torch.Tensor
     A_lite: torch.Tensor
     A_all: torch.Tensor
-    identity, scalars, tensors, summed = ("labels", "categories", "primary"), ("units", "images"), tuple(COUNTS), \
-        ("images",)
+    identity, scalars, tensors, summed = (
+        ("labels", "categories", "primary"),
+        ("units", "images"),
+        tuple(COUNTS),
+        ("images",),
+    )
     tables = ("_lut", "_plut", "_prim")
 
-    def __init__(self, labels: Sequence[int], categories: Sequence[str], image_level_categories: Iterable[str],
-                 primary_category: Mapping[int, str], device="cpu", units: int = None,
-                 known: Optional[Sequence[int]] = None):
+    def __init__(
+        self,
+        labels: Sequence[int],
+        categories: Sequence[str],
+        image_level_categories: Iterable[str],
+        primary_category: Mapping[int, str],
+        device="cpu",
+        units: int = None,
+        known: Optional[Sequence[int]] = None,
+    ):
         self.labels = [int(n) for n in labels]
         if len(set(self.labels)) != len(self.labels):
             raise ValueError("Tally labels contain duplicate numbers")
@@ -178,14 +192,21 @@ class Tally(DeclaredState):
         for n in self.labels:
             c = primary_category.get(n) if hasattr(primary_category, "get") else primary_category[n]
             if c not in cat_index:
-                raise ValueError(f"label {n}: primary category {c!r} is not one of the tallied categories {self.categories}")
+                raise ValueError(
+                    f"label {n}: primary category {c!r} is not one of the tallied categories {self.categories}"
+                )
             prim.append(cat_index[c])
         self.primary = [self.categories[i] for i in prim]
         self.device = torch.device(device)
         self.units = units
         self.known = None if known is None else sorted({int(n) for n in known})
-        self._label_key = (tuple(self.labels), tuple(self.categories), tuple(self.image_level_categories),
-                           tuple(self.primary), None if self.known is None else tuple(self.known))
+        self._label_key = (
+            tuple(self.labels),
+            tuple(self.categories),
+            tuple(self.image_level_categories),
+            tuple(self.primary),
+            None if self.known is None else tuple(self.known),
+        )
         self._prim = torch.tensor(prim, dtype=torch.long, device=self.device)
         self._make_luts()
         self.images = 0
@@ -232,14 +253,20 @@ class Tally(DeclaredState):
         for c in self.pixel_categories:
             if c not in seg.pixel:
                 where = "image-level" if c in seg.image_level else "missing"
-                raise ValueError(f"SegBatch: pixel category {c!r} is {where} (pixel categories given: {list(seg.pixel)})")
+                raise ValueError(
+                    f"SegBatch: pixel category {c!r} is {where} (pixel categories given: {list(seg.pixel)})"
+                )
             t = seg.pixel[c]
             if t.dim() != 4 or t.shape[0] != b or tuple(t.shape[2:]) != size:
-                raise ValueError(f"SegBatch: category {c!r} has shape {tuple(t.shape)}, expected [{b}, layers, {size[0]}, {size[1]}]")
+                raise ValueError(
+                    f"SegBatch: category {c!r} has shape {tuple(t.shape)}, expected [{b}, layers, {size[0]}, {size[1]}]"
+                )
         for c in self.image_level_categories:
             if c not in seg.image_level:
                 where = "a pixel category" if c in seg.pixel else "missing"
-                raise ValueError(f"SegBatch: image-level category {c!r} is {where} (image-level given: {list(seg.image_level)})")
+                raise ValueError(
+                    f"SegBatch: image-level category {c!r} is {where} (image-level given: {list(seg.image_level)})"
+                )
             t = seg.image_level[c]
             if t.dim() != 2 or t.shape[0] != b:
                 raise ValueError(f"SegBatch: image-level category {c!r} has shape {tuple(t.shape)}, expected [{b}, K]")
@@ -269,13 +296,22 @@ class Tally(DeclaredState):
         step = max(1, _MAX_JOIN // (U * S))
         ent_bu, ent_p = [], []
         for b0 in range(0, B, step):
-            flat = (acts_up[b0: b0 + step] > T).reshape(-1).nonzero().squeeze(1)
+            flat = (acts_up[b0 : b0 + step] > T).reshape(-1).nonzero().squeeze(1)
             ent_bu.append(flat // S + b0 * U)
             ent_p.append(flat % S)
         self._accumulate(B, U, S, seg, torch.cat(ent_bu), torch.cat(ent_p))
 
-    def add_activations(self, acts: torch.Tensor, thresholds: torch.Tensor, seg: SegBatch, mode: str = "bilinear",
-                        field=None, input_size=None, size=None, labels: Optional[BatchLabels] = None) -> None:
+    def add_activations(
+        self,
+        acts: torch.Tensor,
+        thresholds: torch.Tensor,
+        seg: SegBatch,
+        mode: str = "bilinear",
+        field=None,
+        input_size=None,
+        size=None,
+        labels: Optional[BatchLabels] = None,
+    ) -> None:
         """Count one batch from layer-resolution acts [B, U, h, w]: exactly the counts of
         ``add(upsample(acts, seg size, mode, field, input_size), thresholds, seg)``, but
         upsampling only the tiles where the mask can be set (dissect.stats.tiles). ``size`` (sh, sw)
@@ -389,14 +425,20 @@ class Tally(DeclaredState):
         if packed:  # decode the columns of each id from its key
             ukey = ukey.long()
             img = ukey // (L + 1) ** K
-            cols = torch.stack([ukey // (L + 1) ** (K - 1 - k) % (L + 1) for k in range(K)], 1) if K else \
-                ukey.new_empty(ukey.numel(), 0)
+            cols = (
+                torch.stack([ukey // (L + 1) ** (K - 1 - k) % (L + 1) for k in range(K)], 1)
+                if K
+                else ukey.new_empty(ukey.numel(), 0)
+            )
         else:
             rep = torch.empty(ukey.numel(), dtype=torch.long, device=d)
             rep.scatter_(0, cid, torch.arange(B * S, device=d))  # one pixel of each id (all alike)
             img = rep // S
-            cols = torch.stack([p.reshape(-1).index_select(0, rep) for p in planes], 1).long() if K else \
-                rep.new_empty(rep.numel(), 0)
+            cols = (
+                torch.stack([p.reshape(-1).index_select(0, rep) for p in planes], 1).long()
+                if K
+                else rep.new_empty(rep.numel(), 0)
+            )
         cols = torch.where(torch.gather(Z[img], 1, cols), L, cols)  # a label carried image-wide covers the image
         for k in range(1, K):  # the same label on two layers of a pixel counts once
             ck = cols[:, k]
@@ -409,7 +451,7 @@ class Tally(DeclaredState):
         lab = self._batch_labels(B, S, seg)
         counter = _PairCounter(lab[3].shape[0] * U, self.device)
         for i0 in range(0, ent_bu.numel(), _MAX_JOIN):  # bounded temporaries for dense masks
-            bu, p = ent_bu[i0: i0 + _MAX_JOIN], ent_p[i0: i0 + _MAX_JOIN]
+            bu, p = ent_bu[i0 : i0 + _MAX_JOIN], ent_p[i0 : i0 + _MAX_JOIN]
             b = bu // U
             counter.add(lab[1][b * S + p] * U + (bu - b * U))
         self._count(B, U, S, lab, counter)
@@ -427,7 +469,8 @@ class Tally(DeclaredState):
         mcount = torch.zeros(B * U, dtype=torch.long, device=d).index_add_(0, bu, w).view(B, U)  # mask sizes
         Z = Z[:, :L]
         self.G += torch.zeros(L + 1, dtype=torch.long, device=d).index_add_(
-            0, cols.reshape(-1), npix.repeat_interleave(K))[:L]
+            0, cols.reshape(-1), npix.repeat_interleave(K)
+        )[:L]
         zb, zl = Z.nonzero(as_tuple=True)
         self.G.index_add_(0, zl, torch.full_like(zl, S))
         self.A_all += mcount.sum(0)
@@ -445,7 +488,7 @@ class Tally(DeclaredState):
         I = torch.zeros(U * (L + 1), dtype=torch.long, device=d)
         step = max(1, _MAX_JOIN // max(K, 1))
         for i0 in range(0, w.numel() if K else 0, step):  # bounded memory: pairs x K at most _MAX_JOIN
-            c_, u_, b_, w_ = ci[i0: i0 + step], uu[i0: i0 + step], bu[i0: i0 + step], w[i0: i0 + step]
+            c_, u_, b_, w_ = ci[i0 : i0 + step], uu[i0 : i0 + step], bu[i0 : i0 + step], w[i0 : i0 + step]
             I.index_add_(0, ((u_ * (L + 1)).unsqueeze(1) + cols[c_]).reshape(-1), w_.repeat_interleave(K))
             inside[((b_ * (C + 1)).unsqueeze(1) + pc[c_]).reshape(-1)] = True
         self.I += I.view(U, L + 1)[:, :L]
@@ -508,8 +551,10 @@ class Tally(DeclaredState):
         if self.I is None:
             self._alloc(U)
         if (U, L) != (self.units, self.n_labels):
-            raise ValueError(f"counts of {U} units x {L} labels cannot be added to a tally of "
-                             f"{self.units} units x {self.n_labels} labels")
+            raise ValueError(
+                f"counts of {U} units x {L} labels cannot be added to a tally of "
+                f"{self.units} units x {self.n_labels} labels"
+            )
         for name in COUNTS:
             getattr(self, name).add_(counts[name].to(self.device, torch.long))
         self.images += int(counts["images"])

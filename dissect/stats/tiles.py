@@ -7,6 +7,7 @@ other tiles are evaluated with exactly the arithmetic of ``upsample()`` (rows fi
 columns, each as a product then a sum), so the mask is bit for bit that of
 ``upsample(acts) > T``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -47,13 +48,25 @@ def _axis_plan(taps_key: tuple, axis: int, dtype: torch.dtype, sub: int) -> tupl
     return i0, i1, mem[:, 0].clone(), w0, w1, corners
 
 
-def tile_plan(in_size: Sequence[int], size: Sequence[int], mode: str, field=None, input_size=None,
-              dtype: torch.dtype = torch.float32, device="cpu", sub: int = SUB) -> tuple:
+def tile_plan(
+    in_size: Sequence[int],
+    size: Sequence[int],
+    mode: str,
+    field=None,
+    input_size=None,
+    dtype: torch.dtype = torch.float32,
+    device="cpu",
+    sub: int = SUB,
+) -> tuple:
     """(rows, cols): each (i0, i1, first, w0, w1, corners) of _axis_plan, on ``device``; cached by
     shape, mode, dtype and sub-tile side."""
-    key = (tuple(int(x) for x in in_size), tuple(int(x) for x in size), mode,
-           None if field is None else tuple(float(x) for x in field),
-           None if input_size is None else tuple(int(x) for x in input_size))
+    key = (
+        tuple(int(x) for x in in_size),
+        tuple(int(x) for x in size),
+        mode,
+        None if field is None else tuple(float(x) for x in field),
+        None if input_size is None else tuple(int(x) for x in input_size),
+    )
     return tuple(tuple(t.to(device) for t in _axis_plan(key, axis, dtype, sub)) for axis in (0, 1))
 
 
@@ -98,8 +111,7 @@ def _sub_tiles(r0, r1, cw0, cw1, cy, cx, M, Tn, margin: float) -> tuple:
     return keep.nonzero(as_tuple=True)
 
 
-def hot_tiles(acts: torch.Tensor, T: torch.Tensor, size: Sequence[int], plan: tuple,
-              max_join: int) -> Iterator[tuple]:
+def hot_tiles(acts: torch.Tensor, T: torch.Tensor, size: Sequence[int], plan: tuple, max_join: int) -> Iterator[tuple]:
     """Chunks of evaluated sub-tiles of acts [B, U, h, w] upsampled to size (SH, SW), T [U]:
     (mask [n, sy, sx] bool, maps [n] = b * U + u, first [n] = b * SH * SW + y0 * SW + x0, the flat
     pixel of the sub-tile's top-left, tiles: the tiles of the chunk whose cells may pass T).
@@ -120,7 +132,7 @@ def hot_tiles(acts: torch.Tensor, T: torch.Tensor, size: Sequence[int], plan: tu
     y0w, y1w = by0 * w, by1 * w
     step = max(1, max_join // (my * mx))
     for t0 in range(0, tp.numel(), step):
-        p_, by, bx = sel[tp[t0: t0 + step]], ty[t0: t0 + step], tx[t0: t0 + step]
+        p_, by, bx = sel[tp[t0 : t0 + step]], ty[t0 : t0 + step], tx[t0 : t0 + step]
         sel_y, sel_x = (lambda t: t.index_select(0, by)), (lambda t: t.index_select(0, bx))
         base = p_ * (h * w)
         r0b, r1b = base + sel_y(y0w), base + sel_y(y1w)
@@ -138,15 +150,30 @@ def hot_tiles(acts: torch.Tensor, T: torch.Tensor, size: Sequence[int], plan: tu
             k = torch.arange(r0.shape[0], device=r0.device)
             gy = gx = torch.zeros_like(k)
         ry, rx = k * (my // sy) + gy, k * (mx // sx) + gx  # rows of the [n * groups, side] views
-        v = _outer(r0.reshape(-1, sy).index_select(0, ry), r1.reshape(-1, sy).index_select(0, ry),
-                   w0x.reshape(-1, sx).index_select(0, rx), w1x.reshape(-1, sx).index_select(0, rx))
+        v = _outer(
+            r0.reshape(-1, sy).index_select(0, ry),
+            r1.reshape(-1, sy).index_select(0, ry),
+            w0x.reshape(-1, sx).index_select(0, rx),
+            w1x.reshape(-1, sx).index_select(0, rx),
+        )
         first = (p_ // U) * (SH * SW) + sel_y(ystart) * SW + sel_x(xstart)
-        yield (v > Tn.index_select(0, k).view(-1, 1, 1), p_.index_select(0, k),
-               first.index_select(0, k) + gy * (sy * SW) + gx * sx, r0.shape[0])
+        yield (
+            v > Tn.index_select(0, k).view(-1, 1, 1),
+            p_.index_select(0, k),
+            first.index_select(0, k) + gy * (sy * SW) + gx * sx,
+            r0.shape[0],
+        )
 
 
-def mask_entries(acts: torch.Tensor, thresholds: torch.Tensor, size: Sequence[int], mode: str = "bilinear",
-                 field: Optional[Sequence[float]] = None, input_size=None, max_join: int = 1 << 24) -> tuple:
+def mask_entries(
+    acts: torch.Tensor,
+    thresholds: torch.Tensor,
+    size: Sequence[int],
+    mode: str = "bilinear",
+    field: Optional[Sequence[float]] = None,
+    input_size=None,
+    max_join: int = 1 << 24,
+) -> tuple:
     """Mask pixels of acts [B, U, h, w] upsampled to ``size`` (two-tap modes) and thresholded (> T [U]):
     (unit [n], pixel [n] = b * sh * sw + y * sw + x), grouped by tile."""
     B, U = acts.shape[:2]

@@ -1,4 +1,5 @@
 """TopKImages: per unit, the k images with the largest maximum activation, with their maps."""
+
 from __future__ import annotations
 
 
@@ -47,7 +48,9 @@ class TopKImages(DeclaredState):
         old = 0
         if self.values is not None:
             if maps.shape[2:] != self.maps.shape[2:]:
-                raise ValueError(f"activation maps of size {tuple(maps.shape[2:])} differ from earlier {tuple(self.maps.shape[2:])}")
+                raise ValueError(
+                    f"activation maps of size {tuple(maps.shape[2:])} differ from earlier {tuple(self.maps.shape[2:])}"
+                )
             old = self.values.shape[1]
             vals = torch.cat([self.values, vals], 1)
             idx = torch.cat([self.indices, idx], 1)

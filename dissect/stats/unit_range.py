@@ -6,6 +6,7 @@ that number, its mask ``a > T`` is empty and any IoU it gets is a rounding accid
 upsampling. Network Dissection reports it as such instead of as a non-detector.
 A plain running min/max (torch.aminmax) is all it takes; no library is needed.
 """
+
 from __future__ import annotations
 
 from typing import Optional

@@ -5,6 +5,7 @@ output row y = X[i0[y]] * w0[y] + X[i1[y]] * w1[y], then the same along columns.
 written as plain elementwise tensor operations, so any subset of output pixels evaluated
 with the same taps (see Tally.add_activations) is bit-identical to the full plane.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple, Optional, Sequence
@@ -18,14 +19,16 @@ SEPARABLE = ("bilinear", "nearest", "field")
 
 class Taps(NamedTuple):
     """Per output index along one axis: source indices i0, i1 and weights w0, w1 (float64)."""
+
     i0: torch.Tensor
     i1: torch.Tensor
     w0: torch.Tensor
     w1: torch.Tensor
 
 
-def axis_taps(n_in: int, n_out: int, mode: str = "bilinear", offset: float = None, stride: float = None,
-              n_input: int = None) -> Taps:
+def axis_taps(
+    n_in: int, n_out: int, mode: str = "bilinear", offset: float = None, stride: float = None, n_input: int = None
+) -> Taps:
     """Taps for one axis. bilinear: align_corners=False (source = (y + 0.5) * n_in / n_out - 0.5,
     clamped to the border cells). nearest: source floor(y * n_in / n_out), as torch's 'nearest'.
     field: cell i centred at input pixel offset + stride * i in an input of n_input pixels."""
@@ -50,7 +53,9 @@ def axis_taps(n_in: int, n_out: int, mode: str = "bilinear", offset: float = Non
     return Taps(i0, i1, 1.0 - lam, lam)
 
 
-def plane_taps(in_size: Sequence[int], size: Sequence[int], mode: str = "bilinear", field=None, input_size=None) -> tuple:
+def plane_taps(
+    in_size: Sequence[int], size: Sequence[int], mode: str = "bilinear", field=None, input_size=None
+) -> tuple:
     """(row taps, column taps) for upsampling an h x w map to size = (sh, sw)."""
     if mode not in SEPARABLE:
         raise ValueError(f"upsample mode must be one of {MODES}, got {mode!r}")
@@ -58,8 +63,10 @@ def plane_taps(in_size: Sequence[int], size: Sequence[int], mode: str = "bilinea
         if field is None or input_size is None:
             raise ValueError("upsample mode 'field' needs field=(offset, stride) and input_size=(H, W)")
         oy, ox, sy, sx = (field[0], field[0], field[1], field[1]) if len(field) == 2 else tuple(field)
-        return (axis_taps(in_size[0], size[0], mode, oy, sy, input_size[0]),
-                axis_taps(in_size[1], size[1], mode, ox, sx, input_size[1]))
+        return (
+            axis_taps(in_size[0], size[0], mode, oy, sy, input_size[0]),
+            axis_taps(in_size[1], size[1], mode, ox, sx, input_size[1]),
+        )
     return axis_taps(in_size[0], size[0], mode), axis_taps(in_size[1], size[1], mode)
 
 
@@ -71,8 +78,13 @@ def interp_rows(acts: torch.Tensor, rows: Taps) -> torch.Tensor:
     return acts.index_select(-2, i0) * w0 + acts.index_select(-2, i1) * w1
 
 
-def upsample(acts: torch.Tensor, size: Sequence[int], mode: str = "bilinear",
-             field: Optional[Sequence[float]] = None, input_size: Optional[Sequence[int]] = None) -> torch.Tensor:
+def upsample(
+    acts: torch.Tensor,
+    size: Sequence[int],
+    mode: str = "bilinear",
+    field: Optional[Sequence[float]] = None,
+    input_size: Optional[Sequence[int]] = None,
+) -> torch.Tensor:
     """acts [B, U, h, w] -> [B, U, sh, sw].
 
     ``bilinear`` (default) is align_corners=False bilinear (as torch's interpolate, to within
@@ -124,4 +136,14 @@ def relative_margin(dtype: torch.dtype) -> float:
     return 16 * torch.finfo(dtype).eps if dtype.is_floating_point else 0.0
 
 
-__all__ = ["upsample", "axis_taps", "plane_taps", "interp_rows", "bands", "Taps", "MODES", "SEPARABLE", "relative_margin"]
+__all__ = [
+    "upsample",
+    "axis_taps",
+    "plane_taps",
+    "interp_rows",
+    "bands",
+    "Taps",
+    "MODES",
+    "SEPARABLE",
+    "relative_margin",
+]
