@@ -119,7 +119,9 @@ def test_compare(session):
     if not (tmp / "scored" / "feats" / "result.json").is_file():
         test_score(session)
     text, _ = _cli(tmp, "compare", "out", "scored", "--out", "cmp")
-    assert text.startswith("comparison: ")
+    lines = text.splitlines()  # the runs side by side (a header and a row per layer), then the page
+    assert lines[0].split()[:4] == ["run", "layer", "units", "detectors"] and len(lines) == 4
+    assert lines[-1].startswith("comparison: ")
     rows = _rows(tmp / "cmp" / "compare.csv")
     assert {r["layer"] for r in rows} == {"features", "feats"}
     assert (tmp / "cmp" / "compare.html").is_file()
