@@ -43,7 +43,7 @@ test: $(VENV)/.test
 	$(PY) -m pytest -q -ra tests
 
 # The folders held to ruff and mypy: add a folder once it is clean.
-LINTED := dissect/stats dissect/engine broden_builder/store
+LINTED := dissect/stats dissect/engine dissect/capture dissect/errors.py broden_builder/store
 
 lint: $(VENV)/.test
 	$(PY) -m ruff check $(LINTED)

@@ -81,8 +81,8 @@ def _on_sigterm(main_pid: int):
 def run_command(fn: Callable[[], int], verbose: bool = False, own_process: bool = False) -> int:
     """Run ``fn`` and turn every exception into ``error: ...`` and an exit status (module docstring).
     ``own_process``: the process ends with the command (an installed command, ``python -m``), so
-    it gets broden_builder.process's settings and SIGTERM unwinds it like Ctrl-C (issue 25: a
-    terminated command leaves no ``.lock.holder``); never in a longer-lived process (tests, notebooks)."""
+    it gets broden_builder.process's settings and SIGTERM unwinds it like Ctrl-C (a terminated
+    command must release its locks: it leaves no ``.lock.holder``); never in a longer-lived process (tests, notebooks)."""
     if not own_process:
         return _run(fn, verbose)
     import signal

@@ -131,14 +131,10 @@ class BrodenDataset(Dataset):
         try:
             with self.store.open_member(self.store.rows[i].image, i) as f, Image.open(f) as im:
                 load_whole(im)  # a truncated JPEG is refused whatever Pillow's global setting says
-                im = im.convert("RGB")
-                if self.image_size and (im.height, im.width) != self.image_size:
-                    im = im.resize((self.image_size[1], self.image_size[0]), Image.BILINEAR)
-                arr = np.asarray(im, dtype=np.uint8)
+                arr = rgb_array(im, self.image_size)
         except (OSError, ValueError) as e:
             raise StoreFormatError(path, f"cannot read image of index.csv row {i + 1} ({e})") from None
-        x = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
-        return (x - self.mean) / self.std
+        return normalise(arr, self.mean, self.std)
 
     def load_labels(self, i: int) -> tuple[dict, dict]:
         """(pixel {cat: LongTensor[L, sh, sw]}, image_level {cat: LongTensor[K]}) for row ``i``."""
@@ -169,6 +165,22 @@ class BrodenDataset(Dataset):
         if self.with_labels:
             item["pixel"], item["image_level"] = self.load_labels(i)
         return item
+
+
+def rgb_array(im: Image.Image, image_size: Optional[tuple] = None) -> np.ndarray:
+    """``im`` as RGB uint8 [H, W, 3], resized (bilinear, the whole image, no crop) to ``image_size``
+    (H, W) when given and different: the network input's pixels before normalisation. Raises
+    OSError/ValueError for an image Pillow cannot decode."""
+    im = im.convert("RGB")
+    if image_size and (im.height, im.width) != tuple(image_size):
+        im = im.resize((image_size[1], image_size[0]), Image.BILINEAR)
+    return np.asarray(im, dtype=np.uint8)
+
+
+def normalise(arr: np.ndarray, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """RGB uint8 [H, W, 3] -> float32 [3, H, W]: ``(arr / 255 - mean) / std`` (mean, std float32 [3, 1, 1])."""
+    x = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+    return (x - mean) / std
 
 
 def pad_labels(items: Sequence[dict]) -> SegBatch:

@@ -18,7 +18,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 from .errors import DissectError
 from .capture import LAYOUTS
@@ -100,7 +100,7 @@ def categories_of(values: Optional[Sequence[str]]) -> Optional[tuple]:
 
 
 def setting(default, help: str, *, cli: Sequence[str] = DISSECTION, type: Optional[Callable] = None,
-            choices: Optional[Sequence] = None, metavar: Optional[str] = None, action: Optional[str] = None,
+            choices: Optional[Sequence] = None, metavar: Optional[str] = None, action: Optional[Union[str, type]] = None,
             collect: Optional[Callable] = None, resolved: Optional[str] = None):
     """A DissectConfig field declared once.
 
@@ -334,7 +334,7 @@ def read_config_file(path) -> dict:
         raise DissectError(f"{path}: expected a mapping of DissectConfig settings (key: value), got "
                            f"{type(doc).__name__}")
     known = [f.name for f in dataclasses.fields(DissectConfig) if f.name not in PYTHON_ONLY]
-    values = {}
+    values: dict = {}
     for key, value in doc.items():
         if key in PYTHON_ONLY:
             raise DissectError(f"{path}: {key!r} can only be given in Python (it is an object, not a value)")

@@ -3,6 +3,7 @@
 Every error the package raises for bad input (activations, layers, categories, model, results
 folder, settings) is a :class:`DissectError`; the CLI prints its message (one line) and exits with status 1.
 """
+
 from __future__ import annotations
 
 from broden_builder.shared import InputError

@@ -291,13 +291,15 @@ def test_ci_runs_lint_and_tests():
     assert "make lint" in ci and "make test" in ci
     make = (REPO / "Makefile").read_text("utf-8")
     linted = next(line for line in make.splitlines() if line.startswith("LINTED"))
-    assert {"dissect/stats", "dissect/engine", "broden_builder/store"} <= set(linted.split(":=")[1].split())
+    assert {"dissect/stats", "dissect/engine", "dissect/capture", "broden_builder/store"} <= set(linted.split(":=")[1].split())
 
 
 def test_dissect_states_rules_not_issue_numbers():
-    """Comments and docstrings in dissect/ say the rule, not "issue N" (a number tells a reader nothing)."""
+    """Comments and docstrings in dissect/ and broden_builder/ say the rule, not "issue N" (a number
+    tells a reader nothing)."""
     import re
 
-    bad = [f"{p.relative_to(REPO)}:{i}" for p in sorted((REPO / "dissect").rglob("*.py"))
+    bad = [f"{p.relative_to(REPO)}:{i}" for pkg in PACKAGES for p in sorted((REPO / pkg).rglob("*"))
+           if p.suffix in (".py", ".md", ".yaml", ".txt") and p.is_file()
            for i, line in enumerate(p.read_text("utf-8").splitlines(), 1) if re.search(r"\bissues? \d+", line, re.I)]
     assert not bad, f"'issue N' instead of the rule: {bad}"

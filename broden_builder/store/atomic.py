@@ -68,7 +68,8 @@ def atomic_write_bytes(path: Union[str, Path], data: bytes, durable: bool = Fals
 
 def _write_named(fd: int, tmp: str, path: Path, data: bytes, durable: bool) -> None:
     """The body of :func:`atomic_write_bytes`; an OSError without a file name (os.write on a full
-    disk says only "No space left on device") gets ``path``, so the message names it (issue 25)."""
+    disk says only "No space left on device") gets ``path``, so the message names it
+    (every error message names the file it is about)."""
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -299,7 +299,8 @@ def load_whole(im) -> None:
     """``im.load()`` with a truncated file refused (OSError "image file is truncated") whatever
     Pillow's process-wide ``ImageFile.LOAD_TRUNCATED_IMAGES`` says: anything in the process (a
     library, a notebook) may set it, and a half-decoded image must never be stored or dissected
-    (issue 25). The setting is restored after, under a lock for this process's threads."""
+    (a damaged input is refused, never stored half-read). The setting is restored after, under a
+    lock for this process's threads."""
     from PIL import ImageFile
 
     with _TRUNCATION_SETTING:

@@ -1,6 +1,6 @@
 """Which images carry each label: an index built by one scan of the store, cached outside it.
 
-A reader never writes into the store (issue 25): the cache lives in the user's cache folder,
+A reader never writes into the store (a store may be read-only or shared): the cache lives in the user's cache folder,
 ``$BRODEN_CACHE_DIR`` or ``$XDG_CACHE_HOME/broden`` or ``~/.cache/broden``, as
 ``label_index-<store path hash>-<key>.npz``. The key covers index.csv, label.csv and
 category.csv (the store fingerprint) and every label PNG's path, size and modification time,

@@ -10,7 +10,8 @@ Two rules, so that nothing read or written leaves the store or ``--out``:
 - A name we turn into one path component (a source ``prefix``, ``dissect score --name``,
   a layer's result folder) is a single safe component: :func:`safe_component`. A category
   name becomes ``c_<category>.csv`` and ``<image>_<category>.png``: :func:`safe_category`
-  (issue 25), checked by the recipe schema, the build, the writer and the reader.
+  (a value read from a recipe or a store never names a file outside the store or ``--out``),
+  checked by the recipe schema, the build, the writer and the reader.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ def confined(base: Union[str, Path], rel: str, what: str = "path") -> Path:
 
 def special_file(path: Union[str, Path], mode: Optional[int] = None) -> Optional[str]:
     """What ``path`` is when it exists but is not a regular file ("a FIFO", "a folder", ...), else None.
-    Opening a FIFO blocks until a writer comes: such files are refused before they are opened (issue 25)."""
+    Opening a FIFO blocks until a writer comes: such files are refused before they are opened
+    (no input may hang a command: a non-regular file is named, not waited on)."""
     if mode is None:
         try:
             mode = os.stat(path).st_mode

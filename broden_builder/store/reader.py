@@ -305,7 +305,7 @@ class BrodenStore:
                 path, f"malformed header {header}: must start with {','.join(INDEX_FIXED_COLUMNS)}", 0
             )
         cats = [h for h in header[len(INDEX_FIXED_COLUMNS) :] if h]
-        for c in cats:  # each names c_<category>.csv, read next: confined to the store (issue 25)
+        for c in cats:  # each names c_<category>.csv, read next: one safe name, so the file is in the store
             try:
                 safe_category(c, "category column")
             except UnsafePathError as e:

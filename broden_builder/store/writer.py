@@ -214,7 +214,7 @@ class StoreWriter:
         atomic_write_text(self.root / "label.csv", _csv_text(LABEL_COLUMNS, tables["label_rows"]))
         atomic_write_text(self.root / "category.csv", _csv_text(CATEGORY_COLUMNS, tables["category_rows"]))
         for cat in categories:
-            safe_category(cat)  # it becomes a file name (issue 25); the build checked it earlier, naming the source
+            safe_category(cat)  # a file name inside the store; the build checked it earlier, naming the source
         for cat in categories:
             atomic_write_text(
                 self.root / f"c_{cat}.csv", _csv_text(CATEGORY_MAP_COLUMNS, tables["map_rows"].get(cat, []))

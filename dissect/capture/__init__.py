@@ -8,11 +8,25 @@
 - ``_layouts``: how a captured tensor becomes [B, U, h, w] (nchw, nhwc, tokens);
 - ``_plan``: the probe that plans each layer (``plan_layers``), then the capture (``feature_maps``).
 """
+
 from ._hooks import ForwardError, TraceDict, get_layer, list_layers, resolve_selector
 from ._layouts import LAYOUTS
 from ._models import UNSAFE_HELP, LoadedModel, load_model
 from ._plan import feature_maps, plan_layers
 from ._preprocess import Preprocessing, resolve_preprocessing
 
-__all__ = ["ForwardError", "LAYOUTS", "LoadedModel", "Preprocessing", "TraceDict", "UNSAFE_HELP", "feature_maps",
-           "get_layer", "list_layers", "load_model", "plan_layers", "resolve_preprocessing", "resolve_selector"]
+__all__ = [
+    "ForwardError",
+    "LAYOUTS",
+    "LoadedModel",
+    "Preprocessing",
+    "TraceDict",
+    "UNSAFE_HELP",
+    "feature_maps",
+    "get_layer",
+    "list_layers",
+    "load_model",
+    "plan_layers",
+    "resolve_preprocessing",
+    "resolve_selector",
+]

@@ -16,6 +16,7 @@ leaves ``td["layer4:0"]`` holding a copy of that tensor. Each name is a selector
 A selector that does not fit the output (SelectorError) is recorded in ``td.errors`` during the
 pass and raised after it, so a forward pass is never left half-run by our own hook.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -27,8 +28,17 @@ import torch
 from torch import nn
 
 from ..errors import DissectError
-from ._selectors import (CallCountError, Selector, SelectorError, describe, parse_selector, select_tensor,
-                        shape_text, structure_kind, tensor_leaves)
+from ._selectors import (
+    CallCountError,
+    Selector,
+    SelectorError,
+    describe,
+    parse_selector,
+    select_tensor,
+    shape_text,
+    structure_kind,
+    tensor_leaves,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +82,8 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
         near = [n for n in names if n.startswith(stem)][:6]
     hint = f"; nearest names: {', '.join(near)}" if near else ""
     raise UnknownLayerError(
-        f"model has no layer {name!r}{hint} (run `dissect layers --model ...` to list all {len(names)})")
+        f"model has no layer {name!r}{hint} (run `dissect layers --model ...` to list all {len(names)})"
+    )
 
 
 def resolve_selector(model: nn.Module, text) -> Selector:
@@ -95,20 +106,22 @@ def as_feature_map(name: str, out) -> torch.Tensor:
     if out.dim() != 4:
         from ._layouts import LayoutError
 
-        raise LayoutError(f"layer {name!r} output has shape {tuple(out.shape)}; dissection needs "
-                          f"[batch, units, h, w] (or [batch, units])")
+        raise LayoutError(
+            f"layer {name!r} output has shape {tuple(out.shape)}; dissection needs "
+            f"[batch, units, h, w] (or [batch, units])"
+        )
     return out
 
 
 class TraceDict:
     """Context manager capturing copies of selected module outputs (see the module docstring)."""
 
-    def __init__(self, model: nn.Module, layers: Sequence, stop: bool = False, detach: bool = True,
-                 clone: bool = True):
+    def __init__(self, model: nn.Module, layers: Sequence, stop: bool = False, detach: bool = True, clone: bool = True):
         self.model = model
         self.layers = list(dict.fromkeys(str(x) for x in layers))
-        self.selectors = {key: resolve_selector(model, sel) for key, sel in
-                          zip(self.layers, list(dict.fromkeys(layers)))}
+        self.selectors = {
+            key: resolve_selector(model, sel) for key, sel in zip(self.layers, list(dict.fromkeys(layers)))
+        }
         self.modules = {s.module: get_layer(model, s.module) for s in self.selectors.values()}
         self.stop = stop
         self.detach = detach
@@ -175,10 +188,14 @@ class TraceDict:
             if key not in self.outputs:
                 n = self.calls[sel.module]
                 if n == 0:
-                    raise CallCountError(f"layer {sel.module!r} is not called during the forward pass "
-                                         f"(it is defined but the model's forward never runs it)")
-                raise CallCountError(f"layer {key!r}: module {sel.module!r} is called {n} time(s) per forward "
-                                     f"pass; there is no call #{sel.call} (use #1..#{n})")
+                    raise CallCountError(
+                        f"layer {sel.module!r} is not called during the forward pass "
+                        f"(it is defined but the model's forward never runs it)"
+                    )
+                raise CallCountError(
+                    f"layer {key!r}: module {sel.module!r} is called {n} time(s) per forward "
+                    f"pass; there is no call #{sel.call} (use #1..#{n})"
+                )
 
 
 class Trace(TraceDict):
@@ -224,7 +241,8 @@ def call_count_error(key: str, module: str, calls: int) -> CallCountError:
     choices = ", ".join(f"'{module}#{k}'" for k in range(1, min(calls, 4) + 1)) + (" ..." if calls > 4 else "")
     return CallCountError(
         f"layer {key!r}: module {module!r} is called {calls} times per forward pass (a shared or reused module), "
-        f"so its output is not one tensor; choose one call with a selector: {choices}")
+        f"so its output is not one tensor; choose one call with a selector: {choices}"
+    )
 
 
 def probe_layers(model: nn.Module, x: torch.Tensor, layers: Sequence) -> dict:
@@ -246,8 +264,12 @@ def probe_layers(model: nn.Module, x: torch.Tensor, layers: Sequence) -> dict:
             except Exception as e:
                 if len(td.outputs) + len(td.errors) < len(td.selectors):
                     raise ForwardError(e) from e
-                log.warning("the forward pass fails after the last requested layer (%s: %s); call counts "
-                            "are those before the failure", type(e).__name__, str(e).strip()[:200])
+                log.warning(
+                    "the forward pass fails after the last requested layer (%s: %s); call counts "
+                    "are those before the failure",
+                    type(e).__name__,
+                    str(e).strip()[:200],
+                )
     td.raise_errors()
     out = {}
     for key, sel in td.selectors.items():
@@ -284,8 +306,12 @@ class LayerInfo:
         return self.tensors[0][1] if self.structure == "tensor" and self.tensors else None
 
 
-def list_layers(model: nn.Module, input_size: Iterable[int] = (224, 224), device: Optional[torch.device] = None,
-                layout: Optional[str] = None) -> list:
+def list_layers(
+    model: nn.Module,
+    input_size: Iterable[int] = (224, 224),
+    device: Optional[torch.device] = None,
+    layout: Optional[str] = None,
+) -> list:
     """A LayerInfo for every named module, from one dummy forward pass (1 x 3 x H x W zeros).
 
     ``input_size`` is (H, W). A TorchScript module gives its outputs only (hooks cannot be
@@ -303,8 +329,8 @@ def list_layers(model: nn.Module, input_size: Iterable[int] = (224, 224), device
         def fn(module, inputs, output):
             calls[name] = calls.get(name, 0) + 1
             if name not in first:
-                first[name] = (structure_kind(output),
-                               [(p, tuple(t.shape)) for p, t in tensor_leaves(output)])
+                first[name] = (structure_kind(output), [(p, tuple(t.shape)) for p, t in tensor_leaves(output)])
+
         return fn
 
     def lay(shape, name):
@@ -337,6 +363,23 @@ def list_layers(model: nn.Module, input_size: Iterable[int] = (224, 224), device
     return rows
 
 
-__all__ = ["UnknownLayerError", "StopForward", "TraceDict", "Trace", "run_layers", "probe_layers", "Probe",
-           "list_layers", "LayerInfo", "get_layer", "layer_names", "output_layers", "resolve_selector",
-           "as_feature_map", "ForwardError", "CallCountError", "SelectorError", "shape_text"]
+__all__ = [
+    "UnknownLayerError",
+    "StopForward",
+    "TraceDict",
+    "Trace",
+    "run_layers",
+    "probe_layers",
+    "Probe",
+    "list_layers",
+    "LayerInfo",
+    "get_layer",
+    "layer_names",
+    "output_layers",
+    "resolve_selector",
+    "as_feature_map",
+    "ForwardError",
+    "CallCountError",
+    "SelectorError",
+    "shape_text",
+]

@@ -20,6 +20,7 @@ Detection (``detect_layout``), unless a layout is forced (``--layout``):
   otherwise (hierarchical models, exported programs) from the token count and the input size:
   the fewest leading tokens P of PREFIXES leaving a grid of integer stride. The source is recorded.
 """
+
 from __future__ import annotations
 
 import math
@@ -73,9 +74,10 @@ class Layout:
         _need(t, 3, name, "tokens [batch, tokens, channels]")
         h, w = self.grid
         if t.shape[1] != self.prefix + h * w:
-            raise LayoutError(f"layer {name!r}: {t.shape[1]} tokens do not match {self.prefix} leading + "
-                              f"{h}x{w} patch tokens")
-        return t[:, self.prefix:].reshape(t.shape[0], h, w, t.shape[2]).permute(0, 3, 1, 2)
+            raise LayoutError(
+                f"layer {name!r}: {t.shape[1]} tokens do not match {self.prefix} leading + {h}x{w} patch tokens"
+            )
+        return t[:, self.prefix :].reshape(t.shape[0], h, w, t.shape[2]).permute(0, 3, 1, 2)
 
 
 def _need(t: torch.Tensor, dims: int, name: str, what: str) -> None:
@@ -115,21 +117,25 @@ def _model_grid(model, size: tuple) -> Optional[tuple]:
         pass
     pe = getattr(model, "patch_embed", None)
     if pe is not None and hasattr(model, "num_prefix_tokens") and hasattr(pe, "patch_size"):  # timm
-        p = pe.patch_size if isinstance(pe.patch_size, (tuple, list)) else (pe.patch_size, pe.patch_size)
+        ps = pe.patch_size if isinstance(pe.patch_size, (tuple, list)) else (pe.patch_size, pe.patch_size)
         if hasattr(pe, "dynamic_feat_size") and getattr(pe, "dynamic_img_size", False):
             h, w = pe.dynamic_feat_size((H, W))
         else:
-            h, w = H // int(p[0]), W // int(p[1])
+            h, w = H // int(ps[0]), W // int(ps[1])
         n = int(model.num_prefix_tokens)
-        return int(h), int(w), n, f"timm patch_embed patch_size {tuple(int(x) for x in p)}, {n} prefix token(s)"
+        return int(h), int(w), n, f"timm patch_embed patch_size {tuple(int(x) for x in ps)}, {n} prefix token(s)"
     cfg = getattr(model, "config", None)
     if cfg is not None and getattr(cfg, "patch_size", None) is not None:  # Hugging Face
-        p = cfg.patch_size if isinstance(cfg.patch_size, (tuple, list)) else (cfg.patch_size, cfg.patch_size)
+        ps = cfg.patch_size if isinstance(cfg.patch_size, (tuple, list)) else (cfg.patch_size, cfg.patch_size)
         emb = getattr(model, "embeddings", None) or getattr(getattr(model, "vit", None), "embeddings", None)
         cls = 1 if emb is not None and getattr(emb, "cls_token", None) is not None else 0
         reg = int(getattr(cfg, "num_register_tokens", 0) or 0)
-        return (H // int(p[0]), W // int(p[1]), cls + reg,
-                f"Hugging Face config patch_size {tuple(int(x) for x in p)}, {cls} class + {reg} register token(s)")
+        return (
+            H // int(ps[0]),
+            W // int(ps[1]),
+            cls + reg,
+            f"Hugging Face config patch_size {tuple(int(x) for x in ps)}, {cls} class + {reg} register token(s)",
+        )
     return None
 
 
@@ -151,8 +157,9 @@ def infer_token_grid(n_tokens: int, size: tuple) -> Optional[tuple]:
     return None
 
 
-def detect_layout(shape: tuple, input_size: tuple, model=None, force: Optional[str] = None,
-                  name: str = "layer") -> Layout:
+def detect_layout(
+    shape: tuple, input_size: tuple, model=None, force: Optional[str] = None, name: str = "layer"
+) -> Layout:
     """The Layout of a captured tensor of ``shape`` (batch first) for an H x W input.
 
     ``force`` is a layout of LAYOUTS (``--layout``); a 2-D output is a vector whatever is forced.
@@ -178,7 +185,8 @@ def detect_layout(shape: tuple, input_size: tuple, model=None, force: Optional[s
             raise LayoutError(
                 f"layer {name!r} output has shape {shape}: its {n} tokens form no patch grid of the "
                 f"{size[0]}x{size[1]} input (after {'/'.join(map(str, PREFIXES))} class/register tokens); "
-                f"choose another layer or input size")
+                f"choose another layer or input size"
+            )
         why = "forced (--layout), grid" if force == "tokens" else "3-D output, grid"
         return Layout("tokens", guess[:2], guess[2], source=f"{why} inferred from {n} tokens and the input size")
     if len(shape) == 4:
@@ -187,5 +195,7 @@ def detect_layout(shape: tuple, input_size: tuple, model=None, force: Optional[s
         if not _grid_like(shape[2], shape[3], size) and _grid_like(shape[1], shape[2], size):
             return Layout("nhwc", source="detected: dims 1-2 form the feature grid")
         return Layout("nchw", source="detected")
-    raise LayoutError(f"layer {name!r} output has shape {shape}; dissection needs [batch, units, h, w], "
-                      f"[batch, h, w, units], [batch, tokens, units] or [batch, units]")
+    raise LayoutError(
+        f"layer {name!r} output has shape {shape}; dissection needs [batch, units, h, w], "
+        f"[batch, h, w, units], [batch, tokens, units] or [batch, units]"
+    )

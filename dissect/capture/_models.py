@@ -35,6 +35,7 @@ resizes the whole image, so the activation maps stay aligned with the label mask
 Checkpoints are read with ``torch.load(weights_only=True)``; ``unsafe_unpickle=True`` allows
 full unpickling, which runs arbitrary code stored in the file: only for files you trust.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,7 +44,7 @@ import logging
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -129,17 +130,22 @@ def fixed_input_size(module: nn.Module) -> Optional[tuple]:
 
 
 def _prep(source: str, mean, std, module: nn.Module, nominal=None) -> dict:
-    return {"source": source, "mean": [float(x) for x in mean] if mean is not None else None,
-            "std": [float(x) for x in std] if std is not None else None,
-            "input_size": list(fixed_input_size(module)) if fixed_input_size(module) else None,
-            "model_input_size": list(nominal) if nominal else None}
+    return {
+        "source": source,
+        "mean": [float(x) for x in mean] if mean is not None else None,
+        "std": [float(x) for x in std] if std is not None else None,
+        "input_size": list(fixed_input_size(module)) if fixed_input_size(module) else None,
+        "model_input_size": list(nominal) if nominal else None,
+    }
 
 
 def _weights_choices(name: str, enum_names: list, prefix: str = "") -> str:
     shown = (["DEFAULT"] if enum_names else []) + enum_names[:6]
-    return (f"{prefix}{name}: say which weights to dissect with --weights: "
-            + (f"{', '.join(shown)} (torchvision weights), " if shown else "")
-            + "a checkpoint path (.pth/.pt state_dict), or 'none' for a random initialisation")
+    return (
+        f"{prefix}{name}: say which weights to dissect with --weights: "
+        + (f"{', '.join(shown)} (torchvision weights), " if shown else "")
+        + "a checkpoint path (.pth/.pt state_dict), or 'none' for a random initialisation"
+    )
 
 
 def file_sha256(path: Path) -> str:
@@ -165,6 +171,7 @@ def read_checkpoint(path: Path, unsafe_unpickle: bool = False) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"checkpoint {path} does not exist")
+    obj: Any
     try:
         if path.suffix == ".safetensors":  # timm / Hugging Face hub checkpoints
             from safetensors.torch import load_file
@@ -185,9 +192,11 @@ def read_checkpoint(path: Path, unsafe_unpickle: bool = False) -> dict:
                 obj = obj[key]
                 break
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ModelLoadError(f"checkpoint {path} is not a state_dict (a dict of tensor names to tensors, or {{'state_dict': ...}})")
+        raise ModelLoadError(
+            f"checkpoint {path} is not a state_dict (a dict of tensor names to tensors, or {{'state_dict': ...}})"
+        )
     if all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
     return obj
 
 
@@ -196,8 +205,11 @@ def load_state(module: nn.Module, state: dict, origin: str) -> None:
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    bad_shape = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                 for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    bad_shape = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(own[k].shape) != tuple(state[k].shape)
+    ]
     if missing or unexpected or bad_shape:
         parts = []
         if missing:
@@ -218,13 +230,16 @@ def _torchvision_weights_failed(name: str, wname: str, url: str, e: Exception) -
 
     fname = Path(urlparse(url).path).name
     cached = Path(torch.hub.get_dir()) / "checkpoints" / fname
-    return (f"{name}: cannot get weights {wname} ({type(e).__name__}: {e}). Offline? torch looks for {cached}: "
-            f"download {url} elsewhere and put it there (or set TORCH_HOME to a folder holding "
-            f"hub/checkpoints/{fname}), or pass the file itself: --weights /path/to/{fname}")
+    return (
+        f"{name}: cannot get weights {wname} ({type(e).__name__}: {e}). Offline? torch looks for {cached}: "
+        f"download {url} elsewhere and put it there (or set TORCH_HOME to a folder holding "
+        f"hub/checkpoints/{fname}), or pass the file itself: --weights /path/to/{fname}"
+    )
 
 
-def _torchvision_model(name: str, weights: Optional[str], unsafe_unpickle: bool,
-                       require_weights: bool = True) -> LoadedModel:
+def _torchvision_model(
+    name: str, weights: Optional[str], unsafe_unpickle: bool, require_weights: bool = True
+) -> LoadedModel:
     import torchvision
 
     names = torchvision.models.list_models()
@@ -232,9 +247,11 @@ def _torchvision_model(name: str, weights: Optional[str], unsafe_unpickle: bool,
         import difflib
 
         near = difflib.get_close_matches(name, names, n=5)
-        raise ModelLoadError(f"unknown model {name!r}: not a torchvision model name, a file.py:function or a file"
-                             + (f"; nearest torchvision names: {near}" if near else ""))
-    identity = {"kind": "torchvision", "name": name, "torchvision": torchvision.__version__}
+        raise ModelLoadError(
+            f"unknown model {name!r}: not a torchvision model name, a file.py:function or a file"
+            + (f"; nearest torchvision names: {near}" if near else "")
+        )
+    identity: dict = {"kind": "torchvision", "name": name, "torchvision": torchvision.__version__}
     enum_names = [m.name for m in torchvision.models.get_model_weights(name)]
     prep = None
     if weights is None and require_weights:
@@ -255,8 +272,10 @@ def _torchvision_model(name: str, weights: Optional[str], unsafe_unpickle: bool,
         try:
             w = enum.DEFAULT if key == "DEFAULT" else enum[key]
         except KeyError:
-            raise ModelLoadError(f"{name}: unknown weights {weights!r}; choose one of "
-                                 f"{['DEFAULT'] + [m.name for m in enum]}, 'none', or a checkpoint path") from None
+            raise ModelLoadError(
+                f"{name}: unknown weights {weights!r}; choose one of "
+                f"{['DEFAULT'] + [m.name for m in enum]}, 'none', or a checkpoint path"
+            ) from None
         try:
             module = torchvision.models.get_model(name, weights=w)
         except Exception as e:
@@ -265,8 +284,13 @@ def _torchvision_model(name: str, weights: Optional[str], unsafe_unpickle: bool,
         wname = identity["weights"]
         try:
             tf = w.transforms()
-            prep = _prep(f"torchvision {wname}.transforms() (mean/std; whole image resized, no crop)",
-                         tf.mean, tf.std, module, tuple(tf.crop_size) * (2 if len(tf.crop_size) == 1 else 1))
+            prep = _prep(
+                f"torchvision {wname}.transforms() (mean/std; whole image resized, no crop)",
+                tf.mean,
+                tf.std,
+                module,
+                tuple(tf.crop_size) * (2 if len(tf.crop_size) == 1 else 1),
+            )
         except Exception:  # weights without the usual ImageClassification transforms
             prep = None
     if prep is None:
@@ -296,7 +320,7 @@ def _python_model(spec: str, weights: Optional[str], unsafe_unpickle: bool) -> L
         raise ModelLoadError(f"{spec}: calling {func}() raised {type(e).__name__}: {first}") from None
     if not isinstance(module, nn.Module):
         raise ModelLoadError(f"{spec} returned {type(module).__name__}, not a torch.nn.Module")
-    identity = {"kind": "python", "file": str(path.resolve()), "function": func, "sha256": file_sha256(path)}
+    identity: dict = {"kind": "python", "file": str(path.resolve()), "function": func, "sha256": file_sha256(path)}
     if _is_none(weights):
         identity["weights"] = RANDOM_OWN_INIT
     elif weights is not None:
@@ -320,22 +344,26 @@ def _timm_model(name: str, weights: Optional[str], unsafe_unpickle: bool, requir
         near = difflib.get_close_matches(name, timm.list_models(), n=5)
         raise ModelLoadError(f"unknown timm model {name!r}" + (f"; nearest timm names: {near}" if near else ""))
     if weights is None and require_weights:
-        raise MissingWeightsError(_weights_choices(f"timm:{name}", [])
-                                  + " (timm's pretrained downloads are not used: pass the downloaded checkpoint)")
+        raise MissingWeightsError(
+            _weights_choices(f"timm:{name}", [])
+            + " (timm's pretrained downloads are not used: pass the downloaded checkpoint)"
+        )
     torch.manual_seed(0)
     try:
         module = timm.create_model(name, pretrained=False)
     except Exception as e:
         raise ModelLoadError(f"timm:{name}: cannot create the model ({type(e).__name__}: {e})") from None
-    identity = {"kind": "timm", "name": name, "timm": timm.__version__}
+    identity: dict = {"kind": "timm", "name": name, "timm": timm.__version__}
     if weights is None or _is_none(weights):
         identity["weights"] = RANDOM_INIT
         wname = "none"
     else:
         path = Path(weights)
         if not path.is_file():
-            raise ModelLoadError(f"timm:{name}: --weights {weights!r} is not a checkpoint file (timm models take a "
-                                 f"checkpoint path or 'none')")
+            raise ModelLoadError(
+                f"timm:{name}: --weights {weights!r} is not a checkpoint file (timm models take a "
+                f"checkpoint path or 'none')"
+            )
         state = read_checkpoint(path, unsafe_unpickle)
         load_state(module, state, str(weights))
         identity["weights"] = {"checkpoint": str(path.resolve()), "sha256": file_sha256(path)}
@@ -344,8 +372,13 @@ def _timm_model(name: str, weights: Optional[str], unsafe_unpickle: bool, requir
         from timm.data import resolve_data_config
 
         dc = resolve_data_config({}, model=module)
-        prep = _prep(f"timm pretrained_cfg of {name} (mean/std; whole image resized, no crop)", dc["mean"], dc["std"],
-                     module, tuple(dc["input_size"][1:]))
+        prep = _prep(
+            f"timm pretrained_cfg of {name} (mean/std; whole image resized, no crop)",
+            dc["mean"],
+            dc["std"],
+            module,
+            tuple(dc["input_size"][1:]),
+        )
     except Exception:
         prep = _prep("ImageNet mean/std (timm gave no pretrained_cfg)", None, None, module)
     return LoadedModel(module.eval(), f"timm:{name}", "timm", wname, identity, prep)
@@ -363,9 +396,11 @@ def _hf_files_digest(folder: Path) -> str:
 def _hf_model(ref: str, weights: Optional[str]) -> LoadedModel:
     try:
         import transformers
-        from transformers import AutoConfig, AutoImageProcessor, AutoModel
+        from transformers import AutoConfig, AutoModel
     except ImportError:
-        raise ModelLoadError(f"hf:{ref} needs the transformers package (pip install 'broden-dissect[models]')") from None
+        raise ModelLoadError(
+            f"hf:{ref} needs the transformers package (pip install 'broden-dissect[models]')"
+        ) from None
     folder = Path(ref)
     local = folder.is_dir()
     if not local and (ref.startswith((".", "/", "~")) or folder.suffix):
@@ -374,13 +409,20 @@ def _hf_model(ref: str, weights: Optional[str]) -> LoadedModel:
         config = AutoConfig.from_pretrained(ref, local_files_only=True)
     except Exception as e:
         if local:
-            raise ModelLoadError(f"hf:{ref}: cannot read the model config in {folder} ({type(e).__name__}: "
-                                 f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
+            raise ModelLoadError(
+                f"hf:{ref}: cannot read the model config in {folder} ({type(e).__name__}: "
+                f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})"
+            ) from None
         raise ModelLoadError(
             f"hf:{ref}: not a local folder, and not in the local Hugging Face cache; nothing is downloaded "
-            f"here. Download it once (e.g. `huggingface-cli download {ref} --local-dir DIR`) and pass hf:DIR") from None
-    identity = {"kind": "hf", "ref": str(folder.resolve()) if local else ref, "transformers": transformers.__version__,
-                "model_type": getattr(config, "model_type", None)}
+            f"here. Download it once (e.g. `huggingface-cli download {ref} --local-dir DIR`) and pass hf:DIR"
+        ) from None
+    identity: dict = {
+        "kind": "hf",
+        "ref": str(folder.resolve()) if local else ref,
+        "transformers": transformers.__version__,
+        "model_type": getattr(config, "model_type", None),
+    }
     try:
         if _is_none(weights):
             torch.manual_seed(0)
@@ -388,26 +430,44 @@ def _hf_model(ref: str, weights: Optional[str]) -> LoadedModel:
             identity["weights"] = RANDOM_INIT
             wname = "none"
         elif weights is not None:
-            raise ModelLoadError(f"hf:{ref} carries its own weights; use --weights none for a random init or drop --weights")
+            raise ModelLoadError(
+                f"hf:{ref} carries its own weights; use --weights none for a random init or drop --weights"
+            )
         else:
             module = AutoModel.from_pretrained(ref, local_files_only=True)
-            identity["weights"] = {"hf": identity["ref"],
-                                   "sha256": _hf_files_digest(folder) if local else getattr(config, "_commit_hash", None)}
+            identity["weights"] = {
+                "hf": identity["ref"],
+                "sha256": _hf_files_digest(folder) if local else getattr(config, "_commit_hash", None),
+            }
             wname = None
     except ModelLoadError:
         raise
     except Exception as e:
-        raise ModelLoadError(f"hf:{ref}: cannot load the model ({type(e).__name__}: "
-                             f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
+        raise ModelLoadError(
+            f"hf:{ref}: cannot load the model ({type(e).__name__}: "
+            f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})"
+        ) from None
+    return LoadedModel(module.eval(), f"hf:{ref}", "hf", wname, identity, _hf_preprocessing(ref, module))
+
+
+def _hf_preprocessing(ref: str, module) -> dict:
+    """The preprocessing of a Hugging Face model: its image processor's mean/std (and nominal size),
+    else ImageNet's."""
+    from transformers import AutoImageProcessor
+
     try:
         proc = AutoImageProcessor.from_pretrained(ref, local_files_only=True)
         size = getattr(proc, "size", None) or {}
         nominal = (size.get("height"), size.get("width")) if "height" in size else None
-        prep = _prep(f"Hugging Face image processor {type(proc).__name__} (mean/std; whole image resized, no crop)",
-                     proc.image_mean, proc.image_std, module, nominal)
+        return _prep(
+            f"Hugging Face image processor {type(proc).__name__} (mean/std; whole image resized, no crop)",
+            proc.image_mean,
+            proc.image_std,
+            module,
+            nominal,
+        )
     except Exception:
-        prep = _prep("ImageNet mean/std (the folder has no image processor config)", None, None, module)
-    return LoadedModel(module.eval(), f"hf:{ref}", "hf", wname, identity, prep)
+        return _prep("ImageNet mean/std (the folder has no image processor config)", None, None, module)
 
 
 def _export_model(path: Path, weights: Optional[str], unsafe_unpickle: bool = False) -> LoadedModel:
@@ -415,7 +475,8 @@ def _export_model(path: Path, weights: Optional[str], unsafe_unpickle: bool = Fa
         raise ExportUnpickleRefused(
             f"{path}: a torch.export program is loaded with pickle (torch.export.load unpickles its sample inputs "
             f"and constants, which can run code stored in the file); if you trust the file, rerun with "
-            f"--unsafe-unpickle, or give a TorchScript file (torch.jit.save) instead")
+            f"--unsafe-unpickle, or give a TorchScript file (torch.jit.save) instead"
+        )
     if weights is not None and not _is_none(weights):
         raise ModelLoadError(f"{path} is a torch.export program and carries its own weights; drop --weights")
     try:
@@ -429,22 +490,32 @@ def _export_model(path: Path, weights: Optional[str], unsafe_unpickle: bool = Fa
         if n.op == "placeholder" and n.name in user and hasattr(n.meta.get("val"), "shape"):
             shapes.append(n.meta["val"].shape)
     if len(shapes) != 1 or len(shapes[0]) != 4:
-        raise ModelLoadError(f"{path}: the exported program takes inputs {[tuple(s) for s in shapes]}; dissection "
-                             f"needs one image batch [B, 3, H, W]")
+        raise ModelLoadError(
+            f"{path}: the exported program takes inputs {[tuple(s) for s in shapes]}; dissection "
+            f"needs one image batch [B, 3, H, W]"
+        )
     b = shapes[0][0]
     if isinstance(b, int):
-        raise ModelLoadError(f"{path}: the program was exported with a fixed batch size {b}; export it with a dynamic "
-                             f"batch dimension (torch.export.export(m, (x,), dynamic_shapes=({{0: Dim.AUTO}},)))")
+        raise ModelLoadError(
+            f"{path}: the program was exported with a fixed batch size {b}; export it with a dynamic "
+            f"batch dimension (torch.export.export(m, (x,), dynamic_shapes=({{0: Dim.AUTO}},)))"
+        )
     hw = shapes[0][2:]
     fixed = [int(hw[0]), int(hw[1])] if all(isinstance(v, int) for v in hw) else None
     identity = {"kind": "export", "file": str(path.resolve()), "sha256": file_sha256(path)}
-    prep = {"source": "ImageNet mean/std (an exported program records no preprocessing)", "mean": None, "std": None,
-            "input_size": fixed, "model_input_size": fixed}
+    prep = {
+        "source": "ImageNet mean/std (an exported program records no preprocessing)",
+        "mean": None,
+        "std": None,
+        "input_size": fixed,
+        "model_input_size": fixed,
+    }
     return LoadedModel(module, str(path), "export", None, identity, prep)
 
 
-def load_model(spec: str, weights: Optional[str] = None, unsafe_unpickle: bool = False,
-               require_weights: bool = True) -> LoadedModel:
+def load_model(
+    spec: str, weights: Optional[str] = None, unsafe_unpickle: bool = False, require_weights: bool = True
+) -> LoadedModel:
     """Load ``spec`` in eval mode (see the module docstring for the forms of ``spec`` and ``weights``).
 
     ``require_weights=False`` lets a torchvision/timm name without ``weights`` load with a random
@@ -452,9 +523,9 @@ def load_model(spec: str, weights: Optional[str] = None, unsafe_unpickle: bool =
     """
     spec = str(spec)
     if spec.startswith("timm:"):
-        return _timm_model(spec[len("timm:"):], weights, unsafe_unpickle, require_weights)
+        return _timm_model(spec[len("timm:") :], weights, unsafe_unpickle, require_weights)
     if spec.startswith("hf:"):
-        return _hf_model(spec[len("hf:"):], weights)
+        return _hf_model(spec[len("hf:") :], weights)
     if ":" in spec and spec.rsplit(":", 1)[0].endswith(".py"):
         return _python_model(spec, weights, unsafe_unpickle)
     path = Path(spec)
@@ -462,8 +533,10 @@ def load_model(spec: str, weights: Optional[str] = None, unsafe_unpickle: bool =
         return _export_model(path, weights, unsafe_unpickle)
     if path.is_file():
         if not _is_torchscript(path):
-            raise ModelLoadError(f"{path} is not a TorchScript file (for a state_dict, give the architecture as "
-                                 f"--model NAME and the file as --weights)")
+            raise ModelLoadError(
+                f"{path} is not a TorchScript file (for a state_dict, give the architecture as "
+                f"--model NAME and the file as --weights)"
+            )
         try:
             module = torch.jit.load(str(path), map_location="cpu")
         except Exception as e:
@@ -473,6 +546,8 @@ def load_model(spec: str, weights: Optional[str] = None, unsafe_unpickle: bool =
         identity = {"kind": "torchscript", "file": str(path.resolve()), "sha256": file_sha256(path)}
         return LoadedModel(module.eval(), spec, "torchscript", None, identity)
     if spec.endswith((".py", ".pt", ".pth", ".ts", ".pt2")) or "/" in spec:
-        raise ModelLoadError(f"model {spec!r}: file does not exist (expected a torchvision name, timm:NAME, hf:FOLDER, "
-                             f"path/to/file.py:function, a TorchScript file or a torch.export .pt2 program)")
+        raise ModelLoadError(
+            f"model {spec!r}: file does not exist (expected a torchvision name, timm:NAME, hf:FOLDER, "
+            f"path/to/file.py:function, a TorchScript file or a torch.export .pt2 program)"
+        )
     return _torchvision_model(spec, weights, unsafe_unpickle, require_weights)

@@ -10,6 +10,7 @@ forward pass after the last one) and lays them out as [B, U, h, w].
 TorchScript modules cannot be hooked inside; their outputs are the layers (``output``,
 ``output:0``, ``output:<key>``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,9 +38,16 @@ class LayerPlan:
     shape: tuple  # (units, h, w) after the layout
 
     def to_dict(self) -> dict:
-        return {"requested": self.name, "selector": self.selector, "module": self.module, "calls": self.calls,
-                "structure": self.structure, "captured_shape": list(self.captured_shape),
-                "layout": self.layout.to_dict(), "shape": list(self.shape)}
+        return {
+            "requested": self.name,
+            "selector": self.selector,
+            "module": self.module,
+            "calls": self.calls,
+            "structure": self.structure,
+            "captured_shape": list(self.captured_shape),
+            "layout": self.layout.to_dict(),
+            "shape": list(self.shape),
+        }
 
 
 def _layout_for(layout, name: str) -> Optional[str]:
@@ -52,8 +60,9 @@ def _is_script(model) -> bool:
     return isinstance(model, torch.jit.ScriptModule)
 
 
-def plan_layers(model: nn.Module, layers: Sequence[str], x: torch.Tensor,
-                layout: Union[None, str, dict] = None) -> dict:
+def plan_layers(
+    model: nn.Module, layers: Sequence[str], x: torch.Tensor, layout: Union[None, str, dict] = None
+) -> dict:
     """{name: LayerPlan} from one full forward pass of ``x`` ([1, 3, H, W]).
 
     ``layout`` forces a layout (``nchw``, ``nhwc``, ``tokens``) for all layers, or per name (dict).
@@ -68,16 +77,19 @@ def plan_layers(model: nn.Module, layers: Sequence[str], x: torch.Tensor,
         for name in layers:
             sel = parse_selector(name)
             if sel.module != "output" or sel.call:
-                raise SelectorError(f"layer {name!r}: a TorchScript model is dissected at its outputs, "
-                                    f"named {sorted(output_layers(out))}")
+                raise SelectorError(
+                    f"layer {name!r}: a TorchScript model is dissected at its outputs, "
+                    f"named {sorted(output_layers(out))}"
+                )
             t, path = select_tensor(out, sel)
             plans[name] = _plan(name, str(sel.with_path(path)), "output", 1, kind, t, size, model, layout)
         return plans
     probes = probe_layers(model, x, layers)
     for name in layers:
         p = probes[str(name)]
-        plans[str(name)] = _plan(str(name), str(p.selector), p.selector.module, p.calls, p.structure,
-                                 p.tensor, size, model, layout)
+        plans[str(name)] = _plan(
+            str(name), str(p.selector), p.selector.module, p.calls, p.structure, p.tensor, size, model, layout
+        )
     return plans
 
 

@@ -13,6 +13,7 @@ A ``transform`` gets each batch [B, 3, H, W] of RGB in [0, 1] (the store's image
 input size) and returns the network input. It must keep the whole image (no crop): the
 activation maps are compared with label masks of the whole image.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -41,8 +42,14 @@ class Preprocessing:
         return (1.0, 1.0, 1.0) if self.transform is not None else self.std
 
 
-def resolve_preprocessing(model_prep: Optional[dict], input_size=None, mean=None, std=None,
-                          transform: Optional[Callable] = None, store_size: Optional[tuple] = None) -> Preprocessing:
+def resolve_preprocessing(
+    model_prep: Optional[dict],
+    input_size=None,
+    mean=None,
+    std=None,
+    transform: Optional[Callable] = None,
+    store_size: Optional[tuple] = None,
+) -> Preprocessing:
     """Preprocessing from explicit settings, then the model's (``model_prep``), then defaults."""
     mp = model_prep or {}
     sources = []
@@ -55,6 +62,8 @@ def resolve_preprocessing(model_prep: Optional[dict], input_size=None, mean=None
     else:
         size, why = (224, 224), "input size: 224 (default)"
     sources.append(why)
+    m: tuple
+    s: tuple
     if transform is not None:
         m, s = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
         sources.append(f"transform: {transform!r} on RGB in [0, 1]")
@@ -64,10 +73,15 @@ def resolve_preprocessing(model_prep: Optional[dict], input_size=None, mean=None
         sources.append(f"mean: {wm}" + (f"; std: {ws}" if ws != wm else ""))
     m = tuple(float(x) for x in m)
     s = tuple(float(x) for x in s)
-    record = {"input_size": list(size), "mean": list(m), "std": list(s),
-              "transform": repr(transform) if transform is not None else None,
-              "model": mp.get("source"), "chosen": "; ".join(sources),
-              "resize": "whole image, bilinear (no crop: activation maps stay aligned with the labels)"}
+    record = {
+        "input_size": list(size),
+        "mean": list(m),
+        "std": list(s),
+        "transform": repr(transform) if transform is not None else None,
+        "model": mp.get("source"),
+        "chosen": "; ".join(sources),
+        "resize": "whole image, bilinear (no crop: activation maps stay aligned with the labels)",
+    }
     return Preprocessing(size, m, s, transform, record)
 
 

@@ -17,6 +17,7 @@ module) is unambiguous and used without a key; the key is then recorded in the r
 selector. An output holding several tensors without a key is refused (SelectorError).
 A name that is itself a module (even if it contains ``#`` or ``:``) is taken as a module.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -131,8 +132,9 @@ def _step(obj, key: str, where: str):
             i = int(key)
             return obj[i]
         except (ValueError, IndexError):
-            raise SelectorError(f"{where} is a {kind} of {len(obj)}: no element {key!r} "
-                                f"(use an index 0..{len(obj) - 1})") from None
+            raise SelectorError(
+                f"{where} is a {kind} of {len(obj)}: no element {key!r} (use an index 0..{len(obj) - 1})"
+            ) from None
     if kind == "dict":
         if key in obj:
             return obj[key]
@@ -167,8 +169,10 @@ def select_tensor(output, sel: Selector) -> tuple:
     if not leaves:
         raise SelectorError(f"{where} is {describe(obj)}, which holds no tensor")
     choices = ", ".join(f"'{base}:{':'.join(p)}' ({shape_text(t.shape)})" for p, t in leaves[:8])
-    raise SelectorError(f"{where} is a {_kind(obj)} holding {len(leaves)} tensors; choose one: {choices}"
-                        + (" ..." if len(leaves) > 8 else ""))
+    raise SelectorError(
+        f"{where} is a {_kind(obj)} holding {len(leaves)} tensors; choose one: {choices}"
+        + (" ..." if len(leaves) > 8 else "")
+    )
 
 
 def shape_text(shape) -> str:

@@ -54,9 +54,9 @@ class _LabelParts(Dataset):
             self.tally = _cpu_tally(self.tally_args)
             self.builder = label_builder(self.tally, self.size)
         lo, hi = k * self.batch_size, min(len(self.ds), (k + 1) * self.batch_size)
-        batch = collate_broden([self.ds[i] for i in range(lo, hi)])
+        seg = collate_broden([self.ds[i] for i in range(lo, hi)])["seg"]  # broden_builder's collated dict
         assert self.builder is not None
-        return self.builder.part(self.tally.batch_labels(batch["seg"], self.size))
+        return self.builder.part(self.tally.batch_labels(seg, self.size))
 
 
 def _cpu_tally(tally_args: tuple) -> Tally:

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from broden_builder import BrodenStore
 from broden_builder.shared import note
-from broden_builder.torch_dataset import BrodenDataset, check_categories, collate_broden, select_rows
+from broden_builder.torch_dataset import BrodenDataset, check_categories, select_rows
 
 from .. import __version__
 from ._basis import BasisError, resolve_basis
@@ -36,6 +36,7 @@ from ._resources import workers_for_file_limit
 from ..results import LayerResult, build_layer_result, layer_folder, write_layer_result
 from ..sae import SAEError, load_sae
 from ..stats import Tally, TopKImages, TopQuantile, UnitRange
+from ._model_input import batch_loader
 from ._null_pass import null_pass
 from ._tally_batches import Batch, TallyBatches, TallySpec, count_batch, in_basis, known_label_table
 
@@ -218,11 +219,10 @@ def run_pass(
     bar,
 ) -> None:
     """The loop of both passes: ``stats.add(compute(batch))`` for every batch (numbered from
-    ``start``; a Batch, or collate_broden's dict of a DataLoader), checkpointing as configured."""
+    ``start``; each a :class:`Batch`), checkpointing as configured."""
     done = start
     try:
-        for item in batches:
-            batch = item if isinstance(item, Batch) else Batch.collated(item)
+        for batch in batches:
             stats.add(pass_no, compute(batch), batch)
             done += 1
             checkpoint.step(pass_no, done, stats)
@@ -242,16 +242,7 @@ def run_pass(
 def loader(ds: Dataset, cfg: DissectConfig, device: torch.device) -> DataLoader:
     """The DataLoader of pass 1 (workers decode images; count: dissect.engine._resources)."""
     workers = workers_for_file_limit(choose_parallelism(cfg.threads, cfg.workers).workers, 16, 4)
-    return DataLoader(
-        ds,
-        batch_size=cfg.batch_size,
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=collate_broden,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-        prefetch_factor=4 if workers else None,
-    )
+    return batch_loader(ds, cfg.batch_size, workers, device, prefetch=4)
 
 
 def _tally_loader(ds: TallyBatches, workers: int) -> Iterable[Batch]:

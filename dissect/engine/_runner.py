@@ -38,8 +38,8 @@ from ..config import DissectConfig
 from ._passes import Run, finish_results, loader, run_pass
 from ._tally_batches import Batch
 from ..errors import DissectError
-from ..capture import feature_maps, plan_layers
-from ..capture import ForwardError, resolve_selector
+from ..capture import resolve_selector
+from ._model_input import ModelForward, cache_rounded, loaded_model, plan_model
 from ._resources import apply_threads
 from ..capture import LoadedModel
 from ..capture import Preprocessing, resolve_preprocessing
@@ -173,7 +173,7 @@ def dissect_model(
     key = _model_key(identity, names, prep, layout, config)
     run = Run(store, config, out, key)
     lm.module.to(run.device).eval()
-    plans = _plan(lm, names, prep, run.device, layout, run.info.rank == 0)
+    plans = plan_model(lm, names, prep.input_size, run.device, layout, prep.transform, run.info.rank == 0)
     shapes = {n: p.shape for n, p in plans.items()}
     caches = _open_caches(run, key, plans)
     state = run.checkpoint.agree(_usable(run.checkpoint.load(names), caches))
@@ -299,10 +299,9 @@ def _checked(run: Run, acts: dict, batch: Batch) -> dict:
 # ---------------------------------------------------------------------------- the model
 def _model_identity(model) -> tuple:
     """(LoadedModel, identity record for cache keys and result.json)."""
+    lm = loaded_model(model)
     if isinstance(model, LoadedModel):
         return model, dict(model.identity, spec=model.spec, random_weights=model.random_weights)
-    if not isinstance(model, nn.Module):
-        raise DissectError(f"model must be an nn.Module or LoadedModel, got {type(model).__name__}")
     h = hashlib.sha256()
     for k, v in model.state_dict().items():
         h.update(k.encode())
@@ -311,10 +310,8 @@ def _model_identity(model) -> tuple:
             if v.dtype != torch.bfloat16
             else v.float().numpy().tobytes()
         )
-    kind = "torchscript" if isinstance(model, torch.jit.ScriptModule) else "module"
-    lm = LoadedModel(model, type(model).__name__, kind)
     return lm, {
-        "kind": kind,
+        "kind": lm.kind,
         "class": f"{type(model).__module__}.{type(model).__qualname__}",
         "state_sha256": h.hexdigest(),
     }
@@ -335,25 +332,6 @@ def _check_layers(lm: LoadedModel, names: Sequence[str]) -> None:
             )
         if not lm.is_torchscript:
             resolve_selector(lm.module, n)
-
-
-def _plan(lm: LoadedModel, names: Sequence[str], prep: Preprocessing, device, layout, say: bool = True) -> dict:
-    """{layer: LayerPlan} from one full forward pass of a zero image (dissect.capture._plan): selector,
-    call count, output structure, layout and (U, h, w). Only a failure of the model's own forward
-    pass is reported as a problem of the input size; selectors, call counts and layouts raise
-    their own errors, which say what to choose."""
-    if lm.random_weights and say:
-        log.warning("model %s has RANDOM weights (--weights none)", lm.spec)
-    size = prep.input_size
-    with torch.no_grad():
-        x = torch.zeros(1, 3, *size, device=device)
-        x = prep.transform(x) if prep.transform is not None else x
-    try:
-        return plan_layers(lm.module, names, x, layout=layout)
-    except ForwardError as e:
-        raise DissectError(
-            f"model {lm.spec} fails on input size {size[0]}x{size[1]}: {e} (choose another --input-size)"
-        ) from None
 
 
 def _record_plans(results: dict, plans: dict) -> None:
@@ -391,35 +369,20 @@ def _model_compute(run: Run, lm: LoadedModel, plans: dict, prep: Preprocessing, 
     # statistics stay single-threaded
     fwd_threads = run.parallel.forward_threads if run.device.type == "cpu" else run.parallel.threads
 
+    forward = ModelForward(lm, plans, run.device, prep.input_size, prep.transform)
+
     def compute(batch: Batch) -> dict:
-        x = batch.image.to(run.device, non_blocking=True)
         idx, lo = batch.index, next_row[0]
-        if prep.transform is not None:
-            with torch.no_grad():
-                x = prep.transform(x)
         apply_threads(fwd_threads)
         try:
-            feats, rounded = feature_maps(lm.module, x, plans), {}
-        except ForwardError as e:
-            raise DissectError(
-                f"model {lm.spec} fails on a batch of {x.shape[0]} images at input size "
-                f"{prep.input_size[0]}x{prep.input_size[1]}: {e}"
-            ) from None
+            feats, rounded = forward(batch), {}
         finally:
             apply_threads(run.parallel.threads)
         for n in plans:
-            check_finite(n, feats[n], idx.tolist(), run.store)
-            r = feats[n].to(tdt)
-            # finite values overflow float16 exactly when |a| >= 65520 (they round to inf); checked on
-            # the float32 values, which is cheaper than isfinite on float16 on a CPU
-            if tdt == torch.float16 and feats[n].numel() and float(feats[n].abs().amax()) >= 65520.0:
-                raise DissectError(
-                    f"layer {n!r}: activations exceed the float16 range of the cache "
-                    f"(max |a| = {feats[n].abs().max().item():.4g}); use --cache-dtype float32"
-                )
+            r = cache_rounded(n, feats[n], tdt, idx.tolist(), run.store)
             arrays[n][lo : lo + r.shape[0]] = r.cpu().numpy()
             rounded[n] = r
-        next_row[0] = lo + x.shape[0]
+        next_row[0] = lo + len(idx)
         return rounded
 
     return compute

@@ -49,11 +49,12 @@ class Batch:
     counts: Optional[dict] = None
     error: Optional[Exception] = None
     label_part: Optional[dict] = None  # with --null: this batch's labels as row runs (dissect.engine._null_pass)
+    label: Optional[torch.Tensor] = None  # int64 [B]: each image's class (a classifier's data, dissect ablate)
 
     @classmethod
     def collated(cls, d: dict) -> "Batch":
-        """A Batch of collate_broden's dict ("index", "image" and/or "seg")."""
-        return cls(index=d["index"], image=d.get("image"), seg=d.get("seg"))
+        """A Batch of collate_broden's dict ("index", "image" and/or "seg", "label")."""
+        return cls(index=d["index"], image=d.get("image"), seg=d.get("seg"), label=d.get("label"))
 
 
 @dataclass
@@ -107,17 +108,17 @@ def known_label_table(numbers: Sequence[int]) -> torch.Tensor:
     return known
 
 
-def check_known_labels(batch: dict, known: torch.Tensor, index_csv) -> None:
+def check_known_labels(batch: Batch, known: torch.Tensor, index_csv) -> None:
     """Refuse a label plane holding a number label.csv lacks (what broden validate rejects), naming
-    the index.csv row (1-based, as in the file). ``batch``: collated {"index" [B], "seg" SegBatch}.
+    the index.csv row (1-based, as in the file). ``batch``: its ``index`` [B] and ``seg``.
     Raises DissectError. (Counting in a worker, the Tally's own label lookup does this check.)"""
-    e = find_unknown_label(batch["seg"], known)
+    e = find_unknown_label(batch.seg, known)
     if e is not None:
         raise _unknown_label_error(e, batch, index_csv)
 
 
-def _unknown_label_error(e: UnknownLabel, batch: dict, index_csv) -> DissectError:
-    return DissectError(f"{index_csv}, row {int(batch['index'][e.image]) + 1}: {e}")
+def _unknown_label_error(e: UnknownLabel, batch: Batch, index_csv) -> DissectError:
+    return DissectError(f"{index_csv}, row {int(batch.index[e.image]) + 1}: {e}")
 
 
 def _portable(e: Exception) -> Exception:
@@ -166,19 +167,19 @@ class TallyBatches(Dataset):
 
     def _batch(self, k: int) -> Batch:
         lo, hi = k * self.batch_size, min(len(self.positions), (k + 1) * self.batch_size)
-        batch = collate_broden(self._label_items(lo, hi))
+        batch = Batch.collated(collate_broden(self._label_items(lo, hi)))
         index_csv = self.labels.store.root / "index.csv"
         if self.spec is None or not self.sources:
             check_known_labels(batch, self.known, index_csv)
         acts = {n: torch.from_numpy(src.rows(self.positions[lo:hi])) for n, src in self.sources.items()}
         if self.spec is None:
-            return Batch(index=batch["index"], seg=batch["seg"], acts=acts)
+            return Batch(index=batch.index, seg=batch.seg, acts=acts)
         try:  # the tallies look the label numbers up and refuse those label.csv lacks
-            counts = self._count(acts, batch["seg"])
+            counts = self._count(acts, batch.seg)
         except UnknownLabel as e:
             raise _unknown_label_error(e, batch, index_csv) from None
         part, self._label_part = self._label_part, None
-        return Batch(index=batch["index"], counts=counts, label_part=part)
+        return Batch(index=batch.index, counts=counts, label_part=part)
 
     def _label_items(self, lo: int, hi: int) -> list:
         """The label items of batch rows [lo, hi): from the label cache when it holds them unchanged,

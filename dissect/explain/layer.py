@@ -13,10 +13,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from broden_builder import BrodenStore
-from broden_builder.torch_dataset import BrodenDataset, check_categories, collate_broden, select_rows
+from broden_builder.torch_dataset import check_categories, select_rows
 
 from ..stats.tiles import mask_entries
 from ..stats.upsample import SEPARABLE, upsample as upsample_acts
@@ -81,7 +80,7 @@ def collect_counts(activations, thresholds, store: BrodenStore, rows: Sequence[i
     thresholds [U] against labels ``numbers`` (columns in this order) of ``categories``.
     ``basis`` [U, U] (optional): the units are ``basis @ units`` before the thresholds; or an SAE
     encoder (dissect.sae.SparseEncoder): its F features [N, F, h, w] are thresholded (F thresholds)."""
-    from ..engine import apply_basis
+    from ..engine import apply_basis, label_batches
 
     d = torch.device(device)
     sae = basis.to(d) if hasattr(basis, "encode_maps") else None
@@ -96,17 +95,16 @@ def collect_counts(activations, thresholds, store: BrodenStore, rows: Sequence[i
     lut = lut.to(d)
     pix_cats = [c for c in categories if c not in store.image_level_categories]
     img_cats = [c for c in categories if c in store.image_level_categories]
-    ds = BrodenDataset(store, categories=categories, rows=rows, with_images=False)
-    dl = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_broden)
+    batches = label_batches(store, rows, categories, batch_size, workers)  # as the engine reads labels
     builder = AtomBuilder(len(numbers))
     sizes = {(store.rows[i].sh, store.rows[i].sw) for i in rows}
     if len(sizes) != 1:
         raise ValueError(f"{store.root / 'index.csv'}: images have different segmentation sizes {sorted(sizes)[:4]}")
     size = sizes.pop()
     lo = 0
-    for batch in dl:
-        seg = batch["seg"].to(d)
-        n = int(batch["index"].numel())
+    for batch in batches:
+        seg = batch.seg.to(d)
+        n = int(batch.index.numel())
         a = torch.from_numpy(np.array(activations[lo: lo + n], dtype=np.float32)).to(d)
         a = sae.encode_maps(a) if sae is not None else apply_basis(a, mat)
         lo += n

@@ -32,31 +32,29 @@ def model_activations(model, layer: str, store: BrodenStore, rows, path: Path, i
                       layout=None):
     """Run ``model`` over store rows ``rows`` and write ``layer``'s feature map [N, U, h, w] (the
     selector and layout as dissected, see dissect.capture._plan) to the .npy ``path``, rounded to
-    ``dtype`` as the runner's cache rounds it; returns the array (memory-mapped)."""
-    from torch.utils.data import DataLoader
+    ``dtype`` as the runner's cache rounds it; returns the array (memory-mapped). The images,
+    batches, plan, forward pass and rounding are pass 1's (dissect.engine._model_input)."""
     from broden_builder.shared import progress
+    from broden_builder.torch_dataset import IMAGENET_MEAN, IMAGENET_STD
 
-    from broden_builder.torch_dataset import IMAGENET_MEAN, IMAGENET_STD, BrodenDataset, collate_broden
+    from ..engine import ModelForward, cache_rounded, image_batches, loaded_model, plan_model
 
-    from ..capture import feature_maps, plan_layers
-
-    module = getattr(model, "module", model) if not isinstance(model, torch.nn.Module) else model
+    lm = loaded_model(model)
     dev = torch.device(device)
-    module = module.to(dev).eval()
+    lm.module.to(dev).eval()
     r0 = store.rows[rows[0]]
     size = tuple(input_size) if input_size else (r0.ih, r0.iw)
-    ds = BrodenDataset(store, rows=list(rows), image_size=size, mean=mean or IMAGENET_MEAN, std=std or IMAGENET_STD,
-                       with_labels=False)
-    out, plans, lo = None, None, 0
+    plans = plan_model(lm, [layer], size, dev, layout=layout, say=False)
+    forward = ModelForward(lm, plans, dev, size)
     tdt = torch.float16 if dtype == "float16" else torch.float32
-    for batch in progress(DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate_broden),
-                          quiet, desc="explain: activations", unit="batch", per_unit=batch_size, leave=False):
-        x = batch["image"].to(dev)
-        if plans is None:
-            plans = plan_layers(module, [layer], x[:1], layout=layout)
-        a = feature_maps(module, x, plans)[layer].to(tdt).cpu().numpy()
-        if out is None:
-            out = np.lib.format.open_memmap(path, mode="w+", dtype=a.dtype, shape=(len(ds),) + a.shape[1:])
+    shape = (len(rows),) + tuple(plans[layer].shape)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16 if dtype == "float16" else np.float32,
+                                    shape=shape)
+    lo = 0
+    batches = image_batches(store, rows, size, mean or IMAGENET_MEAN, std or IMAGENET_STD, batch_size, workers)
+    for batch in progress(batches, quiet, desc="explain: activations", unit="batch", per_unit=batch_size,
+                          leave=False):
+        a = cache_rounded(layer, forward(batch)[layer], tdt, batch.index.tolist(), store).cpu().numpy()
         out[lo: lo + a.shape[0]] = a
         lo += a.shape[0]
     out.flush()

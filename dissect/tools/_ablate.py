@@ -26,9 +26,10 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from broden_builder.shared import load_whole
+from broden_builder.torch_dataset import normalise, rgb_array
 
 from ..errors import DissectError
 from ..results import ResultsError, load_result
@@ -78,7 +79,8 @@ def result_preprocessing(layer_dir: Union[str, Path], model_prep: Optional[dict]
 
 # ---------------------------------------------------------------------------- data
 class _Images(Dataset):
-    """(normalised image [3, H, W], label) items from a list of loaders."""
+    """(normalised image [3, H, W], label) items from a list of loaders; the pixels as the store's
+    images reach the model in a dissection (broden_builder.torch_dataset.rgb_array, normalise)."""
 
     def __init__(self, items: list, size: tuple, mean, std):
         self.items, self.size = items, tuple(size)
@@ -94,14 +96,28 @@ class _Images(Dataset):
     def __getitem__(self, k):
         im, label, where = self._image(k)
         try:
-            im = im.convert("RGB")
-            if (im.height, im.width) != self.size:
-                im = im.resize((self.size[1], self.size[0]), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8)
+            arr = rgb_array(im, self.size)
         except (OSError, ValueError) as e:
             raise AblationError(f"{where}: cannot read image ({e})") from None
-        x = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
-        return (x - self.mean) / self.std, int(label)
+        return normalise(arr, self.mean, self.std), int(label)
+
+
+class _Labelled(Dataset):
+    """A classifier's data as the engine's batches see it: item k of ``data`` ((image [3, H, W],
+    label) or {"image", "label"}) as {"index": k, "image", "label"}, collated into a Batch."""
+
+    def __init__(self, data: Dataset):
+        self.data = data
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, k):
+        item = self.data[k]
+        if isinstance(item, dict):
+            return {"index": k, "image": item["image"], "label": item["label"]}
+        x, y = item
+        return {"index": k, "image": x, "label": y}
 
 
 class _FolderImages(_Images):
@@ -303,9 +319,9 @@ def _unit_means(model: nn.Module, target: nn.Module, idx: torch.Tensor, loader, 
     handle = target.register_forward_hook(grab)
     try:
         with torch.no_grad():
-            for x, _y in progress(loader, quiet, desc="ablate: unit means", unit="batch",
+            for batch in progress(loader, quiet, desc="ablate: unit means", unit="batch",
                                   per_unit=loader.batch_size, leave=False):
-                model(x.to(dev))
+                model(batch.image.to(dev))
     finally:
         handle.remove()
     return (acc["sum"] / max(acc["count"], 1)).float().cpu()
@@ -317,9 +333,9 @@ def _accuracies(model: nn.Module, hook: "_Replace", loader, n_classes: int, clas
 
     n, before, after = (np.zeros(n_classes, np.int64) for _ in range(3))
     with torch.no_grad():
-        for x, y in progress(loader, quiet, desc="ablate", unit="batch", per_unit=loader.batch_size, leave=False):
-            x = x.to(dev)
-            yn = y.numpy().astype(np.int64)
+        for batch in progress(loader, quiet, desc="ablate", unit="batch", per_unit=loader.batch_size, leave=False):
+            x = batch.image.to(dev)
+            yn = batch.label.numpy().astype(np.int64)
             if yn.size and (yn.min() < 0 or yn.max() >= n_classes):
                 raise AblationError(f"label {int(yn.max() if yn.max() >= n_classes else yn.min())} is outside the "
                                     f"{n_classes} classes {list(classes)[:5]}...")
@@ -344,6 +360,7 @@ def ablate(model: nn.Module, layer: str, units: Sequence[int], data: Dataset, cl
     """Per-class accuracy of ``model`` on ``data`` with and without ``units`` (1-based, as in
     tally.csv) of ``layer``. Raises AblationError for bad units, mode or labels."""
     from ..capture import get_layer
+    from ..engine import batch_loader, dist_info, resolve_device
 
     if mode not in MODES:
         raise AblationError(f"mode must be one of {MODES}, got {mode!r}")
@@ -352,11 +369,11 @@ def ablate(model: nn.Module, layer: str, units: Sequence[int], data: Dataset, cl
         raise AblationError(f"units are 1-based (as in tally.csv) and at least one is needed, got {units}")
     if units[-1] > 2 ** 31 - 1:  # checked against the layer's width on the first batch; here before torch sees it
         raise AblationError(f"unit {units[-1]} is out of range (no layer has that many units)")
-    dev = torch.device(device)
+    dev = resolve_device(str(device), dist_info())  # as a dissection reads --device (auto, cpu, cuda, ...)
     model = model.to(dev).eval()
     target = get_layer(model, layer)
     idx = torch.tensor([u - 1 for u in units], dtype=torch.long)
-    loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=workers)
+    loader = batch_loader(_Labelled(data), batch_size, workers)  # the engine's batches (dissect.engine.Batch)
     hook = _Replace(idx)
     hook.values = _unit_means(model, target, idx, loader, dev, quiet) if mode == "mean" else torch.zeros(len(units))
     handle = target.register_forward_hook(hook)
