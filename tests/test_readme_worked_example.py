@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 import yaml
 from PIL import Image
@@ -117,8 +116,8 @@ def test_worked_example_save_commands_recipe_and_build(tmp_path):
     import datasets
 
     rng = np.random.default_rng(0)
-    ds = datasets.Dataset.from_dict({"image": [Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
-                                               for _ in range(8)]}, features=datasets.Features({"image": datasets.Image()}))
+    photos = [Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)) for _ in range(8)]
+    ds = datasets.Dataset.from_dict({"image": photos}, features=datasets.Features({"image": datasets.Image()}))
     ds.save_to_disk(str(tmp_path / "data" / "food101-val"))
     recipe = yaml.safe_load(_blocks(section, "yaml")[0])
     recipe["size"], recipe["segmentation_size"] = 32, 16  # small, for the test's time; the rest as written
