@@ -184,6 +184,9 @@ def _parser_describe(sub) -> None:
                    "in OUT/.describe-cache)")
     d.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N")
     d.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
+    d.add_argument("--sae", default=None, metavar="LAYER=FOLDER", help="describe the features of this SAE of the "
+                   "layer (`dissect sae train`'s folder or a SAELens folder) instead of its units: its encoder at every "
+                   "position, then the spatial mean; writes OUT/LAYER.sae/descriptions.csv (beside `dissect run --sae`)")
     _add_settings(d, "describe")  # --input-size, --mean, --std of --model (dissect.config)
 
 
@@ -499,17 +502,43 @@ def _describe_inputs(args, store):
     if not args.images and store is None:
         raise ValueError("give --store (its images are the probe set) or --images DIR (with --model)")
     probe = ProbeImages(store=None if args.images else store, folder=args.images)
-    if args.activations:
-        name = args.name or Path(args.activations).stem
-        return probe, activations_summary(args.activations, len(probe)), name, {"activations": args.activations}
-    if not args.layer:
+    if not args.activations and not args.layer:
         raise ValueError("--model needs --layer (the layer to describe)")
+    name = (args.name or Path(args.activations).stem) if args.activations else (args.name or args.layer)
+    sae, sae_settings = _describe_sae(args, name)
+    if args.activations:
+        summary = activations_summary(args.activations, len(probe), sae)
+        return probe, summary, _described_folder(name, sae), dict(sae_settings, activations=args.activations)
     from .capture import load_model
 
     loaded = load_model(args.model, args.weights, unsafe_unpickle=args.unsafe_unpickle)
     summary, prep = model_summary(loaded, args.layer, probe, args.input_size, args.mean, args.std, args.batch_size,
-                                  args.device, args.quiet)
-    return probe, summary, args.name or args.layer, {"model": loaded.identity, "layer": args.layer, "preprocessing": prep}
+                                  args.device, args.quiet, sae=sae)
+    return probe, summary, _described_folder(name, sae), dict(sae_settings, model=loaded.identity, layer=args.layer,
+                                                               preprocessing=prep)
+
+
+def _describe_sae(args, name: str) -> tuple:
+    """(SparseEncoder or None, settings record) of ``dissect describe --sae LAYER=FOLDER``; LAYER must be the
+    layer described (--layer, or --name / the file's stem with --activations)."""
+    if not args.sae:
+        return None, {}
+    from .sae import load_sae
+
+    layer, sep, folder = str(args.sae).partition("=")
+    if not sep or not layer or not folder:
+        raise ValueError(f"--sae must be given as LAYER=FOLDER, got {args.sae!r}")
+    if layer != name:
+        raise ValueError(f"--sae {args.sae}: names layer {layer!r} but the layer described is {name!r}")
+    sae = load_sae(folder, layer=layer)
+    return sae, {"sae": dict(sae.record, features=sae.features, units=sae.units), "dissected": "feature"}
+
+
+def _described_folder(name: str, sae) -> str:
+    """The result folder's name: the layer's, or ``<layer>.sae`` for its SAE's features (as dissect run --sae)."""
+    from .results import layer_folder
+
+    return layer_folder("", name, feature=sae is not None).name
 
 
 def _cmd_describe(args) -> int:
@@ -531,7 +560,8 @@ def _cmd_describe(args) -> int:
                            quiet=args.quiet)
     from .results import safe_name
 
-    print(f"{name}: {agree['units']} units described with {len(words)} words ({vocab_text})")
+    what = "features" if args.sae else "units"
+    print(f"{name}: {agree['units']} {what} described with {len(words)} words ({vocab_text})")
     if agree["with_label"] is not None:
         print(f"the Network Dissection label is among the top 5 words for {agree['label_in_top5']} of "
               f"{agree['with_label']} labelled units")

@@ -125,3 +125,20 @@ def test_annotated_store_has_no_marking(synthetic_store, tmp_path):
     header = (tmp_path / "o" / "a" / "tally.csv").read_text().splitlines()[0]
     assert "predicted" not in header
     assert all("predicted_by" not in u for u in json.loads((tmp_path / "o" / "a" / "result.json").read_text())["units"])
+
+
+def test_describe_marks_predicted_iou_labels(world, tmp_path):
+    """descriptions.csv names the model of each unit's IoU label that a segmentation model predicted."""
+    from test_describe import _oracle_setup
+
+    _oracle_setup(world["store"], tmp_path)
+    out = tmp_path / "out"
+    shutil.copytree(world["out"], out)
+    assert main(["-q", "describe", "--store", str(world["store"]), "--activations", str(tmp_path / "planted.npy"),
+                 "--clip", f"{tmp_path / 'oracle.py'}:make", "--vocabulary", str(tmp_path / "words.txt"),
+                 "--out", str(out), "--device", "cpu"]) == 0
+    with open(out / "planted" / "descriptions.csv", newline="") as f:
+        rows = {int(r["unit"]): r for r in csv.DictReader(f)}
+    for u, marked in _expected(world).items():
+        assert rows[u]["iou_label"] == world["objects"][u - 1]
+        assert rows[u]["iou_label_predicted_by"] == (MODEL if marked else "")
