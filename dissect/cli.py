@@ -184,9 +184,6 @@ def _parser_describe(sub) -> None:
                    "in OUT/.describe-cache)")
     d.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N")
     d.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
-    d.add_argument("--sae", default=None, metavar="LAYER=FOLDER", help="describe the features of this SAE of the "
-                   "layer (`dissect sae train`'s folder or a SAELens folder) instead of its units: its encoder at every "
-                   "position, then the spatial mean; writes OUT/LAYER.sae/descriptions.csv (beside `dissect run --sae`)")
     _add_settings(d, "describe")  # --input-size, --mean, --std of --model (dissect.config)
 
 
@@ -525,11 +522,15 @@ def _describe_sae(args, name: str) -> tuple:
         return None, {}
     from .sae import load_sae
 
-    layer, sep, folder = str(args.sae).partition("=")
-    if not sep or not layer or not folder:
-        raise ValueError(f"--sae must be given as LAYER=FOLDER, got {args.sae!r}")
-    if layer != name:
-        raise ValueError(f"--sae {args.sae}: names layer {layer!r} but the layer described is {name!r}")
+    pairs = {}
+    for item in args.sae:
+        layer, sep, folder = str(item).partition("=")
+        if not sep or not layer or not folder:
+            raise ValueError(f"--sae must be given as LAYER=FOLDER, got {item!r}")
+        pairs[layer] = folder
+    if name not in pairs:
+        raise ValueError(f"--sae names layer(s) {sorted(pairs)} but the layer described is {name!r}")
+    layer, folder = name, pairs[name]
     sae = load_sae(folder, layer=layer)
     return sae, {"sae": dict(sae.record, features=sae.features, units=sae.units), "dissected": "feature"}
 

@@ -243,4 +243,4 @@ def test_sae_features_get_the_concept_of_the_unit_they_read(synthetic_store, tmp
     doc = json.loads((out / "planted.sae" / "descriptions.json").read_text())
     assert doc["settings"]["sae"]["features"] == U and doc["settings"]["dissected"] == "feature"
     assert main(args + ["--sae", f"other={tmp_path / 'sae'}"]) != 0
-    assert "names layer 'other' but the layer described is 'planted'" in capsys.readouterr().err
+    assert "names layer(s) ['other'] but the layer described is 'planted'" in capsys.readouterr().err
