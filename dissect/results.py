@@ -237,7 +237,8 @@ def constant_summary(units: Sequence[dict]) -> dict:
 def predicted_label_models(build_info: Optional[dict]) -> dict:
     """{label name: "MODEL"} of the labels a segmentation model predicted rather than annotated, from a
     store's build.json (``predicted_labels``: per label, its ``models`` with their ``model`` spec;
-    docs/custom_concepts.md "Segmenter labels are predictions"); {} for a store of annotations only or a record of another shape."""
+    docs/custom_concepts.md "Segmenter labels are predictions"); {} for a store of annotations only
+    or a record of another shape."""
     out = {}
     for name, rec in ((build_info or {}).get("predicted_labels") or {}).items():
         models = rec.get("models") if isinstance(rec, dict) else None
