@@ -499,17 +499,47 @@ def _describe_inputs(args, store):
     if not args.images and store is None:
         raise ValueError("give --store (its images are the probe set) or --images DIR (with --model)")
     probe = ProbeImages(store=None if args.images else store, folder=args.images)
-    if args.activations:
-        name = args.name or Path(args.activations).stem
-        return probe, activations_summary(args.activations, len(probe)), name, {"activations": args.activations}
-    if not args.layer:
+    if not args.activations and not args.layer:
         raise ValueError("--model needs --layer (the layer to describe)")
+    name = (args.name or Path(args.activations).stem) if args.activations else (args.name or args.layer)
+    sae, sae_settings = _describe_sae(args, name)
+    if args.activations:
+        summary = activations_summary(args.activations, len(probe), sae)
+        return probe, summary, _described_folder(name, sae), dict(sae_settings, activations=args.activations)
     from .capture import load_model
 
     loaded = load_model(args.model, args.weights, unsafe_unpickle=args.unsafe_unpickle)
     summary, prep = model_summary(loaded, args.layer, probe, args.input_size, args.mean, args.std, args.batch_size,
-                                  args.device, args.quiet)
-    return probe, summary, args.name or args.layer, {"model": loaded.identity, "layer": args.layer, "preprocessing": prep}
+                                  args.device, args.quiet, sae=sae)
+    return probe, summary, _described_folder(name, sae), dict(sae_settings, model=loaded.identity, layer=args.layer,
+                                                               preprocessing=prep)
+
+
+def _describe_sae(args, name: str) -> tuple:
+    """(SparseEncoder or None, settings record) of ``dissect describe --sae LAYER=FOLDER``; LAYER must be the
+    layer described (--layer, or --name / the file's stem with --activations)."""
+    if not args.sae:
+        return None, {}
+    from .sae import load_sae
+
+    pairs = {}
+    for item in args.sae:
+        layer, sep, folder = str(item).partition("=")
+        if not sep or not layer or not folder:
+            raise ValueError(f"--sae must be given as LAYER=FOLDER, got {item!r}")
+        pairs[layer] = folder
+    if name not in pairs:
+        raise ValueError(f"--sae names layer(s) {sorted(pairs)} but the layer described is {name!r}")
+    layer, folder = name, pairs[name]
+    sae = load_sae(folder, layer=layer)
+    return sae, {"sae": dict(sae.record, features=sae.features, units=sae.units), "dissected": "feature"}
+
+
+def _described_folder(name: str, sae) -> str:
+    """The result folder's name: the layer's, or ``<layer>.sae`` for its SAE's features (as dissect run --sae)."""
+    from .results import layer_folder
+
+    return layer_folder("", name, feature=sae is not None).name
 
 
 def _cmd_describe(args) -> int:
@@ -531,7 +561,8 @@ def _cmd_describe(args) -> int:
                            quiet=args.quiet)
     from .results import safe_name
 
-    print(f"{name}: {agree['units']} units described with {len(words)} words ({vocab_text})")
+    what = "features" if args.sae else "units"
+    print(f"{name}: {agree['units']} {what} described with {len(words)} words ({vocab_text})")
     if agree["with_label"] is not None:
         print(f"the Network Dissection label is among the top 5 words for {agree['label_in_top5']} of "
               f"{agree['with_label']} labelled units")

@@ -181,7 +181,8 @@ class DissectConfig:
     sae: Optional[tuple] = setting(
         None, "dissect the features of this SAE (`dissect sae train`'s folder or a SAELens folder with cfg.json) "
         "instead of LAYER's units: its encoder is applied at every position; the result goes to OUT/LAYER.sae "
-        "beside the units' OUT/LAYER (repeatable)", action="append", metavar="LAYER=FOLDER",
+        "beside the units' OUT/LAYER (repeatable; dissect describe: OUT/LAYER.sae/descriptions.csv of the described "
+        "layer's SAE)", action="append", metavar="LAYER=FOLDER", cli=DISSECTION + ("describe",),
         resolved="settings.sae of each feature result: the SAE's format, path, sha256, F, k (and the checkpoint key)")
     label_cache: bool = setting(True, "keep the decoded label planes under STORE/.cache/labels for the next run "
                                 "(checked against each PNG's size and time, never stale; --no-label-cache: decode "

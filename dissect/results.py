@@ -234,17 +234,70 @@ def constant_summary(units: Sequence[dict]) -> dict:
     return {"constant": sum(values.values()), "constant_values": values}
 
 
+def predicted_label_models(build_info: Optional[dict]) -> dict:
+    """{label name: "MODEL"} of the labels a segmentation model predicted rather than annotated, from a
+    store's build.json (``predicted_labels``: per label, its ``models`` with their ``model`` spec;
+    docs/custom_concepts.md "Segmenter labels are predictions"); {} for a store of annotations only
+    or a record of another shape."""
+    out = {}
+    for name, rec in ((build_info or {}).get("predicted_labels") or {}).items():
+        models = rec.get("models") if isinstance(rec, dict) else None
+        names = [str(m.get("model")) for m in models or [] if isinstance(m, dict) and m.get("model")]
+        out[str(name)] = ", ".join(names) if names else "a segmentation model"
+    return out
+
+
+def mark_predicted(units: Sequence[dict], predicted: dict) -> None:
+    """Set ``predicted_by`` ("MODEL") on each unit dict whose best label a segmentation model predicted
+    (``predicted``: :func:`predicted_label_models`), and on its per-category best labels likewise."""
+    for u in units:
+        if str(u.get("label")) in predicted:
+            u["predicted_by"] = predicted[str(u["label"])]
+        for p in (u.get("per_category") or {}).values():
+            if isinstance(p, dict) and str(p.get("label")) in predicted:
+                p["predicted_by"] = predicted[str(p["label"])]
+
+
+def label_predicted_by(doc_or_result, unit: dict) -> str:
+    """The model that predicted ``unit``'s label ("" when annotated): the unit's ``predicted_by``, or,
+    for a result scored before units carried it, the result's ``store["predicted_labels"]``."""
+    if unit.get("predicted_by"):
+        return str(unit["predicted_by"])
+    store = doc_or_result.get("store") if isinstance(doc_or_result, dict) else getattr(doc_or_result, "store", None)
+    return str(((store or {}).get("predicted_labels") or {}).get(str(unit.get("label")), ""))
+
+
+def predicted_detectors(doc_or_result, iou_threshold: float = 0.04) -> dict:
+    """{"MODEL": detector units whose label that segmentation model predicted} of a result (result.json
+    dict or LayerResult); {} when every detector's label is annotated."""
+    units = doc_or_result.get("units") if isinstance(doc_or_result, dict) else doc_or_result.units
+    out: dict = {}
+    for u in units or []:
+        model = label_predicted_by(doc_or_result, u)
+        if model and is_detector(u, iou_threshold):
+            out[model] = out.get(model, 0) + 1
+    return out
+
+
+def predicted_text(model: str) -> str:
+    """How results name a predicted label: "predicted by MODEL (segmentation model), not annotated"."""
+    return f"predicted by {model} (segmentation model), not annotated" if model else ""
+
+
 def build_layer_result(layer: str, tally, union: str, iou_threshold: float, label_names: dict,
                        thresholds: np.ndarray, settings: Optional[dict] = None, model: Optional[dict] = None,
                        store: Optional[dict] = None, timings: Optional[dict] = None, version: str = "",
                        topk: Optional[tuple] = None, null: Optional[np.ndarray] = None, alpha: float = 0.05,
-                       detector: str = "iou", constant: Optional[tuple] = None) -> LayerResult:
+                       detector: str = "iou", constant: Optional[tuple] = None,
+                       predicted: Optional[dict] = None) -> LayerResult:
     """Score a finished dissect.stats.Tally (via dissect.stats.scores) into a LayerResult. ``null``
     [N, U]: each permutation's best IoU per unit (dissect.null_pass), which adds p- and q-values,
     significance at ``alpha`` and the null IoUs to every unit; ``detector`` ('iou', 'significant',
     'both') decides what counts as a detector (dissect.stats.pvalues.is_detector).
     ``constant``: (bool [U], float [U]) from dissect.stats.UnitRange (constant(), values()): the
-    units with one value over the probe set, marked as such (never detectors, never significant) and counted."""
+    units with one value over the probe set, marked as such (never detectors, never significant) and counted.
+    ``predicted``: {label name: "MODEL"} (:func:`predicted_label_models` of the store's build.json): units whose
+    label a segmentation model predicted carry ``predicted_by``, and the store record ``predicted_labels``."""
     from .stats import scores
 
     units = scores(tally, union=union, iou_threshold=iou_threshold, label_names=label_names)
@@ -257,6 +310,9 @@ def build_layer_result(layer: str, tally, union: str, iou_threshold: float, labe
               for n, c in zip(tally.labels, tally.primary)]
     if constant is not None:
         mark_constant(units, np.asarray(constant[0], dtype=bool), np.asarray(constant[1], dtype=np.float64))
+    if predicted:
+        mark_predicted(units, predicted)
+        store = dict(store or {}, predicted_labels=dict(predicted))
     iou = tally.iou(union).cpu().numpy().astype(np.float32)
     res = LayerResult(layer=layer, iou=iou, thresholds=thresholds, labels=labels, units=units,
                       summary=_stored(summarise(units, tally.categories, iou_threshold)), settings=dict(settings or {}),
@@ -276,6 +332,9 @@ def tally_csv_text(res: LayerResult) -> str:
     null = bool(res.units) and all("p_value" in u for u in res.units)
     if null:  # the permutation null (--null N)
         header += ["null-iou", "null-iou-95", "p-value", "q-value"]
+    predicted = bool((res.store or {}).get("predicted_labels")) or any(u.get("predicted_by") for u in res.units)
+    if predicted:  # a store with labels a segmentation model predicted: which unit's label is one
+        header += ["label-predicted-by"]
     buf = io.StringIO(newline="")
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
@@ -286,6 +345,8 @@ def tally_csv_text(res: LayerResult) -> str:
             row += [p["label"], p["truth"], p["activation"], p["intersect"], repr(p["iou"])]
         if null:
             row += [repr(u["null_iou"]), repr(u["null_iou_95"]), repr(u["p_value"]), repr(u["q_value"])]
+        if predicted:
+            row += [label_predicted_by(res, u)]
         w.writerow(row)
     return buf.getvalue()
 

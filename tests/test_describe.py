@@ -8,6 +8,7 @@ planted to fire on one object each; a tiny random transformers CLIP run through 
 from __future__ import annotations
 
 import csv
+import json
 import hashlib
 import math
 import shutil
@@ -214,3 +215,32 @@ def test_open_clip_checkpoint_loads_its_weights(tmp_path):
         assert torch.allclose(model.encode_image(x), want_img, atol=1e-5)
         assert torch.allclose(model.encode_text(["car", "tree"]), want_txt, atol=1e-5)
     assert model.identity["sha256"] == hashlib.sha256((tmp_path / "w.pt").read_bytes()).hexdigest()
+
+
+def test_sae_features_get_the_concept_of_the_unit_they_read(synthetic_store, tmp_path, capsys):
+    """``--sae LAYER=FOLDER``: feature f of an SAE whose encoder reads planted unit perm[f] (a permutation,
+    no bias, relu) is described by that unit's concept; the words go to OUT/<layer>.sae/."""
+    from dissect.sae import save_sae
+
+    objects = _oracle_setup(synthetic_store, tmp_path)
+    U = len(objects)
+    perm = list(reversed(range(U)))
+    W = np.zeros((U, U), np.float32)
+    for f, u in enumerate(perm):
+        W[u, f] = 1.0
+    save_sae(tmp_path / "sae", {"W_enc": W, "b_enc": np.zeros(U, np.float32), "b_dec": np.zeros(U, np.float32),
+                                "W_dec": W.T.copy()}, {"activation": "relu", "layer": "planted"})
+    out = tmp_path / "out"
+    args = ["-q", "describe", "--store", str(synthetic_store), "--activations", str(tmp_path / "planted.npy"),
+            "--clip", f"{tmp_path / 'oracle.py'}:make", "--vocabulary", str(tmp_path / "words.txt"),
+            "--out", str(out), "--device", "cpu"]
+    assert main(args + ["--sae", f"planted={tmp_path / 'sae'}"]) == 0
+    assert f"{U} features described" in capsys.readouterr().out
+    with open(out / "planted.sae" / "descriptions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["words"].split(";")[0] for r in rows] == [objects[u] for u in perm]
+    assert not (out / "planted").exists()
+    doc = json.loads((out / "planted.sae" / "descriptions.json").read_text())
+    assert doc["settings"]["sae"]["features"] == U and doc["settings"]["dissected"] == "feature"
+    assert main(args + ["--sae", f"other={tmp_path / 'sae'}"]) != 0
+    assert "names layer(s) ['other'] but the layer described is 'planted'" in capsys.readouterr().err

@@ -66,22 +66,36 @@ class ProbeImages:
             yield torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
-def activations_summary(source, n_images: int) -> torch.Tensor:
-    """[N, U] spatial means of activations ([N, U, h, w] or [N, U]: array, tensor, .npy or .pt)."""
+def spatial_mean(maps: torch.Tensor, sae=None) -> torch.Tensor:
+    """[B, U] means over the positions of ``maps`` [B, U, h, w] (or [B, U], one position); with ``sae``
+    (a dissect.sae SparseEncoder), [B, F]: the SAE's features at every position, then their means
+    (as ``dissect run --sae`` reads the layer: the encoder applied per position)."""
+    maps = maps.float()
+    if maps.ndim == 2:
+        maps = maps[:, :, None, None]
+    if sae is not None:
+        maps = sae.encode_maps(maps)
+    return maps.mean(dim=(2, 3))
+
+
+def activations_summary(source, n_images: int, sae=None) -> torch.Tensor:
+    """[N, U] spatial means of activations ([N, U, h, w] or [N, U]: array, tensor, .npy or .pt);
+    with ``sae``, [N, F] means of its features (:func:`spatial_mean`)."""
     from ..engine import open_activations
 
     acts = open_activations(source)
     if acts.shape[0] != n_images:
         raise DissectError(f"{acts.origin}: {acts.shape[0]} rows of activations for {n_images} probe images "
                            f"(one row per image, in index.csv order)")
-    out = [torch.from_numpy(acts[lo:lo + 256]).mean(dim=(2, 3)) for lo in range(0, acts.shape[0], 256)]
+    out = [spatial_mean(torch.from_numpy(np.asarray(acts[lo:lo + 256])), sae) for lo in range(0, acts.shape[0], 256)]
     return torch.cat(out)
 
 
 def model_summary(loaded, layer: str, probe: ProbeImages, input_size=None, mean=None, std=None,
-                  batch_size: int = 32, device: str = "cpu", quiet: bool = True) -> tuple:
+                  batch_size: int = 32, device: str = "cpu", quiet: bool = True, sae=None) -> tuple:
     """([N, U] spatial means of ``layer``'s feature maps over the probe images, preprocessing record).
-    ``loaded``: a dissect.capture LoadedModel (its preprocessing applies unless given)."""
+    ``loaded``: a dissect.capture LoadedModel (its preprocessing applies unless given); ``sae``: a
+    dissect.sae SparseEncoder of the layer: [N, F] means of its features instead (:func:`spatial_mean`)."""
     import torch.nn.functional as F
     from broden_builder.shared import progress
 
@@ -104,8 +118,8 @@ def model_summary(loaded, layer: str, probe: ProbeImages, input_size=None, mean=
                 x = prep.transform(x)
             if plans is None:
                 plans = plan_layers(module, [layer], x[:1])
-            out.append(feature_maps(module, x, plans)[layer].float().mean(dim=(2, 3)).cpu())
+            out.append(spatial_mean(feature_maps(module, x, plans)[layer], sae).cpu())
     return torch.cat(out), prep.record
 
 
-__all__ = ["ProbeImages", "activations_summary", "model_summary"]
+__all__ = ["ProbeImages", "activations_summary", "model_summary", "spatial_mean"]

@@ -33,7 +33,7 @@ from ..errors import DissectError
 from ._resources import apply_threads
 from ._resources import choose as choose_parallelism
 from ._resources import workers_for_file_limit
-from ..results import LayerResult, build_layer_result, layer_folder, write_layer_result
+from ..results import LayerResult, build_layer_result, layer_folder, predicted_label_models, write_layer_result
 from ..sae import SAEError, load_sae
 from ..stats import Tally, TopKImages, TopQuantile, UnitRange
 from ._model_input import batch_loader
@@ -553,6 +553,7 @@ class Run:
                 alpha=cfg.alpha,
                 detector=cfg.detector,
                 constant=(layer.range.constant().numpy(), layer.range.values().numpy()),
+                predicted=predicted_label_models(getattr(self.store, "build_info", None)),
             )
             res.settings["layer_shape"] = list(stats.shapes[n])
             if n in stats.basis_records:

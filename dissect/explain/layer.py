@@ -19,6 +19,7 @@ from broden_builder.torch_dataset import check_categories, select_rows
 
 from ..stats.tiles import mask_entries
 from ..stats.upsample import SEPARABLE, upsample as upsample_acts
+from ..results import predicted_label_models
 from .counts import AtomBuilder, MaskCounts, pixel_label_keys
 from .search import SearchResult, beam_search
 
@@ -48,6 +49,8 @@ class LayerExplanations:
     categories: list
     settings: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    #: {label name: "MODEL"} of the store's labels a segmentation model predicted (not annotated)
+    predicted: dict = field(default_factory=dict)
 
     def column_name(self, c: int) -> str:
         n = self.numbers[c]
@@ -55,15 +58,18 @@ class LayerExplanations:
 
     def rows(self) -> list:
         """One dict per unit (unit 1-based as tally.csv): unit, formula, iou, single_iou,
-        single_label, length."""
+        single_label, length, and ``predicted`` ("name: MODEL; ..." for the formula's labels a
+        segmentation model predicted, "" when all are annotated)."""
         s = self.search
         out = []
         ious, sious, slab = s.iou.tolist(), s.single_iou.tolist(), s.single_label.tolist()
         for u in range(len(ious)):
             f = s.formula(u)
+            used = [self.column_name(c) for c in f.labels]
+            pred = "; ".join(f"{n}: {self.predicted[n]}" for n in dict.fromkeys(used) if n in self.predicted)
             out.append({"unit": u + 1, "formula": f.text(self.column_name), "iou": ious[u],
                         "single_iou": sious[u], "single_label": self.column_name(slab[u]) if slab[u] >= 0 else "",
-                        "length": len(f)})
+                        "length": len(f), "predicted": pred})
         return out
 
 
@@ -157,7 +163,8 @@ def explain_activations(activations, thresholds, store, categories: Optional[Seq
                              settings={"length": length, "beam": beam, "upsample": upsample, "categories": cats,
                                        "images": len(rows), "atoms": counts.n_atoms,
                                        "candidate_labels": int((counts.label_area() > 0).sum())},
-                             timings={"counts": t1 - t0, "search": t2 - t1})
+                             timings={"counts": t1 - t0, "search": t2 - t1},
+                             predicted=predicted_label_models(store.build_info))
 
 
 class _Rows:

@@ -7,7 +7,9 @@ refuses a csv of one run beside the json of another.
 explanations.csv: one row per unit in unit order; ``unit`` is 1-based (as tally.csv),
 ``formula`` uses label names with AND, OR, AND NOT and parentheses (empty when the unit meets
 no label), ``iou`` is the formula's IoU and ``single_iou`` the best single label's, both over
-the whole probe set (compexp's IoU), then ``single_label`` and ``length`` (labels in the formula).
+the whole probe set (compexp's IoU), then ``single_label`` and ``length`` (labels in the formula);
+on a store with labels a segmentation model predicted, a last column ``predicted_by`` names them
+("name: MODEL; ...", empty when the formula's labels are all annotated).
 """
 from __future__ import annotations
 
@@ -25,13 +27,14 @@ CSV_NAME = "explanations.csv"
 JSON_NAME = "explanations.json"
 
 
-def explanations_csv_text(rows) -> str:
+def explanations_csv_text(rows, predicted: bool = False) -> str:
+    """The csv text of ``rows`` (LayerExplanations.rows()); ``predicted``: add the ``predicted_by`` column."""
     buf = io.StringIO(newline="")
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(COLUMNS)
+    w.writerow(COLUMNS + (("predicted_by",) if predicted else ()))
     for r in rows:
         w.writerow([r["unit"], r["formula"], repr(float(r["iou"])), repr(float(r["single_iou"])), r["single_label"],
-                    r["length"]])
+                    r["length"]] + ([r.get("predicted", "")] if predicted else []))
     return buf.getvalue()
 
 
@@ -39,7 +42,7 @@ def write_explanations(directory: Union[str, Path], explanations) -> Path:
     """Write explanations.csv and explanations.json (settings, timings, the csv's sha256) of a
     LayerExplanations in one commit (call it holding the lock of the results folder)."""
     d = Path(directory)
-    text = explanations_csv_text(explanations.rows())
+    text = explanations_csv_text(explanations.rows(), predicted=bool(getattr(explanations, "predicted", None)))
     doc = {"settings": explanations.settings, "timings": explanations.timings,
            "method": "compositional explanations (Mu & Andreas, NeurIPS 2020), beam search as jayelm/compexp",
            "csv_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
@@ -76,7 +79,7 @@ def read_explanations(directory: Union[str, Path]) -> dict:
                 u = int(r["unit"])
                 out[u] = {"unit": u, "formula": r["formula"], "iou": float(r["iou"]),
                           "single_iou": float(r["single_iou"]), "single_label": r.get("single_label", ""),
-                          "length": int(r.get("length") or 0)}
+                          "length": int(r.get("length") or 0), "predicted_by": r.get("predicted_by") or ""}
             except ValueError as e:
                 raise ValueError(f"{path}, row {i}: {e}") from None
     return out

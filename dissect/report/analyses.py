@@ -25,7 +25,9 @@ def unit_extras(layer_dir: Union[str, Path]) -> dict:
             if r["formula"]:
                 out[u] = (f"<p class=\"formula\">formula: <b>{escape(r['formula'])}</b> IoU {r['iou']:.3f}"
                           f" (best single concept {escape(r['single_label'])} {r['single_iou']:.3f}; "
-                          f"<a href=\"explanations.csv\">explanations.csv</a>)</p>")
+                          f"<a href=\"explanations.csv\">explanations.csv</a>)</p>"
+                          + (f"<p class=\"predicted\">formula labels predicted by a segmentation model, not "
+                             f"annotated: {escape(r['predicted_by'])}</p>" if r.get("predicted_by") else ""))
     except ValueError:
         pass
     _add(out, _description_lines(d))
@@ -85,7 +87,7 @@ def predicted_lines(units, predicted: dict) -> dict:
     """{unit (1-based): HTML} marking the units whose IoU label a segmentation model predicted."""
     out = {}
     for u in units:
-        model = predicted.get(str(u.get("label")))
+        model = u.get("predicted_by") or predicted.get(str(u.get("label")))
         if model:
             out[int(u["unit_index"]) + 1] = (f"<p class=\"predicted\">label predicted by {escape(model)} "
                                              f"(segmentation model), not annotated</p>")
@@ -97,9 +99,9 @@ def layer_notes(layer_dir: Union[str, Path], units, predicted: dict) -> str:
     from ..describe import read_descriptions
 
     lines = []
-    models = sorted({m for u in units for m in [predicted.get(str(u.get("label")))] if m})
+    models = sorted({m for u in units for m in [u.get("predicted_by") or predicted.get(str(u.get("label")))] if m})
     if models:
-        n = sum(1 for u in units if predicted.get(str(u.get("label"))))
+        n = sum(1 for u in units if u.get("predicted_by") or predicted.get(str(u.get("label"))))
         lines.append(f"<p class=\"meta\">{n} unit{'s' if n != 1 else ''} carry labels predicted by "
                      f"{escape('; '.join(models))} (a segmentation model), not annotated: they are marked.</p>")
     try:

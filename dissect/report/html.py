@@ -22,7 +22,7 @@ from broden_builder.shared import count
 
 from .plots import category_color
 from .render import environment
-from ..results import constant_text, is_detector
+from ..results import constant_text, is_detector, predicted_detectors
 from .summary import display_name
 
 
@@ -195,14 +195,19 @@ def index_page(layers: Sequence[tuple], categories: Sequence[str], plot: Optiona
     for name, page_href, summ, result in layers:
         thr = float((result.get("settings") or {}).get("iou_threshold", 0.04) or 0.04)
         rows.append({"name": name, "href": page_href, "folder": page_href.rsplit("/", 1)[0], "summary": summ,
-                     "concepts": concepts_covered(result.get("units") or [], thr)})
+                     "concepts": concepts_covered(result.get("units") or [], thr),
+                     "predicted": predicted_detectors(result, thr)})
     first = layers[0][3] if layers else {}
     store = first.get("store") or {}
     store_line = f"store {_base(store.get('path', ''))} ({count(store.get('images', '?'), 'image')})" if store else ""
     settings = [r for r in settings_rows({k: v for k, v in first.items() if k in ("model", "store", "version")})]
+    models = sorted({m for r in rows for m in r["predicted"]})
+    predicted_note = (f"Labels predicted by {'; '.join(models)} (segmentation model), not annotated: the detectors "
+                      f"carrying them are counted as 'predicted' per layer." if models else "")
     return environment().get_template("index.html").render(
         title=title, model_name=model_name(first.get("model") or {}), store_line=store_line, plot=plot,
-        categories=list(categories), rows=rows, settings=settings, notes=header_notes(first, layer=False))
+        categories=list(categories), rows=rows, settings=settings, notes=header_notes(first, layer=False),
+        predicted_note=predicted_note)
 
 
 def href(*parts: str) -> str:

@@ -19,7 +19,7 @@ from typing import Optional, Sequence, Union
 from broden_builder.shared import atomic_write_text
 
 from ..errors import DissectError
-from ..results import ResultsError, read_result_json, result_folders, results_lock
+from ..results import ResultsError, predicted_detectors, read_result_json, result_folders, results_lock
 
 CSV_COLUMNS = ("run", "folder", "layer", "category", "units", "detectors", "unique_detectors", "iou_threshold",
                "significant_detectors", "mean_iou", "constant_units")
@@ -46,6 +46,7 @@ class LayerSummary:
     what: str = "unit"  # "feature" for an SAE's features (settings["dissected"]), "basis" for a rotation
     concepts: list = field(default_factory=list)  # (category, label) of the detectors, sorted
     random: bool = False  # the model had random weights (--weights none): marked in the table and the charts
+    predicted: dict = field(default_factory=dict)  # MODEL -> detectors whose label a segmentation model predicted
 
     @property
     def detectors(self) -> int:
@@ -165,7 +166,8 @@ def _summarise_layer(doc: dict, out: Path, d: Path, name: Optional[str]) -> Laye
     sig, means, all_mean, constant = _unit_stats(doc["units"])
     return LayerSummary(name or run_name(doc), out.name or str(out), str(doc["layer"]), int(s.get("units", 0)),
                         thr, dict(s.get("per_category", {})), dict(s.get("unique_detectors", {})), str(d),
-                        sig, means, all_mean, constant, *_kind_and_concepts(doc, thr), random=is_random(doc))
+                        sig, means, all_mean, constant, *_kind_and_concepts(doc, thr), random=is_random(doc),
+                        predicted=predicted_detectors(doc, thr))
 
 
 def run_names(outs: Sequence[Union[str, Path]], names: Union[None, dict, Sequence[Optional[str]]]) -> list:
@@ -252,7 +254,8 @@ def compare_csv_text(summaries: Sequence[LayerSummary]) -> str:
     cats = categories_of(summaries)
     buf = io.StringIO(newline="")
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CSV_COLUMNS)
+    predicted = any(s.predicted for s in summaries)  # a store with predicted labels: which detectors carry them
+    w.writerow(list(CSV_COLUMNS) + (["predicted_detectors"] if predicted else []))
     for s in summaries:
         for c in cats + ["all"]:
             det = sum(s.per_category.values()) if c == "all" else s.per_category.get(c, 0)
@@ -260,8 +263,14 @@ def compare_csv_text(summaries: Sequence[LayerSummary]) -> str:
             sig = "" if s.significant is None else (s.significant_total if c == "all" else s.significant.get(c, 0))
             mean = s.all_mean_iou if c == "all" else s.mean_iou.get(c)
             w.writerow([s.run, s.folder, s.layer, c, s.units, det, uni, repr(s.iou_threshold), sig,
-                        "" if mean is None else f"{mean:.6f}", s.constant if c == "all" else ""])
+                        "" if mean is None else f"{mean:.6f}", s.constant if c == "all" else ""]
+                       + ([_predicted_cell(s) if c == "all" else ""] if predicted else []))
     return buf.getvalue()
+
+
+def _predicted_cell(s: LayerSummary) -> str:
+    """compare.csv's ``predicted_detectors``: "MODEL: n; ..." (detectors whose label a segmentation model predicted)."""
+    return "; ".join(f"{m}: {n}" for m, n in sorted(s.predicted.items()))
 
 
 def stacked_bars(summaries: Sequence[LayerSummary], field: str, stem: Path, ylabel: str, title: str = "") -> list:
@@ -363,6 +372,7 @@ per category, for every layer of every run (Bau et al., CVPR 2017, section 4). D
 <td>{{ s.unique.values()|sum }} / {{ s.per_category.values()|sum }}</td>
 <td>{{ "-" if s.significant is none else s.significant.values()|sum }}</td><td>{{ "%.3f"|format(s.all_mean_iou) }}</td><td>{{ s.constant }}</td></tr>
 {% endfor %}</table>
+{% for line in predicted %}<p class="predicted">{{ line }}</p>{% endfor %}
 <p>Cells: unique detectors / detectors. Significant: detectors whose q-value against the permutation null is at
 most alpha ("-": the run had no <code>--null</code>). Mean best IoU: over all units. Constant: units with one value over
 the probe set (never detectors).</p>
@@ -389,7 +399,14 @@ def side_by_side(summaries: Sequence[LayerSummary]) -> str:
         rows.append((s.run, s.layer, str(s.units), str(s.detectors), str(s.unique_concepts),
                      "-" if sig is None else str(sig), f"{s.all_mean_iou:.3f}", str(s.constant)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(TEXT_COLUMNS))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows)
+    return "\n".join(["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+                     + predicted_notes(summaries))
+
+
+def predicted_notes(summaries: Sequence[LayerSummary]) -> list:
+    """One line per layer whose detectors carry labels a segmentation model predicted (none for annotated stores)."""
+    return [f"{s.run} {s.layer}: {n} of {s.detectors} detectors carry labels predicted by {model} "
+            f"(segmentation model), not annotated" for s in summaries for model, n in sorted(s.predicted.items())]
 
 
 def write_compare(outs: Sequence[Union[str, Path]], dest: Union[str, Path], title: str = "Network Dissection: comparison",
@@ -433,6 +450,7 @@ def _write_page(summaries, dest: Path, title: str, charts: bool) -> Path:
         rows.append(dict(vars(s), href=href))
     env = jinja2.Environment(autoescape=True)
     html = env.from_string(_PAGE).render(title=title, cats=cats, rows=[_Obj(r) for r in rows], charts=drawn, only=only,
+                                         predicted=predicted_notes(summaries),
                                          colors={c: category_color(c, cats) for c in cats})
     atomic_write_text(dest / "compare.html", html)
     return dest / "compare.html"

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import DissectError, NotDissectedError, UnitRangeError
 from ..report.summary import display_name
-from ..results import open_store
+from ..results import label_predicted_by, open_store, predicted_text
 
 
 def unknown_concept(concept: str, names: Sequence[str]) -> "NotDissectedError":
@@ -76,16 +76,19 @@ def show_unit(res, unit: int, store=None, k: Optional[int] = None, size: float =
         rgb = st.load_image(it["row"])
         ax.imshow(overlay(rgb, enlarge_mask(it["mask"], rgb.shape[0], rgb.shape[1])))
         ax.set_title(f"{it['activation']:.3g}", fontsize=8)
+    model = label_predicted_by(res, u)
     fig.suptitle(f"{res.layer} unit {int(unit)}: {display_name(str(u['label']))} "
-                 f"({u['category']}, IoU {float(u['iou']):.3f})")
+                 f"({u['category']}, IoU {float(u['iou']):.3f})" + (f"\nlabel {predicted_text(model)}" if model else ""))
     return fig
 
 
 def layer_html(res, top: int = 10) -> str:
-    """An HTML summary of a LayerResult: the summary line and its best detector units."""
+    """An HTML summary of a LayerResult: the summary line and its best detector units; a label a
+    segmentation model predicted is marked "predicted by MODEL" beside it."""
     rows = "".join(
         f"<tr><td>{int(u['unit'])}</td><td title=\"{escape(str(u['label']))}\">{escape(display_name(str(u['label'])))}"
-        f"</td><td>{escape(str(u['category']))}</td><td>{float(u['iou']):.3f}</td></tr>"
+        + (f" <i>({escape(predicted_text(m))})</i>" if (m := label_predicted_by(res, u)) else "")
+        + f"</td><td>{escape(str(u['category']))}</td><td>{float(u['iou']):.3f}</td></tr>"
         for u in res.detectors()[:top])
     det = len(res.detectors())
     concepts = len({(u["category"], u["label"]) for u in res.detectors()})

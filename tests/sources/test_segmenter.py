@@ -84,8 +84,26 @@ def _plant_oracle(tmp: Path, images: dict, scores: dict, classes: list) -> str:
     return f"{tmp / 'oracle.py'}:make"
 
 
-def test_oracle_segmenter_gives_the_annotated_planes(tmp_path):
-    """An oracle model returning the synthetic source's true masks gives the annotated store's planes exactly."""
+def _images_entry(kind: str, tmp: Path, syn: dict, images: dict):
+    """The segmenter's ``images`` value of each kind, holding the same images under the same names."""
+    if kind == "folder":
+        return str(tmp / "oracle" / "images")
+    if kind == "source":
+        return {"source": dict(syn)}
+    import datasets
+
+    names = sorted(images)
+    ds = datasets.Dataset.from_dict({"name": names, "picture": [Image.fromarray(images[n]) for n in names]},
+                                    features=datasets.Features({"name": datasets.Value("string"),
+                                                                "picture": datasets.Image()}))
+    ds.save_to_disk(str(tmp / "saved_ds"))
+    return {"dataset": str(tmp / "saved_ds"), "image_column": "picture", "id_column": "name"}
+
+
+@pytest.mark.parametrize("kind", ["folder", "dataset", "source"])
+def test_oracle_segmenter_gives_the_annotated_planes(tmp_path, kind):
+    """An oracle model returning the synthetic source's true masks gives the annotated store's planes exactly,
+    whether its images come from a folder, a saved Hugging Face dataset, or the synthetic source itself."""
     syn = {"type": "synthetic", "count": 16, "seed": 3, "native_size": 80}
     annotated = _build(tmp_path / "annotated", syn)
     src = SyntheticSource(syn, 64, 32)
@@ -106,7 +124,8 @@ def test_oracle_segmenter_gives_the_annotated_planes(tmp_path):
                 s[classes.index(names[0] if isinstance(names, tuple) else names)] = plane == code
         scores[rec.basename] = s
     spec = _plant_oracle(tmp_path / "oracle", images, scores, classes)
-    predicted = _build(tmp_path / "predicted", {"type": "segmenter", "images": str(tmp_path / "oracle" / "images"),
+    entry_images = _images_entry(kind, tmp_path, syn, images)
+    predicted = _build(tmp_path / "predicted", {"type": "segmenter", "images": entry_images,
                                                 "model": spec, "categories": {c: k for c, k in cats.items() if k != "object"}})
     ra, rp = _rows(annotated), _rows(predicted)
     assert sorted(ra) == sorted(rp) and len(ra) == 16
@@ -377,3 +396,17 @@ def test_torchvision_checkpoint(tmp_path):
         want = net((x - mean) / std)["out"].softmax(1)
     assert torch.allclose(seg.scores(x), want, atol=1e-5)
     assert seg.identity["sha256"] == hashlib.sha256((tmp_path / "lraspp.pth").read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("images,msg", [
+    ({"source": {"type": "synthetic", "cout": 3}}, "images.source.cout: unknown key (did you mean 'count'?)"),
+    ({"source": {"type": "segmenter", "images": "x", "model": "m.py:f"}}, "cannot itself be a segmenter source"),
+    ({"dataset": "ds", "colum": "image"}, "images"),
+])
+def test_bad_images_value_is_one_line(images, msg):
+    """A wrong ``images`` form is refused when the recipe is read, naming the key."""
+    from broden_builder.recipe import RecipeError
+
+    with pytest.raises(RecipeError) as e:
+        recipe_from_dict({"name": "t", "sources": [{"type": "segmenter", "images": images, "model": "m.py:f"}]})
+    assert msg in str(e.value) and "Traceback" not in str(e.value)

@@ -3,7 +3,10 @@
 Recipe entry::
 
     - type: segmenter
-      images: my_images                 # *.jpg / *.png / ... (searched recursively)
+      images: my_images                 # *.jpg / *.png / ... (searched recursively), or
+                                        #   {dataset: saved_ds, split: train, image_column: image}
+                                        #   (a Hugging Face dataset), or {source: {type: ade20k, path: ...}}
+                                        #   (the images of another source entry; images.py)
       model: hf:models/segformer-ade    # or torchvision:NAME:CHECKPOINT, or path/file.py:function
       threshold: 0.5                    # least confidence of a labelled pixel: a number, or
                                         #   {class name: number} (other classes 0); default 0
@@ -47,15 +50,15 @@ import torch
 from .schema import SegmenterEntry
 from ..terms import folder_terms
 from .. import register_source
-from ..base import BadSourceItem, ImageRecord, Resolved, Source, SourceDataError, SourceMissingError
-from ..common import apply_rename, load_rgb, store_basename
+from ..base import BadSourceItem, ImageRecord, Resolved, Source, SourceDataError
+from ..common import apply_rename
 from ...resize import expand_sampled, sampled_indices
 from .labels import class_thresholds, label_planes, scores_at
+from .images import image_set
 from .models import Segmenter, check_output, load_segmenter
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 IMAGE_LEVEL = frozenset({"scene", "texture", "color"})
 PREDICTED = "predicted by a segmentation model, not annotated"
 #: class names that mean "no concept" (torchvision's VOC models): always left unlabelled, as if dropped
@@ -84,7 +87,7 @@ class SegmenterSource(Source):
         for key in ("images", "model"):
             if not c.get(key):
                 raise SourceDataError(f"segmenter source: '{key}' is required (images: DIR, model: SPEC)")
-        self.image_dir = Path(c["images"]).expanduser()
+        self.images = image_set(c["images"], image_size, segmentation_size)
         self.model_spec = str(c["model"])
         self.threshold = c.get("threshold", 0.0)
         self.min_area = float(c.get("min_area", 0.0))
@@ -155,8 +158,7 @@ class SegmenterSource(Source):
 
     # ------------------------------------------------------------------ interface
     def check(self) -> None:
-        if not self.image_dir.is_dir():
-            raise SourceMissingError(f"image folder {self.image_dir} not found")
+        self.images.check()
         self.segmenter()
 
     def image_level_categories(self) -> frozenset:
@@ -172,16 +174,7 @@ class SegmenterSource(Source):
         return out
 
     def records(self) -> list:
-        out, seen = [], {}
-        for p in sorted(self.image_dir.rglob("*")):
-            if not p.is_file() or p.suffix.lower() not in IMAGE_EXTENSIONS:
-                continue
-            base = store_basename(p.relative_to(self.image_dir).as_posix(), str(p))
-            if base in seen:
-                raise SourceDataError(f"{p} and {seen[base]} would get the same store name {base!r}")
-            seen[base] = p
-            out.append(ImageRecord(base, {"path": str(p)}))
-        return out
+        return self.images.records()
 
     def _prediction_path(self, record: ImageRecord) -> Optional[Path]:
         if self._work is None or self._key is None:
@@ -211,7 +204,7 @@ class SegmenterSource(Source):
         images = []
         for rec in records:
             try:
-                images.append((rec, load_rgb(Path(rec.meta["path"]))))
+                images.append((rec, self.images.load(rec)))
             except BadSourceItem:
                 continue  # resolve() raises it again, and the build skips the image
         by_shape: dict = {}
@@ -239,7 +232,7 @@ class SegmenterSource(Source):
                 for s in scores]
 
     def resolve(self, record: ImageRecord) -> Resolved:
-        rgb = load_rgb(Path(record.meta["path"]))
+        rgb = self.images.load(record)
         path = self._prediction_path(record)
         if path is not None and path.exists():
             with np.load(path, allow_pickle=False) as z:
@@ -262,4 +255,5 @@ class SegmenterSource(Source):
         d["model"] = self.segmenter().identity
         d["classes"] = list(self.segmenter().classes)
         d["labels"] = PREDICTED
+        d["images"] = self.images.provenance()
         return d
