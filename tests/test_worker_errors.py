@@ -12,7 +12,6 @@ import shutil
 import signal
 
 import pytest
-import torch
 from torch.utils.data import DataLoader, Dataset
 
 from broden_builder.store.errors import StoreFormatError
@@ -87,3 +86,4 @@ def test_run_names_a_bad_image_read_by_a_worker(synthetic_store, tmp_path, capsy
     assert rc == 1, err
     assert photo.name in err, err
     assert "killed from outside" not in err and "Traceback" not in err and "this is a bug" not in err
+
