@@ -194,6 +194,17 @@ def _flag(data: Mapping[str, Any], key: str, origin: str) -> bool:
     return v
 
 
+def _yaml_problem(e: Exception) -> str:
+    """One line for a YAML error: the problem and its line and column (1-based), without PyYAML's
+    multi-line excerpt of the text."""
+    problem = getattr(e, "problem", None)
+    mark = getattr(e, "problem_mark", None)
+    if problem is None:
+        return " ".join(str(e).split())
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{' '.join(str(problem).split())}"
+
+
 def read_yaml(path: Union[str, Path], error: type = ValueError, what: str = "file") -> Any:
     """Parse a YAML file; a missing file, invalid YAML or a key given twice in one mapping raises
     ``error`` naming the file."""
@@ -209,7 +220,7 @@ def read_yaml(path: Union[str, Path], error: type = ValueError, what: str = "fil
     except OSError as e:
         raise error(f"{path}: cannot read the {what} ({e.strerror or e})") from None
     except yaml.YAMLError as e:
-        raise error(f"{path}: invalid YAML ({e})") from None
+        raise error(f"{path}: invalid YAML ({_yaml_problem(e)})") from None
     except RecursionError:  # the parser recurses per nesting level: thousands of [[[...]]] exhaust the stack
         raise error(f"{path}: nested too deeply (thousands of levels) to be a {what}") from None
 

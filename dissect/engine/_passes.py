@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from broden_builder import BrodenStore
-from broden_builder.shared import note
+from broden_builder.shared import InputError, note
 from broden_builder.torch_dataset import BrodenDataset, check_categories, select_rows
 
 from .. import __version__
@@ -227,15 +227,42 @@ def run_pass(
             done += 1
             checkpoint.step(pass_no, done, stats)
             bar.update(1)
-    except RuntimeError as e:  # torch's message for a worker the system killed (out of memory, kill -9)
+    except RuntimeError as e:  # torch's message for a worker that failed or that the system killed
         if "DataLoader worker" not in str(e):
             raise
-        raise DissectError(
-            f"pass {pass_no}: {e} (killed from outside, e.g. by the system for lack of memory); "
-            "run the same command again to resume from the last checkpoint, with fewer "
-            "--workers if memory is short"
-        ) from None
+        raise worker_failure(e, pass_no) from None
     bar.close()
+
+
+def _input_error_names(cls: type = InputError) -> set:
+    """The qualified names of ``cls`` and all its subclasses (``module.Class``)."""
+    names = {f"{cls.__module__}.{cls.__qualname__}"}
+    for sub in cls.__subclasses__():
+        names |= _input_error_names(sub)
+    return names
+
+
+def worker_failure(e: RuntimeError, pass_no: int) -> Exception:
+    """The error to raise for torch's RuntimeError about a DataLoader worker.
+
+    torch re-raises an exception of a worker as its own class only when that class can be made
+    from one message string; others (``StoreFormatError(path, message, row)``) arrive as a
+    RuntimeError "Caught NAME in DataLoader worker process K" holding the worker's traceback, whose
+    last line is ``module.NAME: message``. Bad input (an InputError, e.g. a truncated image or a
+    FIFO in the store) becomes that one-line message; any other caught exception stays a bug
+    (``e``); only a worker that vanished is reported as killed from outside."""
+    text = str(e)
+    if text.startswith("Caught "):
+        last = text.rstrip().splitlines()[-1]
+        name, sep, message = last.partition(": ")
+        if sep and name in _input_error_names():
+            return DissectError(message)
+        return e
+    return DissectError(
+        f"pass {pass_no}: {text} (killed from outside, e.g. by the system for lack of memory); "
+        "run the same command again to resume from the last checkpoint, with fewer "
+        "--workers if memory is short"
+    )
 
 
 # ---------------------------------------------------------------------------- data loading
