@@ -303,3 +303,16 @@ def test_dissect_states_rules_not_issue_numbers():
            if p.suffix in (".py", ".md", ".yaml", ".txt") and p.is_file()
            for i, line in enumerate(p.read_text("utf-8").splitlines(), 1) if re.search(r"\bissues? \d+", line, re.I)]
     assert not bad, f"'issue N' instead of the rule: {bad}"
+
+
+def test_readme_module_map_lists_each_dissect_folder_once():
+    """The README's module map of dissect/ is one table: every folder on disk once, no duplicate rows."""
+    text = (REPO / "README.md").read_text("utf-8")
+    table = text.split("`dissect/` (lowest first)", 1)[1].split("`broden_builder/` (lowest first)", 1)[0]
+    rows = [line for line in table.strip().splitlines() if line.startswith("| `")]
+    assert "\n\n|" not in table.strip(), "the module map table is split by blank lines"
+    keys = [r.split("|")[1].strip() for r in rows]
+    assert len(keys) == len(set(keys)), f"rows listed twice: {sorted(k for k in keys if keys.count(k) > 1)}"
+    folders = {p.parent.name for p in (REPO / "dissect").glob("*/__init__.py")}
+    listed = {k.strip("`/") for key in keys for k in key.split(", ")}
+    assert folders <= listed, f"folders missing from the README's module map: {sorted(folders - listed)}"
