@@ -80,6 +80,13 @@ def check_not_empty(store: BrodenStore, problems: list) -> None:
     )
 
 
+class _ValidatingStore(BrodenStore):
+    """The store as validate reads it: a longer row or an unknown split is listed with every other
+    problem (check_row_widths, check_rows) instead of refusing the store at the first."""
+
+    _lenient_rows = True
+
+
 def check_row_widths(root: Path, problems: list) -> None:
     """Every index.csv row has exactly as many cells as the header (a longer row hides data)."""
     path = root / "index.csv"
@@ -469,7 +476,7 @@ def validate_store(root: Union[str, Path], check_images: bool = True, progress: 
     _check_header(root, "label.csv", LABEL_COLUMNS, problems, optional=("syns",))
     _check_header(root, "category.csv", CATEGORY_COLUMNS, problems)
     try:
-        store = BrodenStore(root)
+        store = _ValidatingStore(root)
     except StoreFormatError as e:
         rel = str(Path(e.path).relative_to(root)) if Path(e.path).is_relative_to(root) else e.path
         problems.append(Problem(rel, e.row, e.message))
