@@ -160,3 +160,19 @@ def test_compare_shows_significant_detectors_only_with_the_null(tmp_path, capsys
     assert [r["constant_units"] for r in allrows] == ["0", "1"]
     page = (tmp_path / "cmp" / "compare.html").read_text()
     assert "<td>2</td>" in page and "<td>-</td>" in page
+
+
+def test_controls_of_a_random_model_do_not_call_it_trained(tmp_path, synthetic_store):
+    """A model with random weights (--weights none) is the model "as given" beside its controls,
+    never "trained" (the random-init control then repeats it)."""
+    import torchvision  # noqa: F401  (the model spec below)
+
+    from dissect.cli import main
+
+    out = tmp_path / "o"
+    rc = main(["run", "--store", str(synthetic_store), "--model", "resnet18", "--weights", "none", "--layer",
+               "layer1", "--controls", "--out", str(out), "--quiet", "--no-report", "--workers", "0",
+               "--batch-size", "20"])
+    assert rc == 0
+    rows = (out / "controls" / "compare.csv").read_text()
+    assert "trained" not in rows and "as given" in rows

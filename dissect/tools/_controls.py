@@ -35,7 +35,7 @@ from ..config import DissectConfig
 from ..engine import dissect_model
 from ..errors import DissectError
 from ..results import ResultsError, find_layer_folders, read_result_json, result_folders, safe_name
-from ._compare import collect, run_name, side_by_side, write_compare
+from ._compare import collect, is_random, run_name, side_by_side, write_compare
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,12 @@ def _check(layers: Sequence[str], cfg: DissectConfig) -> None:
         raise DissectError(f"--controls writes OUT/{CONTROLS}/: a layer named {CONTROLS!r} would collide with it")
 
 
+def _given(doc: dict) -> str:
+    """The name of the model's own run beside its controls: "trained", or "as given" when result.json
+    ``doc`` says its weights were random already (--weights none)."""
+    return "as given" if is_random(doc) else "trained"
+
+
 def dissect_with_controls(model: Union[nn.Module, LoadedModel], layers: Sequence[str], store, cfg: DissectConfig,
                           out: Union[str, Path], seed: int = 0, charts: bool = True) -> ControlRuns:
     """Dissect ``layers`` of ``model`` into ``out`` and its two controls into ``out/controls/``; write
@@ -118,8 +124,11 @@ def dissect_with_controls(model: Union[nn.Module, LoadedModel], layers: Sequence
             shutil.rmtree(cache, ignore_errors=True)
     random = dissect_model(random_init(model, seed), layers, store, cfg, out=dirs[RANDOM])
     runs = ControlRuns(trained, random, rotated)
-    base = run_name(next(iter(trained.values())).to_json())
-    names = [f"{base} trained", f"{base} random init", f"{base} rotated (seed {int(seed)})"]
+    doc = next(iter(trained.values())).to_json()
+    base = run_name(doc)
+    if is_random(doc):
+        log.warning("controls: the model already has random weights, so its random-init control repeats it")
+    names = [f"{base} {_given(doc)}", f"{base} random init", f"{base} rotated (seed {int(seed)})"]
     outs = [out, dirs[RANDOM], dirs[ROTATED]]
     runs.table = side_by_side(_by_layer(collect(outs, names), layers))
     try:
@@ -157,8 +166,9 @@ def expand_controls(outs: Sequence[Union[str, Path]]) -> tuple:
             names.append(None)
             continue
         first = result_folders(out)
-        base = run_name(read_result_json(first[0])) if first else out.name
-        names.append(f"{base} trained")
+        doc = read_result_json(first[0]) if first else {}
+        base = run_name(doc) if first else out.name
+        names.append(f"{base} {_given(doc)}")
         for k in found:
             folders.append(dirs[k])
             names.append(f"{base} {'random init' if k == RANDOM else 'rotated'}")
