@@ -1,12 +1,12 @@
 """The null pass (``--null N``): each layer's permutation null, after pass 2's counts are summed.
 
 1. The labels of every image of the run (all ranks' rows: a permutation pairs any two images)
-   as row runs (dissect.stats.null_labels): pass 2's workers make them from the label lookup they
+   as per-pixel label combinations (dissect.stats.null_labels): pass 2's workers make them from the label lookup they
    do anyway (TallySpec.label_runs); the rows pass 2 did not see here (before a resume, other
    ranks' rows) are decoded in DataLoader workers.
 2. The permutations are split into groups, counted in DataLoader workers: each reads this rank's
    activations in chunks, changes their basis and thresholds them with the pass-1 thresholds T_k
-   into row intervals (dissect.stats.null_masks), and counts each chunk against the labels of its
+   into row intervals (dissect.stats.null_masks), and counts each chunk's mask pixels against the labels of its
    images' partners for every permutation of its group (dissect.stats.NullTally).
 3. The counts are summed over ranks (exact int64) and each permutation's best IoU per unit is
    scored with the observed tally's G, A_all and union rule.
@@ -30,6 +30,7 @@ from broden_builder.torch_dataset import BrodenDataset, collate_broden
 from ._basis import apply_basis
 from ._distributed import all_reduce_sum_
 from ..stats import LabelRuns, LabelRunsBuilder, NullTally, Tally, mask_intervals, permutations
+from ..stats.null import pixel_keys
 
 # bytes of the per-permutation counts (N x U x (L + 2 C) int64) held at once
 _COUNT_BUDGET = 1 << 30
@@ -81,7 +82,7 @@ def label_runs(
     workers: int,
     known: Optional[tuple] = None,
 ) -> LabelRuns:
-    """The LabelRuns of index.csv ``rows`` (in order): label planes decoded and turned into row runs
+    """The LabelRuns of index.csv ``rows`` (in order): label planes decoded and turned into per-pixel combinations
     in ``workers`` processes, batch by batch. ``known``: (first, parts) -- the parts of rows
     first, first + 1, ... already made (by pass 2's workers), which are not decoded again."""
     first, parts = known if known is not None else (0, [])
@@ -124,6 +125,7 @@ class _PermutationGroups(Dataset):
         basis,
         mode: str,
     ):
+        self.keys = pixel_keys(labels, shape[0])  # made once, shared by the forked workers
         self.source, self.positions, self.first, self.groups = source, list(positions), first, groups
         self.labels, self.shape, self.L, self.C = labels, shape, n_labels, categories
         self.T, self.basis, self.mode = thresholds.detach().cpu().float(), basis, mode
@@ -133,7 +135,7 @@ class _PermutationGroups(Dataset):
 
     def __getitem__(self, g: int) -> tuple:
         U, h, w = self.shape
-        nt = NullTally(self.groups[g], self.labels, U, self.L, self.C)
+        nt = NullTally(self.groups[g], self.labels, U, self.L, self.C, self.keys)
         chunk = max(1, _CHUNK_CELLS // max(1, U * h * w))
         for lo in range(0, len(self.positions), chunk):
             a = torch.from_numpy(np.asarray(self.source.rows(self.positions[lo : lo + chunk])))
