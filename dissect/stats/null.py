@@ -158,7 +158,8 @@ class NullTally:
         has_img = lab.has_img.index_select(0, j)
         inside = inside.view(B, U, C + 1)[:, :, :C] | has_img.unsqueeze(1)
         self.A_lite[k] += (mc.unsqueeze(2) * inside).sum(0)
-        self.A_original[k] += (mc.unsqueeze(2) * lab.has.index_select(0, j).unsqueeze(1)).sum(0)
+        # sum over images of mc [B, U] x has [B, C]: float64 products and sums of integers below 2^53 are exact
+        self.A_original[k] += torch.mm(mc.t().double(), lab.has.index_select(0, j).double()).long()
         zb, zl = lab.Z.index_select(0, j).nonzero(as_tuple=True)  # image-level labels: the whole mask meets them
         I.index_add_(1, zl, mc.index_select(0, zb).t().contiguous())
         self.I[k] += I
