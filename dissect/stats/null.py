@@ -99,6 +99,7 @@ class NullTally:
         )
         self.device = torch.device("cpu")
         self._keys = keys  # pixel_keys(labels, units), made when first needed
+        self._buffers: dict = {}
 
     def add(self, masks: MaskIntervals, positions: Sequence[int]) -> None:
         """Count a chunk: ``masks`` of B images whose run positions are ``positions`` [B], against
@@ -114,6 +115,14 @@ class NullTally:
             mc, j = masks.mcount[lo:hi], self.perms.index_select(1, pos[lo:hi])
             for k in range(self.N):
                 self._add_one(k, mc, pix, u, j[k])
+
+    def _buffer(self, name: str, size: int, dtype: torch.dtype) -> torch.Tensor:
+        """A reused scratch tensor of ``size`` elements (fresh large tensors cost page faults on
+        every permutation); contents undefined."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.numel() < size or buf.dtype != dtype:
+            buf = self._buffers[name] = torch.empty(size, dtype=dtype)
+        return buf[:size]
 
     def _pixel_keys(self) -> torch.Tensor:
         """[n, S] int32 (int64 where it might not fit): U x each label pixel's combination within
@@ -131,12 +140,13 @@ class NullTally:
         bins = int(ncomb.sum()) * U
         keys = self._pixel_keys()
         # (chunk-local combination, unit) key of each mask pixel, through its partner's label pixel
-        lcu = keys.index_select(0, j).add_((cfirst * U).to(keys.dtype).view(-1, 1))
-        key = lcu.view(-1).index_select(0, pix).add_(u)
+        B, S = j.numel(), keys.shape[1]
+        lcu = torch.index_select(keys, 0, j, out=self._buffer("lcu", B * S, keys.dtype).view(B, S))
+        lcu.add_((cfirst * U).to(keys.dtype).view(-1, 1))
+        key = torch.index_select(lcu.view(-1), 0, pix, out=self._buffer("key", pix.numel(), keys.dtype)).add_(u)
         if bins <= _MAX_BINS:  # int32 counts: each is at most one image's pixels
-            cnt = torch.zeros(bins, dtype=torch.int32).index_add_(
-                0, key, torch.ones(1, dtype=torch.int32).expand(key.numel())
-            )
+            cnt = self._buffer("cnt", bins, torch.int32).zero_()
+            cnt.index_add_(0, key, torch.ones(1, dtype=torch.int32).expand(key.numel()))
             key = cnt.nonzero().squeeze(1)
             w = cnt.index_select(0, key).long()
         else:
@@ -152,12 +162,8 @@ class NullTally:
             .index_add_(0, ((u * (L + 1)).unsqueeze(1) + cols).reshape(-1), w.repeat_interleave(K))
             .view(U, L + 1)[:, :L]
         )
-        B = j.numel()
-        inside = torch.zeros(B * U * (C + 1), dtype=torch.bool)
-        inside[(((b * U + u) * (C + 1)).unsqueeze(1) + cats).reshape(-1)] = True
-        has_img = lab.has_img.index_select(0, j)
-        inside = inside.view(B, U, C + 1)[:, :, :C] | has_img.unsqueeze(1)
-        self.A_lite[k] += (mc.unsqueeze(2) * inside).sum(0)
+        owner = self._buffer("owner", B * U * (C + 1), torch.long)
+        self.A_lite[k] += _lite_area(mc, b * U + u, cats, lab.has_img.index_select(0, j), owner)
         # sum over images of mc [B, U] x has [B, C]: float64 products and sums of integers below 2^53 are exact
         self.A_original[k] += torch.mm(mc.t().double(), lab.has.index_select(0, j).double()).long()
         zb, zl = lab.Z.index_select(0, j).nonzero(as_tuple=True)  # image-level labels: the whole mask meets them
@@ -186,6 +192,28 @@ class NullTally:
             iou = iou_from_counts(self.I[k], A, G)
             out[k] = torch.where(allowed.view(1, -1), iou, torch.full_like(iou, -1.0)).amax(1)
         return out
+
+
+def _lite_area(
+    mc: torch.Tensor, bu: torch.Tensor, cats: torch.Tensor, has_img: torch.Tensor, owner: torch.Tensor
+) -> torch.Tensor:
+    """long [U, C]: the 'lite' union's unit area, sum over images b of mc[b, u] where image b's
+    partner carries category c image-wide (has_img [B, C]) or the unit's mask meets a pixel label
+    of category c there. ``bu`` [E] (b * U + u) and ``cats`` [E, K] (C = none): the non-empty
+    (combination, unit) counts; ``owner``: long scratch of at least B x U x (C + 1). The
+    image-wide part is one float64 matmul (exact: integer sums below 2^53); the rest is summed
+    over the distinct (b, u, c) met that are not image-wide."""
+    B, U = mc.shape
+    C = has_img.shape[1]
+    out = torch.mm(mc.t().double(), has_img.double()).long()
+    tri = ((bu * (C + 1)).unsqueeze(1) + cats).reshape(-1)
+    owner[tri] = torch.arange(tri.numel())  # one writer wins per distinct (b, u, c)
+    tri = tri[owner.index_select(0, tri) == torch.arange(tri.numel())]
+    bu_, c = tri // (C + 1), tri % (C + 1)
+    skip = torch.cat([has_img, torch.ones(B, 1, dtype=torch.bool)], 1).view(-1)  # image-wide, or no category
+    keep = ~skip.index_select(0, (bu_ // U) * (C + 1) + c)
+    bu_, c = bu_[keep], c[keep]
+    return out.view(-1).index_add_(0, (bu_ % U) * C + c, mc.view(-1).index_select(0, bu_)).view(U, C)
 
 
 def _mask_pixels(m: MaskIntervals, size: Sequence[int], most: int):
