@@ -162,8 +162,10 @@ class NullTally:
             .index_add_(0, ((u * (L + 1)).unsqueeze(1) + cols).reshape(-1), w.repeat_interleave(K))
             .view(U, L + 1)[:, :L]
         )
-        owner = self._buffer("owner", B * U * (C + 1), torch.long)
-        self.A_lite[k] += _lite_area(mc, b * U + u, cats, lab.has_img.index_select(0, j), owner)
+        inside = torch.zeros(B * U * (C + 1), dtype=torch.bool)  # the unit's mask meets category c there
+        inside[(((b * U + u) * (C + 1)).unsqueeze(1) + cats).reshape(-1)] = True
+        inside = inside.view(B, U, C + 1)[:, :, :C] | lab.has_img.index_select(0, j).unsqueeze(1)
+        self.A_lite[k] += (mc.unsqueeze(2) * inside).sum(0)
         # sum over images of mc [B, U] x has [B, C]: float64 products and sums of integers below 2^53 are exact
         self.A_original[k] += torch.mm(mc.t().double(), lab.has.index_select(0, j).double()).long()
         zb, zl = lab.Z.index_select(0, j).nonzero(as_tuple=True)  # image-level labels: the whole mask meets them
@@ -192,28 +194,6 @@ class NullTally:
             iou = iou_from_counts(self.I[k], A, G)
             out[k] = torch.where(allowed.view(1, -1), iou, torch.full_like(iou, -1.0)).amax(1)
         return out
-
-
-def _lite_area(
-    mc: torch.Tensor, bu: torch.Tensor, cats: torch.Tensor, has_img: torch.Tensor, owner: torch.Tensor
-) -> torch.Tensor:
-    """long [U, C]: the 'lite' union's unit area, sum over images b of mc[b, u] where image b's
-    partner carries category c image-wide (has_img [B, C]) or the unit's mask meets a pixel label
-    of category c there. ``bu`` [E] (b * U + u) and ``cats`` [E, K] (C = none): the non-empty
-    (combination, unit) counts; ``owner``: long scratch of at least B x U x (C + 1). The
-    image-wide part is one float64 matmul (exact: integer sums below 2^53); the rest is summed
-    over the distinct (b, u, c) met that are not image-wide."""
-    B, U = mc.shape
-    C = has_img.shape[1]
-    out = torch.mm(mc.t().double(), has_img.double()).long()
-    tri = ((bu * (C + 1)).unsqueeze(1) + cats).reshape(-1)
-    owner[tri] = torch.arange(tri.numel())  # one writer wins per distinct (b, u, c)
-    tri = tri[owner.index_select(0, tri) == torch.arange(tri.numel())]
-    bu_, c = tri // (C + 1), tri % (C + 1)
-    skip = torch.cat([has_img, torch.ones(B, 1, dtype=torch.bool)], 1).view(-1)  # image-wide, or no category
-    keep = ~skip.index_select(0, (bu_ // U) * (C + 1) + c)
-    bu_, c = bu_[keep], c[keep]
-    return out.view(-1).index_add_(0, (bu_ % U) * C + c, mc.view(-1).index_select(0, bu_)).view(U, C)
 
 
 def _mask_pixels(m: MaskIntervals, size: Sequence[int], most: int):
