@@ -79,3 +79,21 @@ def test_null_counts_equal_the_tally_of_the_permuted_pairing(world, monkeypatch,
             assert torch.equal(t.I, nt.I[k]), (union, k)
             assert torch.equal(t.A_original, nt.A_original[k]) and torch.equal(t.A_lite, nt.A_lite[k]), (union, k)
             assert torch.equal(t.iou(union).amax(1), best[k]), (union, k)
+
+
+def test_only_the_runs_union_area_is_counted(world):
+    """areas=('original',): the same I and A_original as counting both, A_lite left 0, and asking
+    for the 'lite' IoU is a clear error instead of a silently wrong null."""
+    args, batches, acts, T, n = world
+    size = batches[0]["seg"].size
+    t0, full, perms = _null(world, False)
+    labels = full.labels
+    one = NullTally(perms, labels, U, t0.n_labels, len(args[1]), areas=("original",))
+    for lo in range(0, n, CHUNK):
+        pos = list(range(lo, min(n, lo + CHUNK)))
+        one.add(mask_intervals(acts[pos], T, size), pos)
+    assert torch.equal(one.I, full.I) and torch.equal(one.A_original, full.A_original)
+    assert int(one.A_lite.abs().sum()) == 0 and int(full.A_lite.sum()) > 0
+    assert torch.equal(one.best_iou(t0.G, t0.A_all, t0._prim, "original"), full.best_iou(t0.G, t0.A_all, t0._prim, "original"))
+    with pytest.raises(ValueError, match="'lite' union"):
+        one.best_iou(t0.G, t0.A_all, t0._prim, "lite")

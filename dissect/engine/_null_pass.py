@@ -124,8 +124,10 @@ class _PermutationGroups(Dataset):
         thresholds: torch.Tensor,
         basis,
         mode: str,
+        union: str,
     ):
         self.keys = pixel_keys(labels, shape[0])  # made once, shared by the forked workers
+        self.areas = (union,) if union in ("original", "lite") else ()  # the run's union rule only
         self.source, self.positions, self.first, self.groups = source, list(positions), first, groups
         self.labels, self.shape, self.L, self.C = labels, shape, n_labels, categories
         self.T, self.basis, self.mode = thresholds.detach().cpu().float(), basis, mode
@@ -135,7 +137,7 @@ class _PermutationGroups(Dataset):
 
     def __getitem__(self, g: int) -> tuple:
         U, h, w = self.shape
-        nt = NullTally(self.groups[g], self.labels, U, self.L, self.C, self.keys)
+        nt = NullTally(self.groups[g], self.labels, U, self.L, self.C, self.keys, self.areas)
         chunk = max(1, _CHUNK_CELLS // max(1, U * h * w))
         for lo in range(0, len(self.positions), chunk):
             a = torch.from_numpy(np.asarray(self.source.rows(self.positions[lo : lo + chunk])))
@@ -176,7 +178,7 @@ def layer_null(
     N = perms.shape[0]
     size = min(max(1, _COUNT_BUDGET // max(1, U * (L + 2 * C) * 8)), -(-N // max(1, split)))
     groups = [perms[g0 : g0 + size] for g0 in range(0, N, size)]
-    ds = _PermutationGroups(source, positions, first, groups, labels, (U, h, w), L, C, thresholds, basis, mode)
+    ds = _PermutationGroups(source, positions, first, groups, labels, (U, h, w), L, C, thresholds, basis, mode, union)
     best: list = []
     for I, A_original, A_lite in DataLoader(
         ds,
@@ -185,7 +187,7 @@ def layer_null(
         num_workers=min(workers, len(groups)),
         prefetch_factor=1 if workers else None,
     ):
-        nt = NullTally(groups[len(best)], labels, U, L, C)
+        nt = NullTally(groups[len(best)], labels, U, L, C, areas=ds.areas)
         nt.I, nt.A_original, nt.A_lite = I, A_original, A_lite
         all_reduce_sum_([nt.I, nt.A_original, nt.A_lite], device)
         best.append(nt.best_iou(tally.G, tally.A_all, prim, union))

@@ -73,7 +73,9 @@ class NullTally:
     (int64). G and A_all are those of the observed Tally (a permutation moves no label and no mask).
 
     ``perms``: long [N, n] (:func:`permutations`); ``labels``: the LabelRuns of all n positions;
-    ``keys``: :func:`pixel_keys` of them for U units, when already made (shared by processes).
+    ``keys``: :func:`pixel_keys` of them for U units, when already made (shared by processes);
+    ``areas``: the union rules ('original', 'lite') whose unit areas to count: a run needs only
+    its own (the 'lite' area costs about a fifth of each permutation's count).
     Add chunks of this shard's masks with :meth:`add`; sum over ranks with ``sum_keys``.
     """
 
@@ -88,6 +90,7 @@ class NullTally:
         n_labels: int,
         categories: int,
         keys: Optional[torch.Tensor] = None,
+        areas: Sequence[str] = ("original", "lite"),
     ):
         self.perms, self.labels = perms.long().cpu(), labels
         self.N, self.U, self.L, self.C = perms.shape[0], int(units), int(n_labels), int(categories)
@@ -99,6 +102,7 @@ class NullTally:
         )
         self.device = torch.device("cpu")
         self._keys = keys  # pixel_keys(labels, units), made when first needed
+        self.areas = tuple(areas)  # the union rules whose unit areas are counted (the others stay 0)
         self._buffers: dict = {}
 
     def add(self, masks: MaskIntervals, positions: Sequence[int]) -> None:
@@ -155,19 +159,21 @@ class NullTally:
         cl, u = key // U, key % U
         b = torch.repeat_interleave(torch.arange(j.numel()), ncomb).index_select(0, cl)  # chunk image of each
         g = lab.combo_offset.index_select(0, j).index_select(0, b) + cl - cfirst.index_select(0, b)
-        cols, cats = lab.cols.index_select(0, g), lab.cats.index_select(0, g)
+        cols = lab.cols.index_select(0, g)
+        cats = lab.cats.index_select(0, g) if "lite" in self.areas else None
         K = cols.shape[1]
         I = (
             torch.zeros(U * (L + 1), dtype=torch.long)
             .index_add_(0, ((u * (L + 1)).unsqueeze(1) + cols).reshape(-1), w.repeat_interleave(K))
             .view(U, L + 1)[:, :L]
         )
-        inside = torch.zeros(B * U * (C + 1), dtype=torch.bool)  # the unit's mask meets category c there
-        inside[(((b * U + u) * (C + 1)).unsqueeze(1) + cats).reshape(-1)] = True
-        inside = inside.view(B, U, C + 1)[:, :, :C] | lab.has_img.index_select(0, j).unsqueeze(1)
-        self.A_lite[k] += (mc.unsqueeze(2) * inside).sum(0)
-        # sum over images of mc [B, U] x has [B, C]: float64 products and sums of integers below 2^53 are exact
-        self.A_original[k] += torch.mm(mc.t().double(), lab.has.index_select(0, j).double()).long()
+        if "lite" in self.areas:
+            inside = torch.zeros(B * U * (C + 1), dtype=torch.bool)  # the unit's mask meets category c there
+            inside[(((b * U + u) * (C + 1)).unsqueeze(1) + cats).reshape(-1)] = True
+            inside = inside.view(B, U, C + 1)[:, :, :C] | lab.has_img.index_select(0, j).unsqueeze(1)
+            self.A_lite[k] += (mc.unsqueeze(2) * inside).sum(0)
+        if "original" in self.areas:  # sum over images of mc [B, U] x has [B, C]: exact in float64 (below 2^53)
+            self.A_original[k] += torch.mm(mc.t().double(), lab.has.index_select(0, j).double()).long()
         zb, zl = lab.Z.index_select(0, j).nonzero(as_tuple=True)  # image-level labels: the whole mask meets them
         I.index_add_(1, zl, mc.index_select(0, zb).t().contiguous())
         self.I[k] += I
@@ -187,6 +193,8 @@ class NullTally:
         out = torch.zeros(self.N, self.U, dtype=torch.float64)
         if not bool(allowed.any()):
             return out
+        if union in ("original", "lite") and union not in self.areas:
+            raise ValueError(f"the '{union}' union's unit areas were not counted (areas {self.areas})")
         prim, G = primary.cpu(), G.cpu()
         for k in range(self.N):
             A = {"original": self.A_original[k], "lite": self.A_lite[k]}.get(union)
