@@ -13,7 +13,8 @@ under --workdir. Timed, each a fresh process with default settings:
   default_rng([0, k]), the null's own permutations), moves the activations to their partner
   image and reruns score_activations (pass 1 + pass 2, default settings) on them: the tally of
   one permuted pairing per iteration. Its time per permutation (after the first, which also
-  imports and warms up) times N is the plain loop's cost of N permutations.
+  imports and warms up) times N is the plain loop's cost of N permutations, in wall and in CPU
+  seconds (user + system of the process and its reaped DataLoader workers, per permutation).
 
 Prints the machine, the load (os.getloadavg) before and after, and a JSON line per variant.
 """
@@ -54,15 +55,18 @@ def plain_loop(store: str, acts: str, count: int) -> None:
     from dissect.engine import score_activations
 
     a = np.load(acts, mmap_mode="r")
-    times = []
+    times, cpus = [], []
+    cpu = lambda: sum(os.times()[:4])  # this process and its reaped children (DataLoader workers)
     for k in range(count):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), cpu()
         perm = np.random.default_rng([0, k]).permutation(a.shape[0])
         moved = np.empty(a.shape, a.dtype)
         moved[perm] = a  # label image perm[i] gets the activations of image i
         score_activations(moved, store, DissectConfig(quiet=True))
         times.append(time.perf_counter() - t)
-    print(json.dumps({"per_permutation_s": [round(x, 2) for x in times]}))
+        cpus.append(cpu() - c)
+    rounded = lambda xs: [round(x, 2) for x in xs]
+    print(json.dumps({"per_permutation_s": rounded(times), "per_permutation_cpu_s": rounded(cpus)}))
 
 
 def main() -> int:
@@ -89,9 +93,11 @@ def main() -> int:
     doc = json.loads((work / "o_null" / acts.stem / "result.json").read_text())
     out[f"score --null {a.null}"]["null_pass_s"] = round(doc["timings"]["null"], 2)
     loop = timed([py, __file__, "--_plain", str(store), str(acts), str(a.plain)])
-    per = json.loads(loop["stdout"][-1])["per_permutation_s"]
-    steady = per[1:] or per
-    loop["per_permutation_s"] = per
+    plain = json.loads(loop["stdout"][-1])
+    per, per_cpu = plain["per_permutation_s"], plain["per_permutation_cpu_s"]
+    steady, steady_cpu = per[1:] or per, per_cpu[1:] or per_cpu
+    loop["per_permutation_s"], loop["per_permutation_cpu_s"] = per, per_cpu
+    loop[f"extrapolated_{a.null}_cpu_s"] = round(sum(steady_cpu) / len(steady_cpu) * a.null, 1)
     loop[f"extrapolated_{a.null}_s"] = round(sum(steady) / len(steady) * a.null, 1)
     out[f"plain loop ({a.plain} permutations)"] = loop
     for k, v in out.items():
@@ -101,6 +107,10 @@ def main() -> int:
           f"needs {loop[f'extrapolated_{a.null}_s']:.0f} s for {a.null} permutations: "
           f"{loop[f'extrapolated_{a.null}_s'] / max(null_cost, 1e-9):.1f}x (added time), "
           f"{loop[f'extrapolated_{a.null}_s'] / out[f'score --null {a.null}']['wall_s']:.1f}x (whole run with --null)")
+    null_cpu = out[f"score --null {a.null}"]["cpu_s"] - out["score"]["cpu_s"]
+    plain_cpu = loop[f"extrapolated_{a.null}_cpu_s"]
+    print(f"CPU: --null {a.null} adds {null_cpu:.1f} s; the plain loop needs {plain_cpu:.0f} s "
+          f"(steady permutations): {plain_cpu / max(null_cpu, 1e-9):.1f}x")
     print(f"load after {os.getloadavg()}")
     return 0
 

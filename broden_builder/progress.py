@@ -143,7 +143,8 @@ class LogProgress:
         of = f"/{self.total}" if self.total is not None else ""
         pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
         if stage == "start":
-            text = f"{self.desc}: start, {self._units(self.total)}" + (f", from {self.n}" if self.n else "")
+            text = f"{self.desc}: start" + (f", {self._units(self.total)}" if self.total is not None else "") + (
+                f", from {self.n}" if self.n else "")  # an unknown total is not printed as "?"
         else:
             text = (f"{self.desc}: {self.n}{of} {self._word(self.total if self.total is not None else self.n)}"
                     f"{pct}, {rate:.3g} {self.unit}/s"

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import yaml
 
@@ -207,3 +208,26 @@ def test_counts_read_in_the_singular_for_one():
     got = []
     LogProgress(total=1, desc="d", unit="batch", sink=got.append).close()
     assert got[0].text == "d: start, 1 batch" and got[1].text.startswith("d: 0/1 batch (0%)")
+
+
+def test_unknown_total_and_every_start_has_an_end(tmp_path, synthetic_store):
+    """An unknown total is not printed as "?"; the report's line per layer ends with "done" (it
+    stopped at its start line when the strips were zipped with the unit numbers)."""
+    from broden_builder.progress import LogProgress
+    from dissect.cli import main
+
+    events = []
+    bar = LogProgress(total=None, desc="null (20 permutations)", unit="group", sink=events.append, clock=lambda: 0.0)
+    bar.update(2)
+    bar.close()
+    assert events[0].text == "null (20 permutations): start" and "?" not in " ".join(e.text for e in events)
+    n = 60
+    np.save(tmp_path / "a.npy", np.random.default_rng(0).random((n, 3, 2, 2), dtype=np.float32))
+    got = []
+    from broden_builder.progress import progress_to
+
+    with progress_to(got.append):
+        assert main(["score", "--store", str(synthetic_store), "--activations", str(tmp_path / "a.npy"),
+                     "--out", str(tmp_path / "o"), "--workers", "0"]) == 0
+    report = [e.text for e in got if not isinstance(e, str) and e.desc.startswith("report ")]
+    assert report and report[0].endswith("start, 3 units") and report[-1].endswith(", done"), report

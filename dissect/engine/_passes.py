@@ -520,7 +520,7 @@ class Run:
             cache,
         )
         workers = self.parallel.tally_workers if spec is not None else self.parallel.workers
-        parts: list = []  # the batches' labels as row runs, kept for the null pass (--null)
+        parts: list = []  # the batches' labels as per-pixel combinations, kept for the null pass (--null)
         workers = workers_for_file_limit(workers, 8 + 4 * len(sources), 2)  # a batch: a few tensors per layer
         self.check_store_unchanged()
         try:

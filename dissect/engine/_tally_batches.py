@@ -48,7 +48,7 @@ class Batch:
     acts: dict = field(default_factory=dict)
     counts: Optional[dict] = None
     error: Optional[Exception] = None
-    label_part: Optional[dict] = None  # with --null: this batch's labels as row runs (dissect.engine._null_pass)
+    label_part: Optional[dict] = None  # with --null: this batch's labels per pixel (dissect.engine._null_pass)
     label: Optional[torch.Tensor] = None  # int64 [B]: each image's class (a classifier's data, dissect ablate)
 
     @classmethod
@@ -68,7 +68,7 @@ class TallySpec:
     mode: str
     size: tuple
     bases: dict = field(default_factory=dict)
-    label_runs: bool = False  # also return the batch's labels as row runs, for the null pass (--null)
+    label_runs: bool = False  # also return the batch's labels as per-pixel combinations, for the null pass (--null)
 
 
 def in_basis(a: torch.Tensor, basis) -> torch.Tensor:

@@ -148,7 +148,9 @@ def _strips(data: LayerResult, st, files: Path, thumb: int, images_per_unit: Opt
         thumbs = dict(zip(wanted, decoding))
         masks_at(t.shape[:2] for t, _ in thumbs.values())  # any the index did not predict
         drawn = pool.map(lambda i: _draw_unit(i, rows[i], thumbs, masks, thumb, files), units)
-        return dict(zip(units, progress(drawn, quiet, total=len(units), desc=f"report {data.layer}", unit="unit")))
+        what = "feature" if (data.settings or {}).get("dissected") == "feature" else "unit"
+        strips = list(progress(drawn, quiet, total=len(units), desc=f"report {data.layer}", unit=what))  # to its end line
+        return dict(zip(units, strips))
 
 
 def write_layer_report(layer: Union[LayerResult, str, Path], store=None, thumb: int = 112,

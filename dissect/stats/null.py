@@ -14,13 +14,17 @@ Exact and deterministic: permutation k of the run's n images is
 counts are integers summed over batches and ranks.
 
 Speed (why this is not the Tally called N times): the labels of every image are decoded once
-into row runs (dissect.stats.null_labels), the masks of a chunk of images are thresholded once
-into row intervals (dissect.stats.null_masks), and each permutation is one vectorised count:
-every mask interval is looked up in the runs of its row in image pi(i) (two gathers), split at
-the run borders, and the overlaps are summed per (combination, unit) with one bincount; each
-(combination, unit) sum is then spread over the combination's label columns.
-Memory: the label table (see null_labels), the intervals of one chunk, and the counts
-N x U x (L + 2 C) int64 (N permutations, U units, L labels, C categories).
+into per-pixel combination ids (dissect.stats.null_labels), made once per layer into keys U x
+combination (:func:`pixel_keys`); the masks of a chunk of images are thresholded once into row
+intervals (dissect.stats.null_masks) and expanded once into mask pixels (flat label pixel, unit).
+Each permutation is then a few passes over those pixels: the partner images' key planes are
+gathered whole and offset by each image's first chunk-local combination, each mask pixel reads its
+key there and adds its unit, and one index_add counts the pixels per (combination, unit) in dense
+int32 bins; each non-empty (combination, unit) count is then spread over the combination's label
+columns. int32 throughout where the values fit (they are bounded by the chunk's pixels).
+Memory: the label table (see null_labels) and its keys (4 bytes per label pixel), the mask pixels
+of one chunk (8 bytes each, at most _MAX_PIXELS at once), and the counts N x U x (L + 2 C) int64
+(N permutations, U units, L labels, C categories).
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from .tally import iou_from_counts
 
 # bins of the per-permutation (combination, unit) count above which torch.unique replaces bincount
 _MAX_BINS = 1 << 24
+# mask pixels expanded at once (8 bytes each, held while every permutation counts them)
+_MAX_PIXELS = 1 << 24
 
 
 def permutation(n: int, seed: int, k: int) -> np.ndarray:
@@ -53,18 +59,39 @@ def permutations(n: int, seed: int, count: int) -> torch.Tensor:
     )
 
 
+def pixel_keys(labels: LabelRuns, units: int) -> torch.Tensor:
+    """[n, S] int32 (int64 where U x combinations might not fit in int32): U x the combination of
+    every label pixel of ``labels`` (n images of S pixels), numbered within its image."""
+    n, S = labels.images, labels.size[0] * labels.size[1]
+    most = int((labels.combo_offset[1:] - labels.combo_offset[:-1]).max()) if n else 0
+    dt = torch.int32 if (most + 1) * int(units) * max(1, n) < 2**31 else torch.long
+    return labels.combo_id.view(n, S).to(dt).mul_(int(units))
+
+
 class NullTally:
     """Integer counts of N permuted pairings: I [N, U, L], A_original [N, U, C], A_lite [N, U, C]
     (int64). G and A_all are those of the observed Tally (a permutation moves no label and no mask).
 
-    ``perms``: long [N, n] (:func:`permutations`); ``labels``: the LabelRuns of all n positions.
+    ``perms``: long [N, n] (:func:`permutations`); ``labels``: the LabelRuns of all n positions;
+    ``keys``: :func:`pixel_keys` of them for U units, when already made (shared by processes);
+    ``areas``: the union rules ('original', 'lite') whose unit areas to count: a run needs only
+    its own (the 'lite' area costs about a fifth of each permutation's count).
     Add chunks of this shard's masks with :meth:`add`; sum over ranks with ``sum_keys``.
     """
 
     reduction = "sum"
     sum_keys = ("I", "A_original", "A_lite")
 
-    def __init__(self, perms: torch.Tensor, labels: LabelRuns, units: int, n_labels: int, categories: int):
+    def __init__(
+        self,
+        perms: torch.Tensor,
+        labels: LabelRuns,
+        units: int,
+        n_labels: int,
+        categories: int,
+        keys: Optional[torch.Tensor] = None,
+        areas: Sequence[str] = ("original", "lite"),
+    ):
         self.perms, self.labels = perms.long().cpu(), labels
         self.N, self.U, self.L, self.C = perms.shape[0], int(units), int(n_labels), int(categories)
         z = lambda *s: torch.zeros(s, dtype=torch.long)
@@ -74,53 +101,79 @@ class NullTally:
             z(self.N, self.U, self.C),
         )
         self.device = torch.device("cpu")
+        self._keys = keys  # pixel_keys(labels, units), made when first needed
+        self.areas = tuple(areas)  # the union rules whose unit areas are counted (the others stay 0)
+        self._buffers: dict = {}
 
     def add(self, masks: MaskIntervals, positions: Sequence[int]) -> None:
         """Count a chunk: ``masks`` of B images whose run positions are ``positions`` [B], against
-        the labels of perm[k][positions] for every permutation k."""
+        the labels of perm[k][positions] for every permutation k. The chunk is expanded to mask
+        pixels once (at most _MAX_PIXELS at a time, whole images) and reused by every permutation."""
         masks = MaskIntervals(*(t.cpu() for t in masks))
         pos = torch.as_tensor(list(positions), dtype=torch.long)
         if masks.mcount.shape != (pos.numel(), self.U):
             raise ValueError(
                 f"masks of {tuple(masks.mcount.shape)} (images, units) for {pos.numel()} positions and {self.U} units"
             )
-        for k in range(self.N):
-            self._add_one(k, masks, self.perms[k].index_select(0, pos))
+        for lo, hi, pix, u in _mask_pixels(masks, self.labels.size, _MAX_PIXELS):
+            mc, j = masks.mcount[lo:hi], self.perms.index_select(1, pos[lo:hi])
+            for k in range(self.N):
+                self._add_one(k, mc, pix, u, j[k])
 
-    def _add_one(self, k: int, m: MaskIntervals, j: torch.Tensor) -> None:
-        """Permutation k: the B chunk images meet the labels of positions j [B]."""
+    def _buffer(self, name: str, size: int, dtype: torch.dtype) -> torch.Tensor:
+        """A reused scratch tensor of ``size`` elements (fresh large tensors cost page faults on
+        every permutation); contents undefined."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.numel() < size or buf.dtype != dtype:
+            buf = self._buffers[name] = torch.empty(size, dtype=dtype)
+        return buf[:size]
+
+    def _pixel_keys(self) -> torch.Tensor:
+        """[n, S] int32 (int64 where it might not fit): U x each label pixel's combination within
+        its image (:func:`pixel_keys`; made once, or given)."""
+        if self._keys is None:
+            self._keys = pixel_keys(self.labels, self.U)
+        return self._keys
+
+    def _add_one(self, k: int, mc: torch.Tensor, pix: torch.Tensor, u: torch.Tensor, j: torch.Tensor) -> None:
+        """Permutation k: the B chunk images (mask sizes mc [B, U], mask pixels ``pix`` [P] flat over
+        the chunk's B x S label pixels, their units ``u`` [P]) meet the labels of positions j [B]."""
         lab, U, L, C = self.labels, self.U, self.L, self.C
-        SH, SW = lab.size
         ncomb = lab.combo_offset.index_select(0, j + 1) - lab.combo_offset.index_select(0, j)
         cfirst = torch.cumsum(ncomb, 0) - ncomb  # chunk-local index of each image's first combination
-        w, cl, u = _overlaps(lab, m, j, cfirst)
-        key = cl * U + u
         bins = int(ncomb.sum()) * U
-        if bins <= _MAX_BINS:
-            cnt = torch.zeros(bins, dtype=torch.long).index_add_(0, key, w)
+        keys = self._pixel_keys()
+        # (chunk-local combination, unit) key of each mask pixel, through its partner's label pixel
+        B, S = j.numel(), keys.shape[1]
+        lcu = torch.index_select(keys, 0, j, out=self._buffer("lcu", B * S, keys.dtype).view(B, S))
+        lcu.add_((cfirst * U).to(keys.dtype).view(-1, 1))
+        key = torch.index_select(lcu.view(-1), 0, pix, out=self._buffer("key", pix.numel(), keys.dtype)).add_(u)
+        if bins <= _MAX_BINS:  # int32 counts: each is at most one image's pixels
+            cnt = self._buffer("cnt", bins, torch.int32).zero_()
+            cnt.index_add_(0, key, torch.ones(1, dtype=torch.int32).expand(key.numel()))
             key = cnt.nonzero().squeeze(1)
-            w = cnt.index_select(0, key)
+            w = cnt.index_select(0, key).long()
         else:
-            key, inv = torch.unique(key, return_inverse=True)
-            w = torch.zeros(key.numel(), dtype=torch.long).index_add_(0, inv, w)
+            key, w = torch.unique(key.long(), return_counts=True)
+        key = key.long()
         cl, u = key // U, key % U
         b = torch.repeat_interleave(torch.arange(j.numel()), ncomb).index_select(0, cl)  # chunk image of each
         g = lab.combo_offset.index_select(0, j).index_select(0, b) + cl - cfirst.index_select(0, b)
-        cols, cats = lab.cols.index_select(0, g), lab.cats.index_select(0, g)
+        cols = lab.cols.index_select(0, g)
+        cats = lab.cats.index_select(0, g) if "lite" in self.areas else None
         K = cols.shape[1]
         I = (
             torch.zeros(U * (L + 1), dtype=torch.long)
             .index_add_(0, ((u * (L + 1)).unsqueeze(1) + cols).reshape(-1), w.repeat_interleave(K))
             .view(U, L + 1)[:, :L]
         )
-        B = j.numel()
-        inside = torch.zeros(B * U * (C + 1), dtype=torch.bool)
-        inside[(((b * U + u) * (C + 1)).unsqueeze(1) + cats).reshape(-1)] = True
-        mc = m.mcount
-        has_img = lab.has_img.index_select(0, j)
-        inside = inside.view(B, U, C + 1)[:, :, :C] | has_img.unsqueeze(1)
-        self.A_lite[k] += (mc.unsqueeze(2) * inside).sum(0)
-        self.A_original[k] += (mc.unsqueeze(2) * lab.has.index_select(0, j).unsqueeze(1)).sum(0)
+        if "lite" in self.areas:
+            inside = torch.zeros(B * U * (C + 1), dtype=torch.bool)  # the unit's mask meets category c there
+            inside[(((b * U + u) * (C + 1)).unsqueeze(1) + cats).reshape(-1)] = True
+            inside = inside.view(B, U, C + 1)[:, :, :C] | lab.has_img.index_select(0, j).unsqueeze(1)
+            self.A_lite[k] += (mc.unsqueeze(2) * inside).sum(0)
+        if "original" in self.areas:  # sum over images of mc [B, U] x has [B, C]: exact in float64 (below 2^53)
+            self.A_original[k] += torch.mm(mc.t().double(), lab.has.index_select(0, j).double()).long()
         zb, zl = lab.Z.index_select(0, j).nonzero(as_tuple=True)  # image-level labels: the whole mask meets them
         I.index_add_(1, zl, mc.index_select(0, zb).t().contiguous())
         self.I[k] += I
@@ -140,6 +193,8 @@ class NullTally:
         out = torch.zeros(self.N, self.U, dtype=torch.float64)
         if not bool(allowed.any()):
             return out
+        if union in ("original", "lite") and union not in self.areas:
+            raise ValueError(f"the '{union}' union's unit areas were not counted (areas {self.areas})")
         prim, G = primary.cpu(), G.cpu()
         for k in range(self.N):
             A = {"original": self.A_original[k], "lite": self.A_lite[k]}.get(union)
@@ -149,32 +204,28 @@ class NullTally:
         return out
 
 
-def _overlaps(lab: LabelRuns, m: MaskIntervals, j: torch.Tensor, cfirst: torch.Tensor) -> tuple:
-    """(w, cl, u) [T]: pixels w that each mask interval of ``m`` shares with each label run of its
-    row in image j[b]; cl the chunk-local combination index (cfirst[b] + combination within j[b]).
-    Most intervals lie inside one run (computed for all at once); those crossing run borders are
-    cut to their first run and get one more entry per further run."""
-    SH, SW = lab.size
+def _mask_pixels(m: MaskIntervals, size: Sequence[int], most: int):
+    """Yield (lo, hi, pix [P], u [P]) for runs of whole images lo .. hi - 1 of ``m`` holding at most
+    ``most`` mask pixels (or one image): each mask pixel as its flat index over the hi - lo images'
+    label pixels, (b - lo) * S + y * sw + x, and its unit (int32 where the index fits, else int64)."""
+    SH, SW = int(size[0]), int(size[1])
     S = SH * SW
-    per_image = torch.stack([j * S, lab.run_offset.index_select(0, j), cfirst - lab.combo_offset.index_select(0, j)], 1)
-    base, roff, coff = per_image.index_select(0, m.b).unbind(1)
-    p0 = base + m.y * SW + m.x0  # flat first and last pixel of each interval in the label image
-    p1 = p0 + (m.x1 - m.x0 - 1)
-    k0 = roff + lab.run_id.index_select(0, p0).long()
-    k1 = roff + lab.run_id.index_select(0, p1).long()
-    w, cl, u = m.x1 - m.x0, lab.run_combo.index_select(0, k0) + coff, m.u
-    multi = (k1 != k0).nonzero().squeeze(1)
-    if multi.numel() == 0:
-        return w, cl, u
-    k0m, q0, q1 = k0.index_select(0, multi), p0.index_select(0, multi), p1.index_select(0, multi) + 1
-    w = w.index_copy(0, multi, lab.run_start.index_select(0, k0m + 1) - q0)
-    n = k1.index_select(0, multi) - k0m  # further runs met
-    rep = torch.repeat_interleave(torch.arange(multi.numel()), n)
-    k = k0m.index_select(0, rep) + 1 + (torch.arange(rep.numel()) - (torch.cumsum(n, 0) - n).index_select(0, rep))
-    wx = torch.minimum(q1.index_select(0, rep), lab.run_start.index_select(0, k + 1)) - lab.run_start.index_select(0, k)
-    mi = multi.index_select(0, rep)
-    clx = lab.run_combo.index_select(0, k) + coff.index_select(0, mi)
-    return torch.cat([w, wx]), torch.cat([cl, clx]), torch.cat([u, u.index_select(0, mi)])
+    B = m.mcount.shape[0]
+    per_image = torch.cumsum(m.mcount.sum(1), 0)
+    first = torch.searchsorted(m.b, torch.arange(B + 1))  # intervals of image b: first[b] .. first[b + 1]
+    lo = 0
+    while lo < B:
+        done = int(per_image[lo - 1]) if lo else 0
+        hi = max(lo + 1, int(torch.searchsorted(per_image, done + most, right=True)))
+        dt = torch.int32 if (hi - lo) * S < 2**31 else torch.long
+        i0, i1 = int(first[lo]), int(first[hi])
+        length = (m.x1[i0:i1] - m.x0[i0:i1]).to(dt)
+        start = ((m.b[i0:i1] - lo) * S + m.y[i0:i1] * SW + m.x0[i0:i1]).to(dt)
+        P = int(length.sum())
+        rep = torch.repeat_interleave(torch.arange(i1 - i0), length.long(), output_size=P)
+        step = torch.arange(P, dtype=dt) - (torch.cumsum(length, 0, dtype=dt) - length).index_select(0, rep)
+        yield lo, hi, start.index_select(0, rep).add_(step), m.u[i0:i1].to(torch.int32).index_select(0, rep)
+        lo = hi
 
 
-__all__ = ["permutation", "permutations", "NullTally"]
+__all__ = ["permutation", "permutations", "pixel_keys", "NullTally"]

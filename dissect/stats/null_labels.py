@@ -1,19 +1,17 @@
-"""The labels of every image of a run as row runs of label combinations, for the permutation null.
+"""The labels of every image of a run as per-pixel label combinations, for the permutation null.
 
 The null (dissect.stats.null) pairs the masks of image i with the labels of image pi(i) for many
 permutations pi, so each image's labels are decoded once (Tally.batch_labels: one label
 combination id per pixel) and kept in a compact form that any permutation can read:
 
-- per pixel, the index of its *run* within its image (int16 when every image has fewer than
-  32,768 runs, else int32): a run is a maximal horizontal stretch of one row carrying one label
-  combination;
-- per run, its first pixel (flat over the table: position * S + y * sw + x) and its combination;
+- per pixel, its label combination numbered within its image (int16 when every image has fewer
+  than 32,768 combinations, else int32);
 - per combination, its label columns (as Tally counts them: each label once per pixel, none that
   the image carries image-wide) and their primary categories;
 - per image, its image-level labels Z [L] and the categories it carries (for the union rules).
 
-Memory: positions x S x 2 bytes (int16 run ids) plus 12 bytes per run and 8 x K per combination,
-S = sh x sw the segmentation size; a 1,000-image store at 112 x 112 takes about 25 MB.
+Memory: positions x S x 2 bytes (int16 combination ids) plus 16 x K bytes per combination, S =
+sh x sw the segmentation size; a 1,000-image store at 112 x 112 takes about 25 MB.
 """
 
 from __future__ import annotations
@@ -24,19 +22,16 @@ import torch
 
 
 class LabelRuns(NamedTuple):
-    """The table (see the module docstring); n images of S = sh * sw pixels, R runs, G combinations.
+    """The table (see the module docstring); n images of S = sh * sw pixels, G combinations.
 
-    run_id [n * S] int16/int32 (run within the image), run_offset [n + 1] int64 (first run of
-    each image), run_start [R + 1] int64 (flat first pixel; the last entry n * S), run_combo [R]
-    int64 (global combination), combo_offset [n + 1] int64, cols [G, K] int64 (label columns,
+    combo_id [n * S] int16/int32 (combination of each pixel, numbered within its image: image i's
+    combination c is the table's combo_offset[i] + c), combo_offset [n + 1] int64, cols [G, K]
+    int64 (label columns,
     L = none), cats [G, K] int64 (primary category of each column, C = none), Z [n, L] bool,
     has_img [n, C] bool (categories carried image-wide), has [n, C] bool (categories carried at
     all: the 'original' union rule), size (sh, sw)."""
 
-    run_id: torch.Tensor
-    run_offset: torch.Tensor
-    run_start: torch.Tensor
-    run_combo: torch.Tensor
+    combo_id: torch.Tensor
     combo_offset: torch.Tensor
     cols: torch.Tensor
     cats: torch.Tensor
@@ -71,15 +66,9 @@ class LabelRunsBuilder:
         Z, cid, img, cols, _ = (t.cpu() for t in tuple(labels)[-5:])
         B, (SH, SW) = Z.shape[0], self.size
         S = SH * SW
-        c2 = cid.view(B, SH, SW)
-        new = torch.ones(B, SH, SW, dtype=torch.bool)
-        torch.ne(c2[:, :, 1:], c2[:, :, :-1], out=new[:, :, 1:])
-        new = new.view(-1)
-        starts = new.nonzero().squeeze(1)  # flat pixel of each run, in order
-        nruns = torch.bincount(starts // S, minlength=B)
-        first_run = torch.cumsum(nruns, 0) - nruns
-        run_id = (torch.cumsum(new, 0) - 1).view(B, S) - first_run.view(B, 1)
-        small = int(nruns.max()) <= 32767 if B else True
+        ncomb = torch.bincount(img, minlength=B)
+        local = cid.view(B, S).long() - (torch.cumsum(ncomb, 0) - ncomb).view(B, 1)  # within each image
+        small = int(ncomb.max()) <= 32767 if B else True
         has_img = torch.zeros(B, self.C + 1, dtype=torch.bool)
         zb, zl = Z[:, : self.L].nonzero(as_tuple=True)
         has_img[zb, self.prim[zl]] = True
@@ -87,11 +76,8 @@ class LabelRunsBuilder:
         has = has_img.clone()
         has[img.unsqueeze(1).expand_as(cats).reshape(-1), cats.reshape(-1)] = True
         return {
-            "run_id": run_id.to(torch.int16 if small else torch.int32).reshape(-1),
-            "nruns": nruns,
-            "run_start": starts,
-            "run_combo": cid[starts].long(),
-            "ncomb": torch.bincount(img, minlength=B),
+            "combo_id": local.to(torch.int16 if small else torch.int32).reshape(-1),
+            "ncomb": ncomb,
             "cols": cols.long(),
             "Z": Z[:, : self.L].clone(),
             "has_img": has_img[:, : self.C],
@@ -105,13 +91,8 @@ class LabelRunsBuilder:
     def finish(self) -> LabelRuns:
         """The table of every image added (a LabelRuns; the builder's parts are released)."""
         parts, self.parts = self.parts, []
-        S = self.size[0] * self.size[1]
-        images = combos = 0
-        for p in parts:  # batch-relative run starts and combinations -> the table's
-            p["run_start"], p["run_combo"] = p["run_start"] + images * S, p["run_combo"] + combos
-            images, combos = images + p["Z"].shape[0], combos + int(p["ncomb"].sum())
-        self.images = images
-        dt = torch.int16 if all(p["run_id"].dtype == torch.int16 for p in parts) else torch.int32
+        self.images = sum(int(p["Z"].shape[0]) for p in parts)
+        dt = torch.int16 if all(p["combo_id"].dtype == torch.int16 for p in parts) else torch.int32
         K = max([p["cols"].shape[1] for p in parts] + [1])
         pad = lambda c: torch.cat([c, c.new_full((c.shape[0], K - c.shape[1]), self.L)], 1)
         cols = torch.cat([pad(p["cols"]) for p in parts]) if parts else torch.empty(0, K, dtype=torch.long)
@@ -120,10 +101,7 @@ class LabelRunsBuilder:
         )
         cat = lambda key: torch.cat([p[key] for p in parts])
         return LabelRuns(
-            run_id=torch.cat([p["run_id"].to(dt) for p in parts]),
-            run_offset=offsets("nruns"),
-            run_start=torch.cat([cat("run_start"), torch.tensor([self.images * S])]),
-            run_combo=cat("run_combo"),
+            combo_id=torch.cat([p["combo_id"].to(dt) for p in parts]) if parts else torch.empty(0, dtype=dt),
             combo_offset=offsets("ncomb"),
             cols=cols,
             cats=self.prim[cols],
