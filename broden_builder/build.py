@@ -27,6 +27,7 @@ import numpy as np
 from . import __version__
 from .color import color_codes, color_vocabulary
 from .errors import BrodenError
+from .progress import note
 from .recipe import Recipe
 from .resize import resize_image, resize_labels
 from .sources.decode import decode_image
@@ -528,7 +529,9 @@ def _build_locked(recipe: Recipe, out: Path, sources: list, state_base: dict, re
         n = sweep_temp_files(root)  # debris of writers killed between write and rename
         if n:
             log.info("%s: removed %d temporary file(s) of an interrupted build", root, n)
-    check_resume_key(root, recipe)
+    if check_resume_key(root, recipe):
+        staged = sum(1 for _ in (root / STAGING / "native").glob("*.npz"))
+        note(f"resuming the partial build in {root} ({count(staged, 'image')} staged)", quiet=quiet)
     root.mkdir(parents=True, exist_ok=True)
     tasks = gather_records(sources)
     image_level = category_levels(sources)
@@ -616,8 +619,9 @@ def category_levels(sources: Sequence[Source]) -> set:
 RESUME_FIELDS = ("size", "segmentation_size", "color", "jpeg_quality", "splits", "sources")
 
 
-def check_resume_key(out: Path, recipe: Recipe) -> None:
-    """Record the fields a partial build depends on; refuse to resume one made with other values."""
+def check_resume_key(out: Path, recipe: Recipe) -> bool:
+    """Record the fields a partial build depends on; refuse to resume one made with other values.
+    Returns True when a partial build made with the same values is there (it is resumed)."""
     path = out / STAGING / "build_key.json"
     want = {k: v for k, v in recipe.to_dict().items() if k in RESUME_FIELDS}
     want = json.loads(json.dumps(want, sort_keys=True))
@@ -627,8 +631,9 @@ def check_resume_key(out: Path, recipe: Recipe) -> None:
         if diff:
             raise BuildError(f"{out} holds a partial build made with a different {', '.join(diff)}; "
                              f"resume it with the same recipe, or delete {out} (or use another --out) to start over")
-        return
+        return True
     atomic_write_text(path, json.dumps(want, indent=1, sort_keys=True))
+    return False
 
 
 def build_date() -> str:

@@ -50,7 +50,7 @@ def build_synthetic(out: Path, count: int = 60, seed: int = 0, size: int = 64, s
         "min_coverage": extra.pop("min_coverage", 0.0), "color": extra.pop("color", True),
         "sources": [{"type": "synthetic", "count": count, "seed": seed}],
     })
-    return build_store(recipe, out, workers=workers, quiet=True, **extra)
+    return build_store(recipe, out, workers=workers, quiet=extra.pop("quiet", True), **extra)
 
 
 @pytest.fixture(scope="session")

@@ -474,3 +474,23 @@ def test_confinement_cache_agrees_with_confined(tmp_path):
             assert ("symbolic link" in str(e)) == ("symbolic link" in str(pytest.raises(UnsafePathError, c, rel).value))
         else:
             assert c(rel) == want
+
+
+def test_a_resumed_build_says_so(tmp_path, monkeypatch, capsys):
+    """A build that finds a partial build of the same recipe says it resumes, at the default level
+    (one line naming the folder and the 12 images pass 1 had staged); a fresh build says nothing."""
+    real = build_mod.unify
+
+    def stop(*a, **k):
+        raise KeyboardInterrupt("simulated kill after pass 1")
+
+    monkeypatch.setattr(build_mod, "unify", stop)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        build_synthetic(out, count=12)
+    assert "resuming" not in capsys.readouterr().err
+    monkeypatch.setattr(build_mod, "unify", real)
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    build_synthetic(out, count=12, quiet=False)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "resuming" in line]
+    assert lines == [f"resuming the partial build in {out / '.build'} (12 images staged)"]
