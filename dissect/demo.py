@@ -302,6 +302,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads or max(1, min(4, os.cpu_count() or 1)))
+    threads = torch.get_num_threads()  # training's; the dissection then sets its own (engine/_resources.py)
     t0, c0 = time.perf_counter(), time.process_time()
     from dissect import demo  # the importable module, so result.json names dissect.demo.SceneNet, not __main__
 
@@ -309,7 +310,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   seg=args.seg, epochs=args.epochs, workers=args.workers, seed=args.seed, quiet=args.quiet,
                   controls=not args.no_controls)
     print(f"demo finished in {time.perf_counter() - t0:.0f} s (this process: {time.process_time() - c0:.0f} s CPU, "
-          f"{count(torch.get_num_threads(), 'thread')})")
+          f"{count(threads, 'torch thread')} for training)")
     print()
     print(REAL_BRODEN_HELP)
     return 0
