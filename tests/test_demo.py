@@ -97,3 +97,23 @@ def test_controls_sentence_is_made_from_the_counts():
     s = controls_sentence(SimpleNamespace(trained=trained, random=trained, rotated=fewer), cats, layer="l1")
     assert s.startswith("Random weights leave l1 1 detectors (1 concepts) against the trained 1 (1): training did not")
     assert "leaves 0 (0), fewer of both" in s
+
+
+def test_a_store_of_another_world_version_is_rebuilt(tmp_path):
+    """The demo reuses its store only when build.json names the synthetic world's current version: a store
+    whose build.json says version "1" (an older world: other scenes for the same seed) is built again."""
+    import json
+
+    from broden_builder.sources.synthetic.source import WORLD_VERSION
+    from dissect.demo import build_demo_store
+
+    kw = dict(images=12, size=32, seg=16, workers=1, quiet=True, min_frequency=1)
+    path = tmp_path / "store"
+    assert build_demo_store(path, **kw)[1] is False
+    assert build_demo_store(path, **kw)[1] is True
+    info = json.loads((path / "build.json").read_text())
+    assert [s["version"] for s in info["sources"]] == [WORLD_VERSION]
+    info["sources"][0]["version"] = "1"
+    (path / "build.json").write_text(json.dumps(info))
+    assert build_demo_store(path, **kw)[1] is False
+    assert [s["version"] for s in json.loads((path / "build.json").read_text())["sources"]] == [WORLD_VERSION]
