@@ -21,11 +21,12 @@ import numpy as np
 import torch
 
 
-def _model(src: Path, classes: int = 8):
+def _model(src: Path):
     from dissect.demo import SceneNet
 
-    m = SceneNet(classes)
-    m.load_state_dict(torch.load(src / "scenenet.pt", weights_only=True))
+    state = torch.load(src / "scenenet.pt", weights_only=True)
+    m = SceneNet(state["fc.weight"].shape[0])  # as many classes as the world has scenes
+    m.load_state_dict(state)
     return m.eval()
 
 
@@ -51,8 +52,8 @@ def cost(src: Path, repeats: int) -> None:
               f"({', '.join(f'{t:.1f}' for t in ts)})")
 
 
-def participation_ratio(src: Path, random: bool) -> float:
-    """(sum of eigenvalues)^2 / sum of squares, of block4's covariance over every probe position."""
+def block4(src: Path, random: bool):
+    """block4's activations float[N, 96, 16, 16] on the store's images (trained or random-init SceneNet)."""
     from broden_builder import BrodenStore
     from broden_builder.torch_dataset import IMAGENET_MEAN, IMAGENET_STD
     from dissect.demo import SceneNet
@@ -61,16 +62,44 @@ def participation_ratio(src: Path, random: bool) -> float:
     x = torch.stack([torch.from_numpy(np.array(store.load_image(i))).permute(2, 0, 1).float() / 255
                      for i in range(len(store.rows))])
     x = (x - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
+    trained = _model(src)
     torch.manual_seed(0)
-    m = SceneNet(8).eval() if random else _model(src)
+    m = SceneNet(trained.fc.out_features).eval() if random else trained
     seen = {}
     m.block4.register_forward_hook(lambda mod, i, o: seen.__setitem__("a", o.detach()))
     with torch.no_grad():
         m(x)
-    a = seen["a"].permute(0, 2, 3, 1).reshape(-1, seen["a"].shape[1]).double()
+    return seen["a"]
+
+
+def participation_ratio(src: Path, random: bool) -> float:
+    """(sum of eigenvalues)^2 / sum of squares, of block4's covariance over every probe position."""
+    a = block4(src, random)
+    a = a.permute(0, 2, 3, 1).reshape(-1, a.shape[1]).double()
     a = a - a.mean(0)
     ev = torch.linalg.eigvalsh(a.T @ a / len(a)).clamp(min=0)
     return float(ev.sum() ** 2 / (ev ** 2).sum())
+
+
+def loudness(src: Path) -> dict:
+    """Mean norm of block4's activation vector (trained) at the positions of each object and material
+    label, and at unlabelled positions ("(none)"): where any mix of the units has its largest values.
+    The store's 32 px planes are sampled at the layer's 16 x 16 grid (every second pixel)."""
+    from broden_builder import BrodenStore
+
+    store = BrodenStore(src / "store")
+    norm = block4(src, False).pow(2).sum(1).sqrt().numpy()
+    names = {lab.number: lab.name for lab in store.labels}
+    out = {}
+    for cat in ("object", "material"):
+        found: dict = {}
+        for i in range(len(store.rows)):
+            planes = store.pixel_layers(i, cat)
+            plane = planes[0][::2, ::2] if planes else np.zeros(norm.shape[1:], np.int64)
+            for v in np.unique(plane):
+                found.setdefault(names.get(int(v), "(none)"), []).append(norm[i][plane == v])
+        out[cat] = {k: float(np.concatenate(v).mean()) for k, v in sorted(found.items())}
+    return out
 
 
 def sweep(src: Path) -> None:
@@ -86,6 +115,8 @@ def sweep(src: Path) -> None:
         print(f"block4 IoU >= {t:.2f}: " + "   ".join(cells))
     print(f"participation ratio of block4 (96 units): trained {participation_ratio(src, False):.1f}, "
           f"random init {participation_ratio(src, True):.1f}")
+    for cat, by_label in loudness(src).items():
+        print(f"block4 activation norm at {cat} pixels: " + ", ".join(f"{k} {v:.1f}" for k, v in by_label.items()))
     shutil.rmtree(tmp)
 
 
@@ -96,7 +127,8 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     print(f"load average {os.getloadavg()[0]:.1f} at start")
-    cost(args.demo_out, args.repeats)
+    if args.repeats:  # --repeats 0: only the sweep, participation ratio and loudness
+        cost(args.demo_out, args.repeats)
     sweep(args.demo_out)
     print(f"load average {os.getloadavg()[0]:.1f} at end")
 

@@ -85,9 +85,12 @@ def demo_recipe(images: int, size: int, seg: int, seed: int = 0, min_frequency: 
 
 
 def build_demo_store(path: Path, images: int, size: int, seg: int, workers: int, quiet: bool, min_frequency: int = 10):
-    """Build the synthetic store at ``path``, or reuse it when a complete one with the same recipe is there."""
+    """Build the synthetic store at ``path``, or reuse it when a complete one with the same recipe and
+    the same version of the synthetic world is there."""
     from broden_builder import BrodenStore
     from broden_builder.build import build_store
+
+    from broden_builder.sources.synthetic.source import WORLD_VERSION
 
     recipe = demo_recipe(images, size, seg, min_frequency=min_frequency)
     if (path / "index.csv").exists():
@@ -95,7 +98,8 @@ def build_demo_store(path: Path, images: int, size: int, seg: int, workers: int,
             st = BrodenStore(path)
             want = recipe.to_dict()
             if all(st.build_info.get("recipe", {}).get(k) == want[k] for k in ("sources", "min_frequency", "min_coverage")) and \
-                    st.build_info.get("image_size") == size and st.build_info.get("segmentation_size") == seg:
+                    st.build_info.get("image_size") == size and st.build_info.get("segmentation_size") == seg and \
+                    [s.get("version") for s in st.build_info.get("sources", [])] == [WORLD_VERSION]:  # same world
                 return st, True
         except Exception:  # an unreadable old store: rebuild it
             pass
@@ -170,11 +174,39 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return right / max(1, len(x))
 
 
-#: What the demo's controls show (benches/RESULTS.md, "The demo's controls", has the numbers behind it).
-CONTROLS_SENTENCE = ("Random weights leave far fewer detectors, so training made them; the rotated basis keeps as many at "
-                     "IoU 0.04, unlike the paper, because this small world's layer is nearly low-dimensional (any mix of "
-                     "units still lands on grass or metal), while at stricter IoU rotation loses concepts as in the paper "
-                     "(benches/RESULTS.md).")
+def _counts(res, categories: Sequence[str]) -> tuple:
+    """(detectors, unique concepts) of one LayerResult, as :func:`dissect.results.summarise` counts them."""
+    from dissect.results import summarise
+
+    s = summarise(res.units, categories, float(res.settings.get("iou_threshold", 0.04)))
+    return s["detectors"], sum(s["unique_detectors"].values())
+
+
+def controls_sentence(controls, categories: Sequence[str], layer: Optional[str] = None) -> str:
+    """One sentence saying what the controls show for ``layer`` (default: the last, deepest one),
+    made from their counts: is the trained layer ahead of random weights (Bau et al. 2017, sec. 4.2)
+    and of a random rotation of its units (sec. 3.2, where rotation lowers the unique detectors)?
+
+    ``controls``: a :class:`dissect.tools.ControlRuns`. The paper's measure of a basis is the number of
+    unique detectors (distinct concepts); the sentence names both counts.
+    """
+    layer = layer or list(controls.trained)[-1]
+    (td, tc), (rd, rc), (od, oc) = (_counts(runs[layer], categories)
+                                    for runs in (controls.trained, controls.random, controls.rotated))
+    first = (f"Random weights leave {layer} {rd} detectors ({rc} concepts) against the trained {td} ({tc}): "
+             + ("training made them" if rd < td and rc < tc else "training did not add them all here"))
+    word = lambda a, b: "fewer" if a < b else "as many" if a == b else "more"  # noqa: E731
+    if od < td and oc < tc:
+        how = "fewer of both, as in the paper (sec. 3.2)"
+    elif oc < tc:
+        how = (f"{word(od, td)} detectors but fewer concepts: the paper's loss of unique detectors (sec. 3.2) "
+               "without its loss of detectors")
+    elif od < td:
+        how = f"fewer detectors but {word(oc, tc)} concepts, unlike the paper (sec. 3.2)"
+    else:
+        how = (f"{word(od, td)} detectors and {word(oc, tc)} concepts, unlike the paper (sec. 3.2): here the trained "
+               "basis is not more interpretable than a random one")
+    return f"{first}; a random rotation of its units leaves {od} ({oc}), {how}."
 
 
 def summary_table(results: dict, categories: Sequence[str]) -> str:
@@ -225,7 +257,7 @@ def say_results(result, cats: Sequence[str], say=print) -> None:
         say("")
         say("the paper's controls (Bau et al. 2017: random weights, sec. 4.2; a random rotation of the units, sec. 3.2):")
         say(result.controls.table)
-        say(CONTROLS_SENTENCE)
+        say(controls_sentence(result.controls, cats))
 
 
 def run_demo(out: Path, images: int = 600, train_images: int = 4000, size: int = 64, seg: int = 32,

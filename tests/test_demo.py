@@ -66,3 +66,54 @@ def test_best_by_category_ranks_detectors_over_layers():
     assert lines[1].split(None, 1)[1] == "car 0.25 (l2 unit 1), tree 0.12 (l2 unit 3), house 0.10 (l1 unit 2)"
     assert lines[2].split(None, 1)[1] == "none"
     assert display_name("street-s") == "street" and display_name("wheel") == "wheel"
+
+
+def _layer(labels_ious):
+    return _Res([_u(i, lab, "object" if not lab.endswith("-c") else "color", iou) for i, (lab, iou) in enumerate(labels_ious)])
+
+
+def test_controls_sentence_is_made_from_the_counts():
+    """The sentence states what the numbers show, whichever way they go (counts by hand: IoU >= 0.04,
+    distinct labels): trained 4 detectors of 3 concepts; random 1 (1); rotated 2 (1), 5 (3) or 5 (2)."""
+    from types import SimpleNamespace
+
+    from dissect.demo import controls_sentence
+
+    trained = {"l1": _layer([("car", 0.5)]), "l4": _layer([("car", 0.2), ("car", 0.1), ("tree", 0.05), ("red-c", 0.3),
+                                                           ("boat", 0.039)])}
+    random = {"l1": _layer([("car", 0.01)]), "l4": _layer([("car", 0.04), ("tree", 0.01), ("tree", 0.0)])}
+    fewer = {"l1": _layer([]), "l4": _layer([("car", 0.3), ("car", 0.05), ("tree", 0.01)])}
+    as_many = {"l1": _layer([]), "l4": _layer([("car", 0.3), ("car", 0.05), ("tree", 0.2), ("red-c", 0.04),
+                                               ("car", 0.1)])}
+    cats = ["color", "object"]
+    s = controls_sentence(SimpleNamespace(trained=trained, random=random, rotated=fewer), cats)
+    assert s == ("Random weights leave l4 1 detectors (1 concepts) against the trained 4 (3): training made them; a random "
+                 "rotation of its units leaves 2 (1), fewer of both, as in the paper (sec. 3.2).")
+    s = controls_sentence(SimpleNamespace(trained=trained, random=random, rotated=as_many), cats)
+    assert "leaves 5 (3), more detectors and as many concepts, unlike the paper (sec. 3.2): here the trained" in s
+    more_fewer = {"l4": _layer([("car", 0.3), ("car", 0.05), ("car", 0.2), ("red-c", 0.04), ("car", 0.1)])}
+    s = controls_sentence(SimpleNamespace(trained=trained, random=random, rotated=more_fewer), cats, layer="l4")
+    assert "leaves 5 (2), more detectors but fewer concepts: the paper's loss of unique detectors" in s
+    s = controls_sentence(SimpleNamespace(trained=trained, random=trained, rotated=fewer), cats, layer="l1")
+    assert s.startswith("Random weights leave l1 1 detectors (1 concepts) against the trained 1 (1): training did not")
+    assert "leaves 0 (0), fewer of both" in s
+
+
+def test_a_store_of_another_world_version_is_rebuilt(tmp_path):
+    """The demo reuses its store only when build.json names the synthetic world's current version: a store
+    whose build.json says version "1" (an older world: other scenes for the same seed) is built again."""
+    import json
+
+    from broden_builder.sources.synthetic.source import WORLD_VERSION
+    from dissect.demo import build_demo_store
+
+    kw = dict(images=12, size=32, seg=16, workers=1, quiet=True, min_frequency=1)
+    path = tmp_path / "store"
+    assert build_demo_store(path, **kw)[1] is False
+    assert build_demo_store(path, **kw)[1] is True
+    info = json.loads((path / "build.json").read_text())
+    assert [s["version"] for s in info["sources"]] == [WORLD_VERSION]
+    info["sources"][0]["version"] = "1"
+    (path / "build.json").write_text(json.dumps(info))
+    assert build_demo_store(path, **kw)[1] is False
+    assert [s["version"] for s in json.loads((path / "build.json").read_text())["sources"]] == [WORLD_VERSION]

@@ -34,6 +34,10 @@ from ..base import ImageRecord, Resolved, Source
 from .schema import SyntheticEntry
 from ..terms import folder_terms
 
+#: the world's version, recorded in a store's build.json (``sources[].version``): it must change
+#: whenever the same (seed, index) would draw another scene, so that no store of an older world is
+#: taken for this one (the demo rebuilds its store when it differs)
+WORLD_VERSION = "2"
 #: object -> the shapes it is drawn from, in drawing order (a later shape covers an earlier one)
 OBJECT_SHAPES = {
     "house": ("wall", "roof", "door"),
@@ -336,5 +340,5 @@ class SyntheticSource(Source):
 
     def provenance(self) -> dict:
         d = super().provenance()
-        d.update({"version": "2", "count": self.count, "seed": self.seed, "native_size": self.native_size})
+        d.update({"version": WORLD_VERSION, "count": self.count, "seed": self.seed, "native_size": self.native_size})
         return d
