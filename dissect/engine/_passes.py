@@ -237,7 +237,8 @@ def run_pass(
 def _input_error_names(cls: type = InputError) -> set:
     """The qualified names of ``cls`` and all its subclasses (``module.Class``)."""
     names = {f"{cls.__module__}.{cls.__qualname__}"}
-    for sub in cls.__subclasses__():
+    subclasses: list[type] = cls.__subclasses__()
+    for sub in subclasses:
         names |= _input_error_names(sub)
     return names
 
