@@ -12,6 +12,7 @@ broden_builder besides its public API (``BrodenStore``, ``BrodenDataset``, ...),
   :class:`UsageError`; :class:`InputError`, the base of the errors reported as bad input;
 - store checks: :func:`label_number_problems`; suggestions: :func:`did_you_mean`;
 - the label cache of a store's decoded planes: :class:`LabelCache`;
+- a user's files: :func:`file_sha256` (their identity in provenance), :func:`import_user_file` (``file.py:function`` specs);
 - images as the builder reads them: :func:`load_image` (the one image decoder), :func:`load_whole`
   (``im.load()`` refusing a truncated file), :func:`resize_image`
   (the original build's resize rule).
@@ -32,8 +33,9 @@ from .sources.decode import load_image
 from .store.label_cache import LabelCache
 from .suggest import did_you_mean
 from .words import count
+from .userfiles import file_sha256, import_user_file
 
 __all__ = ["InputError", "LabelCache", "LockedError", "load_image", "resize_image", "UnsafePathError", "UsageError", "add_verbosity_flags",
            "add_verbosity_to_subcommands", "atomic_write_bytes", "count", "note", "progress_to", "atomic_write_text", "describe", "did_you_mean",
-           "exclusive", "fsync_dir", "label_number_problems", "load_whole", "progress", "run_command", "safe_component",
+           "exclusive", "file_sha256", "import_user_file", "fsync_dir", "label_number_problems", "load_whole", "progress", "run_command", "safe_component",
            "sweep_temp_files"]

@@ -38,7 +38,7 @@ DISSECT_LAYERS = [
 #: broden_builder's layers, lowest first (same rule). download/ knows files and URLs only; sources/
 #: may use it; acquisition (acquire.py) uses both; the build, add and plan sit above.
 BUILDER_LAYERS = [
-    ["words"],
+    ["words", "userfiles"],
     ["progress", "suggest", "process"],
     ["errors", "color", "resize", "curated_names", "synonyms"],
     ["store", "unify"],

@@ -20,7 +20,6 @@ same fingerprint). Ranks take contiguous rows, so each rank reads a contiguous r
 from __future__ import annotations
 
 import bisect
-import hashlib
 import io
 import json
 import os
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import BinaryIO, Optional, Union
 
 from .errors import StoreFormatError
+from ..userfiles import file_sha256
 
 SHARDS_JSON = "shards.json"
 FORMAT = "broden-webdataset/1"
@@ -54,14 +54,6 @@ def _row_files(store, row: int) -> list:
     """The label PNGs of ``row`` in member order (index.csv's category order, then layer order)."""
     cells = store.rows[row].cells
     return [p for c in store.categories if c not in store.image_level_categories for p in cells.get(c, ())]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _write_shard(store, path: Path, rows: range) -> dict:
@@ -92,7 +84,7 @@ def _write_shard(store, path: Path, rows: range) -> dict:
         "first": rows.start,
         "count": len(rows),
         "bytes": path.stat().st_size,
-        "sha256": _sha256(path),
+        "sha256": file_sha256(path),
     }
 
 
@@ -187,7 +179,7 @@ def verify(spec: str, folder: Path) -> dict:
             size = p.stat().st_size
         except OSError as e:
             raise StoreFormatError(p, f"cannot read ({e.strerror or e})") from None
-        if size != s["bytes"] or _sha256(p) != s["sha256"]:
+        if size != s["bytes"] or file_sha256(p) != s["sha256"]:
             raise StoreFormatError(p, "content differs from its sha256 in shards.json (damaged or replaced)")
     return doc
 

@@ -39,7 +39,6 @@ full unpickling, which runs arbitrary code stored in the file: only for files yo
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
 import zipfile
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ import torch
 from torch import nn
 
 from ..errors import DissectError
+from broden_builder.shared import file_sha256, import_user_file
 
 log = logging.getLogger(__name__)
 
@@ -146,15 +146,6 @@ def _weights_choices(name: str, enum_names: list, prefix: str = "") -> str:
         + (f"{', '.join(shown)} (torchvision weights), " if shown else "")
         + "a checkpoint path (.pth/.pt state_dict), or 'none' for a random initialisation"
     )
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 hex digest of a file (identifies checkpoints and model files in results)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -303,11 +294,8 @@ def _python_model(spec: str, weights: Optional[str], unsafe_unpickle: bool) -> L
     path = Path(file)
     if not path.is_file():
         raise ModelLoadError(f"model file {path} does not exist")
-    modname = f"_dissect_user_model_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]}"
     try:
-        mspec = importlib.util.spec_from_file_location(modname, path)
-        mod = importlib.util.module_from_spec(mspec)
-        mspec.loader.exec_module(mod)
+        mod = import_user_file(path, "_dissect_user_model")
     except Exception as e:
         raise ModelLoadError(f"cannot import {path}: {type(e).__name__}: {e}") from None
     fn = getattr(mod, func, None)

@@ -9,7 +9,6 @@ sha256 of the weights: the embedding cache's key). Nothing is downloaded.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -18,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DissectError
+from broden_builder.shared import file_sha256, import_user_file
 
 
 @dataclass
@@ -29,13 +29,6 @@ class ImageText:
     identity: dict = field(default_factory=dict)
     device: str = "cpu"
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _first_line(e: BaseException) -> str:
@@ -110,7 +103,7 @@ def _hf(ref: str, device: str) -> ImageText:
     digest = hashlib.sha256()
     for f in sorted(folder.glob("*")) if folder.is_dir() else []:
         if f.is_file() and f.suffix in (".safetensors", ".bin", ".json", ".txt", ".model"):
-            digest.update(f.name.encode() + _sha256(f).encode())
+            digest.update(f.name.encode() + file_sha256(f).encode())
     identity = {"kind": "hf", "spec": f"hf:{ref}", "path": str(folder.resolve()) if folder.is_dir() else ref,
                 "sha256": digest.hexdigest() if folder.is_dir() else getattr(model.config, "_commit_hash", None),
                 "model_type": getattr(model.config, "model_type", None)}
@@ -143,7 +136,7 @@ def _open_clip(arch: str, checkpoint: Path, device: str) -> ImageText:
         return model.encode_text(tokenizer(list(words)).to(device))
 
     identity = {"kind": "open_clip", "spec": f"open_clip:{arch}:{checkpoint}", "path": str(checkpoint.resolve()),
-                "sha256": _sha256(checkpoint), "arch": arch}
+                "sha256": file_sha256(checkpoint), "arch": arch}
     return ImageText(encode_image, encode_text, identity, device)
 
 
@@ -152,19 +145,15 @@ def _python(spec: str, device: str) -> ImageText:
     path = Path(file).expanduser()
     if not path.is_file():
         raise DissectError(f"--clip {spec}: file {path} not found")
-    name = f"_dissect_clip_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]}"
     try:
-        mspec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(mspec)
-        mspec.loader.exec_module(mod)
-        obj = getattr(mod, func)()
+        obj = getattr(import_user_file(path, "_dissect_clip"), func)()
     except AttributeError:
         raise DissectError(f"--clip {spec}: {path} has no function {func!r}") from None
     except Exception as e:
         raise DissectError(f"--clip {spec}: cannot load it ({_first_line(e)})") from None
     if not (callable(getattr(obj, "encode_image", None)) and callable(getattr(obj, "encode_text", None))):
         raise DissectError(f"--clip {spec}: {func}() must return an object with encode_image and encode_text")
-    identity = {"kind": "python", "spec": spec, "path": str(path.resolve()), "function": func, "sha256": _sha256(path)}
+    identity = {"kind": "python", "spec": spec, "path": str(path.resolve()), "function": func, "sha256": file_sha256(path)}
     return ImageText(lambda x: obj.encode_image(x), lambda w: obj.encode_text(list(w)), identity, "cpu")
 
 

@@ -10,7 +10,6 @@ it is already in the local cache, otherwise the error says how to save the model
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -18,6 +17,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from ..base import SourceDataError, SourceMissingError
+from ...userfiles import file_sha256, import_user_file
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -37,14 +37,6 @@ class Segmenter:
         with torch.inference_mode():
             return self.forward(images.to(self.device))
 
-
-def file_sha256(path: Path) -> str:
-    """sha256 hex digest of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _first_line(e: BaseException) -> str:
@@ -99,12 +91,8 @@ def _python_segmenter(spec: str, device: str) -> Segmenter:
     path = Path(file).expanduser()
     if not path.is_file():
         raise SourceMissingError(f"model {spec!r}: file {path} not found")
-    name = f"_broden_segmenter_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]}"
     try:
-        mspec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(mspec)
-        mspec.loader.exec_module(mod)
-        obj = getattr(mod, func)()
+        obj = getattr(import_user_file(path, "_broden_segmenter"), func)()
     except AttributeError:
         raise SourceDataError(f"model {spec!r}: {path} has no function {func!r}") from None
     except Exception as e:
