@@ -4,7 +4,7 @@ then time `dissect score` as a whole process with default settings (twice: the s
 label cache the first one wrote).
 
     python benches/bench_full_scale.py [--workdir /tmp/full_scale] [--images 63305] [--workers 2]
-                                       [--json out.json] [--skip-build]
+                                       [--json out.json] [--skip-build] [--run-images 500,1000]
 
 The store (written with the store writer, the builder's own row writer and tables):
 - 63,305 rows in Broden's source proportions: ADE20K 22,210 (object plane covering ~95% of the pixels,
@@ -17,7 +17,8 @@ The store (written with the store writer, the builder's own row writer and table
 The activations: 512 units x 7 x 7, float16, written to a .npy in chunks (never held whole in memory):
 each unit responds to one label (its 7 x 7 coverage) plus noise, ReLU: a detector-like layer, so the
 tally's hot paths run as on a trained network. (A real ResNet-18 forward over 63k images costs ~20 min
-of CPU here; `dissect run`'s end-to-end rate is measured on 1,000 images and extrapolated instead.)
+of CPU here; `--run-images 500,1000` measures `dissect run`'s end-to-end rate on small stores made by the
+same generator and extrapolates to 63,305 images instead.)
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ SOURCES = (("ade20k", 22210), ("pascal", 10103), ("opensurfaces", 25352), ("dtd"
 VOCAB = {"color": 11, "object": 584, "part": 234, "material": 32, "scene": 468, "texture": 47}
 CATEGORIES = ("color", "object", "part", "material", "scene", "texture")
 SIZE, SEG = 224, 112
+BRODEN_ROWS = 63305  # rows of the released broden1_224
 
 
 def _numbers() -> dict:
@@ -172,18 +174,40 @@ def write_activations(store: Path, path: Path, chunk: int = 1000) -> float:
 
 
 def timed(cmd, env=None) -> dict:
-    load = os.getloadavg()[0]
-    t = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, ru = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t
-    err = p.stderr.read().decode(errors="replace")
-    p.stderr.close()
-    if os.waitstatus_to_exitcode(status):
-        raise SystemExit(f"failed: {' '.join(map(str, cmd))}\n{err[-3000:]}")
-    return {"wall_s": round(wall, 1), "cpu_s": round(ru.ru_utime + ru.ru_stime, 1),
-            "rss_mib": round(ru.ru_maxrss / 1024), "load_at_start": round(load, 2),
-            "load_at_end": round(os.getloadavg()[0], 2)}
+    """bench_vs_lite's whole-process timing, rounded for the record."""
+    from bench_vs_lite import timed as timed_process
+
+    r = timed_process(cmd, env)
+    return {"wall_s": round(r["wall_s"], 1), "cpu_s": round(r["cpu_s"], 1), "rss_mib": round(r["rss_mib"]),
+            "load_at_start": round(r["load"], 2), "load_at_end": round(r["load_at_end"], 2)}
+
+
+def run_rate(work: Path, sizes, total: int, workers: int, env: dict) -> dict:
+    """`dissect run` end to end with a real architecture (torchvision resnet18, random init: no weights
+    can be downloaded here; the forward costs the same) on stores of ``sizes`` images made by the same
+    generator, as whole processes with default settings; a line fitted through (images, wall s) and
+    (images, CPU s) extrapolates to ``total`` images. Stated as an extrapolation, not a measurement."""
+    out: dict = {"model": "resnet18 --weights none --layer layer4", "points": []}
+    for n in sizes:
+        store = work / f"run_store{n}"
+        if not (store / "index.csv").is_file():
+            shutil.rmtree(store, ignore_errors=True)
+            build_store(store, n, workers)
+        dest = work / f"run_out{n}"
+        shutil.rmtree(dest, ignore_errors=True)
+        cmd = [sys.executable, "-m", "dissect.cli", "run", "--store", str(store), "--model", "resnet18",
+               "--weights", "none", "--layer", "layer4", "--out", str(dest), "--quiet", "--no-report"]
+        point = {"images": n} | timed(cmd, env)
+        out["points"].append(point)
+        print("run", point, flush=True)
+    if len(sizes) >= 2:
+        x = np.array([p["images"] for p in out["points"]], float)
+        for key in ("wall_s", "cpu_s"):
+            slope, fixed = np.polyfit(x, [p[key] for p in out["points"]], 1)
+            out[f"{key}_per_image_ms"] = round(slope * 1000, 2)
+            out[f"{key}_fixed"] = round(fixed, 1)
+            out[f"{key}_extrapolated_to_{total}"] = round(fixed + slope * total, 0)
+    return out
 
 
 def du(path: Path) -> int:
@@ -193,11 +217,14 @@ def du(path: Path) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/full_scale"))
-    ap.add_argument("--images", type=int, default=63305)
+    ap.add_argument("--images", type=int, default=BRODEN_ROWS)
     ap.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--json", type=Path)
     ap.add_argument("--skip-build", action="store_true", help="reuse the store and activations under --workdir")
     ap.add_argument("--build-only", action="store_true", help="build the store and activations, time nothing else")
+    ap.add_argument("--run-images", default="", metavar="N,N",
+                    help="also time `dissect run` (resnet18 layer4, random init) on stores of these sizes and "
+                         "extrapolate to Broden's 63,305 images (e.g. 500,1000)")
     a = ap.parse_args()
     sys.path.insert(0, str(REPO))
     work = a.workdir
@@ -225,6 +252,9 @@ def main() -> int:
         print(run, res[f"score_{run}"], flush=True)
     a1, a2 = (np.load(work / f"out_{r}" / "acts" / "iou.npy") for r in ("first", "second"))
     res["second_equals_first"] = bool(np.array_equal(a1, a2))
+    if a.run_images:
+        sizes = [int(n) for n in a.run_images.split(",")]
+        res["run"] = run_rate(work, sizes, BRODEN_ROWS, a.workers, env)
     print(json.dumps(res, indent=2))
     if a.json:
         a.json.write_text(json.dumps(res, indent=2) + "\n")

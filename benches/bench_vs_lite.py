@@ -111,16 +111,24 @@ def stop_load(procs: list) -> None:
 
 
 def timed(cmd, env=None) -> dict:
+    """One whole process: wall s, CPU s (user + sys of it and its reaped children, e.g. DataLoader
+    workers), peak RSS MiB, load average at start and end. Its stderr goes to a temporary file (a
+    pipe read only after the exit could fill and block a talkative child); SystemExit with its tail
+    when it fails. bench_full_scale uses it too."""
+    import tempfile
+
     load = os.getloadavg()[0]
-    t = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, ru = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t
-    err = p.stderr.read().decode(errors="replace")
-    p.stderr.close()
+    with tempfile.TemporaryFile() as log:
+        t = time.perf_counter()
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
+        _, status, ru = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t
+        log.seek(0)
+        err = log.read().decode(errors="replace")
     if os.waitstatus_to_exitcode(status):
         raise SystemExit(f"failed: {' '.join(map(str, cmd))}\n{err[-3000:]}")
-    return {"wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "rss_mib": ru.ru_maxrss / 1024, "load": load}
+    return {"wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "rss_mib": ru.ru_maxrss / 1024, "load": load,
+            "load_at_end": os.getloadavg()[0]}
 
 
 def score_cmd(python, store, acts, out, report=False, extra=()):
