@@ -72,3 +72,21 @@ def test_hf_parquet_and_unreachable_hub_id(tmp_path, monkeypatch):
     hub = get_source_class("hf")({"type": "hf", "dataset": "someone/not-cached-anywhere", "mask_column": "m"})
     with pytest.raises(SourceMissingError, match=r"someone/not-cached-anywhere.*give a local path"):
         hub.check()
+
+
+def test_a_missing_column_is_named_by_both_dataset_readers(tmp_path):
+    """The hf source and the segmenter's dataset images refuse a column the dataset lacks, naming it and
+    the columns there are (one check, hf.source.open_dataset, serves both)."""
+    datasets = pytest.importorskip("datasets")
+    from broden_builder.sources.segmenter.images import DatasetImages
+
+    ds = datasets.Dataset.from_dict({"image": [Image.new("RGB", (8, 6))], "tag": ["a"]},
+                                    features=datasets.Features({"image": datasets.Image(), "tag": datasets.Value("string")}))
+    ds.save_to_disk(str(tmp_path / "saved"))
+    hf = get_source_class("hf")({"type": "hf", "dataset": str(tmp_path / "saved"), "split": "train",
+                                 "label_column": "scene", "category": "scene"})
+    with pytest.raises(SourceDataError, match=r"no column 'scene'; columns are \['image', 'tag'\]"):
+        hf.check()
+    images = DatasetImages({"dataset": str(tmp_path / "saved"), "image_column": "picture"})
+    with pytest.raises(SourceDataError, match=r"no column 'picture'; columns are \['image', 'tag'\]"):
+        images.check()

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -49,7 +49,18 @@ def _looks_like_path(s: str) -> bool:
     return s.startswith((".", "/", "~")) or s.endswith(".parquet") or "\\" in s or s.count("/") > 1
 
 
-def open_dataset(spec: str, split: str):
+def open_dataset(spec: str, split: str, origin: str = "", columns: Sequence[Optional[str]] = ()):
+    """Open a dataset split from a local save_to_disk folder, parquet file(s), or a hub id; then
+    SourceDataError naming ``origin`` when one of ``columns`` (None entries skipped) is not in it."""
+    ds = _open_dataset(spec, split)
+    have = set(ds.column_names)
+    for col in columns:
+        if col and col not in have:
+            raise SourceDataError(f"{origin}: no column {col!r}; columns are {sorted(have)}")
+    return ds
+
+
+def _open_dataset(spec: str, split: str):
     """Open a dataset split from a local save_to_disk folder, parquet file(s), or a hub id."""
     datasets = _datasets()
     p = Path(spec).expanduser()
@@ -149,12 +160,8 @@ class HFSource(Source):
 
     def _dataset(self):
         if self._ds is None:
-            ds = open_dataset(self.spec, self.split)
-            cols = set(ds.column_names)
-            for col in (self.image_column, self.mask_column, self.label_column, self.id_column):
-                if col and col not in cols:
-                    raise SourceDataError(f"{self.origin}: no column {col!r}; columns are {sorted(cols)}")
-            self._ds = ds
+            self._ds = open_dataset(self.spec, self.split, self.origin,
+                                    (self.image_column, self.mask_column, self.label_column, self.id_column))
         return self._ds
 
     def check(self) -> None:

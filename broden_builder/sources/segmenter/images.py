@@ -80,11 +80,7 @@ class DatasetImages:
         if self._ds is None:
             from ..hf.source import open_dataset
 
-            ds = open_dataset(self.spec, self.split)
-            for col in (self.image_column, self.id_column):
-                if col and col not in ds.column_names:
-                    raise SourceDataError(f"{self.origin}: no column {col!r}; columns are {sorted(ds.column_names)}")
-            self._ds = ds
+            self._ds = open_dataset(self.spec, self.split, self.origin, (self.image_column, self.id_column))
         return self._ds
 
     def check(self) -> None:
