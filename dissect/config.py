@@ -56,7 +56,8 @@ def floats3(text: str) -> tuple:
 #: value is a slip, refused at once (a usage error on the command line, DissectError from the API)
 #: instead of exhausting memory or processes
 LIMITS = {"input_size": 8192, "workers": 64, "batch_size": 65536, "threads": 1024, "top_k": 10000,
-          "length": 16, "beam": 1024, "k": 100000, "thumb": 4096, "images": 10000}
+          "length": 16, "beam": 1024, "k": 100000, "thumb": 4096, "images": 10000,
+          "null": 100000, "seed": 2**63 - 1}
 
 
 def bounded(lo: int, hi: int) -> Callable[[str], int]:
@@ -189,9 +190,10 @@ class DissectConfig:
                                 "every PNG, write nothing)", action=argparse.BooleanOptionalAction)
     null: int = setting(0, "also test every unit against a permutation null of N pairings of masks and labels "
                         "(images paired at random, same thresholds and labels): p- and q-values, significance "
-                        "(default {default} = none; 100 is a good start)", metavar="N")
+                        "(default {default} = none; 100 is a good start; at most %s)" % f"{LIMITS['null']:,}",
+                        metavar="N", type=bounded(0, LIMITS["null"]))
     seed: int = setting(0, "seed of the null's permutations: permutation k is numpy default_rng([seed, k]) over "
-                        "the run's images (default {default})")
+                        "the run's images (default {default})", type=bounded(0, LIMITS["seed"]))
     alpha: float = setting(0.05, "false discovery rate: a unit is significant when its Benjamini-Hochberg "
                            "q-value <= alpha (default {default})")
     detector: str = setting("iou", "what counts as a detector: iou (best IoU >= --iou-threshold, the paper's "
@@ -253,8 +255,8 @@ class DissectConfig:
     def _check_null(self) -> None:
         for name in ("null", "seed"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise DissectError(f"{name} must be an integer >= 0, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= LIMITS[name]:
+                raise DissectError(f"{name} must be an integer in 0..{LIMITS[name]:,}, got {v!r}")
         if not 0 < self.alpha <= 1:
             raise DissectError(f"alpha must lie in (0, 1] (a false discovery rate), got {self.alpha}")
         if self.detector not in DETECTORS:

@@ -14,7 +14,11 @@
 
 Permutation k is numpy's default_rng([seed, k]) over the positions of the run's images, so batch
 size, workers, ranks and resumes never change it. A group's counts fit in ``_COUNT_BUDGET``
-bytes; each group thresholds the activations again (each image once per group).
+bytes and its permutations (made where the group is counted) in ``_PERM_BUDGET``; each group
+thresholds the activations again (each image once per group), and a large N is split into at
+least ``_MIN_GROUPS`` groups so that progress lines come while it runs. What N permutations
+cost to keep (their best IoUs, N x units float64 per layer) is checked before pass 1
+(:func:`check_null_memory`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from broden_builder.torch_dataset import BrodenDataset, collate_broden
 
+from ..errors import DissectError
+
 from ._basis import apply_basis
 from ._distributed import all_reduce_sum_
 from ..stats import LabelRuns, LabelRunsBuilder, NullTally, Tally, mask_intervals, permutations
@@ -35,6 +41,12 @@ from ..stats.null import pixel_keys
 
 # bytes of the per-permutation counts (N x U x (L + 2 C) int64) held at once
 _COUNT_BUDGET = 1 << 30
+# bytes of one group's permutations (int64 [group, images]) held at once
+_PERM_BUDGET = 1 << 28
+# a null of more than _MIN_GROUP_SIZE x _MIN_GROUPS permutations is counted in at least this many groups
+_MIN_GROUPS, _MIN_GROUP_SIZE = 20, 100
+# bytes of the null's result (each permutation's best IoU per unit, float64, all layers) a run may keep
+NULL_RESULT_BUDGET = 2 << 30
 # mask cells ([images, U, h, w] activations) thresholded per chunk
 _CHUNK_CELLS = 1 << 23
 
@@ -108,6 +120,41 @@ def label_runs(
     return builder.finish()
 
 
+class _Group:
+    """Permutations ``start`` .. ``start + count - 1`` of ``n`` positions for ``seed``, made on demand
+    (in the worker that counts them: only ``count`` x ``n`` int64 at a time)."""
+
+    def __init__(self, n: int, seed: int, start: int, count: int):
+        self.n, self.seed, self.start, self.count = n, seed, start, count
+
+    def perms(self) -> torch.Tensor:
+        return permutations(self.n, self.seed, self.count, self.start)
+
+
+def group_size(N: int, images: int, units: int, n_labels: int, categories: int) -> int:
+    """Permutations per group: the counts (units x (n_labels + 2 categories) int64 each) within
+    _COUNT_BUDGET, the permutations (images int64 each) within _PERM_BUDGET, and at least
+    _MIN_GROUPS groups once N exceeds _MIN_GROUP_SIZE x _MIN_GROUPS."""
+    by_counts = _COUNT_BUDGET // max(1, units * (n_labels + 2 * categories) * 8)
+    by_perms = _PERM_BUDGET // max(1, images * 8)
+    by_progress = max(_MIN_GROUP_SIZE, -(-N // _MIN_GROUPS))
+    return max(1, min(by_counts, by_perms, by_progress, N))
+
+
+def check_null_memory(units: dict, N: int) -> None:
+    """DissectError before any pass when keeping N permutations' best IoUs of layers ``units``
+    {layer: units (or SAE features)} would exceed NULL_RESULT_BUDGET bytes (N x units float64 each)."""
+    total = sum(int(u) for u in units.values())
+    need = N * total * 8
+    if N and need > NULL_RESULT_BUDGET:
+        most = max(1, NULL_RESULT_BUDGET // (8 * max(1, total)))
+        raise DissectError(
+            f"--null {N:,} keeps {need / 2**30:.1f} GiB of null IoUs ({N:,} permutations x {total:,} units of "
+            f"{len(units)} layer(s), float64); at most {NULL_RESULT_BUDGET // 2**30} GiB: give --null {most:,} "
+            f"or fewer, or fewer layers per run"
+        )
+
+
 class _PermutationGroups(Dataset):
     """Item g * parts + p: the NullTally counts (I, A_original, A_lite) of permutation group g of one
     layer over part p of this rank's images (masks thresholded in whichever process counts, each
@@ -142,7 +189,7 @@ class _PermutationGroups(Dataset):
     def __getitem__(self, item: int) -> tuple:
         g, p = divmod(item, self.parts)
         U, h, w = self.shape
-        nt = NullTally(self.groups[g], self.labels, U, self.L, self.C, self.keys, self.areas)
+        nt = NullTally(self.groups[g].perms(), self.labels, U, self.L, self.C, self.keys, self.areas)
         chunk = max(1, _CHUNK_CELLS // max(1, U * h * w))
         n = len(self.positions)
         for lo in range(p * n // self.parts, (p + 1) * n // self.parts, chunk):
@@ -157,11 +204,19 @@ class _PermutationGroups(Dataset):
         return nt.I, nt.A_original, nt.A_lite
 
 
+def layer_groups(N: int, n_images: int, seed: int, units: int, n_labels: int, categories: int) -> list:
+    """The _Group s that cover permutations 0 .. N - 1 (sizes by :func:`group_size`)."""
+    size = group_size(N, n_images, units, n_labels, categories)
+    return [_Group(n_images, seed, g0, min(size, N - g0)) for g0 in range(0, N, size)]
+
+
 def layer_null(
     source,
     positions: Sequence[int],
     first: int,
-    perms: torch.Tensor,
+    N: int,
+    n_images: int,
+    seed: int,
     labels: LabelRuns,
     tally: Tally,
     thresholds: torch.Tensor,
@@ -173,7 +228,8 @@ def layer_null(
     split: int = 1,
     bar=None,
 ) -> np.ndarray:
-    """float64 [N, U]: each permutation's best IoU per unit of one layer. ``source``: its
+    """float64 [N, U]: each permutation's best IoU per unit of one layer, for permutations 0 .. N - 1
+    of ``n_images`` run positions with ``seed`` (:func:`permutation`). ``source``: its
     Activations (rows ``positions``, this rank's images, at run positions first, first + 1, ...);
     ``tally``: the observed Tally, summed over ranks; ``thresholds`` [U]; ``basis`` [U, U] or None.
     The permutations are split into groups of at most _COUNT_BUDGET bytes of counts each, and this
@@ -184,9 +240,7 @@ def layer_null(
     U, h, w = (int(x) for x in source.shape[1:]) if len(source.shape) == 4 else (int(source.shape[1]), 1, 1)
     L, C = tally.n_labels, len(tally.categories)
     prim = torch.tensor([tally.categories.index(c) for c in tally.primary], dtype=torch.long)
-    N = perms.shape[0]
-    size = min(max(1, _COUNT_BUDGET // max(1, U * (L + 2 * C) * 8)), N)
-    groups = [perms[g0 : g0 + size] for g0 in range(0, N, size)]
+    groups = layer_groups(N, n_images, seed, U, L, C)
     parts = max(1, split)
     ds = _PermutationGroups(
         source, positions, first, groups, labels, (U, h, w), L, C, thresholds, basis, mode, union, parts
@@ -205,7 +259,7 @@ def layer_null(
         counts = list(got) if item % parts == 0 else [a + b for a, b in zip(counts, got)]
         if item % parts < parts - 1:
             continue
-        nt = NullTally(groups[len(best)], labels, U, L, C, areas=ds.areas)
+        nt = NullTally(groups[len(best)].perms(), labels, U, L, C, areas=ds.areas)
         nt.I, nt.A_original, nt.A_lite = counts
         all_reduce_sum_([nt.I, nt.A_original, nt.A_lite], device)
         best.append(nt.best_iou(tally.G, tally.A_all, prim, union))
@@ -221,7 +275,6 @@ def null_pass(run, stats, sources: dict, positions: Sequence[int], known: Option
     from broden_builder.shared import progress
 
     cfg, t0 = run.cfg, time.perf_counter()
-    perms = permutations(len(run.rows), cfg.seed, cfg.null)
     workers = run.parallel.tally_workers
     split = torch.tensor([max(1, workers)], dtype=torch.long)  # image parts: one per worker, the same on every rank
     all_reduce_sum_([split], stats.device)
@@ -229,9 +282,15 @@ def null_pass(run, stats, sources: dict, positions: Sequence[int], known: Option
     labels = label_runs(
         run.store, run.rows, run.categories, stats.tally_args, tuple(run.seg_size), cfg.batch_size, workers, known
     )
+    n_images = len(run.rows)
+    total = 0
+    for n, src in sources.items():
+        t = stats.layers[n].tally
+        U = int(src.shape[1])
+        total += len(layer_groups(cfg.null, n_images, cfg.seed, U, t.n_labels, len(t.categories)))
     bar = progress(
-        total=None,
-        desc=f"null ({cfg.null} permutations)",
+        total=total,
+        desc=f"null ({cfg.null:,} permutations)",
         unit="group",
         quiet=cfg.quiet or run.info.rank != 0,
         leave=False,
@@ -242,7 +301,9 @@ def null_pass(run, stats, sources: dict, positions: Sequence[int], known: Option
             src,
             positions,
             run.start,
-            perms,
+            cfg.null,
+            n_images,
+            cfg.seed,
             labels,
             stats.layers[n].tally,
             stats.thresholds[n],
@@ -259,4 +320,4 @@ def null_pass(run, stats, sources: dict, positions: Sequence[int], known: Option
     return out
 
 
-__all__ = ["null_pass", "layer_null", "label_runs", "label_builder"]
+__all__ = ["null_pass", "layer_null", "layer_groups", "check_null_memory", "label_runs", "label_builder"]

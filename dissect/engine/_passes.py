@@ -37,7 +37,7 @@ from ..results import LayerResult, build_layer_result, layer_folder, predicted_l
 from ..sae import SAEError, load_sae
 from ..stats import Tally, TopKImages, TopQuantile, UnitRange
 from ._model_input import batch_loader
-from ._null_pass import null_pass
+from ._null_pass import check_null_memory, null_pass
 from ._tally_batches import Batch, TallyBatches, TallySpec, count_batch, in_basis, known_label_table
 
 log = logging.getLogger(__name__)
@@ -115,8 +115,10 @@ class Statistics:
         self.tally_args = tally_args
         numbers, categories, image_level, primary = tally_args
         self.saes = load_saes(cfg, self.shapes, device)  # {layer: SparseEncoder}: features instead of units
+        units = {n: self.saes[n].features if n in self.saes else u for n, (u, _h, _w) in self.shapes.items()}
+        check_null_memory(units, cfg.null)  # before any pass: what --null N would keep
         for name, (u, h, w) in self.shapes.items():
-            u = self.saes[name].features if name in self.saes else u
+            u = units[name]
             self.layers[name] = LayerStatistics(
                 TopQuantile(u, cfg.quantile, n_images * h * w, device, memory_budget=cfg.quantile_memory),
                 TopKImages(u, cfg.top_k, device, maps_dtype=torch.float32),

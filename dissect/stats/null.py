@@ -50,10 +50,11 @@ def permutation(n: int, seed: int, k: int) -> np.ndarray:
     return np.random.default_rng([int(seed), int(k)]).permutation(int(n)).astype(np.int64)
 
 
-def permutations(n: int, seed: int, count: int) -> torch.Tensor:
-    """long [count, n]: permutations 0 .. count - 1 (see :func:`permutation`)."""
+def permutations(n: int, seed: int, count: int, start: int = 0) -> torch.Tensor:
+    """long [count, n]: permutations start .. start + count - 1 (see :func:`permutation`); each is
+    made from (seed, k) alone, so any range can be made where it is needed."""
     return (
-        torch.from_numpy(np.stack([permutation(n, seed, k) for k in range(count)]))
+        torch.from_numpy(np.stack([permutation(n, seed, k) for k in range(start, start + count)]))
         if count
         else torch.empty(0, n, dtype=torch.long)
     )
