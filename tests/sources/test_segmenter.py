@@ -410,3 +410,45 @@ def test_bad_images_value_is_one_line(images, msg):
     with pytest.raises(RecipeError) as e:
         recipe_from_dict({"name": "t", "sources": [{"type": "segmenter", "images": images, "model": "m.py:f"}]})
     assert msg in str(e.value) and "Traceback" not in str(e.value)
+
+
+def test_a_store_folder_gives_its_photos_not_its_label_planes(tmp_path):
+    """``images:`` pointing into a Broden store (its root, its images/ folder, or a folder inside that)
+    takes the images index.csv lists: the label PNGs beside them are not photos. Oracle: the store's
+    own image column, read plainly here."""
+    import csv
+
+    from broden_builder.sources.segmenter.images import FolderImages
+
+    store = _build(tmp_path / "store", {"type": "synthetic", "count": 6, "seed": 2, "native_size": 64})
+    with open(tmp_path / "store" / "index.csv", newline="") as f:
+        listed = sorted(r["image"] for r in csv.DictReader(f))
+    assert len(listed) == len(store.rows) == 6
+    assert any(p.name.endswith("_object.png") for p in (tmp_path / "store" / "images").rglob("*.png"))
+    strip = lambda name: name.rsplit(".", 1)[0]
+    got = [r.basename for r in FolderImages(str(tmp_path / "store" / "images")).records()]
+    assert got == [strip(i) for i in listed]
+    sub = listed[0].split("/", 1)[0]
+    got = [r.basename for r in FolderImages(str(tmp_path / "store" / "images" / sub)).records()]
+    assert got == [strip(i.split("/", 1)[1]) for i in listed if i.startswith(sub + "/")]
+    got = [r.basename for r in FolderImages(str(tmp_path / "store")).records()]
+    assert got == [strip("images/" + i) for i in listed]
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    Image.new("RGB", (8, 8)).save(plain / "a_object.png")  # outside a store every image file counts
+    assert [r.basename for r in FolderImages(str(plain)).records()] == ["a_object"]
+
+
+@pytest.mark.parametrize("category, says", [("color", "nor to color (the build's own per-pixel colour names"),
+                                            ("scene", "not to scene or texture (one label per image"),
+                                            ("texture", "not to scene or texture")])
+def test_reserved_categories_are_refused_saying_why(tmp_path, category, says):
+    """A class mapped to a category a model's masks cannot go to is refused with the reason, and the
+    categories it may go to."""
+    from broden_builder.sources import SourceDataError
+    from broden_builder.sources.segmenter import SegmenterSource
+
+    entry = {"type": "segmenter", "images": str(tmp_path), "model": "m.py:f", "categories": {"thing": category}}
+    with pytest.raises(SourceDataError) as e:
+        SegmenterSource(entry, 64, 32)
+    assert says in str(e.value) and "object (the default), part, material or a new category" in str(e.value)

@@ -39,10 +39,15 @@ class FolderImages:
 
     def records(self) -> list:
         """ImageRecord(relative path without extension, {"path"}) per image file, sorted; SourceDataError
-        when two files would get the same store name."""
+        when two files would get the same store name. In a Broden store (its root, its ``images/`` or
+        a folder inside that) only the images its index.csv lists are taken: the label planes beside
+        them (``*_object.png``, ...) are PNG files too, and not photos."""
+        listed = _store_images(self.folder)
         out, seen = [], {}
         for p in sorted(self.folder.rglob("*")):
             if not p.is_file() or p.suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            if listed is not None and p.resolve() not in listed:
                 continue
             base = store_basename(p.relative_to(self.folder).as_posix(), str(p))
             if base in seen:
@@ -57,6 +62,30 @@ class FolderImages:
 
     def provenance(self) -> dict:
         return {"folder": str(self.folder)}
+
+
+def _store_images(folder: Path):
+    """When ``folder`` is a Broden store's root, its ``images/`` folder or a folder inside that: the
+    resolved paths of the images its index.csv lists (the ``image`` column, relative to ``images/``;
+    docs/format.md); otherwise None. SourceDataError when that index.csv cannot be read."""
+    import csv
+
+    folder = folder.resolve()
+    for root in (folder, *folder.parents):
+        index, images = root / "index.csv", root / "images"
+        if not index.is_file() or not images.is_dir():
+            continue
+        if folder != root and images != folder and images not in folder.parents:
+            return None  # a store's other folders hold no photos anyway; leave them to the plain listing
+        try:
+            with open(index, newline="", encoding="utf-8") as f:
+                rows = list(csv.DictReader(f))
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
+            raise SourceDataError(f"{index}: cannot read the store's image list ({e})") from None
+        if rows and "image" not in rows[0]:
+            raise SourceDataError(f"{index}: no 'image' column; is {root} a Broden store?")
+        return {(images / r["image"]).resolve() for r in rows if r.get("image")}
+    return None
 
 
 class DatasetImages:

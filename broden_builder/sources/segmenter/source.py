@@ -102,9 +102,12 @@ class SegmenterSource(Source):
             raise SourceDataError(f"segmenter source: min_area is a fraction of the image in 0..1, got {self.min_area}")
         if self.batch_size < 1:
             raise SourceDataError(f"segmenter source: batch_size must be >= 1, got {self.batch_size}")
-        bad = sorted(v for v in self.class_categories.values() if v in IMAGE_LEVEL or not v)
+        bad = sorted({str(v) for v in self.class_categories.values() if v in IMAGE_LEVEL or not v})
         if bad:
-            raise SourceDataError(f"segmenter source: categories maps classes to {bad}, which are not pixel categories")
+            raise SourceDataError(
+                f"segmenter source: categories maps classes to {bad}: a model's masks may go to object (the "
+                f"default), part, material or a new category, not to scene or texture (one label per image, "
+                f"not per pixel) nor to color (the build's own per-pixel colour names, recipe key color: true)")
         self._seg: Optional[Segmenter] = None
         self._work: Optional[Path] = None  # set by prepare(), with the settings key: workers never load the model
         self._key: Optional[str] = None
