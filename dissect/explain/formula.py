@@ -4,6 +4,7 @@
 The beam search of compexp only ever extends a formula on the right by one label and one
 operator, so every formula it can reach is such a chain; a Formula stores it as two tuples.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,7 +32,9 @@ class Formula:
         object.__setattr__(self, "labels", tuple(int(x) for x in self.labels))
         object.__setattr__(self, "ops", tuple(int(x) for x in self.ops))
         if self.labels and len(self.ops) != len(self.labels) - 1:
-            raise ValueError(f"a formula of {len(self.labels)} labels needs {len(self.labels) - 1} operators, got {self.ops}")
+            raise ValueError(
+                f"a formula of {len(self.labels)} labels needs {len(self.labels) - 1} operators, got {self.ops}"
+            )
         if not self.labels and self.ops:
             raise ValueError("an empty formula has no operators")
         if any(o not in (OR, AND, AND_NOT) for o in self.ops):

@@ -29,6 +29,7 @@ Everything else follows by inclusion-exclusion:
     AND:     |F&X&M|,                                  |F&X|
     AND NOT: |F&M| - |F&X&M|,                          |F| - |F&X|
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -70,8 +71,9 @@ class SearchResult:
 
 def _iou(inter: torch.Tensor, area: torch.Tensor, msize: torch.Tensor) -> torch.Tensor:
     den = msize + area - inter
-    return torch.where(den > 0, inter.double() / den.clamp(min=1).double(), torch.zeros((), dtype=torch.float64,
-                                                                                         device=inter.device))
+    return torch.where(
+        den > 0, inter.double() / den.clamp(min=1).double(), torch.zeros((), dtype=torch.float64, device=inter.device)
+    )
 
 
 def _member(bits: torch.Tensor, atoms: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -328,12 +330,17 @@ def beam_search(counts: MaskCounts, length: int = 3, beam: int = 5, units: Optio
     prob = _Problem(counts)
     d = counts.w.device
     U, B, Lm = counts.n_units, int(beam), int(length)
-    res = SearchResult(torch.full((U, Lm), -1, dtype=torch.long, device=d),
-                       torch.full((U, max(Lm - 1, 0)), -1, dtype=torch.long, device=d),
-                       torch.zeros(U, dtype=torch.float64, device=d), torch.zeros(U, dtype=torch.long, device=d),
-                       torch.zeros(U, dtype=torch.long, device=d), prob.msize,
-                       torch.full((U,), -1, dtype=torch.long, device=d), torch.zeros(U, dtype=torch.float64, device=d),
-                       [])
+    res = SearchResult(
+        torch.full((U, Lm), -1, dtype=torch.long, device=d),
+        torch.full((U, max(Lm - 1, 0)), -1, dtype=torch.long, device=d),
+        torch.zeros(U, dtype=torch.float64, device=d),
+        torch.zeros(U, dtype=torch.long, device=d),
+        torch.zeros(U, dtype=torch.long, device=d),
+        prob.msize,
+        torch.full((U,), -1, dtype=torch.long, device=d),
+        torch.zeros(U, dtype=torch.float64, device=d),
+        [],
+    )
     chunk = units or max(1, min(U, _MAX_ELEMS // max(1, B * max(prob.nC, 1) * 3 * 4)))
     for u0 in range(0, U, chunk):
         u1 = min(U, u0 + chunk)
