@@ -305,7 +305,8 @@ class DissectionResult:
 
     # -------------------------------------------------------------- report / load
     def report(self, out: Optional[Union[str, Path]] = None, store=None, quiet: bool = True, **kwargs) -> Path:
-        """Write the HTML report of the results folder (default: where :meth:`Dissection.run` wrote); return index.html."""
+        """Write the HTML report of the results folder (default: where :meth:`Dissection.run` wrote);
+        return index.html."""
         from .report import write_reports
 
         out = Path(out) if out is not None else self.out

@@ -1,4 +1,5 @@
-"""The ``dissect`` command: ``run``, ``score``, ``layers``, ``report``, ``explain``, ``describe``, ``compare``, ``ablate``.
+"""The ``dissect`` command: ``run``, ``score``, ``layers``, ``report``, ``explain``, ``describe``, ``compare``,
+``ablate``.
 
 Examples::
 
@@ -7,7 +8,8 @@ Examples::
     dissect layers --model resnet18 --input-size 224
     dissect report out/                                   # out/index.html + out/<layer>/report.html
     dissect explain --store broden1_224 --model resnet18 --weights IMAGENET1K_V1 --layer layer4 --out out/
-    dissect describe --store broden1_224 --model resnet18 --weights IMAGENET1K_V1 --layer layer4 --clip hf:clip/ --out out/
+    dissect describe --store broden1_224 --model resnet18 --weights IMAGENET1K_V1 --layer layer4 \\
+        --clip hf:clip/ --out out/
     dissect compare out_resnet/ out_vgg/ out_rotated/ --out cmp/
     dissect ablate --model resnet18 --weights IMAGENET1K_V1 --layer layer4 --units 12,40 --data val/ --out out/
     torchrun --nproc_per_node 4 -m dissect.cli run ...   # shards images over 4 processes
@@ -611,7 +613,8 @@ def _explain(args) -> int:
     comp = sum(1 for r in rows if r["length"] > 1)
     mean = lambda k: sum(r[k] for r in rows) / max(1, len(rows))  # noqa: E731
     print(
-        f"{name}: {count(len(rows), 'feature' if sae else 'unit')} explained, {comp} by a composition; mean IoU {mean('iou'):.4f} "
+        f"{name}: {count(len(rows), 'feature' if sae else 'unit')} explained, {comp} by a composition; "
+        f"mean IoU {mean('iou'):.4f} "
         f"(best single concept {mean('single_iou'):.4f})"
     )
     print(f"explanations in {layer_dir / 'explanations.csv'}")

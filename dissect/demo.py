@@ -297,7 +297,8 @@ def say_results(result, cats: Sequence[str], say=print) -> None:
     if result.controls is not None:
         say("")
         say(
-            "the paper's controls (Bau et al. 2017: random weights, sec. 4.2; a random rotation of the units, sec. 3.2):"
+            "the paper's controls (Bau et al. 2017: random weights, sec. 4.2; "
+            "a random rotation of the units, sec. 3.2):"
         )
         say(result.controls.table)
         say(controls_sentence(result.controls, cats))
@@ -357,7 +358,8 @@ def run_demo(
     atomic_write_bytes(ckpt, buf.getvalue())
     say(
         f"[2/4] trained SceneNet on {train_images} fresh scenes ({len(names)} classes, {epochs} epochs at "
-        f"{input_size} px) in {timings['train']:.0f} s: accuracy {acc:.0%} on {n_val} more (chance {1 / len(names):.0%})"
+        f"{input_size} px) in {timings['train']:.0f} s: accuracy {acc:.0%} on {n_val} more "
+        f"(chance {1 / len(names):.0%})"
     )
 
     t = time.perf_counter()

@@ -79,7 +79,8 @@ def _hf(ref: str, device: str) -> ImageText:
     except Exception as e:
         if not folder.is_dir():
             raise DissectError(
-                f"--clip hf:{ref}: not a local folder nor in the local Hugging Face cache (nothing is downloaded here); "
+                f"--clip hf:{ref}: not a local folder nor in the local Hugging Face cache "
+                "(nothing is downloaded here); "
                 f'save it once where there is internet: python -c "from transformers import AutoModel, AutoProcessor; '
                 f"AutoModel.from_pretrained('{ref}').save_pretrained('DIR'); "
                 f"AutoProcessor.from_pretrained('{ref}').save_pretrained('DIR')\" and pass --clip hf:DIR"

@@ -102,7 +102,8 @@ def settings_rows(result: dict) -> list:
 
 def header_notes(result: dict, layer: bool = True) -> str:
     """Lines under a page's title (trusted HTML, escaped here): random weights stated plainly (never
-    left to the metadata), and for a layer which tensor was captured and how it was laid out (a page must say what it scored)."""
+    left to the metadata), and for a layer which tensor was captured and how it was laid out (a page must
+    say what it scored)."""
     from html import escape
 
     out = []

@@ -172,11 +172,11 @@ def unit_masks(
     mode: str = "bilinear",
     units_per_step: int = 64,
 ) -> np.ndarray:
-    """The masks of many units at once (the report's batched step: one upsample per group of units, not one per mask): maps [U, K, h, w] at
-    layer resolution, thresholds [U] -> bool [U, K, *size]. Each mask is ``upsample(map, mask_size,
-    mode) > T_u`` (the tally's upsampler and rule at the segmentation size, so exactly the counted
-    mask), brought to ``size`` (the thumbnail) by nearest-neighbour indexing (the upsampler's 'nearest'
-    taps: exact on a 0/1 plane). Bilinear and nearest skip the pixels that cannot pass T
+    """The masks of many units at once (the report's batched step: one upsample per group of units, not one
+    per mask): maps [U, K, h, w] at layer resolution, thresholds [U] -> bool [U, K, *size]. Each mask is
+    ``upsample(map, mask_size, mode) > T_u`` (the tally's upsampler and rule at the segmentation size, so
+    exactly the counted mask), brought to ``size`` (the thumbnail) by nearest-neighbour indexing (the
+    upsampler's 'nearest' taps: exact on a 0/1 plane). Bilinear and nearest skip the pixels that cannot pass T
     (:func:`_plane_masks`); other modes upsample whole planes. Memory is bounded by a block of
     ``units_per_step`` units."""
     maps = np.asarray(maps, dtype=np.float32)

@@ -414,22 +414,28 @@ def _overlapping(fig, texts) -> bool:
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
 <style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}td,th{border:1px solid #ccc;
-padding:2px 8px;text-align:right}td.l,th.l{text-align:left}img{max-width:100%}.cat{color:#fff;padding:0 4px;border-radius:3px}
+padding:2px 8px;text-align:right}td.l,th.l{text-align:left}img{max-width:100%}\
+.cat{color:#fff;padding:0 4px;border-radius:3px}
 .rnd{background:#fde2e1;color:#8a1c14;padding:0 4px;border-radius:3px;font-size:85%}</style>
 </head><body>
 <h1>{{ title }}</h1>
 <p>Detectors (units whose best IoU reaches the IoU threshold) and unique detectors (distinct concepts among them)
-per category, for every layer of every run (Bau et al., CVPR 2017, section 4). Data: <a href="compare.csv">compare.csv</a>.</p>
+per category, for every layer of every run (Bau et al., CVPR 2017, section 4). \
+Data: <a href="compare.csv">compare.csv</a>.</p>
 {% if charts %}<h2>Unique detectors</h2><img src="unique_detectors.svg" alt="unique detectors per category">
 <h2>Detectors</h2><img src="detectors.svg" alt="detectors per category">{% endif %}
 <h2>Table</h2>
 <table><tr><th class="l">run</th><th class="l">layer</th><th>units</th><th>mean best IoU</th>
 {% for c in cats %}<th><span class="cat" style="background:{{ colors[c] }}">{{ c }}</span></th>{% endfor %}
 <th>all</th><th>significant</th><th>mean best IoU</th><th>constant</th></tr>
-{% for s in rows %}<tr><td class="l">{{ s.run }}{% if s.random %} <span class="rnd">RANDOM weights</span>{% endif %}</td><td class="l">{% if s.href %}<a href="{{ s.href }}">{{ s.layer }}</a>{% else %}{{ s.layer }}{% endif %}</td><td>{{ s.units }}{% if s.what == "feature" %} features{% endif %}</td>
+{% for s in rows %}<tr><td class="l">{{ s.run }}\
+{% if s.random %} <span class="rnd">RANDOM weights</span>{% endif %}</td>\
+<td class="l">{% if s.href %}<a href="{{ s.href }}">{{ s.layer }}</a>{% else %}{{ s.layer }}{% endif %}</td>\
+<td>{{ s.units }}{% if s.what == "feature" %} features{% endif %}</td>
 {% for c in cats %}<td>{{ s.unique.get(c, 0) }} / {{ s.per_category.get(c, 0) }}</td>{% endfor %}
 <td>{{ s.unique.values()|sum }} / {{ s.per_category.values()|sum }}</td>
-<td>{{ "-" if s.significant is none else s.significant.values()|sum }}</td><td>{{ "%.3f"|format(s.all_mean_iou) }}</td><td>{{ s.constant }}</td></tr>
+<td>{{ "-" if s.significant is none else s.significant.values()|sum }}</td>\
+<td>{{ "%.3f"|format(s.all_mean_iou) }}</td><td>{{ s.constant }}</td></tr>
 {% endfor %}</table>
 {% for line in predicted %}<p class="predicted">{{ line }}</p>{% endfor %}
 <p>Cells: unique detectors / detectors. Significant: detectors whose q-value against the permutation null is at

@@ -58,7 +58,8 @@ def unit_masks(
     layout: Optional[str] = None,
 ) -> torch.Tensor:
     """Bool [B, len(units), H, W]: the layer's activation of each unit (0-based ``units``, all by default),
-    upsampled (``mode``, with dissect.stats.upsample as the tally does; bilinear is align_corners=False) to ``size`` (default the input's H x W) and thresholded at
+    upsampled (``mode``, with dissect.stats.upsample as the tally does; bilinear is align_corners=False) to
+    ``size`` (default the input's H x W) and thresholded at
     ``thresholds[unit]`` (mask = act > T_k, as in dissection).
 
     ``layer`` is a selector as dissected (``layer4``, ``relu#2``, ``backbone:p2``); ``layout`` forces
