@@ -22,11 +22,14 @@ from __future__ import annotations
 
 from dataclasses import fields
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
 from .errors import DissectError, NoResultsError, NotDissectedError, SettingError
+
+if TYPE_CHECKING:
+    from .tools import ControlRuns
 
 
 def _config(config, settings: dict):
@@ -59,7 +62,7 @@ class DissectionResult:
         self.layers = dict(layers)
         self.out = Path(out) if out is not None else None
         self.store = store
-        self.controls = None  # a dissect.tools.ControlRuns after Dissection.run(controls=True)
+        self.controls: Optional[ControlRuns] = None  # a dissect.tools.ControlRuns after Dissection.run(controls=True)
 
     # -------------------------------------------------------------- mapping
     def __getitem__(self, layer: str):
@@ -370,7 +373,7 @@ class Dissection:
 
         from .engine import dissect_model
 
-        runs = None
+        runs: Optional[ControlRuns] = None
         with progress_to(self.config.progress):
             if controls:
                 if out is None:

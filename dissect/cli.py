@@ -24,7 +24,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, cast
 
 from broden_builder.shared import count
 
@@ -384,7 +384,8 @@ def _with_config_file(parser: argparse.ArgumentParser, args, argv):
     if not getattr(args, "config", None):
         return args
     values = read_config_file(args.config)
-    sub = parser._subparsers._group_actions[0].choices[args.command]
+    choices = cast(dict, parser._subparsers._group_actions[0].choices)  # the subparsers action's {name: parser}
+    sub = choices[args.command]
     dests = {a.dest for a in sub._actions if a.dest != "categories"}  # an appended list: kept apart
     sub.set_defaults(**{k: v for k, v in values.items() if k in dests})
     args = parser.parse_args(argv)

@@ -8,7 +8,7 @@ operator, so every formula it can reach is such a chain; a Formula stores it as 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence, Union
+from typing import Any, Callable, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -51,6 +51,7 @@ class Formula:
         """``(water OR river) AND NOT blue-c``: names of the label columns, inner parts in parentheses."""
         if not self.labels:
             return ""
+        name: Callable[[Any], str]
         if names is None:
             name = str
         elif callable(names):

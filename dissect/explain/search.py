@@ -66,7 +66,7 @@ class SearchResult:
 
     def formula(self, u: int) -> Formula:
         labs = [int(x) for x in self.labels[u].tolist() if x >= 0]
-        return Formula(labs, [int(x) for x in self.ops[u].tolist()[: max(0, len(labs) - 1)]])
+        return Formula(tuple(labs), tuple(int(x) for x in self.ops[u].tolist()[: max(0, len(labs) - 1)]))
 
 
 def _iou(inter: torch.Tensor, area: torch.Tensor, msize: torch.Tensor) -> torch.Tensor:
@@ -314,7 +314,7 @@ class _Beam:
             for b in range(self.B):
                 if bs[i][b] >= 0:
                     labs = [x for x in lc[i][b] if x >= 0]
-                    beam.append((Formula(labs, bo[i][b][: max(0, len(labs) - 1)]), bs[i][b]))
+                    beam.append((Formula(tuple(labs), tuple(bo[i][b][: max(0, len(labs) - 1)])), bs[i][b]))
             out.append(beam)
         return out
 

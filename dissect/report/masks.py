@@ -8,7 +8,7 @@ upsampler (dissect.stats.upsample), then enlarged to the image with the same ups
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -76,7 +76,7 @@ def overlay(rgb: np.ndarray, mask: np.ndarray, dim: float = 0.3, dimmed: Optiona
     return out
 
 
-def _word(rgb: Sequence[int]) -> np.uint32:
+def _word(rgb: Union[Sequence[int], np.ndarray]) -> np.uint32:
     """One RGBX pixel (padding byte 255) as the 32-bit word of an RGBX array's view."""
     return np.array(list(rgb) + [255], np.uint8).view(np.uint32)[0]
 
@@ -131,7 +131,7 @@ def unit_strip(
         mh, mw = mask_size or (h, w)
         comp = overlay(rgb, enlarge_mask(unit_mask(act, threshold, mh, mw, mode), h, w))
         tw = max(1, round(w * thumb / h))
-        tiles.append(np.asarray(Image.fromarray(comp).resize((tw, thumb), Image.BILINEAR)))
+        tiles.append(np.asarray(Image.fromarray(comp).resize((tw, thumb), Image.Resampling.BILINEAR)))
     return strip_from_tiles(tiles, thumb, gap, background)
 
 

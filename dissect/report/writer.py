@@ -70,7 +70,7 @@ def _thumbnail(st, row: int, thumb: int) -> tuple:
             w, h = im.size
             tw = max(1, round(w * thumb / h))
             im.draft("RGB", (tw, thumb))
-            rgbx = np.asarray(im.convert("RGBX").resize((tw, thumb), Image.BILINEAR))
+            rgbx = np.asarray(im.convert("RGBX").resize((tw, thumb), Image.Resampling.BILINEAR))
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise StoreFormatError(path, f"cannot read image of index.csv row {row + 1} ({e})") from None
     return rgbx, np.take(dim_table(DIM), rgbx)
@@ -187,6 +187,7 @@ def write_layer_report(
     summ = summarise(data.units, categories, data.iou_threshold)
     strips = {}
     if data.topk_maps is not None:
+        key: tuple
         if store is None:  # each result names its own store
             key = ("recorded", str((data.store or {}).get("path")))
         else:

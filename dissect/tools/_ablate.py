@@ -325,7 +325,8 @@ class _Replace:
     """Forward hook that replaces units (dim 1) of a layer's output by ``values`` [len(units)]."""
 
     def __init__(self, units: torch.Tensor):
-        self.units, self.values, self.active = units, None, False
+        self.units, self.active = units, False
+        self.values: Optional[torch.Tensor] = None  # set before the hook is registered
 
     def __call__(self, module, inp, out):
         if not self.active:
@@ -349,7 +350,7 @@ def _unit_means(model: nn.Module, target: nn.Module, idx: torch.Tensor, loader, 
     """Each unit's mean output over the whole data set and all positions (float32 [len(idx)])."""
     from broden_builder.shared import progress
 
-    acc = {"sum": None, "count": 0}
+    acc: dict = {"sum": None, "count": 0}
 
     def grab(module, inp, out):
         t = out[0] if isinstance(out, (tuple, list)) else out

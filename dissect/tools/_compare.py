@@ -162,7 +162,7 @@ def _unit_stats(units: Sequence[dict]) -> tuple:
 
     Significant detectors exist only where the units carry the permutation null's ``significant``
     (result.json of ``--null N``); a constant unit is never one."""
-    sig = None
+    sig: Optional[dict] = None
     if units and all("significant" in u for u in units):
         sig = {}
         for u in units:
@@ -238,7 +238,7 @@ def collect(outs: Sequence[Union[str, Path]], names: Union[None, dict, Sequence[
     return [ls for r in runs for ls in r]
 
 
-def _kind_and_concepts(doc: dict, thr: float) -> tuple:
+def _kind_and_concepts(doc: dict, thr: float) -> tuple[str, list]:
     """(what: unit / feature / basis, sorted (category, label) of the detectors) of result.json ``doc``."""
     units = doc.get("units") or []
     settings = doc.get("settings") or {}

@@ -65,12 +65,15 @@ def control_dirs(out: Union[str, Path]) -> dict:
 def random_init(model: Union[nn.Module, LoadedModel], seed: int = 0) -> LoadedModel:
     """The same architecture with random weights (seed policy: module docstring); the trained model is
     untouched. Raises DissectError for a TorchScript or exported program (its initialisers are gone)."""
-    lm = model if isinstance(model, LoadedModel) else None
-    module = lm.module if lm is not None else model
+    lm: Optional[LoadedModel]
+    if isinstance(model, LoadedModel):
+        lm, module = model, model.module
+    else:
+        lm, module = None, model
     if lm is not None and lm.kind in BY_NAME:
-        fresh = load_model(lm.spec, "none")
-        fresh.preprocessing = lm.preprocessing  # the trained model's input: same size, mean and std
-        return fresh
+        reloaded = load_model(lm.spec, "none")
+        reloaded.preprocessing = lm.preprocessing  # the trained model's input: same size, mean and std
+        return reloaded
     if isinstance(module, torch.jit.ScriptModule) or (lm is not None and lm.kind in ("torchscript", "export")):
         raise DissectError(
             "--controls: a TorchScript or exported model cannot be re-initialised; dissect its "
@@ -80,8 +83,9 @@ def random_init(model: Union[nn.Module, LoadedModel], seed: int = 0) -> LoadedMo
     torch.manual_seed(int(seed))
     reset = 0
     for m in fresh.modules():
-        if callable(getattr(m, "reset_parameters", None)):
-            m.reset_parameters()
+        reset_parameters = getattr(m, "reset_parameters", None)
+        if callable(reset_parameters):
+            reset_parameters()
             reset += 1
     if not reset:
         raise DissectError(
