@@ -304,6 +304,77 @@ def say_results(result, cats: Sequence[str], say=print) -> None:
         say(controls_sentence(result.controls, cats))
 
 
+def _train_step(
+    out: Path,
+    train_images: int,
+    input_size: int,
+    epochs: int,
+    widths: Sequence[int],
+    seed: int,
+    quiet: bool,
+    timings: dict,
+    say,
+) -> tuple:
+    """The demo's step 2: train SceneNet on fresh scenes (never the store's), save ``out/scenenet.pt``;
+    (model, validation accuracy)."""
+    t = time.perf_counter()
+    n_val = max(1, train_images // 5)
+    x, y, names = generate_scene_data(train_images, input_size, 1000 + seed)
+    val = generate_scene_data(n_val, input_size, 2000 + seed)[:2]
+    model, acc, secs = train_scene_net(x, y, len(names), epochs, seed=seed, quiet=quiet, widths=widths, val=val)
+    del x, val
+    timings["train"] = time.perf_counter() - t
+    ckpt = out / "scenenet.pt"
+    from broden_builder.shared import atomic_write_bytes
+    import io
+
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    atomic_write_bytes(ckpt, buf.getvalue())
+    say(
+        f"[2/4] trained SceneNet on {train_images} fresh scenes ({len(names)} classes, {epochs} epochs at "
+        f"{input_size} px) in {timings['train']:.0f} s: accuracy {acc:.0%} on {n_val} more "
+        f"(chance {1 / len(names):.0%})"
+    )
+    return model, acc
+
+
+def _dissect_step(
+    model,
+    layers: Sequence[str],
+    store,
+    input_size: int,
+    top_k: int,
+    quiet: bool,
+    controls: bool,
+    out: Path,
+    timings: dict,
+    say,
+):
+    """The demo's step 3: dissect ``layers`` on the store (with the controls when asked), no report yet."""
+    from dissect.api import Dissection
+
+    t = time.perf_counter()
+    result = Dissection(
+        model,
+        list(layers),
+        store,
+        input_size=input_size,
+        top_k=top_k,
+        device="cpu",
+        batch_size=100,
+        workers=0,
+        quiet=quiet,
+        checkpoint_every=0,
+    ).run(out=out / "dissect", report=False, controls=controls)
+    timings["dissect"] = time.perf_counter() - t
+    say(
+        f"[3/4] dissected {', '.join(layers)} on the store in {timings['dissect']:.0f} s"
+        + (" (with the random-init and rotated controls)" if controls else "")
+    )
+    return result
+
+
 def run_demo(
     out: Path,
     images: int = 600,
@@ -329,8 +400,6 @@ def run_demo(
     ``controls``: also dissect the random-init and rotated baselines (dissect/controls/ in ``out``)
     and print them beside the table.
     """
-    from dissect.api import Dissection
-
     out = Path(out)
     input_size = input_size or size
     timings = {}
@@ -342,44 +411,8 @@ def run_demo(
         + (" (reused)" if reused else f" (built in {timings['store']:.0f} s)")
     )
 
-    t = time.perf_counter()
-    n_val = max(1, train_images // 5)
-    x, y, names = generate_scene_data(train_images, input_size, 1000 + seed)
-    val = generate_scene_data(n_val, input_size, 2000 + seed)[:2]
-    model, acc, secs = train_scene_net(x, y, len(names), epochs, seed=seed, quiet=quiet, widths=widths, val=val)
-    del x, val
-    timings["train"] = time.perf_counter() - t
-    ckpt = out / "scenenet.pt"
-    from broden_builder.shared import atomic_write_bytes
-    import io
-
-    buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
-    atomic_write_bytes(ckpt, buf.getvalue())
-    say(
-        f"[2/4] trained SceneNet on {train_images} fresh scenes ({len(names)} classes, {epochs} epochs at "
-        f"{input_size} px) in {timings['train']:.0f} s: accuracy {acc:.0%} on {n_val} more "
-        f"(chance {1 / len(names):.0%})"
-    )
-
-    t = time.perf_counter()
-    result = Dissection(
-        model,
-        list(layers),
-        store,
-        input_size=input_size,
-        top_k=top_k,
-        device="cpu",
-        batch_size=100,
-        workers=0,
-        quiet=quiet,
-        checkpoint_every=0,
-    ).run(out=out / "dissect", report=False, controls=controls)
-    timings["dissect"] = time.perf_counter() - t
-    say(
-        f"[3/4] dissected {', '.join(layers)} on the store in {timings['dissect']:.0f} s"
-        + (" (with the random-init and rotated controls)" if controls else "")
-    )
+    model, acc = _train_step(out, train_images, input_size, epochs, widths, seed, quiet, timings, say)
+    result = _dissect_step(model, layers, store, input_size, top_k, quiet, controls, out, timings, say)
 
     t = time.perf_counter()
     index = result.report(out / "dissect", store=store, quiet=quiet)

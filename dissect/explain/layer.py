@@ -148,6 +148,38 @@ def collect_counts(
     return builder.finish(U, device=d)
 
 
+def _explain_inputs(activations, store, categories: Optional[Sequence[str]], split: Optional[str], rows) -> tuple:
+    """(store, categories, rows, activations) of :func:`explain_activations`, checked: the split's
+    rows of activations of every row; ValueError for mismatched shapes, unknown categories or split."""
+    store = store if isinstance(store, BrodenStore) else BrodenStore(store)
+    cats = check_categories(store, categories)
+    if rows is None:
+        rows = select_rows(store, split)
+        if split is not None and activations.shape[0] == len(store.rows):
+            # activations of every row: take the split's rows
+            activations = _Rows(activations, rows)
+    rows = list(rows)
+    if activations.shape[0] != len(rows):
+        raise ValueError(f"activations hold {activations.shape[0]} images, expected {len(rows)} (index.csv order)")
+    if len(activations.shape) != 4:
+        raise ValueError(f"activations must be [N, units, h, w], got shape {tuple(activations.shape)}")
+    return store, cats, rows, activations
+
+
+def _counts_with_progress(quiet: bool, activations, thresholds, store, rows, cats, numbers, **kwargs) -> MaskCounts:
+    """collect_counts(...) with a progress bar over the images (``rows``) unless ``quiet``."""
+    bar = None
+    if not quiet:
+        from broden_builder.shared import progress
+
+        bar = progress(total=len(rows), desc="explain: masks and labels", unit="img", leave=False)
+    update = bar.update if bar is not None else None
+    counts = collect_counts(activations, thresholds, store, rows, cats, numbers, progress=update, **kwargs)
+    if bar is not None:
+        bar.close()
+    return counts
+
+
 def explain_activations(
     activations,
     thresholds,
@@ -170,26 +202,11 @@ def explain_activations(
 
     Raises ValueError for mismatched shapes, unknown categories or split.
     """
-    store = store if isinstance(store, BrodenStore) else BrodenStore(store)
-    cats = check_categories(store, categories)
-    if rows is None:
-        rows = select_rows(store, split)
-        if split is not None and activations.shape[0] == len(store.rows):
-            # activations of every row: take the split's rows
-            activations = _Rows(activations, rows)
-    rows = list(rows)
-    if activations.shape[0] != len(rows):
-        raise ValueError(f"activations hold {activations.shape[0]} images, expected {len(rows)} (index.csv order)")
-    if len(activations.shape) != 4:
-        raise ValueError(f"activations must be [N, units, h, w], got shape {tuple(activations.shape)}")
+    store, cats, rows, activations = _explain_inputs(activations, store, categories, split, rows)
     numbers, _primary, names = _label_columns(store, cats)
     t0 = time.perf_counter()
-    bar = None
-    if not quiet:
-        from broden_builder.shared import progress
-
-        bar = progress(total=len(rows), desc="explain: masks and labels", unit="img", leave=False)
-    counts = collect_counts(
+    counts = _counts_with_progress(
+        quiet,
         activations,
         thresholds,
         store,
@@ -200,11 +217,8 @@ def explain_activations(
         batch_size=batch_size,
         workers=workers,
         device=device,
-        progress=bar.update if bar is not None else None,
         basis=basis,
     )
-    if bar is not None:
-        bar.close()
     t1 = time.perf_counter()
     res = beam_search(counts, length=length, beam=beam)
     t2 = time.perf_counter()

@@ -161,6 +161,36 @@ def _sae(layer_dir: Path, settings: dict):
     return enc
 
 
+def _layer_activations(
+    activations, model, res, store, rows, layer_dir: Path, tmp: Path, batch_size: int, workers: int, device, quiet: bool
+):
+    """The layer's activations for :func:`explain_result`: the given ones (checked against the store's
+    rows), else the model's, captured as the dissection did into ``tmp``; ExplainError without either."""
+    settings = res.settings or {}
+    if activations is not None:
+        return _given_activations(activations, store, rows, layer_dir, {"model": res.model})
+    if model is not None:
+        lay = settings.get("layout") if isinstance(settings.get("layout"), dict) else {}
+        forced = lay.get("kind") if str(lay.get("source", "")).startswith("forced") else None
+        return model_activations(
+            model,
+            settings.get("selector") or res.layer,
+            store,
+            rows,
+            tmp / "acts.npy",
+            input_size=settings.get("input_size"),
+            mean=settings.get("mean"),
+            std=settings.get("std"),
+            dtype=settings.get("cache_dtype", "float16"),
+            batch_size=batch_size,
+            workers=workers,
+            device=device,
+            quiet=quiet,
+            layout=forced,
+        )
+    raise ExplainError("give the activations or the model")
+
+
 def explain_result(
     layer_dir: Union[str, Path],
     activations=None,
@@ -186,29 +216,9 @@ def explain_result(
     store = open_store(res, store)
     rows = select_rows(store, settings.get("split"))
     with tempfile.TemporaryDirectory(prefix=".explain-", dir=layer_dir) as tmp:
-        if activations is not None:
-            activations = _given_activations(activations, store, rows, layer_dir, {"model": res.model})
-        elif model is not None:
-            lay = settings.get("layout") if isinstance(settings.get("layout"), dict) else {}
-            forced = lay.get("kind") if str(lay.get("source", "")).startswith("forced") else None
-            activations = model_activations(
-                model,
-                settings.get("selector") or res.layer,
-                store,
-                rows,
-                Path(tmp) / "acts.npy",
-                input_size=settings.get("input_size"),
-                mean=settings.get("mean"),
-                std=settings.get("std"),
-                dtype=settings.get("cache_dtype", "float16"),
-                batch_size=batch_size,
-                workers=workers,
-                device=device,
-                quiet=quiet,
-                layout=forced,
-            )
-        else:
-            raise ExplainError("give the activations or the model")
+        activations = _layer_activations(
+            activations, model, res, store, rows, layer_dir, Path(tmp), batch_size, workers, device, quiet
+        )
         sae = _sae(layer_dir, settings)
         units = sae.units if sae is not None else len(thr)
         if tuple(activations.shape[1:2]) != (units,):

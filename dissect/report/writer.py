@@ -164,6 +164,32 @@ def _strips(data: LayerResult, st, files: Path, thumb: int, images_per_unit: Opt
         return dict(zip(units, strips))
 
 
+def _layer_strips(
+    data: LayerResult,
+    store,
+    files: Path,
+    thumb: int,
+    images_per_unit: Optional[int],
+    quiet: bool,
+    store_cache: Optional[dict],
+) -> dict:
+    """The layer's image strips (none without stored top-k maps or a readable store); the store is
+    opened once per (recorded path or given store) in ``store_cache``."""
+    if data.topk_maps is None:
+        return {}
+    key: tuple
+    if store is None:  # each result names its own store
+        key = ("recorded", str((data.store or {}).get("path")))
+    else:
+        key = ("given", str(store) if isinstance(store, (str, Path)) else id(store))
+    cache = store_cache if store_cache is not None else {}
+    if key not in cache:
+        cache[key] = _open_store(store, data)
+    if cache[key] is None:
+        return {}
+    return _strips(data, cache[key], files, thumb, images_per_unit, quiet)
+
+
 def write_layer_report(
     layer: Union[LayerResult, str, Path],
     store=None,
@@ -185,18 +211,7 @@ def write_layer_report(
     files.mkdir(parents=True, exist_ok=True)
     categories = data.categories
     summ = summarise(data.units, categories, data.iou_threshold)
-    strips = {}
-    if data.topk_maps is not None:
-        key: tuple
-        if store is None:  # each result names its own store
-            key = ("recorded", str((data.store or {}).get("path")))
-        else:
-            key = ("given", str(store) if isinstance(store, (str, Path)) else id(store))
-        cache = _store_cache if _store_cache is not None else {}
-        if key not in cache:
-            cache[key] = _open_store(store, data)
-        if cache[key] is not None:
-            strips = _strips(data, cache[key], files, thumb, images_per_unit, quiet)
+    strips = _layer_strips(data, store, files, thumb, images_per_unit, quiet, _store_cache)
     detector_bars(
         {c: summ["concepts"].get(c, {}) for c in categories},
         files / "detectors",

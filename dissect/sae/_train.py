@@ -327,6 +327,24 @@ def train_sae(
         raise DissectError(f"{e.filename or out}: cannot use as the output folder ({e.strerror or e})") from None
 
 
+def _log_start(samples: Samples, s: TrainSettings, device: torch.device) -> None:
+    """Log what is about to be trained (the SAE's shape, the samples, the schedule, the device)."""
+    log.info(
+        "training a top-k SAE: %d units -> %d features, k = %d, %d samples (%d images x %d positions), "
+        "%d epochs, batch %d, lr %.3g, on %s",
+        samples.units,
+        s.features,
+        s.k,
+        samples.total,
+        samples.n,
+        samples.per_image,
+        s.epochs,
+        s.batch_size,
+        s.lr,
+        device,
+    )
+
+
 def _train_locked(acts, out: Path, settings: TrainSettings, identity: Optional[dict], device: torch.device) -> dict:
     """train_sae's work, with ``out``'s lock held."""
     from ._io import save_sae
@@ -342,20 +360,7 @@ def _train_locked(acts, out: Path, settings: TrainSettings, identity: Optional[d
     if saved is not None:
         trainer.load_state_dict(saved)
         log.info("resuming SAE training from %s (epoch %d, step %d)", state.path, trainer.epoch + 1, trainer.step)
-    log.info(
-        "training a top-k SAE: %d units -> %d features, k = %d, %d samples (%d images x %d positions), "
-        "%d epochs, batch %d, lr %.3g, on %s",
-        samples.units,
-        s.features,
-        s.k,
-        samples.total,
-        samples.n,
-        samples.per_image,
-        s.epochs,
-        s.batch_size,
-        s.lr,
-        device,
-    )
+    _log_start(samples, s, device)
     _run_epochs(trainer, state, s.quiet)
     weights = trainer.folded()
     enc = SparseEncoder(weights["W_enc"], weights["b_enc"], weights["b_dec"], "topk", k=s.k, W_dec=weights["W_dec"])
