@@ -16,13 +16,21 @@ The public API (everything else is private by convention)::
 The ``dissect`` command (dissect.cli) is the command-line entry point. Names are loaded on first
 use, so ``import dissect`` does not import torch.
 """
+
 __version__ = "0.1.0"
 
 _PUBLIC = {
-    "Dissection": "api", "DissectionResult": "api",
-    "dissect_model": "engine", "score_activations": "engine",
-    "DissectConfig": "config", "LayerResult": "results", "load_result": "results",
-    "load_model": "capture", "TraceDict": "capture", "preprocess": "tools", "DissectError": "errors",
+    "Dissection": "api",
+    "DissectionResult": "api",
+    "dissect_model": "engine",
+    "score_activations": "engine",
+    "DissectConfig": "config",
+    "LayerResult": "results",
+    "load_result": "results",
+    "load_model": "capture",
+    "TraceDict": "capture",
+    "preprocess": "tools",
+    "DissectError": "errors",
 }
 
 __all__ = sorted(_PUBLIC) + ["__version__"]

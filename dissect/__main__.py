@@ -1,4 +1,5 @@
 """``python -m dissect``: the ``dissect`` command (dissect.cli)."""
+
 import sys
 
 from .cli import console

@@ -17,15 +17,19 @@ Settings are the fields of :class:`dissect.DissectConfig` (``quantile``, ``iou_t
 ``union``, ``categories``, ``top_k``, ``split``, ``input_size``, ``mean``, ``std``, ``upsample``,
 ``batch_size``, ``workers``, ``device``, ...), passed as keywords.
 """
+
 from __future__ import annotations
 
 from dataclasses import fields
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
 from .errors import DissectError, NoResultsError, NotDissectedError, SettingError
+
+if TYPE_CHECKING:
+    from .tools import ControlRuns
 
 
 def _config(config, settings: dict):
@@ -58,7 +62,7 @@ class DissectionResult:
         self.layers = dict(layers)
         self.out = Path(out) if out is not None else None
         self.store = store
-        self.controls = None  # a dissect.tools.ControlRuns after Dissection.run(controls=True)
+        self.controls: Optional[ControlRuns] = None  # a dissect.tools.ControlRuns after Dissection.run(controls=True)
 
     # -------------------------------------------------------------- mapping
     def __getitem__(self, layer: str):
@@ -92,8 +96,11 @@ class DissectionResult:
         ``layer, unit, label, category, iou``. ``pandas.DataFrame(rows)`` works.
         """
         names = list(self.layers) if layer is None and len(self.layers) > 1 else [self._name(layer)]
-        keys = ("unit", "label", "category", "iou") if compact else \
-            ("unit", "unit_index", "label", "number", "category", "iou", "detector", "threshold")
+        keys = (
+            ("unit", "label", "category", "iou")
+            if compact
+            else ("unit", "unit_index", "label", "number", "category", "iou", "detector", "threshold")
+        )
         rows = []
         for name in names:
             for u in self.layers[name].units:
@@ -156,9 +163,14 @@ class DissectionResult:
         """
         from .tools import matches, unknown_concept
 
-        rows = self.table(layer) if layer is not None or len(self.layers) == 1 else \
-            [r for name in self.layers for r in self.table(name)]
-        hits = [r for r in rows if matches(str(r.get("label", "")), concept) and (r.get("detector") or not detectors_only)]
+        rows = (
+            self.table(layer)
+            if layer is not None or len(self.layers) == 1
+            else [r for name in self.layers for r in self.table(name)]
+        )
+        hits = [
+            r for r in rows if matches(str(r.get("label", "")), concept) and (r.get("detector") or not detectors_only)
+        ]
         if not hits and not any(matches(str(r.get("label", "")), concept) for r in rows):
             raise unknown_concept(concept, sorted({str(r.get("label", "")) for r in rows if r.get("label")}))
         return sorted(hits, key=lambda r: (-float(r["iou"]), r["layer"], r["unit_index"]))
@@ -185,7 +197,9 @@ class DissectionResult:
 
     def detectors(self, layer: Optional[str] = None) -> list:
         """Table rows of the detector units, best IoU first."""
-        return sorted((r for r in self.table(layer) if r.get("detector")), key=lambda r: (-r["iou"], r["layer"], r["unit_index"]))
+        return sorted(
+            (r for r in self.table(layer) if r.get("detector")), key=lambda r: (-r["iou"], r["layer"], r["unit_index"])
+        )
 
     def iou(self, layer: Optional[str] = None) -> np.ndarray:
         """float32 [units, labels]: every unit's IoU with every label (columns: :meth:`labels`)."""
@@ -199,8 +213,15 @@ class DissectionResult:
         """The IoU matrix columns: ``[{"number", "name", "category"}, ...]``."""
         return self[self._name(layer)].labels
 
-    def unit_masks(self, model, images, layer: Optional[str] = None, units: Optional[Sequence[int]] = None,
-                   top: int = 5, size: Optional[tuple] = None):
+    def unit_masks(
+        self,
+        model,
+        images,
+        layer: Optional[str] = None,
+        units: Optional[Sequence[int]] = None,
+        top: int = 5,
+        size: Optional[tuple] = None,
+    ):
         """Segment new images with the layer's units: ``(masks, units)``.
 
         ``images``: a [B, 3, H, W] tensor preprocessed like the store's images (see
@@ -220,13 +241,30 @@ class DissectionResult:
         chosen = [u["unit_index"] for u in res.detectors()[:top]] if units is None else list(units)
         lay = (res.settings.get("layout") or {}) if isinstance(res.settings.get("layout"), dict) else {}
         forced = lay.get("kind") if str(lay.get("source", "")).startswith("forced") else None
-        masks = unit_masks(model, res.settings.get("selector") or res.layer, images, res.thresholds, units=chosen,
-                           size=size, layout=forced,
-                           mode=res.settings.get("upsample") or "bilinear")
+        masks = unit_masks(
+            model,
+            res.settings.get("selector") or res.layer,
+            images,
+            res.thresholds,
+            units=chosen,
+            size=size,
+            layout=forced,
+            mode=res.settings.get("upsample") or "bilinear",
+        )
         return masks, [res.units[u] for u in chosen]
 
-    def explain(self, source, layer: Optional[str] = None, length: int = 3, beam: int = 5, store=None,
-                batch_size: int = 32, workers: int = 0, device: str = "cpu", write: bool = True) -> list:
+    def explain(
+        self,
+        source,
+        layer: Optional[str] = None,
+        length: int = 3,
+        beam: int = 5,
+        store=None,
+        batch_size: int = 32,
+        workers: int = 0,
+        device: str = "cpu",
+        write: bool = True,
+    ) -> list:
         """Compositional explanations of every unit (Mu & Andreas, NeurIPS 2020): the best formula
         of up to ``length`` concepts with AND, OR, AND NOT, by beam search of width ``beam``.
 
@@ -250,9 +288,18 @@ class DissectionResult:
         if res.path is None:
             raise DissectError("explain reads the layer's result folder: run(out=...) or score(out=...) first")
         is_model = isinstance(source, (nn.Module, LoadedModel))
-        ex = explain_result(res.path, activations=None if is_model else source, model=source if is_model else None,
-                            store=store if store is not None else self.store, length=length, beam=beam,
-                            batch_size=batch_size, workers=workers, device=device, write=write)
+        ex = explain_result(
+            res.path,
+            activations=None if is_model else source,
+            model=source if is_model else None,
+            store=store if store is not None else self.store,
+            length=length,
+            beam=beam,
+            batch_size=batch_size,
+            workers=workers,
+            device=device,
+            write=write,
+        )
         return ex.rows()
 
     def summary(self) -> dict:
@@ -261,15 +308,17 @@ class DissectionResult:
 
     # -------------------------------------------------------------- report / load
     def report(self, out: Optional[Union[str, Path]] = None, store=None, quiet: bool = True, **kwargs) -> Path:
-        """Write the HTML report of the results folder (default: where :meth:`Dissection.run` wrote); return index.html."""
+        """Write the HTML report of the results folder (default: where :meth:`Dissection.run` wrote);
+        return index.html."""
         from .report import write_reports
 
         out = Path(out) if out is not None else self.out
         if out is None:
             raise DissectError("these results were not written to a folder: run(out=...) first, or pass out=")
         in_memory = [r for r in self.layers.values() if r.path is not None and r.topk_maps is not None]
-        return write_reports(out, store=store if store is not None else self.store, quiet=quiet,
-                             results=in_memory, **kwargs)
+        return write_reports(
+            out, store=store if store is not None else self.store, quiet=quiet, results=in_memory, **kwargs
+        )
 
     @classmethod
     def load(cls, out: Union[str, Path], load_maps: bool = False) -> "DissectionResult":
@@ -309,8 +358,9 @@ class Dissection:
         self.store = store
         self.config = _config(config, settings)
 
-    def run(self, out: Optional[Union[str, Path]] = None, report: bool = True, controls: bool = False,
-            seed: int = 0) -> DissectionResult:
+    def run(
+        self, out: Optional[Union[str, Path]] = None, report: bool = True, controls: bool = False, seed: int = 0
+    ) -> DissectionResult:
         """Run the network over the store once and score every layer.
 
         With ``out``, results go to ``out/<layer>/`` (resumable: rerunning continues an
@@ -323,7 +373,7 @@ class Dissection:
 
         from .engine import dissect_model
 
-        runs = None
+        runs: Optional[ControlRuns] = None
         with progress_to(self.config.progress):
             if controls:
                 if out is None:
@@ -341,8 +391,15 @@ class Dissection:
         return result
 
     @staticmethod
-    def score(activations, store, name: str = "activations", out: Optional[Union[str, Path]] = None,
-              report: bool = True, config=None, **settings) -> DissectionResult:
+    def score(
+        activations,
+        store,
+        name: str = "activations",
+        out: Optional[Union[str, Path]] = None,
+        report: bool = True,
+        config=None,
+        **settings,
+    ) -> DissectionResult:
         """Score activations computed elsewhere ([N, units, h, w] in index.csv order; array, tensor, .npy or .pt).
 
         Example::

@@ -1,4 +1,5 @@
-"""The ``dissect`` command: ``run``, ``score``, ``layers``, ``report``, ``explain``, ``describe``, ``compare``, ``ablate``.
+"""The ``dissect`` command: ``run``, ``score``, ``layers``, ``report``, ``explain``, ``describe``, ``compare``,
+``ablate``.
 
 Examples::
 
@@ -7,7 +8,8 @@ Examples::
     dissect layers --model resnet18 --input-size 224
     dissect report out/                                   # out/index.html + out/<layer>/report.html
     dissect explain --store broden1_224 --model resnet18 --weights IMAGENET1K_V1 --layer layer4 --out out/
-    dissect describe --store broden1_224 --model resnet18 --weights IMAGENET1K_V1 --layer layer4 --clip hf:clip/ --out out/
+    dissect describe --store broden1_224 --model resnet18 --weights IMAGENET1K_V1 --layer layer4 \\
+        --clip hf:clip/ --out out/
     dissect compare out_resnet/ out_vgg/ out_rotated/ --out cmp/
     dissect ablate --model resnet18 --weights IMAGENET1K_V1 --layer layer4 --units 12,40 --data val/ --out out/
     torchrun --nproc_per_node 4 -m dissect.cli run ...   # shards images over 4 processes
@@ -15,13 +17,14 @@ Examples::
 Exit status: 0 on success, 1 on an error (one line ``error: ...`` naming the file, layer or value;
 broden_builder.cli_errors), 2 on a usage error.
 """
+
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, cast
 
 from broden_builder.shared import count
 
@@ -66,11 +69,17 @@ def _plain_type(hint):
 def _add_shared(p: argparse.ArgumentParser, command: str) -> None:
     """The dissection settings of ``command`` (from dissect.config.DissectConfig) and --no-report."""
     _add_settings(p, command)
-    p.add_argument("--config", default=None, metavar="FILE.yaml",
-                   help="read the settings from this YAML file, whose keys are dissect.DissectConfig's field names "
-                        "(quantile, iou_threshold, batch_size, categories, input_size, ...); options given on the "
-                        "command line win")
-    p.add_argument("--no-report", action="store_true", help="do not write the HTML report (dissect report OUT writes it later)")
+    p.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE.yaml",
+        help="read the settings from this YAML file, whose keys are dissect.DissectConfig's field names "
+        "(quantile, iou_threshold, batch_size, categories, input_size, ...); options given on the "
+        "command line win",
+    )
+    p.add_argument(
+        "--no-report", action="store_true", help="do not write the HTML report (dissect report OUT writes it later)"
+    )
 
 
 WEIGHTS_HELP = (
@@ -79,7 +88,8 @@ WEIGHTS_HELP = (
     "there), a local checkpoint file (offline nodes: --weights /path/to/resnet18-f37072fd.pth for a torchvision "
     "name, a .safetensors or .pth for timm:NAME; a .pth/.pt/.safetensors state_dict, 'module.' prefixes removed), "
     "or 'none' for a random initialisation (stated in the output and the report). hf:FOLDER and file.py models "
-    "carry their own weights (a file.py model takes an optional checkpoint; 'none' records it as random)")
+    "carry their own weights (a file.py model takes an optional checkpoint; 'none' records it as random)"
+)
 
 
 def _device(spec: str):
@@ -92,11 +102,14 @@ def _device(spec: str):
 def _add_model(p: argparse.ArgumentParser) -> None:
     from .capture import UNSAFE_HELP
 
-    p.add_argument("--model", required=True,
-                   help="a torchvision model name (resnet18, vit_b_16, ...), timm:NAME, hf:FOLDER (a Hugging Face "
-                        "transformers vision model saved locally), path/to/file.py:function returning an nn.Module "
-                        "(this imports and runs that file's code: only for code you trust), a TorchScript file, or a "
-                        "torch.export .pt2 program")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="a torchvision model name (resnet18, vit_b_16, ...), timm:NAME, hf:FOLDER (a Hugging Face "
+        "transformers vision model saved locally), path/to/file.py:function returning an nn.Module "
+        "(this imports and runs that file's code: only for code you trust), a TorchScript file, or a "
+        "torch.export .pt2 program",
+    )
     p.add_argument("--weights", default=None, help=WEIGHTS_HELP)
     p.add_argument("--unsafe-unpickle", action="store_true", help=UNSAFE_HELP)
 
@@ -106,16 +119,23 @@ def _parser_run(sub) -> None:
     run = sub.add_parser("run", help="run a network over the store and score its layers (one pass over the images)")
     run.add_argument("--store", required=True, help="Broden store folder (with index.csv)")
     _add_model(run)
-    run.add_argument("--layer", action="append", required=True,
-                     help="module name (layer4, features.28, ...), NAME#K for the K-th call of a module called more "
-                          "than once, NAME:KEY for one tensor of a tuple/dict output (block:1, backbone:p2); "
-                          "repeatable. `dissect layers` lists them")
+    run.add_argument(
+        "--layer",
+        action="append",
+        required=True,
+        help="module name (layer4, features.28, ...), NAME#K for the K-th call of a module called more "
+        "than once, NAME:KEY for one tensor of a tuple/dict output (block:1, backbone:p2); "
+        "repeatable. `dissect layers` lists them",
+    )
     run.add_argument("--out", required=True, help="output folder: results go to OUT/<layer>/")
     _add_shared(run, "run")
-    run.add_argument("--controls", action="store_true",
-                     help="also dissect the paper's two baselines into OUT/controls/: the same architecture with random "
-                          "weights (random/) and the trained layers in a random rotated basis (rotated/, --rotate 0), "
-                          "and compare the three (OUT/controls/compare.html; printed)")
+    run.add_argument(
+        "--controls",
+        action="store_true",
+        help="also dissect the paper's two baselines into OUT/controls/: the same architecture with random "
+        "weights (random/) and the trained layers in a random rotated basis (rotated/, --rotate 0), "
+        "and compare the three (OUT/controls/compare.html; printed)",
+    )
 
 
 def _parser_score(sub) -> None:
@@ -135,8 +155,13 @@ def _parser_layers(sub) -> None:
     layers = sub.add_parser("layers", help="list the model's module names with their output shapes")
     _add_model(layers)
     layers.add_argument("--store", default=None, help="use this store's image size for the dummy input")
-    layers.add_argument("--input-size", type=parse_size, default=None, metavar="SIZE|HxW",
-                        help="dummy input size (default: the store's image size, else 224)")
+    layers.add_argument(
+        "--input-size",
+        type=parse_size,
+        default=None,
+        metavar="SIZE|HxW",
+        help="dummy input size (default: the store's image size, else 224)",
+    )
     _add_settings(layers, "layers")
 
 
@@ -144,8 +169,11 @@ def _parser_explain(sub) -> None:
     """``dissect explain``."""
     from .config import LIMITS, bounded
 
-    explain = sub.add_parser("explain", help="compositional explanations: the best logical formula of concepts for "
-                             "every unit (Mu & Andreas 2020); writes OUT/<name>/explanations.csv")
+    explain = sub.add_parser(
+        "explain",
+        help="compositional explanations: the best logical formula of concepts for "
+        "every unit (Mu & Andreas 2020); writes OUT/<name>/explanations.csv",
+    )
     explain.add_argument("--store", required=True, help="Broden store folder (with index.csv)")
     src = explain.add_mutually_exclusive_group(required=True)
     src.add_argument("--activations", help=".npy or .pt file, shape N x units x h x w (as for `dissect score`)")
@@ -154,34 +182,58 @@ def _parser_explain(sub) -> None:
     explain.add_argument("--unsafe-unpickle", action="store_true", help=argparse.SUPPRESS)
     explain.add_argument("--layer", default=None, help="the layer of --model to explain")
     explain.add_argument("--name", default=None, help="result folder name for --activations (default: the file's stem)")
-    explain.add_argument("--out", required=True, help="output folder; an existing OUT/<name>/ result is reused "
-                         "(its thresholds and settings), otherwise it is scored first")
-    explain.add_argument("--length", type=bounded(1, LIMITS["length"]), default=3, help="most concepts in a formula (default 3)")
-    explain.add_argument("--beam", type=bounded(1, LIMITS["beam"]), default=5, help="beam width of the formula search (default 5)")
+    explain.add_argument(
+        "--out",
+        required=True,
+        help="output folder; an existing OUT/<name>/ result is reused "
+        "(its thresholds and settings), otherwise it is scored first",
+    )
+    explain.add_argument(
+        "--length", type=bounded(1, LIMITS["length"]), default=3, help="most concepts in a formula (default 3)"
+    )
+    explain.add_argument(
+        "--beam", type=bounded(1, LIMITS["beam"]), default=5, help="beam width of the formula search (default 5)"
+    )
     _add_shared(explain, "explain")
 
 
 def _parser_describe(sub) -> None:
     """``dissect describe``."""
-    d = sub.add_parser("describe", help="open-vocabulary words for every unit (CLIP-Dissect's SoftWPMI, Oikarinen & "
-                       "Weng 2023) with a local image-text model; writes OUT/<name>/descriptions.csv")
+    d = sub.add_parser(
+        "describe",
+        help="open-vocabulary words for every unit (CLIP-Dissect's SoftWPMI, Oikarinen & "
+        "Weng 2023) with a local image-text model; writes OUT/<name>/descriptions.csv",
+    )
     d.add_argument("--store", default=None, help="Broden store whose images are the probe set (index.csv order)")
     d.add_argument("--images", default=None, help="a folder of probe images instead of a store (with --model)")
     src = d.add_mutually_exclusive_group(required=True)
-    src.add_argument("--activations", help=".npy or .pt file, N x units x h x w (or N x units), one row per store image")
+    src.add_argument(
+        "--activations", help=".npy or .pt file, N x units x h x w (or N x units), one row per store image"
+    )
     src.add_argument("--model", help="a model, as for `dissect run` (with --layer)")
     d.add_argument("--weights", default=None, help="weights of --model, as for `dissect run`")
     d.add_argument("--unsafe-unpickle", action="store_true", help=argparse.SUPPRESS)
     d.add_argument("--layer", default=None, help="the layer of --model to describe")
     d.add_argument("--name", default=None, help="result folder name for --activations (default: the file's stem)")
-    d.add_argument("--clip", required=True, help="image-text model: hf:FOLDER (transformers CLIP or SigLIP saved "
-                   "locally), open_clip:ARCH:CHECKPOINT, or path/file.py:function returning an object with "
-                   "encode_image and encode_text")
-    d.add_argument("--vocabulary", default=None, help="a text file (one word per line), 'store' (the store's label "
-                   "names) or 'common' (default: common English words from wordfreq, CC BY-SA 4.0 word lists)")
+    d.add_argument(
+        "--clip",
+        required=True,
+        help="image-text model: hf:FOLDER (transformers CLIP or SigLIP saved "
+        "locally), open_clip:ARCH:CHECKPOINT, or path/file.py:function returning an object with "
+        "encode_image and encode_text",
+    )
+    d.add_argument(
+        "--vocabulary",
+        default=None,
+        help="a text file (one word per line), 'store' (the store's label "
+        "names) or 'common' (default: common English words from wordfreq, CC BY-SA 4.0 word lists)",
+    )
     d.add_argument("--words", type=int, default=20000, help="how many common English words (default 20000)")
-    d.add_argument("--out", required=True, help="output folder (OUT/<name>/descriptions.csv; embeddings are cached "
-                   "in OUT/.describe-cache)")
+    d.add_argument(
+        "--out",
+        required=True,
+        help="output folder (OUT/<name>/descriptions.csv; embeddings are cached in OUT/.describe-cache)",
+    )
     d.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N")
     d.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
     _add_settings(d, "describe")  # --input-size, --mean, --std of --model (dissect.config)
@@ -189,40 +241,63 @@ def _parser_describe(sub) -> None:
 
 def _parser_compare(sub) -> None:
     """``dissect compare``."""
-    compare = sub.add_parser("compare", help="detectors and unique detectors per category of several runs: one page, "
-                             "one CSV, bar charts")
+    compare = sub.add_parser(
+        "compare", help="detectors and unique detectors per category of several runs: one page, one CSV, bar charts"
+    )
     compare.add_argument("outs", nargs="+", metavar="OUT", help="results folders of dissect run/score")
     compare.add_argument("--out", required=True, help="folder for compare.html, compare.csv and the charts")
     compare.add_argument("--title", default="Network Dissection: comparison", help="page title")
-    compare.add_argument("--name", action="append", default=[], metavar="OUT=LABEL",
-                         help="name the run of results folder OUT (as given, or its folder name) LABEL on the page "
-                              "and the charts, instead of the model and weights; repeatable")
+    compare.add_argument(
+        "--name",
+        action="append",
+        default=[],
+        metavar="OUT=LABEL",
+        help="name the run of results folder OUT (as given, or its folder name) LABEL on the page "
+        "and the charts, instead of the model and weights; repeatable",
+    )
 
 
 def _parser_ablate(sub) -> None:
     """``dissect ablate``."""
     from .config import LIMITS, bounded
 
-    ablate = sub.add_parser("ablate", help="switch units off and measure the classifier's per-class accuracy "
-                            "(Bau et al. 2020); writes OUT/<layer>/ablation_*.csv")
+    ablate = sub.add_parser(
+        "ablate",
+        help="switch units off and measure the classifier's per-class accuracy "
+        "(Bau et al. 2020); writes OUT/<layer>/ablation_*.csv",
+    )
     _add_model(ablate)
     ablate.add_argument("--layer", required=True, help="module name of the units")
     which = ablate.add_mutually_exclusive_group(required=True)
     which.add_argument("--units", help="comma-separated 1-based unit numbers, as in tally.csv (e.g. 12,40)")
-    which.add_argument("--concept", help="ablate the --k units with the highest IoU for this concept "
-                       "(read from OUT/<layer>/ of a dissection)")
+    which.add_argument(
+        "--concept",
+        help="ablate the --k units with the highest IoU for this concept (read from OUT/<layer>/ of a dissection)",
+    )
     ablate.add_argument("--k", type=bounded(1, LIMITS["k"]), default=5, help="units for --concept (default 5)")
-    ablate.add_argument("--data", required=True, help="labelled images: an ImageFolder folder (root/<class>/<image>), "
-                        "a datasets save_to_disk folder, or hf:NAME[:SPLIT]")
+    ablate.add_argument(
+        "--data",
+        required=True,
+        help="labelled images: an ImageFolder folder (root/<class>/<image>), "
+        "a datasets save_to_disk folder, or hf:NAME[:SPLIT]",
+    )
     ablate.add_argument("--split", default=None, help="split of an HF dataset (default validation)")
     ablate.add_argument("--image-column", default="image", help="image column of an HF dataset (default image)")
     ablate.add_argument("--label-column", default="label", help="label column of an HF dataset (default label)")
-    ablate.add_argument("--mode", choices=("zero", "mean"), default="zero",
-                        help="replace the units by 0 (default, as in the paper) or by their mean over the data")
+    ablate.add_argument(
+        "--mode",
+        choices=("zero", "mean"),
+        default="zero",
+        help="replace the units by 0 (default, as in the paper) or by their mean over the data",
+    )
     ablate.add_argument("--out", required=True, help="dissection output folder: the CSV goes to OUT/<layer>/")
     _add_settings(ablate, "ablate")
-    ablate.add_argument("--batch-size", type=bounded(1, LIMITS["batch_size"]), default=32, help="images per batch (default 32)")
-    ablate.add_argument("--workers", type=bounded(0, LIMITS["workers"]), default=0, help="DataLoader worker processes (default 0)")
+    ablate.add_argument(
+        "--batch-size", type=bounded(1, LIMITS["batch_size"]), default=32, help="images per batch (default 32)"
+    )
+    ablate.add_argument(
+        "--workers", type=bounded(0, LIMITS["workers"]), default=0, help="DataLoader worker processes (default 0)"
+    )
 
 
 def _parser_report(sub) -> None:
@@ -231,14 +306,27 @@ def _parser_report(sub) -> None:
 
     report = sub.add_parser("report", help="write the HTML report (OUT/index.html, OUT/<layer>/report.html)")
     report.add_argument("out", help="results folder of dissect run/score (holds <layer>/result.json)")
-    report.add_argument("--store", default=None, help="store for the images (default: the path recorded in each result)")
-    report.add_argument("--thumb", type=bounded(8, LIMITS["thumb"]), default=112, help="height of the image thumbnails in pixels (default 112)")
-    report.add_argument("--images", type=bounded(1, LIMITS["images"]), default=None, help="top images shown per unit (default: all kept)")
+    report.add_argument(
+        "--store", default=None, help="store for the images (default: the path recorded in each result)"
+    )
+    report.add_argument(
+        "--thumb",
+        type=bounded(8, LIMITS["thumb"]),
+        default=112,
+        help="height of the image thumbnails in pixels (default 112)",
+    )
+    report.add_argument(
+        "--images",
+        type=bounded(1, LIMITS["images"]),
+        default=None,
+        help="top images shown per unit (default: all kept)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dissect", description="Network Dissection: score every unit of a "
-                                     "PyTorch layer against a Broden store.")
+    parser = argparse.ArgumentParser(
+        prog="dissect", description="Network Dissection: score every unit of a PyTorch layer against a Broden store."
+    )
     from broden_builder.shared import add_verbosity_flags, add_verbosity_to_subcommands
 
     from . import __version__
@@ -248,8 +336,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     from .tools import add_sae_parser as _parser_sae
 
-    for add in (_parser_run, _parser_score, _parser_layers, _parser_explain, _parser_describe, _parser_compare,
-                _parser_ablate, _parser_report, _parser_sae):
+    for add in (
+        _parser_run,
+        _parser_score,
+        _parser_layers,
+        _parser_explain,
+        _parser_describe,
+        _parser_compare,
+        _parser_ablate,
+        _parser_report,
+        _parser_sae,
+    ):
         add(sub)
     add_verbosity_to_subcommands(sub)
     return parser
@@ -287,7 +384,8 @@ def _with_config_file(parser: argparse.ArgumentParser, args, argv):
     if not getattr(args, "config", None):
         return args
     values = read_config_file(args.config)
-    sub = parser._subparsers._group_actions[0].choices[args.command]
+    choices = cast(dict, parser._subparsers._group_actions[0].choices)  # the subparsers action's {name: parser}
+    sub = choices[args.command]
     dests = {a.dest for a in sub._actions if a.dest != "categories"}  # an appended list: kept apart
     sub.set_defaults(**{k: v for k, v in values.items() if k in dests})
     args = parser.parse_args(argv)
@@ -318,8 +416,10 @@ def _cmd_run(args) -> int:
             how = [f"selector {s['selector']}"] if s.get("selector") not in (None, res.layer) else []
             lay = s.get("layout") or {}
             if lay.get("kind") not in (None, "nchw"):
-                how.append(f"layout {lay['kind']}" + (f" {lay['prefix']}+{lay['grid'][0]}x{lay['grid'][1]}"
-                                                      if lay.get("kind") == "tokens" else ""))
+                how.append(
+                    f"layout {lay['kind']}"
+                    + (f" {lay['prefix']}+{lay['grid'][0]}x{lay['grid'][1]}" if lay.get("kind") == "tokens" else "")
+                )
             print(res.summary_line() + (f" [{', '.join(how)}]" if how else ""))
         print(f"results in {Path(args.out)}")
         if controls is not None:
@@ -342,15 +442,24 @@ def _report(args, results=(), layers: Sequence[str] = ()) -> None:
     from .report import write_reports
 
     try:
-        index = write_reports(args.out, store=args.store, quiet=args.quiet, results=list(results),
-                              layers=[r.path.name for r in results] + list(layers))
+        index = write_reports(
+            args.out,
+            store=args.store,
+            quiet=args.quiet,
+            results=list(results),
+            layers=[r.path.name for r in results] + list(layers),
+        )
     except (DissectError, BrodenError, OSError) as e:  # bad input: the results are written, say so and go on
-        print(f"dissect {args.command}: warning: report not written ({type(e).__name__}: {e}); "
-              f"retry with: dissect report {args.out}", file=sys.stderr)
+        print(
+            f"dissect {args.command}: warning: report not written ({type(e).__name__}: {e}); "
+            f"retry with: dissect report {args.out}",
+            file=sys.stderr,
+        )
         return
     except Exception as e:  # a bug: the results are written, but it must not pass as a warning
-        raise RuntimeError(f"the report failed ({type(e).__name__}: {e}) after the results were written "
-                           f"to {args.out}") from e
+        raise RuntimeError(
+            f"the report failed ({type(e).__name__}: {e}) after the results were written to {args.out}"
+        ) from e
     print(f"report: {index}")
 
 
@@ -394,22 +503,33 @@ def _cmd_layers(args) -> int:
     except Exception as e:  # only the model's own forward pass runs here
         from .errors import DissectError
 
-        raise DissectError(f"model {args.model} fails on input size {size[0]}x{size[1]}: {type(e).__name__}: {e} "
-                           f"(choose another --input-size)") from None
+        raise DissectError(
+            f"model {args.model} fails on input size {size[0]}x{size[1]}: {type(e).__name__}: {e} "
+            f"(choose another --input-size)"
+        ) from None
     table = []
     for r in rows:
         shapes = [t for t in r.tensors]
         first = shapes[0] if len(shapes) == 1 and shapes[0][0] == r.name else None
-        table.append((r.name, r.type, str(r.calls), r.structure if r.calls else "not called",
-                      "x".join(map(str, first[1])) if first else ("-" if not shapes else count(len(shapes), "tensor")),
-                      first[2] if first else ""))
+        table.append(
+            (
+                r.name,
+                r.type,
+                str(r.calls),
+                r.structure if r.calls else "not called",
+                "x".join(map(str, first[1])) if first else ("-" if not shapes else count(len(shapes), "tensor")),
+                first[2] if first else "",
+            )
+        )
         if not first:
             for sel, shape, lay in shapes:
                 table.append(("  " + sel, "", "", "", "x".join(map(str, shape)), lay))
     head = ("layer", "type", "calls", "output", "shape", "layout")
     widths = [max(len(head[i]), *(len(t[i]) for t in table)) if table else len(head[i]) for i in range(6)]
-    print(f"# input 1x3x{size[0]}x{size[1]}; a module called more than once is selected as NAME#K (K-th call), "
-          f"a tensor inside a tuple/dict output as NAME:KEY")
+    print(
+        f"# input 1x3x{size[0]}x{size[1]}; a module called more than once is selected as NAME#K (K-th call), "
+        f"a tensor inside a tuple/dict output as NAME:KEY"
+    )
     print("  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip())
     for t in table:
         print("  ".join(v.ljust(w) for v, w in zip(t, widths)).rstrip())
@@ -426,8 +546,9 @@ def _cmd_report(args) -> int:
     if not Path(args.out).is_dir():
         raise DissectError(f"results folder {args.out} does not exist")
     with results_lock(args.out, "dissect report"):  # not while a run or score writes there
-        index = write_reports(args.out, store=args.store, thumb=args.thumb, images_per_unit=args.images,
-                              quiet=args.quiet)
+        index = write_reports(
+            args.out, store=args.store, thumb=args.thumb, images_per_unit=args.images, quiet=args.quiet
+        )
     print(f"report: {index}")
     return 0
 
@@ -477,14 +598,26 @@ def _explain(args) -> int:
     if info.rank != 0:
         return 0
     device = _device(args.device)
-    ex = explain_result(layer_dir, activations=args.activations, model=model, store=args.store, length=args.length,
-                        beam=args.beam, batch_size=args.batch_size, workers=_workers(args), device=device,
-                        quiet=args.quiet)
+    ex = explain_result(
+        layer_dir,
+        activations=args.activations,
+        model=model,
+        store=args.store,
+        length=args.length,
+        beam=args.beam,
+        batch_size=args.batch_size,
+        workers=_workers(args),
+        device=device,
+        quiet=args.quiet,
+    )
     rows = ex.rows()
     comp = sum(1 for r in rows if r["length"] > 1)
     mean = lambda k: sum(r[k] for r in rows) / max(1, len(rows))  # noqa: E731
-    print(f"{name}: {count(len(rows), 'feature' if sae else 'unit')} explained, {comp} by a composition; mean IoU {mean('iou'):.4f} "
-          f"(best single concept {mean('single_iou'):.4f})")
+    print(
+        f"{name}: {count(len(rows), 'feature' if sae else 'unit')} explained, {comp} by a composition; "
+        f"mean IoU {mean('iou'):.4f} "
+        f"(best single concept {mean('single_iou'):.4f})"
+    )
     print(f"explanations in {layer_dir / 'explanations.csv'}")
     _report(args, layers=[layer_dir.name])
     return 0
@@ -509,10 +642,24 @@ def _describe_inputs(args, store):
     from .capture import load_model
 
     loaded = load_model(args.model, args.weights, unsafe_unpickle=args.unsafe_unpickle)
-    summary, prep = model_summary(loaded, args.layer, probe, args.input_size, args.mean, args.std, args.batch_size,
-                                  args.device, args.quiet, sae=sae)
-    return probe, summary, _described_folder(name, sae), dict(sae_settings, model=loaded.identity, layer=args.layer,
-                                                               preprocessing=prep)
+    summary, prep = model_summary(
+        loaded,
+        args.layer,
+        probe,
+        args.input_size,
+        args.mean,
+        args.std,
+        args.batch_size,
+        args.device,
+        args.quiet,
+        sae=sae,
+    )
+    return (
+        probe,
+        summary,
+        _described_folder(name, sae),
+        dict(sae_settings, model=loaded.identity, layer=args.layer, preprocessing=prep),
+    )
 
 
 def _describe_sae(args, name: str) -> tuple:
@@ -557,15 +704,18 @@ def _cmd_describe(args) -> int:
     words, vocab_text = choose_vocabulary(args.vocabulary, store, args.words)
     clip = load_image_text(args.clip, args.device)
     settings = dict(settings, vocabulary=vocab_text, probe=args.images or args.store)
-    agree = describe_layer(args.out, name, summary, clip, probe, words, settings, batch_size=args.batch_size,
-                           quiet=args.quiet)
+    agree = describe_layer(
+        args.out, name, summary, clip, probe, words, settings, batch_size=args.batch_size, quiet=args.quiet
+    )
     from .results import safe_name
 
     what = "features" if args.sae else "units"
     print(f"{name}: {agree['units']} {what} described with {len(words)} words ({vocab_text})")
     if agree["with_label"] is not None:
-        print(f"the Network Dissection label is among the top 5 words for {agree['label_in_top5']} of "
-              f"{agree['with_label']} labelled units")
+        print(
+            f"the Network Dissection label is among the top 5 words for {agree['label_in_top5']} of "
+            f"{agree['with_label']} labelled units"
+        )
     print(f"descriptions in {Path(args.out) / safe_name(name) / 'descriptions.csv'}")
     return 0
 
@@ -599,7 +749,7 @@ def _run_labels(pairs: Sequence[str], outs: Sequence[str]) -> dict:
         key = next((o for o in sorted(outs, key=len, reverse=True) if pair.startswith(f"{o}=")), None)
         if key is None:
             key = pair.partition("=")[0]
-        label = pair[len(key) + 1:]
+        label = pair[len(key) + 1 :]
         if "=" not in pair or not label.strip():
             raise UsageError(f"--name {pair!r}: expected OUT=LABEL (e.g. --name {outs[0]}=trained)")
         names[key] = label.strip()
@@ -625,24 +775,38 @@ def _ablate(args) -> int:
     layer_dir = layer_folder(args.out, args.layer)
     if args.concept:
         units = top_units_for_concept(layer_dir, args.concept, args.k)
-        print(f"the {count(len(units), 'unit')} with the highest IoU for {args.concept!r}: {', '.join(map(str, units))}")
+        print(
+            f"the {count(len(units), 'unit')} with the highest IoU for {args.concept!r}: {', '.join(map(str, units))}"
+        )
     else:
         try:
             units = [int(u) for u in args.units.replace(" ", "").split(",") if u]
         except ValueError:
             raise ValueError(f"--units must be comma-separated unit numbers, got {args.units!r}") from None
     model = load_model(args.model, args.weights, unsafe_unpickle=args.unsafe_unpickle)
-    size, mean, std, source = result_preprocessing(layer_dir, model.preprocessing, args.input_size, args.mean,
-                                                   args.std)
+    size, mean, std, source = result_preprocessing(layer_dir, model.preprocessing, args.input_size, args.mean, args.std)
     print(f"preprocessing: {size[0]}x{size[1]}, mean {_fmt3(mean)}, std {_fmt3(std)} from {source}")
-    ds, classes = open_data(args.data, size, mean, std, image_column=args.image_column,
-                            label_column=args.label_column, split=args.split)
-    res = ablate(model.module, args.layer, units, ds, classes, mode=args.mode, batch_size=args.batch_size,
-                 workers=args.workers, device=_device(args.device), quiet=args.quiet)
+    ds, classes = open_data(
+        args.data, size, mean, std, image_column=args.image_column, label_column=args.label_column, split=args.split
+    )
+    res = ablate(
+        model.module,
+        args.layer,
+        units,
+        ds,
+        classes,
+        mode=args.mode,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=_device(args.device),
+        quiet=args.quiet,
+    )
     rows = res.rows()
     total = rows[-1]
-    print(f"{args.layer}: units {', '.join(map(str, res.units))} set to {args.mode}: accuracy "
-          f"{total['accuracy_before']:.4f} -> {total['accuracy_after']:.4f} on {count(total['images'], 'image')}")
+    print(
+        f"{args.layer}: units {', '.join(map(str, res.units))} set to {args.mode}: accuracy "
+        f"{total['accuracy_before']:.4f} -> {total['accuracy_after']:.4f} on {count(total['images'], 'image')}"
+    )
     worst = sorted(rows[:-1], key=lambda r: (r["change"], r["class_index"]))[:5]
     for r in worst:
         if r["images"]:
@@ -668,16 +832,29 @@ def main(argv: Optional[Sequence[str]] = None, own_process: bool = False) -> int
     """Run the ``dissect`` command line ``argv`` (default sys.argv[1:]); returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     from broden_builder.shared import run_command
 
-    handlers = {"run": _cmd_run, "score": _cmd_score, "layers": _cmd_layers, "report": _cmd_report,
-                "explain": _cmd_explain, "describe": _cmd_describe, "compare": _cmd_compare, "ablate": _cmd_ablate,
-                "sae": _cmd_sae}
+    handlers = {
+        "run": _cmd_run,
+        "score": _cmd_score,
+        "layers": _cmd_layers,
+        "report": _cmd_report,
+        "explain": _cmd_explain,
+        "describe": _cmd_describe,
+        "compare": _cmd_compare,
+        "ablate": _cmd_ablate,
+        "sae": _cmd_sae,
+    }
     try:
-        return run_command(lambda: handlers[args.command](_with_config_file(parser, args, argv)),
-                           verbose=getattr(args, "verbose", False), own_process=own_process)
+        return run_command(
+            lambda: handlers[args.command](_with_config_file(parser, args, argv)),
+            verbose=getattr(args, "verbose", False),
+            own_process=own_process,
+        )
     finally:
         try:
             import torch.distributed as dist

@@ -10,6 +10,7 @@ its default, its help text and the commands that offer it. From the fields alone
 
 So adding a setting is one ``setting(...)`` line here (tests/test_config_fields.py checks it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,18 @@ PREPROCESSING = ("run", "explain", "ablate", "describe")
 
 #: Fields that change how a run works, never what it computes: not recorded in result.json's
 #: settings (the engine records the parallelism it chose) and not part of the checkpoint key.
-RUNTIME_ONLY = ("workers", "threads", "device", "checkpoint_every", "quantile_memory", "cache_dir", "keep_cache",
-                "quiet", "label_cache", "progress")
+RUNTIME_ONLY = (
+    "workers",
+    "threads",
+    "device",
+    "checkpoint_every",
+    "quantile_memory",
+    "cache_dir",
+    "keep_cache",
+    "quiet",
+    "label_cache",
+    "progress",
+)
 
 
 def floats3(text: str) -> tuple:
@@ -55,13 +66,25 @@ def floats3(text: str) -> tuple:
 #: bounds of the values that size what the program allocates or spawns: beyond them a
 #: value is a slip, refused at once (a usage error on the command line, DissectError from the API)
 #: instead of exhausting memory or processes
-LIMITS = {"input_size": 8192, "workers": 64, "batch_size": 65536, "threads": 1024, "top_k": 10000,
-          "length": 16, "beam": 1024, "k": 100000, "thumb": 4096, "images": 10000,
-          "null": 100000, "seed": 2**63 - 1}
+LIMITS = {
+    "input_size": 8192,
+    "workers": 64,
+    "batch_size": 65536,
+    "threads": 1024,
+    "top_k": 10000,
+    "length": 16,
+    "beam": 1024,
+    "k": 100000,
+    "thumb": 4096,
+    "images": 10000,
+    "null": 100000,
+    "seed": 2**63 - 1,
+}
 
 
 def bounded(lo: int, hi: int) -> Callable[[str], int]:
     """An argparse type: an integer in ``lo..hi``."""
+
     def parse(text: str) -> int:
         try:
             v = int(text)
@@ -100,9 +123,18 @@ def categories_of(values: Optional[Sequence[str]]) -> Optional[tuple]:
     return tuple(out)
 
 
-def setting(default, help: str, *, cli: Sequence[str] = DISSECTION, type: Optional[Callable] = None,
-            choices: Optional[Sequence] = None, metavar: Optional[str] = None, action: Optional[Union[str, type]] = None,
-            collect: Optional[Callable] = None, resolved: Optional[str] = None):
+def setting(
+    default,
+    help: str,
+    *,
+    cli: Sequence[str] = DISSECTION,
+    type: Optional[Callable] = None,
+    choices: Optional[Sequence] = None,
+    metavar: Optional[str] = None,
+    action: Optional[Union[str, type]] = None,
+    collect: Optional[Callable] = None,
+    resolved: Optional[str] = None,
+):
     """A DissectConfig field declared once.
 
     ``help``: the CLI help (``{default}`` is replaced by the default). ``cli``: the commands that
@@ -111,10 +143,17 @@ def setting(default, help: str, *, cli: Sequence[str] = DISSECTION, type: Option
     ``collect``: turns the parsed CLI value into the field's value. ``resolved``: where the engine
     records this setting's resolved value instead of recording it as given (not in :func:`recorded`).
     """
-    meta = {"help": help, "cli": tuple(cli), "type": type, "choices": choices, "metavar": metavar,
-            "action": action, "collect": collect, "resolved": resolved}
+    meta = {
+        "help": help,
+        "cli": tuple(cli),
+        "type": type,
+        "choices": choices,
+        "metavar": metavar,
+        "action": action,
+        "collect": collect,
+        "resolved": resolved,
+    }
     return dataclasses.field(default=default, metadata=meta)
-
 
 
 @dataclass(frozen=True)
@@ -126,82 +165,165 @@ class DissectConfig:
 
     quantile: float = setting(0.005, "top quantile that sets each unit's threshold (default {default})")
     iou_threshold: float = setting(0.04, "IoU at which a unit counts as a detector (default {default})")
-    union: str = setting("original", "which images count toward a unit's activation area: original (images "
-                         "carrying the label's category), lite (only where such a label lies inside the mask), "
-                         "all (every image)", choices=UNIONS)
-    upsample: str = setting("bilinear", "how activation maps are upsampled to the segmentation size "
-                            "(default {default})", choices=UPSAMPLE_MODES)
-    categories: Optional[tuple] = setting(None, "categories to score (default: all of the store's)",
-                                          action="append", metavar="CAT[,CAT...]", collect=categories_of)
+    union: str = setting(
+        "original",
+        "which images count toward a unit's activation area: original (images "
+        "carrying the label's category), lite (only where such a label lies inside the mask), "
+        "all (every image)",
+        choices=UNIONS,
+    )
+    upsample: str = setting(
+        "bilinear",
+        "how activation maps are upsampled to the segmentation size (default {default})",
+        choices=UPSAMPLE_MODES,
+    )
+    categories: Optional[tuple] = setting(
+        None,
+        "categories to score (default: all of the store's)",
+        action="append",
+        metavar="CAT[,CAT...]",
+        collect=categories_of,
+    )
     split: Optional[str] = setting(None, "only images of this split (train/val; default all)")
-    top_k: int = setting(10, "top-activating images kept per unit (default {default})",
-                         type=bounded(1, LIMITS["top_k"]))
+    top_k: int = setting(
+        10, "top-activating images kept per unit (default {default})", type=bounded(1, LIMITS["top_k"])
+    )
     input_size: Optional[tuple] = setting(
-        None, "resize images to this network input size (default: the store's image size)", cli=PREPROCESSING,
-        type=size, metavar="SIZE|HxW", resolved="settings.input_size: the size the model was run at")
+        None,
+        "resize images to this network input size (default: the store's image size)",
+        cli=PREPROCESSING,
+        type=size,
+        metavar="SIZE|HxW",
+        resolved="settings.input_size: the size the model was run at",
+    )
     mean: Optional[tuple] = setting(
-        None, "normalisation mean of [0,1] RGB (default: the model's preprocessing, else ImageNet's "
-        "0.485,0.456,0.406)", cli=PREPROCESSING, type=floats3, metavar="R,G,B")
+        None,
+        "normalisation mean of [0,1] RGB (default: the model's preprocessing, else ImageNet's 0.485,0.456,0.406)",
+        cli=PREPROCESSING,
+        type=floats3,
+        metavar="R,G,B",
+    )
     std: Optional[tuple] = setting(
-        None, "normalisation std (default: the model's preprocessing, else ImageNet's 0.229,0.224,0.225)",
-        cli=PREPROCESSING, type=floats3, metavar="R,G,B")
-    cache_dtype: str = setting("float16", "dtype of the on-disk activation cache; every statistic uses these "
-                               "rounded values (default {default})", cli=("run",), choices=CACHE_DTYPES)
+        None,
+        "normalisation std (default: the model's preprocessing, else ImageNet's 0.229,0.224,0.225)",
+        cli=PREPROCESSING,
+        type=floats3,
+        metavar="R,G,B",
+    )
+    cache_dtype: str = setting(
+        "float16",
+        "dtype of the on-disk activation cache; every statistic uses these rounded values (default {default})",
+        cli=("run",),
+        choices=CACHE_DTYPES,
+    )
     batch_size: int = setting(32, "images per batch (default {default})", type=bounded(1, LIMITS["batch_size"]))
     workers: Optional[int] = setting(
-        None, "DataLoader worker processes (default: pass 1 decodes images in the CPUs this process may use "
+        None,
+        "DataLoader worker processes (default: pass 1 decodes images in the CPUs this process may use "
         "less one, at most 4; pass 2 decodes labels and counts in one per CPU, at most 8; recorded in result.json)",
-        type=bounded(0, LIMITS["workers"]))
+        type=bounded(0, LIMITS["workers"]),
+    )
     threads: Optional[int] = setting(
-        None, "torch threads for the statistics (default 1: small tensors, images split across the workers; a CPU "
-        "model forward gets the cores the workers leave); recorded in result.json", type=bounded(1, LIMITS["threads"]))
-    device: str = setting("auto", "auto (cuda when available, else cpu), cpu, cuda or cuda:N (default {default}); "
-                          "the same in every command", cli=DISSECTION + ("layers", "ablate"))
-    checkpoint_every: int = setting(50, "save the statistics every N batches so a killed run resumes "
-                                    "(0 = never; default {default})", metavar="N")
-    quantile_memory: int = setting(1 << 30, "bytes the exact quantile may keep before it switches to histogram "
-                                   "passes", cli=())
-    cache_dir: Optional[str] = setting(None, "keep the activation cache here for reuse (default: "
-                                       "OUT/.dissect_cache, removed after success)", cli=("run",))
+        None,
+        "torch threads for the statistics (default 1: small tensors, images split across the workers; a CPU "
+        "model forward gets the cores the workers leave); recorded in result.json",
+        type=bounded(1, LIMITS["threads"]),
+    )
+    device: str = setting(
+        "auto",
+        "auto (cuda when available, else cpu), cpu, cuda or cuda:N (default {default}); the same in every command",
+        cli=DISSECTION + ("layers", "ablate"),
+    )
+    checkpoint_every: int = setting(
+        50, "save the statistics every N batches so a killed run resumes (0 = never; default {default})", metavar="N"
+    )
+    quantile_memory: int = setting(
+        1 << 30, "bytes the exact quantile may keep before it switches to histogram passes", cli=()
+    )
+    cache_dir: Optional[str] = setting(
+        None,
+        "keep the activation cache here for reuse (default: OUT/.dissect_cache, removed after success)",
+        cli=("run",),
+    )
     keep_cache: bool = setting(False, "keep the default activation cache after success", cli=("run",))
     quiet: bool = setting(False, "no progress bars (the CLI's -q/--quiet)", cli=())
     layout: Optional[str] = setting(
-        None, "how layer outputs are read: nchw [B,C,H,W], nhwc channels-last [B,H,W,C], tokens [B,(class/register "
-        "+) h*w,C] laid out on the patch grid (default: detected per layer)", cli=("run", "layers"), choices=LAYOUTS,
-        resolved="settings.layout of each layer: the layout used")
+        None,
+        "how layer outputs are read: nchw [B,C,H,W], nhwc channels-last [B,H,W,C], tokens [B,(class/register "
+        "+) h*w,C] laid out on the patch grid (default: detected per layer)",
+        cli=("run", "layers"),
+        choices=LAYOUTS,
+        resolved="settings.layout of each layer: the layout used",
+    )
     transform: Optional[Callable] = setting(
-        None, "a callable on [B, 3, H, W] RGB in [0, 1] -> network input (no crop)", cli=(),
-        resolved="settings.preprocessing: the transform's description")
+        None,
+        "a callable on [B, 3, H, W] RGB in [0, 1] -> network input (no crop)",
+        cli=(),
+        resolved="settings.preprocessing: the transform's description",
+    )
     rotate: Optional[int] = setting(
-        None, "multiply the units by a random orthogonal matrix (QR of a seeded Gaussian) before thresholds: the "
-        "rotation baseline of Network Dissection (sec. 3.2)", metavar="SEED", type=int,
-        resolved="settings.basis of each layer (and the checkpoint key)")
-    basis: Optional[str] = setting(None, "multiply the units by this C x C matrix before thresholds (instead of "
-                                   "--rotate)", metavar="FILE.npy",
-                                   resolved="settings.basis of each layer: the file and its sha256")
+        None,
+        "multiply the units by a random orthogonal matrix (QR of a seeded Gaussian) before thresholds: the "
+        "rotation baseline of Network Dissection (sec. 3.2)",
+        metavar="SEED",
+        type=int,
+        resolved="settings.basis of each layer (and the checkpoint key)",
+    )
+    basis: Optional[str] = setting(
+        None,
+        "multiply the units by this C x C matrix before thresholds (instead of --rotate)",
+        metavar="FILE.npy",
+        resolved="settings.basis of each layer: the file and its sha256",
+    )
     sae: Optional[tuple] = setting(
-        None, "dissect the features of this SAE (`dissect sae train`'s folder or a SAELens folder with cfg.json) "
+        None,
+        "dissect the features of this SAE (`dissect sae train`'s folder or a SAELens folder with cfg.json) "
         "instead of LAYER's units: its encoder is applied at every position; the result goes to OUT/LAYER.sae "
         "beside the units' OUT/LAYER (repeatable; dissect describe: OUT/LAYER.sae/descriptions.csv of the described "
-        "layer's SAE)", action="append", metavar="LAYER=FOLDER", cli=DISSECTION + ("describe",),
-        resolved="settings.sae of each feature result: the SAE's format, path, sha256, F, k (and the checkpoint key)")
-    label_cache: bool = setting(True, "keep the decoded label planes under STORE/.cache/labels for the next run "
-                                "(checked against each PNG's size and time, never stale; --no-label-cache: decode "
-                                "every PNG, write nothing)", action=argparse.BooleanOptionalAction)
-    null: int = setting(0, "also test every unit against a permutation null of N pairings of masks and labels "
-                        "(images paired at random, same thresholds and labels): p- and q-values, significance "
-                        "(default {default} = none; 100 is a good start; at most %s)" % f"{LIMITS['null']:,}",
-                        metavar="N", type=bounded(0, LIMITS["null"]))
-    seed: int = setting(0, "seed of the null's permutations: permutation k is numpy default_rng([seed, k]) over "
-                        "the run's images (default {default})", type=bounded(0, LIMITS["seed"]))
-    alpha: float = setting(0.05, "false discovery rate: a unit is significant when its Benjamini-Hochberg "
-                           "q-value <= alpha (default {default})")
-    detector: str = setting("iou", "what counts as a detector: iou (best IoU >= --iou-threshold, the paper's "
-                            "rule; default), significant (q <= --alpha; needs --null), both", choices=DETECTORS)
+        "layer's SAE)",
+        action="append",
+        metavar="LAYER=FOLDER",
+        cli=DISSECTION + ("describe",),
+        resolved="settings.sae of each feature result: the SAE's format, path, sha256, F, k (and the checkpoint key)",
+    )
+    label_cache: bool = setting(
+        True,
+        "keep the decoded label planes under STORE/.cache/labels for the next run "
+        "(checked against each PNG's size and time, never stale; --no-label-cache: decode "
+        "every PNG, write nothing)",
+        action=argparse.BooleanOptionalAction,
+    )
+    null: int = setting(
+        0,
+        "also test every unit against a permutation null of N pairings of masks and labels "
+        "(images paired at random, same thresholds and labels): p- and q-values, significance "
+        "(default {default} = none; 100 is a good start; at most %s)" % f"{LIMITS['null']:,}",
+        metavar="N",
+        type=bounded(0, LIMITS["null"]),
+    )
+    seed: int = setting(
+        0,
+        "seed of the null's permutations: permutation k is numpy default_rng([seed, k]) over "
+        "the run's images (default {default})",
+        type=bounded(0, LIMITS["seed"]),
+    )
+    alpha: float = setting(
+        0.05,
+        "false discovery rate: a unit is significant when its Benjamini-Hochberg q-value <= alpha (default {default})",
+    )
+    detector: str = setting(
+        "iou",
+        "what counts as a detector: iou (best IoU >= --iou-threshold, the paper's "
+        "rule; default), significant (q <= --alpha; needs --null), both",
+        choices=DETECTORS,
+    )
     progress: Optional[object] = setting(
-        None, "where progress goes: a callable (given a broden_builder.progress.ProgressEvent per progress line "
+        None,
+        "where progress goes: a callable (given a broden_builder.progress.ProgressEvent per progress line "
         "and a str per note: resume, checkpoint) or a logging.Logger (lines at INFO); None: bars on a terminal, "
-        "lines on stderr elsewhere", cli=())
+        "lines on stderr elsewhere",
+        cli=(),
+    )
 
     def __post_init__(self):
         # `not (a <= x <= b)` also refuses NaN, which would otherwise run both passes and fail
@@ -216,7 +338,12 @@ class DissectConfig:
         for name, choices in (("union", UNIONS), ("upsample", UPSAMPLE_MODES), ("cache_dtype", CACHE_DTYPES)):
             if getattr(self, name) not in choices:
                 raise DissectError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
-        if self.top_k < 1 or self.batch_size < 1 or (self.workers is not None and self.workers < 0) or self.checkpoint_every < 0:
+        if (
+            self.top_k < 1
+            or self.batch_size < 1
+            or (self.workers is not None and self.workers < 0)
+            or self.checkpoint_every < 0
+        ):
             raise DissectError("top_k and batch_size must be >= 1, workers and checkpoint_every >= 0")
         for name in ("workers", "threads", "batch_size", "top_k"):  # what they make us spawn or allocate
             v = getattr(self, name)
@@ -233,7 +360,9 @@ class DissectConfig:
         if self.sae is not None:  # ((layer, SAE folder), ...): that layer's SAE features (dissect.sae)
             object.__setattr__(self, "sae", _sae_pairs(self.sae))
             if self.rotate is not None or self.basis is not None:
-                raise DissectError("sae features are dissected in the units' own basis: give sae or rotate/basis, not both")
+                raise DissectError(
+                    "sae features are dissected in the units' own basis: give sae or rotate/basis, not both"
+                )
         self._check_null()
         if isinstance(self.input_size, int):
             object.__setattr__(self, "input_size", (self.input_size, self.input_size))
@@ -262,8 +391,9 @@ class DissectConfig:
         if self.detector not in DETECTORS:
             raise DissectError(f"detector must be one of {DETECTORS}, got {self.detector!r}")
         if self.detector != "iou" and self.null < 1:
-            raise DissectError(f"detector {self.detector!r} needs the permutation null: give null >= 1 "
-                               "(--null N, e.g. 100)")
+            raise DissectError(
+                f"detector {self.detector!r} needs the permutation null: give null >= 1 (--null N, e.g. 100)"
+            )
 
     def replace(self, **changes) -> "DissectConfig":
         """A copy with ``changes`` applied (validated again)."""
@@ -334,16 +464,19 @@ def read_config_file(path) -> dict:
     if doc is None:
         return {}
     if not isinstance(doc, dict):
-        raise DissectError(f"{path}: expected a mapping of DissectConfig settings (key: value), got "
-                           f"{type(doc).__name__}")
+        raise DissectError(
+            f"{path}: expected a mapping of DissectConfig settings (key: value), got {type(doc).__name__}"
+        )
     known = [f.name for f in dataclasses.fields(DissectConfig) if f.name not in PYTHON_ONLY]
     values: dict = {}
     for key, value in doc.items():
         if key in PYTHON_ONLY:
             raise DissectError(f"{path}: {key!r} can only be given in Python (it is an object, not a value)")
         if key not in known:
-            raise DissectError(f"{path}: unknown setting {key!r}{did_you_mean(str(key), known)} (the keys are "
-                               f"DissectConfig's: {', '.join(known)})")
+            raise DissectError(
+                f"{path}: unknown setting {key!r}{did_you_mean(str(key), known)} (the keys are "
+                f"DissectConfig's: {', '.join(known)})"
+            )
         values[key] = tuple(value) if isinstance(value, list) else value
     try:
         DissectConfig(**values)

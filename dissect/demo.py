@@ -9,6 +9,7 @@ detectors per category: units that were never told about objects, parts or mater
 Run as ``python -m dissect.demo [--out demo_out]``; ``--help`` lists the (size) knobs. Nothing
 is downloaded. Deterministic for a fixed seed and thread count.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,8 +58,11 @@ class SceneNet(nn.Module):
         c_in = 3
         self.names = []
         for i, w in enumerate(widths):
-            layers = [nn.Conv2d(c_in, w, 3, stride=2 if i == 0 else 1, padding=1, bias=False), nn.BatchNorm2d(w),
-                      nn.ReLU(inplace=False)]
+            layers = [
+                nn.Conv2d(c_in, w, 3, stride=2 if i == 0 else 1, padding=1, bias=False),
+                nn.BatchNorm2d(w),
+                nn.ReLU(inplace=False),
+            ]
             if i == 1:
                 layers.append(nn.MaxPool2d(2))
             self.add_module(f"block{i + 1}", nn.Sequential(*layers))
@@ -76,12 +80,20 @@ def demo_recipe(images: int, size: int, seg: int, seed: int = 0, min_frequency: 
     """recipes/synthetic.yaml's settings with the demo's image count and sizes, as a Recipe."""
     from broden_builder.recipe import recipe_from_dict
 
-    return recipe_from_dict({
-        "name": "synthetic", "size": size, "segmentation_size": seg, "min_frequency": min_frequency, "min_coverage": 0.5 if min_frequency >= 10 else 0.0,
-        "splits": {"train": 0.7, "val": 0.3}, "color": True,
-        "description": "Synthetic scenes with labels in all six categories (demo, tests, benchmarks).",
-        "sources": [{"type": "synthetic", "count": images, "seed": seed}],
-    }, origin="dissect.demo")
+    return recipe_from_dict(
+        {
+            "name": "synthetic",
+            "size": size,
+            "segmentation_size": seg,
+            "min_frequency": min_frequency,
+            "min_coverage": 0.5 if min_frequency >= 10 else 0.0,
+            "splits": {"train": 0.7, "val": 0.3},
+            "color": True,
+            "description": "Synthetic scenes with labels in all six categories (demo, tests, benchmarks).",
+            "sources": [{"type": "synthetic", "count": images, "seed": seed}],
+        },
+        origin="dissect.demo",
+    )
 
 
 def build_demo_store(path: Path, images: int, size: int, seg: int, workers: int, quiet: bool, min_frequency: int = 10):
@@ -97,9 +109,15 @@ def build_demo_store(path: Path, images: int, size: int, seg: int, workers: int,
         try:
             st = BrodenStore(path)
             want = recipe.to_dict()
-            if all(st.build_info.get("recipe", {}).get(k) == want[k] for k in ("sources", "min_frequency", "min_coverage")) and \
-                    st.build_info.get("image_size") == size and st.build_info.get("segmentation_size") == seg and \
-                    [s.get("version") for s in st.build_info.get("sources", [])] == [WORLD_VERSION]:  # same world
+            if (
+                all(
+                    st.build_info.get("recipe", {}).get(k) == want[k]
+                    for k in ("sources", "min_frequency", "min_coverage")
+                )
+                and st.build_info.get("image_size") == size
+                and st.build_info.get("segmentation_size") == seg
+                and [s.get("version") for s in st.build_info.get("sources", [])] == [WORLD_VERSION]
+            ):  # same world
                 return st, True
         except Exception:  # an unreadable old store: rebuild it
             pass
@@ -128,8 +146,18 @@ def generate_scene_data(count: int, size: int, seed: int):
     return x.contiguous(), torch.from_numpy(y), list(SCENE_NAMES)
 
 
-def train_scene_net(x, y, classes: int, epochs: int, seed: int = 0, batch_size: int = 32, quiet: bool = False,
-                    widths: Sequence[int] = (16, 32, 64, 96), val: Optional[tuple] = None, lr: float = 8e-3) -> tuple:
+def train_scene_net(
+    x,
+    y,
+    classes: int,
+    epochs: int,
+    seed: int = 0,
+    batch_size: int = 32,
+    quiet: bool = False,
+    widths: Sequence[int] = (16, 32, 64, 96),
+    val: Optional[tuple] = None,
+    lr: float = 8e-3,
+) -> tuple:
     """Train SceneNet with Adam and a one-cycle schedule (fixed seed, random horizontal flips).
 
     ``x`` float[N,3,S,S], ``y`` long[N]; ``val`` an optional (x, y) pair scored at the end.
@@ -150,7 +178,7 @@ def train_scene_net(x, y, classes: int, epochs: int, seed: int = 0, batch_size: 
         model.train()
         order = torch.randperm(len(x), generator=g)
         for s in range(0, len(x), batch_size):
-            idx = order[s:s + batch_size]
+            idx = order[s : s + batch_size]
             xb = x[idx]
             flip = torch.rand(len(idx), generator=g) < 0.5
             xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
@@ -170,7 +198,10 @@ def train_scene_net(x, y, classes: int, epochs: int, seed: int = 0, batch_size: 
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 100) -> float:
     model.eval()
-    right = sum(int((model(x[s:s + batch_size]).argmax(1) == y[s:s + batch_size]).sum()) for s in range(0, len(x), batch_size))
+    right = sum(
+        int((model(x[s : s + batch_size]).argmax(1) == y[s : s + batch_size]).sum())
+        for s in range(0, len(x), batch_size)
+    )
     return right / max(1, len(x))
 
 
@@ -191,21 +222,27 @@ def controls_sentence(controls, categories: Sequence[str], layer: Optional[str] 
     unique detectors (distinct concepts); the sentence names both counts.
     """
     layer = layer or list(controls.trained)[-1]
-    (td, tc), (rd, rc), (od, oc) = (_counts(runs[layer], categories)
-                                    for runs in (controls.trained, controls.random, controls.rotated))
-    first = (f"Random weights leave {layer} {rd} detectors ({rc} concepts) against the trained {td} ({tc}): "
-             + ("training made them" if rd < td and rc < tc else "training did not add them all here"))
+    (td, tc), (rd, rc), (od, oc) = (
+        _counts(runs[layer], categories) for runs in (controls.trained, controls.random, controls.rotated)
+    )
+    first = f"Random weights leave {layer} {rd} detectors ({rc} concepts) against the trained {td} ({tc}): " + (
+        "training made them" if rd < td and rc < tc else "training did not add them all here"
+    )
     word = lambda a, b: "fewer" if a < b else "as many" if a == b else "more"  # noqa: E731
     if od < td and oc < tc:
         how = "fewer of both, as in the paper (sec. 3.2)"
     elif oc < tc:
-        how = (f"{word(od, td)} detectors but fewer concepts: the paper's loss of unique detectors (sec. 3.2) "
-               "without its loss of detectors")
+        how = (
+            f"{word(od, td)} detectors but fewer concepts: the paper's loss of unique detectors (sec. 3.2) "
+            "without its loss of detectors"
+        )
     elif od < td:
         how = f"fewer detectors but {word(oc, tc)} concepts, unlike the paper (sec. 3.2)"
     else:
-        how = (f"{word(od, td)} detectors and {word(oc, tc)} concepts, unlike the paper (sec. 3.2): here the trained "
-               "basis is not more interpretable than a random one")
+        how = (
+            f"{word(od, td)} detectors and {word(oc, tc)} concepts, unlike the paper (sec. 3.2): here the trained "
+            "basis is not more interpretable than a random one"
+        )
     return f"{first}; a random rotation of its units leaves {od} ({oc}), {how}."
 
 
@@ -216,8 +253,10 @@ def summary_table(results: dict, categories: Sequence[str]) -> str:
     rows = [("layer", "units", "detectors") + tuple(categories)]
     for name, res in results.items():
         s = summarise(res.units, categories, float(res.settings.get("iou_threshold", 0.04)))
-        rows.append((name, str(s["units"]), str(s["detectors"]))
-                    + tuple(f"{s['per_category'].get(c, 0)} ({s['unique_detectors'].get(c, 0)})" for c in categories))
+        rows.append(
+            (name, str(s["units"]), str(s["detectors"]))
+            + tuple(f"{s['per_category'].get(c, 0)} ({s['unique_detectors'].get(c, 0)})" for c in categories)
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
     return "\n".join(lines) + "\n(detector units per category; in brackets: distinct concepts among them)"
@@ -239,8 +278,10 @@ def best_by_category(results: dict, categories: Sequence[str], n: int = 3) -> li
             thr = float(res.settings.get("iou_threshold", 0.04))
             found += [(u["iou"], name, u) for u in res.units if u["category"] == c and u["iou"] >= thr and u["label"]]
         found.sort(key=lambda t: (-t[0], t[1], t[2]["unit_index"]))
-        text = ", ".join(f"{display_name(u['label'])} {iou:.2f} ({name} unit {u['unit']})"
-                         for iou, name, u in found[:n]) or "none"
+        text = (
+            ", ".join(f"{display_name(u['label'])} {iou:.2f} ({name} unit {u['unit']})" for iou, name, u in found[:n])
+            or "none"
+        )
         lines.append(f"  {c.ljust(width)}  {text}")
     return lines
 
@@ -255,33 +296,27 @@ def say_results(result, cats: Sequence[str], say=print) -> None:
         say(line)
     if result.controls is not None:
         say("")
-        say("the paper's controls (Bau et al. 2017: random weights, sec. 4.2; a random rotation of the units, sec. 3.2):")
+        say(
+            "the paper's controls (Bau et al. 2017: random weights, sec. 4.2; "
+            "a random rotation of the units, sec. 3.2):"
+        )
         say(result.controls.table)
         say(controls_sentence(result.controls, cats))
 
 
-def run_demo(out: Path, images: int = 600, train_images: int = 4000, size: int = 64, seg: int = 32,
-             input_size: Optional[int] = None, epochs: int = 8, layers: Sequence[str] = DEMO_LAYERS,
-             widths: Sequence[int] = (16, 32, 64, 96), workers: int = 2, seed: int = 0, quiet: bool = False,
-             top_k: int = 8, min_frequency: int = 10, controls: bool = True, say=print) -> dict:
-    """The whole demo; returns {"store", "results" {layer: LayerResult}, "index", "accuracy", "timings"}.
-
-    ``images``: the store (seed 0, what is dissected); ``train_images``: fresh scenes of another
-    seed the network is trained on (it never sees the store's images); ``seed``: training seed.
-    ``controls``: also dissect the random-init and rotated baselines (dissect/controls/ in ``out``)
-    and print them beside the table.
-    """
-    from dissect.api import Dissection
-
-    out = Path(out)
-    input_size = input_size or size
-    timings = {}
-    t = time.perf_counter()
-    store, reused = build_demo_store(out / "store", images, size, seg, workers, quiet, min_frequency)
-    timings["store"] = time.perf_counter() - t
-    say(f"[1/4] synthetic store: {len(store)} images at {size}/{seg} px in {out / 'store'}"
-        + (" (reused)" if reused else f" (built in {timings['store']:.0f} s)"))
-
+def _train_step(
+    out: Path,
+    train_images: int,
+    input_size: int,
+    epochs: int,
+    widths: Sequence[int],
+    seed: int,
+    quiet: bool,
+    timings: dict,
+    say,
+) -> tuple:
+    """The demo's step 2: train SceneNet on fresh scenes (never the store's), save ``out/scenenet.pt``;
+    (model, validation accuracy)."""
     t = time.perf_counter()
     n_val = max(1, train_images // 5)
     x, y, names = generate_scene_data(train_images, input_size, 1000 + seed)
@@ -296,16 +331,88 @@ def run_demo(out: Path, images: int = 600, train_images: int = 4000, size: int =
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
     atomic_write_bytes(ckpt, buf.getvalue())
-    say(f"[2/4] trained SceneNet on {train_images} fresh scenes ({len(names)} classes, {epochs} epochs at "
-        f"{input_size} px) in {timings['train']:.0f} s: accuracy {acc:.0%} on {n_val} more (chance {1 / len(names):.0%})")
+    say(
+        f"[2/4] trained SceneNet on {train_images} fresh scenes ({len(names)} classes, {epochs} epochs at "
+        f"{input_size} px) in {timings['train']:.0f} s: accuracy {acc:.0%} on {n_val} more "
+        f"(chance {1 / len(names):.0%})"
+    )
+    return model, acc
+
+
+def _dissect_step(
+    model,
+    layers: Sequence[str],
+    store,
+    input_size: int,
+    top_k: int,
+    quiet: bool,
+    controls: bool,
+    out: Path,
+    timings: dict,
+    say,
+):
+    """The demo's step 3: dissect ``layers`` on the store (with the controls when asked), no report yet."""
+    from dissect.api import Dissection
 
     t = time.perf_counter()
-    result = Dissection(model, list(layers), store, input_size=input_size, top_k=top_k, device="cpu",
-                        batch_size=100, workers=0, quiet=quiet, checkpoint_every=0).run(
-        out=out / "dissect", report=False, controls=controls)
+    result = Dissection(
+        model,
+        list(layers),
+        store,
+        input_size=input_size,
+        top_k=top_k,
+        device="cpu",
+        batch_size=100,
+        workers=0,
+        quiet=quiet,
+        checkpoint_every=0,
+    ).run(out=out / "dissect", report=False, controls=controls)
     timings["dissect"] = time.perf_counter() - t
-    say(f"[3/4] dissected {', '.join(layers)} on the store in {timings['dissect']:.0f} s"
-        + (" (with the random-init and rotated controls)" if controls else ""))
+    say(
+        f"[3/4] dissected {', '.join(layers)} on the store in {timings['dissect']:.0f} s"
+        + (" (with the random-init and rotated controls)" if controls else "")
+    )
+    return result
+
+
+def run_demo(
+    out: Path,
+    images: int = 600,
+    train_images: int = 4000,
+    size: int = 64,
+    seg: int = 32,
+    input_size: Optional[int] = None,
+    epochs: int = 8,
+    layers: Sequence[str] = DEMO_LAYERS,
+    widths: Sequence[int] = (16, 32, 64, 96),
+    workers: int = 2,
+    seed: int = 0,
+    quiet: bool = False,
+    top_k: int = 8,
+    min_frequency: int = 10,
+    controls: bool = True,
+    say=print,
+) -> dict:
+    """The whole demo; returns {"store", "results" {layer: LayerResult}, "index", "accuracy", "timings"}.
+
+    ``images``: the store (seed 0, what is dissected); ``train_images``: fresh scenes of another
+    seed the network is trained on (it never sees the store's images); ``seed``: training seed.
+    ``controls``: also dissect the random-init and rotated baselines (dissect/controls/ in ``out``)
+    and print them beside the table.
+    """
+    out = Path(out)
+    input_size = input_size or size
+    timings = {}
+    t = time.perf_counter()
+    store, reused = build_demo_store(out / "store", images, size, seg, workers, quiet, min_frequency)
+    timings["store"] = time.perf_counter() - t
+    say(
+        f"[1/4] synthetic store: {len(store)} images at {size}/{seg} px in {out / 'store'}"
+        + (" (reused)" if reused else f" (built in {timings['store']:.0f} s)")
+    )
+
+    model, acc = _train_step(out, train_images, input_size, epochs, widths, seed, quiet, timings, say)
+    result = _dissect_step(model, layers, store, input_size, top_k, quiet, controls, out, timings, say)
 
     t = time.perf_counter()
     index = result.report(out / "dissect", store=store, quiet=quiet)
@@ -338,11 +445,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     t0, c0 = time.perf_counter(), time.process_time()
     from dissect import demo  # the importable module, so result.json names dissect.demo.SceneNet, not __main__
 
-    demo.run_demo(Path(args.out), images=args.images, train_images=args.train_images, size=args.size,
-                  seg=args.seg, epochs=args.epochs, workers=args.workers, seed=args.seed, quiet=args.quiet,
-                  controls=not args.no_controls)
-    print(f"demo finished in {time.perf_counter() - t0:.0f} s (this process: {time.process_time() - c0:.0f} s CPU, "
-          f"{count(threads, 'torch thread')} for training)")
+    demo.run_demo(
+        Path(args.out),
+        images=args.images,
+        train_images=args.train_images,
+        size=args.size,
+        seg=args.seg,
+        epochs=args.epochs,
+        workers=args.workers,
+        seed=args.seed,
+        quiet=args.quiet,
+        controls=not args.no_controls,
+    )
+    print(
+        f"demo finished in {time.perf_counter() - t0:.0f} s (this process: {time.process_time() - c0:.0f} s CPU, "
+        f"{count(threads, 'torch thread')} for training)"
+    )
     print()
     print(REAL_BRODEN_HELP)
     return 0

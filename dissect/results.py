@@ -7,6 +7,7 @@ Files (all written atomically): ``result.json``, ``tally.csv`` (the original too
 float16 [U, k, h, w] at the layer's resolution). The report renders a LayerResult from memory
 (dissect run) or as loaded here (dissect report).
 """
+
 from __future__ import annotations
 
 import csv
@@ -78,8 +79,9 @@ class LayerResult:
     def categories(self) -> list:
         """Categories in store order (the settings' list, then any others in the order they appear)."""
         cats = list(self.settings.get("categories") or [])
-        for c in list(self.summary.get("per_category", {})) + [c for u in self.units
-                                                              for c in list(u.get("per_category", {})) + [u.get("category")]]:
+        for c in list(self.summary.get("per_category", {})) + [
+            c for u in self.units for c in list(u.get("per_category", {})) + [u.get("category")]
+        ]:
             if c and c not in cats:
                 cats.append(c)
         return cats
@@ -100,15 +102,19 @@ class LayerResult:
         """E.g. ``layer4: 143/512 units are detectors (object 61, texture 40, color 20, ...)``."""
         s = self.summary
         order = {c: i for i, c in enumerate(s.get("per_category", {}))}
-        parts = sorted(((c, n) for c, n in s.get("per_category", {}).items() if n),
-                       key=lambda cn: (-cn[1], order[cn[0]]))
+        parts = sorted(
+            ((c, n) for c, n in s.get("per_category", {}).items() if n), key=lambda cn: (-cn[1], order[cn[0]])
+        )
         inner = ", ".join(f"{c} {n}" for c, n in parts)
-        line = f"{self.layer}: {s['detectors']}/{s['units']} {self.what}s are detectors" + (f" ({inner})" if inner else "")
+        line = f"{self.layer}: {s['detectors']}/{s['units']} {self.what}s are detectors" + (
+            f" ({inner})" if inner else ""
+        )
         if "significant" in s:
             n = self.settings.get("null")
-            line += (f"; {s['significant']} significant against the permutation null "
-                     f"(q <= {float(self.settings.get('alpha', 0.05)):g}"
-                     + (f", {n} permutations)" if n else ")"))
+            line += (
+                f"; {s['significant']} significant against the permutation null "
+                f"(q <= {float(self.settings.get('alpha', 0.05)):g}" + (f", {n} permutations)" if n else ")")
+            )
         return line + (f"; {self.constant_line()}" if s.get("constant") else "")
 
     @property
@@ -123,9 +129,15 @@ class LayerResult:
 
     def to_json(self) -> dict:
         return {
-            "layer": self.layer, "model": self.model, "store": self.store, "settings": self.settings,
-            "labels": self.labels, "units": self.units, "summary": self.summary,
-            "timings": self.timings, "version": self.version,
+            "layer": self.layer,
+            "model": self.model,
+            "store": self.store,
+            "settings": self.settings,
+            "labels": self.labels,
+            "units": self.units,
+            "summary": self.summary,
+            "timings": self.timings,
+            "version": self.version,
         }
 
 
@@ -159,9 +171,14 @@ def summarise(units: Sequence[dict], categories: Sequence[str], iou_threshold: f
         labels.setdefault(c, set()).add(u.get("number", u["label"]))
         concepts.setdefault(c, {})
         concepts[c][u["label"]] = concepts[c].get(u["label"], 0) + 1
-    out = {"units": len(units), "detectors": det, "per_category": per,
-           "unique_detectors": {c: len(v) for c, v in labels.items()}, "concepts": concepts,
-           **constant_summary(units)}
+    out = {
+        "units": len(units),
+        "detectors": det,
+        "per_category": per,
+        "unique_detectors": {c: len(v) for c, v in labels.items()},
+        "concepts": concepts,
+        **constant_summary(units),
+    }
     if any("significant" in u for u in units):  # the permutation null ran (--null N)
         from .stats import significant_detectors
 
@@ -172,8 +189,16 @@ def summarise(units: Sequence[dict], categories: Sequence[str], iou_threshold: f
 
 
 #: The summary's entries that result.json stores (the significant ones only with the null).
-SUMMARY_STORED = ("units", "detectors", "per_category", "unique_detectors", "constant", "constant_values",
-                  "significant", "significant_per_category")
+SUMMARY_STORED = (
+    "units",
+    "detectors",
+    "per_category",
+    "unique_detectors",
+    "constant",
+    "constant_values",
+    "significant",
+    "significant_per_category",
+)
 
 
 def _stored(summary: dict) -> dict:
@@ -284,12 +309,25 @@ def predicted_text(model: str) -> str:
     return f"predicted by {model} (segmentation model), not annotated" if model else ""
 
 
-def build_layer_result(layer: str, tally, union: str, iou_threshold: float, label_names: dict,
-                       thresholds: np.ndarray, settings: Optional[dict] = None, model: Optional[dict] = None,
-                       store: Optional[dict] = None, timings: Optional[dict] = None, version: str = "",
-                       topk: Optional[tuple] = None, null: Optional[np.ndarray] = None, alpha: float = 0.05,
-                       detector: str = "iou", constant: Optional[tuple] = None,
-                       predicted: Optional[dict] = None) -> LayerResult:
+def build_layer_result(
+    layer: str,
+    tally,
+    union: str,
+    iou_threshold: float,
+    label_names: dict,
+    thresholds: np.ndarray,
+    settings: Optional[dict] = None,
+    model: Optional[dict] = None,
+    store: Optional[dict] = None,
+    timings: Optional[dict] = None,
+    version: str = "",
+    topk: Optional[tuple] = None,
+    null: Optional[np.ndarray] = None,
+    alpha: float = 0.05,
+    detector: str = "iou",
+    constant: Optional[tuple] = None,
+    predicted: Optional[dict] = None,
+) -> LayerResult:
     """Score a finished dissect.stats.Tally (via dissect.stats.scores) into a LayerResult. ``null``
     [N, U]: each permutation's best IoU per unit (dissect.null_pass), which adds p- and q-values,
     significance at ``alpha`` and the null IoUs to every unit; ``detector`` ('iou', 'significant',
@@ -306,17 +344,28 @@ def build_layer_result(layer: str, tally, union: str, iou_threshold: float, labe
         u["threshold"] = float(thresholds[u["unit_index"]])
     if null is not None:
         add_null(units, null, alpha, detector)
-    labels = [{"number": n, "name": label_names.get(n, str(n)), "category": c}
-              for n, c in zip(tally.labels, tally.primary)]
+    labels = [
+        {"number": n, "name": label_names.get(n, str(n)), "category": c} for n, c in zip(tally.labels, tally.primary)
+    ]
     if constant is not None:
         mark_constant(units, np.asarray(constant[0], dtype=bool), np.asarray(constant[1], dtype=np.float64))
     if predicted:
         mark_predicted(units, predicted)
         store = dict(store or {}, predicted_labels=dict(predicted))
     iou = tally.iou(union).cpu().numpy().astype(np.float32)
-    res = LayerResult(layer=layer, iou=iou, thresholds=thresholds, labels=labels, units=units,
-                      summary=_stored(summarise(units, tally.categories, iou_threshold)), settings=dict(settings or {}),
-                      model=dict(model or {}), store=dict(store or {}), timings=dict(timings or {}), version=version)
+    res = LayerResult(
+        layer=layer,
+        iou=iou,
+        thresholds=thresholds,
+        labels=labels,
+        units=units,
+        summary=_stored(summarise(units, tally.categories, iou_threshold)),
+        settings=dict(settings or {}),
+        model=dict(model or {}),
+        store=dict(store or {}),
+        timings=dict(timings or {}),
+        version=version,
+    )
     if topk is not None:
         res.topk_indices, res.topk_values, res.topk_maps = topk
     return res
@@ -368,9 +417,12 @@ def _write_files(d: Path, res: LayerResult) -> None:
     atomic_write_bytes(d / "thresholds.npy", _npy_bytes(np.asarray(res.thresholds, dtype=np.float32)), durable=True)
     if res.topk_indices is not None:
         buf = io.BytesIO()
-        np.savez(buf, indices=np.asarray(res.topk_indices, dtype=np.int64),
-                 values=np.asarray(res.topk_values, dtype=np.float32),
-                 maps=_maps_dtype(res.topk_maps))
+        np.savez(
+            buf,
+            indices=np.asarray(res.topk_indices, dtype=np.int64),
+            values=np.asarray(res.topk_values, dtype=np.float32),
+            maps=_maps_dtype(res.topk_maps),
+        )
         atomic_write_bytes(d / "topk.npz", buf.getvalue(), durable=True)
     atomic_write_text(d / "tally.csv", tally_csv_text(res), durable=True)
     atomic_write_text(d / "result.json", json.dumps(res.to_json(), indent=1, allow_nan=False) + "\n", durable=True)
@@ -539,8 +591,10 @@ def open_store(result: Union[LayerResult, dict], store=None, base: Optional[Path
         store = BrodenStore(found)
     want = rec.get("fingerprint")
     if want and store.fingerprint() != want:
-        raise ResultsError(f"{store.root} is not the store layer {doc.get('layer')} was dissected on "
-                           f"(fingerprint {store.fingerprint()[:12]}, the result has {want[:12]})")
+        raise ResultsError(
+            f"{store.root} is not the store layer {doc.get('layer')} was dissected on "
+            f"(fingerprint {store.fingerprint()[:12]}, the result has {want[:12]})"
+        )
     return store
 
 
@@ -592,11 +646,19 @@ def load_result(directory: Union[str, Path], load_maps: bool = True) -> LayerRes
     doc = _read_json(d / "result.json")
     n, labels = len(doc["units"]), doc.get("labels", [])
     res = LayerResult(
-        layer=str(doc.get("layer") or d.name), labels=labels, units=doc["units"],
+        layer=str(doc.get("layer") or d.name),
+        labels=labels,
+        units=doc["units"],
         iou=_read_npy(d / "iou.npy", (n, len(labels)), f"{n} units x {len(labels)} labels"),
         thresholds=_read_npy(d / "thresholds.npy", (n,), f"{n} units").astype(np.float32),
-        summary=doc.get("summary") or {}, settings=doc.get("settings", {}), model=doc.get("model", {}),
-        store=doc.get("store", {}), timings=doc.get("timings", {}), version=doc.get("version", ""), path=d)
+        summary=doc.get("summary") or {},
+        settings=doc.get("settings", {}),
+        model=doc.get("model", {}),
+        store=doc.get("store", {}),
+        timings=doc.get("timings", {}),
+        version=doc.get("version", ""),
+        path=d,
+    )
     if (d / "topk.npz").is_file():
         _read_topk(res, d / "topk.npz", load_maps)
     return res

@@ -290,8 +290,12 @@ def test_ci_runs_lint_and_tests():
     ci = (REPO / ".ci" / "run").read_text("utf-8")
     assert "make lint" in ci and "make test" in ci
     make = (REPO / "Makefile").read_text("utf-8")
-    linted = next(line for line in make.splitlines() if line.startswith("LINTED"))
-    assert {"dissect/stats", "dissect/engine", "dissect/capture", "broden_builder/store"} <= set(linted.split(":=")[1].split())
+    line = next(line for line in make.splitlines() if line.startswith("LINTED"))
+    linted = line.split(":=")[1].split()
+    need = ("dissect/stats", "dissect/engine", "dissect/capture", "broden_builder/store")
+    # a folder is covered when it or a folder above it is linted (LINTED may name the whole package)
+    missing = [f for f in need if not any(f == d or f.startswith(d.rstrip("/") + "/") for d in linted)]
+    assert not missing, f"make lint does not cover {missing}"
 
 
 def test_dissect_states_rules_not_issue_numbers():

@@ -6,6 +6,7 @@ Every model becomes an :class:`ImageText`: ``encode_image(images)`` float [B, 3,
 [0, 1] -> [B, D]; ``encode_text(words)`` list of T strings -> [T, D]; ``identity`` (spec, path,
 sha256 of the weights: the embedding cache's key). Nothing is downloaded.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,7 +29,6 @@ class ImageText:
     encode_text: Callable = field(repr=False)
     identity: dict = field(default_factory=dict)
     device: str = "cpu"
-
 
 
 def _first_line(e: BaseException) -> str:
@@ -59,7 +59,7 @@ def _prepare(x: torch.Tensor, size: dict, crop: Optional[dict], mean, std) -> to
     if crop:
         ch, cw = int(crop["height"]), int(crop["width"])
         top, left = max(0, (x.shape[-2] - ch) // 2), max(0, (x.shape[-1] - cw) // 2)
-        x = x[..., top:top + ch, left:left + cw]
+        x = x[..., top : top + ch, left : left + cw]
     m = torch.tensor(mean, dtype=x.dtype, device=x.device)[None, :, None, None]
     s = torch.tensor(std, dtype=x.dtype, device=x.device)[None, :, None, None]
     return (x - m) / s
@@ -79,22 +79,28 @@ def _hf(ref: str, device: str) -> ImageText:
     except Exception as e:
         if not folder.is_dir():
             raise DissectError(
-                f"--clip hf:{ref}: not a local folder nor in the local Hugging Face cache (nothing is downloaded here); "
-                f"save it once where there is internet: python -c \"from transformers import AutoModel, AutoProcessor; "
+                f"--clip hf:{ref}: not a local folder nor in the local Hugging Face cache "
+                "(nothing is downloaded here); "
+                f'save it once where there is internet: python -c "from transformers import AutoModel, AutoProcessor; '
                 f"AutoModel.from_pretrained('{ref}').save_pretrained('DIR'); "
-                f"AutoProcessor.from_pretrained('{ref}').save_pretrained('DIR')\" and pass --clip hf:DIR") from None
+                f"AutoProcessor.from_pretrained('{ref}').save_pretrained('DIR')\" and pass --clip hf:DIR"
+            ) from None
         raise DissectError(f"--clip hf:{ref}: cannot load it ({_first_line(e)})") from None
     if not hasattr(model, "get_image_features") or not hasattr(model, "get_text_features"):
-        raise DissectError(f"--clip hf:{ref}: not an image-text model (needs an image processor, a tokenizer "
-                           f"and get_image_features: CLIP, SigLIP, ...)")
+        raise DissectError(
+            f"--clip hf:{ref}: not an image-text model (needs an image processor, a tokenizer "
+            f"and get_image_features: CLIP, SigLIP, ...)"
+        )
     size = dict(ip.size) if getattr(ip, "do_resize", True) else {}
     crop = dict(ip.crop_size) if getattr(ip, "do_center_crop", False) and getattr(ip, "crop_size", None) else None
     siglip = "siglip" in str(getattr(model.config, "model_type", ""))
     pad = {"padding": "max_length", "max_length": 64} if siglip else {"padding": True}
 
     def encode_image(x: torch.Tensor) -> torch.Tensor:
-        return _features(model.get_image_features(pixel_values=_prepare(x.to(device), size, crop, ip.image_mean,
-                                                                          ip.image_std)), "image_embeds")
+        return _features(
+            model.get_image_features(pixel_values=_prepare(x.to(device), size, crop, ip.image_mean, ip.image_std)),
+            "image_embeds",
+        )
 
     def encode_text(words: list) -> torch.Tensor:
         t = tok(list(words), truncation=True, return_tensors="pt", **pad)
@@ -104,9 +110,13 @@ def _hf(ref: str, device: str) -> ImageText:
     for f in sorted(folder.glob("*")) if folder.is_dir() else []:
         if f.is_file() and f.suffix in (".safetensors", ".bin", ".json", ".txt", ".model"):
             digest.update(f.name.encode() + file_sha256(f).encode())
-    identity = {"kind": "hf", "spec": f"hf:{ref}", "path": str(folder.resolve()) if folder.is_dir() else ref,
-                "sha256": digest.hexdigest() if folder.is_dir() else getattr(model.config, "_commit_hash", None),
-                "model_type": getattr(model.config, "model_type", None)}
+    identity = {
+        "kind": "hf",
+        "spec": f"hf:{ref}",
+        "path": str(folder.resolve()) if folder.is_dir() else ref,
+        "sha256": digest.hexdigest() if folder.is_dir() else getattr(model.config, "_commit_hash", None),
+        "model_type": getattr(model.config, "model_type", None),
+    }
     return ImageText(encode_image, encode_text, identity, device)
 
 
@@ -114,7 +124,9 @@ def _open_clip(arch: str, checkpoint: Path, device: str) -> ImageText:
     try:
         import open_clip
     except ImportError:
-        raise DissectError("--clip open_clip:... needs the open_clip_torch package (pip install open_clip_torch)") from None
+        raise DissectError(
+            "--clip open_clip:... needs the open_clip_torch package (pip install open_clip_torch)"
+        ) from None
     if not checkpoint.is_file():
         raise DissectError(f"--clip open_clip:{arch}: checkpoint {checkpoint} not found")
     try:
@@ -125,7 +137,10 @@ def _open_clip(arch: str, checkpoint: Path, device: str) -> ImageText:
     model.eval()
     size = model.visual.image_size
     size = {"height": size[0], "width": size[1]} if isinstance(size, (tuple, list)) else {"shortest_edge": size}
-    crop = {"height": size.get("height", size.get("shortest_edge")), "width": size.get("width", size.get("shortest_edge"))}
+    crop = {
+        "height": size.get("height", size.get("shortest_edge")),
+        "width": size.get("width", size.get("shortest_edge")),
+    }
     mean = getattr(model.visual, "image_mean", None) or (0.48145466, 0.4578275, 0.40821073)
     std = getattr(model.visual, "image_std", None) or (0.26862954, 0.26130258, 0.27577711)
 
@@ -135,8 +150,13 @@ def _open_clip(arch: str, checkpoint: Path, device: str) -> ImageText:
     def encode_text(words: list) -> torch.Tensor:
         return model.encode_text(tokenizer(list(words)).to(device))
 
-    identity = {"kind": "open_clip", "spec": f"open_clip:{arch}:{checkpoint}", "path": str(checkpoint.resolve()),
-                "sha256": file_sha256(checkpoint), "arch": arch}
+    identity = {
+        "kind": "open_clip",
+        "spec": f"open_clip:{arch}:{checkpoint}",
+        "path": str(checkpoint.resolve()),
+        "sha256": file_sha256(checkpoint),
+        "arch": arch,
+    }
     return ImageText(encode_image, encode_text, identity, device)
 
 
@@ -153,7 +173,13 @@ def _python(spec: str, device: str) -> ImageText:
         raise DissectError(f"--clip {spec}: cannot load it ({_first_line(e)})") from None
     if not (callable(getattr(obj, "encode_image", None)) and callable(getattr(obj, "encode_text", None))):
         raise DissectError(f"--clip {spec}: {func}() must return an object with encode_image and encode_text")
-    identity = {"kind": "python", "spec": spec, "path": str(path.resolve()), "function": func, "sha256": file_sha256(path)}
+    identity = {
+        "kind": "python",
+        "spec": spec,
+        "path": str(path.resolve()),
+        "function": func,
+        "sha256": file_sha256(path),
+    }
     return ImageText(lambda x: obj.encode_image(x), lambda w: obj.encode_text(list(w)), identity, "cpu")
 
 

@@ -8,6 +8,7 @@ the top 5 words, ``;``-joined, best first; ``similarity`` the best word's SoftWP
 IoU label was predicted by a segmentation model (not annotated), a last column
 ``iou_label_predicted_by`` names the model ("" for annotated labels).
 """
+
 from __future__ import annotations
 
 import csv
@@ -59,9 +60,17 @@ def descriptions_csv_text(rows, labels: Optional[dict], predicted: Optional[dict
     for r in rows:
         lab = (labels or {}).get(r["unit"], "")
         hit = "" if labels is None else int(in_top(lab, r["words"]))
-        w.writerow([r["unit"], ";".join(r["words"]), f"{r['scores'][0]:.6g}",
-                    ";".join(f"{s:.6g}" for s in r["scores"]), lab, hit]
-                   + ([predicted.get(r["unit"], "")] if predicted else []))
+        w.writerow(
+            [
+                r["unit"],
+                ";".join(r["words"]),
+                f"{r['scores'][0]:.6g}",
+                ";".join(f"{s:.6g}" for s in r["scores"]),
+                lab,
+                hit,
+            ]
+            + ([predicted.get(r["unit"], "")] if predicted else [])
+        )
     return buf.getvalue()
 
 
@@ -77,8 +86,10 @@ def write_descriptions(layer_dir: Union[str, Path], rows, settings: dict) -> dic
         summary["with_label"] = len(labelled)
         summary["label_in_top5"] = sum(1 for r in labelled if in_top(labels[r["unit"]], r["words"]))
     atomic_write_text(d / CSV_NAME, descriptions_csv_text(rows, labels, iou_predicted(d)))
-    atomic_write_text(d / JSON_NAME, json.dumps({"settings": settings, "agreement": summary}, indent=1,
-                                                sort_keys=True, default=str) + "\n")
+    atomic_write_text(
+        d / JSON_NAME,
+        json.dumps({"settings": settings, "agreement": summary}, indent=1, sort_keys=True, default=str) + "\n",
+    )
     return summary
 
 
@@ -93,9 +104,12 @@ def read_descriptions(layer_dir: Union[str, Path]) -> dict:
         for n, row in enumerate(csv.DictReader(f), start=2):
             try:
                 hit = row.get("iou_label_in_top5", "")
-                out[int(row["unit"])] = {"words": [w for w in row["words"].split(";") if w],
-                                         "similarity": float(row["similarity"]), "iou_label": row.get("iou_label", ""),
-                                         "in_top5": None if hit in ("", None) else bool(int(hit))}
+                out[int(row["unit"])] = {
+                    "words": [w for w in row["words"].split(";") if w],
+                    "similarity": float(row["similarity"]),
+                    "iou_label": row.get("iou_label", ""),
+                    "in_top5": None if hit in ("", None) else bool(int(hit)),
+                }
             except (KeyError, TypeError, ValueError) as e:
                 raise ValueError(f"{path}: line {n}: {e}") from None
     return out

@@ -3,6 +3,7 @@
 A unit's activation on an image is its feature map's spatial mean, as CLIP-Dissect summarises a
 convolutional unit (average pooling); the result is [N, U] over the probe images in order.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -85,14 +86,26 @@ def activations_summary(source, n_images: int, sae=None) -> torch.Tensor:
 
     acts = open_activations(source)
     if acts.shape[0] != n_images:
-        raise DissectError(f"{acts.origin}: {acts.shape[0]} rows of activations for {n_images} probe images "
-                           f"(one row per image, in index.csv order)")
-    out = [spatial_mean(torch.from_numpy(np.asarray(acts[lo:lo + 256])), sae) for lo in range(0, acts.shape[0], 256)]
+        raise DissectError(
+            f"{acts.origin}: {acts.shape[0]} rows of activations for {n_images} probe images "
+            f"(one row per image, in index.csv order)"
+        )
+    out = [spatial_mean(torch.from_numpy(np.asarray(acts[lo : lo + 256])), sae) for lo in range(0, acts.shape[0], 256)]
     return torch.cat(out)
 
 
-def model_summary(loaded, layer: str, probe: ProbeImages, input_size=None, mean=None, std=None,
-                  batch_size: int = 32, device: str = "cpu", quiet: bool = True, sae=None) -> tuple:
+def model_summary(
+    loaded,
+    layer: str,
+    probe: ProbeImages,
+    input_size=None,
+    mean=None,
+    std=None,
+    batch_size: int = 32,
+    device: str = "cpu",
+    quiet: bool = True,
+    sae=None,
+) -> tuple:
     """([N, U] spatial means of ``layer``'s feature maps over the probe images, preprocessing record).
     ``loaded``: a dissect.capture LoadedModel (its preprocessing applies unless given); ``sae``: a
     dissect.sae SparseEncoder of the layer: [N, F] means of its features instead (:func:`spatial_mean`)."""

@@ -6,6 +6,7 @@ images' and the words' embeddings by an image-text model (_clip.py), cached unde
 their cosine similarities [N, T]; SoftWPMI [U, T] (_softwpmi.py); the top 5 words per unit
 (_output.py). The output folder is held under its lock while the files are written.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -48,27 +49,37 @@ def _cached(cache: Optional[Path], kind: str, key: dict, compute) -> torch.Tenso
     return t
 
 
-def image_embeddings(model: ImageText, probe: ProbeImages, batch_size: int = 64, cache: Optional[Path] = None,
-                     quiet: bool = True) -> torch.Tensor:
+def image_embeddings(
+    model: ImageText, probe: ProbeImages, batch_size: int = 64, cache: Optional[Path] = None, quiet: bool = True
+) -> torch.Tensor:
     """[N, D] float32 embeddings of the probe images (cached by model and images)."""
     from broden_builder.shared import progress
 
     def compute():
         n = (len(probe) + batch_size - 1) // batch_size
         with torch.inference_mode():
-            parts = [model.encode_image(x).float().cpu()
-                     for x in progress(probe.batches(batch_size), quiet, total=n, desc="describe: images", unit="batch")]
+            parts = [
+                model.encode_image(x).float().cpu()
+                for x in progress(probe.batches(batch_size), quiet, total=n, desc="describe: images", unit="batch")
+            ]
         return torch.cat(parts)
 
     return _cached(cache, "image", {"model": model.identity, "images": probe.key, "n": len(probe)}, compute)
 
 
-def text_embeddings(model: ImageText, words: Sequence[str], batch_size: int = 256, cache: Optional[Path] = None) -> torch.Tensor:
+def text_embeddings(
+    model: ImageText, words: Sequence[str], batch_size: int = 256, cache: Optional[Path] = None
+) -> torch.Tensor:
     """[T, D] float32 embeddings of the words (cached by model and vocabulary)."""
+
     def compute():
         with torch.inference_mode():
-            return torch.cat([model.encode_text(list(words[lo:lo + batch_size])).float().cpu()
-                              for lo in range(0, len(words), batch_size)])
+            return torch.cat(
+                [
+                    model.encode_text(list(words[lo : lo + batch_size])).float().cpu()
+                    for lo in range(0, len(words), batch_size)
+                ]
+            )
 
     vocab = hashlib.sha256("\n".join(words).encode()).hexdigest()
     return _cached(cache, "text", {"model": model.identity, "vocabulary": vocab, "n": len(words)}, compute)
@@ -81,26 +92,45 @@ def _unit_norm(x: torch.Tensor, what: str) -> torch.Tensor:
     return x / n
 
 
-def describe_units(summary: torch.Tensor, image_emb: torch.Tensor, text_emb: torch.Tensor, words: Sequence[str],
-                   top: int = 5, **params) -> list:
+def describe_units(
+    summary: torch.Tensor, image_emb: torch.Tensor, text_emb: torch.Tensor, words: Sequence[str], top: int = 5, **params
+) -> list:
     """Rows {unit (1-based), words (top ``top``, best first), scores} of every unit.
 
     ``summary`` [N, U] unit activations on the probe images; ``image_emb`` [N, D]; ``text_emb``
     [T, D] of ``words``; ``params`` override CLIP-Dissect's SoftWPMI defaults (PARAMS).
     """
-    if image_emb.shape[0] != summary.shape[0] or text_emb.shape[0] != len(words) or image_emb.shape[1] != text_emb.shape[1]:
-        raise DissectError(f"shapes do not fit: activations {tuple(summary.shape)}, image embeddings "
-                           f"{tuple(image_emb.shape)}, text embeddings {tuple(text_emb.shape)} for {len(words)} words")
+    if (
+        image_emb.shape[0] != summary.shape[0]
+        or text_emb.shape[0] != len(words)
+        or image_emb.shape[1] != text_emb.shape[1]
+    ):
+        raise DissectError(
+            f"shapes do not fit: activations {tuple(summary.shape)}, image embeddings "
+            f"{tuple(image_emb.shape)}, text embeddings {tuple(text_emb.shape)} for {len(words)} words"
+        )
     sims = _unit_norm(image_emb.float(), "image") @ _unit_norm(text_emb.float(), "text").T
     score = soft_wpmi(sims, summary.float(), **{**PARAMS, **params})
     k = min(top, len(words))
     best = torch.topk(score, k=k, dim=1)
-    return [{"unit": u + 1, "words": [words[j] for j in best.indices[u].tolist()], "scores": best.values[u].tolist()}
-            for u in range(score.shape[0])]
+    return [
+        {"unit": u + 1, "words": [words[j] for j in best.indices[u].tolist()], "scores": best.values[u].tolist()}
+        for u in range(score.shape[0])
+    ]
 
 
-def describe_layer(out, name: str, summary: torch.Tensor, model: ImageText, probe: ProbeImages, words: Sequence[str],
-                   settings: dict, batch_size: int = 64, quiet: bool = True, **params) -> dict:
+def describe_layer(
+    out,
+    name: str,
+    summary: torch.Tensor,
+    model: ImageText,
+    probe: ProbeImages,
+    words: Sequence[str],
+    settings: dict,
+    batch_size: int = 64,
+    quiet: bool = True,
+    **params,
+) -> dict:
     """Describe the units of ``summary`` and write ``out/<name>/descriptions.csv`` under the lock of
     ``out``; returns the agreement summary (dissect.describe._output.write_descriptions)."""
     from broden_builder.shared import exclusive
@@ -115,8 +145,14 @@ def describe_layer(out, name: str, summary: torch.Tensor, model: ImageText, prob
         img = image_embeddings(model, probe, batch_size, cache, quiet)
         txt = text_embeddings(model, list(words), cache=cache)
         rows = describe_units(summary, img, txt, list(words), **params)
-        full = dict(settings, softwpmi={**PARAMS, **params}, clip=model.identity, images=len(probe),
-                    words=len(words), method="CLIP-Dissect SoftWPMI (Oikarinen & Weng, ICLR 2023)")
+        full = dict(
+            settings,
+            softwpmi={**PARAMS, **params},
+            clip=model.identity,
+            images=len(probe),
+            words=len(words),
+            method="CLIP-Dissect SoftWPMI (Oikarinen & Weng, ICLR 2023)",
+        )
         return write_descriptions(out / safe_name(name), rows, full)
 
 

@@ -13,6 +13,7 @@ For a unit k and a word t, with P[i, t] the image-text cosine similarity of prob
 Written here from the paper's formulas (no library implements it); the test checks it against a
 plain loop over units, words and images.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,9 +21,17 @@ import math
 import torch
 
 
-def soft_wpmi(image_text: torch.Tensor, activations: torch.Tensor, top_k: int = 100, a: float = 10.0,
-              lam: float = 1.0, p_start: float = 0.998, p_end: float = 0.97, min_prob: float = 1e-7,
-              budget: int = 1 << 26) -> torch.Tensor:
+def soft_wpmi(
+    image_text: torch.Tensor,
+    activations: torch.Tensor,
+    top_k: int = 100,
+    a: float = 10.0,
+    lam: float = 1.0,
+    p_start: float = 0.998,
+    p_end: float = 0.97,
+    min_prob: float = 1e-7,
+    budget: int = 1 << 26,
+) -> torch.Tensor:
     """SoftWPMI [U, T] of every unit and word (module docstring).
 
     ``image_text`` [N, T]: cosine similarity of each probe image's and word's embeddings;
@@ -31,8 +40,10 @@ def soft_wpmi(image_text: torch.Tensor, activations: torch.Tensor, top_k: int = 
     Raises ValueError when the two do not have the same number of images or one is empty.
     """
     if image_text.ndim != 2 or activations.ndim != 2 or image_text.shape[0] != activations.shape[0]:
-        raise ValueError(f"image-text similarities {tuple(image_text.shape)} and activations "
-                         f"{tuple(activations.shape)} must be [N, T] and [N, U] over the same N images")
+        raise ValueError(
+            f"image-text similarities {tuple(image_text.shape)} and activations "
+            f"{tuple(activations.shape)} must be [N, T] and [N, U] over the same N images"
+        )
     N, T = image_text.shape
     U = activations.shape[1]
     if N == 0 or T == 0 or U == 0:
@@ -44,8 +55,8 @@ def soft_wpmi(image_text: torch.Tensor, activations: torch.Tensor, top_k: int = 
     chunk = max(1, budget // max(1, k * T))
     log_given = torch.empty(U, T, dtype=torch.float64)
     for lo in range(0, U, chunk):
-        sel = probs[top[:, lo:lo + chunk]]  # [k, c, T]
-        log_given[lo:lo + chunk] = torch.log(1 + p_in * (sel - 1) + min_prob).sum(dim=0)
+        sel = probs[top[:, lo : lo + chunk]]  # [k, c, T]
+        log_given[lo : lo + chunk] = torch.log(1 + p_in * (sel - 1) + min_prob).sum(dim=0)
     log_prior = torch.logsumexp(log_given, dim=0) - math.log(U)
     return (log_given - lam * log_prior[None, :]).float()
 

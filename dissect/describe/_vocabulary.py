@@ -5,6 +5,7 @@ lists CC BY-SA 4.0, by Robyn Speer and contributors, from Wikipedia, subtitles, 
 text, Twitter and Reddit): the most frequent words of at least 3 letters, as CLIP-Dissect used the
 20,000 most common English words.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,8 +21,10 @@ def common_words(n: int = 20000) -> list:
     try:
         from wordfreq import top_n_list
     except ImportError:
-        raise DissectError("the default vocabulary needs the wordfreq package (pip install 'broden-dissect[describe]'); "
-                           "or give --vocabulary FILE (one word per line) or --vocabulary store") from None
+        raise DissectError(
+            "the default vocabulary needs the wordfreq package (pip install 'broden-dissect[describe]'); "
+            "or give --vocabulary FILE (one word per line) or --vocabulary store"
+        ) from None
     out = []
     for w in top_n_list("en", max(4 * n, 1000)):
         if w.isalpha() and len(w) >= 3 and w not in out:
@@ -53,7 +56,7 @@ def label_word(label: str) -> str:
     """A store label as a word: Broden's suffix removed (``street-s`` -> ``street``), lower case."""
     for suffix in SUFFIXES:
         if label.endswith(suffix) and len(label) > len(suffix):
-            label = label[:-len(suffix)]
+            label = label[: -len(suffix)]
     return label.strip().lower()
 
 

@@ -4,6 +4,7 @@ concepts found by beam search, from the same binarised unit masks the tally uses
 Layers: formula (Formula) <- counts (MaskCounts, AtomBuilder) <- search (beam_search) <-
 layer (explain_activations: one pass over a store) <- output (explanations.csv).
 """
+
 from .counts import AtomBuilder, MaskCounts, pixel_label_keys
 from .formula import OPS, Formula
 from .search import SearchResult, beam_search

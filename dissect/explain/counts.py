@@ -12,6 +12,7 @@ label-set classes of segmentation planes.
 
 Shapes: K atoms, L label columns, U units, E (unit, atom) entries.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,16 +51,29 @@ class MaskCounts:
     def label_area(self) -> torch.Tensor:
         """|X| per label column [L]."""
         return torch.zeros(self.n_labels, dtype=torch.long, device=self.w.device).index_add_(
-            0, self.al_label, self.w[self.al_atom])
+            0, self.al_label, self.w[self.al_atom]
+        )
 
     def mask_size(self) -> torch.Tensor:
         """|M_u| per unit [U]."""
-        return torch.zeros(self.n_units, dtype=torch.long, device=self.w.device).index_add_(0, self.e_unit, self.e_count)
+        return torch.zeros(self.n_units, dtype=torch.long, device=self.w.device).index_add_(
+            0, self.e_unit, self.e_count
+        )
 
     def to(self, device) -> "MaskCounts":
         f = lambda t: t.to(device)  # noqa: E731
-        return MaskCounts(f(self.w), f(self.al_atom), f(self.al_label), f(self.bits), f(self.e_unit), f(self.e_atom),
-                          f(self.e_count), self.n_labels, self.n_units, self.images)
+        return MaskCounts(
+            f(self.w),
+            f(self.al_atom),
+            f(self.al_label),
+            f(self.bits),
+            f(self.e_unit),
+            f(self.e_atom),
+            f(self.e_count),
+            self.n_labels,
+            self.n_units,
+            self.images,
+        )
 
     @classmethod
     def from_dense(cls, label_masks: np.ndarray, unit_masks: np.ndarray) -> "MaskCounts":
@@ -87,8 +101,9 @@ def n_words(n_labels: int) -> int:
     return max(1, -(-int(n_labels) // 64))
 
 
-def pixel_label_keys(seg, columns: torch.Tensor, n_labels: int, pixel_categories: Sequence[str],
-                     image_level_categories: Sequence[str]) -> torch.Tensor:
+def pixel_label_keys(
+    seg, columns: torch.Tensor, n_labels: int, pixel_categories: Sequence[str], image_level_categories: Sequence[str]
+) -> torch.Tensor:
     """The label set of every pixel of a SegBatch as bits: LongTensor [B * S, W] (W = n_words),
     bit c & 63 of word c >> 6 set when the pixel carries label column c. ``columns[number]`` is
     the column of a global label number, -1 when not counted (0 = unlabeled is never counted).
@@ -201,9 +216,18 @@ class AtomBuilder:
             raise ValueError(f"unit {int(e_unit.max())} out of range for {n_units} units")
         d = torch.device(device)
         t = lambda a: torch.as_tensor(np.ascontiguousarray(a)).to(d)  # noqa: E731
-        return MaskCounts(w.to(d), t(al_atom.astype(np.int64)), t(al_label.astype(np.int64)),
-                          t(bits.reshape(K, nb)), e_unit.to(d), e_atom.to(d), cnt.to(d), self.n_labels,
-                          int(n_units), self.images)
+        return MaskCounts(
+            w.to(d),
+            t(al_atom.astype(np.int64)),
+            t(al_label.astype(np.int64)),
+            t(bits.reshape(K, nb)),
+            e_unit.to(d),
+            e_atom.to(d),
+            cnt.to(d),
+            self.n_labels,
+            int(n_units),
+            self.images,
+        )
 
 
 __all__ = ["MaskCounts", "AtomBuilder", "pixel_label_keys", "n_words"]

@@ -4,10 +4,11 @@
 The beam search of compexp only ever extends a formula on the right by one label and one
 operator, so every formula it can reach is such a chain; a Formula stores it as two tuples.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence, Union
+from typing import Any, Callable, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -31,7 +32,9 @@ class Formula:
         object.__setattr__(self, "labels", tuple(int(x) for x in self.labels))
         object.__setattr__(self, "ops", tuple(int(x) for x in self.ops))
         if self.labels and len(self.ops) != len(self.labels) - 1:
-            raise ValueError(f"a formula of {len(self.labels)} labels needs {len(self.labels) - 1} operators, got {self.ops}")
+            raise ValueError(
+                f"a formula of {len(self.labels)} labels needs {len(self.labels) - 1} operators, got {self.ops}"
+            )
         if not self.labels and self.ops:
             raise ValueError("an empty formula has no operators")
         if any(o not in (OR, AND, AND_NOT) for o in self.ops):
@@ -48,6 +51,7 @@ class Formula:
         """``(water OR river) AND NOT blue-c``: names of the label columns, inner parts in parentheses."""
         if not self.labels:
             return ""
+        name: Callable[[Any], str]
         if names is None:
             name = str
         elif callable(names):

@@ -5,6 +5,7 @@ each batch (DataLoader workers) become pixel label sets, the unit masks are the 
 (``Tally.add_activations``: activation upsampled with the configured mode, > T_k), and both are
 reduced to MaskCounts; then ``beam_search`` runs on the counts for every unit at once.
 """
+
 from __future__ import annotations
 
 import time
@@ -24,8 +25,14 @@ from .counts import AtomBuilder, MaskCounts, pixel_label_keys
 from .search import SearchResult, beam_search
 
 
-def unit_mask_entries(acts: torch.Tensor, thresholds: torch.Tensor, size: Sequence[int], mode: str = "bilinear",
-                      field=None, input_size=None) -> tuple:
+def unit_mask_entries(
+    acts: torch.Tensor,
+    thresholds: torch.Tensor,
+    size: Sequence[int],
+    mode: str = "bilinear",
+    field=None,
+    input_size=None,
+) -> tuple:
     """Mask pixels of acts [B, U, h, w] upsampled to ``size`` and thresholded (> T [U]):
     (unit [n], pixel [n] = b * sh * sw + y * sw + x), the mask the tally counts (bicubic: dense)."""
     if mode in SEPARABLE and acts.is_floating_point():
@@ -67,9 +74,17 @@ class LayerExplanations:
             f = s.formula(u)
             used = [self.column_name(c) for c in f.labels]
             pred = "; ".join(f"{n}: {self.predicted[n]}" for n in dict.fromkeys(used) if n in self.predicted)
-            out.append({"unit": u + 1, "formula": f.text(self.column_name), "iou": ious[u],
-                        "single_iou": sious[u], "single_label": self.column_name(slab[u]) if slab[u] >= 0 else "",
-                        "length": len(f), "predicted": pred})
+            out.append(
+                {
+                    "unit": u + 1,
+                    "formula": f.text(self.column_name),
+                    "iou": ious[u],
+                    "single_iou": sious[u],
+                    "single_label": self.column_name(slab[u]) if slab[u] >= 0 else "",
+                    "length": len(f),
+                    "predicted": pred,
+                }
+            )
         return out
 
 
@@ -79,9 +94,20 @@ def _label_columns(store: BrodenStore, categories):
     return label_columns(store, categories)
 
 
-def collect_counts(activations, thresholds, store: BrodenStore, rows: Sequence[int], categories: Sequence[str],
-                   numbers: Sequence[int], upsample: str = "bilinear", batch_size: int = 32, workers: int = 0,
-                   device="cpu", progress=None, basis=None) -> MaskCounts:
+def collect_counts(
+    activations,
+    thresholds,
+    store: BrodenStore,
+    rows: Sequence[int],
+    categories: Sequence[str],
+    numbers: Sequence[int],
+    upsample: str = "bilinear",
+    batch_size: int = 32,
+    workers: int = 0,
+    device="cpu",
+    progress=None,
+    basis=None,
+) -> MaskCounts:
     """MaskCounts of ``activations`` ([N, U, h, w] array-like, row k = store row rows[k]) with
     thresholds [U] against labels ``numbers`` (columns in this order) of ``categories``.
     ``basis`` [U, U] (optional): the units are ``basis @ units`` before the thresholds; or an SAE
@@ -111,7 +137,7 @@ def collect_counts(activations, thresholds, store: BrodenStore, rows: Sequence[i
     for batch in batches:
         seg = batch.seg.to(d)
         n = int(batch.index.numel())
-        a = torch.from_numpy(np.array(activations[lo: lo + n], dtype=np.float32)).to(d)
+        a = torch.from_numpy(np.array(activations[lo : lo + n], dtype=np.float32)).to(d)
         a = sae.encode_maps(a) if sae is not None else apply_basis(a, mat)
         lo += n
         eu, ep = unit_mask_entries(a, thr, size, mode=upsample)
@@ -122,16 +148,9 @@ def collect_counts(activations, thresholds, store: BrodenStore, rows: Sequence[i
     return builder.finish(U, device=d)
 
 
-def explain_activations(activations, thresholds, store, categories: Optional[Sequence[str]] = None,
-                        split: Optional[str] = None, rows: Optional[Sequence[int]] = None, length: int = 3,
-                        beam: int = 5, upsample: str = "bilinear", batch_size: int = 32, workers: int = 0,
-                        device="cpu", quiet: bool = True, basis=None) -> LayerExplanations:
-    """Explain every unit of activations [N, U, h, w] (index.csv order, or the order of
-    ``rows`` / of ``split``'s rows) thresholded at ``thresholds`` [U] (the layer's T_k), after
-    the change of basis ``basis`` [U, U] when given (see dissect.engine._basis).
-
-    Raises ValueError for mismatched shapes, unknown categories or split.
-    """
+def _explain_inputs(activations, store, categories: Optional[Sequence[str]], split: Optional[str], rows) -> tuple:
+    """(store, categories, rows, activations) of :func:`explain_activations`, checked: the split's
+    rows of activations of every row; ValueError for mismatched shapes, unknown categories or split."""
     store = store if isinstance(store, BrodenStore) else BrodenStore(store)
     cats = check_categories(store, categories)
     if rows is None:
@@ -144,27 +163,82 @@ def explain_activations(activations, thresholds, store, categories: Optional[Seq
         raise ValueError(f"activations hold {activations.shape[0]} images, expected {len(rows)} (index.csv order)")
     if len(activations.shape) != 4:
         raise ValueError(f"activations must be [N, units, h, w], got shape {tuple(activations.shape)}")
-    numbers, _primary, names = _label_columns(store, cats)
-    t0 = time.perf_counter()
+    return store, cats, rows, activations
+
+
+def _counts_with_progress(quiet: bool, activations, thresholds, store, rows, cats, numbers, **kwargs) -> MaskCounts:
+    """collect_counts(...) with a progress bar over the images (``rows``) unless ``quiet``."""
     bar = None
     if not quiet:
         from broden_builder.shared import progress
 
         bar = progress(total=len(rows), desc="explain: masks and labels", unit="img", leave=False)
-    counts = collect_counts(activations, thresholds, store, rows, cats, numbers, upsample=upsample,
-                            batch_size=batch_size, workers=workers, device=device,
-                            progress=bar.update if bar is not None else None, basis=basis)
+    update = bar.update if bar is not None else None
+    counts = collect_counts(activations, thresholds, store, rows, cats, numbers, progress=update, **kwargs)
     if bar is not None:
         bar.close()
+    return counts
+
+
+def explain_activations(
+    activations,
+    thresholds,
+    store,
+    categories: Optional[Sequence[str]] = None,
+    split: Optional[str] = None,
+    rows: Optional[Sequence[int]] = None,
+    length: int = 3,
+    beam: int = 5,
+    upsample: str = "bilinear",
+    batch_size: int = 32,
+    workers: int = 0,
+    device="cpu",
+    quiet: bool = True,
+    basis=None,
+) -> LayerExplanations:
+    """Explain every unit of activations [N, U, h, w] (index.csv order, or the order of
+    ``rows`` / of ``split``'s rows) thresholded at ``thresholds`` [U] (the layer's T_k), after
+    the change of basis ``basis`` [U, U] when given (see dissect.engine._basis).
+
+    Raises ValueError for mismatched shapes, unknown categories or split.
+    """
+    store, cats, rows, activations = _explain_inputs(activations, store, categories, split, rows)
+    numbers, _primary, names = _label_columns(store, cats)
+    t0 = time.perf_counter()
+    counts = _counts_with_progress(
+        quiet,
+        activations,
+        thresholds,
+        store,
+        rows,
+        cats,
+        numbers,
+        upsample=upsample,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        basis=basis,
+    )
     t1 = time.perf_counter()
     res = beam_search(counts, length=length, beam=beam)
     t2 = time.perf_counter()
-    return LayerExplanations(res, list(numbers), names, cats,
-                             settings={"length": length, "beam": beam, "upsample": upsample, "categories": cats,
-                                       "images": len(rows), "atoms": counts.n_atoms,
-                                       "candidate_labels": int((counts.label_area() > 0).sum())},
-                             timings={"counts": t1 - t0, "search": t2 - t1},
-                             predicted=predicted_label_models(store.build_info))
+    return LayerExplanations(
+        res,
+        list(numbers),
+        names,
+        cats,
+        settings={
+            "length": length,
+            "beam": beam,
+            "upsample": upsample,
+            "categories": cats,
+            "images": len(rows),
+            "atoms": counts.n_atoms,
+            "candidate_labels": int((counts.label_area() > 0).sum()),
+        },
+        timings={"counts": t1 - t0, "search": t2 - t1},
+        predicted=predicted_label_models(store.build_info),
+    )
 
 
 class _Rows:
@@ -175,4 +249,8 @@ class _Rows:
         self.shape = (len(self.rows),) + tuple(a.shape[1:])
 
     def __getitem__(self, sl):
-        return np.stack([np.asarray(self.a[i]) for i in self.rows[sl]]) if self.rows[sl] else np.zeros((0,) + self.shape[1:])
+        return (
+            np.stack([np.asarray(self.a[i]) for i in self.rows[sl]])
+            if self.rows[sl]
+            else np.zeros((0,) + self.shape[1:])
+        )

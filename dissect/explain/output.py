@@ -11,6 +11,7 @@ the whole probe set (compexp's IoU), then ``single_label`` and ``length`` (label
 on a store with labels a segmentation model predicted, a last column ``predicted_by`` names them
 ("name: MODEL; ...", empty when the formula's labels are all annotated).
 """
+
 from __future__ import annotations
 
 import csv
@@ -33,8 +34,17 @@ def explanations_csv_text(rows, predicted: bool = False) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(COLUMNS + (("predicted_by",) if predicted else ()))
     for r in rows:
-        w.writerow([r["unit"], r["formula"], repr(float(r["iou"])), repr(float(r["single_iou"])), r["single_label"],
-                    r["length"]] + ([r.get("predicted", "")] if predicted else []))
+        w.writerow(
+            [
+                r["unit"],
+                r["formula"],
+                repr(float(r["iou"])),
+                repr(float(r["single_iou"])),
+                r["single_label"],
+                r["length"],
+            ]
+            + ([r.get("predicted", "")] if predicted else [])
+        )
     return buf.getvalue()
 
 
@@ -43,9 +53,12 @@ def write_explanations(directory: Union[str, Path], explanations) -> Path:
     LayerExplanations in one commit (call it holding the lock of the results folder)."""
     d = Path(directory)
     text = explanations_csv_text(explanations.rows(), predicted=bool(getattr(explanations, "predicted", None)))
-    doc = {"settings": explanations.settings, "timings": explanations.timings,
-           "method": "compositional explanations (Mu & Andreas, NeurIPS 2020), beam search as jayelm/compexp",
-           "csv_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
+    doc = {
+        "settings": explanations.settings,
+        "timings": explanations.timings,
+        "method": "compositional explanations (Mu & Andreas, NeurIPS 2020), beam search as jayelm/compexp",
+        "csv_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+    }
     commit_files(d, {CSV_NAME: text, JSON_NAME: json.dumps(doc, indent=1, default=str) + "\n"})
     return d / CSV_NAME
 
@@ -57,8 +70,10 @@ def _check_pair(path: Path) -> None:
     except (OSError, ValueError, AttributeError):
         return  # no json (older results) or unreadable: the csv alone is read as before
     if want and hashlib.sha256(path.read_bytes()).hexdigest() != want:
-        raise ValueError(f"{path}: is not the file {path.parent / JSON_NAME} records (an interrupted or concurrent "
-                         f"write); run dissect explain again")
+        raise ValueError(
+            f"{path}: is not the file {path.parent / JSON_NAME} records (an interrupted or concurrent "
+            f"write); run dissect explain again"
+        )
 
 
 def read_explanations(directory: Union[str, Path]) -> dict:
@@ -77,9 +92,15 @@ def read_explanations(directory: Union[str, Path]) -> dict:
         for i, r in enumerate(reader, start=2):
             try:
                 u = int(r["unit"])
-                out[u] = {"unit": u, "formula": r["formula"], "iou": float(r["iou"]),
-                          "single_iou": float(r["single_iou"]), "single_label": r.get("single_label", ""),
-                          "length": int(r.get("length") or 0), "predicted_by": r.get("predicted_by") or ""}
+                out[u] = {
+                    "unit": u,
+                    "formula": r["formula"],
+                    "iou": float(r["iou"]),
+                    "single_iou": float(r["single_iou"]),
+                    "single_label": r.get("single_label", ""),
+                    "length": int(r.get("length") or 0),
+                    "predicted_by": r.get("predicted_by") or "",
+                }
             except ValueError as e:
                 raise ValueError(f"{path}, row {i}: {e}") from None
     return out

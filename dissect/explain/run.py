@@ -6,6 +6,7 @@ tally counted. Activations are either given (the array ``dissect score`` scored)
 again from the model (one forward pass over the store, rounded to the cache dtype as the
 runner's cache rounds them).
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -27,9 +28,22 @@ class ExplainError(DissectError):
     """Bad input to an explanation (result folder, activations, store); the message says which."""
 
 
-def model_activations(model, layer: str, store: BrodenStore, rows, path: Path, input_size=None, mean=None, std=None,
-                      dtype: str = "float16", batch_size: int = 32, workers: int = 0, device="cpu", quiet=True,
-                      layout=None):
+def model_activations(
+    model,
+    layer: str,
+    store: BrodenStore,
+    rows,
+    path: Path,
+    input_size=None,
+    mean=None,
+    std=None,
+    dtype: str = "float16",
+    batch_size: int = 32,
+    workers: int = 0,
+    device="cpu",
+    quiet=True,
+    layout=None,
+):
     """Run ``model`` over store rows ``rows`` and write ``layer``'s feature map [N, U, h, w] (the
     selector and layout as dissected, see dissect.capture._plan) to the .npy ``path``, rounded to
     ``dtype`` as the runner's cache rounds it; returns the array (memory-mapped). The images,
@@ -48,14 +62,14 @@ def model_activations(model, layer: str, store: BrodenStore, rows, path: Path, i
     forward = ModelForward(lm, plans, dev, size)
     tdt = torch.float16 if dtype == "float16" else torch.float32
     shape = (len(rows),) + tuple(plans[layer].shape)
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16 if dtype == "float16" else np.float32,
-                                    shape=shape)
+    out = np.lib.format.open_memmap(
+        path, mode="w+", dtype=np.float16 if dtype == "float16" else np.float32, shape=shape
+    )
     lo = 0
     batches = image_batches(store, rows, size, mean or IMAGENET_MEAN, std or IMAGENET_STD, batch_size, workers)
-    for batch in progress(batches, quiet, desc="explain: activations", unit="batch", per_unit=batch_size,
-                          leave=False):
+    for batch in progress(batches, quiet, desc="explain: activations", unit="batch", per_unit=batch_size, leave=False):
         a = cache_rounded(layer, forward(batch)[layer], tdt, batch.index.tolist(), store).cpu().numpy()
-        out[lo: lo + a.shape[0]] = a
+        out[lo : lo + a.shape[0]] = a
         lo += a.shape[0]
     out.flush()
     return np.load(path, mmap_mode="r")
@@ -93,9 +107,11 @@ def _same_activations(acts, layer_dir: Path, doc: dict) -> None:
     else:
         return  # a result scored before fingerprints were recorded
     if not same:
-        raise ExplainError(f"{acts.file or 'the activations'}: not the activations {layer_dir} was scored from "
-                           f"(their content, size or modification time changed since); the thresholds would not "
-                           f"fit them: delete {layer_dir} (or give another --out) to score them again")
+        raise ExplainError(
+            f"{acts.file or 'the activations'}: not the activations {layer_dir} was scored from "
+            f"(their content, size or modification time changed since); the thresholds would not "
+            f"fit them: delete {layer_dir} (or give another --out) to score them again"
+        )
 
 
 class _Block:
@@ -115,11 +131,14 @@ def _basis(layer_dir: Path, settings: dict, units: int):
         return None
     from ..engine import describe, load_basis, random_orthogonal
 
-    matrix = (random_orthogonal(units, basis["seed"]) if basis.get("kind") == "rotate"
-              else load_basis(basis["file"], units))
+    matrix = (
+        random_orthogonal(units, basis["seed"]) if basis.get("kind") == "rotate" else load_basis(basis["file"], units)
+    )
     if basis.get("sha256") and describe(matrix)["sha256"] != basis["sha256"]:
-        raise ExplainError(f"{layer_dir}: the basis it was dissected with ({basis.get('file') or basis}) "
-                           "has changed since (sha256 differs)")
+        raise ExplainError(
+            f"{layer_dir}: the basis it was dissected with ({basis.get('file') or basis}) "
+            "has changed since (sha256 differs)"
+        )
     return matrix
 
 
@@ -135,14 +154,56 @@ def _sae(layer_dir: Path, settings: dict):
     except SAEError as e:
         raise ExplainError(f"{layer_dir}: {e}") from None
     if sae.get("weights_sha256") and enc.record.get("weights_sha256") != sae["weights_sha256"]:
-        raise ExplainError(f"{layer_dir}: the SAE it was dissected with ({sae['path']}) has changed since "
-                           "(sha256 of its weights differs)")
+        raise ExplainError(
+            f"{layer_dir}: the SAE it was dissected with ({sae['path']}) has changed since "
+            "(sha256 of its weights differs)"
+        )
     return enc
 
 
-def explain_result(layer_dir: Union[str, Path], activations=None, model=None, store=None, length: int = 3,
-                   beam: int = 5, batch_size: int = 32, workers: int = 0, device="cpu", quiet: bool = True,
-                   write: bool = True) -> LayerExplanations:
+def _layer_activations(
+    activations, model, res, store, rows, layer_dir: Path, tmp: Path, batch_size: int, workers: int, device, quiet: bool
+):
+    """The layer's activations for :func:`explain_result`: the given ones (checked against the store's
+    rows), else the model's, captured as the dissection did into ``tmp``; ExplainError without either."""
+    settings = res.settings or {}
+    if activations is not None:
+        return _given_activations(activations, store, rows, layer_dir, {"model": res.model})
+    if model is not None:
+        lay = settings.get("layout") if isinstance(settings.get("layout"), dict) else {}
+        forced = lay.get("kind") if str(lay.get("source", "")).startswith("forced") else None
+        return model_activations(
+            model,
+            settings.get("selector") or res.layer,
+            store,
+            rows,
+            tmp / "acts.npy",
+            input_size=settings.get("input_size"),
+            mean=settings.get("mean"),
+            std=settings.get("std"),
+            dtype=settings.get("cache_dtype", "float16"),
+            batch_size=batch_size,
+            workers=workers,
+            device=device,
+            quiet=quiet,
+            layout=forced,
+        )
+    raise ExplainError("give the activations or the model")
+
+
+def explain_result(
+    layer_dir: Union[str, Path],
+    activations=None,
+    model=None,
+    store=None,
+    length: int = 3,
+    beam: int = 5,
+    batch_size: int = 32,
+    workers: int = 0,
+    device="cpu",
+    quiet: bool = True,
+    write: bool = True,
+) -> LayerExplanations:
     """Explain every unit of the layer whose results are in ``layer_dir`` and (``write``) write
     ``layer_dir/explanations.csv``. Give ``activations`` ([N, U, h, w] array-like or a .npy/.pt
     path, as scored) or ``model`` (an nn.Module or LoadedModel; the layer is result.json's).
@@ -155,28 +216,30 @@ def explain_result(layer_dir: Union[str, Path], activations=None, model=None, st
     store = open_store(res, store)
     rows = select_rows(store, settings.get("split"))
     with tempfile.TemporaryDirectory(prefix=".explain-", dir=layer_dir) as tmp:
-        if activations is not None:
-            activations = _given_activations(activations, store, rows, layer_dir, {"model": res.model})
-        elif model is not None:
-            lay = settings.get("layout") if isinstance(settings.get("layout"), dict) else {}
-            forced = lay.get("kind") if str(lay.get("source", "")).startswith("forced") else None
-            activations = model_activations(model, settings.get("selector") or res.layer, store, rows,
-                                            Path(tmp) / "acts.npy", input_size=settings.get("input_size"),
-                                            mean=settings.get("mean"), std=settings.get("std"),
-                                            dtype=settings.get("cache_dtype", "float16"), batch_size=batch_size,
-                                            workers=workers, device=device, quiet=quiet, layout=forced)
-        else:
-            raise ExplainError("give the activations or the model")
+        activations = _layer_activations(
+            activations, model, res, store, rows, layer_dir, Path(tmp), batch_size, workers, device, quiet
+        )
         sae = _sae(layer_dir, settings)
         units = sae.units if sae is not None else len(thr)
         if tuple(activations.shape[1:2]) != (units,):
             raise ExplainError(f"activations have {activations.shape[1]} units, {layer_dir} has {units}")
         matrix = sae if sae is not None else _basis(layer_dir, settings, len(thr))
         try:
-            ex = explain_activations(activations, thr, store, categories=settings.get("categories"), rows=rows,
-                                     length=length, beam=beam, upsample=settings.get("upsample", "bilinear"),
-                                     batch_size=batch_size, workers=workers, device=device, quiet=quiet,
-                                     basis=matrix)
+            ex = explain_activations(
+                activations,
+                thr,
+                store,
+                categories=settings.get("categories"),
+                rows=rows,
+                length=length,
+                beam=beam,
+                upsample=settings.get("upsample", "bilinear"),
+                batch_size=batch_size,
+                workers=workers,
+                device=device,
+                quiet=quiet,
+                basis=matrix,
+            )
         except ValueError as e:
             raise ExplainError(f"{layer_dir}: {e}") from None
     ex.settings["layer"] = res.layer

@@ -29,6 +29,7 @@ Everything else follows by inclusion-exclusion:
     AND:     |F&X&M|,                                  |F&X|
     AND NOT: |F&M| - |F&X&M|,                          |F| - |F&X|
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -65,13 +66,14 @@ class SearchResult:
 
     def formula(self, u: int) -> Formula:
         labs = [int(x) for x in self.labels[u].tolist() if x >= 0]
-        return Formula(labs, [int(x) for x in self.ops[u].tolist()[: max(0, len(labs) - 1)]])
+        return Formula(tuple(labs), tuple(int(x) for x in self.ops[u].tolist()[: max(0, len(labs) - 1)]))
 
 
 def _iou(inter: torch.Tensor, area: torch.Tensor, msize: torch.Tensor) -> torch.Tensor:
     den = msize + area - inter
-    return torch.where(den > 0, inter.double() / den.clamp(min=1).double(), torch.zeros((), dtype=torch.float64,
-                                                                                         device=inter.device))
+    return torch.where(
+        den > 0, inter.double() / den.clamp(min=1).double(), torch.zeros((), dtype=torch.float64, device=inter.device)
+    )
 
 
 def _member(bits: torch.Tensor, atoms: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -312,7 +314,7 @@ class _Beam:
             for b in range(self.B):
                 if bs[i][b] >= 0:
                     labs = [x for x in lc[i][b] if x >= 0]
-                    beam.append((Formula(labs, bo[i][b][: max(0, len(labs) - 1)]), bs[i][b]))
+                    beam.append((Formula(tuple(labs), tuple(bo[i][b][: max(0, len(labs) - 1)])), bs[i][b]))
             out.append(beam)
         return out
 
@@ -328,12 +330,17 @@ def beam_search(counts: MaskCounts, length: int = 3, beam: int = 5, units: Optio
     prob = _Problem(counts)
     d = counts.w.device
     U, B, Lm = counts.n_units, int(beam), int(length)
-    res = SearchResult(torch.full((U, Lm), -1, dtype=torch.long, device=d),
-                       torch.full((U, max(Lm - 1, 0)), -1, dtype=torch.long, device=d),
-                       torch.zeros(U, dtype=torch.float64, device=d), torch.zeros(U, dtype=torch.long, device=d),
-                       torch.zeros(U, dtype=torch.long, device=d), prob.msize,
-                       torch.full((U,), -1, dtype=torch.long, device=d), torch.zeros(U, dtype=torch.float64, device=d),
-                       [])
+    res = SearchResult(
+        torch.full((U, Lm), -1, dtype=torch.long, device=d),
+        torch.full((U, max(Lm - 1, 0)), -1, dtype=torch.long, device=d),
+        torch.zeros(U, dtype=torch.float64, device=d),
+        torch.zeros(U, dtype=torch.long, device=d),
+        torch.zeros(U, dtype=torch.long, device=d),
+        prob.msize,
+        torch.full((U,), -1, dtype=torch.long, device=d),
+        torch.zeros(U, dtype=torch.float64, device=d),
+        [],
+    )
     chunk = units or max(1, min(U, _MAX_ELEMS // max(1, B * max(prob.nC, 1) * 3 * 4)))
     for u0 in range(0, U, chunk):
         u1 = min(U, u0 + chunk)

@@ -4,6 +4,7 @@
 A report renders LayerResults (dissect.results), from memory after a run or loaded from ``O``.
 The plots are SVG drawn by Jinja2 templates (no plotting library on this path).
 """
+
 from .summary import summary_line
 from .writer import write_index, write_layer_report, write_reports
 

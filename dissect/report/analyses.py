@@ -4,6 +4,7 @@ ablate: links to the per-class accuracy CSVs of the ablations that include the u
 ``descriptions.csv`` (dissect describe: open-vocabulary words), and the store's predicted labels
 (build.json ``predicted_labels``: masks a segmentation model predicted, told apart from annotations).
 """
+
 from __future__ import annotations
 
 import json
@@ -23,11 +24,17 @@ def unit_extras(layer_dir: Union[str, Path]) -> dict:
 
         for u, r in read_explanations(d).items():
             if r["formula"]:
-                out[u] = (f"<p class=\"formula\">formula: <b>{escape(r['formula'])}</b> IoU {r['iou']:.3f}"
-                          f" (best single concept {escape(r['single_label'])} {r['single_iou']:.3f}; "
-                          f"<a href=\"explanations.csv\">explanations.csv</a>)</p>"
-                          + (f"<p class=\"predicted\">formula labels predicted by a segmentation model, not "
-                             f"annotated: {escape(r['predicted_by'])}</p>" if r.get("predicted_by") else ""))
+                out[u] = (
+                    f'<p class="formula">formula: <b>{escape(r["formula"])}</b> IoU {r["iou"]:.3f}'
+                    f" (best single concept {escape(r['single_label'])} {r['single_iou']:.3f}; "
+                    f'<a href="explanations.csv">explanations.csv</a>)</p>'
+                    + (
+                        f'<p class="predicted">formula labels predicted by a segmentation model, not '
+                        f"annotated: {escape(r['predicted_by'])}</p>"
+                        if r.get("predicted_by")
+                        else ""
+                    )
+                )
     except ValueError:
         pass
     _add(out, _description_lines(d))
@@ -40,13 +47,15 @@ def unit_extras(layer_dir: Union[str, Path]) -> dict:
         for e in entries if isinstance(entries, list) else []:
             try:
                 units = [int(x) for x in e["units"]]
-                link = (f"<a href=\"{quote(str(e['file']))}\">units {', '.join(map(str, units))} set to "
-                        f"{escape(str(e.get('mode', '')))}: accuracy {float(e['accuracy_before']):.3f} &rarr; "
-                        f"{float(e['accuracy_after']):.3f}</a>")
+                link = (
+                    f'<a href="{quote(str(e["file"]))}">units {", ".join(map(str, units))} set to '
+                    f"{escape(str(e.get('mode', '')))}: accuracy {float(e['accuracy_before']):.3f} &rarr; "
+                    f"{float(e['accuracy_after']):.3f}</a>"
+                )
             except (KeyError, TypeError, ValueError):
                 continue
             for u in units:
-                out[u] = out.get(u, "") + f"<p class=\"ablation\">ablation: {link}</p>"
+                out[u] = out.get(u, "") + f'<p class="ablation">ablation: {link}</p>'
     return out
 
 
@@ -65,10 +74,16 @@ def _description_lines(d: Path) -> dict:
         return {}
     out = {}
     for u, r in rows.items():
-        hit = "" if r["in_top5"] is None else (" (the IoU label is among them)" if r["in_top5"]
-                                                else " (the IoU label is not among them)")
-        out[u] = (f"<p class=\"words\">open vocabulary, top 5 words (CLIP-Dissect): <b>{escape(r['words'][0])}</b>"
-                  + "".join(f"; {escape(w)}" for w in r["words"][1:]) + f" (similarity {r['similarity']:.3g}){hit}</p>")
+        hit = (
+            ""
+            if r["in_top5"] is None
+            else (" (the IoU label is among them)" if r["in_top5"] else " (the IoU label is not among them)")
+        )
+        out[u] = (
+            f'<p class="words">open vocabulary, top 5 words (CLIP-Dissect): <b>{escape(r["words"][0])}</b>'
+            + "".join(f"; {escape(w)}" for w in r["words"][1:])
+            + f" (similarity {r['similarity']:.3g}){hit}</p>"
+        )
     return out
 
 
@@ -89,8 +104,9 @@ def predicted_lines(units, predicted: dict) -> dict:
     for u in units:
         model = u.get("predicted_by") or predicted.get(str(u.get("label")))
         if model:
-            out[int(u["unit_index"]) + 1] = (f"<p class=\"predicted\">label predicted by {escape(model)} "
-                                             f"(segmentation model), not annotated</p>")
+            out[int(u["unit_index"]) + 1] = (
+                f'<p class="predicted">label predicted by {escape(model)} (segmentation model), not annotated</p>'
+            )
     return out
 
 
@@ -102,8 +118,10 @@ def layer_notes(layer_dir: Union[str, Path], units, predicted: dict) -> str:
     models = sorted({m for u in units for m in [u.get("predicted_by") or predicted.get(str(u.get("label")))] if m})
     if models:
         n = sum(1 for u in units if u.get("predicted_by") or predicted.get(str(u.get("label"))))
-        lines.append(f"<p class=\"meta\">{n} unit{'s' if n != 1 else ''} carry labels predicted by "
-                     f"{escape('; '.join(models))} (a segmentation model), not annotated: they are marked.</p>")
+        lines.append(
+            f'<p class="meta">{n} unit{"s" if n != 1 else ""} carry labels predicted by '
+            f"{escape('; '.join(models))} (a segmentation model), not annotated: they are marked.</p>"
+        )
     try:
         rows = read_descriptions(layer_dir)
     except ValueError:
@@ -111,8 +129,10 @@ def layer_notes(layer_dir: Union[str, Path], units, predicted: dict) -> str:
     judged = [r for r in rows.values() if r["in_top5"] is not None and r["iou_label"]]
     if judged:
         hits = sum(1 for r in judged if r["in_top5"])
-        lines.append(f"<p class=\"meta\">Open vocabulary (<a href=\"descriptions.csv\">descriptions.csv</a>): the IoU "
-                     f"label is among a unit's top 5 words for {hits} of {len(judged)} units.</p>")
+        lines.append(
+            f'<p class="meta">Open vocabulary (<a href="descriptions.csv">descriptions.csv</a>): the IoU '
+            f"label is among a unit's top 5 words for {hits} of {len(judged)} units.</p>"
+        )
     return "".join(lines)
 
 

@@ -12,6 +12,7 @@ Every page carries a small check script: after the ``load`` event it sets, on ``
 (their ``src``), and it records uncaught script errors in ``data-js-errors``. The browser
 test reads these; a reader sees a warning line when an image failed to load.
 """
+
 from __future__ import annotations
 
 import json
@@ -101,24 +102,32 @@ def settings_rows(result: dict) -> list:
 
 def header_notes(result: dict, layer: bool = True) -> str:
     """Lines under a page's title (trusted HTML, escaped here): random weights stated plainly (never
-    left to the metadata), and for a layer which tensor was captured and how it was laid out (a page must say what it scored)."""
+    left to the metadata), and for a layer which tensor was captured and how it was laid out (a page must
+    say what it scored)."""
     from html import escape
 
     out = []
     model = result.get("model") or {}
     if model.get("random_weights"):
-        out.append("<p class=\"warn\"><strong>Random weights:</strong> this network is a random initialisation "
-                   "(<code>--weights none</code>), not a trained model; its units are a baseline.</p>")
+        out.append(
+            '<p class="warn"><strong>Random weights:</strong> this network is a random initialisation '
+            "(<code>--weights none</code>), not a trained model; its units are a baseline.</p>"
+        )
     s = result.get("settings") or {}
     if layer and s.get("selector"):
         lay = s.get("layout") or {}
         kind = lay.get("kind", "")
         if kind == "tokens" and lay.get("grid"):
-            kind = f"tokens ({lay.get('prefix', 0)} class/register dropped, {lay['grid'][0]}x{lay['grid'][1]} patch grid)"
+            kind = (
+                f"tokens ({lay.get('prefix', 0)} class/register dropped, {lay['grid'][0]}x{lay['grid'][1]} patch grid)"
+            )
         calls = f", call {s['selector'].split('#')[1].split(':')[0]} of {s['calls']}" if "#" in s["selector"] else ""
-        out.append(f"<p class=\"meta\">Captured <code>{escape(str(s['selector']))}</code>{escape(calls)}: "
-                   f"{escape(str(s.get('structure', 'tensor')))} output, layout {escape(kind)}"
-                   + (f" ({escape(str(lay.get('source')))})" if lay.get("source") else "") + "</p>")
+        out.append(
+            f'<p class="meta">Captured <code>{escape(str(s["selector"]))}</code>{escape(calls)}: '
+            f"{escape(str(s.get('structure', 'tensor')))} output, layout {escape(kind)}"
+            + (f" ({escape(str(lay.get('source')))})" if lay.get("source") else "")
+            + "</p>"
+        )
     return "".join(out)
 
 
@@ -142,28 +151,54 @@ def sae_note(result: dict) -> str:
     sae = (result.get("settings") or {}).get("sae")
     if not isinstance(sae, dict):
         return ""
-    bits = [f"{sae.get('features', '?'):,} features on {sae.get('units', '?'):,} units",
-            f"activation {sae.get('activation')}" + (f", k = {sae['k']}" if sae.get("k") else "")]
+    bits = [
+        f"{sae.get('features', '?'):,} features on {sae.get('units', '?'):,} units",
+        f"activation {sae.get('activation')}" + (f", k = {sae['k']}" if sae.get("k") else ""),
+    ]
     if sae.get("explained_variance") is not None:
         bits.append(f"explained variance {float(sae['explained_variance']):.3f}")
     if sae.get("dead_features") is not None:
         bits.append(f"{sae['dead_features']:,} dead features")
-    return (f"<p class=\"meta\">Features of a sparse autoencoder ({escape(str(sae.get('format', '')))}: "
-            f"{escape('; '.join(bits))}) from <code>{escape(str(sae.get('path', '')))}</code>, not the layer's units.</p>")
+    return (
+        f'<p class="meta">Features of a sparse autoencoder ({escape(str(sae.get("format", "")))}: '
+        f"{escape('; '.join(bits))}) from <code>{escape(str(sae.get('path', '')))}</code>, not the layer's units.</p>"
+    )
 
 
 def _unit_view(u: dict, thr: float, strips: dict, extras: dict, name: str = "") -> dict:
     i = int(u["unit_index"])
-    others = [(c, display_name(str(pc["label"])), str(pc["label"]), float(pc.get("iou", 0.0)))
-              for c, pc in (u.get("per_category") or {}).items() if c != u["category"] and pc.get("label")]
-    return {"unit": i + 1, "label": str(u["label"]), "display": display_name(str(u["label"])),
-            "category": str(u["category"]), "iou": float(u.get("iou", 0.0)), "detector": is_detector(u, thr),
-            "others": others, "strip": strips.get(i), "extra": extras.get(i + 1, ""), "name": name or f"unit {i + 1}"}
+    others = [
+        (c, display_name(str(pc["label"])), str(pc["label"]), float(pc.get("iou", 0.0)))
+        for c, pc in (u.get("per_category") or {}).items()
+        if c != u["category"] and pc.get("label")
+    ]
+    return {
+        "unit": i + 1,
+        "label": str(u["label"]),
+        "display": display_name(str(u["label"])),
+        "category": str(u["category"]),
+        "iou": float(u.get("iou", 0.0)),
+        "detector": is_detector(u, thr),
+        "others": others,
+        "strip": strips.get(i),
+        "extra": extras.get(i + 1, ""),
+        "name": name or f"unit {i + 1}",
+    }
 
 
-def layer_page(layer: str, result: dict, units_sorted: Sequence[dict], categories: Sequence[str], summary: dict,
-               strips: dict, plot: Optional[str], index_href: Optional[str] = "../index.html",
-               extras: Optional[dict] = None, extra_links: Sequence[tuple] = (), notes_extra: str = "") -> str:
+def layer_page(
+    layer: str,
+    result: dict,
+    units_sorted: Sequence[dict],
+    categories: Sequence[str],
+    summary: dict,
+    strips: dict,
+    plot: Optional[str],
+    index_href: Optional[str] = "../index.html",
+    extras: Optional[dict] = None,
+    extra_links: Sequence[tuple] = (),
+    notes_extra: str = "",
+) -> str:
     """The page of one layer.
 
     ``units_sorted``: result.json units, best IoU first; ``strips[unit_index] = (src, width, height)``
@@ -173,41 +208,81 @@ def layer_page(layer: str, result: dict, units_sorted: Sequence[dict], categorie
     """
     thr = float((result.get("settings") or {}).get("iou_threshold", 0.04) or 0.04)
     per = ", ".join(f"{c} {n}" for c, n in summary["per_category"].items() if n)
-    return environment().get_template("layer.html").render(
-        title=f"Dissection of {layer}", layer=layer, model_name=model_name(result.get("model") or {}),
-        summary=summary, per_category=per, concepts=concepts_covered(units_sorted, thr),
-        alpha=(result.get("settings") or {}).get("alpha", 0.05),
-        constant_line=constant_text(summary),
-        plot=plot, categories=list(categories), colors={c: category_color(c, categories) for c in categories},
-        units=[_unit_view(u, thr, strips, extras or {}, unit_name(int(u["unit_index"]), result, len(units_sorted)))
-               for u in units_sorted], index_href=index_href, what=_what(result),
-        settings=settings_rows(result), extra_links=list(extra_links),
-        notes=header_notes(result) + sae_note(result) + notes_extra)
+    return (
+        environment()
+        .get_template("layer.html")
+        .render(
+            title=f"Dissection of {layer}",
+            layer=layer,
+            model_name=model_name(result.get("model") or {}),
+            summary=summary,
+            per_category=per,
+            concepts=concepts_covered(units_sorted, thr),
+            alpha=(result.get("settings") or {}).get("alpha", 0.05),
+            constant_line=constant_text(summary),
+            plot=plot,
+            categories=list(categories),
+            colors={c: category_color(c, categories) for c in categories},
+            units=[
+                _unit_view(u, thr, strips, extras or {}, unit_name(int(u["unit_index"]), result, len(units_sorted)))
+                for u in units_sorted
+            ],
+            index_href=index_href,
+            what=_what(result),
+            settings=settings_rows(result),
+            extra_links=list(extra_links),
+            notes=header_notes(result) + sae_note(result) + notes_extra,
+        )
+    )
 
 
 def _what(result: dict) -> str:
     return "feature" if (result.get("settings") or {}).get("dissected") == "feature" else "unit"
 
 
-def index_page(layers: Sequence[tuple], categories: Sequence[str], plot: Optional[str], title: str = "Network Dissection") -> str:
+def index_page(
+    layers: Sequence[tuple], categories: Sequence[str], plot: Optional[str], title: str = "Network Dissection"
+) -> str:
     """Index over all layers. ``layers``: (name, href of its page, summary dict, result dict)."""
     rows = []
     for name, page_href, summ, result in layers:
         thr = float((result.get("settings") or {}).get("iou_threshold", 0.04) or 0.04)
-        rows.append({"name": name, "href": page_href, "folder": page_href.rsplit("/", 1)[0], "summary": summ,
-                     "concepts": concepts_covered(result.get("units") or [], thr),
-                     "predicted": predicted_detectors(result, thr)})
+        rows.append(
+            {
+                "name": name,
+                "href": page_href,
+                "folder": page_href.rsplit("/", 1)[0],
+                "summary": summ,
+                "concepts": concepts_covered(result.get("units") or [], thr),
+                "predicted": predicted_detectors(result, thr),
+            }
+        )
     first = layers[0][3] if layers else {}
     store = first.get("store") or {}
     store_line = f"store {_base(store.get('path', ''))} ({count(store.get('images', '?'), 'image')})" if store else ""
     settings = [r for r in settings_rows({k: v for k, v in first.items() if k in ("model", "store", "version")})]
     models = sorted({m for r in rows for m in r["predicted"]})
-    predicted_note = (f"Labels predicted by {'; '.join(models)} (segmentation model), not annotated: the detectors "
-                      f"carrying them are counted as 'predicted' per layer." if models else "")
-    return environment().get_template("index.html").render(
-        title=title, model_name=model_name(first.get("model") or {}), store_line=store_line, plot=plot,
-        categories=list(categories), rows=rows, settings=settings, notes=header_notes(first, layer=False),
-        predicted_note=predicted_note)
+    predicted_note = (
+        f"Labels predicted by {'; '.join(models)} (segmentation model), not annotated: the detectors "
+        f"carrying them are counted as 'predicted' per layer."
+        if models
+        else ""
+    )
+    return (
+        environment()
+        .get_template("index.html")
+        .render(
+            title=title,
+            model_name=model_name(first.get("model") or {}),
+            store_line=store_line,
+            plot=plot,
+            categories=list(categories),
+            rows=rows,
+            settings=settings,
+            notes=header_notes(first, layer=False),
+            predicted_note=predicted_note,
+        )
+    )
 
 
 def href(*parts: str) -> str:

@@ -4,10 +4,11 @@ A unit's mask is ``upsample(map, segmentation size, recorded mode) > T_k`` with 
 upsampler (dissect.stats.upsample), then enlarged to the image with the same upsampler in
 'nearest' mode (pixel replication for the usual 2x), so every drawn mask pixel is a counted one.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -75,13 +76,19 @@ def overlay(rgb: np.ndarray, mask: np.ndarray, dim: float = 0.3, dimmed: Optiona
     return out
 
 
-def _word(rgb: Sequence[int]) -> np.uint32:
+def _word(rgb: Union[Sequence[int], np.ndarray]) -> np.uint32:
     """One RGBX pixel (padding byte 255) as the 32-bit word of an RGBX array's view."""
     return np.array(list(rgb) + [255], np.uint8).view(np.uint32)[0]
 
 
-def draw_strip(tiles: Sequence[np.ndarray], dimmed: Sequence[np.ndarray], masks: Sequence[np.ndarray],
-               thumb: int, gap: int = 2, background: int = 255) -> np.ndarray:
+def draw_strip(
+    tiles: Sequence[np.ndarray],
+    dimmed: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    thumb: int,
+    gap: int = 2,
+    background: int = 255,
+) -> np.ndarray:
     """RGBX strip [thumb, W, 4] of RGBX tiles [thumb, w_i, 4] side by side, ``gap`` background pixels
     apart, each drawn as ``overlay(tile, mask, dimmed=dimmed_tile)`` (the same pixels) straight into
     the strip: the dimmed tile, the tile where the mask is, the outline; 32-bit words, no stacking.
@@ -94,7 +101,7 @@ def draw_strip(tiles: Sequence[np.ndarray], dimmed: Sequence[np.ndarray], masks:
     edges = _boundary(np.asarray(masks)) if same else [_boundary(m) for m in masks]
     outline, x = _word(OUTLINE.astype(np.uint8)), 0
     for t, d, m, e in zip(tiles, dimmed, masks, edges):
-        view = strip[:, x:x + t.shape[1]]
+        view = strip[:, x : x + t.shape[1]]
         view[...] = np.ascontiguousarray(d).view(np.uint32)[..., 0]
         np.copyto(view, np.ascontiguousarray(t).view(np.uint32)[..., 0], where=m)
         np.copyto(view, outline, where=e)
@@ -102,9 +109,16 @@ def draw_strip(tiles: Sequence[np.ndarray], dimmed: Sequence[np.ndarray], masks:
     return strip.view(np.uint8).reshape(strip.shape + (4,))
 
 
-def unit_strip(images: Sequence[np.ndarray], maps: Sequence[np.ndarray], threshold: float,
-               thumb: int = 112, gap: int = 2, background: int = 255, mask_size: Optional[tuple] = None,
-               mode: str = "bilinear") -> np.ndarray:
+def unit_strip(
+    images: Sequence[np.ndarray],
+    maps: Sequence[np.ndarray],
+    threshold: float,
+    thumb: int = 112,
+    gap: int = 2,
+    background: int = 255,
+    mask_size: Optional[tuple] = None,
+    mode: str = "bilinear",
+) -> np.ndarray:
     """One row of thumbnails (``thumb`` px high): each image with its unit mask.
 
     ``images`` are H x W x 3 uint8; ``maps[i]`` is the layer-resolution activation map of ``images[i]``.
@@ -117,7 +131,7 @@ def unit_strip(images: Sequence[np.ndarray], maps: Sequence[np.ndarray], thresho
         mh, mw = mask_size or (h, w)
         comp = overlay(rgb, enlarge_mask(unit_mask(act, threshold, mh, mw, mode), h, w))
         tw = max(1, round(w * thumb / h))
-        tiles.append(np.asarray(Image.fromarray(comp).resize((tw, thumb), Image.BILINEAR)))
+        tiles.append(np.asarray(Image.fromarray(comp).resize((tw, thumb), Image.Resampling.BILINEAR)))
     return strip_from_tiles(tiles, thumb, gap, background)
 
 
@@ -150,13 +164,19 @@ def _plane_masks(maps: np.ndarray, T: np.ndarray, mask_size: tuple, mode: str) -
     return out
 
 
-def unit_masks(maps: np.ndarray, thresholds: np.ndarray, mask_size: Sequence[int], size: Sequence[int],
-               mode: str = "bilinear", units_per_step: int = 64) -> np.ndarray:
-    """The masks of many units at once (the report's batched step: one upsample per group of units, not one per mask): maps [U, K, h, w] at
-    layer resolution, thresholds [U] -> bool [U, K, *size]. Each mask is ``upsample(map, mask_size,
-    mode) > T_u`` (the tally's upsampler and rule at the segmentation size, so exactly the counted
-    mask), brought to ``size`` (the thumbnail) by nearest-neighbour indexing (the upsampler's 'nearest'
-    taps: exact on a 0/1 plane). Bilinear and nearest skip the pixels that cannot pass T
+def unit_masks(
+    maps: np.ndarray,
+    thresholds: np.ndarray,
+    mask_size: Sequence[int],
+    size: Sequence[int],
+    mode: str = "bilinear",
+    units_per_step: int = 64,
+) -> np.ndarray:
+    """The masks of many units at once (the report's batched step: one upsample per group of units, not one
+    per mask): maps [U, K, h, w] at layer resolution, thresholds [U] -> bool [U, K, *size]. Each mask is
+    ``upsample(map, mask_size, mode) > T_u`` (the tally's upsampler and rule at the segmentation size, so
+    exactly the counted mask), brought to ``size`` (the thumbnail) by nearest-neighbour indexing (the
+    upsampler's 'nearest' taps: exact on a 0/1 plane). Bilinear and nearest skip the pixels that cannot pass T
     (:func:`_plane_masks`); other modes upsample whole planes. Memory is bounded by a block of
     ``units_per_step`` units."""
     maps = np.asarray(maps, dtype=np.float32)
@@ -167,13 +187,13 @@ def unit_masks(maps: np.ndarray, thresholds: np.ndarray, mask_size: Sequence[int
     iy = axis_taps(mask_size[0], size[0], "nearest").i0.numpy()
     ix = axis_taps(mask_size[1], size[1], "nearest").i0.numpy()
     for u0 in range(0, U, units_per_step):
-        blk, t = maps[u0: u0 + units_per_step], thr[u0: u0 + units_per_step]
+        blk, t = maps[u0 : u0 + units_per_step], thr[u0 : u0 + units_per_step]
         n = blk.shape[0]
         if mode in ("bilinear", "nearest"):
             m = _plane_masks(blk.reshape(n * K, h, w), np.repeat(t, K), mask_size, mode).reshape((n, K) + mask_size)
         else:
             m = (upsample(torch.from_numpy(blk), mask_size, mode) > torch.from_numpy(t).view(-1, 1, 1, 1)).numpy()
-        out[u0: u0 + n] = m if mask_size == size else m[:, :, iy][:, :, :, ix]
+        out[u0 : u0 + n] = m if mask_size == size else m[:, :, iy][:, :, :, ix]
     return out
 
 
@@ -186,6 +206,6 @@ def strip_from_tiles(tiles: Sequence[np.ndarray], thumb: int, gap: int = 2, back
     strip = np.full((thumb, width, tiles[0].shape[2]), background, np.uint8)
     x = 0
     for t in tiles:
-        strip[:, x:x + t.shape[1]] = t
+        strip[:, x : x + t.shape[1]] = t
         x += t.shape[1] + gap
     return strip

@@ -8,6 +8,7 @@ the template: no plotting library is imported on the report's path (matplotlib's
 savefig cost about a second per report). Every bar carries its count and concept in
 ``data-*`` attributes. ``dissect compare`` still draws with matplotlib (:func:`_pyplot`, :func:`_save`).
 """
+
 from __future__ import annotations
 
 import io
@@ -26,8 +27,12 @@ log = logging.getLogger(__name__)
 
 #: Fixed category colours, so every plot and page agrees.
 CATEGORY_COLORS = {
-    "object": "#1f77b4", "part": "#ff7f0e", "material": "#2ca02c",
-    "scene": "#d62728", "texture": "#9467bd", "color": "#8c564b",
+    "object": "#1f77b4",
+    "part": "#ff7f0e",
+    "material": "#2ca02c",
+    "scene": "#d62728",
+    "texture": "#9467bd",
+    "color": "#8c564b",
 }
 _EXTRA = ["#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 #: Chart geometry in SVG pixels: plot area height, left margin (y axis), bar slot per concept.
@@ -57,9 +62,23 @@ def _frame(vmax: int, top: float, width_plot: float, ylabel: str, title: str) ->
     ticks = y_ticks(vmax)
     y1, y0 = top, top + PLOT_HEIGHT
     scale = PLOT_HEIGHT / ticks[-1]
-    return {"title": title, "ylabel": ylabel, "x0": LEFT, "x1": LEFT + width_plot, "y0": y0, "y1": y1,
-            "scale": scale, "ticks": [(v, round(y0 - v * scale, 2)) for v in ticks], "bars": [], "xlabels": [],
-            "headers": [], "seps": [], "legend": [], "note": "", "shift": 0}
+    return {
+        "title": title,
+        "ylabel": ylabel,
+        "x0": LEFT,
+        "x1": LEFT + width_plot,
+        "y0": y0,
+        "y1": y1,
+        "scale": scale,
+        "ticks": [(v, round(y0 - v * scale, 2)) for v in ticks],
+        "bars": [],
+        "xlabels": [],
+        "headers": [],
+        "seps": [],
+        "legend": [],
+        "note": "",
+        "shift": 0,
+    }
 
 
 #: characters XML 1.0 forbids even when escaped (sec. 2.2: C0 controls other than tab, LF, CR;
@@ -111,15 +130,30 @@ def detector_bars(counts: Mapping[str, Mapping[str, int]], stem, title: str = ""
     header says how many concepts it has. Writes ``stem.svg`` and returns ``[its path]``.
     """
     order = list(counts)
-    bars = [(cat, name, int(n)) for cat, per in counts.items()
-            for name, n in sorted(per.items(), key=lambda kv: (-kv[1], kv[0])) if n > 0]
-    c = _frame(max((b[2] for b in bars), default=1), 40 if title else 24, SLOT * max(len(bars), 12),
-               "detectors", title)
+    bars = [
+        (cat, name, int(n))
+        for cat, per in counts.items()
+        for name, n in sorted(per.items(), key=lambda kv: (-kv[1], kv[0]))
+        if n > 0
+    ]
+    c = _frame(max((b[2] for b in bars), default=1), 40 if title else 24, SLOT * max(len(bars), 12), "detectors", title)
     for i, (cat, name, n) in enumerate(bars):
         x = LEFT + SLOT * i
-        c["bars"].append({"x": x + 0.1 * SLOT, "y": c["y0"] - n * c["scale"], "w": 0.8 * SLOT, "h": n * c["scale"],
-                          "fill": category_color(cat, order), "category": cat, "name": name, "n": n})
-        c["xlabels"].append({"x": x + SLOT / 2, "y": c["y0"] + 4, "text": name, "rotate": -90, "anchor": "end", "size": 8})
+        c["bars"].append(
+            {
+                "x": x + 0.1 * SLOT,
+                "y": c["y0"] - n * c["scale"],
+                "w": 0.8 * SLOT,
+                "h": n * c["scale"],
+                "fill": category_color(cat, order),
+                "category": cat,
+                "name": name,
+                "n": n,
+            }
+        )
+        c["xlabels"].append(
+            {"x": x + SLOT / 2, "y": c["y0"] + 4, "text": name, "rotate": -90, "anchor": "end", "size": 8}
+        )
     rows = _category_headers(c, bars, order)
     if not bars:
         c["note"] = "no detectors"
@@ -158,8 +192,16 @@ def _category_headers(c: dict, bars: list, order: list) -> int:
         if row == len(rows):
             rows.append(0.0)
         rows[row] = x + half
-        c["headers"].append({"x": x, "row": row, "text": text, "fill": category_color(cat, order),
-                             "x0": LEFT + SLOT * start + 1, "x1": LEFT + SLOT * (start + n) - 1})
+        c["headers"].append(
+            {
+                "x": x,
+                "row": row,
+                "text": text,
+                "fill": category_color(cat, order),
+                "x0": LEFT + SLOT * start + 1,
+                "x1": LEFT + SLOT * (start + n) - 1,
+            }
+        )
         if start:
             c["seps"].append(LEFT + SLOT * start)
         start += n
@@ -182,14 +224,32 @@ def layer_lines(layers: Sequence[str], unique: Mapping[str, Sequence[int]], stem
         x = LEFT + slot * i
         for j, cat in enumerate(order):
             n = int(unique[cat][i])
-            c["bars"].append({"x": x + 0.1 * slot + width * j, "y": c["y0"] - n * c["scale"], "w": width,
-                              "h": n * c["scale"], "fill": category_color(cat, order), "category": cat,
-                              "name": str(layer), "n": n})
-        c["xlabels"].append({"x": x + slot / 2, "y": c["y0"] + 14, "text": str(layer), "rotate": -30 if tilt else 0,
-                             "anchor": "end" if tilt else "middle", "size": 10})
+            c["bars"].append(
+                {
+                    "x": x + 0.1 * slot + width * j,
+                    "y": c["y0"] - n * c["scale"],
+                    "w": width,
+                    "h": n * c["scale"],
+                    "fill": category_color(cat, order),
+                    "category": cat,
+                    "name": str(layer),
+                    "n": n,
+                }
+            )
+        c["xlabels"].append(
+            {
+                "x": x + slot / 2,
+                "y": c["y0"] + 14,
+                "text": str(layer),
+                "rotate": -30 if tilt else 0,
+                "anchor": "end" if tilt else "middle",
+                "size": 10,
+            }
+        )
     for j, cat in enumerate(order):
-        c["legend"].append({"x": c["x1"] + 10, "y": c["y1"] + 14 * j + 8, "fill": category_color(cat, order),
-                            "text": cat})
+        c["legend"].append(
+            {"x": c["x1"] + 10, "y": c["y1"] + 14 * j + 8, "fill": category_color(cat, order), "text": cat}
+        )
     longest = max((len(str(l)) for l in layers), default=0)
     legend_w = 24 + 6 * max((len(cat) for cat in order), default=0)
     c["width"] = math.ceil(c["x1"] + legend_w + 10)

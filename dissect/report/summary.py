@@ -1,4 +1,5 @@
 """How the reports name labels and say a layer's counts (the counts: dissect.results.summarise)."""
+
 from __future__ import annotations
 
 from ..results import constant_text
@@ -13,7 +14,7 @@ def display_name(label: str) -> str:
     stays in result.json, tally.csv and the pages' tooltips."""
     for suffix in SUFFIXES:
         if label.endswith(suffix) and len(label) > len(suffix):
-            return label[:-len(suffix)]
+            return label[: -len(suffix)]
     return label
 
 

@@ -3,6 +3,7 @@
 Images and plots go beside the pages (``O/<layer>/report_files/``, ``O/report_files/``); the
 pages load nothing from the network.
 """
+
 from __future__ import annotations
 
 import io
@@ -52,7 +53,7 @@ def _store_path(store, result: dict, out_dir: Path) -> Optional[Path]:
     if store is not None:
         return Path(store) if isinstance(store, (str, Path)) else getattr(store, "root", None)
     recorded = (result.get("store") or {}).get("path")
-    for c in ([Path(recorded), out_dir / recorded] if recorded else []):
+    for c in [Path(recorded), out_dir / recorded] if recorded else []:
         if (c / "build.json").is_file():
             return c
     return None
@@ -69,7 +70,7 @@ def _thumbnail(st, row: int, thumb: int) -> tuple:
             w, h = im.size
             tw = max(1, round(w * thumb / h))
             im.draft("RGB", (tw, thumb))
-            rgbx = np.asarray(im.convert("RGBX").resize((tw, thumb), Image.BILINEAR))
+            rgbx = np.asarray(im.convert("RGBX").resize((tw, thumb), Image.Resampling.BILINEAR))
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise StoreFormatError(path, f"cannot read image of index.csv row {row + 1} ({e})") from None
     return rgbx, np.take(dim_table(DIM), rgbx)
@@ -82,7 +83,8 @@ def _jpeg(strip: np.ndarray) -> bytes:
     mode = "RGBX" if c == 4 else "RGB"
     buf = io.BytesIO()
     Image.frombuffer(mode, (w, h), np.ascontiguousarray(strip), "raw", mode, 0, 1).save(
-        buf, format="JPEG", quality=88, subsampling=0)
+        buf, format="JPEG", quality=88, subsampling=0
+    )
     return buf.getvalue()
 
 
@@ -92,8 +94,13 @@ def _draw_unit(i: int, rows: np.ndarray, thumbs: dict, masks: dict, thumb: int, 
     for the lightbox that enlarges one image at a time."""
     shown = [(j, int(r)) for j, r in enumerate(rows) if r >= 0]
     tiles = [thumbs[r][0] for _, r in shown]
-    strip = draw_strip(tiles, [thumbs[r][1] for _, r in shown],
-                       [masks[thumbs[r][0].shape[:2]][i, j] for j, r in shown], thumb, STRIP_GAP)
+    strip = draw_strip(
+        tiles,
+        [thumbs[r][1] for _, r in shown],
+        [masks[thumbs[r][0].shape[:2]][i, j] for j, r in shown],
+        thumb,
+        STRIP_GAP,
+    )
     name = f"unit_{i + 1:04d}.jpg"
     atomic_write_bytes(files / name, _jpeg(strip))
     edges, x = [], 0
@@ -130,8 +137,10 @@ def _strips(data: LayerResult, st, files: Path, thumb: int, images_per_unit: Opt
     rows = np.asarray(data.topk_indices[:, :k], dtype=np.int64)
     if rows.size and rows.max() >= len(st):
         u = int(np.argwhere(rows >= len(st))[0, 0])
-        raise ResultsError(f"{data.path / 'topk.npz'}: unit {u + 1} names image row {int(rows[u].max())} "
-                           f"but the store has {len(st)} rows")
+        raise ResultsError(
+            f"{data.path / 'topk.npz'}: unit {u + 1} names image row {int(rows[u].max())} "
+            f"but the store has {len(st)} rows"
+        )
     wanted = sorted({int(r) for r in rows.ravel() if r >= 0})
     seg = (data.store or {}).get("segmentation_size")
     mode = (data.settings or {}).get("upsample") or "bilinear"
@@ -149,13 +158,47 @@ def _strips(data: LayerResult, st, files: Path, thumb: int, images_per_unit: Opt
         masks_at(t.shape[:2] for t, _ in thumbs.values())  # any the index did not predict
         drawn = pool.map(lambda i: _draw_unit(i, rows[i], thumbs, masks, thumb, files), units)
         what = "feature" if (data.settings or {}).get("dissected") == "feature" else "unit"
-        strips = list(progress(drawn, quiet, total=len(units), desc=f"report {data.layer}", unit=what))  # to its end line
+        strips = list(
+            progress(drawn, quiet, total=len(units), desc=f"report {data.layer}", unit=what)
+        )  # to its end line
         return dict(zip(units, strips))
 
 
-def write_layer_report(layer: Union[LayerResult, str, Path], store=None, thumb: int = 112,
-                       images_per_unit: Optional[int] = None, quiet: bool = True,
-                       index_href: Optional[str] = "../" + INDEX, _store_cache: Optional[dict] = None) -> Path:
+def _layer_strips(
+    data: LayerResult,
+    store,
+    files: Path,
+    thumb: int,
+    images_per_unit: Optional[int],
+    quiet: bool,
+    store_cache: Optional[dict],
+) -> dict:
+    """The layer's image strips (none without stored top-k maps or a readable store); the store is
+    opened once per (recorded path or given store) in ``store_cache``."""
+    if data.topk_maps is None:
+        return {}
+    key: tuple
+    if store is None:  # each result names its own store
+        key = ("recorded", str((data.store or {}).get("path")))
+    else:
+        key = ("given", str(store) if isinstance(store, (str, Path)) else id(store))
+    cache = store_cache if store_cache is not None else {}
+    if key not in cache:
+        cache[key] = _open_store(store, data)
+    if cache[key] is None:
+        return {}
+    return _strips(data, cache[key], files, thumb, images_per_unit, quiet)
+
+
+def write_layer_report(
+    layer: Union[LayerResult, str, Path],
+    store=None,
+    thumb: int = 112,
+    images_per_unit: Optional[int] = None,
+    quiet: bool = True,
+    index_href: Optional[str] = "../" + INDEX,
+    _store_cache: Optional[dict] = None,
+) -> Path:
     """Write ``<layer folder>/report.html`` (+ ``report_files/``); return the page's path.
 
     ``layer``: a LayerResult (as returned by a dissection, or loaded) or its folder.
@@ -168,19 +211,12 @@ def write_layer_report(layer: Union[LayerResult, str, Path], store=None, thumb: 
     files.mkdir(parents=True, exist_ok=True)
     categories = data.categories
     summ = summarise(data.units, categories, data.iou_threshold)
-    strips = {}
-    if data.topk_maps is not None:
-        if store is None:  # each result names its own store
-            key = ("recorded", str((data.store or {}).get("path")))
-        else:
-            key = ("given", str(store) if isinstance(store, (str, Path)) else id(store))
-        cache = _store_cache if _store_cache is not None else {}
-        if key not in cache:
-            cache[key] = _open_store(store, data)
-        if cache[key] is not None:
-            strips = _strips(data, cache[key], files, thumb, images_per_unit, quiet)
-    detector_bars({c: summ["concepts"].get(c, {}) for c in categories}, files / "detectors",
-                  title=f"{data.layer}: detectors per concept")
+    strips = _layer_strips(data, store, files, thumb, images_per_unit, quiet, _store_cache)
+    detector_bars(
+        {c: summ["concepts"].get(c, {}) for c in categories},
+        files / "detectors",
+        title=f"{data.layer}: detectors per concept",
+    )
     plot = html.href(FILES, "detectors.svg")
     page = folder / PAGE
     from .analyses import layer_notes, predicted_lines, store_predicted_labels, unit_extras
@@ -190,9 +226,22 @@ def write_layer_report(layer: Union[LayerResult, str, Path], store=None, thumb: 
     extras = unit_extras(folder)
     for u, line in predicted_lines(data.units, predicted).items():
         extras[u] = line + extras.get(u, "")
-    atomic_write_text(page, html.layer_page(data.layer, data.to_json(), data.sorted_units(), categories, summ,
-                                            strips, plot, index_href, extras=extras, extra_links=links,
-                                            notes_extra=layer_notes(folder, data.units, predicted)))
+    atomic_write_text(
+        page,
+        html.layer_page(
+            data.layer,
+            data.to_json(),
+            data.sorted_units(),
+            categories,
+            summ,
+            strips,
+            plot,
+            index_href,
+            extras=extras,
+            extra_links=links,
+            notes_extra=layer_notes(folder, data.units, predicted),
+        ),
+    )
     return page
 
 
@@ -209,17 +258,24 @@ def write_index(out_dir, layers: Sequence[LayerResult], title: str = "Network Di
     plot = None
     if layers:
         unique = {c: [r[2]["unique_detectors"].get(c, 0) for r in rows] for c in categories}
-        layer_lines([r[0] for r in rows], unique, out_dir / FILES / "unique_detectors",
-                    title="unique detectors per layer")
+        layer_lines(
+            [r[0] for r in rows], unique, out_dir / FILES / "unique_detectors", title="unique detectors per layer"
+        )
         plot = html.href(FILES, "unique_detectors.svg")
     page = out_dir / INDEX
     atomic_write_text(page, html.index_page(rows, categories, plot, title))
     return page
 
 
-def write_reports(out_dir, store=None, thumb: int = 112, images_per_unit: Optional[int] = None,
-                  quiet: bool = True, layers: Optional[Sequence[str]] = None,
-                  results: Sequence[LayerResult] = ()) -> Path:
+def write_reports(
+    out_dir,
+    store=None,
+    thumb: int = 112,
+    images_per_unit: Optional[int] = None,
+    quiet: bool = True,
+    layers: Optional[Sequence[str]] = None,
+    results: Sequence[LayerResult] = (),
+) -> Path:
     """Write every layer's page and the index for a results folder; return the index page's path.
 
     ``out_dir``: the ``--out`` folder of ``dissect run``/``score`` (one subfolder per layer).

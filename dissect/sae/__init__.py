@@ -4,9 +4,19 @@
 - :func:`load_sae`, :func:`save_sae`: this package's format and SAELens' (dissect.sae._io);
 - :func:`train_sae`, :class:`TrainSettings`: top-k SAE training on streamed positions (dissect.sae._train).
 """
+
 from ._encoder import ACTIVATIONS, SAEError, SparseEncoder
 from ._io import FORMAT, INSTALL, load_sae, save_sae
 from ._train import TrainSettings, train_sae
 
-__all__ = ["SparseEncoder", "SAEError", "ACTIVATIONS", "load_sae", "save_sae", "FORMAT", "INSTALL",
-           "train_sae", "TrainSettings"]
+__all__ = [
+    "SparseEncoder",
+    "SAEError",
+    "ACTIVATIONS",
+    "load_sae",
+    "save_sae",
+    "FORMAT",
+    "INSTALL",
+    "train_sae",
+    "TrainSettings",
+]

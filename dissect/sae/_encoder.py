@@ -13,6 +13,7 @@ Feature j of a position is ``f[j]``; the maps are the features at every spatial 
 out as the units are (after the layer's layout, dissect.layouts), so every statistic of a
 dissection sees features exactly as it sees units.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,8 +39,17 @@ class SparseEncoder:
     the SAE (its identity, from dissect.sae._io). Raises SAEError for inconsistent shapes.
     """
 
-    def __init__(self, W_enc, b_enc, b_dec, activation: str, k: Optional[int] = None, threshold=None,
-                 W_dec=None, record: Optional[dict] = None):
+    def __init__(
+        self,
+        W_enc,
+        b_enc,
+        b_dec,
+        activation: str,
+        k: Optional[int] = None,
+        threshold=None,
+        W_dec=None,
+        record: Optional[dict] = None,
+    ):
         f32 = lambda t: None if t is None else torch.as_tensor(np.asarray(t, dtype=np.float32))
         self.W_enc, self.b_enc, self.b_dec, self.W_dec = f32(W_enc), f32(b_enc), f32(b_dec), f32(W_dec)
         self.threshold = f32(threshold)
@@ -50,8 +60,12 @@ class SparseEncoder:
         if self.W_enc.ndim != 2:
             raise SAEError(f"W_enc must be [d_in, d_sae], got shape {tuple(self.W_enc.shape)}")
         u, f = self.W_enc.shape
-        for name, t, shape in (("b_enc", self.b_enc, (f,)), ("b_dec", self.b_dec, (u,)),
-                               ("W_dec", self.W_dec, (f, u)), ("threshold", self.threshold, (f,))):
+        for name, t, shape in (
+            ("b_enc", self.b_enc, (f,)),
+            ("b_dec", self.b_dec, (u,)),
+            ("W_dec", self.W_dec, (f, u)),
+            ("threshold", self.threshold, (f,)),
+        ):
             if t is not None and tuple(t.shape) != shape:
                 raise SAEError(f"{name} has shape {tuple(t.shape)}; W_enc {u} x {f} needs {shape}")
         if activation == "topk" and not (self.k and 1 <= self.k <= f):
@@ -96,14 +110,16 @@ class SparseEncoder:
         """acts [B, U, h, w] -> features [B, F, h, w] float32 on acts' device, ``chunk`` positions at
         a time (so the [S, F] work tensors stay small whatever F). Raises SAEError for another U."""
         if acts.ndim != 4 or acts.shape[1] != self.units:
-            raise SAEError(f"the SAE reads {self.units} units but the layer has "
-                           f"{acts.shape[1] if acts.ndim > 1 else '?'} units (shape {tuple(acts.shape)})")
+            raise SAEError(
+                f"the SAE reads {self.units} units but the layer has "
+                f"{acts.shape[1] if acts.ndim > 1 else '?'} units (shape {tuple(acts.shape)})"
+            )
         b, u, h, w = acts.shape
         flat = acts.permute(0, 2, 3, 1).reshape(-1, u)  # positions in (image, y, x) order
         out = torch.empty(b, h, w, self.features, dtype=torch.float32, device=acts.device)
         view = out.view(-1, self.features)
         for lo in range(0, flat.shape[0], chunk):
-            view[lo: lo + chunk] = self.encode(flat[lo: lo + chunk]).to(acts.device)
+            view[lo : lo + chunk] = self.encode(flat[lo : lo + chunk]).to(acts.device)
         return out.permute(0, 3, 1, 2).contiguous()
 
     def sha256(self) -> str:

@@ -20,6 +20,7 @@ by statistics the file does not hold). Gated SAEs are refused.
 
 Both load into :class:`dissect.sae.SparseEncoder`. ``safetensors`` comes with the ``sae`` extra.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -95,13 +96,19 @@ def _load_ours(folder: Path) -> SparseEncoder:
     act = meta.get("activation")
     if act not in ACTIVATIONS:
         raise SAEError(f"{folder / META}: activation {act!r} is not one of {ACTIVATIONS}")
-    record = {"format": FORMAT, "path": str(folder.resolve()), "activation": act, "k": meta.get("k"),
-              "weights_sha256": hashlib.sha256((folder / WEIGHTS).read_bytes()).hexdigest()}
+    record = {
+        "format": FORMAT,
+        "path": str(folder.resolve()),
+        "activation": act,
+        "k": meta.get("k"),
+        "weights_sha256": hashlib.sha256((folder / WEIGHTS).read_bytes()).hexdigest(),
+    }
     for key in ("layer", "model", "store", "epochs", "explained_variance", "dead_features", "reconstruction_error"):
         if key in meta:
             record[key] = meta[key]
-    return SparseEncoder(W_enc, b_enc, b_dec, act, k=meta.get("k"), threshold=w.get("threshold"),
-                         W_dec=w.get("W_dec"), record=record)
+    return SparseEncoder(
+        W_enc, b_enc, b_dec, act, k=meta.get("k"), threshold=w.get("threshold"), W_dec=w.get("W_dec"), record=record
+    )
 
 
 def _lens_activation(cfg: dict, path: Path) -> tuple:
@@ -120,8 +127,9 @@ def _lens_activation(cfg: dict, path: Path) -> tuple:
         return "topk", k
     if arch in ("", "standard") and fn in ("", "relu"):
         return "relu", None
-    raise SAEError(f"{path}: architecture {arch!r} / activation_fn_str {fn!r} is not supported "
-                   "(standard/relu, topk, jumprelu)")
+    raise SAEError(
+        f"{path}: architecture {arch!r} / activation_fn_str {fn!r} is not supported (standard/relu, topk, jumprelu)"
+    )
 
 
 def _load_lens(folder: Path) -> SparseEncoder:
@@ -142,8 +150,13 @@ def _load_lens(folder: Path) -> SparseEncoder:
     offset = b_dec if cfg.get("apply_b_dec_to_input", True) else np.zeros_like(b_dec)
     # the encoder reads x - offset; with the offset folded into b_enc it reads x - b_dec as in SparseEncoder
     b_enc_eff = np.asarray(b_enc, np.float64) + (np.asarray(b_dec, np.float64) - offset) @ np.asarray(W_enc, np.float64)
-    record = {"format": "saelens", "path": str(folder.resolve()), "activation": act, "k": k,
-              "weights_sha256": hashlib.sha256((folder / LENS_WEIGHTS).read_bytes()).hexdigest()}
+    record = {
+        "format": "saelens",
+        "path": str(folder.resolve()),
+        "activation": act,
+        "k": k,
+        "weights_sha256": hashlib.sha256((folder / LENS_WEIGHTS).read_bytes()).hexdigest(),
+    }
     for key in ("hook_name", "model_name", "hook_layer"):
         if key in cfg:
             record[key] = cfg[key]

@@ -14,6 +14,7 @@ In normalised units x' (dissect.sae._train):
 Loss: mean squared error of x_hat', plus ``aux_weight`` x the AuxK loss of Gao et al. (sec. A.2):
 the residual x' - x_hat' reconstructed by the top ``k_aux`` of the dead features alone.
 """
+
 from __future__ import annotations
 
 import torch
@@ -34,8 +35,8 @@ class _SelectedPre(torch.autograd.Function):
         ctx.save_for_backward(xc, W_enc, idx)
         out = torch.empty(idx.shape, dtype=xc.dtype, device=xc.device)
         for lo in range(0, idx.shape[1], 32):
-            cols = W_enc.t()[idx[:, lo:lo + 32]]  # [S, j, U]
-            out[:, lo:lo + 32] = torch.einsum("su,sju->sj", xc, cols)
+            cols = W_enc.t()[idx[:, lo : lo + 32]]  # [S, j, U]
+            out[:, lo : lo + 32] = torch.einsum("su,sju->sj", xc, cols)
         return out + b_enc[idx]
 
     @staticmethod
@@ -45,9 +46,11 @@ class _SelectedPre(torch.autograd.Function):
         grad_xc = F.embedding_bag(idx, W_enc.t().contiguous(), per_sample_weights=g, mode="sum")
         grad_wt = torch.zeros(W_enc.shape[1], W_enc.shape[0], dtype=xc.dtype, device=xc.device)
         for lo in range(0, idx.shape[1], 32):
-            gi, ii = g[:, lo:lo + 32], idx[:, lo:lo + 32]
+            gi, ii = g[:, lo : lo + 32], idx[:, lo : lo + 32]
             grad_wt.index_add_(0, ii.reshape(-1), (gi[:, :, None] * xc[:, None, :]).reshape(-1, xc.shape[1]))
-        grad_b = torch.zeros(W_enc.shape[1], dtype=xc.dtype, device=xc.device).index_add_(0, idx.reshape(-1), g.reshape(-1))
+        grad_b = torch.zeros(W_enc.shape[1], dtype=xc.dtype, device=xc.device).index_add_(
+            0, idx.reshape(-1), g.reshape(-1)
+        )
         return grad_xc, grad_wt.t(), grad_b, None
 
 
@@ -87,8 +90,9 @@ class TopKSAE(nn.Module):
         values = torch.relu(self.selected(x, indices))
         return pre, indices, values, self.decode_sparse(indices, values) + self.b_pre
 
-    def aux_loss(self, x: torch.Tensor, x_hat: torch.Tensor, pre: torch.Tensor, dead: torch.Tensor,
-                 k_aux: int) -> torch.Tensor:
+    def aux_loss(
+        self, x: torch.Tensor, x_hat: torch.Tensor, pre: torch.Tensor, dead: torch.Tensor, k_aux: int
+    ) -> torch.Tensor:
         """AuxK: mean squared error of (x - x_hat) against the top ``k_aux`` dead features' decoding
         (``dead`` [F] bool); 0 without dead features. The residual is a constant (detached)."""
         n_dead = int(dead.sum())

@@ -18,6 +18,7 @@ samples depends only on (seed, epoch, chunk), so a resumed run sees the same bat
 uninterrupted one, and on a CPU ends with the same weights. ``DISSECT_SAE_FAULT_AFTER=<step>``
 kills the process after that step's checkpoint (tests).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -85,8 +86,9 @@ class TrainSettings:
         k = self.k or max(1, units // 8)
         if k > f:
             raise DissectError(f"k = {k} active features exceeds the {f} features")
-        return dataclasses.replace(self, features=f, k=k, lr=self.lr or 2e-4 * math.sqrt(2 ** 14 / f),
-                                   k_aux=self.k_aux or max(1, units // 2))
+        return dataclasses.replace(
+            self, features=f, k=k, lr=self.lr or 2e-4 * math.sqrt(2**14 / f), k_aux=self.k_aux or max(1, units // 2)
+        )
 
 
 # ---------------------------------------------------------------------------- samples
@@ -113,7 +115,7 @@ class Samples:
     def chunks(self, epoch: int) -> list:
         """The image lists (each sorted, for reads in file order) of ``epoch``'s chunks."""
         order = np.random.default_rng([self.seed, epoch]).permutation(self.n)
-        return [sorted(order[lo: lo + self.chunk].tolist()) for lo in range(0, self.n, self.chunk)]
+        return [sorted(order[lo : lo + self.chunk].tolist()) for lo in range(0, self.n, self.chunk)]
 
     def batches(self, epoch: int, chunk_no: int, images, batch_size: int) -> list:
         """The shuffled [B, U] batches of one chunk."""
@@ -172,8 +174,12 @@ class Trainer:
         self.last_loss = float(loss.detach())
 
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "since_fired": self.since_fired.cpu(),
-                "where": torch.tensor([self.epoch, self.chunk_no, self.batch_no, self.step])}
+        return {
+            "model": self.model.state_dict(),
+            "opt": self.opt.state_dict(),
+            "since_fired": self.since_fired.cpu(),
+            "where": torch.tensor([self.epoch, self.chunk_no, self.batch_no, self.step]),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -186,9 +192,12 @@ class Trainer:
         m, s = self.model, self.scale
         mean = self.mean.double().cpu()
         with torch.no_grad():
-            return {"W_enc": (m.W_enc.double().cpu() / s).float().numpy(), "b_enc": m.b_enc.float().cpu().numpy(),
-                    "W_dec": (m.W_dec.double().cpu() * s).float().numpy(),
-                    "b_dec": (mean + s * m.b_pre.double().cpu()).float().numpy()}
+            return {
+                "W_enc": (m.W_enc.double().cpu() / s).float().numpy(),
+                "b_enc": m.b_enc.float().cpu().numpy(),
+                "W_dec": (m.W_dec.double().cpu() * s).float().numpy(),
+                "b_dec": (mean + s * m.b_pre.double().cpu()).float().numpy(),
+            }
 
 
 class _State:
@@ -236,8 +245,9 @@ def _run_epochs(t: Trainer, state: _State, quiet: bool) -> None:
 
     s, samples = t.s, t.samples
     per_epoch = sum(-(-len(c) * samples.per_image // s.batch_size) for c in samples.chunks(0))
-    bar = progress(total=per_epoch * s.epochs, initial=t.step, desc="SAE training", unit="step", quiet=quiet,
-                   leave=False)
+    bar = progress(
+        total=per_epoch * s.epochs, initial=t.step, desc="SAE training", unit="step", quiet=quiet, leave=False
+    )
     while t.epoch < s.epochs:
         t0 = time.perf_counter()
         chunks = samples.chunks(t.epoch)
@@ -252,8 +262,15 @@ def _run_epochs(t: Trainer, state: _State, quiet: bool) -> None:
             t.chunk_no, t.batch_no = t.chunk_no + 1, 0
         t.epoch, t.chunk_no = t.epoch + 1, 0
         dead = int((t.since_fired >= t.dead_after).sum())
-        log.info("SAE epoch %d/%d: loss %.5g, %d steps, %d dead features, %.1f s", t.epoch, s.epochs, t.last_loss,
-                 t.step, dead, time.perf_counter() - t0)
+        log.info(
+            "SAE epoch %d/%d: loss %.5g, %d steps, %d dead features, %.1f s",
+            t.epoch,
+            s.epochs,
+            t.last_loss,
+            t.step,
+            dead,
+            time.perf_counter() - t0,
+        )
         if s.checkpoint_every:
             state.save(t)
     bar.close()
@@ -278,12 +295,21 @@ def evaluate(encoder: SparseEncoder, samples: Samples) -> dict:
                 s2 += (part.double() ** 2).sum(0).numpy()
                 n += part.shape[0]
     sst = float((s2 - s1 * s1 / n).sum())
-    return {"reconstruction_mse": sse / (n * encoder.units), "explained_variance": 1.0 - sse / sst if sst > 0 else 0.0,
-            "dead_features": int((~fired).sum()), "mean_active_features": l0 / n}
+    return {
+        "reconstruction_mse": sse / (n * encoder.units),
+        "explained_variance": 1.0 - sse / sst if sst > 0 else 0.0,
+        "dead_features": int((~fired).sum()),
+        "mean_active_features": l0 / n,
+    }
 
 
-def train_sae(acts, out, settings: TrainSettings = TrainSettings(), identity: Optional[dict] = None,
-              device: torch.device = torch.device("cpu")) -> dict:
+def train_sae(
+    acts,
+    out,
+    settings: TrainSettings = TrainSettings(),
+    identity: Optional[dict] = None,
+    device: torch.device = torch.device("cpu"),
+) -> dict:
     """Train a top-k SAE on ``acts`` (dissect.engine's Activations [N, U, h, w]); write
     ``out/sae.safetensors`` + ``out/sae.json`` (dissect.sae._io) and return sae.json's content.
     Holds the exclusive lock of ``out`` (a second training into it is refused with the holder).
@@ -301,6 +327,24 @@ def train_sae(acts, out, settings: TrainSettings = TrainSettings(), identity: Op
         raise DissectError(f"{e.filename or out}: cannot use as the output folder ({e.strerror or e})") from None
 
 
+def _log_start(samples: Samples, s: TrainSettings, device: torch.device) -> None:
+    """Log what is about to be trained (the SAE's shape, the samples, the schedule, the device)."""
+    log.info(
+        "training a top-k SAE: %d units -> %d features, k = %d, %d samples (%d images x %d positions), "
+        "%d epochs, batch %d, lr %.3g, on %s",
+        samples.units,
+        s.features,
+        s.k,
+        samples.total,
+        samples.n,
+        samples.per_image,
+        s.epochs,
+        s.batch_size,
+        s.lr,
+        device,
+    )
+
+
 def _train_locked(acts, out: Path, settings: TrainSettings, identity: Optional[dict], device: torch.device) -> dict:
     """train_sae's work, with ``out``'s lock held."""
     from ._io import save_sae
@@ -316,23 +360,41 @@ def _train_locked(acts, out: Path, settings: TrainSettings, identity: Optional[d
     if saved is not None:
         trainer.load_state_dict(saved)
         log.info("resuming SAE training from %s (epoch %d, step %d)", state.path, trainer.epoch + 1, trainer.step)
-    log.info("training a top-k SAE: %d units -> %d features, k = %d, %d samples (%d images x %d positions), "
-             "%d epochs, batch %d, lr %.3g, on %s", samples.units, s.features, s.k, samples.total, samples.n,
-             samples.per_image, s.epochs, s.batch_size, s.lr, device)
+    _log_start(samples, s, device)
     _run_epochs(trainer, state, s.quiet)
     weights = trainer.folded()
     enc = SparseEncoder(weights["W_enc"], weights["b_enc"], weights["b_dec"], "topk", k=s.k, W_dec=weights["W_dec"])
     metrics = evaluate(enc.to(device), samples)
-    meta = dict(identity or {}, units=samples.units, features=s.features, k=s.k, activation="topk",
-                input_normalisation={"kind": "mean_and_scale", "mean": [float(v) for v in mean], "scale": scale,
-                                     "folded_into_weights": True},
-                epochs=s.epochs, steps=trainer.step, settings=settings_doc,
-                samples={"images": samples.n, "positions_per_image": samples.per_image, "total": samples.total},
-                seconds=time.perf_counter() - t_start, method="top-k SAE (Gao et al. 2024)", **metrics)
+    meta = dict(
+        identity or {},
+        units=samples.units,
+        features=s.features,
+        k=s.k,
+        activation="topk",
+        input_normalisation={
+            "kind": "mean_and_scale",
+            "mean": [float(v) for v in mean],
+            "scale": scale,
+            "folded_into_weights": True,
+        },
+        epochs=s.epochs,
+        steps=trainer.step,
+        settings=settings_doc,
+        samples={"images": samples.n, "positions_per_image": samples.per_image, "total": samples.total},
+        seconds=time.perf_counter() - t_start,
+        method="top-k SAE (Gao et al. 2024)",
+        **metrics,
+    )
     save_sae(out, weights, meta)
     state.remove()
-    log.info("SAE written to %s: explained variance %.4f, %d dead features of %d, reconstruction MSE %.4g",
-             out, metrics["explained_variance"], metrics["dead_features"], s.features, metrics["reconstruction_mse"])
+    log.info(
+        "SAE written to %s: explained variance %.4f, %d dead features of %d, reconstruction MSE %.4g",
+        out,
+        metrics["explained_variance"],
+        metrics["dead_features"],
+        s.features,
+        metrics["reconstruction_mse"],
+    )
     return json.loads((out / "sae.json").read_text("utf-8"))
 
 

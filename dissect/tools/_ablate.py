@@ -13,6 +13,7 @@ by HF ``datasets`` ``save_to_disk``, or ``hf:NAME[:SPLIT]`` (``datasets.load_dat
 dataset needs an image and a label column (``--image-column``, ``--label-column``).
 Images are resized to the input size (bilinear) and normalised with mean/std.
 """
+
 from __future__ import annotations
 
 import csv
@@ -42,8 +43,9 @@ class AblationError(DissectError):
     """Bad input to an ablation (data, units, layer); the message names the file or value."""
 
 
-def result_preprocessing(layer_dir: Union[str, Path], model_prep: Optional[dict] = None, input_size=None,
-                         mean=None, std=None) -> tuple:
+def result_preprocessing(
+    layer_dir: Union[str, Path], model_prep: Optional[dict] = None, input_size=None, mean=None, std=None
+) -> tuple:
     """The input size (H, W), mean and std (RGB in [0, 1]) for an ablation, and where they came from.
 
     The classifier must see its images as the dissection fed them: when ``layer_dir`` holds a
@@ -64,16 +66,20 @@ def result_preprocessing(layer_dir: Union[str, Path], model_prep: Optional[dict]
     except ResultsError as e:
         raise AblationError(str(e)) from None
     if rec.get("transform"):
-        raise AblationError(f"{path}: the layer was dissected with a transform ({rec['transform']}), which a "
-                            "command line cannot repeat; call dissect.tools.ablate() with a dataset that applies it")
+        raise AblationError(
+            f"{path}: the layer was dissected with a transform ({rec['transform']}), which a "
+            "command line cannot repeat; call dissect.tools.ablate() with a dataset that applies it"
+        )
     if not rec.get("input_size"):  # scored activations: the dissection never fed images
         p = resolve_preprocessing(model_prep, input_size, mean, std, None, None)
         return p.input_size, p.mean, p.std, p.record["chosen"] + f" ({path} records none: scored activations)"
     rec_size, rec_mean, rec_std = tuple(rec["input_size"]), tuple(rec["mean"]), tuple(rec["std"])
     for what, given, used in (("input size", input_size, rec_size), ("mean", mean, rec_mean), ("std", std, rec_std)):
         if given is not None and not np.allclose(np.asarray(given, float), np.asarray(used, float)):
-            raise AblationError(f"{what} {tuple(given)} differs from the dissection's {used} ({path}); "
-                                f"leave it out to use the dissection's preprocessing")
+            raise AblationError(
+                f"{what} {tuple(given)} differs from the dissection's {used} ({path}); "
+                f"leave it out to use the dissection's preprocessing"
+            )
     return rec_size, rec_mean, rec_std, f"the dissection's ({path})"
 
 
@@ -144,8 +150,15 @@ class _HFImages(_Images):
         return im, row[self.label_col], f"{self.name} row {k}"
 
 
-def open_data(data: str, size: tuple, mean, std, image_column: str = "image", label_column: str = "label",
-              split: Optional[str] = None) -> tuple:
+def open_data(
+    data: str,
+    size: tuple,
+    mean,
+    std,
+    image_column: str = "image",
+    label_column: str = "label",
+    split: Optional[str] = None,
+) -> tuple:
     """(Dataset of (image, label), class names) for an ImageFolder path, a save_to_disk folder or
     ``hf:NAME[:SPLIT]``. Raises AblationError naming the problem."""
     if data.startswith("hf:"):
@@ -163,8 +176,10 @@ def open_data(data: str, size: tuple, mean, std, image_column: str = "image", la
         return _hf(ds, image_column, label_column, size, mean, std, f"hf:{name}")
     root = Path(data)
     if not root.is_dir():
-        raise AblationError(f"{root}: data folder does not exist (give an ImageFolder folder, a datasets "
-                            f"save_to_disk folder, or hf:NAME)")
+        raise AblationError(
+            f"{root}: data folder does not exist (give an ImageFolder folder, a datasets "
+            f"save_to_disk folder, or hf:NAME)"
+        )
     if (root / "dataset_info.json").is_file() or (root / "dataset_dict.json").is_file():
         import datasets
 
@@ -225,12 +240,28 @@ class AblationResult:
             n = int(self.images[k])
             b = self.correct_before[k] / n if n else float("nan")
             a = self.correct_after[k] / n if n else float("nan")
-            out.append({"class_index": k, "class": name, "images": n, "accuracy_before": float(b),
-                        "accuracy_after": float(a), "change": float(a - b)})
+            out.append(
+                {
+                    "class_index": k,
+                    "class": name,
+                    "images": n,
+                    "accuracy_before": float(b),
+                    "accuracy_after": float(a),
+                    "change": float(a - b),
+                }
+            )
         n = int(self.images.sum())
         b, a = self.correct_before.sum() / max(n, 1), self.correct_after.sum() / max(n, 1)
-        out.append({"class_index": "", "class": "(all)", "images": n, "accuracy_before": float(b),
-                    "accuracy_after": float(a), "change": float(a - b)})
+        out.append(
+            {
+                "class_index": "",
+                "class": "(all)",
+                "images": n,
+                "accuracy_before": float(b),
+                "accuracy_after": float(a),
+                "change": float(a - b),
+            }
+        )
         return out
 
     def csv_text(self) -> str:
@@ -244,7 +275,9 @@ class AblationResult:
 
     @property
     def tag(self) -> str:
-        us = "_".join(str(u) for u in self.units[:8]) + (f"_and{len(self.units) - 8}more" if len(self.units) > 8 else "")
+        us = "_".join(str(u) for u in self.units[:8]) + (
+            f"_and{len(self.units) - 8}more" if len(self.units) > 8 else ""
+        )
         return f"ablation_units_{us}_{self.mode}"
 
     def write(self, layer_dir: Union[str, Path]) -> Path:
@@ -264,16 +297,26 @@ class AblationResult:
             try:
                 index = json.loads(index_path.read_text("utf-8")) if index_path.is_file() else []
             except (ValueError, OSError) as e:
-                raise DissectError(f"{index_path}: cannot read the list of ablations ({e}); move it aside to "
-                                   f"start a new one") from None
+                raise DissectError(
+                    f"{index_path}: cannot read the list of ablations ({e}); move it aside to start a new one"
+                ) from None
             if not isinstance(index, list) or not all(isinstance(e, dict) for e in index):
-                raise DissectError(f"{index_path}: must be a JSON list of ablation entries; move it aside to "
-                                   f"start a new one")
+                raise DissectError(
+                    f"{index_path}: must be a JSON list of ablation entries; move it aside to start a new one"
+                )
             index = [e for e in index if e.get("file") != path.name]
             total = self.rows()[-1]
-            index.append({"file": path.name, "units": list(self.units), "mode": self.mode, "layer": self.layer,
-                          "accuracy_before": total["accuracy_before"], "accuracy_after": total["accuracy_after"],
-                          "settings": self.settings})
+            index.append(
+                {
+                    "file": path.name,
+                    "units": list(self.units),
+                    "mode": self.mode,
+                    "layer": self.layer,
+                    "accuracy_before": total["accuracy_before"],
+                    "accuracy_after": total["accuracy_after"],
+                    "settings": self.settings,
+                }
+            )
             commit_files(d, {path.name: self.csv_text(), "ablations.json": json.dumps(index, indent=1) + "\n"})
         return path
 
@@ -282,7 +325,8 @@ class _Replace:
     """Forward hook that replaces units (dim 1) of a layer's output by ``values`` [len(units)]."""
 
     def __init__(self, units: torch.Tensor):
-        self.units, self.values, self.active = units, None, False
+        self.units, self.active = units, False
+        self.values: Optional[torch.Tensor] = None  # set before the hook is registered
 
     def __call__(self, module, inp, out):
         if not self.active:
@@ -306,7 +350,7 @@ def _unit_means(model: nn.Module, target: nn.Module, idx: torch.Tensor, loader, 
     """Each unit's mean output over the whole data set and all positions (float32 [len(idx)])."""
     from broden_builder.shared import progress
 
-    acc = {"sum": None, "count": 0}
+    acc: dict = {"sum": None, "count": 0}
 
     def grab(module, inp, out):
         t = out[0] if isinstance(out, (tuple, list)) else out
@@ -319,8 +363,9 @@ def _unit_means(model: nn.Module, target: nn.Module, idx: torch.Tensor, loader, 
     handle = target.register_forward_hook(grab)
     try:
         with torch.no_grad():
-            for batch in progress(loader, quiet, desc="ablate: unit means", unit="batch",
-                                  per_unit=loader.batch_size, leave=False):
+            for batch in progress(
+                loader, quiet, desc="ablate: unit means", unit="batch", per_unit=loader.batch_size, leave=False
+            ):
                 model(batch.image.to(dev))
     finally:
         handle.remove()
@@ -337,14 +382,18 @@ def _accuracies(model: nn.Module, hook: "_Replace", loader, n_classes: int, clas
             x = batch.image.to(dev)
             yn = batch.label.numpy().astype(np.int64)
             if yn.size and (yn.min() < 0 or yn.max() >= n_classes):
-                raise AblationError(f"label {int(yn.max() if yn.max() >= n_classes else yn.min())} is outside the "
-                                    f"{n_classes} classes {list(classes)[:5]}...")
+                raise AblationError(
+                    f"label {int(yn.max() if yn.max() >= n_classes else yn.min())} is outside the "
+                    f"{n_classes} classes {list(classes)[:5]}..."
+                )
             hook.active = False
             logits = _logits(model(x))
             if logits.shape[1] < n_classes:  # class k is scored as output k: more classes cannot be right
-                raise AblationError(f"the data has {n_classes} classes ({', '.join(map(str, list(classes)[:5]))}"
-                                    f"{' ...' if n_classes > 5 else ''}) but the model has {logits.shape[1]} outputs; "
-                                    f"class k (in sorted folder order) is scored as output k")
+                raise AblationError(
+                    f"the data has {n_classes} classes ({', '.join(map(str, list(classes)[:5]))}"
+                    f"{' ...' if n_classes > 5 else ''}) but the model has {logits.shape[1]} outputs; "
+                    f"class k (in sorted folder order) is scored as output k"
+                )
             p0 = logits.argmax(1).cpu().numpy()
             hook.active = True
             p1 = _logits(model(x)).argmax(1).cpu().numpy()
@@ -355,8 +404,18 @@ def _accuracies(model: nn.Module, hook: "_Replace", loader, n_classes: int, clas
     return n, before, after
 
 
-def ablate(model: nn.Module, layer: str, units: Sequence[int], data: Dataset, classes: Sequence[str],
-           mode: str = "zero", batch_size: int = 32, workers: int = 0, device="cpu", quiet: bool = True) -> AblationResult:
+def ablate(
+    model: nn.Module,
+    layer: str,
+    units: Sequence[int],
+    data: Dataset,
+    classes: Sequence[str],
+    mode: str = "zero",
+    batch_size: int = 32,
+    workers: int = 0,
+    device="cpu",
+    quiet: bool = True,
+) -> AblationResult:
     """Per-class accuracy of ``model`` on ``data`` with and without ``units`` (1-based, as in
     tally.csv) of ``layer``. Raises AblationError for bad units, mode or labels."""
     from ..capture import get_layer
@@ -367,7 +426,7 @@ def ablate(model: nn.Module, layer: str, units: Sequence[int], data: Dataset, cl
     units = sorted({int(u) for u in units})
     if not units or units[0] < 1:
         raise AblationError(f"units are 1-based (as in tally.csv) and at least one is needed, got {units}")
-    if units[-1] > 2 ** 31 - 1:  # checked against the layer's width on the first batch; here before torch sees it
+    if units[-1] > 2**31 - 1:  # checked against the layer's width on the first batch; here before torch sees it
         raise AblationError(f"unit {units[-1]} is out of range (no layer has that many units)")
     dev = resolve_device(str(device), dist_info())  # as a dissection reads --device (auto, cpu, cuda, ...)
     model = model.to(dev).eval()
@@ -381,9 +440,16 @@ def ablate(model: nn.Module, layer: str, units: Sequence[int], data: Dataset, cl
         n, before, after = _accuracies(model, hook, loader, len(classes), classes, dev, quiet)
     finally:
         handle.remove()
-    return AblationResult(layer, units, mode, list(classes), n, before, after,
-                          settings={"images": int(n.sum()), "batch_size": batch_size,
-                                    "values": [float(v) for v in hook.values.tolist()]})
+    return AblationResult(
+        layer,
+        units,
+        mode,
+        list(classes),
+        n,
+        before,
+        after,
+        settings={"images": int(n.sum()), "batch_size": batch_size, "values": [float(v) for v in hook.values.tolist()]},
+    )
 
 
 def _logits(out) -> torch.Tensor:
@@ -419,4 +485,12 @@ def top_units_for_concept(layer_dir: Union[str, Path], concept: str, k: int) -> 
     return [u + 1 for u in order[:k]]
 
 
-__all__ = ["ablate", "open_data", "result_preprocessing", "top_units_for_concept", "AblationResult", "AblationError", "MODES"]
+__all__ = [
+    "ablate",
+    "open_data",
+    "result_preprocessing",
+    "top_units_for_concept",
+    "AblationResult",
+    "AblationError",
+    "MODES",
+]

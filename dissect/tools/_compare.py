@@ -8,6 +8,7 @@ row per layer), ``compare.html`` (a table and the charts), and ``unique_detector
 paper's figures. Run names come from each result.json (model, weights, basis, or the
 activation file), made unique with the OUT folder name when two runs would share one.
 """
+
 from __future__ import annotations
 
 import csv
@@ -21,8 +22,19 @@ from broden_builder.shared import atomic_write_text
 from ..errors import DissectError
 from ..results import ResultsError, predicted_detectors, read_result_json, result_folders, results_lock
 
-CSV_COLUMNS = ("run", "folder", "layer", "category", "units", "detectors", "unique_detectors", "iou_threshold",
-               "significant_detectors", "mean_iou", "constant_units")
+CSV_COLUMNS = (
+    "run",
+    "folder",
+    "layer",
+    "category",
+    "units",
+    "detectors",
+    "unique_detectors",
+    "iou_threshold",
+    "significant_detectors",
+    "mean_iou",
+    "constant_units",
+)
 
 
 class CompareInputError(DissectError):
@@ -112,8 +124,11 @@ def _read(path: Path) -> dict:
 
 def _check_types(doc: dict, layer_dir: Path) -> None:
     """CompareInputError naming the field of result.json whose type is not the one compare reads."""
+
     def bad(field: str, want: str, got) -> CompareInputError:
-        return CompareInputError(f"{layer_dir / 'result.json'}: field {field!r} must be {want}, got {type(got).__name__} {got!r:.60}")
+        return CompareInputError(
+            f"{layer_dir / 'result.json'}: field {field!r} must be {want}, got {type(got).__name__} {got!r:.60}"
+        )
 
     number = (int, float)
     if not isinstance(doc["layer"], str):
@@ -126,8 +141,9 @@ def _check_types(doc: dict, layer_dir: Path) -> None:
         raise bad("summary.units", "an integer", s.get("units"))
     for key in ("per_category", "unique_detectors"):
         counts = s.get(key, {})
-        if not isinstance(counts, dict) or not all(isinstance(v, int) and not isinstance(v, bool)
-                                                   for v in counts.values()):
+        if not isinstance(counts, dict) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in counts.values()
+        ):
             raise bad(f"summary.{key}", "an object of category -> integer", counts)
     thr = (doc.get("settings") or {}).get("iou_threshold", 0.04)
     if not isinstance(thr, number) or isinstance(thr, bool):
@@ -146,7 +162,7 @@ def _unit_stats(units: Sequence[dict]) -> tuple:
 
     Significant detectors exist only where the units carry the permutation null's ``significant``
     (result.json of ``--null N``); a constant unit is never one."""
-    sig = None
+    sig: Optional[dict] = None
     if units and all("significant" in u for u in units):
         sig = {}
         for u in units:
@@ -164,10 +180,23 @@ def _summarise_layer(doc: dict, out: Path, d: Path, name: Optional[str]) -> Laye
     s = doc["summary"]
     thr = float((doc.get("settings") or {}).get("iou_threshold", 0.04))
     sig, means, all_mean, constant = _unit_stats(doc["units"])
-    return LayerSummary(name or run_name(doc), out.name or str(out), str(doc["layer"]), int(s.get("units", 0)),
-                        thr, dict(s.get("per_category", {})), dict(s.get("unique_detectors", {})), str(d),
-                        sig, means, all_mean, constant, *_kind_and_concepts(doc, thr), random=is_random(doc),
-                        predicted=predicted_detectors(doc, thr))
+    return LayerSummary(
+        name or run_name(doc),
+        out.name or str(out),
+        str(doc["layer"]),
+        int(s.get("units", 0)),
+        thr,
+        dict(s.get("per_category", {})),
+        dict(s.get("unique_detectors", {})),
+        str(d),
+        sig,
+        means,
+        all_mean,
+        constant,
+        *_kind_and_concepts(doc, thr),
+        random=is_random(doc),
+        predicted=predicted_detectors(doc, thr),
+    )
 
 
 def run_names(outs: Sequence[Union[str, Path]], names: Union[None, dict, Sequence[Optional[str]]]) -> list:
@@ -178,8 +207,10 @@ def run_names(outs: Sequence[Union[str, Path]], names: Union[None, dict, Sequenc
         return list(names) if names is not None else [None] * len(outs)
     unknown = [k for k in names if not any(k in (str(o), Path(o).name) for o in outs)]
     if unknown:
-        raise CompareInputError(f"--name {unknown[0]}=...: {unknown[0]!r} is none of the compared folders "
-                                f"({', '.join(str(o) for o in outs)})")
+        raise CompareInputError(
+            f"--name {unknown[0]}=...: {unknown[0]!r} is none of the compared folders "
+            f"({', '.join(str(o) for o in outs)})"
+        )
     return [names.get(str(o), names.get(Path(o).name)) for o in outs]
 
 
@@ -207,13 +238,18 @@ def collect(outs: Sequence[Union[str, Path]], names: Union[None, dict, Sequence[
     return [ls for r in runs for ls in r]
 
 
-def _kind_and_concepts(doc: dict, thr: float) -> tuple:
+def _kind_and_concepts(doc: dict, thr: float) -> tuple[str, list]:
     """(what: unit / feature / basis, sorted (category, label) of the detectors) of result.json ``doc``."""
     units = doc.get("units") or []
     settings = doc.get("settings") or {}
     what = "feature" if settings.get("dissected") == "feature" else "basis" if settings.get("basis") else "unit"
-    det = sorted({(str(u.get("category")), str(u.get("label"))) for u in units if float(u.get("iou", 0.0)) >= thr
-                  and u.get("label")})
+    det = sorted(
+        {
+            (str(u.get("category")), str(u.get("label")))
+            for u in units
+            if float(u.get("iou", 0.0)) >= thr and u.get("label")
+        }
+    )
     return what, det
 
 
@@ -262,9 +298,22 @@ def compare_csv_text(summaries: Sequence[LayerSummary]) -> str:
             uni = sum(s.unique.values()) if c == "all" else s.unique.get(c, 0)
             sig = "" if s.significant is None else (s.significant_total if c == "all" else s.significant.get(c, 0))
             mean = s.all_mean_iou if c == "all" else s.mean_iou.get(c)
-            w.writerow([s.run, s.folder, s.layer, c, s.units, det, uni, repr(s.iou_threshold), sig,
-                        "" if mean is None else f"{mean:.6f}", s.constant if c == "all" else ""]
-                       + ([_predicted_cell(s) if c == "all" else ""] if predicted else []))
+            w.writerow(
+                [
+                    s.run,
+                    s.folder,
+                    s.layer,
+                    c,
+                    s.units,
+                    det,
+                    uni,
+                    repr(s.iou_threshold),
+                    sig,
+                    "" if mean is None else f"{mean:.6f}",
+                    s.constant if c == "all" else "",
+                ]
+                + ([_predicted_cell(s) if c == "all" else ""] if predicted else [])
+            )
     return buf.getvalue()
 
 
@@ -336,8 +385,18 @@ def _label_runs(fig, ax, summaries: Sequence[LayerSummary]) -> list:
             name = s.run + (" [RANDOM]" if s.random and "random" not in s.run.lower() else "")
             width = max(6, int((end - start + 1) * bar_pt / (0.6 * size)))
             label = name if rotation else "\n".join(textwrap.wrap(name, width) or [name])
-            texts.append(ax.text((start + end) / 2, -0.18 if n <= 6 else -0.45, label, ha="center", va="top",
-                                 transform=ax.get_xaxis_transform(), fontsize=size, rotation=rotation))
+            texts.append(
+                ax.text(
+                    (start + end) / 2,
+                    -0.18 if n <= 6 else -0.45,
+                    label,
+                    ha="center",
+                    va="top",
+                    transform=ax.get_xaxis_transform(),
+                    fontsize=size,
+                    rotation=rotation,
+                )
+            )
         if not _overlapping(fig, texts):
             return texts
         for t in texts:
@@ -349,28 +408,34 @@ def _overlapping(fig, texts) -> bool:
     """True when two of the texts' drawn boxes intersect."""
     renderer = fig.canvas.get_renderer()
     boxes = [t.get_window_extent(renderer) for t in texts]
-    return any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    return any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
 
 
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
 <style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}td,th{border:1px solid #ccc;
-padding:2px 8px;text-align:right}td.l,th.l{text-align:left}img{max-width:100%}.cat{color:#fff;padding:0 4px;border-radius:3px}
+padding:2px 8px;text-align:right}td.l,th.l{text-align:left}img{max-width:100%}\
+.cat{color:#fff;padding:0 4px;border-radius:3px}
 .rnd{background:#fde2e1;color:#8a1c14;padding:0 4px;border-radius:3px;font-size:85%}</style>
 </head><body>
 <h1>{{ title }}</h1>
 <p>Detectors (units whose best IoU reaches the IoU threshold) and unique detectors (distinct concepts among them)
-per category, for every layer of every run (Bau et al., CVPR 2017, section 4). Data: <a href="compare.csv">compare.csv</a>.</p>
+per category, for every layer of every run (Bau et al., CVPR 2017, section 4). \
+Data: <a href="compare.csv">compare.csv</a>.</p>
 {% if charts %}<h2>Unique detectors</h2><img src="unique_detectors.svg" alt="unique detectors per category">
 <h2>Detectors</h2><img src="detectors.svg" alt="detectors per category">{% endif %}
 <h2>Table</h2>
 <table><tr><th class="l">run</th><th class="l">layer</th><th>units</th><th>mean best IoU</th>
 {% for c in cats %}<th><span class="cat" style="background:{{ colors[c] }}">{{ c }}</span></th>{% endfor %}
 <th>all</th><th>significant</th><th>mean best IoU</th><th>constant</th></tr>
-{% for s in rows %}<tr><td class="l">{{ s.run }}{% if s.random %} <span class="rnd">RANDOM weights</span>{% endif %}</td><td class="l">{% if s.href %}<a href="{{ s.href }}">{{ s.layer }}</a>{% else %}{{ s.layer }}{% endif %}</td><td>{{ s.units }}{% if s.what == "feature" %} features{% endif %}</td>
+{% for s in rows %}<tr><td class="l">{{ s.run }}\
+{% if s.random %} <span class="rnd">RANDOM weights</span>{% endif %}</td>\
+<td class="l">{% if s.href %}<a href="{{ s.href }}">{{ s.layer }}</a>{% else %}{{ s.layer }}{% endif %}</td>\
+<td>{{ s.units }}{% if s.what == "feature" %} features{% endif %}</td>
 {% for c in cats %}<td>{{ s.unique.get(c, 0) }} / {{ s.per_category.get(c, 0) }}</td>{% endfor %}
 <td>{{ s.unique.values()|sum }} / {{ s.per_category.values()|sum }}</td>
-<td>{{ "-" if s.significant is none else s.significant.values()|sum }}</td><td>{{ "%.3f"|format(s.all_mean_iou) }}</td><td>{{ s.constant }}</td></tr>
+<td>{{ "-" if s.significant is none else s.significant.values()|sum }}</td>\
+<td>{{ "%.3f"|format(s.all_mean_iou) }}</td><td>{{ s.constant }}</td></tr>
 {% endfor %}</table>
 {% for line in predicted %}<p class="predicted">{{ line }}</p>{% endfor %}
 <p>Cells: unique detectors / detectors. Significant: detectors whose q-value against the permutation null is at
@@ -396,21 +461,41 @@ def side_by_side(summaries: Sequence[LayerSummary]) -> str:
     rows = [TEXT_COLUMNS]
     for s in summaries:
         sig = s.significant_total
-        rows.append((s.run, s.layer, str(s.units), str(s.detectors), str(s.unique_concepts),
-                     "-" if sig is None else str(sig), f"{s.all_mean_iou:.3f}", str(s.constant)))
+        rows.append(
+            (
+                s.run,
+                s.layer,
+                str(s.units),
+                str(s.detectors),
+                str(s.unique_concepts),
+                "-" if sig is None else str(sig),
+                f"{s.all_mean_iou:.3f}",
+                str(s.constant),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(TEXT_COLUMNS))]
-    return "\n".join(["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
-                     + predicted_notes(summaries))
+    return "\n".join(
+        ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows] + predicted_notes(summaries)
+    )
 
 
 def predicted_notes(summaries: Sequence[LayerSummary]) -> list:
     """One line per layer whose detectors carry labels a segmentation model predicted (none for annotated stores)."""
-    return [f"{s.run} {s.layer}: {n} of {s.detectors} detectors carry labels predicted by {model} "
-            f"(segmentation model), not annotated" for s in summaries for model, n in sorted(s.predicted.items())]
+    return [
+        f"{s.run} {s.layer}: {n} of {s.detectors} detectors carry labels predicted by {model} "
+        f"(segmentation model), not annotated"
+        for s in summaries
+        for model, n in sorted(s.predicted.items())
+    ]
 
 
-def write_compare(outs: Sequence[Union[str, Path]], dest: Union[str, Path], title: str = "Network Dissection: comparison",
-                  charts: bool = True, names: Union[None, dict, Sequence[Optional[str]]] = None) -> Path:
+def write_compare(
+    outs: Sequence[Union[str, Path]],
+    dest: Union[str, Path],
+    title: str = "Network Dissection: comparison",
+    charts: bool = True,
+    names: Union[None, dict, Sequence[Optional[str]]] = None,
+) -> Path:
     """Write compare.csv, compare.html and the charts into ``dest``; returns compare.html.
     ``names``: see :func:`run_names`. Raises CompareInputError naming a folder that is not a dissection
     output, LockedError while another process writes into ``dest``."""
@@ -449,9 +534,15 @@ def _write_page(summaries, dest: Path, title: str, charts: bool) -> Path:
         href = os.path.relpath(report, dest) if report.is_file() else None
         rows.append(dict(vars(s), href=href))
     env = jinja2.Environment(autoescape=True)
-    html = env.from_string(_PAGE).render(title=title, cats=cats, rows=[_Obj(r) for r in rows], charts=drawn, only=only,
-                                         predicted=predicted_notes(summaries),
-                                         colors={c: category_color(c, cats) for c in cats})
+    html = env.from_string(_PAGE).render(
+        title=title,
+        cats=cats,
+        rows=[_Obj(r) for r in rows],
+        charts=drawn,
+        only=only,
+        predicted=predicted_notes(summaries),
+        colors={c: category_color(c, cats) for c in cats},
+    )
     atomic_write_text(dest / "compare.html", html)
     return dest / "compare.html"
 
@@ -460,5 +551,13 @@ class _Obj(dict):
     __getattr__ = dict.__getitem__
 
 
-__all__ = ["write_compare", "side_by_side", "collect", "run_name", "compare_csv_text", "CompareInputError", "LayerSummary",
-           "features_only"]
+__all__ = [
+    "write_compare",
+    "side_by_side",
+    "collect",
+    "run_name",
+    "compare_csv_text",
+    "CompareInputError",
+    "LayerSummary",
+    "features_only",
+]

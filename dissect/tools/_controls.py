@@ -18,6 +18,7 @@ copied and every submodule's ``reset_parameters()`` is called in module order af
 ``torch.manual_seed(seed)`` (PyTorch's default initialisers; BatchNorm running statistics reset).
 The rotated control reads the trained run's activation cache: it costs a second pass 2, no forward.
 """
+
 from __future__ import annotations
 
 import copy
@@ -64,31 +65,42 @@ def control_dirs(out: Union[str, Path]) -> dict:
 def random_init(model: Union[nn.Module, LoadedModel], seed: int = 0) -> LoadedModel:
     """The same architecture with random weights (seed policy: module docstring); the trained model is
     untouched. Raises DissectError for a TorchScript or exported program (its initialisers are gone)."""
-    lm = model if isinstance(model, LoadedModel) else None
-    module = lm.module if lm is not None else model
+    lm: Optional[LoadedModel]
+    if isinstance(model, LoadedModel):
+        lm, module = model, model.module
+    else:
+        lm, module = None, model
     if lm is not None and lm.kind in BY_NAME:
-        fresh = load_model(lm.spec, "none")
-        fresh.preprocessing = lm.preprocessing  # the trained model's input: same size, mean and std
-        return fresh
+        reloaded = load_model(lm.spec, "none")
+        reloaded.preprocessing = lm.preprocessing  # the trained model's input: same size, mean and std
+        return reloaded
     if isinstance(module, torch.jit.ScriptModule) or (lm is not None and lm.kind in ("torchscript", "export")):
-        raise DissectError("--controls: a TorchScript or exported model cannot be re-initialised; dissect its "
-                           "architecture as a Python module (file.py:function) to get the random-init control")
+        raise DissectError(
+            "--controls: a TorchScript or exported model cannot be re-initialised; dissect its "
+            "architecture as a Python module (file.py:function) to get the random-init control"
+        )
     fresh = copy.deepcopy(module)
     torch.manual_seed(int(seed))
     reset = 0
     for m in fresh.modules():
-        if callable(getattr(m, "reset_parameters", None)):
-            m.reset_parameters()
+        reset_parameters = getattr(m, "reset_parameters", None)
+        if callable(reset_parameters):
+            reset_parameters()
             reset += 1
     if not reset:
-        raise DissectError(f"--controls: {type(module).__name__} has no submodule with reset_parameters(); "
-                           "cannot make its random-init control")
+        raise DissectError(
+            f"--controls: {type(module).__name__} has no submodule with reset_parameters(); "
+            "cannot make its random-init control"
+        )
     spec = lm.spec if lm is not None else type(module).__name__
-    identity = {"kind": lm.kind if lm is not None else "module",
-                "class": f"{type(module).__module__}.{type(module).__qualname__}",
-                "weights": f"none (random init: reset_parameters, torch seed {int(seed)})"}
-    return LoadedModel(fresh.eval(), spec, identity["kind"], "none", identity,
-                       lm.preprocessing if lm is not None else None)
+    identity = {
+        "kind": lm.kind if lm is not None else "module",
+        "class": f"{type(module).__module__}.{type(module).__qualname__}",
+        "weights": f"none (random init: reset_parameters, torch seed {int(seed)})",
+    }
+    return LoadedModel(
+        fresh.eval(), spec, identity["kind"], "none", identity, lm.preprocessing if lm is not None else None
+    )
 
 
 def _check(layers: Sequence[str], cfg: DissectConfig) -> None:
@@ -104,8 +116,15 @@ def _given(doc: dict) -> str:
     return "as given" if is_random(doc) else "trained"
 
 
-def dissect_with_controls(model: Union[nn.Module, LoadedModel], layers: Sequence[str], store, cfg: DissectConfig,
-                          out: Union[str, Path], seed: int = 0, charts: bool = True) -> ControlRuns:
+def dissect_with_controls(
+    model: Union[nn.Module, LoadedModel],
+    layers: Sequence[str],
+    store,
+    cfg: DissectConfig,
+    out: Union[str, Path],
+    seed: int = 0,
+    charts: bool = True,
+) -> ControlRuns:
     """Dissect ``layers`` of ``model`` into ``out`` and its two controls into ``out/controls/``; write
     ``out/controls/compare.html`` and ``compare.csv``. Returns the three results and the text table.
     Raises DissectError (bad settings, a model that cannot be re-initialised) as dissect_model does."""
@@ -132,8 +151,9 @@ def dissect_with_controls(model: Union[nn.Module, LoadedModel], layers: Sequence
     outs = [out, dirs[RANDOM], dirs[ROTATED]]
     runs.table = side_by_side(_by_layer(collect(outs, names), layers))
     try:
-        runs.compare = write_compare(outs, out / CONTROLS, title="Trained, random-init and rotated",
-                                     charts=charts, names=names)
+        runs.compare = write_compare(
+            outs, out / CONTROLS, title="Trained, random-init and rotated", charts=charts, names=names
+        )
     except ImportError as e:  # jinja2 missing: the results and the table stand
         log.warning("controls: compare page not written (%s)", e)
     return runs

@@ -4,6 +4,7 @@ images (paths, activations, masks), a matplotlib figure of a unit, HTML represen
 The masks are the tallied ones (``upsample(map, segmentation size, recorded mode) > T_k``,
 dissect.report.masks), so what a notebook shows is what was counted.
 """
+
 from __future__ import annotations
 
 from html import escape
@@ -53,9 +54,16 @@ def top_images(res, unit: int, store=None, k: Optional[int] = None) -> list:
         if row < 0:
             continue
         amap = np.asarray(res.topk_maps[i, j], dtype=np.float32)
-        sh, sw = (tuple(seg) if seg else (st.rows[row].sh, st.rows[row].sw))
-        out.append({"row": row, "path": st.image_path(row), "activation": float(res.topk_values[i, j]),
-                    "mask": unit_mask(amap, float(res.thresholds[i]), sh, sw, mode), "map": amap})
+        sh, sw = tuple(seg) if seg else (st.rows[row].sh, st.rows[row].sw)
+        out.append(
+            {
+                "row": row,
+                "path": st.image_path(row),
+                "activation": float(res.topk_values[i, j]),
+                "mask": unit_mask(amap, float(res.thresholds[i]), sh, sw, mode),
+                "map": amap,
+            }
+        )
     return out
 
 
@@ -77,8 +85,10 @@ def show_unit(res, unit: int, store=None, k: Optional[int] = None, size: float =
         ax.imshow(overlay(rgb, enlarge_mask(it["mask"], rgb.shape[0], rgb.shape[1])))
         ax.set_title(f"{it['activation']:.3g}", fontsize=8)
     model = label_predicted_by(res, u)
-    fig.suptitle(f"{res.layer} unit {int(unit)}: {display_name(str(u['label']))} "
-                 f"({u['category']}, IoU {float(u['iou']):.3f})" + (f"\nlabel {predicted_text(model)}" if model else ""))
+    fig.suptitle(
+        f"{res.layer} unit {int(unit)}: {display_name(str(u['label']))} "
+        f"({u['category']}, IoU {float(u['iou']):.3f})" + (f"\nlabel {predicted_text(model)}" if model else "")
+    )
     return fig
 
 
@@ -86,15 +96,24 @@ def layer_html(res, top: int = 10) -> str:
     """An HTML summary of a LayerResult: the summary line and its best detector units; a label a
     segmentation model predicted is marked "predicted by MODEL" beside it."""
     rows = "".join(
-        f"<tr><td>{int(u['unit'])}</td><td title=\"{escape(str(u['label']))}\">{escape(display_name(str(u['label'])))}"
+        f'<tr><td>{int(u["unit"])}</td><td title="{escape(str(u["label"]))}">{escape(display_name(str(u["label"])))}'
         + (f" <i>({escape(predicted_text(m))})</i>" if (m := label_predicted_by(res, u)) else "")
         + f"</td><td>{escape(str(u['category']))}</td><td>{float(u['iou']):.3f}</td></tr>"
-        for u in res.detectors()[:top])
+        for u in res.detectors()[:top]
+    )
     det = len(res.detectors())
     concepts = len({(u["category"], u["label"]) for u in res.detectors()})
-    head = (f"<b>{escape(res.layer)}</b>: {det} of {len(res.units)} units are detectors; "
-            f"they cover {concepts} concept{'' if concepts == 1 else 's'}")
-    table = ("<table><thead><tr><th>unit</th><th>label</th><th>category</th><th>IoU</th></tr></thead>"
-             f"<tbody>{rows}</tbody></table>") if rows else ""
+    head = (
+        f"<b>{escape(res.layer)}</b>: {det} of {len(res.units)} units are detectors; "
+        f"they cover {concepts} concept{'' if concepts == 1 else 's'}"
+    )
+    table = (
+        (
+            "<table><thead><tr><th>unit</th><th>label</th><th>category</th><th>IoU</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>"
+        )
+        if rows
+        else ""
+    )
     more = f"<p>best {min(top, det)} of {det} detectors shown</p>" if det > top else ""
     return f"<div><p>{head}</p>{table}{more}</div>"

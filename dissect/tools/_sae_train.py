@@ -5,6 +5,7 @@ from a model: ``--store S --model M --layer L`` first dissects the layer's units
 ``OUT/units/``, activation cache kept in ``OUT/units/.dissect_cache``) and then trains on that
 cache, so the units' result to compare the features with comes with the SAE.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,11 @@ def add_parser(sub) -> None:
     """``dissect sae train`` on the ``dissect`` command's subparsers."""
     from ..sae import TrainSettings
 
-    sae = sub.add_parser("sae", help="sparse autoencoders on a layer: `dissect sae train` (then dissect the "
-                                     "features with `dissect run|score ... --sae LAYER=FOLDER`)")
+    sae = sub.add_parser(
+        "sae",
+        help="sparse autoencoders on a layer: `dissect sae train` (then dissect the "
+        "features with `dissect run|score ... --sae LAYER=FOLDER`)",
+    )
     ssub = sae.add_subparsers(dest="sae_command", required=True)
     p = ssub.add_parser("train", help="train a top-k SAE on a layer's activations (one sample per image and position)")
     src = p.add_argument_group("samples: --activations FILE, or --store, --model and --layer")
@@ -35,11 +39,20 @@ def add_parser(sub) -> None:
     t.add_argument("--batch-size", type=int, default=d.batch_size, help=f"positions per step (default {d.batch_size})")
     t.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 2e-4 x sqrt(16384 / F))")
     t.add_argument("--seed", type=int, default=d.seed, help=f"initialisation and shuffling seed (default {d.seed})")
-    t.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, metavar="STEPS",
-                   help=f"save the training state every STEPS steps (and each epoch) so a killed training resumes "
-                        f"(0 = never; default {d.checkpoint_every})")
-    t.add_argument("--chunk-mb", type=int, default=d.chunk_bytes >> 20,
-                   help=f"MiB of samples held at once (shuffled within; default {d.chunk_bytes >> 20})")
+    t.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=d.checkpoint_every,
+        metavar="STEPS",
+        help=f"save the training state every STEPS steps (and each epoch) so a killed training resumes "
+        f"(0 = never; default {d.checkpoint_every})",
+    )
+    t.add_argument(
+        "--chunk-mb",
+        type=int,
+        default=d.chunk_bytes >> 20,
+        help=f"MiB of samples held at once (shuffled within; default {d.chunk_bytes >> 20})",
+    )
     t.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N")
     t.add_argument("--threads", type=int, default=None, help="torch threads on a CPU (default: every usable CPU)")
     p.add_argument("--out", required=True, help="output folder: sae.safetensors + sae.json")
@@ -57,11 +70,17 @@ def _samples(args):
         if args.model:
             raise DissectError("give --activations FILE, or --store, --model and --layer, not both")
         acts = open_activations(args.activations)
-        ident = {"layer": args.layer, "model": {"kind": "activations", "file": acts.file, "content": acts.fingerprint()}}
+        ident = {
+            "layer": args.layer,
+            "model": {"kind": "activations", "file": acts.file, "content": acts.fingerprint()},
+        }
         if args.store:
             from broden_builder import BrodenStore
 
-            ident["store"] = {"path": str(Path(args.store).resolve()), "fingerprint": BrodenStore(args.store).fingerprint()}
+            ident["store"] = {
+                "path": str(Path(args.store).resolve()),
+                "fingerprint": BrodenStore(args.store).fingerprint(),
+            }
         return acts, ident
     if not (args.store and args.model and args.layer):
         raise DissectError("dissect sae train needs --activations FILE, or --store, --model and --layer")
@@ -77,8 +96,13 @@ def _from_model(args):
 
     units_out = Path(args.out) / "units"
     size = None if args.input_size is None else tuple(int(x) for x in args.input_size.lower().split("x"))
-    cfg = DissectConfig(device=args.device, quiet=args.quiet, cache_dir=str(units_out / ".dissect_cache"),
-                        input_size=size, threads=args.threads)
+    cfg = DissectConfig(
+        device=args.device,
+        quiet=args.quiet,
+        cache_dir=str(units_out / ".dissect_cache"),
+        input_size=size,
+        threads=args.threads,
+    )
     model = load_model(args.model, args.weights, unsafe_unpickle=args.unsafe_unpickle)
     res = dissect_model(model, [args.layer], args.store, cfg, out=units_out)[args.layer]
     acts = open_activations(units_out / ".dissect_cache" / f"{safe_name(args.layer)}.rank0of1.npy")
@@ -90,15 +114,25 @@ def cmd_train(args) -> int:
     from ..engine import apply_threads, available_cpus, dist_info, resolve_device
     from ..sae import TrainSettings, train_sae
 
-    settings = TrainSettings(features=args.features, k=args.k, epochs=args.epochs, batch_size=args.batch_size,
-                             lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every,
-                             chunk_bytes=max(1, args.chunk_mb) << 20, quiet=args.quiet)
+    settings = TrainSettings(
+        features=args.features,
+        k=args.k,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        chunk_bytes=max(1, args.chunk_mb) << 20,
+        quiet=args.quiet,
+    )
     device = resolve_device(args.device, dist_info())
     acts, ident = _samples(args)
     apply_threads(args.threads or available_cpus())
     doc = train_sae(acts, args.out, settings, ident, device=device)
-    print(f"SAE {doc['units']} -> {doc['features']} features (top-{doc['k']}), {doc['epochs']} epochs: "
-          f"explained variance {doc['explained_variance']:.4f}, {doc['dead_features']} dead features, "
-          f"reconstruction MSE {doc['reconstruction_mse']:.4g}")
+    print(
+        f"SAE {doc['units']} -> {doc['features']} features (top-{doc['k']}), {doc['epochs']} epochs: "
+        f"explained variance {doc['explained_variance']:.4f}, {doc['dead_features']} dead features, "
+        f"reconstruction MSE {doc['reconstruction_mse']:.4g}"
+    )
     print(f"SAE in {Path(args.out)}")
     return 0

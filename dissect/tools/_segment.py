@@ -11,6 +11,7 @@ Example::
     masks = unit_masks(model, "layer4", x, res.thresholds, units=top)   # bool [B, 5, 224, 224]
     names = [res.units[u]["label"] for u in top]
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence, Union
@@ -26,8 +27,9 @@ from ..errors import DissectError, UnitRangeError
 from ..stats.upsample import upsample
 
 
-def preprocess(images: Sequence[np.ndarray], size: Union[int, tuple] = 224, mean=IMAGENET_MEAN,
-               std=IMAGENET_STD) -> torch.Tensor:
+def preprocess(
+    images: Sequence[np.ndarray], size: Union[int, tuple] = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD
+) -> torch.Tensor:
     """H x W x 3 uint8 RGB arrays or PIL images -> [B, 3, size, size] float, squashed (bilinear) and
     normalised as the store's images. Read-only arrays (``np.asarray(pil_image)``) are copied, so
     torch warns about nothing. Raises DissectError for an image that is not H x W x 3."""
@@ -45,10 +47,19 @@ def preprocess(images: Sequence[np.ndarray], size: Union[int, tuple] = 224, mean
     return torch.stack(out)
 
 
-def unit_masks(model: torch.nn.Module, layer: str, images: torch.Tensor, thresholds, units: Optional[Sequence[int]] = None,
-               size: Optional[tuple] = None, mode: str = "bilinear", layout: Optional[str] = None) -> torch.Tensor:
+def unit_masks(
+    model: torch.nn.Module,
+    layer: str,
+    images: torch.Tensor,
+    thresholds,
+    units: Optional[Sequence[int]] = None,
+    size: Optional[tuple] = None,
+    mode: str = "bilinear",
+    layout: Optional[str] = None,
+) -> torch.Tensor:
     """Bool [B, len(units), H, W]: the layer's activation of each unit (0-based ``units``, all by default),
-    upsampled (``mode``, with dissect.stats.upsample as the tally does; bilinear is align_corners=False) to ``size`` (default the input's H x W) and thresholded at
+    upsampled (``mode``, with dissect.stats.upsample as the tally does; bilinear is align_corners=False) to
+    ``size`` (default the input's H x W) and thresholded at
     ``thresholds[unit]`` (mask = act > T_k, as in dissection).
 
     ``layer`` is a selector as dissected (``layer4``, ``relu#2``, ``backbone:p2``); ``layout`` forces
