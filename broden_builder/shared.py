@@ -11,6 +11,7 @@ broden_builder besides its public API (``BrodenStore``, ``BrodenDataset``, ...),
 - CLI errors: :func:`run_command` (every error one line ``error: ...``, exit status), :func:`describe`,
   :class:`UsageError`; :class:`InputError`, the base of the errors reported as bad input;
 - store checks: :func:`label_number_problems`; suggestions: :func:`did_you_mean`;
+- a user's YAML file: :func:`read_yaml` (one-line errors naming the file, a repeated key refused);
 - the label cache of a store's decoded planes: :class:`LabelCache`;
 - a user's files: :func:`file_sha256` (their identity in provenance), :func:`import_user_file` (``file.py:function`` specs);
 - images as the builder reads them: :func:`load_image` (the one image decoder), :func:`load_whole`
@@ -34,8 +35,9 @@ from .store.label_cache import LabelCache
 from .suggest import did_you_mean
 from .words import count
 from .userfiles import file_sha256, import_user_file
+from .yamlfile import read_yaml
 
 __all__ = ["InputError", "LabelCache", "LockedError", "load_image", "resize_image", "UnsafePathError", "UsageError", "add_verbosity_flags",
            "add_verbosity_to_subcommands", "atomic_write_bytes", "count", "note", "progress_to", "atomic_write_text", "describe", "did_you_mean",
-           "exclusive", "file_sha256", "import_user_file", "fsync_dir", "label_number_problems", "load_whole", "progress", "run_command", "safe_component",
+           "exclusive", "file_sha256", "import_user_file", "fsync_dir", "label_number_problems", "load_whole", "progress", "read_yaml", "run_command", "safe_component",
            "sweep_temp_files"]

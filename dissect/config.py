@@ -17,9 +17,12 @@ import argparse
 import dataclasses
 import logging
 import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
+
+import numpy as np
 
 from .errors import DissectError
 from .capture import LAYOUTS
@@ -326,6 +329,7 @@ class DissectConfig:
     )
 
     def __post_init__(self):
+        self._check_types()
         # `not (a <= x <= b)` also refuses NaN, which would otherwise run both passes and fail
         # only when result.json is written (or score every unit as a detector / none).
         if not 0 < self.quantile < 1:
@@ -338,13 +342,10 @@ class DissectConfig:
         for name, choices in (("union", UNIONS), ("upsample", UPSAMPLE_MODES), ("cache_dtype", CACHE_DTYPES)):
             if getattr(self, name) not in choices:
                 raise DissectError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
-        if (
-            self.top_k < 1
-            or self.batch_size < 1
-            or (self.workers is not None and self.workers < 0)
-            or self.checkpoint_every < 0
-        ):
-            raise DissectError("top_k and batch_size must be >= 1, workers and checkpoint_every >= 0")
+        for name, least in (("top_k", 1), ("batch_size", 1), ("workers", 0), ("checkpoint_every", 0)):
+            v = getattr(self, name)
+            if v is not None and v < least:
+                raise DissectError(f"{name} must be >= {least}, got {v}")
         for name in ("workers", "threads", "batch_size", "top_k"):  # what they make us spawn or allocate
             v = getattr(self, name)
             if v is not None and v > LIMITS[name]:
@@ -381,6 +382,51 @@ class DissectConfig:
             if v is not None:
                 object.__setattr__(self, name, tuple(float(x) for x in v))
 
+    def _check_types(self) -> None:
+        """Each field's value against its declared type (a config file or a Python caller can give
+        anything): DissectError naming the field, the type and the value. Integers are not bools,
+        numbers are not strings; numpy numbers become Python ones; a str where a list is declared
+        is refused, except ``categories`` ("object,part", as on the command line) and ``sae``
+        ("LAYER=FOLDER"). Python-only fields (callables, objects) are checked where they are used."""
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            kind, optional = _declared(f.name)
+            if v is None and optional or kind is None:
+                continue
+            if f.name == "categories" and isinstance(v, str):
+                v = categories_of([v])
+            elif f.name == "sae" and isinstance(v, str):
+                v = (v,)
+            elif f.name == "input_size" and _is_int(v):
+                v = (int(v), int(v))
+            ok = (
+                _is_int(v)
+                if kind is int
+                else _is_number(v)
+                if kind is float
+                else isinstance(v, bool)
+                if kind is bool
+                else not isinstance(v, _NOT_TEXT)
+                if kind is str  # paths and torch.device are fine too
+                else isinstance(v, (tuple, list, np.ndarray)) or (f.name == "sae" and isinstance(v, dict))
+            )
+            if not ok:
+                raise DissectError(
+                    f"{f.name} must be {_KIND_WORDS[kind]}{' or None' if optional else ''}, "
+                    f"got {v!r} ({type(v).__name__})"
+                )
+            if kind is int:
+                v = int(v)
+            elif kind is float:
+                v = float(v)
+            elif kind is tuple and f.name in _ELEMENTS:
+                v = tuple(v.tolist() if isinstance(v, np.ndarray) else v)
+                each, words = _ELEMENTS[f.name]
+                bad = [x for x in v if not each(x)]
+                if bad:
+                    raise DissectError(f"{f.name} must be a list of {words}, got {bad[0]!r} in {list(v)}")
+            object.__setattr__(self, f.name, v)
+
     def _check_null(self) -> None:
         for name in ("null", "seed"):
             v = getattr(self, name)
@@ -398,6 +444,47 @@ class DissectConfig:
     def replace(self, **changes) -> "DissectConfig":
         """A copy with ``changes`` applied (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+
+
+#: what a text setting (a name, a path, a device) can never be
+_NOT_TEXT = (numbers.Number, bool, np.bool_, list, tuple, dict, set, np.ndarray)
+_KIND_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string", tuple: "a list"}
+#: list fields whose elements have a kind: (test, words for the message)
+_ELEMENTS = {
+    "categories": (lambda x: isinstance(x, str), "category names"),
+    "input_size": (_is_int, "integers (height, width)"),
+    "mean": (_is_number, "numbers"),
+    "std": (_is_number, "numbers"),
+}
+
+
+def _declared(name: str) -> tuple:
+    """(int, float, bool, str, tuple or None for a Python-only object, whether None is allowed) of a
+    DissectConfig field, from its annotation."""
+    hint = _FIELD_TYPES.get(name)
+    if hint is None:
+        import typing
+
+        hints = typing.get_type_hints(DissectConfig)
+        for field_name, t in hints.items():
+            args = typing.get_args(t)
+            optional = type(None) in args
+            base = next((a for a in args if a is not type(None)), t) if optional else t
+            base = typing.get_origin(base) or base
+            _FIELD_TYPES[field_name] = (base if base in _KIND_WORDS else None, optional)
+        hint = _FIELD_TYPES[name]
+    return hint
+
+
+_FIELD_TYPES: dict = {}
 
 
 def _sae_pairs(value) -> Optional[tuple]:
@@ -452,15 +539,10 @@ def read_config_file(path) -> dict:
     Python-only setting (``transform``, ``progress``) or an invalid value."""
     from pathlib import Path
 
-    import yaml
-
-    from broden_builder.shared import did_you_mean
+    from broden_builder.shared import did_you_mean, read_yaml
 
     path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise DissectError(f"{path}: cannot read the settings file ({e})") from None
+    doc = read_yaml(path, DissectError, "settings file")
     if doc is None:
         return {}
     if not isinstance(doc, dict):
@@ -470,6 +552,8 @@ def read_config_file(path) -> dict:
     known = [f.name for f in dataclasses.fields(DissectConfig) if f.name not in PYTHON_ONLY]
     values: dict = {}
     for key, value in doc.items():
+        if key is None:  # YAML reads an unquoted `null:` key as null itself: the field is meant
+            key = "null"
         if key in PYTHON_ONLY:
             raise DissectError(f"{path}: {key!r} can only be given in Python (it is an object, not a value)")
         if key not in known:

@@ -38,7 +38,7 @@ DISSECT_LAYERS = [
 #: broden_builder's layers, lowest first (same rule). download/ knows files and URLs only; sources/
 #: may use it; acquisition (acquire.py) uses both; the build, add and plan sit above.
 BUILDER_LAYERS = [
-    ["words", "userfiles"],
+    ["words", "userfiles", "yamlfile"],
     ["progress", "suggest", "process"],
     ["errors", "color", "resize", "curated_names", "synonyms"],
     ["store", "unify"],
@@ -240,7 +240,7 @@ def test_functions_are_short():
 #: shared base of both packages' errors.
 NOT_ERRORS = {"dissect.capture._hooks.StopForward", "broden_builder.build.StageUnreadable",
               "broden_builder.download.transfer._Transient", "broden_builder.download.transfer._Unresolved",
-              "broden_builder.recipe._DuplicateKey",
+              "broden_builder.yamlfile._DuplicateKey",
               "broden_builder.errors.InputError",
               "broden_builder.cli_errors.Terminated"}  # a signal turned into unwinding, like KeyboardInterrupt
 
