@@ -91,3 +91,21 @@ def test_splitting_the_null_into_many_groups_changes_no_number(tmp_path, monkeyp
     many = score_activations(acts, root, cfg, out=tmp_path / "many", name="a")
     key = lambda r: [(u["p_value"], u["q_value"], u["null_iou"], u["null_iou_95"]) for u in r.units]
     assert key(one) == key(many)
+
+
+def test_the_null_progress_counts_permutations_as_groups_end(tmp_path, monkeypatch):
+    """Off a terminal the null's progress lines count permutations (not groups) out of N x layers, so a
+    long null moves in a log file; it ends with every permutation counted."""
+    from broden_builder.progress import progress_to
+
+    root = tmp_path / "store"
+    truth = _write_store(root, 20, 4, 2, seed=0)
+    acts = _activations(truth, 2, 2, False, seed=1)
+    monkeypatch.setattr(_null_pass, "_MIN_GROUP_SIZE", 1)
+    monkeypatch.setattr(_null_pass, "_MIN_GROUPS", 4)  # 40 permutations in groups of 10
+    got = []
+    with progress_to(got.append):
+        score_activations(acts, root, DissectConfig(**dict(CFG, null=40, quiet=False)), out=tmp_path / "o", name="a")
+    lines = [e.text for e in got if not isinstance(e, str) and e.desc.startswith("null (40 permutations)")]
+    assert lines[0] == "null (40 permutations): start, 40 permutations", lines
+    assert any(t.startswith("null (40 permutations): 40/40 permutations (100%)") for t in lines), lines

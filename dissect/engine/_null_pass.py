@@ -264,7 +264,7 @@ def layer_null(
         all_reduce_sum_([nt.I, nt.A_original, nt.A_lite], device)
         best.append(nt.best_iou(tally.G, tally.A_all, prim, union))
         if bar is not None:
-            bar.update(1)
+            bar.update(groups[len(best) - 1].count)
     return torch.cat(best).numpy()
 
 
@@ -283,15 +283,10 @@ def null_pass(run, stats, sources: dict, positions: Sequence[int], known: Option
         run.store, run.rows, run.categories, stats.tally_args, tuple(run.seg_size), cfg.batch_size, workers, known
     )
     n_images = len(run.rows)
-    total = 0
-    for n, src in sources.items():
-        t = stats.layers[n].tally
-        U = int(src.shape[1])
-        total += len(layer_groups(cfg.null, n_images, cfg.seed, U, t.n_labels, len(t.categories)))
     bar = progress(
-        total=total,
-        desc=f"null ({cfg.null:,} permutations)",
-        unit="group",
+        total=cfg.null * len(sources),  # permutations x layers, counted as each group is scored
+        desc=f"null ({cfg.null:,} permutations" + (f" x {len(sources)} layers)" if len(sources) > 1 else ")"),
+        unit="permutation",
         quiet=cfg.quiet or run.info.rank != 0,
         leave=False,
     )
