@@ -122,10 +122,15 @@ def _cmd_export(args) -> int:
     from .store.reader import BrodenStore
     from .store.shards import export_webdataset
 
+    from .progress import progress
+
     store = BrodenStore(args.store)
     out = Path(args.webdataset)
+    shards = -(-len(store.rows) // max(1, args.shard_size))
     with exclusive(out, "broden export"):
-        doc = export_webdataset(store, out, args.shard_size)
+        bar = progress(total=shards, desc="export", unit="shard", quiet=args.quiet)
+        doc = export_webdataset(store, out, args.shard_size, progress=lambda done: bar.update(done - bar.n))
+        bar.close()
     n = len(doc["shards"])
     print(f"{doc['rows']} rows in {n} shard{'s' if n != 1 else ''}: "
           f"{out}/shard-{{000000..{n - 1:06d}}}.tar (checksums in {out}/shards.json)")

@@ -102,3 +102,46 @@ def test_export_refuses_non_empty_folder_and_bad_size(synthetic_store, tmp_path,
     assert "not empty" in capsys.readouterr().err
     assert broden(["export", str(synthetic_store), "--webdataset", str(tmp_path / "z"), "--shard-size", "0"]) != 0
     assert "shard-size" in capsys.readouterr().err
+
+
+def test_the_shard_folder_itself_names_its_shard_list(synthetic_store, shards, tmp_path, capsys):
+    """--store DIR (the export folder, a natural guess) is refused when opened, naming the shard list to
+    give (the synthetic store's 60 rows in shards of 16: 4 shards), not after pass 1 with a missing PNG."""
+    n = len(BrodenStore(synthetic_store).rows)
+    last = f"{(n + 15) // 16 - 1:06d}"
+    with pytest.raises(StoreFormatError, match=rf"shard set written by `broden export`.*shard-\{{000000\.\.{last}\}}\.tar"):
+        BrodenStore(shards)
+    np.save(tmp_path / "a.npy", np.zeros((n, 2, 1, 1), np.float32))
+    assert dissect(["score", "--store", str(shards), "--activations", str(tmp_path / "a.npy"),
+                    "--out", str(tmp_path / "o")]) != 0
+    err = capsys.readouterr().err
+    assert f"shard-{{000000..{last}}}.tar" in err and "Traceback" not in err
+    assert not (tmp_path / "o" / "a").exists()
+
+
+def test_validate_checks_a_shard_list(shards, tmp_path, capsys):
+    """`broden validate 'DIR/shard-{...}.tar'` checks every shard against shards.json (it said 'store
+    directory does not exist'); a damaged shard is named."""
+    n = len(json.loads((shards / "shards.json").read_text())["shards"])
+    assert broden(["validate", _spec(shards, n)]) == 0
+    bad = tmp_path / "bad"
+    shutil.copytree(shards, bad)
+    p = bad / "shard-000001.tar"
+    data = bytearray(p.read_bytes())
+    data[1500] ^= 0xFF
+    p.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert broden(["validate", _spec(bad, n)]) != 0
+    out = capsys.readouterr().out
+    assert "shard-000001.tar" in out and "sha256" in out and "INVALID" in out
+
+
+def test_export_says_its_progress_off_a_terminal(synthetic_store, tmp_path):
+    from broden_builder.progress import progress_to
+
+    got = []
+    with progress_to(got.append):
+        assert broden(["export", str(synthetic_store), "--webdataset", str(tmp_path / "s"), "--shard-size", "16"]) == 0
+    lines = [e.text for e in got if not isinstance(e, str) and e.desc == "export"]
+    n = len(json.loads((tmp_path / "s" / "shards.json").read_text())["shards"])
+    assert lines[0] == f"export: start, {n} shards" and any(t.startswith(f"export: {n}/{n} shards (100%)") for t in lines)

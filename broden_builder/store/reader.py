@@ -202,6 +202,8 @@ class BrodenStore:
         marker = pending_commit(self.root)
         if marker is not None:  # between two versions: refuse rather than read a mix (store/commit.py)
             raise StoreFormatError(marker, pending_message(self.root))
+        if (self.root / "shards.json").is_file() and not isinstance(self, ShardStore):
+            raise StoreFormatError(self.root, _shard_folder_message(self.root))
         if not any((self.root / n).exists() for n in ("index.csv", "label.csv")):
             raise StoreFormatError(
                 self.root,
@@ -550,6 +552,19 @@ class BrodenStore:
                 h.update(name.encode())
                 h.update(p.read_bytes())
         return h.hexdigest()
+
+
+def _shard_folder_message(folder: Path) -> str:
+    """What to do with a folder of shards opened as a folder store: name its shard list."""
+    try:
+        n = len(json.loads((folder / "shards.json").read_text("utf-8"))["shards"])
+        last = f"{max(n - 1, 0):06d}"
+    except (OSError, ValueError, KeyError, TypeError):
+        last = "NNNNNN"
+    return (
+        f"a shard set written by `broden export` (shards.json), not a folder store: give its shard list, "
+        f"'{folder}/shard-{{000000..{last}}}.tar'"
+    )
 
 
 class ShardStore(BrodenStore):

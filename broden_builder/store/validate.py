@@ -458,8 +458,21 @@ def check_written_statistics(store: BrodenStore, tally: LabelTally, written: dic
         _check_category_row(store, cat, problems)
 
 
+def _validate_shards(spec: str) -> list:
+    """Problems of a shard list (``DIR/shard-{000000..000009}.tar``): opening it checks that it names
+    every shard of its shards.json and each shard's size and sha256, and the tables' row count."""
+    from .reader import ShardStore
+
+    try:
+        ShardStore(spec)
+    except StoreFormatError as e:
+        return [Problem(str(e.path), e.row, e.message)]
+    return []
+
+
 def validate_store(root: Union[str, Path], check_images: bool = True, progress: bool = False) -> list:
-    """Return the list of Problems found in the store at ``root`` (empty when valid).
+    """Return the list of Problems found in the store at ``root`` (empty when valid). A shard list
+    (``DIR/shard-{...}.tar``, written by ``broden export``) is checked against its shards.json.
 
     Runs the checkers in order: pending commit, table headers, the reader (which refuses
     malformed tables and paths leaving STORE/images), row widths, labels, category maps,
@@ -467,6 +480,8 @@ def validate_store(root: Union[str, Path], check_images: bool = True, progress: 
     the data and orphans are errors for stores this toolkit built (build.json present),
     warnings for other stores (e.g. the original archives).
     """
+    if str(root).endswith(".tar"):  # a shard list: every shard's size and sha256 against shards.json
+        return _validate_shards(str(root))
     root = Path(root)
     problems: list = []
     if not root.is_dir():
