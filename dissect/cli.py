@@ -373,7 +373,27 @@ def _config(args):
     for key, value in getattr(args, "config_extra", {}).items():  # --config keys that are no option here
         if values.get(key) is None:
             values[key] = value
-    return DissectConfig(**values)
+    cfg = DissectConfig(**values)
+    _warn_null_settings_unused(cfg)
+    return cfg
+
+
+def _warn_null_settings_unused(cfg) -> None:
+    """One warning when --alpha or --seed, which only the permutation null reads, is given without --null."""
+    import dataclasses
+    import logging
+
+    if cfg.null:
+        return
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
+    unused = [f"--{n} {getattr(cfg, n)}" for n in ("alpha", "seed") if getattr(cfg, n) != defaults[n]]
+    if unused:
+        logging.getLogger("dissect").warning(
+            "%s %s no effect without --null N (only the permutation null reads %s)",
+            " and ".join(unused),
+            "has" if len(unused) == 1 else "have",
+            "it" if len(unused) == 1 else "them",
+        )
 
 
 def _with_config_file(parser: argparse.ArgumentParser, args, argv):

@@ -109,3 +109,24 @@ def test_the_null_progress_counts_permutations_as_groups_end(tmp_path, monkeypat
     lines = [e.text for e in got if not isinstance(e, str) and e.desc.startswith("null (40 permutations)")]
     assert lines[0] == "null (40 permutations): start, 40 permutations", lines
     assert any(t.startswith("null (40 permutations): 40/40 permutations (100%)") for t in lines), lines
+
+
+def test_null_settings_without_the_null_are_said_to_have_no_effect(tmp_path, caplog):
+    """--alpha / --seed only matter to the permutation null: given without --null, one warning says so."""
+    import logging
+
+    from dissect.cli import main
+
+    root = tmp_path / "store"
+    truth = _write_store(root, 8, 2, 1, seed=0)
+    np.save(tmp_path / "a.npy", _activations(truth, 1, 1, False, seed=1))
+    base = ["score", "--store", str(root), "--activations", str(tmp_path / "a.npy"), "--device", "cpu",
+            "--workers", "0", "--no-report", "--quiet"]
+    with caplog.at_level(logging.WARNING, logger="dissect"):
+        assert main(base + ["--out", str(tmp_path / "o1"), "--alpha", "0.2", "--seed", "3"]) == 0
+    said = [r.getMessage() for r in caplog.records if "no effect without --null" in r.getMessage()]
+    assert said == ["--alpha 0.2 and --seed 3 have no effect without --null N (only the permutation null reads them)"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="dissect"):
+        assert main(base + ["--out", str(tmp_path / "o2"), "--alpha", "0.2", "--null", "5"]) == 0
+    assert not [r for r in caplog.records if "no effect" in r.getMessage()]
