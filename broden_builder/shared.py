@@ -13,7 +13,7 @@ broden_builder besides its public API (``BrodenStore``, ``BrodenDataset``, ...),
 - store checks: :func:`label_number_problems`; suggestions: :func:`did_you_mean`;
 - a user's YAML file: :func:`read_yaml` (one-line errors naming the file, a repeated key refused);
 - the label cache of a store's decoded planes: :class:`LabelCache`;
-- a user's files: :func:`file_sha256` (their identity in provenance), :func:`import_user_file` (``file.py:function`` specs);
+- a user's files: :func:`file_sha256` (their identity in provenance), :func:`import_user_file` (``file.py:function`` specs), :func:`missing_model_folder` (an ``hf:`` folder that is not there);
 - images as the builder reads them: :func:`load_image` (the one image decoder), :func:`load_whole`
   (``im.load()`` refusing a truncated file), :func:`resize_image`
   (the original build's resize rule).
@@ -34,10 +34,10 @@ from .sources.decode import load_image
 from .store.label_cache import LabelCache
 from .suggest import did_you_mean
 from .words import count
-from .userfiles import file_sha256, import_user_file
+from .userfiles import file_sha256, import_user_file, missing_model_folder
 from .yamlfile import read_yaml
 
 __all__ = ["InputError", "LabelCache", "LockedError", "load_image", "resize_image", "UnsafePathError", "UsageError", "add_verbosity_flags",
            "add_verbosity_to_subcommands", "atomic_write_bytes", "count", "note", "progress_to", "atomic_write_text", "describe", "did_you_mean",
-           "exclusive", "file_sha256", "import_user_file", "fsync_dir", "label_number_problems", "load_whole", "progress", "read_yaml", "run_command", "safe_component",
+           "exclusive", "file_sha256", "import_user_file", "missing_model_folder", "fsync_dir", "label_number_problems", "load_whole", "progress", "read_yaml", "run_command", "safe_component",
            "sweep_temp_files"]

@@ -1,6 +1,7 @@
 """Files a user hands in, identified and loaded the one way: :func:`file_sha256` (the identity
 recorded in provenance: model weights, checkpoints, shards) and :func:`import_user_file` (a
-``file.py`` named by a ``file.py:function`` spec, imported under a name of its own).
+``file.py`` named by a ``file.py:function`` spec, imported under a name of its own), and
+:func:`missing_model_folder` (an ``hf:REF`` that names a local folder which is not there).
 """
 from __future__ import annotations
 
@@ -32,3 +33,18 @@ def import_user_file(path: Union[str, Path], namespace: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def missing_model_folder(ref: str):
+    """The folder ``ref`` (of an ``hf:REF`` spec) names when it is meant as a local folder that does not
+    exist, else None (an existing folder, or a hub id ``org/name`` to look up in the local cache).
+    A path is meant when ``ref`` starts with ``.``, ``/`` or ``~``, has more than one ``/``, has a
+    file suffix, or its first component is an existing local folder (``models/clip`` beside a
+    ``models/`` folder): a hub id is ``org/name`` (or a legacy ``name``) and names no such folder."""
+    folder = Path(ref).expanduser()
+    if folder.is_dir():
+        return None
+    first = ref.split("/", 1)[0]
+    meant = (ref.startswith((".", "/", "~")) or ref.count("/") > 1 or bool(folder.suffix)
+             or ("/" in ref and bool(first) and Path(first).expanduser().is_dir()))
+    return folder if meant else None

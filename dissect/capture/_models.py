@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 from ..errors import DissectError
-from broden_builder.shared import file_sha256, import_user_file
+from broden_builder.shared import file_sha256, import_user_file, missing_model_folder
 
 log = logging.getLogger(__name__)
 
@@ -391,8 +391,9 @@ def _hf_model(ref: str, weights: Optional[str]) -> LoadedModel:
         ) from None
     folder = Path(ref)
     local = folder.is_dir()
-    if not local and (ref.startswith((".", "/", "~")) or folder.suffix):
-        raise ModelLoadError(f"hf:{ref}: folder {folder} does not exist")
+    missing = missing_model_folder(ref)
+    if missing is not None:
+        raise ModelLoadError(f"hf:{ref}: folder {missing} does not exist")
     try:
         config = AutoConfig.from_pretrained(ref, local_files_only=True)
     except Exception as e:

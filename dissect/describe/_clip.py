@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DissectError
-from broden_builder.shared import file_sha256, import_user_file
+from broden_builder.shared import file_sha256, import_user_file, missing_model_folder
 
 
 @dataclass
@@ -71,6 +71,9 @@ def _hf(ref: str, device: str) -> ImageText:
     except ImportError:
         raise DissectError(f"--clip hf:{ref} needs transformers (pip install 'broden-dissect[models]')") from None
     folder = Path(ref).expanduser()
+    missing = missing_model_folder(ref)
+    if missing is not None:
+        raise DissectError(f"--clip hf:{ref}: folder {missing} not found")
     where = str(folder) if folder.is_dir() else ref
     try:
         model = AutoModel.from_pretrained(where, local_files_only=True).to(device).eval()

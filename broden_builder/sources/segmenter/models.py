@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from ..base import SourceDataError, SourceMissingError
-from ...userfiles import file_sha256, import_user_file
+from ...userfiles import file_sha256, import_user_file, missing_model_folder
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -135,8 +135,9 @@ def _hf_load(ref: str):
     from transformers import AutoConfig
 
     folder = Path(ref).expanduser()
-    if not folder.is_dir() and (ref.startswith((".", "/", "~")) or ref.count("/") != 1):
-        raise SourceMissingError(f"model hf:{ref}: folder {folder} not found")
+    missing = missing_model_folder(ref)
+    if missing is not None:
+        raise SourceMissingError(f"model hf:{ref}: folder {missing} not found")
     where = str(folder) if folder.is_dir() else ref
     try:
         config = AutoConfig.from_pretrained(where, local_files_only=True)
