@@ -563,8 +563,12 @@ def _cmd_report(args) -> int:
     from .results import results_lock
 
     apply_threads(choose().threads)  # the masks are small tensors: single-threaded (dissect.engine._resources)
+    from .results import find_layer_folders
+
     if not Path(args.out).is_dir():
         raise DissectError(f"results folder {args.out} does not exist")
+    if not find_layer_folders(args.out):  # refused before the lock: a folder of no results keeps no .lock
+        raise DissectError(f"{args.out}: no layer results found (no <layer>/result.json)")
     with results_lock(args.out, "dissect report"):  # not while a run or score writes there
         index = write_reports(
             args.out, store=args.store, thumb=args.thumb, images_per_unit=args.images, quiet=args.quiet

@@ -310,6 +310,9 @@ def test_cli_report(tmp_path, synthetic_store, capsys):
         assert im.size == (40 * 2 + 2, 40)
     assert main(["report", str(tmp_path / "empty")]) == 1
     assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "notes").mkdir()  # a folder of no results: refused, and left as it was (no .lock)
+    assert main(["report", str(tmp_path / "notes")]) == 1
+    assert "no layer results found" in capsys.readouterr().err and list((tmp_path / "notes").iterdir()) == []
 
 
 def test_cli_run_writes_report_by_default(tmp_path, synthetic_store, capsys):
