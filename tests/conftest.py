@@ -1,7 +1,9 @@
 """Shared fixtures: the real-data folder and small synthetic stores."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -28,8 +30,11 @@ def find_realdata() -> Path:
 
 #: The one definition of where the real samples are; every test that needs them imports this.
 REALDATA = find_realdata()
-# readers cache label indexes in the user's cache folder: one per test session, not the home folder
-os.environ.setdefault("BRODEN_CACHE_DIR", tempfile.mkdtemp(prefix="broden-cache-"))
+# readers cache label indexes in the user's cache folder: one per test session, not the home folder,
+# removed when the session ends (when this session made it)
+if "BRODEN_CACHE_DIR" not in os.environ:
+    os.environ["BRODEN_CACHE_DIR"] = _SESSION_CACHE = tempfile.mkdtemp(prefix="broden-cache-")
+    atexit.register(shutil.rmtree, _SESSION_CACHE, True)
 
 
 @pytest.fixture(scope="session")
