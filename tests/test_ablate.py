@@ -110,6 +110,24 @@ def test_top_units_for_concept(tmp_path):
         top_units_for_concept(d, "skye", 1)
 
 
+def test_top_units_for_concept_says_when_k_outruns_the_detectors(tmp_path, caplog):
+    """--k beyond the layer's units, or reaching units below the IoU threshold (0.04 by default) for
+    the concept, is said, not silently taken."""
+    import logging
+
+    d = tmp_path / "layer"
+    _write_result(d, np.array([[0.1, 0.5], [0.3, 0.2], [0.03, 0.0], [0.0, 0.9]], np.float32), ["sky", "tree"])
+    with caplog.at_level(logging.WARNING):
+        assert top_units_for_concept(d, "sky", 9) == [2, 1, 3, 4]
+    said = [r.getMessage() for r in caplog.records]
+    assert "--k 9: the layer has 4 units; all of them are ablated, ordered by their IoU with 'sky'" in said
+    assert "2 of the 4 units ablated for 'sky' are below the IoU threshold with it (not sky detectors)" in said
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert top_units_for_concept(d, "sky", 2) == [2, 1]
+    assert not caplog.records
+
+
 COLORNET_SOURCE = '''
 import torch
 from torch import nn

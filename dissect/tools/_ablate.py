@@ -16,6 +16,8 @@ Images are resized to the input size (bilinear) and normalised with mean/std.
 
 from __future__ import annotations
 
+import logging
+
 import csv
 import io
 import json
@@ -482,6 +484,22 @@ def top_units_for_concept(layer_dir: Union[str, Path], concept: str, k: int) -> 
     if k < 1:
         raise AblationError(f"k must be >= 1, got {k}")
     order = sorted(range(len(col)), key=lambda u: (-float(col[u]), u))
+    if k > len(col):
+        logging.getLogger(__name__).warning(
+            "--k %d: the layer has %d units; all of them are ablated, ordered by their IoU with %r",
+            k,
+            len(col),
+            concept,
+        )
+    weak = [u for u in order[:k] if float(col[u]) < res.iou_threshold]
+    if weak:
+        logging.getLogger(__name__).warning(
+            "%d of the %d units ablated for %r are below the IoU threshold with it (not %s detectors)",
+            len(weak),
+            min(k, len(col)),
+            concept,
+            concept,
+        )
     return [u + 1 for u in order[:k]]
 
 
