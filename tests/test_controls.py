@@ -176,3 +176,22 @@ def test_controls_of_a_random_model_do_not_call_it_trained(tmp_path, synthetic_s
     assert rc == 0
     rows = (out / "controls" / "compare.csv").read_text()
     assert "trained" not in rows and "as given" in rows
+
+
+def test_a_log_says_which_control_run_each_pass_belongs_to(setup):
+    """Off a terminal each of the three runs is announced before its passes, with its folder."""
+    from broden_builder.progress import progress_to
+
+    root = setup
+    got = []
+    with progress_to(got.append):
+        assert main(["run", "--store", str(root / "store"), "--model", f"{root / 'tinymodels.py'}:tiny",
+                     "--layer", "features.0", "--out", str(root / "announced"), "--workers", "0",
+                     "--device", "cpu", "--no-report", "--controls"]) == 0
+    notes = [g for g in got if isinstance(g, str) and g.startswith("controls ")]
+    out = root / "announced"
+    assert notes == [f"controls 1/3: the model as given -> {out}",
+                     f"controls 2/3: its layers rotated (seed 0) -> {out / 'controls' / 'rotated'}",
+                     f"controls 3/3: the same architecture with random weights (seed 0) -> {out / 'controls' / 'random'}"]
+    first_pass = [i for i, g in enumerate(got) if not isinstance(g, str) and g.desc.startswith("pass 1/2")]
+    assert got.index(notes[0]) < first_pass[0] and got.index(notes[2]) < first_pass[-1]

@@ -31,6 +31,8 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import nn
 
+from broden_builder.shared import note
+
 from ..capture import LoadedModel, load_model
 from ..config import DissectConfig
 from ..engine import dissect_model
@@ -135,12 +137,16 @@ def dissect_with_controls(
     own_cache = cfg.cache_dir is None and not cfg.keep_cache
     cache = out / ".controls_cache" if own_cache else Path(cfg.cache_dir or out / ".dissect_cache")
     shared = cfg.replace(cache_dir=str(cache))
+    quiet = cfg.quiet
     try:
+        note(f"controls 1/3: the model as given -> {out}", quiet)
         trained = dissect_model(model, layers, store, shared, out=out)
+        note(f"controls 2/3: its layers rotated (seed {int(seed)}) -> {dirs[ROTATED]}", quiet)
         rotated = dissect_model(model, layers, store, shared.replace(rotate=int(seed)), out=dirs[ROTATED])
     finally:
         if own_cache:
             shutil.rmtree(cache, ignore_errors=True)
+    note(f"controls 3/3: the same architecture with random weights (seed {int(seed)}) -> {dirs[RANDOM]}", quiet)
     random = dissect_model(random_init(model, seed), layers, store, cfg, out=dirs[RANDOM])
     runs = ControlRuns(trained, random, rotated)
     doc = next(iter(trained.values())).to_json()
