@@ -1,0 +1,119 @@
+"""`dissect sae train` and `--sae` on bad input: one clear line naming the file or value (issues F7, F8, M2).
+
+Oracles: memory estimates and the largest F worked out by hand below from the formula in
+dissect.sae._train.memory_estimate; the image names of index.csv rows read from the store;
+counts of rows written here.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from dissect.cli import main
+from dissect.errors import DissectError
+from sae_world import build_world
+
+N, U, SIZE = 40, 16, 12
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sae_inputs")
+    store, acts, _, _ = build_world(root, n=N, k=8, units=U, size=SIZE)
+    return root, store, acts
+
+
+def _train(capsys, *args):
+    rc = main(["sae", "train", "--threads", "1", "--device", "cpu", "-q", *[str(a) for a in args]])
+    return rc, capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- F7: sizes bounded
+@pytest.mark.parametrize(
+    "option, value",
+    [("--features", "100000000"), ("--chunk-mb", "0"), ("--chunk-mb", "2000000"), ("--batch-size", "1000000"),
+     ("--k", "0"), ("--seed", "-1"), ("--threads", "0")],
+)
+def test_values_that_size_allocations_are_bounded_at_the_cli(world, tmp_path, capsys, option, value):
+    root, store, acts = world
+    with pytest.raises(SystemExit) as e:
+        main(["sae", "train", "--activations", str(acts), "--out", str(tmp_path / "s"), option, value])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and option in err and value in err and "Traceback" not in err, err
+    assert not (tmp_path / "s").exists()
+
+
+def test_api_settings_are_bounded_too():
+    from dissect.config import LIMITS
+    from dissect.sae import TrainSettings
+
+    with pytest.raises(DissectError, match=f"features must be at most {LIMITS['features']:,}"):
+        TrainSettings(features=LIMITS["features"] + 1)
+    with pytest.raises(DissectError, match="chunk_bytes"):
+        TrainSettings(chunk_bytes=0)
+
+
+def test_mem_available_reads_proc_meminfo(tmp_path):
+    from dissect.sae._train import mem_available
+
+    f = tmp_path / "meminfo"
+    f.write_text("MemTotal:       8000 kB\nMemFree:         100 kB\nMemAvailable:    2048 kB\n")
+    assert mem_available(str(f)) == 2048 * 1024
+    f.write_text("MemTotal:       8000 kB\n")
+    assert mem_available(str(f)) is None
+    assert mem_available(str(tmp_path / "absent")) is None
+
+
+def test_a_model_larger_than_memory_is_refused_before_training(world, tmp_path, capsys, monkeypatch):
+    """F = 1,000, U = 16, batch 1,024 (work rows max(1,024, 2,048) = 2,048), 40 images of 16 x 12 x 12
+    float32 (9,216 bytes each, all in one chunk):
+      model 16 x (2 x 1000 x 16 + 1000 + 16) = 528,256; work 16 x 1000 x 2048 = 32,768,000;
+      chunk 3 x 40 x 9216 = 1,105,920; total 34,402,176 bytes.
+    With 34,000,000 available: F <= (34,000,000 - 16 x 16 - 1,105,920) / (16 x 33 + 16 x 2048)
+    = 32,893,824 / 33,296 = 987.9, so 987."""
+    import dissect.sae._train as tr
+
+    root, store, acts = world
+    monkeypatch.setattr(tr, "mem_available", lambda: 34_000_000)
+    rc, err = _train(capsys, "--activations", acts, "--out", tmp_path / "s", "--features", 1000, "--epochs", 1)
+    assert rc != 0 and "34,402,176 bytes" in err and "largest --features that fits is 987" in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s" / "sae.json").exists() and not (tmp_path / "s" / ".sae_state.pt").exists()
+    monkeypatch.setattr(tr, "mem_available", lambda: 34_402_176)  # exactly the estimate: trains
+    rc, err = _train(capsys, "--activations", acts, "--out", tmp_path / "s", "--features", 1000, "--epochs", 1)
+    assert rc == 0 and json.loads((tmp_path / "s" / "sae.json").read_text())["features"] == 1000, err
+    # one byte less: refused; (34,402,175 - 256 - 1,105,920) / 33,296 = 33,295,999 / 33,296 -> 999
+    monkeypatch.setattr(tr, "mem_available", lambda: 34_402_175)
+    rc, err = _train(capsys, "--activations", acts, "--out", tmp_path / "s2", "--features", 1000, "--epochs", 1)
+    assert rc != 0 and "largest --features that fits is 999" in err, err
+
+
+# ---------------------------------------------------------------------------- F8: NaN, inf and row counts
+@pytest.mark.parametrize("value, kind", [(np.nan, "NaN"), (np.inf, "inf"), (-np.inf, "inf")])
+def test_non_finite_activations_are_named(world, tmp_path, capsys, value, kind):
+    from broden_builder.store.reader import BrodenStore
+
+    root, store, acts = world
+    a = np.load(acts)
+    a[6, 3, 2, 5] = value
+    a[9, 11, 0, 0] = value
+    bad = tmp_path / "bad.npy"
+    np.save(bad, a)
+    image = BrodenStore(store).rows[6].image
+    rc, err = _train(capsys, "--activations", bad, "--store", store, "--layer", "L", "--out", tmp_path / "s")
+    assert rc != 0 and "constant" not in err and "Traceback" not in err, err
+    assert f"unit 3 (0-based) has {kind} activations on index.csv row 7 ({image})" in err, err
+    assert "2 unit(s) are affected: [3, 11]" in err and "bad.npy" in err, err
+    rc, err = _train(capsys, "--activations", bad, "--out", tmp_path / "s")  # no store: the file's row
+    assert rc != 0 and f"unit 3 (0-based) has {kind} activations on image 7" in err, err
+
+
+def test_activations_with_another_row_count_than_the_store_are_refused(world, tmp_path, capsys):
+    root, store, acts = world
+    short = tmp_path / "short.npy"
+    np.save(short, np.load(acts)[: N - 5])
+    rc, err = _train(capsys, "--activations", short, "--store", store, "--layer", "L", "--out", tmp_path / "s")
+    assert rc != 0 and f"hold {N - 5} images" in err and f"has {N} rows" in err and "short.npy" in err, err
+    assert not (tmp_path / "s" / "sae.json").exists()
