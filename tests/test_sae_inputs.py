@@ -117,3 +117,33 @@ def test_activations_with_another_row_count_than_the_store_are_refused(world, tm
     rc, err = _train(capsys, "--activations", short, "--store", store, "--layer", "L", "--out", tmp_path / "s")
     assert rc != 0 and f"hold {N - 5} images" in err and f"has {N} rows" in err and "short.npy" in err, err
     assert not (tmp_path / "s" / "sae.json").exists()
+
+
+# ---------------------------------------------------------------------------- M2: load errors name the file
+def _tiny_sae(folder, **meta):
+    from dissect.sae import save_sae
+
+    w = {"W_enc": np.eye(2, 3), "b_enc": np.zeros(3), "W_dec": np.eye(3, 2), "b_dec": np.zeros(2)}
+    return save_sae(folder, w, dict({"units": 2, "features": 3, "activation": "topk", "k": 1}, **meta))
+
+
+@pytest.mark.parametrize(
+    "make, named, says",
+    [
+        (lambda d: (d / "small.yaml").write_text("a: 1\n") and d / "small.yaml", "small.yaml", "not an SAE"),
+        (lambda d: _tiny_sae(d / "s", k=100000), "sae.json", "1 <= k <= 3, got k = 100000"),
+        (lambda d: _tiny_sae(d / "s", k="many"), "sae.json", "k must be a whole number, got 'many'"),
+        (lambda d: _tiny_sae(d / "s", k=True), "sae.json", "k must be a whole number, got True"),
+        (lambda d: (d / "empty").mkdir() or d / "empty", "empty", "no sae.json"),
+    ],
+)
+def test_every_sae_load_error_names_the_file_or_folder(tmp_path, monkeypatch, make, named, says):
+    from dissect.sae import SAEError, load_sae
+
+    monkeypatch.chdir(tmp_path)
+    target = make(tmp_path)
+    rel = target.relative_to(tmp_path)  # given as the user types it, relative to the working folder
+    with pytest.raises(SAEError) as e:
+        load_sae(rel)
+    msg = str(e.value)
+    assert named in msg and says in msg and not msg.startswith(".:"), msg
