@@ -147,3 +147,26 @@ def test_every_sae_load_error_names_the_file_or_folder(tmp_path, monkeypatch, ma
         load_sae(rel)
     msg = str(e.value)
     assert named in msg and says in msg and not msg.startswith(".:"), msg
+
+
+# ---------------------------------------------------------------------------- M3: features are not units
+def test_feature_results_say_features_where_they_mean_features():
+    """A summary of 640 SAE features, 15 detectors, 2 constant at 0: every line says "features"."""
+    from dissect.report.html import layer_page
+    from dissect.report.summary import summary_line
+    from dissect.results import LayerResult, constant_text
+
+    summary = {"units": 640, "detectors": 15, "per_category": {"object": 15}, "unique_detectors": {"object": 9},
+               "constant": 2, "constant_values": {"0": 2}}
+    res = LayerResult("features.14", np.zeros((640, 1), np.float32), np.zeros(640, np.float32), [], [], summary,
+                      settings={"dissected": "feature"})
+    line = res.summary_line()
+    assert line == "features.14: 15/640 features are detectors (object 15); 2 of 640 features are constant (all 0)"
+    assert constant_text(summary, "feature") == "2 of 640 features are constant (all 0)"
+    assert constant_text(summary) == "2 of 640 units are constant (all 0)"  # units stay units
+    assert summary_line("features.14", summary, "feature") == (
+        "features.14: 15/640 features are detectors (object 15; unique concepts: object 9); "
+        "2 of 640 features are constant (all 0)")
+    page = layer_page("features.14", {"settings": {"dissected": "feature"}}, [], ["object"], summary, {}, None)
+    assert "2 of 640 features are constant (all 0)" in page and "A constant feature's activations" in page
+    assert "units are constant" not in page and "constant unit" not in page
