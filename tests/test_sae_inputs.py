@@ -170,3 +170,65 @@ def test_feature_results_say_features_where_they_mean_features():
     page = layer_page("features.14", {"settings": {"dissected": "feature"}}, [], ["object"], summary, {}, None)
     assert "2 of 640 features are constant (all 0)" in page and "A constant feature's activations" in page
     assert "units are constant" not in page and "constant unit" not in page
+
+
+# ---------------------------------------------------------------------------- F9: an SAE from elsewhere
+class _Enc:
+    def __init__(self, record):
+        self.record = record
+
+
+def _model(weights_sha):
+    return {"kind": "torchvision", "name": "resnet18", "weights": {"checkpoint": "/x/w.pt", "sha256": weights_sha},
+            "spec": "resnet18"}
+
+
+@pytest.mark.parametrize(
+    "sae_model, sae_store, run_key, warned",
+    [
+        (_model("a" * 64), "f" * 64, {"model": _model("a" * 64), "store": "f" * 64}, []),
+        (_model("a" * 64), "f" * 64, {"model": _model("b" * 64), "store": "f" * 64}, ["aaaaaaaaaaaa", "bbbbbbbbbbbb"]),
+        (_model("a" * 64), "f" * 64, {"model": _model("a" * 64), "store": "e" * 64}, ["ffffffffffff", "eeeeeeeeeeee"]),
+        # the weights file moved: the same content, no warning
+        (_model("a" * 64), None, {"model": dict(_model("a" * 64), weights={"checkpoint": "/y/w.pt", "sha256": "a" * 64}),
+                                  "store": "e" * 64}, []),
+        ({"kind": "activations", "file": "/a.npy", "content": "c" * 64}, None,
+         {"source": {"kind": "activations", "file": "/b.npy"}, "content": "d" * 64, "store": "e" * 64},
+         ["cccccccccccc", "dddddddddddd"]),
+    ],
+)
+def test_an_sae_from_another_model_or_store_is_warned_about(caplog, sae_model, sae_store, run_key, warned):
+    from dissect.engine._passes import warn_sae_origin
+
+    rec = {"path": "/saes/l4", "model": sae_model}
+    if sae_store:
+        rec["store"] = {"path": "/stores/a", "fingerprint": sae_store}
+    with caplog.at_level("WARNING"):
+        warn_sae_origin({"layer4": _Enc(rec)}, run_key, "/stores/b")
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    if not warned:
+        assert lines == []
+    else:
+        assert len(lines) == 1 and "--sae layer4" in lines[0] and "/saes/l4" in lines[0], lines
+        assert all(w in lines[0] for w in warned), lines
+
+
+def test_score_with_an_sae_of_another_store_warns(world, tmp_path, caplog):
+    """End to end: the SAE records the world's store; scoring on a copy whose label.csv differs warns once."""
+    import shutil
+
+    root, store, acts = world
+    assert main(["sae", "train", "--activations", str(acts), "--store", str(store), "--layer", "L", "--out",
+                 str(tmp_path / "sae"), "--epochs", "1", "--threads", "1", "-q"]) == 0
+    other = tmp_path / "store2"
+    shutil.copytree(store, other)
+    with open(other / "label.csv", "a") as f:
+        f.write("\n")
+    for st, n in ((store, 0), (other, 1)):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            assert main(["score", "--store", str(st), "--activations", str(acts), "--out", str(tmp_path / f"o{n}"),
+                         "--name", "L", "--quiet", "--device", "cpu", "--no-report", "--sae",
+                         f"L={tmp_path / 'sae'}"]) == 0
+        lines = [r.getMessage() for r in caplog.records if "--sae L" in r.getMessage()]
+        assert len(lines) == n and all(str(other.resolve()) in m for m in lines), lines
