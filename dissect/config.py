@@ -28,6 +28,7 @@ from .errors import DissectError
 from .capture import LAYOUTS
 from .stats.pvalues import DETECTORS
 from .stats.tally import UNIONS
+from .sae import TRAIN_LIMITS as _SAE_LIMITS
 from .stats.upsample import MODES
 
 #: Activation upsampling modes of a dissection ('field' needs receptive-field offsets, so it is an
@@ -82,6 +83,9 @@ LIMITS = {
     "images": 10000,
     "null": 100000,
     "seed": 2**63 - 1,
+    # dissect sae train: features, chunk_mb, epochs, checkpoint_every (the memory of a training is
+    # also checked against the memory available before it starts: dissect.sae._train.check_memory)
+    **{k: v for k, v in _SAE_LIMITS.items() if k != "batch_size"},
 }
 
 

@@ -125,7 +125,7 @@ class LayerResult:
     def constant_line(self) -> str:
         """'' when no unit is constant, else e.g. ``1,280 of 1,280 units are constant (all 0): this layer says
         nothing`` (the units whose activations took one value over the whole probe set)."""
-        return constant_text(self.summary)
+        return constant_text(self.summary, self.what)
 
     def to_json(self) -> dict:
         return {
@@ -222,15 +222,15 @@ def _number(v: float) -> str:
     return f"{v + 0.0:g}"  # -0.0 as 0
 
 
-def constant_text(summary: dict) -> str:
+def constant_text(summary: dict, what: str = "unit") -> str:
     """The summary's constant units in words ('' when none): ``3 of 96 units are constant (all 0)``;
-    ``: this layer says nothing`` when every unit is."""
+    ``: this layer says nothing`` when every unit is. ``what``: "unit", or "feature" for an SAE's."""
     n, total = int(summary.get("constant", 0)), int(summary.get("units", 0))
     if not n:
         return ""
     values = summary.get("constant_values") or {}
     how = ", ".join(f"{c:,} all {v}" if len(values) > 1 else f"all {v}" for v, c in values.items())
-    text = f"{n:,} of {total:,} units are constant" + (f" ({how})" if how else "")
+    text = f"{n:,} of {total:,} {what}s are constant" + (f" ({how})" if how else "")
     return text + (": this layer says nothing" if n == total else "")
 
 

@@ -325,6 +325,63 @@ def load_saes(cfg: DissectConfig, shapes: dict, device: torch.device) -> dict:
     return out
 
 
+def _model_mark(m) -> Optional[tuple]:
+    """What identifies a model record (result.json's ``model``, sae.json's ``model``) by content: the
+    kind, name or function, source and weights digests (paths left out: a moved file is the same)."""
+    if not isinstance(m, dict):
+        return None
+    if m.get("kind") == "activations":
+        return ("activations", m.get("content") or m.get("fingerprint"))
+    w = m.get("weights")
+    w = w.get("sha256") if isinstance(w, dict) else w
+    return ("model", m.get("kind"), m.get("name") or m.get("function"), m.get("sha256"), w, m.get("state_sha256"))
+
+
+def _model_words(m: dict) -> str:
+    """A model record in a few words: its spec or name or file, and its weights."""
+    if m.get("kind") == "activations":
+        return f"activations {m.get('file', '(array)')} ({str(m.get('content') or m.get('fingerprint'))[:12]})"
+    w = m.get("weights")
+    w = f"sha256 {str(w.get('sha256'))[:12]}" if isinstance(w, dict) else w
+    name = m.get("spec") or m.get("name") or m.get("file") or m.get("class")
+    return (
+        f"model {name}"
+        + (f" weights {w}" if w else "")
+        + (f" ({m['state_sha256'][:12]})" if m.get("state_sha256") else "")
+    )
+
+
+def warn_sae_origin(saes: dict, key: dict, store_path: str = "") -> None:
+    """One warning per --sae layer whose SAE (sae.json) was trained on another model or store than
+    this run's (``key``: the run's checkpoint key, with ``model`` or ``source``+``content``, and
+    ``store``); not an error: an SAE may be applied elsewhere on purpose. Records of another kind
+    (activations against a model) and SAEs that record nothing (SAELens) are not compared."""
+    run_model = key.get("model") or (dict(key["source"], content=key.get("content")) if "source" in key else None)
+    for layer, enc in saes.items():
+        rec = enc.record
+        sae_m, run_m = _model_mark(rec.get("model")), _model_mark(run_model)
+        if sae_m and run_m and sae_m[0] == run_m[0] and sae_m != run_m:
+            log.warning(
+                "--sae %s: the SAE %s was trained on %s, but this run dissects %s",
+                layer,
+                rec.get("path"),
+                _model_words(rec["model"]),
+                _model_words(run_model or {}),
+            )
+        fp = (rec.get("store") or {}).get("fingerprint") if isinstance(rec.get("store"), dict) else None
+        if fp and key.get("store") and fp != key["store"]:
+            log.warning(
+                "--sae %s: the SAE %s was trained on store %s (fingerprint %s), but this run's store %s has "
+                "fingerprint %s",
+                layer,
+                rec.get("path"),
+                rec["store"].get("path"),
+                fp[:12],
+                store_path,
+                str(key["store"])[:12],
+            )
+
+
 def _sae_key(cfg: DissectConfig) -> Optional[dict]:
     """What identifies the SAEs in checkpoint keys (their folders' weight files by bytes)."""
     if not cfg.sae:
@@ -429,6 +486,8 @@ class Run:
             shapes = {k: tuple(v) for k, v in state["shapes"].items()}
         tally_args = (self.numbers, self.categories, self.store.image_level_categories, self.primary)
         stats = Statistics(shapes, len(self.rows), self.cfg, tally_args, self.device)
+        if self.info.rank == 0:
+            warn_sae_origin(stats.saes, self.key, str(self.store.root.resolve()))
         if state is not None:
             note(
                 f"resuming from {self.checkpoint.path} (pass {state['pass']}, batch {state['next_batch']} of "

@@ -219,7 +219,7 @@ def layer_page(
             per_category=per,
             concepts=concepts_covered(units_sorted, thr),
             alpha=(result.get("settings") or {}).get("alpha", 0.05),
-            constant_line=constant_text(summary),
+            constant_line=constant_text(summary, _what(result)),
             plot=plot,
             categories=list(categories),
             colors={c: category_color(c, categories) for c in categories},

@@ -18,16 +18,16 @@ def display_name(label: str) -> str:
     return label
 
 
-def summary_line(layer: str, summary: dict) -> str:
+def summary_line(layer: str, summary: dict, what: str = "unit") -> str:
     """``layer4: 143/512 units are detectors (object 61, ...; unique: object 20, ...)`` of a
-    dissect.results.summarise summary."""
+    dissect.results.summarise summary; ``what``: "unit", or "feature" for an SAE's features."""
     per = ", ".join(f"{c} {n}" for c, n in summary["per_category"].items() if n)
     uniq = ", ".join(f"{c} {n}" for c, n in summary["unique_detectors"].items() if n)
-    text = f"{layer}: {summary['detectors']}/{summary['units']} units are detectors"
+    text = f"{layer}: {summary['detectors']}/{summary['units']} {what}s are detectors"
     if per:
         text += f" ({per}; unique concepts: {uniq})"
     if "significant" in summary:  # the permutation null ran (--null N)
         text += f"; {summary['significant']} significant against the permutation null"
     if summary.get("constant"):
-        text += f"; {constant_text(summary)}"
+        text += f"; {constant_text(summary, what)}"
     return text

@@ -299,5 +299,6 @@ def write_reports(
     for d in datas:
         if layers is None or d.path.name in layers or d.layer in layers:
             write_layer_report(d, store, thumb, images_per_unit, quiet, _store_cache=cache)
-            log.info(summary_line(d.layer, summarise(d.units, d.categories)))
+            what = "feature" if (d.settings or {}).get("dissected") == "feature" else "unit"
+            log.info(summary_line(d.layer, summarise(d.units, d.categories), what))
     return write_index(out_dir, datas)

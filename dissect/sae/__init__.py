@@ -7,6 +7,7 @@
 
 from ._encoder import ACTIVATIONS, SAEError, SparseEncoder
 from ._io import FORMAT, INSTALL, load_sae, save_sae
+from ._train import LIMITS as TRAIN_LIMITS
 from ._train import TrainSettings, train_sae
 
 __all__ = [
@@ -19,4 +20,5 @@ __all__ = [
     "INSTALL",
     "train_sae",
     "TrainSettings",
+    "TRAIN_LIMITS",
 ]

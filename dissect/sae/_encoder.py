@@ -53,6 +53,8 @@ class SparseEncoder:
         f32 = lambda t: None if t is None else torch.as_tensor(np.asarray(t, dtype=np.float32))
         self.W_enc, self.b_enc, self.b_dec, self.W_dec = f32(W_enc), f32(b_enc), f32(b_dec), f32(W_dec)
         self.threshold = f32(threshold)
+        if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer))):
+            raise SAEError(f"k must be a whole number, got {k!r}")
         self.activation, self.k = activation, None if k is None else int(k)
         self.record = dict(record or {})
         if activation not in ACTIVATIONS:

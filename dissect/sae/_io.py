@@ -163,20 +163,35 @@ def _load_lens(folder: Path) -> SparseEncoder:
     return SparseEncoder(W_enc, b_enc_eff, b_dec, act, k=k, threshold=thr, W_dec=W_dec, record=record)
 
 
+def _named(load, folder: Path, described_by: Path) -> SparseEncoder:
+    """``load(folder)``, every SAEError naming the file that describes the SAE when it does not name
+    a file of the folder already (SparseEncoder's shape and k checks know no file)."""
+    try:
+        return load(folder)
+    except SAEError as e:
+        if str(e).startswith(str(folder / "_")[:-1]):  # "FOLDER/FILE: ..." names its file already
+            raise
+        raise SAEError(f"{described_by}: {e}") from None
+
+
 def load_sae(path: Union[str, Path], units: Optional[int] = None, layer: Optional[str] = None) -> SparseEncoder:
     """The SAE in folder ``path`` (this package's sae.json, or SAELens' cfg.json); a path to one of
     those files means its folder. ``units``: the layer's width; a file of another input width is
     refused (SAEError naming both widths and ``layer``)."""
     p = Path(path)
+    if p.is_file() and p.name not in (META, LENS_CFG, WEIGHTS, LENS_WEIGHTS):
+        raise SAEError(
+            f"{path}: not an SAE; give its folder (with {META}, or SAELens' {LENS_CFG}) or one of those files"
+        )
     folder = p.parent if p.is_file() else p
     if not folder.is_dir():
         raise SAEError(f"SAE {path} does not exist")
     if (folder / META).is_file():
-        enc = _load_ours(folder)
+        enc = _named(_load_ours, folder, folder / META)
     elif (folder / LENS_CFG).is_file():
-        enc = _load_lens(folder)
+        enc = _named(_load_lens, folder, folder / LENS_CFG)
     else:
-        raise SAEError(f"{folder}: no {META} (this package's format) or {LENS_CFG} (SAELens) in it")
+        raise SAEError(f"{path}: no {META} (this package's format) or {LENS_CFG} (SAELens) in it")
     if units is not None and enc.units != units:
         where = f"layer {layer!r}" if layer else "the layer"
         raise SAEError(f"SAE {folder} reads {enc.units} units (its input width) but {where} has {units} units")

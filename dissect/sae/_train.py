@@ -22,7 +22,6 @@ kills the process after that step's checkpoint (tests).
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import logging
 import math
@@ -30,7 +29,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -40,6 +39,16 @@ from ._encoder import SparseEncoder
 from ._model import TopKSAE
 
 log = logging.getLogger(__name__)
+
+#: bounds of the training settings that size what a training allocates (dissect.config.LIMITS holds
+#: them too, for the command line); memory beyond them is checked by check_memory before training
+LIMITS = {
+    "features": 1 << 24,
+    "chunk_mb": 1 << 20,
+    "batch_size": 65536,
+    "epochs": 1_000_000,
+    "checkpoint_every": 2**31 - 1,
+}
 
 STATE = ".sae_state.pt"
 FAULT_ENV = "DISSECT_SAE_FAULT_AFTER"
@@ -75,6 +84,18 @@ class TrainSettings:
                 raise DissectError(f"{name} must be a whole number >= 1, got {v!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.chunk_bytes < 1 or self.checkpoint_every < 0:
             raise DissectError("epochs, batch_size and chunk_bytes must be >= 1, checkpoint_every >= 0")
+        for name, v, hi in (
+            ("features", self.features, LIMITS["features"]),
+            ("k", self.k, LIMITS["features"]),
+            ("batch_size", self.batch_size, LIMITS["batch_size"]),
+            ("chunk_bytes", self.chunk_bytes, LIMITS["chunk_mb"] << 20),
+            ("epochs", self.epochs, LIMITS["epochs"]),
+            ("checkpoint_every", self.checkpoint_every, LIMITS["checkpoint_every"]),
+        ):
+            if v is not None and v > hi:
+                raise DissectError(f"{name} must be at most {hi:,}, got {v:,}")
+        if not 0 <= self.seed < 2**63:
+            raise DissectError(f"seed must lie in 0..{2**63 - 1}, got {self.seed!r}")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise DissectError(f"lr must be a positive number, got {self.lr!r}")
         if not (math.isfinite(self.aux_weight) and self.aux_weight >= 0):
@@ -95,8 +116,9 @@ class TrainSettings:
 class Samples:
     """The positions of ``acts`` (dissect.activations.Activations, [N, U, h, w]) as [S, U] batches."""
 
-    def __init__(self, acts, chunk_bytes: int, seed: int):
+    def __init__(self, acts, chunk_bytes: int, seed: int, row_names: Optional[Sequence[str]] = None):
         self.acts, self.seed = acts, int(seed)
+        self.row_names = row_names  # the images of the rows (index.csv), for messages
         self.n, self.units, h, w = acts.shape
         self.per_image = h * w
         self.chunk = max(1, chunk_bytes // (self.per_image * self.units * 4))  # images per chunk
@@ -124,10 +146,32 @@ class Samples:
         return list(x[perm].split(batch_size))
 
 
+def _check_finite(samples: Samples, x: torch.Tensor, first_image: int) -> None:
+    """DissectError naming the file, unit and image (as dissect score does) when the samples ``x``
+    [S, U] of images ``first_image``... hold NaN or inf."""
+    if x.numel() == 0:
+        return
+    lo, hi = torch.aminmax(x)
+    if math.isfinite(float(lo)) and math.isfinite(float(hi)):
+        return
+    bad = ~torch.isfinite(x)
+    pos, u = (int(v) for v in bad.nonzero()[0])
+    kind = "NaN" if bool(torch.isnan(x[pos, u])) else "inf"
+    units = bad.any(0).nonzero().flatten().tolist()
+    image = first_image + pos // samples.per_image
+    names = samples.row_names
+    where = f"index.csv row {image + 1} ({names[image]})" if names else f"image {image + 1} (1-based row of the file)"
+    raise DissectError(
+        f"{samples.acts.origin}: unit {u} (0-based) has {kind} activations on {where}; {len(units)} unit(s) are "
+        f"affected: {units[:10]}{' ...' if len(units) > 10 else ''}; an SAE cannot be trained on them"
+    )
+
+
 def input_statistics(samples: Samples) -> tuple:
     """(mean [U] float64, scale float): mean of the samples and the root mean per-unit variance."""
     s1, s2, n = np.zeros(samples.units), np.zeros(samples.units), 0
     for x in samples.in_order():
+        _check_finite(samples, x, n // samples.per_image)
         x64 = x.double()
         s1 += x64.sum(0).numpy()
         s2 += (x64 * x64).sum(0).numpy()
@@ -138,6 +182,72 @@ def input_statistics(samples: Samples) -> tuple:
     if not scale > 0:
         raise DissectError(f"{samples.acts.origin}: every unit is constant; there is nothing to train an SAE on")
     return mean, scale
+
+
+# ---------------------------------------------------------------------------- memory
+def memory_estimate(units: int, features: int, batch_size: int, chunk_bytes: int) -> dict:
+    """Bytes a training needs at its peak, about: {"model": weights (W_enc, W_dec, b_enc, b_pre),
+    their gradients and Adam's two moments, 4 x 4 bytes per parameter; "work": the dense [rows, F]
+    tensors of a step (pre-activations, AuxK's masked copy, top-k) or of the evaluation (2,048 rows:
+    pre-activations, the code, masks), 16 bytes per row and feature (measured: 5.6 GiB above the
+    interpreter for F = 200,000, U = 16, estimated 6.2 GiB); "chunk": the samples held, three
+    copies of a chunk (read, shuffled, and the previous chunk's batches)}."""
+    params = 2 * features * units + features + units
+    return {
+        "model": 16 * params,
+        "work": 16 * features * max(batch_size, 2048),
+        "chunk": 3 * chunk_bytes,
+    }
+
+
+def largest_features(units: int, batch_size: int, chunk_bytes: int, available: int) -> int:
+    """The largest F whose :func:`memory_estimate` fits in ``available`` bytes (0 when none does)."""
+    per_feature = 16 * (2 * units + 1) + 16 * max(batch_size, 2048)
+    return max(0, (available - 16 * units - 3 * chunk_bytes) // per_feature)
+
+
+def mem_available(meminfo: str = "/proc/meminfo") -> Optional[int]:
+    """MemAvailable of ``meminfo`` in bytes, or None where the file or the line does not exist."""
+    try:
+        text = Path(meminfo).read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "MemAvailable:" and parts[1].isdigit():
+            return int(parts[1]) * (1024 if parts[2:3] == ["kB"] else 1)
+    return None
+
+
+def _available(device: torch.device) -> tuple:
+    """(bytes available, where that was read) for the model's memory: the GPU's free memory for a
+    CUDA device, else the host's MemAvailable (None where unknown)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0], f"free on {device}"
+    return mem_available(), "MemAvailable in /proc/meminfo"
+
+
+def check_memory(samples: "Samples", s: TrainSettings, device: torch.device) -> None:
+    """Refuse (DissectError), before anything is allocated, a training whose :func:`memory_estimate`
+    exceeds the memory available, giving the estimate and the largest ``features`` that fits. On a
+    CUDA device the model and the work tensors are checked against the GPU's free memory."""
+    chunk = min(samples.chunk, samples.n) * samples.per_image * samples.units * 4
+    if device.type == "cuda":
+        chunk = 0  # the samples are read on the host; the model and the work tensors live on the GPU
+    available, where = _available(device)
+    if available is None:
+        return
+    need = sum(memory_estimate(samples.units, s.features, s.batch_size, chunk).values())
+    if need <= available:
+        return
+    fits = largest_features(samples.units, s.batch_size, chunk, available)
+    gib = lambda b: f"{b / 2**30:.2f} GiB"
+    raise DissectError(
+        f"an SAE of {s.features:,} features on {samples.units:,} units needs about {gib(need)} ({need:,} bytes: "
+        f"weights, gradients and Adam state, [batch, features] work tensors, samples) but {gib(available)} is "
+        f"available ({where}); "
+        + (f"the largest --features that fits is {fits:,}" if fits else "no --features fits: lower --batch-size")
+    )
 
 
 # ---------------------------------------------------------------------------- the state of a training
@@ -187,6 +297,13 @@ class Trainer:
         self.since_fired = state["since_fired"].to(self.device)
         self.epoch, self.chunk_no, self.batch_no, self.step = (int(v) for v in state["where"])
 
+    def release_optimiser(self) -> None:
+        """Free Adam's moments and the gradients (after the last step: the folding and the evaluation
+        fit in their memory, dissect.sae._train.memory_estimate)."""
+        self.opt.state.clear()
+        for p in self.model.parameters():
+            p.grad = None
+
     def folded(self) -> dict:
         """The weights in raw unit values (normalisation folded in; see the module doc)."""
         m, s = self.model, self.scale
@@ -209,11 +326,13 @@ class _State:
         self.fault = int(fault) if fault else None
 
     def save(self, trainer: Trainer) -> None:
-        from broden_builder.shared import atomic_write_bytes
-
-        buf = io.BytesIO()
-        torch.save({"key": self.key, **trainer.state_dict()}, buf)
-        atomic_write_bytes(self.path, buf.getvalue())
+        # straight to a file, never a copy of the whole state in memory (dissect.sae._train.memory_estimate)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            torch.save({"key": self.key, **trainer.state_dict()}, tmp)
+            os.replace(tmp, self.path)
+        finally:
+            tmp.unlink(missing_ok=True)
         if self.fault is not None and trainer.step >= self.fault:
             os._exit(75)  # simulated kill (tests)
 
@@ -309,20 +428,22 @@ def train_sae(
     settings: TrainSettings = TrainSettings(),
     identity: Optional[dict] = None,
     device: torch.device = torch.device("cpu"),
+    row_names: Optional[Sequence[str]] = None,
 ) -> dict:
     """Train a top-k SAE on ``acts`` (dissect.engine's Activations [N, U, h, w]); write
     ``out/sae.safetensors`` + ``out/sae.json`` (dissect.sae._io) and return sae.json's content.
     Holds the exclusive lock of ``out`` (a second training into it is refused with the holder).
 
     ``identity``: what sae.json records about the source (layer, model, store); ``device``: where
-    the model trains (samples are read on the CPU). Resumes from
+    the model trains (samples are read on the CPU); ``row_names``: the image of each row (index.csv),
+    named when a row holds NaN or inf. Resumes from
     ``out/.sae_state.pt`` when it was made for the same data and settings. Raises DissectError.
     """
     from broden_builder.shared import exclusive
 
     try:
         with exclusive(out, "dissect sae train"):
-            return _train_locked(acts, Path(out), settings, identity, device)
+            return _train_locked(acts, Path(out), settings, identity, device, row_names)
     except OSError as e:
         raise DissectError(f"{e.filename or out}: cannot use as the output folder ({e.strerror or e})") from None
 
@@ -345,15 +466,18 @@ def _log_start(samples: Samples, s: TrainSettings, device: torch.device) -> None
     )
 
 
-def _train_locked(acts, out: Path, settings: TrainSettings, identity: Optional[dict], device: torch.device) -> dict:
+def _train_locked(
+    acts, out: Path, settings: TrainSettings, identity: Optional[dict], device: torch.device, row_names=None
+) -> dict:
     """train_sae's work, with ``out``'s lock held."""
     from ._io import save_sae
 
     t_start = time.perf_counter()
     s = settings.resolved(acts.shape[1])
-    samples = Samples(acts, s.chunk_bytes, s.seed)
+    samples = Samples(acts, s.chunk_bytes, s.seed, row_names)
     settings_doc = {k: v for k, v in dataclasses.asdict(s).items() if k not in ("quiet", "checkpoint_every")}
     state = _State(out, {"data": acts.fingerprint(), "shape": list(acts.shape), "settings": settings_doc})
+    check_memory(samples, s, device)
     mean, scale = input_statistics(samples)
     trainer = Trainer(samples, s, mean, scale, device)
     saved = state.load()
@@ -362,6 +486,7 @@ def _train_locked(acts, out: Path, settings: TrainSettings, identity: Optional[d
         log.info("resuming SAE training from %s (epoch %d, step %d)", state.path, trainer.epoch + 1, trainer.step)
     _log_start(samples, s, device)
     _run_epochs(trainer, state, s.quiet)
+    trainer.release_optimiser()
     weights = trainer.folded()
     enc = SparseEncoder(weights["W_enc"], weights["b_enc"], weights["b_dec"], "topk", k=s.k, W_dec=weights["W_dec"])
     metrics = evaluate(enc.to(device), samples)

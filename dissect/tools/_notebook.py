@@ -104,7 +104,7 @@ def layer_html(res, top: int = 10) -> str:
     det = len(res.detectors())
     concepts = len({(u["category"], u["label"]) for u in res.detectors()})
     head = (
-        f"<b>{escape(res.layer)}</b>: {det} of {len(res.units)} units are detectors; "
+        f"<b>{escape(res.layer)}</b>: {det} of {len(res.units)} {res.what}s are detectors; "
         f"they cover {concepts} concept{'' if concepts == 1 else 's'}"
     )
     table = (

@@ -14,8 +14,6 @@ from pathlib import Path
 
 def add_parser(sub) -> None:
     """``dissect sae train`` on the ``dissect`` command's subparsers."""
-    from ..sae import TrainSettings
-
     sae = sub.add_parser(
         "sae",
         help="sparse autoencoders on a layer: `dissect sae train` (then dissect the "
@@ -31,17 +29,54 @@ def add_parser(sub) -> None:
     src.add_argument("--layer", default=None, help="as for `dissect run --layer` (one layer)")
     src.add_argument("--unsafe-unpickle", action="store_true", help=argparse.SUPPRESS)
     src.add_argument("--input-size", default=None, help="as for `dissect run --input-size`")
+    _training_args(p.add_argument_group("training"))
+    p.add_argument("--out", required=True, help="output folder: sae.safetensors + sae.json")
+    from broden_builder.shared import add_verbosity_flags
+
+    add_verbosity_flags(p)
+
+
+def _training_args(t) -> None:
+    """The training options of ``dissect sae train``: each value that sizes an allocation is bounded
+    (dissect.config.LIMITS; the memory of the whole is checked before training, check_memory)."""
+    from ..config import LIMITS, bounded
+    from ..sae import TrainSettings
+
     d = TrainSettings()
-    t = p.add_argument_group("training")
-    t.add_argument("--features", type=int, default=None, help="F, features of the SAE (default 8 x units)")
-    t.add_argument("--k", type=int, default=None, help="active features per position (default max(1, units / 8))")
-    t.add_argument("--epochs", type=int, default=d.epochs, help=f"passes over the samples (default {d.epochs})")
-    t.add_argument("--batch-size", type=int, default=d.batch_size, help=f"positions per step (default {d.batch_size})")
+    t.add_argument(
+        "--features",
+        type=bounded(1, LIMITS["features"]),
+        default=None,
+        help="F, features of the SAE (default 8 x units)",
+    )
+    t.add_argument(
+        "--k",
+        type=bounded(1, LIMITS["k"]),
+        default=None,
+        help="active features per position (default max(1, units / 8))",
+    )
+    t.add_argument(
+        "--epochs",
+        type=bounded(1, LIMITS["epochs"]),
+        default=d.epochs,
+        help=f"passes over the samples (default {d.epochs})",
+    )
+    t.add_argument(
+        "--batch-size",
+        type=bounded(1, LIMITS["batch_size"]),
+        default=d.batch_size,
+        help=f"positions per step (default {d.batch_size})",
+    )
     t.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 2e-4 x sqrt(16384 / F))")
-    t.add_argument("--seed", type=int, default=d.seed, help=f"initialisation and shuffling seed (default {d.seed})")
+    t.add_argument(
+        "--seed",
+        type=bounded(0, LIMITS["seed"]),
+        default=d.seed,
+        help=f"initialisation and shuffling seed (default {d.seed})",
+    )
     t.add_argument(
         "--checkpoint-every",
-        type=int,
+        type=bounded(0, LIMITS["checkpoint_every"]),
         default=d.checkpoint_every,
         metavar="STEPS",
         help=f"save the training state every STEPS steps (and each epoch) so a killed training resumes "
@@ -49,20 +84,22 @@ def add_parser(sub) -> None:
     )
     t.add_argument(
         "--chunk-mb",
-        type=int,
+        type=bounded(1, LIMITS["chunk_mb"]),
         default=d.chunk_bytes >> 20,
         help=f"MiB of samples held at once (shuffled within; default {d.chunk_bytes >> 20})",
     )
     t.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N")
-    t.add_argument("--threads", type=int, default=None, help="torch threads on a CPU (default: every usable CPU)")
-    p.add_argument("--out", required=True, help="output folder: sae.safetensors + sae.json")
-    from broden_builder.shared import add_verbosity_flags
-
-    add_verbosity_flags(p)
+    t.add_argument(
+        "--threads",
+        type=bounded(1, LIMITS["threads"]),
+        default=None,
+        help="torch threads on a CPU (default: every usable CPU)",
+    )
 
 
 def _samples(args):
-    """(Activations, identity for sae.json) from --activations or --store/--model/--layer."""
+    """(Activations, identity for sae.json, the image of each row or None) from --activations or
+    --store/--model/--layer."""
     from ..engine import open_activations
     from ..errors import DissectError
 
@@ -74,14 +111,19 @@ def _samples(args):
             "layer": args.layer,
             "model": {"kind": "activations", "file": acts.file, "content": acts.fingerprint()},
         }
+        names = None
         if args.store:
             from broden_builder import BrodenStore
 
-            ident["store"] = {
-                "path": str(Path(args.store).resolve()),
-                "fingerprint": BrodenStore(args.store).fingerprint(),
-            }
-        return acts, ident
+            store = BrodenStore(args.store)
+            ident["store"] = {"path": str(Path(args.store).resolve()), "fingerprint": store.fingerprint()}
+            if acts.shape[0] != len(store.rows):  # sae.json would record a store these rows are not
+                raise DissectError(
+                    f"{acts.origin}: activations hold {acts.shape[0]} images but {store.root / 'index.csv'} has "
+                    f"{len(store.rows)} rows; activations must be in index.csv order"
+                )
+            names = [r.image for r in store.rows]
+        return acts, ident, names
     if not (args.store and args.model and args.layer):
         raise DissectError("dissect sae train needs --activations FILE, or --store, --model and --layer")
     return _from_model(args)
@@ -106,7 +148,8 @@ def _from_model(args):
     model = load_model(args.model, args.weights, unsafe_unpickle=args.unsafe_unpickle)
     res = dissect_model(model, [args.layer], args.store, cfg, out=units_out)[args.layer]
     acts = open_activations(units_out / ".dissect_cache" / f"{safe_name(args.layer)}.rank0of1.npy")
-    return acts, {"layer": args.layer, "model": res.model, "store": res.store, "units_result": str(units_out)}
+    ident = {"layer": args.layer, "model": res.model, "store": res.store, "units_result": str(units_out)}
+    return acts, ident, None
 
 
 def cmd_train(args) -> int:
@@ -122,13 +165,13 @@ def cmd_train(args) -> int:
         lr=args.lr,
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
-        chunk_bytes=max(1, args.chunk_mb) << 20,
+        chunk_bytes=args.chunk_mb << 20,
         quiet=args.quiet,
     )
     device = resolve_device(args.device, dist_info())
-    acts, ident = _samples(args)
+    acts, ident, names = _samples(args)
     apply_threads(args.threads or available_cpus())
-    doc = train_sae(acts, args.out, settings, ident, device=device)
+    doc = train_sae(acts, args.out, settings, ident, device=device, row_names=names)
     print(
         f"SAE {doc['units']} -> {doc['features']} features (top-{doc['k']}), {doc['epochs']} epochs: "
         f"explained variance {doc['explained_variance']:.4f}, {doc['dead_features']} dead features, "
