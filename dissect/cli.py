@@ -841,6 +841,18 @@ def _cmd_sae(args) -> int:
     return sae_train_command(args)
 
 
+def _out_outside_store(args):
+    """``args``, once every command that takes a store and an output folder (run, score, explain,
+    describe, sae train, report --store) is known not to write into the store: an output folder that
+    is the store or inside it is refused (dissect.results.out_outside_store) before anything is written."""
+    from .results import out_outside_store
+
+    store, out = getattr(args, "store", None), getattr(args, "out", None)
+    if store and out:
+        out_outside_store(out, store, "results folder" if args.command == "report" else "--out")
+    return args
+
+
 def console() -> int:
     """The installed ``dissect`` command (and ``python -m dissect.cli``): :func:`main` in a process
     that ends with the command (broden_builder.process settings)."""
@@ -870,7 +882,7 @@ def main(argv: Optional[Sequence[str]] = None, own_process: bool = False) -> int
     }
     try:
         return run_command(
-            lambda: handlers[args.command](_with_config_file(parser, args, argv)),
+            lambda: handlers[args.command](_out_outside_store(_with_config_file(parser, args, argv))),
             verbose=getattr(args, "verbose", False),
             own_process=own_process,
         )

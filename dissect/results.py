@@ -588,6 +588,17 @@ def check_same_model(directory: Union[str, Path], current: dict, recorded=None) 
         )
 
 
+def out_outside_store(out: Union[str, Path], store: Union[str, Path], what: str = "--out") -> None:
+    """Refuse (ResultsError) an output folder that is the store folder or inside it (symlinks
+    resolved): results, locks and caches written there would damage the store."""
+    o, s = Path(out).expanduser().resolve(), Path(store).expanduser().resolve()
+    if o == s or s in o.parents:
+        raise ResultsError(
+            f"{what} {out} is {'the store folder' if o == s else 'inside the store'} {store}: writing results "
+            f"there would damage the store (broden validate would reject it); choose a folder outside the store"
+        )
+
+
 def open_store(result: Union[LayerResult, dict], store=None, base: Optional[Path] = None):
     """The Broden store a result was dissected on: ``store`` (a BrodenStore or its folder), else the
     folder result.json records (a relative one also against ``base``). One policy for every reader:

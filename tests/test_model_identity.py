@@ -175,3 +175,40 @@ def test_ablate_and_describe_refuse_a_result_of_other_weights(dissected, models,
                "--layer", "features", "--clip", "hf:never-loaded", "--out", str(out), "--device", "cpu", "--quiet"])
     assert rc == 1 and str(ckpt.resolve()) in _error_line(capsys)
     assert sorted(p.name for p in (out / "features").iterdir()) == before  # nothing written
+
+
+# ---------------------------------------------------------------------------- F10: never an output inside the store
+def _listing(root: Path) -> list:
+    return sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*"))
+
+
+def test_no_command_writes_its_output_into_the_store(models, synthetic_store, tmp_path, capsys):
+    import shutil
+
+    store = tmp_path / "store"
+    shutil.copytree(synthetic_store, store)
+    link = tmp_path / "link"
+    link.symlink_to(store, target_is_directory=True)
+    acts = tmp_path / "acts.npy"
+    np.save(acts, np.random.default_rng(0).random((60, 2, 4, 4)).astype(np.float32))
+    before = _listing(store)
+    model = ["--model", f"{models}:tiny", "--weights", "none", "--layer", "features"]
+    commands = [
+        ["run", "--store", str(store), "--out", str(store)] + model,
+        ["run", "--store", str(store), "--out", str(store / "images")] + model,
+        ["run", "--store", str(store), "--out", str(link / "results")] + model,  # through a symlink
+        ["score", "--store", str(link), "--activations", str(acts), "--out", str(store / "new")],
+        ["explain", "--store", str(store), "--activations", str(acts), "--out", str(store / "x")],
+        ["describe", "--store", str(store), "--activations", str(acts), "--clip", "hf:never", "--out", str(store)],
+        ["sae", "train", "--store", str(store), "--activations", str(acts), "--out", str(store / "sae")],
+        ["report", str(store), "--store", str(store)],
+    ]
+    for args in commands:
+        rc = main(args + (["--quiet"] if args[0] != "sae" else []))
+        assert rc == 1, args
+        err = _error_line(capsys)
+        assert ("inside the store" in err or "is the store folder" in err) and str(store.name) in err, (args, err)
+    assert _listing(store) == before  # not a file added or touched (no lock, no cache, no result)
+    from broden_builder import BrodenStore
+
+    assert len(BrodenStore(store).rows) == 60
