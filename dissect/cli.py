@@ -849,7 +849,14 @@ def _out_outside_store(args):
 
     store, out = getattr(args, "store", None), getattr(args, "out", None)
     if store and out:
-        out_outside_store(out, store, "results folder" if args.command == "report" else "--out")
+        layers = getattr(args, "layer", None)
+        names = [*(layers if isinstance(layers, list) else [layers]), getattr(args, "name", None)]
+        if getattr(args, "activations", None):
+            names.append(Path(args.activations).stem)
+        names += ["controls"] if getattr(args, "controls", False) else []  # run --controls: OUT/controls/
+        names += ["units"] if args.command == "sae" else []  # sae train from a model: OUT/units/
+        what = "results folder" if args.command == "report" else "--out"
+        out_outside_store(out, store, what, [str(n) for n in names if n])
     return args
 
 

@@ -588,10 +588,21 @@ def check_same_model(directory: Union[str, Path], current: dict, recorded=None) 
         )
 
 
-def out_outside_store(out: Union[str, Path], store: Union[str, Path], what: str = "--out") -> None:
+def out_outside_store(
+    out: Union[str, Path], store: Union[str, Path], what: str = "--out", names: Sequence[str] = ()
+) -> None:
     """Refuse (ResultsError) an output folder that is the store folder or inside it (symlinks
-    resolved): results, locks and caches written there would damage the store."""
+    resolved): results, locks and caches written there would damage the store. ``names``: the
+    results the command writes, whose folders (``out/<name>``, ``out/<name>.sae``) are replaced whole,
+    so none may be the store or hold it."""
     o, s = Path(out).expanduser().resolve(), Path(store).expanduser().resolve()
+    for name in names:
+        for folder in (layer_folder(o, name), layer_folder(o, name, feature=True)):
+            if folder == s or folder in s.parents:
+                raise ResultsError(
+                    f"the result folder of {name!r}, {folder}, would replace the store {store} (a result folder "
+                    f"is written whole); choose another --out"
+                )
     if o == s or s in o.parents:
         raise ResultsError(
             f"{what} {out} is {'the store folder' if o == s else 'inside the store'} {store}: writing results "

@@ -212,3 +212,23 @@ def test_no_command_writes_its_output_into_the_store(models, synthetic_store, tm
     from broden_builder import BrodenStore
 
     assert len(BrodenStore(store).rows) == 60
+
+
+def test_a_result_folder_never_replaces_the_store(models, synthetic_store, tmp_path, capsys):
+    """OUT/<layer>/ is replaced whole when written: a store at that path (or below it) is refused first."""
+    import shutil
+
+    work = tmp_path / "work"
+    shutil.copytree(synthetic_store, work / "features" / "store")
+    acts = tmp_path / "features.npy"
+    np.save(acts, np.random.default_rng(0).random((60, 2, 4, 4)).astype(np.float32))
+    before = _listing(work)
+    for args in (
+        ["run", "--store", str(work / "features" / "store"), "--model", f"{models}:tiny", "--weights", "none",
+         "--layer", "features", "--out", str(work)],
+        ["score", "--store", str(work / "features" / "store"), "--activations", str(acts), "--out", str(work)],
+    ):
+        assert main(args + ["--quiet"]) == 1, args
+        err = _error_line(capsys)
+        assert "would replace the store" in err and str(work / "features") in err, err
+    assert _listing(work) == before
