@@ -87,8 +87,10 @@ WEIGHTS_HELP = (
     "the torch hub cache, $TORCH_HOME/hub/checkpoints, default ~/.cache/torch/hub/checkpoints, unless already "
     "there), a local checkpoint file (offline nodes: --weights /path/to/resnet18-f37072fd.pth for a torchvision "
     "name, a .safetensors or .pth for timm:NAME; a .pth/.pt/.safetensors state_dict, 'module.' prefixes removed), "
-    "or 'none' for a random initialisation (stated in the output and the report). hf:FOLDER and file.py models "
-    "carry their own weights (a file.py model takes an optional checkpoint; 'none' records it as random)"
+    "or 'none' for a random initialisation (seed 0; stated in the output and the report). hf:FOLDER and file.py "
+    "models carry their own weights (a file.py function is called after torch.manual_seed(0), so it builds the "
+    "same weights each time; it takes an optional checkpoint; 'none' records its own init as random; without "
+    "--weights result.json records the weights as built by the function, with their state_dict sha256)"
 )
 
 
@@ -618,6 +620,11 @@ def _explain(args) -> int:
 
             dissect_model(model, [args.layer], args.store, _config(args), out=args.out)
     else:
+        if model is not None:  # the thresholds of another model's units would not fit this one
+            from .capture import model_record
+            from .results import check_same_model
+
+            check_same_model(layer_dir, model_record(model))
         print(f"using the thresholds and settings of {layer_dir} (delete it to score again)")
     if info.rank != 0:
         return 0
@@ -666,6 +673,7 @@ def _describe_inputs(args, store):
     from .capture import load_model
 
     loaded = load_model(args.model, args.weights, unsafe_unpickle=args.unsafe_unpickle)
+    _same_model_as_result(Path(args.out) / _described_folder(name, sae), loaded)
     summary, prep = model_summary(
         loaded,
         args.layer,
@@ -684,6 +692,16 @@ def _describe_inputs(args, store):
         _described_folder(name, sae),
         dict(sae_settings, model=loaded.identity, layer=args.layer, preprocessing=prep),
     )
+
+
+def _same_model_as_result(layer_dir: Path, loaded) -> None:
+    """Refuse a result folder dissected with another model than ``loaded`` (its labels, units and
+    preprocessing are that model's); nothing to compare where it holds no result."""
+    from .capture import model_record
+    from .results import check_same_model, has_result
+
+    if has_result(layer_dir):
+        check_same_model(layer_dir, model_record(loaded))
 
 
 def _describe_sae(args, name: str) -> tuple:
@@ -797,6 +815,8 @@ def _ablate(args) -> int:
     from .capture import load_model
 
     layer_dir = layer_folder(args.out, args.layer)
+    model = load_model(args.model, args.weights, unsafe_unpickle=args.unsafe_unpickle)
+    _same_model_as_result(layer_dir, model)  # its units and preprocessing are read from the result
     if args.concept:
         units = top_units_for_concept(layer_dir, args.concept, args.k)
         print(
@@ -807,7 +827,6 @@ def _ablate(args) -> int:
             units = [int(u) for u in args.units.replace(" ", "").split(",") if u]
         except ValueError:
             raise ValueError(f"--units must be comma-separated unit numbers, got {args.units!r}") from None
-    model = load_model(args.model, args.weights, unsafe_unpickle=args.unsafe_unpickle)
     size, mean, std, source = result_preprocessing(layer_dir, model.preprocessing, args.input_size, args.mean, args.std)
     print(f"preprocessing: {size[0]}x{size[1]}, mean {_fmt3(mean)}, std {_fmt3(std)} from {source}")
     ds, classes = open_data(
@@ -846,6 +865,25 @@ def _cmd_sae(args) -> int:
     return sae_train_command(args)
 
 
+def _out_outside_store(args):
+    """``args``, once every command that takes a store and an output folder (run, score, explain,
+    describe, sae train, report --store) is known not to write into the store: an output folder that
+    is the store or inside it is refused (dissect.results.out_outside_store) before anything is written."""
+    from .results import out_outside_store
+
+    store, out = getattr(args, "store", None), getattr(args, "out", None)
+    if store and out:
+        layers = getattr(args, "layer", None)
+        names = [*(layers if isinstance(layers, list) else [layers]), getattr(args, "name", None)]
+        if getattr(args, "activations", None):
+            names.append(Path(args.activations).stem)
+        names += ["controls"] if getattr(args, "controls", False) else []  # run --controls: OUT/controls/
+        names += ["units"] if args.command == "sae" else []  # sae train from a model: OUT/units/
+        what = "results folder" if args.command == "report" else "--out"
+        out_outside_store(out, store, what, [str(n) for n in names if n])
+    return args
+
+
 def console() -> int:
     """The installed ``dissect`` command (and ``python -m dissect.cli``): :func:`main` in a process
     that ends with the command (broden_builder.process settings)."""
@@ -875,7 +913,7 @@ def main(argv: Optional[Sequence[str]] = None, own_process: bool = False) -> int
     }
     try:
         return run_command(
-            lambda: handlers[args.command](_with_config_file(parser, args, argv)),
+            lambda: handlers[args.command](_out_outside_store(_with_config_file(parser, args, argv))),
             verbose=getattr(args, "verbose", False),
             own_process=own_process,
         )

@@ -569,6 +569,47 @@ def read_result_json(directory: Union[str, Path]) -> dict:
     return _read_json(Path(directory) / "result.json")
 
 
+def check_same_model(directory: Union[str, Path], current: dict, recorded=None) -> None:
+    """Refuse (ResultsError) to reuse the result in ``directory`` with a model other than the one it was
+    dissected with: ``current`` is the model's record (dissect.capture.model_record), ``recorded``
+    result.json's "model" (read when not given). A result scored from activations is not compared."""
+    from .capture import model_difference, model_words
+
+    if recorded is None:
+        recorded = read_result_json(directory).get("model")
+    if not isinstance(recorded, dict) or recorded.get("kind") == "activations":
+        return
+    field = model_difference(recorded, current)
+    if field is not None:
+        raise ResultsError(
+            f"{directory} was dissected with {model_words(recorded)}, not with {model_words(current)} "
+            f"({field} differs); its thresholds and units do not fit this model: delete {directory} or "
+            f"give another --out"
+        )
+
+
+def out_outside_store(
+    out: Union[str, Path], store: Union[str, Path], what: str = "--out", names: Sequence[str] = ()
+) -> None:
+    """Refuse (ResultsError) an output folder that is the store folder or inside it (symlinks
+    resolved): results, locks and caches written there would damage the store. ``names``: the
+    results the command writes, whose folders (``out/<name>``, ``out/<name>.sae``) are replaced whole,
+    so none may be the store or hold it."""
+    o, s = Path(out).expanduser().resolve(), Path(store).expanduser().resolve()
+    for name in names:
+        for folder in (layer_folder(o, name), layer_folder(o, name, feature=True)):
+            if folder == s or folder in s.parents:
+                raise ResultsError(
+                    f"the result folder of {name!r}, {folder}, would replace the store {store} (a result folder "
+                    f"is written whole); choose another --out"
+                )
+    if o == s or s in o.parents:
+        raise ResultsError(
+            f"{what} {out} is {'the store folder' if o == s else 'inside the store'} {store}: writing results "
+            f"there would damage the store (broden validate would reject it); choose a folder outside the store"
+        )
+
+
 def open_store(result: Union[LayerResult, dict], store=None, base: Optional[Path] = None):
     """The Broden store a result was dissected on: ``store`` (a BrodenStore or its folder), else the
     folder result.json records (a relative one also against ``base``). One policy for every reader:

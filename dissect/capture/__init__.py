@@ -11,7 +11,7 @@
 
 from ._hooks import ForwardError, TraceDict, get_layer, list_layers, resolve_selector
 from ._layouts import LAYOUTS
-from ._models import UNSAFE_HELP, LoadedModel, load_model
+from ._models import UNSAFE_HELP, LoadedModel, load_model, model_difference, model_record, model_words, state_sha256
 from ._plan import feature_maps, plan_layers
 from ._preprocess import Preprocessing, resolve_preprocessing
 
@@ -26,7 +26,11 @@ __all__ = [
     "get_layer",
     "list_layers",
     "load_model",
+    "model_difference",
+    "model_record",
+    "model_words",
     "plan_layers",
     "resolve_preprocessing",
     "resolve_selector",
+    "state_sha256",
 ]

@@ -21,8 +21,12 @@ used for cache keys and result.json, and the preprocessing the model asks for).
   ``torch.export.load`` unpickles parts of the archive (sample inputs, constants, some weights,
   falling back to ``weights_only=False``), so a ``.pt2`` is refused unless ``unsafe_unpickle=True``
   (``--unsafe-unpickle``), like any full pickle (ExportUnpickleRefused).
-- ``path/to/file.py:function``: the function is called without arguments and must return
-  an ``nn.Module``; a checkpoint path in ``weights`` is then loaded into it.
+- ``path/to/file.py:function``: the function is called without arguments, after
+  ``torch.manual_seed(0)`` (so a function that initialises at random gives the same weights on every
+  call and every rank), and must return an ``nn.Module``; a checkpoint path in ``weights`` is then
+  loaded into it. Without ``weights`` the model is recorded as built by the function (it may load
+  weights itself), with a sha256 of its state_dict (``state_sha256``), so a cache or checkpoint of
+  other weights is never reused; ``none`` records the function's own (seeded) init as random.
 - a TorchScript file (``torch.jit.save``): forward hooks cannot be attached inside a loaded
   TorchScript module, so it is dissected at its outputs: layer ``output`` (one tensor),
   ``output.0`` ... (tuple) or ``output.<key>`` (dict).
@@ -74,7 +78,9 @@ class MissingWeightsError(ModelLoadError):
 
 RANDOM_INIT = "none (random init, seed 0)"
 #: ``--weights none`` on a file.py model: the function's own initialisation, said to be random.
-RANDOM_OWN_INIT = "none (random init: the function's own)"
+RANDOM_OWN_INIT = "none (random init: the function's own, seed 0)"
+#: a file.py model without ``weights``: whatever the function built (its own weights, or its init)
+AS_BUILT = "as built by the function (no --weights)"
 
 
 @dataclass
@@ -95,8 +101,9 @@ class LoadedModel:
 
     @property
     def random_weights(self) -> bool:
-        """True when the weights are a random initialisation (``--weights none``)."""
-        return self.identity.get("weights") in (RANDOM_INIT, RANDOM_OWN_INIT)
+        """True when the weights are a random initialisation (``--weights none``, a control's reset)."""
+        w = self.identity.get("weights")
+        return isinstance(w, str) and w.startswith("none")
 
     def weights_text(self) -> str:
         """The weights in words, for console lines and report headers."""
@@ -104,7 +111,9 @@ class LoadedModel:
         if w == RANDOM_INIT:
             return "RANDOM weights (--weights none: random init, seed 0)"
         if w == RANDOM_OWN_INIT:
-            return "RANDOM weights (--weights none: the function's own initialisation)"
+            return "RANDOM weights (--weights none: the function's own initialisation, seed 0)"
+        if w == AS_BUILT:
+            return f"weights as built by the function (no --weights; state sha256 {self.identity['state_sha256'][:12]})"
         if isinstance(w, dict):
             return f"checkpoint {w.get('checkpoint')}"
         return str(w) if w else "the model's own"
@@ -250,7 +259,7 @@ def _torchvision_model(
     if weights is None or str(weights).lower() == "none":
         torch.manual_seed(0)  # random init reproducible across runs and ranks
         module = torchvision.models.get_model(name, weights=None)
-        identity["weights"] = RANDOM_INIT
+        identity["weights"], identity["state_sha256"] = RANDOM_INIT, state_sha256(module)
         wname = "none"
     elif Path(weights).suffix in (".pt", ".pth", ".tar", ".ckpt", ".bin", ".safetensors") or Path(weights).exists():
         module = torchvision.models.get_model(name, weights=None)
@@ -302,6 +311,7 @@ def _python_model(spec: str, weights: Optional[str], unsafe_unpickle: bool) -> L
     if fn is None or not callable(fn):
         raise ModelLoadError(f"{path} has no function {func!r}")
     try:
+        torch.manual_seed(0)  # as for --weights none: the same command builds the same weights
         module = fn()
     except Exception as e:  # the user's code failed: their error, named, not ours
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
@@ -309,12 +319,82 @@ def _python_model(spec: str, weights: Optional[str], unsafe_unpickle: bool) -> L
     if not isinstance(module, nn.Module):
         raise ModelLoadError(f"{spec} returned {type(module).__name__}, not a torch.nn.Module")
     identity: dict = {"kind": "python", "file": str(path.resolve()), "function": func, "sha256": file_sha256(path)}
-    if _is_none(weights):
-        identity["weights"] = RANDOM_OWN_INIT
-    elif weights is not None:
+    if weights is not None and not _is_none(weights):
         load_state(module, read_checkpoint(Path(weights), unsafe_unpickle), weights)
         identity["weights"] = {"checkpoint": str(Path(weights).resolve()), "sha256": file_sha256(Path(weights))}
+    else:  # no file to hash: the weights themselves identify the model (cache and checkpoint keys)
+        identity["weights"] = RANDOM_OWN_INIT if _is_none(weights) else AS_BUILT
+        identity["state_sha256"] = state_sha256(module)
     return LoadedModel(module.eval(), spec, "python", weights, identity)
+
+
+def state_sha256(module: nn.Module) -> str:
+    """sha256 over ``module.state_dict()`` in its order: each entry's name, dtype, shape and bytes."""
+    h = hashlib.sha256()
+    for k, v in module.state_dict().items():
+        if not isinstance(v, torch.Tensor):
+            h.update(f"{k}={v!r};".encode())
+            continue
+        t = v.detach().cpu().contiguous()
+        h.update(f"{k}:{t.dtype}:{tuple(t.shape)};".encode())
+        try:
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        except (RuntimeError, TypeError):  # dtypes without a byte view (quantized, ...)
+            h.update(t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def model_record(model) -> dict:
+    """What result.json, cache and checkpoint keys record of ``model`` (a LoadedModel or nn.Module):
+    its identity, spec and random_weights; an nn.Module by its class and state_dict sha256."""
+    if isinstance(model, LoadedModel):
+        return dict(model.identity, spec=model.spec, random_weights=model.random_weights)
+    if not isinstance(model, nn.Module):
+        raise ModelLoadError(f"model must be an nn.Module or LoadedModel, got {type(model).__name__}")
+    kind = "torchscript" if isinstance(model, torch.jit.ScriptModule) else "module"
+    return {
+        "kind": kind,
+        "class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "state_sha256": state_sha256(model),
+    }
+
+
+#: the fields of a model record that say which network and weights it is (library versions do not)
+_IDENTIFYING = ("kind", "name", "ref", "function", "class", "sha256", "state_sha256", "random_weights", "weights")
+
+
+def _compared(key: str, value):
+    """A record's field as compared: weights files by their content (sha256), not their path."""
+    if key == "weights" and isinstance(value, dict) and value.get("sha256"):
+        return value["sha256"]
+    return value
+
+
+def model_difference(recorded: dict, current: dict) -> Optional[str]:
+    """None when two model records (:func:`model_record`, result.json's "model") name the same network
+    and weights, else the first field that differs. A field only one of them holds is not compared
+    (a record written before it existed); a file is compared by its sha256 where both record one."""
+    keys = list(_IDENTIFYING) + ([] if recorded.get("sha256") and current.get("sha256") else ["file"])
+    for key in keys:
+        if key in recorded and key in current and _compared(key, recorded[key]) != _compared(key, current[key]):
+            return key
+    return None
+
+
+def model_words(record: dict) -> str:
+    """A model record in words: its spec (or file, name, class) and its weights."""
+    what = record.get("spec") or record.get("name") or record.get("file") or record.get("class") or "a model"
+    w = record.get("weights")
+    if isinstance(w, dict):
+        src = w.get("checkpoint") or w.get("hf") or "?"
+        weights = f"weights {src}" + (f", sha256 {str(w['sha256'])[:12]}" if w.get("sha256") else "")
+    elif w:
+        weights = f"weights {w}"
+    else:
+        weights = "its own weights"
+    if record.get("state_sha256"):
+        weights += f", state sha256 {str(record['state_sha256'])[:12]}"
+    return f"{what} ({weights})"
 
 
 def _is_none(weights) -> bool:
@@ -343,7 +423,7 @@ def _timm_model(name: str, weights: Optional[str], unsafe_unpickle: bool, requir
         raise ModelLoadError(f"timm:{name}: cannot create the model ({type(e).__name__}: {e})") from None
     identity: dict = {"kind": "timm", "name": name, "timm": timm.__version__}
     if weights is None or _is_none(weights):
-        identity["weights"] = RANDOM_INIT
+        identity["weights"], identity["state_sha256"] = RANDOM_INIT, state_sha256(module)
         wname = "none"
     else:
         path = Path(weights)
@@ -416,7 +496,7 @@ def _hf_model(ref: str, weights: Optional[str]) -> LoadedModel:
         if _is_none(weights):
             torch.manual_seed(0)
             module = AutoModel.from_config(config)
-            identity["weights"] = RANDOM_INIT
+            identity["weights"], identity["state_sha256"] = RANDOM_INIT, state_sha256(module)
             wname = "none"
         elif weights is not None:
             raise ModelLoadError(

@@ -19,7 +19,6 @@ the same command resumes and gives the identical result.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from pathlib import Path
@@ -41,7 +40,7 @@ from ..errors import DissectError
 from ..capture import resolve_selector
 from ._model_input import ModelForward, cache_rounded, loaded_model, plan_model
 from ._resources import apply_threads
-from ..capture import LoadedModel
+from ..capture import LoadedModel, model_record
 from ..capture import Preprocessing, resolve_preprocessing
 from ..results import LayerResult, safe_name
 
@@ -298,23 +297,8 @@ def _checked(run: Run, acts: dict, batch: Batch) -> dict:
 
 # ---------------------------------------------------------------------------- the model
 def _model_identity(model) -> tuple:
-    """(LoadedModel, identity record for cache keys and result.json)."""
-    lm = loaded_model(model)
-    if isinstance(model, LoadedModel):
-        return model, dict(model.identity, spec=model.spec, random_weights=model.random_weights)
-    h = hashlib.sha256()
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        h.update(
-            v.detach().cpu().contiguous().numpy().tobytes()
-            if v.dtype != torch.bfloat16
-            else v.float().numpy().tobytes()
-        )
-    return lm, {
-        "kind": lm.kind,
-        "class": f"{type(model).__module__}.{type(model).__qualname__}",
-        "state_sha256": h.hexdigest(),
-    }
+    """(LoadedModel, identity record for cache keys and result.json; dissect.capture.model_record)."""
+    return loaded_model(model), model_record(model)
 
 
 def _check_layers(lm: LoadedModel, names: Sequence[str]) -> None:

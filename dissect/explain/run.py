@@ -19,7 +19,8 @@ import torch
 from broden_builder import BrodenStore
 
 from ..errors import DissectError
-from ..results import load_result, open_store, results_lock
+from ..capture import model_record
+from ..results import check_same_model, load_result, open_store, results_lock
 from .layer import LayerExplanations, explain_activations
 from .output import write_explanations
 
@@ -212,6 +213,8 @@ def explain_result(
 
     layer_dir = Path(layer_dir)
     res = load_result(layer_dir, load_maps=False)
+    if model is not None and activations is None:  # another model's thresholds would not fit its units
+        check_same_model(layer_dir, model_record(model), res.model)
     thr, settings = res.thresholds, res.settings or {}
     store = open_store(res, store)
     rows = select_rows(store, settings.get("split"))

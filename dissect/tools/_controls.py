@@ -33,7 +33,7 @@ from torch import nn
 
 from broden_builder.shared import note
 
-from ..capture import LoadedModel, load_model
+from ..capture import LoadedModel, load_model, state_sha256
 from ..config import DissectConfig
 from ..engine import dissect_model
 from ..errors import DissectError
@@ -99,6 +99,7 @@ def random_init(model: Union[nn.Module, LoadedModel], seed: int = 0) -> LoadedMo
         "kind": lm.kind if lm is not None else "module",
         "class": f"{type(module).__module__}.{type(module).__qualname__}",
         "weights": f"none (random init: reset_parameters, torch seed {int(seed)})",
+        "state_sha256": state_sha256(fresh),  # the weights themselves: cache and checkpoint keys, result.json
     }
     return LoadedModel(
         fresh.eval(), spec, identity["kind"], "none", identity, lm.preprocessing if lm is not None else None
