@@ -867,11 +867,15 @@ def _cmd_sae(args) -> int:
 
 def _out_outside_store(args):
     """``args``, once every command that takes a store and an output folder (run, score, explain,
-    describe, sae train, report --store) is known not to write into the store: an output folder that
-    is the store or inside it is refused (dissect.results.out_outside_store) before anything is written."""
+    describe, sae train, report --store) is known not to write into the store, nor describe into its
+    ``--images`` folder: an output folder that is the store (or that folder) or inside it is refused
+    (dissect.results.out_outside_store) before anything is written."""
     from .results import out_outside_store
 
     store, out = getattr(args, "store", None), getattr(args, "out", None)
+    images = getattr(args, "images", None) if args.command == "describe" else None
+    if images and out and Path(images).is_dir():  # describe --images DIR: the probe images stay as they are
+        out_outside_store(out, images, "--out", kind="image folder")
     if store and out:
         layers = getattr(args, "layer", None)
         names = [*(layers if isinstance(layers, list) else [layers]), getattr(args, "name", None)]

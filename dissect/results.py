@@ -589,24 +589,31 @@ def check_same_model(directory: Union[str, Path], current: dict, recorded=None) 
 
 
 def out_outside_store(
-    out: Union[str, Path], store: Union[str, Path], what: str = "--out", names: Sequence[str] = ()
+    out: Union[str, Path],
+    store: Union[str, Path],
+    what: str = "--out",
+    names: Sequence[str] = (),
+    kind: str = "store",
 ) -> None:
     """Refuse (ResultsError) an output folder that is the store folder or inside it (symlinks
     resolved): results, locks and caches written there would damage the store. ``names``: the
     results the command writes, whose folders (``out/<name>``, ``out/<name>.sae``) are replaced whole,
-    so none may be the store or hold it."""
+    so none may be the store or hold it. ``kind``: what ``store`` is, for the message (``store``, or
+    ``image folder`` for an input folder of images that must stay as it is)."""
     o, s = Path(out).expanduser().resolve(), Path(store).expanduser().resolve()
     for name in names:
         for folder in (layer_folder(o, name), layer_folder(o, name, feature=True)):
             if folder == s or folder in s.parents:
                 raise ResultsError(
-                    f"the result folder of {name!r}, {folder}, would replace the store {store} (a result folder "
+                    f"the result folder of {name!r}, {folder}, would replace the {kind} {store} (a result folder "
                     f"is written whole); choose another --out"
                 )
     if o == s or s in o.parents:
+        why = "(broden validate would reject it)" if kind == "store" else "(its next reading would take them in)"
         raise ResultsError(
-            f"{what} {out} is {'the store folder' if o == s else 'inside the store'} {store}: writing results "
-            f"there would damage the store (broden validate would reject it); choose a folder outside the store"
+            f"{what} {out} is {('the store folder' if kind == 'store' else f'the {kind}') if o == s else f'inside the {kind}'} "
+            f"{store}: writing results "
+            f"there would damage the {kind} {why}; choose a folder outside the {kind}"
         )
 
 

@@ -232,3 +232,22 @@ def test_a_result_folder_never_replaces_the_store(models, synthetic_store, tmp_p
         err = _error_line(capsys)
         assert "would replace the store" in err and str(work / "features") in err, err
     assert _listing(work) == before
+
+
+def test_describe_never_writes_into_its_probe_image_folder(models, tmp_path, capsys):
+    """describe --images DIR reads DIR recursively: an --out inside it is refused before anything is written."""
+    from PIL import Image
+
+    images = tmp_path / "probe"
+    images.mkdir()
+    for i in range(3):
+        Image.new("RGB", (16, 16), (i * 60, 0, 0)).save(images / f"{i}.png")
+    before = _listing(images)
+    for out in (images, images / "described"):
+        rc = main(["describe", "--images", str(images), "--model", f"{models}:tiny", "--weights", "none",
+                   "--layer", "features", "--clip", "hf:never", "--out", str(out), "--quiet"])
+        assert rc == 1
+        err = _error_line(capsys)
+        assert ("inside the image folder" in err or "is the image folder " in err) and "probe" in err, err
+        assert "folder folder" not in err
+    assert _listing(images) == before
