@@ -610,9 +610,9 @@ def out_outside_store(
                 )
     if o == s or s in o.parents:
         why = "(broden validate would reject it)" if kind == "store" else "(its next reading would take them in)"
+        where = ("the store folder" if kind == "store" else f"the {kind}") if o == s else f"inside the {kind}"
         raise ResultsError(
-            f"{what} {out} is {('the store folder' if kind == 'store' else f'the {kind}') if o == s else f'inside the {kind}'} "
-            f"{store}: writing results "
+            f"{what} {out} is {where} {store}: writing results "
             f"there would damage the {kind} {why}; choose a folder outside the {kind}"
         )
 
