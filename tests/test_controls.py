@@ -195,3 +195,18 @@ def test_a_log_says_which_control_run_each_pass_belongs_to(setup):
                      f"controls 3/3: the same architecture with random weights (seed 0) -> {out / 'controls' / 'random'}"]
     first_pass = [i for i, g in enumerate(got) if not isinstance(g, str) and g.desc.startswith("pass 1/2")]
     assert got.index(notes[0]) < first_pass[0] and got.index(notes[2]) < first_pass[-1]
+
+
+def test_the_random_controls_warning_says_what_its_weights_are(setup, caplog):
+    """The random-init control's run is warned about as what it is (reset_parameters after a seed), not
+    as '--weights none', which the user did not give."""
+    import logging
+
+    root = setup
+    with caplog.at_level(logging.WARNING):
+        assert main(["run", "--store", str(root / "store"), "--model", f"{root / 'tinymodels.py'}:tiny",
+                     "--layer", "features.0", "--out", str(root / "warned"), "--quiet", "--workers", "0",
+                     "--device", "cpu", "--no-report", "--controls"]) == 0
+    said = [r.getMessage() for r in caplog.records if "RANDOM weights" in r.getMessage()]
+    assert said and all("--weights none" not in m for m in said), said
+    assert any("reset_parameters, torch seed 0" in m for m in said), said

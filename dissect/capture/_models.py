@@ -116,6 +116,8 @@ class LoadedModel:
             return f"weights as built by the function (no --weights; state sha256 {self.identity['state_sha256'][:12]})"
         if isinstance(w, dict):
             return f"checkpoint {w.get('checkpoint')}"
+        if self.random_weights:  # e.g. --controls' random-init copy: "none (random init: reset_parameters, ...)"
+            return f"RANDOM weights ({w})"
         return str(w) if w else "the model's own"
 
 

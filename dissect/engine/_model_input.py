@@ -98,7 +98,7 @@ def plan_model(
     reported as a problem of the input size (DissectError); selectors, call counts and layouts
     raise their own errors, which say what to choose."""
     if lm.random_weights and say:
-        log.warning("model %s has RANDOM weights (--weights none)", lm.spec)
+        log.warning("model %s has %s", lm.spec, lm.weights_text())
     with torch.no_grad():
         x = torch.zeros(1, 3, *input_size, device=device)
         x = transform(x) if transform is not None else x
